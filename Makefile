@@ -1,0 +1,37 @@
+# Set-up, run and test. Nothing needs to be installed by hand: `make run` and `make test` create .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export FINETUNE_DATA_DIR ?= $(CURDIR)/data
+export DO_NOT_TRACK := true
+export UNSTRUCTURED_DISABLE_NOTICE := 1
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install run test ui clean
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[test]'
+	# unstructured-inference without its dependency chain (timm -> torchvision breaks transformers here);
+	# what it really imports is listed in pyproject.toml.
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -c requirements.lock unstructured-inference
+	touch $@
+
+install: $(VENV)/.installed
+	@mkdir -p $(DAGSTER_HOME)
+	@cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+run: install
+	$(BIN)/finetune-pipeline run
+
+test: install
+	$(BIN)/python -m pytest
+
+ui: install
+	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
+
+clean:
+	rm -rf $(DAGSTER_HOME) $(FINETUNE_DATA_DIR)/.pipeline $(FINETUNE_DATA_DIR)/exports $(FINETUNE_DATA_DIR)/models

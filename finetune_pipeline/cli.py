@@ -1,0 +1,87 @@
+"""Command line: `finetune-pipeline run` materializes every asset headless and prints a summary."""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _summary(data_dir: Path) -> str:
+    storage = data_dir / ".pipeline"
+    lines = ["", "== finetune-pipeline summary ==", f"data root: {data_dir}", ""]
+    lines.append(f"{'stage':<22}{'in':>6}{'out':>6}{'rejected':>10}{'added':>7}")
+    for stage in ("raw_corpus", "cleaned_corpus", "deduplicated_corpus", "labeled_corpus", "augmented_corpus"):
+        path = storage / "stats" / f"{stage}.json"
+        if not path.exists():
+            lines.append(f"{stage:<22}  (not materialized)")
+            continue
+        stats = json.loads(path.read_text())
+        added = stats.get("augmented_rows", 0)
+        out = stats["rows_out"] - added
+        lines.append(f"{stage:<22}{out + stats['rows_rejected']:>6}{out:>6}{stats['rows_rejected']:>10}{added:>7}")
+    rejects = data_dir / "exports" / "rejects.parquet"
+    if rejects.exists():
+        import polars as pl
+
+        frame = pl.read_parquet(rejects)
+        lines += ["", "rejects by stage and reason:"]
+        for stage, reason, n in frame.group_by("stage", "reason").len().sort("stage", "reason").iter_rows():
+            lines.append(f"  {stage:<22}{reason:<28}{n:>5}")
+    splits = data_dir / "exports" / "splits"
+    if splits.exists():
+        sizes = {p.stem: sum(1 for _ in p.open()) for p in sorted(splits.glob("*.jsonl"))}
+        lines += ["", "splits: " + ", ".join(f"{k} {v}" for k, v in sizes.items()), f"exports: {splits.parent}"]
+    adapters = sorted((data_dir / "models").glob("*/metrics.json"))
+    for metrics_path in adapters:
+        m = json.loads(metrics_path.read_text())
+        t, b = m["test"], m["majority_baseline"]
+        lines += [f"adapter: {metrics_path.parent}", "",
+                  f"{'approach':<16}{'test acc':>10}{'macro-F1':>10}{'trainable params':>18}",
+                  f"{m['approach']:<16}{t['accuracy']:>10.3f}{t['macro_f1']:>10.3f}{m['trainable_parameters']:>18,}",
+                  f"{'majority class':<16}{b['accuracy']:>10.3f}{b['macro_f1']:>10.3f}{0:>18}"]
+    report = data_dir / "exports" / "report.md"
+    if report.exists():
+        lines += ["", f"data card: {report}"]
+    return "\n".join(lines)
+
+
+def run(data_dir: str | None) -> int:
+    if data_dir:
+        os.environ["FINETUNE_DATA_DIR"] = str(Path(data_dir).resolve())
+    from dagster import DagsterInstance
+
+    from finetune_pipeline.definitions import defs
+    from finetune_pipeline.settings import resolve_data_dir
+
+    root = resolve_data_dir()
+    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    result = defs.get_job_def("refresh_all").execute_in_process(instance=instance, raise_on_error=False)
+    print(_summary(root))
+    failed_checks = [e.asset_check_evaluation_data for e in result.all_events
+                     if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed]
+    for evaluation in failed_checks:
+        print(f"\nFAILED CHECK {evaluation.check_name} on {evaluation.asset_key.to_user_string()}: "
+              f"{evaluation.description}", file=sys.stderr)
+    if not result.success or failed_checks:
+        failures = [e for e in result.all_events if e.is_step_failure]
+        for event in failures:
+            print(f"\nFAILED STEP {event.step_key}: {event.step_failure_data.error.message.strip()}", file=sys.stderr)
+        print("\nrun did not complete: see the failures above", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="finetune-pipeline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_parser = sub.add_parser("run", help="materialize every asset on the data root and print a summary")
+    run_parser.add_argument("--data-dir", help="data root (default: $FINETUNE_DATA_DIR or data/)")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return run(args.data_dir)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

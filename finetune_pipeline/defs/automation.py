@@ -1,0 +1,36 @@
+"""The nightly schedule and the sensor on new raw files, both running by default under `dagster dev`."""
+
+
+import hashlib
+import json
+
+import dagster as dg
+
+from finetune_pipeline.defs.resources import PipelineResource
+from finetune_pipeline.raw_inventory import compare, inventory
+
+refresh_all = dg.define_asset_job(
+    "refresh_all", selection=dg.AssetSelection.all(),
+    description="Materialize every asset (and run its checks) on the data root.",
+)
+
+nightly_refresh = dg.ScheduleDefinition(
+    name="nightly_refresh", job=refresh_all, cron_schedule="0 2 * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Refresh the whole pipeline every night at 02:00 (server time).",
+)
+
+
+@dg.sensor(job=refresh_all, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Requests a full refresh when a file under raw/ is added, changed (by content hash) "
+                       "or removed. A touched but unchanged file starts no run.")
+def new_raw_files(context: dg.SensorEvaluationContext, pipeline: PipelineResource):
+    previous = json.loads(context.cursor) if context.cursor else {}
+    current = inventory(pipeline.root() / "raw", previous)
+    changes = compare(previous, current)
+    if not changes.any():
+        context.update_cursor(json.dumps(current))  # refresh mtimes so unchanged files are not re-hashed
+        return dg.SkipReason(f"no new, changed or removed files under raw/ ({len(current)} files)")
+    state = hashlib.sha256(json.dumps(sorted((p, v[2]) for p, v in current.items())).encode()).hexdigest()[:16]
+    context.update_cursor(json.dumps(current))
+    return dg.RunRequest(run_key=f"raw-{state}", tags={"trigger": "new_raw_files", "changes": changes.describe()})

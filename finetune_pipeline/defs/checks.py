@@ -1,0 +1,120 @@
+"""Blocking asset checks: the Great Expectations suites of `finetune_pipeline.validation`, one per asset,
+plus the accounting identity rows_in = rows_out + rows_rejected for each corpus stage.
+
+A failed blocking check stops every downstream asset in the run; `require_upstream_checks` in the
+assets stops separately launched runs too.
+"""
+
+
+from typing import Callable
+
+import dagster as dg
+import polars as pl
+
+from finetune_pipeline import validation as v
+from finetune_pipeline.defs.resources import PipelineResource
+from finetune_pipeline.labeling import label_set
+from finetune_pipeline.settings import Settings
+
+
+def _result(*results: v.SuiteResult, extra: dict | None = None) -> dg.AssetCheckResult:
+    passed = all(r.passed for r in results)
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="; ".join(r.summary() for r in results),
+        metadata={"expectations_evaluated": sum(r.evaluated for r in results),
+                  "expectations_failed": sum(len(r.failures) for r in results), **(extra or {})},
+    )
+
+
+def suite_check(asset: str, expectations: Callable[[Settings, pl.DataFrame], list], description: str):
+    """A blocking check that runs a GX suite built from the settings on the asset's frame."""
+
+    @dg.asset_check(asset=asset, name=f"{asset}_expectations", blocking=True, description=description)
+    def _check(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
+        settings = pipeline.settings()
+        return _result(v.validate(current, f"{asset}_expectations", expectations(settings, current)))
+
+    return _check
+
+
+def accounting_check(asset: str, upstream: str):
+    """Blocking: every upstream row is either kept or rejected at this stage (nothing lost)."""
+
+    @dg.asset_check(asset=asset, name=f"{asset}_accounting", blocking=True,
+                    additional_ins={"upstream": dg.AssetIn(upstream)},
+                    description=f"rows of {upstream} = rows kept + rows rejected at {asset}")
+    def _check(pipeline: PipelineResource, current: pl.DataFrame, upstream: pl.DataFrame) -> dg.AssetCheckResult:
+        originals = current.filter(pl.col("augmented_from").is_null()) if "augmented_from" in current.columns \
+            else current
+        rejected = pipeline.stage_rejects(asset).height
+        counts = pl.DataFrame({"rows_in": [upstream.height], "rows_out_plus_rejected": [originals.height + rejected]})
+        return _result(v.validate(counts, f"{asset}_accounting", v.accounting_expectations()),
+                       extra={"rows_in": upstream.height, "rows_out": originals.height, "rows_rejected": rejected})
+
+    return _check
+
+
+def _min(settings: Settings) -> int:
+    return settings.checks.min_records
+
+
+raw_corpus_expectations = suite_check(
+    "raw_corpus", lambda s, df: v.corpus_expectations(_min(s)),
+    "Standard record columns, unique non-null record_id, non-empty text, at least checks.min_records rows.")
+cleaned_corpus_expectations = suite_check(
+    "cleaned_corpus", lambda s, df: v.cleaned_expectations(_min(s), s.cleaning.min_chars, s.cleaning.max_chars),
+    "Record columns plus text length within cleaning.min_chars..max_chars and text_raw kept.")
+deduplicated_corpus_expectations = suite_check(
+    "deduplicated_corpus", lambda s, df: v.deduplicated_expectations(_min(s)),
+    "No two records with the same content hash; every record has a group_id.")
+labeled_corpus_expectations = suite_check(
+    "labeled_corpus", lambda s, df: v.labeled_expectations(_min(s), label_set(df, s)),
+    "Every record has a label from the label set, a known label_source and a confidence in [0, 1].")
+augmented_corpus_expectations = suite_check(
+    "augmented_corpus", lambda s, df: v.augmented_expectations(_min(s), label_set(df, s)),
+    "Unique record ids, labels from the set, augmentation columns present.")
+
+cleaned_corpus_accounting = accounting_check("cleaned_corpus", "raw_corpus")
+deduplicated_corpus_accounting = accounting_check("deduplicated_corpus", "cleaned_corpus")
+labeled_corpus_accounting = accounting_check("labeled_corpus", "deduplicated_corpus")
+augmented_corpus_accounting = accounting_check("augmented_corpus", "labeled_corpus")
+
+
+@dg.asset_check(asset="dataset_splits", name="dataset_splits_no_leakage", blocking=True,
+                description="Split values valid, every label in every split, no group (near-duplicate cluster) "
+                            "in two splits, augmented rows only in train and in their source's split.")
+def dataset_splits_no_leakage(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
+    settings = pipeline.settings()
+    labels = label_set(current, settings)
+    groups, augmented = v.leakage_frames(current)
+    group_exps, aug_exps = v.leakage_expectations()
+    results = [
+        v.validate(current, "dataset_splits_expectations", v.split_expectations(_min(settings), labels)),
+        v.validate(v.label_coverage_frame(current, labels), "dataset_splits_label_coverage",
+                   v.label_coverage_expectations()),
+        v.validate(groups, "dataset_splits_groups", group_exps),
+    ]
+    if augmented.height:
+        results.append(v.validate(augmented, "dataset_splits_augmented", aug_exps))
+    return _result(*results)
+
+
+@dg.asset_check(asset="lora_adapter", name="lora_adapter_beats_baseline", blocking=True,
+                description="No NaN training loss, and test accuracy above the majority-class baseline.")
+def lora_adapter_beats_baseline(current: dict) -> dg.AssetCheckResult:
+    frame = pl.DataFrame({"nan_loss": [current["nan_loss"]], "test_accuracy": [current["test"]["accuracy"]],
+                          "test_macro_f1": [current["test"]["macro_f1"]]})
+    return _result(v.validate(frame, "lora_adapter_expectations",
+                              v.adapter_expectations(current["majority_baseline"]["accuracy"])),
+                   extra={"test_accuracy": current["test"]["accuracy"],
+                          "baseline_accuracy": current["majority_baseline"]["accuracy"]})
+
+
+ALL_CHECKS = [
+    raw_corpus_expectations, cleaned_corpus_expectations, deduplicated_corpus_expectations,
+    labeled_corpus_expectations, augmented_corpus_expectations,
+    cleaned_corpus_accounting, deduplicated_corpus_accounting, labeled_corpus_accounting,
+    augmented_corpus_accounting, dataset_splits_no_leakage, lora_adapter_beats_baseline,
+]

@@ -1,0 +1,41 @@
+"""Resources: where the data root is, and the settings read from its finetune.yaml."""
+
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from finetune_pipeline.records import empty_rejects
+from finetune_pipeline.settings import Settings, load_settings, resolve_data_dir
+
+
+class PipelineResource(dg.ConfigurableResource):
+    """The data root (default: $FINETUNE_DATA_DIR, else `data/`) and the pipeline's settings."""
+
+    data_dir: str | None = None
+
+    def root(self) -> Path:
+        return resolve_data_dir(self.data_dir)
+
+    def settings(self) -> Settings:
+        return load_settings(self.root())
+
+    def storage_dir(self) -> Path:
+        """Intermediate asset values (Parquet/JSON), kept beside the data they come from."""
+        return self.root() / ".pipeline"
+
+    def exports_dir(self) -> Path:
+        return self.root() / "exports"
+
+    def models_dir(self) -> Path:
+        return self.root() / "models"
+
+    def stage_rejects(self, stage: str) -> pl.DataFrame:
+        path = self.storage_dir() / "rejects" / f"{stage}.parquet"
+        return pl.read_parquet(path) if path.exists() else empty_rejects()
+
+    def stage_stats(self, stage: str) -> dict:
+        path = self.storage_dir() / "stats" / f"{stage}.json"
+        return json.loads(path.read_text()) if path.exists() else {}

@@ -1,0 +1,109 @@
+"""Exports under `$FINETUNE_DATA_DIR/exports/`: the splits (DatasetDict + JSONL), folds, rejects and
+the data card. Every export is written to a temporary path and renamed into place, so a reader never
+loads a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import polars as pl
+
+from finetune_pipeline.records import SPLITS
+
+# Columns exported per record: the corpus columns minus run-specific ones (ingest time), so the same
+# inputs give byte-identical exports.
+EXPORT_COLUMNS = ["record_id", "text", "label", "label_source", "label_confidence", "split", "group_id",
+                  "source_uri", "source_type", "locator", "content_sha256", "augmented_from", "augmentation"]
+
+
+@contextmanager
+def atomic_path(target: Path):
+    """Yield a temporary sibling path; on success it replaces `target` (file or folder)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)) / target.name
+    try:
+        yield tmp
+        if target.is_dir() and not target.is_symlink():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def export_splits(splits: pl.DataFrame, exports_dir: Path) -> Path:
+    """`exports/splits/`: a `datasets.DatasetDict` (load_from_disk) plus `<split>.jsonl` files."""
+    from datasets import Dataset, DatasetDict
+
+    columns = [c for c in EXPORT_COLUMNS if c in splits.columns]
+    target = exports_dir / "splits"
+    with atomic_path(target) as tmp:
+        parts = {}
+        for name in SPLITS:
+            part = splits.filter(pl.col("split") == name).select(columns).sort("record_id")
+            parts[name] = Dataset(part.to_arrow())
+        DatasetDict(parts).save_to_disk(str(tmp))
+        for name in SPLITS:
+            splits.filter(pl.col("split") == name).select(columns).sort("record_id").write_ndjson(tmp / f"{name}.jsonl")
+    return target
+
+
+def write_parquet(frame: pl.DataFrame, target: Path) -> Path:
+    with atomic_path(target) as tmp:
+        frame.write_parquet(tmp)
+    return target
+
+
+def write_text(text: str, target: Path) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return target
+
+
+def data_card(stage_counts: list[dict], rejects: pl.DataFrame, splits: pl.DataFrame | None,
+              pii_by_type: dict[str, int], training: dict | None) -> str:
+    """The run's data card (`report.md`): counts, rejects by reason, label distribution per split,
+    PII counts by type (never values) and the evaluation."""
+    lines = ["# Data card", "", "## Rows per stage", "", "| stage | in | out | rejected |", "|---|---|---|---|"]
+    lines += [f"| {s['stage']} | {s['rows_in']} | {s['rows_out']} | {s['rows_rejected']} |" for s in stage_counts]
+    lines += ["", "## Rejects by stage and reason", "", "| stage | reason | count |", "|---|---|---|"]
+    if not rejects.is_empty():
+        for stage, reason, n in rejects.group_by("stage", "reason").len().sort("stage", "reason").iter_rows():
+            lines.append(f"| {stage} | {reason} | {n} |")
+    lines += ["", "## Personal data found (by type; values never shown)", ""]
+    lines += [f"- {kind}: {n}" for kind, n in sorted(pii_by_type.items())] or ["- none found"]
+    if splits is not None and not splits.is_empty():
+        lines += ["", "## Split sizes and labels", "", "| split | label | originals | augmented |", "|---|---|---|---|"]
+        table = (splits.with_columns(pl.col("augmented_from").is_not_null().alias("aug"))
+                 .group_by("split", "label").agg((~pl.col("aug")).sum().alias("orig"), pl.col("aug").sum().alias("augm"))
+                 .sort("split", "label"))
+        lines += [f"| {s} | {label} | {o} | {a} |" for s, label, o, a in table.iter_rows()]
+    if training:
+        t, b = training["test"], training["majority_baseline"]
+        lines += ["", "## Evaluation (test split)", "", "| approach | accuracy | macro-F1 | trainable params |",
+                  "|---|---|---|---|",
+                  f"| {training['approach']} | {t['accuracy']:.3f} | {t['macro_f1']:.3f} | {training['trainable_parameters']:,} |",
+                  f"| majority class | {b['accuracy']:.3f} | {b['macro_f1']:.3f} | 0 |"]
+    return "\n".join(lines) + "\n"
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def content_digest(splits: pl.DataFrame) -> str:
+    """A short hash of what the splits contain (ids, texts, labels, splits): the data snapshot id."""
+    import hashlib
+
+    rows = splits.select("record_id", "content_sha256", "label", "split").sort("record_id").write_csv()
+    return hashlib.sha256(rows.encode()).hexdigest()[:16]

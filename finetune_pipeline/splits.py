@@ -1,0 +1,85 @@
+"""Train / validation / test splits: stratified by label, group-aware, deterministic for a seed.
+
+A group (a near-duplicate cluster, `group_id`) never straddles two splits, and augmented rows follow
+the record they were derived from, so nothing leaks from training into evaluation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from finetune_pipeline.records import SPLITS
+from finetune_pipeline.settings import SplitSettings
+
+
+class SplitError(ValueError):
+    """The data cannot be split as configured (e.g. a class too small for every split)."""
+
+
+def stratified_group_split(corpus: pl.DataFrame, cfg: SplitSettings) -> pl.DataFrame:
+    """`record_id, split` for original records (rows with no `augmented_from`)."""
+    group_col = "group_id" if "group_id" in corpus.columns else "record_id"
+    if "augmented_from" in corpus.columns:
+        corpus = corpus.filter(pl.col("augmented_from").is_null())
+    groups = (corpus.group_by(group_col).agg(pl.col("label").mode().first().alias("label"), pl.len().alias("n"))
+              .sort(group_col))
+    ratios = np.array([cfg.train, cfg.validation, cfg.test])
+    needed = int((ratios > 0).sum())
+    rng = np.random.default_rng(cfg.seed)
+    assignment: dict[str, str] = {}
+    for label in sorted(groups["label"].unique().to_list()):
+        members = groups.filter(pl.col("label") == label)
+        if members.height < needed:
+            raise SplitError(
+                f"label '{label}' has {members.height} record group(s), fewer than the {needed} splits; "
+                f"add examples of it, drop it from `labels`, or change `splits`"
+            )
+        order = rng.permutation(members.height)
+        sizes = members["n"].to_numpy()[order]
+        ids = members[group_col].to_numpy()[order]
+        # Fill validation and test first with at least one group each, then the rest to train.
+        total = sizes.sum()
+        targets = {"validation": max(1, round(total * cfg.validation)) if cfg.validation > 0 else 0,
+                   "test": max(1, round(total * cfg.test))}
+        filled = {"validation": 0, "test": 0}
+        for gid, size in zip(ids, sizes):
+            for split in ("test", "validation"):
+                if filled[split] < targets[split]:
+                    assignment[gid] = split
+                    filled[split] += size
+                    break
+            else:
+                assignment[gid] = "train"
+        if "train" not in {assignment[g] for g in ids}:
+            raise SplitError(f"label '{label}' has too few records to leave any for training")
+    split_of_group = pl.DataFrame({group_col: list(assignment), "split": list(assignment.values())})
+    return corpus.select("record_id", group_col).join(split_of_group, on=group_col).select("record_id", "split")
+
+
+def assign_splits(corpus: pl.DataFrame, cfg: SplitSettings) -> pl.DataFrame:
+    """The augmented corpus with a `split` column: originals by `stratified_group_split`, augmented
+    rows in the split of their source record."""
+    originals = stratified_group_split(corpus, cfg)
+    by_source = originals.rename({"record_id": "augmented_from", "split": "_source_split"})
+    out = (corpus.join(originals, on="record_id", how="left")
+           .join(by_source, on="augmented_from", how="left")
+           .with_columns(pl.coalesce("split", "_source_split").alias("split"))
+           .drop("_source_split"))
+    return out.with_columns(pl.col("split").cast(pl.Enum(list(SPLITS)))).sort("split", "record_id") \
+        .with_columns(pl.col("split").cast(pl.String))
+
+
+def kfold_assignments(train: pl.DataFrame, k: int, seed: int) -> pl.DataFrame:
+    """`record_id, fold` for original training records: stratified by label, groups kept together."""
+    group_col = "group_id" if "group_id" in train.columns else "record_id"
+    originals = train.filter(pl.col("augmented_from").is_null()) if "augmented_from" in train.columns else train
+    groups = originals.group_by(group_col).agg(pl.col("label").first()).sort(group_col)
+    rng = np.random.default_rng(seed)
+    fold_of = {}
+    for label in sorted(groups["label"].unique().to_list()):
+        ids = groups.filter(pl.col("label") == label)[group_col].to_numpy()
+        for i, gid in enumerate(ids[rng.permutation(len(ids))]):
+            fold_of[gid] = i % k
+    folds = pl.DataFrame({group_col: list(fold_of), "fold": list(fold_of.values())})
+    return originals.select("record_id", group_col).join(folds, on=group_col).select("record_id", "fold")

@@ -1,0 +1,179 @@
+"""Great Expectations suites for each corpus stage (plain library: the Dagster layer turns each into a
+blocking asset check).
+
+A suite is a list of GX expectations built from the settings; `validate` runs it on a pandas frame in
+an ephemeral GX context and returns a `SuiteResult` whose details name each failed expectation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import great_expectations as gx
+import pandas as pd
+import polars as pl
+from great_expectations.data_context.types.base import ProgressBarsConfig
+
+from finetune_pipeline.records import CORPUS_SCHEMA, SPLITS
+
+E = gx.expectations
+
+
+@dataclass
+class SuiteResult:
+    suite: str
+    passed: bool
+    evaluated: int
+    failures: list[dict] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if self.passed:
+            return f"{self.suite}: all {self.evaluated} expectations passed"
+        parts = [f"{f['expectation']}({f.get('column') or ''}): {f['observed']}" for f in self.failures]
+        return f"{self.suite}: {len(self.failures)} of {self.evaluated} failed: " + "; ".join(parts)
+
+
+@lru_cache(maxsize=1)
+def _context():
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return context
+
+
+def validate(frame: pl.DataFrame | pd.DataFrame, suite_name: str, expectations: list) -> SuiteResult:
+    """Run `expectations` on `frame`; failures report counts and observed values, never row text."""
+    df = frame.to_pandas() if isinstance(frame, pl.DataFrame) else frame
+    context = _context()
+    source = context.data_sources.add_or_update_pandas("finetune_pipeline")
+    asset_name = f"{suite_name}_frame"
+    try:
+        asset = source.get_asset(asset_name)
+    except LookupError:
+        asset = source.add_dataframe_asset(asset_name)
+    batch_definition = asset.add_batch_definition_whole_dataframe(f"{suite_name}_{len(asset.batch_definitions)}")
+    suite = gx.ExpectationSuite(name=suite_name, expectations=expectations)
+    result = batch_definition.get_batch(batch_parameters={"dataframe": df}).validate(suite)
+    failures = []
+    for item in result.results:
+        if item.success:
+            continue
+        res = item.result or {}
+        observed = res.get("observed_value", res.get("unexpected_count"))
+        failures.append({"expectation": item.expectation_config.type,
+                         "column": item.expectation_config.kwargs.get("column"),
+                         "observed": observed})
+    return SuiteResult(suite=suite_name, passed=bool(result.success), evaluated=len(result.results),
+                       failures=failures)
+
+
+def corpus_expectations(min_records: int) -> list:
+    """What every corpus stage guarantees: the standard columns, unique non-null ids, non-empty text."""
+    exps = [E.ExpectColumnToExist(column=c) for c in CORPUS_SCHEMA]
+    exps += [
+        E.ExpectTableRowCountToBeBetween(min_value=min_records),
+        E.ExpectColumnValuesToNotBeNull(column="record_id"),
+        E.ExpectColumnValuesToBeUnique(column="record_id"),
+        E.ExpectColumnValuesToNotBeNull(column="text"),
+        E.ExpectColumnValueLengthsToBeBetween(column="text", min_value=1),
+        E.ExpectColumnValuesToNotBeNull(column="source_uri"),
+        E.ExpectColumnValuesToMatchRegex(column="content_sha256", regex=r"^[0-9a-f]{64}$"),
+    ]
+    return exps
+
+
+def cleaned_expectations(min_records: int, min_chars: int, max_chars: int) -> list:
+    return corpus_expectations(min_records) + [
+        E.ExpectColumnValueLengthsToBeBetween(column="text", min_value=min_chars, max_value=max_chars),
+        E.ExpectColumnToExist(column="text_raw"),
+    ]
+
+
+def deduplicated_expectations(min_records: int) -> list:
+    return corpus_expectations(min_records) + [
+        E.ExpectColumnValuesToBeUnique(column="content_sha256"),
+        E.ExpectColumnValuesToNotBeNull(column="group_id"),
+        E.ExpectColumnValuesToBeUnique(column="group_id"),
+    ]
+
+
+def labeled_expectations(min_records: int, labels: list[str]) -> list:
+    return corpus_expectations(min_records) + [
+        E.ExpectColumnValuesToNotBeNull(column="label"),
+        E.ExpectColumnValuesToBeInSet(column="label", value_set=labels),
+        E.ExpectColumnValuesToBeInSet(column="label_source", value_set=["folder", "column", "human", "crowd", "model"]),
+        E.ExpectColumnValuesToBeBetween(column="label_confidence", min_value=0, max_value=1),
+    ]
+
+
+def augmented_expectations(min_records: int, labels: list[str]) -> list:
+    # record_id stays unique; augmented rows name their source and the technique.
+    return [
+        E.ExpectTableRowCountToBeBetween(min_value=min_records),
+        E.ExpectColumnValuesToBeUnique(column="record_id"),
+        E.ExpectColumnValuesToBeInSet(column="label", value_set=labels),
+        E.ExpectColumnToExist(column="augmented_from"),
+        E.ExpectColumnToExist(column="augmentation"),
+    ]
+
+
+def augmented_pairs_expectations() -> list:
+    """On the augmented rows only: each has a source and a technique."""
+    return [E.ExpectColumnValuesToNotBeNull(column="augmented_from"),
+            E.ExpectColumnValuesToNotBeNull(column="augmentation")]
+
+
+def split_expectations(min_records: int, labels: list[str]) -> list:
+    return [
+        E.ExpectTableRowCountToBeBetween(min_value=min_records),
+        E.ExpectColumnValuesToBeUnique(column="record_id"),
+        E.ExpectColumnValuesToNotBeNull(column="split"),
+        E.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
+        E.ExpectColumnValuesToBeInSet(column="label", value_set=labels),
+    ]
+
+
+def leakage_frames(splits: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One row per group (and per augmented source) with the number of splits it appears in,
+    and one row per (label, split) pair present; the suite expects 1 split per group."""
+    groups = splits.group_by("group_id").agg(pl.col("split").n_unique().alias("n_splits"))
+    aug = (splits.filter(pl.col("augmented_from").is_not_null())
+           .join(splits.select(pl.col("record_id").alias("augmented_from"), pl.col("split").alias("source_split")),
+                 on="augmented_from", how="left")
+           .select((pl.col("split") == pl.col("source_split")).alias("same_split"),
+                   (pl.col("split") == "train").alias("in_train")))
+    return groups, aug
+
+
+def leakage_expectations() -> tuple[list, list]:
+    return (
+        [E.ExpectColumnValuesToBeBetween(column="n_splits", min_value=1, max_value=1)],
+        [E.ExpectColumnValuesToBeInSet(column="same_split", value_set=[True]),
+         E.ExpectColumnValuesToBeInSet(column="in_train", value_set=[True])],
+    )
+
+
+def label_coverage_frame(splits: pl.DataFrame, labels: list[str]) -> pl.DataFrame:
+    """Per split, how many of the labels appear in it (all of them are expected)."""
+    present = splits.group_by("split").agg(pl.col("label").n_unique().alias("labels_present"))
+    return present.with_columns(pl.lit(len(labels)).alias("labels_expected"))
+
+
+def label_coverage_expectations() -> list:
+    return [E.ExpectTableRowCountToEqual(value=len(SPLITS)),
+            E.ExpectColumnPairValuesToBeEqual(column_A="labels_present", column_B="labels_expected")]
+
+
+def accounting_expectations() -> list:
+    """rows_in = rows_out + rows_rejected, on a one-row frame of a stage's counts."""
+    return [E.ExpectColumnPairValuesToBeEqual(column_A="rows_in", column_B="rows_out_plus_rejected")]
+
+
+def adapter_expectations(baseline_accuracy: float) -> list:
+    """No NaN loss, and the adapter beats always predicting the majority class on test."""
+    return [
+        E.ExpectColumnValuesToBeInSet(column="nan_loss", value_set=[False]),
+        E.ExpectColumnValuesToBeBetween(column="test_accuracy", min_value=baseline_accuracy, max_value=1,
+                                        strict_min=True),
+        E.ExpectColumnValuesToBeBetween(column="test_macro_f1", min_value=0, max_value=1),
+    ]

@@ -1,0 +1,25 @@
+"""The plain library imports no dagster, and transformers/peft import beside the installed torch
+(a torchvision from PyPI would break them: see README, Dependencies)."""
+
+import subprocess
+import sys
+
+LIBRARY_MODULES = [
+    "finetune_pipeline.settings", "finetune_pipeline.records", "finetune_pipeline.sources",
+    "finetune_pipeline.cleaning", "finetune_pipeline.dedup", "finetune_pipeline.labeling",
+    "finetune_pipeline.augment", "finetune_pipeline.splits", "finetune_pipeline.validation",
+    "finetune_pipeline.exports", "finetune_pipeline.raw_inventory", "finetune_pipeline.training.lora",
+]
+
+
+def test_library_imports_no_dagster():
+    code = "import sys\n" + "".join(f"import {m}\n" for m in LIBRARY_MODULES) + \
+        "print(sorted(m for m in sys.modules if m == 'dagster' or m.startswith('dagster.')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_transformers_and_peft_import():
+    out = subprocess.run([sys.executable, "-c", "import transformers, peft, torch; print('ok')"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
