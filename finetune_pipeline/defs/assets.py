@@ -17,6 +17,7 @@ from finetune_pipeline.records import SPLITS, StageResult
 from finetune_pipeline.sources import collect_raw_corpus
 from finetune_pipeline.splits import assign_splits, kfold_assignments
 from finetune_pipeline.training.lora import train_lora_classifier
+from finetune_pipeline.defs.checks import ALL_CHECKS
 from finetune_pipeline.defs.resources import PipelineResource
 
 OWNERS = ["team:data-engineering"]
@@ -74,9 +75,9 @@ def require_upstream_checks(context: dg.AssetExecutionContext, upstream: str) ->
     Within one run Dagster already skips downstream steps of a failed blocking check; this guard
     covers runs launched separately (e.g. materializing only a downstream asset).
     """
-    graph = context.repository_def.asset_graph
     key = dg.AssetKey(upstream)
-    for check_key in graph.asset_check_keys:
+    # All checks, not just those of this run's job subset: a run of one downstream asset must see them.
+    for check_key in (k for checks_def in ALL_CHECKS for k in checks_def.check_keys):
         if check_key.asset_key != key:
             continue
         record = context.instance.get_latest_asset_check_evaluation_record(check_key)

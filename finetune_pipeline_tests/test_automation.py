@@ -1,0 +1,46 @@
+"""The new_raw_files sensor: new, changed, unchanged, touched, renamed and deleted files."""
+
+import os
+
+import dagster as dg
+
+from finetune_pipeline.defs.automation import new_raw_files
+from finetune_pipeline.defs.resources import PipelineResource
+
+
+def _tick(root, cursor):
+    context = dg.build_sensor_context(cursor=cursor, resources={"pipeline": PipelineResource(data_dir=str(root))})
+    result = new_raw_files(context)
+    return result, context.cursor
+
+
+def test_sensor_requests_runs_only_for_real_changes(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.txt").write_text("first ticket text")
+
+    result, cursor = _tick(tmp_path, None)
+    assert isinstance(result, dg.RunRequest) and result.tags["changes"].startswith("1 new")
+
+    result, cursor = _tick(tmp_path, cursor)
+    assert isinstance(result, dg.SkipReason) and "no new, changed or removed" in result.skip_message
+
+    stat = (raw / "a.txt").stat()
+    os.utime(raw / "a.txt", ns=(stat.st_atime_ns + 10**9, stat.st_mtime_ns + 10**9))  # touched, same bytes
+    result, cursor = _tick(tmp_path, cursor)
+    assert isinstance(result, dg.SkipReason)
+
+    (raw / "a.txt").write_text("first ticket text, edited")
+    result, cursor = _tick(tmp_path, cursor)
+    assert isinstance(result, dg.RunRequest) and "1 changed" in result.tags["changes"]
+
+    (raw / "a.txt").rename(raw / "b.txt")
+    result, cursor = _tick(tmp_path, cursor)
+    assert isinstance(result, dg.RunRequest) and "1 renamed" in result.tags["changes"]
+
+    (raw / "b.txt").unlink()
+    result, cursor = _tick(tmp_path, cursor)
+    assert isinstance(result, dg.RunRequest) and "1 removed" in result.tags["changes"]
+
+    result, cursor = _tick(tmp_path, cursor)
+    assert isinstance(result, dg.SkipReason)

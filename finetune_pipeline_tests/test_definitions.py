@@ -1,0 +1,39 @@
+"""The Definitions load, with every stage, blocking checks, the schedule and the sensor."""
+
+import dagster as dg
+
+from finetune_pipeline.definitions import defs
+
+STAGES = ["raw_corpus", "cleaned_corpus", "deduplicated_corpus", "labeled_corpus", "augmented_corpus",
+          "dataset_splits", "lora_adapter"]
+
+
+def test_graph_has_the_seven_stages_in_order():
+    graph = defs.get_repository_def().asset_graph
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert set(STAGES) | {"rejected_records", "data_card"} == keys
+    for upstream, downstream in zip(STAGES, STAGES[1:]):
+        parents = {k.to_user_string() for k in graph.get(dg.AssetKey(downstream)).parent_keys}
+        assert upstream in parents, (upstream, downstream)
+
+
+def test_every_asset_is_described_grouped_and_every_check_blocks():
+    repo = defs.get_repository_def()
+    for key in repo.asset_graph.get_all_asset_keys():
+        node = repo.asset_graph.get(key)
+        assert node.description and node.group_name != "default", key
+    checks = list(repo.asset_graph.asset_check_keys)
+    covered = {c.asset_key.to_user_string() for c in checks}
+    assert set(STAGES) <= covered
+    for check in checks:
+        assert repo.asset_graph.get_check_spec(check).blocking, check
+
+
+def test_schedule_and_sensor_run_by_default():
+    assert defs.get_schedule_def("nightly_refresh").default_status == dg.DefaultScheduleStatus.RUNNING
+    assert defs.get_sensor_def("new_raw_files").default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_training_runs_in_the_gpu_pool():
+    assets_def = defs.get_assets_def("lora_adapter")
+    assert assets_def.op.pool == "gpu"

@@ -1,0 +1,150 @@
+"""End to end: the README's headless command on a copy of the sample data root, then the gates.
+
+One real run (parsing, cleaning, dedup, labels, oversampling, splits, LoRA training) through
+`dagster asset materialize`, in a DAGSTER_HOME and data root outside the repository.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+from datasets import load_from_disk
+
+from finetune_pipeline.cli import _summary
+from finetune_pipeline_tests.conftest import REPO, SAMPLE_DATA
+
+STAGES = ["raw_corpus", "cleaned_corpus", "deduplicated_corpus", "labeled_corpus", "augmented_corpus"]
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("e2e")
+    root = base / "data"
+    shutil.copytree(SAMPLE_DATA, root, ignore=shutil.ignore_patterns("exports", "models", ".pipeline"))
+    home = base / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, "FINETUNE_DATA_DIR": str(root), "DAGSTER_HOME": str(home)}
+    dagster = Path(sys.executable).parent / "dagster"
+    proc = subprocess.run([str(dagster), "asset", "materialize", "-m", "finetune_pipeline.definitions",
+                           "--select", "*"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    return root, home, proc
+
+
+def test_headless_materialize_succeeds_and_writes_to_the_data_root(sample_run):
+    root, _, proc = sample_run
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    splits = load_from_disk(str(root / "exports" / "splits"))
+    assert set(splits) == {"train", "validation", "test"}
+    for name in splits:
+        assert (root / "exports" / "splits" / f"{name}.jsonl").exists()
+        assert splits[name].num_rows > 0
+    assert set(splits["train"].column_names) >= {"record_id", "text", "label", "label_source", "split", "group_id",
+                                                 "source_uri", "source_type", "locator", "content_sha256",
+                                                 "augmented_from", "augmentation"}
+    assert (root / "models" / "lora_adapter" / "adapter_model.safetensors").exists()
+    assert (root / "exports" / "rejects.parquet").exists() and (root / "exports" / "report.md").exists()
+
+
+def test_every_source_type_reaches_the_corpus_and_stages_do_work(sample_run):
+    root = sample_run[0]
+    raw = pl.read_parquet(root / ".pipeline" / "assets" / "raw_corpus.parquet")
+    assert {"txt", "md", "html", "pdf", "csv", "jsonl", "sqlite"} <= set(raw["source_type"])
+    rejects = pl.read_parquet(root / "exports" / "rejects.parquet")
+    reasons = set(rejects["reason"])
+    assert {"exact_duplicate", "near_duplicate", "too_short", "unlabeled", "label_not_in_label_set"} <= reasons
+    assert rejects.filter(pl.col("stage").is_null() | pl.col("reason").is_null()).is_empty()
+
+
+def test_nothing_lost_across_stages(sample_run):
+    root = sample_run[0]
+    assets = root / ".pipeline" / "assets"
+    rejects = pl.read_parquet(root / "exports" / "rejects.parquet")
+    previous = None
+    for stage in STAGES:
+        frame = pl.read_parquet(assets / f"{stage}.parquet")
+        originals = frame.filter(pl.col("augmented_from").is_null()) if "augmented_from" in frame.columns else frame
+        if previous is not None:
+            rejected_here = rejects.filter(pl.col("stage") == stage)
+            assert previous.height == originals.height + rejected_here.height, stage
+            assert set(previous["record_id"]) == set(originals["record_id"]) | set(rejected_here["record_id"])
+        previous = originals
+    splits = pl.read_parquet(assets / "dataset_splits.parquet")
+    assert splits.filter(pl.col("augmented_from").is_null()).height == previous.height
+
+
+def test_splits_do_not_leak_and_augmentation_stays_in_train(sample_run):
+    splits = pl.read_parquet(sample_run[0] / ".pipeline" / "assets" / "dataset_splits.parquet")
+    assert splits.group_by("group_id").agg(pl.col("split").n_unique())["split"].max() == 1
+    augmented = splits.filter(pl.col("augmented_from").is_not_null())
+    assert augmented.height > 0 and set(augmented["split"]) == {"train"}
+    for name in ("train", "validation", "test"):
+        assert splits.filter(pl.col("split") == name)["label"].n_unique() == 4
+
+
+def test_all_checks_ran_and_passed(sample_run):
+    _, home, _ = sample_run
+    instance = dg.DagsterInstance.from_config(str(home))
+    from finetune_pipeline.definitions import defs
+
+    keys = list(defs.get_repository_def().asset_graph.asset_check_keys)
+    assert len(keys) >= 11
+    for key in keys:
+        record = instance.get_latest_asset_check_evaluation_record(key)
+        assert record is not None and record.evaluation.passed, (key, record and record.evaluation.description)
+
+
+def test_adapter_beats_majority_baseline_and_summary_reports_it(sample_run):
+    root = sample_run[0]
+    metrics = json.loads((root / "models" / "lora_adapter" / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] > metrics["majority_baseline"]["accuracy"]
+    summary = _summary(root)
+    for text in ("raw_corpus", "exact_duplicate", "splits: test", "adapter:", "majority class"):
+        assert text in summary
+
+
+def test_no_personal_data_in_exports(sample_run):
+    root = sample_run[0]
+    exported = "".join(p.read_text() for p in (root / "exports" / "splits").glob("*.jsonl"))
+    exported += (root / "exports" / "report.md").read_text()
+    for value in ("@example.com", "@example.org", "4111 1111 1111 1111", "203.0.113.42", "078-05-1120"):
+        assert value not in exported
+
+
+def _tiny_root(tmp_path: Path, yaml: str) -> Path:
+    root = tmp_path / "data"
+    (root / "raw" / "billing").mkdir(parents=True)
+    for i in range(3):
+        (root / "raw" / "billing" / f"t{i}.txt").write_text(
+            f"Ticket {i}: I was charged twice for invoice {1000 + i} and would like a refund of one payment.")
+    (root / "finetune.yaml").write_text(yaml)
+    return root
+
+
+def test_failed_blocking_check_stops_downstream_in_this_and_later_runs(tmp_path, monkeypatch):
+    from finetune_pipeline.definitions import defs
+
+    root = _tiny_root(tmp_path, "checks:\n  min_records: 1000\n")
+    monkeypatch.setenv("FINETUNE_DATA_DIR", str(root))
+    instance = dg.DagsterInstance.ephemeral()
+    job = defs.get_job_def("refresh_all")
+    result = job.execute_in_process(instance=instance, raise_on_error=False)
+    evaluations = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+                   for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    assert evaluations == {"raw_corpus_expectations": False}
+    materialized = {e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
+    assert materialized == {"raw_corpus"}
+    assert not (root / "exports").exists() and not (root / "models").exists()
+
+    # A separately launched run of a downstream asset refuses to build on the failed gate.
+    later = job.execute_in_process(instance=instance, raise_on_error=False,
+                                   asset_selection=[dg.AssetKey("cleaned_corpus")])
+    assert not later.success
+    failure = next(e for e in later.all_events if e.is_step_failure)
+    assert "blocked: check 'raw_corpus_expectations'" in failure.step_failure_data.error.message
