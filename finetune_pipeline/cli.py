@@ -56,7 +56,9 @@ def run(data_dir: str | None) -> int:
 
     root = resolve_data_dir()
     instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
-    result = defs.get_job_def("refresh_all").execute_in_process(instance=instance, raise_on_error=False)
+    run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}  # step progress, not debug chatter
+    result = defs.resolve_job_def("refresh_all").execute_in_process(instance=instance, raise_on_error=False,
+                                                               run_config=run_config)
     print(_summary(root))
     failed_checks = [e.asset_check_evaluation_data for e in result.all_events
                      if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed]

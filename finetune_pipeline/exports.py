@@ -44,6 +44,9 @@ def atomic_path(target: Path):
 def export_splits(splits: pl.DataFrame, exports_dir: Path) -> Path:
     """`exports/splits/`: a `datasets.DatasetDict` (load_from_disk) plus `<split>.jsonl` files."""
     from datasets import Dataset, DatasetDict
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()  # one bar per shard and split drowns the run log
 
     columns = [c for c in EXPORT_COLUMNS if c in splits.columns]
     target = exports_dir / "splits"
@@ -74,8 +77,10 @@ def data_card(stage_counts: list[dict], rejects: pl.DataFrame, splits: pl.DataFr
               pii_by_type: dict[str, int], training: dict | None) -> str:
     """The run's data card (`report.md`): counts, rejects by reason, label distribution per split,
     PII counts by type (never values) and the evaluation."""
-    lines = ["# Data card", "", "## Rows per stage", "", "| stage | in | out | rejected |", "|---|---|---|---|"]
-    lines += [f"| {s['stage']} | {s['rows_in']} | {s['rows_out']} | {s['rows_rejected']} |" for s in stage_counts]
+    lines = ["# Data card", "", "## Rows per stage", "", "| stage | in | out | rejected | augmented rows added |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {s['stage']} | {s['rows_in']} | {s['rows_out']} | {s['rows_rejected']} | {s.get('augmented', 0)} |"
+              for s in stage_counts]
     lines += ["", "## Rejects by stage and reason", "", "| stage | reason | count |", "|---|---|---|"]
     if not rejects.is_empty():
         for stage, reason, n in rejects.group_by("stage", "reason").len().sort("stage", "reason").iter_rows():
@@ -83,7 +88,10 @@ def data_card(stage_counts: list[dict], rejects: pl.DataFrame, splits: pl.DataFr
     lines += ["", "## Personal data found (by type; values never shown)", ""]
     lines += [f"- {kind}: {n}" for kind, n in sorted(pii_by_type.items())] or ["- none found"]
     if splits is not None and not splits.is_empty():
-        lines += ["", "## Split sizes and labels", "", "| split | label | originals | augmented |", "|---|---|---|---|"]
+        sizes = dict(splits.group_by("split").len().iter_rows())
+        lines += ["", "## Split sizes", "", "| split | rows |", "|---|---|"]
+        lines += [f"| {name} | {sizes.get(name, 0)} |" for name in SPLITS]
+        lines += ["", "## Labels per split", "", "| split | label | originals | augmented |", "|---|---|---|---|"]
         table = (splits.with_columns(pl.col("augmented_from").is_not_null().alias("aug"))
                  .group_by("split", "label").agg((~pl.col("aug")).sum().alias("orig"), pl.col("aug").sum().alias("augm"))
                  .sort("split", "label"))

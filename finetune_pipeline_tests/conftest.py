@@ -2,8 +2,6 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -14,9 +12,13 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DATA = REPO / "data"
 
 
-@pytest.fixture
-def sample_data_root(tmp_path: Path) -> Path:
-    """A copy of the committed sample data root (raw/, annotations/, finetune.yaml), outputs excluded."""
-    root = tmp_path / "data"
-    shutil.copytree(SAMPLE_DATA, root, ignore=shutil.ignore_patterns("exports", "models", ".pipeline"))
-    return root
+OUTPUTS = {"exports", "models", ".pipeline"}
+
+
+def copy_sample_data(dest: Path) -> Path:
+    """Copy the committed sample data root to `dest`, without the pipeline's outputs at its top level
+    (raw/exports/ holds inputs and must come along)."""
+    shutil.copytree(SAMPLE_DATA, dest,
+                    ignore=lambda folder, names: OUTPUTS & set(names) if Path(folder) == SAMPLE_DATA else set())
+    return dest
+

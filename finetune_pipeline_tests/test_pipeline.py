@@ -17,7 +17,7 @@ import pytest
 from datasets import load_from_disk
 
 from finetune_pipeline.cli import _summary
-from finetune_pipeline_tests.conftest import REPO, SAMPLE_DATA
+from finetune_pipeline_tests.conftest import REPO, copy_sample_data
 
 STAGES = ["raw_corpus", "cleaned_corpus", "deduplicated_corpus", "labeled_corpus", "augmented_corpus"]
 
@@ -26,7 +26,7 @@ STAGES = ["raw_corpus", "cleaned_corpus", "deduplicated_corpus", "labeled_corpus
 def sample_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("e2e")
     root = base / "data"
-    shutil.copytree(SAMPLE_DATA, root, ignore=shutil.ignore_patterns("exports", "models", ".pipeline"))
+    copy_sample_data(root)
     home = base / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
@@ -133,7 +133,7 @@ def test_failed_blocking_check_stops_downstream_in_this_and_later_runs(tmp_path,
     root = _tiny_root(tmp_path, "checks:\n  min_records: 1000\n")
     monkeypatch.setenv("FINETUNE_DATA_DIR", str(root))
     instance = dg.DagsterInstance.ephemeral()
-    job = defs.get_job_def("refresh_all")
+    job = defs.resolve_job_def("refresh_all")
     result = job.execute_in_process(instance=instance, raise_on_error=False)
     evaluations = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
                    for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
