@@ -125,3 +125,42 @@ def test_sql_source_reads_sqlite_url_read_only(tmp_path, monkeypatch):
     assert collect_raw_corpus(tmp_path, bad).rejected.row(0, named=True)["reason"] == "database_unreachable"
     with sqlite3.connect(db_path) as db:
         assert db.execute("select count(*) from t").fetchone()[0] == 1
+
+
+def test_word_and_email_documents_are_read(tmp_path):
+    import docx
+    from email.message import EmailMessage
+
+    folder = tmp_path / "raw" / "billing"
+    folder.mkdir(parents=True)
+    document = docx.Document()
+    document.add_heading("Refund request", 1)
+    document.add_paragraph("I was charged twice for order 5512 and want one payment refunded to my card.")
+    document.save(folder / "letter.docx")
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "a@example.com", "help@example.org", "Double charge"
+    message.set_content("The invoice for order 7781 shows the shipping fee twice, please correct the total.")
+    (folder / "mail.eml").write_bytes(bytes(message))
+
+    result = collect_raw_corpus(tmp_path, _settings())
+    assert result.rejected.is_empty(), result.rejected.to_dicts()
+    by_type = {r["source_type"]: r for r in result.kept.to_dicts()}
+    assert "charged twice" in by_type["docx"]["text"] and "Refund request" in by_type["docx"]["text"]
+    assert "shipping fee twice" in by_type["eml"]["text"]
+    assert by_type["eml"]["label"] == "billing"
+
+
+def test_sqlite_files_are_opened_read_only(tmp_path):
+    import pytest
+    import sqlalchemy as sa
+
+    from finetune_pipeline.sources.sql import sqlite_readonly_engine
+
+    path = tmp_path / "with space.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("create table tickets (id integer, text text)")
+    engine = sqlite_readonly_engine(path)
+    with pytest.raises(sa.exc.OperationalError, match="readonly"):
+        with engine.begin() as conn:
+            conn.exec_driver_sql("insert into tickets values (1, 'x')")
+    engine.dispose()
