@@ -5,7 +5,6 @@ loads a half-written file.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -103,10 +102,6 @@ def data_card(stage_counts: list[dict], rejects: pl.DataFrame, splits: pl.DataFr
                   f"| {training['approach']} | {t['accuracy']:.3f} | {t['macro_f1']:.3f} | {training['trainable_parameters']:,} |",
                   f"| majority class | {b['accuracy']:.3f} | {b['macro_f1']:.3f} | 0 |"]
     return "\n".join(lines) + "\n"
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text())
 
 
 def content_digest(splits: pl.DataFrame) -> str:

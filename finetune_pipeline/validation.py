@@ -117,12 +117,6 @@ def augmented_expectations(min_records: int, labels: list[str]) -> list:
     ]
 
 
-def augmented_pairs_expectations() -> list:
-    """On the augmented rows only: each has a source and a technique."""
-    return [E.ExpectColumnValuesToNotBeNull(column="augmented_from"),
-            E.ExpectColumnValuesToNotBeNull(column="augmentation")]
-
-
 def split_expectations(min_records: int, labels: list[str]) -> list:
     return [
         E.ExpectTableRowCountToBeBetween(min_value=min_records),

@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 from datasets import load_from_disk
 
-from finetune_pipeline.cli import _summary
+from finetune_pipeline.defs.cli import _summary
 from finetune_pipeline_tests.conftest import REPO, copy_sample_data
 
 STAGES = ["raw_corpus", "cleaned_corpus", "deduplicated_corpus", "labeled_corpus", "augmented_corpus"]
