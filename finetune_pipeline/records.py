@@ -36,6 +36,8 @@ REJECTS_SCHEMA: dict[str, pl.DataType] = {
 }
 
 SPLITS = ("train", "validation", "test")
+# The stages whose assets are corpus frames with rejects, in pipeline order.
+CORPUS_STAGES = ("raw_corpus", "cleaned_corpus", "deduplicated_corpus", "labeled_corpus", "augmented_corpus")
 
 
 def sha256_text(text: str) -> str:

@@ -13,7 +13,7 @@ from finetune_pipeline.augment import augment_corpus
 from finetune_pipeline.cleaning import clean_corpus
 from finetune_pipeline.dedup import deduplicate
 from finetune_pipeline.labeling import apply_labels, label_set
-from finetune_pipeline.records import SPLITS, StageResult
+from finetune_pipeline.records import CORPUS_STAGES, SPLITS, StageResult
 from finetune_pipeline.sources import collect_raw_corpus
 from finetune_pipeline.splits import assign_splits, kfold_assignments
 from finetune_pipeline.training.lora import train_lora_classifier
@@ -21,7 +21,6 @@ from finetune_pipeline.defs.checks import ALL_CHECKS
 from finetune_pipeline.defs.resources import PipelineResource
 
 OWNERS = ["team:data-engineering"]
-CORPUS_STAGES = ["raw_corpus", "cleaned_corpus", "deduplicated_corpus", "labeled_corpus", "augmented_corpus"]
 
 
 # ---- metadata helpers -------------------------------------------------------------------------------
@@ -219,7 +218,7 @@ def lora_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource,
 
 
 @dg.asset(group_name="reporting", kinds={"polars"}, owners=OWNERS,
-          deps=CORPUS_STAGES,
+          deps=list(CORPUS_STAGES),
           description="Every rejected input, with the stage and the reason, from all stages; exported to "
                       "exports/rejects.parquet.")
 def rejected_records(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> pl.DataFrame:
@@ -238,13 +237,7 @@ def rejected_records(context: dg.AssetExecutionContext, pipeline: PipelineResour
                       "data found by type, split sizes and labels, and the evaluation.")
 def data_card(context: dg.AssetExecutionContext, pipeline: PipelineResource, rejected_records: pl.DataFrame,
               dataset_splits: pl.DataFrame, lora_adapter: dict) -> dict:
-    counts = []
-    for stage in CORPUS_STAGES:
-        stats = pipeline.stage_stats(stage)
-        originals_out = stats.get("rows_out", 0) - stats.get("augmented_rows", 0)
-        counts.append({"stage": stage, "rows_in": originals_out + stats.get("rows_rejected", 0),
-                       "rows_out": originals_out, "rows_rejected": stats.get("rows_rejected", 0),
-                       "augmented": stats.get("augmented_rows", 0)})
+    counts = pipeline.stage_counts()
     pii = pipeline.stage_stats("cleaned_corpus").get("pii_by_type", {})
     text = exports.data_card(counts, rejected_records, dataset_splits, pii, lora_adapter)
     path = exports.write_text(text, pipeline.exports_dir() / "report.md")

@@ -6,20 +6,18 @@ import os
 import sys
 from pathlib import Path
 
+from finetune_pipeline.defs.resources import PipelineResource
+from finetune_pipeline.records import CORPUS_STAGES
+
 
 def _summary(data_dir: Path) -> str:
-    storage = data_dir / ".pipeline"
     lines = ["", "== finetune-pipeline summary ==", f"data root: {data_dir}", ""]
     lines.append(f"{'stage':<22}{'in':>6}{'out':>6}{'rejected':>10}{'added':>7}")
-    for stage in ("raw_corpus", "cleaned_corpus", "deduplicated_corpus", "labeled_corpus", "augmented_corpus"):
-        path = storage / "stats" / f"{stage}.json"
-        if not path.exists():
-            lines.append(f"{stage:<22}  (not materialized)")
-            continue
-        stats = json.loads(path.read_text())
-        added = stats.get("augmented_rows", 0)
-        out = stats["rows_out"] - added
-        lines.append(f"{stage:<22}{out + stats['rows_rejected']:>6}{out:>6}{stats['rows_rejected']:>10}{added:>7}")
+    counts = PipelineResource(data_dir=str(data_dir)).stage_counts()
+    for c in counts:
+        lines.append(f"{c['stage']:<22}{c['rows_in']:>6}{c['rows_out']:>6}{c['rows_rejected']:>10}{c['augmented']:>7}")
+    if len(counts) < len(CORPUS_STAGES):
+        lines.append(f"({len(CORPUS_STAGES) - len(counts)} stage(s) not materialized)")
     rejects = data_dir / "exports" / "rejects.parquet"
     if rejects.exists():
         import polars as pl

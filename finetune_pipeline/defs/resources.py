@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from finetune_pipeline.records import empty_rejects
+from finetune_pipeline.records import CORPUS_STAGES, empty_rejects
 from finetune_pipeline.settings import Settings, load_settings, resolve_data_dir
 
 
@@ -39,3 +39,17 @@ class PipelineResource(dg.ConfigurableResource):
     def stage_stats(self, stage: str) -> dict:
         path = self.storage_dir() / "stats" / f"{stage}.json"
         return json.loads(path.read_text()) if path.exists() else {}
+
+    def stage_counts(self) -> list[dict]:
+        """Rows in/out/rejected per corpus stage, counting originals only (augmented rows are `augmented`).
+        Stages not materialized yet are left out."""
+        counts = []
+        for stage in CORPUS_STAGES:
+            stats = self.stage_stats(stage)
+            if not stats:
+                continue
+            added = stats.get("augmented_rows", 0)
+            originals_out = stats["rows_out"] - added
+            counts.append({"stage": stage, "rows_in": originals_out + stats["rows_rejected"],
+                           "rows_out": originals_out, "rows_rejected": stats["rows_rejected"], "augmented": added})
+        return counts
