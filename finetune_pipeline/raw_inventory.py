@@ -40,12 +40,14 @@ def inventory(raw_dir: Path, previous: dict[str, list] | None = None) -> dict[st
 
 @dataclass
 class InventoryChanges:
-    added: list[str]
-    changed: list[str]
-    removed: list[str]
-    renamed: list[str]  # new paths whose content was already known under another path
+    added: list[str]  # new paths with content not seen before
+    changed: list[str]  # same path, new content
+    removed: list[str]  # paths gone, their content nowhere else
+    renamed: list[str]  # new paths whose content was already known (renamed, moved or copied files)
 
     def any(self) -> bool:
+        """Whether the corpus content changed. A rename or copy alone does not: its records come from
+        the parse cache (a copy then as an exact duplicate), so it starts no run of its own."""
         return bool(self.added or self.changed or self.removed)
 
     def describe(self) -> str:
@@ -58,8 +60,10 @@ class InventoryChanges:
 def compare(old: dict[str, list], new: dict[str, list]) -> InventoryChanges:
     """Differences by content hash; a file whose bytes are unchanged is never 'changed'."""
     old_hashes = {v[2] for v in old.values()}
-    added = sorted(p for p in new if p not in old)
-    removed = sorted(p for p in old if p not in new)
+    new_hashes = {v[2] for v in new.values()}
+    appeared = sorted(p for p in new if p not in old)
+    renamed = [p for p in appeared if new[p][2] in old_hashes]
+    added = [p for p in appeared if new[p][2] not in old_hashes]
+    removed = sorted(p for p in old if p not in new and old[p][2] not in new_hashes)
     changed = sorted(p for p in new if p in old and new[p][2] != old[p][2])
-    renamed = [p for p in added if new[p][2] in old_hashes]
     return InventoryChanges(added=added, changed=changed, removed=removed, renamed=renamed)

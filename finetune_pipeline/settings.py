@@ -28,10 +28,23 @@ class TabularSource(_Section):
     text_column: str = Field("text", description="Column holding the record text.")
     label_column: str | None = Field("label", description="Column holding the label; null for none.")
     id_column: str | None = Field("id", description="Column with a stable row key (used in `locator`).")
+    prompt_column: str | None = Field(
+        None, description="Instruction data: column holding the prompt (set with response_column; "
+        "then text_column is not needed and `text` is prompt and response joined by a blank line).")
+    response_column: str | None = Field(None, description="Instruction data: column holding the response.")
+
+    @model_validator(mode="after")
+    def _prompt_and_response(self) -> "TabularSource":
+        if (self.prompt_column is None) != (self.response_column is None):
+            raise ValueError("set both prompt_column and response_column, or neither")
+        return self
 
 
-class SqlSource(_Section):
-    """A SQL database read through SQLAlchemy, read-only. Credentials come from the environment."""
+class SqlSource(TabularSource):
+    """A SQL database read through SQLAlchemy, read-only. Credentials come from the environment.
+
+    The column mapping fields (text_column, label_column, id_column, prompt/response) are those of
+    `TabularSource`, applied to the query's result columns."""
 
     name: str = Field(description="Short name, used in `source_uri` as sql://<name>.")
     url_env: str = Field(
@@ -39,9 +52,6 @@ class SqlSource(_Section):
         "credentials stay out of the YAML file)."
     )
     query: str = Field(description="A SELECT statement returning the text (and label, id) columns.")
-    text_column: str = "text"
-    label_column: str | None = "label"
-    id_column: str | None = "id"
 
 
 class SourcesSettings(_Section):
@@ -50,8 +60,14 @@ class SourcesSettings(_Section):
     label_from_folder: bool = Field(
         True, description="Documents take the name of their parent folder as label when it is in the label set."
     )
+    chunk_by: Literal["title", "characters"] = Field(
+        "title", description="How long documents become records: at section titles (then by size), or by "
+        "size only.")
     chunk_max_chars: int = Field(
-        4000, ge=200, description="Documents longer than this are split into several records (characters)."
+        4000, ge=200, description="No record from a document is longer than this (characters)."
+    )
+    chunk_combine_under_chars: int = Field(
+        500, ge=0, description="With chunk_by=title, a section shorter than this is merged with the next one."
     )
     max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are rejected (MiB).")
 

@@ -164,3 +164,204 @@ def test_sqlite_files_are_opened_read_only(tmp_path):
         with engine.begin() as conn:
             conn.exec_driver_sql("insert into tickets values (1, 'x')")
     engine.dispose()
+
+
+def test_parquet_and_hugging_face_datasets_are_read(tmp_path):
+    import datasets
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    pl.DataFrame({"id": ["p1"], "text": [TICKET], "label": ["billing"]}).write_parquet(raw / "t.parquet")
+    single = datasets.Dataset.from_dict({"id": [1, 2], "text": [TICKET, "My parcel is ten days late, where is it?"],
+                                         "label": ["billing", "shipping"]})
+    single.save_to_disk(str(raw / "hub_single"))
+    datasets.DatasetDict({"train": single, "test": single.select([1])}).save_to_disk(str(raw / "hub_dict"))
+
+    result = collect_raw_corpus(tmp_path, _settings())
+    assert result.rejected.is_empty(), result.rejected.to_dicts()
+    kept = result.kept
+    assert kept.filter(pl.col("source_type") == "parquet")["locator"].to_list() == ["id=p1"]
+    hub = kept.filter(pl.col("source_type") == "hf_dataset").sort("source_uri", "locator")
+    assert hub["source_uri"].to_list() == ["raw/hub_dict"] * 3 + ["raw/hub_single"] * 2
+    # DatasetDict rows are located by split, then by the id column
+    assert sorted(hub.filter(pl.col("source_uri") == "raw/hub_dict")["locator"]) == [
+        "split test; id=2", "split train; id=1", "split train; id=2"]
+    assert kept["record_id"].n_unique() == kept.height
+    assert hub["label_source"].to_list() == ["column"] * 5
+    # the Arrow files inside the dataset folders are not read a second time as sources of their own
+    assert result.stats["files"] == 3
+
+
+def test_dataset_dict_rows_without_ids_are_located_by_split(tmp_path):
+    import datasets
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    ds = datasets.Dataset.from_dict({"text": [TICKET, TICKET + " Again."]})
+    datasets.DatasetDict({"train": ds, "validation": ds.select([0])}).save_to_disk(str(raw / "hub"))
+    locators = collect_raw_corpus(tmp_path, _settings()).kept["locator"].to_list()
+    assert sorted(locators) == ["split train; row 1", "split train; row 2", "split validation; row 1"]
+
+
+def test_an_id_used_twice_in_one_file_keeps_record_ids_unique(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    pl.DataFrame({"id": [7, 7, 8], "text": [TICKET, TICKET + " Two.", TICKET + " Three."]}).write_csv(raw / "t.csv")
+    kept = collect_raw_corpus(tmp_path, _settings()).kept
+    assert kept["locator"].to_list() == ["id=7; row 1", "id=7; row 2", "id=8"]
+    assert kept["record_id"].n_unique() == 3
+
+
+def test_prompt_and_response_columns(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "pairs.jsonl").write_text(
+        json.dumps({"q": "How do I reset my password?", "a": "Use the 'Forgot password' link on the sign-in page."})
+        + "\n" + json.dumps({"q": "Where is my order?", "a": ""}) + "\n")
+    settings = Settings.model_validate({"sources": {"tabular": {"prompt_column": "q", "response_column": "a",
+                                                                "label_column": None}}})
+    result = collect_raw_corpus(tmp_path, settings)
+    row = result.kept.row(0, named=True)
+    assert row["prompt"] == "How do I reset my password?" and row["response"].startswith("Use the")
+    assert row["text"] == row["prompt"] + "\n\n" + row["response"]
+    bad = result.rejected.row(0, named=True)
+    assert bad["reason"] == "empty_text" and bad["locator"] == "line 2" and "'a'" in bad["detail"]
+    missing = Settings.model_validate({"sources": {"tabular": {"prompt_column": "question",
+                                                               "response_column": "a"}}})
+    reject = collect_raw_corpus(tmp_path, missing).rejected.row(0, named=True)
+    assert reject["reason"] == "missing_column" and "prompt_column" in reject["detail"]
+
+
+def _section(title: str, words: int, seed: int) -> str:
+    body = " ".join(f"word{(seed * 7 + i) % 97}" for i in range(words))
+    return f"{title.upper()}\n\n{body}.\n\n"
+
+
+def test_long_documents_are_chunked_by_title_with_element_ranges(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    # three sections of ~700 characters each, plus one paragraph far longer than the chunk size
+    text = "".join(_section(f"Section {n}", 100, n) for n in range(3))
+    text += "APPENDIX\n\n" + " ".join(f"token{i}" for i in range(1200)) + ".\n"
+    (raw / "manual.txt").write_text(text)
+    settings = Settings.model_validate({"sources": {"chunk_max_chars": 2000, "chunk_combine_under_chars": 300}})
+    chunks = collect_raw_corpus(tmp_path, settings).kept.sort("locator")
+    by_locator = dict(zip(chunks["locator"], chunks["text"]))
+    assert by_locator["elements 0-1"].startswith("SECTION 0")  # title + its paragraph, one record
+    assert by_locator["elements 2-3"].startswith("SECTION 1")
+    assert by_locator["elements 4-5"].startswith("SECTION 2")
+    parts = sorted((loc for loc in by_locator if "(part" in loc), key=lambda l: int(l.split("part ")[1].split("/")[0]))
+    assert len(parts) >= 5 and all(loc.startswith("element 7 (part") for loc in parts[1:])
+    assert parts[0] == "elements 6-7 (part 1/6)" and by_locator[parts[0]].startswith("APPENDIX\n\ntoken0 ")
+    assert max(len(t) for t in chunks["text"]) <= 2000
+    # no words lost or cut in half by the split
+    appendix = " ".join(by_locator[loc] for loc in parts)
+    assert appendix.split() == ("APPENDIX " + " ".join(f"token{i}" for i in range(1200)) + ".").split()
+    types = dict(zip(chunks["locator"], chunks["element_types"]))
+    assert "Title" in types["elements 0-1"].split(",") and len(types["elements 0-1"].split(",")) == 2
+
+    by_chars = Settings.model_validate({"sources": {"chunk_by": "characters", "chunk_max_chars": 2000}})
+    locators = collect_raw_corpus(tmp_path, by_chars).kept["locator"].to_list()
+    assert locators[0] == "elements 0-4"  # titles ignored: elements merged up to the size limit
+
+
+def test_pdf_chunks_name_their_pages(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    page = [f"Line {i} of the shipping policy explains returns and refunds in detail." for i in range(12)]
+    write_pdf(raw / "policy.pdf", [page, page, page])
+    settings = Settings.model_validate({"sources": {"chunk_by": "characters", "chunk_max_chars": 1000}})
+    locators = collect_raw_corpus(tmp_path, settings).kept["locator"].to_list()
+    assert len(locators) >= 3
+    assert locators[0].startswith("page 1; element") or locators[0].startswith("pages 1-")
+    assert any(loc.startswith(("page 3;", "pages 2-3;")) for loc in locators)
+
+
+def test_symlinks_hidden_files_and_nested_folders(tmp_path):
+    raw = tmp_path / "raw"
+    (raw / "a" / "b" / "c").mkdir(parents=True)
+    (raw / "a" / "b" / "c" / "deep.txt").write_text(TICKET)
+    (raw / ".DS_Store").write_bytes(b"\x00\x01")
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "inside.txt").write_text(TICKET + " Inside the data root.")
+    (raw / "linked").symlink_to(tmp_path / "shared")  # a folder link that stays inside the data root
+    outside = tmp_path.parent / f"{tmp_path.name}_outside_dir"
+    outside.mkdir()
+    (outside / "secret.txt").write_text(TICKET)
+    (raw / "escape").symlink_to(outside)
+    (raw / "loop").symlink_to(raw)  # a link back up: must not recurse forever
+
+    result = collect_raw_corpus(tmp_path, _settings())
+    assert sorted(result.kept["source_uri"]) == ["raw/a/b/c/deep.txt", "raw/linked/inside.txt"]
+    rejects = result.rejected.to_dicts()
+    assert [(r["source_uri"], r["reason"]) for r in rejects] == [("raw/escape", "symlink_outside_data_root")]
+
+
+def _count_parses(monkeypatch) -> list[str]:
+    from finetune_pipeline.sources import files
+
+    parsed: list[str] = []
+    real = files.partition_document
+
+    def counting(path):
+        parsed.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(files, "partition_document", counting)
+    return parsed
+
+
+def test_incremental_collection_parses_only_new_or_changed_sources(tmp_path, monkeypatch):
+    _write_good_files(tmp_path)
+    cache = tmp_path / ".pipeline" / "parse_cache"
+    parsed = _count_parses(monkeypatch)
+
+    first = collect_raw_corpus(tmp_path, _settings(), cache_dir=cache)
+    assert sorted(parsed) == ["a.txt", "b.md", "c.html", "d.pdf"] and first.stats["cached"] == 0
+
+    parsed.clear()
+    second = collect_raw_corpus(tmp_path, _settings(), cache_dir=cache)
+    assert parsed == [] and second.stats["parsed"] == 0 and second.stats["cached"] == 7
+    assert second.kept.sort("record_id").equals(first.kept.sort("record_id"))  # ids, texts, ingest times
+
+    raw = tmp_path / "raw"
+    (raw / "billing" / "a.txt").write_text(TICKET + "\n\nA changed second paragraph.")
+    (raw / "shipping" / "c.html").rename(raw / "shipping" / "c_renamed.html")
+    (raw / "billing" / "b.md").unlink()
+    parsed.clear()
+    third = collect_raw_corpus(tmp_path, _settings(), cache_dir=cache)
+    assert parsed == ["a.txt"] and third.stats["parsed"] == 1
+    uris = third.kept["source_uri"].to_list()
+    assert "raw/billing/b.md" not in uris  # deleted source: its records are gone
+    assert "raw/shipping/c.html" not in uris and uris.count("raw/shipping/c_renamed.html") == 1
+    renamed = third.kept.filter(pl.col("source_uri") == "raw/shipping/c_renamed.html").row(0, named=True)
+    original = first.kept.filter(pl.col("source_uri") == "raw/shipping/c.html").row(0, named=True)
+    assert renamed["ingested_at"] == original["ingested_at"] and renamed["text"] == original["text"]
+    assert "changed second paragraph" in third.kept.filter(pl.col("source_uri") == "raw/billing/a.txt")["text"][0]
+    # the cache keeps entries only for sources that still exist
+    assert len(list(cache.glob("*.json"))) == 7 - 1  # b.md gone; a.txt's old entry replaced by its new one
+
+    # settings that change parsing invalidate the cache
+    parsed.clear()
+    collect_raw_corpus(tmp_path, Settings.model_validate({"labels": ["billing", "shipping"],
+                                                          "sources": {"chunk_max_chars": 300}}), cache_dir=cache)
+    assert sorted(parsed) == ["a.txt", "c_renamed.html", "d.pdf"]
+
+
+def test_a_damaged_cache_entry_is_parsed_again(tmp_path, monkeypatch):
+    _write_good_files(tmp_path)
+    cache = tmp_path / ".pipeline" / "parse_cache"
+    first = collect_raw_corpus(tmp_path, _settings(), cache_dir=cache)
+    for entry in cache.glob("*.parquet"):
+        entry.write_bytes(b"garbage")
+    parsed = _count_parses(monkeypatch)
+    again = collect_raw_corpus(tmp_path, _settings(), cache_dir=cache)
+    assert len(parsed) == 4 and again.kept.height == first.kept.height
+
+
+def test_progress_is_reported_per_source(tmp_path):
+    _write_good_files(tmp_path)
+    seen = []
+    collect_raw_corpus(tmp_path, _settings(), progress=lambda *args: seen.append(args))
+    assert [s[0] for s in seen] == list(range(1, 8)) and all(s[1] == 7 for s in seen)
+    assert {s[3] for s in seen} == {"parsed"}

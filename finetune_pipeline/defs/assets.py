@@ -5,6 +5,8 @@ raw_corpus -> cleaned_corpus -> deduplicated_corpus -> labeled_corpus -> augment
 """
 
 
+import time
+
 import dagster as dg
 import polars as pl
 
@@ -95,15 +97,31 @@ def require_upstream_checks(context: dg.AssetExecutionContext, upstream: str) ->
                       "every SQL source in finetune.yaml, parsed into records with provenance. Unreadable "
                       "inputs become rejects naming the file and the reason.")
 def raw_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> StageResult:
-    result = collect_raw_corpus(pipeline.root(), pipeline.settings())
+    result = collect_raw_corpus(pipeline.root(), pipeline.settings(), cache_dir=pipeline.parse_cache_dir(),
+                                progress=_progress_logger(context))
     by_type = result.stats["by_source_type"]
     context.add_output_metadata({
         **stage_metadata(result.kept.height + result.rejected.height, result),
-        "files": result.stats["files"],
-        "by_source_type": _md_table(["type", "files", "records", "rejects"],
-                                    [[t, s["files"], s["records"], s["rejects"]] for t, s in sorted(by_type.items())]),
+        "sources": result.stats["files"] + len(pipeline.settings().sources.sql),
+        "sources_parsed": result.stats["parsed"],
+        "sources_from_cache": result.stats["cached"],
+        "by_source_type": _md_table(
+            ["type", "sources", "records", "rejects", "parsed", "from cache"],
+            [[t, s["files"], s["records"], s["rejects"], s["parsed"], s["cached"]] for t, s in sorted(by_type.items())]),
     })
     return result
+
+
+def _progress_logger(context: dg.AssetExecutionContext, every_s: float = 5.0):
+    """Per-source progress in the run log: every source for small folders, else one line per `every_s`."""
+    last = [0.0]
+
+    def report(done: int, total: int, uri: str, status: str) -> None:
+        now = time.monotonic()
+        if total <= 50 or done == total or now - last[0] >= every_s:
+            last[0] = now
+            context.log.info(f"[{done}/{total}] {uri} ({status})")
+    return report
 
 
 @dg.asset(group_name="cleaning", kinds={"polars"}, owners=OWNERS,

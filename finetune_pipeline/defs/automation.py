@@ -22,14 +22,15 @@ nightly_refresh = dg.ScheduleDefinition(
 
 @dg.sensor(job=refresh_all, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Requests a full refresh when a file under raw/ is added, changed (by content hash) "
-                       "or removed. A touched but unchanged file starts no run.")
+                       "or removed. A touched but unchanged file, or a renamed or copied one, starts no run.")
 def new_raw_files(context: dg.SensorEvaluationContext, pipeline: PipelineResource):
     previous = json.loads(context.cursor) if context.cursor else {}
     current = inventory(pipeline.root() / "raw", previous)
     changes = compare(previous, current)
     if not changes.any():
         context.update_cursor(json.dumps(current))  # refresh mtimes so unchanged files are not re-hashed
-        return dg.SkipReason(f"no new, changed or removed files under raw/ ({len(current)} files)")
+        renamed = f"; {len(changes.renamed)} renamed or copied, content already ingested" if changes.renamed else ""
+        return dg.SkipReason(f"no new, changed or removed files under raw/ ({len(current)} files{renamed})")
     # No run_key: the cursor already makes each change request exactly one run, and a state seen
     # before (a file restored) must still trigger a refresh.
     context.update_cursor(json.dumps(current))

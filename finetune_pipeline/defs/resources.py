@@ -26,6 +26,10 @@ class PipelineResource(dg.ConfigurableResource):
         """Intermediate asset values (Parquet/JSON), kept beside the data they come from."""
         return self.root() / ".pipeline"
 
+    def parse_cache_dir(self) -> Path:
+        """Parsed raw sources by content hash, so unchanged sources are not parsed again."""
+        return self.storage_dir() / "parse_cache"
+
     def exports_dir(self) -> Path:
         return self.root() / "exports"
 

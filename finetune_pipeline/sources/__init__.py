@@ -2,75 +2,130 @@
 
 `collect_raw_corpus` never raises for a bad input: an unreadable file, a malformed row or an
 unreachable database becomes a reject naming the input, the reason and what to do.
+
+Incremental: a source is parsed only when its content hash is new (see `sources.cache`); unchanged,
+renamed or moved files come from the parse cache with their first ingest time, and a deleted file's
+records are simply absent from the next corpus. SQL sources are queried on every run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+import polars as pl
+
+from finetune_pipeline.raw_inventory import file_sha256
 from finetune_pipeline.records import StageResult, corpus_frame, make_record_id, rejects_frame, sha256_text
-from finetune_pipeline.settings import Settings, TabularSource
+from finetune_pipeline.settings import Settings
 from finetune_pipeline.sources import files, sql, tabular
+from finetune_pipeline.sources.cache import CachedParse, ParseCache
 
 log = logging.getLogger(__name__)
 STAGE = "raw_corpus"
 SUPPORTED = {**files.DOCUMENT_TYPES, **tabular.TABULAR_TYPES, **sql.SQLITE_TYPES}
+HF_DATASET = "hf_dataset"
+# Columns every raw corpus has besides the standard ones (null where they do not apply).
+EXTRA_COLUMNS = {"element_types": pl.String}
+INSTRUCTION_COLUMNS = {"prompt": pl.String, "response": pl.String}
+
+Progress = Callable[[int, int, str, str], None]  # (done, total, source_uri, "parsed" | "cached" | "rejected")
 
 
-def discover_files(data_dir: Path) -> list[Path]:
-    """Every file under `<data_dir>/raw`, sorted, symlinks included (checked later)."""
-    raw = data_dir / "raw"
-    if not raw.is_dir():
-        return []
-    return sorted(p for p in raw.rglob("*") if p.is_file() or p.is_symlink())
-
-
-def collect_raw_corpus(data_dir: Path, settings: Settings) -> StageResult:
-    """Parse every raw file and SQL source into corpus rows; failures become rejects."""
+def discover_sources(data_dir: Path) -> list[Path]:
+    """Every source under `<data_dir>/raw`, sorted: files, symlinks (checked later) and Hugging Face
+    `save_to_disk` folders (one source each). Hidden names (starting with '.') are skipped. Symlinked
+    folders inside the data root are followed once; links leaving it are listed so they can be refused."""
     data_dir = Path(data_dir).resolve()
-    ingested_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    raw = data_dir / "raw"
+    found: list[Path] = []
+
+    def visit(folder: Path, seen: frozenset[Path]) -> None:
+        for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+            if entry.name.startswith("."):
+                continue
+            target = entry.resolve()
+            inside = target.is_relative_to(data_dir)
+            if entry.is_dir() and not tabular.is_hf_dataset_dir(entry):
+                if inside and target not in seen:  # a folder, or a link to a folder not visited yet
+                    visit(entry, seen | {target})
+                elif not inside:
+                    found.append(entry)  # refused later: it leaves the data root
+            elif entry.is_dir() or entry.is_file() or entry.is_symlink():
+                found.append(entry)
+
+    if raw.is_dir():
+        visit(raw, frozenset({raw.resolve()}))
+    return found
+
+
+def source_type_of(path: Path) -> str:
+    if path.is_dir():
+        return HF_DATASET
+    return SUPPORTED.get(path.suffix.lower(), path.suffix.lower().lstrip(".") or "unknown")
+
+
+def collect_raw_corpus(data_dir: Path, settings: Settings, cache_dir: Path | None = None,
+                       progress: Progress | None = None) -> StageResult:
+    """Parse every raw source and SQL source into corpus rows; failures become rejects.
+
+    `cache_dir`: where parse results are kept between runs (None: parse everything every time).
+    `progress`: called after each source with (done, total, source_uri, status)."""
+    data_dir = Path(data_dir).resolve()
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    cache = ParseCache(cache_dir, settings)
     records: list[dict] = []
     rejects: list[dict] = []
     by_type: dict[str, dict[str, int]] = {}
-    paths = discover_files(data_dir)
+    sources = discover_sources(data_dir)
+    total = len(sources) + len(settings.sources.sql)
 
-    for number, path in enumerate(paths, start=1):
+    for number, path in enumerate(sources, start=1):
         uri = path.relative_to(data_dir).as_posix()
-        source_type = SUPPORTED.get(path.suffix.lower(), path.suffix.lower().lstrip(".") or "unknown")
-        log.info("[%d/%d] %s", number, len(paths), uri)
-        stats = by_type.setdefault(source_type, {"files": 0, "records": 0, "rejects": 0})
+        source_type = source_type_of(path)
+        stats = by_type.setdefault(source_type, {"files": 0, "records": 0, "rejects": 0, "parsed": 0, "cached": 0})
         stats["files"] += 1
-        new_records, new_rejects = _read_one(path, uri, source_type, data_dir, settings)
+        new_records, new_rejects, ingested_at, status = _collect_one(path, source_type, data_dir, settings,
+                                                                     cache, now)
+        label = _folder_label(path, data_dir, settings) if source_type in files.DOCUMENT_TYPES.values() else None
         for record in new_records:
             record.update(source_uri=uri, source_type=source_type, ingested_at=ingested_at)
-        for reject in new_rejects:
-            reject.setdefault("source_uri", uri)
+            if label and record.get("label") is None:
+                record.update(label=label, label_source="folder")
+        rejects += [_reject(uri, **r) for r in new_rejects]
+        records += new_records
         stats["records"] += len(new_records)
         stats["rejects"] += len(new_rejects)
-        records += new_records
-        rejects += new_rejects
+        stats[status] = stats.get(status, 0) + 1
+        log.debug("[%d/%d] %s (%s)", number, total, uri, status)
+        if progress:
+            progress(number, total, uri, status)
 
-    for source in settings.sources.sql:
+    for number, source in enumerate(settings.sources.sql, start=len(sources) + 1):
         uri = f"sql://{source.name}"
-        stats = by_type.setdefault("sql", {"files": 0, "records": 0, "rejects": 0})
-        mapping = TabularSource(text_column=source.text_column, label_column=source.label_column,
-                                id_column=source.id_column)
+        stats = by_type.setdefault("sql", {"files": 0, "records": 0, "rejects": 0, "parsed": 0, "cached": 0})
+        stats["files"] += 1
         try:
             rows = sql.read_sql_query(source.url_env, source.query)
             new_records, bad = tabular.rows_to_records([(f"row {i + 1}", r) for i, r in enumerate(rows)],
-                                                       mapping, uri)
+                                                       source, uri)
+            stats["parsed"] += 1
         except (sql.DatabaseUnavailable, tabular.MissingColumn) as exc:
             new_records, bad = [], []
             rejects.append(_reject(uri, None, "database_unreachable", str(exc)))
             stats["rejects"] += 1
         for record in new_records:
-            record.update(source_uri=uri, source_type="sql", ingested_at=ingested_at)
+            record.update(source_uri=uri, source_type="sql", ingested_at=now)
         rejects += [_reject(uri, loc, "empty_text", why) for loc, why in bad]
         stats["records"] += len(new_records)
         stats["rejects"] += len(bad)
         records += new_records
+        if progress:
+            progress(number, total, uri, "parsed")
 
     for record in records:
         record["record_id"] = make_record_id(record["source_uri"], record["locator"])
@@ -79,70 +134,128 @@ def collect_raw_corpus(data_dir: Path, settings: Settings) -> StageResult:
         if reject.get("locator") is not None and reject.get("record_id") is None:
             reject["record_id"] = make_record_id(reject["source_uri"], reject["locator"])
         reject["stage"] = STAGE
+    pruned = cache.prune()
 
-    kept = corpus_frame(records)
+    instruction = settings.sources.tabular.prompt_column or any(s.prompt_column for s in settings.sources.sql)
+    kept = _with_columns(corpus_frame(records), {**EXTRA_COLUMNS, **(INSTRUCTION_COLUMNS if instruction else {})})
     return StageResult(kept=kept, rejected=rejects_frame(rejects),
-                       stats={"files": len(paths), "by_source_type": by_type})
+                       stats={"files": len(sources), "by_source_type": by_type,
+                              "parsed": sum(s["parsed"] for s in by_type.values()),
+                              "cached": sum(s["cached"] for s in by_type.values()),
+                              "cache_entries_pruned": pruned})
+
+
+def _with_columns(frame: pl.DataFrame, columns: dict[str, pl.DataType]) -> pl.DataFrame:
+    """Add the given columns as nulls where absent; drop instruction columns nobody asked for."""
+    frame = frame.drop([c for c in INSTRUCTION_COLUMNS if c in frame.columns and c not in columns])
+    return frame.with_columns([pl.lit(None, dtype=t).alias(c) for c, t in columns.items() if c not in frame.columns])
 
 
 def _reject(uri: str, locator: str | None, reason: str, detail: str) -> dict:
-    return {"source_uri": uri, "locator": locator, "reason": reason, "detail": detail}
+    """A reject row; `detail` says what happened and what to do, prefixed here with where."""
+    where = f"{uri} {locator}" if locator else uri
+    return {"source_uri": uri, "locator": locator, "reason": reason, "detail": f"{where}: {detail}"}
 
 
-def _read_one(path: Path, uri: str, source_type: str, data_dir: Path,
-              settings: Settings) -> tuple[list[dict], list[dict]]:
-    """Records and rejects from one file. Never raises for bad content."""
+def source_digest(path: Path) -> str:
+    """Content hash of a file, or of every file of a dataset folder (names and bytes)."""
+    if not path.is_dir():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for part in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(part.relative_to(path).as_posix().encode() + b"\0" + file_sha256(part).encode())
+    return digest.hexdigest()
+
+
+def _collect_one(path: Path, source_type: str, data_dir: Path, settings: Settings, cache: ParseCache,
+                 now: str) -> tuple[list[dict], list[dict], str, str]:
+    """(records, rejects, ingested_at, status) for one source. Never raises for bad content."""
+    refused = _refuse(path, data_dir, settings)
+    if refused:
+        return [], [{"locator": None, "reason": refused[0], "detail": refused[1]}], now, "rejected"
+    try:
+        key = cache.key(source_digest(path), source_type)
+    except OSError as exc:
+        return [], [{"locator": None, "reason": "unreadable_file",
+                     "detail": f"cannot read it ({type(exc).__name__}); check its permissions"}], now, "rejected"
+    hit = cache.get(key)
+    if hit is not None:
+        return hit.records, hit.rejects, hit.ingested_at, "cached"
+    started = time.perf_counter()
+    new_records, new_rejects = _parse(path, source_type, settings)
+    log.debug("parsed %s in %.2fs", path.name, time.perf_counter() - started)
+    cache.put(key, CachedParse(records=new_records, rejects=new_rejects, ingested_at=now))
+    return new_records, new_rejects, now, "parsed"
+
+
+def _refuse(path: Path, data_dir: Path, settings: Settings) -> tuple[str, str] | None:
+    """Cheap checks before reading: (reason, what to do) or None."""
     if path.is_symlink() and not path.resolve().is_relative_to(data_dir):
-        return [], [_reject(uri, None, "symlink_outside_data_root",
-                            f"{uri}: links outside the data root; copy the file into raw/ instead")]
+        return "symlink_outside_data_root", "links outside the data root; copy the file into raw/ instead"
+    if path.is_dir():
+        return None
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED:
-        return [], [_reject(uri, None, "unsupported_file_type",
-                            f"{uri}: no reader for '{suffix or path.name}'; supported: {', '.join(sorted(SUPPORTED))}")]
+        return ("unsupported_file_type",
+                f"no reader for '{suffix or path.name}'; supported: {', '.join(sorted(SUPPORTED))}, "
+                f"and Hugging Face save_to_disk folders")
     size = path.stat().st_size
     if size == 0:
-        return [], [_reject(uri, None, "empty_file", f"{uri}: zero bytes")]
+        return "empty_file", "zero bytes"
     if size > settings.sources.max_file_mb * 2**20:
-        return [], [_reject(uri, None, "file_too_large",
-                            f"{uri}: {size / 2**20:.0f} MiB is over sources.max_file_mb "
-                            f"({settings.sources.max_file_mb:g}); split it or raise the limit")]
+        return ("file_too_large", f"{size / 2**20:.0f} MiB is over sources.max_file_mb "
+                                  f"({settings.sources.max_file_mb:g}); split it or raise the limit")
+    return None
+
+
+def _parse(path: Path, source_type: str, settings: Settings) -> tuple[list[dict], list[dict]]:
+    """Records and rejects ({locator, reason, detail}) from the content of one source."""
+    def bad(locator, reason, detail):
+        return {"locator": locator, "reason": reason, "detail": detail}
+
+    mapping = settings.sources.tabular
+    suffix = path.suffix.lower()
     try:
-        if suffix in files.DOCUMENT_TYPES:
-            return _read_document(path, uri, data_dir, settings), []
-        if suffix in tabular.TABULAR_TYPES:
-            rows, bad = tabular.read_table(path)
-            records, empty = tabular.rows_to_records(rows, settings.sources.tabular, uri)
-            rejects = [_reject(uri, loc, "malformed_row", f"{uri} {loc}: {why}") for loc, why in bad]
-            rejects += [_reject(uri, loc, "empty_text", f"{uri} {loc}: {why}") for loc, why in empty]
+        if source_type == HF_DATASET:
+            records, rejects = [], []
+            for split, rows in tabular.read_hf_dataset(path).items():
+                prefix = f"split {split}; " if split else ""
+                split_records, empty = tabular.rows_to_records(rows, mapping, "")
+                records += [{**r, "locator": prefix + r["locator"]} for r in split_records]
+                rejects += [bad(prefix + loc, "empty_text", why) for loc, why in empty]
             return records, rejects
+        if suffix in files.DOCUMENT_TYPES:
+            return _read_document(path, settings), []
+        if suffix in tabular.TABULAR_TYPES:
+            rows, malformed = tabular.read_table(path)
+            records, empty = tabular.rows_to_records(rows, mapping, "")
+            return records, ([bad(loc, "malformed_row", why) for loc, why in malformed]
+                             + [bad(loc, "empty_text", why) for loc, why in empty])
         if suffix in sql.SQLITE_TYPES:
-            return _read_sqlite(path, uri, settings)
+            return _read_sqlite(path, settings)
     except files.UnreadableDocument as exc:
-        return [], [_reject(uri, None, "unreadable_file", f"{uri}: {exc}")]
+        return [], [bad(None, "unreadable_file", str(exc))]
     except tabular.MissingColumn as exc:
-        return [], [_reject(uri, None, "missing_column", f"{uri}: {exc}")]
+        return [], [bad(None, "missing_column", str(exc))]
     except sql.DatabaseUnavailable as exc:
-        return [], [_reject(uri, None, "unreadable_database", f"{uri}: {exc}")]
+        return [], [bad(None, "unreadable_database", str(exc))]
     except Exception as exc:  # a parser failing on bad content must not stop the run
-        log.warning("%s: %s while parsing", uri, type(exc).__name__)
-        return [], [_reject(uri, None, "unreadable_file",
-                            f"{uri}: parser failed ({type(exc).__name__}); check the file opens and re-export it")]
+        log.warning("%s: %s while parsing", path.name, type(exc).__name__)
+        return [], [bad(None, "unreadable_file",
+                        f"parser failed ({type(exc).__name__}); check the file opens and re-export it")]
     return [], []
 
 
-def _read_document(path: Path, uri: str, data_dir: Path, settings: Settings) -> list[dict]:
+def _read_document(path: Path, settings: Settings) -> list[dict]:
     elements = files.partition_document(path)
-    chunks = files.document_chunks(elements, settings.sources.chunk_max_chars, path.suffix.lower() == ".pdf")
+    cfg = settings.sources
+    chunks = files.document_chunks(elements, cfg.chunk_max_chars, path.suffix.lower() == ".pdf",
+                                   by=cfg.chunk_by, combine_under_chars=cfg.chunk_combine_under_chars)
     if not chunks:
         hint = "no text layer (scanned?); OCR it first" if path.suffix.lower() == ".pdf" else "no text found"
         raise files.UnreadableDocument(hint)
-    label = _folder_label(path, data_dir, settings)
-    return [{
-        "text": chunk["text"],
-        "locator": chunk["locator"],
-        "label": label,
-        "label_source": "folder" if label else None,
-    } for chunk in chunks]
+    return [{"text": c["text"], "locator": c["locator"], "element_types": c["element_types"],
+             "label": None, "label_source": None} for c in chunks]
 
 
 def _folder_label(path: Path, data_dir: Path, settings: Settings) -> str | None:
@@ -158,19 +271,19 @@ def _folder_label(path: Path, data_dir: Path, settings: Settings) -> str | None:
     return name
 
 
-def _read_sqlite(path: Path, uri: str, settings: Settings) -> tuple[list[dict], list[dict]]:
+def _read_sqlite(path: Path, settings: Settings) -> tuple[list[dict], list[dict]]:
     mapping = settings.sources.tabular
-    tables = sql.read_sqlite_tables(path, mapping.text_column)
+    needed = mapping.prompt_column or mapping.text_column
+    tables = sql.read_sqlite_tables(path, needed)
     if not tables:
         raise tabular.MissingColumn(
-            f"no table has a column {mapping.text_column!r}; set sources.tabular.text_column in finetune.yaml"
+            f"no table has a column {needed!r}; set sources.tabular in finetune.yaml to the database's columns"
         )
     records, rejects = [], []
     for table, rows in tables.items():
-        recs, bad = tabular.rows_to_records([(f"row {i + 1}", r) for i, r in enumerate(rows)], mapping, uri)
+        recs, bad = tabular.rows_to_records([(f"row {i + 1}", r) for i, r in enumerate(rows)], mapping, "")
         for rec in recs:
             rec["locator"] = f"table {table}; {rec['locator']}"
         records += recs
-        rejects += [_reject(uri, f"table {table}; {loc}", "empty_text", f"{uri} table {table} {loc}: {why}")
-                    for loc, why in bad]
+        rejects += [{"locator": f"table {table}; {loc}", "reason": "empty_text", "detail": why} for loc, why in bad]
     return records, rejects

@@ -104,35 +104,77 @@ def _check_pdf(path: Path) -> None:
         raise UnreadableDocument(f"corrupt PDF ({type(exc).__name__}); re-export it") from None
 
 
-def document_chunks(elements: list, max_chars: int, is_pdf: bool) -> list[dict]:
-    """Group consecutive elements into chunks of at most `max_chars`; each with a locator."""
+def document_chunks(elements: list, max_chars: int, is_pdf: bool, by: str = "title",
+                    combine_under_chars: int = 500) -> list[dict]:
+    """Group consecutive elements into records of at most `max_chars`, each with a locator.
+
+    `by="title"`: a Title element starts a new chunk (a section) once the current one holds at least
+    `combine_under_chars`, so tiny sections merge forward. `by="characters"`: sections are ignored.
+    Either way a chunk closes before it would pass `max_chars`, and an element longer than `max_chars`
+    is split at whitespace into parts. unstructured's own `chunk_by_title` drops the link to the
+    original elements for split elements, so we group here to keep page and element range exact.
+    """
     chunks: list[dict] = []
-    current: list[tuple[int, object]] = []
-    size = 0
+    current: list[tuple[int, object, str]] = []  # (element index, element, text)
+    parts: tuple[int, int] | None = None  # (part, of) when the chunk is one piece of a split element
 
     def flush():
         if not current:
             return
         first, last = current[0][0], current[-1][0]
-        pages = sorted({getattr(e.metadata, "page_number", None) for _, e in current} - {None})
-        locator = f"elements {first}-{last}"
+        pages = sorted({getattr(e.metadata, "page_number", None) for _, e, _ in current} - {None})
+        locator = f"element {first}" if first == last else f"elements {first}-{last}"
+        if parts:
+            locator += f" (part {parts[0]}/{parts[1]})"
         if is_pdf and pages:
             page_part = f"page {pages[0]}" if len(pages) == 1 else f"pages {pages[0]}-{pages[-1]}"
             locator = f"{page_part}; {locator}"
         chunks.append({
-            "text": "\n\n".join(e.text for _, e in current),
+            "text": "\n\n".join(t for _, _, t in current),
             "locator": locator,
-            "element_types": ",".join(sorted({type(e).__name__ for _, e in current})),
+            "element_types": ",".join(sorted({type(e).__name__ for _, e, _ in current})),
         })
+        current.clear()
 
+    size = 0
     for index, element in enumerate(elements):
         text = (element.text or "").strip()
         if not text:
             continue
-        if current and size + len(text) > max_chars:
+        starts_section = by == "title" and type(element).__name__ == "Title"
+        oversize = len(text) > max_chars
+        # A small chunk (e.g. a lone title) stays with the first part of an oversize element after it.
+        keep_small = oversize and size < min(combine_under_chars, max_chars // 2)
+        if current and not keep_small and (size + len(text) > max_chars
+                                           or (starts_section and size >= combine_under_chars)):
             flush()
-            current, size = [], 0
-        current.append((index, element))
+            size = 0
+        if oversize:
+            pieces = split_text(text, max_chars, first_max=max_chars - size)
+            for number, piece in enumerate(pieces, start=1):
+                current.append((index, element, piece))
+                parts = (number, len(pieces))
+                flush()
+            parts, size = None, 0
+            continue
+        current.append((index, element, text))
         size += len(text) + 2
     flush()
     return chunks
+
+
+def split_text(text: str, max_chars: int, first_max: int | None = None) -> list[str]:
+    """Pieces of at most `max_chars` (the first at most `first_max`), cut at the last paragraph, line or
+    word break before the limit."""
+    pieces = []
+    limit = first_max or max_chars
+    while len(text) > limit:
+        window = text[:limit]
+        cut = max(window.rfind("\n\n"), window.rfind("\n"), window.rfind(" "))
+        cut = cut if cut > limit // 2 else limit
+        pieces.append(text[:cut].strip())
+        text = text[cut:].strip()
+        limit = max_chars
+    if text:
+        pieces.append(text)
+    return pieces

@@ -1,8 +1,10 @@
-"""Tabular exports (.csv, .jsonl, .parquet): one record per row, columns mapped by `finetune.yaml`."""
+"""Tabular exports (.csv, .jsonl, .parquet, Hugging Face `save_to_disk` folders): one record per row,
+columns mapped by `finetune.yaml`."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import polars as pl
@@ -44,28 +46,62 @@ def read_table(path: Path) -> tuple[list[tuple[str, dict]], list[tuple[str, str]
     raise ValueError(f"unsupported table type {suffix}")
 
 
+HF_DATASET_MARKERS = ("dataset_dict.json", "state.json")
+
+
+def is_hf_dataset_dir(path: Path) -> bool:
+    """A folder written by `Dataset.save_to_disk` (state.json) or `DatasetDict.save_to_disk`."""
+    return path.is_dir() and any((path / marker).is_file() for marker in HF_DATASET_MARKERS)
+
+
+def read_hf_dataset(path: Path) -> dict[str | None, list[tuple[str, dict]]]:
+    """Rows of a saved Dataset (key None) or of each split of a DatasetDict, as (row locator, mapping).
+    Arrow files, memory-mapped; nothing is unpickled."""
+    import datasets
+
+    loaded = datasets.load_from_disk(str(path))
+    parts = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [(None, loaded)]
+    return {split: [(f"row {i + 1}", row) for i, row in enumerate(dataset.to_polars().iter_rows(named=True))]
+            for split, dataset in parts}
+
+
 def rows_to_records(rows: list[tuple[str, dict]], mapping: TabularSource, origin: str) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Map table rows onto record fields. Raises MissingColumn when the text column is absent."""
+    """Map table rows onto record fields. Raises MissingColumn when a configured text column is absent.
+
+    With prompt/response columns the record carries `prompt` and `response`, and `text` is both joined
+    by a blank line, so cleaning and deduplication see the whole example."""
+    instruction = mapping.prompt_column is not None
+    needed = [mapping.prompt_column, mapping.response_column] if instruction else [mapping.text_column]
     columns = set().union(*(row.keys() for _, row in rows)) if rows else set()
-    if rows and mapping.text_column not in columns:
-        raise MissingColumn(
-            f"no column {mapping.text_column!r} (found: {', '.join(sorted(map(str, columns)))}); "
-            f"set sources.tabular.text_column in finetune.yaml"
-        )
+    for column in needed:
+        if rows and column not in columns:
+            field = "prompt_column/response_column" if instruction else "text_column"
+            raise MissingColumn(
+                f"no column {column!r} (found: {', '.join(sorted(map(str, columns)))}); "
+                f"set sources.tabular.{field} in finetune.yaml"
+            )
+    ids = [row.get(mapping.id_column) for _, row in rows] if mapping.id_column else []
+    repeated = {value for value, count in Counter(ids).items() if count > 1}
     records, bad = [], []
     for locator, row in rows:
-        text = row.get(mapping.text_column)
-        if mapping.id_column and row.get(mapping.id_column) not in (None, ""):
-            locator = f"{mapping.id_column}={row[mapping.id_column]}"
-        if text is None or not str(text).strip():
-            bad.append((locator, f"empty {mapping.text_column!r} value"))
+        key = row.get(mapping.id_column) if mapping.id_column else None
+        if key not in (None, ""):
+            # The id names the row; an id used twice in one source keeps the row number too.
+            locator = f"{mapping.id_column}={key}" + (f"; {locator}" if key in repeated else "")
+        values = [row.get(column) for column in needed]
+        empty = [column for column, value in zip(needed, values) if value is None or not str(value).strip()]
+        if empty:
+            bad.append((locator, f"empty {', '.join(map(repr, empty))} value"))
             continue
         label = row.get(mapping.label_column) if mapping.label_column else None
         label = str(label).strip() if label not in (None, "") else None
-        records.append({
-            "text": str(text),
+        record = {
+            "text": "\n\n".join(str(v) for v in values),
             "locator": locator,
             "label": label,
             "label_source": "column" if label is not None else None,
-        })
+        }
+        if instruction:
+            record["prompt"], record["response"] = str(values[0]), str(values[1])
+        records.append(record)
     return records, bad
