@@ -27,8 +27,10 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/finetune-pipeline run
 
+# The SQL-source tests read from a real PostgreSQL: a throwaway server on 127.0.0.1 (installed with
+# apt-get when missing and running as root), see scripts/test_postgres.sh.
 test: install
-	$(BIN)/python -m pytest
+	FINETUNE_TEST_PG_URL="$$(scripts/test_postgres.sh start)" $(BIN)/python -m pytest
 
 ui: install
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000

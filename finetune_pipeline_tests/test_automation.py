@@ -34,11 +34,22 @@ def test_sensor_requests_runs_only_for_real_changes(tmp_path):
     result, cursor = _tick(tmp_path, cursor)
     assert isinstance(result, dg.RunRequest) and "1 changed" in result.tags["changes"]
 
-    (raw / "a.txt").rename(raw / "b.txt")
+    # renamed or moved: the content is already ingested (the parse cache serves it), so no run
+    (raw / "sub").mkdir()
+    (raw / "a.txt").rename(raw / "sub" / "b.txt")
     result, cursor = _tick(tmp_path, cursor)
-    assert isinstance(result, dg.RunRequest) and "1 renamed" in result.tags["changes"]
+    assert isinstance(result, dg.SkipReason) and "1 renamed or copied" in result.skip_message
 
-    (raw / "b.txt").unlink()
+    # a copy of known content: no run either (it would only be an exact duplicate)
+    (raw / "copy.txt").write_bytes((raw / "sub" / "b.txt").read_bytes())
+    result, cursor = _tick(tmp_path, cursor)
+    assert isinstance(result, dg.SkipReason)
+
+    # deleting one of two copies leaves the content in the corpus: no run; deleting the last one does
+    (raw / "copy.txt").unlink()
+    result, cursor = _tick(tmp_path, cursor)
+    assert isinstance(result, dg.SkipReason)
+    (raw / "sub" / "b.txt").unlink()
     result, cursor = _tick(tmp_path, cursor)
     assert isinstance(result, dg.RunRequest) and "1 removed" in result.tags["changes"]
 
