@@ -116,11 +116,50 @@ class DedupSettings(_Section):
         return self
 
 
+class GeneratorSettings(_Section):
+    """The text generator behind paraphrases and synthetic examples (see augment/generators.py)."""
+
+    backend: Literal["rules", "hf_local", "openai"] = Field(
+        "rules", description="rules: word dropout/swaps, no model; hf_local: a local transformers model folder; "
+        "openai: any OpenAI-compatible chat endpoint (vLLM, Ollama, a hosted API).")
+    model_path: str | None = Field(None, description="hf_local: folder of a causal or seq2seq model.")
+    base_url: str | None = Field(None, description="openai: e.g. http://127.0.0.1:8000/v1")
+    model: str | None = Field(None, description="openai: the model name the server expects.")
+    api_key_env: str | None = Field(None, description="openai: environment variable holding the API key "
+                                                      "(never the key itself).")
+    temperature: float = Field(0.8, ge=0, le=2)
+    max_new_tokens: int = Field(160, ge=1)
+    max_prompt_tokens: int = Field(1024, ge=16)
+    timeout_s: float = Field(60, gt=0)
+    retries: int = Field(2, ge=0, description="openai: retries on timeouts, 429 and 5xx answers.")
+    word_dropout: float = Field(0.1, ge=0, lt=1, description="rules: share of words dropped.")
+    swaps: int = Field(1, ge=0, description="rules: neighbouring-word swaps per variation.")
+    seed: int = 13
+
+
 class AugmentSettings(_Section):
+    """Balance the training split. Each label's gap to the target is filled by paraphrases (if on), then
+    synthetic examples (if on, capped), then copies (oversampling). Validation and test are never touched."""
+
     oversample: bool = Field(True, description="Replicate minority-class training records.")
     oversample_ratio: float = Field(
         1.0, gt=0, le=1, description="Each class is topped up to this share of the largest class (train only)."
     )
+    target_count: int | None = Field(
+        None, ge=1, description="Top each class up to this many training rows instead (overrides the ratio).")
+    paraphrase: bool = Field(False, description="Fill gaps with paraphrases of real training records.")
+    paraphrases_per_record: int = Field(1, ge=1, le=10)
+    synthetic: bool = Field(False, description="Fill gaps with new examples written from few-shot prompts.")
+    synthetic_shots: int = Field(4, ge=1, le=20, description="Real examples of the label shown per prompt.")
+    synthetic_max_share: float = Field(
+        0.3, ge=0, le=1, description="At most this share of a label's training rows may be synthetic.")
+    min_similarity: float = Field(
+        0.6, ge=-1, le=1, description="Paraphrases less similar than this to their source (embedding cosine) "
+        "are dropped as too_far.")
+    max_similarity: float = Field(
+        0.97, ge=-1, le=1, description="Synthetic texts this similar (embedding cosine) to an existing text are "
+        "dropped as near_duplicate.")
+    generator: GeneratorSettings = GeneratorSettings()
 
 
 class SplitSettings(_Section):

@@ -1,31 +1,110 @@
 """Augmentation stage: balance the training data without touching validation or test.
 
 The split of the original records is decided first (the same deterministic function that
-`dataset_splits` uses), and only training records are augmented.
+`dataset_splits` uses), and only training records are augmented. Each label is topped up to its target
+(`target_count`, else `oversample_ratio` x the largest label) by, in order: paraphrases of its records,
+synthetic examples from few-shot prompts (at most `synthetic_max_share` of the label's rows), and copies.
+Generated rows carry `augmented_from`, `augmentation` and `augmentation_model`, and are never counted as
+originals. A generator that fails (server down, bad model path) is reported in the stats and the gap is
+filled by copies: augmentation never stops the run.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+from collections import Counter
+
+import numpy as np
 import polars as pl
 
-from finetune_pipeline.augment.oversample import oversample_minority
-from finetune_pipeline.records import StageResult
+from finetune_pipeline.augment.generate import CandidateFilter, paraphrase_label, synthesize_label
+from finetune_pipeline.augment.generators import GenerationError, TextGenerator, make_generator
+from finetune_pipeline.augment.oversample import oversample
+from finetune_pipeline.records import StageResult, make_record_id, sha256_text
 from finetune_pipeline.settings import Settings
 from finetune_pipeline.splits import stratified_group_split
 
+log = logging.getLogger(__name__)
 STAGE = "augmented_corpus"
+AUGMENT_COLUMNS = {"augmented_from": pl.String, "augmentation": pl.String, "augmentation_model": pl.String}
 
 
-def augment_corpus(corpus: pl.DataFrame, settings: Settings) -> StageResult:
-    """Originals plus augmented training rows; originals have null `augmented_from`."""
-    originals = corpus.with_columns(pl.lit(None, pl.String).alias("augmented_from"),
-                                    pl.lit(None, pl.String).alias("augmentation"))
-    stats = {"augmented_rows": 0, "by_label": {}}
-    if not settings.augmentation.oversample or corpus.is_empty():
+def label_gaps(train: pl.DataFrame, settings: Settings) -> tuple[int, dict[str, int]]:
+    """(target rows per label, rows missing per label) in the training split."""
+    counts = dict(train.group_by("label").len().iter_rows())
+    if not counts:
+        return 0, {}
+    cfg = settings.augmentation
+    target = cfg.target_count or math.ceil(max(counts.values()) * cfg.oversample_ratio)
+    return target, {label: target - n for label, n in sorted(counts.items()) if target > n}
+
+
+def augment_corpus(corpus: pl.DataFrame, settings: Settings, generator: TextGenerator | None = None) -> StageResult:
+    """Originals (null `augmented_from`) plus augmented training rows."""
+    originals = corpus.with_columns([pl.lit(None, t).alias(c) for c, t in AUGMENT_COLUMNS.items()])
+    cfg = settings.augmentation
+    stats: dict = {"augmented_rows": 0, "by_label": {}, "by_technique": {}, "generated_dropped": {},
+                   "generator": None, "generator_error": None}
+    if corpus.is_empty() or not (cfg.oversample or cfg.paraphrase or cfg.synthetic):
         return StageResult(kept=originals, stats=stats)
     split = stratified_group_split(corpus, settings.splits)
     train = corpus.join(split.filter(pl.col("split") == "train").select("record_id"), on="record_id")
-    extra = oversample_minority(train, settings.augmentation.oversample_ratio, settings.splits.seed)
-    counts = extra.group_by("label").len().sort("label")
-    stats = {"augmented_rows": extra.height, "by_label": dict(zip(counts["label"], counts["len"]))}
+    target, gaps = label_gaps(train, settings)
+    rng = np.random.default_rng(settings.splits.seed)
+    new_rows: list[dict] = []
+    dropped: Counter = Counter()
+
+    if (cfg.paraphrase or cfg.synthetic) and gaps:
+        try:
+            generator = generator or make_generator(cfg.generator)
+            stats["generator"] = generator.name
+            check = CandidateFilter(train["text"].to_list(), settings)
+            for label in list(gaps):
+                if cfg.paraphrase:
+                    made = paraphrase_label(train, label, gaps[label], generator, check, settings, rng)
+                    new_rows += [{**r, "augmentation_model": generator.name} for r in made.rows]
+                    dropped += made.dropped
+                    gaps[label] -= len(made.rows)
+                if cfg.synthetic and gaps[label] > 0:
+                    count = min(gaps[label], math.floor(cfg.synthetic_max_share * target))
+                    made = synthesize_label(train, label, count, generator, check, settings, rng) if count else None
+                    if made:
+                        new_rows += [{**r, "augmentation_model": generator.name} for r in made.rows]
+                        dropped += made.dropped
+                        gaps[label] -= len(made.rows)
+        except GenerationError as exc:
+            stats["generator_error"] = str(exc)
+            log.warning("augmentation generator failed: %s; the gaps are filled by oversampling", exc)
+
+    if cfg.oversample:
+        new_rows += oversample(train, gaps, settings.splits.seed)
+    extra = _materialize(train, new_rows, generated_label_source="synthetic")
+    stats.update(augmented_rows=extra.height, generated_dropped=dict(dropped),
+                 by_label=dict(extra.group_by("label").len().sort("label").iter_rows()),
+                 by_technique=dict(extra.group_by("augmentation").len().sort("augmentation").iter_rows()))
     return StageResult(kept=pl.concat([originals, extra.select(originals.columns)]), stats=stats)
+
+
+def _materialize(train: pl.DataFrame, rows: list[dict], generated_label_source: str) -> pl.DataFrame:
+    """Full corpus rows for augmented rows: the source record's fields, the new text, a stable new id."""
+    schema = {**train.schema, **AUGMENT_COLUMNS}
+    if not rows:
+        return pl.DataFrame(schema=schema)
+    sources = {r["record_id"]: r for r in train.iter_rows(named=True)}
+    numbering: Counter = Counter()
+    out = []
+    for row in rows:
+        source = sources[row["augmented_from"]]
+        key = (row["augmented_from"], row["augmentation"])
+        numbering[key] += 1
+        text = row.get("text", source["text"])
+        new = {**source, **row, "text": text, "content_sha256": sha256_text(text),
+               "record_id": make_record_id(row["augmented_from"], f"{row['augmentation']} {numbering[key]}")}
+        new.setdefault("augmentation_model", None)
+        if "text_raw" in new and row["augmentation"] != "oversample":
+            new["text_raw"] = text  # generated: there is no other original
+        if row["augmentation"] == "synthetic":
+            new["label_source"] = generated_label_source
+        out.append(new)
+    return pl.DataFrame(out, schema=schema)

