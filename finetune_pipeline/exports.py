@@ -18,7 +18,19 @@ from finetune_pipeline.records import SPLITS
 # Columns exported per record: the corpus columns minus run-specific ones (ingest time), so the same
 # inputs give byte-identical exports.
 EXPORT_COLUMNS = ["record_id", "text", "label", "label_source", "label_confidence", "split", "group_id",
-                  "source_uri", "source_type", "locator", "content_sha256", "augmented_from", "augmentation"]
+                  "source_uri", "source_type", "locator", "content_sha256", "augmented_from", "augmentation",
+                  "augmentation_model", "prompt", "response", "messages"]
+
+
+def with_messages(frame: pl.DataFrame) -> pl.DataFrame:
+    """Instruction records (prompt/response) also in chat form: `messages` = [user, assistant], the
+    conversational format TRL's SFTTrainer takes as is. Other frames are returned unchanged."""
+    if not {"prompt", "response"} <= set(frame.columns) or frame["prompt"].null_count() == frame.height:
+        return frame
+    return frame.with_columns(pl.concat_list(
+        pl.struct(pl.lit("user").alias("role"), pl.col("prompt").alias("content")),
+        pl.struct(pl.lit("assistant").alias("role"), pl.col("response").alias("content")),
+    ).alias("messages"))
 
 
 @contextmanager
@@ -41,12 +53,14 @@ def atomic_path(target: Path):
 
 
 def export_splits(splits: pl.DataFrame, exports_dir: Path) -> Path:
-    """`exports/splits/`: a `datasets.DatasetDict` (load_from_disk) plus `<split>.jsonl` files."""
+    """`exports/splits/`: a `datasets.DatasetDict` (load_from_disk) plus `<split>.jsonl` files; instruction
+    records also carry `messages` (chat form)."""
     from datasets import Dataset, DatasetDict
     from datasets.utils.logging import disable_progress_bar
 
     disable_progress_bar()  # one bar per shard and split drowns the run log
 
+    splits = with_messages(splits)
     columns = [c for c in EXPORT_COLUMNS if c in splits.columns]
     target = exports_dir / "splits"
     with atomic_path(target) as tmp:

@@ -168,6 +168,9 @@ class SplitSettings(_Section):
     test: float = Field(0.1, gt=0, lt=1)
     seed: int = 13
     k_folds: int = Field(0, ge=0, description="Write stratified k-fold assignments when >= 2 (0: off).")
+    proportion_tolerance: float = Field(
+        0.1, ge=0, le=1, description="Blocking check: a label's share in each split may differ from its share "
+        "overall by this much, plus one record of that split (rounding in small splits).")
 
     @model_validator(mode="after")
     def _sum_to_one(self) -> "SplitSettings":

@@ -153,6 +153,26 @@ def label_coverage_frame(splits: pl.DataFrame, labels: list[str]) -> pl.DataFram
     return present.with_columns(pl.lit(len(labels)).alias("labels_expected"))
 
 
+def proportion_frame(splits: pl.DataFrame, tolerance: float) -> pl.DataFrame:
+    """Per (split, label) of original records: how far the label's share in the split is from its share
+    overall, and the allowed distance: `tolerance` plus one record of the split (rounding in small splits)."""
+    originals = splits.filter(pl.col("augmented_from").is_null()) if "augmented_from" in splits.columns else splits
+    overall = originals.group_by("label").len().with_columns((pl.col("len") / originals.height).alias("overall"))
+    sizes = originals.group_by("split").len().rename({"len": "split_rows"})
+    per = originals.group_by("split", "label").len().join(sizes, on="split")
+    return (overall.select("label", "overall").join(sizes, how="cross")
+            .join(per.select("split", "label", "len"), on=["split", "label"], how="left")
+            .with_columns(pl.col("len").fill_null(0))
+            .select("split", "label",
+                    (pl.col("len") / pl.col("split_rows") - pl.col("overall")).abs().alias("distance"),
+                    (tolerance + 1 / pl.col("split_rows")).alias("allowed"))
+            .with_columns((pl.col("distance") <= pl.col("allowed")).alias("within")))
+
+
+def proportion_expectations() -> list:
+    return [E.ExpectColumnValuesToBeInSet(column="within", value_set=[True])]
+
+
 def label_coverage_expectations() -> list:
     return [E.ExpectTableRowCountToEqual(value=len(SPLITS)),
             E.ExpectColumnPairValuesToBeEqual(column_A="labels_present", column_B="labels_expected")]

@@ -165,17 +165,25 @@ def labeled_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource
 
 
 @dg.asset(group_name="augmentation", kinds={"polars"}, owners=OWNERS,
-          description="Originals plus minority-class training records oversampled up to "
-                      "augmentation.oversample_ratio of the largest class. Only records that will be in train "
-                      "are augmented; copies carry `augmented_from` and `augmentation`.")
+          description="Originals plus augmented training rows: each label topped up to its target by paraphrases "
+                      "and capped synthetic examples (when on; OpenAI-compatible endpoint, local model or rule "
+                      "variations, filtered with reasons), then copies. Only records that will be in train are "
+                      "augmented; new rows carry `augmented_from`, `augmentation` and `augmentation_model`.")
 def augmented_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource,
                      labeled_corpus: pl.DataFrame) -> StageResult:
     require_upstream_checks(context, "labeled_corpus")
     result = augment_corpus(labeled_corpus, pipeline.settings())
     meta = stage_metadata(labeled_corpus.height, result)
     meta["rows_out"] = labeled_corpus.height  # originals out; augmented rows are added, not counted as originals
-    context.add_output_metadata({**meta, "augmented_rows": result.stats["augmented_rows"],
-                                 "augmented_by_label": _bars(result.stats["by_label"])})
+    stats = result.stats
+    context.add_output_metadata({**meta, "augmented_rows": stats["augmented_rows"],
+                                 "augmented_by_label": _bars(stats["by_label"]),
+                                 "augmented_by_technique": _bars(stats["by_technique"]),
+                                 "generated_dropped_by_reason": _bars(stats["generated_dropped"]),
+                                 "generator": stats["generator"] or "none",
+                                 "generator_error": stats["generator_error"] or "none"})
+    if stats["generator_error"]:
+        context.log.warning(f"generator failed, gaps filled by copies: {stats['generator_error']}")
     return result
 
 

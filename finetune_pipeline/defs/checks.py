@@ -83,8 +83,9 @@ augmented_corpus_accounting = accounting_check("augmented_corpus", "labeled_corp
 
 
 @dg.asset_check(asset="dataset_splits", name="dataset_splits_no_leakage", blocking=True,
-                description="Split values valid, every label in every split, no group (near-duplicate cluster) "
-                            "in two splits, augmented rows only in train and in their source's split.")
+                description="Split values valid, every label in every split, no record or group (near-duplicate "
+                            "cluster) in two splits, augmented and synthetic rows only in train and in their "
+                            "source's split, label shares per split within splits.proportion_tolerance of the whole.")
 def dataset_splits_no_leakage(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
     settings = pipeline.settings()
     labels = label_set(current, settings)
@@ -95,6 +96,8 @@ def dataset_splits_no_leakage(pipeline: PipelineResource, current: pl.DataFrame)
         v.validate(v.label_coverage_frame(current, labels), "dataset_splits_label_coverage",
                    v.label_coverage_expectations()),
         v.validate(groups, "dataset_splits_groups", group_exps),
+        v.validate(v.proportion_frame(current, settings.splits.proportion_tolerance), "dataset_splits_proportions",
+                   v.proportion_expectations()),
     ]
     if augmented.height:
         results.append(v.validate(augmented, "dataset_splits_augmented", aug_exps))

@@ -1,0 +1,94 @@
+"""Exports loaded back as users load them: datasets.load_from_disk, JSONL, and TRL's SFTTrainer for chat."""
+
+import json
+
+import polars as pl
+
+from finetune_pipeline import exports, validation as v
+from finetune_pipeline.records import sha256_text
+
+PAIRS = [("How do I reset my password?", "Use the Forgot password link on the sign-in page."),
+         ("Where is my parcel?", "Track it with the link in your shipping e-mail."),
+         ("Can I change my plan?", "Yes, under Settings, Billing, Change plan.")]
+
+
+def _instruction_splits() -> pl.DataFrame:
+    rows = []
+    for i in range(12):
+        prompt, response = PAIRS[i % 3]
+        prompt = f"{prompt} (case {i})"
+        text = f"{prompt}\n\n{response}"
+        rows.append({"record_id": f"r{i:02d}", "text": text, "prompt": prompt, "response": response,
+                     "label": None, "split": ["train", "train", "validation", "test"][i % 4], "group_id": f"r{i:02d}",
+                     "source_uri": "raw/pairs.jsonl", "source_type": "jsonl", "locator": f"line {i + 1}",
+                     "content_sha256": sha256_text(text), "augmented_from": None, "augmentation": None})
+    return pl.DataFrame(rows, schema_overrides={"label": pl.String, "augmented_from": pl.String,
+                                                "augmentation": pl.String})
+
+
+def _chat_tokenizer_and_model(folder):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    words = [p + " " + r for p, r in PAIRS] + ["user assistant case"]
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(words, trainers.WordLevelTrainer(special_tokens=["<unk>", "<s>", "</s>", "<pad>"]))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                        pad_token="<pad>")
+    tokenizer.chat_template = ("{% for m in messages %}{{ m['role'] }}: {% if m['role'] == 'assistant' %}"
+                               "{% generation %}{{ m['content'] }}</s>{% endgeneration %}{% else %}"
+                               "{{ m['content'] }}\n{% endif %}{% endfor %}"
+                               "{% if add_generation_prompt %}assistant: {% endif %}")
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                         pad_token_id=3, bos_token_id=1, eos_token_id=2))
+    return tokenizer, model
+
+
+def test_instruction_exports_have_chat_messages_that_trl_accepts(tmp_path):
+    import datasets
+    from trl import SFTConfig, SFTTrainer
+
+    target = exports.export_splits(_instruction_splits(), tmp_path / "exports")
+    loaded = datasets.load_from_disk(str(target))
+    assert set(loaded) == {"train", "validation", "test"} and loaded["train"].num_rows == 6
+    first = loaded["train"][0]
+    assert first["messages"] == [{"role": "user", "content": first["prompt"]},
+                                 {"role": "assistant", "content": first["response"]}]
+    line = json.loads((target / "train.jsonl").read_text().splitlines()[0])
+    assert line["messages"][1]["role"] == "assistant"
+
+    tokenizer, model = _chat_tokenizer_and_model(tmp_path / "tiny")
+    train = loaded["train"].select_columns(["messages"])
+    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=train,
+                         args=SFTConfig(output_dir=str(tmp_path / "sft"), max_steps=1, per_device_train_batch_size=2,
+                                        report_to=[], use_cpu=True, assistant_only_loss=True, max_length=64))
+    prepared = trainer.train_dataset
+    assert prepared.num_rows == 6 and "input_ids" in prepared.column_names
+    labels = prepared[0]["labels"]  # loss on the assistant turn only: the prompt is masked with -100
+    assert -100 in labels and any(t != -100 for t in labels)
+    trainer.train()  # one real optimisation step on the exported chat data
+
+
+def test_classification_exports_have_no_chat_columns(tmp_path):
+    frame = _instruction_splits().drop("prompt", "response").with_columns(pl.lit("billing").alias("label"))
+    target = exports.export_splits(frame, tmp_path / "exports")
+    import datasets
+
+    assert "messages" not in datasets.load_from_disk(str(target))["train"].column_names
+
+
+def test_proportion_check_fails_on_a_skewed_split():
+    rows = [{"record_id": f"r{i}", "label": "a" if i < 50 else "b", "augmented_from": None,
+             "split": "validation" if i < 10 else ("test" if 50 <= i < 60 else "train")} for i in range(100)]
+    frame = pl.DataFrame(rows, schema_overrides={"augmented_from": pl.String})
+    table = v.proportion_frame(frame, 0.1)
+    assert not v.validate(table, "p", v.proportion_expectations()).passed  # validation holds only label a
+    balanced = frame.with_columns(pl.when(pl.col("record_id").is_in([f"r{i}" for i in range(5)] + [f"r{i}" for i in range(55, 60)]))
+                                  .then(pl.lit("train")).otherwise(pl.col("split")).alias("split"))
+    balanced = balanced.with_columns(pl.when(pl.col("record_id").is_in([f"r{i}" for i in range(90, 95)]))
+                                     .then(pl.lit("validation")).otherwise(pl.col("split")).alias("split"))
+    balanced = balanced.with_columns(pl.when(pl.col("record_id").is_in([f"r{i}" for i in range(45, 50)]))
+                                     .then(pl.lit("test")).otherwise(pl.col("split")).alias("split"))
+    assert v.validate(v.proportion_frame(balanced, 0.1), "p", v.proportion_expectations()).passed

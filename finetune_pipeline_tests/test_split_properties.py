@@ -1,0 +1,111 @@
+"""Property-based tests of the split invariants on random label and group structures (hypothesis)."""
+
+import polars as pl
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from finetune_pipeline.records import SPLITS
+from finetune_pipeline.settings import SplitSettings
+from finetune_pipeline.splits import SplitError, assign_splits, kfold_assignments, stratified_group_split
+
+
+@st.composite
+def corpora(draw):
+    """Random labels (1-5), groups of random size per label, optional augmented rows pointing at originals."""
+    rows = []
+    for label_no in range(draw(st.integers(1, 5))):
+        for group_no in range(draw(st.integers(1, 25))):
+            for member in range(draw(st.integers(1, 4))):
+                rows.append({"record_id": f"L{label_no}-g{group_no}-{member}", "label": f"label{label_no}",
+                             "group_id": f"L{label_no}-g{group_no}", "augmented_from": None})
+    originals = [r["record_id"] for r in rows]
+    for k, source in enumerate(draw(st.lists(st.sampled_from(originals), max_size=10))):
+        label = next(r["label"] for r in rows if r["record_id"] == source)
+        group = next(r["group_id"] for r in rows if r["record_id"] == source)
+        rows.append({"record_id": f"aug-{k}", "label": label, "group_id": group, "augmented_from": source})
+    return pl.DataFrame(rows, schema={"record_id": pl.String, "label": pl.String, "group_id": pl.String,
+                                      "augmented_from": pl.String})
+
+
+ratios = st.sampled_from([(0.8, 0.1, 0.1), (0.7, 0.15, 0.15), (0.6, 0.2, 0.2), (0.9, 0.0, 0.1)])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(corpus=corpora(), ratio=ratios, seed=st.integers(0, 2**16))
+def test_split_invariants(corpus, ratio, seed):
+    cfg = SplitSettings(train=ratio[0], validation=ratio[1], test=ratio[2], seed=seed)
+    try:
+        splits = assign_splits(corpus, cfg)
+    except SplitError as exc:
+        # only when some label has fewer groups than the splits it must appear in
+        needed = 3 if ratio[1] > 0 else 2
+        groups = corpus.filter(pl.col("augmented_from").is_null()).group_by("label").agg(pl.col("group_id").n_unique())
+        assert groups["group_id"].min() <= needed, str(exc)
+        assert "label '" in str(exc)
+        return
+    # every row exactly once, each with a valid split
+    assert splits.height == corpus.height and splits["record_id"].n_unique() == corpus.height
+    assert set(splits["split"]) <= set(SPLITS) and splits["split"].null_count() == 0
+    # no group crosses splits
+    assert splits.group_by("group_id").agg(pl.col("split").n_unique())["split"].max() == 1
+    # augmented rows follow their source record (the pipeline only augments train records: see below)
+    augmented = splits.filter(pl.col("augmented_from").is_not_null())
+    if augmented.height:
+        sources = splits.select(pl.col("record_id").alias("augmented_from"), pl.col("split").alias("src"))
+        joined = augmented.join(sources, on="augmented_from")
+        assert (joined["split"] == joined["src"]).all()
+    # every label present in every split that has a share, and in train
+    wanted = {s for s, r in zip(SPLITS, ratio) if r > 0}
+    present = splits.group_by("label").agg(pl.col("split").unique())
+    for label, split_list in present.iter_rows():
+        assert wanted <= set(split_list), (label, split_list)
+    # deterministic for a seed
+    assert assign_splits(corpus, cfg).equals(splits)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(corpus=corpora(), ratio=ratios, seed=st.integers(0, 2**16), share=st.sampled_from([0.5, 1.0]))
+def test_augmentation_never_reaches_validation_or_test(corpus, ratio, seed, share):
+    from finetune_pipeline.augment import augment_corpus
+    from finetune_pipeline.settings import Settings
+
+    originals = corpus.filter(pl.col("augmented_from").is_null()).drop("augmented_from").with_columns(
+        pl.col("record_id").alias("text"), pl.col("record_id").alias("content_sha256"))
+    settings = Settings.model_validate({"splits": {"train": ratio[0], "validation": ratio[1], "test": ratio[2],
+                                                   "seed": seed}, "augmentation": {"oversample_ratio": share}})
+    try:
+        augmented = augment_corpus(originals, settings).kept
+        splits = assign_splits(augmented, settings.splits)
+    except SplitError:
+        return
+    extra = splits.filter(pl.col("augmented_from").is_not_null())
+    assert set(extra["split"]) <= {"train"}
+    assert splits.filter(pl.col("augmented_from").is_null()).height == originals.height
+    # the originals' split does not depend on augmentation
+    assert stratified_group_split(originals, settings.splits).sort("record_id").equals(
+        splits.filter(pl.col("augmented_from").is_null()).select("record_id", "split").sort("record_id"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(corpus=corpora(), k=st.integers(2, 5), seed=st.integers(0, 1000))
+def test_kfold_invariants(corpus, k, seed):
+    folds = kfold_assignments(corpus, k, seed)
+    originals = corpus.filter(pl.col("augmented_from").is_null())
+    assert folds.height == originals.height and set(folds["fold"]) <= set(range(k))
+    joined = folds.join(originals.select("record_id", "group_id", "label"), on="record_id")
+    assert joined.group_by("group_id").agg(pl.col("fold").n_unique())["fold"].max() == 1
+    # stratified: per label, fold sizes (in groups) differ by at most one
+    per = joined.unique("group_id").group_by("label", "fold").len()
+    for label in per["label"].unique():
+        sizes = per.filter(pl.col("label") == label)["len"].to_list()
+        n_groups = joined.filter(pl.col("label") == label)["group_id"].n_unique()
+        sizes += [0] * (min(k, n_groups) - len(sizes))
+        assert max(sizes) - min(sizes) <= 1
+
+
+def test_stratified_group_split_ignores_augmented_rows_for_the_decision():
+    base = pl.DataFrame({"record_id": [f"r{i}" for i in range(30)], "label": ["a"] * 15 + ["b"] * 15,
+                         "group_id": [f"g{i}" for i in range(30)], "augmented_from": [None] * 30},
+                        schema_overrides={"augmented_from": pl.String})
+    extra = pl.DataFrame({"record_id": ["x1"], "label": ["a"], "group_id": ["g0"], "augmented_from": ["r0"]})
+    cfg = SplitSettings()
+    assert stratified_group_split(base, cfg).equals(stratified_group_split(pl.concat([base, extra]), cfg))
