@@ -229,18 +229,37 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(data_dir or os.environ.get("FINETUNE_DATA_DIR") or DEFAULT_DATA_DIR).resolve()
 
 
-def load_settings(data_dir: str | os.PathLike | None = None) -> Settings:
-    """Read `<data_dir>/finetune.yaml` (all defaults when absent) and validate it."""
+def load_settings(data_dir: str | os.PathLike | None = None, overrides: str | dict | None = None) -> Settings:
+    """Read `<data_dir>/finetune.yaml` (all defaults when absent), merge `overrides` on top (a YAML
+    mapping or a dict, e.g. from the Dagster launchpad), and validate the result."""
     path = resolve_data_dir(data_dir) / SETTINGS_FILE
-    if not path.exists():
-        return Settings()
+    raw = _read_mapping(path.read_text(encoding="utf-8"), str(path)) if path.exists() else {}
+    origin = str(path)
+    if overrides:
+        extra = _read_mapping(overrides, "settings overrides") if isinstance(overrides, str) else overrides
+        raw, origin = deep_merge(raw, extra), f"{path} + settings overrides"
+    return parse_settings(raw, origin=origin)
+
+
+def _read_mapping(text: str, origin: str) -> dict:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise SettingsError(f"{path}: not valid YAML ({exc}); fix the syntax") from None
+        raise SettingsError(f"{origin}: not valid YAML ({exc}); fix the syntax") from None
     if not isinstance(raw, dict):
-        raise SettingsError(f"{path}: expected a mapping of settings at the top level, got {type(raw).__name__}")
-    return parse_settings(raw, origin=str(path))
+        raise SettingsError(f"{origin}: expected a mapping of settings at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    """`extra` over `base`, section by section (lists and scalars replace)."""
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def parse_settings(raw: dict, origin: str = SETTINGS_FILE) -> Settings:

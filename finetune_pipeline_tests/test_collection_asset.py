@@ -30,3 +30,26 @@ def test_raw_corpus_reports_sources_and_parses_only_changes(tmp_path):
         second, _ = _materialize(tmp_path, instance)
         assert second["sources_parsed"] == 1 and second["sources_from_cache"] == 6
         assert second["rows_out"] == first["rows_out"]
+
+
+def test_settings_can_be_overridden_per_run_from_run_config(tmp_path):
+    """What the launchpad sends: resources.pipeline.config.settings_yaml, merged over finetune.yaml."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "long.txt").write_text("\n\n".join(f"Paragraph {i} " + "word " * 60 for i in range(6)))
+    pipeline = PipelineResource(data_dir=str(tmp_path))
+    resources = {"pipeline": pipeline, "io_manager": ParquetIOManager(pipeline=pipeline)}
+    with dg.instance_for_test() as instance:
+        plain = dg.materialize([raw_corpus], instance=instance, resources=resources)
+        small = dg.materialize([raw_corpus], instance=instance, resources=resources, run_config={
+            "resources": {"pipeline": {"config": {"data_dir": str(tmp_path),
+                                                  "settings_yaml": "sources:\n  chunk_max_chars: 400\n"}}}})
+        rows = [r.asset_materializations_for_node("raw_corpus")[0].metadata["rows_out"].value for r in (plain, small)]
+        assert rows[0] == 1 and rows[1] > 1
+
+        bad = dg.materialize([raw_corpus], instance=instance, resources=resources, raise_on_error=False, run_config={
+            "resources": {"pipeline": {"config": {"data_dir": str(tmp_path),
+                                                  "settings_yaml": "sources: {chunk_max_chars: tiny}"}}}})
+        assert not bad.success
+        failure = next(e for e in bad.all_events if e.event_type_value == "STEP_FAILURE")
+        assert "sources.chunk_max_chars" in str(failure.event_specific_data.error)

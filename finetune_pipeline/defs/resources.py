@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from finetune_pipeline.records import CORPUS_STAGES, empty_rejects
 from finetune_pipeline.settings import Settings, load_settings, resolve_data_dir
@@ -14,13 +15,18 @@ from finetune_pipeline.settings import Settings, load_settings, resolve_data_dir
 class PipelineResource(dg.ConfigurableResource):
     """The data root (default: $FINETUNE_DATA_DIR, else `data/`) and the pipeline's settings."""
 
-    data_dir: str | None = None
+    data_dir: str | None = Field(
+        None, description="Data root; default $FINETUNE_DATA_DIR, else data/.")
+    settings_yaml: str | None = Field(
+        None, description="Settings for this run only, as YAML merged over finetune.yaml section by section "
+                          "(e.g. 'splits: {seed: 7}'). Validated like finetune.yaml; a bad field fails the run "
+                          "with the field named.")
 
     def root(self) -> Path:
         return resolve_data_dir(self.data_dir)
 
     def settings(self) -> Settings:
-        return load_settings(self.root())
+        return load_settings(self.root(), overrides=self.settings_yaml)
 
     def storage_dir(self) -> Path:
         """Intermediate asset values (Parquet/JSON), kept beside the data they come from."""
