@@ -27,9 +27,11 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/finetune-pipeline run
 
-# The SQL-source tests read from a real PostgreSQL: a throwaway server on 127.0.0.1 (installed with
-# apt-get when missing and running as root), see scripts/test_postgres.sh.
+# The SQL-source and Dagster-storage tests read from a real PostgreSQL: a throwaway server on 127.0.0.1
+# (scripts/test_postgres.sh); the UI test drives Debian's Chromium (scripts/ensure_chromium.sh). Both are
+# installed with apt-get when missing and running as root.
 test: install
+	scripts/ensure_chromium.sh
 	FINETUNE_TEST_PG_URL="$$(scripts/test_postgres.sh start)" $(BIN)/python -m pytest
 
 ui: install

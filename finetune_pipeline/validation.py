@@ -10,14 +10,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-import great_expectations as gx
 import pandas as pd
 import polars as pl
-from great_expectations.data_context.types.base import ProgressBarsConfig
 
 from finetune_pipeline.records import CORPUS_SCHEMA, SPLITS
 
-E = gx.expectations
+
+def _gx():
+    """Great Expectations, imported on first use: it takes seconds, and only check steps need it."""
+    import great_expectations as gx
+
+    return gx
+
+
+class _Expectations:
+    """`E.ExpectColumnToExist(...)` etc., resolved from `great_expectations.expectations` when used."""
+
+    def __getattr__(self, name: str):
+        return getattr(_gx().expectations, name)
+
+
+E = _Expectations()
 
 
 @dataclass
@@ -36,7 +49,9 @@ class SuiteResult:
 
 @lru_cache(maxsize=1)
 def _context():
-    context = gx.get_context(mode="ephemeral")
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = _gx().get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     return context
 
@@ -52,7 +67,7 @@ def validate(frame: pl.DataFrame | pd.DataFrame, suite_name: str, expectations: 
     except LookupError:
         asset = source.add_dataframe_asset(asset_name)
     batch_definition = asset.add_batch_definition_whole_dataframe(f"{suite_name}_{len(asset.batch_definitions)}")
-    suite = gx.ExpectationSuite(name=suite_name, expectations=expectations)
+    suite = _gx().ExpectationSuite(name=suite_name, expectations=expectations)
     result = batch_definition.get_batch(batch_parameters={"dataframe": df}).validate(suite)
     failures = []
     for item in result.results:

@@ -148,3 +148,79 @@ def test_failed_blocking_check_stops_downstream_in_this_and_later_runs(tmp_path,
     assert not later.success
     failure = next(e for e in later.all_events if e.is_step_failure)
     assert "blocked: check 'raw_corpus_expectations'" in failure.step_failure_data.error.message
+
+
+# ---- the web UI in a real browser ---------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = os.environ.get("FINETUNE_SCREENSHOT_DIR")  # set to docs/screenshots to refresh the README's
+
+
+@pytest.fixture(scope="module")
+def webserver(sample_run, tmp_path_factory):
+    """dagster-webserver on 127.0.0.1 over the e2e run's DAGSTER_HOME and data root."""
+    import socket
+    import time
+    import urllib.request
+
+    root, home, proc = sample_run
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "FINETUNE_DATA_DIR": str(root), "DAGSTER_HOME": str(home)}
+    log = (tmp_path_factory.mktemp("web") / "webserver.log").open("w")
+    server = subprocess.Popen([str(Path(sys.executable).parent / "dagster-webserver"), "-h", "127.0.0.1",
+                               "-p", str(port), "-m", "finetune_pipeline.definitions"],
+                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/server_info", timeout=5)
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"dagster-webserver did not start; see {log.name}")
+            time.sleep(1)
+    # The first-visit community newsletter dialog (shown on 127.0.0.1) would cover the screenshots.
+    request = urllib.request.Request(f"{url}/graphql", data=b'{"query": "mutation { setNuxSeen }"}',
+                                     headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=30)
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def _browse(url: str, tmp: Path, screenshot: str | None = None) -> str:
+    """The rendered DOM of `url` in headless Chromium, optionally saving a screenshot."""
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: `make test` installs it (apt-get install chromium)"
+    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run",
+            f"--user-data-dir={tmp / 'profile'}", "--window-size=1600,1000", "--hide-scrollbars",
+            "--virtual-time-budget=20000"]
+    dom = subprocess.run([*args, "--dump-dom", url], capture_output=True, text=True, timeout=180)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    if screenshot:
+        folder = Path(SCREENSHOTS) if SCREENSHOTS else tmp
+        folder.mkdir(parents=True, exist_ok=True)
+        shot = subprocess.run([*args, f"--screenshot={folder / screenshot}", url], capture_output=True, timeout=180)
+        assert shot.returncode == 0 and (folder / screenshot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return dom.stdout
+
+
+def test_ui_shows_the_asset_graph_and_check_results(webserver, tmp_path):
+    catalog = _browse(f"{webserver}/assets", tmp_path)
+    for asset in ("raw_corpus", "cleaned_corpus", "deduplicated_corpus", "labeled_corpus", "augmented_corpus",
+                  "dataset_splits", "lora_adapter"):
+        assert asset in catalog, asset
+    assert "Materialized" in catalog
+    graph = _browse(f"{webserver}/assets/data_card?view=lineage&lineageScope=upstream&lineageDepth=10", tmp_path,
+                    screenshot="asset-graph.png")
+    assert "lora_adapter" in graph and "raw_corpus" in graph
+    for asset, check in (("raw_corpus", "raw_corpus_expectations"), ("dataset_splits", "dataset_splits_no_leakage")):
+        page = _browse(f"{webserver}/assets/{asset}?view=checks", tmp_path, screenshot=f"{asset}-checks.png")
+        assert check in page and "Passed" in page, asset
+    overview = _browse(f"{webserver}/assets/deduplicated_corpus", tmp_path, screenshot="deduplicated-corpus.png")
+    assert "rows_rejected" in overview

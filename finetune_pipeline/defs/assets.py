@@ -18,7 +18,6 @@ from finetune_pipeline.labeling import apply_labels, label_set
 from finetune_pipeline.records import CORPUS_STAGES, SPLITS, StageResult
 from finetune_pipeline.sources import collect_raw_corpus
 from finetune_pipeline.splits import assign_splits, kfold_assignments
-from finetune_pipeline.training.lora import train_lora_classifier
 from finetune_pipeline.defs.checks import ALL_CHECKS
 from finetune_pipeline.defs.resources import PipelineResource
 
@@ -219,6 +218,8 @@ def dataset_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource
 def lora_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource,
                  dataset_splits: pl.DataFrame) -> dict:
     require_upstream_checks(context, "dataset_splits")
+    from finetune_pipeline.training.lora import train_lora_classifier  # torch: only this step pays the import
+
     settings = pipeline.settings()
     labels = label_set(dataset_splits, settings)
     parts = {name: (dataset_splits.filter(pl.col("split") == name)["text"].to_list(),
