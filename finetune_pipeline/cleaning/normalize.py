@@ -20,7 +20,7 @@ _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": 
                          "\u2015": "-", "\u2212": "-", "\u2043": "-", "\ufe58": "-", "\ufe63": "-", "\uff0d": "-"})
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
-_SPACE_BEFORE_PUNCT = re.compile(r"(?<=\w)[ \t]+([,;:!?]|\.(?!\.))(?=\s|$|[A-Z])")
+_SPACE_BEFORE_PUNCT = re.compile(r"(?<=\w)[ \t]+(?:([,;!?])(?=\s|$|[A-Za-z])|([:.])(?!\.)(?=\s|$|[A-Z]))")
 _NO_SPACE_AFTER_COMMA = re.compile(r"([,;])(?=[A-Za-z])")
 _NO_SPACE_AFTER_STOP = re.compile(r"(?<=[a-z]{2})([.!?])(?=[A-Z][a-z])")
 
@@ -39,7 +39,7 @@ def collapse_whitespace(text: str) -> str:
 def normalize_punctuation_spacing(text: str) -> str:
     """"word , next" -> "word, next"; "one,two" -> "one, two"; "fixed.Thanks" -> "fixed. Thanks".
     Numbers ("1,000", "3.5"), ellipses and lower-case domains ("example.com") are left alone."""
-    text = _SPACE_BEFORE_PUNCT.sub(r"\1", text)
+    text = _SPACE_BEFORE_PUNCT.sub(lambda m: m.group(1) or m.group(2), text)
     text = _NO_SPACE_AFTER_COMMA.sub(r"\1 ", text)
     return _NO_SPACE_AFTER_STOP.sub(r"\1 ", text)
 
