@@ -5,7 +5,7 @@ Detection is the union of two layers, overlaps resolved by `ENTITY_TYPES` order 
 half-eaten by a phone match, an email never by a name):
 - Presidio (`presidio-analyzer`) with the offline spaCy pipeline `en_core_web_sm` (person names and
   locations by NER), its phone recognizer (Google's phonenumbers), card, SSN and IP recognizers;
-- the project's own validated patterns for what it misses: emails, IBANs (mod-97), Luhn-checked cards,
+- the project's own validated patterns for what it misses: emails, IBANs (mod-97), cards (Luhn, issuer),
   SSNs with dashes or spaces, IPv4/IPv6, phone formats, street addresses, titled names ("Mrs. Jane Doe").
 
 Presidio's email and IBAN recognizers are left out: the first fetches the public suffix list from the
@@ -138,6 +138,19 @@ def luhn_valid(number: str) -> bool:
     return total % 10 == 0
 
 
+# Issuer prefixes and lengths of the major card networks (Visa, Mastercard, Amex, Discover, Diners, JCB,
+# Maestro, UnionPay): a Luhn-valid digit run outside them (e.g. inside an IBAN) is not a card.
+_CARD_RULES = [(r"4", (13, 16, 19)), (r"5[1-5]|2[2-7]", (16,)), (r"3[47]", (15,)), (r"6", tuple(range(16, 20))),
+               (r"3[0689]", (14, 15, 16)), (r"35", tuple(range(16, 20))), (r"5[06-8]", tuple(range(12, 20)))]
+
+
+def card_valid(number: str) -> bool:
+    """Luhn checksum plus a known issuer prefix and length."""
+    digits = "".join(c for c in number if c.isdigit())
+    return luhn_valid(digits) and any(re.match(prefix, digits) and len(digits) in lengths
+                                      for prefix, lengths in _CARD_RULES)
+
+
 def iban_valid(value: str) -> bool:
     """ISO 13616 check: move the country code and check digits to the end, letters to numbers, mod 97 == 1."""
     compact = value.replace(" ", "")
@@ -149,7 +162,7 @@ def iban_valid(value: str) -> bool:
 
 def _valid(kind: str, value: str) -> bool:
     if kind == "credit_card":
-        return luhn_valid(value)
+        return card_valid(value)
     if kind == "iban":
         return iban_valid(value)
     if kind == "ip_address":
