@@ -6,7 +6,7 @@ hide it) and the record's provenance:
 - a record id (as in `record_id`) or a source path (`source_uri`, or a folder prefix of it): exact match;
 - an email address: case-insensitive, as a whole address in the text;
 - a phone number (7+ digits): the same digits in a phone-like run of the text, ignoring spaces, dots,
-  dashes and brackets (and a leading + or 00 country prefix);
+  dashes and brackets, a country code and a national trunk 0 ("+49 30 1234567" = "030 1234567");
 - anything else (e.g. a name): case-insensitive whole-word match in the text.
 The subject itself is never logged, stored in metadata or written to the data card: only request ids.
 """
@@ -60,6 +60,14 @@ def _strip_country_prefix(digits: str) -> str:
     return digits[2:] if digits.startswith("00") else digits
 
 
+def _same_phone(a: str, b: str) -> bool:
+    """Same number up to a country code or national trunk 0: "+49 30 1234567" = "030 1234567"."""
+    a, b = a.lstrip("0"), b.lstrip("0")
+    shorter, longer = sorted((a, b), key=len)
+    # at most a 3-digit country code apart: a local 7-digit number alone is not the subject's number
+    return len(shorter) >= 7 and len(longer) - len(shorter) <= 3 and longer.endswith(shorter)
+
+
 class SubjectMatcher:
     """Decides for each record which erasure requests name it."""
 
@@ -88,8 +96,7 @@ class SubjectMatcher:
             elif kind == "phone":
                 if phones is None:
                     phones = [_strip_country_prefix(_digits(m.group(0))) for m in _PHONE_RUN.finditer(raw_text)]
-                if any(p == target or (len(target) >= 7 and (p.endswith(target) or target.endswith(p) and len(p) >= 7))
-                       for p in phones):
+                if any(_same_phone(p, target) for p in phones):
                     found.append(request.request_id)
             elif target.search(raw_text):
                 found.append(request.request_id)
