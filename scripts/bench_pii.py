@@ -60,7 +60,7 @@ DISTRACTORS = [
     "I bought the Dyson fan on Zalando and the Nespresso machine on Shopify.", "My Logitech mouse and Bose headset work.",
     "I live near Portland but the parcel went to Seattle.", "The Le Creuset pot arrived with a Hisense manual.",
 ]
-LINE_ENDERS = ("Kind regards, {}", "Thanks, {}", "Dear {},")  # a greeting or sign-off ends its line
+LINE_ENDERS = ("Kind regards, {}", "Thanks, {}", "Dear {},")  # a greeting or sign-off is a line of its own
 PHONE_LOCALES = ["en_US", "en_GB", "de_DE", "fr_FR", "en_CA", "en_IN", "en_AU"]
 IBAN_LOCALES = ["de_DE", "fr_FR", "en_GB", "nl_NL", "es_ES"]
 NAME_LOCALES = ["en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "en_IN"]
@@ -169,12 +169,12 @@ def make_cases(per_type: int = 300, seed: int = 4) -> list[tuple[str, list[tuple
                 value, template = _value(kind, rng, fakers)
                 template = template or rng.choice(TEMPLATES[kind])
                 before, after = template.split("{}")
-                joiner_len = 1 if text else 0
+                joiner_len = 1 if text else 0  # one space or one newline
                 offset = len(text) + joiner_len + len(before)
                 gold.append((offset, offset + len(value), kind, template))
                 sentence = before + value + after
             # Greetings and sign-offs end their line, as in real messages; other sentences run on or break.
-            joiner = "\n" if ends_line or rng.random() < 0.3 else " "
+            joiner = "\n" if ends_line or template in LINE_ENDERS or rng.random() < 0.3 else " "
             text = (text + joiner + sentence) if text else sentence
             ends_line = template in LINE_ENDERS
             sentences.append(sentence)

@@ -68,10 +68,15 @@ _ADDRESSES = [
 # relations and "spoke with". The cue stays, the name is the value.
 _NAME = r"[A-ZÀ-ÖØ-Þ][a-zß-öø-ÿ]+(?:[-'][A-ZÀ-ÖØ-Þ]?[a-zß-öø-ÿ]+)?"
 _FULL_NAME = rf"({_NAME}(?:\s+[A-Z]\.)?(?:\s+{_NAME}){{0,2}})"
+_SIGN_OFF = (r"(?:thanks|thank you|many thanks|cheers|best|best wishes|kind regards|best regards|warm regards|"
+             r"regards|sincerely|yours sincerely|yours truly|yours|love|signed)")
+# In a greeting or a sign-off line the name may be lower-case too (case-folded or hurried text).
+_ANY_CASE_NAME = r"([^\W\d_]{2,}(?:[-'][^\W\d_]+)?(?:\s+[^\W\d_]\.)?(?:\s+[^\W\d_]{2,}(?:[-'][^\W\d_]+)?){0,2})"
 _NAME_CUES = [
-    r"(?m)(?:^\s*(?:Hi|Hello|Hey)|\bDear)\s+" + _FULL_NAME + r"\s*(?:,|!|$)",
-    r"(?:Thanks|Thank you|Many thanks|Cheers|Best|Best wishes|Kind regards|Best regards|Warm regards|Regards|"
-    r"Sincerely|Yours sincerely|Yours truly|Yours|Love|Signed),?\s+" + _FULL_NAME + r"\s*(?:[.!]?\s*$|\n)",
+    r"(?im)(?:^[ \t]*(?:hi|hello|hey)|\bdear)[ \t]+" + _ANY_CASE_NAME + r"[ \t]*(?:,|!|$)",
+    # "Kind regards, Maria" ending a line, or "Thanks,\nMaria" ending the text
+    r"(?im)^[ \t]*" + _SIGN_OFF + r",[ \t]*" + _ANY_CASE_NAME + r"[ \t]*[.!]?[ \t]*$",
+    r"(?i)(?:^|\n)[ \t]*" + _SIGN_OFF + r",?[ \t]*\n\s*" + _ANY_CASE_NAME + r"[ \t]*[.!]?\s*\Z",
     r"(?i:my name is|my name's|i am|i'm|this is|name:)\s+" + _FULL_NAME,
     r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame)\.?\s+" + _FULL_NAME,
     r"(?i:colleague|manager|husband|wife|partner|son|daughter|brother|sister|mother|father|mum|mom|dad|friend|"
@@ -81,13 +86,14 @@ _NAME_CUES = [
     _FULL_NAME + r"\s+(?:called|phoned|rang|wrote|emailed|e-mailed|texted|said|told me|promised|from your (?:team|support))\b",
 ]
 # Words that the small spaCy model takes for names or places in support texts, and that cues may catch.
-NOT_NAMES = frozenset("""
+NOT_NAMES = frozenset(word.lower() for word in """
 Hi Hello Hey Dear Thanks Thank Cheers Best Regards Kind Sincerely Yours Team Support Customer Service Sir Madam All
 Everyone There Add Remove Sign Login Log Place Order Cart Checkout Email Mail Phone Tel Account Password Reset Home
 Chrome Safari Firefox Edge Brave Opera Android Windows Mac MacBook iPhone iPad iOS Pixel Samsung Galaxy Chromebook
 Google Apple Microsoft Amazon PayPal Visa Mastercard Klarna FedEx DHL UPS USPS Hermes Royal Canada Post Studio
 Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April May June July August
-September October November December Error Bad Gateway Internal Server
+September October November December Error Bad Gateway Internal Server Again Guys Folks Everybody Both You
+Much Lot So Very In Advance For Now Soon Team
 """.split())
 
 _PHONE_GROUPS = r"(?:[ .-]?\(?\d{1,8}\)?){1,5}"
@@ -186,8 +192,25 @@ def plausible_name(value: str) -> bool:
     'GB', 'ERR_CONNECTION_RESET'), or only words from `NOT_NAMES`."""
     if any(c.isdigit() or c == "_" for c in value) or not any(c.islower() for c in value):
         return False
-    tokens = [t.strip(".,'") for t in value.split()]
-    return not all(t in NOT_NAMES or not t for t in tokens) and not tokens[0] in NOT_NAMES
+    tokens = [t.strip(".,'").lower() for t in value.split()]
+    if any(t in NOT_NAMES for t in tokens if t):
+        return False
+    # all lower-case ("thanks, take care"): only if no word is a common English word
+    return not value.islower() or all(_word_frequency(t) < COMMON_WORD_FREQUENCY for t in tokens if t)
+
+
+COMMON_WORD_FREQUENCY = 20000  # pyspellchecker counts: "maria" 1744, "tom" 6969, "care" and "soon" far above
+
+
+@lru_cache(maxsize=1)
+def _frequencies() -> dict[str, int]:
+    from spellchecker import SpellChecker
+
+    return SpellChecker(language="en").word_frequency.dictionary
+
+
+def _word_frequency(word: str) -> int:
+    return _frequencies().get(word, 0)
 
 
 def _value_spans(kind: str, value: str, start: int) -> tuple[int, int] | None:
