@@ -87,9 +87,11 @@ def write_text(text: str, target: Path) -> Path:
 
 
 def data_card(stage_counts: list[dict], rejects: pl.DataFrame, splits: pl.DataFrame | None,
-              pii_by_type: dict[str, int], training: dict | None) -> str:
+              pii_by_type: dict[str, int], training: dict | None, pii_policy: dict[str, str] | None = None,
+              erasure: dict | None = None) -> str:
     """The run's data card (`report.md`): counts, rejects by reason, label distribution per split,
-    PII counts by type (never values) and the evaluation."""
+    PII counts by type and the action taken (never values), erasure requests honoured (request ids,
+    never subjects) and the evaluation."""
     lines = ["# Data card", "", "## Rows per stage", "", "| stage | in | out | rejected | augmented rows added |",
              "|---|---|---|---|---|"]
     lines += [f"| {s['stage']} | {s['rows_in']} | {s['rows_out']} | {s['rows_rejected']} | {s.get('augmented', 0)} |"
@@ -99,7 +101,19 @@ def data_card(stage_counts: list[dict], rejects: pl.DataFrame, splits: pl.DataFr
         for stage, reason, n in rejects.group_by("stage", "reason").len().sort("stage", "reason").iter_rows():
             lines.append(f"| {stage} | {reason} | {n} |")
     lines += ["", "## Personal data found (by type; values never shown)", ""]
-    lines += [f"- {kind}: {n}" for kind, n in sorted(pii_by_type.items())] or ["- none found"]
+    if pii_policy:
+        lines += ["| type | found | action |", "|---|---|---|"]
+        lines += [f"| {kind} | {pii_by_type.get(kind, 0)} | {action} |" for kind, action in pii_policy.items()]
+    else:
+        lines += [f"- {kind}: {n}" for kind, n in sorted(pii_by_type.items())] or ["- none found"]
+    if erasure is not None:
+        removed = erasure.get("removed_by_request", {})
+        lines += ["", "## Erasure requests (right to erasure; subjects never shown)", ""]
+        if removed:
+            lines += ["| request | status | records removed |", "|---|---|---|"]
+            lines += [f"| {request_id} | honoured | {n} |" for request_id, n in sorted(removed.items())]
+        else:
+            lines.append("- no requests in erasure_requests.csv")
     if splits is not None and not splits.is_empty():
         sizes = dict(splits.group_by("split").len().iter_rows())
         lines += ["", "## Split sizes", "", "| split | rows |", "|---|---|"]

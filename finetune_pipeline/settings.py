@@ -73,18 +73,107 @@ class SourcesSettings(_Section):
 
 
 class CleaningSettings(_Section):
-    unicode_form: Literal["NFC", "NFKC", "NFD", "NFKD", "none"] = "NFKC"
-    fix_encoding: bool = Field(True, description="Repair mojibake with ftfy.")
-    collapse_whitespace: bool = True
+    """Noise removal, normalisation and quality filters (seed 1.2). `text_raw` keeps the original text.
+
+    The quality filters follow the Gopher (Rae et al. 2021) and C4 (Raffel et al. 2019) heuristics; each
+    rejects with its own reason. Thresholds are looser than Gopher's where short texts (tickets, messages)
+    would otherwise be rejected for being short rather than bad.
+    """
+
+    # ---- noise removal
+    fix_encoding: bool = Field(True, description="Repair mojibake and broken encodings with ftfy.")
+    strip_markup: bool = Field(
+        True, description="Remove HTML/XML tags, entities and Markdown syntax left inside text (e.g. tags in CSV cells)."
+    )
+    remove_boilerplate: bool = Field(
+        True, description="Remove boilerplate lines (e.g. 'Sent from my iPhone', cookie/unsubscribe notices, "
+        "'All rights reserved', page numbers) and lines repeated across one source's records (PDF headers/footers)."
+    )
+    repeated_line_min: int = Field(
+        2, ge=2, description="A short line (<= 120 characters, digits ignored) seen this many times in one PDF or "
+        "Word document (over all its records) is a page header/footer and removed; never a record's only line."
+    )
+    join_hyphenation: bool = Field(True, description="Join words hyphenated across a line break ('invoi-\nce').")
+    # ---- normalisation
+    unicode_form: Literal["NFC", "NFKC", "NFD", "NFKD", "none"] = Field(
+        "NFKC", description="Unicode normalisation form; NFKC also folds compatibility characters (ligatures, "
+        "full-width letters)."
+    )
+    collapse_whitespace: bool = Field(
+        True, description="Runs of spaces/tabs to one space, 3+ newlines to one blank line, lines stripped."
+    )
+    normalize_quotes_dashes: bool = Field(
+        True, description="Typographic quotes to ASCII ' and \", hyphens, en/em dashes and minus signs to '-'."
+    )
+    normalize_punctuation_spacing: bool = Field(
+        True, description="No space before , . ; : ! ? and one space after a comma, semicolon or closing "
+        "punctuation followed by a letter."
+    )
     lowercase: bool = Field(False, description="Case folding; off by default because it harms generation tasks.")
+    # ---- quality filters (each rejects with its own reason)
     min_chars: int = Field(40, ge=0, description="Shorter texts are rejected as too_short (characters).")
     max_chars: int = Field(20000, ge=1, description="Longer texts are rejected as too_long (characters).")
     min_words: int = Field(5, ge=0, description="Texts with fewer words are rejected as too_short.")
+    min_mean_word_length: float = Field(
+        3.0, ge=0, description="Mean word length below this (characters) is rejected as mean_word_length (Gopher: 3)."
+    )
+    max_mean_word_length: float = Field(
+        10.0, gt=0, description="Mean word length above this (characters) is rejected as mean_word_length (Gopher: 10)."
+    )
+    max_symbol_word_ratio: float = Field(
+        0.1, ge=0, description="Symbols (#, ..., bullets, emoji and other non-word symbols) per word above this are "
+        "rejected as symbol_to_word_ratio (Gopher: 0.1)."
+    )
+    min_alpha_word_share: float = Field(
+        0.6, ge=0, le=1, description="Share of words containing a letter below this is rejected as alpha_words "
+        "(Gopher: 0.8; looser because tickets carry order numbers, prices and codes)."
+    )
+    max_duplicate_line_share: float = Field(
+        0.3, ge=0, le=1, description="Share of lines that repeat another line of the same text above this is "
+        "rejected as repeated_lines (Gopher: 0.3). Texts with fewer than 3 lines are not judged."
+    )
+    repetition_min_words: int = Field(
+        50, ge=1, description="The n-gram repetition filters judge only texts of at least this many words: on short "
+        "texts a product name said twice already crosses Gopher's thresholds (Gopher's documents have 50+ words)."
+    )
+    max_top_ngram_share: dict[int, float] = Field(
+        default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16},
+        description="Characters covered by the most frequent word n-gram, as a share of all word characters, above "
+        "this is rejected as repeated_ngrams (Gopher's thresholds).",
+    )
+    max_duplicate_ngram_share: dict[int, float] = Field(
+        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10},
+        description="Characters covered by word n-grams that occur more than once, as a share of all word "
+        "characters, above this is rejected as repeated_ngrams (Gopher's thresholds).",
+    )
+    max_unknown_word_share: float = Field(
+        0.3, ge=0, le=1, description="Share of words not in the English dictionary (pyspellchecker's word list; "
+        "numbers, placeholders, capitalised words and words with digits are not counted) above this marks the "
+        "text as having many typos (flag `unknown_words`). Judged on texts of at least 10 such words."
+    )
+    unknown_words_action: Literal["flag", "drop"] = Field(
+        "flag", description="flag: keep the text and add `unknown_words` to its `quality_flags`; drop: reject it "
+        "as unknown_words."
+    )
+    languages: list[str] = Field(
+        default_factory=lambda: ["en"], description="Allow-list of ISO 639-1 codes (langid.py, 97 languages); "
+        "texts identified as another language are rejected as language. Empty list: no language filter."
+    )
+    language_min_chars: int = Field(
+        60, ge=0, description="Language identification is unreliable on short texts: shorter texts are not judged "
+        "(characters, after cleaning)."
+    )
+    language_min_confidence: float = Field(
+        0.9, ge=0, le=1, description="Reject only when langid's probability for the (disallowed) language is at least this."
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> "CleaningSettings":
         if self.min_chars >= self.max_chars:
             raise ValueError(f"min_chars ({self.min_chars}) must be below max_chars ({self.max_chars})")
+        if self.min_mean_word_length >= self.max_mean_word_length:
+            raise ValueError(f"min_mean_word_length ({self.min_mean_word_length}) must be below "
+                             f"max_mean_word_length ({self.max_mean_word_length})")
         return self
 
 
@@ -92,14 +181,49 @@ PiiAction = Literal["redact", "drop", "keep"]
 
 
 class PrivacySettings(_Section):
-    """What to do with each kind of personal data found in text: redact (typed placeholder), drop, keep."""
+    """What to do with each kind of personal data found in text: `redact` (a typed placeholder such as
+    `<EMAIL>`), `drop` (reject the record as pii_policy) or `keep`. Detection: Presidio (spaCy NER for names
+    and places, phonenumbers for phones) plus the project's own validated patterns for what it misses."""
 
     email: PiiAction = "redact"
     phone: PiiAction = "redact"
-    credit_card: PiiAction = "redact"
+    credit_card: PiiAction = Field("redact", description="Card numbers of 13-19 digits that pass the Luhn check.")
     us_ssn: PiiAction = "redact"
-    ip_address: PiiAction = "redact"
-    iban: PiiAction = "redact"
+    ip_address: PiiAction = Field("redact", description="IPv4 and IPv6 addresses.")
+    iban: PiiAction = Field("redact", description="IBANs with a valid mod-97 checksum.")
+    street_address: PiiAction = Field("redact", description="House number + street name + street suffix (English).")
+    person: PiiAction = Field("redact", description="Person names (spaCy NER through Presidio).")
+    location: PiiAction = Field(
+        "keep", description="Cities, countries, regions (spaCy NER). Kept by default: alone they rarely identify "
+        "a person, and redacting them removes what shipping or travel texts are about."
+    )
+    detector: Literal["presidio", "patterns"] = Field(
+        "presidio", description="presidio: Presidio with the offline spaCy pipeline plus the patterns; patterns: the "
+        "regular expressions only (much faster, but finds no person names or locations)."
+    )
+    single_word_names: bool = Field(
+        False, description="Accept one-word person names from NER. Off: in support texts most are brands or "
+        "products ('Chrome', 'Dyson'); one-word names after a cue ('Thanks, Maria', 'Dear Tom') are always found."
+    )
+    min_score: float = Field(
+        0.4, ge=0, le=1, description="Presidio results scoring below this are ignored (its phone recognizer scores 0.4)."
+    )
+
+
+class BiasSettings(_Section):
+    """The bias report (seed 1.1): mentions of demographic term groups per label, and when to warn."""
+
+    max_group_share: float = Field(
+        0.8, gt=0, le=1, description="Warn when one group holds more than this share of its dimension's mentions "
+        "(e.g. 90% of gendered terms are male)."
+    )
+    max_label_skew: float = Field(
+        3.0, gt=1, description="Warn when a group's share within one label differs from its share in the whole "
+        "corpus by more than this factor (either way)."
+    )
+    min_mentions: int = Field(
+        10, ge=1, description="Dimensions (or labels) with fewer mentions than this are too small to judge."
+    )
 
 
 class DedupSettings(_Section):
@@ -213,6 +337,7 @@ class Settings(_Section):
     sources: SourcesSettings = SourcesSettings()
     cleaning: CleaningSettings = CleaningSettings()
     privacy: PrivacySettings = PrivacySettings()
+    bias: BiasSettings = BiasSettings()
     dedup: DedupSettings = DedupSettings()
     augmentation: AugmentSettings = AugmentSettings()
     splits: SplitSettings = SplitSettings()

@@ -1,12 +1,17 @@
-"""Cleaning on real messy text: encoding repair, control characters, markup, whitespace, PII, filters."""
+"""Cleaning on real messy text: encoding repair, control characters, markup, boilerplate, page headers,
+normalisation switches, and each quality filter with its own reason."""
 
-import polars as pl
+import pytest
 
 from finetune_pipeline.cleaning import clean_corpus
 from finetune_pipeline.cleaning.normalize import normalize_text
-from finetune_pipeline.cleaning.privacy import apply_pii_policy, luhn_valid
+from finetune_pipeline.cleaning.quality_filters import identify_language, quality_reject
 from finetune_pipeline.records import corpus_frame, make_record_id, sha256_text
-from finetune_pipeline.settings import CleaningSettings, PrivacySettings, Settings
+from finetune_pipeline.settings import CleaningSettings, PrivacySettings, Settings, SettingsError, parse_settings
+
+GOOD = ("Hi,\nMy parcel arrived with the lid of the espresso grinder cracked and the burr set missing. "
+        "The box itself looked fine, so it must have happened in your warehouse. Could you send a replacement "
+        "or tell me how to return it?\nThanks")
 
 
 def test_normalize_repairs_mojibake_controls_markup_and_whitespace():
@@ -14,30 +19,98 @@ def test_normalize_repairs_mojibake_controls_markup_and_whitespace():
     assert normalize_text(raw, CleaningSettings()) == "I don't see my refund on the invoice.\n\nThanks"
 
 
+def test_markdown_html_entities_and_boilerplate_lines_are_removed():
+    raw = ("# Refund missing\n\nHi ,\n\nMy **order** was [returned](https://shop.example/returns) on May 2 &amp; "
+           "the refund never came .Please check\n\n> quoted line\n\nSent from my iPhone\nPage 2 of 3\n"
+           "© 2024 Shop Inc. All rights reserved.")
+    assert normalize_text(raw, CleaningSettings()) == (
+        "Refund missing\n\nHi,\n\nMy order was returned on May 2 & the refund never came. Please check\n\nquoted line")
+
+
+def test_quotes_dashes_unicode_form_and_punctuation_spacing_are_switchable():
+    raw = "\u201cFast\u201d shipping \u2014 not really ,it took 9\u00a0days\u2026 \ufb01ne"
+    assert normalize_text(raw, CleaningSettings()) == '"Fast" shipping - not really, it took 9 days... fine'
+    off = CleaningSettings(normalize_quotes_dashes=False, normalize_punctuation_spacing=False, unicode_form="none")
+    assert normalize_text(raw, off) == "\u201cFast\u201d shipping \u2014 not really ,it took 9 days\u2026 \ufb01ne"
+
+
+def test_numbers_domains_and_ellipses_survive_punctuation_spacing():
+    text = "It costs 1,000.50 dollars, see example.com... ok"
+    assert normalize_text(text, CleaningSettings()) == text
+
+
 def test_lowercase_is_off_by_default_and_switchable():
     assert normalize_text("Hello World", CleaningSettings()) == "Hello World"
     assert normalize_text("Hello World", CleaningSettings(lowercase=True)) == "hello world"
 
 
-def test_pii_redacted_with_typed_placeholders():
-    text = ("Mail jane.doe@example.com or call +1 555-013-4477. Card 4111 1111 1111 1111, "
-            "SSN 078-05-1120, from 203.0.113.42, IBAN DE89 3704 0044 0532 0130 00.")
-    result = apply_pii_policy(text, PrivacySettings())
-    assert result.text == ("Mail <EMAIL> or call <PHONE>. Card <CREDIT_CARD>, SSN <US_SSN>, from <IP_ADDRESS>, "
-                           "IBAN <IBAN>.")
-    assert dict(result.counts) == {"email": 1, "phone": 1, "credit_card": 1, "us_ssn": 1, "ip_address": 1, "iban": 1}
+def _corpus(texts, source="raw/x.csv", source_type="csv", locators=None):
+    locators = locators or [f"row {i}" for i in range(len(texts))]
+    return corpus_frame([{"record_id": make_record_id(source, loc), "text": t, "source_uri": source,
+                          "source_type": source_type, "locator": loc, "content_sha256": sha256_text(t)}
+                         for t, loc in zip(texts, locators)])
 
 
-def test_card_numbers_must_pass_luhn_and_ips_must_be_valid():
-    assert luhn_valid("4111111111111111") and not luhn_valid("4111111111111112")
-    result = apply_pii_policy("order 4111 1111 1111 1112 at 999.1.1.1", PrivacySettings())
-    assert "credit_card" not in result.counts and "ip_address" not in result.counts
+def test_repeated_pdf_headers_and_footers_are_removed_per_document():
+    pages = [f"ACME Support - Ticket export\n{body}\nConfidential - page {n} of 2"
+             for n, body in ((1, GOOD), (2, GOOD.replace("espresso grinder", "cork yoga mat")))]
+    result = clean_corpus(_corpus(pages, "raw/t.pdf", "pdf", ["page 1", "page 2"]),
+                          Settings(privacy=PrivacySettings(detector="patterns")))
+    for text in result.kept["text"]:
+        assert "ACME Support" not in text and "Confidential" not in text and "My parcel arrived" in text
+    # The same lines in tabular rows are content, not page furniture.
+    tabular = clean_corpus(_corpus(pages), Settings(privacy=PrivacySettings(detector="patterns")))
+    assert all("ACME Support" in t for t in tabular.kept["text"])
 
 
-def _corpus(texts):
-    return corpus_frame([{"record_id": make_record_id("raw/x.csv", f"row {i}"), "text": t, "source_uri": "raw/x.csv",
-                          "source_type": "csv", "locator": f"row {i}", "content_sha256": sha256_text(t)}
-                         for i, t in enumerate(texts)])
+@pytest.mark.parametrize("text, reason", [
+    ("help!!", "too_short"),
+    ("   \n\t ", "empty"),
+    ("Mein Paket ist beschädigt angekommen und der Deckel der Kaffeemühle fehlt. Bitte schicken Sie mir "
+     "einen Ersatz oder sagen Sie mir, wie ich es zurückschicken kann.", "language"),
+    ("see https://cdn.example.com/assets/v2/0f3a9c1e7b2d4a6f8e0c2b4d6f8a0c2e/bundle.min.js?cache=9f8e7d6c5b4a "
+     "and sha256:4f2a9c1e7b2d4a6f8e0c2b4d6f8a0c2e4f2a9c1e7b2d4a6f8e0c2b4d6f8a0c2e in the console "
+     "dGhpcyBpcyBhIGJhc2U2NCBibG9iIHBhc3RlZCBpbnRvIGEgdGlja2V0", "mean_word_length"),
+    ("0.12 0.40 0.55 0.91 | 0.13 0.41 0.56 0.92 | 0.14 0.42 0.57 0.93 | 0.15 0.43 0.58 0.94 refund", "alpha_words"),
+    ("#sale #deal #refund #shipping #free #promo #buy #now #best #price #offer #today great", "symbol_to_word_ratio"),
+    ("Click here for the refund form\nClick here for the refund form\nClick here for the refund form\n"
+     "Click here for the refund form\nok thanks", "repeated_lines"),
+    (" ".join(["buy cheap watches online best price"] * 10), "repeated_ngrams"),
+])
+def test_each_quality_filter_rejects_with_its_own_reason(text, reason):
+    result = clean_corpus(_corpus([text]), Settings(privacy=PrivacySettings(detector="patterns")))
+    assert result.kept.is_empty()
+    row = result.rejected.row(0, named=True)
+    assert (row["reason"], row["stage"]) == (reason, "cleaned_corpus")
+    if text.strip():
+        assert text.strip()[:20] not in row["detail"]  # details carry figures, never the text
+
+
+def test_good_ticket_passes_every_filter():
+    assert quality_reject(normalize_text(GOOD, CleaningSettings()), CleaningSettings()) == (None, [])
+
+
+def test_language_id_skips_short_texts_and_respects_the_allow_list():
+    short = "Danke schön, alles gut!"
+    assert quality_reject(short, CleaningSettings(min_chars=5, min_words=1))[0] is None  # too short to judge
+    german = ("Mein Paket ist beschädigt angekommen und der Deckel der Kaffeemühle fehlt. Bitte schicken Sie "
+              "mir einen Ersatz.")
+    assert identify_language(german)[0] == "de"
+    assert quality_reject(german, CleaningSettings(languages=["en", "de"]))[0] is None
+    assert quality_reject(german, CleaningSettings(languages=[]))[0] is None
+
+
+def test_typos_are_flagged_by_default_and_dropped_when_asked():
+    typos = ("my parsel arived brokn and teh lid is crakced, pleese sned a replacment or a refnud sooon becuase "
+             "i ned it for a gfit next wek")
+    flagged = clean_corpus(_corpus([typos, GOOD]), Settings(privacy=PrivacySettings(detector="patterns")))
+    assert flagged.kept.height == 2
+    flags = dict(zip(flagged.kept["locator"], flagged.kept["quality_flags"].to_list()))
+    assert flags == {"row 0": ["unknown_words"], "row 1": []}
+    assert flagged.stats["quality_flags"] == {"unknown_words": 1}
+    dropped = clean_corpus(_corpus([typos]), Settings(cleaning=CleaningSettings(unknown_words_action="drop"),
+                                                      privacy=PrivacySettings(detector="patterns")))
+    assert dropped.rejected["reason"].to_list() == ["unknown_words"]
 
 
 def test_clean_corpus_accounts_for_every_row_and_keeps_text_raw():
@@ -58,3 +131,14 @@ def test_drop_policy_rejects_the_record():
     assert result.kept.is_empty()
     assert result.rejected.row(0, named=True)["reason"] == "pii_policy"
     assert "example.org" not in result.rejected.row(0, named=True)["detail"]
+
+
+def test_new_settings_are_validated_by_name():
+    with pytest.raises(SettingsError) as err:
+        parse_settings({"cleaning": {"unknown_words_action": "maybe", "min_mean_word_length": 12},
+                        "privacy": {"person": "hide"}, "bias": {"max_label_skew": 0.5}})
+    message = str(err.value)
+    for field in ("cleaning.unknown_words_action", "privacy.person", "bias.max_label_skew"):
+        assert field in message
+    with pytest.raises(SettingsError, match="min_mean_word_length"):
+        parse_settings({"cleaning": {"min_mean_word_length": 12}})

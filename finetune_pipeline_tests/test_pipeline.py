@@ -93,11 +93,14 @@ def test_all_checks_ran_and_passed(sample_run):
     instance = dg.DagsterInstance.from_config(str(home))
     from finetune_pipeline.definitions import defs
 
-    keys = list(defs.get_repository_def().asset_graph.asset_check_keys)
-    assert len(keys) >= 11
+    graph = defs.get_repository_def().asset_graph
+    keys = list(graph.asset_check_keys)
+    assert len(keys) >= 12
     for key in keys:
         record = instance.get_latest_asset_check_evaluation_record(key)
-        assert record is not None and record.evaluation.passed, (key, record and record.evaluation.description)
+        assert record is not None, key
+        if graph.get_check_spec(key).blocking:  # a warning check may warn on real data
+            assert record.evaluation.passed, (key, record.evaluation.description)
 
 
 def test_adapter_beats_majority_baseline_and_summary_reports_it(sample_run):

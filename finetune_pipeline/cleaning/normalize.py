@@ -1,4 +1,5 @@
-"""Noise removal and normalisation of text: encoding repair, control characters, unicode form, whitespace.
+"""Normalisation of one text: noise removal (see `noise.py`), then unicode form, quotes and dashes,
+whitespace, punctuation spacing and case.
 
 Each step is switchable in `finetune.yaml` (section `cleaning`); `text_raw` keeps the original so every
 change can be audited.
@@ -9,31 +10,59 @@ from __future__ import annotations
 import re
 import unicodedata
 
-import ftfy
-
+from finetune_pipeline.cleaning import noise
 from finetune_pipeline.settings import CleaningSettings
 
-# C0/C1 control characters except tab and newline, plus zero-width and BOM characters.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff]")
-_HTML_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*(?:\s[^<>]*)?/?>")
-_SPACES = re.compile(r"[ \t\u00a0]+")
+_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
+                         "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"',
+                         "\u00ab": '"', "\u00bb": '"',
+                         "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-",
+                         "\u2015": "-", "\u2212": "-", "\u2043": "-", "\ufe58": "-", "\ufe63": "-", "\uff0d": "-"})
+_SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
-_HYPHEN_BREAK = re.compile(r"(\w)-\n(\w)")
+_SPACE_BEFORE_PUNCT = re.compile(r"(?<=\w)[ \t]+(?:([,;!?])(?=\s|$|[A-Za-z])|([:.])(?!\.)(?=\s|$|[A-Z]))")
+_NO_SPACE_AFTER_COMMA = re.compile(r"([,;])(?=[A-Za-z])")
+_NO_SPACE_AFTER_STOP = re.compile(r"(?<=[a-z]{2})([.!?])(?=[A-Z][a-z])")
+
+
+def normalize_quotes_dashes(text: str) -> str:
+    """Typographic quotes to ASCII quotes; hyphen, dash and minus variants to '-'."""
+    return text.translate(_QUOTES)
+
+
+def collapse_whitespace(text: str) -> str:
+    """Runs of spaces to one, lines stripped, at most one blank line in a row."""
+    text = "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n"))
+    return _BLANK_LINES.sub("\n\n", text)
+
+
+def normalize_punctuation_spacing(text: str) -> str:
+    """"word , next" -> "word, next"; "one,two" -> "one, two"; "fixed.Thanks" -> "fixed. Thanks".
+    Numbers ("1,000", "3.5"), ellipses and lower-case domains ("example.com") are left alone."""
+    text = _SPACE_BEFORE_PUNCT.sub(lambda m: m.group(1) or m.group(2), text)
+    text = _NO_SPACE_AFTER_COMMA.sub(r"\1 ", text)
+    return _NO_SPACE_AFTER_STOP.sub(r"\1 ", text)
 
 
 def normalize_text(text: str, settings: CleaningSettings) -> str:
-    """Apply the configured cleaning steps to one text."""
+    """Apply the configured noise removal and normalisation steps to one text."""
     if settings.fix_encoding:
-        text = ftfy.fix_text(text, normalization="NFC")
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _CONTROL.sub("", text)
-    text = _HTML_TAG.sub(" ", text)  # markup remnants that survived parsing (e.g. tags inside CSV cells)
-    text = _HYPHEN_BREAK.sub(r"\1\2", text)  # "invoi-\nce" from PDF line breaks
+        text = noise.fix_encoding(text)
+    text = noise.remove_control_characters(text)
+    if settings.strip_markup:
+        text = noise.strip_markup(text)
+    if settings.remove_boilerplate:
+        text = noise.remove_boilerplate_lines(text)
+    if settings.join_hyphenation:
+        text = noise.join_hyphenation(text)
     if settings.unicode_form != "none":
         text = unicodedata.normalize(settings.unicode_form, text)
+    if settings.normalize_quotes_dashes:
+        text = normalize_quotes_dashes(text)
     if settings.collapse_whitespace:
-        text = "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n"))
-        text = _BLANK_LINES.sub("\n\n", text)
+        text = collapse_whitespace(text)
+    if settings.normalize_punctuation_spacing:
+        text = normalize_punctuation_spacing(text)
     if settings.lowercase:
         text = text.lower()
     return text.strip()

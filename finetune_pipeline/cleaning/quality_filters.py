@@ -1,22 +1,209 @@
-"""Quality filters: each returns a reject reason for a text, or None to keep it.
+"""Quality filters in the spirit of the Gopher (Rae et al. 2021, appendix A) and C4 heuristics.
 
-Thresholds live in `CleaningSettings` (finetune.yaml `cleaning`).
+Each filter takes a cleaned text and its settings and returns `(reason, detail)` to reject it, or None to
+keep it; the detail names the measured value and the setting, never the text. Thresholds live in
+`CleaningSettings` (finetune.yaml `cleaning`). Typed PII placeholders (`<EMAIL>`) are not counted as words.
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
+from collections import Counter
+from functools import lru_cache
+
 from finetune_pipeline.settings import CleaningSettings
 
+Reject = tuple[str, str] | None
 
-def length_filter(text: str, settings: CleaningSettings) -> tuple[str, str] | None:
+_PLACEHOLDER = re.compile(r"<[A-Z_]+>")
+_EDGE_PUNCT = "\"'()[]{}<>.,;:!?-*_/\\|`~"
+_DICTIONARY_WORD = re.compile(r"^[a-z]+(?:'[a-z]+)?$")
+MIN_WORDS_FOR_DICTIONARY = 10
+
+
+def words(text: str) -> list[str]:
+    """Whitespace tokens with surrounding punctuation stripped, placeholders left out."""
+    tokens = (t.strip(_EDGE_PUNCT) for t in _PLACEHOLDER.sub(" ", text).split())
+    return [t for t in tokens if t]
+
+
+def length_filter(text: str, settings: CleaningSettings) -> Reject:
     """Reject empty, too short (characters or words) and too long texts."""
     if not text.strip():
         return "empty", "no text left after cleaning"
     if len(text) < settings.min_chars:
         return "too_short", f"{len(text)} characters < cleaning.min_chars={settings.min_chars}"
-    words = len(text.split())
-    if words < settings.min_words:
-        return "too_short", f"{words} words < cleaning.min_words={settings.min_words}"
+    count = len(text.split())
+    if count < settings.min_words:
+        return "too_short", f"{count} words < cleaning.min_words={settings.min_words}"
     if len(text) > settings.max_chars:
         return "too_long", f"{len(text)} characters > cleaning.max_chars={settings.max_chars}"
     return None
+
+
+def mean_word_length_filter(text: str, settings: CleaningSettings) -> Reject:
+    """Gopher: the mean word length must lie within [min, max] (characters)."""
+    found = words(text)
+    if not found:
+        return None
+    mean = sum(len(w) for w in found) / len(found)
+    if not settings.min_mean_word_length <= mean <= settings.max_mean_word_length:
+        return "mean_word_length", (f"mean word length {mean:.1f} outside cleaning.min_mean_word_length.."
+                                    f"max_mean_word_length={settings.min_mean_word_length}..{settings.max_mean_word_length}")
+    return None
+
+
+def symbol_count(text: str) -> int:
+    """Hashtags (# not before a digit: '#40321' is an order number), ellipses, bullets and other symbols
+    (Unicode category So: emoji, dingbats, box drawing)."""
+    text = _PLACEHOLDER.sub(" ", text)
+    hashes = len(re.findall(r"#(?!\d)", text))
+    ellipses = text.count("...") + text.count("\u2026")
+    others = sum(1 for c in text if unicodedata.category(c) == "So" or c in "\u2022\u25aa\u25cf\u00b7")
+    return hashes + ellipses + others
+
+
+def symbol_ratio_filter(text: str, settings: CleaningSettings) -> Reject:
+    """Gopher: symbols per word at most `max_symbol_word_ratio`."""
+    found = words(text)
+    ratio = symbol_count(text) / max(1, len(found))
+    if ratio > settings.max_symbol_word_ratio:
+        return "symbol_to_word_ratio", (f"{ratio:.2f} symbols per word > cleaning.max_symbol_word_ratio="
+                                        f"{settings.max_symbol_word_ratio}")
+    return None
+
+
+def alpha_words_filter(text: str, settings: CleaningSettings) -> Reject:
+    """Gopher: enough words must contain a letter (tables of numbers, code dumps and hashes fail)."""
+    found = words(text)
+    if not found:
+        return None
+    share = sum(any(c.isalpha() for c in w) for w in found) / len(found)
+    if share < settings.min_alpha_word_share:
+        return "alpha_words", f"{share:.2f} of words contain a letter < cleaning.min_alpha_word_share={settings.min_alpha_word_share}"
+    return None
+
+
+def repeated_lines_filter(text: str, settings: CleaningSettings) -> Reject:
+    """Gopher: the share of lines that duplicate an earlier line (texts of 3+ lines)."""
+    lines = [" ".join(line.split()) for line in text.split("\n") if line.strip()]
+    if len(lines) < 3:
+        return None
+    share = (len(lines) - len(set(lines))) / len(lines)
+    if share > settings.max_duplicate_line_share:
+        return "repeated_lines", (f"{share:.2f} of lines are repeats > cleaning.max_duplicate_line_share="
+                                  f"{settings.max_duplicate_line_share}")
+    return None
+
+
+def _ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+
+
+def top_ngram_share(tokens: list[str], n: int) -> float:
+    """Characters of the most frequent n-gram times its count, over all word characters (0 if it occurs once)."""
+    grams = Counter(_ngrams(tokens, n))
+    if not grams:
+        return 0.0
+    gram, count = grams.most_common(1)[0]
+    if count < 2:
+        return 0.0
+    return count * sum(len(w) for w in gram) / max(1, sum(len(w) for w in tokens))
+
+
+def duplicate_ngram_share(tokens: list[str], n: int) -> float:
+    """Characters of words covered by any n-gram that occurs more than once, over all word characters."""
+    grams = _ngrams(tokens, n)
+    counts = Counter(grams)
+    covered = [False] * len(tokens)
+    for i, gram in enumerate(grams):
+        if counts[gram] > 1:
+            covered[i:i + n] = [True] * n
+    return sum(len(w) for w, c in zip(tokens, covered) if c) / max(1, sum(len(w) for w in tokens))
+
+
+def repeated_ngrams_filter(text: str, settings: CleaningSettings) -> Reject:
+    """Gopher: the most frequent 2-4-gram and the duplicated 5-10-grams may cover only so much of the text."""
+    tokens = [w.lower() for w in words(text)]
+    if len(tokens) < settings.repetition_min_words:
+        return None
+    for n, limit in sorted(settings.max_top_ngram_share.items()):
+        share = top_ngram_share(tokens, n)
+        if share > limit:
+            return "repeated_ngrams", f"top {n}-gram covers {share:.2f} > cleaning.max_top_ngram_share[{n}]={limit}"
+    for n, limit in sorted(settings.max_duplicate_ngram_share.items()):
+        share = duplicate_ngram_share(tokens, n)
+        if share > limit:
+            return "repeated_ngrams", (f"duplicated {n}-grams cover {share:.2f} > "
+                                       f"cleaning.max_duplicate_ngram_share[{n}]={limit}")
+    return None
+
+
+@lru_cache(maxsize=1)
+def english_dictionary() -> frozenset[str]:
+    """pyspellchecker's English word list (shipped in the package, offline), lower case."""
+    from spellchecker import SpellChecker
+
+    return frozenset(SpellChecker(language="en").word_frequency.dictionary)
+
+
+def unknown_word_share(text: str) -> tuple[float, int]:
+    """Share of dictionary-checkable words (lower-case, letters only) that are not in the dictionary,
+    and how many words were checked. Capitalised words (names, brands), numbers and codes are skipped."""
+    checked = [w for w in words(text) if _DICTIONARY_WORD.match(w)]
+    if not checked:
+        return 0.0, 0
+    dictionary = english_dictionary()
+    unknown = sum(1 for w in checked if w not in dictionary and w.replace("'", "") not in dictionary)
+    return unknown / len(checked), len(checked)
+
+
+def unknown_words_filter(text: str, settings: CleaningSettings) -> Reject:
+    """The seed's "typos": too many words outside the dictionary (flagged or dropped per settings)."""
+    share, checked = unknown_word_share(text)
+    if checked >= MIN_WORDS_FOR_DICTIONARY and share > settings.max_unknown_word_share:
+        return "unknown_words", (f"{share:.2f} of {checked} words not in the dictionary > "
+                                 f"cleaning.max_unknown_word_share={settings.max_unknown_word_share}")
+    return None
+
+
+@lru_cache(maxsize=1)
+def _language_identifier():
+    from langid.langid import LanguageIdentifier, model
+
+    return LanguageIdentifier.from_modelstring(model, norm_probs=True)
+
+
+def identify_language(text: str) -> tuple[str, float]:
+    """ISO 639-1 code and probability from langid.py (its model ships in the package)."""
+    lang, prob = _language_identifier().classify(_PLACEHOLDER.sub(" ", text))
+    return lang, float(prob)
+
+
+def language_filter(text: str, settings: CleaningSettings) -> Reject:
+    """Reject texts confidently identified as a language outside `cleaning.languages`; texts shorter than
+    `language_min_chars` are not judged (identification is unreliable on them)."""
+    if not settings.languages or len(text) < settings.language_min_chars:
+        return None
+    lang, prob = identify_language(text)
+    if lang not in settings.languages and prob >= settings.language_min_confidence:
+        return "language", f"identified as '{lang}' (p={prob:.2f}), not in cleaning.languages={settings.languages}"
+    return None
+
+
+# In order: the first filter that rejects names the reason.
+FILTERS = (length_filter, language_filter, mean_word_length_filter, alpha_words_filter, symbol_ratio_filter,
+           repeated_lines_filter, repeated_ngrams_filter)
+
+
+def quality_reject(text: str, settings: CleaningSettings) -> tuple[Reject, list[str]]:
+    """Run every filter: the first reject (or None) and the quality flags to attach to a kept text."""
+    for quality_filter in FILTERS:
+        reject = quality_filter(text, settings)
+        if reject:
+            return reject, []
+    unknown = unknown_words_filter(text, settings)
+    if unknown and settings.unknown_words_action == "drop":
+        return unknown, []
+    return None, ["unknown_words"] if unknown else []

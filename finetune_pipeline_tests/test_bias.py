@@ -1,0 +1,46 @@
+"""The bias report: demographic term groups per label, and a warning (never a block) on skew."""
+
+import dagster as dg
+import polars as pl
+
+from finetune_pipeline.cleaning.bias import ALL_LABELS, bias_findings, bias_report
+from finetune_pipeline.settings import BiasSettings
+
+
+def _corpus(rows):
+    return pl.DataFrame({"text": [t for t, _ in rows], "label": [label for _, label in rows]})
+
+
+def test_counts_records_mentioning_each_group_per_label():
+    corpus = _corpus([("My wife ordered it for her mother.", "billing"), ("He says his login fails.", "account"),
+                      ("The Canadian customs held it; my son is a student.", "shipping"),
+                      ("No people here, just a broken lamp.", "shipping")])
+    report = bias_report(corpus)
+    row = lambda label, group: report.filter((pl.col("label") == label) & (pl.col("group") == group)).row(0, named=True)
+    assert row(ALL_LABELS, "female")["mentions"] == 1 and row(ALL_LABELS, "male")["mentions"] == 2
+    assert row("shipping", "north_american")["mentions"] == 1 and row("shipping", "young")["share_of_records"] == 0.5
+    assert row("billing", "female")["share_of_dimension"] == 1.0
+    assert set(report["label"]) == {ALL_LABELS, "billing", "account", "shipping"}
+
+
+def test_balanced_corpus_gives_no_warning_skewed_one_does():
+    balanced = _corpus([("She asked about the refund.", "billing"), ("He asked about the refund.", "billing"),
+                        ("She cannot log in.", "account"), ("He cannot log in.", "account")] * 5)
+    assert bias_findings(bias_report(balanced), BiasSettings()) == []
+    skewed = _corpus([("He asked about the refund.", "billing")] * 18 + [("She asked about the refund.", "billing")] * 2
+                     + [("She cannot log in.", "account")] * 10)
+    findings = bias_findings(bias_report(skewed), BiasSettings())
+    assert any("'male' is 0% of mentions in label 'account' vs 60% overall" in f for f in findings), findings
+    assert bias_findings(bias_report(skewed), BiasSettings(min_mentions=1000)) == []  # too few to judge
+
+
+def test_skew_warns_without_blocking():
+    from finetune_pipeline.defs.checks import bias_report_representation
+    from finetune_pipeline.defs.resources import PipelineResource
+
+    skewed = _corpus([("He asked about the refund.", "billing")] * 20 + [("She cannot log in.", "account")] * 10)
+    result = bias_report_representation(pipeline=PipelineResource(data_dir="/nonexistent"),
+                                        current=bias_report(skewed))
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
+    spec = next(iter(bias_report_representation.check_specs))
+    assert not spec.blocking

@@ -1,0 +1,137 @@
+"""Personal data: detection per type (Presidio + patterns), the per-type policy, the benchmark targets on a
+Faker test set, and no detected value in logs or Dagster metadata."""
+
+import importlib.util
+import logging
+
+import dagster as dg
+import pytest
+
+from finetune_pipeline.cleaning.privacy import apply_pii_policy, iban_valid, luhn_valid
+from finetune_pipeline.settings import PrivacySettings
+from finetune_pipeline_tests.conftest import REPO
+
+
+def test_pii_redacted_with_typed_placeholders():
+    text = ("Mail jane.doe@example.com or call +1 555-013-4477. Card 4111 1111 1111 1111, "
+            "SSN 078-05-1120, from 203.0.113.42, IBAN DE89 3704 0044 0532 0130 00.")
+    result = apply_pii_policy(text, PrivacySettings())
+    assert result.text == ("Mail <EMAIL> or call <PHONE>. Card <CREDIT_CARD>, SSN <US_SSN>, from <IP_ADDRESS>, "
+                           "IBAN <IBAN>.")
+    assert dict(result.counts) == {"email": 1, "phone": 1, "credit_card": 1, "us_ssn": 1, "ip_address": 1, "iban": 1}
+
+
+def test_names_addresses_ipv6_and_international_phones():
+    text = ("Dear Mrs. Jane Doe-Smith,\nplease ship it to 6234 Smith Mountains Suite 880, Port Amanda, NV 12345 "
+            "or call +44 20 7946 0958, +49(0)30 1234567 or (05553) 123456. The VPN gave me 2001:db8::8a2e:370:7334.\n"
+            "Kind regards, Kenji Watanabe")
+    result = apply_pii_policy(text, PrivacySettings())
+    assert result.text == ("Dear Mrs. <PERSON>,\nplease ship it to <STREET_ADDRESS> or call <PHONE>, <PHONE> or "
+                           "<PHONE>. The VPN gave me <IP_ADDRESS>.\nKind regards, <PERSON>")
+
+
+def test_validators_reject_lookalikes():
+    assert luhn_valid("4111111111111111") and not luhn_valid("4111111111111112")
+    assert iban_valid("DE89370400440532013000") and not iban_valid("DE89370400440532013001")
+    result = apply_pii_policy("order 4111 1111 1111 1112 at 999.1.1.1, IBAN DE89 3704 0044 0532 0130 01",
+                              PrivacySettings())
+    assert not {"credit_card", "ip_address", "iban"} & set(result.counts)
+    harmless = "version 4.3.2, on 2024-03-12, order #40321, $192.95, 24 hours, 3 x 20 cm, std::vector"
+    assert apply_pii_policy(harmless, PrivacySettings()).text == harmless
+
+
+def test_brands_and_places_are_not_names_and_locations_are_kept_by_default():
+    text = "I tried Chrome, Safari and Firefox on my iPad, the parcel went from Denver to Toronto."
+    result = apply_pii_policy(text, PrivacySettings())
+    assert result.text == text and "person" not in result.counts and result.counts["location"] >= 1
+    redacted = apply_pii_policy(text, PrivacySettings(location="redact"))
+    assert "Toronto" not in redacted.text and "<LOCATION>" in redacted.text
+
+
+def test_person_policy_drop_and_keep():
+    text = "Thanks for the help.\nBest regards, Maria Lopez"
+    assert apply_pii_policy(text, PrivacySettings(person="drop")).drop_because == "person"
+    kept = apply_pii_policy(text, PrivacySettings(person="keep"))
+    assert kept.text == text and kept.counts["person"] == 1
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_pii", REPO / "scripts" / "bench_pii.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recall_targets_on_a_faker_test_set():
+    """A smaller, differently seeded run of scripts/bench_pii.py (docs/benchmarks.md has the full one)."""
+    from finetune_pipeline.cleaning.privacy import detect_pii
+
+    bench = _bench()
+    cases = bench.make_cases(per_type=40, seed=11)
+    table = bench.score(cases, detect_pii([text for text, _ in cases], PrivacySettings()))
+    for kind in ("email", "phone", "credit_card", "us_ssn", "ip_address"):
+        assert table[kind]["recall"] >= 0.98, (kind, table[kind])
+    assert table["person"]["recall"] >= 0.85, table["person"]
+    for kind in bench.TYPES:
+        assert table[kind]["precision"] >= 0.9, (kind, table[kind])
+
+
+PLANTED = ["maria.lopez@example.com", "+1 555-013-4477", "4111 1111 1111 1111", "078-05-1120", "203.0.113.42",
+           "DE89 3704 0044 0532 0130 00", "42 Baker Street", "Jonas Weber"]
+
+
+def _root_with_pii(tmp_path):
+    root = tmp_path / "data"
+    (root / "raw" / "billing").mkdir(parents=True)
+    body = ("I was charged twice for order 52311 and would like one of the two payments refunded to my card. "
+            "You can reach me at maria.lopez@example.com or +1 555-013-4477. The card was 4111 1111 1111 1111, "
+            "my SSN 078-05-1120 was asked for, my IP is 203.0.113.42 and my IBAN DE89 3704 0044 0532 0130 00. "
+            "Ship the receipt to 42 Baker Street.\nKind regards, Jonas Weber")
+    for i in range(3):
+        (root / "raw" / "billing" / f"t{i}.txt").write_text(f"Ticket {i}. {body}")
+    (root / "finetune.yaml").write_text("labels: [billing]\nchecks:\n  min_records: 1\n")
+    return root
+
+
+def test_no_detected_value_reaches_logs_or_dagster_metadata(tmp_path, caplog):
+    from finetune_pipeline.defs.assets import cleaned_corpus, raw_corpus
+    from finetune_pipeline.defs.checks import cleaned_corpus_accounting, cleaned_corpus_expectations
+    from finetune_pipeline.defs.io import ParquetIOManager
+    from finetune_pipeline.defs.resources import PipelineResource
+
+    root = _root_with_pii(tmp_path)
+    pipeline = PipelineResource(data_dir=str(root))
+    caplog.set_level(logging.DEBUG)
+    result = dg.materialize([raw_corpus, cleaned_corpus, cleaned_corpus_accounting, cleaned_corpus_expectations],
+                            resources={"pipeline": pipeline, "io_manager": ParquetIOManager(pipeline=pipeline)},
+                            instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
+              for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    assert checks["cleaned_corpus_accounting"].passed and checks["cleaned_corpus_expectations"].passed
+    materialization = result.asset_materializations_for_node("cleaned_corpus")[0]
+    assert materialization.metadata["records_with_pii"].value == 3
+    assert "| person | 3 | redact |" in materialization.metadata["pii_report"].value
+
+    seen = caplog.text + "".join(str(e) for e in result.all_events)
+    kept = pipeline.storage_dir() / "assets" / "cleaned_corpus.parquet"
+    import polars as pl
+
+    texts = "".join(pl.read_parquet(kept)["text"])
+    for value in PLANTED:
+        assert value not in seen, value
+        assert value not in texts, value
+    assert "maria.lopez@example.com" in "".join(pl.read_parquet(kept)["text_raw"])  # the audit copy
+
+
+@pytest.mark.parametrize("policy", ["redact", "drop"])
+def test_rejects_never_carry_values(policy):
+    from finetune_pipeline.cleaning import clean_corpus
+    from finetune_pipeline.records import corpus_frame, sha256_text
+    from finetune_pipeline.settings import Settings
+
+    text = "Please call me back on +1 555-013-4477 about the damaged blender from order 55120, thanks."
+    frame = corpus_frame([{"record_id": "r1", "text": text, "source_uri": "raw/a.csv", "source_type": "csv",
+                           "locator": "row 1", "content_sha256": sha256_text(text)}])
+    result = clean_corpus(frame, Settings(privacy=PrivacySettings(phone=policy)))
+    assert "555-013-4477" not in str(result.rejected.rows()) + str(result.stats)

@@ -1,0 +1,258 @@
+r"""PII detection benchmark: recall and precision per type on a seeded Faker test set.
+
+Run from the repository root:  .venv/bin/python scripts/bench_pii.py [--per-type 300] [--seed 4]
+
+Each document is a few support-ticket sentences: two carry a PII value in some format (phones of seven
+locales plus hand-made formats, cards with spaces/dashes/none, IPv4/IPv6, SSNs with dashes/spaces/context,
+IBANs of five countries, US/UK street addresses, person names in many positions), one or two are
+distractors without PII (order numbers, prices, dates, times, tracking codes, versions, brand names).
+
+A gold value counts as found (recall) when every letter and digit of it lies inside spans of its type.
+A predicted span is correct (precision) when it overlaps a gold value of its type. Locations are not
+scored (kept by default policy). Prints a Markdown table; `finetune_pipeline_tests` imports `make_cases`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from faker import Faker  # noqa: E402
+
+TYPES = ["email", "phone", "credit_card", "us_ssn", "ip_address", "iban", "street_address", "person"]
+
+# No cue word before or after the name: spaCy's NER alone has to find these.
+NO_CUE = ["{} will pick up the parcel on Monday.", "I think {} is the account holder.",
+          "The account belongs to {} now.", "Is {} still working on my case?"]
+TEMPLATES = {
+    "email": ["You can reach me at {}.", "Please reply to {} instead of my old address.", "My login is {}",
+              "Send the invoice to {} please.", "Email: {}", "I wrote from {} last week.", "cc {} on this"],
+    "phone": ["Call me at {} if that is easier.", "My phone number is {}.", "Phone: {}", "You can text me on {}",
+              "Best to reach me at {} after 5pm.", "The courier tried {} but I was out.", "tel. {} (mobile)"],
+    "credit_card": ["The card I used is {}.", "It was charged to card number {}", "Card: {}, expires 04/27.",
+                    "Please refund to {} rather than store credit."],
+    "us_ssn": ["For the identity check I entered my SSN {}.", "SSN: {}", "My social security number is {}.",
+               "They asked for {} on the form."],
+    "ip_address": ["My IP address is {} if that helps with your logs.", "The login alert came from {}.",
+                   "Requests from {} are blocked.", "IP: {}", "I connect through {} at work."],
+    "iban": ["Please transfer the refund to {}.", "IBAN: {}", "My account is {} at my bank.",
+             "Pay back to IBAN {} please."],
+    "street_address": ["Please ship it to {}.", "My new address is {}.", "I moved to {} last month.",
+                       "The parcel was left at {} instead of my door.", "Address: {}"],
+    "person": ["My name is {}.", "{} called yesterday about the refund.", "Please forward this to {}.",
+               "Kind regards, {}", "I spoke with {} on the phone.", "Thanks, {}", "The parcel was signed for by {}.",
+               "Could {} from your team call me back?", "Dear {},", "The order was placed by my colleague {}.",
+               *NO_CUE],
+}
+DISTRACTORS = [
+    "Order #{order} was placed on {date} and cost ${price}.", "The tracking number is {tracking}.",
+    "Your app version {version} crashes when I open the cart.", "I tried Chrome, Safari and Firefox on my iPad.",
+    "The error says Error 500 and then 502 Bad Gateway.", "It has been 12 days and the parcel is still at the depot.",
+    "The discount code SAVE20 gave only 15% off.", "I paid with PayPal at 10:45 on {date}.",
+    "The box weighed 2.5 kg and measured 40 x 30 x 20 cm.", "Invoice INV-{order} lists 3 items at ${price} each.",
+    "I ordered the 1000-piece puzzle and a cast iron skillet.", "DHL and Royal Mail both say it is not with them.",
+    # brands, products and places that no built-in list covers
+    "I bought the Dyson fan on Zalando and the Nespresso machine on Shopify.", "My Logitech mouse and Bose headset work.",
+    "I live near Portland but the parcel went to Seattle.", "The Le Creuset pot arrived with a Hisense manual.",
+]
+LINE_ENDERS = ("Kind regards, {}", "Thanks, {}", "Dear {},")  # a greeting or sign-off is a line of its own
+PHONE_LOCALES = ["en_US", "en_GB", "de_DE", "fr_FR", "en_CA", "en_IN", "en_AU"]
+IBAN_LOCALES = ["de_DE", "fr_FR", "en_GB", "nl_NL", "es_ES"]
+NAME_LOCALES = ["en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "en_IN"]
+
+
+def _phone(rng: random.Random, fakers: dict) -> str:
+    kind = rng.random()
+    if kind < 0.55:
+        return fakers[rng.choice(PHONE_LOCALES)].phone_number()
+    area, mid, last = rng.randint(201, 989), rng.randint(200, 999), rng.randint(0, 9999)
+    return rng.choice([f"({area}) {mid}-{last:04d}", f"{area}.{mid}.{last:04d}", f"+1 {area} {mid} {last:04d}",
+                       f"+1{area}{mid}{last:04d}", f"{area}-{mid}-{last:04d} ext. {rng.randint(1, 999)}",
+                       f"+44 20 {rng.randint(7000, 8999)} {last:04d}", f"+49 30 {rng.randint(1000000, 9999999)}",
+                       f"0{rng.randint(1000, 9999)} {rng.randint(100000, 999999)}"])
+
+
+def _card(rng: random.Random, fake: Faker) -> str:
+    number = fake.credit_card_number(card_type=rng.choice(["visa16", "mastercard", "amex", "discover", "visa13"]))
+    style = rng.random()
+    if style < 0.35:
+        return number
+    sep = " " if style < 0.7 else "-"
+    if len(number) == 15:  # Amex 4-6-5
+        return sep.join([number[:4], number[4:10], number[10:]])
+    return sep.join(number[i:i + 4] for i in range(0, len(number), 4))
+
+
+def _ssn(rng: random.Random, fake: Faker) -> tuple[str, str | None]:
+    ssn = fake.ssn()
+    style = rng.random()
+    if style < 0.6:
+        return ssn, None
+    if style < 0.85:
+        return ssn.replace("-", " "), None
+    return ssn.replace("-", ""), "SSN: {}"  # plain nine digits only with context
+
+
+def _iban(rng: random.Random, fakers: dict) -> str:
+    iban = fakers[rng.choice(IBAN_LOCALES)].iban()
+    if rng.random() < 0.5:
+        return " ".join(iban[i:i + 4] for i in range(0, len(iban), 4))
+    return iban
+
+
+def _address(rng: random.Random, fakers: dict) -> str:
+    fake = fakers["en_US"] if rng.random() < 0.7 else fakers["en_GB"]
+    if rng.random() < 0.5:
+        return fake.street_address()
+    return fake.address().replace("\n", ", ")
+
+
+def _person(rng: random.Random, fakers: dict) -> str:
+    fake = fakers[rng.choice(NAME_LOCALES)]
+    if rng.random() < 0.15:
+        return f"{fake.first_name()} {rng.choice('ABCDEFGHJKLMNPRSTW')}. {fake.last_name()}"
+    return f"{fake.first_name()} {fake.last_name()}"
+
+
+def _value(kind: str, rng: random.Random, fakers: dict) -> tuple[str, str | None]:
+    fake = fakers["en_US"]
+    if kind == "email":
+        value = rng.choice([fake.email, fake.free_email, fake.company_email, fakers["de_DE"].email])()
+        return (value.upper() if rng.random() < 0.05 else value), None
+    if kind == "phone":
+        return _phone(rng, fakers), None
+    if kind == "credit_card":
+        return _card(rng, fake), None
+    if kind == "us_ssn":
+        return _ssn(rng, fake)
+    if kind == "ip_address":
+        return (fake.ipv4() if rng.random() < 0.6 else fake.ipv6(network=False)), None
+    if kind == "iban":
+        return _iban(rng, fakers), None
+    if kind == "street_address":
+        return _address(rng, fakers), None
+    return _person(rng, fakers), None
+
+
+def _distractor(rng: random.Random) -> str:
+    return rng.choice(DISTRACTORS).format(
+        order=rng.randint(40000, 99999), price=f"{rng.randint(5, 300)}.{rng.choice(['00', '49', '99'])}",
+        date=f"{rng.choice(['March', 'April', 'May'])} {rng.randint(1, 28)}", version=f"{rng.randint(3, 5)}.{rng.randint(0, 12)}.{rng.randint(0, 9)}",
+        tracking=rng.choice(["1Z", "JD", "LX"]) + "".join(rng.choices("ABCDEFGHJKLMNPRSTUVWXYZ", k=2))
+        + str(rng.randint(1000000, 9999999)) + rng.choice(["GB", "US", "DE"]))
+
+
+def make_cases(per_type: int = 300, seed: int = 4) -> list[tuple[str, list[tuple[int, int, str]]]]:
+    """Documents with their gold spans (start, end, type): `per_type` values of every type."""
+    rng = random.Random(seed)
+    fakers = {loc: Faker(loc) for loc in sorted({*PHONE_LOCALES, *IBAN_LOCALES, *NAME_LOCALES})}
+    for i, fake in enumerate(fakers.values()):
+        fake.seed_instance(seed * 100 + i)
+    items = [kind for kind in TYPES for _ in range(per_type)]
+    rng.shuffle(items)
+    cases = []
+    for start in range(0, len(items), 2):
+        sentences, gold = [], []
+        parts = [("pii", kind) for kind in items[start:start + 2]] + \
+                [("filler", None) for _ in range(rng.randint(1, 2))]
+        rng.shuffle(parts)
+        text, ends_line = "", False
+        for what, kind in parts:
+            template = None
+            sentence = _distractor(rng) if what == "filler" else None
+            if kind is not None:
+                value, template = _value(kind, rng, fakers)
+                template = template or rng.choice(TEMPLATES[kind])
+                before, after = template.split("{}")
+                joiner_len = 1 if text else 0  # one space or one newline
+                offset = len(text) + joiner_len + len(before)
+                gold.append((offset, offset + len(value), kind, template))
+                sentence = before + value + after
+            # Greetings and sign-offs end their line, as in real messages; other sentences run on or break.
+            joiner = "\n" if ends_line or template in LINE_ENDERS or rng.random() < 0.3 else " "
+            text = (text + joiner + sentence) if text else sentence
+            ends_line = template in LINE_ENDERS
+            sentences.append(sentence)
+        cases.append((text, gold))
+    return cases
+
+
+def _found(text: str, spans, start: int, end: int, kind: str) -> bool:
+    covered = {i for s in spans if s.kind == kind for i in range(s.start, s.end)}
+    return all(i in covered for i in range(start, end) if text[i].isalnum())
+
+
+def score(cases, predictions) -> dict[str, dict]:
+    """Per type: gold count, found, recall, predicted spans, correct ones, precision; plus the row
+    `person (no cue)`: names in sentences without a cue word, left to NER alone."""
+    rows = [*TYPES, "person (no cue)"]
+    table = {kind: {"gold": 0, "found": 0, "predicted": 0, "correct": 0} for kind in rows}
+    for (text, gold), spans in zip(cases, predictions):
+        for start, end, kind, template in gold:
+            found = _found(text, spans, start, end, kind)
+            for row in [kind] + (["person (no cue)"] if template in NO_CUE else []):
+                table[row]["gold"] += 1
+                table[row]["found"] += found
+        for s in spans:
+            if s.kind not in table:
+                continue
+            table[s.kind]["predicted"] += 1
+            if any(k == s.kind and s.start < end and start < s.end for start, end, k, _ in gold):
+                table[s.kind]["correct"] += 1
+    for row in table.values():
+        row["recall"] = row["found"] / row["gold"] if row["gold"] else float("nan")
+        row["precision"] = row["correct"] / row["predicted"] if row["predicted"] else float("nan")
+    return table
+
+
+TARGETS = {"email": 0.98, "phone": 0.98, "credit_card": 0.98, "us_ssn": 0.98, "ip_address": 0.98, "person": 0.90}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--per-type", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=4)
+    parser.add_argument("--detector", choices=["presidio", "patterns"], default="presidio")
+    parser.add_argument("--show-misses", type=str, default="", help="print missed values of this type")
+    args = parser.parse_args(argv)
+
+    from finetune_pipeline.cleaning.privacy import detect_pii, presidio_analyzer
+    from finetune_pipeline.settings import PrivacySettings
+
+    cases = make_cases(args.per_type, args.seed)
+    policy = PrivacySettings(detector=args.detector)
+    if args.detector == "presidio":
+        presidio_analyzer()  # load once, outside the timing
+    started = time.perf_counter()
+    predictions = detect_pii([text for text, _ in cases], policy)
+    elapsed = time.perf_counter() - started
+    table = score(cases, predictions)
+    print(f"{len(cases)} documents, {sum(table[k]['gold'] for k in TYPES)} PII values, detector={args.detector}, "
+          f"{elapsed:.1f} s ({len(cases) / elapsed:.0f} documents/s)\n")
+    print("| type | values | recall | precision | target recall |")
+    print("|---|---|---|---|---|")
+    for kind, row in table.items():
+        target = TARGETS.get(kind)
+        verdict = "" if target is None else f"{target:.2f} {'met' if row['recall'] >= target else 'MISSED'}"
+        precision = "" if kind == "person (no cue)" else f"{row['precision']:.3f}"
+        print(f"| {kind} | {row['gold']} | {row['recall']:.3f} | {precision} | {verdict} |")
+    if args.show_misses:
+        for (text, gold), spans in zip(cases, predictions):
+            for start, end, kind, _ in gold:
+                if kind == args.show_misses and not _found(text, spans, start, end, kind):
+                    print("MISS", repr(text[start:end]), "|", text, "|",
+                          [(text[s.start:s.end], s.kind) for s in spans])
+            for s in spans:
+                if s.kind == args.show_misses and not any(k == s.kind and s.start < e and b < s.end
+                                                          for b, e, k, _ in gold):
+                    print("FALSE", repr(text[s.start:s.end]), "|", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
