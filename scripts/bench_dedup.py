@@ -9,7 +9,7 @@ For each size it generates the synthetic corpus (`finetune_pipeline.dedup.synthe
 edited at known rates, related hard negatives; seeded) into a temporary Parquet file, then runs each
 method in a fresh Python process that reads the texts and times only the near-duplicate step (shingles,
 signatures, LSH, verification, clusters). It prints pairwise precision, recall and F1, documents per
-second and the peak resident memory (ru_maxrss) of that process, and with --repeat > 1 the median time.
+second and the peak resident memory (VmHWM) of that process, and with --repeat > 1 the median time.
 
 Both methods use the same shingles (word n-grams of the lower-cased text), num_perm, LSH bands x rows
 and threshold, and both confirm LSH candidates by estimated Jaccard before clustering them with
@@ -40,7 +40,12 @@ from finetune_pipeline.settings import DedupSettings  # noqa: E402
 
 
 def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """Peak resident memory of this process (Linux VmHWM). Not ru_maxrss: across fork + exec it keeps the
+    parent's peak, here the corpus generator's."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_ours(texts: pl.Series, cfg: DedupSettings) -> np.ndarray:

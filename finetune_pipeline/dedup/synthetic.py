@@ -131,10 +131,11 @@ def near_duplicate_benchmark(n_docs: int, seed: int = 0, doc_chars: int = 1000, 
     kinds: list[str] = []
     rates: list[float] = []
     expected_per_original = 1 + duplicated_share * (1 + max_copies) / 2 + related_share
-    originals = writer.documents(int(n_docs / expected_per_original) + 16, doc_chars)
-    for sentences in originals:
-        if len(texts) >= n_docs:
-            break
+    originals: list[list[str]] = []
+    while len(texts) < n_docs:
+        if not originals:
+            originals = writer.documents(int((n_docs - len(texts)) / expected_per_original) + 16, doc_chars)
+        sentences = originals.pop()
         fam = len(texts)
         texts.append(" ".join(sentences)), family.append(fam), kinds.append("original"), rates.append(np.nan)
         if rng.random() < duplicated_share:
