@@ -3,7 +3,7 @@ r"""Near-duplicate benchmark: quality, speed and memory of the MinHash + LSH sta
 Run from the repository root (the `bench` extra installs datasketch):
 
   .venv/bin/python scripts/bench_dedup.py --docs 100000 --repeat 3          # ours and datasketch
-  .venv/bin/python scripts/bench_dedup.py --docs 10000 100000 1000000 --no-baseline --repeat 1   # scaling
+  .venv/bin/python scripts/bench_dedup.py --docs 10000 100000 1000000 --no-baseline --repeat 2 --cache /tmp/corpora
 
 For each size it generates the synthetic corpus (`finetune_pipeline.dedup.synthetic`: originals, copies
 edited at known rates, related hard negatives; seeded) into a temporary Parquet file, then runs each
@@ -97,9 +97,9 @@ def worker(method: str, corpus: str, settings: str) -> None:
     frame = pl.read_parquet(corpus)
     texts, family = frame["text"], frame["family"].to_numpy()
     rss_before = peak_rss_mib()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     roots = (run_ours if method == "ours" else run_datasketch)(texts, cfg)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     scores = pair_scores(roots, family)
     kinds = frame["kind"].to_list()
     by_rate = {}
@@ -109,7 +109,7 @@ def worker(method: str, corpus: str, settings: str) -> None:
             rate = kind.split()[1]
             found, total = by_rate.get(rate, (0, 0))
             by_rate[rate] = (found + int(roots[i] == root_of_family[family[i]]), total + 1)
-    print(json.dumps({"method": method, "docs": len(texts), "seconds": seconds, **scores,
+    print(json.dumps({"method": method, "docs": len(texts), "seconds": seconds, "cpu_seconds": cpu_seconds, **scores,
                       "copies_found_by_edit_rate": by_rate,
                       "rss_after_load_mib": rss_before, "peak_rss_mib": peak_rss_mib()}))
 
@@ -121,6 +121,7 @@ def main() -> None:
                         help="also run the datasketch baseline (default: yes)")
     parser.add_argument("--seed", type=int, default=0, help="corpus seed")
     parser.add_argument("--repeat", type=int, default=1, help="timed runs per method; the median is reported")
+    parser.add_argument("--cache", type=Path, help="keep generated corpora in this folder and reuse them")
     parser.add_argument("--ngram", type=int, help="override dedup.ngram")
     parser.add_argument("--threshold", type=float, help="override dedup.threshold")
     parser.add_argument("--worker", nargs=3, metavar=("METHOD", "CORPUS", "SETTINGS"), help=argparse.SUPPRESS)
@@ -135,15 +136,20 @@ def main() -> None:
           f"rows={cfg.num_perm // cfg.bands} threshold={cfg.threshold} seed={args.seed}", flush=True)
     methods = ["ours"] + (["datasketch"] if args.baseline else [])
     with tempfile.TemporaryDirectory() as tmp:
+        folder = args.cache or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
         for n in args.docs:
             start = time.perf_counter()
-            bench = near_duplicate_benchmark(n, seed=args.seed)
-            corpus = Path(tmp) / f"corpus_{n}.parquet"
-            pl.DataFrame({"text": bench.texts, "family": bench.family, "kind": bench.kind}).write_parquet(corpus)
-            mean_chars = sum(map(len, bench.texts)) / len(bench.texts)
-            print(f"# {n} documents, mean {mean_chars:.0f} characters, {pair_scores(bench.family, bench.family)['true_pairs']} "
-                  f"true pairs; generated in {time.perf_counter() - start:.0f} s", flush=True)
-            del bench
+            corpus = folder / f"near_duplicates_{n}_seed{args.seed}.parquet"
+            if not corpus.exists():
+                bench = near_duplicate_benchmark(n, seed=args.seed)
+                pl.DataFrame({"text": bench.texts, "family": bench.family, "kind": bench.kind}).write_parquet(corpus)
+                del bench
+            frame = pl.read_parquet(corpus)
+            true_pairs = pair_scores(frame["family"].to_numpy(), frame["family"].to_numpy())["true_pairs"]
+            print(f"# {n} documents, mean {frame['text'].str.len_chars().mean():.0f} characters, {true_pairs} true "
+                  f"pairs; generated or read in {time.perf_counter() - start:.0f} s", flush=True)
+            del frame
             results = {}
             for _ in range(args.repeat):
                 for method in methods:
@@ -152,13 +158,14 @@ def main() -> None:
                     run = json.loads(out.stdout.strip().splitlines()[-1])
                     print("  " + json.dumps(run), flush=True)
                     results.setdefault(method, []).append(run)
-            print(f"| docs | method | precision | recall | F1 | seconds (median of {args.repeat}) | docs/s | "
-                  "peak RSS MiB |\n|---|---|---|---|---|---|---|---|")
+            print(f"| docs | method | precision | recall | F1 | wall s (median of {args.repeat}) | docs/s | CPU s | "
+                  "peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|")
             for method, runs in results.items():
                 seconds = statistics.median(r["seconds"] for r in runs)
+                cpu = statistics.median(r["cpu_seconds"] for r in runs)
                 last = runs[-1]
                 print(f"| {n:,} | {method} | {last['precision']:.4f} | {last['recall']:.4f} | {last['f1']:.4f} | "
-                      f"{seconds:.2f} | {n / seconds:,.0f} | {max(r['peak_rss_mib'] for r in runs):,.0f} |")
+                      f"{seconds:.2f} | {n / seconds:,.0f} | {cpu:.2f} | {max(r['peak_rss_mib'] for r in runs):,.0f} |")
             if len(results) == 2:
                 ours = statistics.median(r["seconds"] for r in results["ours"])
                 base = statistics.median(r["seconds"] for r in results["datasketch"])
