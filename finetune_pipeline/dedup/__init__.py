@@ -1,47 +1,117 @@
-"""Deduplication stage: exact duplicates, then near duplicates (MinHash + LSH).
+"""Deduplication stage: exact duplicates, then near duplicates (MinHash + LSH), then optionally semantic
+duplicates (sentence embeddings).
 
-Every kept record gets `group_id`: the id of its near-duplicate cluster's kept record, so later stages
-can keep a cluster inside one split.
+Keep rule: the record seen first wins: earliest `ingested_at`, then `source_uri`, then `locator`. Each
+run deduplicates the whole corpus with this rule, so as long as a source keeps its `ingested_at`, a
+record arriving later (another source, a later run) is compared against everything already kept and
+never displaces it; it is the one rejected.
+
+Every reject names in `duplicate_of` the kept record it duplicates (through chains: a copy of a record
+that was itself removed as a near duplicate names the record finally kept). Every kept record gets
+`group_id`: its cluster's id, which is its own `record_id` (one record is kept per cluster), so later
+stages can keep a cluster inside one split.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from finetune_pipeline.dedup.exact import exact_duplicates
-from finetune_pipeline.dedup.minhash import near_duplicate_clusters
+from finetune_pipeline.dedup.minhash import near_duplicate_clusters, similarity_histogram
 from finetune_pipeline.records import StageResult, reject_rows
-from finetune_pipeline.settings import Settings
+from finetune_pipeline.settings import DedupSettings, Settings
 
 STAGE = "deduplicated_corpus"
+KEEP_ORDER = ("ingested_at", "source_uri", "locator", "record_id")
+PREVIEW_CHARS = 120
+LARGEST_CLUSTERS = 5
+_REASONS = ("exact_duplicate", "near_duplicate", "semantic_duplicate")
 
 
-def deduplicate(corpus: pl.DataFrame, settings: Settings) -> StageResult:
-    """Remove exact then near duplicates, keeping the first record in (source_uri, locator) order."""
-    ordered = corpus.sort("source_uri", "locator")
-    kept, exact = exact_duplicates(ordered)
-    rejects = [reject_rows(exact, STAGE, "exact_duplicate", pl.format("exact duplicate of {}", "duplicate_of"),
-                           duplicate_of=pl.col("duplicate_of"))]
-    stats = {"exact_duplicates": exact.height, "near_duplicates": 0, "clusters_with_duplicates": 0}
+def keep_order(corpus: pl.DataFrame) -> pl.DataFrame:
+    """Rows in keep order: the first row of a duplicate cluster is the one kept."""
+    return corpus.sort(list(KEEP_ORDER), nulls_last=True, maintain_order=True)
 
-    if settings.dedup.near_duplicates and kept.height:
-        cfg = settings.dedup
-        roots, similarity = near_duplicate_clusters(kept["text"].to_list(), cfg.ngram, cfg.num_perm, cfg.bands,
-                                                    cfg.threshold)
-        ids = kept["record_id"]
-        kept = kept.with_columns(
-            pl.Series("group_id", ids.gather(roots).to_list(), dtype=pl.String),
-            pl.Series("_similarity", similarity),
-        )
-        near = kept.filter(pl.col("group_id") != pl.col("record_id"))
-        rejects.append(reject_rows(
-            near, STAGE, "near_duplicate",
-            pl.format("near duplicate of {} (estimated Jaccard {})", "group_id", pl.col("_similarity").round(2)),
-            duplicate_of=pl.col("group_id"),
-        ))
-        stats["near_duplicates"] = near.height
-        stats["clusters_with_duplicates"] = near["group_id"].n_unique()
-        kept = kept.filter(pl.col("group_id") == pl.col("record_id")).drop("_similarity")
-    else:
-        kept = kept.with_columns(pl.col("record_id").alias("group_id"))
-    return StageResult(kept=kept, rejected=pl.concat(rejects), stats=stats)
+
+def _split_clusters(kept: pl.DataFrame, root: np.ndarray, similarity: np.ndarray
+                    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(cluster roots, the other members with `duplicate_of` and `_similarity`)."""
+    marked = kept.with_columns(
+        kept["record_id"].gather(root).alias("duplicate_of"),
+        pl.Series("_similarity", similarity, dtype=pl.Float64),
+    )
+    is_root = pl.col("duplicate_of") == pl.col("record_id")
+    return marked.filter(is_root).drop("duplicate_of", "_similarity"), marked.filter(~is_root)
+
+
+def _resolve_to_kept(removed: pl.DataFrame) -> pl.DataFrame:
+    """Follow `duplicate_of` through removed records until it names a kept record (`kept_id`)."""
+    parent = removed.select(pl.col("record_id").alias("duplicate_of"), pl.col("duplicate_of").alias("_next"))
+    resolved = removed.with_columns(pl.col("duplicate_of").alias("kept_id"))
+    for _ in range(len(_REASONS)):  # chains are at most one link per stage
+        step = resolved.join(parent.rename({"duplicate_of": "kept_id"}), on="kept_id", how="left")
+        if step["_next"].null_count() == step.height:
+            break
+        resolved = step.with_columns(pl.coalesce("_next", "kept_id").alias("kept_id")).drop("_next")
+    return resolved
+
+
+def _cluster_stats(kept: pl.DataFrame, removed: pl.DataFrame) -> dict:
+    sizes = removed.group_by("kept_id").agg(
+        pl.len().alias("removed"), *[(pl.col("reason") == r).sum().alias(r) for r in _REASONS])
+    sizes = sizes.with_columns((pl.col("removed") + 1).alias("size")).sort(["size", "kept_id"], descending=[True, False])
+    buckets = {"2": (2, 2), "3": (3, 3), "4-5": (4, 5), "6-10": (6, 10), "11-100": (11, 100), ">100": (101, None)}
+    size_counts = {}
+    for label, (low, high) in buckets.items():
+        inside = pl.col("size") >= low if high is None else pl.col("size").is_between(low, high)
+        size_counts[label] = sizes.filter(inside).height
+    top = sizes.head(LARGEST_CLUSTERS).join(
+        kept.select(pl.col("record_id").alias("kept_id"), "text"), on="kept_id", how="left", maintain_order="left")
+    largest = [{"group_id": row["kept_id"], "size": row["size"], **{r: row[r] for r in _REASONS},
+                "preview": " ".join((row["text"] or "").split())[:PREVIEW_CHARS]} for row in top.iter_rows(named=True)]
+    return {"clusters_with_duplicates": sizes.height, "cluster_sizes": size_counts, "largest_clusters": largest}
+
+
+def deduplicate(corpus: pl.DataFrame, settings: Settings | DedupSettings) -> StageResult:
+    """Remove exact, near and (when switched on) semantic duplicates; keep the record seen first."""
+    cfg = settings.dedup if isinstance(settings, Settings) else settings
+    kept, exact = exact_duplicates(keep_order(corpus))
+    removed = [exact.with_columns(pl.lit("exact_duplicate").alias("reason"),
+                                  pl.format("exact duplicate (same text after case and whitespace folding) of {}",
+                                            "duplicate_of").alias("_detail"))]
+    stats: dict = {"exact_duplicates": exact.height, "near_duplicates": 0, "semantic_duplicates": 0,
+                   "near_candidate_pairs": 0, "near_similarity_histogram": {}, "semantic_nearest_histogram": {}}
+
+    if cfg.near_duplicates and kept.height:
+        near = near_duplicate_clusters(kept["text"], cfg.ngram, cfg.num_perm, cfg.bands, cfg.threshold, cfg.shingle)
+        kept, dups = _split_clusters(kept, near.root, near.similarity)
+        removed.append(dups.with_columns(pl.lit("near_duplicate").alias("reason"), pl.format(
+            "near duplicate of {} (estimated Jaccard {})", "duplicate_of",
+            pl.col("_similarity").round(2)).alias("_detail")))
+        stats.update(near_duplicates=dups.height, near_candidate_pairs=near.candidate_pairs,
+                     near_similarity_histogram=similarity_histogram(near.candidate_similarity))
+
+    if cfg.semantic and kept.height > 1:
+        from finetune_pipeline.dedup.semantic import semantic_clusters  # torch only when asked for
+
+        sem = semantic_clusters(kept["text"].to_list(), cfg.semantic_threshold, cfg.semantic_model,
+                                cfg.semantic_batch_size, cfg.semantic_max_length)
+        kept, dups = _split_clusters(kept, sem.root, sem.similarity)
+        removed.append(dups.with_columns(pl.lit("semantic_duplicate").alias("reason"), pl.format(
+            "semantic duplicate of {} (cosine {})", "duplicate_of", pl.col("_similarity").round(2)).alias("_detail")))
+        stats.update(semantic_duplicates=dups.height,
+                     semantic_nearest_histogram=similarity_histogram(np.clip(sem.nearest, 0.0, 1.0)))
+
+    columns = ["record_id", "source_uri", "locator", "duplicate_of", "reason", "_detail"]
+    removed = _resolve_to_kept(pl.concat([frame.select(columns) for frame in removed]))
+    stats.update(_cluster_stats(kept, removed))
+    rejected = pl.concat([
+        reject_rows(removed.filter(pl.col("reason") == reason), STAGE, reason,
+                    pl.when(pl.col("kept_id") == pl.col("duplicate_of")).then(pl.col("_detail"))
+                    .otherwise(pl.format("{}; kept record {}", "_detail", "kept_id")),
+                    duplicate_of=pl.col("kept_id"))
+        for reason in _REASONS
+    ])
+    kept = kept.with_columns(pl.col("record_id").alias("group_id"))
+    return StageResult(kept=kept, rejected=rejected, stats=stats)

@@ -1,6 +1,7 @@
 """Exact duplicates: identical text after case folding and whitespace collapsing.
 
-Keep rule: the first record in (source_uri, locator) order is kept; each other copy is rejected as
+Keep rule: the first record in the order given (the stage sorts by `dedup.KEEP_ORDER`: earliest
+`ingested_at`, then `source_uri`, then `locator`) is kept; each other copy is rejected as
 `exact_duplicate` with `duplicate_of` naming the kept record.
 """
 

@@ -43,6 +43,18 @@ def _bars(counts: dict[str, int]) -> dg.MetadataValue:
     return _md_table(["value", "count", ""], rows)
 
 
+def _histogram(counts: dict[str, int], label: str = "bin") -> dg.MetadataValue:
+    """Bars in the bins' own order (a distribution, not a ranking)."""
+    if not counts or not any(counts.values()):
+        return dg.MetadataValue.md("_none_")
+    top = max(counts.values())
+    return _md_table([label, "count", ""], [[k, v, "█" * round(20 * v / top)] for k, v in counts.items()])
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
 def _preview(frame: pl.DataFrame) -> dg.MetadataValue:
     """First rows without the text itself: previews must never carry personal data."""
     cols = [c for c in ("record_id", "label", "source_type", "source_uri", "locator", "split") if c in frame.columns]
@@ -166,16 +178,32 @@ def cleaned_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource
 
 
 @dg.asset(group_name="cleaning", kinds={"polars"}, owners=OWNERS,
-          description="Exact duplicates (same normalised text) and near duplicates (MinHash + LSH over word "
-                      "n-grams) removed; the first record by source order is kept and `group_id` names the cluster.")
+          description="Exact duplicates (same text after case and whitespace folding), near duplicates (MinHash + "
+                      "LSH over word 3-grams, estimated Jaccard >= 0.7, clusters by connected components) and, "
+                      "when dedup.semantic is on, paraphrases (MiniLM embeddings, cosine >= 0.9) removed. The "
+                      "record seen first (ingested_at, source_uri, locator) is kept; rejects name it in "
+                      "duplicate_of, and `group_id` names the cluster.")
 def deduplicated_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource,
                         cleaned_corpus: pl.DataFrame) -> StageResult:
     require_upstream_checks(context, "cleaned_corpus")
     result = deduplicate(cleaned_corpus, pipeline.settings())
-    context.add_output_metadata({**stage_metadata(cleaned_corpus.height, result),
-                                 "exact_duplicates": result.stats["exact_duplicates"],
-                                 "near_duplicates": result.stats["near_duplicates"],
-                                 "clusters_with_duplicates": result.stats["clusters_with_duplicates"]})
+    stats = result.stats
+    largest = [[c["group_id"], c["size"], c["exact_duplicate"], c["near_duplicate"], c["semantic_duplicate"],
+                _cell(c["preview"])] for c in stats["largest_clusters"]]
+    context.add_output_metadata({
+        **stage_metadata(cleaned_corpus.height, result),
+        "exact_duplicates": stats["exact_duplicates"],
+        "near_duplicates": stats["near_duplicates"],
+        "semantic_duplicates": stats["semantic_duplicates"],
+        "clusters_with_duplicates": stats["clusters_with_duplicates"],
+        "cluster_sizes": _histogram(stats["cluster_sizes"], "records in cluster"),
+        "largest_clusters": _md_table(["group_id", "records", "exact", "near", "semantic", "kept text (start)"],
+                                      largest) if largest else dg.MetadataValue.md("_none_"),
+        "near_candidate_pairs": stats["near_candidate_pairs"],
+        "near_similarity_histogram": _histogram(stats["near_similarity_histogram"], "estimated Jaccard from"),
+        **({"semantic_nearest_histogram": _histogram(stats["semantic_nearest_histogram"], "nearest cosine from")}
+           if stats["semantic_nearest_histogram"] else {}),
+    })
     return result
 
 
