@@ -33,7 +33,7 @@ def sample_run(tmp_path_factory):
     env = {**os.environ, "FINETUNE_DATA_DIR": str(root), "DAGSTER_HOME": str(home)}
     dagster = Path(sys.executable).parent / "dagster"
     proc = subprocess.run([str(dagster), "asset", "materialize", "-m", "finetune_pipeline.definitions",
-                           "--select", "*"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+                           "--select", "*"], cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
     return root, home, proc
 
 
