@@ -38,6 +38,14 @@ def inventory(raw_dir: Path, previous: dict[str, list] | None = None) -> dict[st
     return result
 
 
+def inventory_version(current: dict[str, list]) -> str:
+    """One hash for the whole of raw/: paths and content hashes (not mtimes), so a touched file keeps it."""
+    digest = hashlib.sha256()
+    for rel in sorted(current):
+        digest.update(f"{rel}\0{current[rel][2]}\n".encode())
+    return digest.hexdigest()[:24]
+
+
 @dataclass
 class InventoryChanges:
     added: list[str]  # new paths with content not seen before

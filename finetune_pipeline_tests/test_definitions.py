@@ -11,7 +11,7 @@ STAGES = ["raw_corpus", "cleaned_corpus", "deduplicated_corpus", "labeled_corpus
 def test_graph_has_the_seven_stages_in_order():
     graph = defs.get_repository_def().asset_graph
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert set(STAGES) | {"rejected_records", "data_card", "bias_report"} == keys
+    assert set(STAGES) | {"raw_files", "rejected_records", "data_card", "bias_report"} == keys
     for upstream, downstream in zip(STAGES, STAGES[1:]):
         parents = {k.to_user_string() for k in graph.get(dg.AssetKey(downstream)).parent_keys}
         assert upstream in parents, (upstream, downstream)

@@ -17,6 +17,7 @@ from finetune_pipeline.cleaning.bias import ALL_LABELS, bias_findings, bias_repo
 from finetune_pipeline.cleaning.erasure import ErasureFileError, load_erasure_requests
 from finetune_pipeline.dedup import deduplicate
 from finetune_pipeline.labeling import apply_labels, label_set
+from finetune_pipeline.raw_inventory import inventory, inventory_version
 from finetune_pipeline.records import CORPUS_STAGES, SPLITS, StageResult
 from finetune_pipeline.sources import collect_raw_corpus
 from finetune_pipeline.splits import assign_splits, kfold_assignments
@@ -105,7 +106,18 @@ def require_upstream_checks(context: dg.AssetExecutionContext, upstream: str) ->
 
 # ---- the stages ---------------------------------------------------------------------------------------
 
-@dg.asset(group_name="collection", kinds={"polars", "unstructured"}, owners=OWNERS,
+RAW_FILES = dg.AssetKey("raw_files")
+
+
+@dg.observable_source_asset(
+    key=RAW_FILES, group_name="collection", owners=OWNERS,
+    description="The files under raw/ (any depth). Its data version is a hash of every path and content "
+                "hash, so when raw/ changes, raw_corpus and everything downstream show as stale in the UI.")
+def raw_files(pipeline: PipelineResource) -> dg.DataVersion:
+    return dg.DataVersion(inventory_version(inventory(pipeline.root() / "raw")))
+
+
+@dg.asset(group_name="collection", kinds={"polars", "unstructured"}, owners=OWNERS, deps=[RAW_FILES],
           description="Every file under raw/ (txt, md, html, pdf, docx, eml, csv, jsonl, parquet, SQLite) and "
                       "every SQL source in finetune.yaml, parsed into records with provenance. Unreadable "
                       "inputs become rejects naming the file and the reason.")

@@ -1,17 +1,28 @@
-"""The nightly schedule and the sensor on new raw files, both running by default under `dagster dev`."""
+"""The raw folder as an observable source asset, the nightly schedule and the sensor on new raw files
+(both running by default under `dagster dev`).
+
+`raw_files` carries a data version (a hash of every path and content hash under raw/). The sensor
+records a new observation whenever raw/ changes, so the UI marks `raw_corpus` and everything after it,
+the dataset and the adapter included, as stale ("upstream data version changed") until they are
+refreshed; each refresh run observes raw/ first.
+"""
 
 
 import json
+import warnings
 
 import dagster as dg
 
 from finetune_pipeline.defs.resources import PipelineResource
-from finetune_pipeline.raw_inventory import compare, inventory
+from finetune_pipeline.defs.assets import RAW_FILES
+from finetune_pipeline.raw_inventory import compare, inventory, inventory_version
 
-refresh_all = dg.define_asset_job(
-    "refresh_all", selection=dg.AssetSelection.all(),
-    description="Materialize every asset (and run its checks) on the data root.",
-)
+with warnings.catch_warnings():  # include_sources is marked beta in dagster 1.13; the behaviour is tested
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    refresh_all = dg.define_asset_job(
+        "refresh_all", selection=dg.AssetSelection.all(include_sources=True),
+        description="Observe raw/, then materialize every asset (and run its checks) on the data root.",
+    )
 
 nightly_refresh = dg.ScheduleDefinition(
     name="nightly_refresh", job=refresh_all, cron_schedule="0 2 * * *",
@@ -34,4 +45,8 @@ def new_raw_files(context: dg.SensorEvaluationContext, pipeline: PipelineResourc
     # No run_key: the cursor already makes each change request exactly one run, and a state seen
     # before (a file restored) must still trigger a refresh.
     context.update_cursor(json.dumps(current))
-    return dg.RunRequest(tags={"trigger": "new_raw_files", "changes": changes.describe()})
+    observation = dg.AssetObservation(asset_key=RAW_FILES, tags={"dagster/data_version": inventory_version(current)},
+                                      metadata={"files": len(current), "changes": changes.describe()})
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(tags={"trigger": "new_raw_files", "changes": changes.describe()})],
+        asset_events=[observation])
