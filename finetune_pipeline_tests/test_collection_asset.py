@@ -25,6 +25,7 @@ def test_raw_corpus_reports_sources_and_parses_only_changes(tmp_path):
         assert first["sources"] == 7 and first["sources_parsed"] == 7 and first["sources_from_cache"] == 0
         assert "| pdf | 1 | 1 | 0 | 1 | 0 |" in first["by_source_type"]
         assert any("[7/7]" in line for line in logs)
+        assert first["settings_used"]["sources"]["chunk_by"] == "title"  # the settings the asset ran with
 
         (tmp_path / "raw" / "billing" / "a.txt").write_text("A brand new ticket about a refund that never came.")
         second, _ = _materialize(tmp_path, instance)

@@ -84,6 +84,14 @@ def stage_metadata(rows_in: int, result: StageResult) -> dict:
     return meta
 
 
+def settings_used(pipeline: PipelineResource, *sections: str) -> dict:
+    """The finetune.yaml sections (launchpad overrides included) this asset ran with, for its metadata."""
+    settings = pipeline.settings()
+    return {"settings_used": dg.MetadataValue.json(
+        {name: (value.model_dump(mode="json") if hasattr(value, "model_dump") else value)
+         for name in sections for value in [getattr(settings, name)]})}
+
+
 def require_upstream_checks(context: dg.AssetExecutionContext, upstream: str) -> None:
     """Refuse to run when the latest evaluation of a blocking check on `upstream` failed.
 
@@ -158,6 +166,7 @@ def pii_report(stats: dict, policy: dict) -> dg.MetadataValue:
 def erasure_report(erasure: dict) -> dg.MetadataValue:
     """Request ids and how many records each removed; never the subject."""
     rows = [[request_id, n] for request_id, n in sorted(erasure.get("removed_by_request", {}).items())]
+    context.add_output_metadata(settings_used(pipeline, "sources"))
     return _md_table(["request", "records removed"], rows) if rows else dg.MetadataValue.md("_no erasure requests_")
 
 
@@ -186,6 +195,7 @@ def cleaned_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource
                                  "quality_flags": _bars(stats["quality_flags"]),
                                  "erasure_requests": erasure_report(stats["erasure"]),
                                  "records_erased": stats["erasure"]["records_removed"]})
+    context.add_output_metadata(settings_used(pipeline, "cleaning", "privacy"))
     return result
 
 
@@ -216,6 +226,7 @@ def deduplicated_corpus(context: dg.AssetExecutionContext, pipeline: PipelineRes
         **({"semantic_nearest_histogram": _histogram(stats["semantic_nearest_histogram"], "nearest cosine from")}
            if stats["semantic_nearest_histogram"] else {}),
     })
+    context.add_output_metadata(settings_used(pipeline, "dedup"))
     return result
 
 
@@ -228,6 +239,7 @@ def labeled_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource
     result = apply_labels(deduplicated_corpus, pipeline.settings())
     context.add_output_metadata({**stage_metadata(deduplicated_corpus.height, result),
                                  "label_set": ", ".join(result.stats["labels"])})
+    context.add_output_metadata(settings_used(pipeline, "labels"))
     return result
 
 
@@ -254,6 +266,7 @@ def bias_report_table(context: dg.AssetExecutionContext, pipeline: PipelineResou
         "warnings": dg.MetadataValue.md("\n".join(f"- {f}" for f in findings) or "_none_"),
         "dagster/row_count": report.height,
     })
+    context.add_output_metadata(settings_used(pipeline, "bias"))
     return report
 
 
@@ -277,6 +290,7 @@ def augmented_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResour
                                  "generator_error": stats["generator_error"] or "none"})
     if stats["generator_error"]:
         context.log.warning(f"generator failed, gaps filled by copies: {stats['generator_error']}")
+    context.add_output_metadata(settings_used(pipeline, "augmentation"))
     return result
 
 
@@ -302,6 +316,7 @@ def dataset_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource
         "export_path": dg.MetadataValue.path(str(target)),
         "dagster/row_count": splits.height,
     })
+    context.add_output_metadata(settings_used(pipeline, "splits"))
     return splits
 
 
@@ -335,6 +350,7 @@ def lora_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource,
         "peak_memory_mb": metrics["peak_memory_mb"],
         "data_snapshot": snapshot,
     })
+    context.add_output_metadata(settings_used(pipeline, "training"))
     return metrics
 
 
