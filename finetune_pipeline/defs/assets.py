@@ -142,6 +142,7 @@ def raw_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource) ->
             ["type", "sources", "records", "rejects", "parsed", "from cache"],
             [[t, s["files"], s["records"], s["rejects"], s["parsed"], s["cached"]] for t, s in sorted(by_type.items())]),
     })
+    context.add_output_metadata(settings_used(pipeline, "sources"))
     return result
 
 
@@ -166,7 +167,6 @@ def pii_report(stats: dict, policy: dict) -> dg.MetadataValue:
 def erasure_report(erasure: dict) -> dg.MetadataValue:
     """Request ids and how many records each removed; never the subject."""
     rows = [[request_id, n] for request_id, n in sorted(erasure.get("removed_by_request", {}).items())]
-    context.add_output_metadata(settings_used(pipeline, "sources"))
     return _md_table(["request", "records removed"], rows) if rows else dg.MetadataValue.md("_no erasure requests_")
 
 
