@@ -36,16 +36,28 @@ def _crowd_frame(annotations: pl.DataFrame) -> pd.DataFrame:
                               "label").to_pandas()
 
 
+def annotator_prior(data: pd.DataFrame, correct: float = 2.0, wrong: float = 0.5) -> pd.DataFrame:
+    """Dirichlet pseudo-counts on every annotator's confusion matrix (rows: annotator and given label, columns:
+    true label): each annotator starts a little better than chance, so a handful of records cannot push a
+    matrix to extremes (plain maximum likelihood turns one gold disagreement into "always wrong")."""
+    labels = sorted(data["label"].unique())
+    index = pd.MultiIndex.from_product([sorted(data["worker"].unique()), labels], names=["worker", "label"])
+    values = [[correct if given == true else wrong for true in labels] for _, given in index]
+    return pd.DataFrame(values, index=index, columns=pd.Index(labels, dtype=data["label"].dtype))
+
+
 def dawid_skene(annotations: pl.DataFrame, gold: dict[str, str] | None = None,
                 n_iter: int = 100) -> pd.DataFrame:
-    """Posterior label probabilities per record (index record_id, one column per label) by Dawid-Skene EM;
-    records in `gold` are fixed to their gold label while the annotators' error matrices are fitted."""
+    """Posterior label probabilities per record (index record_id, one column per label) by Dawid-Skene EM
+    (maximum a posteriori with `annotator_prior`); records in `gold` are fixed to their gold label while the
+    annotators' confusion matrices are fitted."""
     data = _crowd_frame(annotations)
     true_labels = pd.Series(gold) if gold else None
     if true_labels is not None:
-        true_labels = true_labels[true_labels.index.isin(data["task"])]
+        true_labels = true_labels[true_labels.index.isin(data["task"]) & true_labels.isin(data["label"])]
         true_labels = true_labels if len(true_labels) else None
-    model = DawidSkene(n_iter=n_iter).fit(data, true_labels=true_labels)
+    model = DawidSkene(n_iter=n_iter, initial_error_strategy="addition")
+    model.fit(data, true_labels=true_labels, initial_error=annotator_prior(data))
     return model.probas_
 
 
