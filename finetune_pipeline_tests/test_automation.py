@@ -94,3 +94,37 @@ def test_new_raw_files_make_the_dataset_and_adapter_stale_in_the_ui(tmp_path):
         assert status() == StaleStatus.STALE
         assert defs.resolve_job_def("refresh").execute_in_process(instance=instance).success
         assert status() == StaleStatus.FRESH
+
+
+def test_annotations_sensor_requests_a_label_refresh_for_new_changed_or_removed_files(tmp_path):
+    from finetune_pipeline.defs.automation import new_annotations
+
+    def tick(cursor):
+        context = dg.build_sensor_context(cursor=cursor,
+                                          resources={"pipeline": PipelineResource(data_dir=str(tmp_path))})
+        return new_annotations(context), context.cursor
+
+    result, cursor = tick(None)  # no annotations/ folder yet
+    assert isinstance(result, dg.SkipReason)
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    (folder / ".gitkeep").write_text("")
+    (folder / "readme.txt").write_text("not an annotation file")
+    result, cursor = tick(cursor)
+    assert isinstance(result, dg.SkipReason)
+
+    (folder / "batch1.csv").write_text("record_id,annotator,label\nr1,ann1,billing\n")
+    result, cursor = tick(cursor)
+    assert isinstance(result, dg.RunRequest) and result.tags["changes"].startswith("1 new")
+    assert tick(cursor)[0].skip_message.startswith("no new")
+
+    (folder / "project-1.json").write_text('[{"data": {"record_id": "r1"}, "annotations": []}]')
+    result, cursor = tick(cursor)
+    assert isinstance(result, dg.RunRequest)
+    (folder / "batch1.csv").write_text("record_id,annotator,label\nr1,ann1,shipping\n")
+    result, cursor = tick(cursor)
+    assert isinstance(result, dg.RunRequest) and "1 changed" in result.tags["changes"]
+    (folder / "project-1.json").unlink()
+    result, cursor = tick(cursor)
+    assert isinstance(result, dg.RunRequest) and "1 removed" in result.tags["changes"]
+    assert isinstance(tick(cursor)[0], dg.SkipReason)

@@ -11,7 +11,7 @@ STAGES = ["raw_corpus", "cleaned_corpus", "deduplicated_corpus", "labeled_corpus
 def test_graph_has_the_seven_stages_in_order():
     graph = defs.get_repository_def().asset_graph
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert set(STAGES) | {"raw_files", "rejected_records", "data_card", "bias_report"} == keys
+    assert set(STAGES) | {"raw_files", "review_queue", "rejected_records", "data_card", "bias_report"} == keys
     for upstream, downstream in zip(STAGES, STAGES[1:]):
         parents = {k.to_user_string() for k in graph.get(dg.AssetKey(downstream)).parent_keys}
         assert upstream in parents, (upstream, downstream)
@@ -37,6 +37,15 @@ def test_every_asset_is_described_grouped_and_every_check_blocks():
 def test_schedule_and_sensor_run_by_default():
     assert defs.get_schedule_def("nightly_refresh").default_status == dg.DefaultScheduleStatus.RUNNING
     assert defs.get_sensor_def("new_raw_files").default_status == dg.DefaultSensorStatus.RUNNING
+    assert defs.get_sensor_def("new_annotations").default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_annotations_refresh_labeling_and_everything_downstream():
+    job = defs.resolve_job_def("refresh_labels")
+    keys = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
+    assert keys == {"labeled_corpus", "review_queue", "augmented_corpus", "dataset_splits", "lora_adapter", "bias_report",
+                    "rejected_records", "data_card"}
+    assert defs.get_sensor_def("new_annotations").job_name == "refresh_labels"
 
 
 def test_training_runs_in_the_gpu_pool():

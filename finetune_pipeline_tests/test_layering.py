@@ -6,7 +6,9 @@ import sys
 
 LIBRARY_MODULES = [
     "finetune_pipeline.settings", "finetune_pipeline.records", "finetune_pipeline.sources",
-    "finetune_pipeline.cleaning", "finetune_pipeline.cleaning.bias", "finetune_pipeline.dedup", "finetune_pipeline.labeling",
+    "finetune_pipeline.cleaning", "finetune_pipeline.cleaning.bias", "finetune_pipeline.dedup", "finetune_pipeline.labeling", "finetune_pipeline.labeling.zero_shot",
+    "finetune_pipeline.labeling.consensus", "finetune_pipeline.labeling.agreement", "finetune_pipeline.labeling.annotations",
+    "finetune_pipeline.labeling.review",
     "finetune_pipeline.augment", "finetune_pipeline.splits", "finetune_pipeline.validation",
     "finetune_pipeline.exports", "finetune_pipeline.raw_inventory", "finetune_pipeline.training.lora",
 ]

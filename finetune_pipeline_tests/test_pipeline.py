@@ -58,7 +58,13 @@ def test_every_source_type_reaches_the_corpus_and_stages_do_work(sample_run):
     assert {"txt", "md", "html", "pdf", "csv", "jsonl", "sqlite"} <= set(raw["source_type"])
     rejects = pl.read_parquet(root / "exports" / "rejects.parquet")
     reasons = set(rejects["reason"])
-    assert {"exact_duplicate", "near_duplicate", "too_short", "unlabeled", "label_not_in_label_set"} <= reasons
+    assert {"exact_duplicate", "near_duplicate", "too_short", "label_not_in_label_set"} <= reasons
+    # raw/notes.txt has no label folder: the zero-shot model labels it (confidently, so not in review)
+    labeled = pl.read_parquet(root / ".pipeline" / "assets" / "labeled_corpus.parquet")
+    notes = labeled.filter(pl.col("source_uri") == "raw/notes.txt")
+    assert notes.select("label", "label_source").rows() == [("shipping", "model")]
+    assert notes["label_model"][0].startswith("zero-shot all-MiniLM-L6-v2")
+    assert isinstance(json.loads((root / "exports" / "review" / "tasks.json").read_text()), list)
     assert rejects.filter(pl.col("stage").is_null() | pl.col("reason").is_null()).is_empty()
 
 

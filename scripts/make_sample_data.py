@@ -369,7 +369,15 @@ def main() -> None:
         "# Sample data set: support tickets of a small online shop, sorted into four classes.\n"
         "# Built by scripts/make_sample_data.py; every setting not listed here keeps its default\n"
         "# (see finetune_pipeline/settings.py).\n"
-        "task: classification\nlabels: [billing, technical_issue, account_access, shipping]\n", encoding="utf-8")
+        "task: classification\nlabels: [billing, technical_issue, account_access, shipping]\n"
+        "# What each label means, for zero-shot labels on records without one (raw/notes.txt here).\n"
+        "labeling:\n  label_descriptions:\n"
+        "    billing: A question about a charge, a payment, an invoice or a refund.\n"
+        "    technical_issue: The website or the app does not work, an error, a crash, a page that does not load.\n"
+        "    account_access: The customer cannot log in to their account, password, verification code, locked "
+        "account.\n"
+        "    shipping: Where is my parcel, delivery, tracking number, courier, late or lost package.\n",
+        encoding="utf-8")
     summary(shares, rows)
 
 

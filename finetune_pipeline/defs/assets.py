@@ -1,7 +1,7 @@
 """The pipeline's assets, one per stage, each a thin call into the library plus metadata.
 
 raw_corpus -> cleaned_corpus -> deduplicated_corpus -> labeled_corpus -> augmented_corpus
--> dataset_splits -> lora_adapter, plus rejected_records and data_card.
+-> dataset_splits -> lora_adapter, plus review_queue (beside labeled_corpus), rejected_records and data_card.
 """
 
 
@@ -17,6 +17,8 @@ from finetune_pipeline.cleaning.bias import ALL_LABELS, bias_findings, bias_repo
 from finetune_pipeline.cleaning.erasure import ErasureFileError, load_erasure_requests
 from finetune_pipeline.dedup import deduplicate
 from finetune_pipeline.labeling import apply_labels, label_set
+from finetune_pipeline.labeling.annotations import load_annotations
+from finetune_pipeline.labeling.review import write_review_export
 from finetune_pipeline.raw_inventory import inventory, inventory_version
 from finetune_pipeline.records import CORPUS_STAGES, SPLITS, StageResult
 from finetune_pipeline.sources import collect_raw_corpus
@@ -230,17 +232,131 @@ def deduplicated_corpus(context: dg.AssetExecutionContext, pipeline: PipelineRes
     return result
 
 
-@dg.asset(group_name="labeling", kinds={"polars"}, owners=OWNERS,
-          description="Records with a label from the label set (from a column or the parent folder). "
-                      "Unlabeled records and labels outside the set are rejected with that reason.")
-def labeled_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource,
-                   deduplicated_corpus: pl.DataFrame) -> StageResult:
+@dg.multi_asset(
+    outs={
+        "labeled_corpus": dg.AssetOut(
+            group_name="labeling", kinds={"polars"}, owners=OWNERS,
+            description="Records with a label from the label set. Precedence: expert annotator > crowd consensus "
+                        "(Dawid-Skene or majority) or a single annotator > column/folder label > model label "
+                        "(zero-shot by embedding similarity, or a classifier once enough human labels exist). "
+                        "Model labels under labeling.review_threshold and crowd labels under "
+                        "labeling.agreement_threshold are rejected as in_review and wait in review_queue."),
+        "review_queue": dg.AssetOut(
+            group_name="labeling", kinds={"polars", "labelstudio"}, owners=OWNERS,
+            description="Records waiting for a person: low-confidence model labels, open annotator disagreements "
+                        "and an audit sample of accepted model labels. Exported as Label Studio import tasks "
+                        "(exports/review/tasks.json, lowest score first, with the prediction) and a labeling "
+                        "config (exports/review/label_config.xml)."),
+    },
+)
+def labeling(context: dg.AssetExecutionContext, pipeline: PipelineResource, deduplicated_corpus: pl.DataFrame):
     require_upstream_checks(context, "deduplicated_corpus")
-    result = apply_labels(deduplicated_corpus, pipeline.settings())
-    context.add_output_metadata({**stage_metadata(deduplicated_corpus.height, result),
-                                 "label_set": ", ".join(result.stats["labels"])})
-    context.add_output_metadata(settings_used(pipeline, "labels"))
-    return result
+    settings = pipeline.settings()
+    annotations, problems = load_annotations(pipeline.annotations_dir())
+    result = apply_labels(deduplicated_corpus, settings, annotations, problems)
+    for problem in problems:
+        context.log.warning(f"annotations/{problem['file']} {problem['where']}: {problem['reason']}")
+    paths = write_review_export(result.review_queue, result.stats["labels"], pipeline.exports_dir() / "review")
+
+    stats = result.stats
+    model = stats["model"]
+    yield dg.Output(result, "labeled_corpus", metadata={
+        **stage_metadata(deduplicated_corpus.height, result),
+        "label_set": ", ".join(stats["labels"]),
+        **settings_used(pipeline, "labels", "labeling"),
+        "by_label_source": _bars(stats["by_label_source"]),
+        "model_labeled": model["accepted"],
+        **({"model_mean_confidence": model["mean_confidence"]} if model["mean_confidence"] is not None else {}),
+        "label_model": model["name"] or "none (no record needed one)",
+        "in_review": sum(stats["in_review"].values()),
+        "in_review_by_reason": _bars({k: v for k, v in stats["in_review"].items() if v}),
+        "annotation_files": stats["annotations"]["files"],
+        "annotation_rows": stats["annotations"]["rows"],
+        "annotation_problems": _problems_table(stats["annotations"]),
+        **agreement_metadata(stats["agreement"]),
+    })
+    review = result.review_queue
+    yield dg.Output(review, "review_queue", metadata={
+        "rows": review.height,
+        "by_reason": _bars(dict(review.group_by("reason").len().iter_rows())),
+        "lowest_scores": _md_table(["record_id", "reason", "prediction", "score", "chars"],
+                                   [[r, why, label, f"{score:.3f}", chars] for r, why, label, score, chars in
+                                    review.sort("score").head(8).select(
+                                        "record_id", "reason", "label", "score",
+                                        pl.col("text").str.len_chars()).rows()]),
+        "tasks": dg.MetadataValue.path(str(paths["tasks"])),
+        "label_config": dg.MetadataValue.path(str(paths["label_config"])),
+        "dagster/row_count": review.height,
+    })
+
+
+def _problems_table(annotations: dict) -> dg.MetadataValue:
+    problems = annotations["problems"]
+    if not problems:
+        return dg.MetadataValue.md("_none_")
+    more = annotations["problems_total"] - len(problems)
+    table = _md_table(["file", "where", "problem"], [[p["file"], p["where"], p["reason"]] for p in problems]).value
+    return dg.MetadataValue.md(table + (f"\n\n… and {more} more" if more else ""))
+
+
+def _annotator_label(annotator: str) -> str:
+    """Annotators by id, e-mail addresses without their domain: enough to tell people apart in the UI."""
+    return annotator.split("@", 1)[0] + "@…" if "@" in annotator else annotator
+
+
+def _fmt(value) -> str:
+    return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def agreement_metadata(report: dict) -> dict:
+    """Inter-annotator agreement as tables and an annotator-vs-consensus confusion plot."""
+    if not report["records"]:
+        return {"annotation_agreement": dg.MetadataValue.md(
+            "_no record labeled by two or more annotators yet: agreement needs overlapping annotations_")}
+    overall = _md_table(["records (2+ annotators)", "annotations", "annotators", "Krippendorff's alpha",
+                         "Fleiss' kappa", "Cohen's kappa (mean of pairs)", "pairs"],
+                        [[report["records"], report["annotations"], report["annotators"],
+                          _fmt(report["krippendorff_alpha"]), _fmt(report["fleiss_kappa"]),
+                          _fmt(report["cohen_kappa_mean"]), report["cohen_pairs"]]])
+    per_label = _md_table(["label", "annotations", "records (consensus)", "kappa (label vs rest)", "mean agreement"],
+                          [[r["label"], r["annotations"], r["records"], _fmt(r["kappa"]), _fmt(r["mean_agreement"])]
+                           for r in report["per_label"]])
+    per_annotator = _md_table(["annotator", "annotations", "scored", "accuracy vs consensus", "kappa vs consensus"],
+                              [[_annotator_label(r["annotator"]), r["annotations"], r["scored"], _fmt(r["accuracy"]),
+                                _fmt(r["kappa"])] for r in report["per_annotator"]])
+    return {"annotation_agreement": overall, "agreement_per_label": per_label,
+            "agreement_per_annotator": per_annotator, "annotator_confusion": _confusion_plot(report["confusion"])}
+
+
+def _confusion_plot(confusion: dict) -> dg.MetadataValue:
+    """A heat map (PNG, embedded) of annotator labels against the consensus, with the counts as a table."""
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, matrix = confusion["labels"], confusion["matrix"]
+    table = _md_table(["annotator said \\ consensus", *labels],
+                      [[label, *row] for label, row in zip(labels, matrix)]).value
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(labels), 1.0 + 0.8 * len(labels)), dpi=80)
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("consensus")
+    ax.set_ylabel("annotator")
+    top = max(max(row) for row in matrix) or 1
+    for i, row in enumerate(matrix):
+        for j, n in enumerate(row):
+            ax.text(j, i, n, ha="center", va="center", color="white" if n > top / 2 else "black")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    image = base64.b64encode(buffer.getvalue()).decode()
+    return dg.MetadataValue.md(f"![annotator vs consensus](data:image/png;base64,{image})\n\n{table}")
 
 
 @dg.asset(name="bias_report", group_name="reporting", kinds={"polars"}, owners=OWNERS,

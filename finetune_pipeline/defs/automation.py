@@ -1,5 +1,5 @@
-"""The raw folder as an observable source asset, the nightly schedule and the sensor on new raw files
-(both running by default under `dagster dev`).
+"""The raw folder as an observable source asset, the nightly schedule, the sensor on new raw files and
+the sensor on returned annotations (the sensors and the schedule run by default under `dagster dev`).
 
 `raw_files` carries a data version (a hash of every path and content hash under raw/). The sensor
 records a new observation whenever raw/ changes, so the UI marks `raw_corpus` and everything after it,
@@ -15,6 +15,7 @@ import dagster as dg
 
 from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.defs.assets import RAW_FILES
+from finetune_pipeline.labeling.annotations import ANNOTATION_SUFFIXES
 from finetune_pipeline.raw_inventory import compare, inventory, inventory_version
 
 with warnings.catch_warnings():  # include_sources is marked beta in dagster 1.13; the behaviour is tested
@@ -50,3 +51,26 @@ def new_raw_files(context: dg.SensorEvaluationContext, pipeline: PipelineResourc
     return dg.SensorResult(
         run_requests=[dg.RunRequest(tags={"trigger": "new_raw_files", "changes": changes.describe()})],
         asset_events=[observation])
+
+
+refresh_labels = dg.define_asset_job(
+    "refresh_labels", selection=dg.AssetSelection.assets("labeled_corpus", "review_queue").downstream(),
+    description="Re-label with the annotations in annotations/ and refresh everything downstream "
+                "(the review queue, augmentation, splits, training, reports).",
+)
+
+
+@dg.sensor(job=refresh_labels, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Requests a refresh of labeled_corpus and everything downstream when an annotation file "
+                       "(Label Studio JSON export, or CSV record_id,annotator,label) under annotations/ is added, "
+                       "changed (by content hash) or removed.")
+def new_annotations(context: dg.SensorEvaluationContext, pipeline: PipelineResource):
+    previous = json.loads(context.cursor) if context.cursor else {}
+    found = inventory(pipeline.annotations_dir(), previous)
+    current = {path: entry for path, entry in found.items()
+               if path.lower().endswith(ANNOTATION_SUFFIXES) and not any(p.startswith(".") for p in path.split("/"))}
+    changes = compare(previous, current)
+    context.update_cursor(json.dumps(current))
+    if not changes.any():
+        return dg.SkipReason(f"no new, changed or removed annotation files ({len(current)} files)")
+    return dg.RunRequest(tags={"trigger": "new_annotations", "changes": changes.describe()})

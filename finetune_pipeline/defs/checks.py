@@ -84,6 +84,17 @@ labeled_corpus_accounting = accounting_check("labeled_corpus", "deduplicated_cor
 augmented_corpus_accounting = accounting_check("augmented_corpus", "labeled_corpus")
 
 
+@dg.asset_check(asset="labeled_corpus", name="labeled_corpus_no_open_review", blocking=True,
+                description="No record still waiting for review reaches training: no model label under "
+                            "labeling.review_threshold, no crowd label under labeling.agreement_threshold.")
+def labeled_corpus_no_open_review(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
+    cfg = pipeline.settings().labeling
+    flags = v.open_review_frame(current, cfg.review_threshold, cfg.agreement_threshold)
+    return _result(v.validate(flags, "labeled_corpus_no_open_review", v.open_review_expectations()),
+                   extra={"model_labels_under_threshold": int(flags["model_label_under_review_threshold"].sum()),
+                          "open_disagreements": int(flags["open_disagreement"].sum())})
+
+
 @dg.asset_check(asset="dataset_splits", name="dataset_splits_no_leakage", blocking=True,
                 description="Split values valid, every label in every split, no record or group (near-duplicate "
                             "cluster) in two splits, augmented and synthetic rows only in train and in their "
@@ -132,7 +143,7 @@ def bias_report_representation(pipeline: PipelineResource, current: pl.DataFrame
 
 ALL_CHECKS = [
     raw_corpus_expectations, cleaned_corpus_expectations, deduplicated_corpus_expectations,
-    labeled_corpus_expectations, augmented_corpus_expectations,
+    labeled_corpus_expectations, labeled_corpus_no_open_review, augmented_corpus_expectations,
     cleaned_corpus_accounting, deduplicated_corpus_accounting, labeled_corpus_accounting,
     augmented_corpus_accounting, dataset_splits_no_leakage, lora_adapter_beats_baseline, bias_report_representation,
 ]

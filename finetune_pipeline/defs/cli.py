@@ -30,6 +30,9 @@ def _summary(data_dir: Path) -> str:
     if splits.exists():
         sizes = {p.stem: sum(1 for _ in p.open()) for p in sorted(splits.glob("*.jsonl"))}
         lines += ["", "splits: " + ", ".join(f"{k} {v}" for k, v in sizes.items()), f"exports: {splits.parent}"]
+    tasks = data_dir / "exports" / "review" / "tasks.json"
+    if tasks.exists():
+        lines.append(f"review queue: {len(json.loads(tasks.read_text()))} Label Studio task(s) in {tasks}")
     adapters = sorted((data_dir / "models").glob("*/metrics.json"))
     for metrics_path in adapters:
         m = json.loads(metrics_path.read_text())

@@ -39,6 +39,10 @@ class PipelineResource(dg.ConfigurableResource):
     def exports_dir(self) -> Path:
         return self.root() / "exports"
 
+    def annotations_dir(self) -> Path:
+        """Human or crowd labels coming back: Label Studio JSON exports or CSV record_id,annotator,label."""
+        return self.root() / "annotations"
+
     def models_dir(self) -> Path:
         return self.root() / "models"
 

@@ -1,41 +1,182 @@
 """Labeling stage: every record that goes on to training has a label from the label set.
 
-Labels come from a column or the parent folder at collection time (`label_source` says which).
-Records without one, or with a label outside the configured set, are rejected with that reason.
+Where a record's label comes from, first match wins:
+1. an expert annotator (`labeling.expert_annotators`) in `annotations/`      -> label_source `human`
+2. the other annotators in `annotations/`: the consensus of several (`crowd`), or the one annotator's label
+   (`human`). A reviewed label replaces the column/folder label: review exists to correct labels.
+3. a column or the parent folder at collection time                          -> `column` / `folder`
+4. the model, for records with no label: zero-shot by embedding similarity to the label descriptions, or a
+   logistic regression on human labels once there are enough                -> `model` (`label_model` names it)
+
+Records held for review leave this stage as rejects with reason `in_review` (so nothing is lost) and go
+to the review queue: model labels under `labeling.review_threshold`, crowd labels with agreement under
+`labeling.agreement_threshold`, and records whose experts disagree. A sampled share of the accepted model
+labels (`audit_share`) also goes to the queue for audit and stays in training. A label outside the label
+set is rejected as `label_not_in_label_set`; a record with no label and no model as `unlabeled`.
 """
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass, field
+from typing import Callable
+
 import polars as pl
 
+from finetune_pipeline.labeling.agreement import agreement_report
+from finetune_pipeline.labeling.annotations import empty_annotations
+from finetune_pipeline.labeling.consensus import resolve_annotations
+from finetune_pipeline.labeling.review import REVIEW_SCHEMA, empty_review
+from finetune_pipeline.labeling.zero_shot import Predictions, predict_labels
 from finetune_pipeline.records import StageResult, reject_rows
-from finetune_pipeline.settings import Settings
+from finetune_pipeline.settings import LabelingSettings, Settings
 
 STAGE = "labeled_corpus"
+REVIEW_HINT = "label it in Label Studio (exports/review/tasks.json) and drop the export into annotations/"
+MAX_PROBLEMS = 100  # listed in the stats; the count is always complete
+
+# (texts, labels, settings, training texts, training labels) -> predictions; training lists empty: zero-shot
+Labeler = Callable[[list[str], list[str], LabelingSettings, list[str], list[str]], Predictions]
 
 
-def label_set(corpus: pl.DataFrame, settings: Settings) -> list[str]:
-    """The configured labels, or every label seen in the data when none are configured."""
+@dataclass
+class LabelingResult(StageResult):
+    """The stage's kept and rejected rows, plus the records waiting for (or sampled for) human review."""
+
+    review_queue: pl.DataFrame = field(default_factory=empty_review)
+
+
+def label_set(corpus: pl.DataFrame, settings: Settings, annotations: pl.DataFrame | None = None) -> list[str]:
+    """The configured labels, or every label seen in the data (and in the annotations) when none are configured."""
     if settings.labels:
         return list(settings.labels)
-    return sorted(corpus["label"].drop_nulls().unique().to_list())
+    seen = set(corpus["label"].drop_nulls().to_list()) if "label" in corpus.columns else set()
+    if annotations is not None and annotations.height:
+        seen |= set(annotations["label"].to_list())
+    return sorted(seen)
 
 
-def apply_labels(corpus: pl.DataFrame, settings: Settings) -> StageResult:
-    labels = label_set(corpus, settings)
-    corpus = corpus.with_columns(
+def audit_sample(record_ids: list[str], share: float, seed: int) -> list[bool]:
+    """A stable pseudo-random `share` of the records: a record's pick depends only on its id and the seed,
+    so the audit set does not churn between runs."""
+    def draw(record_id: str) -> float:
+        return int(hashlib.sha256(f"{seed}:{record_id}".encode()).hexdigest()[:12], 16) / 16 ** 12
+    return [draw(r) < share for r in record_ids]
+
+
+def _annotation_problems(known: pl.DataFrame, unknown: pl.DataFrame, outside: pl.DataFrame) -> list[dict]:
+    problems = []
+    for file, n in unknown.group_by("source_file").len().sort("source_file").iter_rows():
+        problems.append({"file": file, "where": f"{n} row(s)",
+                         "reason": "record_id not in the corpus (rejected earlier, or from another data root); ignored"})
+    for file, label, n in outside.group_by("source_file", "label").len().sort("source_file", "label").iter_rows():
+        problems.append({"file": file, "where": f"{n} row(s)",
+                         "reason": f"label '{label}' is not in the label set; ignored (fix the label or `labels`)"})
+    return problems
+
+
+def apply_labels(corpus: pl.DataFrame, settings: Settings, annotations: pl.DataFrame | None = None,
+                 annotation_problems: list[dict] | None = None, labeler: Labeler = predict_labels) -> LabelingResult:
+    """Label every record of `corpus` (precedence in the module docstring); `annotations` are the rows of
+    `annotations.load_annotations`, `annotation_problems` the problems it found (reported in the stats)."""
+    cfg = settings.labeling
+    annotations = annotations if annotations is not None else empty_annotations()
+    labels = label_set(corpus, settings, annotations)
+    corpus = corpus.with_row_index("_row").with_columns(
         pl.when(pl.col("label").is_not_null()).then(pl.coalesce("label_confidence", pl.lit(1.0)))
-        .alias("label_confidence")
+        .alias("label_confidence"),
+        pl.lit(None, pl.String).alias("label_model"),
+        pl.lit(None, pl.Float64).alias("label_agreement"),
     )
-    unlabeled = corpus.filter(pl.col("label").is_null())
+
+    # 1-2. Human annotations: expert, consensus or single annotator.
+    in_corpus = pl.col("record_id").is_in(corpus["record_id"].implode())
+    in_set = pl.col("label").is_in(labels)
+    known, unknown = annotations.filter(in_corpus), annotations.filter(~in_corpus)
+    valid, outside_ann = known.filter(in_set), known.filter(~in_set)
+    resolved = resolve_annotations(valid, cfg)
+    agreement = agreement_report(valid, resolved, labels)
+    ann = resolved.rename({c: f"{c}_ann" for c in resolved.columns if c != "record_id"})
+    corpus = corpus.join(ann, on="record_id", how="left")
+    is_open = pl.col("open_ann").fill_null(False)
+    disputed, corpus = corpus.filter(is_open), corpus.filter(~is_open)
+    annotated = pl.col("label_ann").is_not_null()
+    corpus = corpus.with_columns(
+        *[pl.when(annotated).then(pl.col(f"{c}_ann")).otherwise(pl.col(c)).alias(c)
+          for c in ("label", "label_source", "label_confidence", "label_agreement")])
+    ann_cols = [c for c in corpus.columns if c.endswith("_ann")]
+    n_annotated = corpus.filter(annotated).height
+    corpus = corpus.drop(ann_cols)
+
+    # 3. Given labels; 4. the model for the rest.
     outside = corpus.filter(pl.col("label").is_not_null() & ~pl.col("label").is_in(labels))
+    unlabeled = corpus.filter(pl.col("label").is_null())
     kept = corpus.filter(pl.col("label").is_in(labels))
+    train = kept.filter(pl.col("label_source").is_in(list(cfg.classifier_label_sources)))
+    use_classifier = train.height >= cfg.min_human_labels_for_classifier and train["label"].n_unique() >= 2
+    predicted, model_name = unlabeled.clear(), None
+    if unlabeled.height and labels and (cfg.zero_shot or use_classifier):
+        train_texts = train["text"].to_list() if use_classifier else []
+        train_labels = train["label"].to_list() if use_classifier else []
+        preds = labeler(unlabeled["text"].to_list(), labels, cfg, train_texts, train_labels)
+        model_name = preds.model
+        predicted = unlabeled.with_columns(
+            pl.Series("label", preds.labels, pl.String), pl.lit("model").alias("label_source"),
+            pl.Series("label_confidence", preds.confidences, pl.Float64), pl.lit(preds.model).alias("label_model"))
+        unlabeled = unlabeled.clear()
+    low = predicted.filter(pl.col("label_confidence") < cfg.review_threshold)
+    accepted = predicted.filter(pl.col("label_confidence") >= cfg.review_threshold)
+    kept = pl.concat([kept, accepted]).sort("_row").drop("_row")
+
+    low_detail = pl.format("model label '{}' at confidence {} < review_threshold {}; " + REVIEW_HINT,
+                           "label", pl.col("label_confidence").round(3), pl.lit(cfg.review_threshold))
+    open_detail = pl.format("open disagreement: agreement {} among {} annotators (agreement_threshold {}, "
+                            "or expert annotators split); "
+                            + REVIEW_HINT, pl.col("label_agreement_ann").round(3), "annotators_ann",
+                            pl.lit(cfg.agreement_threshold))
     rejected = pl.concat([
+        reject_rows(disputed, STAGE, "in_review", open_detail),
+        reject_rows(low, STAGE, "in_review", low_detail),
         reject_rows(unlabeled, STAGE, "unlabeled",
-                    "no label from a column or folder; add one (annotations/, label column or folder)"),
+                    "no label from a column, folder or annotation, and zero-shot labeling is off "
+                    "(labeling.zero_shot); label it (annotations/, label column or folder)"),
         reject_rows(outside, STAGE, "label_not_in_label_set",
                     pl.format("label '{}' is not in the label set; fix it or add it to `labels`", "label")),
     ])
+
+    accepted_model = kept.filter(pl.col("label_source") == "model")
+    audit = accepted_model.filter(pl.Series(audit_sample(accepted_model["record_id"].to_list(),
+                                                         cfg.audit_share, cfg.seed), dtype=pl.Boolean))
+    review = pl.concat([
+        _review_rows(low, "low_confidence", pl.col("label_confidence")),
+        _review_rows(disputed.with_columns(pl.col("label_ann").alias("label")), "disagreement",
+                     pl.col("label_agreement_ann"), pl.lit(f"crowd consensus ({cfg.consensus})")),
+        _review_rows(audit, "audit", pl.col("label_confidence")),
+    ])
+
+    problems = (annotation_problems or []) + _annotation_problems(known, unknown, outside_ann)
     counts = kept.group_by("label").len().sort("label")
-    return StageResult(kept=kept, rejected=rejected,
-                       stats={"labels": labels, "by_label": dict(zip(counts["label"], counts["len"]))})
+    sources = kept.group_by("label_source").len().sort("label_source")
+    stats = {
+        "labels": labels,
+        "by_label": dict(zip(counts["label"], counts["len"])),
+        "by_label_source": dict(zip(sources["label_source"], sources["len"])),
+        "model": {"name": model_name, "predicted": predicted.height, "accepted": accepted.height,
+                  "in_review": low.height,
+                  "mean_confidence": round(float(predicted["label_confidence"].mean()), 4) if predicted.height else None},
+        "in_review": {"low_confidence": low.height, "disagreement": disputed.height},
+        "review_queue": dict(review.group_by("reason").len().sort("reason").iter_rows()),
+        "annotations": {"rows": annotations.height, "files": annotations["source_file"].n_unique(),
+                        "records_labeled": n_annotated, "records_in_review": disputed.height,
+                        "problems_total": len(problems), "problems": problems[:MAX_PROBLEMS]},
+        "agreement": agreement,
+    }
+    return LabelingResult(kept=kept, rejected=rejected, stats=stats, review_queue=review)
+
+
+def _review_rows(frame: pl.DataFrame, reason: str, score: pl.Expr, model: pl.Expr | None = None) -> pl.DataFrame:
+    return frame.select(
+        "record_id", "text", "label", score.cast(pl.Float64).alias("score"), pl.lit(reason).alias("reason"),
+        (model if model is not None else pl.col("label_model")).cast(pl.String).alias("label_model"),
+        "source_uri", "locator",
+    ).cast(REVIEW_SCHEMA)

@@ -1,0 +1,69 @@
+"""The labeling assets in Dagster: labeled_corpus and review_queue from a stored deduplicated corpus and an
+annotations/ folder, with their metadata, the Label Studio export and the blocking checks."""
+
+import json
+
+import dagster as dg
+import polars as pl
+
+from finetune_pipeline.defs import assets
+from finetune_pipeline.defs.checks import ALL_CHECKS
+from finetune_pipeline.defs.io import ParquetIOManager
+from finetune_pipeline.defs.resources import PipelineResource
+from finetune_pipeline.records import corpus_frame
+
+TICKETS = {
+    "billing": "I was charged twice for order {n} and would like a refund of the second payment, please.",
+    "shipping": "My parcel for order {n} has not arrived, the tracking number has not changed for a week.",
+}
+
+
+def test_labeling_assets_materialize_with_agreement_metadata_and_review_export(tmp_path):
+    root = tmp_path / "data"
+    rows = [{"record_id": f"{label[:4]}{n}", "text": text.format(n=n), "label": label, "label_source": "folder",
+             "source_uri": f"raw/{label}/{n}.txt", "locator": "element 0", "content_sha256": f"{n:064d}",
+             "group_id": f"{label}{n}"} for label, text in TICKETS.items() for n in range(12)]
+    rows.append({"record_id": "unlabeled", "text": "Where is my package? The courier tracking page shows nothing.",
+                 "source_uri": "raw/notes.txt", "locator": "element 0", "content_sha256": "f" * 64,
+                 "group_id": "notes"})
+    (root / ".pipeline" / "assets").mkdir(parents=True)
+    corpus_frame(rows).write_parquet(root / ".pipeline" / "assets" / "deduplicated_corpus.parquet")
+    (root / "finetune.yaml").write_text("labels: [billing, shipping]\nchecks: {min_records: 5}\n"
+                                        "labeling: {expert_annotators: [lead@example.com]}\n")
+    (root / "annotations").mkdir()
+    (root / "annotations" / "crowd.csv").write_text("record_id,annotator,label\n" + "".join(
+        f"{r},{a},{lab}\n" for r, lab in [("bill0", "billing"), ("bill1", "billing"), ("ship0", "shipping"),
+                                          ("ship1", "shipping")] for a in ("ann1", "ann2", "ann3"))
+        + "bill2,ann1,billing\nbill2,ann2,shipping\nbill2,ann3,shipping\nbill2,ann4,billing\n"  # a 2:2 split
+        + "ship3,ann1,shipping\n")
+    (root / "annotations" / "broken.json").write_text("{")
+
+    pipeline = PipelineResource(data_dir=str(root))
+    checks = [c for c in ALL_CHECKS if any(k.asset_key.to_user_string() == "labeled_corpus" for k in c.check_keys)]
+    result = dg.materialize([*dg.load_assets_from_modules([assets]), *checks], resources={
+        "pipeline": pipeline, "io_manager": ParquetIOManager(pipeline=pipeline)},
+        selection=["labeled_corpus", "review_queue"], raise_on_error=False)
+    assert result.success
+
+    meta = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("labeling")}
+    labeled, review = meta["labeled_corpus"], meta["review_queue"]
+    assert labeled["rows_in"].value == 25 and labeled["rows_out"].value + labeled["rows_rejected"].value == 25
+    assert labeled["in_review"].value == 1  # bill2: annotators split 2:2
+    assert "crowd" in labeled["by_label_source"].value and "model" in labeled["by_label_source"].value
+    assert "zero-shot all-MiniLM-L6-v2" in labeled["label_model"].value
+    assert "Krippendorff" in labeled["annotation_agreement"].value
+    assert "data:image/png;base64," in labeled["annotator_confusion"].value
+    assert "ann1" in labeled["agreement_per_annotator"].value
+    assert "broken.json" in labeled["annotation_problems"].value and "not valid JSON" in labeled["annotation_problems"].value
+    for value in list(labeled.values()) + list(review.values()):
+        assert "charged twice" not in str(getattr(value, "value", value))  # no record text in metadata
+
+    tasks = json.loads((root / "exports" / "review" / "tasks.json").read_text())
+    assert "bill2" in {t["data"]["record_id"] for t in tasks} and review["rows"].value == len(tasks)
+    assert (root / "exports" / "review" / "label_config.xml").exists()
+    evaluations = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+                   for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    assert evaluations == {"labeled_corpus_expectations": True, "labeled_corpus_no_open_review": True,
+                           "labeled_corpus_accounting": True}
+    kept = pl.read_parquet(root / ".pipeline" / "assets" / "labeled_corpus.parquet")
+    assert kept.filter(pl.col("record_id") == "unlabeled")["label"].to_list() == ["shipping"]
