@@ -28,10 +28,10 @@ run: install
 	$(BIN)/finetune-pipeline run
 
 # The SQL-source and Dagster-storage tests read from a real PostgreSQL: a throwaway server on 127.0.0.1
-# (scripts/test_postgres.sh); the UI test drives Debian's Chromium (scripts/ensure_chromium.sh). Both are
+# (scripts/test_postgres.sh); the UI test drives Debian's Chromium. Both are
 # installed with apt-get when missing and running as root.
 test: install
-	scripts/ensure_chromium.sh
+	scripts/ensure_debian_package.sh chromium chromium
 	FINETUNE_TEST_PG_URL="$$(scripts/test_postgres.sh start)" $(BIN)/python -m pytest
 
 ui: install

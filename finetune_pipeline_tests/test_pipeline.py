@@ -204,7 +204,7 @@ def webserver(sample_run, tmp_path_factory):
 
 def _browse(url: str, tmp: Path, screenshot: str | None = None) -> str:
     """The rendered DOM of `url` in headless Chromium, optionally saving a screenshot."""
-    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: `make test` installs it (apt-get install chromium)"
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: `make test` installs it (scripts/ensure_debian_package.sh)"
     args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run",
             f"--user-data-dir={tmp / 'profile'}", "--window-size=1600,1000", "--hide-scrollbars",

@@ -24,16 +24,6 @@ find_bin() {
   return 1
 }
 
-install_postgres() {
-  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "PostgreSQL is not installed; install it (Debian: apt-get install -y postgresql) and re-run." >&2
-    exit 1
-  fi
-  echo "installing PostgreSQL (apt-get) ..." >&2
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-}
-
 # The server refuses to run as root: run its commands as the `postgres` user when we are root.
 as_owner() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
@@ -41,7 +31,7 @@ as_owner() {
 
 start() {
   local bin
-  bin=$(find_bin) || { install_postgres; bin=$(find_bin); }
+  bin=$(find_bin) || { "$(dirname "$0")/ensure_debian_package.sh" pg_ctlcluster postgresql; bin=$(find_bin); }
   if [ "$(id -u)" = 0 ]; then
     mkdir -p "$PGTEST_DIR" && chown postgres "$PGTEST_DIR"
   else
