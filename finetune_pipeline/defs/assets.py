@@ -135,7 +135,7 @@ def raw_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource) ->
     result = collect_raw_corpus(pipeline.root(), pipeline.settings(), cache_dir=pipeline.parse_cache_dir(),
                                 progress=_progress_logger(context))
     by_type = result.stats["by_source_type"]
-    context.add_output_metadata({
+    context.add_output_metadata({**settings_used(pipeline, "sources"),
         **stage_metadata(result.kept.height + result.rejected.height, result),
         "sources": result.stats["files"] + len(pipeline.settings().sources.sql),
         "sources_parsed": result.stats["parsed"],
@@ -144,7 +144,6 @@ def raw_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource) ->
             ["type", "sources", "records", "rejects", "parsed", "from cache"],
             [[t, s["files"], s["records"], s["rejects"], s["parsed"], s["cached"]] for t, s in sorted(by_type.items())]),
     })
-    context.add_output_metadata(settings_used(pipeline, "sources"))
     return result
 
 
@@ -188,7 +187,8 @@ def cleaned_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource
         raise dg.Failure(description=f"{exc}. Erasure requests cannot be skipped: fix the file and re-run.") from None
     result = clean_corpus(raw_corpus, settings, requests)
     stats = result.stats
-    context.add_output_metadata({**stage_metadata(raw_corpus.height, result),
+    context.add_output_metadata({**settings_used(pipeline, "cleaning", "privacy"),
+                                 **stage_metadata(raw_corpus.height, result),
                                  "texts_changed": stats["texts_changed"],
                                  "pii_by_type": _bars(stats["pii_by_type"]),
                                  "pii_report": pii_report(stats, settings.privacy.model_dump(
@@ -197,7 +197,6 @@ def cleaned_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource
                                  "quality_flags": _bars(stats["quality_flags"]),
                                  "erasure_requests": erasure_report(stats["erasure"]),
                                  "records_erased": stats["erasure"]["records_removed"]})
-    context.add_output_metadata(settings_used(pipeline, "cleaning", "privacy"))
     return result
 
 
@@ -214,7 +213,7 @@ def deduplicated_corpus(context: dg.AssetExecutionContext, pipeline: PipelineRes
     stats = result.stats
     largest = [[c["group_id"], c["size"], c["exact_duplicate"], c["near_duplicate"], c["semantic_duplicate"],
                 _cell(c["preview"])] for c in stats["largest_clusters"]]
-    context.add_output_metadata({
+    context.add_output_metadata({**settings_used(pipeline, "dedup"),
         **stage_metadata(cleaned_corpus.height, result),
         "exact_duplicates": stats["exact_duplicates"],
         "near_duplicates": stats["near_duplicates"],
@@ -228,7 +227,6 @@ def deduplicated_corpus(context: dg.AssetExecutionContext, pipeline: PipelineRes
         **({"semantic_nearest_histogram": _histogram(stats["semantic_nearest_histogram"], "nearest cosine from")}
            if stats["semantic_nearest_histogram"] else {}),
     })
-    context.add_output_metadata(settings_used(pipeline, "dedup"))
     return result
 
 
@@ -371,7 +369,7 @@ def bias_report_table(context: dg.AssetExecutionContext, pipeline: PipelineResou
     mentioned = report.filter((pl.col("mentions") > 0) & (pl.col("label") != ALL_LABELS)).sort("dimension", "group",
                                                                                                   "label")
     findings = bias_findings(report, pipeline.settings().bias)
-    context.add_output_metadata({
+    context.add_output_metadata({**settings_used(pipeline, "bias"),
         "mentions_by_group": _bars({f"{r['dimension']}/{r['group']}": r["mentions"]
                                     for r in overall.iter_rows(named=True) if r["mentions"]}),
         "mentions_by_label": _md_table(
@@ -382,7 +380,6 @@ def bias_report_table(context: dg.AssetExecutionContext, pipeline: PipelineResou
         "warnings": dg.MetadataValue.md("\n".join(f"- {f}" for f in findings) or "_none_"),
         "dagster/row_count": report.height,
     })
-    context.add_output_metadata(settings_used(pipeline, "bias"))
     return report
 
 
@@ -398,7 +395,7 @@ def augmented_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResour
     meta = stage_metadata(labeled_corpus.height, result)
     meta["rows_out"] = labeled_corpus.height  # originals out; augmented rows are added, not counted as originals
     stats = result.stats
-    context.add_output_metadata({**meta, "augmented_rows": stats["augmented_rows"],
+    context.add_output_metadata({**settings_used(pipeline, "augmentation"), **meta, "augmented_rows": stats["augmented_rows"],
                                  "augmented_by_label": _bars(stats["by_label"]),
                                  "augmented_by_technique": _bars(stats["by_technique"]),
                                  "generated_dropped_by_reason": _bars(stats["generated_dropped"]),
@@ -406,7 +403,6 @@ def augmented_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResour
                                  "generator_error": stats["generator_error"] or "none"})
     if stats["generator_error"]:
         context.log.warning(f"generator failed, gaps filled by copies: {stats['generator_error']}")
-    context.add_output_metadata(settings_used(pipeline, "augmentation"))
     return result
 
 
@@ -426,13 +422,12 @@ def dataset_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource
         exports.write_parquet(folds, pipeline.exports_dir() / "folds.parquet")
     sizes = dict(splits.group_by("split").len().iter_rows())
     table = splits.group_by("split", "label").len().sort("split", "label").rows()
-    context.add_output_metadata({
+    context.add_output_metadata({**settings_used(pipeline, "splits"),
         "split_sizes": _md_table(["split", "rows"], [[s, sizes.get(s, 0)] for s in SPLITS]),
         "labels_per_split": _md_table(["split", "label", "rows"], table),
         "export_path": dg.MetadataValue.path(str(target)),
         "dagster/row_count": splits.height,
     })
-    context.add_output_metadata(settings_used(pipeline, "splits"))
     return splits
 
 
@@ -454,7 +449,7 @@ def lora_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource,
     metrics = train_lora_classifier(parts, labels, settings.training, output, data_snapshot=snapshot,
                                     log=context.log.info)
     test, base = metrics["test"], metrics["majority_baseline"]
-    context.add_output_metadata({
+    context.add_output_metadata({**settings_used(pipeline, "training"),
         "adapter_path": dg.MetadataValue.path(str(output)),
         "evaluation": _md_table(["approach", "test accuracy", "test macro-F1", "trainable params"],
                                 [["lora", f"{test['accuracy']:.3f}", f"{test['macro_f1']:.3f}",
@@ -466,7 +461,6 @@ def lora_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource,
         "peak_memory_mb": metrics["peak_memory_mb"],
         "data_snapshot": snapshot,
     })
-    context.add_output_metadata(settings_used(pipeline, "training"))
     return metrics
 
 
