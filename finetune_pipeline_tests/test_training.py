@@ -18,6 +18,16 @@ SHIPPING = ["my parcel has not arrived after two weeks", "the tracking number sh
             "when will my order be shipped to Berlin", "the carrier lost my parcel somewhere in transit"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core machine two threads per process
+    made these tests several times slower (measured 0.4 s vs 2-10 s for a 2-epoch tiny-BERT run)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_lora_trains_saves_and_reloads(tmp_path):
     splits = {"train": (BILLING[:4] + SHIPPING[:4], ["billing"] * 4 + ["shipping"] * 4),
               "validation": (BILLING[4:5] + SHIPPING[4:5], ["billing", "shipping"]),

@@ -9,7 +9,8 @@ Reads top to bottom:
 2. Packing (`packing: true`): examples are laid one after another into sequences of at most
    `max_length` tokens. Each example's `position_ids` restart at 0 and no attention mask is passed, so
    transformers builds a block-diagonal causal mask from the position ids (`find_packed_sequence_indices`
-   in masking_utils; flash-attention uses the same position ids): a token attends only to earlier tokens of
+   in masking_utils, used only without a KV cache, hence `use_cache=False`; flash-attention reads the same
+   position ids): a token attends only to earlier tokens of
    its own example, and the last token of one example is never trained to predict the next example's
    first token (that label is a prompt token, -100). Right padding forms its own block with -100 labels.
    `test_packed_logits_match_unpacked` checks the logits equal those of each example alone.
@@ -58,8 +59,8 @@ def _ids(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -
 
 
 def tokenize_example(tokenizer, prompt: str, response: str, max_length: int) -> dict | None:
-    """`input_ids` and `labels` of one record: -100 on the rendered prompt, the ids on the response.
-    None when truncation to `max_length` would leave no response token."""
+    """`input_ids`, `labels` (-100 on the rendered prompt, the ids on the response) and `position_ids`
+    of one record. None when truncation to `max_length` would leave no response token."""
     prompt_ids = _ids(tokenizer, chat_messages(prompt), add_generation_prompt=True)
     full_ids = _ids(tokenizer, chat_messages(prompt, response))
     if full_ids[:len(prompt_ids)] != prompt_ids:
@@ -70,7 +71,7 @@ def tokenize_example(tokenizer, prompt: str, response: str, max_length: int) -> 
     labels = labels[:len(full_ids)]
     if all(label == IGNORE for label in labels):
         return None
-    return {"input_ids": full_ids, "labels": labels}
+    return {"input_ids": full_ids, "labels": labels, "position_ids": list(range(len(full_ids)))}
 
 
 def pack(examples: list[dict], max_length: int) -> list[dict]:
@@ -83,7 +84,7 @@ def pack(examples: list[dict], max_length: int) -> list[dict]:
             current = {"input_ids": [], "labels": [], "position_ids": []}
         current["input_ids"] += example["input_ids"]
         current["labels"] += example["labels"]
-        current["position_ids"] += list(range(len(example["input_ids"])))
+        current["position_ids"] += example["position_ids"]
     if current["input_ids"]:
         sequences.append(current)
     return sequences
@@ -92,9 +93,7 @@ def pack(examples: list[dict], max_length: int) -> list[dict]:
 def sequences_for(tokenizer, pairs: Pairs, max_length: int, packing: bool) -> list[dict]:
     """Tokenized (and, with `packing`, packed) training sequences for `pairs`."""
     examples = [e for e in (tokenize_example(tokenizer, p, r, max_length) for p, r in pairs) if e is not None]
-    if packing:
-        return pack(examples, max_length)
-    return [{**e, "position_ids": list(range(len(e["input_ids"])))} for e in examples]
+    return pack(examples, max_length) if packing else examples
 
 
 def collate(sequences: list[dict], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -113,7 +112,8 @@ def collate(sequences: list[dict], pad_id: int, device: torch.device) -> dict[st
 def token_loss(model, batch: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, int]:
     """(sum of next-token losses over labelled tokens, number of labelled tokens)."""
     with autocast(device):
-        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
+        # use_cache=False: with a KV cache transformers skips the packed-sequence mask (masking_utils).
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
     targets = batch["labels"][:, 1:]  # position t predicts token t+1
     loss = torch.nn.functional.cross_entropy(logits[:, :-1].float().flatten(0, 1), targets.flatten(),
                                              ignore_index=IGNORE, reduction="sum")
