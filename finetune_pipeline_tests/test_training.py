@@ -221,3 +221,23 @@ def test_registry_lists_loads_switches_and_merges_with_logits_parity(tiny_bert, 
     merged = AutoModelForSequenceClassification.from_pretrained(merged_dir).eval()
     with torch.no_grad():
         assert torch.allclose(merged(**enc).logits, other, atol=1e-4)  # same logits before and after merging
+
+
+def test_adapters_cli_lists_shows_and_merges(tiny_bert, tmp_path, capsys):
+    from transformers import AutoModelForSequenceClassification
+
+    from finetune_pipeline.defs.cli import main
+    from finetune_pipeline.training import registry
+
+    metrics = train_lora_classifier(_splits(), ["billing", "shipping"], _tiny_cfg(tiny_bert, epochs=1),
+                                    tmp_path / "models" / "tickets", data_snapshot="snap", log=lambda m: None)
+    registry.register(tmp_path / "models", "tickets", tmp_path / "models" / "tickets", metrics)
+    assert main(["adapters", "--data-dir", str(tmp_path), "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "tickets" in listed and "lora" in listed and "snap" in listed and "test_accuracy" in listed
+    assert main(["adapters", "--data-dir", str(tmp_path), "show", "tickets"]) == 0
+    assert json.loads(capsys.readouterr().out)["base"] == tiny_bert
+    assert main(["adapters", "--data-dir", str(tmp_path), "merge", "tickets", str(tmp_path / "merged")]) == 0
+    assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged").config.num_labels == 2
+    assert main(["adapters", "--data-dir", str(tmp_path), "show", "nope"]) == 1
+    assert "no adapter for task 'nope'" in capsys.readouterr().err
