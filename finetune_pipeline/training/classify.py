@@ -76,8 +76,7 @@ def train_classifier(splits: Splits, labels: list[str], cfg: TrainingSettings, o
     test_texts, test_labels = splits["test"]
     y_train = torch.tensor([label_id[x] for x in train_labels])
     y_val = [label_id[x] for x in val_labels]
-    encodings = tokenizer(train_texts, truncation=True, max_length=cfg.max_length, padding=True,
-                          return_tensors="pt")
+    encodings = tokenizer(train_texts, truncation=True, max_length=cfg.max_length)  # padded per batch below
 
     state = {"epoch": 0, "best_score": -math.inf, "stale": 0, "history": [], "stopped": False}
     best = None
@@ -94,7 +93,8 @@ def train_classifier(splits: Splits, labels: list[str], cfg: TrainingSettings, o
             model.train()
             losses = []
             for idx in epoch_batches(len(train_texts), cfg.batch_size, cfg.seed, epoch):
-                batch = {k: v[idx].to(device) for k, v in encodings.items()}
+                batch = tokenizer.pad({k: [v[i] for i in idx] for k, v in encodings.items()},
+                                      return_tensors="pt").to(device)
                 with autocast(device):
                     logits = model(**batch).logits
                 loss = torch.nn.functional.cross_entropy(logits.float(), y_train[idx].to(device))
