@@ -139,6 +139,18 @@ def test_resume_off_starts_over(tiny_bert, tmp_path):
     assert metrics["resumed_from_epoch"] is None and metrics["epochs_run"] == 2
 
 
+def test_checkpoint_of_other_data_is_not_resumed(tiny_bert, tmp_path):
+    cfg = _tiny_cfg(tiny_bert, epochs=2)
+    with pytest.raises(Killed):
+        train_classifier(_splits(), ["billing", "shipping"], cfg, tmp_path, log=lambda m: None,
+                         on_epoch_end=_kill_after(1))
+    changed = {**_splits(), "train": (BILLING[:3] + SHIPPING[:3], ["billing"] * 3 + ["shipping"] * 3)}
+    logged = []
+    metrics = train_classifier(changed, ["billing", "shipping"], cfg, tmp_path, log=logged.append)
+    assert metrics["resumed_from_epoch"] is None and "starting over" in logged[0]
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+
+
 def test_full_fine_tuning_trains_every_weight_and_saves_a_plain_model(tiny_bert, tmp_path):
     from transformers import AutoModelForSequenceClassification
 

@@ -11,6 +11,8 @@ checkpoint intact. Training deletes it once it has saved the final model.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -18,6 +20,17 @@ import torch
 from safetensors.torch import load_file, save_file
 
 CHECKPOINT_DIR = "checkpoint"
+# Settings that may change between a killed run and its resumption without changing what is trained.
+_NOT_FINGERPRINTED = {"resume", "checkpoint_every_epochs", "epochs", "early_stopping_patience", "compare",
+                      "adapter_name"}
+
+
+def fingerprint(approach: str, settings: dict, data) -> str:
+    """What a checkpoint was trained on: the approach, the settings that shape training, and the data.
+    A checkpoint with another fingerprint is not resumed (the run starts over)."""
+    shaping = {k: v for k, v in settings.items() if k not in _NOT_FINGERPRINTED}
+    payload = json.dumps([approach, shaping, data], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
@@ -28,7 +41,7 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(folder: Path, model, optimizer, best: dict[str, torch.Tensor] | None, state: dict) -> None:
     """Write `folder` (replacing it) from the model's trainable weights, the optimizer and `state`:
-    `epoch` (last finished), `best_score`, `stale`, `history`, `stopped`."""
+    `epoch` (last finished), `best_score`, `stale`, `history`, `stopped`, `fingerprint`."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -41,6 +54,14 @@ def save_checkpoint(folder: Path, model, optimizer, best: dict[str, torch.Tensor
     torch.save({"optimizer": optimizer.state_dict(), "rng": rng, **state}, tmp / "trainer_state.pt")
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
+
+
+def checkpoint_fingerprint(folder: Path) -> str | None:
+    """The fingerprint a checkpoint was saved with (None when there is no readable checkpoint)."""
+    try:
+        return torch.load(folder / "trainer_state.pt", weights_only=True, map_location="cpu").get("fingerprint")
+    except Exception:  # missing, half-written or foreign: not resumable
+        return None
 
 
 def load_checkpoint(folder: Path, model, optimizer) -> tuple[dict[str, torch.Tensor] | None, dict]:
