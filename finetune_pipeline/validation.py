@@ -224,3 +224,23 @@ def adapter_expectations(baseline_accuracy: float) -> list:
                                         strict_min=True),
         E.ExpectColumnValuesToBeBetween(column="test_macro_f1", min_value=0, max_value=1),
     ]
+
+
+def instruction_adapter_expectations(base_model_loss: float) -> list:
+    """No NaN loss, and the tuned model's test loss on response tokens is below the base model's."""
+    return [
+        E.ExpectColumnValuesToBeInSet(column="nan_loss", value_set=[False]),
+        E.ExpectColumnValuesToBeBetween(column="test_loss", min_value=0, max_value=base_model_loss, strict_max=True),
+    ]
+
+
+def comparison_expectations(approaches: list[str]) -> list:
+    """One row per configured approach, each with a finite test metric, no NaN loss and a parameter count."""
+    return [
+        E.ExpectColumnDistinctValuesToEqualSet(column="approach", value_set=approaches),
+        E.ExpectColumnValuesToBeUnique(column="approach"),
+        E.ExpectColumnValuesToNotBeNull(column="test_metric"),
+        E.ExpectColumnValuesToBeBetween(column="test_metric", min_value=0),
+        E.ExpectColumnValuesToBeInSet(column="nan_loss", value_set=[False]),
+        E.ExpectColumnValuesToBeBetween(column="trainable_parameters", min_value=1),
+    ]

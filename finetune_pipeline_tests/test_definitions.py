@@ -11,7 +11,8 @@ STAGES = ["raw_corpus", "cleaned_corpus", "deduplicated_corpus", "labeled_corpus
 def test_graph_has_the_seven_stages_in_order():
     graph = defs.get_repository_def().asset_graph
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert set(STAGES) | {"raw_files", "review_queue", "rejected_records", "data_card", "bias_report"} == keys
+    assert set(STAGES) | {"raw_files", "review_queue", "rejected_records", "data_card", "bias_report",
+                          "approach_comparison"} == keys
     for upstream, downstream in zip(STAGES, STAGES[1:]):
         parents = {k.to_user_string() for k in graph.get(dg.AssetKey(downstream)).parent_keys}
         assert upstream in parents, (upstream, downstream)
@@ -44,10 +45,17 @@ def test_annotations_refresh_labeling_and_everything_downstream():
     job = defs.resolve_job_def("refresh_labels")
     keys = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
     assert keys == {"labeled_corpus", "review_queue", "augmented_corpus", "dataset_splits", "lora_adapter", "bias_report",
+                    "approach_comparison",
                     "rejected_records", "data_card"}
     assert defs.get_sensor_def("new_annotations").job_name == "refresh_labels"
 
 
 def test_training_runs_in_the_gpu_pool():
-    assets_def = defs.get_assets_def("lora_adapter")
-    assert assets_def.op.pool == "gpu"
+    for name in ("lora_adapter", "approach_comparison"):
+        assert defs.get_assets_def(name).op.pool == "gpu", name
+
+
+def test_comparison_runs_beside_the_adapter_not_after_it():
+    graph = defs.get_repository_def().asset_graph
+    parents = {k.to_user_string() for k in graph.get(dg.AssetKey("approach_comparison")).parent_keys}
+    assert parents == {"dataset_splits"}

@@ -11,6 +11,9 @@ LIBRARY_MODULES = [
     "finetune_pipeline.labeling.review",
     "finetune_pipeline.augment", "finetune_pipeline.splits", "finetune_pipeline.validation",
     "finetune_pipeline.exports", "finetune_pipeline.raw_inventory", "finetune_pipeline.training.lora",
+    "finetune_pipeline.training.classify", "finetune_pipeline.training.feature",
+    "finetune_pipeline.training.instruction", "finetune_pipeline.training.registry",
+    "finetune_pipeline.training.compare",
 ]
 
 

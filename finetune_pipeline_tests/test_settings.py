@@ -39,3 +39,17 @@ def test_sample_settings_are_valid():
     from finetune_pipeline_tests.conftest import SAMPLE_DATA
 
     assert load_settings(SAMPLE_DATA).labels
+
+
+def test_instruction_task_needs_a_causal_lm_and_classification_refuses_instruction(tmp_path):
+    (tmp_path / "finetune.yaml").write_text("task: instruction\n")
+    with pytest.raises(SettingsError, match="instruction_base_model"):
+        load_settings(tmp_path)
+    (tmp_path / "finetune.yaml").write_text("training:\n  compare: [lora, instruction]\n")
+    with pytest.raises(SettingsError, match="needs task: instruction"):
+        load_settings(tmp_path)
+    (tmp_path / "finetune.yaml").write_text("training:\n  approach: sgd\n")
+    with pytest.raises(SettingsError, match="training.approach"):
+        load_settings(tmp_path)
+    (tmp_path / "finetune.yaml").write_text("task: instruction\ntraining:\n  instruction_base_model: /m\n")
+    assert load_settings(tmp_path).training.packing

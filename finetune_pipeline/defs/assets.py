@@ -1,11 +1,13 @@
 """The pipeline's assets, one per stage, each a thin call into the library plus metadata.
 
 raw_corpus -> cleaned_corpus -> deduplicated_corpus -> labeled_corpus -> augmented_corpus
--> dataset_splits -> lora_adapter, plus review_queue (beside labeled_corpus), rejected_records and data_card.
+-> dataset_splits -> lora_adapter, plus review_queue (beside labeled_corpus), approach_comparison,
+bias_report, rejected_records and data_card.
 """
 
 
 import time
+import warnings
 
 import dagster as dg
 import polars as pl
@@ -117,6 +119,10 @@ def require_upstream_checks(context: dg.AssetExecutionContext, upstream: str) ->
 # ---- the stages ---------------------------------------------------------------------------------------
 
 RAW_FILES = dg.AssetKey("raw_files")
+
+
+# observable_source_asset is marked beta in dagster 1.13; its behaviour here is tested (test_automation.py).
+warnings.filterwarnings("ignore", message=".*observable_source_asset.*", category=dg.BetaWarning)
 
 
 @dg.observable_source_asset(
@@ -431,37 +437,95 @@ def dataset_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource
     return splits
 
 
+def training_splits(splits: pl.DataFrame, task: str) -> dict[str, tuple[list[str], list[str]]]:
+    """Per split: (texts, labels) for classification, (prompts, responses) for instruction tasks."""
+    columns = ("prompt", "response") if task == "instruction" else ("text", "label")
+    parts = {}
+    for name in SPLITS:
+        part = splits.filter(pl.col("split") == name)
+        parts[name] = (part[columns[0]].to_list(), part[columns[1]].to_list())
+    return parts
+
+
+def _labels(splits: pl.DataFrame, settings) -> list[str]:
+    return [] if settings.task == "instruction" else label_set(splits, settings)
+
+
 @dg.asset(group_name="training", kinds={"pytorch", "peft"}, owners=OWNERS, pool="gpu",
-          description="A LoRA adapter (PEFT) on the base encoder for sequence classification, trained on the "
-                      "train split with early stopping on validation and evaluated on test. Saved as "
-                      "safetensors under models/<adapter_name>/ with the tokenizer, metrics.json and a model card.")
+          description="The task's adapter, trained on the train split with early stopping on validation and "
+                      "evaluated on test: PEFT LoRA on the base encoder for sequence classification (the head saved "
+                      "with it), or LoRA on `instruction_base_model` for instruction tasks (chat template, loss on "
+                      "responses only, packing). Resumes from its checkpoint after a killed run. Saved as "
+                      "safetensors under models/<adapter_name>/ with the tokenizer, metrics.json and a model "
+                      "card, and listed in models/registry.json.")
 def lora_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource,
                  dataset_splits: pl.DataFrame) -> dict:
     require_upstream_checks(context, "dataset_splits")
-    from finetune_pipeline.training.lora import train_lora_classifier  # torch: only this step pays the import
+    from finetune_pipeline.training import registry  # torch: only the training steps pay the import
+    from finetune_pipeline.training.compare import run_approach
 
     settings = pipeline.settings()
-    labels = label_set(dataset_splits, settings)
-    parts = {name: (dataset_splits.filter(pl.col("split") == name)["text"].to_list(),
-                    dataset_splits.filter(pl.col("split") == name)["label"].to_list()) for name in SPLITS}
+    cfg = settings.training
+    approach = "instruction" if settings.task == "instruction" else cfg.approach
     snapshot = exports.content_digest(dataset_splits)
-    output = pipeline.models_dir() / settings.training.adapter_name
-    metrics = train_lora_classifier(parts, labels, settings.training, output, data_snapshot=snapshot,
-                                    log=context.log.info)
-    test, base = metrics["test"], metrics["majority_baseline"]
-    context.add_output_metadata({**settings_used(pipeline, "training"),
+    output = pipeline.models_dir() / cfg.adapter_name
+    metrics = run_approach(approach, training_splits(dataset_splits, settings.task), _labels(dataset_splits, settings),
+                           cfg, output, data_snapshot=snapshot, log=context.log.info)
+    registry.register(pipeline.models_dir(), cfg.adapter_name, output, metrics)
+    test = metrics["test"]
+    if approach == "instruction":
+        base = metrics["base_model_test"]
+        evaluation = _md_table(["model", "test loss", "test perplexity", "trainable params"],
+                               [["instruction (LoRA)", f"{test['loss']:.4f}", f"{test['perplexity']:.2f}",
+                                 f"{metrics['trainable_parameters']:,}"],
+                                ["base model", f"{base['loss']:.4f}", f"{base['perplexity']:.2f}", 0]])
+    else:
+        base = metrics["majority_baseline"]
+        evaluation = _md_table(["approach", "test accuracy", "test macro-F1", "trainable params"],
+                               [[approach, f"{test['accuracy']:.3f}", f"{test['macro_f1']:.3f}",
+                                 f"{metrics['trainable_parameters']:,}"],
+                                ["majority class", f"{base['accuracy']:.3f}", f"{base['macro_f1']:.3f}", 0]])
+    context.add_output_metadata({**settings_used(pipeline, "task", "training"),
         "adapter_path": dg.MetadataValue.path(str(output)),
-        "evaluation": _md_table(["approach", "test accuracy", "test macro-F1", "trainable params"],
-                                [["lora", f"{test['accuracy']:.3f}", f"{test['macro_f1']:.3f}",
-                                  f"{metrics['trainable_parameters']:,}"],
-                                 ["majority class", f"{base['accuracy']:.3f}", f"{base['macro_f1']:.3f}", 0]]),
+        "registry": dg.MetadataValue.path(str(pipeline.models_dir() / registry.REGISTRY_FILE)),
+        "evaluation": evaluation,
         "epochs_run": metrics["epochs_run"],
+        "resumed_from_epoch": metrics.get("resumed_from_epoch") or 0,
         "device": metrics["device"],
         "wall_time_s": metrics["wall_time_s"],
         "peak_memory_mb": metrics["peak_memory_mb"],
         "data_snapshot": snapshot,
     })
     return metrics
+
+
+@dg.asset(group_name="training", kinds={"pytorch", "peft", "sklearn"}, owners=OWNERS, pool="gpu",
+          description="The fine-tuning approaches of `training.compare` (LoRA, full fine-tuning, feature-based: "
+                      "frozen embeddings + logistic regression; instruction tuning for instruction tasks) trained "
+                      "on the same splits: test accuracy and macro-F1 (or loss and perplexity), trainable "
+                      "parameters, wall time and peak memory, as a table and a plot. Models under "
+                      "models/comparison/<approach>/; exports/approach_comparison.json/.md/.png.")
+def approach_comparison(context: dg.AssetExecutionContext, pipeline: PipelineResource,
+                        dataset_splits: pl.DataFrame) -> dict:
+    require_upstream_checks(context, "dataset_splits")
+    from finetune_pipeline.training.compare import (comparison_markdown, compare_approaches, png_data_uri,
+                                                    write_comparison)  # torch: only this step pays the import
+    settings = pipeline.settings()
+    approaches = ["instruction"] if settings.task == "instruction" else list(settings.training.compare)
+    started = time.perf_counter()
+    result = compare_approaches(training_splits(dataset_splits, settings.task), _labels(dataset_splits, settings),
+                                settings.training, pipeline.models_dir() / "comparison", approaches,
+                                data_snapshot=exports.content_digest(dataset_splits), log=context.log.info)
+    result["total_wall_time_s"] = round(time.perf_counter() - started, 1)
+    paths = write_comparison(result, pipeline.exports_dir())
+    context.add_output_metadata({
+        "comparison": dg.MetadataValue.md(comparison_markdown(result)),
+        "plot": dg.MetadataValue.md(f"![approach comparison]({png_data_uri(paths['png'].read_bytes())})"),
+        "total_wall_time_s": result["total_wall_time_s"],
+        "device": result["rows"][0]["device"] if result["rows"] else "none",
+        "path": dg.MetadataValue.path(str(paths["md"])),
+    })
+    return result
 
 
 @dg.asset(group_name="reporting", kinds={"polars"}, owners=OWNERS,
@@ -481,14 +545,14 @@ def rejected_records(context: dg.AssetExecutionContext, pipeline: PipelineResour
 
 @dg.asset(group_name="reporting", kinds={"markdown"}, owners=OWNERS,
           description="The run's data card (exports/report.md): rows per stage, rejects by reason, personal "
-                      "data found by type, split sizes and labels, and the evaluation.")
+                      "data found by type, split sizes and labels, the evaluation and the approach comparison.")
 def data_card(context: dg.AssetExecutionContext, pipeline: PipelineResource, rejected_records: pl.DataFrame,
-              dataset_splits: pl.DataFrame, lora_adapter: dict) -> dict:
+              dataset_splits: pl.DataFrame, lora_adapter: dict, approach_comparison: dict) -> dict:
     counts = pipeline.stage_counts()
     cleaning = pipeline.stage_stats("cleaned_corpus")
     policy = pipeline.settings().privacy.model_dump(exclude={"detector", "min_score", "single_word_names"})
     text = exports.data_card(counts, rejected_records, dataset_splits, cleaning.get("pii_by_type", {}), lora_adapter,
-                             pii_policy=policy, erasure=cleaning.get("erasure"))
+                             pii_policy=policy, erasure=cleaning.get("erasure"), comparison=approach_comparison)
     path = exports.write_text(text, pipeline.exports_dir() / "report.md")
     context.add_output_metadata({"report": dg.MetadataValue.md(text), "path": dg.MetadataValue.path(str(path))})
     return {"path": str(path), "stage_counts": counts}

@@ -118,8 +118,15 @@ def dataset_splits_no_leakage(pipeline: PipelineResource, current: pl.DataFrame)
 
 
 @dg.asset_check(asset="lora_adapter", name="lora_adapter_beats_baseline", blocking=True,
-                description="No NaN training loss, and test accuracy above the majority-class baseline.")
+                description="No NaN training loss, and the test metric beats the baseline: accuracy above the "
+                            "majority class (classification), or response-token loss below the untuned base "
+                            "model's (instruction).")
 def lora_adapter_beats_baseline(current: dict) -> dg.AssetCheckResult:
+    if current.get("task") == "instruction":
+        base_loss = current["base_model_test"]["loss"]
+        frame = pl.DataFrame({"nan_loss": [current["nan_loss"]], "test_loss": [current["test"]["loss"]]})
+        return _result(v.validate(frame, "lora_adapter_expectations", v.instruction_adapter_expectations(base_loss)),
+                       extra={"test_loss": current["test"]["loss"], "base_model_test_loss": base_loss})
     frame = pl.DataFrame({"nan_loss": [current["nan_loss"]], "test_accuracy": [current["test"]["accuracy"]],
                           "test_macro_f1": [current["test"]["macro_f1"]]})
     return _result(v.validate(frame, "lora_adapter_expectations",
@@ -141,9 +148,29 @@ def bias_report_representation(pipeline: PipelineResource, current: pl.DataFrame
     )
 
 
+@dg.asset_check(asset="approach_comparison", name="approach_comparison_complete", blocking=True,
+                description="Every configured approach has a row with a finite test metric (macro-F1, or "
+                            "perplexity for instruction tasks), no NaN loss and its trainable parameters.")
+def approach_comparison_complete(pipeline: PipelineResource, current: dict) -> dg.AssetCheckResult:
+    settings = pipeline.settings()
+    approaches = ["instruction"] if settings.task == "instruction" else list(settings.training.compare)
+    metric = "test_perplexity" if current["task"] == "instruction" else "test_macro_f1"
+    rows = current["rows"]
+    frame = pl.DataFrame({
+        "approach": [r["approach"] for r in rows],
+        "test_metric": [None if r[metric] != r[metric] or r[metric] == float("inf") else r[metric] for r in rows],
+        "nan_loss": [r["nan_loss"] for r in rows],
+        "trainable_parameters": [r["trainable_parameters"] for r in rows],
+    }, schema={"approach": pl.String, "test_metric": pl.Float64, "nan_loss": pl.Boolean,
+               "trainable_parameters": pl.Int64})
+    return _result(v.validate(frame, "approach_comparison_expectations", v.comparison_expectations(approaches)),
+                   extra={"approaches": ", ".join(r["approach"] for r in rows)})
+
+
 ALL_CHECKS = [
     raw_corpus_expectations, cleaned_corpus_expectations, deduplicated_corpus_expectations,
     labeled_corpus_expectations, labeled_corpus_no_open_review, augmented_corpus_expectations,
     cleaned_corpus_accounting, deduplicated_corpus_accounting, labeled_corpus_accounting,
     augmented_corpus_accounting, dataset_splits_no_leakage, lora_adapter_beats_baseline, bias_report_representation,
+    approach_comparison_complete,
 ]

@@ -1,4 +1,5 @@
-"""Command line: `finetune-pipeline run` materializes every asset headless and prints a summary."""
+"""Command line: `finetune-pipeline run` materializes every asset headless and prints a summary;
+`finetune-pipeline adapters list|show|merge` reads the adapters registry (models/registry.json)."""
 
 import argparse
 import json
@@ -36,11 +37,21 @@ def _summary(data_dir: Path) -> str:
     adapters = sorted((data_dir / "models").glob("*/metrics.json"))
     for metrics_path in adapters:
         m = json.loads(metrics_path.read_text())
-        t, b = m["test"], m["majority_baseline"]
-        lines += [f"adapter: {metrics_path.parent}", "",
-                  f"{'approach':<16}{'test acc':>10}{'macro-F1':>10}{'trainable params':>18}",
-                  f"{m['approach']:<16}{t['accuracy']:>10.3f}{t['macro_f1']:>10.3f}{m['trainable_parameters']:>18,}",
-                  f"{'majority class':<16}{b['accuracy']:>10.3f}{b['macro_f1']:>10.3f}{0:>18}"]
+        t = m["test"]
+        lines += [f"adapter: {metrics_path.parent}", ""]
+        if m.get("task") == "instruction":
+            b = m["base_model_test"]
+            lines += [f"{'model':<16}{'test loss':>10}{'perplexity':>12}{'trainable params':>18}",
+                      f"{m['approach']:<16}{t['loss']:>10.4f}{t['perplexity']:>12.2f}{m['trainable_parameters']:>18,}",
+                      f"{'base model':<16}{b['loss']:>10.4f}{b['perplexity']:>12.2f}{0:>18}"]
+        else:
+            b = m["majority_baseline"]
+            lines += [f"{'approach':<16}{'test acc':>10}{'macro-F1':>10}{'trainable params':>18}",
+                      f"{m['approach']:<16}{t['accuracy']:>10.3f}{t['macro_f1']:>10.3f}{m['trainable_parameters']:>18,}",
+                      f"{'majority class':<16}{b['accuracy']:>10.3f}{b['macro_f1']:>10.3f}{0:>18}"]
+    comparison = data_dir / "exports" / "approach_comparison.md"
+    if comparison.exists():
+        lines += ["", "approach comparison (test split):", *comparison.read_text().splitlines()[2:]]
     report = data_dir / "exports" / "report.md"
     if report.exists():
         lines += ["", f"data card: {report}"]
@@ -75,14 +86,52 @@ def run(data_dir: str | None) -> int:
     return 0
 
 
+def adapters_command(args) -> int:
+    """List, show or merge registered adapters; the registry module does the work."""
+    from finetune_pipeline.settings import resolve_data_dir
+    from finetune_pipeline.training import registry
+
+    models = resolve_data_dir(args.data_dir) / "models"
+    try:
+        if args.adapters_command == "list":
+            entries = registry.list_adapters(models)
+            if not entries:
+                print(f"no adapters registered in {models / registry.REGISTRY_FILE}")
+            for e in entries:
+                scores = ", ".join(f"{k} {v:.3f}" for k, v in e["metrics"].items())
+                print(f"{e['task']:<20}{e['approach']:<13}{e['created']:<27}{e['data_snapshot']:<18}{scores}")
+                print(f"{'':<20}base {e['base_model']}; path {registry.adapter_path(models, e)}")
+        elif args.adapters_command == "show":
+            entry = registry.get(models, args.task)
+            print(json.dumps({**entry, "absolute_path": str(registry.adapter_path(models, entry))}, indent=2))
+        elif args.adapters_command == "merge":
+            out = registry.merge(models, args.task, Path(args.out_dir))
+            print(f"merged {args.task} into its base model: {out} (safetensors; load with transformers, no PEFT)")
+    except KeyError as err:
+        print(err.args[0], file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="finetune-pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="materialize every asset on the data root and print a summary")
     run_parser.add_argument("--data-dir", help="data root (default: $FINETUNE_DATA_DIR or data/)")
+    adapters = sub.add_parser("adapters", help="the adapters registry: list, show, merge")
+    adapters.add_argument("--data-dir", help="data root (default: $FINETUNE_DATA_DIR or data/)")
+    adapters_sub = adapters.add_subparsers(dest="adapters_command", required=True)
+    adapters_sub.add_parser("list", help="every registered adapter: task, approach, created, data snapshot, metrics")
+    show = adapters_sub.add_parser("show", help="one task's registry entry as JSON")
+    show.add_argument("task")
+    merge = adapters_sub.add_parser("merge", help="merge a task's adapter into its base model and save it")
+    merge.add_argument("task")
+    merge.add_argument("out_dir")
     args = parser.parse_args(argv)
     if args.command == "run":
         return run(args.data_dir)
+    if args.command == "adapters":
+        return adapters_command(args)
     return 2
 
 

@@ -1,10 +1,16 @@
-"""Classification metrics used by every training approach."""
+"""Metrics used by every training approach: classification scores, the majority-class baseline,
+predictions, and peak memory."""
 
 from __future__ import annotations
 
+import resource
+import threading
 from collections import Counter
 
+import torch
 from sklearn.metrics import accuracy_score, f1_score
+
+from finetune_pipeline.training.base_model import autocast
 
 
 def classification_metrics(y_true: list[int], y_pred: list[int]) -> dict[str, float]:
@@ -22,3 +28,58 @@ def majority_baseline(train_labels: list[str], test_labels: list[str]) -> dict[s
     vocab = sorted(set(train_labels) | set(test_labels))
     index = {label: i for i, label in enumerate(vocab)}
     return classification_metrics([index[t] for t in test_labels], [index[majority]] * len(test_labels))
+
+
+@torch.no_grad()
+def predict(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> list[int]:
+    """Predicted class ids for `texts` from a sequence-classification model."""
+    model.eval()
+    device = next(model.parameters()).device
+    preds: list[int] = []
+    for start in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[start:start + batch_size], truncation=True, max_length=max_length,
+                        padding=True, return_tensors="pt").to(device)
+        with autocast(device):
+            logits = model(**enc).logits
+        preds += logits.argmax(-1).tolist()
+    return preds
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * resource.getpagesize() / 2**20
+    except OSError:  # not Linux: the process's peak so far
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class PeakMemory:
+    """Peak memory while the block runs, in MiB: on CUDA the peak allocated by torch; on the CPU the
+    process's resident set size sampled every `interval_s` (so it includes what was loaded before)."""
+
+    def __init__(self, device: torch.device, interval_s: float = 0.05):
+        self.device, self.interval_s, self.peak_mb = device, interval_s, 0.0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.peak_mb = max(self.peak_mb, _rss_mb())
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            self.peak_mb = _rss_mb()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak_mb = max(self.peak_mb, _rss_mb())
+        self.peak_mb = round(self.peak_mb, 1)

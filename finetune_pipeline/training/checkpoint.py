@@ -1,0 +1,84 @@
+"""Resumable training: a checkpoint folder written after an epoch, read back when a killed run restarts.
+
+`<output>/checkpoint/` holds
+- `trainable.safetensors`: the weights being trained (LoRA matrices and head, or every weight);
+- `best.safetensors`: the trainable weights of the best validation epoch so far (early stopping);
+- `trainer_state.pt`: optimizer state, torch RNG states, the last finished epoch and the early-stopping
+  state, a dict of tensors and plain numbers read back with `torch.load(weights_only=True)` (no pickled code).
+It is written to a temporary folder and renamed into place, so a kill during the write leaves the previous
+checkpoint intact. Training deletes it once it has saved the final model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+CHECKPOINT_DIR = "checkpoint"
+# Settings that may change between a killed run and its resumption without changing what is trained.
+_NOT_FINGERPRINTED = {"resume", "checkpoint_every_epochs", "epochs", "early_stopping_patience", "compare",
+                      "adapter_name"}
+
+
+def fingerprint(approach: str, settings: dict, data) -> str:
+    """What a checkpoint was trained on: the approach, the settings that shape training, and the data.
+    A checkpoint with another fingerprint is not resumed (the run starts over)."""
+    shaping = {k: v for k, v in settings.items() if k not in _NOT_FINGERPRINTED}
+    payload = json.dumps([approach, shaping, data], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    """The parameters that get gradients, by name, detached copies on the CPU."""
+    return {name: p.detach().to("cpu", copy=True).contiguous()
+            for name, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(folder: Path, model, optimizer, best: dict[str, torch.Tensor] | None, state: dict) -> None:
+    """Write `folder` (replacing it) from the model's trainable weights, the optimizer and `state`:
+    `epoch` (last finished), `best_score`, `stale`, `history`, `stopped`, `fingerprint`."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(trainable_state(model), tmp / "trainable.safetensors")
+    if best is not None:
+        save_file(best, tmp / "best.safetensors")
+    rng = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save({"optimizer": optimizer.state_dict(), "rng": rng, **state}, tmp / "trainer_state.pt")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
+def checkpoint_fingerprint(folder: Path) -> str | None:
+    """The fingerprint a checkpoint was saved with (None when there is no readable checkpoint)."""
+    try:
+        return torch.load(folder / "trainer_state.pt", weights_only=True, map_location="cpu").get("fingerprint")
+    except Exception:  # missing, half-written or foreign: not resumable
+        return None
+
+
+def load_checkpoint(folder: Path, model, optimizer) -> tuple[dict[str, torch.Tensor] | None, dict]:
+    """Restore the model's trainable weights, the optimizer and the RNG states from `folder`; return
+    (best weights or None, state) where state holds `epoch`, `best_score`, `stale`, `history`, `stopped`."""
+    device = next(model.parameters()).device
+    weights = load_file(folder / "trainable.safetensors", device=str(device))
+    missing = set(weights) - {name for name, _ in model.named_parameters()}
+    if missing:
+        raise ValueError(f"{folder}: checkpoint does not fit this model (e.g. {sorted(missing)[0]}); "
+                         "delete the folder to start over")
+    model.load_state_dict(weights, strict=False)
+    best = load_file(folder / "best.safetensors") if (folder / "best.safetensors").exists() else None
+    state = torch.load(folder / "trainer_state.pt", weights_only=True, map_location="cpu")
+    optimizer.load_state_dict(state.pop("optimizer"))
+    rng = state.pop("rng")
+    torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return best, state

@@ -1,0 +1,230 @@
+"""Fine-tuning an encoder for sequence classification: LoRA (PEFT) or full fine-tuning, one plain loop.
+
+Reads top to bottom: load the base model with a classification head for the label set; for `lora` wrap
+it with a LoRA config (the head trains too and is saved with the adapter as `modules_to_save`), for
+`full` train every weight at the smaller `full_learning_rate`. Train on the train split in an order
+seeded by (seed, epoch), early-stop on validation macro-F1, keep the best epoch's weights, evaluate on
+test, then save: the PEFT adapter (lora) or the whole model (full) in safetensors, with the tokenizer,
+`metrics.json` and a model card. A checkpoint after each epoch lets a killed run resume where it was
+(see checkpoint.py). CUDA in bf16 when present, the CPU otherwise; imports no dagster.
+
+    python -m finetune_pipeline.training.classify --help
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+from peft import LoraConfig, TaskType, get_peft_model
+from transformers import AutoTokenizer
+
+from finetune_pipeline.settings import TrainingSettings
+from finetune_pipeline.training.base_model import (autocast, base_model_name, load_sequence_classifier,
+                                                   pick_device, resolve_base_model)
+from finetune_pipeline.training.checkpoint import (CHECKPOINT_DIR, checkpoint_fingerprint, fingerprint,
+                                                   load_checkpoint, save_checkpoint, trainable_state)
+from finetune_pipeline.training.evaluate import PeakMemory, classification_metrics, majority_baseline, predict
+
+Splits = dict[str, tuple[list[str], list[str]]]  # split name -> (texts, labels)
+
+
+def build_classifier(approach: Literal["lora", "full"], base: str, labels: list[str], cfg: TrainingSettings):
+    """The base encoder with a fresh head: wrapped for LoRA, or with every weight trainable."""
+    model = load_sequence_classifier(base, labels)
+    if approach == "full":
+        return model
+    lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                      lora_dropout=cfg.lora_dropout, target_modules=list(cfg.target_modules))
+    return get_peft_model(model, lora)  # SEQ_CLS: the classifier head is trained and saved with the adapter
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Row indices per batch; the order depends only on (seed, epoch), so a resumed run sees the same."""
+    order = list(range(n))
+    random.Random(seed * 100_003 + epoch).shuffle(order)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def train_classifier(splits: Splits, labels: list[str], cfg: TrainingSettings, output_dir: str | Path,
+                     approach: Literal["lora", "full"] = "lora", data_snapshot: str = "", log=print,
+                     on_epoch_end: Callable[[int], None] | None = None) -> dict:
+    """Train on `splits["train"]`, early-stop on validation, evaluate on test, save to `output_dir`.
+
+    Returns the metrics written to `metrics.json`. `on_epoch_end(epoch)` is called after each epoch's
+    checkpoint (tests raise from it to simulate a killed run).
+    """
+    output_dir = Path(output_dir)
+    started = time.perf_counter()
+    device = pick_device()
+    base = resolve_base_model(cfg.base_model)
+    torch.manual_seed(cfg.seed)  # the new head's initial weights
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = build_classifier(approach, base, labels, cfg).to(device)
+    learning_rate = cfg.learning_rate if approach == "lora" else cfg.full_learning_rate
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
+
+    label_id = {label: i for i, label in enumerate(labels)}
+    train_texts, train_labels = splits["train"]
+    val_texts, val_labels = splits.get("validation", ([], []))
+    test_texts, test_labels = splits["test"]
+    y_train = torch.tensor([label_id[x] for x in train_labels])
+    y_val = [label_id[x] for x in val_labels]
+    encodings = tokenizer(train_texts, truncation=True, max_length=cfg.max_length)  # padded per batch below
+
+    run_id = fingerprint(approach, cfg.model_dump(), [splits, labels])
+    state = {"epoch": 0, "best_score": -math.inf, "stale": 0, "history": [], "stopped": False, "fingerprint": run_id}
+    best = None
+    checkpoint = output_dir / CHECKPOINT_DIR
+    if cfg.resume and checkpoint.exists():
+        if checkpoint_fingerprint(checkpoint) == run_id:
+            best, state = load_checkpoint(checkpoint, model, optimizer)
+            log(f"resuming from {checkpoint}: epochs 1-{state['epoch']} done")
+        else:
+            log(f"{checkpoint} was written for other data or settings; starting over")
+    first_epoch = state["epoch"] + 1
+
+    with PeakMemory(device) as memory:
+        for epoch in range(first_epoch, cfg.epochs + 1):
+            if state["stopped"]:
+                break
+            model.train()
+            losses = []
+            for idx in epoch_batches(len(train_texts), cfg.batch_size, cfg.seed, epoch):
+                batch = tokenizer.pad({k: [v[i] for i in idx] for k, v in encodings.items()},
+                                      return_tensors="pt").to(device)
+                with autocast(device):
+                    logits = model(**batch).logits
+                loss = torch.nn.functional.cross_entropy(logits.float(), y_train[idx].to(device))
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+            train_loss = float(np.mean(losses))
+            # Without a validation split, the training loss decides (lower is better).
+            val = classification_metrics(y_val, predict(model, tokenizer, val_texts, cfg.max_length)) if y_val \
+                else {"macro_f1": -train_loss}
+            state["history"].append({"epoch": epoch, "train_loss": train_loss,
+                                     **{f"val_{k}": v for k, v in val.items()}})
+            state["epoch"] = epoch
+            log(f"{approach} epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}, "
+                f"validation macro-F1 {val['macro_f1']:.3f}")
+            if val["macro_f1"] > state["best_score"]:
+                state["best_score"], state["stale"] = val["macro_f1"], 0
+                best = trainable_state(model)
+            else:
+                state["stale"] += 1
+                if state["stale"] >= cfg.early_stopping_patience:
+                    log(f"early stopping after epoch {epoch}: no validation improvement for {state['stale']} epochs")
+                    state["stopped"] = True
+            if epoch % cfg.checkpoint_every_epochs == 0 and epoch < cfg.epochs and not state["stopped"]:
+                save_checkpoint(checkpoint, model, optimizer, best, state)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
+        if best is not None:
+            model.load_state_dict({k: v.to(device) for k, v in best.items()}, strict=False)
+        test_pred = predict(model, tokenizer, test_texts, cfg.max_length)
+
+    history = state["history"]
+    metrics = {
+        "approach": approach,
+        "task": "classification",
+        "base_model": base_model_name(cfg.base_model),
+        "labels": labels,
+        "test": classification_metrics([label_id[x] for x in test_labels], test_pred),
+        "majority_baseline": majority_baseline(list(train_labels), list(test_labels)),
+        "validation_best_macro_f1": state["best_score"],
+        "split_sizes": {"train": len(train_texts), "validation": len(val_texts), "test": len(test_texts)},
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "total_parameters": sum(p.numel() for p in model.parameters()),
+        "learning_rate": learning_rate,
+        "epochs_run": len(history),
+        "resumed_from_epoch": first_epoch - 1 if first_epoch > 1 else None,
+        "history": history,
+        "nan_loss": any(math.isnan(h["train_loss"]) for h in history),
+        "device": device.type,
+        "wall_time_s": round(time.perf_counter() - started, 2),
+        "peak_memory_mb": memory.peak_mb,
+        "data_snapshot": data_snapshot,
+        "settings": cfg.model_dump(),
+    }
+    save_classifier(model, tokenizer, metrics, output_dir)
+    shutil.rmtree(checkpoint, ignore_errors=True)  # finished: the next run starts fresh
+    return metrics
+
+
+def save_classifier(model, tokenizer, metrics: dict, output_dir: Path) -> None:
+    """safetensors weights (the PEFT adapter for lora, the whole model for full), tokenizer,
+    metrics.json and README.md (model card)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir, safe_serialization=True)
+    tokenizer.save_pretrained(output_dir)
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    (output_dir / "README.md").write_text(model_card(metrics))
+
+
+def model_card(metrics: dict) -> str:
+    sizes = metrics["split_sizes"]
+    test, base = metrics["test"], metrics["majority_baseline"]
+    lora = metrics["approach"] == "lora"
+    title = "LoRA adapter" if lora else "Fully fine-tuned model"
+    how = ("`finetune_pipeline.training.lora.load_adapter(path)` or with PEFT:\n"
+           "`PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base, num_labels=...), path)`"
+           if lora else "`AutoModelForSequenceClassification.from_pretrained(path)`")
+    return f"""---
+library_name: {'peft' if lora else 'transformers'}
+base_model: {metrics['base_model']}
+tags: [{'lora, ' if lora else ''}text-classification, finetune-pipeline]
+---
+# {title}: text classification
+
+- Base model: {metrics['base_model']}
+- Approach: {metrics['approach']} (learning rate {metrics['learning_rate']}, {metrics['epochs_run']} epochs run)
+- Labels: {', '.join(metrics['labels'])}
+- Data snapshot: `{metrics['data_snapshot']}`
+- Split sizes: train {sizes['train']}, validation {sizes['validation']}, test {sizes['test']}
+- Trainable parameters: {metrics['trainable_parameters']:,} of {metrics['total_parameters']:,}
+
+| metric (test) | this model | majority-class baseline |
+|---|---|---|
+| accuracy | {test['accuracy']:.3f} | {base['accuracy']:.3f} |
+| macro-F1 | {test['macro_f1']:.3f} | {base['macro_f1']:.3f} |
+
+Load it with {how}.
+"""
+
+
+def read_splits(splits_dir: str | Path) -> tuple[Splits, list[str]]:
+    """(texts, labels) per split from the exported `<split>.jsonl` files, and the sorted label set."""
+    splits: Splits = {}
+    for name in ("train", "validation", "test"):
+        rows = [json.loads(line) for line in (Path(splits_dir) / f"{name}.jsonl").read_text().splitlines() if line]
+        splits[name] = ([r["text"] for r in rows], [r["label"] for r in rows])
+    return splits, sorted(set(splits["train"][1]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train from exported splits without dagster, e.g. on a GPU machine."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m finetune_pipeline.training.classify", description=main.__doc__)
+    parser.add_argument("splits_dir", help="exports/splits/ (train/validation/test.jsonl)")
+    parser.add_argument("output_dir")
+    parser.add_argument("--approach", choices=["lora", "full"], default="lora")
+    parser.add_argument("--settings", help="JSON of TrainingSettings fields, e.g. '{\"epochs\": 3}'")
+    args = parser.parse_args(argv)
+    cfg = TrainingSettings.model_validate(json.loads(args.settings or "{}"))
+    splits, labels = read_splits(args.splits_dir)
+    metrics = train_classifier(splits, labels, cfg, args.output_dir, approach=args.approach)
+    print(json.dumps({k: metrics[k] for k in ("test", "majority_baseline", "epochs_run", "wall_time_s")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

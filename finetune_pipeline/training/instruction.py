@@ -1,0 +1,292 @@
+"""Instruction fine-tuning of a causal LM with LoRA: chat template, loss on the response only, packing.
+
+Reads top to bottom:
+1. Each (prompt, response) record becomes chat `messages` [user, assistant] rendered by the tokenizer's
+   chat template (a plain one is set when the tokenizer has none). Labels are the token ids, except
+   -100 (no loss) on every token of the rendered prompt: the user turn and the template text up to where
+   the assistant's answer starts, i.e. the rendering with `add_generation_prompt=True`. The response and
+   what the template puts after it (the end-of-turn token) carry loss, so the model learns to stop.
+2. Packing (`packing: true`): examples are laid one after another into sequences of at most
+   `max_length` tokens. Each example's `position_ids` restart at 0 and no attention mask is passed, so
+   transformers builds a block-diagonal causal mask from the position ids (`find_packed_sequence_indices`
+   in masking_utils, used only without a KV cache, hence `use_cache=False`; flash-attention reads the same
+   position ids): a token attends only to earlier tokens of
+   its own example, and the last token of one example is never trained to predict the next example's
+   first token (that label is a prompt token, -100). Right padding forms its own block with -100 labels.
+   `test_packed_logits_match_unpacked` checks the logits equal those of each example alone.
+3. A plain loop: AdamW on the LoRA weights, early stopping on validation loss, a resumable checkpoint per
+   epoch (checkpoint.py), then loss and perplexity (exp of the mean token loss over response tokens) on
+   validation and test, and the same for the base model before training as the baseline.
+CUDA in bf16 when present, the CPU otherwise; imports no dagster. Never trust_remote_code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from finetune_pipeline.settings import TrainingSettings
+from finetune_pipeline.training.base_model import autocast, pick_device
+from finetune_pipeline.training.checkpoint import (CHECKPOINT_DIR, checkpoint_fingerprint, fingerprint,
+                                                   load_checkpoint, save_checkpoint, trainable_state)
+from finetune_pipeline.training.evaluate import PeakMemory
+
+IGNORE = -100  # label id that carries no loss (cross_entropy's ignore_index)
+# Used only when the tokenizer has no chat template of its own (e.g. a base, non-chat model).
+PLAIN_CHAT_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}### Prompt:\n{{ m['content'] }}\n"
+                       "{% else %}### Response:\n{{ m['content'] }}{{ eos_token }}\n{% endif %}{% endfor %}"
+                       "{% if add_generation_prompt %}### Response:\n{% endif %}")
+
+Pairs = list[tuple[str, str]]  # (prompt, response)
+
+
+def chat_messages(prompt: str, response: str | None = None) -> list[dict]:
+    messages = [{"role": "user", "content": prompt}]
+    return messages + ([{"role": "assistant", "content": response}] if response is not None else [])
+
+
+def _ids(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
+    return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                              add_generation_prompt=add_generation_prompt)["input_ids"])
+
+
+def tokenize_example(tokenizer, prompt: str, response: str, max_length: int) -> dict | None:
+    """`input_ids`, `labels` (-100 on the rendered prompt, the ids on the response) and `position_ids`
+    of one record. None when truncation to `max_length` would leave no response token."""
+    prompt_ids = _ids(tokenizer, chat_messages(prompt), add_generation_prompt=True)
+    full_ids = _ids(tokenizer, chat_messages(prompt, response))
+    if full_ids[:len(prompt_ids)] != prompt_ids:
+        raise ValueError("the chat template renders the prompt differently with and without the answer; "
+                         "loss masking needs the prompt rendering to be a prefix of the full conversation")
+    full_ids = full_ids[:max_length]
+    labels = [IGNORE] * len(prompt_ids) + full_ids[len(prompt_ids):]
+    labels = labels[:len(full_ids)]
+    if all(label == IGNORE for label in labels):
+        return None
+    return {"input_ids": full_ids, "labels": labels, "position_ids": list(range(len(full_ids)))}
+
+
+def pack(examples: list[dict], max_length: int) -> list[dict]:
+    """Lay examples one after another into sequences of at most `max_length` tokens, in order;
+    `position_ids` restart at 0 at each example (that is what keeps attention within an example)."""
+    sequences, current = [], {"input_ids": [], "labels": [], "position_ids": []}
+    for example in examples:
+        if current["input_ids"] and len(current["input_ids"]) + len(example["input_ids"]) > max_length:
+            sequences.append(current)
+            current = {"input_ids": [], "labels": [], "position_ids": []}
+        current["input_ids"] += example["input_ids"]
+        current["labels"] += example["labels"]
+        current["position_ids"] += example["position_ids"]
+    if current["input_ids"]:
+        sequences.append(current)
+    return sequences
+
+
+def sequences_for(tokenizer, pairs: Pairs, max_length: int, packing: bool) -> list[dict]:
+    """Tokenized (and, with `packing`, packed) training sequences for `pairs`."""
+    examples = [e for e in (tokenize_example(tokenizer, p, r, max_length) for p, r in pairs) if e is not None]
+    return pack(examples, max_length) if packing else examples
+
+
+def collate(sequences: list[dict], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest sequence: pad ids, -100 labels, and position ids 0.. so the padding is a
+    block of its own that no real token attends to."""
+    width = max(len(s["input_ids"]) for s in sequences)
+    batch = {"input_ids": [], "labels": [], "position_ids": []}
+    for s in sequences:
+        gap = width - len(s["input_ids"])
+        batch["input_ids"].append(s["input_ids"] + [pad_id] * gap)
+        batch["labels"].append(s["labels"] + [IGNORE] * gap)
+        batch["position_ids"].append(s["position_ids"] + list(range(gap)))
+    return {k: torch.tensor(v, device=device) for k, v in batch.items()}
+
+
+def token_loss(model, batch: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, int]:
+    """(sum of next-token losses over labelled tokens, number of labelled tokens)."""
+    with autocast(device):
+        # use_cache=False: with a KV cache transformers skips the packed-sequence mask (masking_utils).
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+    targets = batch["labels"][:, 1:]  # position t predicts token t+1
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1].float().flatten(0, 1), targets.flatten(),
+                                             ignore_index=IGNORE, reduction="sum")
+    return loss, int((targets != IGNORE).sum())
+
+
+@torch.no_grad()
+def evaluate_loss(model, sequences: list[dict], pad_id: int, batch_size: int) -> dict[str, float]:
+    """Mean loss per response token and perplexity (its exp) over `sequences`."""
+    model.eval()
+    device = next(model.parameters()).device
+    total, tokens = 0.0, 0
+    for start in range(0, len(sequences), batch_size):
+        loss, n = token_loss(model, collate(sequences[start:start + batch_size], pad_id, device), device)
+        total, tokens = total + loss.item(), tokens + n
+    mean = total / tokens if tokens else float("nan")
+    return {"loss": mean, "perplexity": math.exp(mean) if mean < 700 else float("inf"), "tokens": tokens}
+
+
+def load_chat_tokenizer(path: str):
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.chat_template is None:
+        tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def build_instruction_model(base: str, cfg: TrainingSettings):
+    model = AutoModelForCausalLM.from_pretrained(base)  # never trust_remote_code
+    lora = LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                      lora_dropout=cfg.lora_dropout, target_modules=cfg.instruction_target_modules)
+    return get_peft_model(model, lora)
+
+
+def train_instruction(splits: dict[str, Pairs], cfg: TrainingSettings, output_dir: str | Path,
+                      data_snapshot: str = "", log=print,
+                      on_epoch_end: Callable[[int], None] | None = None) -> dict:
+    """LoRA on `cfg.instruction_base_model` with (prompt, response) pairs per split; early stopping on
+    validation loss; loss and perplexity on test; the adapter, tokenizer, metrics.json and a model card
+    saved to `output_dir`. Returns the metrics."""
+    if not cfg.instruction_base_model:
+        raise ValueError("training.instruction_base_model is not set: name a local causal LM folder")
+    output_dir = Path(output_dir)
+    started = time.perf_counter()
+    device = pick_device()
+    torch.manual_seed(cfg.seed)
+    tokenizer = load_chat_tokenizer(cfg.instruction_base_model)
+    model = build_instruction_model(cfg.instruction_base_model, cfg).to(device)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
+    data = {name: sequences_for(tokenizer, pairs, cfg.max_length, cfg.packing) for name, pairs in splits.items()}
+    pad = tokenizer.pad_token_id
+    log(f"instruction: {len(splits['train'])} training examples in {len(data['train'])} sequences "
+        f"(packing {'on' if cfg.packing else 'off'}, max_length {cfg.max_length})")
+    with model.disable_adapter():  # the untrained base model: the baseline the adapter must beat
+        base_test = evaluate_loss(model, data["test"], pad, cfg.batch_size)
+
+    run_id = fingerprint("instruction", cfg.model_dump(), splits)
+    state = {"epoch": 0, "best_score": -math.inf, "stale": 0, "history": [], "stopped": False, "fingerprint": run_id}
+    best = None
+    checkpoint = output_dir / CHECKPOINT_DIR
+    if cfg.resume and checkpoint.exists():
+        if checkpoint_fingerprint(checkpoint) == run_id:
+            best, state = load_checkpoint(checkpoint, model, optimizer)
+            log(f"resuming from {checkpoint}: epochs 1-{state['epoch']} done")
+        else:
+            log(f"{checkpoint} was written for other data or settings; starting over")
+    first_epoch = state["epoch"] + 1
+    with PeakMemory(device) as memory:
+        for epoch in range(first_epoch, cfg.epochs + 1):
+            if state["stopped"]:
+                break
+            model.train()
+            order = list(range(len(data["train"])))
+            random.Random(cfg.seed * 100_003 + epoch).shuffle(order)  # same order when resumed
+            total, tokens = 0.0, 0
+            for start in range(0, len(order), cfg.batch_size):
+                batch = collate([data["train"][i] for i in order[start:start + cfg.batch_size]], pad, device)
+                loss_sum, n = token_loss(model, batch, device)
+                loss = loss_sum / max(n, 1)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total, tokens = total + loss_sum.item(), tokens + n
+            train_loss = total / max(tokens, 1)
+            val = evaluate_loss(model, data["validation"], pad, cfg.batch_size) if data.get("validation") \
+                else {"loss": train_loss, "perplexity": math.exp(min(train_loss, 700))}
+            state["history"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": val["loss"],
+                                     "val_perplexity": val["perplexity"]})
+            state["epoch"] = epoch
+            log(f"instruction epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}, "
+                f"validation loss {val['loss']:.4f} (perplexity {val['perplexity']:.2f})")
+            if -val["loss"] > state["best_score"]:
+                state["best_score"], state["stale"] = -val["loss"], 0
+                best = trainable_state(model)
+            else:
+                state["stale"] += 1
+                if state["stale"] >= cfg.early_stopping_patience:
+                    log(f"early stopping after epoch {epoch}: no validation improvement for {state['stale']} epochs")
+                    state["stopped"] = True
+            if epoch % cfg.checkpoint_every_epochs == 0 and epoch < cfg.epochs and not state["stopped"]:
+                save_checkpoint(checkpoint, model, optimizer, best, state)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
+        if best is not None:
+            model.load_state_dict({k: v.to(device) for k, v in best.items()}, strict=False)
+        scores = {name: evaluate_loss(model, data[name], pad, cfg.batch_size)
+                  for name in ("validation", "test") if data.get(name)}
+
+    history = state["history"]
+    metrics = {
+        "approach": "instruction",
+        "task": "instruction",
+        "base_model": cfg.instruction_base_model,
+        "test": scores.get("test", {"loss": float("nan"), "perplexity": float("nan"), "tokens": 0}),
+        "validation": scores.get("validation"),
+        "base_model_test": base_test,
+        "split_sizes": {name: len(pairs) for name, pairs in splits.items()},
+        "sequences": {name: len(seqs) for name, seqs in data.items()},
+        "packing": cfg.packing,
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "total_parameters": sum(p.numel() for p in model.parameters()),
+        "learning_rate": cfg.learning_rate,
+        "epochs_run": len(history),
+        "resumed_from_epoch": first_epoch - 1 if first_epoch > 1 else None,
+        "history": history,
+        "nan_loss": any(math.isnan(h["train_loss"]) for h in history),
+        "device": device.type,
+        "wall_time_s": round(time.perf_counter() - started, 2),
+        "peak_memory_mb": memory.peak_mb,
+        "data_snapshot": data_snapshot,
+        "settings": cfg.model_dump(),
+    }
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir, safe_serialization=True)
+    tokenizer.save_pretrained(output_dir)
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    (output_dir / "README.md").write_text(model_card(metrics))
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    return metrics
+
+
+def model_card(metrics: dict) -> str:
+    sizes, test, base = metrics["split_sizes"], metrics["test"], metrics["base_model_test"]
+    return f"""---
+library_name: peft
+base_model: {metrics['base_model']}
+tags: [lora, instruction-tuning, text-generation, finetune-pipeline]
+---
+# LoRA adapter: instruction tuning
+
+- Base model: {metrics['base_model']}
+- Data snapshot: `{metrics['data_snapshot']}`
+- Split sizes (examples): {', '.join(f'{k} {v}' for k, v in sizes.items())}; packing {'on' if metrics['packing'] else 'off'}
+- Loss on response tokens only (prompt and template tokens masked)
+- Trainable parameters: {metrics['trainable_parameters']:,} of {metrics['total_parameters']:,}
+
+| metric (test, response tokens) | adapter | base model |
+|---|---|---|
+| loss | {test['loss']:.4f} | {base['loss']:.4f} |
+| perplexity | {test['perplexity']:.2f} | {base['perplexity']:.2f} |
+
+Load it with `finetune_pipeline.training.instruction.load_instruction_adapter(path)` or with PEFT:
+`PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), path)`.
+"""
+
+
+def load_instruction_adapter(adapter_dir: str | Path, adapter_name: str = "default"):
+    """(model, tokenizer) for an adapter saved by `train_instruction`, ready for generation."""
+    adapter_dir = Path(adapter_dir)
+    metrics = json.loads((adapter_dir / "metrics.json").read_text())
+    model = AutoModelForCausalLM.from_pretrained(metrics["base_model"])
+    model = PeftModel.from_pretrained(model, adapter_dir, adapter_name=adapter_name)
+    model.eval()
+    return model, AutoTokenizer.from_pretrained(adapter_dir)

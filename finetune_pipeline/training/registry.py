@@ -1,0 +1,138 @@
+"""The adapters registry: one adapter per task name under `models/<task>/`, listed in `models/registry.json`
+with its base model, approach, data snapshot, creation time and a metrics summary.
+
+    list_adapters(models_dir)            -> the entries
+    load(models_dir, task)               -> (model, tokenizer, entry): the base model with that adapter
+    switch(model, models_dir, task)      -> entry: another task's adapter on the same base model object
+    merge(models_dir, task, out_dir)     -> out_dir: base + adapter merged into one plain transformers model
+
+Everything is safetensors and JSON; imports no dagster. The CLI (`finetune-pipeline adapters ...`) only
+formats what these functions return.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from finetune_pipeline.training.base_model import load_sequence_classifier, resolve_base_model
+
+REGISTRY_FILE = "registry.json"
+
+
+def _read(models_dir: Path) -> dict[str, dict]:
+    path = Path(models_dir) / REGISTRY_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _write(models_dir: Path, entries: dict[str, dict]) -> None:
+    models_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".registry.", dir=models_dir)
+    with os.fdopen(fd, "w") as f:
+        json.dump(entries, f, indent=2, sort_keys=True)
+    os.replace(tmp, models_dir / REGISTRY_FILE)
+
+
+def metrics_summary(metrics: dict) -> dict:
+    test = metrics["test"]
+    if metrics.get("task") == "instruction":
+        return {"test_loss": test["loss"], "test_perplexity": test["perplexity"]}
+    return {"test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
+            "baseline_accuracy": metrics["majority_baseline"]["accuracy"]}
+
+
+def register(models_dir: str | Path, task: str, adapter_dir: str | Path, metrics: dict) -> dict:
+    """Add or replace `task`'s entry for the adapter saved in `adapter_dir` (normally models/<task>/)."""
+    models_dir, adapter_dir = Path(models_dir), Path(adapter_dir)
+    instruction = metrics.get("task") == "instruction"
+    entry = {
+        "task": task,
+        "path": os.path.relpath(adapter_dir.resolve(), models_dir.resolve()),
+        "task_type": "instruction" if instruction else "classification",
+        "approach": metrics["approach"],
+        # `base`: what to load (None: the shipped all-MiniLM-L6-v2); `base_model`: its name for people.
+        "base": metrics["base_model"] if instruction else metrics["settings"].get("base_model"),
+        "base_model": metrics["base_model"],
+        "labels": metrics.get("labels"),
+        "data_snapshot": metrics.get("data_snapshot", ""),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "metrics": metrics_summary(metrics),
+        "trainable_parameters": metrics["trainable_parameters"],
+    }
+    entries = _read(models_dir)
+    entries[task] = entry
+    _write(models_dir, entries)
+    return entry
+
+
+def list_adapters(models_dir: str | Path) -> list[dict]:
+    """Registry entries sorted by task name (empty when nothing is registered)."""
+    return [entry for _, entry in sorted(_read(Path(models_dir)).items())]
+
+
+def get(models_dir: str | Path, task: str) -> dict:
+    entries = _read(Path(models_dir))
+    if task not in entries:
+        known = ", ".join(sorted(entries)) or "none"
+        raise KeyError(f"no adapter for task '{task}' in {Path(models_dir) / REGISTRY_FILE} (known: {known})")
+    return entries[task]
+
+
+def adapter_path(models_dir: str | Path, entry: dict) -> Path:
+    return (Path(models_dir) / entry["path"]).resolve()
+
+
+def _base_model(entry: dict):
+    if entry["task_type"] == "instruction":
+        return AutoModelForCausalLM.from_pretrained(entry["base"])
+    return load_sequence_classifier(resolve_base_model(entry["base"]), entry["labels"])
+
+
+def load(models_dir: str | Path, task: str):
+    """(PeftModel in eval mode, tokenizer, entry): `task`'s adapter, named `task`, on a fresh base model."""
+    entry = get(models_dir, task)
+    if entry["approach"] not in ("lora", "instruction"):
+        raise ValueError(f"task '{task}' holds a {entry['approach']} model, not an adapter")
+    path = adapter_path(models_dir, entry)
+    model = PeftModel.from_pretrained(_base_model(entry), path, adapter_name=task)
+    model.eval()
+    return model, AutoTokenizer.from_pretrained(path), entry
+
+
+def switch(model: PeftModel, models_dir: str | Path, task: str) -> dict:
+    """Make `task`'s adapter the active one on `model` (loaded by `load`), loading it on first use.
+    The adapters must share the base model (and, for classification, the number of labels)."""
+    entry = get(models_dir, task)
+    current = get(models_dir, model.active_adapter)
+    if (entry["base"], entry["task_type"]) != (current["base"], current["task_type"]):
+        raise ValueError(f"task '{task}' was trained on {entry['base_model']}, the loaded model is "
+                         f"{current['base_model']}; load('{task}') instead")
+    if entry["task_type"] == "classification" and len(entry["labels"] or []) != len(current["labels"] or []):
+        raise ValueError(f"task '{task}' has {len(entry['labels'])} labels, the loaded head has "
+                         f"{len(current['labels'])}; load('{task}') instead")
+    if task not in model.peft_config:
+        model.load_adapter(adapter_path(models_dir, entry), adapter_name=task)
+    model.set_adapter(task)
+    if entry["task_type"] == "classification":  # the head's label names follow the adapter
+        model.config.id2label = dict(enumerate(entry["labels"]))
+        model.config.label2id = {label: i for i, label in enumerate(entry["labels"])}
+    model.eval()
+    return entry
+
+
+def merge(models_dir: str | Path, task: str, out_dir: str | Path) -> Path:
+    """Fold `task`'s LoRA weights into its base model and save the result as a plain transformers model
+    (safetensors, config, tokenizer) in `out_dir`, loadable without PEFT."""
+    model, tokenizer, entry = load(models_dir, task)
+    merged = model.merge_and_unload()
+    out_dir = Path(out_dir)
+    merged.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "merged_from.json").write_text(json.dumps(entry, indent=2))
+    return out_dir

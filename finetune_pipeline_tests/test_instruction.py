@@ -1,0 +1,160 @@
+"""Instruction tuning on a tiny random Llama built from a config, with a word-level tokenizer trained on
+the fly: loss on response tokens only, packing that keeps examples apart, loss/perplexity, the registry."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from finetune_pipeline.settings import TrainingSettings
+from finetune_pipeline.training.instruction import (IGNORE, collate, pack, sequences_for, tokenize_example,
+                                                    train_instruction)
+
+PAIRS = [("How do I reset my password?", "Use the Forgot password link on the sign-in page."),
+         ("Where is my parcel?", "Track it with the link in your shipping e-mail."),
+         ("Can I change my plan?", "Yes, under Settings, Billing, Change plan."),
+         ("Why was I charged twice?", "A pending hold drops off within three days."),
+         ("How do I delete my account?", "Write to support and we erase it within a week."),
+         ("Do you ship to Berlin?", "Yes, parcels to Germany take two to four days.")]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models; see test_training.py
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    """A 1-layer, 32-wide Llama with random weights and a chat template, saved as a local model folder."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator([p + " " + r for p, r in PAIRS] + ["user assistant :"],
+                            trainers.WordLevelTrainer(special_tokens=["<unk>", "<s>", "</s>", "<pad>"]))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                        pad_token="<pad>")
+    tokenizer.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}"
+                               "{% if m['role'] == 'assistant' %}</s>{% endif %}\n{% endfor %}"
+                               "{% if add_generation_prompt %}assistant: {% endif %}")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                         max_position_embeddings=128, pad_token_id=3, bos_token_id=1,
+                                         eos_token_id=2))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder), tokenizer
+
+
+def test_only_response_tokens_carry_loss(tiny_llama):
+    _, tokenizer = tiny_llama
+    prompt, response = PAIRS[0]
+    example = tokenize_example(tokenizer, prompt, response, max_length=64)
+    ids, labels = example["input_ids"], example["labels"]
+    prompt_part = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                                return_dict=True)["input_ids"]
+    n = len(prompt_part)
+    assert ids[:n] == list(prompt_part)
+    assert labels[:n] == [IGNORE] * n  # user turn and template text up to the answer: no loss
+    assert labels[n:] == ids[n:]  # every response token (and the end-of-turn token) carries loss
+    assert tokenizer.decode([t for t in labels if t != IGNORE]).split() == \
+        tokenizer.decode(tokenizer(response)["input_ids"]).split() + ["</s>"]
+
+    batch = collate([example, {**example, "input_ids": ids[:5], "labels": labels[:5], "position_ids": list(range(5))}],
+                    tokenizer.pad_token_id, torch.device("cpu"))
+    padded = batch["input_ids"][1] == tokenizer.pad_token_id
+    assert padded.sum() == len(ids) - 5 and (batch["labels"][1][padded] == IGNORE).all()  # padding: no loss
+
+
+def test_truncation_that_leaves_no_response_drops_the_example(tiny_llama):
+    _, tokenizer = tiny_llama
+    assert tokenize_example(tokenizer, PAIRS[0][0], PAIRS[0][1], max_length=4) is None
+
+
+def test_packing_puts_several_examples_in_a_sequence_and_keeps_every_response_token(tiny_llama):
+    _, tokenizer = tiny_llama
+    examples = [tokenize_example(tokenizer, p, r, 64) for p, r in PAIRS]
+    packed = pack(examples, max_length=64)
+    assert len(packed) < len(examples)
+    assert all(len(s["input_ids"]) <= 64 for s in packed)
+    assert sum(len(s["input_ids"]) for s in packed) == sum(len(e["input_ids"]) for e in examples)
+    labelled = [t for s in packed for t in s["labels"] if t != IGNORE]
+    assert labelled == [t for e in examples for t in e["labels"] if t != IGNORE]
+    starts = sum(s["position_ids"].count(0) for s in packed)
+    assert starts == len(examples)  # positions restart at each example
+    assert sequences_for(tokenizer, PAIRS, 64, packing=False)[0]["position_ids"][0] == 0
+
+
+def test_packed_logits_match_unpacked(tiny_llama):
+    """Attention never crosses examples in a packed sequence: the logits equal each example's alone."""
+    from transformers import AutoModelForCausalLM
+
+    path, tokenizer = tiny_llama
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    examples = [tokenize_example(tokenizer, p, r, 64) for p, r in PAIRS[:3]]
+    packed = pack(examples, max_length=128)
+    assert len(packed) == 1
+    batch = collate(packed, tokenizer.pad_token_id, torch.device("cpu"))
+    with torch.no_grad():
+        together = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
+        alone = torch.cat([model(input_ids=torch.tensor([e["input_ids"]])).logits[0] for e in examples])
+    assert torch.allclose(together, alone, atol=1e-5)
+
+
+def test_instruction_tuning_lowers_loss_and_reports_perplexity(tiny_llama, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from finetune_pipeline.training import registry
+
+    path, tokenizer = tiny_llama
+    cfg = TrainingSettings(instruction_base_model=path, epochs=3, batch_size=2, max_length=64, learning_rate=1e-2,
+                           lora_dropout=0.0)
+    splits = {"train": PAIRS * 3, "validation": PAIRS[:2], "test": PAIRS[2:4]}
+    metrics = train_instruction(splits, cfg, tmp_path / "models" / "helpdesk", data_snapshot="s1", log=lambda m: None)
+    test = metrics["test"]
+    assert math.isclose(test["perplexity"], math.exp(test["loss"]), rel_tol=1e-9)
+    assert test["loss"] < metrics["base_model_test"]["loss"]  # the adapter learned the responses
+    assert metrics["sequences"]["train"] < len(splits["train"]) and metrics["packing"]
+    assert not metrics["nan_loss"] and metrics["epochs_run"] == 3
+    assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"]
+    out = tmp_path / "models" / "helpdesk"
+    assert (out / "adapter_model.safetensors").exists() and (out / "README.md").exists()
+    assert json.loads((out / "metrics.json").read_text())["test"]["loss"] == test["loss"]
+
+    registry.register(tmp_path / "models", "helpdesk", out, metrics)
+    model, _, entry = registry.load(tmp_path / "models", "helpdesk")
+    assert entry["task_type"] == "instruction" and "test_perplexity" in entry["metrics"]
+    ids = torch.tensor([tokenize_example(tokenizer, *PAIRS[1], 64)["input_ids"]])
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    merged = AutoModelForCausalLM.from_pretrained(registry.merge(tmp_path / "models", "helpdesk",
+                                                                 tmp_path / "merged")).eval()
+    with torch.no_grad():
+        assert torch.allclose(merged(input_ids=ids).logits, before, atol=1e-4)
+
+
+def test_killed_instruction_run_resumes_with_identical_adapter(tiny_llama, tmp_path):
+    from safetensors.torch import load_file
+
+    path, _ = tiny_llama
+    cfg = TrainingSettings(instruction_base_model=path, epochs=2, batch_size=2, max_length=64, learning_rate=1e-2)
+    splits = {"train": PAIRS * 2, "validation": PAIRS[:2], "test": PAIRS[2:4]}
+    train_instruction(splits, cfg, tmp_path / "whole", log=lambda m: None)
+
+    def kill(epoch):
+        raise KeyboardInterrupt  # as if the process were stopped after epoch 1's checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        train_instruction(splits, cfg, tmp_path / "killed", log=lambda m: None, on_epoch_end=kill)
+    resumed = train_instruction(splits, cfg, tmp_path / "killed", log=lambda m: None)
+    assert resumed["resumed_from_epoch"] == 1 and [h["epoch"] for h in resumed["history"]] == [1, 2]
+    first = load_file(tmp_path / "whole" / "adapter_model.safetensors")
+    second = load_file(tmp_path / "killed" / "adapter_model.safetensors")
+    assert all(torch.equal(first[k], second[k]) for k in first)
