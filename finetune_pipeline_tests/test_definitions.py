@@ -55,7 +55,7 @@ def test_training_runs_in_the_gpu_pool():
         assert defs.get_assets_def(name).op.pool == "gpu", name
 
 
-def test_comparison_runs_beside_the_adapter_not_after_it():
+def test_comparison_reuses_the_adapter_instead_of_training_it_twice():
     graph = defs.get_repository_def().asset_graph
     parents = {k.to_user_string() for k in graph.get(dg.AssetKey("approach_comparison")).parent_keys}
-    assert parents == {"dataset_splits"}
+    assert parents == {"dataset_splits", "lora_adapter"}

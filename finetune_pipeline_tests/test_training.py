@@ -271,3 +271,18 @@ def test_data_card_carries_the_comparison_and_instruction_evaluation():
                    "test": {"loss": 1.5, "perplexity": 4.48}, "base_model_test": {"loss": 4.0, "perplexity": 54.6}}
     card = exports.data_card([], empty_rejects(), pl.DataFrame(), {}, instruction)
     assert "| base model | 4.0000 | 54.60 | 0 |" in card
+
+
+def test_comparison_reuses_an_approach_already_trained_on_the_splits(tmp_path):
+    from finetune_pipeline.training.compare import compare_approaches
+
+    trained = {"approach": "lora", "trainable_parameters": 10, "total_parameters": 100, "wall_time_s": 1.5,
+               "peak_memory_mb": 12.0, "epochs_run": 2, "device": "cpu", "nan_loss": False,
+               "test": {"accuracy": 0.5, "macro_f1": 0.4}}
+    splits = {"train": (["a b c"] * 2, ["x", "y"]), "validation": (["a"], ["x"]), "test": (["b"], ["y"])}
+    logs = []
+    result = compare_approaches(splits, ["x", "y"], TrainingSettings(), tmp_path, ["lora"], log=logs.append,
+                                trained={"lora": trained})
+    [row] = result["rows"]
+    assert row["test_macro_f1"] == 0.4 and row["wall_time_s"] == 1.5
+    assert not (tmp_path / "lora").exists() and "reused" in logs[0]  # nothing was trained again

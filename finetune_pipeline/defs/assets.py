@@ -504,9 +504,10 @@ def lora_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource,
                       "frozen embeddings + logistic regression; instruction tuning for instruction tasks) trained "
                       "on the same splits: test accuracy and macro-F1 (or loss and perplexity), trainable "
                       "parameters, wall time and peak memory, as a table and a plot. Models under "
-                      "models/comparison/<approach>/; exports/approach_comparison.json/.md/.png.")
+                      "models/comparison/<approach>/; exports/approach_comparison.json/.md/.png. The approach "
+                      "lora_adapter trained is reused from it, not trained twice.")
 def approach_comparison(context: dg.AssetExecutionContext, pipeline: PipelineResource,
-                        dataset_splits: pl.DataFrame) -> dict:
+                        dataset_splits: pl.DataFrame, lora_adapter: dict) -> dict:
     require_upstream_checks(context, "dataset_splits")
     from finetune_pipeline.training.compare import (comparison_markdown, compare_approaches, png_data_uri,
                                                     write_comparison)  # torch: only this step pays the import
@@ -515,7 +516,8 @@ def approach_comparison(context: dg.AssetExecutionContext, pipeline: PipelineRes
     started = time.perf_counter()
     result = compare_approaches(training_splits(dataset_splits, settings.task), _labels(dataset_splits, settings),
                                 settings.training, pipeline.models_dir() / "comparison", approaches,
-                                data_snapshot=exports.content_digest(dataset_splits), log=context.log.info)
+                                data_snapshot=exports.content_digest(dataset_splits), log=context.log.info,
+                                trained={lora_adapter["approach"]: lora_adapter})
     result["total_wall_time_s"] = round(time.perf_counter() - started, 1)
     paths = write_comparison(result, pipeline.exports_dir())
     context.add_output_metadata({

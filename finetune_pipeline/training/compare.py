@@ -52,11 +52,19 @@ def comparison_row(metrics: dict) -> dict:
 
 def compare_approaches(splits: dict[str, tuple[list[str], list[str]]], labels: list[str], cfg: TrainingSettings,
                        output_root: str | Path, approaches: list[Approach] | None = None,
-                       data_snapshot: str = "", log=print) -> dict:
-    """Run each approach (default `cfg.compare`) on the same splits; {"rows", "baseline", ...}."""
+                       data_snapshot: str = "", log=print, trained: dict[str, dict] | None = None) -> dict:
+    """Run each approach (default `cfg.compare`) on the same splits; {"rows", "baseline", ...}.
+
+    `trained`: metrics of approaches already trained on these splits with these settings (the pipeline's
+    `lora_adapter`), reused instead of training them a second time."""
     approaches = list(approaches or cfg.compare)
+    trained = trained or {}
     rows = []
     for approach in approaches:
+        if approach in trained:
+            log(f"approach_comparison: {approach} (already trained on these splits, reused)")
+            rows.append(comparison_row(trained[approach]))
+            continue
         log(f"approach_comparison: {approach}")
         metrics = run_approach(approach, splits, labels, cfg, Path(output_root) / approach, data_snapshot, log)
         rows.append(comparison_row(metrics))
