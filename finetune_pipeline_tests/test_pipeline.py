@@ -126,6 +126,27 @@ def test_no_personal_data_in_exports(sample_run):
         assert value not in exported
 
 
+PLANTED_PII = ("maria.lopez@example.com", "tom.baker@example.org", "priya.n@example.com", "jonas_k@example.com",
+               "4111 1111 1111 1111", "078-05-1120", "203.0.113.42")
+
+
+def test_no_personal_data_in_dagster_storage_logs_or_metadata(sample_run):
+    """Run and event storage (SQLite), compute logs and the stats behind the asset metadata carry no
+    planted PII value: redaction happens before anything is logged or described."""
+    root, home, proc = sample_run
+    raw = b"".join(p.read_bytes() for p in (root / "raw").rglob("*") if p.is_file())
+    assert all(value.encode() in raw for value in PLANTED_PII)  # they really are in the inputs
+    places = [p for p in home.rglob("*") if p.is_file()]  # history/ (runs, events), storage/ (compute logs)
+    places += list((root / ".pipeline" / "stats").glob("*.json"))
+    assert any(p.suffix == ".db" for p in places) and any(p.suffix in (".out", ".err") for p in places)
+    for path in places:
+        data = path.read_bytes()
+        for value in PLANTED_PII:
+            assert value.encode() not in data, (value, path.name)
+    for value in PLANTED_PII:
+        assert value not in proc.stdout and value not in proc.stderr
+
+
 def _tiny_root(tmp_path: Path, yaml: str) -> Path:
     root = tmp_path / "data"
     (root / "raw" / "billing").mkdir(parents=True)
