@@ -82,3 +82,19 @@ def load_checkpoint(folder: Path, model, optimizer) -> tuple[dict[str, torch.Ten
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
     return best, state
+
+
+def start_or_resume(output_dir: Path, run_id: str, resume: bool, model, optimizer,
+                    log=print) -> tuple[dict[str, torch.Tensor] | None, dict]:
+    """(best weights, loop state) to start from: the checkpoint under `output_dir` when resuming is on and
+    it was written for the same run (`run_id`: data and settings), else a fresh state."""
+    state = {"epoch": 0, "best_score": float("-inf"), "stale": 0, "history": [], "stopped": False,
+             "fingerprint": run_id}
+    checkpoint = Path(output_dir) / CHECKPOINT_DIR
+    if resume and checkpoint.exists():
+        if checkpoint_fingerprint(checkpoint) == run_id:
+            best, state = load_checkpoint(checkpoint, model, optimizer)
+            log(f"resuming from {checkpoint}: epochs 1-{state['epoch']} done")
+            return best, state
+        log(f"{checkpoint} was written for other data or settings; starting over")
+    return None, state

@@ -29,8 +29,8 @@ from transformers import AutoTokenizer
 from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training.base_model import (autocast, base_model_name, load_sequence_classifier,
                                                    pick_device, resolve_base_model)
-from finetune_pipeline.training.checkpoint import (CHECKPOINT_DIR, checkpoint_fingerprint, fingerprint,
-                                                   load_checkpoint, save_checkpoint, trainable_state)
+from finetune_pipeline.training.checkpoint import (CHECKPOINT_DIR, fingerprint, save_checkpoint,
+                                                   start_or_resume, trainable_state)
 from finetune_pipeline.training.evaluate import PeakMemory, classification_metrics, majority_baseline, predict
 
 Splits = dict[str, tuple[list[str], list[str]]]  # split name -> (texts, labels)
@@ -80,15 +80,8 @@ def train_classifier(splits: Splits, labels: list[str], cfg: TrainingSettings, o
     encodings = tokenizer(train_texts, truncation=True, max_length=cfg.max_length)  # padded per batch below
 
     run_id = fingerprint(approach, cfg.model_dump(), [splits, labels])
-    state = {"epoch": 0, "best_score": -math.inf, "stale": 0, "history": [], "stopped": False, "fingerprint": run_id}
-    best = None
+    best, state = start_or_resume(output_dir, run_id, cfg.resume, model, optimizer, log)
     checkpoint = output_dir / CHECKPOINT_DIR
-    if cfg.resume and checkpoint.exists():
-        if checkpoint_fingerprint(checkpoint) == run_id:
-            best, state = load_checkpoint(checkpoint, model, optimizer)
-            log(f"resuming from {checkpoint}: epochs 1-{state['epoch']} done")
-        else:
-            log(f"{checkpoint} was written for other data or settings; starting over")
     first_epoch = state["epoch"] + 1
 
     with PeakMemory(device) as memory:

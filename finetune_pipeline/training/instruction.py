@@ -36,8 +36,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training.base_model import autocast, pick_device
-from finetune_pipeline.training.checkpoint import (CHECKPOINT_DIR, checkpoint_fingerprint, fingerprint,
-                                                   load_checkpoint, save_checkpoint, trainable_state)
+from finetune_pipeline.training.checkpoint import (CHECKPOINT_DIR, fingerprint, save_checkpoint,
+                                                   start_or_resume, trainable_state)
 from finetune_pipeline.training.evaluate import PeakMemory
 
 IGNORE = -100  # label id that carries no loss (cross_entropy's ignore_index)
@@ -173,15 +173,8 @@ def train_instruction(splits: dict[str, Pairs], cfg: TrainingSettings, output_di
         base_test = evaluate_loss(model, data["test"], pad, cfg.batch_size)
 
     run_id = fingerprint("instruction", cfg.model_dump(), splits)
-    state = {"epoch": 0, "best_score": -math.inf, "stale": 0, "history": [], "stopped": False, "fingerprint": run_id}
-    best = None
+    best, state = start_or_resume(output_dir, run_id, cfg.resume, model, optimizer, log)
     checkpoint = output_dir / CHECKPOINT_DIR
-    if cfg.resume and checkpoint.exists():
-        if checkpoint_fingerprint(checkpoint) == run_id:
-            best, state = load_checkpoint(checkpoint, model, optimizer)
-            log(f"resuming from {checkpoint}: epochs 1-{state['epoch']} done")
-        else:
-            log(f"{checkpoint} was written for other data or settings; starting over")
     first_epoch = state["epoch"] + 1
     with PeakMemory(device) as memory:
         for epoch in range(first_epoch, cfg.epochs + 1):
