@@ -98,3 +98,23 @@ def start_or_resume(output_dir: Path, run_id: str, resume: bool, model, optimize
             return best, state
         log(f"{checkpoint} was written for other data or settings; starting over")
     return None, state
+
+
+def end_epoch(epoch: int, score: float, state: dict, best: dict[str, torch.Tensor] | None, model, optimizer,
+              checkpoint: Path, cfg, log=print, on_epoch_end=None) -> dict[str, torch.Tensor] | None:
+    """Shared end of an epoch: keep the best trainable weights by `score` (higher is better), count epochs
+    without improvement (early stopping after `cfg.early_stopping_patience`), write the checkpoint every
+    `cfg.checkpoint_every_epochs`, then call `on_epoch_end`. Returns the best weights so far."""
+    if score > state["best_score"]:
+        state["best_score"], state["stale"] = score, 0
+        best = trainable_state(model)
+    else:
+        state["stale"] += 1
+        if state["stale"] >= cfg.early_stopping_patience:
+            log(f"early stopping after epoch {epoch}: no validation improvement for {state['stale']} epochs")
+            state["stopped"] = True
+    if epoch % cfg.checkpoint_every_epochs == 0 and epoch < cfg.epochs and not state["stopped"]:
+        save_checkpoint(checkpoint, model, optimizer, best, state)
+    if on_epoch_end is not None:
+        on_epoch_end(epoch)
+    return best

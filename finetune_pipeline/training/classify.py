@@ -29,8 +29,7 @@ from transformers import AutoTokenizer
 from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training.base_model import (autocast, base_model_name, load_sequence_classifier,
                                                    pick_device, resolve_base_model)
-from finetune_pipeline.training.checkpoint import (CHECKPOINT_DIR, fingerprint, save_checkpoint,
-                                                   start_or_resume, trainable_state)
+from finetune_pipeline.training.checkpoint import CHECKPOINT_DIR, end_epoch, fingerprint, start_or_resume
 from finetune_pipeline.training.evaluate import PeakMemory, classification_metrics, majority_baseline, predict
 
 Splits = dict[str, tuple[list[str], list[str]]]  # split name -> (texts, labels)
@@ -109,18 +108,8 @@ def train_classifier(splits: Splits, labels: list[str], cfg: TrainingSettings, o
             state["epoch"] = epoch
             log(f"{approach} epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}, "
                 f"validation macro-F1 {val['macro_f1']:.3f}")
-            if val["macro_f1"] > state["best_score"]:
-                state["best_score"], state["stale"] = val["macro_f1"], 0
-                best = trainable_state(model)
-            else:
-                state["stale"] += 1
-                if state["stale"] >= cfg.early_stopping_patience:
-                    log(f"early stopping after epoch {epoch}: no validation improvement for {state['stale']} epochs")
-                    state["stopped"] = True
-            if epoch % cfg.checkpoint_every_epochs == 0 and epoch < cfg.epochs and not state["stopped"]:
-                save_checkpoint(checkpoint, model, optimizer, best, state)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch)
+            best = end_epoch(epoch, val["macro_f1"], state, best, model, optimizer, checkpoint, cfg, log,
+                             on_epoch_end)
         if best is not None:
             model.load_state_dict({k: v.to(device) for k, v in best.items()}, strict=False)
         test_pred = predict(model, tokenizer, test_texts, cfg.max_length)

@@ -36,8 +36,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training.base_model import autocast, pick_device
-from finetune_pipeline.training.checkpoint import (CHECKPOINT_DIR, fingerprint, save_checkpoint,
-                                                   start_or_resume, trainable_state)
+from finetune_pipeline.training.checkpoint import CHECKPOINT_DIR, end_epoch, fingerprint, start_or_resume
 from finetune_pipeline.training.evaluate import PeakMemory
 
 IGNORE = -100  # label id that carries no loss (cross_entropy's ignore_index)
@@ -200,18 +199,8 @@ def train_instruction(splits: dict[str, Pairs], cfg: TrainingSettings, output_di
             state["epoch"] = epoch
             log(f"instruction epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}, "
                 f"validation loss {val['loss']:.4f} (perplexity {val['perplexity']:.2f})")
-            if -val["loss"] > state["best_score"]:
-                state["best_score"], state["stale"] = -val["loss"], 0
-                best = trainable_state(model)
-            else:
-                state["stale"] += 1
-                if state["stale"] >= cfg.early_stopping_patience:
-                    log(f"early stopping after epoch {epoch}: no validation improvement for {state['stale']} epochs")
-                    state["stopped"] = True
-            if epoch % cfg.checkpoint_every_epochs == 0 and epoch < cfg.epochs and not state["stopped"]:
-                save_checkpoint(checkpoint, model, optimizer, best, state)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch)
+            best = end_epoch(epoch, -val["loss"], state, best, model, optimizer, checkpoint, cfg, log,
+                             on_epoch_end)
         if best is not None:
             model.load_state_dict({k: v.to(device) for k, v in best.items()}, strict=False)
         scores = {name: evaluate_loss(model, data[name], pad, cfg.batch_size)
