@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training.classify import train_classifier
-from finetune_pipeline.training.distributed import World, shard
+from finetune_pipeline.training.distributed import World, launch, processes_to_launch, shard
 
 BILLING = ["I was charged twice for my subscription this month", "the invoice total is wrong, please refund",
            "my credit card payment failed but money was taken", "please cancel the duplicate charge on my bill",
@@ -49,6 +49,21 @@ def test_shard_gives_each_rank_a_contiguous_slice_of_the_global_batch():
     assert slices == [[7, 3, 5], [1, 0]]
     assert [shard([4], World(rank=r, size=2)) for r in range(2)] == [[4], []]
     assert shard(batch, World()) == batch
+
+
+def test_one_process_unless_asked_or_several_gpus(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert processes_to_launch(1) == 0 and processes_to_launch(3) == 3
+    assert processes_to_launch("auto") == (torch.cuda.device_count() if torch.cuda.device_count() > 1 else 0)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # already one of torchrun's processes: train here
+    assert processes_to_launch(2) == 0 and processes_to_launch("auto") == 0
+
+
+def test_a_failing_process_fails_the_launch_with_its_output():
+    logged = []
+    with pytest.raises(RuntimeError, match="exit code") as failure:
+        launch("json.tool", ["/nonexistent/splits.json"], 2, log=logged.append)
+    assert "/nonexistent/splits.json" in str(failure.value)  # the worker's own error is in the message
 
 
 def test_two_gloo_processes_match_one_process_on_the_same_global_batches(tiny_bert_without_dropout, tmp_path):

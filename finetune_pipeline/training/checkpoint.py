@@ -20,9 +20,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 CHECKPOINT_DIR = "checkpoint"
-# Settings that may change between a killed run and its resumption without changing what is trained.
+# Settings that may change between a killed run and its resumption without changing what is trained
+# (data_parallel: any number of processes trains on the same global batches).
 _NOT_FINGERPRINTED = {"resume", "checkpoint_every_epochs", "epochs", "early_stopping_patience", "compare",
-                      "adapter_name", "data_parallel"}  # data_parallel: the same global batches in any number of processes
+                      "adapter_name", "data_parallel"}
 
 
 def fingerprint(approach: str, settings: dict, data) -> str:

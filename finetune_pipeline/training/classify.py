@@ -34,7 +34,8 @@ from transformers import AutoTokenizer
 
 from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training import distributed
-from finetune_pipeline.training.base_model import autocast, base_model_name, load_sequence_classifier, resolve_base_model
+from finetune_pipeline.training.base_model import (autocast, base_model_name, load_sequence_classifier,
+                                                   resolve_base_model)
 from finetune_pipeline.training.checkpoint import CHECKPOINT_DIR, end_epoch, fingerprint, start_or_resume
 from finetune_pipeline.training.evaluate import PeakMemory, classification_metrics, majority_baseline, predict
 

@@ -32,7 +32,6 @@ import os
 import socket
 import subprocess
 import sys
-from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
@@ -83,14 +82,16 @@ def launch(module: str, args: list[str], processes: int, log=print) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={processes}", "--nnodes=1",
                "--master-addr=127.0.0.1", f"--master-port={free_port()}", "-m", module, *args]
     log(f"data-parallel training in {processes} processes: torchrun --nproc-per-node={processes} -m {module}")
-    tail: deque[str] = deque(maxlen=30)
+    lines = []
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         for line in proc.stdout:
             log(line.rstrip())
-            tail.append(line)
+            lines.append(line)
     if proc.returncode != 0:
+        # The processes' own error comes before torchrun's report of it (its traceback says little).
+        report = next((i for i, line in enumerate(lines) if "failed (exitcode" in line), len(lines))
         raise RuntimeError(f"data-parallel training ({processes} processes, torchrun -m {module}) failed with "
-                           f"exit code {proc.returncode}; last output:\n{''.join(tail)}")
+                           f"exit code {proc.returncode}; the processes' last output:\n{''.join(lines[:report][-30:])}")
 
 
 def start(world: World) -> torch.device:
@@ -117,7 +118,8 @@ def wrap(model, world: World, device: torch.device):
     Optimizer, checkpoints and saving keep using the unwrapped model (same parameters)."""
     if world.size == 1:
         return model
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    device_ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
 def shard(items: list, world: World) -> list:

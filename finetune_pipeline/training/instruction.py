@@ -275,8 +275,8 @@ def _train_in_processes(processes: int, splits: dict[str, Pairs], cfg: TrainingS
     with tempfile.TemporaryDirectory(prefix="instruction-job-") as job:
         write_pairs(splits, job)
         distributed.launch("finetune_pipeline.training.instruction",
-                           [job, str(output_dir), "--settings", cfg.model_dump_json(), "--data-snapshot", data_snapshot],
-                           processes, log)
+                           [job, str(output_dir), "--settings", cfg.model_dump_json(),
+                            "--data-snapshot", data_snapshot], processes, log)
     return json.loads((output_dir / "metrics.json").read_text())
 
 
