@@ -78,6 +78,7 @@ def train_feature_classifier(splits: dict[str, tuple[list[str], list[str]]], lab
 
 
 def _save(folder: Path, weight, bias, labels: list[str], metrics: dict, dim: int, best: dict) -> None:
+    folder.mkdir(parents=True)
     save_file({"weight": weight, "bias": bias}, folder / "classifier.safetensors",
               metadata={"labels": json.dumps(labels), "encoder": metrics["base_model"]})
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
