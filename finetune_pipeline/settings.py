@@ -381,6 +381,10 @@ class TrainingSettings(_Section):
     packing: bool = Field(
         True, description="Instruction task: pack several examples into each max_length sequence (position "
         "ids restart per example, so attention never crosses examples).")
+    data_parallel: Literal["auto"] | int = Field(
+        "auto", description="Training processes (DDP, one global batch split across them; see "
+        "training/distributed.py): auto = one per visible CUDA GPU when there are several, else one; a number "
+        "forces that many (on the CPU over gloo); 1 = one process.")
     seed: int = 13
 
 

@@ -158,3 +158,30 @@ def test_killed_instruction_run_resumes_with_identical_adapter(tiny_llama, tmp_p
     first = load_file(tmp_path / "whole" / "adapter_model.safetensors")
     second = load_file(tmp_path / "killed" / "adapter_model.safetensors")
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_two_gloo_processes_match_one_process_on_the_same_global_batches(tiny_llama, tmp_path):
+    """Data-parallel instruction tuning (see test_distributed.py): 2 processes under torchrun, gloo on the
+    CPU, take the steps of one process; the loss is normalised by the global batch's response tokens."""
+    from safetensors.torch import load_file
+
+    path, _ = tiny_llama
+    fields = dict(instruction_base_model=path, epochs=2, batch_size=3, max_length=40, learning_rate=1e-2,
+                  lora_dropout=0.0)
+    # 10 sequences in global batches of 3: slices of 2+1, and a last batch of 1 that leaves rank 1 empty.
+    splits = {"train": (PAIRS * 2)[:10], "validation": PAIRS[:2], "test": PAIRS[2:4]}
+    single = train_instruction(splits, TrainingSettings(**fields, data_parallel=1), tmp_path / "single",
+                               log=lambda m: None)
+    ddp = train_instruction(splits, TrainingSettings(**fields, data_parallel=2), tmp_path / "ddp", log=lambda m: None)
+
+    assert single["processes"] == 1 and ddp["processes"] == 2
+    steps = [h["train_step_losses"] for h in single["history"]]
+    assert single["sequences"]["train"] == 10 and [len(s) for s in steps] == [4, 4]
+    assert steps[0][0] != steps[-1][-1]  # it trained
+    assert torch.allclose(torch.tensor([h["train_step_losses"] for h in ddp["history"]], dtype=torch.float64),
+                          torch.tensor(steps, dtype=torch.float64), rtol=1e-5, atol=0)
+    first = load_file(tmp_path / "single" / "adapter_model.safetensors")
+    second = load_file(tmp_path / "ddp" / "adapter_model.safetensors")
+    assert first.keys() == second.keys()
+    for name in first:
+        assert torch.allclose(first[name], second[name], rtol=1e-4, atol=1e-6), name

@@ -20,9 +20,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 CHECKPOINT_DIR = "checkpoint"
-# Settings that may change between a killed run and its resumption without changing what is trained.
+# Settings that may change between a killed run and its resumption without changing what is trained
+# (data_parallel: any number of processes trains on the same global batches).
 _NOT_FINGERPRINTED = {"resume", "checkpoint_every_epochs", "epochs", "early_stopping_patience", "compare",
-                      "adapter_name"}
+                      "adapter_name", "data_parallel"}
 
 
 def fingerprint(approach: str, settings: dict, data) -> str:
@@ -101,10 +102,11 @@ def start_or_resume(output_dir: Path, run_id: str, resume: bool, model, optimize
 
 
 def end_epoch(epoch: int, score: float, state: dict, best: dict[str, torch.Tensor] | None, model, optimizer,
-              checkpoint: Path, cfg, log=print, on_epoch_end=None) -> dict[str, torch.Tensor] | None:
+              checkpoint: Path | None, cfg, log=print, on_epoch_end=None) -> dict[str, torch.Tensor] | None:
     """Shared end of an epoch: keep the best trainable weights by `score` (higher is better), count epochs
     without improvement (early stopping after `cfg.early_stopping_patience`), write the checkpoint every
-    `cfg.checkpoint_every_epochs`, then call `on_epoch_end`. Returns the best weights so far."""
+    `cfg.checkpoint_every_epochs` (not when `checkpoint` is None: data-parallel ranks other than 0), then call
+    `on_epoch_end`. Returns the best weights so far."""
     if score > state["best_score"]:
         state["best_score"], state["stale"] = score, 0
         best = trainable_state(model)
@@ -113,7 +115,8 @@ def end_epoch(epoch: int, score: float, state: dict, best: dict[str, torch.Tenso
         if state["stale"] >= cfg.early_stopping_patience:
             log(f"early stopping after epoch {epoch}: no validation improvement for {state['stale']} epochs")
             state["stopped"] = True
-    if epoch % cfg.checkpoint_every_epochs == 0 and epoch < cfg.epochs and not state["stopped"]:
+    if checkpoint is not None and epoch % cfg.checkpoint_every_epochs == 0 and epoch < cfg.epochs \
+            and not state["stopped"]:
         save_checkpoint(checkpoint, model, optimizer, best, state)
     if on_epoch_end is not None:
         on_epoch_end(epoch)

@@ -8,6 +8,11 @@ test, then save: the PEFT adapter (lora) or the whole model (full) in safetensor
 `metrics.json` and a model card. A checkpoint after each epoch lets a killed run resume where it was
 (see checkpoint.py). CUDA in bf16 when present, the CPU otherwise; imports no dagster.
 
+Data-parallel (distributed.py): with several CUDA GPUs visible (or `data_parallel: N`), the run starts
+itself again under torchrun, one process per GPU; each process trains on its slice of every global
+batch through DDP, and rank 0 writes the output. The steps and the result are those of one process on
+the same global batches (a test checks per-step losses and the final weights).
+
     python -m finetune_pipeline.training.classify --help
 """
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Literal
@@ -27,8 +33,9 @@ from transformers import AutoTokenizer
 
 from finetune_pipeline.exports import atomic_path
 from finetune_pipeline.settings import TrainingSettings
+from finetune_pipeline.training import distributed
 from finetune_pipeline.training.base_model import (autocast, base_model_name, load_sequence_classifier,
-                                                   pick_device, resolve_base_model)
+                                                   resolve_base_model)
 from finetune_pipeline.training.checkpoint import CHECKPOINT_DIR, end_epoch, fingerprint, start_or_resume
 from finetune_pipeline.training.evaluate import PeakMemory, classification_metrics, majority_baseline, predict
 
@@ -58,11 +65,19 @@ def train_classifier(splits: Splits, labels: list[str], cfg: TrainingSettings, o
     """Train on `splits["train"]`, early-stop on validation, evaluate on test, save to `output_dir`.
 
     Returns the metrics written to `metrics.json`. `on_epoch_end(epoch)` is called after each epoch's
-    checkpoint (tests raise from it to simulate a killed run).
+    checkpoint (tests raise from it to simulate a killed run). Runs in several processes when
+    `cfg.data_parallel` asks for them (see distributed.py).
     """
     output_dir = Path(output_dir)
+    processes = distributed.processes_to_launch(cfg.data_parallel)
+    if processes:
+        return _train_in_processes(processes, splits, labels, cfg, output_dir, approach, data_snapshot, log,
+                                   on_epoch_end)
     started = time.perf_counter()
-    device = pick_device()
+    world = distributed.World.from_env()
+    device = distributed.start(world)
+    if not world.main:
+        log = lambda message: None  # noqa: E731 (rank 0 speaks for all)
     base = resolve_base_model(cfg.base_model)
     torch.manual_seed(cfg.seed)  # the new head's initial weights
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -82,6 +97,7 @@ def train_classifier(splits: Splits, labels: list[str], cfg: TrainingSettings, o
     best, state = start_or_resume(output_dir, run_id, cfg.resume, model, optimizer, log)
     checkpoint = output_dir / CHECKPOINT_DIR
     first_epoch = state["epoch"] + 1
+    forward = distributed.wrap(model, world, device)  # DDP: gradients averaged across processes in backward
 
     with PeakMemory(device) as memory:
         for epoch in range(first_epoch, cfg.epochs + 1):
@@ -89,27 +105,33 @@ def train_classifier(splits: Splits, labels: list[str], cfg: TrainingSettings, o
                 break
             model.train()
             losses = []
-            for idx in epoch_batches(len(train_texts), cfg.batch_size, cfg.seed, epoch):
+            for global_idx in epoch_batches(len(train_texts), cfg.batch_size, cfg.seed, epoch):
+                # This process's slice; the loss is its sum over the *global* batch size, times the world
+                # size that DDP's gradient averaging divides by: the update of the global batch's mean loss.
+                idx, weight = distributed.shard(global_idx, world), world.size / len(global_idx)
+                if not idx:  # fewer examples than processes: take part in DDP's all-reduce with weight 0
+                    idx, weight = global_idx[:1], 0.0
                 batch = tokenizer.pad({k: [v[i] for i in idx] for k, v in encodings.items()},
                                       return_tensors="pt").to(device)
                 with autocast(device):
-                    logits = model(**batch).logits
-                loss = torch.nn.functional.cross_entropy(logits.float(), y_train[idx].to(device))
+                    logits = forward(**batch).logits
+                loss_sum = torch.nn.functional.cross_entropy(logits.float(), y_train[idx].to(device), reduction="sum")
                 optimizer.zero_grad()
-                loss.backward()
+                (loss_sum * weight).backward()
                 optimizer.step()
-                losses.append(loss.item())
+                losses.append(distributed.all_sum(loss_sum.item() if weight else 0.0, world, device) / len(global_idx))
             train_loss = float(np.mean(losses))
             # Without a validation split, the training loss decides (lower is better).
             val = classification_metrics(y_val, predict(model, tokenizer, val_texts, cfg.max_length)) if y_val \
                 else {"macro_f1": -train_loss}
-            state["history"].append({"epoch": epoch, "train_loss": train_loss,
+            val = distributed.from_main(val, world)  # one early-stopping decision for every process
+            state["history"].append({"epoch": epoch, "train_loss": train_loss, "train_step_losses": losses,
                                      **{f"val_{k}": v for k, v in val.items()}})
             state["epoch"] = epoch
             log(f"{approach} epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}, "
                 f"validation macro-F1 {val['macro_f1']:.3f}")
-            best = end_epoch(epoch, val["macro_f1"], state, best, model, optimizer, checkpoint, cfg, log,
-                             on_epoch_end)
+            best = end_epoch(epoch, val["macro_f1"], state, best, model, optimizer,
+                             checkpoint if world.main else None, cfg, log, on_epoch_end)
         if best is not None:
             model.load_state_dict({k: v.to(device) for k, v in best.items()}, strict=False)
         test_pred = predict(model, tokenizer, test_texts, cfg.max_length)
@@ -132,13 +154,30 @@ def train_classifier(splits: Splits, labels: list[str], cfg: TrainingSettings, o
         "history": history,
         "nan_loss": any(math.isnan(h["train_loss"]) for h in history),
         "device": device.type,
+        "processes": world.size,
         "wall_time_s": round(time.perf_counter() - started, 2),
         "peak_memory_mb": memory.peak_mb,
         "data_snapshot": data_snapshot,
         "settings": cfg.model_dump(),
     }
-    save_classifier(model, tokenizer, metrics, output_dir)
+    if world.main:
+        save_classifier(model, tokenizer, metrics, output_dir)
+    distributed.stop(world)
     return metrics
+
+
+def _train_in_processes(processes: int, splits: Splits, labels: list[str], cfg: TrainingSettings, output_dir: Path,
+                        approach: str, data_snapshot: str, log, on_epoch_end) -> dict:
+    """Run this module's command line under torchrun in `processes` processes on the same job (splits
+    written to a temporary folder); return the metrics rank 0 saved."""
+    if on_epoch_end is not None:
+        raise ValueError("on_epoch_end cannot reach torchrun's processes; set training.data_parallel to 1")
+    with tempfile.TemporaryDirectory(prefix="classify-job-") as job:
+        write_splits(splits, job)
+        distributed.launch("finetune_pipeline.training.classify",
+                           [job, str(output_dir), "--approach", approach, "--labels", json.dumps(labels),
+                            "--settings", cfg.model_dump_json(), "--data-snapshot", data_snapshot], processes, log)
+    return json.loads((output_dir / "metrics.json").read_text())
 
 
 def save_classifier(model, tokenizer, metrics: dict, output_dir: Path) -> None:
@@ -183,6 +222,14 @@ Load it with {how}.
 """
 
 
+def write_splits(splits: Splits, splits_dir: str | Path) -> None:
+    """The `<split>.jsonl` files `read_splits` reads (an absent split is written empty)."""
+    for name in ("train", "validation", "test"):
+        texts, labels = splits.get(name, ([], []))
+        lines = [json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(texts, labels)]
+        (Path(splits_dir) / f"{name}.jsonl").write_text("".join(lines))
+
+
 def read_splits(splits_dir: str | Path) -> tuple[Splits, list[str]]:
     """(texts, labels) per split from the exported `<split>.jsonl` files, and the sorted label set."""
     splits: Splits = {}
@@ -201,10 +248,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("output_dir")
     parser.add_argument("--approach", choices=["lora", "full"], default="lora")
     parser.add_argument("--settings", help="JSON of TrainingSettings fields, e.g. '{\"epochs\": 3}'")
+    parser.add_argument("--labels", help="JSON list of the label set (default: the train split's, sorted)")
+    parser.add_argument("--data-snapshot", default="", help="recorded in metrics.json and the model card")
     args = parser.parse_args(argv)
     cfg = TrainingSettings.model_validate(json.loads(args.settings or "{}"))
     splits, labels = read_splits(args.splits_dir)
-    metrics = train_classifier(splits, labels, cfg, args.output_dir, approach=args.approach)
+    labels = json.loads(args.labels) if args.labels else labels
+    metrics = train_classifier(splits, labels, cfg, args.output_dir, approach=args.approach,
+                               data_snapshot=args.data_snapshot)
+    if not distributed.World.from_env().main:
+        return
     print(json.dumps({k: metrics[k] for k in ("test", "majority_baseline", "epochs_run", "wall_time_s")}, indent=2))
 
 

@@ -17,7 +17,12 @@ Reads top to bottom:
 3. A plain loop: AdamW on the LoRA weights, early stopping on validation loss, a resumable checkpoint per
    epoch (checkpoint.py), then loss and perplexity (exp of the mean token loss over response tokens) on
    validation and test, and the same for the base model before training as the baseline.
+4. Data-parallel (distributed.py): with several CUDA GPUs visible (or `data_parallel: N`), the run starts
+   itself again under torchrun; each process trains on its slice of every global batch through DDP, the
+   loss normalised by the global batch's response-token count, and rank 0 writes the output.
 CUDA in bf16 when present, the CPU otherwise; imports no dagster. Never trust_remote_code.
+
+    python -m finetune_pipeline.training.instruction --help
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -35,7 +41,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from finetune_pipeline.exports import atomic_path
 from finetune_pipeline.settings import TrainingSettings
-from finetune_pipeline.training.base_model import autocast, pick_device
+from finetune_pipeline.training import distributed
+from finetune_pipeline.training.base_model import autocast
 from finetune_pipeline.training.checkpoint import CHECKPOINT_DIR, end_epoch, fingerprint, start_or_resume
 from finetune_pipeline.training.evaluate import PeakMemory
 
@@ -154,12 +161,19 @@ def train_instruction(splits: dict[str, Pairs], cfg: TrainingSettings, output_di
                       on_epoch_end: Callable[[int], None] | None = None) -> dict:
     """LoRA on `cfg.instruction_base_model` with (prompt, response) pairs per split; early stopping on
     validation loss; loss and perplexity on test; the adapter, tokenizer, metrics.json and a model card
-    saved to `output_dir`. Returns the metrics."""
+    saved to `output_dir`. Returns the metrics. Runs in several processes when `cfg.data_parallel` asks
+    for them (see distributed.py)."""
     if not cfg.instruction_base_model:
         raise ValueError("training.instruction_base_model is not set: name a local causal LM folder")
     output_dir = Path(output_dir)
+    processes = distributed.processes_to_launch(cfg.data_parallel)
+    if processes:
+        return _train_in_processes(processes, splits, cfg, output_dir, data_snapshot, log, on_epoch_end)
     started = time.perf_counter()
-    device = pick_device()
+    world = distributed.World.from_env()
+    device = distributed.start(world)
+    if not world.main:
+        log = lambda message: None  # noqa: E731 (rank 0 speaks for all)
     torch.manual_seed(cfg.seed)
     tokenizer = load_chat_tokenizer(cfg.instruction_base_model)
     model = build_instruction_model(cfg.instruction_base_model, cfg).to(device)
@@ -175,6 +189,7 @@ def train_instruction(splits: dict[str, Pairs], cfg: TrainingSettings, output_di
     best, state = start_or_resume(output_dir, run_id, cfg.resume, model, optimizer, log)
     checkpoint = output_dir / CHECKPOINT_DIR
     first_epoch = state["epoch"] + 1
+    forward = distributed.wrap(model, world, device)  # DDP: gradients averaged across processes in backward
     with PeakMemory(device) as memory:
         for epoch in range(first_epoch, cfg.epochs + 1):
             if state["stopped"]:
@@ -182,25 +197,34 @@ def train_instruction(splits: dict[str, Pairs], cfg: TrainingSettings, output_di
             model.train()
             order = list(range(len(data["train"])))
             random.Random(cfg.seed * 100_003 + epoch).shuffle(order)  # same order when resumed
-            total, tokens = 0.0, 0
+            total, tokens, losses = 0.0, 0, []
             for start in range(0, len(order), cfg.batch_size):
-                batch = collate([data["train"][i] for i in order[start:start + cfg.batch_size]], pad, device)
-                loss_sum, n = token_loss(model, batch, device)
-                loss = loss_sum / max(n, 1)
+                global_batch = order[start:start + cfg.batch_size]
+                mine, weight = distributed.shard(global_batch, world), 1.0
+                if not mine:  # fewer sequences than processes: take part in DDP's all-reduce with weight 0
+                    mine, weight = global_batch[:1], 0.0
+                batch = collate([data["train"][i] for i in mine], pad, device)
+                loss_sum, n = token_loss(forward, batch, device)
+                # Mean over the global batch's response tokens: this process's sum over the global count,
+                # times the world size that DDP's gradient averaging divides by.
+                step_tokens = int(distributed.all_sum(n * weight, world, device))
                 optimizer.zero_grad()
-                loss.backward()
+                (loss_sum * (weight * world.size / max(step_tokens, 1))).backward()
                 optimizer.step()
-                total, tokens = total + loss_sum.item(), tokens + n
+                step_total = distributed.all_sum(loss_sum.item() * weight, world, device)
+                losses.append(step_total / max(step_tokens, 1))
+                total, tokens = total + step_total, tokens + step_tokens
             train_loss = total / max(tokens, 1)
             val = evaluate_loss(model, data["validation"], pad, cfg.batch_size) if data.get("validation") \
                 else {"loss": train_loss, "perplexity": math.exp(min(train_loss, 700))}
-            state["history"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": val["loss"],
-                                     "val_perplexity": val["perplexity"]})
+            val = distributed.from_main(val, world)  # one early-stopping decision for every process
+            state["history"].append({"epoch": epoch, "train_loss": train_loss, "train_step_losses": losses,
+                                     "val_loss": val["loss"], "val_perplexity": val["perplexity"]})
             state["epoch"] = epoch
             log(f"instruction epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}, "
                 f"validation loss {val['loss']:.4f} (perplexity {val['perplexity']:.2f})")
-            best = end_epoch(epoch, -val["loss"], state, best, model, optimizer, checkpoint, cfg, log,
-                             on_epoch_end)
+            best = end_epoch(epoch, -val["loss"], state, best, model, optimizer,
+                             checkpoint if world.main else None, cfg, log, on_epoch_end)
         if best is not None:
             model.load_state_dict({k: v.to(device) for k, v in best.items()}, strict=False)
         scores = {name: evaluate_loss(model, data[name], pad, cfg.batch_size)
@@ -225,17 +249,68 @@ def train_instruction(splits: dict[str, Pairs], cfg: TrainingSettings, output_di
         "history": history,
         "nan_loss": any(math.isnan(h["train_loss"]) for h in history),
         "device": device.type,
+        "processes": world.size,
         "wall_time_s": round(time.perf_counter() - started, 2),
         "peak_memory_mb": memory.peak_mb,
         "data_snapshot": data_snapshot,
         "settings": cfg.model_dump(),
     }
-    with atomic_path(output_dir) as folder:  # swapped in whole: never a half-saved adapter; drops the checkpoint
-        model.save_pretrained(folder, safe_serialization=True)
-        tokenizer.save_pretrained(folder)
-        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-        (folder / "README.md").write_text(model_card(metrics))
+    if world.main:
+        with atomic_path(output_dir) as folder:  # swapped in whole: never a half-saved adapter; drops the checkpoint
+            model.save_pretrained(folder, safe_serialization=True)
+            tokenizer.save_pretrained(folder)
+            (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+            (folder / "README.md").write_text(model_card(metrics))
+    distributed.stop(world)
     return metrics
+
+
+def _train_in_processes(processes: int, splits: dict[str, Pairs], cfg: TrainingSettings, output_dir: Path,
+                        data_snapshot: str, log, on_epoch_end) -> dict:
+    """Run this module's command line under torchrun in `processes` processes on the same job (pairs
+    written to a temporary folder); return the metrics rank 0 saved."""
+    if on_epoch_end is not None:
+        raise ValueError("on_epoch_end cannot reach torchrun's processes; set training.data_parallel to 1")
+    with tempfile.TemporaryDirectory(prefix="instruction-job-") as job:
+        write_pairs(splits, job)
+        distributed.launch("finetune_pipeline.training.instruction",
+                           [job, str(output_dir), "--settings", cfg.model_dump_json(),
+                            "--data-snapshot", data_snapshot], processes, log)
+    return json.loads((output_dir / "metrics.json").read_text())
+
+
+def write_pairs(splits: dict[str, Pairs], splits_dir: str | Path) -> None:
+    """`<split>.jsonl` files of {"prompt", "response"} records, as `read_pairs` reads them."""
+    for name, pairs in splits.items():
+        lines = [json.dumps({"prompt": p, "response": r}) + "\n" for p, r in pairs]
+        (Path(splits_dir) / f"{name}.jsonl").write_text("".join(lines))
+
+
+def read_pairs(splits_dir: str | Path) -> dict[str, Pairs]:
+    """(prompt, response) pairs per split from the exported `<split>.jsonl` files that exist."""
+    splits = {}
+    for name in ("train", "validation", "test"):
+        path = Path(splits_dir) / f"{name}.jsonl"
+        if path.exists():
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+            splits[name] = [(r["prompt"], r["response"]) for r in rows]
+    return splits
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Instruction-tune from exported splits without dagster, e.g. on a GPU machine."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m finetune_pipeline.training.instruction", description=main.__doc__)
+    parser.add_argument("splits_dir", help="exports/splits/ (train/validation/test.jsonl with prompt and response)")
+    parser.add_argument("output_dir")
+    parser.add_argument("--settings", help="JSON of TrainingSettings fields; instruction_base_model is required")
+    parser.add_argument("--data-snapshot", default="", help="recorded in metrics.json and the model card")
+    args = parser.parse_args(argv)
+    cfg = TrainingSettings.model_validate(json.loads(args.settings or "{}"))
+    metrics = train_instruction(read_pairs(args.splits_dir), cfg, args.output_dir, data_snapshot=args.data_snapshot)
+    if distributed.World.from_env().main:
+        print(json.dumps({k: metrics[k] for k in ("test", "base_model_test", "epochs_run", "wall_time_s")}, indent=2))
 
 
 def model_card(metrics: dict) -> str:
@@ -271,3 +346,7 @@ def load_instruction_adapter(adapter_dir: str | Path, adapter_name: str = "defau
     model = PeftModel.from_pretrained(model, adapter_dir, adapter_name=adapter_name)
     model.eval()
     return model, AutoTokenizer.from_pretrained(adapter_dir)
+
+
+if __name__ == "__main__":
+    main()
