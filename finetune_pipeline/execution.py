@@ -52,6 +52,9 @@ class LocalFrames:
     def materialize(self) -> LocalFrames:
         return self
 
+    def count(self) -> int:
+        return self.frame.height
+
     def to_polars(self) -> pl.DataFrame:
         return self.frame
 
@@ -99,6 +102,9 @@ class RayFrames:
 
     def materialize(self) -> RayFrames:
         return RayFrames(self.dataset.materialize(), self.execution)
+
+    def count(self) -> int:
+        return self.dataset.count()
 
     def to_polars(self) -> pl.DataFrame:
         import pyarrow as pa
