@@ -66,12 +66,13 @@ class RayFrames:
         self.dataset, self.execution = dataset, execution
 
     @classmethod
-    def from_polars(cls, frame: pl.DataFrame, execution: ExecutionSettings) -> RayFrames:
+    def from_polars(cls, frame: pl.DataFrame, execution: ExecutionSettings,
+                    batch_size: int | None = None) -> RayFrames:
         import ray.data
 
         connect(execution)
         # Blocks of about batch_size rows, so the work spreads over the workers from the first step.
-        blocks = max(1, min(-(-frame.height // execution.batch_size), 4 * _cluster_cpus()))
+        blocks = max(1, min(-(-frame.height // (batch_size or execution.batch_size)), 4 * _cluster_cpus()))
         tables = [part.to_arrow() for part in _slices(frame, blocks)]
         return cls(ray.data.from_arrow(tables), execution)
 
@@ -118,16 +119,18 @@ class RayFrames:
 Frames = LocalFrames | RayFrames
 
 
-def frames(frame: pl.DataFrame, execution: ExecutionSettings) -> Frames:
-    """`frame` on the configured backend."""
+def frames(frame: pl.DataFrame, execution: ExecutionSettings, batch_size: int | None = None) -> Frames:
+    """`frame` on the configured backend (`batch_size`: rows per block on Ray; default the setting)."""
     if execution.backend == "ray":
-        return RayFrames.from_polars(frame, execution)
+        return RayFrames.from_polars(frame, execution, batch_size)
     return LocalFrames(frame, execution)
 
 
-def map_batches(frame: pl.DataFrame, fn: BatchFn, execution: ExecutionSettings, **fn_kwargs) -> pl.DataFrame:
+def map_batches(frame: pl.DataFrame, fn: BatchFn, execution: ExecutionSettings, *, batch_size: int | None = None,
+                gpu_actor: bool = False, **fn_kwargs) -> pl.DataFrame:
     """`fn` over `frame` on the configured backend, row order kept; the common one-step case."""
-    return frames(frame, execution).map_batches(fn, **fn_kwargs).to_polars()
+    return (frames(frame, execution, batch_size).map_batches(fn, batch_size=batch_size, gpu_actor=gpu_actor,
+                                                             **fn_kwargs).to_polars())
 
 
 def ray_address(execution: ExecutionSettings) -> str | None:
