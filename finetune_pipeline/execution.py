@@ -148,22 +148,37 @@ def ray_init_options() -> dict:
             "include_dashboard": False, "log_to_driver": True, "configure_logging": False}
 
 
-def connect(execution: ExecutionSettings) -> None:
+def connect(execution: ExecutionSettings):
     """Connect to the cluster once per process; a connection made before (e.g. by the Dagster Ray resource)
-    is reused as it is."""
-    import ray
-    import ray.data
+    is reused as it is. Returns Ray's context when this call connected, else None."""
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise RuntimeError("execution.backend is 'ray' but Ray is not installed: pip install "
+                           "'finetune-pipeline[ray]' (or set execution.backend: local)") from None
 
+    context = None
     if not ray.is_initialized():
         address = ray_address(execution)
         log.info("connecting to Ray at %s", address or "a new local cluster")
         options = ray_init_options()
         if address:  # include_dashboard only applies when ray.init starts the cluster
             options.pop("include_dashboard")
-        ray.init(address=address, **options)
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True  # map_batches output in input order, as locally
-    context.enable_progress_bars = False
+        context = ray.init(address=address, **options)
+    data_context = ray.data.DataContext.get_current()
+    data_context.execution_options.preserve_order = True  # map_batches output in input order, as locally
+    data_context.enable_progress_bars = False
+    return context
+
+
+def cluster_summary() -> dict:
+    """Nodes, CPUs and GPUs of the connected cluster (for the run's metadata)."""
+    import ray
+
+    resources = ray.cluster_resources()
+    return {"nodes": sum(n["Alive"] for n in ray.nodes()), "cpus": int(resources.get("CPU", 0)),
+            "gpus": int(resources.get("GPU", 0))}
 
 
 def _polars_batch(table, fn: BatchFn, **fn_kwargs):
