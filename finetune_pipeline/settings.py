@@ -70,6 +70,9 @@ class SourcesSettings(_Section):
         500, ge=0, description="With chunk_by=title, a section shorter than this is merged with the next one."
     )
     max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are rejected (MiB).")
+    max_pdf_pages: int = Field(
+        2000, ge=1, description="PDFs declaring more pages than this are rejected before parsing (a small file "
+        "can declare millions of pages that all share one page object).")
 
 
 class CleaningSettings(_Section):

@@ -1,6 +1,10 @@
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -22,3 +26,24 @@ def copy_sample_data(dest: Path) -> Path:
                     ignore=lambda folder, names: OUTPUTS & set(names) if Path(folder) == SAMPLE_DATA else set())
     return dest
 
+
+
+@pytest.fixture(scope="session")
+def sample_run(tmp_path_factory):
+    """The one real end-to-end run: the README's headless command (`dagster asset materialize --select '*'`)
+    on a copy of the sample data root plus the bad inputs of bad_inputs.py, in its own DAGSTER_HOME.
+    Returns (data root, DAGSTER_HOME, the finished process, what each bad input should become)."""
+    from finetune_pipeline_tests.bad_inputs import add_bad_inputs
+
+    base = tmp_path_factory.mktemp("e2e")
+    root = base / "data"
+    copy_sample_data(root)
+    expected = add_bad_inputs(root)
+    home = base / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, "FINETUNE_DATA_DIR": str(root), "DAGSTER_HOME": str(home)}
+    dagster = Path(sys.executable).parent / "dagster"
+    proc = subprocess.run([str(dagster), "asset", "materialize", "-m", "finetune_pipeline.definitions",
+                           "--select", "*"], cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    return root, home, proc, expected

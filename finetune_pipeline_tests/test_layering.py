@@ -28,3 +28,30 @@ def test_transformers_and_peft_import():
     out = subprocess.run([sys.executable, "-c", "import transformers, peft, torch; print('ok')"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_no_unpickling_and_no_remote_code():
+    """Nothing in the package unpickles data or runs a model repository's code."""
+    import ast
+    from pathlib import Path
+
+    import finetune_pipeline
+
+    problems = []
+    for path in Path(finetune_pipeline.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
+                if any(n and n.split(".")[0] in ("pickle", "cloudpickle", "dill", "joblib") for n in names):
+                    problems.append(f"{path.name}:{node.lineno} imports a pickle library")
+            if isinstance(node, ast.keyword) and node.arg == "trust_remote_code" and \
+                    not (isinstance(node.value, ast.Constant) and node.value.value is False):
+                problems.append(f"{path.name}:{node.lineno} trust_remote_code")
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+                if name in ("read_pickle", "load_pickle"):
+                    problems.append(f"{path.name}:{node.lineno} {name}")
+                if name == "load" and getattr(getattr(node.func, "value", None), "id", "") == "torch" and not any(
+                        k.arg == "weights_only" and getattr(k.value, "value", None) is True for k in node.keywords):
+                    problems.append(f"{path.name}:{node.lineno} torch.load without weights_only=True")
+    assert problems == []

@@ -1,7 +1,10 @@
 """End to end: the README's headless command on a copy of the sample data root, then the gates.
 
 One real run (parsing, cleaning, dedup, labels, oversampling, splits, LoRA training) through
-`dagster asset materialize`, in a DAGSTER_HOME and data root outside the repository.
+`dagster asset materialize`, in a DAGSTER_HOME and data root outside the repository. The data root also
+holds the bad inputs of bad_inputs.py (damaged PDFs, a 200 MiB text, wrong encodings, broken rows, a
+fake database, a link out of the root, an unknown label, annotations for unknown records): the run must
+finish with each of them rejected for its reason and every good record through.
 """
 
 import json
@@ -17,28 +20,15 @@ import pytest
 from datasets import load_from_disk
 
 from finetune_pipeline.defs.cli import _summary
+from finetune_pipeline.settings import load_settings
+from finetune_pipeline.sources import collect_raw_corpus
 from finetune_pipeline_tests.conftest import REPO, copy_sample_data
 
 STAGES = ["raw_corpus", "cleaned_corpus", "deduplicated_corpus", "labeled_corpus", "augmented_corpus"]
 
 
-@pytest.fixture(scope="module")
-def sample_run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("e2e")
-    root = base / "data"
-    copy_sample_data(root)
-    home = base / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    env = {**os.environ, "FINETUNE_DATA_DIR": str(root), "DAGSTER_HOME": str(home)}
-    dagster = Path(sys.executable).parent / "dagster"
-    proc = subprocess.run([str(dagster), "asset", "materialize", "-m", "finetune_pipeline.definitions",
-                           "--select", "*"], cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
-    return root, home, proc
-
-
 def test_headless_materialize_succeeds_and_writes_to_the_data_root(sample_run):
-    root, _, proc = sample_run
+    root, _, proc, _ = sample_run
     assert proc.returncode == 0, proc.stderr[-4000:]
     splits = load_from_disk(str(root / "exports" / "splits"))
     assert set(splits) == {"train", "validation", "test"}
@@ -68,6 +58,35 @@ def test_every_source_type_reaches_the_corpus_and_stages_do_work(sample_run):
     assert rejects.filter(pl.col("stage").is_null() | pl.col("reason").is_null()).is_empty()
 
 
+def test_bad_inputs_are_rejected_for_their_reason_and_every_good_record_comes_through(sample_run, tmp_path):
+    root, _, proc, expected = sample_run
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rejects = pl.read_parquet(root / "exports" / "rejects.parquet")
+    raw = pl.read_parquet(root / ".pipeline" / "assets" / "raw_corpus.parquet")
+    for uri, outcome in expected.items():
+        if outcome == "kept":
+            assert raw.filter(pl.col("source_uri") == uri).height == 1, uri
+            continue
+        stage, reason, word = outcome
+        rows = rejects.filter((pl.col("stage") == stage) & (pl.col("reason") == reason))
+        rows = rows.filter(pl.col("detail").str.contains(uri.split(":")[1], literal=True)) if uri.startswith("label:") \
+            else rows.filter(pl.col("source_uri") == uri)
+        assert rows.height >= 1, (uri, outcome)
+        assert all(word in detail for detail in rows["detail"]), (uri, rows["detail"].to_list())
+    # The UTF-16 ticket is read as text (not mojibake) and labeled by the zero-shot model.
+    utf16 = raw.filter(pl.col("source_uri") == "raw/incoming/utf16.txt")
+    assert utf16["text"][0].startswith("My password reset email never arrives")
+    # Every record of the sample data itself still came through collection, unchanged.
+    clean = copy_sample_data(tmp_path / "clean")
+    good = collect_raw_corpus(clean, load_settings(clean)).kept
+    assert good.select("record_id", "content_sha256").join(raw, on=["record_id", "content_sha256"],
+                                                           how="anti").is_empty()
+    # Annotations for records that do not exist are reported, not applied and not fatal.
+    stats = json.loads((root / ".pipeline" / "stats" / "labeled_corpus.json").read_text())
+    problems = [p for p in stats["annotations"]["problems"] if p["file"] == "from_another_project.csv"]
+    assert problems and all("not in the corpus" in p["reason"] for p in problems)
+
+
 def test_nothing_lost_across_stages(sample_run):
     root = sample_run[0]
     assets = root / ".pipeline" / "assets"
@@ -95,7 +114,7 @@ def test_splits_do_not_leak_and_augmentation_stays_in_train(sample_run):
 
 
 def test_all_checks_ran_and_passed(sample_run):
-    _, home, _ = sample_run
+    home = sample_run[1]
     instance = dg.DagsterInstance.from_config(str(home))
     from finetune_pipeline.definitions import defs
 
@@ -133,8 +152,8 @@ PLANTED_PII = ("maria.lopez@example.com", "tom.baker@example.org", "priya.n@exam
 def test_no_personal_data_in_dagster_storage_logs_or_metadata(sample_run):
     """Run and event storage (SQLite), compute logs and the stats behind the asset metadata carry no
     planted PII value: redaction happens before anything is logged or described."""
-    root, home, proc = sample_run
-    raw = b"".join(p.read_bytes() for p in (root / "raw").rglob("*") if p.is_file())
+    root, home, proc, _ = sample_run
+    raw = b"".join(p.read_bytes() for p in (root / "raw").rglob("*") if p.is_file() and p.stat().st_size < 2**26)
     assert all(value.encode() in raw for value in PLANTED_PII)  # they really are in the inputs
     places = [p for p in home.rglob("*") if p.is_file()]  # history/ (runs, events), storage/ (compute logs)
     places += list((root / ".pipeline" / "stats").glob("*.json"))
@@ -180,6 +199,29 @@ def test_failed_blocking_check_stops_downstream_in_this_and_later_runs(tmp_path,
     assert "blocked: check 'raw_corpus_expectations'" in failure.step_failure_data.error.message
 
 
+def test_wrong_types_in_finetune_yaml_stop_the_run_before_any_stage_with_the_fields_named(tmp_path, monkeypatch):
+    root = _tiny_root(tmp_path, "splits:\n  train: lots\ntraining:\n  epochs: many\n")
+    cli = subprocess.run([sys.executable, "-m", "finetune_pipeline.defs.cli", "run", "--data-dir", str(root)],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 2
+    assert "splits.train" in cli.stderr and "training.epochs" in cli.stderr and "finetune.yaml" in cli.stderr
+    assert "Traceback" not in cli.stderr
+    assert sorted(p.name for p in root.iterdir()) == ["finetune.yaml", "raw"]  # nothing written
+
+    # From the UI, a schedule or a sensor: the first step fails with the same message; nothing is stored.
+    from finetune_pipeline.definitions import defs
+
+    monkeypatch.setenv("FINETUNE_DATA_DIR", str(root))
+    result = defs.resolve_job_def("refresh_all").execute_in_process(instance=dg.DagsterInstance.ephemeral(),
+                                                                   raise_on_error=False)
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert failure.step_key == "raw_corpus"
+    description = failure.step_failure_data.user_failure_data.description
+    assert "splits.train" in description and "training.epochs" in description
+    assert not any(e.event_type_value == "ASSET_MATERIALIZATION" for e in result.all_events)
+    assert sorted(p.name for p in root.iterdir()) == ["finetune.yaml", "raw"]
+
+
 # ---- the web UI in a real browser ---------------------------------------------------------------------
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -193,7 +235,7 @@ def webserver(sample_run, tmp_path_factory):
     import time
     import urllib.request
 
-    root, home, proc = sample_run
+    root, home, proc, _ = sample_run
     assert proc.returncode == 0, proc.stderr[-2000:]
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

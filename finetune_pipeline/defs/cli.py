@@ -4,6 +4,7 @@
 import argparse
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -58,19 +59,56 @@ def _summary(data_dir: Path) -> str:
     return "\n".join(lines)
 
 
+RUN_HOST_TAG, RUN_PID_TAG = "finetune-pipeline/host", "finetune-pipeline/pid"
+
+
+def fail_dead_runs(instance) -> list[str]:
+    """Mark this host's earlier `finetune-pipeline run`s whose process is gone (killed, power cut) as
+    failed and free the concurrency slots they held: otherwise a run killed in `lora_adapter` keeps the
+    `gpu` pool's one slot and every later run waits on it forever. Returns the run ids it failed."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    failed = []
+    alive = (DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING)
+    for record in instance.get_run_records(RunsFilter(statuses=list(alive), tags={RUN_HOST_TAG: socket.gethostname()})):
+        run = record.dagster_run
+        pid = int(run.tags.get(RUN_PID_TAG, "0"))
+        try:
+            os.kill(pid, 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # alive, another user's
+        instance.report_run_failed(run, f"its process (pid {pid}) is gone: killed or crashed; marked failed by "
+                                        f"the next `finetune-pipeline run`")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        failed.append(run.run_id)
+    return failed
+
+
 def run(data_dir: str | None) -> int:
     if data_dir:
         os.environ["FINETUNE_DATA_DIR"] = str(Path(data_dir).resolve())
     from dagster import DagsterInstance
 
     from finetune_pipeline.definitions import defs
-    from finetune_pipeline.settings import resolve_data_dir
+    from finetune_pipeline.settings import SettingsError, load_settings, resolve_data_dir
 
     root = resolve_data_dir()
+    try:  # a bad finetune.yaml stops here, before any stage runs or writes
+        load_settings(root)
+    except SettingsError as err:
+        print(f"{err}\nfix finetune.yaml and run again; nothing was run or written", file=sys.stderr)
+        return 2
     instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    for run_id in fail_dead_runs(instance):
+        print(f"run {run_id} was killed before it finished: marked failed, its concurrency slots freed",
+              file=sys.stderr)
     run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}  # step progress, not debug chatter
+    tags = {RUN_HOST_TAG: socket.gethostname(), RUN_PID_TAG: str(os.getpid())}
     result = defs.resolve_job_def("refresh_all").execute_in_process(instance=instance, raise_on_error=False,
-                                                               run_config=run_config)
+                                                                   run_config=run_config, tags=tags)
     print(_summary(root))
     failed_checks = [e.asset_check_evaluation_data for e in result.all_events
                      if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed]

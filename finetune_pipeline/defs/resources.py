@@ -13,7 +13,7 @@ from pydantic import Field
 from finetune_pipeline import execution
 
 from finetune_pipeline.records import CORPUS_STAGES, empty_rejects
-from finetune_pipeline.settings import Settings, load_settings, resolve_data_dir
+from finetune_pipeline.settings import Settings, SettingsError, load_settings, resolve_data_dir
 
 
 class PipelineResource(dg.ConfigurableResource):
@@ -30,7 +30,11 @@ class PipelineResource(dg.ConfigurableResource):
         return resolve_data_dir(self.data_dir)
 
     def settings(self) -> Settings:
-        return load_settings(self.root(), overrides=self.settings_yaml)
+        """The validated settings; a bad finetune.yaml fails the step with the file and fields named."""
+        try:
+            return load_settings(self.root(), overrides=self.settings_yaml)
+        except SettingsError as err:
+            raise dg.Failure(description=str(err), allow_retries=False) from None
 
     def storage_dir(self) -> Path:
         """Intermediate asset values (Parquet/JSON), kept beside the data they come from."""

@@ -287,7 +287,7 @@ def _parse(path: Path, source_type: str, settings: Settings) -> tuple[list[dict]
 
 
 def _read_document(path: Path, settings: Settings) -> list[dict]:
-    elements = files.partition_document(path)
+    elements = files.partition_document(path, settings.sources.max_pdf_pages)
     cfg = settings.sources
     chunks = files.document_chunks(elements, cfg.chunk_max_chars, path.suffix.lower() == ".pdf",
                                    by=cfg.chunk_by, combine_under_chars=cfg.chunk_combine_under_chars)

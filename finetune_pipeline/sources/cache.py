@@ -29,7 +29,7 @@ _RECORD_SCHEMA = {"text": pl.String, "locator": pl.String, "label": pl.String, "
 def parse_fingerprint(settings: Settings) -> str:
     """What, besides the bytes and the file type, decides a source's records."""
     sources = settings.sources.model_dump(include={"tabular", "chunk_by", "chunk_max_chars",
-                                                   "chunk_combine_under_chars"})
+                                                   "chunk_combine_under_chars", "max_pdf_pages"})
     blob = json.dumps({"parser": PARSER_VERSION, "sources": sources}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -48,14 +48,14 @@ def use_offline_spacy() -> Path:
     return pipeline_dir
 
 
-def partition_document(path: Path) -> list:
+def partition_document(path: Path, max_pdf_pages: int = 2000) -> list:
     """Elements of one document. `strategy="fast"` for PDFs: "hi_res" needs layout models from a hub."""
     use_offline_spacy()
     suffix = path.suffix.lower()
     if suffix == ".pdf":
         from unstructured.partition.pdf import partition_pdf
 
-        _check_pdf(path)
+        _check_pdf(path, max_pdf_pages)
         return partition_pdf(filename=str(path), strategy="fast", languages=["eng"])
     if suffix in (".txt", ".md"):
         # Plain text partitioning for both: we want the author's paragraphs, not a rendering of markdown.
@@ -93,15 +93,24 @@ def _read_text(path: Path) -> str:
         ) from None
 
 
-def _check_pdf(path: Path) -> None:
+def _check_pdf(path: Path, max_pages: int) -> None:
+    """Refuse, before the parser walks it: an encrypted, truncated or corrupt PDF, or one declaring more
+    than `max_pages` pages (the page count is read from the page tree, not by visiting pages)."""
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
+    with path.open("rb") as handle:
+        handle.seek(max(0, path.stat().st_size - 1024))
+        if b"%%EOF" not in handle.read():
+            raise UnreadableDocument("truncated PDF (no end-of-file marker); download or export it again")
     try:
         reader = PdfReader(str(path))
         if reader.is_encrypted:
             raise UnreadableDocument("encrypted PDF; provide a decrypted copy")
-        _ = len(reader.pages)
+        pages = int(reader.trailer["/Root"]["/Pages"]["/Count"])
+        if pages > max_pages:
+            raise UnreadableDocument(f"PDF declares {pages:,} pages, over sources.max_pdf_pages ({max_pages:,}); "
+                                     f"split it or raise the limit")
     except UnreadableDocument:
         raise
     except (PdfReadError, ValueError, OSError, KeyError) as exc:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import Callable, Literal
@@ -26,6 +25,7 @@ import torch
 from peft import LoraConfig, TaskType, get_peft_model
 from transformers import AutoTokenizer
 
+from finetune_pipeline.exports import atomic_path
 from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training.base_model import (autocast, base_model_name, load_sequence_classifier,
                                                    pick_device, resolve_base_model)
@@ -138,18 +138,18 @@ def train_classifier(splits: Splits, labels: list[str], cfg: TrainingSettings, o
         "settings": cfg.model_dump(),
     }
     save_classifier(model, tokenizer, metrics, output_dir)
-    shutil.rmtree(checkpoint, ignore_errors=True)  # finished: the next run starts fresh
     return metrics
 
 
 def save_classifier(model, tokenizer, metrics: dict, output_dir: Path) -> None:
     """safetensors weights (the PEFT adapter for lora, the whole model for full), tokenizer,
-    metrics.json and README.md (model card)."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output_dir, safe_serialization=True)
-    tokenizer.save_pretrained(output_dir)
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-    (output_dir / "README.md").write_text(model_card(metrics))
+    metrics.json and README.md (model card). Written beside `output_dir` and swapped in whole, so a
+    reader never loads a half-saved model; the swap also removes the finished run's checkpoint."""
+    with atomic_path(output_dir) as folder:
+        model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+        (folder / "README.md").write_text(model_card(metrics))
 
 
 def model_card(metrics: dict) -> str:

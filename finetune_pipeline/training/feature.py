@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from sklearn.linear_model import LogisticRegression
 
 from finetune_pipeline.embeddings import embed
+from finetune_pipeline.exports import atomic_path
 from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training.base_model import base_model_name, pick_device, resolve_base_model
 from finetune_pipeline.training.evaluate import PeakMemory, classification_metrics, majority_baseline
@@ -71,16 +72,21 @@ def train_feature_classifier(splits: dict[str, tuple[list[str], list[str]]], lab
         "data_snapshot": data_snapshot,
         "settings": cfg.model_dump(),
     }
-    output_dir.mkdir(parents=True, exist_ok=True)
-    save_file({"weight": weight, "bias": bias}, output_dir / "classifier.safetensors",
+    with atomic_path(output_dir) as folder:  # swapped in whole: a reader never sees a half-saved model
+        _save(folder, weight, bias, labels, metrics, dim, best)
+    return metrics
+
+
+def _save(folder: Path, weight, bias, labels: list[str], metrics: dict, dim: int, best: dict) -> None:
+    folder.mkdir(parents=True)
+    save_file({"weight": weight, "bias": bias}, folder / "classifier.safetensors",
               metadata={"labels": json.dumps(labels), "encoder": metrics["base_model"]})
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-    (output_dir / "README.md").write_text(
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    (folder / "README.md").write_text(
         f"# Feature-based classifier\n\nFrozen {metrics['base_model']} mean-pooled embeddings "
         f"({dim} dims, L2-normalised) + logistic regression (C={best['C']}). `classifier.safetensors` holds "
         f"`weight` ({len(labels)} x {dim}) and `bias`; logits = embedding @ weight.T + bias.\n\n"
         f"Test accuracy {metrics['test']['accuracy']:.3f}, macro-F1 {metrics['test']['macro_f1']:.3f}.\n")
-    return metrics
 
 
 def _full_rank(clf: LogisticRegression, n_labels: int) -> tuple[torch.Tensor, torch.Tensor]:

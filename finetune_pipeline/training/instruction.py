@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -34,6 +33,7 @@ import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from finetune_pipeline.exports import atomic_path
 from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training.base_model import autocast, pick_device
 from finetune_pipeline.training.checkpoint import CHECKPOINT_DIR, end_epoch, fingerprint, start_or_resume
@@ -230,12 +230,11 @@ def train_instruction(splits: dict[str, Pairs], cfg: TrainingSettings, output_di
         "data_snapshot": data_snapshot,
         "settings": cfg.model_dump(),
     }
-    output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output_dir, safe_serialization=True)
-    tokenizer.save_pretrained(output_dir)
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-    (output_dir / "README.md").write_text(model_card(metrics))
-    shutil.rmtree(checkpoint, ignore_errors=True)
+    with atomic_path(output_dir) as folder:  # swapped in whole: never a half-saved adapter; drops the checkpoint
+        model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+        (folder / "README.md").write_text(model_card(metrics))
     return metrics
 
 
