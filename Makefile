@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[test,ray]'
 	# unstructured-inference without its dependency chain (timm -> torchvision breaks transformers here);
 	# what it really imports is listed in pyproject.toml.
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -c requirements.lock unstructured-inference

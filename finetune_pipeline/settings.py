@@ -436,6 +436,26 @@ class ChecksSettings(_Section):
     )
 
 
+class ExecutionSettings(_Section):
+    """Where the heavy stages run. Each technique is one batch function; `local` calls it in this process,
+    `ray` runs it on a Ray cluster through Ray Data (README: "Scaling out with Ray")."""
+
+    backend: Literal["local", "ray"] = Field(
+        "local", description="local: in-process polars/numpy; ray: parsing, cleaning, MinHash/LSH, connected "
+        "components and embeddings run on a Ray cluster (pip extra `ray`).")
+    ray_address: str | None = Field(
+        None, description="ray: the cluster to connect to (e.g. 127.0.0.1:6379 or ray://head:10001); null: "
+        "$RAY_ADDRESS, else a local cluster is started for the run.")
+    batch_size: int = Field(
+        1024, ge=1, description="ray: records per batch handed to a worker (parsing: sources per batch / 64).")
+    embedding_actors: int = Field(
+        1, ge=1, description="ray: embedding workers (each loads the encoder once; one GPU each when the cluster "
+        "has GPUs).")
+    cc_max_iterations: int = Field(
+        64, ge=1, description="ray: rounds of min-label propagation allowed for connected components before "
+        "failing (each round at least halves the distance to the root).")
+
+
 class Settings(_Section):
     task: Literal["classification", "instruction"] = Field(
         "classification", description="classification (text -> label) or instruction (prompt -> response "
@@ -453,6 +473,7 @@ class Settings(_Section):
     training: TrainingSettings = TrainingSettings()
     labeling: LabelingSettings = LabelingSettings()
     checks: ChecksSettings = ChecksSettings()
+    execution: ExecutionSettings = ExecutionSettings()
 
     @model_validator(mode="after")
     def _approach_fits_task(self) -> "Settings":

@@ -4,6 +4,7 @@ import os
 
 import dagster as dg
 
+from finetune_pipeline.definitions import resources_for
 from finetune_pipeline.defs.automation import new_raw_files
 from finetune_pipeline.defs.resources import PipelineResource
 
@@ -68,7 +69,6 @@ def test_new_raw_files_make_the_dataset_and_adapter_stale_in_the_ui(tmp_path):
     from dagster._core.loader import LoadingContextForTest
 
     from finetune_pipeline.defs.assets import raw_corpus, raw_files
-    from finetune_pipeline.defs.io import ParquetIOManager
 
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -76,7 +76,7 @@ def test_new_raw_files_make_the_dataset_and_adapter_stale_in_the_ui(tmp_path):
     pipeline = PipelineResource(data_dir=str(tmp_path))
     defs = dg.Definitions(assets=[raw_files, raw_corpus],
                           jobs=[dg.define_asset_job("refresh", dg.AssetSelection.all(include_sources=True))],
-                          resources={"pipeline": pipeline, "io_manager": ParquetIOManager(pipeline=pipeline)})
+                          resources=resources_for(pipeline))
     with dg.instance_for_test() as instance:
         assert defs.resolve_job_def("refresh").execute_in_process(instance=instance).success
 

@@ -2,8 +2,8 @@
 
 import dagster as dg
 
+from finetune_pipeline.definitions import resources_for
 from finetune_pipeline.defs.assets import raw_corpus
-from finetune_pipeline.defs.io import ParquetIOManager
 from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline_tests.test_sources import _write_good_files
 
@@ -11,7 +11,7 @@ from finetune_pipeline_tests.test_sources import _write_good_files
 def _materialize(root, instance):
     pipeline = PipelineResource(data_dir=str(root))
     result = dg.materialize([raw_corpus], instance=instance,
-                            resources={"pipeline": pipeline, "io_manager": ParquetIOManager(pipeline=pipeline)})
+                            resources=resources_for(pipeline))
     assert result.success
     [materialization] = result.asset_materializations_for_node("raw_corpus")
     logs = [e.message for e in instance.all_logs(result.run_id) if e.user_message]
@@ -39,7 +39,7 @@ def test_settings_can_be_overridden_per_run_from_run_config(tmp_path):
     raw.mkdir()
     (raw / "long.txt").write_text("\n\n".join(f"Paragraph {i} " + "word " * 60 for i in range(6)))
     pipeline = PipelineResource(data_dir=str(tmp_path))
-    resources = {"pipeline": pipeline, "io_manager": ParquetIOManager(pipeline=pipeline)}
+    resources = resources_for(pipeline)
     with dg.instance_for_test() as instance:
         plain = dg.materialize([raw_corpus], instance=instance, resources=resources)
         small = dg.materialize([raw_corpus], instance=instance, resources=resources, run_config={

@@ -226,3 +226,19 @@ def test_asset_metadata_shows_clusters_and_a_similarity_histogram(tmp_path):
     assert f"| {corpus['record_id'][0]} | 3 | 1 | 1 | 0 | {BASE[:120]} |" in largest
     histogram = meta["near_similarity_histogram"].value
     assert "estimated Jaccard from" in histogram and "█" in histogram
+
+
+def test_connected_components_by_label_propagation_equal_scipys():
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    chain = np.stack([np.arange(0, 500), np.arange(1, 501)], axis=1)  # a long path: many propagation rounds
+    pairs = np.concatenate([chain, rng.integers(600, n, size=(1500, 2))])
+    ours = minhash.clusters_from_pairs(n, pairs)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    first = np.full(labels.max() + 1, n)
+    np.minimum.at(first, labels, np.arange(n))
+    assert ours.tolist() == first[labels].tolist() and (ours[:501] == 0).all()

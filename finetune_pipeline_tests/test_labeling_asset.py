@@ -6,9 +6,9 @@ import json
 import dagster as dg
 import polars as pl
 
+from finetune_pipeline.definitions import resources_for
 from finetune_pipeline.defs import assets
 from finetune_pipeline.defs.checks import ALL_CHECKS
-from finetune_pipeline.defs.io import ParquetIOManager
 from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.records import corpus_frame
 
@@ -40,8 +40,7 @@ def test_labeling_assets_materialize_with_agreement_metadata_and_review_export(t
 
     pipeline = PipelineResource(data_dir=str(root))
     checks = [c for c in ALL_CHECKS if any(k.asset_key.to_user_string() == "labeled_corpus" for k in c.check_keys)]
-    result = dg.materialize([*dg.load_assets_from_modules([assets]), *checks], resources={
-        "pipeline": pipeline, "io_manager": ParquetIOManager(pipeline=pipeline)},
+    result = dg.materialize([*dg.load_assets_from_modules([assets]), *checks], resources=resources_for(pipeline),
         selection=["labeled_corpus", "review_queue"], raise_on_error=False)
     assert result.success
 

@@ -7,6 +7,7 @@ import logging
 import dagster as dg
 import pytest
 
+from finetune_pipeline.definitions import resources_for
 from finetune_pipeline.cleaning.privacy import apply_pii_policy, iban_valid, luhn_valid
 from finetune_pipeline.settings import PrivacySettings
 from finetune_pipeline_tests.conftest import REPO
@@ -96,14 +97,13 @@ def _root_with_pii(tmp_path):
 def test_no_detected_value_reaches_logs_or_dagster_metadata(tmp_path, caplog):
     from finetune_pipeline.defs.assets import cleaned_corpus, raw_corpus
     from finetune_pipeline.defs.checks import cleaned_corpus_accounting, cleaned_corpus_expectations
-    from finetune_pipeline.defs.io import ParquetIOManager
     from finetune_pipeline.defs.resources import PipelineResource
 
     root = _root_with_pii(tmp_path)
     pipeline = PipelineResource(data_dir=str(root))
     caplog.set_level(logging.DEBUG)
     result = dg.materialize([raw_corpus, cleaned_corpus, cleaned_corpus_accounting, cleaned_corpus_expectations],
-                            resources={"pipeline": pipeline, "io_manager": ParquetIOManager(pipeline=pipeline)},
+                            resources=resources_for(pipeline),
                             instance=dg.DagsterInstance.ephemeral())
     assert result.success
     checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data

@@ -5,6 +5,7 @@ the original text of kept rows for audit, `quality_flags` lists the flags raised
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 
 import polars as pl
@@ -14,6 +15,7 @@ from finetune_pipeline.cleaning.erasure import ErasureRequest, SubjectMatcher
 from finetune_pipeline.cleaning.normalize import collapse_whitespace, normalize_text
 from finetune_pipeline.cleaning.privacy import apply_pii_policy_batch
 from finetune_pipeline.cleaning.quality_filters import quality_reject
+from finetune_pipeline.execution import frames
 from finetune_pipeline.records import StageResult, rejects_frame, sha256_text
 from finetune_pipeline.settings import CleaningSettings, Settings
 
@@ -23,26 +25,6 @@ STAGE = "cleaned_corpus"
 def _reject(row: dict, reason: str, detail: str) -> dict:
     return {"record_id": row["record_id"], "stage": STAGE, "reason": reason, "detail": detail,
             "source_uri": row["source_uri"], "locator": row["locator"]}
-
-
-def erase_requested(rows: list[dict], requests: list[ErasureRequest]) -> tuple[list[dict], list[dict], dict[str, int]]:
-    """Split rows into (kept, rejects) by the erasure requests; also records removed per request id.
-    Rejects of erased rows carry neither source_uri nor locator: those may name the subject."""
-    honoured = {request.request_id: 0 for request in requests}
-    if not requests:
-        return rows, [], honoured
-    matcher = SubjectMatcher(requests)
-    kept, rejects = [], []
-    for row in rows:
-        hits = matcher.matches(row["record_id"], row["source_uri"] or "", row["text"] or "")
-        if not hits:
-            kept.append(row)
-            continue
-        for request_id in hits:
-            honoured[request_id] += 1
-        rejects.append({"record_id": row["record_id"], "stage": STAGE, "reason": "erased_by_request",
-                        "detail": "removed by erasure request " + ", ".join(hits), "source_uri": None, "locator": None})
-    return kept, rejects, honoured
 
 
 def remove_page_headers(rows: list[dict], texts: list[str], settings: CleaningSettings) -> list[str]:
@@ -61,39 +43,79 @@ def remove_page_headers(rows: list[dict], texts: list[str], settings: CleaningSe
     return texts
 
 
-def clean_corpus(corpus: pl.DataFrame, settings: Settings,
-                 erasure_requests: list[ErasureRequest] | None = None) -> StageResult:
-    """Erase requested subjects, normalise every text, apply the PII policy, reject what fails a filter."""
+def clean_documents(batch: pl.DataFrame, settings: Settings,
+                    erasure_requests: list[ErasureRequest] | None = None) -> pl.DataFrame:
+    """Batch function over whole documents (every row of a `source_uri` together, for the page headers):
+    each row with its outcome. Kept rows get the cleaned `text`, `text_raw`, `content_sha256` and
+    `quality_flags`; rejected rows `_reason` and `_detail`; `_erased_by` lists the erasure requests that hit
+    a row, `_pii_counts` (JSON) what the privacy policy found in it."""
     cfg = settings.cleaning
-    rows, rejects, honoured = erase_requested(list(corpus.iter_rows(named=True)), list(erasure_requests or []))
+    all_rows = list(batch.iter_rows(named=True))
+    matcher = SubjectMatcher(erasure_requests) if erasure_requests else None
+    rows, erased_by = [], {}
+    for row in all_rows:
+        hits = matcher.matches(row["record_id"], row["source_uri"] or "", row["text"] or "") if matcher else []
+        if hits:
+            erased_by[row["record_id"]] = hits
+        else:
+            rows.append(row)
     texts = [normalize_text(row["text"], cfg) for row in rows]
     if cfg.remove_boilerplate:
         texts = remove_page_headers(rows, texts, cfg)
-    pii_results = apply_pii_policy_batch(texts, settings.privacy)
-
-    kept_rows, pii_counts, flag_counts = [], Counter(), Counter()
-    records_with_pii = changed = 0
-    for row, pii in zip(rows, pii_results):
-        pii_counts.update(pii.counts)
-        records_with_pii += bool(pii.counts)
+    outcome: dict[str, dict] = {}
+    for row, pii in zip(rows, apply_pii_policy_batch(texts, settings.privacy)):
+        result = {"_pii_counts": json.dumps(dict(pii.counts), sort_keys=True)}
         if pii.drop_because:
-            rejects.append(_reject(row, "pii_policy",
-                                   f"contains {pii.drop_because}; privacy.{pii.drop_because}=drop"))
-            continue
-        reject, flags = quality_reject(pii.text, cfg)
-        if reject:
-            rejects.append(_reject(row, *reject))
-            continue
+            result.update(_reason="pii_policy", _detail=f"contains {pii.drop_because}; privacy.{pii.drop_because}=drop")
+        elif (reject := quality_reject(pii.text, cfg))[0]:
+            result.update(_reason=reject[0][0], _detail=reject[0][1])
+        else:
+            result.update(text=pii.text, text_raw=row["text"], content_sha256=sha256_text(pii.text),
+                          quality_flags=reject[1])
+        outcome[row["record_id"]] = result
+    out = []
+    for row in all_rows:
+        result = outcome.get(row["record_id"], {})
+        out.append({**row, "text_raw": None, "quality_flags": None, "_reason": None, "_detail": None,
+                    "_pii_counts": None, **result, "_erased_by": erased_by.get(row["record_id"])})
+    schema = {**batch.schema, "text_raw": pl.String, "quality_flags": pl.List(pl.String), "_reason": pl.String,
+              "_detail": pl.String, "_pii_counts": pl.String, "_erased_by": pl.List(pl.String)}
+    return pl.DataFrame(out, schema=schema)
+
+
+def clean_corpus(corpus: pl.DataFrame, settings: Settings,
+                 erasure_requests: list[ErasureRequest] | None = None) -> StageResult:
+    """Erase requested subjects, normalise every text, apply the PII policy, reject what fails a filter.
+    `clean_documents` does the work, per document, here or on Ray workers (`settings.execution`)."""
+    requests = list(erasure_requests or [])
+    rows = (frames(corpus.with_row_index("_row"), settings.execution)
+            .map_groups(["source_uri"], clean_documents, settings=settings, erasure_requests=requests)
+            .to_polars().sort("_row"))
+    if not rows.width:  # an empty corpus on Ray comes back without columns
+        rows = clean_documents(corpus.with_row_index("_row").clear(), settings, requests)
+    erased = rows.filter(pl.col("_erased_by").is_not_null())
+    rest = rows.filter(pl.col("_erased_by").is_null())
+    rejected = rest.filter(pl.col("_reason").is_not_null())
+    kept = rest.filter(pl.col("_reason").is_null())
+
+    rejects = [{"record_id": r["record_id"], "stage": STAGE, "reason": "erased_by_request",
+                "detail": "removed by erasure request " + ", ".join(r["_erased_by"]), "source_uri": None,
+                "locator": None} for r in erased.iter_rows(named=True)]
+    rejects += [_reject(r, r["_reason"], r["_detail"]) for r in rejected.iter_rows(named=True)]
+    honoured = Counter({request.request_id: 0 for request in requests})
+    honoured.update(h for hits in erased["_erased_by"].to_list() for h in hits)
+    pii_counts, flag_counts = Counter(), Counter()
+    found = [json.loads(c) for c in rest["_pii_counts"].to_list()]
+    for counts in found:
+        pii_counts.update(counts)
+    for flags in kept["quality_flags"].to_list():
         flag_counts.update(flags)
-        changed += pii.text != row["text"]
-        kept_rows.append({**row, "text": pii.text, "text_raw": row["text"], "content_sha256": sha256_text(pii.text),
-                          "quality_flags": flags})
 
     schema = {**corpus.schema, "text_raw": pl.String, "quality_flags": pl.List(pl.String)}
-    kept = pl.DataFrame(kept_rows, schema=schema) if kept_rows else pl.DataFrame(schema=schema)
-    stats = {"texts_changed": changed, "pii_by_type": dict(pii_counts), "records_with_pii": records_with_pii,
+    kept_frame = kept.select(list(schema)).cast(schema)
+    stats = {"texts_changed": kept.filter(pl.col("text") != pl.col("text_raw")).height,
+             "pii_by_type": dict(pii_counts), "records_with_pii": sum(bool(c) for c in found),
              "quality_flags": dict(flag_counts),
-             "erasure": {"requests": len(honoured), "records_removed": sum(r["reason"] == "erased_by_request"
-                                                                            for r in rejects),
-                         "removed_by_request": honoured}}
-    return StageResult(kept=kept, rejected=rejects_frame(rejects), stats=stats)
+             "erasure": {"requests": len(honoured), "records_removed": erased.height,
+                         "removed_by_request": dict(honoured)}}
+    return StageResult(kept=kept_frame, rejected=rejects_frame(rejects), stats=stats)

@@ -84,13 +84,14 @@ def deduplicate(corpus: pl.DataFrame, settings: Settings | DedupSettings) -> Sta
                    "near_candidate_pairs": 0, "near_similarity_histogram": {}, "semantic_nearest_histogram": {}}
 
     if cfg.near_duplicates and kept.height:
-        near = near_duplicate_clusters(kept["text"], cfg.ngram, cfg.num_perm, cfg.bands, cfg.threshold, cfg.shingle)
+        near = near_duplicate_clusters(kept["text"], cfg.ngram, cfg.num_perm, cfg.bands, cfg.threshold, cfg.shingle,
+                                       execution=settings.execution if isinstance(settings, Settings) else None)
         kept, dups = _split_clusters(kept, near.root, near.similarity)
         removed.append(dups.with_columns(pl.lit("near_duplicate").alias("reason"), pl.format(
             "near duplicate of {} (estimated Jaccard {})", "duplicate_of",
             pl.col("_similarity").round(2)).alias("_detail")))
         stats.update(near_duplicates=dups.height, near_candidate_pairs=near.candidate_pairs,
-                     near_similarity_histogram=similarity_histogram(near.candidate_similarity))
+                     near_similarity_histogram=near.candidate_histogram)
 
     if cfg.semantic and kept.height > 1:
         from finetune_pipeline.dedup.semantic import semantic_clusters  # torch only when asked for

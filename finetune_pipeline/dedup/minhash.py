@@ -12,12 +12,18 @@ the `datasketch` library, and `scripts/bench_dedup.py` measures both:
    same shingle hashes, the signatures equal datasketch's bit for bit. Computed in chunks of documents
    into one `uint32` matrix (n x num_perm: 512 MB at 1M documents and 128 permutations).
 3. LSH: `bands` bands of `num_perm / bands` rows; each band of a signature is hashed to one uint64 key;
-   documents with equal keys in any band are candidates. Keys are sorted per band, and each document is
-   paired with the next `window` documents of its bucket (all pairs in buckets up to window + 1).
+   documents with equal keys in any band are candidates. The (band, key, doc) rows are grouped by bucket
+   (with Ray: a hash shuffle on the band key), and each document is paired with the next `window`
+   documents of its bucket (all pairs in buckets up to window + 1).
 4. Verification: a candidate pair is kept when its estimated Jaccard similarity (share of equal
    signature values) is at least `threshold`.
-5. Clusters: connected components of the kept pairs (scipy), so A~B and B~C put A, B, C in one
-   cluster even when A and C are further apart; the cluster's first document in input order is its root.
+5. Clusters: connected components of the kept pairs by min-label propagation with pointer jumping, so
+   A~B and B~C put A, B, C in one cluster even when A and C are further apart; the cluster's first
+   document in input order is its root. The pairs stay in batches (on the workers with Ray); only one
+   label per document is held in one place. `test_dedup.py` checks it against scipy's connected_components.
+
+Each step is a batch function (`signature_batch`, `band_batch`, `bucket_pairs`, `similarity_batch`, ...)
+run through `finetune_pipeline.execution`: in this process, or on a Ray cluster.
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ from typing import Literal, Sequence
 
 import numpy as np
 import polars as pl
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
+import pyarrow as pa
+
+from finetune_pipeline.execution import Frames, frames
+from finetune_pipeline.settings import ExecutionSettings
 
 Shingle = Literal["word", "char"]
 
@@ -165,23 +173,14 @@ def band_keys(signatures: np.ndarray, bands: int) -> np.ndarray:
 
 
 def candidate_pairs(keys: np.ndarray, eligible: np.ndarray | None = None, window: int = LSH_WINDOW) -> np.ndarray:
-    """Unique (i, j) pairs, i < j, that share a bucket in at least one band (k x 2, int64)."""
-    n = keys.shape[1]
+    """Unique (i, j) pairs, i < j, that share a bucket in at least one band (k x 2, int64); in-process
+    form of what `near_duplicate_clusters` does with `bucket_pairs` per shuffled block."""
+    bands, n = keys.shape
     index = np.arange(n) if eligible is None else np.flatnonzero(eligible)
-    found = []
-    for band in range(keys.shape[0]):
-        band_key = keys[band, index]
-        order = np.argsort(band_key, kind="stable")  # stable: ascending document index inside a bucket
-        sorted_keys, members = band_key[order], index[order]
-        for step in range(1, window + 1):
-            same = np.flatnonzero(sorted_keys[:-step] == sorted_keys[step:])
-            if not same.size:
-                break
-            found.append((members[same].astype(_U64) << _U64(32)) | members[same + step].astype(_U64))
-    if not found:
-        return np.empty((0, 2), dtype=np.int64)
-    packed = pl.Series(np.concatenate(found)).unique().sort().to_numpy()  # far faster than np.unique here
-    return np.stack([(packed >> _U64(32)).astype(np.int64), (packed & _U64(0xFFFFFFFF)).astype(np.int64)], axis=1)
+    rows = pl.DataFrame({"band": np.repeat(np.arange(bands, dtype=np.int32), len(index)),
+                         "key": keys[:, index].reshape(-1), "doc": np.tile(index.astype(np.int64), bands)})
+    pairs = unique_pairs(bucket_pairs(rows, window)).sort("i", "j")
+    return np.stack([pairs["i"].to_numpy(), pairs["j"].to_numpy()], axis=1).astype(np.int64).reshape(-1, 2)
 
 
 def estimated_jaccard(signatures: np.ndarray, pairs: np.ndarray, chunk: int = 65536) -> np.ndarray:
@@ -199,38 +198,170 @@ def similarity_histogram(similarity: np.ndarray) -> dict[str, int]:
     return {f"{edge:.1f}": int(c) for edge, c in zip(HISTOGRAM_BINS[:-1], counts)}
 
 
-def clusters_from_pairs(n: int, pairs: np.ndarray) -> np.ndarray:
+def min_label_updates(edges: pl.DataFrame, labels: np.ndarray) -> pl.DataFrame:
+    """One round of min-label propagation over a batch of edges (i, j): for every endpoint whose neighbour
+    has a smaller label, (node, that smallest label). Rows are unique per node within the batch."""
+    i, j = edges["i"].to_numpy(), edges["j"].to_numpy()
+    li, lj = labels[i], labels[j]
+    node = np.concatenate([i[lj < li], j[li < lj]])
+    label = np.concatenate([lj[lj < li], li[li < lj]])
+    return (pl.DataFrame({"node": node.astype(np.int64), "label": label.astype(np.int64)})
+            .group_by("node").agg(pl.col("label").min()))
+
+
+def clusters_from_edges(n: int, edges: Frames, max_iterations: int = 64) -> np.ndarray:
+    """For each item, the smallest index of its connected component (its root).
+
+    Min-label propagation with pointer jumping: the edges stay where they are (on the cluster with the Ray
+    backend); only the n labels live here, and each round brings back at most one update per node."""
+    labels = np.arange(n, dtype=np.int64)
+    for _ in range(max_iterations):
+        updates = edges.map_batches(min_label_updates, labels=labels).to_polars()
+        if not updates.height:
+            return labels
+        np.minimum.at(labels, updates["node"].to_numpy(), updates["label"].to_numpy())
+        while True:  # pointer jumping: a label's own label is smaller or equal, and in the same component
+            jumped = labels[labels]
+            if np.array_equal(jumped, labels):
+                break
+            labels = jumped
+    raise RuntimeError(f"connected components did not converge in {max_iterations} rounds; "
+                       "raise execution.cc_max_iterations")
+
+
+def clusters_from_pairs(n: int, pairs: np.ndarray, execution: ExecutionSettings | None = None) -> np.ndarray:
     """For each item, the smallest index of its connected component (its root)."""
-    if not len(pairs):
-        return np.arange(n)
-    graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    first = np.full(labels.max() + 1, n, dtype=np.int64)
-    np.minimum.at(first, labels, np.arange(n))
-    return first[labels]
+    edges = pl.DataFrame({"i": pairs[:, 0], "j": pairs[:, 1]}, schema={"i": pl.Int64, "j": pl.Int64})
+    return clusters_from_edges(n, frames(edges, execution or ExecutionSettings()))
 
 
 @dataclass
 class NearDuplicates:
     root: np.ndarray  # per document, the index of its cluster's first document (itself when kept)
     similarity: np.ndarray  # per document, estimated Jaccard to its root (1.0 for roots)
-    candidate_similarity: np.ndarray  # estimated Jaccard of every LSH candidate pair, for a histogram
+    candidate_histogram: dict[str, int]  # estimated Jaccard of the LSH candidate pairs, per 0.1 bin
     candidate_pairs: int
     verified_pairs: int
 
 
+def signature_batch(batch: pl.DataFrame, ngram: int, num_perm: int, shingle: Shingle, seed: int) -> pl.DataFrame:
+    """Batch function: (doc, text) -> (doc, n_shingles, signature as num_perm little-endian uint32 bytes)."""
+    signatures, counts = minhash_signatures(batch["text"], ngram, num_perm, shingle, seed)
+    return pl.DataFrame({"doc": batch["doc"], "n_shingles": counts,
+                         "signature": _to_binary(signatures)})
+
+
+def band_batch(batch: pl.DataFrame, bands: int) -> pl.DataFrame:
+    """Batch function: signatures -> one (band, key, doc) row per band of every document with shingles."""
+    batch = batch.filter(pl.col("n_shingles") > 0)
+    keys = band_keys(_from_binary(batch["signature"]), bands)  # bands x n
+    n = batch.height
+    return pl.DataFrame({"band": np.repeat(np.arange(bands, dtype=np.int32), n), "key": keys.reshape(-1),
+                         "doc": np.tile(batch["doc"].to_numpy(), bands)},
+                        schema={"band": pl.Int32, "key": pl.UInt64, "doc": pl.Int64})
+
+
+def bucket_pairs(batch: pl.DataFrame, window: int = LSH_WINDOW) -> pl.DataFrame:
+    """Batch function over whole LSH buckets (band, key): each document paired with the next `window`
+    documents of its bucket in document order, as unique (i, j) with i < j."""
+    ordered = batch.sort("band", "key", "doc")
+    band, key, doc = (ordered[c].to_numpy() for c in ("band", "key", "doc"))
+    found = []
+    for step in range(1, window + 1):
+        same = np.flatnonzero((key[:-step] == key[step:]) & (band[:-step] == band[step:]))
+        if not same.size:
+            break
+        found.append((doc[same].astype(_U64) << _U64(32)) | doc[same + step].astype(_U64))
+    packed = pl.Series(np.concatenate(found) if found else np.empty(0, dtype=_U64)).unique().to_numpy()
+    return pl.DataFrame({"i": (packed >> _U64(32)).astype(np.int64), "j": (packed & _U64(0xFFFFFFFF)).astype(np.int64)},
+                        schema={"i": pl.Int64, "j": pl.Int64})
+
+
+def unique_pairs(batch: pl.DataFrame) -> pl.DataFrame:
+    """Batch function over whole (i, j) groups: one row per pair (a pair can share buckets in many bands)."""
+    return batch.unique(["i", "j"])
+
+
+def similarity_batch(batch: pl.DataFrame) -> pl.DataFrame:
+    """Batch function: (i, j, signature_i, signature_j) -> (i, j, similarity): the estimated Jaccard."""
+    left, right = _from_binary(batch["signature_i"]), _from_binary(batch["signature_j"])
+    similarity = (left == right).mean(axis=1) if batch.height else np.empty(0)
+    return pl.DataFrame({"i": batch["i"], "j": batch["j"], "similarity": similarity},
+                        schema={"i": pl.Int64, "j": pl.Int64, "similarity": pl.Float64})
+
+
+def histogram_batch(batch: pl.DataFrame) -> pl.DataFrame:
+    """Batch function: similarity counts per 0.1 bin (summed over batches by the caller)."""
+    counts = similarity_histogram(batch["similarity"].to_numpy())
+    return pl.DataFrame({"bin": list(counts), "count": list(counts.values())},
+                        schema={"bin": pl.String, "count": pl.Int64})
+
+
+def at_least(batch: pl.DataFrame, threshold: float) -> pl.DataFrame:
+    """Batch function: the verified pairs."""
+    return batch.filter(pl.col("similarity") >= threshold).select("i", "j")
+
+
+def _pair_similarity(pairs: Frames, signatures: Frames) -> Frames:
+    """(i, j, similarity) for every pair: two hash joins bring each side's signature to the pair."""
+    sig = signatures.map_batches(_signature_only)
+    with_i = pairs.join(sig.map_batches(_renamed, suffix="i"), on=["i"])
+    return with_i.join(sig.map_batches(_renamed, suffix="j"), on=["j"]).map_batches(similarity_batch)
+
+
+def _signature_only(batch: pl.DataFrame) -> pl.DataFrame:
+    return batch.select("doc", "signature")
+
+
+def _renamed(batch: pl.DataFrame, suffix: str) -> pl.DataFrame:
+    return batch.select(pl.col("doc").alias(suffix), pl.col("signature").alias(f"signature_{suffix}"))
+
+
+def _to_binary(signatures: np.ndarray) -> pl.Series:
+    n, width = signatures.shape
+    data = np.ascontiguousarray(signatures, dtype="<u4")
+    array = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width * 4), n, [None, pa.py_buffer(data)])
+    return pl.Series("signature", pl.from_arrow(array), dtype=pl.Binary)
+
+
+def _from_binary(column: pl.Series) -> np.ndarray:
+    if not len(column):
+        return np.empty((0, 0), dtype=_U32)
+    array = column.to_arrow().combine_chunks() if hasattr(column.to_arrow(), "combine_chunks") else column.to_arrow()
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset:array.offset + len(array) + 1]
+    data = np.frombuffer(array.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+    return data.view("<u4").reshape(len(array), -1)
+
+
 def near_duplicate_clusters(texts: pl.Series | Sequence[str], ngram: int = 3, num_perm: int = 128,
                             bands: int = 32, threshold: float = 0.7, shingle: Shingle = "word",
-                            seed: int = 1) -> NearDuplicates:
-    """Cluster `texts` (in keep order: the first of each cluster is kept) by MinHash + LSH."""
-    signatures, counts = minhash_signatures(texts, ngram, num_perm, shingle, seed)
-    n = len(counts)
-    pairs = candidate_pairs(band_keys(signatures, bands), eligible=counts > 0)
-    similarity = estimated_jaccard(signatures, pairs)
-    verified = pairs[similarity >= threshold]
-    root = clusters_from_pairs(n, verified)
+                            seed: int = 1, execution: ExecutionSettings | None = None) -> NearDuplicates:
+    """Cluster `texts` (in keep order: the first of each cluster is kept) by MinHash + LSH.
+
+    Every step is a batch function; `execution` says whether they run here or on a Ray cluster, where LSH
+    buckets are formed by a shuffle on the band keys and verified pairs never meet on one node."""
+    execution = execution or ExecutionSettings()
+    texts = texts if isinstance(texts, pl.Series) else pl.Series(list(texts), dtype=pl.String)
+    n = len(texts)
+    docs = frames(pl.DataFrame({"doc": np.arange(n, dtype=np.int64), "text": texts}), execution)
+    signatures = docs.map_batches(signature_batch, ngram=ngram, num_perm=num_perm, shingle=shingle,
+                                  seed=seed).materialize()
+    pairs = (signatures.map_batches(band_batch, bands=bands).map_groups(["band", "key"], bucket_pairs)
+             .map_groups(["i", "j"], unique_pairs).materialize())
+    scored = _pair_similarity(pairs, signatures).materialize()
+    histogram = scored.map_batches(histogram_batch).to_polars()
+    counts = histogram.group_by("bin").agg(pl.col("count").sum())
+    candidate_histogram = {b: 0 for b in similarity_histogram(np.empty(0))}
+    candidate_histogram.update(dict(counts.iter_rows()))
+    verified = scored.map_batches(at_least, threshold=threshold).materialize()
+    root = clusters_from_edges(n, verified, execution.cc_max_iterations)
     to_root = np.ones(n)
     moved = np.flatnonzero(root != np.arange(n))
-    to_root[moved] = estimated_jaccard(signatures, np.stack([moved, root[moved]], axis=1))
-    return NearDuplicates(root=root, similarity=to_root, candidate_similarity=similarity,
-                          candidate_pairs=len(pairs), verified_pairs=len(verified))
+    if moved.size:
+        moved_pairs = frames(pl.DataFrame({"i": moved, "j": root[moved]}, schema={"i": pl.Int64, "j": pl.Int64}),
+                             execution)
+        scored_moved = _pair_similarity(moved_pairs, signatures).to_polars().sort("i")
+        to_root[scored_moved["i"].to_numpy()] = scored_moved["similarity"].to_numpy()
+    return NearDuplicates(root=root, similarity=to_root, candidate_histogram=candidate_histogram,
+                          candidate_pairs=sum(candidate_histogram.values()),
+                          verified_pairs=verified.count())

@@ -12,7 +12,7 @@ import warnings
 import dagster as dg
 import polars as pl
 
-from finetune_pipeline import exports
+from finetune_pipeline import execution, exports
 from finetune_pipeline.augment import augment_corpus
 from finetune_pipeline.cleaning import clean_corpus
 from finetune_pipeline.cleaning.bias import ALL_LABELS, bias_findings, bias_report
@@ -26,7 +26,7 @@ from finetune_pipeline.records import CORPUS_STAGES, SPLITS, StageResult
 from finetune_pipeline.sources import collect_raw_corpus
 from finetune_pipeline.splits import assign_splits, kfold_assignments
 from finetune_pipeline.defs.checks import ALL_CHECKS
-from finetune_pipeline.defs.resources import PipelineResource
+from finetune_pipeline.defs.resources import PipelineResource, RayCluster
 
 OWNERS = ["team:data-engineering"]
 
@@ -96,6 +96,15 @@ def settings_used(pipeline: PipelineResource, *sections: str) -> dict:
          for name in sections for value in [getattr(settings, name)]})}
 
 
+def execution_metadata(pipeline: PipelineResource) -> dict:
+    """Where the stage ran: the backend, and with Ray the cluster's nodes, CPUs and GPUs."""
+    cfg = pipeline.settings().execution
+    meta = {"execution_backend": cfg.backend}
+    if cfg.backend == "ray":
+        meta["ray_cluster"] = dg.MetadataValue.json(execution.cluster_summary())
+    return meta
+
+
 def require_upstream_checks(context: dg.AssetExecutionContext, upstream: str) -> None:
     """Refuse to run when the latest evaluation of a blocking check on `upstream` failed.
 
@@ -137,11 +146,11 @@ def raw_files(pipeline: PipelineResource) -> dg.DataVersion:
           description="Every file under raw/ (txt, md, html, pdf, docx, eml, csv, jsonl, parquet, SQLite) and "
                       "every SQL source in finetune.yaml, parsed into records with provenance. Unreadable "
                       "inputs become rejects naming the file and the reason.")
-def raw_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> StageResult:
+def raw_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_cluster: RayCluster) -> StageResult:
     result = collect_raw_corpus(pipeline.root(), pipeline.settings(), cache_dir=pipeline.parse_cache_dir(),
                                 progress=_progress_logger(context))
     by_type = result.stats["by_source_type"]
-    context.add_output_metadata({**settings_used(pipeline, "sources"),
+    context.add_output_metadata({**settings_used(pipeline, "sources"), **execution_metadata(pipeline),
         **stage_metadata(result.kept.height + result.rejected.height, result),
         "sources": result.stats["files"] + len(pipeline.settings().sources.sql),
         "sources_parsed": result.stats["parsed"],
@@ -183,7 +192,7 @@ def erasure_report(erasure: dict) -> dg.MetadataValue:
                       "normalised; personal data redacted, dropped or kept by the privacy policy (Presidio + "
                       "patterns); Gopher/C4 quality filters and language ID reject with their own reason. "
                       "`text_raw` keeps the original for audit, `quality_flags` the flags raised.")
-def cleaned_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource,
+def cleaned_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_cluster: RayCluster,
                    raw_corpus: pl.DataFrame) -> StageResult:
     require_upstream_checks(context, "raw_corpus")
     settings = pipeline.settings()
@@ -193,7 +202,7 @@ def cleaned_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource
         raise dg.Failure(description=f"{exc}. Erasure requests cannot be skipped: fix the file and re-run.") from None
     result = clean_corpus(raw_corpus, settings, requests)
     stats = result.stats
-    context.add_output_metadata({**settings_used(pipeline, "cleaning", "privacy"),
+    context.add_output_metadata({**settings_used(pipeline, "cleaning", "privacy"), **execution_metadata(pipeline),
                                  **stage_metadata(raw_corpus.height, result),
                                  "texts_changed": stats["texts_changed"],
                                  "pii_by_type": _bars(stats["pii_by_type"]),
@@ -212,14 +221,14 @@ def cleaned_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource
                       "when dedup.semantic is on, paraphrases (MiniLM embeddings, cosine >= 0.9) removed. The "
                       "record seen first (ingested_at, source_uri, locator) is kept; rejects name it in "
                       "duplicate_of, and `group_id` names the cluster.")
-def deduplicated_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource,
+def deduplicated_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_cluster: RayCluster,
                         cleaned_corpus: pl.DataFrame) -> StageResult:
     require_upstream_checks(context, "cleaned_corpus")
     result = deduplicate(cleaned_corpus, pipeline.settings())
     stats = result.stats
     largest = [[c["group_id"], c["size"], c["exact_duplicate"], c["near_duplicate"], c["semantic_duplicate"],
                 _cell(c["preview"])] for c in stats["largest_clusters"]]
-    context.add_output_metadata({**settings_used(pipeline, "dedup"),
+    context.add_output_metadata({**settings_used(pipeline, "dedup"), **execution_metadata(pipeline),
         **stage_metadata(cleaned_corpus.height, result),
         "exact_duplicates": stats["exact_duplicates"],
         "near_duplicates": stats["near_duplicates"],
@@ -253,7 +262,8 @@ def deduplicated_corpus(context: dg.AssetExecutionContext, pipeline: PipelineRes
                         "config (exports/review/label_config.xml)."),
     },
 )
-def labeling(context: dg.AssetExecutionContext, pipeline: PipelineResource, deduplicated_corpus: pl.DataFrame):
+def labeling(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_cluster: RayCluster,
+             deduplicated_corpus: pl.DataFrame):
     require_upstream_checks(context, "deduplicated_corpus")
     settings = pipeline.settings()
     annotations, problems = load_annotations(pipeline.annotations_dir())
@@ -267,7 +277,7 @@ def labeling(context: dg.AssetExecutionContext, pipeline: PipelineResource, dedu
     yield dg.Output(result, "labeled_corpus", metadata={
         **stage_metadata(deduplicated_corpus.height, result),
         "label_set": ", ".join(stats["labels"]),
-        **settings_used(pipeline, "labels", "labeling"),
+        **settings_used(pipeline, "labels", "labeling"), **execution_metadata(pipeline),
         "by_label_source": _bars(stats["by_label_source"]),
         "model_labeled": model["accepted"],
         **({"model_mean_confidence": model["mean_confidence"]} if model["mean_confidence"] is not None else {}),

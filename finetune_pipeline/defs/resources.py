@@ -1,12 +1,16 @@
 """Resources: where the data root is, and the settings read from its finetune.yaml."""
 
 
+import contextlib
 import json
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
+from dagster_ray import LocalRay  # imports no ray: only a run with backend ray pays for it
 from pydantic import Field
+
+from finetune_pipeline import execution
 
 from finetune_pipeline.records import CORPUS_STAGES, empty_rejects
 from finetune_pipeline.settings import Settings, SettingsError, load_settings, resolve_data_dir
@@ -71,3 +75,31 @@ class PipelineResource(dg.ConfigurableResource):
             counts.append({"stage": stage, "rows_in": originals_out + stats["rows_rejected"],
                            "rows_out": originals_out, "rows_rejected": stats["rows_rejected"], "augmented": added})
         return counts
+
+
+class RayCluster(LocalRay):
+    """dagster-ray's Ray resource, for the heavy stages when `execution.backend` is `ray`: connects to
+    `execution.ray_address` (else $RAY_ADDRESS) or starts a local cluster for the run, and ships this
+    package to the workers. With the local backend it does nothing (no `import ray`)."""
+
+    pipeline: PipelineResource
+
+    @property
+    def name(self) -> str:
+        return f"Ray cluster at {self.ray_address}" if self.ray_address else "a local Ray cluster"
+
+    @property
+    def ray_address(self) -> str | None:  # type: ignore[override]
+        return execution.ray_address(self.pipeline.settings().execution)
+
+    @contextlib.contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext):
+        if self.pipeline.settings().execution.backend != "ray":
+            yield self
+            return
+        with super().yield_for_execution(context) as resource:
+            yield resource
+
+    def connect(self, context):
+        self._context = execution.connect(self.pipeline.settings().execution)
+        return self._context

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 import polars as pl
@@ -118,6 +119,8 @@ def apply_labels(corpus: pl.DataFrame, settings: Settings, annotations: pl.DataF
     if unlabeled.height and labels and (cfg.zero_shot or use_classifier):
         train_texts = train["text"].to_list() if use_classifier else []
         train_labels = train["label"].to_list() if use_classifier else []
+        if labeler is predict_labels:  # the built-in labeler embeds on the configured backend
+            labeler = partial(predict_labels, execution=settings.execution)
         preds = labeler(unlabeled["text"].to_list(), labels, cfg, train_texts, train_labels)
         model_name = preds.model
         predicted = unlabeled.with_columns(

@@ -14,9 +14,11 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 from finetune_pipeline.embeddings import embed as embed_texts
-from finetune_pipeline.settings import LabelingSettings
+from finetune_pipeline.execution import map_batches
+from finetune_pipeline.settings import ExecutionSettings, LabelingSettings
 
 
 @dataclass
@@ -70,16 +72,32 @@ def classifier_probabilities(train_embeddings: np.ndarray, train_labels: list[st
     return probs
 
 
+def embedding_batch(batch: pl.DataFrame, model: str | None, encoder_batch_size: int, max_length: int) -> pl.DataFrame:
+    """Batch function: (text) -> (embedding): unit-length sentence embeddings (float32). On Ray it runs in
+    actors that keep the encoder loaded, on a GPU each when the cluster has GPUs."""
+    vectors = embed_texts(batch["text"].to_list(), model, encoder_batch_size, max_length)
+    return pl.DataFrame({"embedding": vectors}) if len(vectors) else pl.DataFrame(
+        schema={"embedding": pl.Array(pl.Float32, vectors.shape[1])})
+
+
 def predict_labels(texts: list[str], labels: list[str], cfg: LabelingSettings,
-                   train_texts: list[str] | None = None, train_labels: list[str] | None = None) -> Predictions:
+                   train_texts: list[str] | None = None, train_labels: list[str] | None = None,
+                   execution: ExecutionSettings | None = None) -> Predictions:
     """A label and its confidence for each text: a classifier trained on `train_texts`/`train_labels` when
-    given (the stage passes them once there are `min_human_labels_for_classifier`), else zero-shot."""
+    given (the stage passes them once there are `min_human_labels_for_classifier`), else zero-shot.
+    The texts to label are embedded on the `execution` backend; the few label descriptions here."""
     name = encoder_name(cfg.model)
 
     def embed(batch: list[str]) -> np.ndarray:
         return embed_texts(batch, cfg.model, cfg.batch_size, cfg.max_length)
 
-    embeddings = embed(texts)
+    if texts:
+        embedded = map_batches(pl.DataFrame({"text": texts}, schema={"text": pl.String}), embedding_batch,
+                               execution or ExecutionSettings(), gpu_actor=True, model=cfg.model,
+                               encoder_batch_size=cfg.batch_size, max_length=cfg.max_length)
+        embeddings = embedded["embedding"].to_numpy().astype(np.float32)
+    else:
+        embeddings = embed(texts)
     train_texts, train_labels = train_texts or [], train_labels or []
     if train_texts and len(set(train_labels)) >= 2:
         train_embeddings = embed(train_texts)

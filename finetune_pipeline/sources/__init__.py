@@ -11,6 +11,7 @@ records are simply absent from the next corpus. SQL sources are queried on every
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
+from finetune_pipeline.execution import map_batches
 from finetune_pipeline.raw_inventory import file_sha256
 from finetune_pipeline.records import StageResult, corpus_frame, make_record_id, rejects_frame, sha256_text
 from finetune_pipeline.settings import Settings
@@ -84,13 +86,43 @@ def collect_raw_corpus(data_dir: Path, settings: Settings, cache_dir: Path | Non
     sources = discover_sources(data_dir)
     total = len(sources) + len(settings.sources.sql)
 
-    for number, path in enumerate(sources, start=1):
+    # Cheap checks and cache look-ups here; the parsing of new sources is a batch function
+    # (`parse_sources`), run one source at a time in-process or spread over the Ray workers.
+    outcomes: dict[int, tuple[list[dict], list[dict], str, str]] = {}
+    to_parse, keys = [], {}
+    for number, path in enumerate(sources):
+        source_type = source_type_of(path)
+        outcome, keys[number] = _lookup(path, source_type, data_dir, settings, cache, now)
+        if outcome is None:
+            to_parse.append({"number": number, "path": str(path), "source_type": source_type})
+        else:
+            outcomes[number] = outcome
+    pending = pl.DataFrame(to_parse, schema={"number": pl.Int64, "path": pl.String, "source_type": pl.String})
+    chunks = [pending] if settings.execution.backend == "ray" else [pending.slice(i, 1) for i in range(pending.height)]
+    done = 0
+
+    def report(number: int) -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, total, sources[number].relative_to(data_dir).as_posix(), outcomes[number][3])
+
+    for number in sorted(outcomes):
+        report(number)
+    for chunk in chunks:
+        parsed = map_batches(chunk, parse_sources, settings.execution, settings=settings, batch_size=1)
+        for number, records_json, rejects_json in parsed.select("number", "records", "rejects").iter_rows():
+            new_records, new_rejects = json.loads(records_json), json.loads(rejects_json)
+            cache.put(keys[number], CachedParse(records=new_records, rejects=new_rejects, ingested_at=now))
+            outcomes[number] = (new_records, new_rejects, now, "parsed")
+            report(number)
+
+    for number, path in enumerate(sources):
         uri = path.relative_to(data_dir).as_posix()
         source_type = source_type_of(path)
         stats = by_type.setdefault(source_type, {"files": 0, "records": 0, "rejects": 0, "parsed": 0, "cached": 0})
         stats["files"] += 1
-        new_records, new_rejects, ingested_at, status = _collect_one(path, source_type, data_dir, settings,
-                                                                     cache, now)
+        new_records, new_rejects, ingested_at, status = outcomes[number]
         label = _folder_label(path, data_dir, settings) if source_type in files.DOCUMENT_TYPES.values() else None
         for record in new_records:
             record.update(source_uri=uri, source_type=source_type, ingested_at=ingested_at)
@@ -101,9 +133,7 @@ def collect_raw_corpus(data_dir: Path, settings: Settings, cache_dir: Path | Non
         stats["records"] += len(new_records)
         stats["rejects"] += len(new_rejects)
         stats[status] = stats.get(status, 0) + 1
-        log.debug("[%d/%d] %s (%s)", number, total, uri, status)
-        if progress:
-            progress(number, total, uri, status)
+        log.debug("[%d/%d] %s (%s)", number + 1, total, uri, status)
 
     for number, source in enumerate(settings.sources.sql, start=len(sources) + 1):
         uri = f"sql://{source.name}"
@@ -167,25 +197,35 @@ def source_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _collect_one(path: Path, source_type: str, data_dir: Path, settings: Settings, cache: ParseCache,
-                 now: str) -> tuple[list[dict], list[dict], str, str]:
-    """(records, rejects, ingested_at, status) for one source. Never raises for bad content."""
+def _lookup(path: Path, source_type: str, data_dir: Path, settings: Settings, cache: ParseCache,
+            now: str) -> tuple[tuple[list[dict], list[dict], str, str] | None, str | None]:
+    """((records, rejects, ingested_at, status), cache key) of a source refused or found in the cache;
+    (None, cache key) when it has to be parsed."""
     refused = _refuse(path, data_dir, settings)
     if refused:
-        return [], [{"locator": None, "reason": refused[0], "detail": refused[1]}], now, "rejected"
+        return ([], [{"locator": None, "reason": refused[0], "detail": refused[1]}], now, "rejected"), None
     try:
         key = cache.key(source_digest(path), source_type)
     except OSError as exc:
-        return [], [{"locator": None, "reason": "unreadable_file",
-                     "detail": f"cannot read it ({type(exc).__name__}); check its permissions"}], now, "rejected"
+        return ([], [{"locator": None, "reason": "unreadable_file",
+                      "detail": f"cannot read it ({type(exc).__name__}); check its permissions"}], now, "rejected"), None
     hit = cache.get(key)
     if hit is not None:
-        return hit.records, hit.rejects, hit.ingested_at, "cached"
-    started = time.perf_counter()
-    new_records, new_rejects = _parse(path, source_type, settings)
-    log.debug("parsed %s in %.2fs", path.name, time.perf_counter() - started)
-    cache.put(key, CachedParse(records=new_records, rejects=new_rejects, ingested_at=now))
-    return new_records, new_rejects, now, "parsed"
+        return (hit.records, hit.rejects, hit.ingested_at, "cached"), key
+    return None, key
+
+
+def parse_sources(batch: pl.DataFrame, settings: Settings) -> pl.DataFrame:
+    """Batch function: (number, path, source_type) -> (number, records, rejects) as JSON lists. Never raises
+    for bad content. With Ray the workers read the paths: they must see the data root at the same path."""
+    out = []
+    for number, path, source_type in batch.select("number", "path", "source_type").iter_rows():
+        started = time.perf_counter()
+        new_records, new_rejects = _parse(Path(path), source_type, settings)
+        log.debug("parsed %s in %.2fs", Path(path).name, time.perf_counter() - started)
+        out.append({"number": number, "records": json.dumps(new_records, default=str),
+                    "rejects": json.dumps(new_rejects, default=str)})
+    return pl.DataFrame(out, schema={"number": pl.Int64, "records": pl.String, "rejects": pl.String})
 
 
 def _refuse(path: Path, data_dir: Path, settings: Settings) -> tuple[str, str] | None:

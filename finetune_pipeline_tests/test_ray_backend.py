@@ -1,0 +1,165 @@
+"""The Ray backend against a real two-node Ray cluster on 127.0.0.1 (a head and a worker started here):
+the pipeline's library stages on the sample data give the same kept records, rejects, near-duplicate
+clusters, labels and splits as the local backend. Fails (never skips) when Ray cannot start."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from finetune_pipeline.augment import augment_corpus
+from finetune_pipeline.cleaning import clean_corpus
+from finetune_pipeline.cleaning.erasure import load_erasure_requests
+from finetune_pipeline.dedup import deduplicate
+from finetune_pipeline.dedup import minhash
+from finetune_pipeline.dedup.synthetic import near_duplicate_benchmark
+from finetune_pipeline.labeling import apply_labels
+from finetune_pipeline.labeling.annotations import load_annotations
+from finetune_pipeline.settings import ExecutionSettings, load_settings
+from finetune_pipeline.sources import collect_raw_corpus
+from finetune_pipeline.splits import assign_splits
+from finetune_pipeline_tests.conftest import copy_sample_data
+
+RAY = str(Path(sys.executable).parent / "ray")
+# Small footprint: the test machine has 2 cores; one CPU per node, 200 MB object stores.
+NODE_OPTIONS = ["--num-cpus", "1", "--object-store-memory", str(200 * 2**20), "--block", "--disable-usage-stats"]
+
+
+# A throwaway cluster on the loopback: no auth token (Ray 2.60's `ray start` otherwise turns token auth on).
+RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen:
+    # Own process group: the finalizer ends exactly these processes and what they started.
+    return subprocess.Popen([RAY, "start", *args, *NODE_OPTIONS], stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True, env={**os.environ, **RAY_ENV})
+
+
+def _stop(process: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        if process.poll() is not None:
+            break
+        os.killpg(process.pid, sig)
+        try:
+            process.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # whatever the node left in its group
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """Address of a running head + one worker node on 127.0.0.1."""
+    import ray
+
+    saved = {name: os.environ.get(name) for name in RAY_ENV}
+    os.environ.update(RAY_ENV)  # the driver (this process) must use the same auth mode as the nodes
+    temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths must stay short
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    nodes = [_start(["--head", "--port", str(port), "--node-ip-address", "127.0.0.1", "--include-dashboard",
+                     "false", "--temp-dir", str(temp)], temp / "head.log")]
+    try:
+        _wait_for(lambda: _status(address).count("node_") >= 1, "the Ray head", temp / "head.log", nodes[0])
+        nodes.append(_start(["--address", address, "--node-ip-address", "127.0.0.1"], temp / "worker.log"))
+        _wait_for(lambda: _status(address).count("node_") >= 2, "the Ray worker node", temp / "worker.log", nodes[1])
+        yield address
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        for node in reversed(nodes):
+            _stop(node)
+        shutil.rmtree(temp, ignore_errors=True)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _status(address: str) -> str:
+    done = subprocess.run([RAY, "status", "--address", address], capture_output=True, text=True,
+                          env={**os.environ, **RAY_ENV})
+    return done.stdout if done.returncode == 0 else ""
+
+
+def _wait_for(ready, what: str, log: Path, process: subprocess.Popen, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"{what} exited ({process.returncode}):\n{log.read_text()[-3000:]}")
+        if ready():
+            return
+        time.sleep(1)
+    pytest.fail(f"{what} not ready after {timeout_s:.0f}s:\n{log.read_text()[-3000:]}")
+
+
+def _stages(root: Path, overrides: dict | None = None) -> dict[str, pl.DataFrame]:
+    """The library stages the assets call, in order, on one data root: each stage's kept and rejected rows."""
+    settings = load_settings(root, overrides=overrides)
+    out = {}
+    raw = collect_raw_corpus(root, settings, cache_dir=root / ".pipeline" / "parse_cache")
+    cleaned = clean_corpus(raw.kept, settings, load_erasure_requests(root))
+    deduplicated = deduplicate(cleaned.kept, settings)
+    annotations, problems = load_annotations(root / "annotations")
+    labeled = apply_labels(deduplicated.kept, settings, annotations, problems)
+    splits = assign_splits(augment_corpus(labeled.kept, settings).kept, settings.splits)
+    for name, result in (("raw", raw), ("cleaned", cleaned), ("deduplicated", deduplicated), ("labeled", labeled)):
+        out[f"{name}.kept"] = result.kept.drop("ingested_at", strict=False)
+        out[f"{name}.rejected"] = result.rejected
+        out[f"{name}.stats"] = result.stats
+    out["splits"] = splits.drop("ingested_at", strict=False)
+    return out
+
+
+def test_ray_backend_equals_local_on_the_sample_data(ray_cluster, tmp_path):
+    import ray
+
+    local = _stages(copy_sample_data(tmp_path / "local"))
+    distributed = _stages(copy_sample_data(tmp_path / "ray"),
+                          {"execution": {"backend": "ray", "ray_address": ray_cluster, "batch_size": 64}})
+    alive = [n for n in ray.nodes() if n["Alive"]]
+    assert len(alive) == 2, "the worker node did not join"
+
+    for key, frame in local.items():
+        if key.endswith(".stats"):
+            continue
+        other = distributed[key]
+        assert other.columns == frame.columns, key
+        assert other.height == frame.height, key
+        assert other.equals(frame), f"{key} differs between the local and the Ray backend"
+    for stage in ("raw", "cleaned", "deduplicated"):
+        stats = {k: v for k, v in local[f"{stage}.stats"].items() if k not in ("parsed", "cached", "by_source_type")}
+        assert {k: distributed[f"{stage}.stats"][k] for k in stats} == stats, stage
+    assert local["deduplicated.rejected"]["reason"].to_list().count("near_duplicate") > 0  # clusters were formed
+    assert local["labeled.kept"].filter(pl.col("label_source") == "model").height > 0  # the encoder ran on Ray
+    assert local["splits"]["split"].n_unique() == 3
+
+
+def test_near_duplicate_clusters_on_ray_equal_local_on_a_generated_benchmark(ray_cluster):
+    texts = near_duplicate_benchmark(1500, seed=5).texts
+    local = minhash.near_duplicate_clusters(texts)
+    on_ray = minhash.near_duplicate_clusters(
+        texts, execution=ExecutionSettings(backend="ray", ray_address=ray_cluster, batch_size=200))
+    assert local.verified_pairs > 100
+    assert np.array_equal(local.root, on_ray.root) and np.allclose(local.similarity, on_ray.similarity)
+    assert (local.candidate_pairs, local.verified_pairs, local.candidate_histogram) == (
+        on_ray.candidate_pairs, on_ray.verified_pairs, on_ray.candidate_histogram)
