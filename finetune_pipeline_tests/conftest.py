@@ -28,6 +28,23 @@ def copy_sample_data(dest: Path) -> Path:
 
 
 
+def write_tiny_bert(folder: Path, dropout: float = 0.1) -> str:
+    """A 2-layer 32-wide random BERT (seed 0) with the MiniLM tokenizer, saved to `folder`: trains in
+    seconds on a CPU. `dropout=0` makes runs deterministic."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from finetune_pipeline.training.base_model import default_base_model
+
+    tokenizer = AutoTokenizer.from_pretrained(default_base_model())
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=dropout,
+                         attention_probs_dropout_prob=dropout)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
 @pytest.fixture(scope="session")
 def sample_run(tmp_path_factory):
     """The one real end-to-end run: the README's headless command (`dagster asset materialize --select '*'`)

@@ -214,11 +214,12 @@ def test_asset_metadata_shows_clusters_and_a_similarity_histogram(tmp_path):
     import dagster as dg
 
     from finetune_pipeline.defs.assets import deduplicated_corpus
-    from finetune_pipeline.defs.resources import PipelineResource
+    from finetune_pipeline.defs.resources import PipelineResource, RayCluster
 
     corpus = _corpus([BASE, BASE.replace("last week", "two weeks ago"), BASE.upper(), OTHER + " | pipe"])
     context = dg.build_asset_context(instance=dg.DagsterInstance.ephemeral())
-    result = deduplicated_corpus(context, PipelineResource(data_dir=str(tmp_path)), corpus)
+    pipeline = PipelineResource(data_dir=str(tmp_path))
+    result = deduplicated_corpus(context, pipeline, RayCluster(pipeline=pipeline), corpus)
     meta = context.get_output_metadata("result")
     assert result.kept.height == 2 and meta["rows_rejected"] == 2
     assert (meta["exact_duplicates"], meta["near_duplicates"], meta["clusters_with_duplicates"]) == (1, 1, 1)

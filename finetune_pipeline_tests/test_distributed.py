@@ -8,13 +8,9 @@ from safetensors.torch import load_file
 from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training.classify import train_classifier
 from finetune_pipeline.training.distributed import World, launch, processes_to_launch, shard
+from finetune_pipeline_tests.conftest import write_tiny_bert
+from finetune_pipeline_tests.test_training import BILLING, SHIPPING
 
-BILLING = ["I was charged twice for my subscription this month", "the invoice total is wrong, please refund",
-           "my credit card payment failed but money was taken", "please cancel the duplicate charge on my bill",
-           "why is there an extra fee on my latest invoice", "refund the overcharge on my annual plan"]
-SHIPPING = ["my parcel has not arrived after two weeks", "the tracking number shows no movement for days",
-            "the courier left my package at the wrong address", "delivery is late and the box arrived damaged",
-            "when will my order be shipped to Berlin", "the carrier lost my parcel somewhere in transit"]
 LABELS = ["billing", "shipping"]
 
 
@@ -29,18 +25,7 @@ def one_torch_thread():
 @pytest.fixture(scope="module")
 def tiny_bert_without_dropout(tmp_path_factory):
     """A 2-layer 32-wide random BERT with the MiniLM tokenizer; no dropout, so the runs are deterministic."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from finetune_pipeline.training.base_model import default_base_model
-
-    folder = tmp_path_factory.mktemp("tiny_bert_no_dropout")
-    tokenizer = AutoTokenizer.from_pretrained(default_base_model())
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                         attention_probs_dropout_prob=0.0)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert_no_dropout"), dropout=0.0)
 
 
 def test_shard_gives_each_rank_a_contiguous_slice_of_the_global_batch():

@@ -303,9 +303,9 @@ def _count_parses(monkeypatch) -> list[str]:
     parsed: list[str] = []
     real = files.partition_document
 
-    def counting(path):
+    def counting(path, *args):
         parsed.append(path.name)
-        return real(path)
+        return real(path, *args)
 
     monkeypatch.setattr(files, "partition_document", counting)
     return parsed

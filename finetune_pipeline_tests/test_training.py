@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training.classify import train_classifier
 from finetune_pipeline.training.lora import load_adapter, train_lora_classifier
+from finetune_pipeline_tests.conftest import write_tiny_bert
 
 BILLING = ["I was charged twice for my subscription this month", "the invoice total is wrong, please refund",
            "my credit card payment failed but money was taken", "please cancel the duplicate charge on my bill",
@@ -70,17 +71,7 @@ def _splits():
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from finetune_pipeline.training.base_model import default_base_model
-
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    tokenizer = AutoTokenizer.from_pretrained(default_base_model())
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=64)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
 
 
 def _tiny_cfg(tiny_bert, **overrides):

@@ -94,7 +94,11 @@ class RayCluster(LocalRay):
 
     @contextlib.contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext):
-        if self.pipeline.settings().execution.backend != "ray":
+        try:
+            backend = self.pipeline.settings().execution.backend
+        except dg.Failure:  # a bad finetune.yaml: the first step fails on it with the fields named
+            backend = "local"
+        if backend != "ray":
             yield self
             return
         with super().yield_for_execution(context) as resource:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Literal
@@ -71,8 +70,10 @@ def train_classifier(splits: Splits, labels: list[str], cfg: TrainingSettings, o
     output_dir = Path(output_dir)
     processes = distributed.processes_to_launch(cfg.data_parallel)
     if processes:
-        return _train_in_processes(processes, splits, labels, cfg, output_dir, approach, data_snapshot, log,
-                                   on_epoch_end)
+        return distributed.train_in_processes(
+            "finetune_pipeline.training.classify", lambda job: write_splits(splits, job),
+            ["--approach", approach, "--labels", json.dumps(labels), "--settings", cfg.model_dump_json(),
+             "--data-snapshot", data_snapshot], output_dir, processes, log, on_epoch_end)
     started = time.perf_counter()
     world = distributed.World.from_env()
     device = distributed.start(world)
@@ -165,19 +166,6 @@ def train_classifier(splits: Splits, labels: list[str], cfg: TrainingSettings, o
     distributed.stop(world)
     return metrics
 
-
-def _train_in_processes(processes: int, splits: Splits, labels: list[str], cfg: TrainingSettings, output_dir: Path,
-                        approach: str, data_snapshot: str, log, on_epoch_end) -> dict:
-    """Run this module's command line under torchrun in `processes` processes on the same job (splits
-    written to a temporary folder); return the metrics rank 0 saved."""
-    if on_epoch_end is not None:
-        raise ValueError("on_epoch_end cannot reach torchrun's processes; set training.data_parallel to 1")
-    with tempfile.TemporaryDirectory(prefix="classify-job-") as job:
-        write_splits(splits, job)
-        distributed.launch("finetune_pipeline.training.classify",
-                           [job, str(output_dir), "--approach", approach, "--labels", json.dumps(labels),
-                            "--settings", cfg.model_dump_json(), "--data-snapshot", data_snapshot], processes, log)
-    return json.loads((output_dir / "metrics.json").read_text())
 
 
 def save_classifier(model, tokenizer, metrics: dict, output_dir: Path) -> None:

@@ -28,12 +28,15 @@ How a run becomes data-parallel:
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Callable, Literal
 
 import torch
 import torch.distributed as dist
@@ -74,6 +77,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def train_in_processes(module: str, write_job: Callable[[str], None], args: list[str], output_dir: Path,
+                       processes: int, log=print, on_epoch_end=None) -> dict:
+    """Write the job (splits) into a temporary folder with `write_job(folder)`, run `python -m <module>
+    <folder> <output_dir> <args>` under torchrun in `processes` processes, and return the metrics rank 0
+    saved in `output_dir`."""
+    if on_epoch_end is not None:
+        raise ValueError("on_epoch_end cannot reach torchrun's processes; set training.data_parallel to 1")
+    with tempfile.TemporaryDirectory(prefix=f"{module.rsplit('.', 1)[-1]}-job-") as job:
+        write_job(job)
+        launch(module, [job, str(output_dir), *args], processes, log)
+    return json.loads((Path(output_dir) / "metrics.json").read_text())
 
 
 def launch(module: str, args: list[str], processes: int, log=print) -> None:

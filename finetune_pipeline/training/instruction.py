@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -168,7 +167,10 @@ def train_instruction(splits: dict[str, Pairs], cfg: TrainingSettings, output_di
     output_dir = Path(output_dir)
     processes = distributed.processes_to_launch(cfg.data_parallel)
     if processes:
-        return _train_in_processes(processes, splits, cfg, output_dir, data_snapshot, log, on_epoch_end)
+        return distributed.train_in_processes(
+            "finetune_pipeline.training.instruction", lambda job: write_pairs(splits, job),
+            ["--settings", cfg.model_dump_json(), "--data-snapshot", data_snapshot], output_dir, processes, log,
+            on_epoch_end)
     started = time.perf_counter()
     world = distributed.World.from_env()
     device = distributed.start(world)
@@ -264,19 +266,6 @@ def train_instruction(splits: dict[str, Pairs], cfg: TrainingSettings, output_di
     distributed.stop(world)
     return metrics
 
-
-def _train_in_processes(processes: int, splits: dict[str, Pairs], cfg: TrainingSettings, output_dir: Path,
-                        data_snapshot: str, log, on_epoch_end) -> dict:
-    """Run this module's command line under torchrun in `processes` processes on the same job (pairs
-    written to a temporary folder); return the metrics rank 0 saved."""
-    if on_epoch_end is not None:
-        raise ValueError("on_epoch_end cannot reach torchrun's processes; set training.data_parallel to 1")
-    with tempfile.TemporaryDirectory(prefix="instruction-job-") as job:
-        write_pairs(splits, job)
-        distributed.launch("finetune_pipeline.training.instruction",
-                           [job, str(output_dir), "--settings", cfg.model_dump_json(),
-                            "--data-snapshot", data_snapshot], processes, log)
-    return json.loads((output_dir / "metrics.json").read_text())
 
 
 def write_pairs(splits: dict[str, Pairs], splits_dir: str | Path) -> None:
