@@ -163,3 +163,29 @@ def test_near_duplicate_clusters_on_ray_equal_local_on_a_generated_benchmark(ray
     assert np.array_equal(local.root, on_ray.root) and np.allclose(local.similarity, on_ray.similarity)
     assert (local.candidate_pairs, local.verified_pairs, local.candidate_histogram) == (
         on_ray.candidate_pairs, on_ray.verified_pairs, on_ray.candidate_histogram)
+
+
+def test_dagster_runs_the_heavy_assets_on_the_cluster_with_metadata_and_logs(ray_cluster, tmp_path):
+    """Through Dagster: the `ray_cluster` resource connects to the cluster named in the settings, the
+    assets record the backend and the cluster in their metadata, and the run's events carry the stage logs."""
+    import dagster as dg
+
+    from finetune_pipeline.defs.assets import cleaned_corpus, raw_corpus
+    from finetune_pipeline.defs.resources import PipelineResource
+    from finetune_pipeline.definitions import resources_for
+
+    root = copy_sample_data(tmp_path / "data")
+    pipeline = PipelineResource(data_dir=str(root), settings_yaml=f"execution: {{backend: ray, ray_address: "
+                                                                   f"'{ray_cluster}', batch_size: 64}}")
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([raw_corpus, cleaned_corpus], resources=resources_for(pipeline), instance=instance)
+    assert result.success
+    for key in ("raw_corpus", "cleaned_corpus"):
+        meta = result.asset_materializations_for_node(key)[0].metadata
+        assert meta["execution_backend"].value == "ray"
+        assert meta["ray_cluster"].value["nodes"] == 2
+    messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any("(parsed)" in m and "raw/" in m for m in messages)  # per-source progress of the Ray parse
+    local = _stages(copy_sample_data(tmp_path / "local"))
+    stored = pl.read_parquet(root / ".pipeline" / "assets" / "cleaned_corpus.parquet").drop("ingested_at")
+    assert stored.equals(local["cleaned.kept"])
