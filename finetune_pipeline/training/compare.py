@@ -17,6 +17,7 @@ import json
 import math
 from pathlib import Path
 
+from finetune_pipeline.exports import atomic_path, write_text
 from finetune_pipeline.settings import Approach, TrainingSettings
 from finetune_pipeline.training.classify import train_classifier
 from finetune_pipeline.training.feature import train_feature_classifier
@@ -134,13 +135,13 @@ def comparison_plot_png(result: dict) -> bytes:
 
 
 def write_comparison(result: dict, exports_dir: str | Path) -> dict[str, Path]:
-    """exports/approach_comparison.json, .md and .png."""
+    """exports/approach_comparison.json, .md and .png, each written whole (temporary file, then rename)."""
     exports_dir = Path(exports_dir)
-    exports_dir.mkdir(parents=True, exist_ok=True)
     paths = {ext: exports_dir / f"approach_comparison.{ext}" for ext in ("json", "md", "png")}
-    paths["json"].write_text(json.dumps(result, indent=2))
-    paths["md"].write_text("# Approach comparison (test split)\n\n" + comparison_markdown(result) + "\n")
-    paths["png"].write_bytes(comparison_plot_png(result))
+    write_text(json.dumps(result, indent=2), paths["json"])
+    write_text("# Approach comparison (test split)\n\n" + comparison_markdown(result) + "\n", paths["md"])
+    with atomic_path(paths["png"]) as tmp:
+        tmp.write_bytes(comparison_plot_png(result))
     return paths
 
 
