@@ -10,6 +10,7 @@ import torch
 from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training.instruction import (IGNORE, collate, pack, sequences_for, tokenize_example,
                                                     train_instruction)
+from finetune_pipeline_tests.conftest import REPO
 
 PAIRS = [("How do I reset my password?", "Use the Forgot password link on the sign-in page."),
          ("Where is my parcel?", "Track it with the link in your shipping e-mail."),
@@ -185,3 +186,24 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batches(tiny_ll
     assert first.keys() == second.keys()
     for name in first:
         assert torch.allclose(first[name], second[name], rtol=1e-4, atol=1e-6), name
+
+
+def test_project_lora_step_follows_plain_transformers_peft_loss_for_loss():
+    """The speed benchmark's two paths (scripts/bench_lora_speed.py) train the same thing: on the same
+    batches from the same initial weights, the project's instruction step gives plain transformers+peft's
+    losses, step by step. On the GPU the benchmark compares their speed."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("bench_lora_speed", REPO / "scripts" / "bench_lora_speed.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = SimpleNamespace(shape="tiny", seq=64, micro_batch=2, warmup=1)
+    device = torch.device("cpu")
+    data = bench.batches(1, args.micro_batch, args.seq, bench.SHAPES["tiny"]["vocab_size"], device) * 4  # one batch,
+    # four steps: the loss must fall as the adapter fits it
+    plain = bench.measure("plain", bench.plain_step_fn, args, device, data)
+    project = bench.measure("project", bench.project_step_fn, args, device, data)
+    assert plain["losses"][-1] < plain["losses"][0]
+    assert project["losses"] == pytest.approx(plain["losses"], rel=1e-5)
+    assert project["tokens_per_s"] > 0 and project["model_flops_per_s"] > 0

@@ -149,7 +149,11 @@ def load_chat_tokenizer(path: str):
 
 
 def build_instruction_model(base: str, cfg: TrainingSettings):
-    model = AutoModelForCausalLM.from_pretrained(base)  # never trust_remote_code
+    return with_lora(AutoModelForCausalLM.from_pretrained(base), cfg)  # never trust_remote_code
+
+
+def with_lora(model, cfg: TrainingSettings):
+    """`model` wrapped with the instruction LoRA of `cfg` (rank, alpha, dropout, target modules)."""
     lora = LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                       lora_dropout=cfg.lora_dropout, target_modules=cfg.instruction_target_modules)
     return get_peft_model(model, lora)
