@@ -19,7 +19,6 @@ the same global batches (a test checks per-step losses and the final weights).
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from pathlib import Path
@@ -36,7 +35,8 @@ from finetune_pipeline.training import distributed
 from finetune_pipeline.training.base_model import (autocast, base_model_name, load_sequence_classifier,
                                                    resolve_base_model)
 from finetune_pipeline.training.checkpoint import CHECKPOINT_DIR, end_epoch, fingerprint, start_or_resume
-from finetune_pipeline.training.evaluate import PeakMemory, classification_metrics, majority_baseline, predict
+from finetune_pipeline.training.evaluate import (PeakMemory, classification_metrics, majority_baseline, predict,
+                                                 run_report)
 
 Splits = dict[str, tuple[list[str], list[str]]]  # split name -> (texts, labels)
 
@@ -137,7 +137,6 @@ def train_classifier(splits: Splits, labels: list[str], cfg: TrainingSettings, o
             model.load_state_dict({k: v.to(device) for k, v in best.items()}, strict=False)
         test_pred = predict(model, tokenizer, test_texts, cfg.max_length)
 
-    history = state["history"]
     metrics = {
         "approach": approach,
         "task": "classification",
@@ -147,19 +146,8 @@ def train_classifier(splits: Splits, labels: list[str], cfg: TrainingSettings, o
         "majority_baseline": majority_baseline(list(train_labels), list(test_labels)),
         "validation_best_macro_f1": state["best_score"],
         "split_sizes": {"train": len(train_texts), "validation": len(val_texts), "test": len(test_texts)},
-        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "total_parameters": sum(p.numel() for p in model.parameters()),
-        "learning_rate": learning_rate,
-        "epochs_run": len(history),
-        "resumed_from_epoch": first_epoch - 1 if first_epoch > 1 else None,
-        "history": history,
-        "nan_loss": any(math.isnan(h["train_loss"]) for h in history),
-        "device": device.type,
-        "processes": world.size,
-        "wall_time_s": round(time.perf_counter() - started, 2),
-        "peak_memory_mb": memory.peak_mb,
-        "data_snapshot": data_snapshot,
-        "settings": cfg.model_dump(),
+        **run_report(model, state, first_epoch, learning_rate, device, world.size, started, memory.peak_mb,
+                     data_snapshot, cfg),
     }
     if world.main:
         save_classifier(model, tokenizer, metrics, output_dir)

@@ -1,10 +1,12 @@
 """Metrics used by every training approach: classification scores, the majority-class baseline,
-predictions, and peak memory."""
+predictions, peak memory, and what every training loop reports about its run."""
 
 from __future__ import annotations
 
+import math
 import resource
 import threading
+import time
 from collections import Counter
 
 import torch
@@ -83,3 +85,25 @@ class PeakMemory:
             self._thread.join()
             self.peak_mb = max(self.peak_mb, _rss_mb())
         self.peak_mb = round(self.peak_mb, 1)
+
+
+def run_report(model, state: dict, first_epoch: int, learning_rate: float, device: torch.device, processes: int,
+               started: float, peak_memory_mb: float, data_snapshot: str, cfg) -> dict:
+    """The part of metrics.json about the run itself, the same for every training loop: parameter counts,
+    epochs (and where a resumed run started), the loss history, device, wall time (s) and peak memory."""
+    history = state["history"]
+    return {
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "total_parameters": sum(p.numel() for p in model.parameters()),
+        "learning_rate": learning_rate,
+        "epochs_run": len(history),
+        "resumed_from_epoch": first_epoch - 1 if first_epoch > 1 else None,
+        "history": history,
+        "nan_loss": any(math.isnan(h["train_loss"]) for h in history),
+        "device": device.type,
+        "processes": processes,
+        "wall_time_s": round(time.perf_counter() - started, 2),
+        "peak_memory_mb": peak_memory_mb,
+        "data_snapshot": data_snapshot,
+        "settings": cfg.model_dump(),
+    }

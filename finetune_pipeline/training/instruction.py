@@ -43,7 +43,7 @@ from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training import distributed
 from finetune_pipeline.training.base_model import autocast
 from finetune_pipeline.training.checkpoint import CHECKPOINT_DIR, end_epoch, fingerprint, start_or_resume
-from finetune_pipeline.training.evaluate import PeakMemory
+from finetune_pipeline.training.evaluate import PeakMemory, run_report
 
 IGNORE = -100  # label id that carries no loss (cross_entropy's ignore_index)
 # Used only when the tokenizer has no chat template of its own (e.g. a base, non-chat model).
@@ -236,7 +236,6 @@ def train_instruction(splits: dict[str, Pairs], cfg: TrainingSettings, output_di
         scores = {name: evaluate_loss(model, data[name], pad, cfg.batch_size)
                   for name in ("validation", "test") if data.get(name)}
 
-    history = state["history"]
     metrics = {
         "approach": "instruction",
         "task": "instruction",
@@ -247,19 +246,8 @@ def train_instruction(splits: dict[str, Pairs], cfg: TrainingSettings, output_di
         "split_sizes": {name: len(pairs) for name, pairs in splits.items()},
         "sequences": {name: len(seqs) for name, seqs in data.items()},
         "packing": cfg.packing,
-        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "total_parameters": sum(p.numel() for p in model.parameters()),
-        "learning_rate": cfg.learning_rate,
-        "epochs_run": len(history),
-        "resumed_from_epoch": first_epoch - 1 if first_epoch > 1 else None,
-        "history": history,
-        "nan_loss": any(math.isnan(h["train_loss"]) for h in history),
-        "device": device.type,
-        "processes": world.size,
-        "wall_time_s": round(time.perf_counter() - started, 2),
-        "peak_memory_mb": memory.peak_mb,
-        "data_snapshot": data_snapshot,
-        "settings": cfg.model_dump(),
+        **run_report(model, state, first_epoch, cfg.learning_rate, device, world.size, started, memory.peak_mb,
+                     data_snapshot, cfg),
     }
     if world.main:
         with atomic_path(output_dir) as folder:  # swapped in whole: never a half-saved adapter; drops the checkpoint
