@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import shutil
 from pathlib import Path
 
@@ -121,3 +122,10 @@ def end_epoch(epoch: int, score: float, state: dict, best: dict[str, torch.Tenso
     if on_epoch_end is not None:
         on_epoch_end(epoch)
     return best
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Row indices per batch; the order depends only on (seed, epoch), so a resumed run sees the same."""
+    order = list(range(n))
+    random.Random(seed * 100_003 + epoch).shuffle(order)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]

@@ -19,7 +19,6 @@ the same global batches (a test checks per-step losses and the final weights).
 from __future__ import annotations
 
 import json
-import random
 import time
 from pathlib import Path
 from typing import Callable, Literal
@@ -34,7 +33,8 @@ from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training import distributed
 from finetune_pipeline.training.base_model import (autocast, base_model_name, load_sequence_classifier,
                                                    resolve_base_model)
-from finetune_pipeline.training.checkpoint import CHECKPOINT_DIR, end_epoch, fingerprint, start_or_resume
+from finetune_pipeline.training.checkpoint import (CHECKPOINT_DIR, end_epoch, epoch_batches, fingerprint,
+                                                   start_or_resume)
 from finetune_pipeline.training.evaluate import (PeakMemory, classification_metrics, majority_baseline, predict,
                                                  run_report)
 
@@ -49,13 +49,6 @@ def build_classifier(approach: Literal["lora", "full"], base: str, labels: list[
     lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                       lora_dropout=cfg.lora_dropout, target_modules=list(cfg.target_modules))
     return get_peft_model(model, lora)  # SEQ_CLS: the classifier head is trained and saved with the adapter
-
-
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """Row indices per batch; the order depends only on (seed, epoch), so a resumed run sees the same."""
-    order = list(range(n))
-    random.Random(seed * 100_003 + epoch).shuffle(order)
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
 def train_classifier(splits: Splits, labels: list[str], cfg: TrainingSettings, output_dir: str | Path,

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
 from pathlib import Path
 from typing import Callable
@@ -42,7 +41,8 @@ from finetune_pipeline.exports import atomic_path
 from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training import distributed
 from finetune_pipeline.training.base_model import autocast
-from finetune_pipeline.training.checkpoint import CHECKPOINT_DIR, end_epoch, fingerprint, start_or_resume
+from finetune_pipeline.training.checkpoint import (CHECKPOINT_DIR, end_epoch, epoch_batches, fingerprint,
+                                                   start_or_resume)
 from finetune_pipeline.training.evaluate import PeakMemory, run_report
 
 IGNORE = -100  # label id that carries no loss (cross_entropy's ignore_index)
@@ -201,11 +201,8 @@ def train_instruction(splits: dict[str, Pairs], cfg: TrainingSettings, output_di
             if state["stopped"]:
                 break
             model.train()
-            order = list(range(len(data["train"])))
-            random.Random(cfg.seed * 100_003 + epoch).shuffle(order)  # same order when resumed
             total, tokens, losses = 0.0, 0, []
-            for start in range(0, len(order), cfg.batch_size):
-                global_batch = order[start:start + cfg.batch_size]
+            for global_batch in epoch_batches(len(data["train"]), cfg.batch_size, cfg.seed, epoch):
                 mine, weight = distributed.shard(global_batch, world), 1.0
                 if not mine:  # fewer sequences than processes: take part in DDP's all-reduce with weight 0
                     mine, weight = global_batch[:1], 0.0
