@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-# Columns every corpus row carries (PRODUCT.md, "Records").
+# Columns every corpus row carries.
 CORPUS_SCHEMA: dict[str, pl.DataType] = {
     "record_id": pl.String,
     "text": pl.String,

@@ -7,14 +7,12 @@ Load with `load_settings(data_dir)`. A missing file means all defaults; a bad va
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-SETTINGS_FILE = "finetune.yaml"
-DEFAULT_DATA_DIR = "data"
+from finetune_pipeline.layout import DataRoot
 
 
 class _Section(BaseModel):
@@ -76,7 +74,7 @@ class SourcesSettings(_Section):
 
 
 class CleaningSettings(_Section):
-    """Noise removal, normalisation and quality filters (seed 1.2). `text_raw` keeps the original text.
+    """Noise removal, normalisation and quality filters. `text_raw` keeps the original text.
 
     The quality filters follow the Gopher (Rae et al. 2021) and C4 (Raffel et al. 2019) heuristics; each
     rejects with its own reason. Thresholds are looser than Gopher's where short texts (tickets, messages)
@@ -212,9 +210,14 @@ class PrivacySettings(_Section):
         0.4, ge=0, le=1, description="Presidio results scoring below this are ignored (its phone recognizer scores 0.4)."
     )
 
+    @property
+    def policy(self) -> dict[str, PiiAction]:
+        """The action for each kind of personal data, in declaration order (what reports show)."""
+        return self.model_dump(exclude={"detector", "min_score", "single_word_names"})
+
 
 class BiasSettings(_Section):
-    """The bias report (seed 1.1): mentions of demographic term groups per label, and when to warn."""
+    """The bias report: mentions of demographic term groups per label, and when to warn."""
 
     max_group_share: float = Field(
         0.8, gt=0, le=1, description="Warn when one group holds more than this share of its dimension's mentions "
@@ -489,15 +492,12 @@ class SettingsError(ValueError):
     """finetune.yaml could not be read or has a bad value."""
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """The data root: the argument, else $FINETUNE_DATA_DIR, else `data/`."""
-    return Path(data_dir or os.environ.get("FINETUNE_DATA_DIR") or DEFAULT_DATA_DIR).resolve()
-
-
-def load_settings(data_dir: str | os.PathLike | None = None, overrides: str | dict | None = None) -> Settings:
+def load_settings(data_dir: str | os.PathLike | DataRoot | None = None,
+                  overrides: str | dict | None = None) -> Settings:
     """Read `<data_dir>/finetune.yaml` (all defaults when absent), merge `overrides` on top (a YAML
     mapping or a dict, e.g. from the Dagster launchpad), and validate the result."""
-    path = resolve_data_dir(data_dir) / SETTINGS_FILE
+    root = data_dir if isinstance(data_dir, DataRoot) else DataRoot.resolve(data_dir)
+    path = root.settings_file
     raw = _read_mapping(path.read_text(encoding="utf-8"), str(path)) if path.exists() else {}
     origin = str(path)
     if overrides:
@@ -527,7 +527,7 @@ def deep_merge(base: dict, extra: dict) -> dict:
     return merged
 
 
-def parse_settings(raw: dict, origin: str = SETTINGS_FILE) -> Settings:
+def parse_settings(raw: dict, origin: str = "finetune.yaml") -> Settings:
     """Validate a settings mapping; errors name each bad field by its dotted path."""
     try:
         return Settings.model_validate(raw)

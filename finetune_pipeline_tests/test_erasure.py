@@ -4,7 +4,8 @@ records are gone from every stage, every export and the data card, which lists t
 import polars as pl
 import pytest
 
-from finetune_pipeline import exports
+from finetune_pipeline import exports, reporting
+from finetune_pipeline.atomic import write_parquet, write_text
 from finetune_pipeline.augment import augment_corpus
 from finetune_pipeline.cleaning import clean_corpus
 from finetune_pipeline.cleaning.bias import bias_report
@@ -33,14 +34,12 @@ def _run_stages(root):
     augmented = augment_corpus(labeled.kept, settings)
     splits = assign_splits(augmented.kept, settings.splits)
     out = root / "exports"
-    exports.export_splits(splits, out)
+    exports.export_splits(splits, out / "splits")
     rejects = pl.concat([r.rejected for r in (raw, cleaned, dedup, labeled, augmented)])
-    exports.write_parquet(rejects, out / "rejects.parquet")
-    card = exports.data_card([], rejects, splits, cleaned.stats["pii_by_type"], None,
-                             pii_policy=settings.privacy.model_dump(exclude={"detector", "min_score",
-                                                                             "single_word_names"}),
-                             erasure=cleaned.stats["erasure"])
-    exports.write_text(card, out / "report.md")
+    write_parquet(rejects, out / "rejects.parquet")
+    card = reporting.data_card([], rejects, splits, cleaned.stats.pii_by_type, None,
+                               pii_policy=settings.privacy.policy, erasure=cleaned.stats.erasure)
+    write_text(card, out / "report.md")
     frames = {"raw": raw.kept, "cleaned": cleaned.kept, "deduplicated": dedup.kept, "labeled": labeled.kept,
               "augmented": augmented.kept, "splits": splits, "bias_report": bias_report(labeled.kept),
               "rejects": rejects}

@@ -4,7 +4,8 @@ import json
 
 import polars as pl
 
-from finetune_pipeline import exports, validation as v
+from finetune_pipeline import exports
+from finetune_pipeline.tasks import task_named, validation as v
 from finetune_pipeline.records import sha256_text
 
 PAIRS = [("How do I reset my password?", "Use the Forgot password link on the sign-in page."),
@@ -50,7 +51,7 @@ def test_instruction_exports_have_chat_messages_that_trl_accepts(tmp_path):
     import datasets
     from trl import SFTConfig, SFTTrainer
 
-    target = exports.export_splits(_instruction_splits(), tmp_path / "exports")
+    target = exports.export_splits(_instruction_splits(), tmp_path / "exports" / "splits", task_named("instruction"))
     loaded = datasets.load_from_disk(str(target))
     assert set(loaded) == {"train", "validation", "test"} and loaded["train"].num_rows == 6
     first = loaded["train"][0]
@@ -73,7 +74,7 @@ def test_instruction_exports_have_chat_messages_that_trl_accepts(tmp_path):
 
 def test_classification_exports_have_no_chat_columns(tmp_path):
     frame = _instruction_splits().drop("prompt", "response").with_columns(pl.lit("billing").alias("label"))
-    target = exports.export_splits(frame, tmp_path / "exports")
+    target = exports.export_splits(frame, tmp_path / "exports" / "splits", task_named("classification"))
     import datasets
 
     assert "messages" not in datasets.load_from_disk(str(target))["train"].column_names

@@ -27,7 +27,7 @@ def _run(root):
     annotations, problems = load_annotations(root / "annotations")
     corpus = apply_labels(corpus, settings, annotations, problems).kept
     splits = assign_splits(augment_corpus(corpus, settings).kept, settings.splits)
-    target = exports.export_splits(splits, root / "exports")
+    target = exports.export_splits(splits, root / "exports" / "splits")
     digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(target.glob("*.jsonl"))}
     return splits, digests
 

@@ -249,18 +249,18 @@ def test_adapters_cli_lists_shows_and_merges(tiny_bert, tmp_path, capsys):
 def test_data_card_carries_the_comparison_and_instruction_evaluation():
     import polars as pl
 
-    from finetune_pipeline import exports
+    from finetune_pipeline import reporting
     from finetune_pipeline.records import empty_rejects
 
     rows = [{"approach": a, "test_accuracy": acc, "test_macro_f1": f1, "trainable_parameters": n, "wall_time_s": t,
              "peak_memory_mb": 900.0, "epochs_run": 2, "device": "cpu", "nan_loss": False}
             for a, acc, f1, n, t in (("lora", 0.9, 0.88, 339_460, 60.0), ("feature", 0.8, 0.79, 1_540, 3.0))]
     comparison = {"task": "classification", "rows": rows, "majority_baseline": {"accuracy": 0.25, "macro_f1": 0.1}}
-    card = exports.data_card([], empty_rejects(), None, {}, None, comparison=comparison)
+    card = reporting.data_card([], empty_rejects(), None, {}, None, comparison=comparison)
     assert "## Approach comparison" in card and "| feature | 0.800 | 0.790 | 1,540 | 3.0 | 900 | 2 |" in card
     instruction = {"task": "instruction", "approach": "instruction", "trainable_parameters": 10,
                    "test": {"loss": 1.5, "perplexity": 4.48}, "base_model_test": {"loss": 4.0, "perplexity": 54.6}}
-    card = exports.data_card([], empty_rejects(), pl.DataFrame(), {}, instruction)
+    card = reporting.data_card([], empty_rejects(), pl.DataFrame(), {}, instruction)
     assert "| base model | 4.0000 | 54.60 | 0 |" in card
 
 

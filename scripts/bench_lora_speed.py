@@ -1,6 +1,6 @@
 r"""LoRA training speed: plain transformers + peft against the project's instruction-tuning step, side by side.
 
-On the GPU (the figures issue 10 asks for; random-weight Llama shapes, nothing downloaded):
+On the GPU (random-weight Llama shapes, nothing downloaded):
 
   python scripts/bench_lora_speed.py --shape 1.1b --micro-batch 8 --seq 2048
   python scripts/bench_lora_speed.py --shape 7.2b --micro-batch 2 --seq 2048

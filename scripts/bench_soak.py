@@ -157,7 +157,7 @@ def main() -> int:
     with PeakRSS() as memory:
         t0 = time.perf_counter()
         splits = assign_splits(frame, settings.splits)
-        exports.export_splits(splits, root / "exports")
+        exports.export_splits(splits, root / "exports" / "splits")
         seconds = time.perf_counter() - t0
     rows.append(("dataset_splits + export", frame.height, splits.height, 0, seconds, frame.height / seconds,
                  memory.peak))

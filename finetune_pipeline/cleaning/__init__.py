@@ -1,4 +1,4 @@
-"""Cleaning stage (seed 1.1 and 1.2): erasure requests, noise removal and normalisation, the privacy
+"""Cleaning stage: erasure requests, noise removal and normalisation, the privacy
 policy, then the quality filters. Every input row is kept or rejected with a reason; `text_raw` keeps
 the original text of kept rows for audit, `quality_flags` lists the flags raised on them.
 """

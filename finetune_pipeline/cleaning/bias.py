@@ -1,4 +1,4 @@
-"""Bias report (seed 1.1): how often common demographic term groups are mentioned, per label.
+"""Bias report: how often common demographic term groups are mentioned, per label.
 
 A record mentions a group when it contains one of the group's words (whole words, case-insensitive).
 The report counts records, not words, so one long text cannot dominate. The word lists are short,

@@ -1,4 +1,4 @@
-"""Personal data (seed 1.1, GDPR): find it, then apply the per-type policy from `finetune.yaml`
+"""Personal data (GDPR): find it, then apply the per-type policy from `finetune.yaml`
 (`privacy`): redact with a typed placeholder (`<EMAIL>`, `<PERSON>` ...), drop the record, or keep.
 
 Detection is the union of two layers, overlaps resolved by `ENTITY_TYPES` order (a card number is never

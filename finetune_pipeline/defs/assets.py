@@ -374,7 +374,7 @@ def _confusion_plot(confusion: dict) -> dg.MetadataValue:
 
 
 @dg.asset(name="bias_report", group_name="reporting", kinds={"polars"}, owners=OWNERS,
-          description="Bias report (seed 1.1): per label, how many records mention common demographic term "
+          description="Bias report: per label, how many records mention common demographic term "
                       "groups (gender, age, nationality, religion), with the label distribution. A non-blocking "
                       "check warns when a group is far over- or under-represented (rule: finetune.yaml `bias`).")
 def bias_report_table(context: dg.AssetExecutionContext, pipeline: PipelineResource,

@@ -1,0 +1,124 @@
+"""The data root's layout: every path the pipeline reads or writes under it, named once.
+
+    raw/                      inputs, any depth
+    annotations/              human or crowd labels coming back
+    finetune.yaml             settings (optional)
+    erasure_requests.csv      right-to-erasure requests (optional)
+    .pipeline/                intermediate asset values, per-stage rejects and statistics, the parse cache
+    exports/                  splits, folds, rejects, review tasks, the data card, the approach comparison
+    models/                   one adapter per task, registry.json, the comparison's models
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DATA_DIR = "data"
+DATA_DIR_ENV = "FINETUNE_DATA_DIR"
+
+
+@dataclass(frozen=True)
+class DataRoot:
+    """A data root and the paths under it."""
+
+    path: Path
+
+    @classmethod
+    def resolve(cls, path: str | os.PathLike | None = None) -> "DataRoot":
+        """The argument, else $FINETUNE_DATA_DIR, else `data/`, as an absolute path."""
+        return cls(Path(path or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR).resolve())
+
+    # ---- inputs
+    @property
+    def raw(self) -> Path:
+        return self.path / "raw"
+
+    @property
+    def annotations(self) -> Path:
+        """Label Studio JSON exports or CSV record_id,annotator,label."""
+        return self.path / "annotations"
+
+    @property
+    def settings_file(self) -> Path:
+        return self.path / "finetune.yaml"
+
+    @property
+    def erasure_requests(self) -> Path:
+        return self.path / "erasure_requests.csv"
+
+    # ---- the pipeline's own storage
+    @property
+    def storage(self) -> Path:
+        """Intermediate asset values (Parquet/JSON), kept beside the data they come from."""
+        return self.path / ".pipeline"
+
+    @property
+    def parse_cache(self) -> Path:
+        """Parsed raw sources by content hash, so unchanged sources are not parsed again."""
+        return self.storage / "parse_cache"
+
+    @property
+    def asset_values(self) -> Path:
+        return self.storage / "assets"
+
+    @property
+    def settings_snapshots(self) -> Path:
+        """The settings each run started with, one JSON file per run id."""
+        return self.storage / "settings"
+
+    def stage_rejects(self, stage: str) -> Path:
+        return self.storage / "rejects" / f"{stage}.parquet"
+
+    def stage_stats(self, stage: str) -> Path:
+        return self.storage / "stats" / f"{stage}.json"
+
+    # ---- exports
+    @property
+    def exports(self) -> Path:
+        return self.path / "exports"
+
+    @property
+    def splits_export(self) -> Path:
+        """A datasets.DatasetDict plus <split>.jsonl."""
+        return self.exports / "splits"
+
+    @property
+    def folds(self) -> Path:
+        return self.exports / "folds.parquet"
+
+    @property
+    def rejects_export(self) -> Path:
+        return self.exports / "rejects.parquet"
+
+    @property
+    def report(self) -> Path:
+        """The data card."""
+        return self.exports / "report.md"
+
+    @property
+    def review(self) -> Path:
+        """Label Studio import tasks and labeling config."""
+        return self.exports / "review"
+
+    def comparison_export(self, suffix: str) -> Path:
+        """exports/approach_comparison.<suffix> (json, md, png)."""
+        return self.exports / f"approach_comparison.{suffix}"
+
+    # ---- models
+    @property
+    def models(self) -> Path:
+        return self.path / "models"
+
+    @property
+    def registry(self) -> Path:
+        """Every task's adapter: models/registry.json."""
+        return self.models / "registry.json"
+
+    def adapter(self, name: str) -> Path:
+        return self.models / name
+
+    @property
+    def comparison_models(self) -> Path:
+        return self.models / "comparison"

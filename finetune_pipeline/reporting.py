@@ -1,0 +1,247 @@
+"""Everything the pipeline writes for people to read: the data card (`exports/report.md`), model cards,
+evaluation tables (adapter against its baseline), the approach-comparison table and plot. Pure
+functions from results to text or PNG bytes; callers decide where they go. Imports no dagster or torch.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+
+import polars as pl
+
+from finetune_pipeline.records import SPLITS
+from finetune_pipeline.tasks import task_named
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(str(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ---- evaluation: a trained model against its baseline ---------------------------------------------------
+
+def evaluation_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
+    """(headers, formatted rows): the trained model and its task's baseline on the test split."""
+    task = task_named(metrics.get("task"))
+    headers = ["model", *(f"test {m.label}" for m in task.metrics), "trainable params"]
+    rows = [[row["model"], *(m.format(row[m.key]) for m in task.metrics), f"{row['trainable_parameters']:,}"]
+            for row in task.evaluation(metrics)]
+    return headers, rows
+
+
+def evaluation_markdown(metrics: dict) -> str:
+    return markdown_table(*evaluation_rows(metrics))
+
+
+def evaluation_text(metrics: dict) -> str:
+    """The evaluation table in fixed-width columns, for a terminal."""
+    headers, rows = evaluation_rows(metrics)
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) + 2 for i in range(len(headers))]
+    return "\n".join("".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in
+                             enumerate(zip(r, widths))) for r in [headers, *rows])
+
+
+# ---- the approach comparison ------------------------------------------------------------------------------
+
+_HEADERS = {"approach": "approach", "trainable_parameters": "trainable params", "wall_time_s": "wall time (s)",
+            "peak_memory_mb": "peak memory (MB)", "epochs_run": "epochs"}
+
+
+def comparison_columns(task_name: str) -> list[str]:
+    task = task_named(task_name)
+    return ["approach", *(f"test_{m.key}" for m in task.metrics), "trainable_parameters", "wall_time_s",
+            "peak_memory_mb", "epochs_run"]
+
+
+def _fmt(value, column: str, task) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    if column == "trainable_parameters":
+        return f"{value:,}"
+    if column.startswith("test_"):
+        metric = next(m for m in task.metrics if f"test_{m.key}" == column)
+        return f"{value:.3f}" if metric.digits >= 3 else f"{value:.1f}"
+    if column == "wall_time_s":
+        return f"{value:.1f}"
+    if column == "peak_memory_mb":
+        return f"{value:.0f}"
+    return str(value)
+
+
+def comparison_markdown(result: dict) -> str:
+    """The comparison as a markdown table (plus the baseline row for classification)."""
+    task = task_named(result["task"])
+    columns = comparison_columns(task.name)
+    headers = [_HEADERS.get(c) or f"test {next(m.label for m in task.metrics if f'test_{m.key}' == c)}"
+               for c in columns]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(row[c], c, task) for c in columns) + " |" for row in result["rows"]]
+    if "majority_baseline" in result:
+        b = result["majority_baseline"]
+        lines.append(f"| majority class | {b['accuracy']:.3f} | {b['macro_f1']:.3f} | 0 | - | - | - |")
+    return "\n".join(lines)
+
+
+def comparison_plot_png(result: dict) -> bytes:
+    """Bar charts: the test headline metric and the wall time per approach (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    task = task_named(result["task"])
+    metric = f"test_{task.headline.key}"
+    label = f"test {task.headline.label}" + ("" if task.headline.higher_is_better else " (lower is better)")
+    names = [r["approach"] for r in result["rows"]]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3))
+    left.bar(names, [r[metric] for r in result["rows"]], color="#4c72b0")
+    left.set_title(label)
+    if "majority_baseline" in result:
+        left.axhline(result["majority_baseline"]["macro_f1"], color="grey", linestyle="--", label="majority class")
+        left.legend(loc="lower right", fontsize=8)
+    right.bar(names, [r["wall_time_s"] for r in result["rows"]], color="#dd8452")
+    right.set_title("wall time (s)")
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
+def png_bytes(fig) -> bytes:
+    """A matplotlib figure as PNG bytes (the figure is closed)."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def png_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+# ---- model cards ------------------------------------------------------------------------------------------
+
+def model_card(metrics: dict) -> str:
+    """The README.md saved beside a trained model: Hugging Face card header, data, scores, how to load."""
+    if metrics.get("task") == "instruction":
+        return _instruction_card(metrics)
+    if metrics["approach"] == "feature":
+        return _feature_card(metrics)
+    return _classifier_card(metrics)
+
+
+def _classifier_card(metrics: dict) -> str:
+    sizes = metrics["split_sizes"]
+    test, base = metrics["test"], metrics["majority_baseline"]
+    lora = metrics["approach"] == "lora"
+    title = "LoRA adapter" if lora else "Fully fine-tuned model"
+    how = ("`finetune_pipeline.training.lora.load_adapter(path)` or with PEFT:\n"
+           "`PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base, num_labels=...), path)`"
+           if lora else "`AutoModelForSequenceClassification.from_pretrained(path)`")
+    return f"""---
+library_name: {'peft' if lora else 'transformers'}
+base_model: {metrics['base_model']}
+tags: [{'lora, ' if lora else ''}text-classification, finetune-pipeline]
+---
+# {title}: text classification
+
+- Base model: {metrics['base_model']}
+- Approach: {metrics['approach']} (learning rate {metrics['learning_rate']}, {metrics['epochs_run']} epochs run)
+- Labels: {', '.join(metrics['labels'])}
+- Data snapshot: `{metrics['data_snapshot']}`
+- Split sizes: train {sizes['train']}, validation {sizes['validation']}, test {sizes['test']}
+- Trainable parameters: {metrics['trainable_parameters']:,} of {metrics['total_parameters']:,}
+
+| metric (test) | this model | majority-class baseline |
+|---|---|---|
+| accuracy | {test['accuracy']:.3f} | {base['accuracy']:.3f} |
+| macro-F1 | {test['macro_f1']:.3f} | {base['macro_f1']:.3f} |
+
+Load it with {how}.
+"""
+
+
+def _instruction_card(metrics: dict) -> str:
+    sizes, test, base = metrics["split_sizes"], metrics["test"], metrics["base_model_test"]
+    return f"""---
+library_name: peft
+base_model: {metrics['base_model']}
+tags: [lora, instruction-tuning, text-generation, finetune-pipeline]
+---
+# LoRA adapter: instruction tuning
+
+- Base model: {metrics['base_model']}
+- Data snapshot: `{metrics['data_snapshot']}`
+- Split sizes (examples): {', '.join(f'{k} {v}' for k, v in sizes.items())}; packing {'on' if metrics['packing'] else 'off'}
+- Loss on response tokens only (prompt and template tokens masked)
+- Trainable parameters: {metrics['trainable_parameters']:,} of {metrics['total_parameters']:,}
+
+| metric (test, response tokens) | adapter | base model |
+|---|---|---|
+| loss | {test['loss']:.4f} | {base['loss']:.4f} |
+| perplexity | {test['perplexity']:.2f} | {base['perplexity']:.2f} |
+
+Load it with `finetune_pipeline.training.instruction.load_instruction_adapter(path)` or with PEFT:
+`PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), path)`.
+"""
+
+
+def _feature_card(metrics: dict) -> str:
+    labels, dim = metrics["labels"], metrics["embedding_dim"]
+    return (f"# Feature-based classifier\n\nFrozen {metrics['base_model']} mean-pooled embeddings "
+            f"({dim} dims, L2-normalised) + logistic regression (C={metrics['C']}). `classifier.safetensors` holds "
+            f"`weight` ({len(labels)} x {dim}) and `bias`; logits = embedding @ weight.T + bias.\n\n"
+            f"Test accuracy {metrics['test']['accuracy']:.3f}, macro-F1 {metrics['test']['macro_f1']:.3f}.\n")
+
+
+# ---- the data card ----------------------------------------------------------------------------------------
+
+def data_card(stage_counts: list[dict], rejects: pl.DataFrame, splits: pl.DataFrame | None,
+              pii_by_type: dict[str, int], training: dict | None, pii_policy: dict[str, str] | None = None,
+              erasure: dict | None = None, comparison: dict | None = None) -> str:
+    """The run's data card (`report.md`): counts, rejects by reason, label distribution per split,
+    PII counts by type and the action taken (never values), erasure requests honoured (request ids,
+    never subjects), the evaluation and the approach comparison."""
+    lines = ["# Data card", "", "## Rows per stage", "", "| stage | in | out | rejected | augmented rows added |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {s['stage']} | {s['rows_in']} | {s['rows_out']} | {s['rows_rejected']} | {s.get('augmented', 0)} |"
+              for s in stage_counts]
+    lines += ["", "## Rejects by stage and reason", "", "| stage | reason | count |", "|---|---|---|"]
+    if not rejects.is_empty():
+        for stage, reason, n in rejects.group_by("stage", "reason").len().sort("stage", "reason").iter_rows():
+            lines.append(f"| {stage} | {reason} | {n} |")
+    lines += ["", "## Personal data found (by type; values never shown)", ""]
+    if pii_policy:
+        lines += ["| type | found | action |", "|---|---|---|"]
+        lines += [f"| {kind} | {pii_by_type.get(kind, 0)} | {action} |" for kind, action in pii_policy.items()]
+    else:
+        lines += [f"- {kind}: {n}" for kind, n in sorted(pii_by_type.items())] or ["- none found"]
+    if erasure is not None:
+        removed = erasure.get("removed_by_request", {})
+        lines += ["", "## Erasure requests (right to erasure; subjects never shown)", ""]
+        if removed:
+            lines += ["| request | status | records removed |", "|---|---|---|"]
+            lines += [f"| {request_id} | honoured | {n} |" for request_id, n in sorted(removed.items())]
+        else:
+            lines.append("- no requests in erasure_requests.csv")
+    if splits is not None and not splits.is_empty():
+        sizes = dict(splits.group_by("split").len().iter_rows())
+        lines += ["", "## Split sizes", "", "| split | rows |", "|---|---|"]
+        lines += [f"| {name} | {sizes.get(name, 0)} |" for name in SPLITS]
+        lines += ["", "## Labels per split", "", "| split | label | originals | augmented |", "|---|---|---|---|"]
+        table = (splits.with_columns(pl.col("augmented_from").is_not_null().alias("aug"))
+                 .group_by("split", "label").agg((~pl.col("aug")).sum().alias("orig"), pl.col("aug").sum().alias("augm"))
+                 .sort("split", "label"))
+        lines += [f"| {s} | {label} | {o} | {a} |" for s, label, o, a in table.iter_rows()]
+    if training:
+        lines += ["", f"## Evaluation ({task_named(training.get('task')).evaluated_on})", "",
+                  evaluation_markdown(training)]
+    if comparison:
+        device = comparison["rows"][0]["device"] if comparison["rows"] else "none"
+        lines += ["", "## Approach comparison (same splits, test split)", "",
+                  f"Device: {device}. Peak memory: on the CPU the process's resident memory while the approach "
+                  "ran; on CUDA torch's peak allocation.", "", comparison_markdown(comparison)]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,185 @@
+"""The two kinds of task, and everything that differs between them, in one object each.
+
+A classification task maps `text` to a `label` from the label set and is scored by accuracy and
+macro-F1 against the majority-class baseline; an instruction task maps `prompt` to `response`, trains a
+causal LM, and is scored by loss and perplexity on response tokens against the untuned base model.
+Callers ask the task (`task_for(settings)`, or `task_named(metrics["task"])` for a saved result)
+instead of branching on its name. Imports no dagster and no torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import polars as pl
+
+from finetune_pipeline.records import SPLITS
+from finetune_pipeline.settings import Approach, Settings, TrainingSettings
+
+# split name -> (inputs, targets): (texts, labels) or (prompts, responses)
+Splits = dict[str, tuple[list[str], list[str]]]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A test metric: its key in metrics["test"], how people name it, how it prints."""
+
+    key: str
+    label: str
+    digits: int
+    higher_is_better: bool
+
+    def format(self, value: float) -> str:
+        return "nan" if value != value else f"{value:.{self.digits}f}"
+
+
+class Task:
+    """What a kind of task decides: columns, approaches, labels, metric, baseline, evaluation rows."""
+
+    name: str
+    input_column: str
+    target_column: str
+    metrics: tuple[Metric, ...]  # shown in evaluation tables, in order
+    headline: Metric  # what the approach comparison ranks and plots
+    baseline_name: str
+    evaluated_on: str  # what the test scores are computed over, in words
+
+    def approaches(self, training: TrainingSettings) -> list[Approach]:
+        """The approaches `approach_comparison` runs."""
+        raise NotImplementedError
+
+    def trained_approach(self, training: TrainingSettings) -> Approach:
+        """The approach `lora_adapter` trains."""
+        raise NotImplementedError
+
+    def labels(self, frame: pl.DataFrame, settings: Settings) -> list[str]:
+        """The label set the model predicts (empty for tasks without labels)."""
+        return []
+
+    def training_splits(self, frame: pl.DataFrame) -> Splits:
+        """Per split the (inputs, targets) lists that train and evaluate a model."""
+        parts = {}
+        for name in SPLITS:
+            part = frame.filter(pl.col("split") == name)
+            parts[name] = (part[self.input_column].to_list(), part[self.target_column].to_list())
+        return parts
+
+    def export_form(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """The split records as exported (instruction records gain their chat form)."""
+        return frame
+
+    def baseline(self, metrics: dict) -> dict[str, float]:
+        """The baseline's test scores from a training run's metrics."""
+        raise NotImplementedError
+
+    def evaluation(self, metrics: dict) -> list[dict]:
+        """Rows of the evaluation table: the trained model, then the baseline (model, scores, params)."""
+        return [
+            {"model": self.model_name(metrics), **{m.key: metrics["test"][m.key] for m in self.metrics},
+             "trainable_parameters": metrics["trainable_parameters"]},
+            {"model": self.baseline_name, **{m.key: self.baseline(metrics)[m.key] for m in self.metrics},
+             "trainable_parameters": 0},
+        ]
+
+    def model_name(self, metrics: dict) -> str:
+        return metrics["approach"]
+
+    def beats_baseline(self, metrics: dict) -> bool:
+        """The test headline metric is strictly better than the baseline's."""
+        ours, theirs = metrics["test"][self.headline.key], self.baseline(metrics)[self.headline.key]
+        return ours > theirs if self.headline.higher_is_better else ours < theirs
+
+    def metrics_summary(self, metrics: dict) -> dict[str, float]:
+        """The test scores the adapters registry keeps (and shows in `adapters list`)."""
+        raise NotImplementedError
+
+    def comparison_scores(self, metrics: dict) -> dict[str, float]:
+        """The task's columns of an approach-comparison row."""
+        return {f"test_{m.key}": metrics["test"][m.key] for m in self.metrics}
+
+    def comparison_value(self, row: dict) -> float | None:
+        """The headline metric of a comparison row; None when it is NaN or infinite."""
+        value = row[f"test_{self.headline.key}"]
+        return None if value is None or math.isnan(value) or math.isinf(value) else value
+
+
+class ClassificationTask(Task):
+    name = "classification"
+    input_column, target_column = "text", "label"
+    metrics = (Metric("accuracy", "accuracy", 3, True), Metric("macro_f1", "macro-F1", 3, True))
+    headline = metrics[1]
+    baseline_name = "majority class"
+    evaluated_on = "test split"
+
+    def approaches(self, training: TrainingSettings) -> list[Approach]:
+        return list(training.compare)
+
+    def trained_approach(self, training: TrainingSettings) -> Approach:
+        return training.approach
+
+    def labels(self, frame: pl.DataFrame, settings: Settings) -> list[str]:
+        from finetune_pipeline.labeling import label_set
+
+        return label_set(frame, settings)
+
+    def baseline(self, metrics: dict) -> dict[str, float]:
+        return metrics["majority_baseline"]
+
+    def beats_baseline(self, metrics: dict) -> bool:
+        """Accuracy above always predicting the majority class."""
+        return metrics["test"]["accuracy"] > self.baseline(metrics)["accuracy"]
+
+    def metrics_summary(self, metrics: dict) -> dict[str, float]:
+        test = metrics["test"]
+        return {"test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
+                "baseline_accuracy": metrics["majority_baseline"]["accuracy"]}
+
+
+class InstructionTask(Task):
+    name = "instruction"
+    input_column, target_column = "prompt", "response"
+    metrics = (Metric("loss", "loss", 4, False), Metric("perplexity", "perplexity", 2, False))
+    headline = metrics[1]
+    baseline_name = "base model"
+    evaluated_on = "test split, response tokens"
+
+    def approaches(self, training: TrainingSettings) -> list[Approach]:
+        return ["instruction"]
+
+    def trained_approach(self, training: TrainingSettings) -> Approach:
+        return "instruction"
+
+    def baseline(self, metrics: dict) -> dict[str, float]:
+        return metrics["base_model_test"]
+
+    def model_name(self, metrics: dict) -> str:
+        return f"{metrics['approach']} (LoRA)"
+
+    def export_form(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Also in chat form: `messages` = [user, assistant], which TRL's SFTTrainer takes as is."""
+        if frame.is_empty() or not {"prompt", "response"} <= set(frame.columns):
+            return frame
+        return frame.with_columns(pl.concat_list(
+            pl.struct(pl.lit("user").alias("role"), pl.col("prompt").alias("content")),
+            pl.struct(pl.lit("assistant").alias("role"), pl.col("response").alias("content")),
+        ).alias("messages"))
+
+    def metrics_summary(self, metrics: dict) -> dict[str, float]:
+        test = metrics["test"]
+        return {"test_loss": test["loss"], "test_perplexity": test["perplexity"]}
+
+    def comparison_scores(self, metrics: dict) -> dict[str, float]:
+        return {**super().comparison_scores(metrics), "base_model_test_loss": metrics["base_model_test"]["loss"]}
+
+
+TASKS: dict[str, Task] = {task.name: task for task in (ClassificationTask(), InstructionTask())}
+
+
+def task_named(name: str | None) -> Task:
+    """The task called `name` (as in settings, metrics.json and the registry); classification when None."""
+    return TASKS[name or "classification"]
+
+
+def task_for(settings: Settings) -> Task:
+    return task_named(settings.task)
