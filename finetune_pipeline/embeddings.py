@@ -23,8 +23,9 @@ def _load(name: str):
     return tokenizer, model.to(device).eval(), device
 
 
-def embed(texts: Sequence[str], model: str | None = None, batch_size: int = 64, max_length: int = 256) -> np.ndarray:
+def embed(texts: Sequence[str], model: str | None, batch_size: int, max_length: int) -> np.ndarray:
     """(len(texts), dim) float32, each row of unit length, so a dot product is the cosine similarity.
+    `model`: a local path or hub id (None: the shipped all-MiniLM-L6-v2); `max_length` in tokens.
     Longest texts are batched together (little padding); bf16 autocast on CUDA."""
     import torch
 

@@ -6,7 +6,9 @@ rejected, each reject with the stage and a reason, so that `rows_in = rows_out +
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import typing
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -92,12 +94,45 @@ def reject_rows(frame: pl.DataFrame, stage: str, reason: str, detail: str | pl.E
 
 
 @dataclass
+class StageStats:
+    """Figures a stage reports beside its rows; each stage subclasses it with its own typed fields.
+    Stored as JSON (`to_dict`) and read back typed (`from_dict`)."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        """The stats from `to_dict`'s output; keys that are not fields (e.g. row counts added beside them)
+        are ignored, missing fields take their defaults."""
+        hints = typing.get_type_hints(cls)
+        return cls(**{f.name: _typed(hints[f.name], data[f.name]) for f in dataclasses.fields(cls) if f.name in data})
+
+
+def _typed(hint, value):
+    """`value` (from JSON) as `hint`: nested stats dataclasses, and lists or dicts of them, rebuilt."""
+    if value is None:
+        return None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return hint.from_dict(value) if issubclass(hint, StageStats) else hint(**value)
+    if origin is list and args:
+        return [_typed(args[0], v) for v in value]
+    if origin is dict and len(args) == 2:
+        return {k: _typed(args[1], v) for k, v in value.items()}
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        inner = [a for a in args if a is not type(None)]
+        return _typed(inner[0], value) if len(inner) == 1 else value
+    return value
+
+
+@dataclass
 class StageResult:
     """What one stage produced: kept rows, rejected rows, and figures for the run summary."""
 
     kept: pl.DataFrame
     rejected: pl.DataFrame = field(default_factory=empty_rejects)
-    stats: dict = field(default_factory=dict)
+    stats: StageStats = field(default_factory=StageStats)
 
     def reasons(self) -> dict[str, int]:
         if self.rejected.is_empty():

@@ -85,6 +85,11 @@ class Task:
     def model_name(self, metrics: dict) -> str:
         return metrics["approach"]
 
+    def baseline_gate(self, metrics: dict) -> tuple[pl.DataFrame, list, dict[str, float]]:
+        """The adapter's quality gate: a one-row frame of its test scores, the Great Expectations suite it
+        must pass (no NaN loss, better than the baseline), and the scores to show beside the result."""
+        raise NotImplementedError
+
     def beats_baseline(self, metrics: dict) -> bool:
         """The test headline metric is strictly better than the baseline's."""
         ours, theirs = metrics["test"][self.headline.key], self.baseline(metrics)[self.headline.key]
@@ -130,6 +135,15 @@ class ClassificationTask(Task):
         """Accuracy above always predicting the majority class."""
         return metrics["test"]["accuracy"] > self.baseline(metrics)["accuracy"]
 
+    def baseline_gate(self, metrics: dict) -> tuple[pl.DataFrame, list, dict[str, float]]:
+        from finetune_pipeline import validation  # Great Expectations: only the check pays the import
+
+        test, baseline = metrics["test"], self.baseline(metrics)["accuracy"]
+        frame = pl.DataFrame({"nan_loss": [metrics["nan_loss"]], "test_accuracy": [test["accuracy"]],
+                              "test_macro_f1": [test["macro_f1"]]})
+        return frame, validation.adapter_expectations(baseline), {"test_accuracy": test["accuracy"],
+                                                                  "baseline_accuracy": baseline}
+
     def metrics_summary(self, metrics: dict) -> dict[str, float]:
         test = metrics["test"]
         return {"test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
@@ -152,6 +166,14 @@ class InstructionTask(Task):
 
     def baseline(self, metrics: dict) -> dict[str, float]:
         return metrics["base_model_test"]
+
+    def baseline_gate(self, metrics: dict) -> tuple[pl.DataFrame, list, dict[str, float]]:
+        from finetune_pipeline import validation  # Great Expectations: only the check pays the import
+
+        loss, base_loss = metrics["test"]["loss"], self.baseline(metrics)["loss"]
+        frame = pl.DataFrame({"nan_loss": [metrics["nan_loss"]], "test_loss": [loss]})
+        return frame, validation.instruction_adapter_expectations(base_loss), {"test_loss": loss,
+                                                                               "base_model_test_loss": base_loss}
 
     def model_name(self, metrics: dict) -> str:
         return f"{metrics['approach']} (LoRA)"

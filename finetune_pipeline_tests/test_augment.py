@@ -52,12 +52,12 @@ def test_rule_variations_fill_the_gap_and_stay_in_train():
     result = augment_corpus(_corpus(), settings)
     generated = _check_train_only(result.kept, settings)
     stats = result.stats
-    assert stats["generator"].startswith("rules:")
+    assert stats.generator.startswith("rules:")
     train_counts = assign_splits(result.kept, settings.splits).filter(pl.col("split") == "train") \
         .group_by("label").len()
     counts = dict(train_counts.iter_rows())
     assert counts["shipping"] == counts["billing"]  # balanced: paraphrases, then copies for the rest
-    assert set(generated["augmentation"]) <= {"paraphrase", "oversample"} and "paraphrase" in stats["by_technique"]
+    assert set(generated["augmentation"]) <= {"paraphrase", "oversample"} and "paraphrase" in stats.by_technique
     para = generated.filter(pl.col("augmentation") == "paraphrase")
     assert para["text"].n_unique() == para.height and para["augmentation_model"].str.starts_with("rules:").all()
     assert not set(para["text"]) & set(_corpus()["text"])
@@ -116,7 +116,7 @@ def test_openai_compatible_paraphrases_are_filtered_with_reasons(llm_server, mon
     result = augment_corpus(_corpus(n_billing=30, n_shipping=20), settings)
     assert _FakeLLM.calls and all(c["auth"] == "Bearer sk-test-123" for c in _FakeLLM.calls)
     assert {c["body"]["model"] for c in _FakeLLM.calls} == {"tiny"}
-    dropped = result.stats["generated_dropped"]
+    dropped = result.stats.generated_dropped
     assert dropped["too_far"] > 0  # the off-topic reply for courier texts
     generated = _check_train_only(result.kept, settings)
     assert set(generated["augmentation"]) == {"paraphrase"}
@@ -136,18 +136,18 @@ def test_synthetic_examples_are_capped_deduplicated_and_marked(llm_server):
     assert set(synthetic["label"]) == {"shipping"}
     target = 32  # billing records in train (80 % of 40)
     assert synthetic.height <= int(0.25 * target)
-    assert result.stats["generated_dropped"].get("identical_to_source", 0) > 0  # the echoed example
+    assert result.stats.generated_dropped.get("identical_to_source", 0) > 0  # the echoed example
     assert not set(synthetic["text"]) & set(_corpus()["text"])
     # the rest of the gap is filled by copies
-    assert "oversample" in result.stats["by_technique"]
+    assert "oversample" in result.stats.by_technique
 
 
 def test_unreachable_generator_falls_back_to_copies(monkeypatch):
     settings = _settings(paraphrase=True, generator={"backend": "openai", "base_url": "http://127.0.0.1:9/v1",
                                                      "model": "x", "retries": 0, "timeout_s": 2})
     result = augment_corpus(_corpus(), settings)
-    assert "cannot reach" in result.stats["generator_error"]
-    assert set(result.stats["by_technique"]) == {"oversample"}
+    assert "cannot reach" in result.stats.generator_error
+    assert set(result.stats.by_technique) == {"oversample"}
     monkeypatch.delenv("NO_SUCH_KEY", raising=False)
     with pytest.raises(GenerationError, match="NO_SUCH_KEY"):
         OpenAICompatibleGenerator(GeneratorSettings(backend="openai", base_url="http://x", model="m",
@@ -183,9 +183,9 @@ def test_local_hugging_face_model_generates_and_random_text_is_filtered(tmp_path
                          generator={"backend": "hf_local", "model_path": str(folder), "max_new_tokens": 12})
     result = augment_corpus(_corpus(n_billing=20, n_shipping=10), settings, generator=generator)
     # random weights write word salad: it must not reach the data
-    dropped = result.stats["generated_dropped"]
+    dropped = result.stats.generated_dropped
     assert sum(dropped.values()) > 0
-    assert result.stats["by_technique"].get("paraphrase", 0) <= sum(dropped.values())
+    assert result.stats.by_technique.get("paraphrase", 0) <= sum(dropped.values())
     with pytest.raises(GenerationError, match="model_path"):
         HuggingFaceGenerator(GeneratorSettings(backend="hf_local", model_path=str(tmp_path / "missing")))
 

@@ -107,7 +107,7 @@ def test_typos_are_flagged_by_default_and_dropped_when_asked():
     assert flagged.kept.height == 2
     flags = dict(zip(flagged.kept["locator"], flagged.kept["quality_flags"].to_list()))
     assert flags == {"row 0": ["unknown_words"], "row 1": []}
-    assert flagged.stats["quality_flags"] == {"unknown_words": 1}
+    assert flagged.stats.quality_flags == {"unknown_words": 1}
     dropped = clean_corpus(_corpus([typos]), Settings(cleaning=CleaningSettings(unknown_words_action="drop"),
                                                       privacy=PrivacySettings(detector="patterns")))
     assert dropped.rejected["reason"].to_list() == ["unknown_words"]
@@ -121,7 +121,7 @@ def test_clean_corpus_accounts_for_every_row_and_keeps_text_raw():
     assert sorted(result.rejected["reason"]) == ["empty", "too_short"]
     kept = result.kept.sort("locator")
     assert kept["text_raw"].to_list() == texts[2:]
-    assert "<EMAIL>" in kept["text"][1] and result.stats["pii_by_type"] == {"email": 1}
+    assert "<EMAIL>" in kept["text"][1] and result.stats.pii_by_type == {"email": 1}
     assert kept["content_sha256"][1] == sha256_text(kept["text"][1])
 
 

@@ -20,7 +20,7 @@ import polars as pl
 import pytest
 from datasets import load_from_disk
 
-from finetune_pipeline.exports import atomic_path
+from finetune_pipeline.atomic import atomic_path
 from finetune_pipeline_tests.conftest import REPO
 
 CLI = Path(sys.executable).parent / "finetune-pipeline"

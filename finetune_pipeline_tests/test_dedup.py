@@ -5,7 +5,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from finetune_pipeline.dedup import deduplicate, minhash
+from finetune_pipeline.dedup import ClusterSummary, deduplicate, minhash
 from finetune_pipeline.dedup.synthetic import near_duplicate_benchmark, pair_scores
 from finetune_pipeline.records import corpus_frame, make_record_id, sha256_text
 from finetune_pipeline.settings import Settings
@@ -53,10 +53,9 @@ def test_near_duplicates_are_clustered_and_unrelated_text_kept():
     assert set(near_rejects["duplicate_of"]) == {ids[0]}
     assert "estimated Jaccard" in near_rejects["detail"][0]
     _accounted(corpus, result)
-    assert result.stats["largest_clusters"][0] == {
-        "group_id": ids[0], "size": 3, "exact_duplicate": 0, "near_duplicate": 2, "semantic_duplicate": 0,
-        "preview": BASE[:120]}
-    assert result.stats["cluster_sizes"]["3"] == 1 and sum(result.stats["near_similarity_histogram"].values()) >= 2
+    assert result.stats.largest_clusters[0] == ClusterSummary(
+        group_id=ids[0], size=3, exact_duplicate=0, near_duplicate=2, semantic_duplicate=0, preview=BASE[:120])
+    assert result.stats.cluster_sizes["3"] == 1 and sum(result.stats.near_similarity_histogram.values()) >= 2
 
 
 def test_not_near_texts_sharing_a_sentence_stay():
@@ -107,7 +106,7 @@ def test_a_copy_of_a_removed_record_names_the_record_finally_kept():
     exact = result.rejected.filter(pl.col("reason") == "exact_duplicate").row(0, named=True)
     assert exact["duplicate_of"] == corpus["record_id"][0]
     assert corpus["record_id"][1] in exact["detail"]
-    assert result.stats["largest_clusters"][0]["size"] == 3
+    assert result.stats.largest_clusters[0].size == 3
 
 
 def test_near_duplicates_can_be_switched_off():
@@ -172,7 +171,7 @@ def test_f1_within_0_01_of_datasketch_with_its_own_hashing_on_a_generated_benchm
     datasketch = pytest.importorskip("datasketch")
     bench = near_duplicate_benchmark(4000, seed=11)  # smaller sets: F1 differences of 0.01 from hashing noise
     cfg = Settings().dedup
-    ours = minhash.near_duplicate_clusters(bench.texts, cfg.ngram, cfg.num_perm, cfg.bands, cfg.threshold)
+    ours = minhash.near_duplicate_clusters(bench.texts, cfg)
     ngrams = []
     for text in bench.texts:
         words = text.lower().split()
@@ -202,12 +201,12 @@ def test_semantic_duplicates_with_the_shipped_minilm(semantic):
     corpus = _corpus([PARAPHRASE, PARAPHRASED, OTHER])
     result = deduplicate(corpus, Settings.model_validate({"dedup": {"semantic": semantic}}))
     if not semantic:
-        assert result.kept.height == 3 and result.stats["semantic_nearest_histogram"] == {}
+        assert result.kept.height == 3 and result.stats.semantic_nearest_histogram == {}
         return
     assert result.kept["record_id"].to_list() == [corpus["record_id"][0], corpus["record_id"][2]]
     reject = result.rejected.row(0, named=True)
     assert reject["reason"] == "semantic_duplicate" and reject["duplicate_of"] == corpus["record_id"][0]
-    assert "cosine" in reject["detail"] and sum(result.stats["semantic_nearest_histogram"].values()) == 3
+    assert "cosine" in reject["detail"] and sum(result.stats.semantic_nearest_histogram.values()) == 3
 
 
 def test_asset_metadata_shows_clusters_and_a_similarity_histogram(tmp_path):

@@ -63,7 +63,7 @@ def _everything_written(root, frames) -> str:
 def test_every_matching_record_is_erased_and_accounted_for(erased_run):
     root, raw, cleaned, frames = erased_run
     erased = cleaned.rejected.filter(pl.col("reason") == "erased_by_request")
-    assert cleaned.stats["erasure"]["removed_by_request"] == {"ER-1": 1, "ER-2": 1, "ER-3": 1, "ER-4": 1, "ER-5": 0}
+    assert cleaned.stats.erasure.removed_by_request == {"ER-1": 1, "ER-2": 1, "ER-3": 1, "ER-4": 1, "ER-5": 0}
     assert erased.height == 4 and erased["source_uri"].is_null().all() and erased["locator"].is_null().all()
     assert raw.kept.height == cleaned.kept.height + cleaned.rejected.height
     later = frames["splits"]["record_id"].to_list() + frames["cleaned"]["record_id"].to_list()

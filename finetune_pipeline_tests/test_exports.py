@@ -4,8 +4,8 @@ import json
 
 import polars as pl
 
-from finetune_pipeline import exports
-from finetune_pipeline.tasks import task_named, validation as v
+from finetune_pipeline import exports, validation as v
+from finetune_pipeline.tasks import task_named
 from finetune_pipeline.records import sha256_text
 
 PAIRS = [("How do I reset my password?", "Use the Forgot password link on the sign-in page."),

@@ -86,9 +86,9 @@ def test_precedence_expert_over_crowd_over_given_over_model_and_nothing_lost():
 
     queue = dict(result.review_queue.select("record_id", "reason").iter_rows())
     assert queue == {"model_low": "low_confidence", "split": "disagreement"}
-    problems = " ".join(p["reason"] for p in result.stats["annotations"]["problems"])
+    problems = " ".join(p["reason"] for p in result.stats.annotations.problems)
     assert "not in the corpus" in problems and "'not_a_label' is not in the label set" in problems
-    assert result.stats["by_label_source"] == {"column": 1, "crowd": 1, "human": 2, "model": 1}
+    assert result.stats.by_label_source == {"column": 1, "crowd": 1, "human": 2, "model": 1}
 
 
 def test_without_zero_shot_unlabeled_records_are_rejected_and_audit_sample_stays_in_training():

@@ -4,23 +4,29 @@
 import subprocess
 import sys
 
-LIBRARY_MODULES = [
-    "finetune_pipeline.settings", "finetune_pipeline.records", "finetune_pipeline.sources",
-    "finetune_pipeline.cleaning", "finetune_pipeline.cleaning.bias", "finetune_pipeline.dedup", "finetune_pipeline.labeling", "finetune_pipeline.labeling.zero_shot",
-    "finetune_pipeline.labeling.consensus", "finetune_pipeline.labeling.agreement", "finetune_pipeline.labeling.annotations",
-    "finetune_pipeline.labeling.review",
-    "finetune_pipeline.augment", "finetune_pipeline.splits", "finetune_pipeline.validation",
-    "finetune_pipeline.exports", "finetune_pipeline.raw_inventory", "finetune_pipeline.training.lora",
-    "finetune_pipeline.training.classify", "finetune_pipeline.training.feature",
-    "finetune_pipeline.training.instruction", "finetune_pipeline.training.registry",
-    "finetune_pipeline.training.compare",
-]
+
+def library_modules() -> list[str]:
+    """Every module of the package outside the Dagster layer (defs/, definitions.py), found by walking it."""
+    import pkgutil
+
+    import finetune_pipeline
+
+    names = [m.name for m in pkgutil.walk_packages(finetune_pipeline.__path__, "finetune_pipeline.")]
+    return sorted(n for n in names if not n.startswith("finetune_pipeline.defs") and n != "finetune_pipeline.definitions")
+
+
+def test_the_walk_finds_the_library():
+    modules = library_modules()
+    assert {"finetune_pipeline.settings", "finetune_pipeline.tasks", "finetune_pipeline.training.compare",
+            "finetune_pipeline.cleaning.privacy", "finetune_pipeline.sources.sql"} <= set(modules)
+    assert not any(m.startswith("finetune_pipeline.defs") for m in modules)
 
 
 def test_library_imports_no_dagster():
-    code = "import sys\n" + "".join(f"import {m}\n" for m in LIBRARY_MODULES) + \
+    code = "import sys\n" + "".join(f"import {m}\n" for m in library_modules()) + \
         "print(sorted(m for m in sys.modules if m == 'dagster' or m.startswith('dagster.')))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
 
 
@@ -55,3 +61,60 @@ def test_no_unpickling_and_no_remote_code():
                         k.arg == "weights_only" and getattr(k.value, "value", None) is True for k in node.keywords):
                     problems.append(f"{path.name}:{node.lineno} torch.load without weights_only=True")
     assert problems == []
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (anywhere in the file, lazy imports included)."""
+    import ast
+    from pathlib import Path
+
+    import finetune_pipeline
+
+    root = Path(finetune_pipeline.__file__).parent
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                targets |= {base} | {f"{base}.{a.name}" for a in node.names}
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def test_no_import_cycles():
+    """No module imports another that (directly or through others) imports it back; a package's
+    `__init__` importing its own submodules does not count."""
+    graph = _import_graph()
+
+    def reaches(start: str, goal: str) -> list[str] | None:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph[node]:
+                if nxt == goal:
+                    return path + [nxt]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, path + [nxt]))
+        return None
+
+    cycles = []
+    for module, targets in graph.items():
+        for target in targets:
+            if target.startswith(module + "."):  # a package importing its own parts
+                continue
+            back = reaches(target, module)
+            if back and not any(b.startswith(a + ".") for a, b in zip(back, back[1:])):
+                cycles.append(" -> ".join([module, *back]))
+    assert cycles == [], cycles

@@ -66,7 +66,7 @@ def test_postgres_query_becomes_records_with_provenance(tmp_path, monkeypatch, p
     assert rows[0]["text"] == TICKETS[0][1] and rows[0]["ingested_at"]
     blank = result.rejected.row(0, named=True)  # the blank body is a reject, not a crash
     assert (blank["reason"], blank["locator"]) == ("empty_text", "ticket_id=103")
-    assert result.stats["by_source_type"]["sql"]["records"] == 2
+    assert result.stats.by_source_type["sql"].records == 2
 
 
 def test_postgres_connection_is_read_only(tmp_path, monkeypatch, pg_url):

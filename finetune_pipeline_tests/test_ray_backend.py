@@ -24,7 +24,7 @@ from finetune_pipeline.dedup import minhash
 from finetune_pipeline.dedup.synthetic import near_duplicate_benchmark
 from finetune_pipeline.labeling import apply_labels
 from finetune_pipeline.labeling.annotations import load_annotations
-from finetune_pipeline.settings import ExecutionSettings, load_settings
+from finetune_pipeline.settings import DedupSettings, ExecutionSettings, load_settings
 from finetune_pipeline.sources import collect_raw_corpus
 from finetune_pipeline.splits import assign_splits
 from finetune_pipeline_tests.conftest import copy_sample_data
@@ -125,7 +125,7 @@ def _stages(root: Path, overrides: dict | None = None) -> dict[str, pl.DataFrame
     for name, result in (("raw", raw), ("cleaned", cleaned), ("deduplicated", deduplicated), ("labeled", labeled)):
         out[f"{name}.kept"] = result.kept.drop("ingested_at", strict=False)
         out[f"{name}.rejected"] = result.rejected
-        out[f"{name}.stats"] = result.stats
+        out[f"{name}.stats"] = result.stats.to_dict()
     out["splits"] = splits.drop("ingested_at", strict=False)
     return out
 
@@ -156,9 +156,9 @@ def test_ray_backend_equals_local_on_the_sample_data(ray_cluster, tmp_path):
 
 def test_near_duplicate_clusters_on_ray_equal_local_on_a_generated_benchmark(ray_cluster):
     texts = near_duplicate_benchmark(1500, seed=5).texts
-    local = minhash.near_duplicate_clusters(texts)
+    local = minhash.near_duplicate_clusters(texts, DedupSettings())
     on_ray = minhash.near_duplicate_clusters(
-        texts, execution=ExecutionSettings(backend="ray", ray_address=ray_cluster, batch_size=200))
+        texts, DedupSettings(), execution=ExecutionSettings(backend="ray", ray_address=ray_cluster, batch_size=200))
     assert local.verified_pairs > 100
     assert np.array_equal(local.root, on_ray.root) and np.allclose(local.similarity, on_ray.similarity)
     assert (local.candidate_pairs, local.verified_pairs, local.candidate_histogram) == (

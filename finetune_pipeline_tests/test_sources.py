@@ -189,7 +189,7 @@ def test_parquet_and_hugging_face_datasets_are_read(tmp_path):
     assert kept["record_id"].n_unique() == kept.height
     assert hub["label_source"].to_list() == ["column"] * 5
     # the Arrow files inside the dataset folders are not read a second time as sources of their own
-    assert result.stats["files"] == 3
+    assert result.stats.files == 3
 
 
 def test_dataset_dict_rows_without_ids_are_located_by_split(tmp_path):
@@ -317,11 +317,11 @@ def test_incremental_collection_parses_only_new_or_changed_sources(tmp_path, mon
     parsed = _count_parses(monkeypatch)
 
     first = collect_raw_corpus(tmp_path, _settings(), cache_dir=cache)
-    assert sorted(parsed) == ["a.txt", "b.md", "c.html", "d.pdf"] and first.stats["cached"] == 0
+    assert sorted(parsed) == ["a.txt", "b.md", "c.html", "d.pdf"] and first.stats.cached == 0
 
     parsed.clear()
     second = collect_raw_corpus(tmp_path, _settings(), cache_dir=cache)
-    assert parsed == [] and second.stats["parsed"] == 0 and second.stats["cached"] == 7
+    assert parsed == [] and second.stats.parsed == 0 and second.stats.cached == 7
     assert second.kept.sort("record_id").equals(first.kept.sort("record_id"))  # ids, texts, ingest times
 
     raw = tmp_path / "raw"
@@ -330,7 +330,7 @@ def test_incremental_collection_parses_only_new_or_changed_sources(tmp_path, mon
     (raw / "billing" / "b.md").unlink()
     parsed.clear()
     third = collect_raw_corpus(tmp_path, _settings(), cache_dir=cache)
-    assert parsed == ["a.txt"] and third.stats["parsed"] == 1
+    assert parsed == ["a.txt"] and third.stats.parsed == 1
     uris = third.kept["source_uri"].to_list()
     assert "raw/billing/b.md" not in uris  # deleted source: its records are gone
     assert "raw/shipping/c.html" not in uris and uris.count("raw/shipping/c_renamed.html") == 1

@@ -51,7 +51,7 @@ def peak_rss_mib() -> float:
 def run_ours(texts: pl.Series, cfg: DedupSettings) -> np.ndarray:
     from finetune_pipeline.dedup.minhash import near_duplicate_clusters
 
-    return near_duplicate_clusters(texts, cfg.ngram, cfg.num_perm, cfg.bands, cfg.threshold, cfg.shingle).root
+    return near_duplicate_clusters(texts, cfg).root
 
 
 def run_datasketch(texts: pl.Series, cfg: DedupSettings) -> np.ndarray:

@@ -32,6 +32,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from finetune_pipeline.layout import DataRoot  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -49,7 +50,7 @@ def generate(root: Path, records: int, seed: int = 7) -> None:
     fake = Faker("en_US")
     Faker.seed(seed)
     rng = random.Random(seed)
-    raw = root / "raw" / "exports"
+    raw = DataRoot(root).raw / "exports"
     raw.mkdir(parents=True, exist_ok=True)
     labels = list(VOCAB)
     rows: list[dict] = []
@@ -79,8 +80,9 @@ def generate(root: Path, records: int, seed: int = 7) -> None:
         with (raw / f"part-{i // per_file:02d}.jsonl").open("w") as handle:
             for row in rows[i:i + per_file]:
                 handle.write(json.dumps({k: v for k, v in row.items() if v is not None}) + "\n")
-    shutil.copytree(ROOT / "data" / "raw" / "tickets", root / "raw" / "tickets", dirs_exist_ok=True)
-    (root / "finetune.yaml").write_text((ROOT / "data" / "finetune.yaml").read_text())
+    sample, target = DataRoot(ROOT / "data"), DataRoot(root)
+    shutil.copytree(sample.raw / "tickets", target.raw / "tickets", dirs_exist_ok=True)
+    target.settings_file.write_text(sample.settings_file.read_text())
 
 
 class PeakRSS:
@@ -118,7 +120,9 @@ def main() -> int:
     from finetune_pipeline.dedup import deduplicate
     from finetune_pipeline.labeling import apply_labels
     from finetune_pipeline.labeling.annotations import load_annotations
+    from finetune_pipeline.layout import DataRoot
     from finetune_pipeline.settings import load_settings
+    from finetune_pipeline.tasks import task_for
     from finetune_pipeline.sources import collect_raw_corpus
     from finetune_pipeline.splits import assign_splits
 
@@ -129,15 +133,16 @@ def main() -> int:
     print(f"generated {args.records:,} records in {time.perf_counter() - started:.0f} s under {root}")
     overrides = f"privacy: {{detector: {args.detector}}}" if args.detector else None
     settings = load_settings(root, overrides=overrides)
+    layout = DataRoot(root)
 
     def collect():
-        return collect_raw_corpus(root, settings, cache_dir=root / ".pipeline" / "parse_cache")
+        return collect_raw_corpus(root, settings, cache_dir=layout.parse_cache)
 
     def clean(corpus):
         return clean_corpus(corpus, settings, load_erasure_requests(root))
 
     def label(corpus):
-        annotations, problems = load_annotations(root / "annotations")
+        annotations, problems = load_annotations(layout.annotations)
         return apply_labels(corpus, settings, annotations, problems)
 
     rows, results, frame = [], {}, None
@@ -157,7 +162,7 @@ def main() -> int:
     with PeakRSS() as memory:
         t0 = time.perf_counter()
         splits = assign_splits(frame, settings.splits)
-        exports.export_splits(splits, root / "exports" / "splits")
+        exports.export_splits(splits, layout.splits_export, task_for(settings))
         seconds = time.perf_counter() - t0
     rows.append(("dataset_splits + export", frame.height, splits.height, 0, seconds, frame.height / seconds,
                  memory.peak))

@@ -57,7 +57,7 @@ def main() -> None:
     started = time.perf_counter()
     text_emb = embed(texts, cfg.model, cfg.batch_size, cfg.max_length)
     label_texts = [describe(label, descriptions) for label in labels]
-    probs = zero_shot_probabilities(text_emb, embed(label_texts, cfg.model), cfg.temperature)
+    probs = zero_shot_probabilities(text_emb, embed(label_texts, cfg.model, cfg.batch_size, cfg.max_length), cfg.temperature)
     seconds = time.perf_counter() - started
     pred = [labels[i] for i in probs.argmax(1)]
     conf = probs.max(1)

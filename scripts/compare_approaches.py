@@ -13,7 +13,8 @@ import time
 
 import torch
 
-from finetune_pipeline.settings import load_settings, resolve_data_dir
+from finetune_pipeline.layout import DataRoot
+from finetune_pipeline.settings import load_settings
 from finetune_pipeline.training.classify import read_splits
 from finetune_pipeline.training.compare import comparison_markdown, compare_approaches, write_comparison
 
@@ -23,15 +24,15 @@ def main() -> None:
     parser.add_argument("data_dir", nargs="?")
     parser.add_argument("--approaches", nargs="+", choices=["lora", "full", "feature"])
     args = parser.parse_args()
-    root = resolve_data_dir(args.data_dir)
+    root = DataRoot.resolve(args.data_dir)
     settings = load_settings(root)
-    splits, labels = read_splits(root / "exports" / "splits")
+    splits, labels = read_splits(root.splits_export)
     labels = list(settings.labels) or labels
     started = time.perf_counter()
-    result = compare_approaches(splits, labels, settings.training, root / "models" / "comparison",
+    result = compare_approaches(splits, labels, settings.training, root.comparison_models,
                                 args.approaches, log=lambda m: None)
     total = time.perf_counter() - started
-    write_comparison(result, root / "exports")
+    write_comparison(result, root.exports)
     print(f"splits: " + ", ".join(f"{k} {v}" for k, v in result["split_sizes"].items()))
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'}, "

@@ -48,10 +48,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from finetune_pipeline.layout import DataRoot  # noqa: E402
 from finetune_pipeline_tests.pdfgen import write_pdf  # noqa: E402
 
-DATA = ROOT / "data"
-RAW = DATA / "raw"
+DATA = DataRoot(ROOT / "data")
+RAW = DATA.raw
 LABELS = ["billing", "technical_issue", "account_access", "shipping"]
 # Distinct tickets per label and source; duplicates and junk rows come on top.
 LAYOUT = {"txt": 5, "md": 3, "html": 3, "pdf": 3, "csv": 6, "jsonl": 5, "sqlite": 6}
@@ -363,9 +364,9 @@ def main() -> None:
         "Hello,\n\nI ordered a cast iron skillet two weeks ago and the tracking number has not changed since it left "
         "your warehouse. Could someone check with the courier where the parcel is and when it will arrive? It was "
         "meant to be a housewarming gift.\n\nThanks, Lena\n", encoding="utf-8")
-    (DATA / "annotations").mkdir(parents=True, exist_ok=True)
-    (DATA / "annotations" / ".gitkeep").write_text("")
-    (DATA / "finetune.yaml").write_text(
+    DATA.annotations.mkdir(parents=True, exist_ok=True)
+    (DATA.annotations / ".gitkeep").write_text("")
+    DATA.settings_file.write_text(
         "# Sample data set: support tickets of a small online shop, sorted into four classes.\n"
         "# Built by scripts/make_sample_data.py; every setting not listed here keeps its default\n"
         "# (see finetune_pipeline/settings.py).\n"

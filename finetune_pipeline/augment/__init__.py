@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -21,12 +22,22 @@ import polars as pl
 from finetune_pipeline.augment.generate import CandidateFilter, paraphrase_label, synthesize_label
 from finetune_pipeline.augment.generators import GenerationError, TextGenerator, make_generator
 from finetune_pipeline.augment.oversample import oversample
-from finetune_pipeline.records import StageResult, make_record_id, sha256_text
+from finetune_pipeline.records import StageResult, StageStats, make_record_id, sha256_text
 from finetune_pipeline.settings import Settings
 from finetune_pipeline.splits import stratified_group_split
 
 log = logging.getLogger(__name__)
 STAGE = "augmented_corpus"
+
+
+@dataclass
+class AugmentStats(StageStats):
+    augmented_rows: int = 0
+    by_label: dict[str, int] = field(default_factory=dict)
+    by_technique: dict[str, int] = field(default_factory=dict)  # paraphrase, synthetic, oversample
+    generated_dropped: dict[str, int] = field(default_factory=dict)  # generated texts dropped, by reason
+    generator: str | None = None  # the generator's name, when one ran
+    generator_error: str | None = None  # why it failed (the gaps were then filled by copies)
 AUGMENT_COLUMNS = {"augmented_from": pl.String, "augmentation": pl.String, "augmentation_model": pl.String}
 
 
@@ -44,8 +55,7 @@ def augment_corpus(corpus: pl.DataFrame, settings: Settings, generator: TextGene
     """Originals (null `augmented_from`) plus augmented training rows."""
     originals = corpus.with_columns([pl.lit(None, t).alias(c) for c, t in AUGMENT_COLUMNS.items()])
     cfg = settings.augmentation
-    stats: dict = {"augmented_rows": 0, "by_label": {}, "by_technique": {}, "generated_dropped": {},
-                   "generator": None, "generator_error": None}
+    stats = AugmentStats()
     if corpus.is_empty() or not (cfg.oversample or cfg.paraphrase or cfg.synthetic):
         return StageResult(kept=originals, stats=stats)
     split = stratified_group_split(corpus, settings.splits)
@@ -58,7 +68,7 @@ def augment_corpus(corpus: pl.DataFrame, settings: Settings, generator: TextGene
     if (cfg.paraphrase or cfg.synthetic) and gaps:
         try:
             generator = generator or make_generator(cfg.generator)
-            stats["generator"] = generator.name
+            stats.generator = generator.name
             check = CandidateFilter(train["text"].to_list(), settings)
             for label in list(gaps):
                 if cfg.paraphrase:
@@ -74,15 +84,15 @@ def augment_corpus(corpus: pl.DataFrame, settings: Settings, generator: TextGene
                         dropped += made.dropped
                         gaps[label] -= len(made.rows)
         except GenerationError as exc:
-            stats["generator_error"] = str(exc)
+            stats.generator_error = str(exc)
             log.warning("augmentation generator failed: %s; the gaps are filled by oversampling", exc)
 
     if cfg.oversample:
         new_rows += oversample(train, gaps, settings.splits.seed)
     extra = _materialize(train, new_rows, generated_label_source="synthetic")
-    stats.update(augmented_rows=extra.height, generated_dropped=dict(dropped),
-                 by_label=dict(extra.group_by("label").len().sort("label").iter_rows()),
-                 by_technique=dict(extra.group_by("augmentation").len().sort("augmentation").iter_rows()))
+    stats.augmented_rows, stats.generated_dropped = extra.height, dict(dropped)
+    stats.by_label = dict(extra.group_by("label").len().sort("label").iter_rows())
+    stats.by_technique = dict(extra.group_by("augmentation").len().sort("augmentation").iter_rows())
     return StageResult(kept=pl.concat([originals, extra.select(originals.columns)]), stats=stats)
 
 

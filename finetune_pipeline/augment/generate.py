@@ -55,9 +55,12 @@ def synthetic_conversation(label: str, examples: list[str]) -> Conversation:
 class CandidateFilter:
     """Checks candidates against their sources and everything seen so far (existing + accepted)."""
 
-    def __init__(self, existing_texts: list[str], settings: Settings, embedder=embed):
+    def __init__(self, existing_texts: list[str], settings: Settings, embedder=None):
         self.settings = settings
-        self.embed = embedder
+        # Similarity is judged with the embedding model and limits semantic deduplication uses.
+        self.embed = embedder or (lambda texts: embed(texts, settings.dedup.semantic_model,
+                                                      settings.dedup.semantic_batch_size,
+                                                      settings.dedup.semantic_max_length))
         self.seen = {words(t) for t in existing_texts}
         self.existing_texts = existing_texts
         self._existing_vectors: np.ndarray | None = None

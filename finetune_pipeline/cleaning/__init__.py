@@ -7,19 +7,29 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 
 import polars as pl
 
 from finetune_pipeline.cleaning import noise
-from finetune_pipeline.cleaning.erasure import ErasureRequest, SubjectMatcher
+from finetune_pipeline.cleaning.erasure import ErasureReport, ErasureRequest, SubjectMatcher
 from finetune_pipeline.cleaning.normalize import collapse_whitespace, normalize_text
 from finetune_pipeline.cleaning.privacy import apply_pii_policy_batch
 from finetune_pipeline.cleaning.quality_filters import quality_reject
 from finetune_pipeline.execution import frames
-from finetune_pipeline.records import StageResult, rejects_frame, sha256_text
+from finetune_pipeline.records import StageResult, StageStats, rejects_frame, sha256_text
 from finetune_pipeline.settings import CleaningSettings, Settings
 
 STAGE = "cleaned_corpus"
+
+
+@dataclass
+class CleaningStats(StageStats):
+    texts_changed: int = 0  # kept records whose text cleaning changed
+    pii_by_type: dict[str, int] = field(default_factory=dict)  # spans found, by kind (never values)
+    records_with_pii: int = 0
+    quality_flags: dict[str, int] = field(default_factory=dict)
+    erasure: ErasureReport = field(default_factory=ErasureReport)
 
 
 def _reject(row: dict, reason: str, detail: str) -> dict:
@@ -113,9 +123,9 @@ def clean_corpus(corpus: pl.DataFrame, settings: Settings,
 
     schema = {**corpus.schema, "text_raw": pl.String, "quality_flags": pl.List(pl.String)}
     kept_frame = kept.select(list(schema)).cast(schema)
-    stats = {"texts_changed": kept.filter(pl.col("text") != pl.col("text_raw")).height,
-             "pii_by_type": dict(pii_counts), "records_with_pii": sum(bool(c) for c in found),
-             "quality_flags": dict(flag_counts),
-             "erasure": {"requests": len(honoured), "records_removed": erased.height,
-                         "removed_by_request": dict(honoured)}}
+    stats = CleaningStats(texts_changed=kept.filter(pl.col("text") != pl.col("text_raw")).height,
+                          pii_by_type=dict(pii_counts), records_with_pii=sum(bool(c) for c in found),
+                          quality_flags=dict(flag_counts),
+                          erasure=ErasureReport(requests=len(honoured), records_removed=erased.height,
+                                                removed_by_request=dict(honoured)))
     return StageResult(kept=kept_frame, rejected=rejects_frame(rejects), stats=stats)

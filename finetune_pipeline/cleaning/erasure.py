@@ -15,15 +15,25 @@ from __future__ import annotations
 
 import csv
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-ERASURE_FILE = "erasure_requests.csv"
+from finetune_pipeline.layout import DataRoot
+
 _PHONE_RUN = re.compile(r"\+?[\d(][\d\s().-]{5,}\d")
 
 
 class ErasureFileError(ValueError):
     """erasure_requests.csv could not be read."""
+
+
+@dataclass
+class ErasureReport:
+    """Requests read and the records each removed (request ids only: subjects never leave this module)."""
+
+    requests: int = 0
+    records_removed: int = 0
+    removed_by_request: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -34,7 +44,7 @@ class ErasureRequest:
 
 def load_erasure_requests(data_dir: str | Path) -> list[ErasureRequest]:
     """Read `<data_dir>/erasure_requests.csv` (no file: no requests)."""
-    path = Path(data_dir) / ERASURE_FILE
+    path = DataRoot(Path(data_dir)).erasure_requests
     if not path.exists():
         return []
     with path.open(newline="", encoding="utf-8-sig") as handle:

@@ -14,15 +14,42 @@ stages can keep a cluster inside one split.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import polars as pl
 
 from finetune_pipeline.dedup.exact import exact_duplicates
 from finetune_pipeline.dedup.minhash import near_duplicate_clusters, similarity_histogram
-from finetune_pipeline.records import StageResult, reject_rows
+from finetune_pipeline.records import StageResult, StageStats, reject_rows
 from finetune_pipeline.settings import DedupSettings, Settings
 
 STAGE = "deduplicated_corpus"
+
+
+@dataclass
+class ClusterSummary:
+    """One of the largest duplicate clusters: the kept record, its size, removals by kind, a text preview."""
+
+    group_id: str
+    size: int
+    exact_duplicate: int
+    near_duplicate: int
+    semantic_duplicate: int
+    preview: str
+
+
+@dataclass
+class DedupStats(StageStats):
+    exact_duplicates: int = 0
+    near_duplicates: int = 0
+    semantic_duplicates: int = 0
+    near_candidate_pairs: int = 0  # LSH candidate pairs checked against the threshold
+    near_similarity_histogram: dict[str, int] = field(default_factory=dict)  # candidates by estimated Jaccard
+    semantic_nearest_histogram: dict[str, int] = field(default_factory=dict)  # records by nearest cosine
+    clusters_with_duplicates: int = 0
+    cluster_sizes: dict[str, int] = field(default_factory=dict)  # clusters by size bucket ("2", "4-5", ...)
+    largest_clusters: list[ClusterSummary] = field(default_factory=list)
 KEEP_ORDER = ("ingested_at", "source_uri", "locator", "record_id")
 PREVIEW_CHARS = 120
 LARGEST_CLUSTERS = 5
@@ -57,7 +84,7 @@ def _resolve_to_kept(removed: pl.DataFrame) -> pl.DataFrame:
     return resolved
 
 
-def _cluster_stats(kept: pl.DataFrame, removed: pl.DataFrame) -> dict:
+def _cluster_stats(kept: pl.DataFrame, removed: pl.DataFrame, stats: DedupStats) -> None:
     sizes = removed.group_by("kept_id").agg(
         pl.len().alias("removed"), *[(pl.col("reason") == r).sum().alias(r) for r in _REASONS])
     sizes = sizes.with_columns((pl.col("removed") + 1).alias("size")).sort(["size", "kept_id"], descending=[True, False])
@@ -68,9 +95,11 @@ def _cluster_stats(kept: pl.DataFrame, removed: pl.DataFrame) -> dict:
         size_counts[label] = sizes.filter(inside).height
     top = sizes.head(LARGEST_CLUSTERS).join(
         kept.select(pl.col("record_id").alias("kept_id"), "text"), on="kept_id", how="left", maintain_order="left")
-    largest = [{"group_id": row["kept_id"], "size": row["size"], **{r: row[r] for r in _REASONS},
-                "preview": " ".join((row["text"] or "").split())[:PREVIEW_CHARS]} for row in top.iter_rows(named=True)]
-    return {"clusters_with_duplicates": sizes.height, "cluster_sizes": size_counts, "largest_clusters": largest}
+    stats.clusters_with_duplicates, stats.cluster_sizes = sizes.height, size_counts
+    stats.largest_clusters = [
+        ClusterSummary(group_id=row["kept_id"], size=row["size"], **{r: row[r] for r in _REASONS},
+                       preview=" ".join((row["text"] or "").split())[:PREVIEW_CHARS])
+        for row in top.iter_rows(named=True)]
 
 
 def deduplicate(corpus: pl.DataFrame, settings: Settings | DedupSettings) -> StageResult:
@@ -80,33 +109,30 @@ def deduplicate(corpus: pl.DataFrame, settings: Settings | DedupSettings) -> Sta
     removed = [exact.with_columns(pl.lit("exact_duplicate").alias("reason"),
                                   pl.format("exact duplicate (same text after case and whitespace folding) of {}",
                                             "duplicate_of").alias("_detail"))]
-    stats: dict = {"exact_duplicates": exact.height, "near_duplicates": 0, "semantic_duplicates": 0,
-                   "near_candidate_pairs": 0, "near_similarity_histogram": {}, "semantic_nearest_histogram": {}}
+    stats = DedupStats(exact_duplicates=exact.height)
 
     if cfg.near_duplicates and kept.height:
-        near = near_duplicate_clusters(kept["text"], cfg.ngram, cfg.num_perm, cfg.bands, cfg.threshold, cfg.shingle,
-                                       execution=settings.execution if isinstance(settings, Settings) else None)
+        near = near_duplicate_clusters(kept["text"], cfg, execution=settings.execution if isinstance(settings, Settings) else None)
         kept, dups = _split_clusters(kept, near.root, near.similarity)
         removed.append(dups.with_columns(pl.lit("near_duplicate").alias("reason"), pl.format(
             "near duplicate of {} (estimated Jaccard {})", "duplicate_of",
             pl.col("_similarity").round(2)).alias("_detail")))
-        stats.update(near_duplicates=dups.height, near_candidate_pairs=near.candidate_pairs,
-                     near_similarity_histogram=near.candidate_histogram)
+        stats.near_duplicates, stats.near_candidate_pairs = dups.height, near.candidate_pairs
+        stats.near_similarity_histogram = near.candidate_histogram
 
     if cfg.semantic and kept.height > 1:
         from finetune_pipeline.dedup.semantic import semantic_clusters  # torch only when asked for
 
-        sem = semantic_clusters(kept["text"].to_list(), cfg.semantic_threshold, cfg.semantic_model,
-                                cfg.semantic_batch_size, cfg.semantic_max_length)
+        sem = semantic_clusters(kept["text"].to_list(), cfg)
         kept, dups = _split_clusters(kept, sem.root, sem.similarity)
         removed.append(dups.with_columns(pl.lit("semantic_duplicate").alias("reason"), pl.format(
             "semantic duplicate of {} (cosine {})", "duplicate_of", pl.col("_similarity").round(2)).alias("_detail")))
-        stats.update(semantic_duplicates=dups.height,
-                     semantic_nearest_histogram=similarity_histogram(np.clip(sem.nearest, 0.0, 1.0)))
+        stats.semantic_duplicates = dups.height
+        stats.semantic_nearest_histogram = similarity_histogram(np.clip(sem.nearest, 0.0, 1.0))
 
     columns = ["record_id", "source_uri", "locator", "duplicate_of", "reason", "_detail"]
     removed = _resolve_to_kept(pl.concat([frame.select(columns) for frame in removed]))
-    stats.update(_cluster_stats(kept, removed))
+    _cluster_stats(kept, removed, stats)
     rejected = pl.concat([
         reject_rows(removed.filter(pl.col("reason") == reason), STAGE, reason,
                     pl.when(pl.col("kept_id") == pl.col("duplicate_of")).then(pl.col("_detail"))

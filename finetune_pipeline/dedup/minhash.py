@@ -36,7 +36,7 @@ import polars as pl
 import pyarrow as pa
 
 from finetune_pipeline.execution import Frames, frames
-from finetune_pipeline.settings import ExecutionSettings
+from finetune_pipeline.settings import DedupSettings, ExecutionSettings
 
 Shingle = Literal["word", "char"]
 
@@ -333,14 +333,15 @@ def _from_binary(column: pl.Series) -> np.ndarray:
     return data.view("<u4").reshape(len(array), -1)
 
 
-def near_duplicate_clusters(texts: pl.Series | Sequence[str], ngram: int = 3, num_perm: int = 128,
-                            bands: int = 32, threshold: float = 0.7, shingle: Shingle = "word",
-                            seed: int = 1, execution: ExecutionSettings | None = None) -> NearDuplicates:
-    """Cluster `texts` (in keep order: the first of each cluster is kept) by MinHash + LSH.
+def near_duplicate_clusters(texts: pl.Series | Sequence[str], cfg: DedupSettings,
+                            execution: ExecutionSettings | None = None, seed: int = 1) -> NearDuplicates:
+    """Cluster `texts` (in keep order: the first of each cluster is kept) by MinHash + LSH with `cfg`'s
+    shingles, permutations, bands and Jaccard threshold.
 
     Every step is a batch function; `execution` says whether they run here or on a Ray cluster, where LSH
     buckets are formed by a shuffle on the band keys and verified pairs never meet on one node."""
     execution = execution or ExecutionSettings()
+    ngram, num_perm, bands, threshold, shingle = cfg.ngram, cfg.num_perm, cfg.bands, cfg.threshold, cfg.shingle
     texts = texts if isinstance(texts, pl.Series) else pl.Series(list(texts), dtype=pl.String)
     n = len(texts)
     docs = frames(pl.DataFrame({"doc": np.arange(n, dtype=np.int64), "text": texts}), execution)

@@ -15,6 +15,7 @@ import numpy as np
 
 from finetune_pipeline.dedup.minhash import clusters_from_pairs
 from finetune_pipeline.embeddings import embed
+from finetune_pipeline.settings import DedupSettings
 
 # Rows of the similarity matrix computed at once: block x n float32 (1024 x 100k texts = 400 MB).
 _BLOCK = 1024
@@ -47,11 +48,10 @@ class SemanticDuplicates:
     nearest: np.ndarray  # per text, its highest cosine similarity to any other text, for a histogram
 
 
-def semantic_clusters(texts: Sequence[str], threshold: float = 0.9, model: str | None = None,
-                      batch_size: int = 64, max_length: int = 256) -> SemanticDuplicates:
-    """Cluster `texts` (in keep order) by embedding cosine similarity."""
-    embeddings = embed(list(texts), model, batch_size, max_length)
-    pairs, _, nearest = similar_pairs(embeddings, threshold)
+def semantic_clusters(texts: Sequence[str], cfg: DedupSettings) -> SemanticDuplicates:
+    """Cluster `texts` (in keep order) by embedding cosine similarity at or above `cfg.semantic_threshold`."""
+    embeddings = embed(list(texts), cfg.semantic_model, cfg.semantic_batch_size, cfg.semantic_max_length)
+    pairs, _, nearest = similar_pairs(embeddings, cfg.semantic_threshold)
     root = clusters_from_pairs(len(texts), pairs)
     similarity = np.einsum("ij,ij->i", embeddings, embeddings[root]) if len(texts) else np.ones(0)
     similarity[root == np.arange(len(texts))] = 1.0

@@ -29,7 +29,7 @@ from finetune_pipeline.labeling.annotations import empty_annotations
 from finetune_pipeline.labeling.consensus import resolve_annotations
 from finetune_pipeline.labeling.review import REVIEW_SCHEMA, empty_review
 from finetune_pipeline.labeling.zero_shot import Predictions, predict_labels
-from finetune_pipeline.records import StageResult, reject_rows
+from finetune_pipeline.records import StageResult, StageStats, reject_rows
 from finetune_pipeline.settings import LabelingSettings, Settings
 
 STAGE = "labeled_corpus"
@@ -38,6 +38,41 @@ MAX_PROBLEMS = 100  # listed in the stats; the count is always complete
 
 # (texts, labels, settings, training texts, training labels) -> predictions; training lists empty: zero-shot
 Labeler = Callable[[list[str], list[str], LabelingSettings, list[str], list[str]], Predictions]
+
+
+@dataclass
+class ModelLabelStats:
+    """Labels from the model: which model, how many it predicted, accepted, and sent to review."""
+
+    name: str | None = None
+    predicted: int = 0
+    accepted: int = 0
+    in_review: int = 0
+    mean_confidence: float | None = None
+
+
+@dataclass
+class AnnotationStats:
+    """Human or crowd annotations read from annotations/, and the problems found in them."""
+
+    rows: int = 0
+    files: int = 0
+    records_labeled: int = 0
+    records_in_review: int = 0
+    problems_total: int = 0
+    problems: list[dict] = field(default_factory=list)  # the first MAX_PROBLEMS: file, where, reason
+
+
+@dataclass
+class LabelingStats(StageStats):
+    labels: list[str] = field(default_factory=list)
+    by_label: dict[str, int] = field(default_factory=dict)
+    by_label_source: dict[str, int] = field(default_factory=dict)
+    model: ModelLabelStats = field(default_factory=ModelLabelStats)
+    in_review: dict[str, int] = field(default_factory=dict)  # low_confidence, disagreement
+    review_queue: dict[str, int] = field(default_factory=dict)  # review items by reason
+    annotations: AnnotationStats = field(default_factory=AnnotationStats)
+    agreement: dict = field(default_factory=dict)  # labeling.agreement.agreement_report
 
 
 @dataclass
@@ -160,20 +195,20 @@ def apply_labels(corpus: pl.DataFrame, settings: Settings, annotations: pl.DataF
     problems = (annotation_problems or []) + _annotation_problems(known, unknown, outside_ann)
     counts = kept.group_by("label").len().sort("label")
     sources = kept.group_by("label_source").len().sort("label_source")
-    stats = {
-        "labels": labels,
-        "by_label": dict(zip(counts["label"], counts["len"])),
-        "by_label_source": dict(zip(sources["label_source"], sources["len"])),
-        "model": {"name": model_name, "predicted": predicted.height, "accepted": accepted.height,
-                  "in_review": low.height,
-                  "mean_confidence": round(float(predicted["label_confidence"].mean()), 4) if predicted.height else None},
-        "in_review": {"low_confidence": low.height, "disagreement": disputed.height},
-        "review_queue": dict(review.group_by("reason").len().sort("reason").iter_rows()),
-        "annotations": {"rows": annotations.height, "files": annotations["source_file"].n_unique(),
-                        "records_labeled": n_annotated, "records_in_review": disputed.height,
-                        "problems_total": len(problems), "problems": problems[:MAX_PROBLEMS]},
-        "agreement": agreement,
-    }
+    stats = LabelingStats(
+        labels=labels,
+        by_label=dict(zip(counts["label"], counts["len"])),
+        by_label_source=dict(zip(sources["label_source"], sources["len"])),
+        model=ModelLabelStats(
+            name=model_name, predicted=predicted.height, accepted=accepted.height, in_review=low.height,
+            mean_confidence=round(float(predicted["label_confidence"].mean()), 4) if predicted.height else None),
+        in_review={"low_confidence": low.height, "disagreement": disputed.height},
+        review_queue=dict(review.group_by("reason").len().sort("reason").iter_rows()),
+        annotations=AnnotationStats(rows=annotations.height, files=annotations["source_file"].n_unique(),
+                                    records_labeled=n_annotated, records_in_review=disputed.height,
+                                    problems_total=len(problems), problems=problems[:MAX_PROBLEMS]),
+        agreement=agreement,
+    )
     return LabelingResult(kept=kept, rejected=rejected, stats=stats, review_queue=review)
 
 

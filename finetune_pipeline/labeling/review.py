@@ -13,7 +13,7 @@ from xml.sax.saxutils import quoteattr
 
 import polars as pl
 
-from finetune_pipeline.exports import write_text
+from finetune_pipeline.atomic import write_text
 
 FROM_NAME, TO_NAME = "label", "text"  # the names in the labeling config, echoed in every prediction
 

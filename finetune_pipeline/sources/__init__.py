@@ -15,20 +15,43 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
 
 from finetune_pipeline.execution import map_batches
+from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.raw_inventory import file_sha256
-from finetune_pipeline.records import StageResult, corpus_frame, make_record_id, rejects_frame, sha256_text
+from finetune_pipeline.records import StageResult, StageStats, corpus_frame, make_record_id, rejects_frame, sha256_text
 from finetune_pipeline.settings import Settings
 from finetune_pipeline.sources import files, sql, tabular
 from finetune_pipeline.sources.cache import CachedParse, ParseCache
 
 log = logging.getLogger(__name__)
 STAGE = "raw_corpus"
+
+
+@dataclass
+class SourceCounts:
+    """Per source type: sources seen, records and rejects they gave, sources parsed now or from the cache."""
+
+    files: int = 0
+    records: int = 0
+    rejects: int = 0
+    parsed: int = 0
+    cached: int = 0
+    rejected: int = 0  # sources refused before parsing (too large, unreadable, leaving the data root)
+
+
+@dataclass
+class CollectionStats(StageStats):
+    files: int = 0  # files under raw/ (SQL sources are counted under by_source_type["sql"])
+    by_source_type: dict[str, SourceCounts] = field(default_factory=dict)
+    parsed: int = 0
+    cached: int = 0
+    cache_entries_pruned: int = 0
 SUPPORTED = {**files.DOCUMENT_TYPES, **tabular.TABULAR_TYPES, **sql.SQLITE_TYPES}
 HF_DATASET = "hf_dataset"
 # Columns every raw corpus has besides the standard ones (null where they do not apply).
@@ -43,7 +66,7 @@ def discover_sources(data_dir: Path) -> list[Path]:
     `save_to_disk` folders (one source each). Hidden names (starting with '.') are skipped. Symlinked
     folders inside the data root are followed once; links leaving it are listed so they can be refused."""
     data_dir = Path(data_dir).resolve()
-    raw = data_dir / "raw"
+    raw = DataRoot(data_dir).raw
     found: list[Path] = []
 
     def visit(folder: Path, seen: frozenset[Path]) -> None:
@@ -82,7 +105,7 @@ def collect_raw_corpus(data_dir: Path, settings: Settings, cache_dir: Path | Non
     cache = ParseCache(cache_dir, settings)
     records: list[dict] = []
     rejects: list[dict] = []
-    by_type: dict[str, dict[str, int]] = {}
+    by_type: dict[str, SourceCounts] = {}
     sources = discover_sources(data_dir)
     total = len(sources) + len(settings.sources.sql)
 
@@ -120,8 +143,8 @@ def collect_raw_corpus(data_dir: Path, settings: Settings, cache_dir: Path | Non
     for number, path in enumerate(sources):
         uri = path.relative_to(data_dir).as_posix()
         source_type = source_type_of(path)
-        stats = by_type.setdefault(source_type, {"files": 0, "records": 0, "rejects": 0, "parsed": 0, "cached": 0})
-        stats["files"] += 1
+        counts = by_type.setdefault(source_type, SourceCounts())
+        counts.files += 1
         new_records, new_rejects, ingested_at, status = outcomes[number]
         label = _folder_label(path, data_dir, settings) if source_type in files.DOCUMENT_TYPES.values() else None
         for record in new_records:
@@ -130,29 +153,29 @@ def collect_raw_corpus(data_dir: Path, settings: Settings, cache_dir: Path | Non
                 record.update(label=label, label_source="folder")
         rejects += [_reject(uri, **r) for r in new_rejects]
         records += new_records
-        stats["records"] += len(new_records)
-        stats["rejects"] += len(new_rejects)
-        stats[status] = stats.get(status, 0) + 1
+        counts.records += len(new_records)
+        counts.rejects += len(new_rejects)
+        setattr(counts, status, getattr(counts, status) + 1)
         log.debug("[%d/%d] %s (%s)", number + 1, total, uri, status)
 
     for number, source in enumerate(settings.sources.sql, start=len(sources) + 1):
         uri = f"sql://{source.name}"
-        stats = by_type.setdefault("sql", {"files": 0, "records": 0, "rejects": 0, "parsed": 0, "cached": 0})
-        stats["files"] += 1
+        counts = by_type.setdefault("sql", SourceCounts())
+        counts.files += 1
         try:
             rows = sql.read_sql_query(source.url_env, source.query)
             new_records, bad = tabular.rows_to_records([(f"row {i + 1}", r) for i, r in enumerate(rows)],
                                                        source, uri)
-            stats["parsed"] += 1
+            counts.parsed += 1
         except (sql.DatabaseUnavailable, tabular.MissingColumn) as exc:
             new_records, bad = [], []
             rejects.append(_reject(uri, None, "database_unreachable", str(exc)))
-            stats["rejects"] += 1
+            counts.rejects += 1
         for record in new_records:
             record.update(source_uri=uri, source_type="sql", ingested_at=now)
         rejects += [_reject(uri, loc, "empty_text", why) for loc, why in bad]
-        stats["records"] += len(new_records)
-        stats["rejects"] += len(bad)
+        counts.records += len(new_records)
+        counts.rejects += len(bad)
         records += new_records
         if progress:
             progress(number, total, uri, "parsed")
@@ -169,10 +192,10 @@ def collect_raw_corpus(data_dir: Path, settings: Settings, cache_dir: Path | Non
     instruction = settings.sources.tabular.prompt_column or any(s.prompt_column for s in settings.sources.sql)
     kept = _with_columns(corpus_frame(records), {**EXTRA_COLUMNS, **(INSTRUCTION_COLUMNS if instruction else {})})
     return StageResult(kept=kept, rejected=rejects_frame(rejects),
-                       stats={"files": len(sources), "by_source_type": by_type,
-                              "parsed": sum(s["parsed"] for s in by_type.values()),
-                              "cached": sum(s["cached"] for s in by_type.values()),
-                              "cache_entries_pruned": pruned})
+                       stats=CollectionStats(files=len(sources), by_source_type=by_type,
+                                             parsed=sum(c.parsed for c in by_type.values()),
+                                             cached=sum(c.cached for c in by_type.values()),
+                                             cache_entries_pruned=pruned))
 
 
 def _with_columns(frame: pl.DataFrame, columns: dict[str, pl.DataType]) -> pl.DataFrame:
@@ -303,7 +326,7 @@ def _folder_label(path: Path, data_dir: Path, settings: Settings) -> str | None:
     if not settings.sources.label_from_folder:
         return None
     parent = path.parent
-    if parent == data_dir / "raw":
+    if parent == DataRoot(data_dir).raw:
         return None
     name = parent.name
     if settings.labels and name not in settings.labels:

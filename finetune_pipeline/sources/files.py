@@ -48,8 +48,8 @@ def use_offline_spacy() -> Path:
     return pipeline_dir
 
 
-def partition_document(path: Path, max_pdf_pages: int = 2000) -> list:
-    """Elements of one document. `strategy="fast"` for PDFs: "hi_res" needs layout models from a hub."""
+def partition_document(path: Path, max_pdf_pages: int) -> list:
+    """Elements of one document (a PDF declaring more than `max_pdf_pages` pages is refused). `strategy="fast"` for PDFs: "hi_res" needs layout models from a hub."""
     use_offline_spacy()
     suffix = path.suffix.lower()
     if suffix == ".pdf":
