@@ -371,6 +371,8 @@ class TrainingSettings(_Section):
     epochs: int = Field(8, ge=1, description="Most epochs; early stopping may end sooner.")
     batch_size: int = Field(16, ge=1)
     max_length: int = Field(128, ge=8, description="Tokens per example; longer texts are truncated.")
+    feature_batch_size: int = Field(
+        64, ge=1, description="Feature-based approach: texts per batch when embedding with the frozen encoder.")
     early_stopping_patience: int = Field(3, ge=1, description="Epochs without validation improvement before stopping.")
     checkpoint_every_epochs: int = Field(
         1, ge=1, description="Write a resumable checkpoint (weights, optimizer, RNG, early-stopping state) "

@@ -44,6 +44,7 @@ class Task:
     headline: Metric  # what the approach comparison ranks and plots
     baseline_name: str
     evaluated_on: str  # what the test scores are computed over, in words
+    base_model_setting: str  # the TrainingSettings field naming the model it tunes (None there: the default)
 
     def approaches(self, training: TrainingSettings) -> list[Approach]:
         """The approaches `approach_comparison` runs."""
@@ -116,6 +117,7 @@ class ClassificationTask(Task):
     headline = metrics[1]
     baseline_name = "majority class"
     evaluated_on = "test split"
+    base_model_setting = "base_model"
 
     def approaches(self, training: TrainingSettings) -> list[Approach]:
         return list(training.compare)
@@ -157,6 +159,7 @@ class InstructionTask(Task):
     headline = metrics[1]
     baseline_name = "base model"
     evaluated_on = "test split, response tokens"
+    base_model_setting = "instruction_base_model"
 
     def approaches(self, training: TrainingSettings) -> list[Approach]:
         return ["instruction"]

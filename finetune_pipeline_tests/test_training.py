@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training.classify import train_classifier
-from finetune_pipeline.training.lora import load_adapter, train_lora_classifier
+from finetune_pipeline.training.lora import load_adapter
 from finetune_pipeline_tests.conftest import write_tiny_bert
 
 BILLING = ["I was charged twice for my subscription this month", "the invoice total is wrong, please refund",
@@ -35,7 +35,8 @@ def test_lora_trains_saves_and_reloads(tmp_path):
               "test": (BILLING[5:] + SHIPPING[5:], ["billing", "shipping"])}
     cfg = TrainingSettings(epochs=3, batch_size=4, max_length=32, learning_rate=2e-3)
     out = tmp_path / "adapter"
-    metrics = train_lora_classifier(splits, ["billing", "shipping"], cfg, out, data_snapshot="abc", log=lambda m: None)
+    metrics = train_classifier(splits, ["billing", "shipping"], cfg, out, approach="lora", data_snapshot="abc",
+                               log=lambda m: None)
 
     for name in ("adapter_config.json", "adapter_model.safetensors", "metrics.json", "README.md", "tokenizer.json"):
         assert (out / name).exists(), name
@@ -167,7 +168,8 @@ def test_feature_based_trains_only_a_linear_layer(tiny_bert, tmp_path):
 
 
 def test_comparison_reports_every_configured_approach(tiny_bert, tmp_path):
-    from finetune_pipeline.training.compare import comparison_markdown, compare_approaches, write_comparison
+    from finetune_pipeline.reporting import comparison_markdown
+    from finetune_pipeline.training.compare import compare_approaches, write_comparison
 
     cfg = _tiny_cfg(tiny_bert, epochs=1)
     result = compare_approaches(_splits(), ["billing", "shipping"], cfg, tmp_path / "models", log=lambda m: None)
@@ -196,8 +198,8 @@ def test_registry_lists_loads_switches_and_merges_with_logits_parity(tiny_bert, 
     labels = ["billing", "shipping"]
     for task, seed in (("tickets", 1), ("tickets_v2", 2)):
         cfg = _tiny_cfg(tiny_bert, epochs=1, seed=seed)
-        metrics = train_lora_classifier(_splits(), labels, cfg, models / task, data_snapshot=f"snap{seed}",
-                                        log=lambda m: None)
+        metrics = train_classifier(_splits(), labels, cfg, models / task, approach="lora", data_snapshot=f"snap{seed}",
+                                   log=lambda m: None)
         registry.register(models, task, models / task, metrics)
     entries = registry.list_adapters(models)
     assert [e["task"] for e in entries] == ["tickets", "tickets_v2"]
@@ -232,8 +234,8 @@ def test_adapters_cli_lists_shows_and_merges(tiny_bert, tmp_path, capsys):
     from finetune_pipeline.defs.cli import main
     from finetune_pipeline.training import registry
 
-    metrics = train_lora_classifier(_splits(), ["billing", "shipping"], _tiny_cfg(tiny_bert, epochs=1),
-                                    tmp_path / "models" / "tickets", data_snapshot="snap", log=lambda m: None)
+    metrics = train_classifier(_splits(), ["billing", "shipping"], _tiny_cfg(tiny_bert, epochs=1),
+                               tmp_path / "models" / "tickets", approach="lora", data_snapshot="snap", log=lambda m: None)
     registry.register(tmp_path / "models", "tickets", tmp_path / "models" / "tickets", metrics)
     assert main(["adapters", "--data-dir", str(tmp_path), "list"]) == 0
     listed = capsys.readouterr().out

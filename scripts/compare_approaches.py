@@ -14,9 +14,10 @@ import time
 import torch
 
 from finetune_pipeline.layout import DataRoot
+from finetune_pipeline.reporting import comparison_markdown
 from finetune_pipeline.settings import load_settings
 from finetune_pipeline.training.classify import read_splits
-from finetune_pipeline.training.compare import comparison_markdown, compare_approaches, write_comparison
+from finetune_pipeline.training.compare import compare_approaches, write_comparison
 
 
 def main() -> None:

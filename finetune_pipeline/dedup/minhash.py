@@ -209,7 +209,7 @@ def min_label_updates(edges: pl.DataFrame, labels: np.ndarray) -> pl.DataFrame:
             .group_by("node").agg(pl.col("label").min()))
 
 
-def clusters_from_edges(n: int, edges: Frames, max_iterations: int = 64) -> np.ndarray:
+def clusters_from_edges(n: int, edges: Frames, max_iterations: int) -> np.ndarray:
     """For each item, the smallest index of its connected component (its root).
 
     Min-label propagation with pointer jumping: the edges stay where they are (on the cluster with the Ray
@@ -232,7 +232,8 @@ def clusters_from_edges(n: int, edges: Frames, max_iterations: int = 64) -> np.n
 def clusters_from_pairs(n: int, pairs: np.ndarray, execution: ExecutionSettings | None = None) -> np.ndarray:
     """For each item, the smallest index of its connected component (its root)."""
     edges = pl.DataFrame({"i": pairs[:, 0], "j": pairs[:, 1]}, schema={"i": pl.Int64, "j": pl.Int64})
-    return clusters_from_edges(n, frames(edges, execution or ExecutionSettings()))
+    execution = execution or ExecutionSettings()
+    return clusters_from_edges(n, frames(edges, execution), execution.cc_max_iterations)
 
 
 @dataclass

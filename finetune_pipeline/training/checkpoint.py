@@ -15,6 +15,7 @@ import hashlib
 import json
 import random
 import shutil
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -24,7 +25,30 @@ CHECKPOINT_DIR = "checkpoint"
 # Settings that may change between a killed run and its resumption without changing what is trained
 # (data_parallel: any number of processes trains on the same global batches).
 _NOT_FINGERPRINTED = {"resume", "checkpoint_every_epochs", "epochs", "early_stopping_patience", "compare",
-                      "adapter_name", "data_parallel"}
+                      "adapter_name", "data_parallel", "feature_batch_size"}
+
+
+@dataclass
+class TrainState:
+    """Where a training run stands after its last finished epoch; saved in every checkpoint."""
+
+    fingerprint: str  # the data and settings it trains on (`fingerprint`)
+    epoch: int = 0  # last finished epoch; 0 before the first
+    best_score: float = float("-inf")  # best validation score so far, higher is better
+    stale: int = 0  # epochs since `best_score` last improved
+    stopped: bool = False  # early stopping ended the run
+    history: list[dict] = field(default_factory=list)  # one row per epoch: losses and validation scores
+
+    def record(self, score: float, patience: int) -> bool:
+        """Count an epoch's validation `score`; True when it is the best so far. Sets `stopped` after
+        `patience` epochs without improvement."""
+        if score > self.best_score:
+            self.best_score, self.stale = score, 0
+            return True
+        self.stale += 1
+        if self.stale >= patience:
+            self.stopped = True
+        return False
 
 
 def fingerprint(approach: str, settings: dict, data) -> str:
@@ -41,9 +65,9 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
             for name, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(folder: Path, model, optimizer, best: dict[str, torch.Tensor] | None, state: dict) -> None:
-    """Write `folder` (replacing it) from the model's trainable weights, the optimizer and `state`:
-    `epoch` (last finished), `best_score`, `stale`, `history`, `stopped`, `fingerprint`."""
+def save_checkpoint(folder: Path, model, optimizer, best: dict[str, torch.Tensor] | None, state: TrainState) -> None:
+    """Write `folder` (replacing it) from the model's trainable weights, the best weights, the optimizer,
+    the RNG states and `state`."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -53,7 +77,8 @@ def save_checkpoint(folder: Path, model, optimizer, best: dict[str, torch.Tensor
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save({"optimizer": optimizer.state_dict(), "rng": rng, **state}, tmp / "trainer_state.pt")
+    # Plain tensors, numbers and lists only, so loading needs no unpickling of code (weights_only=True).
+    torch.save({"optimizer": optimizer.state_dict(), "rng": rng, **asdict(state)}, tmp / "trainer_state.pt")
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
 
@@ -66,9 +91,9 @@ def checkpoint_fingerprint(folder: Path) -> str | None:
         return None
 
 
-def load_checkpoint(folder: Path, model, optimizer) -> tuple[dict[str, torch.Tensor] | None, dict]:
+def load_checkpoint(folder: Path, model, optimizer) -> tuple[dict[str, torch.Tensor] | None, TrainState]:
     """Restore the model's trainable weights, the optimizer and the RNG states from `folder`; return
-    (best weights or None, state) where state holds `epoch`, `best_score`, `stale`, `history`, `stopped`."""
+    (best weights or None, the run's state)."""
     device = next(model.parameters()).device
     weights = load_file(folder / "trainable.safetensors", device=str(device))
     missing = set(weights) - {name for name, _ in model.named_parameters()}
@@ -77,50 +102,41 @@ def load_checkpoint(folder: Path, model, optimizer) -> tuple[dict[str, torch.Ten
                          "delete the folder to start over")
     model.load_state_dict(weights, strict=False)
     best = load_file(folder / "best.safetensors") if (folder / "best.safetensors").exists() else None
-    state = torch.load(folder / "trainer_state.pt", weights_only=True, map_location="cpu")
-    optimizer.load_state_dict(state.pop("optimizer"))
-    rng = state.pop("rng")
+    saved = torch.load(folder / "trainer_state.pt", weights_only=True, map_location="cpu")
+    optimizer.load_state_dict(saved["optimizer"])
+    rng = saved["rng"]
     torch.set_rng_state(rng["cpu"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    return best, state
+    return best, TrainState(**{f.name: saved[f.name] for f in fields(TrainState)})
 
 
 def start_or_resume(output_dir: Path, run_id: str, resume: bool, model, optimizer,
-                    log=print) -> tuple[dict[str, torch.Tensor] | None, dict]:
-    """(best weights, loop state) to start from: the checkpoint under `output_dir` when resuming is on and
-    it was written for the same run (`run_id`: data and settings), else a fresh state."""
-    state = {"epoch": 0, "best_score": float("-inf"), "stale": 0, "history": [], "stopped": False,
-             "fingerprint": run_id}
+                    log=print) -> tuple[dict[str, torch.Tensor] | None, TrainState]:
+    """(best weights, state) to start from: the checkpoint under `output_dir` when resuming is on and it
+    was written for the same run (`run_id`: data and settings), else a fresh state."""
     checkpoint = Path(output_dir) / CHECKPOINT_DIR
     if resume and checkpoint.exists():
         if checkpoint_fingerprint(checkpoint) == run_id:
             best, state = load_checkpoint(checkpoint, model, optimizer)
-            log(f"resuming from {checkpoint}: epochs 1-{state['epoch']} done")
+            log(f"resuming from {checkpoint}: epochs 1-{state.epoch} done")
             return best, state
         log(f"{checkpoint} was written for other data or settings; starting over")
-    return None, state
+    return None, TrainState(fingerprint=run_id)
 
 
-def end_epoch(epoch: int, score: float, state: dict, best: dict[str, torch.Tensor] | None, model, optimizer,
-              checkpoint: Path | None, cfg, log=print, on_epoch_end=None) -> dict[str, torch.Tensor] | None:
-    """Shared end of an epoch: keep the best trainable weights by `score` (higher is better), count epochs
-    without improvement (early stopping after `cfg.early_stopping_patience`), write the checkpoint every
-    `cfg.checkpoint_every_epochs` (not when `checkpoint` is None: data-parallel ranks other than 0), then call
-    `on_epoch_end`. Returns the best weights so far."""
-    if score > state["best_score"]:
-        state["best_score"], state["stale"] = score, 0
+def end_epoch(state: TrainState, score: float, best: dict[str, torch.Tensor] | None, model, optimizer,
+              checkpoint: Path | None, cfg, log=print) -> dict[str, torch.Tensor] | None:
+    """After epoch `state.epoch`: keep the trainable weights when `score` (higher is better) is the best yet,
+    stop early after `cfg.early_stopping_patience` epochs without improvement, and write the checkpoint every
+    `cfg.checkpoint_every_epochs` epochs (never when `checkpoint` is None). Returns the best weights so far."""
+    if state.record(score, cfg.early_stopping_patience):
         best = trainable_state(model)
-    else:
-        state["stale"] += 1
-        if state["stale"] >= cfg.early_stopping_patience:
-            log(f"early stopping after epoch {epoch}: no validation improvement for {state['stale']} epochs")
-            state["stopped"] = True
-    if checkpoint is not None and epoch % cfg.checkpoint_every_epochs == 0 and epoch < cfg.epochs \
-            and not state["stopped"]:
+    elif state.stopped:
+        log(f"early stopping after epoch {state.epoch}: no validation improvement for {state.stale} epochs")
+    if checkpoint is not None and state.epoch % cfg.checkpoint_every_epochs == 0 and state.epoch < cfg.epochs \
+            and not state.stopped:
         save_checkpoint(checkpoint, model, optimizer, best, state)
-    if on_epoch_end is not None:
-        on_epoch_end(epoch)
     return best
 
 

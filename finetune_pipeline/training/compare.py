@@ -10,23 +10,18 @@ Imports no dagster.
 
 from __future__ import annotations
 
-import base64
 import gc
-import io
 import json
-import math
 from pathlib import Path
 
-from finetune_pipeline.exports import atomic_path, write_text
+from finetune_pipeline.atomic import write_bytes, write_text
+from finetune_pipeline.reporting import comparison_markdown, comparison_plot_png
 from finetune_pipeline.settings import Approach, TrainingSettings
+from finetune_pipeline.tasks import task_named
 from finetune_pipeline.training.classify import train_classifier
+from finetune_pipeline.training.evaluate import majority_baseline
 from finetune_pipeline.training.feature import train_feature_classifier
 from finetune_pipeline.training.instruction import train_instruction
-
-CLASSIFICATION_COLUMNS = ["approach", "test_accuracy", "test_macro_f1", "trainable_parameters",
-                          "wall_time_s", "peak_memory_mb", "epochs_run"]
-INSTRUCTION_COLUMNS = ["approach", "test_loss", "test_perplexity", "trainable_parameters",
-                       "wall_time_s", "peak_memory_mb", "epochs_run"]
 
 
 def run_approach(approach: Approach, splits: dict[str, tuple[list[str], list[str]]], labels: list[str],
@@ -41,97 +36,39 @@ def run_approach(approach: Approach, splits: dict[str, tuple[list[str], list[str
 
 
 def comparison_row(metrics: dict) -> dict:
-    row = {"approach": metrics["approach"], "trainable_parameters": metrics["trainable_parameters"],
-           "total_parameters": metrics["total_parameters"], "wall_time_s": metrics["wall_time_s"],
-           "peak_memory_mb": metrics["peak_memory_mb"], "epochs_run": metrics.get("epochs_run", 1),
-           "device": metrics["device"], "nan_loss": metrics["nan_loss"]}
-    if metrics["approach"] == "instruction":
-        return {**row, "test_loss": metrics["test"]["loss"], "test_perplexity": metrics["test"]["perplexity"],
-                "base_model_test_loss": metrics["base_model_test"]["loss"]}
-    return {**row, "test_accuracy": metrics["test"]["accuracy"], "test_macro_f1": metrics["test"]["macro_f1"]}
+    """One approach's row: its task's test scores, parameters, wall time (s), peak memory (MiB), epochs."""
+    return {"approach": metrics["approach"], "trainable_parameters": metrics["trainable_parameters"],
+            "total_parameters": metrics["total_parameters"], "wall_time_s": metrics["wall_time_s"],
+            "peak_memory_mb": metrics["peak_memory_mb"], "epochs_run": metrics.get("epochs_run", 1),
+            "device": metrics["device"], "nan_loss": metrics["nan_loss"],
+            **task_named(metrics.get("task")).comparison_scores(metrics)}
 
 
 def compare_approaches(splits: dict[str, tuple[list[str], list[str]]], labels: list[str], cfg: TrainingSettings,
                        output_root: str | Path, approaches: list[Approach] | None = None,
                        data_snapshot: str = "", log=print, trained: dict[str, dict] | None = None) -> dict:
-    """Run each approach (default `cfg.compare`) on the same splits; {"rows", "baseline", ...}.
+    """Run each approach (default `cfg.compare`) on the same splits; {"task", "rows", ...}.
 
     `trained`: metrics of approaches already trained on these splits with these settings (the pipeline's
     `lora_adapter`), reused instead of training them a second time."""
     approaches = list(approaches or cfg.compare)
     trained = trained or {}
-    rows = []
+    runs = []
     for approach in approaches:
         if approach in trained:
             log(f"approach_comparison: {approach} (already trained on these splits, reused)")
-            rows.append(comparison_row(trained[approach]))
+            runs.append(trained[approach])
             continue
         log(f"approach_comparison: {approach}")
-        metrics = run_approach(approach, splits, labels, cfg, Path(output_root) / approach, data_snapshot, log)
-        rows.append(comparison_row(metrics))
+        runs.append(run_approach(approach, splits, labels, cfg, Path(output_root) / approach, data_snapshot, log))
         gc.collect()  # let the next approach's peak memory start from what is really still in use
-    instruction = approaches == ["instruction"]
-    result = {"task": "instruction" if instruction else "classification", "rows": rows,
+    task = task_named(runs[0].get("task") if runs else None)
+    result = {"task": task.name, "rows": [comparison_row(metrics) for metrics in runs],
               "data_snapshot": data_snapshot,
               "split_sizes": {name: len(columns[0]) for name, columns in splits.items()}}
-    if not instruction:
-        from finetune_pipeline.training.evaluate import majority_baseline
-
+    if labels:  # a label set has a majority class: the baseline every classifier is held against
         result["majority_baseline"] = majority_baseline(list(splits["train"][1]), list(splits["test"][1]))
     return result
-
-
-def _fmt(value, column: str) -> str:
-    if isinstance(value, float) and math.isnan(value):
-        return "nan"
-    if column == "trainable_parameters":
-        return f"{value:,}"
-    if column in ("test_accuracy", "test_macro_f1", "test_loss"):
-        return f"{value:.3f}"
-    if column in ("test_perplexity", "wall_time_s", "peak_memory_mb"):
-        return f"{value:.1f}" if column != "peak_memory_mb" else f"{value:.0f}"
-    return str(value)
-
-
-HEADERS = {"approach": "approach", "test_accuracy": "test accuracy", "test_macro_f1": "test macro-F1",
-           "test_loss": "test loss", "test_perplexity": "test perplexity", "trainable_parameters": "trainable params",
-           "wall_time_s": "wall time (s)", "peak_memory_mb": "peak memory (MB)", "epochs_run": "epochs"}
-
-
-def comparison_markdown(result: dict) -> str:
-    """The comparison as a markdown table (plus the majority-class baseline row for classification)."""
-    columns = INSTRUCTION_COLUMNS if result["task"] == "instruction" else CLASSIFICATION_COLUMNS
-    lines = ["| " + " | ".join(HEADERS[c] for c in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(row[c], c) for c in columns) + " |" for row in result["rows"]]
-    if "majority_baseline" in result:
-        b = result["majority_baseline"]
-        lines.append(f"| majority class | {b['accuracy']:.3f} | {b['macro_f1']:.3f} | 0 | - | - | - |")
-    return "\n".join(lines)
-
-
-def comparison_plot_png(result: dict) -> bytes:
-    """Bar charts: the test metric and the wall time per approach (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [r["approach"] for r in result["rows"]]
-    metric, label = ("test_perplexity", "test perplexity (lower is better)") if result["task"] == "instruction" \
-        else ("test_macro_f1", "test macro-F1")
-    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3))
-    left.bar(names, [r[metric] for r in result["rows"]], color="#4c72b0")
-    left.set_title(label)
-    if "majority_baseline" in result:
-        left.axhline(result["majority_baseline"]["macro_f1"], color="grey", linestyle="--", label="majority class")
-        left.legend(loc="lower right", fontsize=8)
-    right.bar(names, [r["wall_time_s"] for r in result["rows"]], color="#dd8452")
-    right.set_title("wall time (s)")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return buffer.getvalue()
 
 
 def write_comparison(result: dict, exports_dir: str | Path) -> dict[str, Path]:
@@ -140,10 +77,5 @@ def write_comparison(result: dict, exports_dir: str | Path) -> dict[str, Path]:
     paths = {ext: exports_dir / f"approach_comparison.{ext}" for ext in ("json", "md", "png")}
     write_text(json.dumps(result, indent=2), paths["json"])
     write_text("# Approach comparison (test split)\n\n" + comparison_markdown(result) + "\n", paths["md"])
-    with atomic_path(paths["png"]) as tmp:
-        tmp.write_bytes(comparison_plot_png(result))
+    write_bytes(comparison_plot_png(result), paths["png"])
     return paths
-
-
-def png_data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode()

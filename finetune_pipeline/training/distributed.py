@@ -1,11 +1,11 @@
-"""Data-parallel training with PyTorch DistributedDataParallel (DDP) for the classification and
-instruction loops; plain torch.distributed, no framework around it. Imports no dagster.
+"""Data-parallel training with PyTorch DistributedDataParallel (DDP) for the training loop (loop.py);
+plain torch.distributed, no framework around it. Imports no dagster.
 
 How a run becomes data-parallel:
 - **Launch.** `training.data_parallel` ("auto" by default) says how many processes train: "auto" means
   one per visible CUDA GPU when there are several, else one; a number forces that many (on the CPU they
   talk over gloo; the tests use 2). When more than one is wanted and this process is not already one of
-  them, the training function re-runs its module's command line under `torch.distributed.run`
+  them, `loop.train` re-runs the trainer module's command line under `torch.distributed.run`
   (torchrun) with `--nproc-per-node N` on 127.0.0.1 and a free port (`launch`), passes rank 0's output to
   `log`, and returns the metrics.json rank 0 wrote. Starting torchrun by hand works the same way:
   `torchrun --nproc-per-node 4 -m finetune_pipeline.training.classify exports/splits out/`.

@@ -1,5 +1,5 @@
 """Metrics used by every training approach: classification scores, the majority-class baseline,
-predictions, peak memory, and what every training loop reports about its run."""
+predictions, peak memory, and what the training loop reports about its run."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score
 
 from finetune_pipeline.training.base_model import autocast
+from finetune_pipeline.training.checkpoint import TrainState
 
 
 def classification_metrics(y_true: list[int], y_pred: list[int]) -> dict[str, float]:
@@ -87,11 +88,11 @@ class PeakMemory:
         self.peak_mb = round(self.peak_mb, 1)
 
 
-def run_report(model, state: dict, first_epoch: int, learning_rate: float, device: torch.device, processes: int,
+def run_report(model, state: TrainState, first_epoch: int, learning_rate: float, device: torch.device, processes: int,
                started: float, peak_memory_mb: float, data_snapshot: str, cfg) -> dict:
-    """The part of metrics.json about the run itself, the same for every training loop: parameter counts,
+    """The part of metrics.json about the run itself, the same for every task: parameter counts,
     epochs (and where a resumed run started), the loss history, device, wall time (s) and peak memory."""
-    history = state["history"]
+    history = state.history
     return {
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "total_parameters": sum(p.numel() for p in model.parameters()),

@@ -18,8 +18,9 @@ import torch
 from safetensors.torch import save_file
 from sklearn.linear_model import LogisticRegression
 
+from finetune_pipeline.atomic import atomic_path
 from finetune_pipeline.embeddings import embed
-from finetune_pipeline.exports import atomic_path
+from finetune_pipeline.reporting import model_card
 from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training.base_model import base_model_name, pick_device, resolve_base_model
 from finetune_pipeline.training.evaluate import PeakMemory, classification_metrics, majority_baseline
@@ -36,7 +37,7 @@ def train_feature_classifier(splits: dict[str, tuple[list[str], list[str]]], lab
     base = resolve_base_model(cfg.base_model)
     label_id = {label: i for i, label in enumerate(labels)}
     with PeakMemory(pick_device()) as memory:
-        x = {name: embed(texts, model=base, max_length=cfg.max_length) for name, (texts, _) in splits.items()}
+        x = {name: embed(texts, base, cfg.feature_batch_size, cfg.max_length) for name, (texts, _) in splits.items()}
         y = {name: np.array([label_id[v] for v in values]) for name, (_, values) in splits.items()}
         history = []
         for c in C_GRID:
@@ -73,20 +74,12 @@ def train_feature_classifier(splits: dict[str, tuple[list[str], list[str]]], lab
         "settings": cfg.model_dump(),
     }
     with atomic_path(output_dir) as folder:  # swapped in whole: a reader never sees a half-saved model
-        _save(folder, weight, bias, labels, metrics, dim, best)
+        folder.mkdir(parents=True)
+        save_file({"weight": weight, "bias": bias}, folder / "classifier.safetensors",
+                  metadata={"labels": json.dumps(labels), "encoder": metrics["base_model"]})
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+        (folder / "README.md").write_text(model_card(metrics))
     return metrics
-
-
-def _save(folder: Path, weight, bias, labels: list[str], metrics: dict, dim: int, best: dict) -> None:
-    folder.mkdir(parents=True)
-    save_file({"weight": weight, "bias": bias}, folder / "classifier.safetensors",
-              metadata={"labels": json.dumps(labels), "encoder": metrics["base_model"]})
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-    (folder / "README.md").write_text(
-        f"# Feature-based classifier\n\nFrozen {metrics['base_model']} mean-pooled embeddings "
-        f"({dim} dims, L2-normalised) + logistic regression (C={best['C']}). `classifier.safetensors` holds "
-        f"`weight` ({len(labels)} x {dim}) and `bias`; logits = embedding @ weight.T + bias.\n\n"
-        f"Test accuracy {metrics['test']['accuracy']:.3f}, macro-F1 {metrics['test']['macro_f1']:.3f}.\n")
 
 
 def _full_rank(clf: LogisticRegression, n_labels: int) -> tuple[torch.Tensor, torch.Tensor]:

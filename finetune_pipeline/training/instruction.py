@@ -14,12 +14,11 @@ Reads top to bottom:
    its own example, and the last token of one example is never trained to predict the next example's
    first token (that label is a prompt token, -100). Right padding forms its own block with -100 labels.
    `test_packed_logits_match_unpacked` checks the logits equal those of each example alone.
-3. A plain loop: AdamW on the LoRA weights, early stopping on validation loss, a resumable checkpoint per
-   epoch (checkpoint.py), then loss and perplexity (exp of the mean token loss over response tokens) on
-   validation and test, and the same for the base model before training as the baseline.
-4. Data-parallel (distributed.py): with several CUDA GPUs visible (or `data_parallel: N`), the run starts
-   itself again under torchrun; each process trains on its slice of every global batch through DDP, the
-   loss normalised by the global batch's response-token count, and rank 0 writes the output.
+3. This module supplies the task's part of the shared loop (loop.py): the causal LM with LoRA, the loss
+   summed over a batch's response tokens and normalised by their count (over the global batch when
+   data-parallel), early stopping on validation loss, then loss and perplexity (exp of the mean token
+   loss over response tokens) on validation and test, and the same for the base model before training as
+   the baseline. The loop trains, resumes a killed run and runs data-parallel under torchrun when asked.
 CUDA in bf16 when present, the CPU otherwise; imports no dagster. Never trust_remote_code.
 
     python -m finetune_pipeline.training.instruction --help
@@ -29,21 +28,19 @@ from __future__ import annotations
 
 import json
 import math
-import time
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
 import torch
-from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from peft import PeftModel, TaskType, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from finetune_pipeline.exports import atomic_path
 from finetune_pipeline.settings import TrainingSettings
-from finetune_pipeline.training import distributed
+from finetune_pipeline.training import distributed, loop
 from finetune_pipeline.training.base_model import autocast
-from finetune_pipeline.training.checkpoint import (CHECKPOINT_DIR, end_epoch, epoch_batches, fingerprint,
-                                                   start_or_resume)
-from finetune_pipeline.training.evaluate import PeakMemory, run_report
+from finetune_pipeline.training.checkpoint import TrainState
+from finetune_pipeline.training.lora import lora_config
 
 IGNORE = -100  # label id that carries no loss (cross_entropy's ignore_index)
 # Used only when the tokenizer has no chat template of its own (e.g. a base, non-chat model).
@@ -154,9 +151,7 @@ def build_instruction_model(base: str, cfg: TrainingSettings):
 
 def with_lora(model, cfg: TrainingSettings):
     """`model` wrapped with the instruction LoRA of `cfg` (rank, alpha, dropout, target modules)."""
-    lora = LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                      lora_dropout=cfg.lora_dropout, target_modules=cfg.instruction_target_modules)
-    return get_peft_model(model, lora)
+    return get_peft_model(model, lora_config(cfg, TaskType.CAUSAL_LM, cfg.instruction_target_modules))
 
 
 def train_instruction(splits: dict[str, Pairs], cfg: TrainingSettings, output_dir: str | Path,
@@ -164,97 +159,64 @@ def train_instruction(splits: dict[str, Pairs], cfg: TrainingSettings, output_di
                       on_epoch_end: Callable[[int], None] | None = None) -> dict:
     """LoRA on `cfg.instruction_base_model` with (prompt, response) pairs per split; early stopping on
     validation loss; loss and perplexity on test; the adapter, tokenizer, metrics.json and a model card
-    saved to `output_dir`. Returns the metrics. Runs in several processes when `cfg.data_parallel` asks
-    for them (see distributed.py)."""
+    saved to `output_dir`. Returns the metrics. `on_epoch_end`: see `loop.train`."""
     if not cfg.instruction_base_model:
         raise ValueError("training.instruction_base_model is not set: name a local causal LM folder")
-    output_dir = Path(output_dir)
-    processes = distributed.processes_to_launch(cfg.data_parallel)
-    if processes:
-        return distributed.train_in_processes(
-            "finetune_pipeline.training.instruction", lambda job: write_pairs(splits, job),
-            ["--settings", cfg.model_dump_json(), "--data-snapshot", data_snapshot], output_dir, processes, log,
-            on_epoch_end)
-    started = time.perf_counter()
-    world = distributed.World.from_env()
-    device = distributed.start(world)
-    if not world.main:
-        log = lambda message: None  # noqa: E731 (rank 0 speaks for all)
-    torch.manual_seed(cfg.seed)
-    tokenizer = load_chat_tokenizer(cfg.instruction_base_model)
-    model = build_instruction_model(cfg.instruction_base_model, cfg).to(device)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
-    data = {name: sequences_for(tokenizer, pairs, cfg.max_length, cfg.packing) for name, pairs in splits.items()}
-    pad = tokenizer.pad_token_id
-    log(f"instruction: {len(splits['train'])} training examples in {len(data['train'])} sequences "
-        f"(packing {'on' if cfg.packing else 'off'}, max_length {cfg.max_length})")
-    with model.disable_adapter():  # the untrained base model: the baseline the adapter must beat
-        base_test = evaluate_loss(model, data["test"], pad, cfg.batch_size)
+    command = loop.Command("finetune_pipeline.training.instruction", lambda job: write_pairs(splits, job),
+                           ["--settings", cfg.model_dump_json(), "--data-snapshot", data_snapshot])
+    return loop.train(partial(InstructionTraining, splits, cfg), cfg, output_dir, command, data_snapshot, log,
+                      on_epoch_end)
 
-    run_id = fingerprint("instruction", cfg.model_dump(), splits)
-    best, state = start_or_resume(output_dir, run_id, cfg.resume, model, optimizer, log)
-    checkpoint = output_dir / CHECKPOINT_DIR
-    first_epoch = state["epoch"] + 1
-    forward = distributed.wrap(model, world, device)  # DDP: gradients averaged across processes in backward
-    with PeakMemory(device) as memory:
-        for epoch in range(first_epoch, cfg.epochs + 1):
-            if state["stopped"]:
-                break
-            model.train()
-            total, tokens, losses = 0.0, 0, []
-            for global_batch in epoch_batches(len(data["train"]), cfg.batch_size, cfg.seed, epoch):
-                mine, weight = distributed.shard(global_batch, world), 1.0
-                if not mine:  # fewer sequences than processes: take part in DDP's all-reduce with weight 0
-                    mine, weight = global_batch[:1], 0.0
-                batch = collate([data["train"][i] for i in mine], pad, device)
-                loss_sum, n = token_loss(forward, batch, device)
-                # Mean over the global batch's response tokens: this process's sum over the global count,
-                # times the world size that DDP's gradient averaging divides by.
-                step_tokens = int(distributed.all_sum(n * weight, world, device))
-                optimizer.zero_grad()
-                (loss_sum * (weight * world.size / max(step_tokens, 1))).backward()
-                optimizer.step()
-                step_total = distributed.all_sum(loss_sum.item() * weight, world, device)
-                losses.append(step_total / max(step_tokens, 1))
-                total, tokens = total + step_total, tokens + step_tokens
-            train_loss = total / max(tokens, 1)
-            val = evaluate_loss(model, data["validation"], pad, cfg.batch_size) if data.get("validation") \
-                else {"loss": train_loss, "perplexity": math.exp(min(train_loss, 700))}
-            val = distributed.from_main(val, world)  # one early-stopping decision for every process
-            state["history"].append({"epoch": epoch, "train_loss": train_loss, "train_step_losses": losses,
-                                     "val_loss": val["loss"], "val_perplexity": val["perplexity"]})
-            state["epoch"] = epoch
-            log(f"instruction epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}, "
-                f"validation loss {val['loss']:.4f} (perplexity {val['perplexity']:.2f})")
-            best = end_epoch(epoch, -val["loss"], state, best, model, optimizer,
-                             checkpoint if world.main else None, cfg, log, on_epoch_end)
-        if best is not None:
-            model.load_state_dict({k: v.to(device) for k, v in best.items()}, strict=False)
-        scores = {name: evaluate_loss(model, data[name], pad, cfg.batch_size)
-                  for name in ("validation", "test") if data.get(name)}
 
-    metrics = {
-        "approach": "instruction",
-        "task": "instruction",
-        "base_model": cfg.instruction_base_model,
-        "test": scores.get("test", {"loss": float("nan"), "perplexity": float("nan"), "tokens": 0}),
-        "validation": scores.get("validation"),
-        "base_model_test": base_test,
-        "split_sizes": {name: len(pairs) for name, pairs in splits.items()},
-        "sequences": {name: len(seqs) for name, seqs in data.items()},
-        "packing": cfg.packing,
-        **run_report(model, state, first_epoch, cfg.learning_rate, device, world.size, started, memory.peak_mb,
-                     data_snapshot, cfg),
-    }
-    if world.main:
-        with atomic_path(output_dir) as folder:  # swapped in whole: never a half-saved adapter; drops the checkpoint
-            model.save_pretrained(folder, safe_serialization=True)
-            tokenizer.save_pretrained(folder)
-            (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-            (folder / "README.md").write_text(model_card(metrics))
-    distributed.stop(world)
-    return metrics
+class InstructionTraining:
+    """Instruction tuning's part of the training loop: next-token loss on response tokens only."""
 
+    approach = "instruction"
+
+    def __init__(self, splits: dict[str, Pairs], cfg: TrainingSettings, device: torch.device, log=print):
+        self.splits, self.cfg, self.device = splits, cfg, device
+        self.trained_on = splits
+        self.tokenizer = load_chat_tokenizer(cfg.instruction_base_model)
+        self.model = build_instruction_model(cfg.instruction_base_model, cfg).to(device)
+        self.learning_rate = cfg.learning_rate
+        self.data = {name: sequences_for(self.tokenizer, pairs, cfg.max_length, cfg.packing)
+                     for name, pairs in splits.items()}
+        self.train_rows = len(self.data["train"])
+        log(f"instruction: {len(splits['train'])} training examples in {self.train_rows} sequences "
+            f"(packing {'on' if cfg.packing else 'off'}, max_length {cfg.max_length})")
+        with self.model.disable_adapter():  # the untrained base model: the baseline the adapter must beat
+            self.base_test = self.loss_on("test")
+
+    def loss_on(self, split: str) -> dict[str, float]:
+        return evaluate_loss(self.model, self.data[split], self.tokenizer.pad_token_id, self.cfg.batch_size)
+
+    def batch_loss(self, forward, rows: list[int]) -> tuple[torch.Tensor, int]:
+        batch = collate([self.data["train"][i] for i in rows], self.tokenizer.pad_token_id, self.device)
+        return token_loss(forward, batch, self.device)
+
+    def epoch_loss(self, steps: list[tuple[float, int]]) -> float:
+        """The mean loss per response token over the epoch."""
+        return sum(total for total, _ in steps) / max(sum(count for _, count in steps), 1)
+
+    def validate(self, train_loss: float) -> loop.Validation:
+        val = self.loss_on("validation") if self.data.get("validation") \
+            else {"loss": train_loss, "perplexity": math.exp(min(train_loss, 700))}
+        return loop.Validation(-val["loss"], {"loss": val["loss"], "perplexity": val["perplexity"]},
+                               f"validation loss {val['loss']:.4f} (perplexity {val['perplexity']:.2f})")
+
+    def evaluate(self, state: TrainState) -> dict:
+        scores = {name: self.loss_on(name) for name in ("validation", "test") if self.data.get(name)}
+        return {
+            "approach": "instruction",
+            "task": "instruction",
+            "base_model": self.cfg.instruction_base_model,
+            "test": scores.get("test", {"loss": float("nan"), "perplexity": float("nan"), "tokens": 0}),
+            "validation": scores.get("validation"),
+            "base_model_test": self.base_test,
+            "split_sizes": {name: len(pairs) for name, pairs in self.splits.items()},
+            "sequences": {name: len(seqs) for name, seqs in self.data.items()},
+            "packing": self.cfg.packing,
+        }
 
 
 def write_pairs(splits: dict[str, Pairs], splits_dir: str | Path) -> None:
@@ -289,31 +251,6 @@ def main(argv: list[str] | None = None) -> None:
     metrics = train_instruction(read_pairs(args.splits_dir), cfg, args.output_dir, data_snapshot=args.data_snapshot)
     if distributed.World.from_env().main:
         print(json.dumps({k: metrics[k] for k in ("test", "base_model_test", "epochs_run", "wall_time_s")}, indent=2))
-
-
-def model_card(metrics: dict) -> str:
-    sizes, test, base = metrics["split_sizes"], metrics["test"], metrics["base_model_test"]
-    return f"""---
-library_name: peft
-base_model: {metrics['base_model']}
-tags: [lora, instruction-tuning, text-generation, finetune-pipeline]
----
-# LoRA adapter: instruction tuning
-
-- Base model: {metrics['base_model']}
-- Data snapshot: `{metrics['data_snapshot']}`
-- Split sizes (examples): {', '.join(f'{k} {v}' for k, v in sizes.items())}; packing {'on' if metrics['packing'] else 'off'}
-- Loss on response tokens only (prompt and template tokens masked)
-- Trainable parameters: {metrics['trainable_parameters']:,} of {metrics['total_parameters']:,}
-
-| metric (test, response tokens) | adapter | base model |
-|---|---|---|
-| loss | {test['loss']:.4f} | {base['loss']:.4f} |
-| perplexity | {test['perplexity']:.2f} | {base['perplexity']:.2f} |
-
-Load it with `finetune_pipeline.training.instruction.load_instruction_adapter(path)` or with PEFT:
-`PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), path)`.
-"""
 
 
 def load_instruction_adapter(adapter_dir: str | Path, adapter_name: str = "default"):

@@ -1,10 +1,10 @@
-"""LoRA fine-tuning of an encoder for sequence classification (the pipeline's product), and loading
-the saved adapter back.
+"""LoRA (PEFT) for both tasks: the one place the `LoraConfig` is built from the settings, and loading a
+saved classification adapter back.
 
-The training loop is shared with full fine-tuning in `classify.py`; this module names the LoRA entry
-points. The adapter folder holds `adapter_config.json` and `adapter_model.safetensors` (LoRA matrices
-plus the classification head as `modules_to_save`, so it reloads intact), the tokenizer, `metrics.json`
-and a model card. Imports no dagster.
+A classification adapter folder holds `adapter_config.json` and `adapter_model.safetensors` (the LoRA
+matrices plus the classification head as `modules_to_save`, so it reloads intact), the tokenizer,
+`metrics.json` and a model card. Training is in classify.py (approach "lora") and instruction.py.
+Imports no dagster.
 """
 
 from __future__ import annotations
@@ -12,29 +12,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from peft import PeftModel
+from peft import LoraConfig, PeftModel, TaskType
 from transformers import AutoTokenizer
 
 from finetune_pipeline.settings import TrainingSettings
-from finetune_pipeline.training.base_model import (DEFAULT_BASE_NAME, default_base_model,  # noqa: F401 (API)
-                                                   load_sequence_classifier, pick_device, resolve_base_model)
-from finetune_pipeline.training.classify import Splits, model_card, save_classifier, train_classifier  # noqa: F401
-
-save_adapter = save_classifier
+from finetune_pipeline.training.base_model import load_sequence_classifier, resolve_base_model
 
 
-def train_lora_classifier(splits: Splits, labels: list[str], cfg: TrainingSettings, output_dir: str | Path,
-                          data_snapshot: str = "", log=print, on_epoch_end=None) -> dict:
-    """Train a LoRA adapter on `splits["train"]`, early-stop on validation, evaluate on test, save.
-
-    Returns the metrics written to `metrics.json`.
-    """
-    return train_classifier(splits, labels, cfg, output_dir, approach="lora", data_snapshot=data_snapshot,
-                            log=log, on_epoch_end=on_epoch_end)
+def lora_config(cfg: TrainingSettings, task_type: TaskType, target_modules: list[str] | str) -> LoraConfig:
+    """The LoRA of `cfg` (rank, alpha, dropout) on `target_modules` (names, or "all-linear"), for
+    `peft.get_peft_model`; with SEQ_CLS the new classification head trains and saves with the adapter."""
+    return LoraConfig(task_type=task_type, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=target_modules)
 
 
 def load_adapter(adapter_dir: str | Path, adapter_name: str = "default"):
-    """(model, tokenizer, labels) for an adapter saved by `train_lora_classifier`, ready for inference."""
+    """(model, tokenizer, labels) for a classification adapter saved by `train_classifier`, ready for inference."""
     adapter_dir = Path(adapter_dir)
     metrics = json.loads((adapter_dir / "metrics.json").read_text())
     labels = metrics["labels"]

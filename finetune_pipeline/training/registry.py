@@ -21,6 +21,7 @@ from pathlib import Path
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from finetune_pipeline.tasks import task_named
 from finetune_pipeline.training.base_model import load_sequence_classifier, resolve_base_model
 
 REGISTRY_FILE = "registry.json"
@@ -39,30 +40,22 @@ def _write(models_dir: Path, entries: dict[str, dict]) -> None:
     os.replace(tmp, models_dir / REGISTRY_FILE)
 
 
-def metrics_summary(metrics: dict) -> dict:
-    test = metrics["test"]
-    if metrics.get("task") == "instruction":
-        return {"test_loss": test["loss"], "test_perplexity": test["perplexity"]}
-    return {"test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
-            "baseline_accuracy": metrics["majority_baseline"]["accuracy"]}
-
-
 def register(models_dir: str | Path, task: str, adapter_dir: str | Path, metrics: dict) -> dict:
     """Add or replace `task`'s entry for the adapter saved in `adapter_dir` (normally models/<task>/)."""
     models_dir, adapter_dir = Path(models_dir), Path(adapter_dir)
-    instruction = metrics.get("task") == "instruction"
+    kind = task_named(metrics.get("task"))
     entry = {
         "task": task,
         "path": os.path.relpath(adapter_dir.resolve(), models_dir.resolve()),
-        "task_type": "instruction" if instruction else "classification",
+        "task_type": kind.name,
         "approach": metrics["approach"],
         # `base`: what to load (None: the shipped all-MiniLM-L6-v2); `base_model`: its name for people.
-        "base": metrics["base_model"] if instruction else metrics["settings"].get("base_model"),
+        "base": metrics["settings"].get(kind.base_model_setting),
         "base_model": metrics["base_model"],
         "labels": metrics.get("labels"),
         "data_snapshot": metrics.get("data_snapshot", ""),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "metrics": metrics_summary(metrics),
+        "metrics": kind.metrics_summary(metrics),
         "trainable_parameters": metrics["trainable_parameters"],
     }
     entries = _read(models_dir)
@@ -89,9 +82,10 @@ def adapter_path(models_dir: str | Path, entry: dict) -> Path:
 
 
 def _base_model(entry: dict):
-    if entry["task_type"] == "instruction":
-        return AutoModelForCausalLM.from_pretrained(entry["base"])
-    return load_sequence_classifier(resolve_base_model(entry["base"]), entry["labels"])
+    """The untrained model an adapter goes on: the encoder with a head for the entry's labels, or the causal LM."""
+    if entry["labels"]:
+        return load_sequence_classifier(resolve_base_model(entry["base"]), entry["labels"])
+    return AutoModelForCausalLM.from_pretrained(entry["base"])
 
 
 def load(models_dir: str | Path, task: str):
@@ -113,13 +107,13 @@ def switch(model: PeftModel, models_dir: str | Path, task: str) -> dict:
     if (entry["base"], entry["task_type"]) != (current["base"], current["task_type"]):
         raise ValueError(f"task '{task}' was trained on {entry['base_model']}, the loaded model is "
                          f"{current['base_model']}; load('{task}') instead")
-    if entry["task_type"] == "classification" and len(entry["labels"] or []) != len(current["labels"] or []):
+    if len(entry["labels"] or []) != len(current["labels"] or []):
         raise ValueError(f"task '{task}' has {len(entry['labels'])} labels, the loaded head has "
                          f"{len(current['labels'])}; load('{task}') instead")
     if task not in model.peft_config:
         model.load_adapter(adapter_path(models_dir, entry), adapter_name=task)
     model.set_adapter(task)
-    if entry["task_type"] == "classification":  # the head's label names follow the adapter
+    if entry["labels"]:  # the head's label names follow the adapter
         model.config.id2label = dict(enumerate(entry["labels"]))
         model.config.label2id = {label: i for i, label in enumerate(entry["labels"])}
     model.eval()
