@@ -3,29 +3,42 @@
 
 import dagster as dg
 
-from finetune_pipeline.defs import assets
+from finetune_pipeline.defs import augmentation, cleaning, collection, labeling, reporting, splits, training
 from finetune_pipeline.defs.automation import (new_annotations, new_raw_files, nightly_refresh, refresh_all,
                                                 refresh_labels)
-from finetune_pipeline.defs.checks import ALL_CHECKS
 from finetune_pipeline.defs.io import ParquetIOManager
 from finetune_pipeline.defs.resources import PipelineResource, RayCluster
+from finetune_pipeline.layout import DataRoot
 
+# One module per stage group, in pipeline order; each holds its assets and their checks.
+STAGE_MODULES = [collection, cleaning, labeling, augmentation, splits, training, reporting]
+ALL_ASSETS = dg.load_assets_from_modules(STAGE_MODULES)
+ALL_CHECKS = dg.load_asset_checks_from_modules(STAGE_MODULES)
 
 
 def resources_for(pipeline: PipelineResource) -> dict:
     """Every resource the assets use: the data root and settings, the Parquet IO manager, and the Ray
-    cluster the heavy stages run on when `execution.backend` is `ray` (idle otherwise)."""
-    return {"pipeline": pipeline, "io_manager": ParquetIOManager(pipeline=pipeline),
-            "ray_cluster": RayCluster(pipeline=pipeline)}
+    cluster the heavy stages run on when `execution.backend` is `ray` (idle otherwise).
+
+    The IO manager and the Ray cluster take the run's `pipeline` resource itself (the same data root and
+    settings, launchpad overrides included), not copies configured on their own."""
+    shared = PipelineResource.configure_at_launch(
+        **{name: value for name, value in (("data_dir", pipeline.data_dir), ("settings_yaml", pipeline.settings_yaml))
+           if value is not None})
+    return {"pipeline": shared, "io_manager": ParquetIOManager(pipeline=shared), "ray_cluster": RayCluster(pipeline=shared)}
 
 
-pipeline = PipelineResource()
+def definitions_for(root: DataRoot | None = None) -> dg.Definitions:
+    """The pipeline on `root`; without one, on $FINETUNE_DATA_DIR (else data/) as each run starts."""
+    pipeline = PipelineResource(data_dir=str(root.path) if root else None)
+    return dg.Definitions(
+        assets=ALL_ASSETS,
+        asset_checks=ALL_CHECKS,
+        jobs=[refresh_all, refresh_labels],
+        schedules=[nightly_refresh],
+        sensors=[new_raw_files, new_annotations],
+        resources=resources_for(pipeline),
+    )
 
-defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([assets]),
-    asset_checks=ALL_CHECKS,
-    jobs=[refresh_all, refresh_labels],
-    schedules=[nightly_refresh],
-    sensors=[new_raw_files, new_annotations],
-    resources=resources_for(pipeline),
-)
+
+defs = definitions_for()

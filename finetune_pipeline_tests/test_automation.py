@@ -68,7 +68,7 @@ def test_new_raw_files_make_the_dataset_and_adapter_stale_in_the_ui(tmp_path):
     from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
     from dagster._core.loader import LoadingContextForTest
 
-    from finetune_pipeline.defs.assets import raw_corpus, raw_files
+    from finetune_pipeline.defs.collection import raw_corpus, raw_files
 
     raw = tmp_path / "raw"
     raw.mkdir()

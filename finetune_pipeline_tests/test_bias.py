@@ -35,7 +35,7 @@ def test_balanced_corpus_gives_no_warning_skewed_one_does():
 
 
 def test_skew_warns_without_blocking():
-    from finetune_pipeline.defs.checks import bias_report_representation
+    from finetune_pipeline.defs.reporting import bias_report_representation
     from finetune_pipeline.defs.resources import PipelineResource
 
     skewed = _corpus([("He asked about the refund.", "billing")] * 20 + [("She cannot log in.", "account")] * 10)

@@ -1,10 +1,12 @@
-"""The raw_corpus asset in Dagster: per-source-type metadata, progress in the run log, incremental runs."""
+"""The raw_corpus asset in Dagster: per-source-type metadata, progress in the run log, incremental runs;
+the settings a run uses: overridden per run, and read once per run."""
 
 import dagster as dg
 
 from finetune_pipeline.definitions import resources_for
-from finetune_pipeline.defs.assets import raw_corpus
+from finetune_pipeline.defs.collection import raw_corpus
 from finetune_pipeline.defs.resources import PipelineResource
+from finetune_pipeline.layout import DataRoot
 from finetune_pipeline_tests.test_sources import _write_good_files
 
 
@@ -54,3 +56,42 @@ def test_settings_can_be_overridden_per_run_from_run_config(tmp_path):
         assert not bad.success
         failure = next(e for e in bad.all_events if e.event_type_value == "STEP_FAILURE")
         assert "sources.chunk_max_chars" in str(failure.event_specific_data.error)
+
+
+@dg.asset
+def seed_seen_first(pipeline: PipelineResource) -> dg.MaterializeResult:
+    seed = pipeline.settings().splits.seed
+    pipeline.data_root().settings_file.write_text("splits: {seed: 99}\n")  # someone edits it mid-run
+    return dg.MaterializeResult(metadata={"seed": seed})
+
+
+@dg.asset(deps=[seed_seen_first])
+def seed_seen_next(pipeline: PipelineResource) -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"seed": pipeline.settings().splits.seed})
+
+
+def two_step_job() -> dg.JobDefinition:
+    defs = dg.Definitions(assets=[seed_seen_first, seed_seen_next], jobs=[dg.define_asset_job("two_steps")],
+                          resources={"pipeline": PipelineResource()})
+    return defs.resolve_job_def("two_steps")
+
+
+def test_a_run_keeps_the_settings_it_started_with_when_finetune_yaml_changes(tmp_path):
+    """Each step runs in its own process; the second step of the run sees the first step's settings
+    (the run's snapshot), not the finetune.yaml edited between them. The next run sees the edit."""
+    (tmp_path / "finetune.yaml").write_text("splits: {seed: 7}\n")
+    run_config = {"resources": {"pipeline": {"config": {"data_dir": str(tmp_path)}}}}
+
+    def seeds(run) -> dict[str, int]:
+        return {e.asset_key.to_user_string(): e.materialization.metadata["seed"].value
+                for e in run.get_asset_materialization_events()}
+
+    with dg.instance_for_test() as instance:
+        with dg.execute_job(dg.reconstructable(two_step_job), instance=instance, run_config=run_config) as run:
+            assert run.success
+            assert seeds(run) == {"seed_seen_first": 7, "seed_seen_next": 7}
+            assert len({e.pid for e in run.all_events if e.is_step_success}) == 2  # two processes
+            snapshot = DataRoot(tmp_path).settings_snapshots / f"{run.run_id}.json"
+            assert '"seed": 7' in snapshot.read_text()
+        with dg.execute_job(dg.reconstructable(two_step_job), instance=instance, run_config=run_config) as run:
+            assert seeds(run) == {"seed_seen_first": 99, "seed_seen_next": 99}

@@ -212,7 +212,7 @@ def test_semantic_duplicates_with_the_shipped_minilm(semantic):
 def test_asset_metadata_shows_clusters_and_a_similarity_histogram(tmp_path):
     import dagster as dg
 
-    from finetune_pipeline.defs.assets import deduplicated_corpus
+    from finetune_pipeline.defs.cleaning import deduplicated_corpus
     from finetune_pipeline.defs.resources import PipelineResource, RayCluster
 
     corpus = _corpus([BASE, BASE.replace("last week", "two weeks ago"), BASE.upper(), OTHER + " | pipe"])

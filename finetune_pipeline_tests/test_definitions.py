@@ -59,3 +59,24 @@ def test_comparison_reuses_the_adapter_instead_of_training_it_twice():
     graph = defs.get_repository_def().asset_graph
     parents = {k.to_user_string() for k in graph.get(dg.AssetKey("approach_comparison")).parent_keys}
     assert parents == {"dataset_splits", "lora_adapter"}
+
+
+def test_any_stage_with_its_upstream_makes_a_job():
+    """`dagster asset materialize --select '*<stage>'` for every stage: labeled_corpus and review_queue
+    come from one labeling step, which runs for either of them alone."""
+    graph = defs.get_repository_def().asset_graph
+    job = defs.resolve_implicit_global_asset_job_def()
+    for stage in [*STAGES, "review_queue"]:
+        selection = dg.AssetSelection.assets(stage).upstream().resolve(graph)
+        keys = job.get_subset(asset_selection=selection).asset_layer.selected_asset_keys
+        assert {k.to_user_string() for k in keys} == {k.to_user_string() for k in selection}, stage
+    splits_upstream = {k.to_user_string() for k in dg.AssetSelection.assets("dataset_splits").upstream().resolve(graph)}
+    assert "labeled_corpus" in splits_upstream and "review_queue" not in splits_upstream
+
+
+def test_the_guard_of_separately_launched_runs_knows_every_blocking_check():
+    from finetune_pipeline.defs.gates import BLOCKING_CHECKS
+
+    graph = defs.get_repository_def().asset_graph
+    blocking = {k for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
+    assert blocking == {k for keys in BLOCKING_CHECKS.values() for k in keys}

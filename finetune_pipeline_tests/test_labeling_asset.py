@@ -1,15 +1,15 @@
 """The labeling assets in Dagster: labeled_corpus and review_queue from a stored deduplicated corpus and an
-annotations/ folder, with their metadata, the Label Studio export and the blocking checks."""
+annotations/ folder, with their metadata, the Label Studio export and the blocking checks; and either
+of them, with what follows, materialized without the other."""
 
 import json
 
 import dagster as dg
 import polars as pl
 
-from finetune_pipeline.definitions import resources_for
-from finetune_pipeline.defs import assets
-from finetune_pipeline.defs.checks import ALL_CHECKS
+from finetune_pipeline.definitions import ALL_ASSETS, ALL_CHECKS, definitions_for, resources_for
 from finetune_pipeline.defs.resources import PipelineResource
+from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.records import corpus_frame
 
 TICKETS = {
@@ -18,7 +18,9 @@ TICKETS = {
 }
 
 
-def test_labeling_assets_materialize_with_agreement_metadata_and_review_export(tmp_path):
+def _deduplicated_root(tmp_path):
+    """A data root with a stored deduplicated corpus (24 tickets of two labels and one unlabeled note), the
+    label set, and crowd annotations (one record split 2:2) plus a broken annotation file."""
     root = tmp_path / "data"
     rows = [{"record_id": f"{label[:4]}{n}", "text": text.format(n=n), "label": label, "label_source": "folder",
              "source_uri": f"raw/{label}/{n}.txt", "locator": "element 0", "content_sha256": f"{n:064d}",
@@ -37,10 +39,14 @@ def test_labeling_assets_materialize_with_agreement_metadata_and_review_export(t
         + "bill2,ann1,billing\nbill2,ann2,shipping\nbill2,ann3,shipping\nbill2,ann4,billing\n"  # a 2:2 split
         + "ship3,ann1,shipping\n")
     (root / "annotations" / "broken.json").write_text("{")
+    return root
 
+
+def test_labeling_assets_materialize_with_agreement_metadata_and_review_export(tmp_path):
+    root = _deduplicated_root(tmp_path)
     pipeline = PipelineResource(data_dir=str(root))
     checks = [c for c in ALL_CHECKS if any(k.asset_key.to_user_string() == "labeled_corpus" for k in c.check_keys)]
-    result = dg.materialize([*dg.load_assets_from_modules([assets]), *checks], resources=resources_for(pipeline),
+    result = dg.materialize([*ALL_ASSETS, *checks], resources=resources_for(pipeline),
         selection=["labeled_corpus", "review_queue"], raise_on_error=False)
     assert result.success
 
@@ -66,3 +72,30 @@ def test_labeling_assets_materialize_with_agreement_metadata_and_review_export(t
                            "labeled_corpus_accounting": True}
     kept = pl.read_parquet(root / ".pipeline" / "assets" / "labeled_corpus.parquet")
     assert kept.filter(pl.col("record_id") == "unlabeled")["label"].to_list() == ["shipping"]
+
+
+def test_labeled_corpus_and_what_follows_materialize_without_the_review_queue(tmp_path):
+    """What `dagster asset materialize --select '*dataset_splits'` asks of the labeling step: only
+    labeled_corpus (the review queue is not in the selection), through the Definitions and their job."""
+    root = _deduplicated_root(tmp_path)
+    (root / "finetune.yaml").write_text((root / "finetune.yaml").read_text() + "augmentation: {oversample: false}\n")
+    defs = definitions_for(DataRoot(root))
+    upstream = {k.to_user_string() for k in dg.AssetSelection.assets("dataset_splits").upstream().resolve(
+        defs.get_repository_def().asset_graph)}
+    assert "labeled_corpus" in upstream and "review_queue" not in upstream
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, raise_on_error=False,
+            asset_selection=[dg.AssetKey(k) for k in ("labeled_corpus", "augmented_corpus", "dataset_splits")])
+        assert result.success
+        stored = {e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
+        assert stored == {"labeled_corpus", "augmented_corpus", "dataset_splits"}
+    assert not (root / "exports" / "review").exists()  # the review queue's export belongs to review_queue
+    assert (root / "exports" / "splits" / "train.jsonl").exists()
+
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey("review_queue")])
+        stored = {e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
+        assert stored == {"review_queue"}
+    assert (root / "exports" / "review" / "tasks.json").exists()

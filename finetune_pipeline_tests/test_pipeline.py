@@ -20,6 +20,7 @@ import pytest
 from datasets import load_from_disk
 
 from finetune_pipeline.defs.cli import _summary
+from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.settings import load_settings
 from finetune_pipeline.sources import collect_raw_corpus
 from finetune_pipeline_tests.conftest import REPO, copy_sample_data
@@ -132,7 +133,7 @@ def test_adapter_beats_majority_baseline_and_summary_reports_it(sample_run):
     root = sample_run[0]
     metrics = json.loads((root / "models" / "lora_adapter" / "metrics.json").read_text())
     assert metrics["test"]["accuracy"] > metrics["majority_baseline"]["accuracy"]
-    summary = _summary(root)
+    summary = _summary(DataRoot(root))
     for text in ("raw_corpus", "exact_duplicate", "splits: test", "adapter:", "majority class"):
         assert text in summary
 

@@ -95,8 +95,8 @@ def _root_with_pii(tmp_path):
 
 
 def test_no_detected_value_reaches_logs_or_dagster_metadata(tmp_path, caplog):
-    from finetune_pipeline.defs.assets import cleaned_corpus, raw_corpus
-    from finetune_pipeline.defs.checks import cleaned_corpus_accounting, cleaned_corpus_expectations
+    from finetune_pipeline.defs.cleaning import cleaned_corpus, cleaned_corpus_accounting, cleaned_corpus_expectations
+    from finetune_pipeline.defs.collection import raw_corpus
     from finetune_pipeline.defs.resources import PipelineResource
 
     root = _root_with_pii(tmp_path)
@@ -114,7 +114,7 @@ def test_no_detected_value_reaches_logs_or_dagster_metadata(tmp_path, caplog):
     assert "| person | 3 | redact |" in materialization.metadata["pii_report"].value
 
     seen = caplog.text + "".join(str(e) for e in result.all_events)
-    kept = pipeline.storage_dir() / "assets" / "cleaned_corpus.parquet"
+    kept = pipeline.data_root().asset_values / "cleaned_corpus.parquet"
     import polars as pl
 
     texts = "".join(pl.read_parquet(kept)["text"])

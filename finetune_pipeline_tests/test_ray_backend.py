@@ -170,7 +170,8 @@ def test_dagster_runs_the_heavy_assets_on_the_cluster_with_metadata_and_logs(ray
     assets record the backend and the cluster in their metadata, and the run's events carry the stage logs."""
     import dagster as dg
 
-    from finetune_pipeline.defs.assets import cleaned_corpus, raw_corpus
+    from finetune_pipeline.defs.cleaning import cleaned_corpus
+    from finetune_pipeline.defs.collection import raw_corpus
     from finetune_pipeline.defs.resources import PipelineResource
     from finetune_pipeline.definitions import resources_for
 

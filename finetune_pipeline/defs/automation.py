@@ -13,8 +13,8 @@ import warnings
 
 import dagster as dg
 
+from finetune_pipeline.defs.collection import RAW_FILES
 from finetune_pipeline.defs.resources import PipelineResource
-from finetune_pipeline.defs.assets import RAW_FILES
 from finetune_pipeline.labeling.annotations import ANNOTATION_SUFFIXES
 from finetune_pipeline.raw_inventory import compare, inventory, inventory_version
 
@@ -37,7 +37,7 @@ nightly_refresh = dg.ScheduleDefinition(
                        "or removed. A touched but unchanged file, or a renamed or copied one, starts no run.")
 def new_raw_files(context: dg.SensorEvaluationContext, pipeline: PipelineResource):
     previous = json.loads(context.cursor) if context.cursor else {}
-    current = inventory(pipeline.root() / "raw", previous)
+    current = inventory(pipeline.data_root().raw, previous)
     changes = compare(previous, current)
     if not changes.any():
         context.update_cursor(json.dumps(current))  # refresh mtimes so unchanged files are not re-hashed
@@ -66,7 +66,7 @@ refresh_labels = dg.define_asset_job(
                        "changed (by content hash) or removed.")
 def new_annotations(context: dg.SensorEvaluationContext, pipeline: PipelineResource):
     previous = json.loads(context.cursor) if context.cursor else {}
-    found = inventory(pipeline.annotations_dir(), previous)
+    found = inventory(pipeline.data_root().annotations, previous)
     current = {path: entry for path, entry in found.items()
                if path.lower().endswith(ANNOTATION_SUFFIXES) and not any(p.startswith(".") for p in path.split("/"))}
     changes = compare(previous, current)

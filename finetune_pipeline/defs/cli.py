@@ -9,53 +9,40 @@ import sys
 from pathlib import Path
 
 from finetune_pipeline.defs.resources import PipelineResource
+from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.records import CORPUS_STAGES
+from finetune_pipeline.reporting import evaluation_text
 
 
-def _summary(data_dir: Path) -> str:
-    lines = ["", "== finetune-pipeline summary ==", f"data root: {data_dir}", ""]
+def _summary(root: DataRoot) -> str:
+    """Rows per stage, rejects per reason, split sizes, where the exports and adapters are, the evaluation."""
+    lines = ["", "== finetune-pipeline summary ==", f"data root: {root.path}", ""]
     lines.append(f"{'stage':<22}{'in':>6}{'out':>6}{'rejected':>10}{'added':>7}")
-    counts = PipelineResource(data_dir=str(data_dir)).stage_counts()
+    counts = PipelineResource(data_dir=str(root.path)).stage_counts()
     for c in counts:
         lines.append(f"{c['stage']:<22}{c['rows_in']:>6}{c['rows_out']:>6}{c['rows_rejected']:>10}{c['augmented']:>7}")
     if len(counts) < len(CORPUS_STAGES):
         lines.append(f"({len(CORPUS_STAGES) - len(counts)} stage(s) not materialized)")
-    rejects = data_dir / "exports" / "rejects.parquet"
-    if rejects.exists():
+    if root.rejects_export.exists():
         import polars as pl
 
-        frame = pl.read_parquet(rejects)
+        frame = pl.read_parquet(root.rejects_export)
         lines += ["", "rejects by stage and reason:"]
         for stage, reason, n in frame.group_by("stage", "reason").len().sort("stage", "reason").iter_rows():
             lines.append(f"  {stage:<22}{reason:<28}{n:>5}")
-    splits = data_dir / "exports" / "splits"
-    if splits.exists():
-        sizes = {p.stem: sum(1 for _ in p.open()) for p in sorted(splits.glob("*.jsonl"))}
-        lines += ["", "splits: " + ", ".join(f"{k} {v}" for k, v in sizes.items()), f"exports: {splits.parent}"]
-    tasks = data_dir / "exports" / "review" / "tasks.json"
+    if root.splits_export.exists():
+        sizes = {p.stem: sum(1 for _ in p.open()) for p in sorted(root.splits_export.glob("*.jsonl"))}
+        lines += ["", "splits: " + ", ".join(f"{k} {v}" for k, v in sizes.items()), f"exports: {root.exports}"]
+    tasks = root.review / "tasks.json"
     if tasks.exists():
         lines.append(f"review queue: {len(json.loads(tasks.read_text()))} Label Studio task(s) in {tasks}")
-    adapters = sorted((data_dir / "models").glob("*/metrics.json"))
-    for metrics_path in adapters:
-        m = json.loads(metrics_path.read_text())
-        t = m["test"]
-        lines += [f"adapter: {metrics_path.parent}", ""]
-        if m.get("task") == "instruction":
-            b = m["base_model_test"]
-            lines += [f"{'model':<16}{'test loss':>10}{'perplexity':>12}{'trainable params':>18}",
-                      f"{m['approach']:<16}{t['loss']:>10.4f}{t['perplexity']:>12.2f}{m['trainable_parameters']:>18,}",
-                      f"{'base model':<16}{b['loss']:>10.4f}{b['perplexity']:>12.2f}{0:>18}"]
-        else:
-            b = m["majority_baseline"]
-            lines += [f"{'approach':<16}{'test acc':>10}{'macro-F1':>10}{'trainable params':>18}",
-                      f"{m['approach']:<16}{t['accuracy']:>10.3f}{t['macro_f1']:>10.3f}{m['trainable_parameters']:>18,}",
-                      f"{'majority class':<16}{b['accuracy']:>10.3f}{b['macro_f1']:>10.3f}{0:>18}"]
-    comparison = data_dir / "exports" / "approach_comparison.md"
+    for metrics_path in sorted(root.models.glob("*/metrics.json")):
+        lines += [f"adapter: {metrics_path.parent}", "", evaluation_text(json.loads(metrics_path.read_text()))]
+    comparison = root.comparison_export("md")
     if comparison.exists():
         lines += ["", "approach comparison (test split):", *comparison.read_text().splitlines()[2:]]
-    report = data_dir / "exports" / "report.md"
-    if report.exists():
-        lines += ["", f"data card: {report}"]
+    if root.report.exists():
+        lines += ["", f"data card: {root.report}"]
     return "\n".join(lines)
 
 
@@ -88,14 +75,12 @@ def fail_dead_runs(instance) -> list[str]:
 
 
 def run(data_dir: str | None) -> int:
-    if data_dir:
-        os.environ["FINETUNE_DATA_DIR"] = str(Path(data_dir).resolve())
     from dagster import DagsterInstance
 
-    from finetune_pipeline.definitions import defs
-    from finetune_pipeline.settings import SettingsError, load_settings, resolve_data_dir
+    from finetune_pipeline.definitions import definitions_for
+    from finetune_pipeline.settings import SettingsError, load_settings
 
-    root = resolve_data_dir()
+    root = DataRoot.resolve(data_dir)
     try:  # a bad finetune.yaml stops here, before any stage runs or writes
         load_settings(root)
     except SettingsError as err:
@@ -107,8 +92,8 @@ def run(data_dir: str | None) -> int:
               file=sys.stderr)
     run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}  # step progress, not debug chatter
     tags = {RUN_HOST_TAG: socket.gethostname(), RUN_PID_TAG: str(os.getpid())}
-    result = defs.resolve_job_def("refresh_all").execute_in_process(instance=instance, raise_on_error=False,
-                                                                   run_config=run_config, tags=tags)
+    job = definitions_for(root).resolve_job_def("refresh_all")
+    result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=run_config, tags=tags)
     print(_summary(root))
     failed_checks = [e.asset_check_evaluation_data for e in result.all_events
                      if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed]
@@ -126,15 +111,15 @@ def run(data_dir: str | None) -> int:
 
 def adapters_command(args) -> int:
     """List, show or merge registered adapters; the registry module does the work."""
-    from finetune_pipeline.settings import resolve_data_dir
     from finetune_pipeline.training import registry
 
-    models = resolve_data_dir(args.data_dir) / "models"
+    root = DataRoot.resolve(args.data_dir)
+    models = root.models
     try:
         if args.adapters_command == "list":
             entries = registry.list_adapters(models)
             if not entries:
-                print(f"no adapters registered in {models / registry.REGISTRY_FILE}")
+                print(f"no adapters registered in {root.registry}")
             for e in entries:
                 scores = ", ".join(f"{k} {v:.3f}" for k, v in e["metrics"].items())
                 print(f"{e['task']:<20}{e['approach']:<13}{e['created']:<27}{e['data_snapshot']:<18}{scores}")

@@ -1,23 +1,31 @@
-"""Resources: where the data root is, and the settings read from its finetune.yaml."""
+"""Resources: the data root, the settings a run uses, and the Ray cluster of the heavy stages."""
 
 
 import contextlib
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 from dagster_ray import LocalRay  # imports no ray: only a run with backend ray pays for it
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from finetune_pipeline import execution
-
+from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.records import CORPUS_STAGES, empty_rejects
-from finetune_pipeline.settings import Settings, SettingsError, load_settings, resolve_data_dir
+from finetune_pipeline.settings import Settings, SettingsError, load_settings
 
 
 class PipelineResource(dg.ConfigurableResource):
-    """The data root (default: $FINETUNE_DATA_DIR, else `data/`) and the pipeline's settings."""
+    """The data root (default: $FINETUNE_DATA_DIR, else `data/`) and the pipeline's settings.
+
+    Settings are read and validated once per run: the first step of a run snapshots them to
+    `.pipeline/settings/<run id>.json`, and every later step of that run (each in its own process) reads
+    the snapshot, so editing finetune.yaml mid-run changes nothing until the next run. Outside a run
+    (sensors, tests) they are read once per resource instance.
+    """
 
     data_dir: str | None = Field(
         None, description="Data root; default $FINETUNE_DATA_DIR, else data/.")
@@ -26,40 +34,49 @@ class PipelineResource(dg.ConfigurableResource):
                           "(e.g. 'splits: {seed: 7}'). Validated like finetune.yaml; a bad field fails the run "
                           "with the field named.")
 
-    def root(self) -> Path:
-        return resolve_data_dir(self.data_dir)
+    _root: DataRoot | None = PrivateAttr(None)
+    _settings: Settings | None = PrivateAttr(None)
+    _settings_error: str | None = PrivateAttr(None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._root = DataRoot.resolve(self.data_dir)
+        self._settings, self._settings_error = None, None
+        try:
+            self._settings = self._run_settings(context.run_id) if context.run_id else self._read_settings()
+        except SettingsError as err:  # reported by the first step that asks (RayCluster must not fail on it)
+            self._settings_error = str(err)
+
+    def data_root(self) -> DataRoot:
+        return self._root or DataRoot.resolve(self.data_dir)
 
     def settings(self) -> Settings:
         """The validated settings; a bad finetune.yaml fails the step with the file and fields named."""
-        try:
-            return load_settings(self.root(), overrides=self.settings_yaml)
-        except SettingsError as err:
-            raise dg.Failure(description=str(err), allow_retries=False) from None
+        if self._settings is None and self._settings_error is None:
+            try:
+                self._settings = self._read_settings()
+            except SettingsError as err:
+                self._settings_error = str(err)
+        if self._settings_error is not None:
+            raise dg.Failure(description=self._settings_error, allow_retries=False)
+        return self._settings
 
-    def storage_dir(self) -> Path:
-        """Intermediate asset values (Parquet/JSON), kept beside the data they come from."""
-        return self.root() / ".pipeline"
+    def _read_settings(self) -> Settings:
+        return load_settings(self.data_root(), overrides=self.settings_yaml)
 
-    def parse_cache_dir(self) -> Path:
-        """Parsed raw sources by content hash, so unchanged sources are not parsed again."""
-        return self.storage_dir() / "parse_cache"
-
-    def exports_dir(self) -> Path:
-        return self.root() / "exports"
-
-    def annotations_dir(self) -> Path:
-        """Human or crowd labels coming back: Label Studio JSON exports or CSV record_id,annotator,label."""
-        return self.root() / "annotations"
-
-    def models_dir(self) -> Path:
-        return self.root() / "models"
+    def _run_settings(self, run_id: str) -> Settings:
+        """The run's snapshot; the first step of the run reads finetune.yaml and writes it."""
+        snapshot = self.data_root().settings_snapshots / f"{run_id}.json"
+        if not snapshot.exists():
+            _create_once(snapshot, self._read_settings().model_dump_json(indent=2))
+        return Settings.model_validate_json(snapshot.read_text(encoding="utf-8"))
 
     def stage_rejects(self, stage: str) -> pl.DataFrame:
-        path = self.storage_dir() / "rejects" / f"{stage}.parquet"
+        path = self.data_root().stage_rejects(stage)
         return pl.read_parquet(path) if path.exists() else empty_rejects()
 
     def stage_stats(self, stage: str) -> dict:
-        path = self.storage_dir() / "stats" / f"{stage}.json"
+        """A stage's statistics as stored by the IO manager (JSON), with rows_out and rows_rejected."""
+        path = self.data_root().stage_stats(stage)
         return json.loads(path.read_text()) if path.exists() else {}
 
     def stage_counts(self) -> list[dict]:
@@ -75,6 +92,20 @@ class PipelineResource(dg.ConfigurableResource):
             counts.append({"stage": stage, "rows_in": originals_out + stats["rows_rejected"],
                            "rows_out": originals_out, "rows_rejected": stats["rows_rejected"], "augmented": added})
         return counts
+
+
+def _create_once(target: Path, text: str) -> None:
+    """Write `target` whole unless it exists: of steps racing to create it, the first one wins."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.link(tmp, target)  # fails when another step got there first; never replaces
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
 
 
 class RayCluster(LocalRay):

@@ -1,0 +1,67 @@
+"""Cleaning: erasure, noise removal, normalisation, privacy and quality filters (`cleaned_corpus`), then
+exact, near and semantic deduplication (`deduplicated_corpus`), each with its blocking suite and
+accounting check."""
+
+
+import dagster as dg
+import polars as pl
+
+from finetune_pipeline import validation as v
+from finetune_pipeline.cleaning import clean_corpus
+from finetune_pipeline.cleaning.erasure import ErasureFileError, load_erasure_requests
+from finetune_pipeline.dedup import deduplicate
+from finetune_pipeline.defs import OWNERS
+from finetune_pipeline.defs.gates import accounting_check, require_upstream_checks, suite_check
+from finetune_pipeline.defs.metadata import (cleaning_metadata, dedup_metadata, execution_metadata, settings_used,
+                                             stage_metadata)
+from finetune_pipeline.defs.resources import PipelineResource, RayCluster
+from finetune_pipeline.records import StageResult
+
+
+@dg.asset(group_name="cleaning", kinds={"polars"}, owners=OWNERS,
+          description="Records named by erasure_requests.csv removed; text repaired (ftfy), control characters, "
+                      "markup, boilerplate and page headers removed, unicode/whitespace/quotes/punctuation "
+                      "normalised; personal data redacted, dropped or kept by the privacy policy (Presidio + "
+                      "patterns); Gopher/C4 quality filters and language ID reject with their own reason. "
+                      "`text_raw` keeps the original for audit, `quality_flags` the flags raised.")
+def cleaned_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_cluster: RayCluster,
+                   raw_corpus: pl.DataFrame) -> StageResult:
+    require_upstream_checks(context, "raw_corpus")
+    settings = pipeline.settings()
+    try:
+        requests = load_erasure_requests(pipeline.data_root().path)
+    except ErasureFileError as exc:
+        raise dg.Failure(description=f"{exc}. Erasure requests cannot be skipped: fix the file and re-run.") from None
+    result = clean_corpus(raw_corpus, settings, requests)
+    context.add_output_metadata({**settings_used(settings, "cleaning", "privacy"),
+                                 **execution_metadata(settings.execution), **stage_metadata(raw_corpus.height, result),
+                                 **cleaning_metadata(result.stats, settings.privacy.policy)})
+    return result
+
+
+@dg.asset(group_name="cleaning", kinds={"polars"}, owners=OWNERS,
+          description="Exact duplicates (same text after case and whitespace folding), near duplicates (MinHash + "
+                      "LSH over word 3-grams, estimated Jaccard >= 0.7, clusters by connected components) and, "
+                      "when dedup.semantic is on, paraphrases (MiniLM embeddings, cosine >= 0.9) removed. The "
+                      "record seen first (ingested_at, source_uri, locator) is kept; rejects name it in "
+                      "duplicate_of, and `group_id` names the cluster.")
+def deduplicated_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_cluster: RayCluster,
+                        cleaned_corpus: pl.DataFrame) -> StageResult:
+    require_upstream_checks(context, "cleaned_corpus")
+    settings = pipeline.settings()
+    result = deduplicate(cleaned_corpus, settings)
+    context.add_output_metadata({**settings_used(settings, "dedup"), **execution_metadata(settings.execution),
+                                 **stage_metadata(cleaned_corpus.height, result), **dedup_metadata(result.stats)})
+    return result
+
+
+cleaned_corpus_expectations = suite_check(
+    "cleaned_corpus",
+    lambda s, df: v.cleaned_expectations(s.checks.min_records, s.cleaning.min_chars, s.cleaning.max_chars),
+    "Record columns plus text length within cleaning.min_chars..max_chars and text_raw kept.")
+cleaned_corpus_accounting = accounting_check("cleaned_corpus", "raw_corpus")
+
+deduplicated_corpus_expectations = suite_check(
+    "deduplicated_corpus", lambda s, df: v.deduplicated_expectations(s.checks.min_records),
+    "No two records with the same content hash; every record has a group_id.")
+deduplicated_corpus_accounting = accounting_check("deduplicated_corpus", "cleaned_corpus")

@@ -1,0 +1,62 @@
+"""Collection: the raw folder as an observable source (`raw_files`) and every input parsed into records
+(`raw_corpus`), with its blocking suite."""
+
+
+import time
+import warnings
+
+import dagster as dg
+
+from finetune_pipeline import validation as v
+from finetune_pipeline.defs import OWNERS
+from finetune_pipeline.defs.gates import suite_check
+from finetune_pipeline.defs.metadata import collection_metadata, execution_metadata, settings_used, stage_metadata
+from finetune_pipeline.defs.resources import PipelineResource, RayCluster
+from finetune_pipeline.raw_inventory import inventory, inventory_version
+from finetune_pipeline.records import StageResult
+from finetune_pipeline.sources import collect_raw_corpus
+
+RAW_FILES = dg.AssetKey("raw_files")
+
+# observable_source_asset is marked beta in dagster 1.13; its behaviour here is tested (test_automation.py).
+warnings.filterwarnings("ignore", message=".*observable_source_asset.*", category=dg.BetaWarning)
+
+
+@dg.observable_source_asset(
+    key=RAW_FILES, group_name="collection", owners=OWNERS,
+    description="The files under raw/ (any depth). Its data version is a hash of every path and content "
+                "hash, so when raw/ changes, raw_corpus and everything downstream show as stale in the UI.")
+def raw_files(pipeline: PipelineResource) -> dg.DataVersion:
+    return dg.DataVersion(inventory_version(inventory(pipeline.data_root().raw)))
+
+
+@dg.asset(group_name="collection", kinds={"polars", "unstructured"}, owners=OWNERS, deps=[RAW_FILES],
+          description="Every file under raw/ (txt, md, html, pdf, docx, eml, csv, jsonl, parquet, SQLite) and "
+                      "every SQL source in finetune.yaml, parsed into records with provenance. Unreadable "
+                      "inputs become rejects naming the file and the reason.")
+def raw_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_cluster: RayCluster) -> StageResult:
+    settings, root = pipeline.settings(), pipeline.data_root()
+    result = collect_raw_corpus(root.path, settings, cache_dir=root.parse_cache, progress=_progress_logger(context))
+    context.add_output_metadata({
+        **settings_used(settings, "sources"), **execution_metadata(settings.execution),
+        **stage_metadata(result.kept.height + result.rejected.height, result),
+        **collection_metadata(result.stats, sql_sources=len(settings.sources.sql)),
+    })
+    return result
+
+
+def _progress_logger(context: dg.AssetExecutionContext, every_s: float = 5.0):
+    """Per-source progress in the run log: every source for small folders, else one line per `every_s`."""
+    last = [0.0]
+
+    def report(done: int, total: int, uri: str, status: str) -> None:
+        now = time.monotonic()
+        if total <= 50 or done == total or now - last[0] >= every_s:
+            last[0] = now
+            context.log.info(f"[{done}/{total}] {uri} ({status})")
+    return report
+
+
+raw_corpus_expectations = suite_check(
+    "raw_corpus", lambda s, df: v.corpus_expectations(s.checks.min_records),
+    "Standard record columns, unique non-null record_id, non-empty text, at least checks.min_records rows.")

@@ -1,0 +1,77 @@
+"""Labeling: `labeled_corpus` (records with a label from the label set) and `review_queue` (records waiting
+for a person), computed together from one labeling pass, with the blocking checks on the labels.
+
+The two are one multi-asset that can be subset: materializing one of them (e.g. `*dataset_splits`, which
+needs only labeled_corpus) stores and exports only that one.
+"""
+
+
+import dagster as dg
+import polars as pl
+
+from finetune_pipeline import validation as v
+from finetune_pipeline.defs import OWNERS
+from finetune_pipeline.defs.gates import (accounting_check, blocking_check, require_upstream_checks, suite_check,
+                                           suite_result)
+from finetune_pipeline.defs.metadata import (execution_metadata, labeling_metadata, review_metadata, settings_used,
+                                             stage_metadata)
+from finetune_pipeline.defs.resources import PipelineResource, RayCluster
+from finetune_pipeline.labeling import apply_labels, label_set
+from finetune_pipeline.labeling.annotations import load_annotations
+from finetune_pipeline.labeling.review import write_review_export
+
+
+@dg.multi_asset(
+    name="labeling",
+    can_subset=True,
+    outs={
+        "labeled_corpus": dg.AssetOut(
+            group_name="labeling", kinds={"polars"}, owners=OWNERS, is_required=False,
+            description="Records with a label from the label set. Precedence: expert annotator > crowd consensus "
+                        "(Dawid-Skene or majority) or a single annotator > column/folder label > model label "
+                        "(zero-shot by embedding similarity, or a classifier once enough human labels exist). "
+                        "Model labels under labeling.review_threshold and crowd labels under "
+                        "labeling.agreement_threshold are rejected as in_review and wait in review_queue."),
+        "review_queue": dg.AssetOut(
+            group_name="labeling", kinds={"polars", "labelstudio"}, owners=OWNERS, is_required=False,
+            description="Records waiting for a person: low-confidence model labels, open annotator disagreements "
+                        "and an audit sample of accepted model labels. Exported as Label Studio import tasks "
+                        "(exports/review/tasks.json, lowest score first, with the prediction) and a labeling "
+                        "config (exports/review/label_config.xml)."),
+    },
+)
+def labeling(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_cluster: RayCluster,
+             deduplicated_corpus: pl.DataFrame):
+    require_upstream_checks(context, "deduplicated_corpus")
+    settings, root = pipeline.settings(), pipeline.data_root()
+    annotations, problems = load_annotations(root.annotations)
+    result = apply_labels(deduplicated_corpus, settings, annotations, problems)
+    for problem in problems:
+        context.log.warning(f"annotations/{problem['file']} {problem['where']}: {problem['reason']}")
+
+    if "labeled_corpus" in context.selected_output_names:
+        yield dg.Output(result, "labeled_corpus", metadata={
+            **stage_metadata(deduplicated_corpus.height, result),
+            **settings_used(settings, "labels", "labeling"), **execution_metadata(settings.execution),
+            **labeling_metadata(result.stats),
+        })
+    if "review_queue" in context.selected_output_names:
+        paths = write_review_export(result.review_queue, result.stats.labels, root.review)
+        yield dg.Output(result.review_queue, "review_queue", metadata=review_metadata(result.review_queue, paths))
+
+
+labeled_corpus_expectations = suite_check(
+    "labeled_corpus", lambda s, df: v.labeled_expectations(s.checks.min_records, label_set(df, s)),
+    "Every record has a label from the label set, a known label_source and a confidence in [0, 1].")
+labeled_corpus_accounting = accounting_check("labeled_corpus", "deduplicated_corpus")
+
+
+@blocking_check("labeled_corpus", "labeled_corpus_no_open_review",
+                "No record still waiting for review reaches training: no model label under "
+                "labeling.review_threshold, no crowd label under labeling.agreement_threshold.")
+def labeled_corpus_no_open_review(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
+    cfg = pipeline.settings().labeling
+    flags = v.open_review_frame(current, cfg.review_threshold, cfg.agreement_threshold)
+    return suite_result(v.validate(flags, "labeled_corpus_no_open_review", v.open_review_expectations()),
+                        extra={"model_labels_under_threshold": int(flags["model_label_under_review_threshold"].sum()),
+                               "open_disagreements": int(flags["open_disagreement"].sum())})

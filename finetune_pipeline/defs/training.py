@@ -1,0 +1,109 @@
+"""Training: `lora_adapter` (the task's adapter, registered in models/registry.json) and
+`approach_comparison` (every configured approach on the same splits), in the `gpu` pool of size one,
+with their blocking checks. The task decides the approaches, the columns, the labels and the baseline."""
+
+
+import time
+
+import dagster as dg
+import polars as pl
+
+from finetune_pipeline import exports, reporting
+from finetune_pipeline import validation as v
+from finetune_pipeline.defs import OWNERS
+from finetune_pipeline.defs.gates import blocking_check, require_upstream_checks, suite_result
+from finetune_pipeline.defs.metadata import settings_used
+from finetune_pipeline.defs.resources import PipelineResource
+from finetune_pipeline.tasks import task_for, task_named
+
+
+@dg.asset(group_name="training", kinds={"pytorch", "peft"}, owners=OWNERS, pool="gpu",
+          description="The task's adapter, trained on the train split with early stopping on validation and "
+                      "evaluated on test: PEFT LoRA on the base encoder for sequence classification (the head saved "
+                      "with it), or LoRA on `instruction_base_model` for instruction tasks (chat template, loss on "
+                      "responses only, packing). Resumes from its checkpoint after a killed run. Saved as "
+                      "safetensors under models/<adapter_name>/ with the tokenizer, metrics.json and a model "
+                      "card, and listed in models/registry.json.")
+def lora_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource,
+                 dataset_splits: pl.DataFrame) -> dict:
+    require_upstream_checks(context, "dataset_splits")
+    from finetune_pipeline.training import registry  # torch: only the training steps pay the import
+    from finetune_pipeline.training.compare import run_approach
+
+    settings, root = pipeline.settings(), pipeline.data_root()
+    task, cfg = task_for(settings), settings.training
+    snapshot = exports.content_digest(dataset_splits)
+    output = root.adapter(cfg.adapter_name)
+    metrics = run_approach(task.trained_approach(cfg), task.training_splits(dataset_splits),
+                           task.labels(dataset_splits, settings), cfg, output, data_snapshot=snapshot,
+                           log=context.log.info)
+    registry.register(root.models, cfg.adapter_name, output, metrics)
+    context.add_output_metadata({**settings_used(settings, "task", "training"),
+        "adapter_path": dg.MetadataValue.path(str(output)),
+        "registry": dg.MetadataValue.path(str(root.registry)),
+        "evaluation": dg.MetadataValue.md(reporting.evaluation_markdown(metrics)),
+        "epochs_run": metrics["epochs_run"],
+        "resumed_from_epoch": metrics.get("resumed_from_epoch") or 0,
+        "device": metrics["device"],
+        "wall_time_s": metrics["wall_time_s"],
+        "peak_memory_mb": metrics["peak_memory_mb"],
+        "data_snapshot": snapshot,
+    })
+    return metrics
+
+
+@dg.asset(group_name="training", kinds={"pytorch", "peft", "sklearn"}, owners=OWNERS, pool="gpu",
+          description="The fine-tuning approaches of `training.compare` (LoRA, full fine-tuning, feature-based: "
+                      "frozen embeddings + logistic regression; instruction tuning for instruction tasks) trained "
+                      "on the same splits: test accuracy and macro-F1 (or loss and perplexity), trainable "
+                      "parameters, wall time and peak memory, as a table and a plot. Models under "
+                      "models/comparison/<approach>/; exports/approach_comparison.json/.md/.png. The approach "
+                      "lora_adapter trained is reused from it, not trained twice.")
+def approach_comparison(context: dg.AssetExecutionContext, pipeline: PipelineResource,
+                        dataset_splits: pl.DataFrame, lora_adapter: dict) -> dict:
+    require_upstream_checks(context, "dataset_splits")
+    from finetune_pipeline.training.compare import compare_approaches, write_comparison  # torch: only here
+
+    settings, root = pipeline.settings(), pipeline.data_root()
+    task = task_for(settings)
+    started = time.perf_counter()
+    result = compare_approaches(task.training_splits(dataset_splits), task.labels(dataset_splits, settings),
+                                settings.training, root.comparison_models, task.approaches(settings.training),
+                                data_snapshot=exports.content_digest(dataset_splits), log=context.log.info,
+                                trained={lora_adapter["approach"]: lora_adapter})
+    result["total_wall_time_s"] = round(time.perf_counter() - started, 1)
+    paths = write_comparison(result, root.exports)
+    context.add_output_metadata({
+        "comparison": dg.MetadataValue.md(reporting.comparison_markdown(result)),
+        "plot": dg.MetadataValue.md(f"![approach comparison]({reporting.png_data_uri(paths['png'].read_bytes())})"),
+        "total_wall_time_s": result["total_wall_time_s"],
+        "device": result["rows"][0]["device"] if result["rows"] else "none",
+        "path": dg.MetadataValue.path(str(paths["md"])),
+    })
+    return result
+
+
+@blocking_check("lora_adapter", "lora_adapter_beats_baseline",
+                "No NaN training loss, and the test metric beats the baseline: accuracy above the majority class "
+                "(classification), or response-token loss below the untuned base model's (instruction).")
+def lora_adapter_beats_baseline(current: dict) -> dg.AssetCheckResult:
+    frame, expectations, scores = task_named(current.get("task")).baseline_gate(current)
+    return suite_result(v.validate(frame, "lora_adapter_expectations", expectations), extra=scores)
+
+
+@blocking_check("approach_comparison", "approach_comparison_complete",
+                "Every configured approach has a row with a finite test metric (macro-F1, or perplexity for "
+                "instruction tasks), no NaN loss and its trainable parameters.")
+def approach_comparison_complete(pipeline: PipelineResource, current: dict) -> dg.AssetCheckResult:
+    settings = pipeline.settings()
+    task, rows = task_for(settings), current["rows"]
+    frame = pl.DataFrame({
+        "approach": [r["approach"] for r in rows],
+        "test_metric": [task.comparison_value(r) for r in rows],
+        "nan_loss": [r["nan_loss"] for r in rows],
+        "trainable_parameters": [r["trainable_parameters"] for r in rows],
+    }, schema={"approach": pl.String, "test_metric": pl.Float64, "nan_loss": pl.Boolean,
+               "trainable_parameters": pl.Int64})
+    expectations = v.comparison_expectations(task.approaches(settings.training))
+    return suite_result(v.validate(frame, "approach_comparison_expectations", expectations),
+                        extra={"approaches": ", ".join(r["approach"] for r in rows)})
