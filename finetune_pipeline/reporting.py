@@ -126,11 +126,7 @@ def png_data_uri(png: bytes) -> str:
 
 def model_card(metrics: dict) -> str:
     """The README.md saved beside a trained model: Hugging Face card header, data, scores, how to load."""
-    if metrics.get("task") == "instruction":
-        return _instruction_card(metrics)
-    if metrics["approach"] == "feature":
-        return _feature_card(metrics)
-    return _classifier_card(metrics)
+    return _MODEL_CARDS[metrics["approach"]](metrics)
 
 
 def _classifier_card(metrics: dict) -> str:
@@ -195,6 +191,10 @@ def _feature_card(metrics: dict) -> str:
             f"({dim} dims, L2-normalised) + logistic regression (C={metrics['C']}). `classifier.safetensors` holds "
             f"`weight` ({len(labels)} x {dim}) and `bias`; logits = embedding @ weight.T + bias.\n\n"
             f"Test accuracy {metrics['test']['accuracy']:.3f}, macro-F1 {metrics['test']['macro_f1']:.3f}.\n")
+
+
+_MODEL_CARDS = {"lora": _classifier_card, "full": _classifier_card, "feature": _feature_card,
+                "instruction": _instruction_card}
 
 
 # ---- the data card ----------------------------------------------------------------------------------------

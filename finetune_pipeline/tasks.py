@@ -91,11 +91,6 @@ class Task:
         must pass (no NaN loss, better than the baseline), and the scores to show beside the result."""
         raise NotImplementedError
 
-    def beats_baseline(self, metrics: dict) -> bool:
-        """The test headline metric is strictly better than the baseline's."""
-        ours, theirs = metrics["test"][self.headline.key], self.baseline(metrics)[self.headline.key]
-        return ours > theirs if self.headline.higher_is_better else ours < theirs
-
     def metrics_summary(self, metrics: dict) -> dict[str, float]:
         """The test scores the adapters registry keeps (and shows in `adapters list`)."""
         raise NotImplementedError
@@ -132,10 +127,6 @@ class ClassificationTask(Task):
 
     def baseline(self, metrics: dict) -> dict[str, float]:
         return metrics["majority_baseline"]
-
-    def beats_baseline(self, metrics: dict) -> bool:
-        """Accuracy above always predicting the majority class."""
-        return metrics["test"]["accuracy"] > self.baseline(metrics)["accuracy"]
 
     def baseline_gate(self, metrics: dict) -> tuple[pl.DataFrame, list, dict[str, float]]:
         from finetune_pipeline import validation  # Great Expectations: only the check pays the import
