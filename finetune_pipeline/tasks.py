@@ -45,6 +45,7 @@ class Task:
     baseline_name: str
     evaluated_on: str  # what the test scores are computed over, in words
     base_model_setting: str  # the TrainingSettings field naming the model it tunes (None there: the default)
+    labeled: bool  # every record needs a label from the label set (labeling rejects the rest)
 
     def approaches(self, training: TrainingSettings) -> list[Approach]:
         """The approaches `approach_comparison` runs."""
@@ -57,6 +58,15 @@ class Task:
     def labels(self, frame: pl.DataFrame, settings: Settings) -> list[str]:
         """The label set the model predicts (empty for tasks without labels)."""
         return []
+
+    def record_expectations(self, labels: list[str]) -> list | None:
+        """What each record of the labeled, augmented and split corpus must carry, as GX expectations for
+        `validation.labeled_expectations` & co.; None: the label expectations those suites hold by default."""
+        return None
+
+    def stratify_column(self, frame: pl.DataFrame) -> str:
+        """The column whose values each split keeps in proportion (splits.py, the proportion check)."""
+        raise NotImplementedError
 
     def training_splits(self, frame: pl.DataFrame) -> Splits:
         """Per split the (inputs, targets) lists that train and evaluate a model."""
@@ -113,6 +123,7 @@ class ClassificationTask(Task):
     baseline_name = "majority class"
     evaluated_on = "test split"
     base_model_setting = "base_model"
+    labeled = True
 
     def approaches(self, training: TrainingSettings) -> list[Approach]:
         return list(training.compare)
@@ -120,8 +131,11 @@ class ClassificationTask(Task):
     def trained_approach(self, training: TrainingSettings) -> Approach:
         return training.approach
 
+    def stratify_column(self, frame: pl.DataFrame) -> str:
+        return "label"
+
     def labels(self, frame: pl.DataFrame, settings: Settings) -> list[str]:
-        from finetune_pipeline.labeling import label_set
+        from finetune_pipeline.labeling.labels import label_set
 
         return label_set(frame, settings)
 
@@ -151,12 +165,23 @@ class InstructionTask(Task):
     baseline_name = "base model"
     evaluated_on = "test split, response tokens"
     base_model_setting = "instruction_base_model"
+    labeled = False  # `label` stays null; an optional `category` stratifies the split
 
     def approaches(self, training: TrainingSettings) -> list[Approach]:
         return ["instruction"]
 
     def trained_approach(self, training: TrainingSettings) -> Approach:
         return "instruction"
+
+    def record_expectations(self, labels: list[str]) -> list | None:
+        from finetune_pipeline import validation  # Great Expectations: only the check pays the import
+
+        return validation.conversation_expectations()
+
+    def stratify_column(self, frame: pl.DataFrame) -> str:
+        """`category` when the records carry one, else `source_uri` (conversations from one file together)."""
+        has_category = "category" in frame.columns and frame["category"].null_count() < frame.height
+        return "category" if has_category else "source_uri"
 
     def baseline(self, metrics: dict) -> dict[str, float]:
         return metrics["base_model_test"]

@@ -112,13 +112,29 @@ def deduplicated_expectations(min_records: int) -> list:
     ]
 
 
-def labeled_expectations(min_records: int, labels: list[str]) -> list:
-    return corpus_expectations(min_records) + [
+def label_expectations(labels: list[str]) -> list:
+    """Every record has a label from the label set, a known label_source and a confidence in [0, 1]."""
+    return [
         E.ExpectColumnValuesToNotBeNull(column="label"),
         E.ExpectColumnValuesToBeInSet(column="label", value_set=labels),
         E.ExpectColumnValuesToBeInSet(column="label_source", value_set=["folder", "column", "human", "crowd", "model"]),
         E.ExpectColumnValuesToBeBetween(column="label_confidence", min_value=0, max_value=1),
     ]
+
+
+def conversation_expectations() -> list:
+    """Instruction records (no label): a non-empty prompt and a non-empty response each."""
+    return [exp for column in ("prompt", "response") for exp in (
+        E.ExpectColumnToExist(column=column),
+        E.ExpectColumnValuesToNotBeNull(column=column),
+        E.ExpectColumnValueLengthsToBeBetween(column=column, min_value=1),
+    )]
+
+
+def labeled_expectations(min_records: int, labels: list[str], records: list | None = None) -> list:
+    """The corpus expectations plus `records` (per-record ones from `Task.record_expectations`); None: the
+    label expectations."""
+    return corpus_expectations(min_records) + (records if records is not None else label_expectations(labels))
 
 
 def open_review_frame(labeled: pl.DataFrame, review_threshold: float, agreement_threshold: float) -> pl.DataFrame:
@@ -139,24 +155,26 @@ def open_review_expectations() -> list:
             E.ExpectColumnValuesToBeInSet(column="open_disagreement", value_set=[False])]
 
 
-def augmented_expectations(min_records: int, labels: list[str]) -> list:
-    # record_id stays unique; augmented rows name their source and the technique.
+def augmented_expectations(min_records: int, labels: list[str], records: list | None = None) -> list:
+    """record_id stays unique; augmented rows name their source and the technique. `records`: as in
+    `labeled_expectations` (None: labels from the set)."""
     return [
         E.ExpectTableRowCountToBeBetween(min_value=min_records),
         E.ExpectColumnValuesToBeUnique(column="record_id"),
-        E.ExpectColumnValuesToBeInSet(column="label", value_set=labels),
+        *(records if records is not None else [E.ExpectColumnValuesToBeInSet(column="label", value_set=labels)]),
         E.ExpectColumnToExist(column="augmented_from"),
         E.ExpectColumnToExist(column="augmentation"),
     ]
 
 
-def split_expectations(min_records: int, labels: list[str]) -> list:
+def split_expectations(min_records: int, labels: list[str], records: list | None = None) -> list:
+    """Valid split values, unique ids; `records` as in `labeled_expectations` (None: labels from the set)."""
     return [
         E.ExpectTableRowCountToBeBetween(min_value=min_records),
         E.ExpectColumnValuesToBeUnique(column="record_id"),
         E.ExpectColumnValuesToNotBeNull(column="split"),
         E.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
-        E.ExpectColumnValuesToBeInSet(column="label", value_set=labels),
+        *(records if records is not None else [E.ExpectColumnValuesToBeInSet(column="label", value_set=labels)]),
     ]
 
 
@@ -186,10 +204,12 @@ def label_coverage_frame(splits: pl.DataFrame, labels: list[str]) -> pl.DataFram
     return present.with_columns(pl.lit(len(labels)).alias("labels_expected"))
 
 
-def proportion_frame(splits: pl.DataFrame, tolerance: float) -> pl.DataFrame:
+def proportion_frame(splits: pl.DataFrame, tolerance: float, column: str = "label") -> pl.DataFrame:
     """Per (split, label) of original records: how far the label's share in the split is from its share
-    overall, and the allowed distance: `tolerance` plus one record of the split (rounding in small splits)."""
+    overall, and the allowed distance: `tolerance` plus one record of the split (rounding in small splits).
+    `column`: what the split stratifies (`Task.stratify_column`); its values are reported as `label`."""
     originals = splits.filter(pl.col("augmented_from").is_null()) if "augmented_from" in splits.columns else splits
+    originals = originals.with_columns(pl.col(column).alias("label"))
     overall = originals.group_by("label").len().with_columns((pl.col("len") / originals.height).alias("overall"))
     sizes = originals.group_by("split").len().rename({"len": "split_rows"})
     per = originals.group_by("split", "label").len().join(sizes, on="split")

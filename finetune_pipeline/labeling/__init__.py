@@ -13,6 +13,9 @@ to the review queue: model labels under `labeling.review_threshold`, crowd label
 `labeling.agreement_threshold`, and records whose experts disagree. A sampled share of the accepted model
 labels (`audit_share`) also goes to the queue for audit and stays in training. A label outside the label
 set is rejected as `label_not_in_label_set`; a record with no label and no model as `unlabeled`.
+
+Tasks without labels (instruction: prompt -> response) pass through unchanged: `label` stays null and
+an optional `category` column stays as it is (it stratifies the split, see splits.py).
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ import polars as pl
 from finetune_pipeline.labeling.agreement import agreement_report
 from finetune_pipeline.labeling.annotations import empty_annotations
 from finetune_pipeline.labeling.consensus import resolve_annotations
+from finetune_pipeline.labeling.labels import label_set
 from finetune_pipeline.labeling.review import REVIEW_SCHEMA, empty_review
 from finetune_pipeline.labeling.zero_shot import Predictions, predict_labels
 from finetune_pipeline.records import StageResult, StageStats, reject_rows
 from finetune_pipeline.settings import LabelingSettings, Settings
+from finetune_pipeline.tasks import task_for
 
 STAGE = "labeled_corpus"
 REVIEW_HINT = "label it in Label Studio (exports/review/tasks.json) and drop the export into annotations/"
@@ -82,16 +87,6 @@ class LabelingResult(StageResult):
     review_queue: pl.DataFrame = field(default_factory=empty_review)
 
 
-def label_set(corpus: pl.DataFrame, settings: Settings, annotations: pl.DataFrame | None = None) -> list[str]:
-    """The configured labels, or every label seen in the data (and in the annotations) when none are configured."""
-    if settings.labels:
-        return list(settings.labels)
-    seen = set(corpus["label"].drop_nulls().to_list()) if "label" in corpus.columns else set()
-    if annotations is not None and annotations.height:
-        seen |= set(annotations["label"].to_list())
-    return sorted(seen)
-
-
 def audit_sample(record_ids: list[str], share: float, seed: int) -> list[bool]:
     """A stable pseudo-random `share` of the records: a record's pick depends only on its id and the seed,
     so the audit set does not churn between runs."""
@@ -117,6 +112,8 @@ def apply_labels(corpus: pl.DataFrame, settings: Settings, annotations: pl.DataF
     `annotations.load_annotations`, `annotation_problems` the problems it found (reported in the stats)."""
     cfg = settings.labeling
     annotations = annotations if annotations is not None else empty_annotations()
+    if not task_for(settings).labeled:
+        return _pass_through(corpus, annotations, annotation_problems)
     labels = label_set(corpus, settings, annotations)
     corpus = corpus.with_row_index("_row").with_columns(
         pl.when(pl.col("label").is_not_null()).then(pl.coalesce("label_confidence", pl.lit(1.0)))
@@ -210,6 +207,18 @@ def apply_labels(corpus: pl.DataFrame, settings: Settings, annotations: pl.DataF
         agreement=agreement,
     )
     return LabelingResult(kept=kept, rejected=rejected, stats=stats, review_queue=review)
+
+
+def _pass_through(corpus: pl.DataFrame, annotations: pl.DataFrame,
+                  annotation_problems: list[dict] | None) -> LabelingResult:
+    """Every record kept as it is, with the labeling columns (null): the task trains without labels."""
+    kept = corpus.with_columns(pl.lit(None, pl.String).alias("label_model"),
+                               pl.lit(None, pl.Float64).alias("label_agreement"))
+    problems = annotation_problems or []
+    stats = LabelingStats(annotations=AnnotationStats(
+        rows=annotations.height, files=annotations["source_file"].n_unique(), problems_total=len(problems),
+        problems=problems[:MAX_PROBLEMS]))
+    return LabelingResult(kept=kept, stats=stats)
 
 
 def _review_rows(frame: pl.DataFrame, reason: str, score: pl.Expr, model: pl.Expr | None = None) -> pl.DataFrame:
