@@ -19,6 +19,7 @@ from finetune_pipeline.cleaning.quality_filters import quality_reject
 from finetune_pipeline.execution import frames
 from finetune_pipeline.records import StageResult, StageStats, rejects_frame, sha256_text
 from finetune_pipeline.settings import CleaningSettings, Settings
+from finetune_pipeline.sources.conversations import conversation_fields
 
 STAGE = "cleaned_corpus"
 
@@ -35,6 +36,12 @@ class CleaningStats(StageStats):
 def _reject(row: dict, reason: str, detail: str) -> dict:
     return {"record_id": row["record_id"], "stage": STAGE, "reason": reason, "detail": detail,
             "source_uri": row["source_uri"], "locator": row["locator"]}
+
+
+def _turns(row: dict) -> list[dict] | None:
+    """The turns of a conversation record (instruction data), None for any other record."""
+    messages = row.get("messages")
+    return json.loads(messages) if messages else None
 
 
 def remove_page_headers(rows: list[dict], texts: list[str], settings: CleaningSettings) -> list[str]:
@@ -69,18 +76,33 @@ def clean_documents(batch: pl.DataFrame, settings: Settings,
             erased_by[row["record_id"]] = hits
         else:
             rows.append(row)
-    texts = [normalize_text(row["text"], cfg) for row in rows]
+    # A conversation is cleaned turn by turn (so `messages`, `prompt` and `response` are cleaned too);
+    # every other record as one text. All of it goes through the PII policy in one batch.
+    conversations = [_turns(row) for row in rows]
+    texts = [normalize_text(row["text"], cfg) if turns is None else None for row, turns in zip(rows, conversations)]
     if cfg.remove_boilerplate:
         texts = remove_page_headers(rows, texts, cfg)
+    units = [[text] if turns is None else [normalize_text(t["content"], cfg) for t in turns]
+             for text, turns in zip(texts, conversations)]
+    found = iter(apply_pii_policy_batch([u for parts in units for u in parts], settings.privacy))
     outcome: dict[str, dict] = {}
-    for row, pii in zip(rows, apply_pii_policy_batch(texts, settings.privacy)):
-        result = {"_pii_counts": json.dumps(dict(pii.counts), sort_keys=True)}
-        if pii.drop_because:
-            result.update(_reason="pii_policy", _detail=f"contains {pii.drop_because}; privacy.{pii.drop_because}=drop")
-        elif (reject := quality_reject(pii.text, cfg))[0]:
+    for row, turns, parts in zip(rows, conversations, units):
+        pii = [next(found) for _ in parts]
+        counts = sum((p.counts for p in pii), Counter())
+        drop_because = next((p.drop_because for p in pii if p.drop_because), None)
+        result = {"_pii_counts": json.dumps(dict(counts), sort_keys=True)}
+        fields = {"text": pii[0].text} if turns is None else \
+            conversation_fields([{**t, "content": p.text} for t, p in zip(turns, pii)])
+        empty_turn = turns is not None and next((i for i, p in enumerate(pii, start=1) if not p.text.strip()), None)
+        if drop_because:
+            result.update(_reason="pii_policy", _detail=f"contains {drop_because}; privacy.{drop_because}=drop")
+        elif empty_turn:
+            result.update(_reason="empty", _detail=f"turn {empty_turn} ({turns[empty_turn - 1]['role']}) is empty "
+                                                   f"after cleaning; fix the turn or remove the conversation")
+        elif (reject := quality_reject(fields["text"], cfg))[0]:
             result.update(_reason=reject[0][0], _detail=reject[0][1])
         else:
-            result.update(text=pii.text, text_raw=row["text"], content_sha256=sha256_text(pii.text),
+            result.update(**fields, text_raw=row["text"], content_sha256=sha256_text(fields["text"]),
                           quality_flags=reject[1])
         outcome[row["record_id"]] = result
     out = []
