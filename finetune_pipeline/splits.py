@@ -1,7 +1,10 @@
-"""Train / validation / test splits: stratified by label, group-aware, deterministic for a seed.
+"""Train / validation / test splits: stratified, group-aware, deterministic for a seed.
 
-A group (a near-duplicate cluster, `group_id`) never straddles two splits, and augmented rows follow
-the record they were derived from, so nothing leaks from training into evaluation.
+The task names the column each split keeps in proportion (`Task.stratify_column`): the label for
+classification, where every label must reach every split; for instruction data the optional `category`,
+else `source_uri`, where strata too small for every split are pooled instead. A group (a near-duplicate
+cluster, `group_id`: near-identical prompts) never straddles two splits, and augmented rows follow the
+record they were derived from, so nothing leaks from training into evaluation.
 """
 
 from __future__ import annotations
@@ -11,29 +14,40 @@ import polars as pl
 
 from finetune_pipeline.records import SPLITS
 from finetune_pipeline.settings import SplitSettings
+from finetune_pipeline.tasks import Task, task_named
+
+NO_STRATUM = "(none)"  # the stratum of records whose stratify column is null (e.g. no category)
+POOLED = "(pooled)"  # unlabeled tasks: strata with too few groups for every split, split together
 
 
 class SplitError(ValueError):
     """The data cannot be split as configured (e.g. a class too small for every split)."""
 
 
-def stratified_group_split(corpus: pl.DataFrame, cfg: SplitSettings) -> pl.DataFrame:
-    """`record_id, split` for original records (rows with no `augmented_from`)."""
+def stratified_group_split(corpus: pl.DataFrame, cfg: SplitSettings, task: Task | None = None) -> pl.DataFrame:
+    """`record_id, split` for original records (rows with no `augmented_from`), stratified by the task's
+    `stratify_column` (classification when `task` is None)."""
+    task = task or task_named(None)
+    column = task.stratify_column(corpus)
     group_col = "group_id" if "group_id" in corpus.columns else "record_id"
     if "augmented_from" in corpus.columns:
         corpus = corpus.filter(pl.col("augmented_from").is_null())
-    groups = (corpus.group_by(group_col).agg(pl.col("label").mode().first().alias("label"), pl.len().alias("n"))
+    groups = (corpus.group_by(group_col)
+              .agg(pl.col(column).fill_null(NO_STRATUM).mode().first().alias("label"), pl.len().alias("n"))
               .sort(group_col))
     ratios = np.array([cfg.train, cfg.validation, cfg.test])
     needed = int((ratios > 0).sum())
+    if not task.labeled:
+        groups = _pool_small_strata(groups, needed)
     rng = np.random.default_rng(cfg.seed)
     assignment: dict[str, str] = {}
     for label in sorted(groups["label"].unique().to_list()):
         members = groups.filter(pl.col("label") == label)
         if members.height < needed:
+            hint = ("add examples of it, drop it from `labels`, or change `splits`" if task.labeled
+                    else "add records or change `splits`")
             raise SplitError(
-                f"label '{label}' has {members.height} record group(s), fewer than the {needed} splits; "
-                f"add examples of it, drop it from `labels`, or change `splits`"
+                f"{column} '{label}' has {members.height} record group(s), fewer than the {needed} splits; {hint}"
             )
         order = rng.permutation(members.height)
         sizes = members["n"].to_numpy()[order]
@@ -52,15 +66,29 @@ def stratified_group_split(corpus: pl.DataFrame, cfg: SplitSettings) -> pl.DataF
             else:
                 assignment[gid] = "train"
         if "train" not in {assignment[g] for g in ids}:
-            raise SplitError(f"label '{label}' has too few records to leave any for training")
+            raise SplitError(f"{column} '{label}' has too few records to leave any for training")
     split_of_group = pl.DataFrame({group_col: list(assignment), "split": list(assignment.values())})
     return corpus.select("record_id", group_col).join(split_of_group, on=group_col).select("record_id", "split")
 
 
-def assign_splits(corpus: pl.DataFrame, cfg: SplitSettings) -> pl.DataFrame:
+def _pool_small_strata(groups: pl.DataFrame, needed: int) -> pl.DataFrame:
+    """Strata with fewer than `needed` groups become one pooled stratum (joined to the largest stratum when
+    even the pool is too small), so a rare category or a small source file is no error."""
+    sizes = groups.group_by("label").len()
+    small = sizes.filter(pl.col("len") < needed)["label"]
+    if small.is_empty():
+        return groups
+    pooled_size = int(sizes.filter(pl.col("label").is_in(small.implode()))["len"].sum())
+    large = sizes.filter(pl.col("len") >= needed).sort("len", "label", descending=[True, False])
+    target = POOLED if pooled_size >= needed or large.is_empty() else large["label"][0]
+    return groups.with_columns(pl.when(pl.col("label").is_in(small.implode())).then(pl.lit(target))
+                               .otherwise(pl.col("label")).alias("label"))
+
+
+def assign_splits(corpus: pl.DataFrame, cfg: SplitSettings, task: Task | None = None) -> pl.DataFrame:
     """The augmented corpus with a `split` column: originals by `stratified_group_split`, augmented
     rows in the split of their source record."""
-    originals = stratified_group_split(corpus, cfg)
+    originals = stratified_group_split(corpus, cfg, task)
     by_source = originals.rename({"record_id": "augmented_from", "split": "_source_split"})
     out = (corpus.join(originals, on="record_id", how="left")
            .join(by_source, on="augmented_from", how="left")
@@ -70,11 +98,14 @@ def assign_splits(corpus: pl.DataFrame, cfg: SplitSettings) -> pl.DataFrame:
         .with_columns(pl.col("split").cast(pl.String))
 
 
-def kfold_assignments(train: pl.DataFrame, k: int, seed: int) -> pl.DataFrame:
-    """`record_id, fold` for original training records: stratified by label, groups kept together."""
+def kfold_assignments(train: pl.DataFrame, k: int, seed: int, task: Task | None = None) -> pl.DataFrame:
+    """`record_id, fold` for original training records: stratified by the task's `stratify_column`
+    (classification when `task` is None), groups kept together."""
+    column = (task or task_named(None)).stratify_column(train)
     group_col = "group_id" if "group_id" in train.columns else "record_id"
     originals = train.filter(pl.col("augmented_from").is_null()) if "augmented_from" in train.columns else train
-    groups = originals.group_by(group_col).agg(pl.col("label").first()).sort(group_col)
+    groups = originals.group_by(group_col).agg(pl.col(column).fill_null(NO_STRATUM).first().alias("label")) \
+        .sort(group_col)
     rng = np.random.default_rng(seed)
     fold_of = {}
     for label in sorted(groups["label"].unique().to_list()):

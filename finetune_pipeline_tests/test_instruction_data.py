@@ -78,3 +78,49 @@ def test_classification_suites_are_unchanged():
     assert classification.record_expectations(["a"]) is None and classification.labeled
     no_label = instruction_corpus().with_columns(pl.lit("column").alias("label_source"))
     assert not v.validate(no_label, "labeled_classification", v.labeled_expectations(1, ["a"])).passed
+
+
+def _split_of(frame: pl.DataFrame, cfg=None) -> pl.DataFrame:
+    from finetune_pipeline.splits import assign_splits
+    from finetune_pipeline.settings import SplitSettings
+
+    return assign_splits(frame.with_columns(pl.lit(None, pl.String).alias("augmented_from")),
+                         cfg or SplitSettings(), INSTRUCTION)
+
+
+def test_instruction_split_stratifies_by_category_and_keeps_near_duplicate_prompts_together():
+    # 60 records, 3 categories of 20; records 4k..4k+3 share a group (near-identical prompts).
+    corpus = instruction_corpus(60, category=["billing", "shipping", "account"], group_of=lambda i: f"g{i // 2:03d}")
+    splits = _split_of(corpus)
+    assert splits.group_by("group_id").agg(pl.col("split").n_unique())["split"].max() == 1
+    per = splits.group_by("split", "category").len()
+    assert per.height == 9  # every category in every split
+    shares = v.proportion_frame(splits, 0.1, INSTRUCTION.stratify_column(splits))
+    assert shares["within"].all(), shares
+    assert splits["label"].null_count() == splits.height
+
+
+def test_instruction_split_without_category_stratifies_by_source_and_pools_small_sources():
+    # three big source files and two with one conversation each: the small ones are pooled, not an error
+    corpus = pl.concat([instruction_corpus(60, sources=3),
+                        instruction_corpus(2, sources=1).with_columns(
+                            pl.Series("record_id", ["x0", "x1"]), pl.Series("group_id", ["gx0", "gx1"]),
+                            pl.Series("source_uri", ["raw/tiny0.jsonl", "raw/tiny1.jsonl"]))])
+    assert INSTRUCTION.stratify_column(corpus) == "source_uri"
+    splits = _split_of(corpus)
+    assert splits.height == corpus.height and splits["split"].null_count() == 0
+    per_source = splits.filter(pl.col("source_uri").str.starts_with("raw/chat")).group_by("source_uri", "split").len()
+    assert per_source.height == 9  # each big source file in every split
+    shares = v.proportion_frame(splits, 0.1, "source_uri")
+    assert shares["within"].all(), shares
+
+
+def test_same_seed_same_instruction_split_and_kfold_by_category():
+    from finetune_pipeline.splits import kfold_assignments
+
+    corpus = instruction_corpus(40, category=["a", "b"])
+    first, second = _split_of(corpus), _split_of(corpus)
+    assert first.select("record_id", "split").equals(second.select("record_id", "split"))
+    folds = kfold_assignments(first.filter(pl.col("split") == "train"), 4, 13, INSTRUCTION)
+    by_fold = folds.join(corpus.select("record_id", "category"), on="record_id").group_by("fold", "category").len()
+    assert by_fold.height == 8
