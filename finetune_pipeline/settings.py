@@ -30,6 +30,21 @@ class TabularSource(_Section):
         None, description="Instruction data: column holding the prompt (set with response_column; "
         "then text_column is not needed and `text` is prompt and response joined by a blank line).")
     response_column: str | None = Field(None, description="Instruction data: column holding the response.")
+    # Conversation formats, read when `task: instruction` and recognised by which of these columns a source
+    # has (first match wins, in this order; then prompt_column/response_column, default prompt/response).
+    messages_column: str = Field(
+        "messages", description="Instruction data: OpenAI-style list of {role, content} turns (roles system, "
+        "user, assistant; a JSON string in CSV/SQL).")
+    conversations_column: str = Field(
+        "conversations", description="Instruction data: ShareGPT list of {from, value} turns (from: system, "
+        "human/user, gpt/assistant).")
+    instruction_column: str = Field("instruction", description="Instruction data, Alpaca: the instruction.")
+    input_column: str = Field(
+        "input", description="Instruction data, Alpaca: optional input, appended to the instruction after a "
+        "blank line when not empty.")
+    output_column: str = Field("output", description="Instruction data, Alpaca: the answer.")
+    category_column: str | None = Field(
+        "category", description="Instruction data: optional category of each example (stratifies the split).")
 
     @model_validator(mode="after")
     def _prompt_and_response(self) -> "TabularSource":

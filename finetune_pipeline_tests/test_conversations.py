@@ -98,3 +98,176 @@ def test_erasure_subject_in_any_turn_removes_the_conversation(patterns, subject)
     assert result.kept.height == 1 and result.kept["locator"].to_list() == ["line 2"]
     assert result.rejected["reason"].to_list() == ["erased_by_request"]
     assert result.stats.erasure.removed_by_request == {"r1": 1}
+
+
+# ---- readers (task: instruction), recognised by their columns
+
+def _instruction(**sources) -> Settings:
+    return Settings.model_validate({"task": "instruction", "training": {"instruction_base_model": "models/tiny"},
+                                    "sources": sources})
+
+
+ASK, ANSWER = "How do I reset my password?", "Use the 'Forgot password' link on the sign-in page."
+CHAT = [_turn("system", "You are the helpdesk assistant."), _turn("user", "Hello, my login fails."),
+        _turn("assistant", "Which error do you see?"), _turn("user", ASK), _turn("assistant", ANSWER)]
+
+
+def _collect(root, settings=None):
+    from finetune_pipeline.sources import collect_raw_corpus
+
+    return collect_raw_corpus(root, settings or _instruction())
+
+
+def _raw(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir(exist_ok=True)
+    return raw
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _expect_chat(row, turns=CHAT):
+    assert json.loads(row["messages"]) == turns
+    assert row["prompt"] == ASK and row["response"] == ANSWER
+    assert row["text"] == "\n\n".join(f"{t['role']}: {t['content']}" for t in turns)
+    assert row["label"] is None
+
+
+def test_openai_messages_from_jsonl_json_parquet_csv_and_hf_dataset(tmp_path):
+    import datasets
+
+    raw = _raw(tmp_path)
+    _jsonl(raw / "a.jsonl", [{"id": 1, "messages": CHAT, "category": "account"}])
+    (raw / "b.json").write_text(json.dumps([{"id": 2, "messages": CHAT}]))
+    pl.DataFrame({"id": [3], "messages": [CHAT]}).write_parquet(raw / "c.parquet")
+    pl.DataFrame({"id": [4], "messages": [json.dumps(CHAT)]}).write_csv(raw / "d.csv")
+    datasets.Dataset.from_list([{"id": 5, "messages": CHAT}]).save_to_disk(str(raw / "e"))
+    result = _collect(tmp_path)
+    assert result.rejected.is_empty(), result.rejected.to_dicts()
+    kept = result.kept.sort("source_uri")
+    assert kept["locator"].to_list() == ["id=1", "id=2", "id=3", "id=4", "id=5"]
+    assert kept["category"].to_list() == ["account", None, None, None, None]
+    for row in kept.iter_rows(named=True):
+        _expect_chat(row)
+
+
+def test_sharegpt_alpaca_and_prompt_response_columns(tmp_path):
+    raw = _raw(tmp_path)
+    sharegpt = [{"from": "system", "value": "You are the helpdesk assistant."},
+                {"from": "human", "value": "Hello, my login fails."}, {"from": "gpt", "value": "Which error do you see?"},
+                {"from": "user", "value": ASK}, {"from": "assistant", "value": ANSWER}]
+    _jsonl(raw / "sharegpt.jsonl", [{"conversations": sharegpt}])
+    _jsonl(raw / "alpaca.jsonl", [{"instruction": "Summarise the ticket.", "input": "My parcel is late.",
+                                   "output": "A late parcel."},
+                                  {"instruction": ASK, "input": "", "output": ANSWER}])
+    _jsonl(raw / "pairs.jsonl", [{"prompt": ASK, "response": ANSWER}])
+    kept = _collect(tmp_path).kept.sort("source_uri", "locator")
+    rows = {(r["source_uri"], r["locator"]): r for r in kept.iter_rows(named=True)}
+    _expect_chat(rows[("raw/sharegpt.jsonl", "line 1")])
+    assert json.loads(rows[("raw/alpaca.jsonl", "line 1")]["messages"]) == [
+        _turn("user", "Summarise the ticket.\n\nMy parcel is late."), _turn("assistant", "A late parcel.")]
+    pair = [_turn("user", ASK), _turn("assistant", ANSWER)]
+    _expect_chat(rows[("raw/alpaca.jsonl", "line 2")], pair)
+    _expect_chat(rows[("raw/pairs.jsonl", "line 1")], pair)
+
+
+def test_columns_are_renamed_in_finetune_yaml(tmp_path):
+    raw = _raw(tmp_path)
+    _jsonl(raw / "a.jsonl", [{"chat": CHAT, "topic": "account"}])
+    _jsonl(raw / "b.jsonl", [{"q": ASK, "a": ANSWER}])
+    settings = _instruction(tabular={"messages_column": "chat", "category_column": "topic", "prompt_column": "q",
+                                     "response_column": "a"})
+    kept = _collect(tmp_path, settings).kept.sort("source_uri")
+    _expect_chat(kept.row(0, named=True))
+    assert kept["category"].to_list() == ["account", None]
+    assert kept["response"].to_list() == [ANSWER, ANSWER]
+
+
+def test_sqlite_tables_and_sql_queries_hold_conversations_as_json(tmp_path, monkeypatch):
+    import sqlite3
+
+    raw = _raw(tmp_path)
+    with sqlite3.connect(raw / "chats.sqlite") as db:
+        db.execute("create table chats (id integer primary key, messages text)")
+        db.execute("insert into chats values (1, ?)", (json.dumps(CHAT),))
+        db.execute("create table agents (id integer, name text)")
+    external = tmp_path / "external.sqlite"
+    with sqlite3.connect(external) as db:
+        db.execute("create table pairs (id integer primary key, instruction text, output text)")
+        db.execute("insert into pairs values (7, ?, ?)", (ASK, ANSWER))
+    monkeypatch.setenv("PAIRS_DB_URL", f"sqlite:///{external}")
+    settings = _instruction(sql=[{"name": "pairs", "url_env": "PAIRS_DB_URL",
+                                  "query": "SELECT id, instruction, output FROM pairs"}])
+    result = _collect(tmp_path, settings)
+    assert result.rejected.is_empty(), result.rejected.to_dicts()
+    rows = {r["source_uri"]: r for r in result.kept.iter_rows(named=True)}
+    _expect_chat(rows["raw/chats.sqlite"])
+    assert rows["raw/chats.sqlite"]["locator"] == "table chats; id=1"
+    _expect_chat(rows["sql://pairs"], [_turn("user", ASK), _turn("assistant", ANSWER)])
+
+
+MALFORMED = [
+    ({"messages": [_turn("user", ASK)]}, "no assistant turn"),
+    ({"messages": [_turn("user", ASK), _turn("bot", ANSWER)]}, "unknown role 'bot'"),
+    ({"messages": [_turn("user", "  "), _turn("assistant", ANSWER)]}, "turn 1 (user) is empty"),
+    ({"messages": "not json at all"}, "not valid JSON"),
+    ({"messages": {"role": "user"}}, "not a list of turns"),
+    ({"messages": [ASK, ANSWER]}, "turn 1 is not an object"),
+    ({"messages": [_turn("user", ASK), _turn("assistant", ANSWER), _turn("user", "And?")]},
+     "the last turn must be the assistant's answer"),
+    ({"messages": []}, "empty conversation"),
+]
+
+
+def test_each_malformed_conversation_is_a_reject_naming_the_row_and_the_fix(tmp_path):
+    raw = _raw(tmp_path)
+    good = {"messages": CHAT}
+    lines = [json.dumps(good)] + [json.dumps(row) for row, _ in MALFORMED] + ['{"messages": [broken']
+    (raw / "chats.jsonl").write_text("\n".join(lines) + "\n")
+    result = _collect(tmp_path)
+    assert result.kept["locator"].to_list() == ["line 1"]
+    rejects = {r["locator"]: r for r in result.rejected.iter_rows(named=True)}
+    for number, (_, why) in enumerate(MALFORMED, start=2):
+        reject = rejects[f"line {number}"]
+        assert reject["reason"] == "malformed_conversation" and why in reject["detail"], reject
+        assert reject["detail"].startswith(f"raw/chats.jsonl line {number}: ")
+    broken = rejects[f"line {len(lines)}"]
+    assert broken["reason"] == "malformed_row" and "malformed JSON" in broken["detail"]
+    assert result.kept.height + result.rejected.height == len(lines)
+
+
+def test_sharegpt_unknown_speaker_and_alpaca_without_output_are_rejects(tmp_path):
+    raw = _raw(tmp_path)
+    _jsonl(raw / "sharegpt.jsonl", [{"conversations": [{"from": "human", "value": ASK},
+                                                       {"from": "robot", "value": ANSWER}]}])
+    _jsonl(raw / "alpaca.jsonl", [{"instruction": ASK, "input": "", "output": ""}])
+    details = sorted(_collect(tmp_path).rejected["detail"].to_list())
+    assert "empty 'output' value" in details[0] and "unknown speaker 'robot'" in details[1]
+
+
+def test_documents_in_an_instruction_root_are_rejected_with_what_to_do(tmp_path):
+    raw = _raw(tmp_path)
+    (raw / "notes.txt").write_text("Some notes about the helpdesk that are not a conversation at all.")
+    _jsonl(raw / "chats.jsonl", [{"messages": CHAT}])
+    result = _collect(tmp_path)
+    assert result.kept["source_uri"].to_list() == ["raw/chats.jsonl"]
+    reject = result.rejected.row(0, named=True)
+    assert reject["reason"] == "not_a_conversation" and "move documents to a classification root" in reject["detail"]
+
+
+def test_a_table_without_conversation_columns_says_which_columns_to_set(tmp_path):
+    _jsonl(_raw(tmp_path) / "tickets.jsonl", [{"text": "My parcel is late.", "label": "shipping"}])
+    reject = _collect(tmp_path).rejected.row(0, named=True)
+    assert reject["reason"] == "missing_column" and "sources.tabular.messages_column" in reject["detail"]
+
+
+def test_collected_conversations_are_cleaned_end_to_end(tmp_path):
+    _jsonl(_raw(tmp_path) / "chats.jsonl", [{"messages": CONVERSATIONS[1]}])
+    settings = _instruction(tabular={})
+    settings = settings.model_copy(update={"privacy": PrivacySettings(detector="patterns")})
+    corpus = _collect(tmp_path, settings).kept
+    assert set(corpus.columns) >= {"messages", "prompt", "response", "category"}
+    cleaned = clean_corpus(corpus, settings).kept
+    assert cleaned.height == 1 and _values_left(cleaned.drop("text_raw")) == []

@@ -56,7 +56,14 @@ SUPPORTED = {**files.DOCUMENT_TYPES, **tabular.TABULAR_TYPES, **sql.SQLITE_TYPES
 HF_DATASET = "hf_dataset"
 # Columns every raw corpus has besides the standard ones (null where they do not apply).
 EXTRA_COLUMNS = {"element_types": pl.String}
-INSTRUCTION_COLUMNS = {"prompt": pl.String, "response": pl.String}
+# Instruction records (task: instruction): the conversation as a JSON array of {role, content} turns, the
+# last user turn, the final assistant turn, and an optional category (see `sources.conversations`).
+INSTRUCTION_COLUMNS = {"messages": pl.String, "prompt": pl.String, "response": pl.String, "category": pl.String}
+# What classification roots with prompt_column/response_column carry (unchanged from before conversations).
+PROMPT_RESPONSE_COLUMNS = {"prompt": pl.String, "response": pl.String}
+NOT_A_CONVERSATION = ("instruction data roots take conversations (messages, conversations, instruction/output or "
+                      "prompt/response columns in .jsonl, .json, .csv, .parquet, SQLite or Hugging Face datasets); "
+                      "move documents to a classification root")
 
 Progress = Callable[[int, int, str, str], None]  # (done, total, source_uri, "parsed" | "cached" | "rejected")
 
@@ -164,8 +171,11 @@ def collect_raw_corpus(data_dir: Path, settings: Settings, cache_dir: Path | Non
         counts.files += 1
         try:
             rows = sql.read_sql_query(source.url_env, source.query)
-            new_records, bad = tabular.rows_to_records([(f"row {i + 1}", r) for i, r in enumerate(rows)],
-                                                       source, uri)
+            numbered = [(f"row {i + 1}", r) for i, r in enumerate(rows)]
+            if settings.task == "instruction":
+                new_records, bad = tabular.rows_to_conversations(numbered, source)
+            else:
+                new_records, bad = tabular.rows_to_records(numbered, source, uri)
             counts.parsed += 1
         except (sql.DatabaseUnavailable, tabular.MissingColumn) as exc:
             new_records, bad = [], []
@@ -173,7 +183,8 @@ def collect_raw_corpus(data_dir: Path, settings: Settings, cache_dir: Path | Non
             counts.rejects += 1
         for record in new_records:
             record.update(source_uri=uri, source_type="sql", ingested_at=now)
-        rejects += [_reject(uri, loc, "empty_text", why) for loc, why in bad]
+        reason = "malformed_conversation" if settings.task == "instruction" else "empty_text"
+        rejects += [_reject(uri, loc, reason, why) for loc, why in bad]
         counts.records += len(new_records)
         counts.rejects += len(bad)
         records += new_records
@@ -189,8 +200,13 @@ def collect_raw_corpus(data_dir: Path, settings: Settings, cache_dir: Path | Non
         reject["stage"] = STAGE
     pruned = cache.prune()
 
-    instruction = settings.sources.tabular.prompt_column or any(s.prompt_column for s in settings.sources.sql)
-    kept = _with_columns(corpus_frame(records), {**EXTRA_COLUMNS, **(INSTRUCTION_COLUMNS if instruction else {})})
+    if settings.task == "instruction":
+        instruction = INSTRUCTION_COLUMNS
+    elif settings.sources.tabular.prompt_column or any(s.prompt_column for s in settings.sources.sql):
+        instruction = PROMPT_RESPONSE_COLUMNS
+    else:
+        instruction = {}
+    kept = _with_columns(corpus_frame(records), {**EXTRA_COLUMNS, **instruction})
     return StageResult(kept=kept, rejected=rejects_frame(rejects),
                        stats=CollectionStats(files=len(sources), by_source_type=by_type,
                                              parsed=sum(c.parsed for c in by_type.values()),
@@ -278,6 +294,8 @@ def _parse(path: Path, source_type: str, settings: Settings) -> tuple[list[dict]
 
     mapping = settings.sources.tabular
     suffix = path.suffix.lower()
+    if settings.task == "instruction":
+        return _parse_conversations(path, source_type, settings)
     try:
         if source_type == HF_DATASET:
             records, rejects = [], []
@@ -298,6 +316,52 @@ def _parse(path: Path, source_type: str, settings: Settings) -> tuple[list[dict]
             return _read_sqlite(path, settings)
     except files.UnreadableDocument as exc:
         return [], [bad(None, "unreadable_file", str(exc))]
+    except tabular.MissingColumn as exc:
+        return [], [bad(None, "missing_column", str(exc))]
+    except sql.DatabaseUnavailable as exc:
+        return [], [bad(None, "unreadable_database", str(exc))]
+    except Exception as exc:  # a parser failing on bad content must not stop the run
+        log.warning("%s: %s while parsing", path.name, type(exc).__name__)
+        return [], [bad(None, "unreadable_file",
+                        f"parser failed ({type(exc).__name__}); check the file opens and re-export it")]
+    return [], []
+
+
+def _parse_conversations(path: Path, source_type: str, settings: Settings) -> tuple[list[dict], list[dict]]:
+    """`_parse` for an instruction data root: one conversation per row; documents are refused."""
+    def bad(locator, reason, detail):
+        return {"locator": locator, "reason": reason, "detail": detail}
+
+    mapping = settings.sources.tabular
+    suffix = path.suffix.lower()
+    try:
+        if source_type == HF_DATASET:
+            records, rejects = [], []
+            for split, rows in tabular.read_hf_dataset(path).items():
+                prefix = f"split {split}; " if split else ""
+                split_records, malformed = tabular.rows_to_conversations(rows, mapping)
+                records += [{**r, "locator": prefix + r["locator"]} for r in split_records]
+                rejects += [bad(prefix + loc, "malformed_conversation", why) for loc, why in malformed]
+            return records, rejects
+        if suffix in files.DOCUMENT_TYPES:
+            return [], [bad(None, "not_a_conversation", NOT_A_CONVERSATION)]
+        if suffix in tabular.TABULAR_TYPES:
+            rows, malformed_rows = tabular.read_table(path)
+            records, malformed = tabular.rows_to_conversations(rows, mapping)
+            return records, ([bad(loc, "malformed_row", why) for loc, why in malformed_rows]
+                             + [bad(loc, "malformed_conversation", why) for loc, why in malformed])
+        if suffix in sql.SQLITE_TYPES:
+            tables = sql.read_sqlite_tables(path, tabular.conversation_columns(mapping))
+            if not tables:
+                raise tabular.MissingColumn("no table has conversation columns; " + NOT_A_CONVERSATION.split(";")[0]
+                                            + "; set sources.tabular in finetune.yaml to the database's columns")
+            records, rejects = [], []
+            for table, rows in tables.items():
+                recs, malformed = tabular.rows_to_conversations(
+                    [(f"row {i + 1}", r) for i, r in enumerate(rows)], mapping)
+                records += [{**r, "locator": f"table {table}; {r['locator']}"} for r in recs]
+                rejects += [bad(f"table {table}; {loc}", "malformed_conversation", why) for loc, why in malformed]
+            return records, rejects
     except tabular.MissingColumn as exc:
         return [], [bad(None, "missing_column", str(exc))]
     except sql.DatabaseUnavailable as exc:

@@ -23,14 +23,15 @@ from finetune_pipeline.settings import Settings
 PARSER_VERSION = 3
 
 _RECORD_SCHEMA = {"text": pl.String, "locator": pl.String, "label": pl.String, "label_source": pl.String,
-                  "element_types": pl.String, "prompt": pl.String, "response": pl.String}
+                  "element_types": pl.String, "prompt": pl.String, "response": pl.String,
+                  "messages": pl.String, "category": pl.String}
 
 
 def parse_fingerprint(settings: Settings) -> str:
     """What, besides the bytes and the file type, decides a source's records."""
     sources = settings.sources.model_dump(include={"tabular", "chunk_by", "chunk_max_chars",
                                                    "chunk_combine_under_chars", "max_pdf_pages"})
-    blob = json.dumps({"parser": PARSER_VERSION, "sources": sources}, sort_keys=True)
+    blob = json.dumps({"parser": PARSER_VERSION, "sources": sources, "task": settings.task}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -25,8 +25,9 @@ def sqlite_readonly_engine(path: Path) -> sa.Engine:
     return sa.create_engine(f"sqlite:///file:{quote(str(path))}?mode=ro&uri=true")
 
 
-def read_sqlite_tables(path: Path, text_column: str) -> dict[str, list[dict]]:
-    """Rows of every table in a SQLite file that has `text_column`, by table name."""
+def read_sqlite_tables(path: Path, text_column: str | list[str]) -> dict[str, list[dict]]:
+    """Rows of every table in a SQLite file that has `text_column` (or any of a list of columns), by table name."""
+    wanted = {text_column} if isinstance(text_column, str) else set(text_column)
     with path.open("rb") as handle:
         if handle.read(16) != b"SQLite format 3\x00":
             raise DatabaseUnavailable("not a SQLite database (bad header); remove it or export the data")
@@ -37,7 +38,7 @@ def read_sqlite_tables(path: Path, text_column: str) -> dict[str, list[dict]]:
             inspector = sa.inspect(conn)
             for table in inspector.get_table_names():
                 columns = {c["name"] for c in inspector.get_columns(table)}
-                if text_column not in columns:
+                if not wanted & columns:
                     continue
                 rows = conn.execute(sa.select(sa.table(table, *[sa.column(c) for c in columns]))).mappings()
                 tables[table] = [dict(r) for r in rows]

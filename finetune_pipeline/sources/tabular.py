@@ -1,5 +1,5 @@
-"""Tabular exports (.csv, .jsonl, .parquet, Hugging Face `save_to_disk` folders): one record per row,
-columns mapped by `finetune.yaml`."""
+"""Tabular exports (.csv, .jsonl, .json, .parquet, Hugging Face `save_to_disk` folders): one record per row,
+columns mapped by `finetune.yaml`; for instruction data one conversation per row (see `conversations.py`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 import polars as pl
 
 from finetune_pipeline.settings import TabularSource
+from finetune_pipeline.sources import conversations
 
-TABULAR_TYPES = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
+TABULAR_TYPES = {".csv": "csv", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
 
 
 class MissingColumn(Exception):
@@ -42,6 +43,21 @@ def read_table(path: Path) -> tuple[list[tuple[str, dict]], list[tuple[str, str]
                     bad.append((f"line {number}", "a JSON line must be an object with named fields"))
                     continue
                 rows.append((f"line {number}", value))
+        return rows, bad
+    if suffix == ".json":
+        try:
+            value = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+        except json.JSONDecodeError as exc:
+            return [], [("line " + str(exc.lineno), f"malformed JSON ({exc.msg}); fix the file")]
+        if not isinstance(value, list):
+            return [], [("file", "a .json source must hold a top-level list of objects; "
+                                 "write one object per row (or use .jsonl)")]
+        rows, bad = [], []
+        for number, item in enumerate(value, start=1):
+            if isinstance(item, dict):
+                rows.append((f"item {number}", item))
+            else:
+                bad.append((f"item {number}", "each item of the list must be an object with named fields"))
         return rows, bad
     raise ValueError(f"unsupported table type {suffix}")
 
@@ -80,14 +96,8 @@ def rows_to_records(rows: list[tuple[str, dict]], mapping: TabularSource, origin
                 f"no column {column!r} (found: {', '.join(sorted(map(str, columns)))}); "
                 f"set sources.tabular.{field} in finetune.yaml"
             )
-    ids = [row.get(mapping.id_column) for _, row in rows] if mapping.id_column else []
-    repeated = {value for value, count in Counter(ids).items() if count > 1}
     records, bad = [], []
-    for locator, row in rows:
-        key = row.get(mapping.id_column) if mapping.id_column else None
-        if key not in (None, ""):
-            # The id names the row; an id used twice in one source keeps the row number too.
-            locator = f"{mapping.id_column}={key}" + (f"; {locator}" if key in repeated else "")
+    for locator, row in _named_rows(rows, mapping):
         values = [row.get(column) for column in needed]
         empty = [column for column, value in zip(needed, values) if value is None or not str(value).strip()]
         if empty:
@@ -104,4 +114,74 @@ def rows_to_records(rows: list[tuple[str, dict]], mapping: TabularSource, origin
         if instruction:
             record["prompt"], record["response"] = str(values[0]), str(values[1])
         records.append(record)
+    return records, bad
+
+
+def _named_rows(rows: list[tuple[str, dict]], mapping: TabularSource) -> list[tuple[str, dict]]:
+    """Rows with their locator: the id column's value names the row; an id used twice in one source keeps
+    the row number too."""
+    ids = [row.get(mapping.id_column) for _, row in rows] if mapping.id_column else []
+    repeated = {value for value, count in Counter(ids).items() if count > 1}
+    named = []
+    for locator, row in rows:
+        key = row.get(mapping.id_column) if mapping.id_column else None
+        if key not in (None, ""):
+            locator = f"{mapping.id_column}={key}" + (f"; {locator}" if key in repeated else "")
+        named.append((locator, row))
+    return named
+
+
+def conversation_columns(mapping: TabularSource) -> list[str]:
+    """Every column that marks a conversation format, in the order they are recognised."""
+    return [mapping.messages_column, mapping.conversations_column, mapping.instruction_column,
+            mapping.prompt_column or "prompt"]
+
+
+def conversation_format(columns: set[str], mapping: TabularSource) -> str:
+    """Which conversation format a table's columns hold; MissingColumn when none."""
+    prompt, response = mapping.prompt_column or "prompt", mapping.response_column or "response"
+    for name, needed in (("messages", [mapping.messages_column]), ("sharegpt", [mapping.conversations_column]),
+                         ("alpaca", [mapping.instruction_column, mapping.output_column]),
+                         ("prompt_response", [prompt, response])):
+        if all(c in columns for c in needed):
+            return name
+    raise MissingColumn(
+        f"no conversation columns (found: {', '.join(sorted(map(str, columns)))}); instruction data needs "
+        f"{mapping.messages_column!r}, {mapping.conversations_column!r}, {mapping.instruction_column!r} + "
+        f"{mapping.output_column!r}, or {prompt!r} + {response!r}; set sources.tabular.messages_column (or "
+        f"conversations_column, instruction_column/output_column, prompt_column/response_column) in finetune.yaml"
+    )
+
+
+def rows_to_conversations(rows: list[tuple[str, dict]], mapping: TabularSource
+                          ) -> tuple[list[dict], list[tuple[str, str]]]:
+    """One instruction record per row, in whichever format the columns hold; a row whose conversation is
+    malformed comes back as (locator, what is wrong and what to do). Raises MissingColumn when no format fits."""
+    if not rows:
+        return [], []
+    columns = set().union(*(row.keys() for _, row in rows))
+    kind = conversation_format(columns, mapping)
+    records, bad = [], []
+    for locator, row in _named_rows(rows, mapping):
+        try:
+            if kind == "messages":
+                turns = conversations.openai_turns(row.get(mapping.messages_column), mapping.messages_column)
+            elif kind == "sharegpt":
+                turns = conversations.sharegpt_turns(row.get(mapping.conversations_column),
+                                                     mapping.conversations_column)
+            elif kind == "alpaca":
+                turns = conversations.alpaca_turns(
+                    row.get(mapping.instruction_column), row.get(mapping.input_column),
+                    row.get(mapping.output_column),
+                    (mapping.instruction_column, mapping.input_column, mapping.output_column))
+            else:
+                prompt, response = mapping.prompt_column or "prompt", mapping.response_column or "response"
+                turns = conversations.prompt_response_turns(row.get(prompt), row.get(response), (prompt, response))
+        except conversations.MalformedConversation as exc:
+            bad.append((locator, str(exc)))
+            continue
+        category = row.get(mapping.category_column) if mapping.category_column else None
+        category = str(category).strip() if category not in (None, "") and str(category).strip() else None
+        records.append({**conversations.conversation_fields(turns), "locator": locator, "label": None,
+                        "label_source": None, "category": category})
     return records, bad
