@@ -18,12 +18,14 @@ from finetune_pipeline.tasks import Task, task_named
 EXPORT_COLUMNS = ["record_id", "text", "label", "label_source", "label_confidence", "label_model", "label_agreement",
                   "split", "group_id",
                   "source_uri", "source_type", "locator", "content_sha256", "augmented_from", "augmentation",
-                  "augmentation_model", "prompt", "response", "messages"]
+                  "augmentation_model", "category", "prompt", "response", "messages", "prompt_messages",
+                  "completion"]
 
 
 def export_splits(splits: pl.DataFrame, target: Path, task: Task | None = None) -> Path:
     """`target` (exports/splits/): a `datasets.DatasetDict` (load_from_disk) plus `<split>.jsonl` files, in
-    the task's export form (instruction records also carry `messages`, their chat form)."""
+    the task's export form (instruction records also carry `messages`, and `prompt_messages` with
+    `completion`: see `InstructionTask.export_form`)."""
     from datasets import Dataset, DatasetDict
     from datasets.utils.logging import disable_progress_bar
 

@@ -198,13 +198,19 @@ class InstructionTask(Task):
         return f"{metrics['approach']} (LoRA)"
 
     def export_form(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """Also in chat form: `messages` = [user, assistant], which TRL's SFTTrainer takes as is."""
+        """Also in the two forms TRL's SFTTrainer takes as is: `messages` (every turn, as {role, content}
+        structs) and conversational prompt-completion, `prompt_messages` (the turns before the final
+        assistant turn) with `completion` ([the final assistant turn]). `prompt` stays the last user turn
+        as a string (what `training.instruction.read_pairs` and older readers take), so for TRL's
+        prompt-completion form select `prompt_messages` and `completion` and rename the first to `prompt`."""
         if frame.is_empty() or not {"prompt", "response"} <= set(frame.columns):
             return frame
-        return frame.with_columns(pl.concat_list(
-            pl.struct(pl.lit("user").alias("role"), pl.col("prompt").alias("content")),
-            pl.struct(pl.lit("assistant").alias("role"), pl.col("response").alias("content")),
-        ).alias("messages"))
+        messages = conversation_column(frame)
+        return frame.with_columns(
+            messages.alias("messages"),
+            messages.list.head(messages.list.len() - 1).alias("prompt_messages"),
+            messages.list.tail(1).alias("completion"),
+        )
 
     def metrics_summary(self, metrics: dict) -> dict[str, float]:
         test = metrics["test"]
@@ -212,6 +218,22 @@ class InstructionTask(Task):
 
     def comparison_scores(self, metrics: dict) -> dict[str, float]:
         return {**super().comparison_scores(metrics), "base_model_test_loss": metrics["base_model_test"]["loss"]}
+
+
+MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
+
+
+def conversation_column(frame: pl.DataFrame) -> pl.Expr:
+    """Each instruction record's turns as a list of {role, content}: its `messages` (a JSON array, or
+    already a list), or [user prompt, assistant response] for records without them."""
+    pair = pl.concat_list(pl.struct(pl.lit("user").alias("role"), pl.col("prompt").alias("content")),
+                          pl.struct(pl.lit("assistant").alias("role"), pl.col("response").alias("content")))
+    if "messages" not in frame.columns or frame["messages"].null_count() == frame.height:
+        return pair
+    given = pl.col("messages")
+    if frame.schema["messages"] == pl.String:
+        given = given.str.json_decode(pl.List(MESSAGE))
+    return pl.when(pl.col("messages").is_not_null()).then(given).otherwise(pair)
 
 
 TASKS: dict[str, Task] = {task.name: task for task in (ClassificationTask(), InstructionTask())}

@@ -93,3 +93,50 @@ def test_proportion_check_fails_on_a_skewed_split():
     balanced = balanced.with_columns(pl.when(pl.col("record_id").is_in([f"r{i}" for i in range(45, 50)]))
                                      .then(pl.lit("test")).otherwise(pl.col("split")).alias("split"))
     assert v.validate(v.proportion_frame(balanced, 0.1), "p", v.proportion_expectations()).passed
+
+
+def _multi_turn_splits() -> pl.DataFrame:
+    """The same records as conversations: a system turn, then three user/assistant exchanges."""
+    frame = _instruction_splits()
+    conversations = []
+    for prompt, response in zip(frame["prompt"], frame["response"]):
+        turns = [{"role": "system", "content": "You are a support agent."}]
+        for k, (p, r) in enumerate(PAIRS[:2]):
+            turns += [{"role": "user", "content": f"{p} (case {k})"}, {"role": "assistant", "content": r}]
+        conversations.append(turns + [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}])
+    return frame.with_columns(pl.Series("messages", [json.dumps(c) for c in conversations]),
+                              pl.lit(None, pl.String).alias("category"))
+
+
+def _labelled_runs(labels: list[int]) -> int:
+    """How many separate stretches of tokens carry loss."""
+    return sum(1 for i, t in enumerate(labels) if t != -100 and (i == 0 or labels[i - 1] == -100))
+
+
+def test_multi_turn_exports_keep_every_turn_in_both_trl_forms(tmp_path):
+    import datasets
+    from trl import SFTConfig, SFTTrainer
+
+    frame = _multi_turn_splits()
+    target = exports.export_splits(frame, tmp_path / "exports" / "splits", task_named("instruction"))
+    loaded = datasets.load_from_disk(str(target))
+    first = loaded["train"][0]
+    original = json.loads(frame.filter(pl.col("record_id") == first["record_id"])["messages"][0])
+    assert first["messages"] == original and len(first["messages"]) == 7  # system + 3 exchanges
+    assert first["prompt_messages"] == original[:-1] and first["completion"] == original[-1:]
+    assert first["prompt"] == original[-2]["content"]  # still the last user turn, as a string
+    line = json.loads((target / "train.jsonl").read_text().splitlines()[0])
+    assert line["messages"] == original and line["completion"] == original[-1:]
+
+    tokenizer, model = _chat_tokenizer_and_model(tmp_path / "tiny")
+    config = dict(max_steps=1, per_device_train_batch_size=2, report_to=[], use_cpu=True, max_length=128)
+    chat = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=loaded["train"].select_columns(["messages"]),
+                      args=SFTConfig(output_dir=str(tmp_path / "sft_chat"), assistant_only_loss=True, **config))
+    assert _labelled_runs(chat.train_dataset[0]["labels"]) == 3  # loss on each of the three assistant turns
+    chat.train()
+    completion_form = loaded["train"].select_columns(["prompt_messages", "completion"]) \
+        .rename_column("prompt_messages", "prompt")
+    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=completion_form,
+                         args=SFTConfig(output_dir=str(tmp_path / "sft_completion"), **config))
+    assert _labelled_runs(trainer.train_dataset[0]["labels"]) == 1  # loss on the final answer only
+    trainer.train()
