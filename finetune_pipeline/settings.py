@@ -182,6 +182,24 @@ class CleaningSettings(_Section):
     language_min_confidence: float = Field(
         0.9, ge=0, le=1, description="Reject only when langid's probability for the (disallowed) language is at least this."
     )
+    # ---- instruction data (task: instruction): filters on the final answer, each with its own reason
+    min_response_chars: int = Field(
+        2, ge=1, description="An answer shorter than this (characters, after cleaning) is rejected as "
+        "response_too_short (an empty one as empty_response); short answers such as 'Yes.' stay.")
+    refusal_patterns: list[str] = Field(
+        default_factory=lambda: [
+            r"as an ai\b", r"as an ai (?:language )?model", r"as a language model",
+            r"i'?m sorry,? but (?:i|as an ai)", r"i am sorry,? but i", r"i apologi[sz]e,? but i",
+            r"i (?:cannot|can't|can not|am unable to|won't) (?:help|assist) (?:you )?with (?:that|this)",
+            r"sorry,? i (?:cannot|can't|am unable to) (?:help|assist)",
+        ],
+        description="Boilerplate refusals: an answer starting with one of these (Python regular expressions, "
+        "case-insensitive, matched at the start after quotes and spaces) is rejected as refusal. Empty list: "
+        "keep refusals (e.g. when teaching the model to refuse).")
+    truncation_min_chars: int = Field(
+        200, ge=1, description="An answer at least this long (characters) that ends mid-sentence (a letter, "
+        "digit or comma at the end of a prose line) is rejected as truncated_response; an odd number of ``` "
+        "fences is truncated at any length.")
 
     @model_validator(mode="after")
     def _bounds(self) -> "CleaningSettings":

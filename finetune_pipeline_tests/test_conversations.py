@@ -271,3 +271,48 @@ def test_collected_conversations_are_cleaned_end_to_end(tmp_path):
     assert set(corpus.columns) >= {"messages", "prompt", "response", "category"}
     cleaned = clean_corpus(corpus, settings).kept
     assert cleaned.height == 1 and _values_left(cleaned.drop("text_raw")) == []
+
+
+# ---- SFT filters on the final answer
+
+LONG_PROSE = ("To move your subscription to the yearly plan, open the billing page, choose the yearly option and "
+              "confirm with your password. The price difference for the current month is credited to your "
+              "account, and the next invoice shows the new plan with the credit")
+
+
+@pytest.mark.parametrize("response, reason", [
+    ("   ", "empty_response"),
+    ("k", "response_too_short"),
+    ("How do I change my plan to the yearly subscription?", "response_equals_prompt"),
+    ("As an AI language model, I cannot access your account or change the plan.", "refusal"),
+    ("I'm sorry, but I cannot help with changing subscription plans for you today.", "refusal"),
+    ("i cannot help with that request about your subscription plan, please ask billing.", "refusal"),
+    (LONG_PROSE, "truncated_response"),
+    ("Run this:\n```python\nclient.change_plan('yearly')\n", "truncated_response"),
+])
+def test_each_sft_filter_rejects_with_its_own_reason(patterns, response, reason):
+    turns = [_turn("user", "How do I change my plan to the yearly subscription?"), _turn("assistant", response)]
+    result = clean_corpus(_conversation_corpus([turns]), patterns)
+    assert result.kept.is_empty()
+    assert result.rejected.row(0, named=True)["reason"] == reason
+
+
+@pytest.mark.parametrize("response", [
+    "Yes.", "Five working days.", LONG_PROSE + ".",
+    "Run this:\n```python\nclient.change_plan('yearly')\n```",
+    "Steps:\n- open the billing page in your account settings\n- choose the yearly option from the plan list\n"
+    "- confirm the change with your password\n- check the confirmation email for the new invoice date\n"
+    "- contact billing if the credit for the current month does not show on the next invoice",
+])
+def test_short_valid_answers_code_and_lists_are_kept(patterns, response):
+    turns = [_turn("user", "Can I move my subscription to the yearly plan, and how long does the change take?"),
+             _turn("assistant", response)]
+    result = clean_corpus(_conversation_corpus([turns]), patterns)
+    assert result.kept.height == 1, result.rejected.to_dicts()
+
+
+def test_refusals_are_kept_when_the_pattern_list_is_empty():
+    settings = Settings(privacy=PrivacySettings(detector="patterns"), cleaning={"refusal_patterns": []})
+    turns = [_turn("user", "Please give me the home address of the engineer who fixed my grinder."),
+             _turn("assistant", "I'm sorry, but I cannot share anyone's home address.")]
+    assert clean_corpus(_conversation_corpus([turns]), settings).kept.height == 1

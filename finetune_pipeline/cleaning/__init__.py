@@ -1,6 +1,8 @@
-"""Cleaning stage: erasure requests, noise removal and normalisation, the privacy
-policy, then the quality filters. Every input row is kept or rejected with a reason; `text_raw` keeps
-the original text of kept rows for audit, `quality_flags` lists the flags raised on them.
+"""Cleaning stage: erasure requests, noise removal and normalisation, the privacy policy, then the quality
+filters (for conversations, first the SFT filters on the final answer). Every input row is kept or rejected
+with a reason; `text_raw` keeps the original text of kept rows for audit, `quality_flags` lists the flags
+raised on them. A conversation is cleaned turn by turn and its `text`, `messages`, `prompt` and `response`
+rebuilt from the cleaned turns.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from finetune_pipeline.cleaning.erasure import ErasureReport, ErasureRequest, Su
 from finetune_pipeline.cleaning.normalize import collapse_whitespace, normalize_text
 from finetune_pipeline.cleaning.privacy import apply_pii_policy_batch
 from finetune_pipeline.cleaning.quality_filters import quality_reject
+from finetune_pipeline.cleaning.sft_filters import sft_reject
 from finetune_pipeline.execution import frames
 from finetune_pipeline.records import StageResult, StageStats, rejects_frame, sha256_text
 from finetune_pipeline.settings import CleaningSettings, Settings
@@ -93,13 +96,17 @@ def clean_documents(batch: pl.DataFrame, settings: Settings,
         result = {"_pii_counts": json.dumps(dict(counts), sort_keys=True)}
         fields = {"text": pii[0].text} if turns is None else \
             conversation_fields([{**t, "content": p.text} for t, p in zip(turns, pii)])
-        empty_turn = turns is not None and next((i for i, p in enumerate(pii, start=1) if not p.text.strip()), None)
+        # an empty final answer is the SFT filters' empty_response
+        empty_turn = turns is not None and next((i for i, p in enumerate(pii[:-1], start=1) if not p.text.strip()),
+                                                None)
         if drop_because:
             result.update(_reason="pii_policy", _detail=f"contains {drop_because}; privacy.{drop_because}=drop")
         elif empty_turn:
             result.update(_reason="empty", _detail=f"turn {empty_turn} ({turns[empty_turn - 1]['role']}) is empty "
                                                    f"after cleaning; fix the turn or remove the conversation")
-        elif (reject := quality_reject(fields["text"], cfg))[0]:
+        elif turns is not None and (sft := sft_reject(fields["prompt"], fields["response"], cfg)):
+            result.update(_reason=sft[0], _detail=sft[1])
+        elif (reject := quality_reject(fields["text"], cfg, None if turns is None else [p.text for p in pii]))[0]:
             result.update(_reason=reject[0][0], _detail=reject[0][1])
         else:
             result.update(**fields, text_raw=row["text"], content_sha256=sha256_text(fields["text"]),

@@ -195,12 +195,19 @@ def language_filter(text: str, settings: CleaningSettings) -> Reject:
 # In order: the first filter that rejects names the reason.
 FILTERS = (length_filter, language_filter, mean_word_length_filter, alpha_words_filter, symbol_ratio_filter,
            repeated_lines_filter, repeated_ngrams_filter)
+# Judged turn by turn in a conversation: an answer naturally repeats words and lines of the question.
+PER_TURN_FILTERS = (repeated_lines_filter, repeated_ngrams_filter)
 
 
-def quality_reject(text: str, settings: CleaningSettings) -> tuple[Reject, list[str]]:
-    """Run every filter: the first reject (or None) and the quality flags to attach to a kept text."""
+def quality_reject(text: str, settings: CleaningSettings,
+                   turns: list[str] | None = None) -> tuple[Reject, list[str]]:
+    """Run every filter: the first reject (or None) and the quality flags to attach to a kept text.
+    `turns`: a conversation's turn contents; the repetition filters then judge each turn alone."""
     for quality_filter in FILTERS:
-        reject = quality_filter(text, settings)
+        if turns is not None and quality_filter in PER_TURN_FILTERS:
+            reject = next((r for turn in turns if (r := quality_filter(turn, settings))), None)
+        else:
+            reject = quality_filter(text, settings)
         if reject:
             return reject, []
     unknown = unknown_words_filter(text, settings)

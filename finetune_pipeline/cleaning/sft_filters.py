@@ -1,0 +1,71 @@
+"""Filters for instruction (SFT) examples, judged on the final answer after cleaning: an empty or too short
+answer, an answer that repeats the prompt, a boilerplate refusal, and an answer cut off mid-sentence or
+inside a code block. Each returns `(reason, detail)` to reject or None to keep; the detail names the
+measure and the setting, never the text. Thresholds and patterns live in `CleaningSettings`.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from finetune_pipeline.cleaning.quality_filters import Reject
+from finetune_pipeline.settings import CleaningSettings
+
+_FENCE = re.compile(r"^\s*```", re.MULTILINE)
+# Last lines that may end without a full stop: list items, headings, table rows, quotes, code.
+_NON_PROSE_LINE = re.compile(r"^\s*(?:[-*+•>#|]|\d+[.)]\s|```|\s{4})")
+_LEADING = " \t\n\"'*_>`"
+
+
+def response_length_filter(response: str, settings: CleaningSettings) -> Reject:
+    if not response.strip():
+        return "empty_response", "the final assistant turn is empty after cleaning"
+    if len(response.strip()) < settings.min_response_chars:
+        return "response_too_short", (f"answer of {len(response.strip())} characters < "
+                                      f"cleaning.min_response_chars={settings.min_response_chars}")
+    return None
+
+
+def _comparable(text: str) -> str:
+    return " ".join(text.casefold().split()).strip(" .!?")
+
+
+def response_equals_prompt_filter(prompt: str, response: str, settings: CleaningSettings) -> Reject:
+    if prompt and _comparable(prompt) == _comparable(response):
+        return "response_equals_prompt", "the answer repeats the prompt; write a real answer or remove the example"
+    return None
+
+
+@lru_cache(maxsize=8)
+def _refusal(patterns: tuple[str, ...]) -> re.Pattern | None:
+    return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE) if patterns else None
+
+
+def refusal_filter(response: str, settings: CleaningSettings) -> Reject:
+    pattern = _refusal(tuple(settings.refusal_patterns))
+    if pattern and pattern.match(response.lstrip(_LEADING)):
+        return "refusal", ("the answer starts with a boilerplate refusal (cleaning.refusal_patterns); "
+                           "replace it with an answer or empty the list to keep refusals")
+    return None
+
+
+def truncated_response_filter(response: str, settings: CleaningSettings) -> Reject:
+    fences = len(_FENCE.findall(response))
+    if fences % 2:
+        return "truncated_response", f"{fences} ``` fences (odd): a code block is never closed"
+    text = response.rstrip()
+    last_line = text.rsplit("\n", 1)[-1]
+    if (len(text) >= settings.truncation_min_chars and (text[-1].isalnum() or text[-1] == ",")
+            and not _NON_PROSE_LINE.match(last_line)):
+        return "truncated_response", (f"a {len(text)}-character answer ends mid-sentence (no terminal punctuation; "
+                                      f"cleaning.truncation_min_chars={settings.truncation_min_chars})")
+    return None
+
+
+def sft_reject(prompt: str, response: str, settings: CleaningSettings) -> Reject:
+    """The first SFT filter that rejects the example, or None."""
+    return (response_length_filter(response, settings)
+            or response_equals_prompt_filter(prompt, response, settings)
+            or refusal_filter(response, settings)
+            or truncated_response_filter(response, settings))
