@@ -316,3 +316,12 @@ def test_refusals_are_kept_when_the_pattern_list_is_empty():
     turns = [_turn("user", "Please give me the home address of the engineer who fixed my grinder."),
              _turn("assistant", "I'm sorry, but I cannot share anyone's home address.")]
     assert clean_corpus(_conversation_corpus([turns]), settings).kept.height == 1
+
+
+def test_a_name_found_in_one_turn_is_redacted_in_every_turn(patterns):
+    turns = [_turn("user", "Hello, my name is Kenji Tanaka and my grinder order has not arrived yet."),
+             _turn("assistant", "The parcel for Kenji Tanaka left our warehouse today and arrives on Friday.")]
+    kept = clean_corpus(_conversation_corpus([turns]), patterns).kept
+    assert kept.height == 1
+    assert not any("Kenji" in (v or "") for c in ("text", "messages", "prompt", "response") for v in kept[c])
+    assert kept["response"][0].startswith("The parcel for <PERSON> left")

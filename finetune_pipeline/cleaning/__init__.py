@@ -16,7 +16,7 @@ import polars as pl
 from finetune_pipeline.cleaning import noise
 from finetune_pipeline.cleaning.erasure import ErasureReport, ErasureRequest, SubjectMatcher
 from finetune_pipeline.cleaning.normalize import collapse_whitespace, normalize_text
-from finetune_pipeline.cleaning.privacy import apply_pii_policy_batch
+from finetune_pipeline.cleaning.privacy import apply_pii_policy_groups
 from finetune_pipeline.cleaning.quality_filters import quality_reject
 from finetune_pipeline.cleaning.sft_filters import sft_reject
 from finetune_pipeline.execution import frames
@@ -80,17 +80,16 @@ def clean_documents(batch: pl.DataFrame, settings: Settings,
         else:
             rows.append(row)
     # A conversation is cleaned turn by turn (so `messages`, `prompt` and `response` are cleaned too);
-    # every other record as one text. All of it goes through the PII policy in one batch.
+    # every other record as one text. All of it goes through the PII policy in one batch; a name found in
+    # one turn is redacted in every turn of the conversation.
     conversations = [_turns(row) for row in rows]
     texts = [normalize_text(row["text"], cfg) if turns is None else None for row, turns in zip(rows, conversations)]
     if cfg.remove_boilerplate:
         texts = remove_page_headers(rows, texts, cfg)
     units = [[text] if turns is None else [normalize_text(t["content"], cfg) for t in turns]
              for text, turns in zip(texts, conversations)]
-    found = iter(apply_pii_policy_batch([u for parts in units for u in parts], settings.privacy))
     outcome: dict[str, dict] = {}
-    for row, turns, parts in zip(rows, conversations, units):
-        pii = [next(found) for _ in parts]
+    for row, turns, pii in zip(rows, conversations, apply_pii_policy_groups(units, settings.privacy)):
         counts = sum((p.counts for p in pii), Counter())
         drop_because = next((p.drop_because for p in pii if p.drop_because), None)
         result = {"_pii_counts": json.dumps(dict(counts), sort_keys=True)}

@@ -354,3 +354,19 @@ def apply_pii_policy_batch(texts: list[str], policy: PrivacySettings) -> list[Pi
 def apply_pii_policy(text: str, policy: PrivacySettings) -> PiiResult:
     """Detect PII in one text and apply the per-type policy."""
     return apply_pii_policy_batch([text], policy)[0]
+
+
+def apply_pii_policy_groups(groups: list[list[str]], policy: PrivacySettings) -> list[list[PiiResult]]:
+    """`apply_pii_policy_batch` over groups of texts that belong together (the turns of one conversation),
+    in one detection pass: a name found in one text of a group is a name in all of them."""
+    found = iter(detect_pii([text for group in groups for text in group], policy))
+    results = []
+    for group in groups:
+        spans = [next(found) for _ in group]
+        names = {text[s.start:s.end] for text, found_spans in zip(group, spans) for s in found_spans
+                 if s.kind == "person"}
+        results.append([apply_policy(text, resolve_overlaps(found_spans + [
+            PiiSpan(m.start(), m.end(), "person") for name in names
+            for m in re.finditer(r"(?<!\w)" + re.escape(name) + r"(?!\w)", text)]), policy)
+            for text, found_spans in zip(group, spans)])
+    return results
