@@ -416,9 +416,12 @@ class TrainingSettings(_Section):
         "offline, so an instruction task must set it.")
     instruction_target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="Instruction task: causal-LM modules that get LoRA matrices.")
+    instruction_max_length: int = Field(
+        1024, ge=8, description="Instruction task: tokens per example (a whole conversation) and per packed "
+        "sequence; longer conversations are truncated. `max_length` is the classifier's.")
     packing: bool = Field(
-        True, description="Instruction task: pack several examples into each max_length sequence (position "
-        "ids restart per example, so attention never crosses examples).")
+        True, description="Instruction task: pack several examples into each instruction_max_length sequence "
+        "(position ids restart per example, so attention never crosses examples).")
     data_parallel: Literal["auto"] | int = Field(
         "auto", description="Training processes (DDP, one global batch split across them; see "
         "training/distributed.py): auto = one per visible CUDA GPU when there are several, else one; a number "

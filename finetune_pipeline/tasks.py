@@ -9,6 +9,7 @@ instead of branching on its name. Imports no dagster and no torch.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -196,6 +197,20 @@ class InstructionTask(Task):
 
     def model_name(self, metrics: dict) -> str:
         return f"{metrics['approach']} (LoRA)"
+
+    def training_splits(self, frame: pl.DataFrame) -> Splits:
+        """Per split (the conversation's messages as a JSON array, the final response): every turn goes to
+        training (training/instruction.py reads the JSON); a record without `messages` is [user prompt,
+        assistant response]."""
+        if frame.is_empty() or "messages" not in frame.columns:
+            return super().training_splits(frame)
+        frame = frame.with_columns(conversation_column(frame).alias("_conversation"))
+        parts = {}
+        for name in SPLITS:
+            part = frame.filter(pl.col("split") == name)
+            parts[name] = ([json.dumps(turns) for turns in part["_conversation"].to_list()],
+                           part["response"].to_list())
+        return parts
 
     def export_form(self, frame: pl.DataFrame) -> pl.DataFrame:
         """Also in the two forms TRL's SFTTrainer takes as is: `messages` (every turn, as {role, content}

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from finetune_pipeline.settings import TrainingSettings
-from finetune_pipeline.training.instruction import (IGNORE, collate, pack, sequences_for, tokenize_example,
-                                                    train_instruction)
+from finetune_pipeline.training.instruction import (IGNORE, collate, pack, read_pairs, sequences_for,
+                                                    tokenize_conversation, tokenize_example, train_instruction,
+                                                    write_pairs)
 from finetune_pipeline_tests.conftest import REPO
 
 PAIRS = [("How do I reset my password?", "Use the Forgot password link on the sign-in page."),
@@ -37,7 +38,7 @@ def tiny_llama(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny_llama")
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator([p + " " + r for p, r in PAIRS] + ["user assistant :"],
+    tok.train_from_iterator([p + " " + r for p, r in PAIRS] + ["system user assistant : You are a support agent"],
                             trainers.WordLevelTrainer(special_tokens=["<unk>", "<s>", "</s>", "<pad>"]))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
                                         pad_token="<pad>")
@@ -72,6 +73,58 @@ def test_only_response_tokens_carry_loss(tiny_llama):
                     tokenizer.pad_token_id, torch.device("cpu"))
     padded = batch["input_ids"][1] == tokenizer.pad_token_id
     assert padded.sum() == len(ids) - 5 and (batch["labels"][1][padded] == IGNORE).all()  # padding: no loss
+
+
+CONVERSATION = [{"role": "system", "content": "You are a support agent."},
+                {"role": "user", "content": PAIRS[0][0]}, {"role": "assistant", "content": PAIRS[0][1]},
+                {"role": "user", "content": PAIRS[1][0]}, {"role": "assistant", "content": PAIRS[1][1]},
+                {"role": "user", "content": PAIRS[2][0]}, {"role": "assistant", "content": PAIRS[2][1]}]
+
+
+def _labelled_stretches(tokenizer, example) -> list[list[str]]:
+    """The decoded tokens of each stretch of labelled (loss-carrying) tokens, in order."""
+    stretches, current = [], []
+    for label in example["labels"] + [IGNORE]:
+        if label != IGNORE:
+            current.append(label)
+        elif current:
+            stretches.append(tokenizer.decode(current).split())
+            current = []
+    return stretches
+
+
+def test_every_assistant_turn_and_only_those_carry_loss_in_a_multi_turn_conversation(tiny_llama):
+    _, tokenizer = tiny_llama
+    example = tokenize_conversation(tokenizer, CONVERSATION, max_length=256)
+    answers = [m["content"] for m in CONVERSATION if m["role"] == "assistant"]
+    assert _labelled_stretches(tokenizer, example) == \
+        [tokenizer.decode(tokenizer(a)["input_ids"]).split() + ["</s>"] for a in answers]
+    labelled = [i for i, t in enumerate(example["labels"]) if t != IGNORE]
+    assert all(example["labels"][i] == example["input_ids"][i] for i in labelled)
+    # the same through the training pairs: (messages JSON, final response), as InstructionTask carries them
+    pair = (json.dumps(CONVERSATION), CONVERSATION[-1]["content"])
+    assert sequences_for(tokenizer, [pair], 256, packing=False) == [example]
+    # truncation keeps the answers that fit
+    cut = tokenize_conversation(tokenizer, CONVERSATION, max_length=len(example["input_ids"]) - 3)
+    assert len(_labelled_stretches(tokenizer, cut)) == 3 and _labelled_stretches(tokenizer, cut)[:2] == \
+        _labelled_stretches(tokenizer, example)[:2]
+
+
+def test_training_pairs_carry_the_conversation_from_splits_to_jsonl(tmp_path):
+    import polars as pl
+
+    from finetune_pipeline.tasks import task_named
+
+    frame = pl.DataFrame({"record_id": ["a", "b"], "split": ["train", "test"],
+                          "messages": [json.dumps(CONVERSATION), None],
+                          "prompt": [PAIRS[2][0], PAIRS[3][0]], "response": [PAIRS[2][1], PAIRS[3][1]]})
+    splits = task_named("instruction").training_splits(frame)
+    assert json.loads(splits["train"][0][0]) == CONVERSATION and splits["train"][1] == [PAIRS[2][1]]
+    assert json.loads(splits["test"][0][0]) == [{"role": "user", "content": PAIRS[3][0]},
+                                                 {"role": "assistant", "content": PAIRS[3][1]}]
+    write_pairs({name: list(zip(*columns)) for name, columns in splits.items()}, tmp_path)  # as compare.py does
+    again = read_pairs(tmp_path)
+    assert [json.loads(p) for p, _ in again["train"]] == [CONVERSATION]
 
 
 def test_truncation_that_leaves_no_response_drops_the_example(tiny_llama):
@@ -115,7 +168,7 @@ def test_instruction_tuning_lowers_loss_and_reports_perplexity(tiny_llama, tmp_p
     from finetune_pipeline.training import registry
 
     path, tokenizer = tiny_llama
-    cfg = TrainingSettings(instruction_base_model=path, epochs=3, batch_size=2, max_length=64, learning_rate=1e-2,
+    cfg = TrainingSettings(instruction_base_model=path, epochs=3, batch_size=2, instruction_max_length=64, learning_rate=1e-2,
                            lora_dropout=0.0)
     splits = {"train": PAIRS * 3, "validation": PAIRS[:2], "test": PAIRS[2:4]}
     metrics = train_instruction(splits, cfg, tmp_path / "models" / "helpdesk", data_snapshot="s1", log=lambda m: None)
@@ -145,7 +198,7 @@ def test_killed_instruction_run_resumes_with_identical_adapter(tiny_llama, tmp_p
     from safetensors.torch import load_file
 
     path, _ = tiny_llama
-    cfg = TrainingSettings(instruction_base_model=path, epochs=2, batch_size=2, max_length=64, learning_rate=1e-2)
+    cfg = TrainingSettings(instruction_base_model=path, epochs=2, batch_size=2, instruction_max_length=64, learning_rate=1e-2)
     splits = {"train": PAIRS * 2, "validation": PAIRS[:2], "test": PAIRS[2:4]}
     train_instruction(splits, cfg, tmp_path / "whole", log=lambda m: None)
 
@@ -167,7 +220,7 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batches(tiny_ll
     from safetensors.torch import load_file
 
     path, _ = tiny_llama
-    fields = dict(instruction_base_model=path, epochs=2, batch_size=3, max_length=40, learning_rate=1e-2,
+    fields = dict(instruction_base_model=path, epochs=2, batch_size=3, instruction_max_length=40, learning_rate=1e-2,
                   lora_dropout=0.0)
     # 10 sequences in global batches of 3: slices of 2+1, and a last batch of 1 that leaves rank 1 empty.
     splits = {"train": (PAIRS * 2)[:10], "validation": PAIRS[:2], "test": PAIRS[2:4]}

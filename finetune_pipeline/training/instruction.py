@@ -1,13 +1,15 @@
-"""Instruction fine-tuning of a causal LM with LoRA: chat template, loss on the response only, packing.
+"""Instruction fine-tuning of a causal LM with LoRA: chat template, loss on the assistant turns only, packing.
 
 Reads top to bottom:
-1. Each (prompt, response) record becomes chat `messages` [user, assistant] rendered by the tokenizer's
-   chat template (a plain one is set when the tokenizer has none). Labels are the token ids, except
-   -100 (no loss) on every token of the rendered prompt: the user turn and the template text up to where
-   the assistant's answer starts, i.e. the rendering with `add_generation_prompt=True`. The response and
-   what the template puts after it (the end-of-turn token) carry loss, so the model learns to stop.
+1. Each example is a conversation: its `messages` (system/user/assistant, any number of turns, carried as
+   a JSON array), or [user prompt, assistant response] for a (prompt, response) pair, rendered by the
+   tokenizer's chat template (a plain one is set when the tokenizer has none). Labels are the token ids
+   of every assistant turn and of the end-of-turn token after it, so the model learns to stop; everything
+   else is -100 (no loss): system and user turns and the template text up to where each answer starts
+   (the rendering of the turns before it with `add_generation_prompt=True`), and template text after an
+   answer's end-of-turn token.
 2. Packing (`packing: true`): examples are laid one after another into sequences of at most
-   `max_length` tokens. Each example's `position_ids` restart at 0 and no attention mask is passed, so
+   `instruction_max_length` tokens. Each example's `position_ids` restart at 0 and no attention mask is passed, so
    transformers builds a block-diagonal causal mask from the position ids (`find_packed_sequence_indices`
    in masking_utils, used only without a KV cache, hence `use_cache=False`; flash-attention reads the same
    position ids): a token attends only to earlier tokens of
@@ -15,7 +17,7 @@ Reads top to bottom:
    first token (that label is a prompt token, -100). Right padding forms its own block with -100 labels.
    `test_packed_logits_match_unpacked` checks the logits equal those of each example alone.
 3. This module supplies the task's part of the shared loop (loop.py): the causal LM with LoRA, the loss
-   summed over a batch's response tokens and normalised by their count (over the global batch when
+   summed over a batch's response (assistant) tokens and normalised by their count (over the global batch when
    data-parallel), early stopping on validation loss, then loss and perplexity (exp of the mean token
    loss over response tokens) on validation and test, and the same for the base model before training as
    the baseline. The loop trains, resumes a killed run and runs data-parallel under torchrun when asked.
@@ -44,16 +46,33 @@ from finetune_pipeline.training.lora import lora_config
 
 IGNORE = -100  # label id that carries no loss (cross_entropy's ignore_index)
 # Used only when the tokenizer has no chat template of its own (e.g. a base, non-chat model).
-PLAIN_CHAT_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}### Prompt:\n{{ m['content'] }}\n"
+PLAIN_CHAT_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'system' %}### System:\n{{ m['content'] }}\n"
+                       "{% elif m['role'] == 'user' %}### Prompt:\n{{ m['content'] }}\n"
                        "{% else %}### Response:\n{{ m['content'] }}{{ eos_token }}\n{% endif %}{% endfor %}"
                        "{% if add_generation_prompt %}### Response:\n{% endif %}")
 
-Pairs = list[tuple[str, str]]  # (prompt, response)
+# (prompt, response), or (the conversation's messages as a JSON array, its final response): see
+# `InstructionTask.training_splits` and `example_messages`.
+Pairs = list[tuple[str, str]]
 
 
 def chat_messages(prompt: str, response: str | None = None) -> list[dict]:
     messages = [{"role": "user", "content": prompt}]
     return messages + ([{"role": "assistant", "content": response}] if response is not None else [])
+
+
+def example_messages(first: str, response: str) -> list[dict]:
+    """The conversation of a training pair: `first` itself when it is a JSON array of {role, content}
+    messages, else [user `first`, assistant `response`]."""
+    if first.lstrip().startswith("["):
+        try:
+            messages = json.loads(first)
+        except ValueError:
+            messages = None
+        if (isinstance(messages, list) and messages
+                and all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in messages)):
+            return [{"role": m["role"], "content": m["content"]} for m in messages]
+    return chat_messages(first, response)
 
 
 def _ids(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
@@ -62,16 +81,32 @@ def _ids(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -
 
 
 def tokenize_example(tokenizer, prompt: str, response: str, max_length: int) -> dict | None:
-    """`input_ids`, `labels` (-100 on the rendered prompt, the ids on the response) and `position_ids`
-    of one record. None when truncation to `max_length` would leave no response token."""
-    prompt_ids = _ids(tokenizer, chat_messages(prompt), add_generation_prompt=True)
-    full_ids = _ids(tokenizer, chat_messages(prompt, response))
-    if full_ids[:len(prompt_ids)] != prompt_ids:
-        raise ValueError("the chat template renders the prompt differently with and without the answer; "
-                         "loss masking needs the prompt rendering to be a prefix of the full conversation")
-    full_ids = full_ids[:max_length]
-    labels = [IGNORE] * len(prompt_ids) + full_ids[len(prompt_ids):]
-    labels = labels[:len(full_ids)]
+    """`input_ids`, `labels` and `position_ids` of one (prompt, response) pair, or of the conversation
+    `prompt` holds as a JSON messages array (see `example_messages`); see `tokenize_conversation`."""
+    return tokenize_conversation(tokenizer, example_messages(prompt, response), max_length)
+
+
+def tokenize_conversation(tokenizer, messages: list[dict], max_length: int) -> dict | None:
+    """`input_ids`, `labels` (the ids on every assistant turn and its end-of-turn token, -100 elsewhere)
+    and `position_ids` of one conversation. None when truncation to `max_length` leaves no assistant token."""
+    full_ids = _ids(tokenizer, messages)
+    labels = [IGNORE] * len(full_ids)
+    special = set(tokenizer.all_special_ids)
+    for turn, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        prompt = _ids(tokenizer, messages[:turn], add_generation_prompt=True)
+        through, start = _ids(tokenizer, messages[:turn + 1]), len(prompt)
+        if through[:start] != prompt or full_ids[:len(through)] != through:
+            raise ValueError("the chat template renders a conversation's first turns differently from the whole "
+                             "conversation; loss masking needs each turn's rendering to be a prefix of the next")
+        end = len(through)
+        # Template text after the answer's end-of-turn token (e.g. a newline) is not the answer's.
+        last_special = max((i for i in range(start, end) if through[i] in special), default=None)
+        if last_special is not None:
+            end = last_special + 1
+        labels[start:end] = full_ids[start:end]
+    full_ids, labels = full_ids[:max_length], labels[:max_length]
     if all(label == IGNORE for label in labels):
         return None
     return {"input_ids": full_ids, "labels": labels, "position_ids": list(range(len(full_ids)))}
@@ -179,11 +214,11 @@ class InstructionTraining:
         self.tokenizer = load_chat_tokenizer(cfg.instruction_base_model)
         self.model = build_instruction_model(cfg.instruction_base_model, cfg).to(device)
         self.learning_rate = cfg.learning_rate
-        self.data = {name: sequences_for(self.tokenizer, pairs, cfg.max_length, cfg.packing)
+        self.data = {name: sequences_for(self.tokenizer, pairs, cfg.instruction_max_length, cfg.packing)
                      for name, pairs in splits.items()}
         self.train_rows = len(self.data["train"])
         log(f"instruction: {len(splits['train'])} training examples in {self.train_rows} sequences "
-            f"(packing {'on' if cfg.packing else 'off'}, max_length {cfg.max_length})")
+            f"(packing {'on' if cfg.packing else 'off'}, instruction_max_length {cfg.instruction_max_length})")
         with self.model.disable_adapter():  # the untrained base model: the baseline the adapter must beat
             self.base_test = self.loss_on("test")
 
@@ -220,20 +255,30 @@ class InstructionTraining:
 
 
 def write_pairs(splits: dict[str, Pairs], splits_dir: str | Path) -> None:
-    """`<split>.jsonl` files of {"prompt", "response"} records, as `read_pairs` reads them."""
+    """`<split>.jsonl` files of {"prompt", "response"} records (and "messages" where a pair carries a
+    conversation), as `read_pairs` reads them."""
     for name, pairs in splits.items():
-        lines = [json.dumps({"prompt": p, "response": r}) + "\n" for p, r in pairs]
+        lines = []
+        for first, response in pairs:
+            messages = example_messages(first, response)
+            row = {"prompt": first, "response": response}
+            if messages != chat_messages(first, response):
+                row = {"prompt": messages[-2]["content"] if len(messages) > 1 else "", "response": response,
+                       "messages": messages}
+            lines.append(json.dumps(row) + "\n")
         (Path(splits_dir) / f"{name}.jsonl").write_text("".join(lines))
 
 
 def read_pairs(splits_dir: str | Path) -> dict[str, Pairs]:
-    """(prompt, response) pairs per split from the exported `<split>.jsonl` files that exist."""
+    """Training pairs per split from the exported `<split>.jsonl` files that exist: (messages JSON, response)
+    for records with `messages`, else (prompt, response)."""
     splits = {}
     for name in ("train", "validation", "test"):
         path = Path(splits_dir) / f"{name}.jsonl"
         if path.exists():
             rows = [json.loads(line) for line in path.read_text().splitlines() if line]
-            splits[name] = [(r["prompt"], r["response"]) for r in rows]
+            splits[name] = [(json.dumps(r["messages"]) if r.get("messages") else r["prompt"], r["response"])
+                            for r in rows]
     return splits
 
 
