@@ -110,6 +110,17 @@ def test_every_assistant_turn_and_only_those_carry_loss_in_a_multi_turn_conversa
         _labelled_stretches(tokenizer, example)[:2]
 
 
+def test_template_text_after_the_end_of_turn_token_carries_no_loss(tiny_llama):
+    import copy
+
+    _, tokenizer = tiny_llama
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.chat_template = tokenizer.chat_template.replace("</s>{% endif %}", "</s> :{% endif %}")
+    example = tokenize_conversation(tokenizer, CONVERSATION[:5], max_length=256)
+    assert [s[-1] for s in _labelled_stretches(tokenizer, example)] == ["</s>", "</s>"]  # the ":" after it: none
+    assert tokenizer.decode(example["input_ids"]).count("</s> :") == 2
+
+
 def test_training_pairs_carry_the_conversation_from_splits_to_jsonl(tmp_path):
     import polars as pl
 
