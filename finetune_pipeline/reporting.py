@@ -8,11 +8,15 @@ from __future__ import annotations
 import base64
 import io
 import math
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from finetune_pipeline.records import SPLITS
 from finetune_pipeline.tasks import task_named
+
+if TYPE_CHECKING:  # the cleaning package imports its text libraries: training, which renders cards, needs none
+    from finetune_pipeline.cleaning.erasure import ErasureReport
 
 
 def markdown_table(headers: list[str], rows: list[list]) -> str:
@@ -201,7 +205,7 @@ _MODEL_CARDS = {"lora": _classifier_card, "full": _classifier_card, "feature": _
 
 def data_card(stage_counts: list[dict], rejects: pl.DataFrame, splits: pl.DataFrame | None,
               pii_by_type: dict[str, int], training: dict | None, pii_policy: dict[str, str] | None = None,
-              erasure: dict | None = None, comparison: dict | None = None) -> str:
+              erasure: ErasureReport | None = None, comparison: dict | None = None) -> str:
     """The run's data card (`report.md`): counts, rejects by reason, label distribution per split,
     PII counts by type and the action taken (never values), erasure requests honoured (request ids,
     never subjects), the evaluation and the approach comparison."""
@@ -220,7 +224,7 @@ def data_card(stage_counts: list[dict], rejects: pl.DataFrame, splits: pl.DataFr
     else:
         lines += [f"- {kind}: {n}" for kind, n in sorted(pii_by_type.items())] or ["- none found"]
     if erasure is not None:
-        removed = erasure.get("removed_by_request", {})
+        removed = erasure.removed_by_request
         lines += ["", "## Erasure requests (right to erasure; subjects never shown)", ""]
         if removed:
             lines += ["| request | status | records removed |", "|---|---|---|"]

@@ -5,6 +5,7 @@ import dagster as dg
 import polars as pl
 
 from finetune_pipeline import atomic, reporting
+from finetune_pipeline.cleaning import CleaningStats
 from finetune_pipeline.cleaning.bias import bias_findings, bias_report
 from finetune_pipeline.defs import OWNERS
 from finetune_pipeline.defs.gates import require_upstream_checks
@@ -58,9 +59,9 @@ def rejected_records(context: dg.AssetExecutionContext, pipeline: PipelineResour
 def data_card(context: dg.AssetExecutionContext, pipeline: PipelineResource, rejected_records: pl.DataFrame,
               dataset_splits: pl.DataFrame, lora_adapter: dict, approach_comparison: dict) -> dict:
     counts = pipeline.stage_counts()
-    cleaning = pipeline.stage_stats("cleaned_corpus")
-    text = reporting.data_card(counts, rejected_records, dataset_splits, cleaning.get("pii_by_type", {}), lora_adapter,
-                               pii_policy=pipeline.settings().privacy.policy, erasure=cleaning.get("erasure"),
+    cleaning = CleaningStats.from_dict(pipeline.stage_stats("cleaned_corpus"))
+    text = reporting.data_card(counts, rejected_records, dataset_splits, cleaning.pii_by_type, lora_adapter,
+                               pii_policy=pipeline.settings().privacy.policy, erasure=cleaning.erasure,
                                comparison=approach_comparison)
     path = atomic.write_text(text, pipeline.data_root().report)
     context.add_output_metadata({"report": dg.MetadataValue.md(text), "path": dg.MetadataValue.path(str(path))})
