@@ -29,16 +29,15 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    """A 1-layer, 32-wide Llama with random weights and a chat template, saved as a local model folder."""
+def tiny_llama_folder(folder, texts: list[str]) -> str:
+    """A 1-layer, 32-wide Llama with random weights, a word-level tokenizer trained on `texts` and a chat
+    template, saved as a local model folder (the path is returned)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    folder = tmp_path_factory.mktemp("tiny_llama")
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator([p + " " + r for p, r in PAIRS] + ["system user assistant : You are a support agent"],
+    tok.train_from_iterator(list(texts) + ["system user assistant : You are a support agent"],
                             trainers.WordLevelTrainer(special_tokens=["<unk>", "<s>", "</s>", "<pad>"]))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
                                         pad_token="<pad>")
@@ -52,7 +51,16 @@ def tiny_llama(tmp_path_factory):
                                          eos_token_id=2))
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    return str(folder), tokenizer
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    """The tiny Llama trained on PAIRS' words, and its tokenizer."""
+    from transformers import AutoTokenizer
+
+    folder = tiny_llama_folder(tmp_path_factory.mktemp("tiny_llama"), [p + " " + r for p, r in PAIRS])
+    return folder, AutoTokenizer.from_pretrained(folder)
 
 
 def test_only_response_tokens_carry_loss(tiny_llama):

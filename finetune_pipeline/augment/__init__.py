@@ -25,6 +25,7 @@ from finetune_pipeline.augment.oversample import oversample
 from finetune_pipeline.records import StageResult, StageStats, make_record_id, sha256_text
 from finetune_pipeline.settings import Settings
 from finetune_pipeline.splits import stratified_group_split
+from finetune_pipeline.tasks import task_for
 
 log = logging.getLogger(__name__)
 STAGE = "augmented_corpus"
@@ -56,9 +57,15 @@ def augment_corpus(corpus: pl.DataFrame, settings: Settings, generator: TextGene
     originals = corpus.with_columns([pl.lit(None, t).alias(c) for c, t in AUGMENT_COLUMNS.items()])
     cfg = settings.augmentation
     stats = AugmentStats()
+    task = task_for(settings)
     if corpus.is_empty() or not (cfg.oversample or cfg.paraphrase or cfg.synthetic):
         return StageResult(kept=originals, stats=stats)
-    split = stratified_group_split(corpus, settings.splits)
+    if not task.labeled:
+        # Label gaps, copies and label-conditioned generation mean nothing without labels; conversations
+        # pass through unchanged rather than as copies dressed up as new examples.
+        log.info("augmentation: %s records have no labels to balance; nothing added", task.name)
+        return StageResult(kept=originals, stats=stats)
+    split = stratified_group_split(corpus, settings.splits, task)
     train = corpus.join(split.filter(pl.col("split") == "train").select("record_id"), on="record_id")
     target, gaps = label_gaps(train, settings)
     rng = np.random.default_rng(settings.splits.seed)

@@ -8,10 +8,9 @@ import polars as pl
 from finetune_pipeline import validation as v
 from finetune_pipeline.augment import augment_corpus
 from finetune_pipeline.defs import OWNERS
-from finetune_pipeline.defs.gates import accounting_check, require_upstream_checks, suite_check
+from finetune_pipeline.defs.gates import accounting_check, labels_and_records, require_upstream_checks, suite_check
 from finetune_pipeline.defs.metadata import augmentation_metadata, settings_used, stage_metadata
 from finetune_pipeline.defs.resources import PipelineResource
-from finetune_pipeline.labeling import label_set
 from finetune_pipeline.records import StageResult
 
 
@@ -35,6 +34,6 @@ def augmented_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResour
 
 
 augmented_corpus_expectations = suite_check(
-    "augmented_corpus", lambda s, df: v.augmented_expectations(s.checks.min_records, label_set(df, s)),
+    "augmented_corpus", lambda s, df: v.augmented_expectations(s.checks.min_records, *labels_and_records(s, df)),
     "Unique record ids, labels from the set, augmentation columns present.")
 augmented_corpus_accounting = accounting_check("augmented_corpus", "labeled_corpus")

@@ -15,6 +15,7 @@ import polars as pl
 from finetune_pipeline import validation as v
 from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.settings import Settings
+from finetune_pipeline.tasks import task_for
 
 
 # The blocking checks by the asset they guard, recorded as the stage modules define them. A module defines
@@ -81,3 +82,11 @@ def accounting_check(asset: str, upstream: str):
                             extra={"rows_in": upstream.height, "rows_out": originals.height, "rows_rejected": rejected})
 
     return _check
+
+
+def labels_and_records(settings: Settings, frame: pl.DataFrame) -> tuple[list[str], list | None]:
+    """What the corpus suites check per record, by task: the label set, and the task's own per-record
+    expectations (None: labels from the set)."""
+    task = task_for(settings)
+    labels = task.labels(frame, settings)
+    return labels, task.record_expectations(labels)

@@ -11,12 +11,12 @@ import polars as pl
 
 from finetune_pipeline import validation as v
 from finetune_pipeline.defs import OWNERS
-from finetune_pipeline.defs.gates import (accounting_check, blocking_check, require_upstream_checks, suite_check,
+from finetune_pipeline.defs.gates import (accounting_check, blocking_check, labels_and_records, require_upstream_checks, suite_check,
                                            suite_result)
 from finetune_pipeline.defs.metadata import (execution_metadata, labeling_metadata, review_metadata, settings_used,
                                              stage_metadata)
 from finetune_pipeline.defs.resources import PipelineResource, RayCluster
-from finetune_pipeline.labeling import apply_labels, label_set
+from finetune_pipeline.labeling import apply_labels
 from finetune_pipeline.labeling.annotations import load_annotations
 from finetune_pipeline.labeling.review import write_review_export
 
@@ -61,7 +61,7 @@ def labeling(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_
 
 
 labeled_corpus_expectations = suite_check(
-    "labeled_corpus", lambda s, df: v.labeled_expectations(s.checks.min_records, label_set(df, s)),
+    "labeled_corpus", lambda s, df: v.labeled_expectations(s.checks.min_records, *labels_and_records(s, df)),
     "Every record has a label from the label set, a known label_source and a confidence in [0, 1].")
 labeled_corpus_accounting = accounting_check("labeled_corpus", "deduplicated_corpus")
 

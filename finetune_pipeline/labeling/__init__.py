@@ -217,7 +217,7 @@ def _pass_through(corpus: pl.DataFrame, annotations: pl.DataFrame,
     problems = annotation_problems or []
     stats = LabelingStats(annotations=AnnotationStats(
         rows=annotations.height, files=annotations["source_file"].n_unique(), problems_total=len(problems),
-        problems=problems[:MAX_PROBLEMS]))
+        problems=problems[:MAX_PROBLEMS]), agreement=agreement_report(empty_annotations(), kept.clear(), []))
     return LabelingResult(kept=kept, stats=stats)
 
 
