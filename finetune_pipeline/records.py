@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import types
 import typing
 from dataclasses import dataclass, field
 
@@ -120,7 +121,7 @@ def _typed(hint, value):
         return [_typed(args[0], v) for v in value]
     if origin is dict and len(args) == 2:
         return {k: _typed(args[1], v) for k, v in value.items()}
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
         return _typed(inner[0], value) if len(inner) == 1 else value
     return value

@@ -67,7 +67,7 @@ def _fmt(value, column: str, task) -> str:
         return f"{value:,}"
     if column.startswith("test_"):
         metric = next(m for m in task.metrics if f"test_{m.key}" == column)
-        return f"{value:.3f}" if metric.digits >= 3 else f"{value:.1f}"
+        return f"{value:.{metric.comparison_digits}f}"
     if column == "wall_time_s":
         return f"{value:.1f}"
     if column == "peak_memory_mb":

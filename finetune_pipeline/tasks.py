@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import polars as pl
@@ -28,14 +29,15 @@ class Metric:
 
     key: str
     label: str
-    digits: int
+    digits: int  # decimals in evaluation tables
     higher_is_better: bool
+    comparison_digits: int  # decimals in the approach-comparison table
 
     def format(self, value: float) -> str:
         return "nan" if value != value else f"{value:.{self.digits}f}"
 
 
-class Task:
+class Task(ABC):
     """What a kind of task decides: columns, approaches, labels, metric, baseline, evaluation rows."""
 
     name: str
@@ -47,14 +49,15 @@ class Task:
     evaluated_on: str  # what the test scores are computed over, in words
     base_model_setting: str  # the TrainingSettings field naming the model it tunes (None there: the default)
     labeled: bool  # every record needs a label from the label set (labeling rejects the rest)
+    conversational: bool  # records are conversations, read by the conversation readers (sources/conversations.py)
 
+    @abstractmethod
     def approaches(self, training: TrainingSettings) -> list[Approach]:
         """The approaches `approach_comparison` runs."""
-        raise NotImplementedError
 
+    @abstractmethod
     def trained_approach(self, training: TrainingSettings) -> Approach:
         """The approach `lora_adapter` trains."""
-        raise NotImplementedError
 
     def labels(self, frame: pl.DataFrame, settings: Settings) -> list[str]:
         """The label set the model predicts (empty for tasks without labels)."""
@@ -65,9 +68,9 @@ class Task:
         `validation.labeled_expectations` & co.; None: the label expectations those suites hold by default."""
         return None
 
+    @abstractmethod
     def stratify_column(self, frame: pl.DataFrame) -> str:
         """The column whose values each split keeps in proportion (splits.py, the proportion check)."""
-        raise NotImplementedError
 
     def training_splits(self, frame: pl.DataFrame) -> Splits:
         """Per split the (inputs, targets) lists that train and evaluate a model."""
@@ -81,9 +84,9 @@ class Task:
         """The split records as exported (instruction records gain their chat form)."""
         return frame
 
+    @abstractmethod
     def baseline(self, metrics: dict) -> dict[str, float]:
         """The baseline's test scores from a training run's metrics."""
-        raise NotImplementedError
 
     def evaluation(self, metrics: dict) -> list[dict]:
         """Rows of the evaluation table: the trained model, then the baseline (model, scores, params)."""
@@ -97,14 +100,14 @@ class Task:
     def model_name(self, metrics: dict) -> str:
         return metrics["approach"]
 
+    @abstractmethod
     def baseline_gate(self, metrics: dict) -> tuple[pl.DataFrame, list, dict[str, float]]:
         """The adapter's quality gate: a one-row frame of its test scores, the Great Expectations suite it
         must pass (no NaN loss, better than the baseline), and the scores to show beside the result."""
-        raise NotImplementedError
 
+    @abstractmethod
     def metrics_summary(self, metrics: dict) -> dict[str, float]:
         """The test scores the adapters registry keeps (and shows in `adapters list`)."""
-        raise NotImplementedError
 
     def comparison_scores(self, metrics: dict) -> dict[str, float]:
         """The task's columns of an approach-comparison row."""
@@ -119,12 +122,13 @@ class Task:
 class ClassificationTask(Task):
     name = "classification"
     input_column, target_column = "text", "label"
-    metrics = (Metric("accuracy", "accuracy", 3, True), Metric("macro_f1", "macro-F1", 3, True))
+    metrics = (Metric("accuracy", "accuracy", 3, True, 3), Metric("macro_f1", "macro-F1", 3, True, 3))
     headline = metrics[1]
     baseline_name = "majority class"
     evaluated_on = "test split"
     base_model_setting = "base_model"
     labeled = True
+    conversational = False
 
     def approaches(self, training: TrainingSettings) -> list[Approach]:
         return list(training.compare)
@@ -161,12 +165,13 @@ class ClassificationTask(Task):
 class InstructionTask(Task):
     name = "instruction"
     input_column, target_column = "prompt", "response"
-    metrics = (Metric("loss", "loss", 4, False), Metric("perplexity", "perplexity", 2, False))
+    metrics = (Metric("loss", "loss", 4, False, 3), Metric("perplexity", "perplexity", 2, False, 1))
     headline = metrics[1]
     baseline_name = "base model"
     evaluated_on = "test split, response tokens"
     base_model_setting = "instruction_base_model"
     labeled = False  # `label` stays null; an optional `category` stratifies the split
+    conversational = True
 
     def approaches(self, training: TrainingSettings) -> list[Approach]:
         return ["instruction"]

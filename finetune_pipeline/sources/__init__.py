@@ -28,6 +28,7 @@ from finetune_pipeline.records import StageResult, StageStats, corpus_frame, mak
 from finetune_pipeline.settings import Settings
 from finetune_pipeline.sources import files, sql, tabular
 from finetune_pipeline.sources.cache import CachedParse, ParseCache
+from finetune_pipeline.tasks import task_for
 
 log = logging.getLogger(__name__)
 STAGE = "raw_corpus"
@@ -108,6 +109,7 @@ def collect_raw_corpus(data_dir: Path, settings: Settings, cache_dir: Path | Non
     `cache_dir`: where parse results are kept between runs (None: parse everything every time).
     `progress`: called after each source with (done, total, source_uri, status)."""
     data_dir = Path(data_dir).resolve()
+    conversational = task_for(settings).conversational
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     cache = ParseCache(cache_dir, settings)
     records: list[dict] = []
@@ -172,7 +174,7 @@ def collect_raw_corpus(data_dir: Path, settings: Settings, cache_dir: Path | Non
         try:
             rows = sql.read_sql_query(source.url_env, source.query)
             numbered = [(f"row {i + 1}", r) for i, r in enumerate(rows)]
-            if settings.task == "instruction":
+            if conversational:
                 new_records, bad = tabular.rows_to_conversations(numbered, source)
             else:
                 new_records, bad = tabular.rows_to_records(numbered, source, uri)
@@ -183,7 +185,7 @@ def collect_raw_corpus(data_dir: Path, settings: Settings, cache_dir: Path | Non
             counts.rejects += 1
         for record in new_records:
             record.update(source_uri=uri, source_type="sql", ingested_at=now)
-        reason = "malformed_conversation" if settings.task == "instruction" else "empty_text"
+        reason = "malformed_conversation" if conversational else "empty_text"
         rejects += [_reject(uri, loc, reason, why) for loc, why in bad]
         counts.records += len(new_records)
         counts.rejects += len(bad)
@@ -200,7 +202,7 @@ def collect_raw_corpus(data_dir: Path, settings: Settings, cache_dir: Path | Non
         reject["stage"] = STAGE
     pruned = cache.prune()
 
-    if settings.task == "instruction":
+    if conversational:
         instruction = INSTRUCTION_COLUMNS
     elif settings.sources.tabular.prompt_column or any(s.prompt_column for s in settings.sources.sql):
         instruction = PROMPT_RESPONSE_COLUMNS
@@ -287,89 +289,83 @@ def _refuse(path: Path, data_dir: Path, settings: Settings) -> tuple[str, str] |
     return None
 
 
-def _parse(path: Path, source_type: str, settings: Settings) -> tuple[list[dict], list[dict]]:
-    """Records and rejects ({locator, reason, detail}) from the content of one source."""
-    def bad(locator, reason, detail):
-        return {"locator": locator, "reason": reason, "detail": detail}
+def _bad(locator: str | None, reason: str, detail: str) -> dict:
+    return {"locator": locator, "reason": reason, "detail": detail}
 
-    mapping = settings.sources.tabular
-    suffix = path.suffix.lower()
-    if settings.task == "instruction":
-        return _parse_conversations(path, source_type, settings)
+
+def _parse(path: Path, source_type: str, settings: Settings) -> tuple[list[dict], list[dict]]:
+    """Records and rejects ({locator, reason, detail}) from the content of one source: labeled texts, or
+    conversations when the task trains on them. A parser failing on bad content becomes a reject."""
+    read = _read_conversations if task_for(settings).conversational else _read_texts
     try:
-        if source_type == HF_DATASET:
-            records, rejects = [], []
-            for split, rows in tabular.read_hf_dataset(path).items():
-                prefix = f"split {split}; " if split else ""
-                split_records, empty = tabular.rows_to_records(rows, mapping, "")
-                records += [{**r, "locator": prefix + r["locator"]} for r in split_records]
-                rejects += [bad(prefix + loc, "empty_text", why) for loc, why in empty]
-            return records, rejects
-        if suffix in files.DOCUMENT_TYPES:
-            return _read_document(path, settings), []
-        if suffix in tabular.TABULAR_TYPES:
-            rows, malformed = tabular.read_table(path)
-            records, empty = tabular.rows_to_records(rows, mapping, "")
-            return records, ([bad(loc, "malformed_row", why) for loc, why in malformed]
-                             + [bad(loc, "empty_text", why) for loc, why in empty])
-        if suffix in sql.SQLITE_TYPES:
-            return _read_sqlite(path, settings)
+        return read(path, source_type, settings)
     except files.UnreadableDocument as exc:
-        return [], [bad(None, "unreadable_file", str(exc))]
+        return [], [_bad(None, "unreadable_file", str(exc))]
     except tabular.MissingColumn as exc:
-        return [], [bad(None, "missing_column", str(exc))]
+        return [], [_bad(None, "missing_column", str(exc))]
     except sql.DatabaseUnavailable as exc:
-        return [], [bad(None, "unreadable_database", str(exc))]
+        return [], [_bad(None, "unreadable_database", str(exc))]
     except Exception as exc:  # a parser failing on bad content must not stop the run
         log.warning("%s: %s while parsing", path.name, type(exc).__name__)
-        return [], [bad(None, "unreadable_file",
-                        f"parser failed ({type(exc).__name__}); check the file opens and re-export it")]
+        return [], [_bad(None, "unreadable_file",
+                         f"parser failed ({type(exc).__name__}); check the file opens and re-export it")]
+
+
+def _read_texts(path: Path, source_type: str, settings: Settings) -> tuple[list[dict], list[dict]]:
+    """One record per document chunk or table row."""
+    mapping = settings.sources.tabular
+    suffix = path.suffix.lower()
+    if source_type == HF_DATASET:
+        records, rejects = [], []
+        for split, rows in tabular.read_hf_dataset(path).items():
+            prefix = f"split {split}; " if split else ""
+            split_records, empty = tabular.rows_to_records(rows, mapping, "")
+            records += [{**r, "locator": prefix + r["locator"]} for r in split_records]
+            rejects += [_bad(prefix + loc, "empty_text", why) for loc, why in empty]
+        return records, rejects
+    if suffix in files.DOCUMENT_TYPES:
+        return _read_document(path, settings), []
+    if suffix in tabular.TABULAR_TYPES:
+        rows, malformed = tabular.read_table(path)
+        records, empty = tabular.rows_to_records(rows, mapping, "")
+        return records, ([_bad(loc, "malformed_row", why) for loc, why in malformed]
+                         + [_bad(loc, "empty_text", why) for loc, why in empty])
+    if suffix in sql.SQLITE_TYPES:
+        return _read_sqlite(path, settings)
     return [], []
 
 
-def _parse_conversations(path: Path, source_type: str, settings: Settings) -> tuple[list[dict], list[dict]]:
-    """`_parse` for an instruction data root: one conversation per row; documents are refused."""
-    def bad(locator, reason, detail):
-        return {"locator": locator, "reason": reason, "detail": detail}
-
+def _read_conversations(path: Path, source_type: str, settings: Settings) -> tuple[list[dict], list[dict]]:
+    """One conversation per row; documents are refused."""
     mapping = settings.sources.tabular
     suffix = path.suffix.lower()
-    try:
-        if source_type == HF_DATASET:
-            records, rejects = [], []
-            for split, rows in tabular.read_hf_dataset(path).items():
-                prefix = f"split {split}; " if split else ""
-                split_records, malformed = tabular.rows_to_conversations(rows, mapping)
-                records += [{**r, "locator": prefix + r["locator"]} for r in split_records]
-                rejects += [bad(prefix + loc, "malformed_conversation", why) for loc, why in malformed]
-            return records, rejects
-        if suffix in files.DOCUMENT_TYPES:
-            return [], [bad(None, "not_a_conversation", NOT_A_CONVERSATION)]
-        if suffix in tabular.TABULAR_TYPES:
-            rows, malformed_rows = tabular.read_table(path)
-            records, malformed = tabular.rows_to_conversations(rows, mapping)
-            return records, ([bad(loc, "malformed_row", why) for loc, why in malformed_rows]
-                             + [bad(loc, "malformed_conversation", why) for loc, why in malformed])
-        if suffix in sql.SQLITE_TYPES:
-            tables = sql.read_sqlite_tables(path, tabular.conversation_columns(mapping))
-            if not tables:
-                raise tabular.MissingColumn("no table has conversation columns; " + NOT_A_CONVERSATION.split(";")[0]
-                                            + "; set sources.tabular in finetune.yaml to the database's columns")
-            records, rejects = [], []
-            for table, rows in tables.items():
-                recs, malformed = tabular.rows_to_conversations(
-                    [(f"row {i + 1}", r) for i, r in enumerate(rows)], mapping)
-                records += [{**r, "locator": f"table {table}; {r['locator']}"} for r in recs]
-                rejects += [bad(f"table {table}; {loc}", "malformed_conversation", why) for loc, why in malformed]
-            return records, rejects
-    except tabular.MissingColumn as exc:
-        return [], [bad(None, "missing_column", str(exc))]
-    except sql.DatabaseUnavailable as exc:
-        return [], [bad(None, "unreadable_database", str(exc))]
-    except Exception as exc:  # a parser failing on bad content must not stop the run
-        log.warning("%s: %s while parsing", path.name, type(exc).__name__)
-        return [], [bad(None, "unreadable_file",
-                        f"parser failed ({type(exc).__name__}); check the file opens and re-export it")]
+    if source_type == HF_DATASET:
+        records, rejects = [], []
+        for split, rows in tabular.read_hf_dataset(path).items():
+            prefix = f"split {split}; " if split else ""
+            split_records, malformed = tabular.rows_to_conversations(rows, mapping)
+            records += [{**r, "locator": prefix + r["locator"]} for r in split_records]
+            rejects += [_bad(prefix + loc, "malformed_conversation", why) for loc, why in malformed]
+        return records, rejects
+    if suffix in files.DOCUMENT_TYPES:
+        return [], [_bad(None, "not_a_conversation", NOT_A_CONVERSATION)]
+    if suffix in tabular.TABULAR_TYPES:
+        rows, malformed_rows = tabular.read_table(path)
+        records, malformed = tabular.rows_to_conversations(rows, mapping)
+        return records, ([_bad(loc, "malformed_row", why) for loc, why in malformed_rows]
+                         + [_bad(loc, "malformed_conversation", why) for loc, why in malformed])
+    if suffix in sql.SQLITE_TYPES:
+        tables = sql.read_sqlite_tables(path, tabular.conversation_columns(mapping))
+        if not tables:
+            raise tabular.MissingColumn("no table has conversation columns; " + NOT_A_CONVERSATION.split(";")[0]
+                                        + "; set sources.tabular in finetune.yaml to the database's columns")
+        records, rejects = [], []
+        for table, rows in tables.items():
+            recs, malformed = tabular.rows_to_conversations(
+                [(f"row {i + 1}", r) for i, r in enumerate(rows)], mapping)
+            records += [{**r, "locator": f"table {table}; {r['locator']}"} for r in recs]
+            rejects += [_bad(f"table {table}; {loc}", "malformed_conversation", why) for loc, why in malformed]
+        return records, rejects
     return [], []
 
 
