@@ -300,6 +300,19 @@ class DedupSettings(_Section):
     )
     semantic_batch_size: int = Field(64, ge=1, description="Texts per embedding batch.")
     semantic_max_length: int = Field(256, ge=8, description="Tokens per text for the embedding; longer is truncated.")
+    # ---- conversations (task: instruction), see dedup/conflicts.py
+    prompt_threshold: float = Field(
+        0.75, gt=0, le=1, description="Conversations: estimated Jaccard similarity of character 5-grams at or "
+        "above which two prompts (every turn before the final answer) are near duplicates. Short prompts that "
+        "differ in one content word score about 0.6; reworded prompts need `semantic`.")
+    prompt_semantic_threshold: float = Field(
+        0.8, gt=0, le=1, description="Conversations, with `semantic` on: cosine similarity at or above which two "
+        "prompts are paraphrases (MiniLM: reworded refund questions 0.84-0.87, 'capital of France' against "
+        "'of Spain' 0.68).")
+    conflicts: Literal["review", "keep_first", "drop_all"] = Field(
+        "review", description="Conversations: what happens to duplicate prompts whose answers disagree: review "
+        "(held out until a person picks the answer to keep in Label Studio), keep_first (the first seen stays, "
+        "the others are rejected as conflicting_instruction) or drop_all (every answer rejected).")
 
     @model_validator(mode="after")
     def _bands_divide(self) -> "DedupSettings":

@@ -108,7 +108,6 @@ def deduplicated_expectations(min_records: int) -> list:
     return corpus_expectations(min_records) + [
         E.ExpectColumnValuesToBeUnique(column="content_sha256"),
         E.ExpectColumnValuesToNotBeNull(column="group_id"),
-        E.ExpectColumnValuesToBeUnique(column="group_id"),
     ]
 
 

@@ -138,6 +138,13 @@ def dedup_metadata(stats) -> dict:
     }
     if stats.semantic_nearest_histogram:
         meta["semantic_nearest_histogram"] = histogram(stats.semantic_nearest_histogram, "nearest cosine from")
+    if stats.prompts is not None:  # conversations; record ids only, never text
+        p = stats.prompts
+        meta.update({"duplicate_prompts": p.duplicate_prompts, "conflicts": p.conflicts,
+                     "conflict_records": p.conflict_records, "conflict_policy": p.policy,
+                     "conflicts_listed": table(["conflict_id", "record ids (first seen first)"],
+                                               [[c.conflict_id, ", ".join(c.record_ids)] for c in p.conflicts_listed])
+                     if p.conflicts_listed else NONE})
     return meta
 
 
@@ -150,6 +157,7 @@ def labeling_metadata(stats) -> dict:
         "label_model": model.name or "none (no record needed one)",
         "in_review": sum(stats.in_review.values()),
         "in_review_by_reason": bars({k: v for k, v in stats.in_review.items() if v}),
+        **({"conflicts": bars(stats.conflicts)} if stats.conflicts else {}),
         "annotation_files": annotations.files,
         "annotation_rows": annotations.rows,
         "annotation_problems": _problems_table(annotations.problems, annotations.problems_total),
