@@ -302,9 +302,10 @@ class DedupSettings(_Section):
     semantic_max_length: int = Field(256, ge=8, description="Tokens per text for the embedding; longer is truncated.")
     # ---- conversations (task: instruction), see dedup/conflicts.py
     prompt_threshold: float = Field(
-        0.75, gt=0, le=1, description="Conversations: estimated Jaccard similarity of character 5-grams at or "
-        "above which two prompts (every turn before the final answer) are near duplicates. Short prompts that "
-        "differ in one content word score about 0.6; reworded prompts need `semantic`.")
+        0.85, gt=0, le=1, description="Conversations: estimated Jaccard similarity of character 5-grams at or "
+        "above which two prompts (every turn before the final answer) are near duplicates: light edits, typos, "
+        "punctuation. A template filled with another product or city scores 0.6-0.8 and is a different "
+        "question; reworded prompts need `semantic`.")
     prompt_semantic_threshold: float = Field(
         0.8, gt=0, le=1, description="Conversations, with `semantic` on: cosine similarity at or above which two "
         "prompts are paraphrases (MiniLM: reworded refund questions 0.84-0.87, 'capital of France' against "

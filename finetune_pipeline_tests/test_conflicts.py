@@ -72,8 +72,10 @@ def test_review_export_config_takes_the_choices_from_each_task(tmp_path):
 
 
 def test_near_duplicate_prompts_conflict_and_differing_prompts_do_not():
-    pairs = [("Write a haiku about autumn leaves falling in the park.", "Red leaves drift and turn / ..."),
-             ("write a haiku about autumn leaves falling in a park", "I cannot write poems about parks."),
+    pairs = [("Write a haiku about the autumn leaves falling in the park.", "Red leaves drift and turn / ..."),
+             ("write a haiku about the autumn leaves faling in the park!", "I cannot write poems about parks."),
+             ("My tent arrived with a cracked pole. What should I do before I send it back to you?", "Glue it."),
+             ("My road bike arrived with a cracked pole. What should I do before I send it back to you?", "Weld it."),
              ("What is the capital of France?", "Paris."), ("What is the capital of Spain?", "Madrid."), *FILLER]
     dedup = deduplicate(corpus(pairs), settings())
     conflicts = dedup.kept.filter(pl.col("conflict_id").is_not_null())
@@ -146,3 +148,14 @@ def test_a_choice_naming_no_answer_is_a_problem_and_the_conflict_stays_open(tmp_
     labeled = apply_labels(dedup.kept, settings(), annotations, problems)
     assert labeled.review_queue.height == 1
     assert "names no answer" in labeled.stats.annotations.problems[0]["reason"]
+
+
+def test_the_data_card_lists_conflicts_by_id_never_text(tmp_path):
+    from finetune_pipeline.reporting import data_card
+
+    dedup = deduplicate(corpus(CONFLICT), settings())
+    labeled = apply_labels(dedup.kept, settings())
+    card = data_card([], pl.concat([dedup.rejected, labeled.rejected]), None, {}, None)
+    cid = labeled.review_queue["record_id"][0]
+    assert f"| {cid} | waiting for review | r000, r001 |" in card
+    assert "password" not in card

@@ -3,9 +3,9 @@
 A conversation's *context* is every turn before its final answer (system and user turns, and earlier
 exchanges of a multi-turn conversation). Two conversations have duplicate prompts when their contexts are
 equal after case and whitespace folding, near duplicates by MinHash over character 5-grams (prompts are
-short; threshold `dedup.prompt_threshold`): edits, typos, punctuation. Short prompts that differ in
-one content word ("the capital of France" / "of Spain", Jaccard about 0.6) stay apart, and so do reworded
-prompts: paraphrases are found with `dedup.semantic` on (sentence-embedding cosine at
+short; threshold `dedup.prompt_threshold`, 0.85): light edits, typos, punctuation. Prompts that differ in
+one content word ("the capital of France" / "of Spain", Jaccard about 0.6; a support template filled with
+another product, 0.7-0.8) stay apart, and so do reworded prompts: paraphrases are found with `dedup.semantic` on (sentence-embedding cosine at
 `dedup.prompt_semantic_threshold`). Within one prompt cluster,
 answers agree when their word 3-gram Jaccard similarity reaches `dedup.threshold` (or they are equal after
 folding):

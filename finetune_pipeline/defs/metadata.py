@@ -233,7 +233,8 @@ def review_metadata(review: pl.DataFrame, paths: dict) -> dict:
         "rows": review.height,
         "by_reason": bars(dict(review.group_by("reason").len().iter_rows())),
         "lowest_scores": table(["record_id", "reason", "prediction", "score", "chars"],
-                               [[r, why, label, f"{score:.3f}", chars] for r, why, label, score, chars in lowest.rows()]),
+                               [[r, why, label or "", "" if score is None else f"{score:.3f}", chars]
+                                for r, why, label, score, chars in lowest.rows()]),
         "tasks": dg.MetadataValue.path(str(paths["tasks"])),
         "label_config": dg.MetadataValue.path(str(paths["label_config"])),
         "dagster/row_count": review.height,
