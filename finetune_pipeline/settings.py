@@ -377,6 +377,10 @@ class SplitSettings(_Section):
     proportion_tolerance: float = Field(
         0.1, ge=0, le=1, description="Blocking check: a label's share in each split may differ from its share "
         "overall by this much, plus one record of that split (rounding in small splits).")
+    contamination_threshold: float = Field(
+        0.5, gt=0, le=1, description="Records whose word 3-gram MinHash Jaccard reaches this (looser than "
+        "dedup.threshold: lightly edited copies that dedup kept) share a split group, and the blocking "
+        "contamination check fails when such a pair is found on both sides of the split anyway.")
 
     @model_validator(mode="after")
     def _sum_to_one(self) -> "SplitSettings":
@@ -489,6 +493,15 @@ class ChecksSettings(_Section):
     min_records: int = Field(
         20, ge=0, description="Fewer records than this at any corpus stage fails that stage's blocking check."
     )
+    adapter_floor: float | None = Field(
+        None, description="Blocking: the adapter's headline test metric must reach this as well as beat the "
+        "baseline (classification: macro-F1 at least this; instruction: perplexity at most this). None: no floor.")
+    max_share_drift: float = Field(
+        0.1, ge=0, le=1, description="Warning: a label's (or category's) share of the records moved more than "
+        "this since the last published split.")
+    min_test_per_label: int = Field(
+        5, ge=0, description="Warning: a label (or category) with fewer test records than this cannot be "
+        "measured on its own.")
 
 
 class ExecutionSettings(_Section):
