@@ -86,6 +86,15 @@ class SourcesSettings(_Section):
     max_pdf_pages: int = Field(
         2000, ge=1, description="PDFs declaring more pages than this are rejected before parsing (a small file "
         "can declare millions of pages that all share one page object).")
+    parse_timeout_s: float = Field(
+        120, ge=0, description="Each document (PDF, HTML, DOCX, e-mail, text) is parsed in a separate worker "
+        "process and rejected as parse_timeout when it takes longer than this (seconds); 0: in-process, no limit.")
+    max_expanded_mb: float = Field(
+        500, gt=0, description="Zip-based documents (.docx) whose members expand to more than this (MiB) are "
+        "rejected as archive_too_large before parsing.")
+    max_compression_ratio: float = Field(
+        200, gt=1, description="Zip-based documents whose expanded size is more than this many times their "
+        "compressed size are rejected as archive_too_large (a zip bomb); real DOCX files stay under 20.")
 
 
 class CleaningSettings(_Section):

@@ -5,6 +5,7 @@ import sqlite3
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from finetune_pipeline.settings import Settings
 from finetune_pipeline.sources import collect_raw_corpus
@@ -301,13 +302,13 @@ def _count_parses(monkeypatch) -> list[str]:
     from finetune_pipeline.sources import files
 
     parsed: list[str] = []
-    real = files.partition_document
+    real = files.run_with_time_limit
 
-    def counting(path, *args):
-        parsed.append(path.name)
-        return real(path, *args)
+    def counting(fn, args, timeout_s, what):
+        parsed.append(what)
+        return real(fn, args, timeout_s, what)
 
-    monkeypatch.setattr(files, "partition_document", counting)
+    monkeypatch.setattr(files, "run_with_time_limit", counting)
     return parsed
 
 
@@ -365,3 +366,31 @@ def test_progress_is_reported_per_source(tmp_path):
     collect_raw_corpus(tmp_path, _settings(), progress=lambda *args: seen.append(args))
     assert [s[0] for s in seen] == list(range(1, 8)) and all(s[1] == 7 for s in seen)
     assert {s[3] for s in seen} == {"parsed"}
+
+
+def test_a_parser_past_its_time_limit_and_a_zip_bomb_are_rejected_and_the_rest_goes_on(tmp_path):
+    import zipfile
+
+    raw = tmp_path / "raw"
+    (raw / "billing").mkdir(parents=True)
+    write_pdf(raw / "billing" / "slow.pdf", [[TICKET]])
+    with zipfile.ZipFile(raw / "billing" / "bomb.docx", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("word/document.xml", b"\0" * (40 * 2**20))  # 40 MiB of zeros in about 40 KiB
+    (raw / "rows.csv").write_text("text,label\n" + "".join(f'"{TICKET} ({i})",billing\n' for i in range(3)))
+    settings = Settings.model_validate({"labels": ["billing"], "sources": {"parse_timeout_s": 0.001}})
+    result = collect_raw_corpus(tmp_path, settings)
+    reasons = dict(zip(result.rejected["source_uri"], result.rejected["reason"]))
+    assert reasons == {"raw/billing/slow.pdf": "parse_timeout", "raw/billing/bomb.docx": "archive_too_large"}
+    details = " ".join(result.rejected["detail"])
+    assert "sources.parse_timeout_s" in details and "zip bomb" in details
+    assert result.kept.height == 3  # the CSV rows
+
+
+def test_the_time_limited_worker_is_replaced_after_a_timeout():
+    from finetune_pipeline.sources import files
+    from finetune_pipeline_tests.bad_inputs import sleep_then_return
+
+    with pytest.raises(files.ParseTimeout, match="parse_timeout_s"):
+        files.run_with_time_limit(sleep_then_return, (30, "late"), 2, "hang.pdf")
+    assert files.run_with_time_limit(sleep_then_return, (0, "next"), 60, "ok.pdf") == "next"
+    assert files.run_with_time_limit(sleep_then_return, (0, "here"), 0, "ok.pdf") == "here"  # 0: in-process

