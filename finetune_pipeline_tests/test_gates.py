@@ -166,3 +166,22 @@ def test_light_edits_are_kept_in_one_split_and_the_check_finds_them_when_they_ar
     grouped = assign_splits(joined, splits_cfg, task_named("classification"))
     assert cross_split_near_duplicates(grouped, splits_cfg.contamination_threshold, dedup).is_empty()
     assert Settings().splits.contamination_threshold < Settings().dedup.threshold
+
+
+def test_a_frame_with_a_wrong_schema_fails_at_the_boundary_with_the_column_named():
+    from finetune_pipeline.defs.types import CorpusFrame, ReviewFrame, SplitsFrame
+    from finetune_pipeline.labeling.review import empty_review
+
+    corpus = _quotes()
+    assert dg.check_dagster_type(CorpusFrame, corpus).success
+    missing = dg.check_dagster_type(CorpusFrame, corpus.drop("record_id"))
+    assert not missing.success and "record_id" in missing.description
+    null_text = corpus.with_columns(pl.when(pl.col("record_id") == "q001").then(None).otherwise(pl.col("text"))
+                                    .alias("text"))
+    assert 'column "text"' in dg.check_dagster_type(CorpusFrame, null_text).description
+    bad = dg.check_dagster_type(CorpusFrame, corpus.with_columns(pl.lit(1.5).alias("label_confidence")))
+    assert not bad.success and 'column "label_confidence"' in bad.description
+    assert corpus["text"][0][:20] not in bad.description  # the constraint and the column, never row values
+    splits = corpus.with_columns(pl.lit("holdout").alias("split"))
+    assert "split" in dg.check_dagster_type(SplitsFrame, splits).description
+    assert dg.check_dagster_type(ReviewFrame, empty_review()).success

@@ -11,10 +11,12 @@ from finetune_pipeline.defs import OWNERS
 from finetune_pipeline.defs.gates import accounting_check, labels_and_records, require_upstream_checks, suite_check
 from finetune_pipeline.defs.metadata import augmentation_metadata, settings_used, stage_metadata
 from finetune_pipeline.defs.resources import PipelineResource
+from finetune_pipeline.defs.types import CORPUS_COLUMNS, CorpusFrame, column_schema
 from finetune_pipeline.records import StageResult
 
 
-@dg.asset(group_name="augmentation", kinds={"polars"}, owners=OWNERS,
+@dg.asset(group_name="augmentation", kinds={"polars"}, owners=OWNERS, dagster_type=CorpusFrame,
+          metadata=column_schema(CORPUS_COLUMNS),
           description="Originals plus augmented training rows: each label topped up to its target by paraphrases "
                       "and capped synthetic examples (when on; OpenAI-compatible endpoint, local model or rule "
                       "variations, filtered with reasons), then copies. Only records that will be in train are "

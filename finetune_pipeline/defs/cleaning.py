@@ -15,10 +15,12 @@ from finetune_pipeline.defs.gates import accounting_check, require_upstream_chec
 from finetune_pipeline.defs.metadata import (cleaning_metadata, dedup_metadata, execution_metadata, settings_used,
                                              stage_metadata)
 from finetune_pipeline.defs.resources import PipelineResource, RayCluster
+from finetune_pipeline.defs.types import CORPUS_COLUMNS, CorpusFrame, column_schema
 from finetune_pipeline.records import StageResult
 
 
-@dg.asset(group_name="cleaning", kinds={"polars"}, owners=OWNERS,
+@dg.asset(group_name="cleaning", kinds={"polars"}, owners=OWNERS, dagster_type=CorpusFrame,
+          metadata=column_schema(CORPUS_COLUMNS),
           description="Records named by erasure_requests.csv removed; text repaired (ftfy), control characters, "
                       "markup, boilerplate and page headers removed, unicode/whitespace/quotes/punctuation "
                       "normalised; personal data redacted, dropped or kept by the privacy policy (Presidio + "
@@ -39,7 +41,8 @@ def cleaned_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource
     return result
 
 
-@dg.asset(group_name="cleaning", kinds={"polars"}, owners=OWNERS,
+@dg.asset(group_name="cleaning", kinds={"polars"}, owners=OWNERS, dagster_type=CorpusFrame,
+          metadata=column_schema(CORPUS_COLUMNS),
           description="Exact duplicates (same text after case and whitespace folding), near duplicates (MinHash + "
                       "LSH over word 3-grams, estimated Jaccard >= 0.7, clusters by connected components) and, "
                       "when dedup.semantic is on, paraphrases (MiniLM embeddings, cosine >= 0.9) removed. The "

@@ -12,6 +12,7 @@ from finetune_pipeline.defs import OWNERS
 from finetune_pipeline.defs.gates import suite_check
 from finetune_pipeline.defs.metadata import collection_metadata, execution_metadata, settings_used, stage_metadata
 from finetune_pipeline.defs.resources import PipelineResource, RayCluster
+from finetune_pipeline.defs.types import CORPUS_COLUMNS, CorpusFrame, column_schema
 from finetune_pipeline.raw_inventory import inventory, inventory_version
 from finetune_pipeline.records import StageResult
 from finetune_pipeline.sources import collect_raw_corpus
@@ -31,6 +32,7 @@ def raw_files(pipeline: PipelineResource) -> dg.DataVersion:
 
 
 @dg.asset(group_name="collection", kinds={"polars", "unstructured"}, owners=OWNERS, deps=[RAW_FILES],
+          dagster_type=CorpusFrame, metadata=column_schema(CORPUS_COLUMNS),
           description="Every file under raw/ (txt, md, html, pdf, docx, eml, csv, jsonl, parquet, SQLite) and "
                       "every SQL source in finetune.yaml, parsed into records with provenance. Unreadable "
                       "inputs become rejects naming the file and the reason.")

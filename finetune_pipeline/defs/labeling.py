@@ -16,6 +16,7 @@ from finetune_pipeline.defs.gates import (accounting_check, blocking_check, labe
 from finetune_pipeline.defs.metadata import (execution_metadata, labeling_metadata, review_metadata, settings_used,
                                              stage_metadata)
 from finetune_pipeline.defs.resources import PipelineResource, RayCluster
+from finetune_pipeline.defs.types import CORPUS_COLUMNS, REVIEW_COLUMNS, CorpusFrame, ReviewFrame, column_schema
 from finetune_pipeline.labeling import apply_labels
 from finetune_pipeline.labeling.annotations import load_annotations
 from finetune_pipeline.labeling.review import write_review_export
@@ -26,7 +27,8 @@ from finetune_pipeline.labeling.review import write_review_export
     can_subset=True,
     outs={
         "labeled_corpus": dg.AssetOut(
-            group_name="labeling", kinds={"polars"}, owners=OWNERS, is_required=False,
+            group_name="labeling", kinds={"polars"}, owners=OWNERS, is_required=False, dagster_type=CorpusFrame,
+            metadata=column_schema(CORPUS_COLUMNS),
             description="Records with a label from the label set. Precedence: expert annotator > crowd consensus "
                         "(Dawid-Skene or majority) or a single annotator > column/folder label > model label "
                         "(zero-shot by embedding similarity, or a classifier once enough human labels exist). "
@@ -34,6 +36,7 @@ from finetune_pipeline.labeling.review import write_review_export
                         "labeling.agreement_threshold are rejected as in_review and wait in review_queue."),
         "review_queue": dg.AssetOut(
             group_name="labeling", kinds={"polars", "labelstudio"}, owners=OWNERS, is_required=False,
+            dagster_type=ReviewFrame, metadata=column_schema(REVIEW_COLUMNS),
             description="Records waiting for a person: low-confidence model labels, open annotator disagreements "
                         "and an audit sample of accepted model labels. Exported as Label Studio import tasks "
                         "(exports/review/tasks.json, lowest score first, with the prediction) and a labeling "

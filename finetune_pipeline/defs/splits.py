@@ -14,6 +14,7 @@ from finetune_pipeline.defs import OWNERS
 from finetune_pipeline.defs.gates import blocking_check, labels_and_records, require_upstream_checks, suite_result
 from finetune_pipeline.defs.metadata import settings_used, splits_metadata, table
 from finetune_pipeline.defs.resources import PipelineResource
+from finetune_pipeline.defs.types import SPLIT_COLUMNS, SplitsFrame, column_schema
 from finetune_pipeline.records import SPLITS
 from finetune_pipeline.splits import assign_splits, cross_split_near_duplicates, join_similar_groups, kfold_assignments
 from finetune_pipeline.tasks import task_for
@@ -21,7 +22,8 @@ from finetune_pipeline.tasks import task_for
 LISTED = 20  # record ids listed in a failed check's metadata
 
 
-@dg.asset(group_name="splits", kinds={"polars", "huggingface"}, owners=OWNERS,
+@dg.asset(group_name="splits", kinds={"polars", "huggingface"}, owners=OWNERS, dagster_type=SplitsFrame,
+          metadata=column_schema(SPLIT_COLUMNS),
           description="Stratified, group-aware train/validation/test split (default 0.8/0.1/0.1, seeded); "
                       "records that are near copies (MinHash at splits.contamination_threshold) share a group; "
                       "augmented rows stay in their source's split (train). Written as a candidate to "

@@ -96,7 +96,7 @@ def lora_adapter_beats_baseline(pipeline: PipelineResource, current: dict) -> dg
                         extra={**scores, "candidate": dg.MetadataValue.path(str(candidate))})
 
 
-@dg.asset(group_name="training", kinds={"peft"}, owners=OWNERS, pool="gpu",
+@dg.asset(group_name="training", kinds={"peft"}, owners=OWNERS,
           description="The published adapter: models/<adapter_name>/ replaced by the lora_adapter candidate, whole, "
                       "and its models/registry.json entry, only after lora_adapter's blocking checks passed. A "
                       "worse-than-baseline candidate leaves the published adapter and registry as they were.")
