@@ -24,15 +24,16 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
         grad_hidden = torch.zeros_like(hidden) if hidden.requires_grad else None
-        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if weight.requires_grad else None
-        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        exact = torch.promote_types(weight.dtype, torch.float32)  # fp32, or fp64 for fp64 inputs
+        grad_weight = torch.zeros_like(weight, dtype=exact) if weight.requires_grad else None
+        total = torch.zeros((), dtype=exact, device=hidden.device)
         with torch.autocast(hidden.device.type, enabled=False):  # fp32 where written fp32, under any autocast
             x_all = hidden.to(weight.dtype)
             for start in range(0, hidden.shape[0], chunk):
                 x, y = x_all[start:start + chunk], targets[start:start + chunk]
                 keep = y != IGNORE
                 safe = torch.where(keep, y, 0)
-                log_probs = torch.log_softmax((x @ weight.T).float(), dim=-1)
+                log_probs = torch.log_softmax((x @ weight.T).to(exact), dim=-1)
                 total -= (log_probs.gather(1, safe[:, None]).squeeze(1) * keep).sum()
                 if grad_hidden is None and grad_weight is None:
                     continue
@@ -43,7 +44,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 if grad_hidden is not None:
                     grad_hidden[start:start + chunk] = grad_logits.to(weight.dtype) @ weight
                 if grad_weight is not None:
-                    grad_weight += grad_logits.T @ x.float()
+                    grad_weight += grad_logits.T @ x.to(exact)
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.weight_dtype = weight.dtype
         return total
@@ -51,9 +52,9 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
         grad_hidden, grad_weight = ctx.saved_tensors
-        scale = grad_output.float()
+        scale = grad_output
         return (grad_hidden * scale.to(grad_hidden.dtype) if grad_hidden is not None else None,
-                (grad_weight * scale).to(ctx.weight_dtype) if grad_weight is not None else None, None, None)
+                (grad_weight * scale.to(grad_weight.dtype)).to(ctx.weight_dtype) if grad_weight is not None else None, None, None)
 
 
 def chunked_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,

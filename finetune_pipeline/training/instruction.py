@@ -345,8 +345,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = TrainingSettings.model_validate(json.loads(args.settings or "{}"))
     metrics = train_instruction(read_pairs(args.splits_dir), cfg, args.output_dir, data_snapshot=args.data_snapshot)
     if distributed.World.from_env().main:
-        print(json.dumps({k: metrics[k] for k in ("test", "base_model_test", "epochs_run", "wall_time_s")}
-                         | {"train_tokens_per_s": [h["train_tokens_per_s"] for h in metrics["history"]]}, indent=2))
+        print(json.dumps({k: metrics[k] for k in ("test", "base_model_test", "epochs_run", "wall_time_s",
+                                                  "train_tokens_per_s")}, indent=2))
 
 
 def load_instruction_adapter(adapter_dir: str | Path, adapter_name: str = "default"):

@@ -110,6 +110,7 @@ def train(set_up: Callable[[torch.device, Callable], TaskTraining], cfg: Trainin
     checkpoint = output_dir / CHECKPOINT_DIR if world.main else None  # rank 0 writes for every process
     forward = distributed.wrap(model, world, device)  # DDP: gradients averaged across processes in backward
 
+    speed = []  # training tokens/s of each epoch this process ran (not in the history: it is not reproducible)
     with PeakMemory(device) as memory:
         for epoch in range(first_epoch, cfg.epochs + 1):
             if state.stopped:
@@ -120,12 +121,12 @@ def train(set_up: Callable[[torch.device, Callable], TaskTraining], cfg: Trainin
                      for global_batch in epoch_batches(task.train_rows, task.batch_size, cfg.seed, epoch)]
             tokens = distributed.all_sum(task.tokens_seen - tokens_before, world, device)
             tokens_per_s = tokens / max(time.perf_counter() - epoch_started, 1e-9)
+            speed.append(round(tokens_per_s, 1))
             train_loss = task.epoch_loss(steps)
             val = distributed.from_main(task.validate(train_loss), world)  # one early-stopping decision for all
             state.epoch = epoch
             state.history.append({"epoch": epoch, "train_loss": train_loss,
                                   "train_step_losses": [total / max(count, 1) for total, count in steps],
-                                  "train_tokens_per_s": round(tokens_per_s, 1),
                                   "learning_rate_at_end": scheduler.get_last_lr()[0],
                                   **{f"val_{name}": value for name, value in val.scores.items()}})
             log(f"{task.approach} epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}, {val.summary}, "
@@ -139,6 +140,7 @@ def train(set_up: Callable[[torch.device, Callable], TaskTraining], cfg: Trainin
 
     metrics.update(run_report(model, state, first_epoch, task.learning_rate, device, world.size, started,
                               memory.peak_mb, data_snapshot, cfg))
+    metrics["train_tokens_per_s"] = speed
     if world.main:
         save(model, task.tokenizer, metrics, output_dir)
     distributed.stop(world)
