@@ -136,8 +136,8 @@ def test_activation_checkpointing_gives_the_same_gradients(tiny_llama):
     grads = []
     for checkpointing in ("off", "on"):
         torch.manual_seed(0)  # the same initial LoRA weights
-        task = InstructionTraining({"train": PAIRS, "test": PAIRS[:1]},
-                                   settings(tiny_llama, activation_checkpointing=checkpointing), CPU, log=lambda m: None)
+        cfg = settings(tiny_llama, activation_checkpointing=checkpointing)
+        task = InstructionTraining({"train": PAIRS, "test": PAIRS[:1]}, cfg, CPU, log=lambda m: None)
         assert task.model.get_base_model().is_gradient_checkpointing == (checkpointing == "on")
         task.model.train()
         loop.accumulate_gradients(task, task.model, [0, 1], 1.0, None)

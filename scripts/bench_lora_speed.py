@@ -144,15 +144,15 @@ def plain_step_fn(case: Case, device: torch.device, lr: float):
 class _Batch:
     """The loop's view of a benchmark batch: `batch_loss` over some of its rows, as InstructionTraining's."""
 
-    def __init__(self, device, last_hidden, chunk):
+    def __init__(self, device, last_hidden):
         from finetune_pipeline.training.instruction import token_loss
 
-        self.device, self.last_hidden, self.chunk, self.token_loss = device, last_hidden, chunk, token_loss
+        self.device, self.last_hidden, self.token_loss = device, last_hidden, token_loss
         self.current: dict[str, torch.Tensor] = {}
 
     def batch_loss(self, forward, rows: list[int]):
         batch = {k: v[rows] for k, v in self.current.items()}
-        return self.token_loss(forward, batch, self.device, self.last_hidden, self.chunk)
+        return self.token_loss(forward, batch, self.device, self.last_hidden)
 
 
 def project_step_fn(case: Case, device: torch.device, lr: float):
@@ -172,7 +172,7 @@ def project_step_fn(case: Case, device: torch.device, lr: float):
     if checkpointing:
         enable_activation_checkpointing(model)
     model.train()
-    task = _Batch(device, LastHiddenState(model), cfg.loss_chunk_tokens)
+    task = _Batch(device, LastHiddenState(model, cfg.loss_chunk_tokens))
     optimizer = adamw(model, lr, device)
     scheduler = lr_schedule(optimizer, cfg, case.steps)
     world, rows = loop.distributed.World(), list(range(case.micro_batch))

@@ -75,9 +75,10 @@ def enable_activation_checkpointing(model) -> None:
 
 class LastHiddenState:
     """Catches the decoder's output (the final-norm hidden states) on every forward of `model`, so the
-    chunked loss can use them instead of the logits."""
+    chunked loss (`chunk` tokens at a time) can use them instead of the logits."""
 
-    def __init__(self, model):
+    def __init__(self, model, chunk: int):
+        self.chunk = chunk
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         config = base.config
         self.head = base.get_output_embeddings()

@@ -3,8 +3,8 @@
 `<output>/checkpoint/` holds
 - `trainable.safetensors`: the weights being trained (LoRA matrices and head, or every weight);
 - `best.safetensors`: the trainable weights of the best validation epoch so far (early stopping);
-- `trainer_state.pt`: optimizer and learning-rate schedule state, torch RNG states, the last finished epoch and the early-stopping
-  state, a dict of tensors and plain numbers read back with `torch.load(weights_only=True)` (no pickled code).
+- `trainer_state.pt`: optimizer and learning-rate schedule state, torch RNG states, the last finished epoch
+  and the early-stopping state, a dict of tensors and plain numbers read back with `torch.load(weights_only=True)` (no pickled code).
 It is written to a temporary folder and renamed into place, so a kill during the write leaves the previous
 checkpoint intact. Training deletes it once it has saved the final model.
 """

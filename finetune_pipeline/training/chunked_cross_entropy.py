@@ -53,12 +53,13 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_output: torch.Tensor):
         grad_hidden, grad_weight = ctx.saved_tensors
         scale = grad_output
-        return (grad_hidden * scale.to(grad_hidden.dtype) if grad_hidden is not None else None,
-                (grad_weight * scale.to(grad_weight.dtype)).to(ctx.weight_dtype) if grad_weight is not None else None, None, None)
+        hidden = grad_hidden * scale.to(grad_hidden.dtype) if grad_hidden is not None else None
+        weight = (grad_weight * scale.to(grad_weight.dtype)).to(ctx.weight_dtype) if grad_weight is not None else None
+        return hidden, weight, None, None
 
 
 def chunked_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                                 chunk: int = 1024) -> torch.Tensor:
+                                 chunk: int) -> torch.Tensor:
     """Sum over tokens of cross_entropy(hidden @ weight.T, targets), ignoring targets of -100, computed
     `chunk` tokens at a time. hidden: (tokens, hidden size); weight: (vocabulary, hidden size)."""
     return _ChunkedLinearCrossEntropy.apply(hidden, weight, targets, chunk)

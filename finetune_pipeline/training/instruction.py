@@ -141,7 +141,8 @@ def sequences_for(tokenizer, pairs: Pairs, max_length: int, packing: bool) -> li
     return pack(examples, max_length) if packing else examples
 
 
-def collate(sequences: list[dict], pad_id: int, device: torch.device, padding_free: bool = False) -> dict[str, torch.Tensor]:
+def collate(sequences: list[dict], pad_id: int, device: torch.device,
+            padding_free: bool = False) -> dict[str, torch.Tensor]:
     """Right-pad to the longest sequence: pad ids, -100 labels, and position ids 0.. so the padding is a
     block of its own that no real token attends to. `padding_free`: one row of the sequences end to end
     instead (for varlen attention); each sequence's first label becomes -100, since in a row of its own
@@ -163,8 +164,8 @@ def collate(sequences: list[dict], pad_id: int, device: torch.device, padding_fr
     return {k: torch.tensor(v, device=device) for k, v in batch.items()}
 
 
-def token_loss(model, batch: dict[str, torch.Tensor], device: torch.device, last_hidden: LastHiddenState | None = None,
-               chunk: int = 1024) -> tuple[torch.Tensor, int]:
+def token_loss(model, batch: dict[str, torch.Tensor], device: torch.device,
+               last_hidden: LastHiddenState | None = None) -> tuple[torch.Tensor, int]:
     """(sum of next-token losses over labelled tokens, number of labelled tokens). With `last_hidden` (the
     fast path) the loss is the chunked linear cross-entropy of the decoder's hidden states, else the
     cross-entropy of the model's logits."""
@@ -182,20 +183,20 @@ def token_loss(model, batch: dict[str, torch.Tensor], device: torch.device, last
                                                  ignore_index=IGNORE, reduction="sum")
     else:
         loss = chunked_linear_cross_entropy(hidden[:, :-1].flatten(0, 1), last_hidden.head.weight,
-                                            targets.flatten(), chunk)
+                                            targets.flatten(), last_hidden.chunk)
     return loss, int((targets != IGNORE).sum())
 
 
 @torch.no_grad()
-def evaluate_loss(model, sequences: list[dict], pad_id: int, batch_size: int, last_hidden: LastHiddenState | None = None,
-                  chunk: int = 1024, padding_free: bool = False) -> dict[str, float]:
+def evaluate_loss(model, sequences: list[dict], pad_id: int, batch_size: int,
+                  last_hidden: LastHiddenState | None = None, padding_free: bool = False) -> dict[str, float]:
     """Mean loss per response token and perplexity (its exp) over `sequences` (`token_loss`'s options)."""
     model.eval()
     device = next(model.parameters()).device
     total, tokens = 0.0, 0
     for start in range(0, len(sequences), batch_size):
         batch = collate(sequences[start:start + batch_size], pad_id, device, padding_free)
-        loss, n = token_loss(model, batch, device, last_hidden, chunk)
+        loss, n = token_loss(model, batch, device, last_hidden)
         total, tokens = total + loss.item(), tokens + n
     mean = total / tokens if tokens else float("nan")
     return {"loss": mean, "perplexity": math.exp(mean) if mean < 700 else float("inf"), "tokens": tokens}
@@ -254,7 +255,7 @@ class InstructionTraining:
                            if cfg.global_batch_tokens else cfg.batch_size)
         self.micro_rows = cfg.micro_batch_size or self.batch_size
         fast = fast_path_on(cfg, device)
-        self.last_hidden = LastHiddenState(self.model) if fast else None
+        self.last_hidden = LastHiddenState(self.model, cfg.loss_chunk_tokens) if fast else None
         self.padding_free = fast and self.model.config._attn_implementation == "flash_attention_2"
         checkpointing = wants_activation_checkpointing(cfg, device, self.model.config,
                                                        self.micro_rows * cfg.instruction_max_length)
@@ -265,19 +266,20 @@ class InstructionTraining:
             f"{self.batch_size} sequences per step in micro-batches of {min(self.micro_rows, self.batch_size)}; "
             f"base weights {self.model.get_base_model().dtype}, attention "
             f"{self.model.config._attn_implementation}, loss {'chunked' if fast else 'full logits'}"
-            f"{', padding-free' if self.padding_free else ''}, activation checkpointing {'on' if checkpointing else 'off'}")
+            f"{', padding-free' if self.padding_free else ''}, "
+            f"activation checkpointing {'on' if checkpointing else 'off'}")
         with self.model.disable_adapter():  # the untrained base model: the baseline the adapter must beat
             self.base_test = self.loss_on("test")
 
     def loss_on(self, split: str) -> dict[str, float]:
         return evaluate_loss(self.model, self.data[split], self.tokenizer.pad_token_id, self.micro_rows,
-                             self.last_hidden, self.cfg.loss_chunk_tokens, self.padding_free)
+                             self.last_hidden, self.padding_free)
 
     def batch_loss(self, forward, rows: list[int]) -> tuple[torch.Tensor, int]:
         sequences = [self.data["train"][i] for i in rows]
         self.tokens_seen += sum(len(s["input_ids"]) for s in sequences)
         batch = collate(sequences, self.tokenizer.pad_token_id, self.device, self.padding_free)
-        return token_loss(forward, batch, self.device, self.last_hidden, self.cfg.loss_chunk_tokens)
+        return token_loss(forward, batch, self.device, self.last_hidden)
 
     def epoch_loss(self, steps: list[tuple[float, int]]) -> float:
         """The mean loss per response token over the epoch."""
