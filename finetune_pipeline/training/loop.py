@@ -31,10 +31,10 @@ from finetune_pipeline.atomic import atomic_path
 from finetune_pipeline.reporting import model_card
 from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training import distributed
-from finetune_pipeline.training.optimizer import adamw, lr_schedule
 from finetune_pipeline.training.checkpoint import (CHECKPOINT_DIR, TrainState, end_epoch, epoch_batches, fingerprint,
                                                    start_or_resume)
 from finetune_pipeline.training.evaluate import PeakMemory, run_report
+from finetune_pipeline.training.optimizer import adamw, lr_schedule
 
 
 @dataclass(frozen=True)
