@@ -233,3 +233,23 @@ def test_the_trainer_runs_as_a_plain_script_on_exported_splits_and_reports_token
     report = json.loads(out[out.index("{"):])
     assert report["train_tokens_per_s"][0] > 0 and report["epochs_run"] == 1
     assert (tmp_path / "out" / "adapter_model.safetensors").exists()
+
+
+def test_the_gpu_benchmark_imports_without_the_data_pipelines_packages():
+    """The GPU machine has torch, transformers and peft but not the pipeline's data stack: the benchmark
+    and the training step it calls import without polars, scikit-learn, pandas or dagster."""
+    import subprocess
+    import sys
+
+    from finetune_pipeline_tests.conftest import REPO
+
+    packages = ["polars", "sklearn", "pandas", "dagster", "pyarrow", "datasets"]
+    code = f"""
+import sys
+sys.path.insert(0, "scripts")
+import bench_lora_speed
+from finetune_pipeline.training import causal_lm, chunked_cross_entropy, instruction, loop, optimizer
+print([name for name in {packages!r} if name in sys.modules])
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip().splitlines()[-1:] == ["[]"], done.stdout[-500:] + done.stderr[-2000:]

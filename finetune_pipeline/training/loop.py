@@ -27,8 +27,6 @@ from typing import Callable, Protocol
 
 import torch
 
-from finetune_pipeline.atomic import atomic_path
-from finetune_pipeline.reporting import model_card
 from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training import distributed
 from finetune_pipeline.training.checkpoint import (CHECKPOINT_DIR, TrainState, end_epoch, epoch_batches, fingerprint,
@@ -193,6 +191,10 @@ def save(model, tokenizer, metrics: dict, output_dir: Path) -> None:
     """safetensors weights (a PEFT adapter, or the whole model), tokenizer, metrics.json and README.md (the
     model card). Written beside `output_dir` and swapped in whole, so a reader never loads a half-saved
     model; the swap also removes the finished run's checkpoint."""
+    # Imported here: they pull in polars, which the training steps (and a GPU benchmark) do not need.
+    from finetune_pipeline.atomic import atomic_path
+    from finetune_pipeline.reporting import model_card
+
     with atomic_path(output_dir) as folder:
         model.save_pretrained(folder, safe_serialization=True)
         tokenizer.save_pretrained(folder)
