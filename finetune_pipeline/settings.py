@@ -448,8 +448,8 @@ class TrainingSettings(_Section):
         "flash_attention_2, each micro-batch's packed sequences are laid end to end in one row without "
         "padding. auto = on with CUDA, off on the CPU (the plain transformers loss).")
     loss_chunk_tokens: int = Field(
-        1024, ge=1, description="Fast path: tokens per chunk of the chunked cross-entropy (memory of a chunk: "
-        "about 8 x chunk x vocabulary bytes).")
+        1024, ge=1, description="Fast path: tokens per chunk of the chunked cross-entropy (a chunk's logits take "
+        "about 12 x chunk x vocabulary bytes: bf16 and fp32 copies and the log-softmax).")
     attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
         "auto", description="Instruction task: transformers' attention implementation. auto = "
         "flash_attention_2 when the fast path is on, CUDA is used and the flash-attn package is installed "
