@@ -1,7 +1,7 @@
 r"""LoRA training speed: plain transformers + peft against the project's instruction-tuning step, one run.
 
-On a GPU (random-weight Llama shapes built from configs, nothing downloaded; about 3-4 minutes on one
-H100/H200, at most 8):
+On a GPU (random-weight Llama shapes built from configs, nothing downloaded; step counts sized to stay
+well under 8 minutes on one H100/H200, an estimate not yet timed there; the total is printed):
 
   python scripts/bench_lora_speed.py
 
