@@ -444,17 +444,18 @@ class TrainingSettings(_Section):
     # Causal LMs on a GPU (instruction task; training/causal_lm.py). auto = what suits the device.
     fast_path: Literal["auto", "on", "off"] = Field(
         "auto", description="Instruction task: the loss is a chunked linear cross-entropy that never holds the "
-        "full-vocabulary logits (training/chunked_cross_entropy.py), and, when attention is "
-        "flash_attention_2, each micro-batch's packed sequences are laid end to end in one row without "
-        "padding. auto = on with CUDA, off on the CPU (the plain transformers loss).")
+        "full-vocabulary logits (training/chunked_cross_entropy.py), and attention may be flash_attention_2 "
+        "(see attention). auto = on with CUDA, off on the CPU (the plain transformers loss).")
     loss_chunk_tokens: int = Field(
         1024, ge=1, description="Fast path: tokens per chunk of the chunked cross-entropy (a chunk's logits take "
         "about 12 x chunk x vocabulary bytes: bf16 and fp32 copies and the log-softmax).")
     attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
         "auto", description="Instruction task: transformers' attention implementation. auto = "
         "flash_attention_2 when the fast path is on, CUDA is used and the flash-attn package is installed "
-        "(variable-length kernels: packed sequences cost no padding), else sdpa (packed sequences kept apart "
-        "by a block-diagonal mask built from the position ids).")
+        "(variable-length kernels), else sdpa (packed sequences kept apart by a block-diagonal mask built "
+        "from the position ids). Under flash_attention_2 a micro-batch's sequences are always laid end to end "
+        "in one row without padding: transformers finds packed sequences from position ids only in a "
+        "single row, and would otherwise let them attend to each other.")
     base_dtype: Literal["auto", "bfloat16", "float32"] = Field(
         "auto", description="Instruction task: dtype of the frozen base weights. auto = bfloat16 on CUDA, "
         "float32 on the CPU. LoRA weights and the AdamW state stay float32 either way.")

@@ -288,3 +288,12 @@ def test_project_lora_step_follows_plain_transformers_peft_loss_for_loss():
         assert project["losses"] == pytest.approx(plain["losses"], rel=1e-5)
         assert "chunked loss" in project["about"]
         assert project["tokens_per_s"] > 0 and project["model_flops_per_s"] > 0
+    # Under flash_attention_2 (GPU) the project's rows go end to end in one: the same loss as rows apart.
+    model = bench.llama("tiny", 64, device)
+    losses = []
+    for padding_free in (False, True):
+        batch = bench._Batch(device, None, padding_free)
+        batch.current = data[0]
+        with torch.no_grad():
+            losses.append(batch.batch_loss(model, [0, 1]))
+    assert losses[1][1] == losses[0][1] and losses[1][0].item() == pytest.approx(losses[0][0].item(), rel=1e-5)

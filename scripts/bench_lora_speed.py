@@ -142,16 +142,23 @@ def plain_step_fn(case: Case, device: torch.device, lr: float):
 
 
 class _Batch:
-    """The loop's view of a benchmark batch: `batch_loss` over some of its rows, as InstructionTraining's."""
+    """The loop's view of a benchmark batch: `batch_loss` over some of its rows, as InstructionTraining's
+    (under flash_attention_2 the rows end to end in one, as `collate(..., padding_free=True)` lays them)."""
 
-    def __init__(self, device, last_hidden):
-        from finetune_pipeline.training.instruction import token_loss
+    def __init__(self, device, last_hidden, padding_free: bool):
+        from finetune_pipeline.training.instruction import IGNORE, token_loss
 
-        self.device, self.last_hidden, self.token_loss = device, last_hidden, token_loss
+        self.device, self.last_hidden, self.padding_free = device, last_hidden, padding_free
+        self.token_loss, self.ignore = token_loss, IGNORE
         self.current: dict[str, torch.Tensor] = {}
 
     def batch_loss(self, forward, rows: list[int]):
         batch = {k: v[rows] for k, v in self.current.items()}
+        if self.padding_free:
+            labels = batch["labels"].clone()
+            labels[:, 0] = self.ignore  # no row's last token predicts the next row's first
+            batch = {"input_ids": batch["input_ids"].reshape(1, -1), "labels": labels.reshape(1, -1),
+                     "position_ids": batch["position_ids"].reshape(1, -1)}
         return self.token_loss(forward, batch, self.device, self.last_hidden)
 
 
@@ -172,7 +179,8 @@ def project_step_fn(case: Case, device: torch.device, lr: float):
     if checkpointing:
         enable_activation_checkpointing(model)
     model.train()
-    task = _Batch(device, LastHiddenState(model, cfg.loss_chunk_tokens))
+    task = _Batch(device, LastHiddenState(model, cfg.loss_chunk_tokens),
+                  padding_free=options["attn_implementation"] == "flash_attention_2")
     optimizer = adamw(model, lr, device)
     scheduler = lr_schedule(optimizer, cfg, case.steps)
     world, rows = loop.distributed.World(), list(range(case.micro_batch))

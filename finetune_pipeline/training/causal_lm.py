@@ -5,12 +5,13 @@ What each setting decides (defaults and rules in settings.py, `TrainingSettings`
   the CPU. PEFT keeps the LoRA weights float32 (`autocast_adapter_dtype`), so AdamW's state is float32 too.
 - `attention`: flash_attention_2 (varlen kernels) when the fast path is on, CUDA is used and flash-attn
   is installed, else sdpa. Packed sequences carry position ids that restart per example; transformers
-  turns them into a block-diagonal mask (sdpa, eager) or into cumulative sequence lengths (flash).
+  turns them into a block-diagonal mask (sdpa, eager) or into cumulative sequence lengths (flash). The
+  latter only for a batch of one row (`_is_packed_sequence`), so under flash_attention_2 every batch is
+  padding-free: its sequences end to end in one row (`collate(..., padding_free=True)`, in instruction.py).
 - `fast_path`: the loss is `chunked_linear_cross_entropy` on the decoder's last hidden states, so the
   full-vocabulary logits never exist (`LastHiddenState` catches them with a forward hook; the model
   itself computes logits for one position only, `logits_to_keep=1`). The forward still goes through the
-  model (or its DDP wrapper), so DDP's gradient hooks run as usual. With flash_attention_2 the batch is
-  also padding-free (`collate(..., padding_free=True)`, in instruction.py).
+  model (or its DDP wrapper), so DDP's gradient hooks run as usual.
 - `activation_checkpointing`: transformers' gradient checkpointing (non-reentrant) per decoder layer.
 Imports no dagster.
 """

@@ -16,7 +16,8 @@ Reads top to bottom:
    its own example, and the last token of one example is never trained to predict the next example's
    first token (that label is a prompt token, -100). Right padding forms its own block with -100 labels.
    `test_packed_logits_match_unpacked` checks the logits equal those of each example alone. With
-   flash_attention_2 (causal_lm.py) a micro-batch is padding-free: its sequences laid end to end in one row.
+   flash_attention_2 (causal_lm.py) every batch is padding-free: its sequences end to end in one row, the
+   only layout in which transformers' flash path reads packed sequences from the position ids.
 3. The model as causal_lm.py sets it up: frozen base weights in bf16 on CUDA, LoRA in fp32, the attention
    kernel, activation checkpointing when a micro-batch's activations would not fit, and on the fast path
    (CUDA by default) the chunked linear cross-entropy instead of full-vocabulary logits.
@@ -256,7 +257,8 @@ class InstructionTraining:
         self.micro_rows = cfg.micro_batch_size or self.batch_size
         fast = fast_path_on(cfg, device)
         self.last_hidden = LastHiddenState(self.model, cfg.loss_chunk_tokens) if fast else None
-        self.padding_free = fast and self.model.config._attn_implementation == "flash_attention_2"
+        # flash-attention keeps packed sequences apart only within a single row (see causal_lm.py)
+        self.padding_free = self.model.config._attn_implementation == "flash_attention_2"
         checkpointing = wants_activation_checkpointing(cfg, device, self.model.config,
                                                        self.micro_rows * cfg.instruction_max_length)
         if checkpointing:
