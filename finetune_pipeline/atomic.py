@@ -48,3 +48,21 @@ def write_bytes(data: bytes, target: Path) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
     return target
+
+
+def publish(candidate: Path, target: Path) -> Path:
+    """Replace `target` with a copy of `candidate` (file or folder), whole; a missing candidate removes
+    `target` (an export that is no longer produced). The candidate stays for inspection."""
+    candidate, target = Path(candidate), Path(target)
+    if not candidate.exists():
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+        return target
+    with atomic_path(target) as tmp:
+        if candidate.is_dir():
+            shutil.copytree(candidate, tmp, ignore=shutil.ignore_patterns("checkpoint"))
+        else:
+            shutil.copy2(candidate, tmp)
+    return target

@@ -5,6 +5,7 @@ written whole (a reader never loads a half-written export), and the data snapsho
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import polars as pl
@@ -48,3 +49,27 @@ def content_digest(splits: pl.DataFrame) -> str:
     """A short hash of what the splits contain (ids, texts, labels, splits): the data snapshot id."""
     rows = splits.select("record_id", "content_sha256", "label", "split").sort("record_id").write_csv()
     return hashlib.sha256(rows.encode()).hexdigest()[:16]
+
+
+TEXT_COLUMNS = ("text", "prompt", "response", "completion")  # strings a person wrote
+TURN_COLUMNS = ("messages", "prompt_messages")  # lists of {role, content}
+
+
+def exported_texts(target: Path) -> pl.DataFrame:
+    """`split, record_id, text` for every row of the `<split>.jsonl` files under `target`: the text of
+    every written column (turn contents included), one string per row. Ids, hashes and paths are left out."""
+    rows = []
+    for name in SPLITS:
+        path = Path(target) / f"{name}.jsonl"
+        if not path.exists():
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            parts = [row[c] for c in TEXT_COLUMNS if isinstance(row.get(c), str)]
+            for column in TURN_COLUMNS:
+                turns = row.get(column)
+                if isinstance(turns, str):
+                    turns = json.loads(turns)
+                parts += [t.get("content", "") for t in turns or [] if isinstance(t, dict)]
+            rows.append({"split": name, "record_id": row.get("record_id"), "text": "\n".join(parts)})
+    return pl.DataFrame(rows, schema={"split": pl.String, "record_id": pl.String, "text": pl.String})

@@ -4,7 +4,8 @@
     annotations/              human or crowd labels coming back
     finetune.yaml             settings (optional)
     erasure_requests.csv      right-to-erasure requests (optional)
-    .pipeline/                intermediate asset values, per-stage rejects and statistics, the parse cache
+    .pipeline/                intermediate asset values, per-stage rejects and statistics, the parse cache,
+                              staging/ (exports and models waiting for their checks)
     exports/                  splits, folds, rejects, review tasks, the data card, the approach comparison
     models/                   one adapter per task, registry.json, the comparison's models
 """
@@ -67,6 +68,11 @@ class DataRoot:
     def settings_snapshots(self) -> Path:
         """The settings each run started with, one JSON file per run id."""
         return self.storage / "settings"
+
+    def staged(self, published: Path) -> Path:
+        """Where the candidate for a published path (an export, a model) is written first: it replaces the
+        published one only after the blocking checks of the asset that made it have passed."""
+        return self.storage / "staging" / Path(published).resolve().relative_to(self.path)
 
     def stage_rejects(self, stage: str) -> Path:
         return self.storage / "rejects" / f"{stage}.parquet"

@@ -203,6 +203,22 @@ _MODEL_CARDS = {"lora": _classifier_card, "full": _classifier_card, "feature": _
 
 # ---- the data card ----------------------------------------------------------------------------------------
 
+def _conflict_lines(rejects: pl.DataFrame) -> list[str]:
+    """Conflicting instructions (conversations): per conflict its outcome and record ids, never text."""
+    found = (rejects.with_columns(pl.col("detail").str.extract(r"^(conflict-[0-9a-f]{16})").alias("conflict"))
+             .filter(pl.col("conflict").is_not_null()))
+    if found.is_empty():
+        return []
+    lines = ["", "## Conflicting instructions (same prompt, answers disagree; ids only)", "",
+             "| conflict | outcome | rejected records | kept record |", "|---|---|---|---|"]
+    per = (found.group_by("conflict", maintain_order=True)
+           .agg(pl.col("reason").first(), pl.col("record_id").sort(), pl.col("duplicate_of").drop_nulls().first()))
+    for conflict, reason, records, kept in per.sort("conflict").iter_rows():
+        outcome = "waiting for review" if reason == "in_review" else ("one answer kept" if kept else "all dropped")
+        lines.append(f"| {conflict} | {outcome} | {', '.join(records)} | {kept or ''} |")
+    return lines
+
+
 def data_card(stage_counts: list[dict], rejects: pl.DataFrame, splits: pl.DataFrame | None,
               pii_by_type: dict[str, int], training: dict | None, pii_policy: dict[str, str] | None = None,
               erasure: ErasureReport | None = None, comparison: dict | None = None) -> str:
@@ -217,6 +233,7 @@ def data_card(stage_counts: list[dict], rejects: pl.DataFrame, splits: pl.DataFr
     if not rejects.is_empty():
         for stage, reason, n in rejects.group_by("stage", "reason").len().sort("stage", "reason").iter_rows():
             lines.append(f"| {stage} | {reason} | {n} |")
+    lines += _conflict_lines(rejects)
     lines += ["", "## Personal data found (by type; values never shown)", ""]
     if pii_policy:
         lines += ["| type | found | action |", "|---|---|---|"]

@@ -300,6 +300,20 @@ class DedupSettings(_Section):
     )
     semantic_batch_size: int = Field(64, ge=1, description="Texts per embedding batch.")
     semantic_max_length: int = Field(256, ge=8, description="Tokens per text for the embedding; longer is truncated.")
+    # ---- conversations (task: instruction), see dedup/conflicts.py
+    prompt_threshold: float = Field(
+        0.85, gt=0, le=1, description="Conversations: estimated Jaccard similarity of character 5-grams at or "
+        "above which two prompts (every turn before the final answer) are near duplicates: light edits, typos, "
+        "punctuation. A template filled with another product or city scores 0.6-0.8 and is a different "
+        "question; reworded prompts need `semantic`.")
+    prompt_semantic_threshold: float = Field(
+        0.8, gt=0, le=1, description="Conversations, with `semantic` on: cosine similarity at or above which two "
+        "prompts are paraphrases (MiniLM: reworded refund questions 0.84-0.87, 'capital of France' against "
+        "'of Spain' 0.68).")
+    conflicts: Literal["review", "keep_first", "drop_all"] = Field(
+        "review", description="Conversations: what happens to duplicate prompts whose answers disagree: review "
+        "(held out until a person picks the answer to keep in Label Studio), keep_first (the first seen stays, "
+        "the others are rejected as conflicting_instruction) or drop_all (every answer rejected).")
 
     @model_validator(mode="after")
     def _bands_divide(self) -> "DedupSettings":
@@ -363,6 +377,10 @@ class SplitSettings(_Section):
     proportion_tolerance: float = Field(
         0.1, ge=0, le=1, description="Blocking check: a label's share in each split may differ from its share "
         "overall by this much, plus one record of that split (rounding in small splits).")
+    contamination_threshold: float = Field(
+        0.5, gt=0, le=1, description="Records whose word 3-gram MinHash Jaccard reaches this (looser than "
+        "dedup.threshold: lightly edited copies that dedup kept) share a split group, and the blocking "
+        "contamination check fails when such a pair is found on both sides of the split anyway.")
 
     @model_validator(mode="after")
     def _sum_to_one(self) -> "SplitSettings":
@@ -517,6 +535,15 @@ class ChecksSettings(_Section):
     min_records: int = Field(
         20, ge=0, description="Fewer records than this at any corpus stage fails that stage's blocking check."
     )
+    adapter_floor: float | None = Field(
+        None, description="Blocking: the adapter's headline test metric must reach this as well as beat the "
+        "baseline (classification: macro-F1 at least this; instruction: perplexity at most this). None: no floor.")
+    max_share_drift: float = Field(
+        0.1, ge=0, le=1, description="Warning: a label's (or category's) share of the records moved more than "
+        "this since the last published split.")
+    min_test_per_label: int = Field(
+        5, ge=0, description="Warning: a label (or category) with fewer test records than this cannot be "
+        "measured on its own.")
 
 
 class ExecutionSettings(_Section):

@@ -4,7 +4,9 @@ The task names the column each split keeps in proportion (`Task.stratify_column`
 classification, where every label must reach every split; for instruction data the optional `category`,
 else `source_uri`, where strata too small for every split are pooled instead. A group (a near-duplicate
 cluster, `group_id`: near-identical prompts) never straddles two splits, and augmented rows follow the
-record they were derived from, so nothing leaks from training into evaluation.
+record they were derived from, so nothing leaks from training into evaluation. `join_similar_groups`
+first widens the groups to lightly edited copies (MinHash at `splits.contamination_threshold`, looser than
+dedup's), and `cross_split_near_duplicates` is what the blocking contamination check looks for.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from finetune_pipeline.dedup.minhash import near_duplicate_clusters
 from finetune_pipeline.records import SPLITS
-from finetune_pipeline.settings import SplitSettings
+from finetune_pipeline.settings import DedupSettings, SplitSettings
 from finetune_pipeline.tasks import Task, task_named
 
 NO_STRATUM = "(none)"  # the stratum of records whose stratify column is null (e.g. no category)
@@ -114,3 +117,54 @@ def kfold_assignments(train: pl.DataFrame, k: int, seed: int, task: Task | None 
             fold_of[gid] = i % k
     folds = pl.DataFrame({group_col: list(fold_of), "fold": list(fold_of.values())})
     return originals.select("record_id", group_col).join(folds, on=group_col).select("record_id", "fold")
+
+
+CONTAMINATION_BANDS = 64  # 64 bands of 2 rows: a pair at Jaccard 0.5 is a candidate with probability > 0.99
+
+
+def _contamination_clusters(texts: pl.Series, threshold: float, dedup: DedupSettings) -> np.ndarray:
+    cfg = dedup.model_copy(update={"threshold": threshold, "bands": CONTAMINATION_BANDS, "num_perm": 128,
+                                   "shingle": "word", "ngram": 3})
+    return near_duplicate_clusters(texts, cfg).root
+
+
+def join_similar_groups(corpus: pl.DataFrame, cfg: SplitSettings, dedup: DedupSettings) -> pl.DataFrame:
+    """`group_id` widened so that original records at MinHash Jaccard >= `cfg.contamination_threshold`
+    (lightly edited copies that deduplication kept) share one group and land in one split; augmented rows
+    follow their source and are left as they are."""
+    group_col = "group_id" if "group_id" in corpus.columns else "record_id"
+    originals = corpus.filter(pl.col("augmented_from").is_null()) if "augmented_from" in corpus.columns else corpus
+    if originals.height < 2:
+        return corpus.with_columns(pl.col(group_col).alias("group_id"))
+    root = _contamination_clusters(originals["text"], cfg.contamination_threshold, dedup)
+    groups = originals[group_col].to_list()
+    # a group joined to another through any of its members: union over (group, root group) pairs
+    parent: dict[str, str] = {}
+
+    def find(g: str) -> str:
+        while parent.get(g, g) != g:
+            g = parent[g]
+        return g
+
+    for i, r in enumerate(root):
+        a, b = find(groups[i]), find(groups[int(r)])
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    mapping = pl.DataFrame({"_g": list(dict.fromkeys(groups))}).with_columns(
+        pl.col("_g").map_elements(find, return_dtype=pl.String).alias("_joined"))
+    return (corpus.with_columns(pl.col(group_col).alias("_g")).join(mapping, on="_g", how="left")
+            .with_columns(pl.coalesce("_joined", "_g").alias("group_id")).drop("_g", "_joined"))
+
+
+def cross_split_near_duplicates(splits: pl.DataFrame, threshold: float, dedup: DedupSettings) -> pl.DataFrame:
+    """Clusters of records (all rows, augmented included) at MinHash Jaccard >= `threshold` that appear in
+    more than one split: `cluster` (its first record id), `record_ids`, `splits`. Empty when clean."""
+    schema = {"cluster": pl.String, "record_ids": pl.List(pl.String), "splits": pl.List(pl.String)}
+    if splits.height < 2:
+        return pl.DataFrame(schema=schema)
+    root = _contamination_clusters(splits["text"], threshold, dedup)
+    ids = splits["record_id"]
+    frame = splits.select("record_id", "split").with_columns(pl.Series("cluster", ids.gather(root)))
+    return (frame.group_by("cluster").agg(pl.col("record_id").sort().alias("record_ids"),
+                                          pl.col("split").unique().sort().alias("splits"))
+            .filter(pl.col("splits").list.len() > 1).sort("cluster").select(list(schema)))

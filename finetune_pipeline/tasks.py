@@ -105,6 +105,20 @@ class Task(ABC):
         """The adapter's quality gate: a one-row frame of its test scores, the Great Expectations suite it
         must pass (no NaN loss, better than the baseline), and the scores to show beside the result."""
 
+    def quality_gate(self, metrics: dict, floor: float | None) -> tuple[pl.DataFrame, list, dict[str, float]]:
+        """`baseline_gate`, plus the headline test metric at or better than `floor` (`checks.adapter_floor`;
+        None: no floor): at least it for a metric where higher is better, at most it otherwise."""
+        from finetune_pipeline import validation  # Great Expectations: only the check pays the import
+
+        frame, expectations, scores = self.baseline_gate(metrics)
+        if floor is None:
+            return frame, expectations, scores
+        column = f"test_{self.headline.key}"
+        frame = frame.with_columns(pl.lit(metrics["test"][self.headline.key], pl.Float64).alias(column))
+        bound = {"min_value": floor} if self.headline.higher_is_better else {"max_value": floor}
+        return (frame, expectations + [validation.E.ExpectColumnValuesToBeBetween(column=column, **bound)],
+                {**scores, f"floor_{self.headline.key}": floor})
+
     @abstractmethod
     def metrics_summary(self, metrics: dict) -> dict[str, float]:
         """The test scores the adapters registry keeps (and shows in `adapters list`)."""

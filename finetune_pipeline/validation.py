@@ -108,7 +108,6 @@ def deduplicated_expectations(min_records: int) -> list:
     return corpus_expectations(min_records) + [
         E.ExpectColumnValuesToBeUnique(column="content_sha256"),
         E.ExpectColumnValuesToNotBeNull(column="group_id"),
-        E.ExpectColumnValuesToBeUnique(column="group_id"),
     ]
 
 
@@ -264,3 +263,55 @@ def comparison_expectations(approaches: list[str]) -> list:
         E.ExpectColumnValuesToBeInSet(column="nan_loss", value_set=[False]),
         E.ExpectColumnValuesToBeBetween(column="trainable_parameters", min_value=1),
     ]
+
+
+def personal_data_frame(exported: pl.DataFrame, found: list) -> pl.DataFrame:
+    """Per exported row (`exports.exported_texts`), how many personal data items the detector still finds
+    in it of kinds the policy removes (`privacy.personal_data_left`); 0 is expected everywhere."""
+    return exported.select("split", "record_id").with_columns(
+        pl.Series("personal_data_found", [sum(c.values()) for c in found], pl.Int64))
+
+
+def personal_data_expectations() -> list:
+    return [E.ExpectColumnValuesToBeBetween(column="personal_data_found", min_value=0, max_value=0)]
+
+
+def contamination_frame(splits: pl.DataFrame, crossing: pl.DataFrame) -> pl.DataFrame:
+    """Per record, the number of splits its near-duplicate cluster (`splits.cross_split_near_duplicates`)
+    spans: 1 is expected everywhere."""
+    spans = crossing.select(pl.col("record_ids").alias("record_id"), pl.col("splits").list.len().alias("n"))
+    spans = spans.explode("record_id")
+    return (splits.select("record_id", "split").join(spans, on="record_id", how="left")
+            .with_columns(pl.col("n").fill_null(1).alias("cluster_splits")).drop("n"))
+
+
+def contamination_expectations() -> list:
+    return [E.ExpectColumnValuesToBeBetween(column="cluster_splits", min_value=1, max_value=1)]
+
+
+def share_drift_frame(current: pl.DataFrame, published: pl.DataFrame, column: str, limit: float) -> pl.DataFrame:
+    """Per value of `column` (label or category), its share of the original records now and in the last
+    published split, and whether it moved by at most `limit`. Empty when nothing was published yet."""
+    def shares(frame: pl.DataFrame) -> pl.DataFrame:
+        if "augmented_from" in frame.columns:
+            frame = frame.filter(pl.col("augmented_from").is_null())
+        return frame.group_by(pl.col(column).fill_null("(none)").alias("value")).len().with_columns(
+            (pl.col("len") / frame.height).alias("share")).drop("len")
+    if published.is_empty() or column not in published.columns:
+        return pl.DataFrame(schema={"value": pl.String, "share": pl.Float64, "published_share": pl.Float64,
+                                    "moved": pl.Float64, "within": pl.Boolean})
+    joined = shares(current).join(shares(published).rename({"share": "published_share"}), on="value", how="full",
+                                  coalesce=True).fill_null(0.0)
+    return joined.with_columns((pl.col("share") - pl.col("published_share")).abs().alias("moved")).with_columns(
+        (pl.col("moved") <= limit).alias("within")).sort("value")
+
+
+def test_support_frame(splits: pl.DataFrame, column: str) -> pl.DataFrame:
+    """Per value of `column`, its original records in the test split."""
+    test = splits.filter(pl.col("split") == "test")
+    return test.group_by(pl.col(column).fill_null("(none)").alias("value")).len().rename(
+        {"len": "test_records"}).sort("value")
+
+
+def min_count_expectations(column: str, minimum: int) -> list:
+    return [E.ExpectColumnValuesToBeBetween(column=column, min_value=minimum)]

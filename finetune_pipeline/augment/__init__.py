@@ -6,7 +6,8 @@ The split of the original records is decided first (the same deterministic funct
 synthetic examples from few-shot prompts (at most `synthetic_max_share` of the label's rows), and copies.
 Generated rows carry `augmented_from`, `augmentation` and `augmentation_model`, and are never counted as
 originals. A generator that fails (server down, bad model path) is reported in the stats and the gap is
-filled by copies: augmentation never stops the run.
+filled by copies: augmentation never stops the run. Conversations (task: instruction) get prompt
+paraphrases and new instruction/answer pairs instead, never copies (augment/instructions.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import polars as pl
 
 from finetune_pipeline.augment.generate import CandidateFilter, paraphrase_label, synthesize_label
 from finetune_pipeline.augment.generators import GenerationError, TextGenerator, make_generator
+from finetune_pipeline.augment.instructions import augment_conversations
 from finetune_pipeline.augment.oversample import oversample
 from finetune_pipeline.records import StageResult, StageStats, make_record_id, sha256_text
 from finetune_pipeline.settings import Settings
@@ -60,13 +62,18 @@ def augment_corpus(corpus: pl.DataFrame, settings: Settings, generator: TextGene
     task = task_for(settings)
     if corpus.is_empty() or not (cfg.oversample or cfg.paraphrase or cfg.synthetic):
         return StageResult(kept=originals, stats=stats)
-    if not task.labeled:
-        # Label gaps, copies and label-conditioned generation mean nothing without labels; conversations
-        # pass through unchanged rather than as copies dressed up as new examples.
-        log.info("augmentation: %s records have no labels to balance; nothing added", task.name)
-        return StageResult(kept=originals, stats=stats)
     split = stratified_group_split(corpus, settings.splits, task)
     train = corpus.join(split.filter(pl.col("split") == "train").select("record_id"), on="record_id")
+    if not task.labeled:  # conversations: prompt paraphrases and new pairs, never copies (augment/instructions.py)
+        rows = _augment_conversations(train, settings, generator, stats) if cfg.paraphrase or cfg.synthetic else []
+        if not rows:
+            log.info("augmentation: nothing added to the conversations (they are never copied)")
+        extra = _materialize(train, rows, generated_label_source="synthetic")
+        stats.augmented_rows = extra.height
+        stats.by_technique = dict(extra.group_by("augmentation").len().sort("augmentation").iter_rows())
+        if "category" in extra.columns:
+            stats.by_label = dict(extra.drop_nulls("category").group_by("category").len().sort("category").iter_rows())
+        return StageResult(kept=pl.concat([originals, extra.select(originals.columns)]), stats=stats)
     target, gaps = label_gaps(train, settings)
     rng = np.random.default_rng(settings.splits.seed)
     new_rows: list[dict] = []
@@ -101,6 +108,21 @@ def augment_corpus(corpus: pl.DataFrame, settings: Settings, generator: TextGene
     stats.by_label = dict(extra.group_by("label").len().sort("label").iter_rows())
     stats.by_technique = dict(extra.group_by("augmentation").len().sort("augmentation").iter_rows())
     return StageResult(kept=pl.concat([originals, extra.select(originals.columns)]), stats=stats)
+
+
+def _augment_conversations(train: pl.DataFrame, settings: Settings, generator: TextGenerator | None,
+                           stats: AugmentStats) -> list[dict]:
+    """Generated conversation rows (augment/instructions.py); none when the generator fails."""
+    try:
+        generator = generator or make_generator(settings.augmentation.generator)
+        stats.generator = generator.name
+        made = augment_conversations(train, settings, generator, np.random.default_rng(settings.splits.seed))
+    except GenerationError as exc:
+        stats.generator_error = str(exc)
+        log.warning("augmentation generator failed: %s; nothing added", exc)
+        return []
+    stats.generated_dropped = dict(made.dropped)
+    return [{**r, "augmentation_model": generator.name} for r in made.rows]
 
 
 def _materialize(train: pl.DataFrame, rows: list[dict], generated_label_source: str) -> pl.DataFrame:

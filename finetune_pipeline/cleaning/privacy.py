@@ -370,3 +370,10 @@ def apply_pii_policy_groups(groups: list[list[str]], policy: PrivacySettings) ->
             for m in re.finditer(r"(?<!\w)" + re.escape(name) + r"(?!\w)", text)]), policy)
             for text, found_spans in zip(group, spans)])
     return results
+
+
+def personal_data_left(texts: list[str], policy: PrivacySettings) -> list[Counter]:
+    """Per text, the personal data found in it of every kind the policy does not keep (redact or drop):
+    run over what is about to be exported, anything found is a leak."""
+    removed = {kind for kind, action in policy.policy.items() if action != "keep"}
+    return [Counter(s.kind for s in spans if s.kind in removed) for spans in detect_pii(texts, policy)]

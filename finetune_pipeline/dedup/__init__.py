@@ -9,7 +9,8 @@ never displaces it; it is the one rejected.
 Every reject names in `duplicate_of` the kept record it duplicates (through chains: a copy of a record
 that was itself removed as a near duplicate names the record finally kept). Every kept record gets
 `group_id`: its cluster's id, which is its own `record_id` (one record is kept per cluster), so later
-stages can keep a cluster inside one split.
+stages can keep a cluster inside one split. Conversations are then deduplicated on their prompts too, and
+prompts whose answers disagree are found (dedup/conflicts.py); their `group_id` is the prompt cluster's.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from finetune_pipeline.dedup.conflicts import ConflictStats, prompt_dedup
 from finetune_pipeline.dedup.exact import exact_duplicates
 from finetune_pipeline.dedup.minhash import near_duplicate_clusters, similarity_histogram
 from finetune_pipeline.records import StageResult, StageStats, reject_rows
@@ -50,6 +52,7 @@ class DedupStats(StageStats):
     clusters_with_duplicates: int = 0
     cluster_sizes: dict[str, int] = field(default_factory=dict)  # clusters by size bucket ("2", "4-5", ...)
     largest_clusters: list[ClusterSummary] = field(default_factory=list)
+    prompts: ConflictStats | None = None  # conversations: duplicate prompts and conflicting answers
 KEEP_ORDER = ("ingested_at", "source_uri", "locator", "record_id")
 PREVIEW_CHARS = 120
 LARGEST_CLUSTERS = 5
@@ -140,5 +143,10 @@ def deduplicate(corpus: pl.DataFrame, settings: Settings | DedupSettings) -> Sta
                     duplicate_of=pl.col("kept_id"))
         for reason in _REASONS
     ])
-    kept = kept.with_columns(pl.col("record_id").alias("group_id"))
+    if "messages" in kept.columns:  # conversations: duplicate prompts, conflicting answers, prompt groups
+        prompts = prompt_dedup(kept, cfg)
+        kept, stats.prompts = prompts.kept, prompts.stats
+        rejected = pl.concat([rejected, prompts.rejected])
+    else:
+        kept = kept.with_columns(pl.col("record_id").alias("group_id"))
     return StageResult(kept=kept, rejected=rejected, stats=stats)

@@ -34,9 +34,14 @@ def blocking_check(asset: str, name: str, description: str, **kwargs):
     return decorate
 
 
-def require_upstream_checks(context: dg.AssetExecutionContext, upstream: str) -> None:
-    """Refuse to run when the latest evaluation of a blocking check on `upstream` failed, in this run or
-    any earlier one (a run of one downstream asset must not build on a failed gate)."""
+def require_upstream_checks(context: dg.AssetExecutionContext, *upstream: str) -> None:
+    """Refuse to run when the latest evaluation of a blocking check on any of `upstream` failed, in this run
+    or any earlier one (a run of one downstream asset must not build on a failed gate)."""
+    for asset in upstream:
+        _require(context, asset)
+
+
+def _require(context: dg.AssetExecutionContext, upstream: str) -> None:
     for check_key in sorted(BLOCKING_CHECKS.get(dg.AssetKey(upstream), ()), key=lambda k: k.name):
         record = context.instance.get_latest_asset_check_evaluation_record(check_key)
         evaluation = record.evaluation if record else None

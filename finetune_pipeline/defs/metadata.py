@@ -138,6 +138,13 @@ def dedup_metadata(stats) -> dict:
     }
     if stats.semantic_nearest_histogram:
         meta["semantic_nearest_histogram"] = histogram(stats.semantic_nearest_histogram, "nearest cosine from")
+    if stats.prompts is not None:  # conversations; record ids only, never text
+        p = stats.prompts
+        meta.update({"duplicate_prompts": p.duplicate_prompts, "conflicts": p.conflicts,
+                     "conflict_records": p.conflict_records, "conflict_policy": p.policy,
+                     "conflicts_listed": table(["conflict_id", "record ids (first seen first)"],
+                                               [[c.conflict_id, ", ".join(c.record_ids)] for c in p.conflicts_listed])
+                     if p.conflicts_listed else NONE})
     return meta
 
 
@@ -150,6 +157,7 @@ def labeling_metadata(stats) -> dict:
         "label_model": model.name or "none (no record needed one)",
         "in_review": sum(stats.in_review.values()),
         "in_review_by_reason": bars({k: v for k, v in stats.in_review.items() if v}),
+        **({"conflicts": bars(stats.conflicts)} if stats.conflicts else {}),
         "annotation_files": annotations.files,
         "annotation_rows": annotations.rows,
         "annotation_problems": _problems_table(annotations.problems, annotations.problems_total),
@@ -225,7 +233,8 @@ def review_metadata(review: pl.DataFrame, paths: dict) -> dict:
         "rows": review.height,
         "by_reason": bars(dict(review.group_by("reason").len().iter_rows())),
         "lowest_scores": table(["record_id", "reason", "prediction", "score", "chars"],
-                               [[r, why, label, f"{score:.3f}", chars] for r, why, label, score, chars in lowest.rows()]),
+                               [[r, why, label or "", "" if score is None else f"{score:.3f}", chars]
+                                for r, why, label, score, chars in lowest.rows()]),
         "tasks": dg.MetadataValue.path(str(paths["tasks"])),
         "label_config": dg.MetadataValue.path(str(paths["label_config"])),
         "dagster/row_count": review.height,

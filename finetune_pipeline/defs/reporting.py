@@ -47,6 +47,7 @@ def bias_report_representation(pipeline: PipelineResource, current: pl.DataFrame
           description="Every rejected input, with the stage and the reason, from all stages; exported to "
                       "exports/rejects.parquet.")
 def rejected_records(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> pl.DataFrame:
+    require_upstream_checks(context, *CORPUS_STAGES)
     rejects = pl.concat([pipeline.stage_rejects(stage) for stage in CORPUS_STAGES])
     atomic.write_parquet(rejects, pipeline.data_root().rejects_export)
     context.add_output_metadata(rejects_metadata(rejects))
@@ -58,6 +59,7 @@ def rejected_records(context: dg.AssetExecutionContext, pipeline: PipelineResour
                       "data found by type, split sizes and labels, the evaluation and the approach comparison.")
 def data_card(context: dg.AssetExecutionContext, pipeline: PipelineResource, rejected_records: pl.DataFrame,
               dataset_splits: pl.DataFrame, lora_adapter: dict, approach_comparison: dict) -> dict:
+    require_upstream_checks(context, "dataset_splits", "lora_adapter", "approach_comparison")
     counts = pipeline.stage_counts()
     cleaning = CleaningStats.from_dict(pipeline.stage_stats("cleaned_corpus"))
     text = reporting.data_card(counts, rejected_records, dataset_splits, cleaning.pii_by_type, lora_adapter,

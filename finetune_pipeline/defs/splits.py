@@ -1,5 +1,7 @@
-"""Splits: `dataset_splits`, the stratified group-aware train/validation/test split and its exports, with
-the blocking leakage check."""
+"""Splits: `dataset_splits`, the stratified group-aware train/validation/test split, written to staging with
+its blocking checks (leakage, personal data left in the export, near duplicates across splits) and its
+warnings (label shares moved since the last published split, too few test records per label); then
+`published_splits`, which replaces exports/splits (and folds.parquet) only after every blocking check passed."""
 
 
 import dagster as dg
@@ -7,32 +9,61 @@ import polars as pl
 
 from finetune_pipeline import atomic, exports
 from finetune_pipeline import validation as v
+from finetune_pipeline.cleaning.privacy import personal_data_left
 from finetune_pipeline.defs import OWNERS
 from finetune_pipeline.defs.gates import blocking_check, labels_and_records, require_upstream_checks, suite_result
-from finetune_pipeline.defs.metadata import settings_used, splits_metadata
+from finetune_pipeline.defs.metadata import settings_used, splits_metadata, table
 from finetune_pipeline.defs.resources import PipelineResource
-from finetune_pipeline.splits import assign_splits, kfold_assignments
+from finetune_pipeline.records import SPLITS
+from finetune_pipeline.splits import assign_splits, cross_split_near_duplicates, join_similar_groups, kfold_assignments
 from finetune_pipeline.tasks import task_for
+
+LISTED = 20  # record ids listed in a failed check's metadata
 
 
 @dg.asset(group_name="splits", kinds={"polars", "huggingface"}, owners=OWNERS,
           description="Stratified, group-aware train/validation/test split (default 0.8/0.1/0.1, seeded); "
-                      "augmented rows stay in their source's split (train). Exported to exports/splits/ as a "
-                      "datasets.DatasetDict and JSONL, plus exports/folds.parquet when k-fold is on.")
+                      "records that are near copies (MinHash at splits.contamination_threshold) share a group; "
+                      "augmented rows stay in their source's split (train). Written as a candidate to "
+                      ".pipeline/staging/exports/splits/ (a datasets.DatasetDict and JSONL, plus folds.parquet "
+                      "when k-fold is on); published_splits publishes it once the blocking checks pass.")
 def dataset_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource,
                    augmented_corpus: pl.DataFrame) -> pl.DataFrame:
     require_upstream_checks(context, "augmented_corpus")
     settings, root = pipeline.settings(), pipeline.data_root()
     task = task_for(settings)
-    splits = assign_splits(augmented_corpus, settings.splits, task)
-    target = exports.export_splits(splits, root.splits_export, task)
+    corpus = join_similar_groups(augmented_corpus, settings.splits, settings.dedup)
+    splits = assign_splits(corpus, settings.splits, task)
+    target = exports.export_splits(splits, root.staged(root.splits_export), task)
+    staged_folds = root.staged(root.folds)
     if settings.splits.k_folds >= 2:
         folds = kfold_assignments(splits.filter(pl.col("split") == "train"), settings.splits.k_folds,
                                   settings.splits.seed, task=task)
-        atomic.write_parquet(folds, root.folds)
+        atomic.write_parquet(folds, staged_folds)
+    else:
+        staged_folds.unlink(missing_ok=True)
     context.add_output_metadata({**settings_used(settings, "splits"), **splits_metadata(splits),
-                                 "export_path": dg.MetadataValue.path(str(target))})
+                                 "candidate_path": dg.MetadataValue.path(str(target))})
     return splits
+
+
+@dg.asset(group_name="splits", kinds={"huggingface"}, owners=OWNERS, deps=["dataset_splits"],
+          description="The published dataset: exports/splits/ (and exports/folds.parquet) replaced by the "
+                      "dataset_splits candidate, whole, only after every blocking check of dataset_splits passed. "
+                      "A failed check leaves the previous published files as they were.")
+def published_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dict:
+    require_upstream_checks(context, "dataset_splits")
+    root = pipeline.data_root()
+    target = atomic.publish(root.staged(root.splits_export), root.splits_export)
+    atomic.publish(root.staged(root.folds), root.folds)
+    rows = {name: len((target / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()) for name in SPLITS}
+    context.add_output_metadata({"path": dg.MetadataValue.path(str(target)), "rows": sum(rows.values())})
+    return {"path": str(target), "rows": rows}
+
+
+def _candidate(pipeline: PipelineResource) -> dict:
+    root = pipeline.data_root()
+    return {"candidate": dg.MetadataValue.path(str(root.staged(root.splits_export)))}
 
 
 @blocking_check("dataset_splits", "dataset_splits_no_leakage",
@@ -57,4 +88,77 @@ def dataset_splits_no_leakage(pipeline: PipelineResource, current: pl.DataFrame)
                                      v.label_coverage_expectations()))
     if augmented.height:
         results.append(v.validate(augmented, "dataset_splits_augmented", aug_exps))
-    return suite_result(*results)
+    return suite_result(*results, extra=_candidate(pipeline))
+
+
+@blocking_check("dataset_splits", "dataset_splits_no_personal_data",
+                "The PII detector (privacy.detector) run over every text written to the split export (each turn "
+                "of a conversation included) finds nothing of a kind the privacy policy redacts or drops.")
+def dataset_splits_no_personal_data(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
+    settings, root = pipeline.settings(), pipeline.data_root()
+    exported = exports.exported_texts(root.staged(root.splits_export))
+    found = personal_data_left(exported["text"].to_list(), settings.privacy)
+    frame = v.personal_data_frame(exported, found)
+    by_kind: dict[str, int] = {}
+    for counts in found:
+        for kind, n in counts.items():
+            by_kind[kind] = by_kind.get(kind, 0) + n
+    leaking = frame.filter(pl.col("personal_data_found") > 0)
+    return suite_result(v.validate(frame, "dataset_splits_no_personal_data", v.personal_data_expectations()),
+                        extra={**_candidate(pipeline), "rows_scanned": frame.height,
+                               "found_by_kind": ", ".join(f"{k}: {n}" for k, n in sorted(by_kind.items())) or "none",
+                               "records_with_personal_data": ", ".join(leaking["record_id"].head(LISTED)) or "none"})
+
+
+@blocking_check("dataset_splits", "dataset_splits_no_contamination",
+                "No near-duplicate cluster (word 3-gram MinHash at splits.contamination_threshold, looser than "
+                "dedup's) has records in two splits: nothing in test or validation is a light edit of training "
+                "data.")
+def dataset_splits_no_contamination(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
+    settings = pipeline.settings()
+    crossing = cross_split_near_duplicates(current, settings.splits.contamination_threshold, settings.dedup)
+    frame = v.contamination_frame(current, crossing)
+    return suite_result(v.validate(frame, "dataset_splits_no_contamination", v.contamination_expectations()),
+                        extra={**_candidate(pipeline), "clusters_across_splits": crossing.height,
+                               "clusters": table(["cluster", "records", "splits"], [
+                                   [c, ", ".join(r), ", ".join(s)] for c, r, s in crossing.head(LISTED).iter_rows()])
+                               if crossing.height else "none"})
+
+
+def _warning(passed: bool, description: str, frame: pl.DataFrame) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN, description=description,
+                               metadata={"values": table(frame.columns, [list(r) for r in frame.rows()])
+                                         if frame.height else "none"})
+
+
+@dg.asset_check(asset="dataset_splits", name="dataset_splits_share_drift", blocking=False,
+                description="Warning: no label (category for conversations) moved its share of the records by more "
+                            "than checks.max_share_drift since the last published split.")
+def dataset_splits_share_drift(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
+    settings, root = pipeline.settings(), pipeline.data_root()
+    column = task_for(settings).stratify_column(current)
+    published = [root.splits_export / f"{name}.jsonl" for name in SPLITS]
+    previous = pl.concat([pl.read_ndjson(p) for p in published if p.exists() and p.stat().st_size],
+                         how="diagonal_relaxed") if any(p.exists() and p.stat().st_size for p in published) \
+        else pl.DataFrame()
+    frame = v.share_drift_frame(current, previous, column, settings.checks.max_share_drift)
+    moved = frame.filter(~pl.col("within"))
+    description = ("nothing published yet" if previous.is_empty() else
+                   f"{moved.height} {column} value(s) moved more than {settings.checks.max_share_drift:.0%}: "
+                   + ", ".join(moved["value"]) if moved.height else f"every {column} share within "
+                   f"{settings.checks.max_share_drift:.0%} of the last published split")
+    return _warning(moved.is_empty(), description, frame)
+
+
+@dg.asset_check(asset="dataset_splits", name="dataset_splits_test_support", blocking=False,
+                description="Warning: every label (category for conversations) has at least "
+                            "checks.min_test_per_label records in the test split, enough to be measured at all.")
+def dataset_splits_test_support(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
+    settings = pipeline.settings()
+    column = task_for(settings).stratify_column(current)
+    frame = v.test_support_frame(current, column)
+    few = frame.filter(pl.col("test_records") < settings.checks.min_test_per_label)
+    description = (f"{few.height} {column} value(s) with fewer than {settings.checks.min_test_per_label} test "
+                   "records: " + ", ".join(f"{a} ({b})" for a, b in few.rows()) if few.height
+                   else f"every {column} value has {settings.checks.min_test_per_label}+ test records")
+    return _warning(few.is_empty(), description, frame)

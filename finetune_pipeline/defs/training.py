@@ -1,6 +1,8 @@
-"""Training: `lora_adapter` (the task's adapter, registered in models/registry.json) and
-`approach_comparison` (every configured approach on the same splits), in the `gpu` pool of size one,
-with their blocking checks. The task decides the approaches, the columns, the labels and the baseline."""
+"""Training: `lora_adapter` (the task's adapter) and `approach_comparison` (every configured approach on the
+same splits), in the `gpu` pool of size one, with their blocking checks. Both write their models and exports
+to staging; `published_adapter` (models/<adapter_name>/ and its registry entry) and `published_comparison`
+replace the published ones only after the checks passed. The task decides the approaches, the columns, the
+labels and the baseline."""
 
 
 import time
@@ -8,7 +10,7 @@ import time
 import dagster as dg
 import polars as pl
 
-from finetune_pipeline import exports, reporting
+from finetune_pipeline import atomic, exports, reporting
 from finetune_pipeline import validation as v
 from finetune_pipeline.defs import OWNERS
 from finetune_pipeline.defs.gates import blocking_check, require_upstream_checks, suite_result
@@ -22,25 +24,22 @@ from finetune_pipeline.tasks import task_for, task_named
                       "evaluated on test: PEFT LoRA on the base encoder for sequence classification (the head saved "
                       "with it), or LoRA on `instruction_base_model` for instruction tasks (chat template, loss on "
                       "responses only, packing). Resumes from its checkpoint after a killed run. Saved as "
-                      "safetensors under models/<adapter_name>/ with the tokenizer, metrics.json and a model "
-                      "card, and listed in models/registry.json.")
+                      "safetensors with the tokenizer, metrics.json and a model card under "
+                      ".pipeline/staging/models/<adapter_name>/, the candidate published_adapter publishes.")
 def lora_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource,
                  dataset_splits: pl.DataFrame) -> dict:
     require_upstream_checks(context, "dataset_splits")
-    from finetune_pipeline.training import registry  # torch: only the training steps pay the import
-    from finetune_pipeline.training.compare import run_approach
+    from finetune_pipeline.training.compare import run_approach  # torch: only the training steps pay the import
 
     settings, root = pipeline.settings(), pipeline.data_root()
     task, cfg = task_for(settings), settings.training
     snapshot = exports.content_digest(dataset_splits)
-    output = root.adapter(cfg.adapter_name)
+    output = root.staged(root.adapter(cfg.adapter_name))
     metrics = run_approach(task.trained_approach(cfg), task.training_splits(dataset_splits),
                            task.labels(dataset_splits, settings), cfg, output, data_snapshot=snapshot,
                            log=context.log.info)
-    registry.register(root.models, cfg.adapter_name, output, metrics)
     context.add_output_metadata({**settings_used(settings, "task", "training"),
-        "adapter_path": dg.MetadataValue.path(str(output)),
-        "registry": dg.MetadataValue.path(str(root.registry)),
+        "candidate_path": dg.MetadataValue.path(str(output)),
         "evaluation": dg.MetadataValue.md(reporting.evaluation_markdown(metrics)),
         "epochs_run": metrics["epochs_run"],
         "resumed_from_epoch": metrics.get("resumed_from_epoch") or 0,
@@ -56,23 +55,25 @@ def lora_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource,
           description="The fine-tuning approaches of `training.compare` (LoRA, full fine-tuning, feature-based: "
                       "frozen embeddings + logistic regression; instruction tuning for instruction tasks) trained "
                       "on the same splits: test accuracy and macro-F1 (or loss and perplexity), trainable "
-                      "parameters, wall time and peak memory, as a table and a plot. Models under "
-                      "models/comparison/<approach>/; exports/approach_comparison.json/.md/.png. The approach "
-                      "lora_adapter trained is reused from it, not trained twice.")
+                      "parameters, wall time and peak memory, as a table and a plot. Written to staging "
+                      "(models/comparison/<approach>/, exports/approach_comparison.json/.md/.png under "
+                      ".pipeline/staging/); published_comparison publishes them. The approach lora_adapter "
+                      "trained is reused from it, not trained twice.")
 def approach_comparison(context: dg.AssetExecutionContext, pipeline: PipelineResource,
                         dataset_splits: pl.DataFrame, lora_adapter: dict) -> dict:
-    require_upstream_checks(context, "dataset_splits")
+    require_upstream_checks(context, "dataset_splits", "lora_adapter")
     from finetune_pipeline.training.compare import compare_approaches, write_comparison  # torch: only here
 
     settings, root = pipeline.settings(), pipeline.data_root()
     task = task_for(settings)
     started = time.perf_counter()
     result = compare_approaches(task.training_splits(dataset_splits), task.labels(dataset_splits, settings),
-                                settings.training, root.comparison_models, task.approaches(settings.training),
+                                settings.training, root.staged(root.comparison_models),
+                                task.approaches(settings.training),
                                 data_snapshot=exports.content_digest(dataset_splits), log=context.log.info,
                                 trained={lora_adapter["approach"]: lora_adapter})
     result["total_wall_time_s"] = round(time.perf_counter() - started, 1)
-    paths = write_comparison(result, root.exports)
+    paths = write_comparison(result, root.staged(root.exports))
     context.add_output_metadata({
         "comparison": dg.MetadataValue.md(reporting.comparison_markdown(result)),
         "plot": dg.MetadataValue.md(f"![approach comparison]({reporting.png_data_uri(paths['png'].read_bytes())})"),
@@ -84,11 +85,46 @@ def approach_comparison(context: dg.AssetExecutionContext, pipeline: PipelineRes
 
 
 @blocking_check("lora_adapter", "lora_adapter_beats_baseline",
-                "No NaN training loss, and the test metric beats the baseline: accuracy above the majority class "
-                "(classification), or response-token loss below the untuned base model's (instruction).")
-def lora_adapter_beats_baseline(current: dict) -> dg.AssetCheckResult:
-    frame, expectations, scores = task_named(current.get("task")).baseline_gate(current)
-    return suite_result(v.validate(frame, "lora_adapter_expectations", expectations), extra=scores)
+                "No NaN training loss, the test metric beats the baseline (accuracy above the majority class for "
+                "classification, response-token loss below the untuned base model's for instruction), and the "
+                "headline test metric reaches checks.adapter_floor when one is set.")
+def lora_adapter_beats_baseline(pipeline: PipelineResource, current: dict) -> dg.AssetCheckResult:
+    settings, root = pipeline.settings(), pipeline.data_root()
+    frame, expectations, scores = task_named(current.get("task")).quality_gate(current, settings.checks.adapter_floor)
+    candidate = root.staged(root.adapter(settings.training.adapter_name))
+    return suite_result(v.validate(frame, "lora_adapter_expectations", expectations),
+                        extra={**scores, "candidate": dg.MetadataValue.path(str(candidate))})
+
+
+@dg.asset(group_name="training", kinds={"peft"}, owners=OWNERS, pool="gpu",
+          description="The published adapter: models/<adapter_name>/ replaced by the lora_adapter candidate, whole, "
+                      "and its models/registry.json entry, only after lora_adapter's blocking checks passed. A "
+                      "worse-than-baseline candidate leaves the published adapter and registry as they were.")
+def published_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource, lora_adapter: dict) -> dict:
+    require_upstream_checks(context, "lora_adapter")
+    from finetune_pipeline.training import registry  # torch: only the training steps pay the import
+
+    settings, root = pipeline.settings(), pipeline.data_root()
+    name = settings.training.adapter_name
+    target = atomic.publish(root.staged(root.adapter(name)), root.adapter(name))
+    entry = registry.register(root.models, name, target, lora_adapter)
+    context.add_output_metadata({"adapter_path": dg.MetadataValue.path(str(target)),
+                                 "registry": dg.MetadataValue.path(str(root.registry)),
+                                 "data_snapshot": entry["data_snapshot"]})
+    return entry
+
+
+@dg.asset(group_name="training", kinds={"pytorch"}, owners=OWNERS, deps=["approach_comparison"],
+          description="The published comparison: models/comparison/ and exports/approach_comparison.json/.md/.png "
+                      "replaced by approach_comparison's candidates only after its blocking check passed.")
+def published_comparison(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dict:
+    require_upstream_checks(context, "approach_comparison")
+    root = pipeline.data_root()
+    atomic.publish(root.staged(root.comparison_models), root.comparison_models)
+    for suffix in ("json", "md", "png"):
+        atomic.publish(root.staged(root.comparison_export(suffix)), root.comparison_export(suffix))
+    context.add_output_metadata({"path": dg.MetadataValue.path(str(root.comparison_export("md")))})
+    return {"path": str(root.comparison_export("md"))}
 
 
 @blocking_check("approach_comparison", "approach_comparison_complete",

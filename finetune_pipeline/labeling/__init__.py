@@ -15,7 +15,8 @@ labels (`audit_share`) also goes to the queue for audit and stays in training. A
 set is rejected as `label_not_in_label_set`; a record with no label and no model as `unlabeled`.
 
 Tasks without labels (instruction: prompt -> response) pass through unchanged: `label` stays null and
-an optional `category` column stays as it is (it stratifies the split, see splits.py).
+an optional `category` column stays as it is (it stratifies the split, see splits.py). Their review items
+are conflicting instructions, decided by a person (labeling/conflicts.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import polars as pl
 
 from finetune_pipeline.labeling.agreement import agreement_report
 from finetune_pipeline.labeling.annotations import empty_annotations
+from finetune_pipeline.labeling.conflicts import review_conflicts
 from finetune_pipeline.labeling.consensus import resolve_annotations
 from finetune_pipeline.labeling.labels import label_set
 from finetune_pipeline.labeling.review import REVIEW_SCHEMA, empty_review
@@ -76,6 +78,7 @@ class LabelingStats(StageStats):
     model: ModelLabelStats = field(default_factory=ModelLabelStats)
     in_review: dict[str, int] = field(default_factory=dict)  # low_confidence, disagreement
     review_queue: dict[str, int] = field(default_factory=dict)  # review items by reason
+    conflicts: dict[str, int] = field(default_factory=dict)  # conversations: in_review, kept_one, dropped_all
     annotations: AnnotationStats = field(default_factory=AnnotationStats)
     agreement: dict = field(default_factory=dict)  # labeling.agreement.agreement_report
 
@@ -211,19 +214,29 @@ def apply_labels(corpus: pl.DataFrame, settings: Settings, annotations: pl.DataF
 
 def _pass_through(corpus: pl.DataFrame, annotations: pl.DataFrame,
                   annotation_problems: list[dict] | None) -> LabelingResult:
-    """Every record kept as it is, with the labeling columns (null): the task trains without labels."""
-    kept = corpus.with_columns(pl.lit(None, pl.String).alias("label_model"),
-                               pl.lit(None, pl.Float64).alias("label_agreement"))
-    problems = annotation_problems or []
-    stats = LabelingStats(annotations=AnnotationStats(
-        rows=annotations.height, files=annotations["source_file"].n_unique(), problems_total=len(problems),
-        problems=problems[:MAX_PROBLEMS]), agreement=agreement_report(empty_annotations(), kept.clear(), []))
-    return LabelingResult(kept=kept, stats=stats)
+    """Every record kept as it is, with the labeling columns (null): the task trains without labels. The
+    one human decision left is which answer of a conflicting instruction to keep (labeling/conflicts.py)."""
+    conflicts = review_conflicts(corpus, annotations)
+    kept = conflicts.kept.with_columns(pl.lit(None, pl.String).alias("label_model"),
+                                       pl.lit(None, pl.Float64).alias("label_agreement"))
+    unknown = annotations.filter(~pl.col("record_id").is_in(list(conflicts.used_annotations)))
+    problems = (annotation_problems or []) + conflicts.problems + _annotation_problems(
+        annotations.clear(), unknown, annotations.clear())
+    stats = LabelingStats(
+        in_review={"conflict": conflicts.records_in_review} if conflicts.records_in_review else {},
+        review_queue=dict(conflicts.review.group_by("reason").len().sort("reason").iter_rows()),
+        conflicts=conflicts.counts,
+        annotations=AnnotationStats(
+            rows=annotations.height, files=annotations["source_file"].n_unique(),
+            records_labeled=conflicts.counts.get("kept_one", 0) + conflicts.counts.get("dropped_all", 0),
+            problems_total=len(problems), problems=problems[:MAX_PROBLEMS]),
+        agreement=agreement_report(empty_annotations(), kept.clear(), []))
+    return LabelingResult(kept=kept, rejected=conflicts.rejected, stats=stats, review_queue=conflicts.review)
 
 
 def _review_rows(frame: pl.DataFrame, reason: str, score: pl.Expr, model: pl.Expr | None = None) -> pl.DataFrame:
     return frame.select(
         "record_id", "text", "label", score.cast(pl.Float64).alias("score"), pl.lit(reason).alias("reason"),
         (model if model is not None else pl.col("label_model")).cast(pl.String).alias("label_model"),
-        "source_uri", "locator",
+        "source_uri", "locator", pl.lit(None, pl.String).alias("options"),
     ).cast(REVIEW_SCHEMA)

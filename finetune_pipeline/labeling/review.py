@@ -2,7 +2,8 @@
 
 `exports/review/tasks.json` is a Label Studio import file (lowest score first), and
 `exports/review/label_config.xml` the labeling interface for the label set. Label the tasks, export the
-project as JSON (or CSV `record_id,annotator,label`) and drop the file into `annotations/`.
+project as JSON (or CSV `record_id,annotator,label`) and drop the file into `annotations/`. Conversations
+have no labels: their review items are conflicting instructions (labeling/conflicts.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ REVIEW_SCHEMA: dict[str, pl.DataType] = {
     "label_model": pl.String,  # what predicted it
     "source_uri": pl.String,
     "locator": pl.String,
+    "options": pl.String,  # conflicts: the choices as a JSON list of {value, alias}; null for label review
 }
 
 
@@ -41,10 +43,23 @@ def label_config_xml(labels: list[str]) -> str:
             f"{choices}\n  </Choices>\n</View>\n")
 
 
+def conflict_config_xml() -> str:
+    """A Label Studio labeling config for conflicting instructions: the prompt and its numbered answers,
+    and one single choice among the task's own options (Answer 1..n, Drop all)."""
+    return (f'<View>\n  <Text name="{TO_NAME}" value="$text"/>\n'
+            f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="single" value="$options"/>\n</View>\n')
+
+
 def review_tasks(review: pl.DataFrame) -> list[dict]:
-    """Label Studio import tasks, lowest score first, each with the prediction pre-selected."""
+    """Label Studio import tasks, lowest score first, each with the prediction pre-selected (conflicts:
+    their choices, no prediction)."""
     tasks = []
     for row in review.sort(["score", "record_id"], nulls_last=False).iter_rows(named=True):
+        if row["options"] is not None:
+            tasks.append({"data": {"text": row["text"], "record_id": row["record_id"], "reason": row["reason"],
+                                   "options": json.loads(row["options"]), "source_uri": row["source_uri"],
+                                   "locator": row["locator"]}})
+            continue
         tasks.append({
             "data": {"text": row["text"], "record_id": row["record_id"], "reason": row["reason"],
                      "source_uri": row["source_uri"], "locator": row["locator"]},
@@ -59,8 +74,10 @@ def review_tasks(review: pl.DataFrame) -> list[dict]:
 
 
 def write_review_export(review: pl.DataFrame, labels: list[str], folder: Path) -> dict[str, Path]:
-    """Write `tasks.json` and `label_config.xml` under `folder` (replaced whole, so a reader never sees half)."""
+    """Write `tasks.json` and `label_config.xml` under `folder` (replaced whole, so a reader never sees half).
+    Without labels (conversations) the config is the conflict one."""
+    config = label_config_xml(labels) if labels else conflict_config_xml()
     return {
         "tasks": write_text(json.dumps(review_tasks(review), indent=1, ensure_ascii=False), folder / "tasks.json"),
-        "label_config": write_text(label_config_xml(labels), folder / "label_config.xml"),
+        "label_config": write_text(config, folder / "label_config.xml"),
     }

@@ -1,0 +1,220 @@
+"""Prompt-level deduplication and conflicting instructions, for conversations.
+
+A conversation's *context* is every turn before its final answer (system and user turns, and earlier
+exchanges of a multi-turn conversation). Two conversations have duplicate prompts when their contexts are
+equal after case and whitespace folding, near duplicates by MinHash over character 5-grams (prompts are
+short; threshold `dedup.prompt_threshold`, 0.85): light edits, typos, punctuation. Prompts that differ in
+one content word ("the capital of France" / "of Spain", Jaccard about 0.6; a support template filled with
+another product, 0.7-0.8) stay apart, and so do reworded prompts: paraphrases are found with `dedup.semantic` on (sentence-embedding cosine at
+`dedup.prompt_semantic_threshold`). Within one prompt cluster,
+answers agree when their word 3-gram Jaccard similarity reaches `dedup.threshold` (or they are equal after
+folding):
+
+- every answer agrees with the first: the later records are `duplicate_prompt` rejects of the first;
+- answers diverge: a *conflict*. Of each group of agreeing answers the first stays a candidate (the others
+  are `duplicate_prompt`), and `dedup.conflicts` says what happens to the candidates: `review` (they carry
+  `conflict_id` and wait for a person, see labeling/), `keep_first` (the first stays, the others are
+  `conflicting_instruction` rejects), `drop_all` (all are rejected).
+
+Every record of a prompt cluster gets the cluster's `group_id` (its first record), so near-duplicate
+prompts never straddle two splits. Counts and record ids go to the stats; never text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from finetune_pipeline.dedup.exact import dedup_key
+from finetune_pipeline.dedup.minhash import near_duplicate_clusters
+from finetune_pipeline.records import StageStats, reject_rows
+from finetune_pipeline.settings import DedupSettings
+from finetune_pipeline.sources.conversations import render_text
+
+STAGE = "deduplicated_corpus"
+PROMPT_SHINGLE, PROMPT_NGRAM = "char", 5
+ANSWER_NGRAM = 3
+MAX_LISTED = 20  # conflicts listed with their record ids in the stats
+
+
+@dataclass
+class ConflictSummary:
+    """One conflict: its id and the record ids of the competing answers (first = first seen)."""
+
+    conflict_id: str
+    record_ids: list[str]
+
+
+@dataclass
+class ConflictStats(StageStats):
+    policy: str = "review"
+    prompt_clusters: int = 0  # prompt clusters with more than one record
+    duplicate_prompts: int = 0  # same prompt, agreeing answer: rejected
+    conflicts: int = 0  # prompt clusters whose answers diverge
+    conflict_records: int = 0  # competing answers in them
+    conflicts_listed: list[ConflictSummary] = field(default_factory=list)
+
+
+@dataclass
+class PromptDedup:
+    kept: pl.DataFrame  # with `group_id` (prompt cluster) and `conflict_id` (null unless waiting for review)
+    rejected: pl.DataFrame
+    stats: ConflictStats
+
+
+def context_text(messages: str) -> str:
+    """Every turn before the final answer, rendered as in `text`."""
+    return render_text(json.loads(messages)[:-1])
+
+
+def context_contents(messages: str) -> str:
+    """The contents of every turn before the final answer, one per line: what prompts are compared on
+    (role names would make every short prompt look alike)."""
+    return "\n".join(turn["content"] for turn in json.loads(messages)[:-1])
+
+
+def conflict_id(record_ids: list[str]) -> str:
+    """Stable id of a conflict from its candidates: a changed set of answers is a new conflict."""
+    return "conflict-" + hashlib.sha256("\x1f".join(sorted(record_ids)).encode()).hexdigest()[:16]
+
+
+def _word_shingles(text: str, n: int = ANSWER_NGRAM) -> frozenset:
+    words = text.lower().split()
+    return frozenset(tuple(words[i:i + n]) for i in range(max(len(words) - n + 1, 1)))
+
+
+def _agree(a: str, b: str, threshold: float) -> bool:
+    if " ".join(a.lower().split()) == " ".join(b.lower().split()):
+        return True
+    sa, sb = _word_shingles(a), _word_shingles(b)
+    return len(sa & sb) / max(len(sa | sb), 1) >= threshold
+
+
+def _union(parent: np.ndarray, roots: np.ndarray) -> None:
+    """Merge every i with roots[i] (union-find over indices; the smaller index becomes the root)."""
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+    for i, j in enumerate(roots):
+        a, b = find(i), find(int(j))
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+
+
+def prompt_clusters(contexts: list[str], cfg: DedupSettings) -> np.ndarray:
+    """Per context (in keep order) the index of its cluster's first member."""
+    n = len(contexts)
+    parent = np.arange(n)
+    series = pl.Series(contexts, dtype=pl.String)
+    keys = pl.DataFrame({"k": series}).select(dedup_key(pl.col("k")))["k"]
+    first = pl.DataFrame({"k": keys, "i": np.arange(n)}).with_columns(pl.col("i").first().over("k").alias("r"))
+    _union(parent, first["r"].to_numpy())
+    if cfg.near_duplicates and n > 1:
+        near_cfg = cfg.model_copy(update={"shingle": PROMPT_SHINGLE, "ngram": PROMPT_NGRAM,
+                                          "threshold": cfg.prompt_threshold})
+        _union(parent, near_duplicate_clusters(series, near_cfg).root)
+    if cfg.semantic and n > 1:
+        from finetune_pipeline.dedup.semantic import semantic_clusters  # torch only when asked for
+
+        _union(parent, semantic_clusters(contexts, cfg.model_copy(
+            update={"semantic_threshold": cfg.prompt_semantic_threshold})).root)
+    return np.array([_find_root(parent, i) for i in range(n)])
+
+
+def _find_root(parent: np.ndarray, i: int) -> int:
+    while parent[i] != i:
+        i = parent[i]
+    return int(i)
+
+
+def prompt_dedup(kept: pl.DataFrame, cfg: DedupSettings) -> PromptDedup:
+    """Prompt duplicates and conflicts among `kept` (conversations, in keep order)."""
+    stats = ConflictStats(policy=cfg.conflicts)
+    if kept.is_empty():
+        empty = kept.with_columns(pl.lit(None, pl.String).alias("conflict_id"))
+        return PromptDedup(empty, reject_rows(kept, STAGE, "duplicate_prompt", ""), stats)
+    contexts = [context_contents(m) for m in kept["messages"]]
+    root = prompt_clusters(contexts, cfg)
+    ids, answers = kept["record_id"].to_list(), kept["response"].to_list()
+
+    duplicate_of: dict[int, int] = {}  # index -> index of the record whose answer it repeats
+    conflict_of: dict[int, str] = {}  # candidate index -> conflict id
+    members: dict[int, list[int]] = {}
+    for i, r in enumerate(root):
+        members.setdefault(int(r), []).append(i)
+    for group in members.values():
+        if len(group) < 2:
+            continue
+        stats.prompt_clusters += 1
+        leaders: list[int] = []  # first record of each group of agreeing answers
+        for i in group:
+            same = next((lead for lead in leaders if _agree(answers[lead], answers[i], cfg.threshold)), None)
+            if same is None:
+                leaders.append(i)
+            else:
+                duplicate_of[i] = same
+        if len(leaders) > 1:
+            cid = conflict_id([ids[i] for i in leaders])
+            conflict_of.update({i: cid for i in leaders})
+            stats.conflicts += 1
+            stats.conflict_records += len(leaders)
+            if len(stats.conflicts_listed) < MAX_LISTED:
+                stats.conflicts_listed.append(ConflictSummary(cid, [ids[i] for i in leaders]))
+    stats.duplicate_prompts = len(duplicate_of)
+
+    frame = kept.with_columns(
+        pl.Series("group_id", [ids[r] for r in root], pl.String),
+        pl.Series("conflict_id", [conflict_of.get(i) for i in range(len(ids))], pl.String),
+        pl.Series("duplicate_of", [ids[duplicate_of[i]] if i in duplicate_of else None for i in range(len(ids))],
+                  pl.String),
+    )
+    first_candidate = {}
+    for i in sorted(conflict_of):
+        first_candidate.setdefault(conflict_of[i], i)
+    frame = frame.with_columns(pl.Series("_first", [first_candidate.get(conflict_of.get(i)) == i
+                                                    for i in range(len(ids))], pl.Boolean))
+    dups = frame.filter(pl.col("duplicate_of").is_not_null())
+    rejected = [reject_rows(dups, STAGE, "duplicate_prompt",
+                            pl.format("same prompt as {} with an agreeing answer (word 3-gram Jaccard >= {})",
+                                      "duplicate_of", pl.lit(cfg.threshold)),
+                            duplicate_of=pl.col("duplicate_of"))]
+    frame = frame.filter(pl.col("duplicate_of").is_null())
+    in_conflict = pl.col("conflict_id").is_not_null()
+    if cfg.conflicts == "keep_first":
+        losers = frame.filter(in_conflict & ~pl.col("_first"))
+        firsts = frame.filter(in_conflict & pl.col("_first")).select("conflict_id", pl.col("record_id").alias("_kept"))
+        losers = losers.join(firsts, on="conflict_id", how="left")
+        rejected.append(reject_rows(losers, STAGE, "conflicting_instruction", pl.format(
+            "{}: same prompt as {} with a different answer; the first seen was kept (dedup.conflicts: keep_first)",
+            "conflict_id", "_kept"), duplicate_of=pl.col("_kept")))
+        frame = frame.filter(~in_conflict | pl.col("_first")).with_columns(pl.lit(None, pl.String).alias("conflict_id"))
+    elif cfg.conflicts == "drop_all":
+        rejected.append(reject_rows(frame.filter(in_conflict), STAGE, "conflicting_instruction", pl.format(
+            "{}: the same prompt has answers that disagree; all dropped (dedup.conflicts: drop_all)", "conflict_id")))
+        frame = frame.filter(~in_conflict)
+    return PromptDedup(frame.drop("duplicate_of", "_first"), pl.concat(rejected), stats)
+
+
+_ANSWER = re.compile(r"^\s*answer\s*(\d+)\s*$", re.IGNORECASE)
+DROP_ALL = "drop_all"
+
+
+def conflict_choice(label: str, candidates: list[str]) -> str | None:
+    """What an annotation's label picks among `candidates` (record ids, first seen first): a record id,
+    `drop_all`, or None when the label names neither ("Answer 2" and the record id both work)."""
+    label = label.strip()
+    if label in candidates:
+        return label
+    if label.lower().replace(" ", "_") == DROP_ALL:
+        return DROP_ALL
+    match = _ANSWER.match(label)
+    if match and 1 <= int(match.group(1)) <= len(candidates):
+        return candidates[int(match.group(1)) - 1]
+    return None

@@ -1,0 +1,168 @@
+"""Gates that hold: exports and models are published only after the blocking checks of the asset that made
+them passed; a failed check leaves the published files byte-identical and says where the candidate is; a
+later run of a downstream asset refuses to start; each new check fails on real bad data."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from finetune_pipeline.cleaning.privacy import personal_data_left
+from finetune_pipeline.definitions import ALL_ASSETS, ALL_CHECKS, resources_for
+from finetune_pipeline.defs.resources import PipelineResource
+from finetune_pipeline.layout import DataRoot
+from finetune_pipeline.records import corpus_frame, sha256_text
+from finetune_pipeline.settings import DedupSettings, PrivacySettings, Settings, SplitSettings
+from finetune_pipeline.splits import assign_splits, cross_split_near_duplicates, join_similar_groups
+from finetune_pipeline.tasks import task_named
+
+CITIES = ["Oslo", "Lisbon", "Kyoto", "Quito", "Perth", "Tallinn", "Accra", "Lima", "Hanoi", "Dakar"]
+THINGS = ["a bicycle", "a kettle", "a tent", "a violin", "a laptop", "a sofa"]
+
+
+def _pairs() -> list[tuple[str, str]]:
+    out = []
+    for i, city in enumerate(CITIES):
+        for j, thing in enumerate(THINGS[:4]):
+            out.append((f"How do I ship {thing} to {city} without damage, order {100 + 4 * i + j}?",
+                        f"Pack {thing} in a double box and book the {city} courier; it takes {2 + j} days."))
+    return out
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _run(root: Path, instance, *assets: str):
+    job = dg.define_asset_job("gated", selection=dg.AssetSelection.assets(*assets)) if assets else None
+    defs = dg.Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=[job] if job else [],
+                          resources=resources_for(PipelineResource(data_dir=str(root))))
+    name = "gated" if assets else "__ASSET_JOB"
+    return defs.resolve_job_def(name).execute_in_process(instance=instance, raise_on_error=False)
+
+
+def _checks(result) -> dict[str, bool]:
+    return {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+            for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory):
+    from finetune_pipeline_tests.test_instruction import tiny_llama_folder
+
+    base = tmp_path_factory.mktemp("gates")
+    pairs = _pairs()
+    model = tiny_llama_folder(base / "model", [f"{p} {r}" for p, r in pairs])
+    root = base / "data"
+    (root / "raw").mkdir(parents=True)
+    (root / "raw" / "pairs.jsonl").write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in pairs))
+    settings = {"task": "instruction", "privacy": {"detector": "patterns"}, "checks": {"min_records": 10},
+                "training": {"instruction_base_model": model, "epochs": 1, "batch_size": 8,
+                             "instruction_max_length": 64, "compare": ["instruction"]}}
+    (root / "finetune.yaml").write_text(json.dumps(settings))
+    instance = dg.DagsterInstance.ephemeral()
+    result = _run(root, instance)
+    assert result.success, [e.step_failure_data.error.message for e in result.all_events if e.is_step_failure]
+    return root, instance, settings
+
+
+def test_a_failed_adapter_gate_leaves_the_published_adapter_and_registry(good_run):
+    root, instance, settings = good_run
+    layout = DataRoot(root)
+    before = {"adapter": _digests(layout.adapter("lora_adapter")), "registry": layout.registry.read_bytes()}
+    (root / "finetune.yaml").write_text(json.dumps({**settings, "checks": {"min_records": 10, "adapter_floor": 1.0}}))
+    try:
+        result = _run(root, instance, "lora_adapter", "published_adapter")
+    finally:
+        (root / "finetune.yaml").write_text(json.dumps(settings))
+    assert _checks(result) == {"lora_adapter_beats_baseline": False}  # perplexity 1.0 or better: impossible
+    assert not [e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"
+                and e.asset_key == dg.AssetKey("published_adapter")]
+    assert _digests(layout.adapter("lora_adapter")) == before["adapter"]
+    assert layout.registry.read_bytes() == before["registry"]
+    assert (layout.staged(layout.adapter("lora_adapter")) / "metrics.json").exists()  # the candidate, for inspection
+
+
+def test_personal_data_in_the_split_export_fails_the_gate_and_nothing_is_published(good_run):
+    root, instance, _ = good_run
+    layout = DataRoot(root)
+    published = _digests(layout.splits_export)
+    # An upstream stage that let an e-mail address through: the stored augmented corpus, tampered with.
+    stored = layout.asset_values / "augmented_corpus.parquet"
+    corpus = pl.read_parquet(stored)
+    leak = corpus["response"][0] + " Write to lena.berg@example.org."
+    messages = json.loads(corpus["messages"][0])
+    messages[-1]["content"] = leak
+    corpus = corpus.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(leak)).otherwise(pl.col("response")).alias("response"),
+        pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(json.dumps(messages))).otherwise(pl.col("messages"))
+        .alias("messages"))
+    corpus.write_parquet(stored)
+
+    result = _run(root, instance, "dataset_splits", "published_splits")
+    checks = _checks(result)
+    assert checks["dataset_splits_no_personal_data"] is False and checks["dataset_splits_no_leakage"] is True
+    evaluation = next(e.asset_check_evaluation_data for e in result.all_events
+                      if e.event_type_value == "ASSET_CHECK_EVALUATION"
+                      and e.asset_check_evaluation_data.check_name == "dataset_splits_no_personal_data")
+    meta = {k: v.value for k, v in evaluation.metadata.items()}
+    assert meta["found_by_kind"] == "email: 2"  # the answer, and the same answer as a turn of `messages`
+    assert meta["records_with_personal_data"] == corpus["record_id"][0]
+    assert "example.org" not in json.dumps(meta, default=str)
+    assert "lena.berg@example.org" in "".join(p.read_text() for p in Path(meta["candidate"]).glob("*.jsonl"))
+    assert _digests(layout.splits_export) == published
+
+    # A later run of the downstream asset alone refuses to build on the failed gate.
+    later = _run(root, instance, "published_splits")
+    [failure] = [e.step_failure_data.user_failure_data.description for e in later.all_events if e.is_step_failure]
+    assert "blocked: check 'dataset_splits_no_personal_data' on dataset_splits failed in run" in failure
+    assert _digests(layout.splits_export) == published
+
+
+def test_the_pii_detector_over_exported_text_finds_what_the_policy_removes():
+    policy = PrivacySettings(detector="patterns", ip_address="keep")
+    found = personal_data_left(["Card 4111 1111 1111 1111, host 10.0.0.1", "no personal data here <EMAIL>"], policy)
+    assert found[0] == {"credit_card": 1} and not found[1]  # an address the policy keeps is no leak
+
+
+def _quotes() -> pl.DataFrame:
+    """30 texts of 24 distinct words each, plus copies of three of them with two words changed (word 3-gram
+    Jaccard about 0.57: under dedup's 0.7, over the contamination threshold 0.5)."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    vocabulary = [f"{a}{b}" for a in ("ka", "lo", "mi", "ne", "su", "ta", "vo", "re", "di", "fu")
+                  for b in ("ber", "dan", "gol", "hix", "jun", "mor", "pel", "sat", "tov", "wix", "zen", "yar")]
+    base = [rng.choice(vocabulary, size=24, replace=False).tolist() for _ in range(30)]
+    edits = []
+    for k in (0, 7, 20):
+        words = list(base[k])
+        words[6], words[17] = "changed", "edited"
+        edits.append(words)
+    texts = [" ".join(w) for w in base + edits]
+    rows = [{"record_id": f"q{i:03d}", "text": t, "source_uri": "raw/q.csv", "source_type": "csv",
+             "locator": f"row {i}", "content_sha256": sha256_text(t), "label": ["a", "b", "c"][i % 3],
+             "label_source": "column", "label_confidence": 1.0} for i, t in enumerate(texts)]
+    return corpus_frame(rows).with_columns(pl.col("record_id").alias("group_id"),
+                                           pl.lit(None, pl.String).alias("augmented_from"))
+
+
+def test_light_edits_are_kept_in_one_split_and_the_check_finds_them_when_they_are_not():
+    corpus, splits_cfg, dedup = _quotes(), SplitSettings(), DedupSettings()
+    # A split made without the groups: two of the edited copies on the test side of their originals.
+    careless = corpus.with_columns(pl.when(pl.col("record_id").is_in(["q030", "q031"])).then(pl.lit("test"))
+                                   .otherwise(pl.lit("train")).alias("split"))
+    crossing = cross_split_near_duplicates(careless, splits_cfg.contamination_threshold, dedup)
+    assert sorted(crossing["record_ids"].to_list()) == [["q000", "q030"], ["q007", "q031"]]
+    assert crossing["splits"].to_list() == [["test", "train"], ["test", "train"]]
+    joined = join_similar_groups(corpus, splits_cfg, dedup)
+    group = dict(zip(joined["record_id"], joined["group_id"]))
+    assert [group[a] == group[b] for a, b in (("q000", "q030"), ("q007", "q031"), ("q020", "q032"))] == [True] * 3
+    assert joined["group_id"].n_unique() == 30
+    grouped = assign_splits(joined, splits_cfg, task_named("classification"))
+    assert cross_split_near_duplicates(grouped, splits_cfg.contamination_threshold, dedup).is_empty()
+    assert Settings().splits.contamination_threshold < Settings().dedup.threshold
