@@ -449,6 +449,48 @@ class TrainingSettings(_Section):
     packing: bool = Field(
         True, description="Instruction task: pack several examples into each instruction_max_length sequence "
         "(position ids restart per example, so attention never crosses examples).")
+    # Optimisation: every approach that trains through the loop (loop.py, training/optimizer.py).
+    lr_schedule: Literal["cosine", "linear", "constant"] = Field(
+        "cosine", description="Learning rate over the run's optimizer steps (epochs x steps per epoch): linear "
+        "warm-up from 0 over warmup_ratio of them, then cosine or linear decay to 0, or constant (transformers' "
+        "get_*_schedule_with_warmup). Saved in checkpoints, so a resumed run continues the same curve.")
+    warmup_ratio: float = Field(
+        0.03, ge=0, lt=1, description="Share of the optimizer steps spent warming the learning rate up from 0 "
+        "(rounded up to whole steps; 0 = no warm-up).")
+    max_grad_norm: float | None = Field(
+        1.0, gt=0, description="Clip the global L2 norm of the trainable weights' gradients to this before each "
+        "step; null = no clipping.")
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="Rows (examples or packed sequences) per forward/backward pass; a global batch "
+        "is run as micro-batches whose gradients accumulate into one optimizer step (the same step as one "
+        "pass over the whole batch). null = the whole batch (per process) in one pass.")
+    global_batch_tokens: int | None = Field(
+        None, ge=1, description="Instruction task: tokens per optimizer step; sets the global batch to "
+        "max(1, round(global_batch_tokens / instruction_max_length)) sequences instead of batch_size (packed "
+        "sequences are about instruction_max_length long). null = batch_size sequences.")
+    # Causal LMs on a GPU (instruction task; training/causal_lm.py). auto = what suits the device.
+    fast_path: Literal["auto", "on", "off"] = Field(
+        "auto", description="Instruction task: the loss is a chunked linear cross-entropy that never holds the "
+        "full-vocabulary logits (training/chunked_cross_entropy.py), and attention may be flash_attention_2 "
+        "(see attention). auto = on with CUDA, off on the CPU (the plain transformers loss).")
+    loss_chunk_tokens: int = Field(
+        1024, ge=1, description="Fast path: tokens per chunk of the chunked cross-entropy (a chunk's logits take "
+        "about 12 x chunk x vocabulary bytes: bf16 and fp32 copies and the log-softmax).")
+    attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+        "auto", description="Instruction task: transformers' attention implementation. auto = "
+        "flash_attention_2 when the fast path is on, CUDA is used and the flash-attn package is installed "
+        "(variable-length kernels), else sdpa (packed sequences kept apart by a block-diagonal mask built "
+        "from the position ids). Under flash_attention_2 a micro-batch's sequences are always laid end to end "
+        "in one row without padding: transformers finds packed sequences from position ids only in a "
+        "single row, and would otherwise let them attend to each other.")
+    base_dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        "auto", description="Instruction task: dtype of the frozen base weights. auto = bfloat16 on CUDA, "
+        "float32 on the CPU. LoRA weights and the AdamW state stay float32 either way.")
+    activation_checkpointing: Literal["auto", "on", "off"] = Field(
+        "auto", description="Instruction task: recompute each decoder layer's activations in backward instead "
+        "of storing them (less memory, about a third more compute). auto = on with CUDA when a micro-batch's "
+        "stored activations, estimated at 34 bytes x tokens x hidden size x layers (Korthikanti et al. 2022, "
+        "16-bit, attention without the score matrix), would exceed half of the GPU's memory; off on the CPU.")
     data_parallel: Literal["auto"] | int = Field(
         "auto", description="Training processes (DDP, one global batch split across them; see "
         "training/distributed.py): auto = one per visible CUDA GPU when there are several, else one; a number "

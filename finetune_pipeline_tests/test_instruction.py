@@ -165,12 +165,14 @@ def test_packing_puts_several_examples_in_a_sequence_and_keeps_every_response_to
     assert sequences_for(tokenizer, PAIRS, 64, packing=False)[0]["position_ids"][0] == 0
 
 
-def test_packed_logits_match_unpacked(tiny_llama):
-    """Attention never crosses examples in a packed sequence: the logits equal each example's alone."""
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_packed_logits_match_unpacked(tiny_llama, attention):
+    """Attention never crosses examples in a packed sequence: the logits equal each example's alone (with
+    either attention kernel the CPU has; the position ids alone keep the examples apart)."""
     from transformers import AutoModelForCausalLM
 
     path, tokenizer = tiny_llama
-    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=attention).eval()
     examples = [tokenize_example(tokenizer, p, r, 64) for p, r in PAIRS[:3]]
     packed = pack(examples, max_length=128)
     assert len(packed) == 1
@@ -245,7 +247,10 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batches(tiny_ll
     splits = {"train": (PAIRS * 2)[:10], "validation": PAIRS[:2], "test": PAIRS[2:4]}
     single = train_instruction(splits, TrainingSettings(**fields, data_parallel=1), tmp_path / "single",
                                log=lambda m: None)
-    ddp = train_instruction(splits, TrainingSettings(**fields, data_parallel=2), tmp_path / "ddp", log=lambda m: None)
+    # The 2 processes also take the fast path's chunked loss, in micro-batches of one sequence (DDP
+    # reduces once per step, after the last micro-batch): the same steps still.
+    ddp = train_instruction(splits, TrainingSettings(**fields, data_parallel=2, fast_path="on", micro_batch_size=1),
+                            tmp_path / "ddp", log=lambda m: None)
 
     assert single["processes"] == 1 and ddp["processes"] == 2
     steps = [h["train_step_losses"] for h in single["history"]]
@@ -262,20 +267,33 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batches(tiny_ll
 
 def test_project_lora_step_follows_plain_transformers_peft_loss_for_loss():
     """The speed benchmark's two paths (scripts/bench_lora_speed.py) train the same thing: on the same
-    batches from the same initial weights, the project's instruction step gives plain transformers+peft's
-    losses, step by step. On the GPU the benchmark compares their speed."""
+    batches (one sequence per row, and packed rows) from the same initial weights, the project's step (the
+    loop's train_step, chunked loss) gives plain transformers+peft's losses, step by step. On the GPU the
+    benchmark compares their speed."""
     import importlib.util
-    from types import SimpleNamespace
+    import sys
 
     spec = importlib.util.spec_from_file_location("bench_lora_speed", REPO / "scripts" / "bench_lora_speed.py")
     bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclass looks itself up there
     spec.loader.exec_module(bench)
-    args = SimpleNamespace(shape="tiny", seq=64, micro_batch=2, warmup=1)
     device = torch.device("cpu")
-    data = bench.batches(1, args.micro_batch, args.seq, bench.SHAPES["tiny"]["vocab_size"], device) * 4  # one batch,
-    # four steps: the loss must fall as the adapter fits it
-    plain = bench.measure("plain", bench.plain_step_fn, args, device, data)
-    project = bench.measure("project", bench.project_step_fn, args, device, data)
-    assert plain["losses"][-1] < plain["losses"][0]
-    assert project["losses"] == pytest.approx(plain["losses"], rel=1e-5)
-    assert project["tokens_per_s"] > 0 and project["model_flops_per_s"] > 0
+    for docs_per_row in (1, 4):
+        case = bench.Case("tiny", micro_batch=2, seq=64, docs_per_row=docs_per_row, steps=4, warmup=1)
+        data = bench.batches(4, 2, 64, bench.SHAPES["tiny"]["vocab_size"], device, docs_per_row, distinct=1,
+                             token_ids=20)  # one batch, four steps: the loss must fall as the adapter fits it
+        plain = bench.measure("plain", bench.plain_step_fn, case, device, data, lr=1e-2)
+        project = bench.measure("project", bench.project_step_fn, case, device, data, lr=1e-2)
+        assert plain["losses"][-1] < plain["losses"][0]
+        assert project["losses"] == pytest.approx(plain["losses"], rel=1e-5)
+        assert "chunked loss" in project["about"]
+        assert project["tokens_per_s"] > 0 and project["model_flops_per_s"] > 0
+    # Under flash_attention_2 (GPU) the project's rows go end to end in one: the same loss as rows apart.
+    model = bench.llama("tiny", 64, device)
+    losses = []
+    for padding_free in (False, True):
+        batch = bench._Batch(device, None, padding_free)
+        batch.current = data[0]
+        with torch.no_grad():
+            losses.append(batch.batch_loss(model, [0, 1]))
+    assert losses[1][1] == losses[0][1] and losses[1][0].item() == pytest.approx(losses[0][0].item(), rel=1e-5)

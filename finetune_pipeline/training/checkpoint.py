@@ -3,8 +3,8 @@
 `<output>/checkpoint/` holds
 - `trainable.safetensors`: the weights being trained (LoRA matrices and head, or every weight);
 - `best.safetensors`: the trainable weights of the best validation epoch so far (early stopping);
-- `trainer_state.pt`: optimizer state, torch RNG states, the last finished epoch and the early-stopping
-  state, a dict of tensors and plain numbers read back with `torch.load(weights_only=True)` (no pickled code).
+- `trainer_state.pt`: optimizer and learning-rate schedule state, torch RNG states, the last finished epoch
+  and the early-stopping state, a dict of tensors and plain numbers read back with `torch.load(weights_only=True)` (no pickled code).
 It is written to a temporary folder and renamed into place, so a kill during the write leaves the previous
 checkpoint intact. Training deletes it once it has saved the final model.
 """
@@ -24,8 +24,11 @@ from safetensors.torch import load_file, save_file
 CHECKPOINT_DIR = "checkpoint"
 # Settings that may change between a killed run and its resumption without changing what is trained
 # (data_parallel: any number of processes trains on the same global batches).
+# The speed settings (micro-batches, fast path, attention kernel, activation checkpointing) compute the same
+# steps, so a run killed on one machine resumes on another.
 _NOT_FINGERPRINTED = {"resume", "checkpoint_every_epochs", "epochs", "early_stopping_patience", "compare",
-                      "adapter_name", "data_parallel", "feature_batch_size"}
+                      "adapter_name", "data_parallel", "feature_batch_size", "micro_batch_size", "fast_path",
+                      "loss_chunk_tokens", "attention", "activation_checkpointing"}
 
 
 @dataclass
@@ -65,9 +68,10 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
             for name, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(folder: Path, model, optimizer, best: dict[str, torch.Tensor] | None, state: TrainState) -> None:
+def save_checkpoint(folder: Path, model, optimizer, scheduler, best: dict[str, torch.Tensor] | None,
+                    state: TrainState) -> None:
     """Write `folder` (replacing it) from the model's trainable weights, the best weights, the optimizer,
-    the RNG states and `state`."""
+    the learning-rate schedule, the RNG states and `state`."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -78,7 +82,8 @@ def save_checkpoint(folder: Path, model, optimizer, best: dict[str, torch.Tensor
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     # Plain tensors, numbers and lists only, so loading needs no unpickling of code (weights_only=True).
-    torch.save({"optimizer": optimizer.state_dict(), "rng": rng, **asdict(state)}, tmp / "trainer_state.pt")
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
+                **asdict(state)}, tmp / "trainer_state.pt")
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
 
@@ -91,9 +96,9 @@ def checkpoint_fingerprint(folder: Path) -> str | None:
         return None
 
 
-def load_checkpoint(folder: Path, model, optimizer) -> tuple[dict[str, torch.Tensor] | None, TrainState]:
-    """Restore the model's trainable weights, the optimizer and the RNG states from `folder`; return
-    (best weights or None, the run's state)."""
+def load_checkpoint(folder: Path, model, optimizer, scheduler) -> tuple[dict[str, torch.Tensor] | None, TrainState]:
+    """Restore the model's trainable weights, the optimizer, the learning-rate schedule and the RNG states
+    from `folder`; return (best weights or None, the run's state)."""
     device = next(model.parameters()).device
     weights = load_file(folder / "trainable.safetensors", device=str(device))
     missing = set(weights) - {name for name, _ in model.named_parameters()}
@@ -104,6 +109,7 @@ def load_checkpoint(folder: Path, model, optimizer) -> tuple[dict[str, torch.Ten
     best = load_file(folder / "best.safetensors") if (folder / "best.safetensors").exists() else None
     saved = torch.load(folder / "trainer_state.pt", weights_only=True, map_location="cpu")
     optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
     rng = saved["rng"]
     torch.set_rng_state(rng["cpu"])
     if "cuda" in rng and torch.cuda.is_available():
@@ -111,21 +117,21 @@ def load_checkpoint(folder: Path, model, optimizer) -> tuple[dict[str, torch.Ten
     return best, TrainState(**{f.name: saved[f.name] for f in fields(TrainState)})
 
 
-def start_or_resume(output_dir: Path, run_id: str, resume: bool, model, optimizer,
+def start_or_resume(output_dir: Path, run_id: str, resume: bool, model, optimizer, scheduler,
                     log=print) -> tuple[dict[str, torch.Tensor] | None, TrainState]:
     """(best weights, state) to start from: the checkpoint under `output_dir` when resuming is on and it
     was written for the same run (`run_id`: data and settings), else a fresh state."""
     checkpoint = Path(output_dir) / CHECKPOINT_DIR
     if resume and checkpoint.exists():
         if checkpoint_fingerprint(checkpoint) == run_id:
-            best, state = load_checkpoint(checkpoint, model, optimizer)
+            best, state = load_checkpoint(checkpoint, model, optimizer, scheduler)
             log(f"resuming from {checkpoint}: epochs 1-{state.epoch} done")
             return best, state
         log(f"{checkpoint} was written for other data or settings; starting over")
     return None, TrainState(fingerprint=run_id)
 
 
-def end_epoch(state: TrainState, score: float, best: dict[str, torch.Tensor] | None, model, optimizer,
+def end_epoch(state: TrainState, score: float, best: dict[str, torch.Tensor] | None, model, optimizer, scheduler,
               checkpoint: Path | None, cfg, log=print) -> dict[str, torch.Tensor] | None:
     """After epoch `state.epoch`: keep the trainable weights when `score` (higher is better) is the best yet,
     stop early after `cfg.early_stopping_patience` epochs without improvement, and write the checkpoint every
@@ -136,7 +142,7 @@ def end_epoch(state: TrainState, score: float, best: dict[str, torch.Tensor] | N
         log(f"early stopping after epoch {state.epoch}: no validation improvement for {state.stale} epochs")
     if checkpoint is not None and state.epoch % cfg.checkpoint_every_epochs == 0 and state.epoch < cfg.epochs \
             and not state.stopped:
-        save_checkpoint(checkpoint, model, optimizer, best, state)
+        save_checkpoint(checkpoint, model, optimizer, scheduler, best, state)
     return best
 
 

@@ -66,7 +66,7 @@ class ClassifierTraining:
         self.model = build_classifier(approach, base, labels, cfg).to(device)
         self.learning_rate = cfg.learning_rate if approach == "lora" else cfg.full_learning_rate
         texts, targets = splits["train"]
-        self.train_rows = len(texts)
+        self.train_rows, self.batch_size, self.tokens_seen = len(texts), cfg.batch_size, 0
         self.targets = torch.tensor(self.ids(targets))
         self.encodings = self.tokenizer(texts, truncation=True, max_length=cfg.max_length)  # padded per batch
 
@@ -76,6 +76,7 @@ class ClassifierTraining:
     def batch_loss(self, forward, rows: list[int]) -> tuple[torch.Tensor, int]:
         batch = self.tokenizer.pad({k: [v[i] for i in rows] for k, v in self.encodings.items()},
                                    return_tensors="pt").to(self.device)
+        self.tokens_seen += int(batch["attention_mask"].sum())
         with autocast(self.device):
             logits = forward(**batch).logits
         targets = self.targets[rows].to(self.device)

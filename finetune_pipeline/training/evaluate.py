@@ -10,13 +10,14 @@ import time
 from collections import Counter
 
 import torch
-from sklearn.metrics import accuracy_score, f1_score
 
 from finetune_pipeline.training.base_model import autocast
 from finetune_pipeline.training.checkpoint import TrainState
 
 
 def classification_metrics(y_true: list[int], y_pred: list[int]) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score  # here: language-model training needs no sklearn
+
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),

@@ -15,8 +15,13 @@ Reads top to bottom:
    position ids): a token attends only to earlier tokens of
    its own example, and the last token of one example is never trained to predict the next example's
    first token (that label is a prompt token, -100). Right padding forms its own block with -100 labels.
-   `test_packed_logits_match_unpacked` checks the logits equal those of each example alone.
-3. This module supplies the task's part of the shared loop (loop.py): the causal LM with LoRA, the loss
+   `test_packed_logits_match_unpacked` checks the logits equal those of each example alone. With
+   flash_attention_2 (causal_lm.py) every batch is padding-free: its sequences end to end in one row, the
+   only layout in which transformers' flash path reads packed sequences from the position ids.
+3. The model as causal_lm.py sets it up: frozen base weights in bf16 on CUDA, LoRA in fp32, the attention
+   kernel, activation checkpointing when a micro-batch's activations would not fit, and on the fast path
+   (CUDA by default) the chunked linear cross-entropy instead of full-vocabulary logits.
+4. This module supplies the task's part of the shared loop (loop.py): the causal LM with LoRA, the loss
    summed over a batch's response (assistant) tokens and normalised by their count (over the global batch when
    data-parallel), early stopping on validation loss, then loss and perplexity (exp of the mean token
    loss over response tokens) on validation and test, and the same for the base model before training as
@@ -41,7 +46,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training import distributed, loop
 from finetune_pipeline.training.base_model import autocast
+from finetune_pipeline.training.causal_lm import (LastHiddenState, enable_activation_checkpointing, fast_path_on,
+                                                  load_options, wants_activation_checkpointing)
 from finetune_pipeline.training.checkpoint import TrainState
+from finetune_pipeline.training.chunked_cross_entropy import chunked_linear_cross_entropy
 from finetune_pipeline.training.lora import lora_config
 
 IGNORE = -100  # label id that carries no loss (cross_entropy's ignore_index)
@@ -134,9 +142,19 @@ def sequences_for(tokenizer, pairs: Pairs, max_length: int, packing: bool) -> li
     return pack(examples, max_length) if packing else examples
 
 
-def collate(sequences: list[dict], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+def collate(sequences: list[dict], pad_id: int, device: torch.device,
+            padding_free: bool = False) -> dict[str, torch.Tensor]:
     """Right-pad to the longest sequence: pad ids, -100 labels, and position ids 0.. so the padding is a
-    block of its own that no real token attends to."""
+    block of its own that no real token attends to. `padding_free`: one row of the sequences end to end
+    instead (for varlen attention); each sequence's first label becomes -100, since in a row of its own
+    no token predicts it, so the loss is the padded batch's."""
+    if padding_free:
+        row = {"input_ids": [], "labels": [], "position_ids": []}
+        for s in sequences:
+            row["input_ids"] += s["input_ids"]
+            row["labels"] += [IGNORE] + s["labels"][1:]
+            row["position_ids"] += s["position_ids"]
+        return {k: torch.tensor([v], device=device) for k, v in row.items()}
     width = max(len(s["input_ids"]) for s in sequences)
     batch = {"input_ids": [], "labels": [], "position_ids": []}
     for s in sequences:
@@ -147,25 +165,39 @@ def collate(sequences: list[dict], pad_id: int, device: torch.device) -> dict[st
     return {k: torch.tensor(v, device=device) for k, v in batch.items()}
 
 
-def token_loss(model, batch: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, int]:
-    """(sum of next-token losses over labelled tokens, number of labelled tokens)."""
-    with autocast(device):
-        # use_cache=False: with a KV cache transformers skips the packed-sequence mask (masking_utils).
-        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+def token_loss(model, batch: dict[str, torch.Tensor], device: torch.device,
+               last_hidden: LastHiddenState | None = None) -> tuple[torch.Tensor, int]:
+    """(sum of next-token losses over labelled tokens, number of labelled tokens). With `last_hidden` (the
+    fast path) the loss is the chunked linear cross-entropy of the decoder's hidden states, else the
+    cross-entropy of the model's logits."""
     targets = batch["labels"][:, 1:]  # position t predicts token t+1
-    loss = torch.nn.functional.cross_entropy(logits[:, :-1].float().flatten(0, 1), targets.flatten(),
-                                             ignore_index=IGNORE, reduction="sum")
+    # use_cache=False: with a KV cache transformers skips the packed-sequence mask (masking_utils).
+    inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
+    with autocast(device):
+        if last_hidden is None:
+            logits = model(**inputs).logits
+        else:
+            model(**inputs, logits_to_keep=1)  # the logits of one position only; the loss needs none
+            hidden = last_hidden.take()
+    if last_hidden is None:
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].float().flatten(0, 1), targets.flatten(),
+                                                 ignore_index=IGNORE, reduction="sum")
+    else:
+        loss = chunked_linear_cross_entropy(hidden[:, :-1].flatten(0, 1), last_hidden.head.weight,
+                                            targets.flatten(), last_hidden.chunk)
     return loss, int((targets != IGNORE).sum())
 
 
 @torch.no_grad()
-def evaluate_loss(model, sequences: list[dict], pad_id: int, batch_size: int) -> dict[str, float]:
-    """Mean loss per response token and perplexity (its exp) over `sequences`."""
+def evaluate_loss(model, sequences: list[dict], pad_id: int, batch_size: int,
+                  last_hidden: LastHiddenState | None = None, padding_free: bool = False) -> dict[str, float]:
+    """Mean loss per response token and perplexity (its exp) over `sequences` (`token_loss`'s options)."""
     model.eval()
     device = next(model.parameters()).device
     total, tokens = 0.0, 0
     for start in range(0, len(sequences), batch_size):
-        loss, n = token_loss(model, collate(sequences[start:start + batch_size], pad_id, device), device)
+        batch = collate(sequences[start:start + batch_size], pad_id, device, padding_free)
+        loss, n = token_loss(model, batch, device, last_hidden)
         total, tokens = total + loss.item(), tokens + n
     mean = total / tokens if tokens else float("nan")
     return {"loss": mean, "perplexity": math.exp(mean) if mean < 700 else float("inf"), "tokens": tokens}
@@ -180,8 +212,11 @@ def load_chat_tokenizer(path: str):
     return tokenizer
 
 
-def build_instruction_model(base: str, cfg: TrainingSettings):
-    return with_lora(AutoModelForCausalLM.from_pretrained(base), cfg)  # never trust_remote_code
+def build_instruction_model(base: str, cfg: TrainingSettings, device: torch.device | None = None):
+    """The causal LM at `base` with the instruction LoRA, its frozen weights in the dtype and with the
+    attention kernel `cfg` picks for `device` (causal_lm.py). Never trust_remote_code."""
+    device = device or torch.device("cpu")
+    return with_lora(AutoModelForCausalLM.from_pretrained(base, **load_options(cfg, device)), cfg)
 
 
 def with_lora(model, cfg: TrainingSettings):
@@ -212,22 +247,41 @@ class InstructionTraining:
         self.splits, self.cfg, self.device = splits, cfg, device
         self.trained_on = splits
         self.tokenizer = load_chat_tokenizer(cfg.instruction_base_model)
-        self.model = build_instruction_model(cfg.instruction_base_model, cfg).to(device)
+        self.model = build_instruction_model(cfg.instruction_base_model, cfg, device).to(device)
         self.learning_rate = cfg.learning_rate
         self.data = {name: sequences_for(self.tokenizer, pairs, cfg.instruction_max_length, cfg.packing)
                      for name, pairs in splits.items()}
-        self.train_rows = len(self.data["train"])
+        self.train_rows, self.tokens_seen = len(self.data["train"]), 0
+        self.batch_size = (max(1, round(cfg.global_batch_tokens / cfg.instruction_max_length))
+                           if cfg.global_batch_tokens else cfg.batch_size)
+        self.micro_rows = cfg.micro_batch_size or self.batch_size
+        fast = fast_path_on(cfg, device)
+        self.last_hidden = LastHiddenState(self.model, cfg.loss_chunk_tokens) if fast else None
+        # flash-attention keeps packed sequences apart only within a single row (see causal_lm.py)
+        self.padding_free = self.model.config._attn_implementation == "flash_attention_2"
+        checkpointing = wants_activation_checkpointing(cfg, device, self.model.config,
+                                                       self.micro_rows * cfg.instruction_max_length)
+        if checkpointing:
+            enable_activation_checkpointing(self.model)
         log(f"instruction: {len(splits['train'])} training examples in {self.train_rows} sequences "
-            f"(packing {'on' if cfg.packing else 'off'}, instruction_max_length {cfg.instruction_max_length})")
+            f"(packing {'on' if cfg.packing else 'off'}, instruction_max_length {cfg.instruction_max_length}); "
+            f"{self.batch_size} sequences per step in micro-batches of {min(self.micro_rows, self.batch_size)}; "
+            f"base weights {self.model.get_base_model().dtype}, attention "
+            f"{self.model.config._attn_implementation}, loss {'chunked' if fast else 'full logits'}"
+            f"{', padding-free' if self.padding_free else ''}, "
+            f"activation checkpointing {'on' if checkpointing else 'off'}")
         with self.model.disable_adapter():  # the untrained base model: the baseline the adapter must beat
             self.base_test = self.loss_on("test")
 
     def loss_on(self, split: str) -> dict[str, float]:
-        return evaluate_loss(self.model, self.data[split], self.tokenizer.pad_token_id, self.cfg.batch_size)
+        return evaluate_loss(self.model, self.data[split], self.tokenizer.pad_token_id, self.micro_rows,
+                             self.last_hidden, self.padding_free)
 
     def batch_loss(self, forward, rows: list[int]) -> tuple[torch.Tensor, int]:
-        batch = collate([self.data["train"][i] for i in rows], self.tokenizer.pad_token_id, self.device)
-        return token_loss(forward, batch, self.device)
+        sequences = [self.data["train"][i] for i in rows]
+        self.tokens_seen += sum(len(s["input_ids"]) for s in sequences)
+        batch = collate(sequences, self.tokenizer.pad_token_id, self.device, self.padding_free)
+        return token_loss(forward, batch, self.device, self.last_hidden)
 
     def epoch_loss(self, steps: list[tuple[float, int]]) -> float:
         """The mean loss per response token over the epoch."""
@@ -295,7 +349,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = TrainingSettings.model_validate(json.loads(args.settings or "{}"))
     metrics = train_instruction(read_pairs(args.splits_dir), cfg, args.output_dir, data_snapshot=args.data_snapshot)
     if distributed.World.from_env().main:
-        print(json.dumps({k: metrics[k] for k in ("test", "base_model_test", "epochs_run", "wall_time_s")}, indent=2))
+        print(json.dumps({k: metrics[k] for k in ("test", "base_model_test", "epochs_run", "wall_time_s",
+                                                  "train_tokens_per_s")}, indent=2))
 
 
 def load_instruction_adapter(adapter_dir: str | Path, adapter_name: str = "default"):
