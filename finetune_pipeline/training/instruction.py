@@ -21,6 +21,8 @@ Reads top to bottom:
    data-parallel), early stopping on validation loss, then loss and perplexity (exp of the mean token
    loss over response tokens) on validation and test, and the same for the base model before training as
    the baseline. The loop trains, resumes a killed run and runs data-parallel under torchrun when asked.
+4. Generation (generation.py): greedy answers to a seeded sample of test prompts, base model and adapter,
+   scored by ROUGE-L F1 against the reference answers (`generation_samples`, `generation_max_new_tokens`).
 CUDA in bf16 when present, the CPU otherwise; imports no dagster. Never trust_remote_code.
 
     python -m finetune_pipeline.training.instruction --help
@@ -42,6 +44,7 @@ from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training import distributed, loop
 from finetune_pipeline.training.base_model import autocast
 from finetune_pipeline.training.checkpoint import TrainState
+from finetune_pipeline.training.generation import generation_scores, sample_indices
 from finetune_pipeline.training.lora import lora_config
 
 IGNORE = -100  # label id that carries no loss (cross_entropy's ignore_index)
@@ -209,7 +212,7 @@ class InstructionTraining:
     approach = "instruction"
 
     def __init__(self, splits: dict[str, Pairs], cfg: TrainingSettings, device: torch.device, log=print):
-        self.splits, self.cfg, self.device = splits, cfg, device
+        self.splits, self.cfg, self.device, self.log = splits, cfg, device, log
         self.trained_on = splits
         self.tokenizer = load_chat_tokenizer(cfg.instruction_base_model)
         self.model = build_instruction_model(cfg.instruction_base_model, cfg).to(device)
@@ -241,17 +244,32 @@ class InstructionTraining:
 
     def evaluate(self, state: TrainState) -> dict:
         scores = {name: self.loss_on(name) for name in ("validation", "test") if self.data.get(name)}
+        test = scores.get("test", {"loss": float("nan"), "perplexity": float("nan"), "tokens": 0})
+        generation = self.generation()
         return {
             "approach": "instruction",
             "task": "instruction",
             "base_model": self.cfg.instruction_base_model,
-            "test": scores.get("test", {"loss": float("nan"), "perplexity": float("nan"), "tokens": 0}),
+            "test": {**test, "rouge_l": generation["rouge_l_f1"]},
             "validation": scores.get("validation"),
-            "base_model_test": self.base_test,
+            "base_model_test": {**self.base_test, "rouge_l": generation["base_model_rouge_l_f1"]},
+            "generation": generation,
             "split_sizes": {name: len(pairs) for name, pairs in self.splits.items()},
             "sequences": {name: len(seqs) for name, seqs in self.data.items()},
             "packing": self.cfg.packing,
         }
+
+    def generation(self) -> dict:
+        """ROUGE-L F1 of greedy answers to a seeded sample of test prompts, base model and adapter."""
+        test = self.splits.get("test") or []
+        picked = sample_indices(len(test), self.cfg.generation_samples, self.cfg.seed)
+        if not picked:
+            return {"samples": 0, "max_new_tokens": self.cfg.generation_max_new_tokens,
+                    "rouge_l_f1": float("nan"), "base_model_rouge_l_f1": float("nan"), "examples": []}
+        self.log(f"generation: greedy answers to {len(picked)} test prompts (at most "
+                 f"{self.cfg.generation_max_new_tokens} new tokens), base model then adapter")
+        return generation_scores(self.model, self.tokenizer, [example_messages(*test[i]) for i in picked],
+                                 self.cfg.generation_max_new_tokens, log=self.log)
 
 
 def write_pairs(splits: dict[str, Pairs], splits_dir: str | Path) -> None:
