@@ -43,17 +43,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training import distributed, loop
 from finetune_pipeline.training.base_model import autocast
+from finetune_pipeline.training.chat_template import conversation_ids, load_chat_tokenizer
 from finetune_pipeline.training.checkpoint import TrainState
 from finetune_pipeline.training.generation import generation_scores, sample_indices
 from finetune_pipeline.training.lora import lora_config
 
 IGNORE = -100  # label id that carries no loss (cross_entropy's ignore_index)
-# Used only when the tokenizer has no chat template of its own (e.g. a base, non-chat model).
-PLAIN_CHAT_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'system' %}### System:\n{{ m['content'] }}\n"
-                       "{% elif m['role'] == 'user' %}### Prompt:\n{{ m['content'] }}\n"
-                       "{% else %}### Response:\n{{ m['content'] }}{{ eos_token }}\n{% endif %}{% endfor %}"
-                       "{% if add_generation_prompt %}### Response:\n{% endif %}")
-
 # (prompt, response), or (the conversation's messages as a JSON array, its final response): see
 # `InstructionTask.training_splits` and `example_messages`.
 Pairs = list[tuple[str, str]]
@@ -78,10 +73,6 @@ def example_messages(first: str, response: str) -> list[dict]:
     return chat_messages(first, response)
 
 
-def _ids(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
-    return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                              add_generation_prompt=add_generation_prompt)["input_ids"])
-
 
 def tokenize_example(tokenizer, prompt: str, response: str, max_length: int) -> dict | None:
     """`input_ids`, `labels` and `position_ids` of one (prompt, response) pair, or of the conversation
@@ -92,14 +83,14 @@ def tokenize_example(tokenizer, prompt: str, response: str, max_length: int) -> 
 def tokenize_conversation(tokenizer, messages: list[dict], max_length: int) -> dict | None:
     """`input_ids`, `labels` (the ids on every assistant turn and its end-of-turn token, -100 elsewhere)
     and `position_ids` of one conversation. None when truncation to `max_length` leaves no assistant token."""
-    full_ids = _ids(tokenizer, messages)
+    full_ids = conversation_ids(tokenizer, messages)
     labels = [IGNORE] * len(full_ids)
     special = set(tokenizer.all_special_ids)
     for turn, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        prompt = _ids(tokenizer, messages[:turn], add_generation_prompt=True)
-        through, start = _ids(tokenizer, messages[:turn + 1]), len(prompt)
+        prompt = conversation_ids(tokenizer, messages[:turn], add_generation_prompt=True)
+        through, start = conversation_ids(tokenizer, messages[:turn + 1]), len(prompt)
         if through[:start] != prompt or full_ids[:len(through)] != through:
             raise ValueError("the chat template renders a conversation's first turns differently from the whole "
                              "conversation; loss masking needs each turn's rendering to be a prefix of the next")
@@ -172,15 +163,6 @@ def evaluate_loss(model, sequences: list[dict], pad_id: int, batch_size: int) ->
         total, tokens = total + loss.item(), tokens + n
     mean = total / tokens if tokens else float("nan")
     return {"loss": mean, "perplexity": math.exp(mean) if mean < 700 else float("inf"), "tokens": tokens}
-
-
-def load_chat_tokenizer(path: str):
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.chat_template is None:
-        tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def build_instruction_model(base: str, cfg: TrainingSettings):
