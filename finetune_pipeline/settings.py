@@ -396,6 +396,10 @@ class BaseModelBuildSettings(_Section):
     layers: int = Field(2, ge=1, description="Decoder layers.")
     attention_heads: int = Field(4, ge=1, description="Attention heads (hidden_size must be divisible by it).")
     max_position_embeddings: int = Field(1024, ge=16, description="Longest sequence the model takes (tokens).")
+    initializer_range: float = Field(
+        0.1, gt=0, description="Standard deviation of the random weights. Larger than Llama's 0.02: LoRA leaves "
+        "the embeddings and output layer frozen, and with 0.02 their tiny norms cap how far any adapter can move "
+        "the logits (the loss barely leaves log(vocab_size)).")
     seed: int = Field(13, description="Seed of the random weights.")
 
     @model_validator(mode="after")

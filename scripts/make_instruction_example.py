@@ -52,9 +52,11 @@ training:
   instruction_base_model: .pipeline/base_model   # relative: under this data root
   build_base_model:
     enabled: true          # built from raw/ when missing: random weights, a BPE tokenizer trained here
-  epochs: 3
-  batch_size: 8
-  learning_rate: 0.003
+  epochs: 4
+  batch_size: 4
+  learning_rate: 0.01
+  lora_r: 16
+  lora_dropout: 0.0
   instruction_max_length: 256
   generation_samples: 8
   generation_max_new_tokens: 48

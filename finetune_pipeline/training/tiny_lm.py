@@ -78,7 +78,8 @@ def build_tiny_causal_lm(folder: str | Path, texts: list[str], shape: BaseModelB
                          intermediate_size=shape.intermediate_size, num_hidden_layers=shape.layers,
                          num_attention_heads=shape.attention_heads, num_key_value_heads=shape.attention_heads,
                          max_position_embeddings=shape.max_position_embeddings, eos_token_id=eos,
-                         pad_token_id=pad, bos_token_id=None, tie_word_embeddings=True)
+                         pad_token_id=pad, bos_token_id=None, tie_word_embeddings=True,
+                         initializer_range=shape.initializer_range)
     torch.manual_seed(shape.seed)
     model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=pad)
