@@ -237,3 +237,47 @@ def test_a_copy_of_the_root_with_other_conversations_runs_on_a_model_built_from_
     splits = [line for name in ("train", "validation", "test")
               for line in (DataRoot(root).splits_export / f"{name}.jsonl").read_text().splitlines()]
     assert 0 < len(splits) <= count
+
+
+def _instruction_root(root: Path, training: dict) -> Path:
+    (root / "raw").mkdir(parents=True)
+    (root / "finetune.yaml").write_text(json.dumps({"task": "instruction", "training": training}))
+    return root
+
+
+def test_a_missing_real_model_folder_is_a_clear_error_never_a_built_toy_model(tmp_path, capsys):
+    root = _instruction_root(tmp_path / "root", {"instruction_base_model": "models/llama-3.2-1b"})
+    assert cli.main(["build-base-model", "--data-dir", str(root)]) == 1
+    error = capsys.readouterr().err
+    assert "training.instruction_base_model: models/llama-3.2-1b not found" in error
+    assert "training.build_base_model.enabled" in error  # says what would build one, and that it is a toy
+    assert not (root / "models").exists() and not any((root / "raw").iterdir())
+    # an absolute path too, whatever the hub settings
+    absent = tmp_path / "nowhere" / "model"
+    root = _instruction_root(tmp_path / "root2", {"instruction_base_model": str(absent)})
+    assert cli.main(["build-base-model", "--data-dir", str(root)]) == 1 and not absent.exists()
+
+
+def test_build_base_model_leaves_classification_roots_and_existing_folders_alone(tmp_path, capsys):
+    classification = tmp_path / "classification"
+    (classification / "raw").mkdir(parents=True)
+    assert cli.main(["build-base-model", "--data-dir", str(classification)]) == 0
+    assert sorted(p.name for p in classification.iterdir()) == ["raw"]
+    existing = tmp_path / "root" / ".pipeline" / "base_model"
+    existing.mkdir(parents=True)
+    (existing / "config.json").write_text("{}")
+    root = _instruction_root(tmp_path / "root", {"instruction_base_model": ".pipeline/base_model",
+                                                 "build_base_model": {"enabled": True}})
+    assert cli.main(["build-base-model", "--data-dir", str(root)]) == 0
+    assert [p.name for p in existing.iterdir()] == ["config.json"]  # not rebuilt
+    assert capsys.readouterr().out == ""
+
+
+def test_a_relative_base_model_is_found_under_the_data_root_wherever_the_root_lies(tmp_path, monkeypatch):
+    from finetune_pipeline.settings import load_settings
+
+    root = _instruction_root(tmp_path / "root", {"instruction_base_model": "my_model"})
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(root).training.instruction_base_model == "my_model"  # not there: as given
+    (root / "my_model").mkdir()
+    assert load_settings(root).training.instruction_base_model == str(root / "my_model")
