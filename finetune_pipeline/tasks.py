@@ -2,7 +2,8 @@
 
 A classification task maps `text` to a `label` from the label set and is scored by accuracy and
 macro-F1 against the majority-class baseline; an instruction task maps `prompt` to `response`, trains a
-causal LM, and is scored by loss and perplexity on response tokens against the untuned base model.
+causal LM, and is scored by loss and perplexity on response tokens and by ROUGE-L F1 of greedy answers
+to sampled test prompts, against the untuned base model.
 Callers ask the task (`task_for(settings)`, or `task_named(metrics["task"])` for a saved result)
 instead of branching on its name. Imports no dagster and no torch.
 """
