@@ -311,7 +311,7 @@ def test_batched_greedy_generation_equals_a_plain_argmax_loop(tiny_llama):
     path, tokenizer = tiny_llama
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     prompts = [[{"role": "user", "content": p}] for p, _ in PAIRS[:3]] + [CONVERSATION[:4]]
-    answers = generate_answers(model, tokenizer, prompts, max_new_tokens=6)
+    answers = generate_answers(model, tokenizer, prompts, max_new_tokens=6, batch_size=3)  # 3 + 1
     for prompt, answer in zip(prompts, answers):
         ids = list(tokenizer.apply_chat_template(prompt, tokenize=True, return_dict=True,
                                                  add_generation_prompt=True)["input_ids"])

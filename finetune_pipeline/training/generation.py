@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import torch
 
-GENERATION_BATCH = 8  # prompts generated together (left-padded)
+CARD_EXAMPLES = 3  # (prompt, reference, generated) examples kept for the model card
 
 
 @lru_cache(maxsize=1)
@@ -45,18 +45,18 @@ def _stop_ids(model, tokenizer) -> list[int]:
 
 
 @torch.no_grad()
-def generate_answers(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int,
+def generate_answers(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, batch_size: int,
                      log=None, label: str = "model") -> list[str]:
     """The greedy continuation of each conversation in `prompts` (turns up to the answer), decoded without
-    special tokens. Batches of left-padded prompts; `log` hears the progress."""
+    special tokens. Batches of `batch_size` left-padded prompts; `log` hears the progress."""
     model.eval()
     device = next(model.parameters()).device
     stop, pad = _stop_ids(model, tokenizer), tokenizer.pad_token_id
     answers = []
-    for start in range(0, len(prompts), GENERATION_BATCH):
+    for start in range(0, len(prompts), batch_size):
         batch = [list(tokenizer.apply_chat_template(p, tokenize=True, return_dict=True,
                                                     add_generation_prompt=True)["input_ids"])
-                 for p in prompts[start:start + GENERATION_BATCH]]
+                 for p in prompts[start:start + batch_size]]
         width = max(len(ids) for ids in batch)
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch], device=device)
         attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], device=device)
@@ -68,15 +68,15 @@ def generate_answers(model, tokenizer, prompts: list[list[dict]], max_new_tokens
     return answers
 
 
-def generation_scores(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int,
-                      examples: int = 3, log=None) -> dict:
+def generation_scores(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int, batch_size: int,
+                      log=None) -> dict:
     """ROUGE-L F1 of the base model (adapter disabled) and of the adapter on `conversations` (each ending in
-    its reference answer), with the first `examples` (prompt, reference, generated) for the model card."""
+    its reference answer), with the first CARD_EXAMPLES (prompt, reference, generated) for the model card."""
     prompts = [turns[:-1] for turns in conversations]
     references = [turns[-1]["content"] for turns in conversations]
     with model.disable_adapter():
-        base = generate_answers(model, tokenizer, prompts, max_new_tokens, log, "base model")
-    tuned = generate_answers(model, tokenizer, prompts, max_new_tokens, log, "adapter")
+        base = generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size, log, "base model")
+    tuned = generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size, log, "adapter")
 
     def mean(answers: list[str]) -> float:
         scores = [rouge_l_f1(a, r) for a, r in zip(answers, references)]
@@ -88,5 +88,5 @@ def generation_scores(model, tokenizer, conversations: list[list[dict]], max_new
         "rouge_l_f1": mean(tuned),
         "base_model_rouge_l_f1": mean(base),
         "examples": [{"prompt": prompts[i][-1]["content"], "reference": references[i], "generated": tuned[i],
-                      "base_model_generated": base[i]} for i in range(min(examples, len(prompts)))],
+                      "base_model_generated": base[i]} for i in range(min(CARD_EXAMPLES, len(prompts)))],
     }

@@ -251,7 +251,7 @@ class InstructionTraining:
         self.log(f"generation: greedy answers to {len(picked)} test prompts (at most "
                  f"{self.cfg.generation_max_new_tokens} new tokens), base model then adapter")
         return generation_scores(self.model, self.tokenizer, [example_messages(*test[i]) for i in picked],
-                                 self.cfg.generation_max_new_tokens, log=self.log)
+                                 self.cfg.generation_max_new_tokens, self.cfg.batch_size, log=self.log)
 
 
 def write_pairs(splits: dict[str, Pairs], splits_dir: str | Path) -> None:
