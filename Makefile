@@ -24,7 +24,10 @@ install: $(VENV)/.installed
 	@mkdir -p $(DAGSTER_HOME)
 	@cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
+# build-base-model: an instruction root whose finetune.yaml asks for a small local base model
+# (training.build_base_model) gets it built when missing; nothing happens for other roots.
 run: install
+	$(BIN)/finetune-pipeline build-base-model
 	$(BIN)/finetune-pipeline run
 
 # The SQL-source and Dagster-storage tests read from a real PostgreSQL: a throwaway server on 127.0.0.1
@@ -40,6 +43,7 @@ audit:
 	$(PYTHON) scripts/audit_dependencies.py
 
 ui: install
+	$(BIN)/finetune-pipeline build-base-model
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
 
 clean:

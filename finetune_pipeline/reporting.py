@@ -179,14 +179,39 @@ tags: [lora, instruction-tuning, text-generation, finetune-pipeline]
 - Loss on response tokens only (prompt and template tokens masked)
 - Trainable parameters: {metrics['trainable_parameters']:,} of {metrics['total_parameters']:,}
 
-| metric (test, response tokens) | adapter | base model |
+| metric (test) | adapter | base model |
 |---|---|---|
-| loss | {test['loss']:.4f} | {base['loss']:.4f} |
-| perplexity | {test['perplexity']:.2f} | {base['perplexity']:.2f} |
-
+| loss (response tokens) | {test['loss']:.4f} | {base['loss']:.4f} |
+| perplexity (response tokens) | {test['perplexity']:.2f} | {base['perplexity']:.2f} |
+| ROUGE-L F1 (greedy answers) | {_number(test.get('rouge_l'))} | {_number(base.get('rouge_l'))} |
+{_generation_section(metrics.get('generation'))}
 Load it with `finetune_pipeline.training.instruction.load_instruction_adapter(path)` or with PEFT:
 `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), path)`.
 """
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return "nan" if value is None or value != value else f"{value:.{digits}f}"
+
+
+def _quoted(text: str, limit: int = 400) -> str:
+    """`text` as a markdown block quote, cut at `limit` characters."""
+    text = text if len(text) <= limit else text[:limit].rstrip() + " [...]"
+    return "\n".join("> " + line for line in (text or "(empty)").splitlines() or [""])
+
+
+def _generation_section(generation: dict | None) -> str:
+    """How the generation metric was computed, and a few examples (texts as cleaned: personal data redacted)."""
+    if not generation or not generation.get("samples"):
+        return "\nNo generation metric (no test split, or training.generation_samples is 0).\n"
+    lines = ["", f"ROUGE-L F1: greedy answers to {generation['samples']} sampled test prompts (the conversation "
+                 f"up to its final answer, through the chat template; at most {generation['max_new_tokens']} new "
+                 "tokens) against the reference answers.", "", "## Examples (test split)", ""]
+    for number, example in enumerate(generation.get("examples", []), start=1):
+        lines += [f"**{number}. Prompt** (last user turn)", "", _quoted(example["prompt"]), "",
+                  "Reference:", "", _quoted(example["reference"]), "", "Adapter:", "", _quoted(example["generated"]),
+                  "", "Base model:", "", _quoted(example["base_model_generated"]), ""]
+    return "\n".join(lines)
 
 
 def _feature_card(metrics: dict) -> str:

@@ -7,6 +7,7 @@ Load with `load_settings(data_dir)`. A missing file means all defaults; a bad va
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Literal
 
 import yaml
@@ -205,6 +206,12 @@ class CleaningSettings(_Section):
         description="Boilerplate refusals: an answer starting with one of these (Python regular expressions, "
         "case-insensitive, matched at the start after quotes and spaces) is rejected as refusal. Empty list: "
         "keep refusals (e.g. when teaching the model to refuse).")
+    too_long_action: Literal["flag", "drop"] = Field(
+        "flag", description="A conversation longer than training.instruction_max_length tokens (counted with "
+        "training.instruction_base_model's tokenizer through the chat template training uses) would be cut "
+        "in training. flag: keep it and add `conversation_too_long` to its `quality_flags`; drop: reject it "
+        "as conversation_too_long. When that tokenizer cannot be loaded the filter is skipped with a warning "
+        "in the stage's statistics.")
     truncation_min_chars: int = Field(
         200, ge=1, description="An answer at least this long (characters) that ends mid-sentence (a letter, "
         "digit or comma at the end of a prose line) is rejected as truncated_response; an odd number of ``` "
@@ -402,6 +409,34 @@ class SplitSettings(_Section):
 Approach = Literal["lora", "full", "feature", "instruction"]
 
 
+class BaseModelBuildSettings(_Section):
+    """A small Llama with random weights and a byte-level BPE tokenizer trained on the data root's own
+    conversations (after the privacy policy), with a chat template: a causal LM that runs offline on a
+    CPU, so an instruction root works end to end without downloading a model (training/tiny_lm.py)."""
+
+    enabled: bool = Field(
+        False, description="Build the model into training.instruction_base_model (relative: under the data "
+        "root) when that folder is missing.")
+    vocab_size: int = Field(2000, ge=300, description="BPE vocabulary size (special tokens included).")
+    hidden_size: int = Field(64, ge=8, description="Width of the model.")
+    intermediate_size: int = Field(128, ge=8, description="Width of the MLP.")
+    layers: int = Field(2, ge=1, description="Decoder layers.")
+    attention_heads: int = Field(4, ge=1, description="Attention heads (hidden_size must be divisible by it).")
+    max_position_embeddings: int = Field(1024, ge=16, description="Longest sequence the model takes (tokens).")
+    initializer_range: float = Field(
+        0.1, gt=0, description="Standard deviation of the random weights. Larger than Llama's 0.02: LoRA leaves "
+        "the embeddings and output layer frozen, and with 0.02 their tiny norms cap how far any adapter can move "
+        "the logits (the loss barely leaves log(vocab_size)).")
+    seed: int = Field(13, description="Seed of the random weights.")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "BaseModelBuildSettings":
+        if self.hidden_size % self.attention_heads:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by attention_heads "
+                             f"({self.attention_heads})")
+        return self
+
+
 class TrainingSettings(_Section):
     """Model, approach and hyper-parameters of `lora_adapter` and `approach_comparison`."""
 
@@ -439,8 +474,14 @@ class TrainingSettings(_Section):
         "into <output>/checkpoint/ every this many epochs; deleted when training ends.")
     resume: bool = Field(True, description="Continue from <output>/checkpoint/ when a killed run left one.")
     instruction_base_model: str | None = Field(
-        None, description="Instruction task: local path (or hub id) of the causal LM to tune. No default ships "
-        "offline, so an instruction task must set it.")
+        None, description="Instruction task: local path (or hub id) of the causal LM to tune. A relative path "
+        "is taken under the data root when that folder exists there (or build_base_model.enabled), else as "
+        "given. No default ships offline, so an instruction task must set it.")
+    build_base_model: BaseModelBuildSettings = Field(
+        default_factory=BaseModelBuildSettings,
+        description="Instruction task: build a small random-weight causal LM into instruction_base_model when "
+        "that folder is missing (`finetune-pipeline build-base-model`, run by `make run`). For examples and "
+        "tests only: a real model folder that is missing is an error, never replaced by a toy model.")
     instruction_target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="Instruction task: causal-LM modules that get LoRA matrices.")
     instruction_max_length: int = Field(
@@ -491,6 +532,12 @@ class TrainingSettings(_Section):
         "of storing them (less memory, about a third more compute). auto = on with CUDA when a micro-batch's "
         "stored activations, estimated at 34 bytes x tokens x hidden size x layers (Korthikanti et al. 2022, "
         "16-bit, attention without the score matrix), would exceed half of the GPU's memory; off on the CPU.")
+    generation_samples: int = Field(
+        20, ge=0, description="Instruction task: test conversations (a seeded sample) whose final answer the base "
+        "model and the tuned adapter generate greedily, scored by ROUGE-L F1 against the reference answer "
+        "(rouge-score, stemmed). 0: no generation metric.")
+    generation_max_new_tokens: int = Field(
+        128, ge=1, description="Instruction task: most tokens generated per answer for the generation metric.")
     data_parallel: Literal["auto"] | int = Field(
         "auto", description="Training processes (DDP, one global batch split across them; see "
         "training/distributed.py): auto = one per visible CUDA GPU when there are several, else one; a number "
@@ -619,7 +666,20 @@ def load_settings(data_dir: str | os.PathLike | DataRoot | None = None,
     if overrides:
         extra = _read_mapping(overrides, "settings overrides") if isinstance(overrides, str) else overrides
         raw, origin = deep_merge(raw, extra), f"{path} + settings overrides"
-    return parse_settings(raw, origin=origin)
+    return under_data_root(parse_settings(raw, origin=origin), root)
+
+
+def under_data_root(settings: Settings, root: DataRoot) -> Settings:
+    """`training.instruction_base_model` as an absolute path under the data root when it is a relative path
+    whose folder is there (or is to be built there), so a root copied elsewhere finds its own model."""
+    training = settings.training
+    model = training.instruction_base_model
+    if not model or Path(model).expanduser().is_absolute():
+        return settings
+    folder = root.path / model
+    if not (folder.exists() or training.build_base_model.enabled):
+        return settings  # a path from the working directory, or a hub id
+    return settings.model_copy(update={"training": training.model_copy(update={"instruction_base_model": str(folder)})})
 
 
 def _read_mapping(text: str, origin: str) -> dict:

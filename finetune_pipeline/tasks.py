@@ -2,7 +2,8 @@
 
 A classification task maps `text` to a `label` from the label set and is scored by accuracy and
 macro-F1 against the majority-class baseline; an instruction task maps `prompt` to `response`, trains a
-causal LM, and is scored by loss and perplexity on response tokens against the untuned base model.
+causal LM, and is scored by loss and perplexity on response tokens and by ROUGE-L F1 of greedy answers
+to sampled test prompts, against the untuned base model.
 Callers ask the task (`task_for(settings)`, or `task_named(metrics["task"])` for a saved result)
 instead of branching on its name. Imports no dagster and no torch.
 """
@@ -35,6 +36,11 @@ class Metric:
 
     def format(self, value: float) -> str:
         return "nan" if value != value else f"{value:.{self.digits}f}"
+
+
+def _score(scores: dict, metric: Metric) -> float:
+    """A metric's value; NaN in results saved before the metric existed."""
+    return scores.get(metric.key, float("nan"))
 
 
 class Task(ABC):
@@ -91,9 +97,9 @@ class Task(ABC):
     def evaluation(self, metrics: dict) -> list[dict]:
         """Rows of the evaluation table: the trained model, then the baseline (model, scores, params)."""
         return [
-            {"model": self.model_name(metrics), **{m.key: metrics["test"][m.key] for m in self.metrics},
+            {"model": self.model_name(metrics), **{m.key: _score(metrics["test"], m) for m in self.metrics},
              "trainable_parameters": metrics["trainable_parameters"]},
-            {"model": self.baseline_name, **{m.key: self.baseline(metrics)[m.key] for m in self.metrics},
+            {"model": self.baseline_name, **{m.key: _score(self.baseline(metrics), m) for m in self.metrics},
              "trainable_parameters": 0},
         ]
 
@@ -125,7 +131,7 @@ class Task(ABC):
 
     def comparison_scores(self, metrics: dict) -> dict[str, float]:
         """The task's columns of an approach-comparison row."""
-        return {f"test_{m.key}": metrics["test"][m.key] for m in self.metrics}
+        return {f"test_{m.key}": _score(metrics["test"], m) for m in self.metrics}
 
     def comparison_value(self, row: dict) -> float | None:
         """The headline metric of a comparison row; None when it is NaN or infinite."""
@@ -179,10 +185,11 @@ class ClassificationTask(Task):
 class InstructionTask(Task):
     name = "instruction"
     input_column, target_column = "prompt", "response"
-    metrics = (Metric("loss", "loss", 4, False, 3), Metric("perplexity", "perplexity", 2, False, 1))
+    metrics = (Metric("loss", "loss", 4, False, 3), Metric("perplexity", "perplexity", 2, False, 1),
+               Metric("rouge_l", "ROUGE-L F1", 3, True, 3))
     headline = metrics[1]
     baseline_name = "base model"
-    evaluated_on = "test split, response tokens"
+    evaluated_on = "test split: loss on response tokens, ROUGE-L F1 of greedy answers to sampled prompts"
     base_model_setting = "instruction_base_model"
     labeled = False  # `label` stays null; an optional `category` stratifies the split
     conversational = True
@@ -248,7 +255,8 @@ class InstructionTask(Task):
 
     def metrics_summary(self, metrics: dict) -> dict[str, float]:
         test = metrics["test"]
-        return {"test_loss": test["loss"], "test_perplexity": test["perplexity"]}
+        return {"test_loss": test["loss"], "test_perplexity": test["perplexity"],
+                "test_rouge_l": test.get("rouge_l", float("nan"))}
 
     def comparison_scores(self, metrics: dict) -> dict[str, float]:
         return {**super().comparison_scores(metrics), "base_model_test_loss": metrics["base_model_test"]["loss"]}

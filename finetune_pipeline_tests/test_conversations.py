@@ -325,3 +325,62 @@ def test_a_name_found_in_one_turn_is_redacted_in_every_turn(patterns):
     assert kept.height == 1
     assert not any("Kenji" in (v or "") for c in ("text", "messages", "prompt", "response") for v in kept[c])
     assert kept["response"][0].startswith("The parcel for <PERSON> left")
+
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory):
+    """A tiny local causal LM whose tokenizer and chat template the too-long filter counts with."""
+    from finetune_pipeline_tests.test_instruction import tiny_llama_folder
+
+    texts = [t["content"] for turns in CONVERSATIONS for t in turns] + [t["content"] for t in TOO_LONG_CASES[1]]
+    return tiny_llama_folder(tmp_path_factory.mktemp("chat_model"), texts)
+
+
+TOO_LONG_CASES = [
+    [_turn("user", "Where is my parcel? It was due on Monday."), _turn("assistant", "It arrives tomorrow morning.")],
+    [_turn("system", "You are the helpdesk assistant for a coffee grinder shop, polite and brief."),
+     _turn("user", "My grinder stopped working yesterday after I cleaned the burrs, what should I check first?"),
+     _turn("assistant", "Check that the hopper is seated and locked; the grinder will not start otherwise."),
+     _turn("user", "It is locked. The motor hums but the burrs do not turn at all, even when empty."),
+     _turn("assistant", "Then a coffee bean is stuck between the burrs: unplug it, remove the upper burr and clear it.")],
+]
+
+
+def _too_long_settings(model: str, action: str, max_length: int) -> Settings:
+    return Settings.model_validate({"task": "instruction", "privacy": {"detector": "patterns"},
+                                    "cleaning": {"too_long_action": action},
+                                    "training": {"instruction_base_model": model,
+                                                 "instruction_max_length": max_length}})
+
+
+def _tokens(model: str, turns: list[dict]) -> int:
+    from finetune_pipeline.training.chat_template import conversation_ids, load_chat_tokenizer
+
+    return len(conversation_ids(load_chat_tokenizer(model), turns))
+
+
+def test_conversations_longer_than_the_training_length_are_flagged_or_dropped(chat_model):
+    short, long = (_tokens(chat_model, turns) for turns in TOO_LONG_CASES)
+    assert short < long
+    corpus = _conversation_corpus(TOO_LONG_CASES)
+    # flag: both kept, the long one (one token over) flagged and counted; exactly the limit is not too long
+    flagged = clean_corpus(corpus, _too_long_settings(chat_model, "flag", long - 1))
+    assert flagged.kept.height == 2 and flagged.rejected.is_empty() and flagged.stats.warnings == []
+    assert [("conversation_too_long" in flags) for flags in flagged.kept["quality_flags"].to_list()] == [False, True]
+    assert flagged.stats.quality_flags.get("conversation_too_long") == 1
+    assert clean_corpus(corpus, _too_long_settings(chat_model, "flag", long)).stats.quality_flags \
+        .get("conversation_too_long") is None
+    # drop: the long one is a reject with the reason, its token count and the setting named
+    dropped = clean_corpus(corpus, _too_long_settings(chat_model, "drop", short))
+    assert dropped.kept.height == 1 and dropped.kept["response"][0] == TOO_LONG_CASES[0][1]["content"]
+    reject = dropped.rejected.row(0, named=True)
+    assert reject["reason"] == "conversation_too_long"
+    assert f"{long} tokens > training.instruction_max_length={short}" in reject["detail"]
+
+
+def test_too_long_filter_without_a_loadable_tokenizer_warns_instead_of_failing(tmp_path):
+    missing = str(tmp_path / "no_model_here")
+    result = clean_corpus(_conversation_corpus(TOO_LONG_CASES), _too_long_settings(missing, "drop", 8))
+    assert result.kept.height == 2 and result.rejected.is_empty()  # nothing measured, nothing dropped
+    [warning] = result.stats.warnings
+    assert missing in warning and "too-long filter was skipped" in warning

@@ -202,6 +202,13 @@ def test_instruction_tuning_lowers_loss_and_reports_perplexity(tiny_llama, tmp_p
     out = tmp_path / "models" / "helpdesk"
     assert (out / "adapter_model.safetensors").exists() and (out / "README.md").exists()
     assert json.loads((out / "metrics.json").read_text())["test"]["loss"] == test["loss"]
+    # the generation metric: greedy answers to the 2 test prompts, base model and adapter, in the card
+    generation = metrics["generation"]
+    assert generation["samples"] == 2 and len(generation["examples"]) == 2
+    assert 0 <= test["rouge_l"] <= 1 and 0 <= metrics["base_model_test"]["rouge_l"] <= 1
+    assert generation["examples"][0]["reference"] == PAIRS[2][1]
+    card = (out / "README.md").read_text()
+    assert "ROUGE-L F1" in card and PAIRS[2][0] in card
 
     registry.register(tmp_path / "models", "helpdesk", out, metrics)
     model, _, entry = registry.load(tmp_path / "models", "helpdesk")
@@ -297,3 +304,40 @@ def test_project_lora_step_follows_plain_transformers_peft_loss_for_loss():
         with torch.no_grad():
             losses.append(batch.batch_loss(model, [0, 1]))
     assert losses[1][1] == losses[0][1] and losses[1][0].item() == pytest.approx(losses[0][0].item(), rel=1e-5)
+
+
+def test_rouge_l_f1_matches_hand_computed_values():
+    from finetune_pipeline.training.generation import rouge_l_f1
+
+    # LCS "the cat on mat": 4 of 6 words each way
+    assert rouge_l_f1("the cat lay on a mat", "the cat sat on the mat") == pytest.approx(2 / 3)
+    # LCS 3; precision 3/3, recall 3/6: F1 = 2 * 1 * 0.5 / 1.5
+    assert rouge_l_f1("parcel arrives Monday", "The parcel arrives on Monday morning.") == pytest.approx(2 / 3)
+    assert rouge_l_f1("refunds killed", "refund kills") == pytest.approx(1.0)  # Porter-stemmed
+    # word order matters: the longest common subsequence is 2 words ("on the", "sat the", "cat the")
+    assert rouge_l_f1("mat on sat cat the", "the cat sat on the mat") == \
+        pytest.approx(2 * (2 / 5) * (2 / 6) / (2 / 5 + 2 / 6))
+    assert rouge_l_f1("", "anything") == 0.0
+
+
+def test_batched_greedy_generation_equals_a_plain_argmax_loop(tiny_llama):
+    """Left padding in a batch changes nothing: each answer is the token-by-token argmax of its prompt alone."""
+    from transformers import AutoModelForCausalLM
+
+    from finetune_pipeline.training.generation import generate_answers
+
+    path, tokenizer = tiny_llama
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    prompts = [[{"role": "user", "content": p}] for p, _ in PAIRS[:3]] + [CONVERSATION[:4]]
+    answers = generate_answers(model, tokenizer, prompts, max_new_tokens=6, batch_size=3)  # 3 + 1
+    for prompt, answer in zip(prompts, answers):
+        ids = list(tokenizer.apply_chat_template(prompt, tokenize=True, return_dict=True,
+                                                 add_generation_prompt=True)["input_ids"])
+        new = []
+        with torch.no_grad():
+            for _ in range(6):
+                token = int(model(input_ids=torch.tensor([ids + new])).logits[0, -1].argmax())
+                new.append(token)
+                if token == tokenizer.eos_token_id:
+                    break
+        assert answer == tokenizer.decode(new, skip_special_tokens=True).strip()

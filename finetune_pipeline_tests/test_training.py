@@ -261,9 +261,14 @@ def test_data_card_carries_the_comparison_and_instruction_evaluation():
     card = reporting.data_card([], empty_rejects(), None, {}, None, comparison=comparison)
     assert "## Approach comparison" in card and "| feature | 0.800 | 0.790 | 1,540 | 3.0 | 900 | 2 |" in card
     instruction = {"task": "instruction", "approach": "instruction", "trainable_parameters": 10,
-                   "test": {"loss": 1.5, "perplexity": 4.48}, "base_model_test": {"loss": 4.0, "perplexity": 54.6}}
+                   "test": {"loss": 1.5, "perplexity": 4.48, "rouge_l": 0.41},
+                   "base_model_test": {"loss": 4.0, "perplexity": 54.6, "rouge_l": 0.02}}
     card = reporting.data_card([], empty_rejects(), pl.DataFrame(), {}, instruction)
-    assert "| base model | 4.0000 | 54.60 | 0 |" in card
+    assert "| instruction (LoRA) | 1.5000 | 4.48 | 0.410 | 10 |" in card
+    assert "| base model | 4.0000 | 54.60 | 0.020 | 0 |" in card
+    for scores in (instruction["test"], instruction["base_model_test"]):  # saved before the metric existed
+        del scores["rouge_l"]
+    assert "| base model | 4.0000 | 54.60 | nan | 0 |" in reporting.data_card([], empty_rejects(), None, {}, instruction)
 
 
 def test_comparison_reuses_an_approach_already_trained_on_the_splits(tmp_path):

@@ -1,5 +1,6 @@
 """Cleaning stage: erasure requests, noise removal and normalisation, the privacy policy, then the quality
-filters (for conversations, first the SFT filters on the final answer). Every input row is kept or rejected
+filters (for conversations, first the SFT filters on the final answer, then the too-long filter on the whole
+conversation in the base model's tokens). Every input row is kept or rejected
 with a reason; `text_raw` keeps the original text of kept rows for audit, `quality_flags` lists the flags
 raised on them. A conversation is cleaned turn by turn and its `text`, `messages`, `prompt` and `response`
 rebuilt from the cleaned turns.
@@ -18,7 +19,7 @@ from finetune_pipeline.cleaning.erasure import ErasureReport, ErasureRequest, Su
 from finetune_pipeline.cleaning.normalize import collapse_whitespace, normalize_text
 from finetune_pipeline.cleaning.privacy import apply_pii_policy_groups
 from finetune_pipeline.cleaning.quality_filters import quality_reject
-from finetune_pipeline.cleaning.sft_filters import sft_reject
+from finetune_pipeline.cleaning.sft_filters import sft_reject, too_long_filter, training_tokenizer
 from finetune_pipeline.execution import frames
 from finetune_pipeline.records import StageResult, StageStats, rejects_frame, sha256_text
 from finetune_pipeline.settings import CleaningSettings, Settings
@@ -34,6 +35,7 @@ class CleaningStats(StageStats):
     records_with_pii: int = 0
     quality_flags: dict[str, int] = field(default_factory=dict)
     erasure: ErasureReport = field(default_factory=ErasureReport)
+    warnings: list[str] = field(default_factory=list)  # filters that could not run, and why
 
 
 def _reject(row: dict, reason: str, detail: str) -> dict:
@@ -45,6 +47,15 @@ def _turns(row: dict) -> list[dict] | None:
     """The turns of a conversation record (instruction data), None for any other record."""
     messages = row.get("messages")
     return json.loads(messages) if messages else None
+
+
+def _too_long(fields: dict, settings: Settings):
+    """The too-long filter's reject on a cleaned conversation, or None (also when no tokenizer loads:
+    `clean_corpus` reports that once as a warning)."""
+    tokenizer, _ = training_tokenizer(settings.training)
+    if tokenizer is None:
+        return None
+    return too_long_filter(json.loads(fields["messages"]), tokenizer, settings.training.instruction_max_length)
 
 
 def remove_page_headers(rows: list[dict], texts: list[str], settings: CleaningSettings) -> list[str]:
@@ -107,9 +118,11 @@ def clean_documents(batch: pl.DataFrame, settings: Settings,
             result.update(_reason=sft[0], _detail=sft[1])
         elif (reject := quality_reject(fields["text"], cfg, None if turns is None else [p.text for p in pii]))[0]:
             result.update(_reason=reject[0][0], _detail=reject[0][1])
+        elif (too_long := turns is not None and _too_long(fields, settings)) and cfg.too_long_action == "drop":
+            result.update(_reason=too_long[0], _detail=too_long[1])
         else:
             result.update(**fields, text_raw=row["text"], content_sha256=sha256_text(fields["text"]),
-                          quality_flags=reject[1])
+                          quality_flags=reject[1] + ([too_long[0]] if too_long else []))
         outcome[row["record_id"]] = result
     out = []
     for row in all_rows:
@@ -149,11 +162,15 @@ def clean_corpus(corpus: pl.DataFrame, settings: Settings,
     for flags in kept["quality_flags"].to_list():
         flag_counts.update(flags)
 
+    warnings = []
+    if "messages" in corpus.columns and corpus["messages"].null_count() < corpus.height:
+        warning = training_tokenizer(settings.training)[1]
+        warnings += [warning] if warning else []
     schema = {**corpus.schema, "text_raw": pl.String, "quality_flags": pl.List(pl.String)}
     kept_frame = kept.select(list(schema)).cast(schema)
     stats = CleaningStats(texts_changed=kept.filter(pl.col("text") != pl.col("text_raw")).height,
                           pii_by_type=dict(pii_counts), records_with_pii=sum(bool(c) for c in found),
-                          quality_flags=dict(flag_counts),
+                          quality_flags=dict(flag_counts), warnings=warnings,
                           erasure=ErasureReport(requests=len(honoured), records_removed=erased.height,
                                                 removed_by_request=dict(honoured)))
     return StageResult(kept=kept_frame, rejected=rejects_frame(rejects), stats=stats)

@@ -1,16 +1,21 @@
 """Filters for instruction (SFT) examples, judged on the final answer after cleaning: an empty or too short
 answer, an answer that repeats the prompt, a boilerplate refusal, and an answer cut off mid-sentence or
-inside a code block. Each returns `(reason, detail)` to reject or None to keep; the detail names the
-measure and the setting, never the text. Thresholds and patterns live in `CleaningSettings`.
+inside a code block; and a whole conversation longer than training takes (in tokens of the base model's
+tokenizer, through the chat template training uses). Each returns `(reason, detail)` to reject or None to
+keep; the detail names the measure and the setting, never the text. Thresholds and patterns live in
+`CleaningSettings` (and `TrainingSettings` for the training length).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 
 from finetune_pipeline.cleaning.quality_filters import Reject
-from finetune_pipeline.settings import CleaningSettings
+from finetune_pipeline.settings import CleaningSettings, TrainingSettings
+
+TOO_LONG = "conversation_too_long"  # the reject reason (too_long_action: drop) or the quality flag (flag)
 
 _FENCE = re.compile(r"^\s*```", re.MULTILINE)
 # Last lines that may end without a full stop: list items, headings, table rows, quotes, code.
@@ -69,3 +74,39 @@ def sft_reject(prompt: str, response: str, settings: CleaningSettings) -> Reject
             or response_equals_prompt_filter(prompt, response, settings)
             or refusal_filter(response, settings)
             or truncated_response_filter(response, settings))
+
+
+def training_tokenizer(training: TrainingSettings) -> tuple[object | None, str | None]:
+    """(the chat tokenizer training will use, None) or (None, a warning saying why it cannot be loaded)."""
+    path = training.instruction_base_model
+    if not path:
+        return None, "training.instruction_base_model is not set: conversations were not measured in tokens"
+    try:
+        stamp = os.stat(path).st_mtime_ns
+    except OSError:
+        stamp = None
+    return _load_tokenizer(path, stamp)
+
+
+@lru_cache(maxsize=4)
+def _load_tokenizer(path: str, stamp: int | None) -> tuple[object | None, str | None]:
+    # once per folder and version: cleaning calls this per document group
+    from finetune_pipeline.training.chat_template import load_chat_tokenizer
+
+    try:
+        return load_chat_tokenizer(path), None
+    except Exception as exc:  # noqa: BLE001 (any failure to load means: skip the filter and say so)
+        return None, (f"training.instruction_base_model {path}: its tokenizer cannot be loaded "
+                      f"({type(exc).__name__}); the too-long filter was skipped. Build or copy the model there "
+                      f"(`finetune-pipeline build-base-model` when training.build_base_model.enabled) and re-run")
+
+
+def too_long_filter(turns: list[dict], tokenizer, max_length: int) -> Reject:
+    """A conversation whose chat-template rendering is longer than `max_length` tokens (training would cut it)."""
+    from finetune_pipeline.training.chat_template import conversation_ids
+
+    tokens = len(conversation_ids(tokenizer, turns))
+    if tokens > max_length:
+        return TOO_LONG, (f"{tokens} tokens > training.instruction_max_length={max_length} (the base model's "
+                          "tokenizer and chat template); shorten the conversation or raise the length")
+    return None

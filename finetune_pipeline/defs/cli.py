@@ -1,5 +1,7 @@
 """Command line: `finetune-pipeline run` materializes every asset headless and prints a summary;
-`finetune-pipeline adapters list|show|merge` reads the adapters registry (models/registry.json)."""
+`finetune-pipeline build-base-model` builds an instruction root's small local base model when finetune.yaml
+asks for it and it is missing (`make run` calls it first); `finetune-pipeline adapters list|show|merge` reads
+the adapters registry (models/registry.json)."""
 
 import argparse
 import json
@@ -109,6 +111,24 @@ def run(data_dir: str | None) -> int:
     return 0
 
 
+def build_base_model(data_dir: str | None) -> int:
+    """Build the instruction base model when `training.build_base_model.enabled` and its folder is missing;
+    fail clearly when a named local model folder is missing; nothing for classification roots."""
+    from finetune_pipeline.settings import SettingsError, load_settings
+    from finetune_pipeline.training.tiny_lm import BaseModelMissing, ensure_base_model
+
+    root = DataRoot.resolve(data_dir)
+    try:
+        ensure_base_model(root, load_settings(root))
+    except SettingsError as err:
+        print(f"{err}\nfix finetune.yaml and run again", file=sys.stderr)
+        return 2
+    except BaseModelMissing as err:
+        print(err, file=sys.stderr)
+        return 1
+    return 0
+
+
 def adapters_command(args) -> int:
     """List, show or merge registered adapters; the registry module does the work."""
     from finetune_pipeline.training import registry
@@ -141,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="materialize every asset on the data root and print a summary")
     run_parser.add_argument("--data-dir", help="data root (default: $FINETUNE_DATA_DIR or data/)")
+    build = sub.add_parser("build-base-model", help="build the instruction base model finetune.yaml asks for "
+                           "(training.build_base_model) when it is missing; does nothing otherwise")
+    build.add_argument("--data-dir", help="data root (default: $FINETUNE_DATA_DIR or data/)")
     adapters = sub.add_parser("adapters", help="the adapters registry: list, show, merge")
     adapters.add_argument("--data-dir", help="data root (default: $FINETUNE_DATA_DIR or data/)")
     adapters_sub = adapters.add_subparsers(dest="adapters_command", required=True)
@@ -153,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         return run(args.data_dir)
+    if args.command == "build-base-model":
+        return build_base_model(args.data_dir)
     if args.command == "adapters":
         return adapters_command(args)
     return 2

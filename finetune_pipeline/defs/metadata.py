@@ -119,6 +119,7 @@ def cleaning_metadata(stats, pii_policy: dict[str, str]) -> dict:
         "erasure_requests": table(["request", "records removed"], erased) if erased
         else dg.MetadataValue.md("_no erasure requests_"),
         "records_erased": stats.erasure.records_removed,
+        "warnings": dg.MetadataValue.md("\n".join(f"- {w}" for w in stats.warnings) or "_none_"),
     }
 
 

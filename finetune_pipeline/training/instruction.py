@@ -26,6 +26,8 @@ Reads top to bottom:
    data-parallel), early stopping on validation loss, then loss and perplexity (exp of the mean token
    loss over response tokens) on validation and test, and the same for the base model before training as
    the baseline. The loop trains, resumes a killed run and runs data-parallel under torchrun when asked.
+4. Generation (generation.py): greedy answers to a seeded sample of test prompts, base model and adapter,
+   scored by ROUGE-L F1 against the reference answers (`generation_samples`, `generation_max_new_tokens`).
 CUDA in bf16 when present, the CPU otherwise; imports no dagster. Never trust_remote_code.
 
     python -m finetune_pipeline.training.instruction --help
@@ -48,17 +50,13 @@ from finetune_pipeline.training import distributed, loop
 from finetune_pipeline.training.base_model import autocast
 from finetune_pipeline.training.causal_lm import (LastHiddenState, enable_activation_checkpointing, fast_path_on,
                                                   load_options, wants_activation_checkpointing)
+from finetune_pipeline.training.chat_template import conversation_ids, load_chat_tokenizer
 from finetune_pipeline.training.checkpoint import TrainState
 from finetune_pipeline.training.chunked_cross_entropy import chunked_linear_cross_entropy
+from finetune_pipeline.training.generation import generation_scores, sample_indices
 from finetune_pipeline.training.lora import lora_config
 
 IGNORE = -100  # label id that carries no loss (cross_entropy's ignore_index)
-# Used only when the tokenizer has no chat template of its own (e.g. a base, non-chat model).
-PLAIN_CHAT_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'system' %}### System:\n{{ m['content'] }}\n"
-                       "{% elif m['role'] == 'user' %}### Prompt:\n{{ m['content'] }}\n"
-                       "{% else %}### Response:\n{{ m['content'] }}{{ eos_token }}\n{% endif %}{% endfor %}"
-                       "{% if add_generation_prompt %}### Response:\n{% endif %}")
-
 # (prompt, response), or (the conversation's messages as a JSON array, its final response): see
 # `InstructionTask.training_splits` and `example_messages`.
 Pairs = list[tuple[str, str]]
@@ -83,10 +81,6 @@ def example_messages(first: str, response: str) -> list[dict]:
     return chat_messages(first, response)
 
 
-def _ids(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
-    return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                              add_generation_prompt=add_generation_prompt)["input_ids"])
-
 
 def tokenize_example(tokenizer, prompt: str, response: str, max_length: int) -> dict | None:
     """`input_ids`, `labels` and `position_ids` of one (prompt, response) pair, or of the conversation
@@ -97,14 +91,14 @@ def tokenize_example(tokenizer, prompt: str, response: str, max_length: int) -> 
 def tokenize_conversation(tokenizer, messages: list[dict], max_length: int) -> dict | None:
     """`input_ids`, `labels` (the ids on every assistant turn and its end-of-turn token, -100 elsewhere)
     and `position_ids` of one conversation. None when truncation to `max_length` leaves no assistant token."""
-    full_ids = _ids(tokenizer, messages)
+    full_ids = conversation_ids(tokenizer, messages)
     labels = [IGNORE] * len(full_ids)
     special = set(tokenizer.all_special_ids)
     for turn, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        prompt = _ids(tokenizer, messages[:turn], add_generation_prompt=True)
-        through, start = _ids(tokenizer, messages[:turn + 1]), len(prompt)
+        prompt = conversation_ids(tokenizer, messages[:turn], add_generation_prompt=True)
+        through, start = conversation_ids(tokenizer, messages[:turn + 1]), len(prompt)
         if through[:start] != prompt or full_ids[:len(through)] != through:
             raise ValueError("the chat template renders a conversation's first turns differently from the whole "
                              "conversation; loss masking needs each turn's rendering to be a prefix of the next")
@@ -203,15 +197,6 @@ def evaluate_loss(model, sequences: list[dict], pad_id: int, batch_size: int,
     return {"loss": mean, "perplexity": math.exp(mean) if mean < 700 else float("inf"), "tokens": tokens}
 
 
-def load_chat_tokenizer(path: str):
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.chat_template is None:
-        tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
 def build_instruction_model(base: str, cfg: TrainingSettings, device: torch.device | None = None):
     """The causal LM at `base` with the instruction LoRA, its frozen weights in the dtype and with the
     attention kernel `cfg` picks for `device` (causal_lm.py). Never trust_remote_code."""
@@ -244,7 +229,7 @@ class InstructionTraining:
     approach = "instruction"
 
     def __init__(self, splits: dict[str, Pairs], cfg: TrainingSettings, device: torch.device, log=print):
-        self.splits, self.cfg, self.device = splits, cfg, device
+        self.splits, self.cfg, self.device, self.log = splits, cfg, device, log
         self.trained_on = splits
         self.tokenizer = load_chat_tokenizer(cfg.instruction_base_model)
         self.model = build_instruction_model(cfg.instruction_base_model, cfg, device).to(device)
@@ -295,17 +280,32 @@ class InstructionTraining:
 
     def evaluate(self, state: TrainState) -> dict:
         scores = {name: self.loss_on(name) for name in ("validation", "test") if self.data.get(name)}
+        test = scores.get("test", {"loss": float("nan"), "perplexity": float("nan"), "tokens": 0})
+        generation = self.generation()
         return {
             "approach": "instruction",
             "task": "instruction",
             "base_model": self.cfg.instruction_base_model,
-            "test": scores.get("test", {"loss": float("nan"), "perplexity": float("nan"), "tokens": 0}),
+            "test": {**test, "rouge_l": generation["rouge_l_f1"]},
             "validation": scores.get("validation"),
-            "base_model_test": self.base_test,
+            "base_model_test": {**self.base_test, "rouge_l": generation["base_model_rouge_l_f1"]},
+            "generation": generation,
             "split_sizes": {name: len(pairs) for name, pairs in self.splits.items()},
             "sequences": {name: len(seqs) for name, seqs in self.data.items()},
             "packing": self.cfg.packing,
         }
+
+    def generation(self) -> dict:
+        """ROUGE-L F1 of greedy answers to a seeded sample of test prompts, base model and adapter."""
+        test = self.splits.get("test") or []
+        picked = sample_indices(len(test), self.cfg.generation_samples, self.cfg.seed)
+        if not picked:
+            return {"samples": 0, "max_new_tokens": self.cfg.generation_max_new_tokens,
+                    "rouge_l_f1": float("nan"), "base_model_rouge_l_f1": float("nan"), "examples": []}
+        self.log(f"generation: greedy answers to {len(picked)} test prompts (at most "
+                 f"{self.cfg.generation_max_new_tokens} new tokens), base model then adapter")
+        return generation_scores(self.model, self.tokenizer, [example_messages(*test[i]) for i in picked],
+                                 self.cfg.generation_max_new_tokens, self.cfg.batch_size, log=self.log)
 
 
 def write_pairs(splits: dict[str, Pairs], splits_dir: str | Path) -> None:
