@@ -52,12 +52,13 @@ def content_digest(splits: pl.DataFrame) -> str:
 
 
 TEXT_COLUMNS = ("text", "prompt", "response", "completion")  # strings a person wrote
-TURN_COLUMNS = ("messages", "prompt_messages")  # lists of {role, content}
+TURN_COLUMNS = ("messages", "prompt_messages", "completion")  # lists of {role, content} (completion: or a string)
 
 
 def exported_texts(target: Path) -> pl.DataFrame:
-    """`split, record_id, text` for every row of the `<split>.jsonl` files under `target`: the text of
-    every written column (turn contents included), one string per row. Ids, hashes and paths are left out."""
+    """`split, record_id, field, text`: every text written to the `<split>.jsonl` files under `target`, one
+    row per column or conversation turn, as the cleaning stage saw them (a conversation's `text` is left out:
+    it is its turns, rendered). Ids, hashes and paths are left out."""
     rows = []
     for name in SPLITS:
         path = Path(target) / f"{name}.jsonl"
@@ -65,11 +66,13 @@ def exported_texts(target: Path) -> pl.DataFrame:
             continue
         for line in path.read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
-            parts = [row[c] for c in TEXT_COLUMNS if isinstance(row.get(c), str)]
-            for column in TURN_COLUMNS:
-                turns = row.get(column)
-                if isinstance(turns, str):
-                    turns = json.loads(turns)
-                parts += [t.get("content", "") for t in turns or [] if isinstance(t, dict)]
-            rows.append({"split": name, "record_id": row.get("record_id"), "text": "\n".join(parts)})
-    return pl.DataFrame(rows, schema={"split": pl.String, "record_id": pl.String, "text": pl.String})
+            record = {"split": name, "record_id": row.get("record_id")}
+            turns = {column: row[column] for column in TURN_COLUMNS if isinstance(row.get(column), list)}
+            for column in TEXT_COLUMNS:
+                if isinstance(row.get(column), str) and not (column == "text" and "messages" in turns):
+                    rows.append({**record, "field": column, "text": row[column]})
+            for column, value in turns.items():
+                rows += [{**record, "field": f"{column}[{i}]", "text": t.get("content") or ""}
+                         for i, t in enumerate(value) if isinstance(t, dict)]
+    return pl.DataFrame(rows, schema={"split": pl.String, "record_id": pl.String, "field": pl.String,
+                                      "text": pl.String})

@@ -266,10 +266,12 @@ def comparison_expectations(approaches: list[str]) -> list:
 
 
 def personal_data_frame(exported: pl.DataFrame, found: list) -> pl.DataFrame:
-    """Per exported row (`exports.exported_texts`), how many personal data items the detector still finds
-    in it of kinds the policy removes (`privacy.personal_data_left`); 0 is expected everywhere."""
-    return exported.select("split", "record_id").with_columns(
-        pl.Series("personal_data_found", [sum(c.values()) for c in found], pl.Int64))
+    """Per exported record (`exports.exported_texts`: one text per column or turn), how many personal data
+    items the detector still finds in its texts of kinds the policy removes (`privacy.personal_data_left`);
+    0 is expected everywhere."""
+    return (exported.select("split", "record_id")
+            .with_columns(pl.Series("personal_data_found", [sum(c.values()) for c in found], pl.Int64))
+            .group_by("split", "record_id", maintain_order=True).agg(pl.col("personal_data_found").sum()))
 
 
 def personal_data_expectations() -> list:

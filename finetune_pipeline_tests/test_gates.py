@@ -110,7 +110,7 @@ def test_personal_data_in_the_split_export_fails_the_gate_and_nothing_is_publish
                       if e.event_type_value == "ASSET_CHECK_EVALUATION"
                       and e.asset_check_evaluation_data.check_name == "dataset_splits_no_personal_data")
     meta = {k: v.value for k, v in evaluation.metadata.items()}
-    assert meta["found_by_kind"] == "email: 2"  # the answer, and the same answer as a turn of `messages`
+    assert meta["found_by_kind"] == "email: 3"  # the answer, as `response`, a turn of `messages`, and `completion`
     assert meta["records_with_personal_data"] == corpus["record_id"][0]
     assert "example.org" not in json.dumps(meta, default=str)
     assert "lena.berg@example.org" in "".join(p.read_text() for p in Path(meta["candidate"]).glob("*.jsonl"))

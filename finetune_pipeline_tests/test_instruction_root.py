@@ -281,3 +281,22 @@ def test_a_relative_base_model_is_found_under_the_data_root_wherever_the_root_li
     assert load_settings(root).training.instruction_base_model == "my_model"  # not there: as given
     (root / "my_model").mkdir()
     assert load_settings(root).training.instruction_base_model == str(root / "my_model")
+
+
+def test_each_planted_conflict_waits_in_the_review_queue(example_run):
+    import polars as pl
+
+    root, _, _, _ = example_run
+    layout = DataRoot(root)
+    rejects = pl.read_parquet(layout.rejects_export).with_columns(
+        pl.col("locator").str.strip_prefix("id=").alias("id"),
+        pl.col("detail").str.extract(r"^(conflict-[0-9a-f]{16})").alias("conflict"))
+    held = {i: c for i, reason, c in rejects.select("id", "reason", "conflict").iter_rows() if reason == "in_review"}
+    tasks = json.loads((layout.review / "tasks.json").read_text())
+    queued = {t["data"]["record_id"]: t for t in tasks}
+    for copy, original in EX.conflicts:
+        assert held.get(copy) and held.get(copy) == held.get(original), (copy, original)
+        task = queued[held[copy]]
+        assert [o["value"] for o in task["data"]["options"]][-1] == "Drop all"
+        assert len(task["data"]["options"]) >= 3  # two answers at least, and Drop all
+    assert 'value="$options"' in (layout.review / "label_config.xml").read_text()
