@@ -291,3 +291,78 @@ def data_card(stage_counts: list[dict], rejects: pl.DataFrame, splits: pl.DataFr
                   f"Device: {device}. Peak memory: on the CPU the process's resident memory while the approach "
                   "ran; on CUDA torch's peak allocation.", "", comparison_markdown(comparison)]
     return "\n".join(lines) + "\n"
+
+
+# ---- the dataset card (exports/splits/README.md) ----------------------------------------------------------
+
+def _size_category(n: int) -> str:
+    """Hugging Face's size_categories bucket for `n` records."""
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "n>1M"
+
+
+def dataset_card(settings, name: str, splits: pl.DataFrame, stage_counts: list[dict], rejects_by_reason: dict,
+                 pii_by_type: dict[str, int], sources: dict[str, int], agreement: dict,
+                 bias_findings: list[str]) -> str:
+    """A Hugging Face dataset card: a YAML header (pretty name, task, languages, size, licence, one config
+    whose data files are the split JSONL files) and sections on sources, collection, cleaning and personal
+    data, labeling, splits, limitations and the bias report. Counts only, never record text."""
+    import yaml
+
+    task = task_named(settings.task)
+    card = settings.card
+    sizes = dict(splits.group_by("split").len().iter_rows())
+    header = {
+        "pretty_name": card.pretty_name or name,
+        "license": card.license,
+        "language": list(settings.cleaning.languages) or ["multilingual"],
+        "task_categories": ["text-generation"] if task.conversational else ["text-classification"],
+        "size_categories": [_size_category(splits.height)],
+        "configs": [{"config_name": "default",
+                     "data_files": [{"split": s, "path": f"{s}.jsonl"} for s in SPLITS]}],
+    }
+    lines = ["---", yaml.safe_dump(header, sort_keys=False).strip(), "---", "",
+             f"# {header['pretty_name']}", "", card.description or "(no description: set card.description)", ""]
+    if card.intended_use:
+        lines += ["## Intended use", "", card.intended_use, ""]
+    lines += ["## Sources", "", markdown_table(["source type", "files or tables"], sorted(sources.items())), "",
+              "## Collection and cleaning", "",
+              markdown_table(["stage", "in", "out", "rejected"],
+                             [[c["stage"], c["rows_in"], c["rows_out"], c["rows_rejected"]] for c in stage_counts]),
+              "", "Rejects by reason: " + (", ".join(f"{r} {n}" for r, n in sorted(rejects_by_reason.items()))
+                                           or "none") + ".", "",
+              "## Personal data", "",
+              "Each text (every turn of a conversation) went through the PII policy; what was found, by type "
+              "(values never shown), and what was done:", "",
+              markdown_table(["type", "found", "action"],
+                             [[k, pii_by_type.get(k, 0), a] for k, a in settings.privacy.policy.items()]), "",
+              "The split export was scanned again before it was published and nothing of a redacted or dropped "
+              "type was found (the dataset_splits_no_personal_data check).", ""]
+    lines += ["## Labels" if task.labeled else "## Conversations", ""]
+    if task.labeled:
+        by = splits.group_by("label").len().sort("label")
+        lines += [markdown_table(["label", "records"], by.rows()), ""]
+        if agreement.get("records"):
+            lines += [f"Inter-annotator agreement on {agreement['records']} records: Krippendorff's alpha "
+                      f"{agreement.get('krippendorff_alpha')}.", ""]
+    else:
+        lines += ["Records are conversations (`messages`, with `prompt_messages` and `completion` for TRL's "
+                  "prompt-completion form); no labels.", ""]
+    lines += ["## Splits", "", markdown_table(["split", "records"], [[s, sizes.get(s, 0)] for s in SPLITS]), "",
+              f"Stratified by {task.stratify_column(splits)}, seed {settings.splits.seed}; a group (near-duplicate "
+              "cluster, near copies at MinHash Jaccard "
+              f"{settings.splits.contamination_threshold}, prompt cluster) never straddles two splits; augmented "
+              "rows stay in train.", "", "## Bias report", ""]
+    lines += [f"- {f}" for f in bias_findings] or ["No demographic term group far over- or under-represented "
+                                                   "(bias.max_group_share)."]
+    limitations = list(card.limitations)
+    small = [s for s in SPLITS if sizes.get(s, 0) < 100]
+    if small:
+        limitations.append(f"Small evaluation splits ({', '.join(f'{s}: {sizes.get(s, 0)}' for s in small)}): "
+                           "scores measured on them carry a wide margin.")
+    if bias_findings:
+        limitations.append("The bias report above found imbalances; see it before training.")
+    lines += ["", "## Known limitations", ""] + ([f"- {x}" for x in limitations] or ["- none recorded"])
+    return "\n".join(lines) + "\n"

@@ -323,9 +323,10 @@ class DedupSettings(_Section):
         "punctuation. A template filled with another product or city scores 0.6-0.8 and is a different "
         "question; reworded prompts need `semantic`.")
     prompt_semantic_threshold: float = Field(
-        0.8, gt=0, le=1, description="Conversations, with `semantic` on: cosine similarity at or above which two "
-        "prompts are paraphrases (MiniLM: reworded refund questions 0.84-0.87, 'capital of France' against "
-        "'of Spain' 0.68).")
+        0.9, gt=0, le=1, description="Conversations, with `semantic` on: cosine similarity at or above which two "
+        "prompts are paraphrases (MiniLM: the same question reworded 0.92-0.99; different questions on one "
+        "topic, e.g. 'can I get a refund' and 'how do I get a refund', or 'reset' and 'change my password', "
+        "0.72-0.89).")
     conflicts: Literal["review", "keep_first", "drop_all"] = Field(
         "review", description="Conversations: what happens to duplicate prompts whose answers disagree: review "
         "(held out until a person picks the answer to keep in Label Studio), keep_first (the first seen stays, "
@@ -622,6 +623,21 @@ class ExecutionSettings(_Section):
         "failing (each round at least halves the distance to the root).")
 
 
+class CardSettings(_Section):
+    """What the dataset card (exports/splits/README.md, a Hugging Face dataset card) says that the data cannot:
+    the name, the licence, what the data is for and where it falls short."""
+
+    pretty_name: str | None = Field(None, description="The dataset's name; default: the data root's folder name.")
+    license: str = Field(
+        "other", description="A Hugging Face licence id (e.g. cc-by-4.0, mit), or other: say which in description.")
+    description: str = Field(
+        "", description="What the records are and where they come from, in a sentence or two.")
+    intended_use: str = Field(
+        "", description="What the dataset is for (and, in limitations, what it is not for).")
+    limitations: list[str] = Field(
+        default_factory=list, description="Known limitations, one per item; the card adds the ones the run found.")
+
+
 class Settings(_Section):
     task: Literal["classification", "instruction"] = Field(
         "classification", description="classification (text -> label) or instruction (prompt -> response "
@@ -639,6 +655,7 @@ class Settings(_Section):
     training: TrainingSettings = TrainingSettings()
     labeling: LabelingSettings = LabelingSettings()
     checks: ChecksSettings = ChecksSettings()
+    card: CardSettings = CardSettings()
     execution: ExecutionSettings = ExecutionSettings()
 
     @model_validator(mode="after")

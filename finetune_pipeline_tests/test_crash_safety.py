@@ -21,6 +21,7 @@ import pytest
 from datasets import load_from_disk
 
 from finetune_pipeline.atomic import atomic_path
+from finetune_pipeline.layout import DataRoot
 from finetune_pipeline_tests.conftest import REPO
 
 CLI = Path(sys.executable).parent / "finetune-pipeline"
@@ -91,7 +92,7 @@ def test_killed_runs_leave_the_last_materialization_readable_and_the_next_run_co
     assert _digests(root / "exports") == good_exports
 
     # Killed again in the middle of training, after its first checkpoint (it holds the gpu pool's slot).
-    checkpoint = root / "models" / "lora_adapter" / "checkpoint" / "trainer_state.pt"
+    checkpoint = DataRoot(root).staged(DataRoot(root).adapter("lora_adapter")) / "checkpoint" / "trainer_state.pt"
     second = _start(root, home, logs / "second.log")
     _kill_when(second, checkpoint.exists, "the first training checkpoint", logs / "second.log")
     _assert_readable(root)

@@ -185,3 +185,21 @@ def test_a_frame_with_a_wrong_schema_fails_at_the_boundary_with_the_column_named
     splits = corpus.with_columns(pl.lit("holdout").alias("split"))
     assert "split" in dg.check_dagster_type(SplitsFrame, splits).description
     assert dg.check_dagster_type(ReviewFrame, empty_review()).success
+
+
+def test_the_dataset_card_is_one_hugging_face_reads(good_run):
+    import datasets
+    import yaml
+
+    root, _, _ = good_run
+    folder = DataRoot(root).splits_export
+    card = (folder / "README.md").read_text()
+    header = yaml.safe_load(card.split("---")[1])
+    assert header["task_categories"] == ["text-generation"] and header["license"] == "other"
+    assert header["language"] == ["en"] and header["size_categories"] == ["n<1K"]
+    for section in ("## Sources", "## Personal data", "## Splits", "## Bias report", "## Known limitations"):
+        assert section in card
+    loaded = datasets.load_dataset(str(folder))  # reads the card's configs: the JSONL of each split
+    on_disk = datasets.load_from_disk(str(folder))
+    assert {s: loaded[s].num_rows for s in loaded} == {s: on_disk[s].num_rows for s in on_disk}
+    assert sum(loaded[s].num_rows for s in loaded) == len(_pairs())

@@ -46,6 +46,8 @@ FINETUNE_YAML = """\
 task: instruction
 privacy:
   detector: presidio       # person names need NER; the patterns alone find e-mails, phones and cards only
+dedup:
+  semantic: true           # reworded prompts ("..., please?") are paraphrases: MiniLM cosine, not MinHash
 checks:
   min_records: 50
 training:

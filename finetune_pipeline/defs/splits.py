@@ -7,15 +7,19 @@ warnings (label shares moved since the last published split, too few test record
 import dagster as dg
 import polars as pl
 
-from finetune_pipeline import atomic, exports
+from finetune_pipeline import atomic, exports, reporting
 from finetune_pipeline import validation as v
+from finetune_pipeline.cleaning import CleaningStats
+from finetune_pipeline.cleaning.bias import bias_findings, bias_report
 from finetune_pipeline.cleaning.privacy import personal_data_left
 from finetune_pipeline.defs import OWNERS
 from finetune_pipeline.defs.gates import blocking_check, labels_and_records, require_upstream_checks, suite_result
 from finetune_pipeline.defs.metadata import settings_used, splits_metadata, table
 from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.defs.types import SPLIT_COLUMNS, SplitsFrame, column_schema
-from finetune_pipeline.records import SPLITS
+from finetune_pipeline.labeling import LabelingStats
+from finetune_pipeline.records import CORPUS_STAGES, SPLITS
+from finetune_pipeline.sources import CollectionStats
 from finetune_pipeline.splits import assign_splits, cross_split_near_duplicates, join_similar_groups, kfold_assignments
 from finetune_pipeline.tasks import task_for
 
@@ -37,6 +41,7 @@ def dataset_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource
     corpus = join_similar_groups(augmented_corpus, settings.splits, settings.dedup)
     splits = assign_splits(corpus, settings.splits, task)
     target = exports.export_splits(splits, root.staged(root.splits_export), task)
+    atomic.write_text(_dataset_card(pipeline, splits), target / "README.md")
     staged_folds = root.staged(root.folds)
     if settings.splits.k_folds >= 2:
         folds = kfold_assignments(splits.filter(pl.col("split") == "train"), settings.splits.k_folds,
@@ -47,6 +52,20 @@ def dataset_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource
     context.add_output_metadata({**settings_used(settings, "splits"), **splits_metadata(splits),
                                  "candidate_path": dg.MetadataValue.path(str(target))})
     return splits
+
+
+def _dataset_card(pipeline: PipelineResource, splits: pl.DataFrame) -> str:
+    """The Hugging Face dataset card of the export, from the stages' stored statistics and rejects."""
+    settings, root = pipeline.settings(), pipeline.data_root()
+    collection = CollectionStats.from_dict(pipeline.stage_stats("raw_corpus"))
+    cleaning = CleaningStats.from_dict(pipeline.stage_stats("cleaned_corpus"))
+    labeling = LabelingStats.from_dict(pipeline.stage_stats("labeled_corpus"))
+    rejects = pl.concat([pipeline.stage_rejects(stage) for stage in CORPUS_STAGES])
+    originals = splits.filter(pl.col("augmented_from").is_null()) if "augmented_from" in splits.columns else splits
+    findings = bias_findings(bias_report(originals), settings.bias) if task_for(settings).labeled else []
+    return reporting.dataset_card(
+        settings, root.path.name, splits, pipeline.stage_counts(), dict(rejects.group_by("reason").len().iter_rows()),
+        cleaning.pii_by_type, {t: c.files for t, c in collection.by_source_type.items()}, labeling.agreement, findings)
 
 
 @dg.asset(group_name="splits", kinds={"huggingface"}, owners=OWNERS, deps=["dataset_splits"],
