@@ -161,3 +161,14 @@ def test_the_data_card_lists_conflicts_by_id_never_text(tmp_path):
     cid = labeled.review_queue["record_id"][0]
     assert f"| {cid} | waiting for review | r000, r001 |" in card
     assert "password" not in card
+
+
+def test_a_long_prompt_with_a_short_diverging_answer_is_a_conflict_not_a_duplicate():
+    prompt = ("Hi, the pair of noise cancelling headphones I ordered last week arrived with a cracked lid and a "
+              "scratched band. Can you help, please?")
+    pairs = [(prompt, "Send us a photo and we post a new lid."), (prompt.replace(", please", ""), "Wait a few weeks."),
+             *FILLER]
+    for semantic in (False, True):
+        dedup = deduplicate(corpus(pairs), settings(semantic=semantic))
+        assert dedup.rejected.is_empty()  # the whole texts are near duplicates; the answers are not
+        assert dedup.kept.filter(pl.col("conflict_id").is_not_null())["record_id"].to_list() == ["r000", "r001"]

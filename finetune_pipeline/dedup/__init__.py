@@ -9,8 +9,9 @@ never displaces it; it is the one rejected.
 Every reject names in `duplicate_of` the kept record it duplicates (through chains: a copy of a record
 that was itself removed as a near duplicate names the record finally kept). Every kept record gets
 `group_id`: its cluster's id, which is its own `record_id` (one record is kept per cluster), so later
-stages can keep a cluster inside one split. Conversations are then deduplicated on their prompts too, and
-prompts whose answers disagree are found (dedup/conflicts.py); their `group_id` is the prompt cluster's.
+stages can keep a cluster inside one split. Conversations get the exact pass on the whole text, then near
+and semantic duplicates on their prompts, where the answers are compared: an agreeing answer is a
+duplicate, a diverging one a conflict (dedup/conflicts.py); their `group_id` is the prompt cluster's.
 """
 
 from __future__ import annotations
@@ -114,7 +115,10 @@ def deduplicate(corpus: pl.DataFrame, settings: Settings | DedupSettings) -> Sta
                                             "duplicate_of").alias("_detail"))]
     stats = DedupStats(exact_duplicates=exact.height)
 
-    if cfg.near_duplicates and kept.height:
+    # Conversations: near and semantic duplicates are found on the prompt, where the answers are compared
+    # (dedup/conflicts.py); on the whole text a short diverging answer would pass for a duplicate.
+    conversations = "messages" in kept.columns
+    if cfg.near_duplicates and kept.height and not conversations:
         near = near_duplicate_clusters(kept["text"], cfg, execution=settings.execution if isinstance(settings, Settings) else None)
         kept, dups = _split_clusters(kept, near.root, near.similarity)
         removed.append(dups.with_columns(pl.lit("near_duplicate").alias("reason"), pl.format(
@@ -123,7 +127,7 @@ def deduplicate(corpus: pl.DataFrame, settings: Settings | DedupSettings) -> Sta
         stats.near_duplicates, stats.near_candidate_pairs = dups.height, near.candidate_pairs
         stats.near_similarity_histogram = near.candidate_histogram
 
-    if cfg.semantic and kept.height > 1:
+    if cfg.semantic and kept.height > 1 and not conversations:
         from finetune_pipeline.dedup.semantic import semantic_clusters  # torch only when asked for
 
         sem = semantic_clusters(kept["text"].to_list(), cfg)
