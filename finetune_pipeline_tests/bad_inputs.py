@@ -110,10 +110,3 @@ def add_bad_inputs(root: Path) -> dict[str, tuple[str, str, str] | str]:
         uri + "utf16.txt": "kept",
     }
 
-
-def sleep_then_return(seconds: float, value: str) -> str:
-    """A parser stand-in that hangs for `seconds` (run in the time-limited worker, so importable)."""
-    import time
-
-    time.sleep(seconds)
-    return value

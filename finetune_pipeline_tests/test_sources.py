@@ -302,13 +302,13 @@ def _count_parses(monkeypatch) -> list[str]:
     from finetune_pipeline.sources import files
 
     parsed: list[str] = []
-    real = files.run_with_time_limit
+    real = files.parse_with_time_limit
 
-    def counting(fn, args, timeout_s, what):
-        parsed.append(what)
-        return real(fn, args, timeout_s, what)
+    def counting(path, settings_json, timeout_s):
+        parsed.append(Path(path).name)
+        return real(path, settings_json, timeout_s)
 
-    monkeypatch.setattr(files, "run_with_time_limit", counting)
+    monkeypatch.setattr(files, "parse_with_time_limit", counting)
     return parsed
 
 
@@ -386,11 +386,19 @@ def test_a_parser_past_its_time_limit_and_a_zip_bomb_are_rejected_and_the_rest_g
     assert result.kept.height == 3  # the CSV rows
 
 
-def test_the_time_limited_worker_is_replaced_after_a_timeout():
+def test_the_parse_worker_is_replaced_after_a_timeout_and_reports_unreadable_files(tmp_path):
     from finetune_pipeline.sources import files
-    from finetune_pipeline_tests.bad_inputs import sleep_then_return
 
+    write_pdf(tmp_path / "a.pdf", [[TICKET]])
+    (tmp_path / "b.pdf").write_bytes((tmp_path / "a.pdf").read_bytes()[:200])  # truncated
+    settings = _settings().model_dump_json()
     with pytest.raises(files.ParseTimeout, match="parse_timeout_s"):
-        files.run_with_time_limit(sleep_then_return, (30, "late"), 2, "hang.pdf")
-    assert files.run_with_time_limit(sleep_then_return, (0, "next"), 60, "ok.pdf") == "next"
-    assert files.run_with_time_limit(sleep_then_return, (0, "here"), 0, "ok.pdf") == "here"  # 0: in-process
+        files.parse_with_time_limit(tmp_path / "a.pdf", settings, 0.001)
+    assert files._WORKER.process is None  # killed
+    records = files.parse_with_time_limit(tmp_path / "a.pdf", settings, 120)  # a new worker
+    assert TICKET[:30] in records[0]["text"]
+    with pytest.raises(files.UnreadableDocument, match="truncated"):
+        files.parse_with_time_limit(tmp_path / "b.pdf", settings, 120)
+    pid = files._WORKER.process.pid
+    files.release_worker()
+    assert files._WORKER.process is None and not Path(f"/proc/{pid}").exists()

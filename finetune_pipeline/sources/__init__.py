@@ -141,13 +141,16 @@ def collect_raw_corpus(data_dir: Path, settings: Settings, cache_dir: Path | Non
 
     for number in sorted(outcomes):
         report(number)
-    for chunk in chunks:
-        parsed = map_batches(chunk, parse_sources, settings.execution, settings=settings, batch_size=1)
-        for number, records_json, rejects_json in parsed.select("number", "records", "rejects").iter_rows():
-            new_records, new_rejects = json.loads(records_json), json.loads(rejects_json)
-            cache.put(keys[number], CachedParse(records=new_records, rejects=new_rejects, ingested_at=now))
-            outcomes[number] = (new_records, new_rejects, now, "parsed")
-            report(number)
+    try:
+        for chunk in chunks:
+            parsed = map_batches(chunk, parse_sources, settings.execution, settings=settings, batch_size=1)
+            for number, records_json, rejects_json in parsed.select("number", "records", "rejects").iter_rows():
+                new_records, new_rejects = json.loads(records_json), json.loads(rejects_json)
+                cache.put(keys[number], CachedParse(records=new_records, rejects=new_rejects, ingested_at=now))
+                outcomes[number] = (new_records, new_rejects, now, "parsed")
+                report(number)
+    finally:
+        files.release_worker()
 
     for number, path in enumerate(sources):
         uri = path.relative_to(data_dir).as_posix()
@@ -266,6 +269,8 @@ def parse_sources(batch: pl.DataFrame, settings: Settings) -> pl.DataFrame:
         log.debug("parsed %s in %.2fs", Path(path).name, time.perf_counter() - started)
         out.append({"number": number, "records": json.dumps(new_records, default=str),
                     "rejects": json.dumps(new_rejects, default=str)})
+    if settings.execution.backend == "ray":  # a Ray worker may be killed any time: leave no parser behind
+        files.release_worker()
     return pl.DataFrame(out, schema={"number": pl.Int64, "records": pl.String, "rejects": pl.String})
 
 
@@ -379,8 +384,9 @@ def _read_document(path: Path, settings: Settings) -> list[dict]:
                if path.suffix.lower() in files.ZIP_BASED else None)
     if problem:
         raise ArchiveTooLarge(problem)
-    return files.run_with_time_limit(document_records, (str(path), settings), settings.sources.parse_timeout_s,
-                                     path.name)
+    if not settings.sources.parse_timeout_s:
+        return document_records(str(path), settings)
+    return files.parse_with_time_limit(path, settings.model_dump_json(), settings.sources.parse_timeout_s)
 
 
 class ArchiveTooLarge(files.UnreadableDocument):

