@@ -6,20 +6,24 @@ from finetune_pipeline.definitions import defs
 
 STAGES = ["raw_corpus", "cleaned_corpus", "deduplicated_corpus", "labeled_corpus", "augmented_corpus",
           "dataset_splits", "lora_adapter"]
+PUBLISHED = {"published_splits": "dataset_splits", "published_adapter": "lora_adapter",
+             "published_comparison": "approach_comparison"}
 
 
 def test_graph_has_the_seven_stages_in_order():
     graph = defs.get_repository_def().asset_graph
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert set(STAGES) | {"raw_files", "review_queue", "rejected_records", "data_card", "bias_report",
-                          "approach_comparison"} == keys
+                          "approach_comparison", *PUBLISHED} == keys
     for upstream, downstream in zip(STAGES, STAGES[1:]):
         parents = {k.to_user_string() for k in graph.get(dg.AssetKey(downstream)).parent_keys}
         assert upstream in parents, (upstream, downstream)
+    for published, made_by in PUBLISHED.items():  # publishing waits for the checks of what it publishes
+        assert {k.to_user_string() for k in graph.get(dg.AssetKey(published)).parent_keys} == {made_by}
 
 
-# Checks that warn without stopping anything downstream (the bias report is advice, not a gate).
-WARNING_CHECKS = {"bias_report_representation"}
+# Checks that warn without stopping anything downstream (advice, not gates).
+WARNING_CHECKS = {"bias_report_representation", "dataset_splits_share_drift", "dataset_splits_test_support"}
 
 
 def test_every_asset_is_described_grouped_and_every_check_blocks():
@@ -45,8 +49,7 @@ def test_annotations_refresh_labeling_and_everything_downstream():
     job = defs.resolve_job_def("refresh_labels")
     keys = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
     assert keys == {"labeled_corpus", "review_queue", "augmented_corpus", "dataset_splits", "lora_adapter", "bias_report",
-                    "approach_comparison",
-                    "rejected_records", "data_card"}
+                    "approach_comparison", "rejected_records", "data_card", *PUBLISHED}
     assert defs.get_sensor_def("new_annotations").job_name == "refresh_labels"
 
 

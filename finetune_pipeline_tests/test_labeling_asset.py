@@ -23,10 +23,11 @@ def _deduplicated_root(tmp_path):
     label set, and crowd annotations (one record split 2:2) plus a broken annotation file."""
     root = tmp_path / "data"
     rows = [{"record_id": f"{label[:4]}{n}", "text": text.format(n=n), "label": label, "label_source": "folder",
-             "source_uri": f"raw/{label}/{n}.txt", "locator": "element 0", "content_sha256": f"{n:064d}",
-             "group_id": f"{label}{n}"} for label, text in TICKETS.items() for n in range(12)]
+             "source_uri": f"raw/{label}/{n}.txt", "source_type": "txt", "locator": "element 0",
+             "content_sha256": f"{n:064d}", "group_id": f"{label}{n}"} for label, text in TICKETS.items() for n in range(12)]
     rows.append({"record_id": "unlabeled", "text": "Where is my package? The courier tracking page shows nothing.",
-                 "source_uri": "raw/notes.txt", "locator": "element 0", "content_sha256": "f" * 64,
+                 "source_uri": "raw/notes.txt", "source_type": "txt", "locator": "element 0",
+                 "content_sha256": "f" * 64,
                  "group_id": "notes"})
     (root / ".pipeline" / "assets").mkdir(parents=True)
     corpus_frame(rows).write_parquet(root / ".pipeline" / "assets" / "deduplicated_corpus.parquet")
@@ -78,7 +79,9 @@ def test_labeled_corpus_and_what_follows_materialize_without_the_review_queue(tm
     """What `dagster asset materialize --select '*dataset_splits'` asks of the labeling step: only
     labeled_corpus (the review queue is not in the selection), through the Definitions and their job."""
     root = _deduplicated_root(tmp_path)
-    (root / "finetune.yaml").write_text((root / "finetune.yaml").read_text() + "augmentation: {oversample: false}\n")
+    # The fixture's tickets are one template per label (near copies): only exact copies share a split group here.
+    (root / "finetune.yaml").write_text((root / "finetune.yaml").read_text() + "augmentation: {oversample: false}\n"
+                                        "splits: {contamination_threshold: 1.0}\n")
     defs = definitions_for(DataRoot(root))
     upstream = {k.to_user_string() for k in dg.AssetSelection.assets("dataset_splits").upstream().resolve(
         defs.get_repository_def().asset_graph)}
@@ -91,7 +94,9 @@ def test_labeled_corpus_and_what_follows_materialize_without_the_review_queue(tm
         stored = {e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
         assert stored == {"labeled_corpus", "augmented_corpus", "dataset_splits"}
     assert not (root / "exports" / "review").exists()  # the review queue's export belongs to review_queue
-    assert (root / "exports" / "splits" / "train.jsonl").exists()
+    staged = DataRoot(root).staged(DataRoot(root).splits_export)
+    assert (staged / "train.jsonl").exists()  # the candidate; published_splits (not selected) publishes it
+    assert not (root / "exports" / "splits").exists()
 
     with dg.instance_for_test() as instance:
         result = defs.resolve_implicit_global_asset_job_def().execute_in_process(

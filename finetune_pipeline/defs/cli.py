@@ -97,10 +97,14 @@ def run(data_dir: str | None) -> int:
     job = definitions_for(root).resolve_job_def("refresh_all")
     result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=run_config, tags=tags)
     print(_summary(root))
-    failed_checks = [e.asset_check_evaluation_data for e in result.all_events
-                     if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed]
-    for evaluation in failed_checks:
-        print(f"\nFAILED CHECK {evaluation.check_name} on {evaluation.asset_key.to_user_string()}: "
+    not_passed = [e.asset_check_evaluation_data for e in result.all_events
+                  if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed]
+    from dagster import AssetCheckSeverity
+
+    failed_checks = [ev for ev in not_passed if ev.severity != AssetCheckSeverity.WARN]
+    for evaluation in not_passed:
+        kind = "FAILED CHECK" if evaluation in failed_checks else "WARNING"
+        print(f"\n{kind} {evaluation.check_name} on {evaluation.asset_key.to_user_string()}: "
               f"{evaluation.description}", file=sys.stderr)
     if not result.success or failed_checks:
         failures = [e for e in result.all_events if e.is_step_failure]

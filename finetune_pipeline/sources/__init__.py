@@ -269,8 +269,6 @@ def parse_sources(batch: pl.DataFrame, settings: Settings) -> pl.DataFrame:
         log.debug("parsed %s in %.2fs", Path(path).name, time.perf_counter() - started)
         out.append({"number": number, "records": json.dumps(new_records, default=str),
                     "rejects": json.dumps(new_rejects, default=str)})
-    if settings.execution.backend == "ray":  # a Ray worker may be killed any time: leave no parser behind
-        files.release_worker()
     return pl.DataFrame(out, schema={"number": pl.Int64, "records": pl.String, "rejects": pl.String})
 
 
