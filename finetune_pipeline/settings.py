@@ -394,6 +394,14 @@ class SplitSettings(_Section):
     proportion_tolerance: float = Field(
         0.1, ge=0, le=1, description="Blocking check: a label's share in each split may differ from its share "
         "overall by this much, plus one record of that split (rounding in small splits).")
+    group_by: Literal["document", "cluster", "column"] = Field(
+        "document", description="What keeps records together in one split, besides near-duplicate clusters and "
+        "near copies: document = the chunks of one source document (PDF, Word, HTML, text, e-mail) share a "
+        "group; cluster = near-duplicate clusters only; column = records with the same value in group_column "
+        "(e.g. a thread or customer id) share a group.")
+    group_column: str | None = Field(
+        None, description="With group_by: column, the corpus column whose value names a record's group (rows "
+        "without a value are groups of their own).")
     contamination_threshold: float = Field(
         0.5, gt=0, le=1, description="Records whose word 3-gram MinHash Jaccard reaches this (looser than "
         "dedup.threshold: lightly edited copies that dedup kept) share a split group, and the blocking "
@@ -409,6 +417,12 @@ class SplitSettings(_Section):
 
 Approach = Literal["lora", "full", "feature", "instruction"]
 
+
+    @model_validator(mode="after")
+    def _group_column_given(self) -> "SplitSettings":
+        if self.group_by == "column" and not self.group_column:
+            raise ValueError("splits.group_by: column needs splits.group_column (the column naming each group)")
+        return self
 
 class BaseModelBuildSettings(_Section):
     """A small Llama with random weights and a byte-level BPE tokenizer trained on the data root's own

@@ -128,17 +128,11 @@ def _contamination_clusters(texts: pl.Series, threshold: float, dedup: DedupSett
     return near_duplicate_clusters(texts, cfg).root
 
 
-def join_similar_groups(corpus: pl.DataFrame, cfg: SplitSettings, dedup: DedupSettings) -> pl.DataFrame:
-    """`group_id` widened so that original records at MinHash Jaccard >= `cfg.contamination_threshold`
-    (lightly edited copies that deduplication kept) share one group and land in one split; augmented rows
-    follow their source and are left as they are."""
-    group_col = "group_id" if "group_id" in corpus.columns else "record_id"
-    originals = corpus.filter(pl.col("augmented_from").is_null()) if "augmented_from" in corpus.columns else corpus
-    if originals.height < 2:
-        return corpus.with_columns(pl.col(group_col).alias("group_id"))
-    root = _contamination_clusters(originals["text"], cfg.contamination_threshold, dedup)
-    groups = originals[group_col].to_list()
-    # a group joined to another through any of its members: union over (group, root group) pairs
+DOCUMENT_SOURCE_TYPES = ("txt", "md", "html", "pdf", "docx", "eml")  # sources.files.DOCUMENT_TYPES' values
+
+
+def _union_groups(groups: list[str], links: list[tuple[int, int]]) -> dict[str, str]:
+    """Each group id -> the smallest id it is linked to through any chain of (row, row) links."""
     parent: dict[str, str] = {}
 
     def find(g: str) -> str:
@@ -146,13 +140,47 @@ def join_similar_groups(corpus: pl.DataFrame, cfg: SplitSettings, dedup: DedupSe
             g = parent[g]
         return g
 
-    for i, r in enumerate(root):
-        a, b = find(groups[i]), find(groups[int(r)])
+    for i, j in links:
+        a, b = find(groups[i]), find(groups[j])
         if a != b:
             parent[max(a, b)] = min(a, b)
-    mapping = pl.DataFrame({"_g": list(dict.fromkeys(groups))}).with_columns(
-        pl.col("_g").map_elements(find, return_dtype=pl.String).alias("_joined"))
-    return (corpus.with_columns(pl.col(group_col).alias("_g")).join(mapping, on="_g", how="left")
+    return {g: find(g) for g in dict.fromkeys(groups)}
+
+
+def _same_key_links(keys: list) -> list[tuple[int, int]]:
+    """(row, first row with the same key) for every row whose key is not None."""
+    first: dict = {}
+    links = []
+    for i, key in enumerate(keys):
+        if key is not None:
+            links.append((i, first.setdefault(key, i)))
+    return links
+
+
+def join_similar_groups(corpus: pl.DataFrame, cfg: SplitSettings, dedup: DedupSettings) -> pl.DataFrame:
+    """`group_id` widened so that what must not straddle two splits shares one group: by `cfg.group_by`, the
+    chunks of one source document or the rows with one `group_column` value; and always original records at
+    MinHash Jaccard >= `cfg.contamination_threshold` (lightly edited copies that deduplication kept).
+    Augmented rows follow their source and are left as they are."""
+    group_col = "group_id" if "group_id" in corpus.columns else "record_id"
+    originals = corpus.filter(pl.col("augmented_from").is_null()) if "augmented_from" in corpus.columns else corpus
+    if cfg.group_by == "column" and cfg.group_column not in corpus.columns:
+        raise SplitError(f"splits.group_column {cfg.group_column!r} is not a column of the corpus; name one of "
+                         f"{', '.join(sorted(corpus.columns))}")
+    groups = originals[group_col].to_list()
+    links: list[tuple[int, int]] = []
+    if cfg.group_by == "document":
+        links += _same_key_links([uri if kind in DOCUMENT_SOURCE_TYPES else None
+                                  for uri, kind in originals.select("source_uri", "source_type").iter_rows()])
+    elif cfg.group_by == "column":
+        links += _same_key_links(originals[cfg.group_column].to_list())
+    if originals.height > 1:
+        root = _contamination_clusters(originals["text"], cfg.contamination_threshold, dedup)
+        links += [(i, int(r)) for i, r in enumerate(root) if i != r]
+    mapping = _union_groups(groups, links)
+    joined = pl.DataFrame({"_g": list(mapping), "_joined": list(mapping.values())},
+                          schema={"_g": pl.String, "_joined": pl.String})
+    return (corpus.with_columns(pl.col(group_col).alias("_g")).join(joined, on="_g", how="left")
             .with_columns(pl.coalesce("_joined", "_g").alias("group_id")).drop("_g", "_joined"))
 
 

@@ -317,3 +317,11 @@ def test_support_frame(splits: pl.DataFrame, column: str) -> pl.DataFrame:
 
 def min_count_expectations(column: str, minimum: int) -> list:
     return [E.ExpectColumnValuesToBeBetween(column=column, min_value=minimum)]
+
+
+def document_frame(splits: pl.DataFrame, document_types: tuple[str, ...]) -> pl.DataFrame:
+    """Per source document (records of a document source type), the number of splits its chunks are in;
+    1 is expected (`splits.group_by: document`)."""
+    originals = splits.filter(pl.col("augmented_from").is_null()) if "augmented_from" in splits.columns else splits
+    return (originals.filter(pl.col("source_type").is_in(list(document_types)))
+            .group_by("source_uri").agg(pl.col("split").n_unique().alias("n_splits")))

@@ -4,6 +4,7 @@ import polars as pl
 import pytest
 
 from finetune_pipeline.augment import augment_corpus
+from finetune_pipeline.records import corpus_frame, sha256_text
 from finetune_pipeline.settings import Settings, SplitSettings
 from finetune_pipeline.splits import SplitError, assign_splits, kfold_assignments, stratified_group_split
 
@@ -64,3 +65,50 @@ def test_kfold_keeps_groups_together_and_balances_labels():
     assert folds.group_by("group_id").agg(pl.col("fold").n_unique())["fold"].max() == 1
     per_fold = folds.group_by("fold", "label").len()
     assert per_fold["len"].min() == 4 and per_fold["len"].max() == 4  # 2 groups of 2 per label and fold
+
+
+def _chunked_corpus() -> pl.DataFrame:
+    """A long report cut into 12 chunks, beside 60 one-record tickets, two labels."""
+    rows = []
+    for i in range(12):
+        text = f"Chapter {i} of the annual report: figures, tables and remarks on section {i * 17}."
+        rows.append({"record_id": f"doc{i:02d}", "text": text, "source_uri": "raw/report.pdf", "source_type": "pdf",
+                     "locator": f"page {i + 1}", "content_sha256": sha256_text(text), "label": ["a", "b"][i % 2],
+                     "label_source": "folder", "label_confidence": 1.0})
+    for i in range(60):
+        text = f"Ticket {i}: something about order {1000 + 37 * i} and a {['lamp', 'desk', 'chair'][i % 3]}."
+        rows.append({"record_id": f"t{i:03d}", "text": text, "source_uri": f"raw/t{i}.txt", "source_type": "txt",
+                     "locator": "chunk 1", "content_sha256": sha256_text(text), "label": ["a", "b"][i % 2],
+                     "label_source": "folder", "label_confidence": 1.0})
+    return corpus_frame(rows).with_columns(pl.col("record_id").alias("group_id"),
+                                           pl.lit(None, pl.String).alias("augmented_from"))
+
+
+def test_the_chunks_of_one_document_never_straddle_splits_and_the_check_sees_it_when_they_do():
+    from finetune_pipeline import validation as v
+    from finetune_pipeline.settings import DedupSettings
+    from finetune_pipeline.splits import DOCUMENT_SOURCE_TYPES, join_similar_groups
+
+    corpus, dedup = _chunked_corpus(), DedupSettings()
+    by_document = SplitSettings()  # group_by: document is the default
+    split = assign_splits(join_similar_groups(corpus, by_document, dedup), by_document)
+    assert split.filter(pl.col("source_uri") == "raw/report.pdf")["split"].n_unique() == 1
+    assert v.validate(v.document_frame(split, DOCUMENT_SOURCE_TYPES), "docs", v.leakage_expectations()[0]).passed
+    by_cluster = SplitSettings(group_by="cluster")
+    spread = assign_splits(join_similar_groups(corpus, by_cluster, dedup), by_cluster)
+    assert spread.filter(pl.col("source_uri") == "raw/report.pdf")["split"].n_unique() > 1
+    assert not v.validate(v.document_frame(spread, DOCUMENT_SOURCE_TYPES), "docs",
+                          v.leakage_expectations()[0]).passed
+
+
+def test_a_group_column_keeps_a_thread_together():
+    from finetune_pipeline.settings import DedupSettings
+    from finetune_pipeline.splits import join_similar_groups
+
+    corpus = _chunked_corpus().with_columns(
+        pl.when(pl.col("record_id").str.starts_with("t0")).then(pl.lit("thread-7")).alias("thread"))
+    cfg = SplitSettings(group_by="column", group_column="thread")
+    split = assign_splits(join_similar_groups(corpus, cfg, DedupSettings()), cfg)
+    assert split.filter(pl.col("thread") == "thread-7")["split"].n_unique() == 1
+    with pytest.raises(ValueError, match="group_column"):
+        SplitSettings(group_by="column")

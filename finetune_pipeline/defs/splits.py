@@ -20,7 +20,8 @@ from finetune_pipeline.defs.types import SPLIT_COLUMNS, SplitsFrame, column_sche
 from finetune_pipeline.labeling import LabelingStats
 from finetune_pipeline.records import CORPUS_STAGES, SPLITS
 from finetune_pipeline.sources import CollectionStats
-from finetune_pipeline.splits import assign_splits, cross_split_near_duplicates, join_similar_groups, kfold_assignments
+from finetune_pipeline.splits import (DOCUMENT_SOURCE_TYPES, assign_splits, cross_split_near_duplicates,
+                                      join_similar_groups, kfold_assignments)
 from finetune_pipeline.tasks import task_for
 
 LISTED = 20  # record ids listed in a failed check's metadata
@@ -89,7 +90,8 @@ def _candidate(pipeline: PipelineResource) -> dict:
 
 @blocking_check("dataset_splits", "dataset_splits_no_leakage",
                 "Split values valid, every label in every split, no record or group (near-duplicate cluster) in two "
-                "splits, augmented and synthetic rows only in train and in their source's split, label shares per "
+                "splits, no source document's chunks in two splits (splits.group_by: document), augmented and "
+                "synthetic rows only in train and in their source's split, label shares per "
                 "split within splits.proportion_tolerance of the whole.")
 def dataset_splits_no_leakage(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
     settings = pipeline.settings()
@@ -109,6 +111,9 @@ def dataset_splits_no_leakage(pipeline: PipelineResource, current: pl.DataFrame)
                                      v.label_coverage_expectations()))
     if augmented.height:
         results.append(v.validate(augmented, "dataset_splits_augmented", aug_exps))
+    if settings.splits.group_by == "document":  # the chunks of one document in one split
+        results.append(v.validate(v.document_frame(current, DOCUMENT_SOURCE_TYPES), "dataset_splits_documents",
+                                  group_exps))
     return suite_result(*results, extra=_candidate(pipeline))
 
 
