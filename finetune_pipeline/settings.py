@@ -414,15 +414,15 @@ class SplitSettings(_Section):
             raise ValueError(f"train + validation + test must be 1.0, got {total:.3f}")
         return self
 
-
-Approach = Literal["lora", "full", "feature", "instruction"]
-
-
     @model_validator(mode="after")
     def _group_column_given(self) -> "SplitSettings":
         if self.group_by == "column" and not self.group_column:
             raise ValueError("splits.group_by: column needs splits.group_column (the column naming each group)")
         return self
+
+
+Approach = Literal["lora", "full", "feature", "instruction"]
+
 
 class BaseModelBuildSettings(_Section):
     """A small Llama with random weights and a byte-level BPE tokenizer trained on the data root's own

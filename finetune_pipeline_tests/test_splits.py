@@ -68,17 +68,26 @@ def test_kfold_keeps_groups_together_and_balances_labels():
 
 
 def _chunked_corpus() -> pl.DataFrame:
-    """A long report cut into 12 chunks, beside 60 one-record tickets, two labels."""
+    """A long report cut into 12 chunks, beside 60 one-record tickets, two labels; every text its own words
+    (no two are near copies, which would share a group anyway)."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    words = [f"{a}{b}{c}" for a in "bdfgklmnprstv" for b in "aeiou" for c in ("n", "r", "s", "x")]
+
+    def text() -> str:
+        return " ".join(rng.choice(words, size=16, replace=False))
+
     rows = []
     for i in range(12):
-        text = f"Chapter {i} of the annual report: figures, tables and remarks on section {i * 17}."
-        rows.append({"record_id": f"doc{i:02d}", "text": text, "source_uri": "raw/report.pdf", "source_type": "pdf",
-                     "locator": f"page {i + 1}", "content_sha256": sha256_text(text), "label": ["a", "b"][i % 2],
+        body = text()
+        rows.append({"record_id": f"doc{i:02d}", "text": body, "source_uri": "raw/report.pdf", "source_type": "pdf",
+                     "locator": f"page {i + 1}", "content_sha256": sha256_text(body), "label": ["a", "b"][i % 2],
                      "label_source": "folder", "label_confidence": 1.0})
     for i in range(60):
-        text = f"Ticket {i}: something about order {1000 + 37 * i} and a {['lamp', 'desk', 'chair'][i % 3]}."
-        rows.append({"record_id": f"t{i:03d}", "text": text, "source_uri": f"raw/t{i}.txt", "source_type": "txt",
-                     "locator": "chunk 1", "content_sha256": sha256_text(text), "label": ["a", "b"][i % 2],
+        body = text()
+        rows.append({"record_id": f"t{i:03d}", "text": body, "source_uri": f"raw/t{i}.txt", "source_type": "txt",
+                     "locator": "chunk 1", "content_sha256": sha256_text(body), "label": ["a", "b"][i % 2],
                      "label_source": "folder", "label_confidence": 1.0})
     return corpus_frame(rows).with_columns(pl.col("record_id").alias("group_id"),
                                            pl.lit(None, pl.String).alias("augmented_from"))
@@ -106,7 +115,7 @@ def test_a_group_column_keeps_a_thread_together():
     from finetune_pipeline.splits import join_similar_groups
 
     corpus = _chunked_corpus().with_columns(
-        pl.when(pl.col("record_id").str.starts_with("t0")).then(pl.lit("thread-7")).alias("thread"))
+        pl.when(pl.col("record_id").str.starts_with("t00")).then(pl.lit("thread-7")).alias("thread"))
     cfg = SplitSettings(group_by="column", group_column="thread")
     split = assign_splits(join_similar_groups(corpus, cfg, DedupSettings()), cfg)
     assert split.filter(pl.col("thread") == "thread-7")["split"].n_unique() == 1
