@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from finetune_pipeline.dedup.minhash import near_duplicate_clusters
+from finetune_pipeline.dedup.minhash import clusters_from_pairs, near_duplicate_clusters
 from finetune_pipeline.records import SPLITS
 from finetune_pipeline.settings import DedupSettings, SplitSettings
 from finetune_pipeline.tasks import Task, task_named
@@ -131,22 +131,6 @@ def _contamination_clusters(texts: pl.Series, threshold: float, dedup: DedupSett
 DOCUMENT_SOURCE_TYPES = ("txt", "md", "html", "pdf", "docx", "eml")  # sources.files.DOCUMENT_TYPES' values
 
 
-def _union_groups(groups: list[str], links: list[tuple[int, int]]) -> dict[str, str]:
-    """Each group id -> the smallest id it is linked to through any chain of (row, row) links."""
-    parent: dict[str, str] = {}
-
-    def find(g: str) -> str:
-        while parent.get(g, g) != g:
-            g = parent[g]
-        return g
-
-    for i, j in links:
-        a, b = find(groups[i]), find(groups[j])
-        if a != b:
-            parent[max(a, b)] = min(a, b)
-    return {g: find(g) for g in dict.fromkeys(groups)}
-
-
 def _same_key_links(keys: list) -> list[tuple[int, int]]:
     """(row, first row with the same key) for every row whose key is not None."""
     first: dict = {}
@@ -177,9 +161,11 @@ def join_similar_groups(corpus: pl.DataFrame, cfg: SplitSettings, dedup: DedupSe
     if originals.height > 1:
         root = _contamination_clusters(originals["text"], cfg.contamination_threshold, dedup)
         links += [(i, int(r)) for i, r in enumerate(root) if i != r]
-    mapping = _union_groups(groups, links)
-    joined = pl.DataFrame({"_g": list(mapping), "_joined": list(mapping.values())},
-                          schema={"_g": pl.String, "_joined": pl.String})
+    links += _same_key_links(groups)  # the rows of one group stay linked
+    component = clusters_from_pairs(len(groups), np.array(links, dtype=np.int64).reshape(-1, 2))
+    # each group joins the smallest group id of its connected component
+    joined = (pl.DataFrame({"_g": groups, "_c": component}, schema={"_g": pl.String, "_c": pl.Int64})
+              .with_columns(pl.col("_g").min().over("_c").alias("_joined")).unique("_g").drop("_c"))
     return (corpus.with_columns(pl.col(group_col).alias("_g")).join(joined, on="_g", how="left")
             .with_columns(pl.coalesce("_joined", "_g").alias("group_id")).drop("_g", "_joined"))
 

@@ -18,17 +18,9 @@ from finetune_pipeline.training.chunked_cross_entropy import IGNORE, chunked_lin
 from finetune_pipeline.training.instruction import (InstructionTraining, collate, main, token_loss, train_instruction,
                                                     write_pairs)
 from finetune_pipeline.training.optimizer import lr_schedule
-from finetune_pipeline_tests.test_instruction import PAIRS, tiny_llama_folder
+from finetune_pipeline_tests.test_instruction import PAIRS, one_torch_thread, tiny_llama_folder  # noqa: F401 (autouse)
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models; see test_training.py
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

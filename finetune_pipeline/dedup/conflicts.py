@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 
 from finetune_pipeline.dedup.exact import dedup_key
-from finetune_pipeline.dedup.minhash import near_duplicate_clusters
+from finetune_pipeline.dedup.minhash import clusters_from_pairs, near_duplicate_clusters
 from finetune_pipeline.records import StageStats, reject_rows
 from finetune_pipeline.settings import DedupSettings
 from finetune_pipeline.sources.conversations import render_text
@@ -95,43 +95,24 @@ def _agree(a: str, b: str, threshold: float) -> bool:
     return len(sa & sb) / max(len(sa | sb), 1) >= threshold
 
 
-def _union(parent: np.ndarray, roots: np.ndarray) -> None:
-    """Merge every i with roots[i] (union-find over indices; the smaller index becomes the root)."""
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-    for i, j in enumerate(roots):
-        a, b = find(i), find(int(j))
-        if a != b:
-            parent[max(a, b)] = min(a, b)
-
-
 def prompt_clusters(contexts: list[str], cfg: DedupSettings) -> np.ndarray:
-    """Per context (in keep order) the index of its cluster's first member."""
+    """Per context (in keep order) the index of its cluster's first member: the connected components of
+    exact, near and (with `semantic`) paraphrase links."""
     n = len(contexts)
-    parent = np.arange(n)
     series = pl.Series(contexts, dtype=pl.String)
     keys = pl.DataFrame({"k": series}).select(dedup_key(pl.col("k")))["k"]
-    first = pl.DataFrame({"k": keys, "i": np.arange(n)}).with_columns(pl.col("i").first().over("k").alias("r"))
-    _union(parent, first["r"].to_numpy())
+    roots = [pl.DataFrame({"k": keys, "i": np.arange(n)}).select(pl.col("i").first().over("k"))["i"].to_numpy()]
     if cfg.near_duplicates and n > 1:
         near_cfg = cfg.model_copy(update={"shingle": PROMPT_SHINGLE, "ngram": PROMPT_NGRAM,
                                           "threshold": cfg.prompt_threshold})
-        _union(parent, near_duplicate_clusters(series, near_cfg).root)
+        roots.append(near_duplicate_clusters(series, near_cfg).root)
     if cfg.semantic and n > 1:
         from finetune_pipeline.dedup.semantic import semantic_clusters  # torch only when asked for
 
-        _union(parent, semantic_clusters(contexts, cfg.model_copy(
+        roots.append(semantic_clusters(contexts, cfg.model_copy(
             update={"semantic_threshold": cfg.prompt_semantic_threshold})).root)
-    return np.array([_find_root(parent, i) for i in range(n)])
-
-
-def _find_root(parent: np.ndarray, i: int) -> int:
-    while parent[i] != i:
-        i = parent[i]
-    return int(i)
+    pairs = np.concatenate([np.stack([np.arange(n), r]).T for r in roots]).astype(np.int64)
+    return clusters_from_pairs(n, pairs)
 
 
 def prompt_dedup(kept: pl.DataFrame, cfg: DedupSettings) -> PromptDedup:

@@ -95,9 +95,8 @@ def review_conflicts(corpus: pl.DataFrame, annotations: pl.DataFrame) -> Conflic
                 "{}: same prompt, {} answers that disagree ({}); " + REVIEW_HINT, pl.lit(cid),
                 pl.lit(rows.height), pl.lit(why))))
             review.append(_review_row(cid, rows))
-    kept_frame = pl.concat(kept, how="diagonal_relaxed") if kept else corpus.clear()
     return ConflictReview(
-        kept=kept_frame.drop("conflict_id"),
+        kept=pl.concat(kept, how="diagonal_relaxed").drop("conflict_id"),
         rejected=pl.concat(rejected) if rejected else empty_rejects(),
         review=pl.DataFrame(review, schema=REVIEW_SCHEMA) if review else empty_review(),
         counts=dict(counts), records_in_review=held, problems=problems, used_annotations=set(votes_of))
