@@ -309,10 +309,10 @@ def share_drift_frame(current: pl.DataFrame, published: pl.DataFrame, column: st
 
 
 def test_support_frame(splits: pl.DataFrame, column: str) -> pl.DataFrame:
-    """Per value of `column`, its original records in the test split."""
-    test = splits.filter(pl.col("split") == "test")
-    return test.group_by(pl.col(column).fill_null("(none)").alias("value")).len().rename(
-        {"len": "test_records"}).sort("value")
+    """Per value of `column` anywhere in the splits, its records in the test split (0 when it has none)."""
+    value = pl.col(column).fill_null("(none)").alias("value")
+    return (splits.group_by(value).agg((pl.col("split") == "test").sum().cast(pl.Int64).alias("test_records"))
+            .sort("value"))
 
 
 def min_count_expectations(column: str, minimum: int) -> list:

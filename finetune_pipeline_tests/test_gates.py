@@ -203,3 +203,16 @@ def test_the_dataset_card_is_one_hugging_face_reads(good_run):
     on_disk = datasets.load_from_disk(str(folder))
     assert {s: loaded[s].num_rows for s in loaded} == {s: on_disk[s].num_rows for s in on_disk}
     assert sum(loaded[s].num_rows for s in loaded) == len(_pairs())
+
+
+def test_the_share_drift_and_test_support_warnings_fire_on_real_shifts():
+    from finetune_pipeline import validation as v
+
+    before = pl.DataFrame({"label": ["a"] * 50 + ["b"] * 50, "split": ["train"] * 90 + ["test"] * 10})
+    after = pl.DataFrame({"label": ["a"] * 80 + ["b"] * 20, "split": ["train"] * 90 + ["test"] * 10})
+    drift = v.share_drift_frame(after, before, "label", 0.1)
+    assert dict(zip(drift["value"], drift["within"])) == {"a": False, "b": False}  # 0.5 -> 0.8 and 0.2
+    assert v.share_drift_frame(before, before, "label", 0.1)["within"].all()
+    assert v.share_drift_frame(after, pl.DataFrame(), "label", 0.1).is_empty()  # nothing published yet
+    support = v.test_support_frame(after, "label")
+    assert dict(support.rows()) == {"a": 0, "b": 10}  # every test row is 'b': 'a' has none to be measured on
