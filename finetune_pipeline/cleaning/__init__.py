@@ -18,7 +18,7 @@ from finetune_pipeline.cleaning import noise
 from finetune_pipeline.cleaning.erasure import ErasureReport, ErasureRequest, SubjectMatcher
 from finetune_pipeline.cleaning.normalize import collapse_whitespace, normalize_text
 from finetune_pipeline.cleaning.privacy import apply_pii_policy_groups
-from finetune_pipeline.cleaning.quality_filters import quality_reject
+from finetune_pipeline.cleaning.quality_filters import identify_languages, needs_language, quality_reject
 from finetune_pipeline.cleaning.sft_filters import sft_reject, too_long_filter, training_tokenizer
 from finetune_pipeline.execution import frames
 from finetune_pipeline.records import StageResult, StageStats, rejects_frame, sha256_text
@@ -100,12 +100,17 @@ def clean_documents(batch: pl.DataFrame, settings: Settings,
     units = [[text] if turns is None else [normalize_text(t["content"], cfg) for t in turns]
              for text, turns in zip(texts, conversations)]
     outcome: dict[str, dict] = {}
-    for row, turns, pii in zip(rows, conversations, apply_pii_policy_groups(units, settings.privacy)):
+    redacted = apply_pii_policy_groups(units, settings.privacy)
+    cleaned = [{"text": pii[0].text} if turns is None else
+               conversation_fields([{**t, "content": p.text} for t, p in zip(turns, pii)])
+               for turns, pii in zip(conversations, redacted)]
+    # the language filter's identifications, batched: one numpy pass over every text that needs one
+    judged = [n for n, fields in enumerate(cleaned) if needs_language(fields["text"], cfg)]
+    languages = dict(zip(judged, identify_languages([cleaned[n]["text"] for n in judged])))
+    for n, (row, turns, pii, fields) in enumerate(zip(rows, conversations, redacted, cleaned)):
         counts = sum((p.counts for p in pii), Counter())
         drop_because = next((p.drop_because for p in pii if p.drop_because), None)
         result = {"_pii_counts": json.dumps(dict(counts), sort_keys=True)}
-        fields = {"text": pii[0].text} if turns is None else \
-            conversation_fields([{**t, "content": p.text} for t, p in zip(turns, pii)])
         # an empty final answer is the SFT filters' empty_response
         empty_turn = turns is not None and next((i for i, p in enumerate(pii[:-1], start=1) if not p.text.strip()),
                                                 None)
@@ -116,7 +121,8 @@ def clean_documents(batch: pl.DataFrame, settings: Settings,
                                                    f"after cleaning; fix the turn or remove the conversation")
         elif turns is not None and (sft := sft_reject(fields["prompt"], fields["response"], cfg)):
             result.update(_reason=sft[0], _detail=sft[1])
-        elif (reject := quality_reject(fields["text"], cfg, None if turns is None else [p.text for p in pii]))[0]:
+        elif (reject := quality_reject(fields["text"], cfg, None if turns is None else [p.text for p in pii],
+                                       languages.get(n)))[0]:
             result.update(_reason=reject[0][0], _detail=reject[0][1])
         elif (too_long := turns is not None and _too_long(fields, settings)) and cfg.too_long_action == "drop":
             result.update(_reason=too_long[0], _detail=too_long[1])

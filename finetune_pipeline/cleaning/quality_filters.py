@@ -24,8 +24,14 @@ MIN_WORDS_FOR_DICTIONARY = 10
 
 def words(text: str) -> list[str]:
     """Whitespace tokens with surrounding punctuation stripped, placeholders left out."""
+    return list(_words(text))
+
+
+@lru_cache(maxsize=16)
+def _words(text: str) -> tuple[str, ...]:
+    # every filter splits the same text: split it once (a str caches its hash, so the lookup is cheap)
     tokens = (t.strip(_EDGE_PUNCT) for t in _PLACEHOLDER.sub(" ", text).split())
-    return [t for t in tokens if t]
+    return tuple(t for t in tokens if t)
 
 
 def length_filter(text: str, settings: CleaningSettings) -> Reject:
@@ -44,7 +50,7 @@ def length_filter(text: str, settings: CleaningSettings) -> Reject:
 
 def mean_word_length_filter(text: str, settings: CleaningSettings) -> Reject:
     """Gopher: the mean word length must lie within [min, max] (characters)."""
-    found = words(text)
+    found = _words(text)
     if not found:
         return None
     mean = sum(len(w) for w in found) / len(found)
@@ -60,13 +66,15 @@ def symbol_count(text: str) -> int:
     text = _PLACEHOLDER.sub(" ", text)
     hashes = len(re.findall(r"#(?!\d)", text))
     ellipses = text.count("...") + text.count("\u2026")
-    others = sum(1 for c in text if unicodedata.category(c) == "So" or c in "\u2022\u25aa\u25cf\u00b7")
+    # no ASCII character is a symbol of category So or one of the bullets
+    others = 0 if text.isascii() else sum(1 for c in text if unicodedata.category(c) == "So"
+                                          or c in "\u2022\u25aa\u25cf\u00b7")
     return hashes + ellipses + others
 
 
 def symbol_ratio_filter(text: str, settings: CleaningSettings) -> Reject:
     """Gopher: symbols per word at most `max_symbol_word_ratio`."""
-    found = words(text)
+    found = _words(text)
     ratio = symbol_count(text) / max(1, len(found))
     if ratio > settings.max_symbol_word_ratio:
         return "symbol_to_word_ratio", (f"{ratio:.2f} symbols per word > cleaning.max_symbol_word_ratio="
@@ -76,7 +84,7 @@ def symbol_ratio_filter(text: str, settings: CleaningSettings) -> Reject:
 
 def alpha_words_filter(text: str, settings: CleaningSettings) -> Reject:
     """Gopher: enough words must contain a letter (tables of numbers, code dumps and hashes fail)."""
-    found = words(text)
+    found = _words(text)
     if not found:
         return None
     share = sum(any(c.isalpha() for c in w) for w in found) / len(found)
@@ -125,7 +133,7 @@ def duplicate_ngram_share(tokens: list[str], n: int) -> float:
 
 def repeated_ngrams_filter(text: str, settings: CleaningSettings) -> Reject:
     """Gopher: the most frequent 2-4-gram and the duplicated 5-10-grams may cover only so much of the text."""
-    tokens = [w.lower() for w in words(text)]
+    tokens = [w.lower() for w in _words(text)]
     if len(tokens) < settings.repetition_min_words:
         return None
     for n, limit in sorted(settings.max_top_ngram_share.items()):
@@ -151,7 +159,7 @@ def english_dictionary() -> frozenset[str]:
 def unknown_word_share(text: str) -> tuple[float, int]:
     """Share of dictionary-checkable words (lower-case, letters only) that are not in the dictionary,
     and how many words were checked. Capitalised words (names, brands), numbers and codes are skipped."""
-    checked = [w for w in words(text) if _DICTIONARY_WORD.match(w)]
+    checked = [w for w in _words(text) if _DICTIONARY_WORD.match(w)]
     if not checked:
         return 0.0, 0
     dictionary = english_dictionary()
@@ -168,28 +176,34 @@ def unknown_words_filter(text: str, settings: CleaningSettings) -> Reject:
     return None
 
 
-@lru_cache(maxsize=1)
-def _language_identifier():
-    from langid.langid import LanguageIdentifier, model
+def identify_languages(texts: list[str]) -> list[tuple[str, float]]:
+    """ISO 639-1 code and probability of each text: langid.py's model and decisions, batched
+    (`language_id.py`); typed placeholders are left out."""
+    from finetune_pipeline.cleaning.language_id import language_identifier
 
-    return LanguageIdentifier.from_modelstring(model, norm_probs=True)
+    return language_identifier().classify_batch([_PLACEHOLDER.sub(" ", text) for text in texts])
 
 
 def identify_language(text: str) -> tuple[str, float]:
-    """ISO 639-1 code and probability from langid.py (its model ships in the package)."""
-    lang, prob = _language_identifier().classify(_PLACEHOLDER.sub(" ", text))
-    return lang, float(prob)
+    """`identify_languages` of one text."""
+    return identify_languages([text])[0]
 
 
-def language_filter(text: str, settings: CleaningSettings) -> Reject:
+def language_filter(text: str, settings: CleaningSettings, language: tuple[str, float] | None = None) -> Reject:
     """Reject texts confidently identified as a language outside `cleaning.languages`; texts shorter than
-    `language_min_chars` are not judged (identification is unreliable on them)."""
+    `language_min_chars` are not judged (identification is unreliable on them). `language`: the text's
+    `identify_language`, when already known (batched)."""
     if not settings.languages or len(text) < settings.language_min_chars:
         return None
-    lang, prob = identify_language(text)
+    lang, prob = language or identify_language(text)
     if lang not in settings.languages and prob >= settings.language_min_confidence:
         return "language", f"identified as '{lang}' (p={prob:.2f}), not in cleaning.languages={settings.languages}"
     return None
+
+
+def needs_language(text: str, settings: CleaningSettings) -> bool:
+    """Whether `language_filter` identifies this text's language (so a batch can identify them together)."""
+    return bool(settings.languages) and len(text) >= settings.language_min_chars
 
 
 # In order: the first filter that rejects names the reason.
@@ -199,13 +213,16 @@ FILTERS = (length_filter, language_filter, mean_word_length_filter, alpha_words_
 PER_TURN_FILTERS = (repeated_lines_filter, repeated_ngrams_filter)
 
 
-def quality_reject(text: str, settings: CleaningSettings,
-                   turns: list[str] | None = None) -> tuple[Reject, list[str]]:
+def quality_reject(text: str, settings: CleaningSettings, turns: list[str] | None = None,
+                   language: tuple[str, float] | None = None) -> tuple[Reject, list[str]]:
     """Run every filter: the first reject (or None) and the quality flags to attach to a kept text.
-    `turns`: a conversation's turn contents; the repetition filters then judge each turn alone."""
+    `turns`: a conversation's turn contents; the repetition filters then judge each turn alone.
+    `language`: the text's `identify_language` when a batch already identified it."""
     for quality_filter in FILTERS:
         if turns is not None and quality_filter in PER_TURN_FILTERS:
             reject = next((r for turn in turns if (r := quality_filter(turn, settings))), None)
+        elif quality_filter is language_filter:
+            reject = language_filter(text, settings, language)
         else:
             reject = quality_filter(text, settings)
         if reject:
