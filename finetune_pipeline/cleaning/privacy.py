@@ -64,6 +64,14 @@ _ADDRESSES = [
     # US military mail: "PSC 3767, Box 8418, APO AE 64707", "USNV Smith, FPO AA 23658"
     r"\b(?:(?:PSC|CMR|Unit)\s+\d{3,5},?\s+Box\s+\d{3,5}|(?:USNS|USNV|USS|USCGC)\s+[A-Z][a-z]+),?\s+[AFD]PO\s+A[AEP]\s+\d{5}\b",
 ]
+
+
+def _first_letter(letters: str) -> str:
+    """A lookahead for the first letters of a case-insensitive cue list: the same matches, several times
+    faster (without it `re` tries every alternative at every position of the text)."""
+    return f"(?=(?i:[{letters}]))"
+
+
 # Names after words that introduce a person: greetings and sign-offs, self-introductions, titles,
 # relations and "spoke with". The cue stays, the name is the value.
 _NAME = r"[A-ZÀ-ÖØ-Þ][a-zß-öø-ÿ]+(?:[-'][A-ZÀ-ÖØ-Þ]?[a-zß-öø-ÿ]+)?"
@@ -77,11 +85,11 @@ _NAME_CUES = [
     # "Kind regards, Maria" ending a line, or "Thanks,\nMaria" ending the text
     r"(?im)^[ \t]*" + _SIGN_OFF + r",[ \t]*" + _ANY_CASE_NAME + r"[ \t]*[.!]?[ \t]*$",
     r"(?i)(?:^|\n)[ \t]*" + _SIGN_OFF + r",?[ \t]*\n\s*" + _ANY_CASE_NAME + r"[ \t]*[.!]?\s*\Z",
-    r"(?i:my name is|my name's|i am|i'm|this is|name:)\s+" + _FULL_NAME,
+    _first_letter("mint") + r"(?i:my name is|my name's|i am|i'm|this is|name:)\s+" + _FULL_NAME,
     r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame)\.?\s+" + _FULL_NAME,
-    r"(?i:colleague|manager|husband|wife|partner|son|daughter|brother|sister|mother|father|mum|mom|dad|friend|"
+    _first_letter("abcdfhlmnpstw") + r"(?i:colleague|manager|husband|wife|partner|son|daughter|brother|sister|mother|father|mum|mom|dad|friend|"
     r"neighbou?r|boss|assistant|agent|driver|courier|technician|landlord|tenant)\s+" + _FULL_NAME,
-    r"(?i:spoke (?:with|to)|talked (?:with|to)|chatted with|ask(?:ed)? for|attn\.?:?|attention:?|c/o|"
+    _first_letter("acfost") + r"(?i:spoke (?:with|to)|talked (?:with|to)|chatted with|ask(?:ed)? for|attn\.?:?|attention:?|c/o|"
     r"signed (?:for )?by|forward (?:this|it) to|on behalf of|contact(?:ed)?|cc)\s+" + _FULL_NAME,
     _FULL_NAME + r"\s+(?:called|phoned|rang|wrote|emailed|e-mailed|texted|said|told me|promised|from your (?:team|support))\b",
 ]
@@ -108,26 +116,28 @@ _PHONES = [
     r"(?<![\w+#$.,/:-])\d{2,5}(?:[ .-]\d{2,8}){1,4}(?:\s*(?:x|ext\.?)\s*\d{1,6})?(?![\w-]|[.,]\d)",
 ]
 # A bare run of digits is a phone number only right after a phone cue.
-_PHONE_CUE = (r"(?i:phone|tel\.?|telephone|mobile|cell|fax|whatsapp|call(?: me)?(?: at| on)?|text(?: me)?(?: at| on)?|"
+_PHONE_CUE = (_first_letter("cfmnprtw") + r"(?i:phone|tel\.?|telephone|mobile|cell|fax|whatsapp|call(?: me)?(?: at| on)?|text(?: me)?(?: at| on)?|"
               r"reach me (?:at|on)|number is)\s*:?\s*((?:\+|00)?\d[\d ().-]{5,18}\d)(?![\w-])")
 _DATE_LIKE = re.compile(r"^(?:\d{4}[-. ]\d{1,2}[-. ]\d{1,2}|\d{1,2}[-. ]\d{1,2}[-. ]\d{2,4})$")
 
-# (kind, pattern, group holding the value); validated by `_valid`.
-_PATTERNS: list[tuple[str, re.Pattern, int]] = [
-    ("email", re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"), 0),
-    ("iban", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b"), 0),
-    ("credit_card", re.compile(r"\b(?:\d[ -]?){12,18}\d\b"), 0),
-    ("us_ssn", re.compile(r"\b(?!000|666|9\d\d)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}\b"), 0),
+# (kind, pattern, group holding the value, what the text must contain for a match: "@", ":", a digit or
+# nothing); validated by `_valid`. The requirement is a cheap test that skips a pattern that cannot match.
+_PATTERNS: list[tuple[str, re.Pattern, int, str | None]] = [
+    ("email", re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"), 0, "@"),
+    ("iban", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b"), 0, "digit"),
+    ("credit_card", re.compile(r"\b(?:\d[ -]?){12,18}\d\b"), 0, "digit"),
+    ("us_ssn", re.compile(r"\b(?!000|666|9\d\d)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}\b"), 0, "digit"),
     ("us_ssn", re.compile(r"(?i:\bssn|social security(?: number| no\.?)?)\s*(?:is|:|#|number)?\s*:?\s*"
-                          r"((?!000|666|9\d\d)\d{3}(?!00)\d{2}(?!0000)\d{4})\b"), 1),
-    ("ip_address", re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)"), 0),
+                          r"((?!000|666|9\d\d)\d{3}(?!00)\d{2}(?!0000)\d{4})\b"), 1, "digit"),
+    ("ip_address", re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)"), 0, "digit"),
     ("ip_address", re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?::(?:\d{1,3}\.){3}\d{1,3})?"
-                              r"(?![\w:])"), 0),
-    *[("phone", re.compile(p), 0) for p in _PHONES],
-    ("phone", re.compile(_PHONE_CUE), 1),
-    *[("street_address", re.compile(p), 0) for p in _ADDRESSES],
-    *[("person", re.compile(p), 1) for p in _NAME_CUES],
+                              r"(?![\w:])"), 0, ":"),
+    *[("phone", re.compile(p), 0, "digit") for p in _PHONES],
+    ("phone", re.compile(_PHONE_CUE), 1, "digit"),
+    *[("street_address", re.compile(p), 0, "digit") for p in _ADDRESSES],
+    *[("person", re.compile(p), 1, None) for p in _NAME_CUES],
 ]
+_DIGIT = re.compile(r"\d")  # the same digits as the patterns' \d (any Unicode decimal digit)
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +245,10 @@ class PiiSpan:
 def pattern_spans(text: str) -> list[PiiSpan]:
     """Spans found by the project's validated patterns."""
     spans = []
-    for kind, pattern, group in _PATTERNS:
+    present = {"@": "@" in text, ":": ":" in text, "digit": _DIGIT.search(text) is not None, None: True}
+    for kind, pattern, group, needs in _PATTERNS:
+        if not present[needs]:
+            continue
         for match in pattern.finditer(text):
             extent = _value_spans(kind, match.group(group), match.start(group))
             if extent:
