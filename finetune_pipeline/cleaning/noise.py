@@ -50,9 +50,16 @@ _DIGITS = re.compile(r"\d+")
 _MAX_HEADER_CHARS = 120
 
 
+# Printable ASCII, tabs and newlines: nothing that ftfy's fixes (mojibake, control characters, terminal
+# escapes, line breaks) would change, so ftfy is skipped (a test compares the two).
+_PLAIN_ASCII = re.compile(r"[\t\n\x20-\x7e]*")
+
+
 def fix_encoding(text: str) -> str:
     """Repair mojibake ("donâ€™t" -> "don’t") with ftfy; quotes, width and unicode form are left to
     normalisation so that each stays switchable."""
+    if _PLAIN_ASCII.fullmatch(text):
+        return text
     return ftfy.fix_text(text, uncurl_quotes=False, normalization=None, fix_character_width=False,
                          fix_latin_ligatures=False, unescape_html=False)
 

@@ -120,24 +120,25 @@ _PHONE_CUE = (_first_letter("cfmnprtw") + r"(?i:phone|tel\.?|telephone|mobile|ce
               r"reach me (?:at|on)|number is)\s*:?\s*((?:\+|00)?\d[\d ().-]{5,18}\d)(?![\w-])")
 _DATE_LIKE = re.compile(r"^(?:\d{4}[-. ]\d{1,2}[-. ]\d{1,2}|\d{1,2}[-. ]\d{1,2}[-. ]\d{2,4})$")
 
-# (kind, pattern, group holding the value, what the text must contain for a match: "@", ":", a digit or
-# nothing); validated by `_valid`. The requirement is a cheap test that skips a pattern that cannot match.
-_PATTERNS: list[tuple[str, re.Pattern, int, str | None]] = [
+# (kind, pattern, group holding the value, what the text must contain for a valid match: "@", ":", or at least
+# this many digits); validated by `_valid`. The requirement is a cheap test that skips a pattern that cannot
+# give a valid span (a phone has 7-15 digits, a card 13-19).
+_PATTERNS: list[tuple[str, re.Pattern, int, str | int]] = [
     ("email", re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"), 0, "@"),
-    ("iban", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b"), 0, "digit"),
-    ("credit_card", re.compile(r"\b(?:\d[ -]?){12,18}\d\b"), 0, "digit"),
-    ("us_ssn", re.compile(r"\b(?!000|666|9\d\d)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}\b"), 0, "digit"),
+    ("iban", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b"), 0, 2),
+    ("credit_card", re.compile(r"\b(?:\d[ -]?){12,18}\d\b"), 0, 13),
+    ("us_ssn", re.compile(r"\b(?!000|666|9\d\d)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}\b"), 0, 9),
     ("us_ssn", re.compile(r"(?i:\bssn|social security(?: number| no\.?)?)\s*(?:is|:|#|number)?\s*:?\s*"
-                          r"((?!000|666|9\d\d)\d{3}(?!00)\d{2}(?!0000)\d{4})\b"), 1, "digit"),
-    ("ip_address", re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)"), 0, "digit"),
+                          r"((?!000|666|9\d\d)\d{3}(?!00)\d{2}(?!0000)\d{4})\b"), 1, 9),
+    ("ip_address", re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)"), 0, 4),
     ("ip_address", re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?::(?:\d{1,3}\.){3}\d{1,3})?"
                               r"(?![\w:])"), 0, ":"),
-    *[("phone", re.compile(p), 0, "digit") for p in _PHONES],
-    ("phone", re.compile(_PHONE_CUE), 1, "digit"),
-    *[("street_address", re.compile(p), 0, "digit") for p in _ADDRESSES],
-    *[("person", re.compile(p), 1, None) for p in _NAME_CUES],
+    *[("phone", re.compile(p), 0, 7) for p in _PHONES],
+    ("phone", re.compile(_PHONE_CUE), 1, 7),
+    *[("street_address", re.compile(p), 0, 1) for p in _ADDRESSES],
+    *[("person", re.compile(p), 1, 0) for p in _NAME_CUES],
 ]
-_DIGIT = re.compile(r"\d")  # the same digits as the patterns' \d (any Unicode decimal digit)
+_DIGIT = re.compile(r"\d")  # the patterns' \d (any Unicode decimal digit)
 
 log = logging.getLogger(__name__)
 
@@ -245,9 +246,9 @@ class PiiSpan:
 def pattern_spans(text: str) -> list[PiiSpan]:
     """Spans found by the project's validated patterns."""
     spans = []
-    present = {"@": "@" in text, ":": ":" in text, "digit": _DIGIT.search(text) is not None, None: True}
+    digits = len(_DIGIT.findall(text))
     for kind, pattern, group, needs in _PATTERNS:
-        if not present[needs]:
+        if needs in ("@", ":") and needs not in text or isinstance(needs, int) and digits < needs:
             continue
         for match in pattern.finditer(text):
             extent = _value_spans(kind, match.group(group), match.start(group))
