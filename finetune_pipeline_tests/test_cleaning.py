@@ -142,3 +142,25 @@ def test_new_settings_are_validated_by_name():
         assert field in message
     with pytest.raises(SettingsError, match="min_mean_word_length"):
         parse_settings({"cleaning": {"min_mean_word_length": 12}})
+
+
+def test_ftfy_is_skipped_only_where_it_changes_nothing():
+    """`noise.fix_encoding` skips ftfy on printable ASCII: ftfy returns such text unchanged."""
+    import random
+
+    import ftfy
+
+    from finetune_pipeline.cleaning import noise
+
+    rng = random.Random(5)
+    alphabet = "\t\n" + "".join(chr(c) for c in range(0x20, 0x7f))
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 200))) for _ in range(3000)]
+    texts += ["&amp; &lt;b&gt; \\x1b[31m", "don't \"quote\" -- dash"]
+    for text in texts:
+        assert noise._PLAIN_ASCII.fullmatch(text)
+        assert ftfy.fix_text(text, uncurl_quotes=False, normalization=None, fix_character_width=False,
+                             fix_latin_ligatures=False, unescape_html=False) == text
+    assert noise.fix_encoding("don\u00e2\u20ac\u2122t") == "don\u2019t"  # not ASCII: ftfy still runs
+    assert noise.fix_encoding("bell\x07") == ftfy.fix_text("bell\x07", uncurl_quotes=False, normalization=None,
+                                                           fix_character_width=False, fix_latin_ligatures=False,
+                                                           unescape_html=False)
