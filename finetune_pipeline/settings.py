@@ -182,7 +182,8 @@ class CleaningSettings(_Section):
         "as unknown_words."
     )
     languages: list[str] = Field(
-        default_factory=lambda: ["en"], description="Allow-list of ISO 639-1 codes (langid.py, 97 languages); "
+        default_factory=lambda: ["en"], description="Allow-list of ISO 639-1 codes (langid.py's model, 97 languages, run batched by "
+        "cleaning/language_id.py); "
         "texts identified as another language are rejected as language. Empty list: no language filter."
     )
     language_min_chars: int = Field(
@@ -248,8 +249,10 @@ class PrivacySettings(_Section):
         "a person, and redacting them removes what shipping or travel texts are about."
     )
     detector: Literal["presidio", "patterns"] = Field(
-        "presidio", description="presidio: Presidio with the offline spaCy pipeline plus the patterns; patterns: the "
-        "regular expressions only (much faster, but finds no person names or locations)."
+        "presidio", description="presidio: Presidio's recognizers and spaCy NER (the offline pipeline's `ner` only, on "
+        "the sentences where a name can be) plus the patterns; locations are looked for only near names unless "
+        "`location` is not keep; patterns: the regular expressions only (faster, but finds no uncued person "
+        "names or locations)."
     )
     single_word_names: bool = Field(
         False, description="Accept one-word person names from NER. Off: in support texts most are brands or "

@@ -8,6 +8,10 @@ half-eaten by a phone match, an email never by a name):
 - the project's own validated patterns for what it misses: emails, IBANs (mod-97), cards (Luhn, issuer),
   SSNs with dashes or spaces, IPv4/IPv6, phone formats, street addresses, titled names ("Mrs. Jane Doe").
 
+For speed (`fast_presidio_spans`), NER runs with spaCy's `ner` component alone, batched, on the sentences
+where a cheap test says a name can be, and Presidio's recognizers are called directly on texts with enough
+digits; `presidio_spans` (the full AnalyzerEngine) stays as the reference the tests compare against.
+
 Presidio's email and IBAN recognizers are left out: the first fetches the public suffix list from the
 network, the second logs the value it fails to validate. Reports count matches by type, never values.
 """
