@@ -341,7 +341,7 @@ def _longest_digit_run(text: str) -> int:
 
 
 _WORD = re.compile(r"(?<![\w'-])([^\W\d_][\w'-]*)")
-_CONTEXT_WORDS = 8  # a shorter sentence goes to NER with the sentence before it
+_WHOLE_TEXT_CHARS = 1000  # a text up to this long goes to NER whole, a longer one sentence by sentence
 # Capitalised at a sentence's start, never part of a name: not a reason to run NER.
 _SENTENCE_STARTERS = frozenset("""
 a an and are as at but can could did do does for from had has have he her his how if in is it its my no not of on
@@ -377,23 +377,27 @@ def _name_can_be_here(segment: str, single_words: bool) -> bool:
 
 
 def ner_segments(text: str, single_words: bool) -> list[tuple[int, str]]:
-    """(offset, part of `text`) for NER: each sentence where a name can be (`_name_can_be_here`), with the
-    sentence before it as context when it is short (an attribution "- Ada Lovelace" alone reads to NER as
-    no name)."""
+    """(offset, part of `text`) for NER: the whole text when one of its sentences may hold a name
+    (`_name_can_be_here`) and it is short (NER reads a name better in its whole message); in a longer text
+    each such sentence with the sentences before and after it."""
     bounds, start = [], 0
     for match in [*_SENTENCE_END.finditer(text), None]:
         end = match.start() if match else len(text)
         if text[start:end].strip():
             bounds.append((start, end))
         start = match.end() if match else end
+    hits = [n for n, (start, end) in enumerate(bounds) if _name_can_be_here(text[start:end], single_words)]
+    if not hits:
+        return []
+    if len(text) <= _WHOLE_TEXT_CHARS:
+        return [(0, text)]
     windows: list[list[int]] = []
-    for n, (start, end) in enumerate(bounds):
-        if _name_can_be_here(text[start:end], single_words):
-            first = bounds[n - 1][0] if n and len(text[start:end].split()) < _CONTEXT_WORDS else start
-            if windows and first <= windows[-1][1]:
-                windows[-1][1] = end  # overlapping windows merge
-            else:
-                windows.append([first, end])
+    for n in hits:
+        first, end = bounds[max(0, n - 1)][0], bounds[min(len(bounds) - 1, n + 1)][1]
+        if windows and first <= windows[-1][1]:
+            windows[-1][1] = max(windows[-1][1], end)  # overlapping windows merge
+        else:
+            windows.append([first, end])
     return [(start, text[start:end]) for start, end in windows]
 
 
