@@ -11,7 +11,8 @@ from finetune_pipeline.cleaning.quality_filters import identify_language, identi
 
 def _texts() -> list[str]:
     rng = random.Random(3)
-    texts = ["", " ", "a", "Hello", "Où est mon colis ? Il devait arriver lundi.", "Привет, как дела?", "東京都に住んでいます",
+    texts = ["", " ", "a", "Hello", "Où est mon colis ? Il devait arriver lundi.", "Привет, как дела?",
+             "東京都に住んでいます",
              "x" * 3000, "Order #50307 cost $53.99 on 2024-05-03.", "\u00e9\u0301 \U0001f600 emoji \u2022 bullets"]
     for locale in ("en_US", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL", "pl_PL", "pt_BR", "ru_RU", "ja_JP"):
         fake = Faker(locale)

@@ -91,9 +91,11 @@ _NAME_CUES = [
     r"(?i)(?:^|\n)[ \t]*" + _SIGN_OFF + r",?[ \t]*\n\s*" + _ANY_CASE_NAME + r"[ \t]*[.!]?\s*\Z",
     _first_letter("mint") + r"(?i:my name is|my name's|i am|i'm|this is|name:)\s+" + _FULL_NAME,
     r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame)\.?\s+" + _FULL_NAME,
-    _first_letter("abcdfhlmnpstw") + r"(?i:colleague|manager|husband|wife|partner|son|daughter|brother|sister|mother|father|mum|mom|dad|friend|"
+    _first_letter("abcdfhlmnpstw")
+    + r"(?i:colleague|manager|husband|wife|partner|son|daughter|brother|sister|mother|father|mum|mom|dad|friend|"
     r"neighbou?r|boss|assistant|agent|driver|courier|technician|landlord|tenant)\s+" + _FULL_NAME,
-    _first_letter("acfost") + r"(?i:spoke (?:with|to)|talked (?:with|to)|chatted with|ask(?:ed)? for|attn\.?:?|attention:?|c/o|"
+    _first_letter("acfost")
+    + r"(?i:spoke (?:with|to)|talked (?:with|to)|chatted with|ask(?:ed)? for|attn\.?:?|attention:?|c/o|"
     r"signed (?:for )?by|forward (?:this|it) to|on behalf of|contact(?:ed)?|cc)\s+" + _FULL_NAME,
     _FULL_NAME + r"\s+(?:called|phoned|rang|wrote|emailed|e-mailed|texted|said|told me|promised|from your (?:team|support))\b",
 ]
@@ -120,7 +122,8 @@ _PHONES = [
     r"(?<![\w+#$.,/:-])\d{2,5}(?:[ .-]\d{2,8}){1,4}(?:\s*(?:x|ext\.?)\s*\d{1,6})?(?![\w-]|[.,]\d)",
 ]
 # A bare run of digits is a phone number only right after a phone cue.
-_PHONE_CUE = (_first_letter("cfmnprtw") + r"(?i:phone|tel\.?|telephone|mobile|cell|fax|whatsapp|call(?: me)?(?: at| on)?|text(?: me)?(?: at| on)?|"
+_PHONE_CUE = (_first_letter("cfmnprtw")
+              + r"(?i:phone|tel\.?|telephone|mobile|cell|fax|whatsapp|call(?: me)?(?: at| on)?|text(?: me)?(?: at| on)?|"
               r"reach me (?:at|on)|number is)\s*:?\s*((?:\+|00)?\d[\d ().-]{5,18}\d)(?![\w-])")
 _DATE_LIKE = re.compile(r"^(?:\d{4}[-. ]\d{1,2}[-. ]\d{1,2}|\d{1,2}[-. ]\d{1,2}[-. ]\d{2,4})$")
 
