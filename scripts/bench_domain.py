@@ -38,8 +38,8 @@ from finetune_pipeline.settings import load_settings  # noqa: E402
 from finetune_pipeline_tests.domain_texts import OFF_DOMAIN  # noqa: E402
 
 DATA = REPO / "data"
-SIMILARITY_SWEEP = [round(t, 2) for t in np.arange(0.10, 0.61, 0.05)]
-CLASSIFIER_SWEEP = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+SIMILARITY_SWEEP = [round(t, 2) for t in np.arange(0.05, 0.36, 0.05)]
+CLASSIFIER_SWEEP = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
 
 
 def sample_tickets() -> list[str]:
