@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from finetune_pipeline.dedup import DedupStats, deduplicate
-from finetune_pipeline.domain import DomainScorer, domain_filter, record_texts
+from finetune_pipeline.domain import DomainScorer, domain_filter, read_examples, record_texts
 from finetune_pipeline.records import corpus_frame
 from finetune_pipeline.settings import DomainSettings, SettingsError, load_settings, parse_settings
 from finetune_pipeline_tests.conftest import SAMPLE_DATA
@@ -47,7 +47,7 @@ def test_off_domain_texts_are_rejected_with_their_score_and_tickets_kept(mix, sc
     assert all("relevance score" in d and "domain.threshold 0.15" in d for d in result.rejected["detail"])
     assert not any(text[:30] in d for d in result.rejected["detail"] for text in OFF.values())  # never the text
     stats = result.stats
-    assert (stats.method, stats.scored, stats.off_domain, stats.in_domain_examples) == ("similarity", 18, len(OFF), 9)
+    assert (stats.method, stats.scored, stats.off_domain, stats.in_domain_examples) == ("similarity", 18, len(OFF), 11)
     assert sum(stats.score_histogram.values()) == 18
 
 
@@ -128,3 +128,9 @@ def test_settings_errors_name_the_field(tmp_path):
     with pytest.raises(SettingsError, match=r"domain\.policy"):
         parse_settings({"domain": {"policy": "drop"}})
     assert not parse_settings({}).domain.enabled
+
+
+def test_the_sample_root_uses_the_domain_filter_with_its_examples():
+    domain = load_settings(SAMPLE_DATA).domain
+    assert domain.enabled and domain.policy == "reject"
+    assert read_examples(domain.examples_dir) == IN_DOMAIN_EXAMPLES  # what make_sample_data.py writes
