@@ -50,7 +50,8 @@ def sample_tickets() -> list[str]:
             texts.append(json.loads(line)["text"])
         except (ValueError, KeyError):
             continue  # the sample's planted malformed line
-    texts += [p.read_text(encoding="utf-8") for p in sorted((raw / "tickets").rglob("*")) if p.suffix in (".txt", ".md")]
+    documents = sorted(p for p in (raw / "tickets").rglob("*") if p.suffix in (".txt", ".md"))
+    texts += [p.read_text(encoding="utf-8") for p in documents]
     return [t for t in texts if t and t.strip()]
 
 
@@ -68,7 +69,8 @@ def table(name: str, scores_in, scores_out, sweep, kinds: list[str], chosen: flo
     lines = [f"### {name}", "", f"in-domain scores: min {scores_in.min():.3f}, 5th percentile "
              f"{np.percentile(scores_in, 5):.3f}, median {np.median(scores_in):.3f}; off-domain: median "
              f"{np.median(scores_out):.3f}, max {scores_out.max():.3f}", "",
-             "| threshold | precision | recall | F1 | in-domain rejected | off-domain rejected |", "|---|---|---|---|---|---|"]
+             "| threshold | precision | recall | F1 | in-domain rejected | off-domain rejected |",
+             "|---|---|---|---|---|---|"]
     for t in sweep:
         c = counts(scores_in, scores_out, t)
         mark = " **(default)**" if abs(t - chosen) < 1e-9 else ""

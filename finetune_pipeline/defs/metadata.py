@@ -144,7 +144,8 @@ def dedup_metadata(stats) -> dict:
         meta.update({"off_domain": d.off_domain, "domain_scored": d.scored, "domain_method": d.method,
                      "domain_policy": d.policy, "domain_threshold": d.threshold,
                      "domain_examples": f"{d.in_domain_examples} in-domain, {d.out_of_domain_examples} out-of-domain",
-                     "domain_score_histogram": histogram(d.score_histogram, f"relevance score (threshold {d.threshold})")})
+                     "domain_score_histogram": histogram(d.score_histogram,
+                                                         f"relevance score (threshold {d.threshold})")})
     if stats.prompts is not None:  # conversations; record ids only, never text
         p = stats.prompts
         meta.update({"duplicate_prompts": p.duplicate_prompts, "conflicts": p.conflicts,
