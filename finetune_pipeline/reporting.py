@@ -244,9 +244,20 @@ def _conflict_lines(rejects: pl.DataFrame) -> list[str]:
     return lines
 
 
+def domain_summary(domain) -> str:
+    """One sentence on the domain relevance filter (a `DomainStats`, or None when no domain is set)."""
+    if domain is None:
+        return "No domain relevance filter (finetune.yaml has no `domain`)."
+    what = "rejected as off_domain" if domain.policy == "reject" else "flagged off_domain (kept)"
+    unit = "probability of in-domain, classifier" if domain.method == "classifier" else "similarity to the domain"
+    return (f"{domain.off_domain} of {domain.scored} records {what}: relevance score below {domain.threshold} "
+            f"({unit}; {domain.in_domain_examples} in-domain and {domain.out_of_domain_examples} out-of-domain "
+            f"examples).")
+
+
 def data_card(stage_counts: list[dict], rejects: pl.DataFrame, splits: pl.DataFrame | None,
               pii_by_type: dict[str, int], training: dict | None, pii_policy: dict[str, str] | None = None,
-              erasure: ErasureReport | None = None, comparison: dict | None = None) -> str:
+              erasure: ErasureReport | None = None, comparison: dict | None = None, domain=None) -> str:
     """The run's data card (`report.md`): counts, rejects by reason, label distribution per split,
     PII counts by type and the action taken (never values), erasure requests honoured (request ids,
     never subjects), the evaluation and the approach comparison."""
@@ -259,6 +270,7 @@ def data_card(stage_counts: list[dict], rejects: pl.DataFrame, splits: pl.DataFr
         for stage, reason, n in rejects.group_by("stage", "reason").len().sort("stage", "reason").iter_rows():
             lines.append(f"| {stage} | {reason} | {n} |")
     lines += _conflict_lines(rejects)
+    lines += ["", "## Domain relevance", "", domain_summary(domain)]
     lines += ["", "## Personal data found (by type; values never shown)", ""]
     if pii_policy:
         lines += ["| type | found | action |", "|---|---|---|"]
@@ -305,7 +317,7 @@ def _size_category(n: int) -> str:
 
 def dataset_card(settings, name: str, splits: pl.DataFrame, stage_counts: list[dict], rejects_by_reason: dict,
                  pii_by_type: dict[str, int], sources: dict[str, int], agreement: dict,
-                 bias_findings: list[str]) -> str:
+                 bias_findings: list[str], domain=None) -> str:
     """A Hugging Face dataset card: a YAML header (pretty name, task, languages, size, licence, one config
     whose data files are the split JSONL files) and sections on sources, collection, cleaning and personal
     data, labeling, splits, limitations and the bias report. Counts only, never record text."""
@@ -332,7 +344,7 @@ def dataset_card(settings, name: str, splits: pl.DataFrame, stage_counts: list[d
               markdown_table(["stage", "in", "out", "rejected"],
                              [[c["stage"], c["rows_in"], c["rows_out"], c["rows_rejected"]] for c in stage_counts]),
               "", "Rejects by reason: " + (", ".join(f"{r} {n}" for r, n in sorted(rejects_by_reason.items()))
-                                           or "none") + ".", "",
+                                           or "none") + ".", "", "Domain relevance: " + domain_summary(domain), "",
               "## Personal data", "",
               "Each text (every turn of a conversation) went through the PII policy; what was found, by type "
               "(values never shown), and what was done:", "",

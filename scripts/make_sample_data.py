@@ -11,6 +11,9 @@ over every source type the pipeline reads, so a small classifier can learn them 
   raw/exports/tickets.csv, raw/exports/tickets.jsonl  tabular exports with columns id, text, label
   raw/db/helpdesk.sqlite                              table `tickets` plus an unrelated `agents` table
   raw/notes.txt                                       one ticket with no label folder
+  raw/unrelated/recipe.txt, match_report.txt          two documents that are not tickets (domain filter)
+  domain/in_domain/example_NN.txt                     in-domain example tickets for the domain filter
+                                                      (finetune_pipeline_tests/domain_texts.py)
 
 Planted problems, so every stage has work (the script prints them; ids as of this version of the templates):
   exact duplicates (4)  billing csv 5019 = jsonl T-7018 (identical); technical_issue csv 5018 = sqlite 23 (extra
@@ -30,6 +33,7 @@ Planted problems, so every stage has work (the script prints them; ids as of thi
   too short (2)         csv 5006 "refund pls", csv 5009 "help!!".
   unknown label (1)     jsonl T-7003, label `refunds_misc`.
   unlabelled (1)        raw/notes.txt, directly under raw/ (no label folder).
+  off-domain (2)        raw/unrelated/recipe.txt and match_report.txt: rejected as off_domain (finetune.yaml `domain`).
   layout                tickets/billing/ticket_012.pdf spans two pages; the HTML pages carry <nav> and <footer>.
 """
 
@@ -364,6 +368,7 @@ def main() -> None:
         "Hello,\n\nI ordered a cast iron skillet two weeks ago and the tracking number has not changed since it left "
         "your warehouse. Could someone check with the courier where the parcel is and when it will arrive? It was "
         "meant to be a housewarming gift.\n\nThanks, Lena\n", encoding="utf-8")
+    write_domain_files()
     DATA.annotations.mkdir(parents=True, exist_ok=True)
     (DATA.annotations / ".gitkeep").write_text("")
     DATA.settings_file.write_text(
@@ -377,9 +382,31 @@ def main() -> None:
         "    technical_issue: The website or the app does not work, an error, a crash, a page that does not load.\n"
         "    account_access: The customer cannot log in to their account, password, verification code, locked "
         "account.\n"
-        "    shipping: Where is my parcel, delivery, tracking number, courier, late or lost package.\n",
+        "    shipping: Where is my parcel, delivery, tracking number, courier, late or lost package.\n"
+        "# Domain relevance: records unlike the shop's support tickets are rejected as off_domain (scored with MiniLM\n"
+        "# against the description and the example tickets in domain/in_domain/; see docs/benchmarks.md).\n"
+        "domain:\n  description: >-\n"
+        "    Customer support tickets of an online shop: questions about orders, payments, refunds and invoices,\n"
+        "    logging in to an account, the website or app not working, deliveries, parcels and couriers.\n"
+        "  examples_dir: domain/in_domain\n",
         encoding="utf-8")
     summary(shares, rows)
+
+
+def write_domain_files() -> None:
+    """The domain filter's in-domain examples (outside raw/, so they are not records) and two raw documents
+    that are not support tickets, which it rejects."""
+    from finetune_pipeline_tests.domain_texts import IN_DOMAIN_EXAMPLES, OFF_DOMAIN
+
+    examples = DATA.path / "domain" / "in_domain"
+    shutil.rmtree(examples, ignore_errors=True)
+    examples.mkdir(parents=True)
+    for i, text in enumerate(IN_DOMAIN_EXAMPLES, start=1):
+        (examples / f"example_{i:02d}.txt").write_text(text + "\n", encoding="utf-8")
+    unrelated = RAW / "unrelated"
+    unrelated.mkdir(parents=True)
+    (unrelated / "recipe.txt").write_text("\n\n".join(OFF_DOMAIN["recipe"][:2]) + "\n", encoding="utf-8")
+    (unrelated / "match_report.txt").write_text("\n\n".join(OFF_DOMAIN["sports"][:2]) + "\n", encoding="utf-8")
 
 
 NAV = ('<nav class="menu"><ul><li><a href="/">Home</a></li><li><a href="/tickets">Tickets</a></li>'
@@ -467,6 +494,7 @@ def summary(shares: dict, rows: dict) -> None:
         if t.get("problem"):
             print(f"  {t['where']:<42} {t['label']:<16} {t['problem']}")
     print("  raw/notes.txt                              (none)           unlabelled document")
+    print("  raw/unrelated/recipe.txt, match_report.txt (none)           not tickets: off_domain")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Deduplication stage: exact duplicates, then near duplicates (MinHash + LSH), then optionally semantic
-duplicates (sentence embeddings).
+"""Deduplication stage: first, when a domain is configured, the domain relevance filter (domain.py), then
+exact duplicates, near duplicates (MinHash + LSH) and optionally semantic duplicates (sentence embeddings).
 
 Keep rule: the record seen first wins: earliest `ingested_at`, then `source_uri`, then `locator`. Each
 run deduplicates the whole corpus with this rule, so as long as a source keeps its `ingested_at`, a
@@ -24,6 +24,7 @@ import polars as pl
 from finetune_pipeline.dedup.conflicts import ConflictStats, prompt_dedup
 from finetune_pipeline.dedup.exact import exact_duplicates
 from finetune_pipeline.dedup.minhash import near_duplicate_clusters, similarity_histogram
+from finetune_pipeline.domain import DomainStats, domain_filter
 from finetune_pipeline.records import StageResult, StageStats, reject_rows
 from finetune_pipeline.settings import DedupSettings, Settings
 
@@ -54,6 +55,7 @@ class DedupStats(StageStats):
     cluster_sizes: dict[str, int] = field(default_factory=dict)  # clusters by size bucket ("2", "4-5", ...)
     largest_clusters: list[ClusterSummary] = field(default_factory=list)
     prompts: ConflictStats | None = None  # conversations: duplicate prompts and conflicting answers
+    domain: DomainStats | None = None  # the domain relevance filter, when a domain is configured
 KEEP_ORDER = ("ingested_at", "source_uri", "locator", "record_id")
 PREVIEW_CHARS = 120
 LARGEST_CLUSTERS = 5
@@ -109,11 +111,15 @@ def _cluster_stats(kept: pl.DataFrame, removed: pl.DataFrame, stats: DedupStats)
 def deduplicate(corpus: pl.DataFrame, settings: Settings | DedupSettings) -> StageResult:
     """Remove exact, near and (when switched on) semantic duplicates; keep the record seen first."""
     cfg = settings.dedup if isinstance(settings, Settings) else settings
+    # Off-domain records go first: a duplicate must never name a record this stage then rejects as kept.
+    domain = domain_filter(corpus, settings.domain) if isinstance(settings, Settings) and settings.domain.enabled \
+        else None
+    corpus = domain.kept if domain else corpus
     kept, exact = exact_duplicates(keep_order(corpus))
     removed = [exact.with_columns(pl.lit("exact_duplicate").alias("reason"),
                                   pl.format("exact duplicate (same text after case and whitespace folding) of {}",
                                             "duplicate_of").alias("_detail"))]
-    stats = DedupStats(exact_duplicates=exact.height)
+    stats = DedupStats(exact_duplicates=exact.height, domain=domain.stats if domain else None)
 
     # Conversations: near and semantic duplicates are found on the prompt, where the answers are compared
     # (dedup/conflicts.py); on the whole text a short diverging answer would pass for a duplicate.
@@ -153,4 +159,6 @@ def deduplicate(corpus: pl.DataFrame, settings: Settings | DedupSettings) -> Sta
         rejected = pl.concat([rejected, prompts.rejected])
     else:
         kept = kept.with_columns(pl.col("record_id").alias("group_id"))
+    if domain:
+        rejected = pl.concat([domain.rejected, rejected])
     return StageResult(kept=kept, rejected=rejected, stats=stats)

@@ -43,7 +43,9 @@ def cleaned_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource
 
 @dg.asset(group_name="cleaning", kinds={"polars"}, owners=OWNERS, dagster_type=CorpusFrame,
           metadata=column_schema(CORPUS_COLUMNS),
-          description="Exact duplicates (same text after case and whitespace folding), near duplicates (MinHash + "
+          description="First, when finetune.yaml has a `domain`, records unlike it (MiniLM similarity to its "
+                      "description and examples, or a classifier) rejected as off_domain or flagged. Then exact "
+                      "duplicates (same text after case and whitespace folding), near duplicates (MinHash + "
                       "LSH over word 3-grams, estimated Jaccard >= 0.7, clusters by connected components) and, "
                       "when dedup.semantic is on, paraphrases (MiniLM embeddings, cosine >= 0.9) removed. The "
                       "record seen first (ingested_at, source_uri, locator) is kept; rejects name it in "
@@ -53,7 +55,7 @@ def deduplicated_corpus(context: dg.AssetExecutionContext, pipeline: PipelineRes
     require_upstream_checks(context, "cleaned_corpus")
     settings = pipeline.settings()
     result = deduplicate(cleaned_corpus, settings)
-    context.add_output_metadata({**settings_used(settings, "dedup"), **execution_metadata(settings.execution),
+    context.add_output_metadata({**settings_used(settings, "dedup", "domain"), **execution_metadata(settings.execution),
                                  **stage_metadata(cleaned_corpus.height, result), **dedup_metadata(result.stats)})
     return result
 

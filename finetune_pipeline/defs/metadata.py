@@ -139,6 +139,13 @@ def dedup_metadata(stats) -> dict:
     }
     if stats.semantic_nearest_histogram:
         meta["semantic_nearest_histogram"] = histogram(stats.semantic_nearest_histogram, "nearest cosine from")
+    if stats.domain is not None:  # the domain relevance filter: counts and scores, never text
+        d = stats.domain
+        meta.update({"off_domain": d.off_domain, "domain_scored": d.scored, "domain_method": d.method,
+                     "domain_policy": d.policy, "domain_threshold": d.threshold,
+                     "domain_examples": f"{d.in_domain_examples} in-domain, {d.out_of_domain_examples} out-of-domain",
+                     "domain_score_histogram": histogram(d.score_histogram,
+                                                         f"relevance score (threshold {d.threshold})")})
     if stats.prompts is not None:  # conversations; record ids only, never text
         p = stats.prompts
         meta.update({"duplicate_prompts": p.duplicate_prompts, "conflicts": p.conflicts,

@@ -7,6 +7,7 @@ import polars as pl
 from finetune_pipeline import atomic, reporting
 from finetune_pipeline.cleaning import CleaningStats
 from finetune_pipeline.cleaning.bias import bias_findings, bias_report
+from finetune_pipeline.dedup import DedupStats
 from finetune_pipeline.defs import OWNERS
 from finetune_pipeline.defs.gates import require_upstream_checks
 from finetune_pipeline.defs.metadata import bias_metadata, rejects_metadata, settings_used
@@ -64,7 +65,8 @@ def data_card(context: dg.AssetExecutionContext, pipeline: PipelineResource, rej
     cleaning = CleaningStats.from_dict(pipeline.stage_stats("cleaned_corpus"))
     text = reporting.data_card(counts, rejected_records, dataset_splits, cleaning.pii_by_type, lora_adapter,
                                pii_policy=pipeline.settings().privacy.policy, erasure=cleaning.erasure,
-                               comparison=approach_comparison)
+                               comparison=approach_comparison,
+                               domain=DedupStats.from_dict(pipeline.stage_stats("deduplicated_corpus")).domain)
     path = atomic.write_text(text, pipeline.data_root().report)
     context.add_output_metadata({"report": dg.MetadataValue.md(text), "path": dg.MetadataValue.path(str(path))})
     return {"path": str(path), "stage_counts": counts}

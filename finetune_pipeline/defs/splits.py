@@ -12,6 +12,7 @@ from finetune_pipeline import validation as v
 from finetune_pipeline.cleaning import CleaningStats
 from finetune_pipeline.cleaning.bias import bias_findings, bias_report
 from finetune_pipeline.cleaning.privacy import personal_data_left
+from finetune_pipeline.dedup import DedupStats
 from finetune_pipeline.defs import OWNERS
 from finetune_pipeline.defs.gates import blocking_check, labels_and_records, require_upstream_checks, suite_result
 from finetune_pipeline.defs.metadata import settings_used, splits_metadata, table
@@ -66,7 +67,8 @@ def _dataset_card(pipeline: PipelineResource, splits: pl.DataFrame) -> str:
     findings = bias_findings(bias_report(originals), settings.bias) if task_for(settings).labeled else []
     return reporting.dataset_card(
         settings, root.path.name, splits, pipeline.stage_counts(), dict(rejects.group_by("reason").len().iter_rows()),
-        cleaning.pii_by_type, {t: c.files for t, c in collection.by_source_type.items()}, labeling.agreement, findings)
+        cleaning.pii_by_type, {t: c.files for t, c in collection.by_source_type.items()}, labeling.agreement, findings,
+        domain=DedupStats.from_dict(pipeline.stage_stats("deduplicated_corpus")).domain)
 
 
 @dg.asset(group_name="splits", kinds={"huggingface"}, owners=OWNERS, deps=["dataset_splits"],

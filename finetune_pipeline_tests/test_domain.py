@@ -1,0 +1,136 @@
+"""Domain relevance filter (domain.py): the real MiniLM model on the sample's tickets mixed with unrelated
+texts; the flag policy; the classifier variant; conversations; the stage's accounting; settings errors."""
+
+import csv
+import json
+
+import polars as pl
+import pytest
+
+from finetune_pipeline.dedup import DedupStats, deduplicate
+from finetune_pipeline.domain import DomainScorer, domain_filter, read_examples, record_texts
+from finetune_pipeline.records import corpus_frame
+from finetune_pipeline.settings import DomainSettings, SettingsError, load_settings, parse_settings
+from finetune_pipeline_tests.conftest import SAMPLE_DATA
+from finetune_pipeline_tests.domain_texts import IN_DOMAIN_EXAMPLES, OFF_DOMAIN
+
+DESCRIPTION = "Customer support tickets of an online shop: orders, payments, accounts, the website, deliveries."
+# One text of each unrelated kind (the benchmark's near_domain texts are the hard cases, measured there).
+OFF = {kind: texts[0] for kind, texts in OFF_DOMAIN.items() if kind != "near_domain"}
+
+
+def _tickets(n: int = 12) -> list[str]:
+    with (SAMPLE_DATA / "raw" / "exports" / "tickets.csv").open(encoding="utf-8") as handle:
+        return [row["text"] for row in csv.DictReader(handle)][:n]
+
+
+def _corpus(texts: list[str], prefix: str) -> pl.DataFrame:
+    return corpus_frame([{"record_id": f"{prefix}{i}", "text": t, "source_uri": f"raw/{prefix}{i}.txt",
+                          "locator": "element 1", "ingested_at": "2026-01-01T00:00:00"} for i, t in enumerate(texts)])
+
+
+@pytest.fixture(scope="module")
+def mix() -> pl.DataFrame:
+    return pl.concat([_corpus(_tickets(), "ticket"), _corpus(list(OFF.values()), "off")])
+
+
+@pytest.fixture(scope="module")
+def scorer() -> DomainScorer:
+    return DomainScorer.from_settings(DomainSettings(description=DESCRIPTION), in_texts=IN_DOMAIN_EXAMPLES)
+
+
+def test_off_domain_texts_are_rejected_with_their_score_and_tickets_kept(mix, scorer):
+    result = domain_filter(mix, scorer.cfg, scorer)
+    assert set(result.kept["record_id"]) == {f"ticket{i}" for i in range(12)}
+    assert set(result.rejected["record_id"]) == {f"off{i}" for i in range(len(OFF))}
+    assert set(result.rejected["reason"]) == {"off_domain"} and set(result.rejected["stage"]) == {"deduplicated_corpus"}
+    assert all("relevance score" in d and "domain.threshold 0.15" in d for d in result.rejected["detail"])
+    assert not any(text[:30] in d for d in result.rejected["detail"] for text in OFF.values())  # never the text
+    stats = result.stats
+    assert (stats.method, stats.scored, stats.off_domain, stats.in_domain_examples) == ("similarity", 18, len(OFF), 11)
+    assert sum(stats.score_histogram.values()) == 18
+
+
+def test_flag_policy_keeps_every_record_and_flags_the_off_domain_ones(mix, scorer):
+    cfg = scorer.cfg.model_copy(update={"policy": "flag"})
+    flagged = mix.with_columns(pl.Series("quality_flags", [["unknown_words"]] + [[]] * (mix.height - 1),
+                                         dtype=pl.List(pl.String)))
+    result = domain_filter(flagged, cfg, DomainScorer(cfg, scorer.in_domain))
+    assert result.rejected.is_empty() and result.kept.height == mix.height
+    flags = dict(zip(result.kept["record_id"], result.kept["quality_flags"].to_list()))
+    assert {r for r, f in flags.items() if "off_domain" in f} == {f"off{i}" for i in range(len(OFF))}
+    assert flags["ticket0"] == ["unknown_words"]  # existing flags stay
+    assert result.stats.off_domain == len(OFF) and result.stats.policy == "flag"
+
+
+def test_classifier_scores_when_out_of_domain_examples_exist(tmp_path):
+    # trained on four kinds of unrelated text; judged on two kinds it never saw
+    trained_on = ("recipe", "sports", "legal", "science")
+    (tmp_path / "in").mkdir(), (tmp_path / "out").mkdir()
+    for i, text in enumerate(IN_DOMAIN_EXAMPLES):
+        (tmp_path / "in" / f"{i}.txt").write_text(text)
+    for kind in trained_on:
+        for i, text in enumerate(OFF_DOMAIN[kind]):
+            (tmp_path / "out" / f"{kind}_{i}.md").write_text(text)
+    cfg = DomainSettings(examples_dir=str(tmp_path / "in"), out_of_domain_dir=str(tmp_path / "out"))
+    unseen = [texts[1] for kind, texts in OFF_DOMAIN.items() if kind not in (*trained_on, "near_domain")]
+    result = domain_filter(pl.concat([_corpus(_tickets(8), "ticket"), _corpus(unseen, "off")]), cfg)
+    assert result.stats.method == "classifier" and result.stats.out_of_domain_examples == 24
+    assert set(result.rejected["record_id"]) == {f"off{i}" for i in range(len(unseen))}
+    assert all("probability of in-domain" in d and "domain.classifier_threshold 0.4" in d
+               for d in result.rejected["detail"])
+
+
+def test_conversations_are_scored_on_their_prompt(scorer):
+    conversations = corpus_frame([
+        {"record_id": "c0", "text": "", "prompt": "My parcel never arrived, can you check the tracking number?",
+         "response": "Sure, let me look up the courier's status for your order."},
+        {"record_id": "c1", "text": "", "prompt": OFF["recipe"], "response": "Sounds delicious."},
+    ]).with_columns(pl.lit("raw/chats.jsonl").alias("source_uri"), pl.lit("row").alias("locator"))
+    assert record_texts(conversations)[1] == OFF["recipe"]
+    result = domain_filter(conversations, scorer.cfg, scorer)
+    assert result.kept["record_id"].to_list() == ["c0"] and result.rejected["record_id"].to_list() == ["c1"]
+
+
+def test_deduplicated_corpus_stage_filters_first_and_accounts_for_every_row(tmp_path, mix):
+    (tmp_path / "examples").mkdir()
+    for i, text in enumerate(IN_DOMAIN_EXAMPLES):
+        (tmp_path / "examples" / f"{i}.txt").write_text(text)
+    (tmp_path / "finetune.yaml").write_text(f"domain:\n  description: {json.dumps(DESCRIPTION)}\n"
+                                            "  examples_dir: examples\n")
+    settings = load_settings(tmp_path)
+    assert settings.domain.examples_dir == str(tmp_path / "examples")
+    copy = mix.filter(pl.col("record_id") == "off0").with_columns(pl.lit("off0-copy").alias("record_id"),
+                                                                   pl.lit("raw/zz.txt").alias("source_uri"))
+    corpus = pl.concat([mix, copy])  # an off-domain text twice: both off_domain, never "duplicate of" a reject
+    result = deduplicate(corpus, settings)
+    assert corpus.height == result.kept.height + result.rejected.height
+    assert result.rejected.filter(pl.col("reason") == "off_domain").height == len(OFF) + 1
+    assert set(result.rejected["duplicate_of"].drop_nulls()) <= set(result.kept["record_id"])
+    stats = DedupStats.from_dict(json.loads(json.dumps(result.stats.to_dict())))
+    assert stats.domain is not None and stats.domain.off_domain == len(OFF) + 1
+    # without a domain the stage does not score at all
+    assert deduplicate(corpus, parse_settings({})).stats.domain is None
+
+
+def test_settings_errors_name_the_field(tmp_path):
+    (tmp_path / "finetune.yaml").write_text("domain:\n  examples_dir: nowhere\n")
+    with pytest.raises(SettingsError, match=r"domain\.examples_dir: folder .*nowhere not found"):
+        load_settings(tmp_path)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "finetune.yaml").write_text("domain:\n  examples_dir: empty\n")
+    with pytest.raises(SettingsError, match=r"domain\.examples_dir: .*holds no \.txt or \.md example"):
+        load_settings(tmp_path)
+    with pytest.raises(SettingsError, match=r"domain.*out_of_domain_dir needs domain\.examples_dir"):
+        parse_settings({"domain": {"description": "shop tickets", "out_of_domain_dir": "out"}})
+    with pytest.raises(SettingsError, match=r"domain\.threshold"):
+        parse_settings({"domain": {"threshold": 2}})
+    with pytest.raises(SettingsError, match=r"domain\.policy"):
+        parse_settings({"domain": {"policy": "drop"}})
+    assert not parse_settings({}).domain.enabled
+
+
+def test_the_sample_root_uses_the_domain_filter_with_its_examples():
+    domain = load_settings(SAMPLE_DATA).domain
+    assert domain.enabled and domain.policy == "reject"
+    assert read_examples(domain.examples_dir) == IN_DOMAIN_EXAMPLES  # what make_sample_data.py writes
