@@ -11,6 +11,13 @@ over every source type the pipeline reads, so a small classifier can learn them 
   raw/exports/tickets.csv, raw/exports/tickets.jsonl  tabular exports with columns id, text, label
   raw/db/helpdesk.sqlite                              table `tickets` plus an unrelated `agents` table
   raw/notes.txt                                       one ticket with no label folder
+  raw/inbox/*.txt                                     six unlabelled tickets that straddle two labels (AMBIGUOUS)
+  annotations/review_round_1.csv                      three reviewers' labels for four of them (ANNOTATIONS)
+
+The inbox tickets are genuinely ambiguous (a failed checkout that still charged the card: billing or
+technical_issue?), so the zero-shot model is unsure of each (confidence under review_threshold 0.7) and they
+wait in the review queue. The reviewers' export settles three of them on the next run (everyone agrees), and
+leaves one split 1:1, so the queue shows a disagreement routed to the reviewer who has not seen it yet.
 
 Planted problems, so every stage has work (the script prints them; ids as of this version of the templates):
   exact duplicates (4)  billing csv 5019 = jsonl T-7018 (identical); technical_issue csv 5018 = sqlite 23 (extra
@@ -49,6 +56,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from finetune_pipeline.layout import DataRoot  # noqa: E402
+from finetune_pipeline.records import make_record_id  # noqa: E402
 from finetune_pipeline_tests.pdfgen import write_pdf  # noqa: E402
 
 DATA = DataRoot(ROOT / "data")
@@ -366,6 +374,7 @@ def main() -> None:
         "meant to be a housewarming gift.\n\nThanks, Lena\n", encoding="utf-8")
     DATA.annotations.mkdir(parents=True, exist_ok=True)
     (DATA.annotations / ".gitkeep").write_text("")
+    write_inbox_and_annotations()
     DATA.settings_file.write_text(
         "# Sample data set: support tickets of a small online shop, sorted into four classes.\n"
         "# Built by scripts/make_sample_data.py; every setting not listed here keeps its default\n"
@@ -380,6 +389,52 @@ def main() -> None:
         "    shipping: Where is my parcel, delivery, tracking number, courier, late or lost package.\n",
         encoding="utf-8")
     summary(shares, rows)
+
+
+# Unlabelled tickets about two things at once (file name -> text), for the review queue.
+AMBIGUOUS = {
+    "checkout_error_charged.txt":
+        "I was billed for an order the checkout page said had failed. The page froze with an error, and my card was "
+        "still charged $84.99. Can you look into the bug and the charge?",
+    "confirmation_blank_screen.txt":
+        "My order confirmation page never loaded after payment, it showed a blank screen, but the money has left my "
+        "account. Did the order go through or should I pay again?",
+    "invoice_behind_login.txt":
+        "I cannot log in to my account since I reset my password, and I need the invoice for last month's order for "
+        "my expenses. The invoice is only available in the account area. Could you send me the invoice by email, or "
+        "help me get back into my account?",
+    "app_crash_verification_code.txt":
+        "The app crashes as soon as I enter my verification code, so I cannot sign in on my phone. On the laptop the "
+        "login works fine. Is this a bug in the app or is something wrong with my account?",
+    "account_used_saved_card.txt":
+        "Someone used my account to place an order with my saved card. I did not make this purchase of $129.00 and I "
+        "have changed my password now. Please cancel the order and refund the charge.",
+    "express_delivery_late.txt":
+        "I paid $15.00 extra for next-day delivery and the parcel came four days later. I would like the delivery "
+        "charge refunded to my card.",
+}
+# What three reviewers answered (file -> reviewer -> label): three settled, one split 1:1, two not labelled yet.
+ANNOTATIONS = {
+    "checkout_error_charged.txt": {"reviewer_1": "billing", "reviewer_2": "billing", "reviewer_3": "billing"},
+    "confirmation_blank_screen.txt": {"reviewer_1": "billing", "reviewer_2": "billing"},
+    "app_crash_verification_code.txt": {"reviewer_1": "technical_issue", "reviewer_2": "technical_issue",
+                                        "reviewer_3": "technical_issue"},
+    "invoice_behind_login.txt": {"reviewer_1": "account_access", "reviewer_2": "billing"},
+}
+
+
+def write_inbox_and_annotations() -> None:
+    """raw/inbox/ (AMBIGUOUS) and annotations/review_round_1.csv (ANNOTATIONS), keyed by the record ids the
+    pipeline gives those files (one element each)."""
+    (RAW / "inbox").mkdir(parents=True, exist_ok=True)
+    for name, text in AMBIGUOUS.items():
+        (RAW / "inbox" / name).write_text(text + "\n", encoding="utf-8")
+    with (DATA.annotations / "review_round_1.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["record_id", "annotator", "label"])
+        for name, answers in ANNOTATIONS.items():
+            record_id = make_record_id(f"raw/inbox/{name}", "element 0")
+            writer.writerows([record_id, reviewer, label] for reviewer, label in answers.items())
 
 
 NAV = ('<nav class="menu"><ul><li><a href="/">Home</a></li><li><a href="/tickets">Tickets</a></li>'
@@ -467,6 +522,9 @@ def summary(shares: dict, rows: dict) -> None:
         if t.get("problem"):
             print(f"  {t['where']:<42} {t['label']:<16} {t['problem']}")
     print("  raw/notes.txt                              (none)           unlabelled document")
+    for name in AMBIGUOUS:
+        print(f"  raw/inbox/{name:<32} (none)           ambiguous, for the review queue"
+              + (f"; labelled by {len(ANNOTATIONS[name])} reviewers" if name in ANNOTATIONS else ""))
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 review items routed to reliable annotators.
 
 - Reliability of annotator a on label l: P(a answers l | the true label is l), the diagonal of a's
-  Dawid-Skene confusion matrix (crowd-kit, fitted on every non-expert annotation with the expert labels as
-  gold, the same prior as the consensus: labeling/consensus.py). Their expected accuracy is the same
-  diagonal weighted by the label priors the model fitted.
+  Dawid-Skene confusion matrix: the record posteriors of crowd-kit's fit on every non-expert annotation
+  (expert labels as gold), counted per annotator with a Dirichlet prior (Dawid-Skene's M-step; every
+  annotator starts at 2/3 on each label). Their expected accuracy is that diagonal weighted by
+  the label shares of the posteriors.
 - Routing: an item with label probabilities p is asked of `annotators_needed` annotators who have not
   labeled it yet, taken from the annotators in annotations/ (experts excluded: they decide, they are not
   routed) plus `labeling.review.annotators`. An annotator's expected accuracy on the item is
@@ -50,26 +51,35 @@ class Reliability:
                 for a in sorted(self.per_label)]
 
 
-def annotator_reliability(crowd: pl.DataFrame, labels: list[str], gold: dict[str, str] | None = None) -> Reliability:
+def annotator_reliability(crowd: pl.DataFrame, labels: list[str], gold: dict[str, str] | None = None,
+                          correct: float = 2.0, wrong: float = 1.0) -> Reliability:
     """Reliability of each annotator in `crowd` (record_id, annotator, label; non-expert rows, labels from
-    the set) from a Dawid-Skene fit; empty when no record has two or more annotators."""
+    the set): the diagonal of their confusion matrix, from the record posteriors of a Dawid-Skene fit (gold
+    records fixed to their label) plus a Dirichlet prior per true label of `correct` pseudo-answers right and
+    `wrong` spread over the other labels, so every annotator starts at 2/3 on every label, whatever the
+    number of labels, and a label they were seldom asked about stays near that, not 0 or 1. Empty when no
+    record has two or more annotators."""
     out = Reliability(labels=list(labels))
     if crowd.is_empty() or crowd.group_by("record_id").len()["len"].max() < 2:
         return out
-    model = fit_dawid_skene(crowd, gold)
-    errors, priors = model.errors_, model.priors_
-    for annotator in sorted(crowd["annotator"].unique().to_list()):
-        per_label = {}
-        for label in labels:
-            if label in errors.columns and (annotator, label) in errors.index:
-                per_label[label] = float(errors.loc[(annotator, label), label])
-        if not per_label:
-            continue
-        weights = {label: float(priors.get(label, 0.0)) for label in per_label}
-        total = sum(weights.values()) or 1.0
-        out.per_label[annotator] = per_label
-        out.accuracy[annotator] = sum(weights[label] * per_label[label] for label in per_label) / total
-    out.annotations = dict(crowd.group_by("annotator").len().iter_rows())
+    posteriors = fit_dawid_skene(crowd, gold).probas_.reindex(columns=labels).fillna(0.0)
+    if gold:
+        for record_id, label in gold.items():
+            if record_id in posteriors.index and label in labels:
+                posteriors.loc[record_id] = [1.0 if lab == label else 0.0 for lab in labels]
+    index = {label: i for i, label in enumerate(labels)}
+    label_prior = posteriors.mean(axis=0).to_numpy()
+    label_prior = label_prior / label_prior.sum() if label_prior.sum() else np.full(len(labels), 1 / len(labels))
+    for annotator, rows in crowd.group_by("annotator", maintain_order=True):
+        # counts[given, true] = sum over the annotator's records of P(true label | record)
+        counts = np.where(np.eye(len(labels), dtype=bool), correct, wrong / max(len(labels) - 1, 1))
+        for record_id, given in rows.select("record_id", "label").iter_rows():
+            counts[index[given]] += posteriors.loc[record_id].to_numpy()
+        confusion = counts / counts.sum(axis=0, keepdims=True)  # P(given | true), columns sum to 1
+        diagonal = np.diag(confusion)
+        out.per_label[annotator[0]] = {label: float(diagonal[i]) for i, label in enumerate(labels)}
+        out.accuracy[annotator[0]] = float((label_prior * diagonal).sum())
+        out.annotations[annotator[0]] = rows.height
     return out
 
 
