@@ -3,7 +3,6 @@ label, more annotators for doubtful items, annotator reliability from Dawid-Sken
 in the Label Studio tasks, and the sample data root's review loop."""
 
 import json
-import shutil
 
 import numpy as np
 import polars as pl
@@ -156,23 +155,19 @@ def test_label_studio_tasks_carry_the_scores_and_the_annotators(tmp_path):
     assert len(by_id["unsure"]["meta"]["suggested_annotators"]) == by_id["unsure"]["meta"]["annotators_needed"] == 3
 
 
-def test_the_sample_roots_inbox_lands_in_the_queue_and_the_shipped_annotations_settle_some(tmp_path):
-    """The sample's ambiguous inbox tickets and its reviewers' export, through the library stages (the
-    rest of raw/ is left out to keep this fast; the end-to-end run covers the whole root)."""
-    from finetune_pipeline.cleaning import clean_corpus
-    from finetune_pipeline.dedup import deduplicate
-    from finetune_pipeline.sources import collect_raw_corpus
+def test_the_sample_roots_inbox_lands_in_the_queue_and_the_shipped_annotations_settle_some():
+    """The sample's ambiguous inbox tickets (read as the pipeline reads a one-paragraph text file: one record,
+    `element 0`) and its reviewers' export, labeled by the real zero-shot model. The end-to-end run
+    (test_pipeline.py) checks the same on the whole root."""
+    from finetune_pipeline.records import make_record_id
 
-    root = tmp_path / "data"
-    shutil.copytree(SAMPLE_DATA / "raw" / "inbox", root / "raw" / "inbox")
-    shutil.copytree(SAMPLE_DATA / "annotations", root / "annotations")
-    shutil.copy(SAMPLE_DATA / "finetune.yaml", root / "finetune.yaml")
-    settings = load_settings(root)
-    corpus = collect_raw_corpus(root, settings, cache_dir=tmp_path / "cache").kept
-    corpus = deduplicate(clean_corpus(corpus, settings).kept, settings).kept
-    assert corpus.height == 6
-    annotations, problems = load_annotations(root / "annotations")
-    assert problems == []
+    inbox = sorted((SAMPLE_DATA / "raw" / "inbox").glob("*.txt"))
+    corpus = corpus_frame([{"record_id": make_record_id(f"raw/inbox/{p.name}", "element 0"),
+                            "text": p.read_text(encoding="utf-8").strip(), "source_uri": f"raw/inbox/{p.name}",
+                            "locator": "element 0", "content_sha256": "0" * 64} for p in inbox])
+    settings = load_settings(SAMPLE_DATA)
+    annotations, problems = load_annotations(SAMPLE_DATA / "annotations")
+    assert len(inbox) == 6 and problems == [] and set(annotations["record_id"]) <= set(corpus["record_id"])
 
     before = apply_labels(corpus, settings)  # no annotations yet: every inbox ticket waits for a person
     assert before.review_queue.filter(pl.col("reason") == "low_confidence").height == 6
