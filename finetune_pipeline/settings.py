@@ -577,7 +577,8 @@ class ReviewSettings(_Section):
     reliability_floor: float = Field(
         0.6, ge=0, le=1, description="An annotator whose expected accuracy on an item (their Dawid-Skene "
         "per-label accuracy, weighted by the item's label probabilities) is below this is not asked; the item "
-        "goes to another annotator.")
+        "goes to another annotator. Every annotator starts at 2/3 on each label (labeling/routing.py), so a "
+        "newcomer is asked, and about 3 wrong answers out of 10 on a label push one under 0.6.")
     annotators: list[str] = Field(
         default_factory=list, description="Annotators who can be asked besides those already in annotations/ "
         "(as Label Studio names them: e-mail or user id); with no labels yet they count as reliable.")
