@@ -183,3 +183,16 @@ def test_the_sample_roots_inbox_lands_in_the_queue_and_the_shipped_annotations_s
     split = queue.filter(pl.col("reason") == "disagreement").row(0, named=True)
     assert json.loads(split["suggested_annotators"]) == ["reviewer_3"]  # the one reviewer who has not seen it
     assert {r["annotator"] for r in after.stats.agreement["reliability"]} == {"reviewer_1", "reviewer_2", "reviewer_3"}
+
+
+def test_the_cards_show_reliability_per_label_without_naming_annotators():
+    from finetune_pipeline import reporting
+    from finetune_pipeline.records import empty_rejects
+
+    crowd, _ = _crowd_with_a_confused_annotator(n=40)
+    crowd = crowd.with_columns(pl.col("annotator").replace({"confused": "pat@example.com"}))
+    agreement = {"reliability": annotator_reliability(crowd, LABELS).report(), "confusion": {"labels": LABELS}}
+    card = reporting.data_card([], empty_rejects(), None, {}, None, agreement=agreement)
+    section = card.split("## Annotator reliability (Dawid-Skene, per label)")[1]
+    assert "| annotator | annotations | expected accuracy | billing | technical_issue | account_access | shipping |" in section
+    assert "| A4 | 40 |" in section and "pat@" not in card and "good1" not in card  # pseudonyms in name order
