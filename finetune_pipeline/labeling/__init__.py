@@ -11,7 +11,9 @@ Where a record's label comes from, first match wins:
 Records held for review leave this stage as rejects with reason `in_review` (so nothing is lost) and go
 to the review queue: model labels under `labeling.review_threshold`, crowd labels with agreement under
 `labeling.agreement_threshold`, and records whose experts disagree. A sampled share of the accepted model
-labels (`audit_share`) also goes to the queue for audit and stays in training. A label outside the label
+labels (`audit_share`) also goes to the queue for audit and stays in training. The queue comes highest
+priority first (the expected value of a label: labeling/priority.py), each item with the number of annotators
+to ask and who (reliable ones by Dawid-Skene: labeling/routing.py). A label outside the label
 set is rejected as `label_not_in_label_set`; a record with no label and no model as `unlabeled`.
 
 Tasks without labels (instruction: prompt -> response) pass through unchanged: `label` stays null and
