@@ -25,6 +25,17 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def reliability_markdown(rows: list[dict], labels: list[str], name=None) -> str:
+    """Each annotator's Dawid-Skene reliability per label (P(answers the label | it is the true label)) and
+    expected accuracy (labeling/routing.py). `name` maps an annotator to what is shown; default a pseudonym
+    (A1, A2, ... in name order), so no card names a person."""
+    name = name or {r["annotator"]: f"A{n}" for n, r in enumerate(rows, start=1)}.get
+    return markdown_table(["annotator", "annotations", "expected accuracy", *labels],
+                          [[name(r["annotator"]), r["annotations"], f"{r['accuracy']:.3f}",
+                            *[f"{r['per_label'][lab]:.3f}" if lab in r["per_label"] else "" for lab in labels]]
+                           for r in rows])
+
+
 # ---- evaluation: a trained model against its baseline ---------------------------------------------------
 
 def evaluation_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
@@ -257,7 +268,8 @@ def domain_summary(domain) -> str:
 
 def data_card(stage_counts: list[dict], rejects: pl.DataFrame, splits: pl.DataFrame | None,
               pii_by_type: dict[str, int], training: dict | None, pii_policy: dict[str, str] | None = None,
-              erasure: ErasureReport | None = None, comparison: dict | None = None, domain=None) -> str:
+              erasure: ErasureReport | None = None, comparison: dict | None = None, domain=None,
+              agreement: dict | None = None) -> str:
     """The run's data card (`report.md`): counts, rejects by reason, label distribution per split,
     PII counts by type and the action taken (never values), erasure requests honoured (request ids,
     never subjects), the evaluation and the approach comparison."""
@@ -294,6 +306,9 @@ def data_card(stage_counts: list[dict], rejects: pl.DataFrame, splits: pl.DataFr
                  .group_by("split", "label").agg((~pl.col("aug")).sum().alias("orig"), pl.col("aug").sum().alias("augm"))
                  .sort("split", "label"))
         lines += [f"| {s} | {label} | {o} | {a} |" for s, label, o, a in table.iter_rows()]
+    if agreement and agreement.get("reliability"):
+        lines += ["", "## Annotator reliability (Dawid-Skene, per label)", "",
+                  reliability_markdown(agreement["reliability"], agreement["confusion"]["labels"])]
     if training:
         lines += ["", f"## Evaluation ({task_named(training.get('task')).evaluated_on})", "",
                   evaluation_markdown(training)]
@@ -359,6 +374,10 @@ def dataset_card(settings, name: str, splits: pl.DataFrame, stage_counts: list[d
         if agreement.get("records"):
             lines += [f"Inter-annotator agreement on {agreement['records']} records: Krippendorff's alpha "
                       f"{agreement.get('krippendorff_alpha')}.", ""]
+        if agreement.get("reliability"):
+            lines += ["Annotator reliability per label (Dawid-Skene: the chance an annotator gives a label when it "
+                      "is the true one; annotators by pseudonym):", "",
+                      reliability_markdown(agreement["reliability"], agreement["confusion"]["labels"]), ""]
     else:
         lines += ["Records are conversations (`messages`, with `prompt_messages` and `completion` for TRL's "
                   "prompt-completion form); no labels.", ""]

@@ -563,6 +563,37 @@ class TrainingSettings(_Section):
     seed: int = 13
 
 
+class ReviewSettings(_Section):
+    """How the review queue is ordered and who is asked (labeling/priority.py, labeling/routing.py).
+
+    priority = doubt x (1 + class_need_weight x class_need), doubt = 1 - (1 - uncertainty) x (1 - disagreement);
+    uncertainty = (1 - margin) / 2 + normalized entropy / 2 of the item's label probabilities."""
+
+    class_need_weight: float = Field(
+        1.0, ge=0, description="How much a label of a needed class is worth over one of a full class: an item of a "
+        "class with no records yet (class_need 1) counts 1 + this as much as an equally doubtful item of a class "
+        "at its target (class_need 0). 0: order by doubt alone.")
+    min_annotators: int = Field(1, ge=1, description="Annotators asked for an item the model is sure about.")
+    max_annotators: int = Field(
+        3, ge=1, description="Annotators asked for the most doubtful items: from min_annotators at doubt 0 to "
+        "this at doubt 1, in equal steps (defaults: doubt under 1/3 -> 1, under 2/3 -> 2, else 3).")
+    reliability_floor: float = Field(
+        0.6, ge=0, le=1, description="An annotator whose expected accuracy on an item (their Dawid-Skene "
+        "per-label accuracy, weighted by the item's label probabilities) is below this is not asked; the item "
+        "goes to another annotator. Every annotator starts at 2/3 on each label (labeling/routing.py), so a "
+        "newcomer is asked, and about 3 wrong answers out of 10 on a label push one under 0.6.")
+    annotators: list[str] = Field(
+        default_factory=list, description="Annotators who can be asked besides those already in annotations/ "
+        "(as Label Studio names them: e-mail or user id); with no labels yet they count as reliable.")
+
+    @model_validator(mode="after")
+    def _annotator_bounds(self) -> "ReviewSettings":
+        if self.max_annotators < self.min_annotators:
+            raise ValueError(f"max_annotators ({self.max_annotators}) must be at least min_annotators "
+                             f"({self.min_annotators})")
+        return self
+
+
 class LabelingSettings(_Section):
     """Automated labels for records without one, human review, and crowd consensus (labeling/)."""
 
@@ -603,6 +634,8 @@ class LabelingSettings(_Section):
         "expert labels: they win over the crowd and serve as gold labels for Dawid-Skene.")
     batch_size: int = Field(32, ge=1, description="Texts per embedding batch.")
     max_length: int = Field(256, ge=8, description="Tokens per text for embeddings; longer texts are truncated.")
+    review: ReviewSettings = Field(
+        default_factory=ReviewSettings, description="Ordering of the review queue and routing to annotators.")
 
 
 class ChecksSettings(_Section):

@@ -229,7 +229,12 @@ def test_label_studio_round_trip(tmp_path):
     paths = write_review_export(first.review_queue, LABELS, tmp_path / "exports" / "review")
 
     tasks = json.loads(paths["tasks"].read_text())
-    assert [t["data"]["record_id"] for t in tasks] == ["r2", "r1", "r3"]  # lowest score first
+    # Highest priority first: r2 is the least sure; r3's class (account_access) has no labeled record yet,
+    # r1's (billing) has r4, so r3 goes before r1 although its score is higher. By doubt alone: lowest score first.
+    assert [t["data"]["record_id"] for t in tasks] == ["r2", "r3", "r1"]
+    by_doubt = apply_labels(corpus, _settings(review_threshold=0.7, audit_share=0.0, review={"class_need_weight": 0}),
+                            labeler=_scripted_labeler).review_queue
+    assert by_doubt.sort("priority", descending=True)["record_id"].to_list() == ["r2", "r1", "r3"]
     prediction = tasks[0]["predictions"][0]
     assert prediction["score"] == 0.31 and prediction["model_version"] == "scripted zero-shot"
     assert prediction["result"] == [{"from_name": "label", "to_name": "text", "type": "choices",

@@ -60,6 +60,8 @@ def test_labeling_assets_materialize_with_agreement_metadata_and_review_export(t
     assert "Krippendorff" in labeled["annotation_agreement"].value
     assert "data:image/png;base64," in labeled["annotator_confusion"].value
     assert "ann1" in labeled["agreement_per_annotator"].value
+    assert "ann4" in labeled["annotator_reliability"].value and "shipping" in labeled["annotator_reliability"].value
+    assert "bill2" in review["highest_priority"].value  # the 2:2 split: most doubtful, asked first
     assert "broken.json" in labeled["annotation_problems"].value and "not valid JSON" in labeled["annotation_problems"].value
     for value in list(labeled.values()) + list(review.values()):
         assert "charged twice" not in str(getattr(value, "value", value))  # no record text in metadata

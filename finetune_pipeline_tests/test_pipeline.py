@@ -55,7 +55,15 @@ def test_every_source_type_reaches_the_corpus_and_stages_do_work(sample_run):
     notes = labeled.filter(pl.col("source_uri") == "raw/notes.txt")
     assert notes.select("label", "label_source").rows() == [("shipping", "model")]
     assert notes["label_model"][0].startswith("zero-shot all-MiniLM-L6-v2")
-    assert isinstance(json.loads((root / "exports" / "review" / "tasks.json").read_text()), list)
+    # The review loop of the sample: its ambiguous inbox tickets wait in the queue, highest priority first,
+    # except those the shipped reviewers' export (annotations/review_round_1.csv) settled.
+    tasks = json.loads((root / "exports" / "review" / "tasks.json").read_text())
+    inbox = {t["data"]["source_uri"].split("/")[-1]: t for t in tasks if t["data"]["source_uri"].startswith("raw/inbox/")}
+    assert set(inbox) == {"invoice_behind_login.txt", "account_used_saved_card.txt", "express_delivery_late.txt"}
+    assert [t["data"]["priority"] for t in tasks] == sorted((t["data"]["priority"] for t in tasks), reverse=True)
+    assert inbox["invoice_behind_login.txt"]["meta"]["suggested_annotators"] == ["reviewer_3"]
+    settled = labeled.filter(pl.col("source_uri").str.starts_with("raw/inbox/"))
+    assert settled.height == 3 and set(settled["label_source"]) == {"crowd"}
     assert rejects.filter(pl.col("stage").is_null() | pl.col("reason").is_null()).is_empty()
     # The domain filter rejects the sample's two unrelated documents, and no ticket.
     off_domain = rejects.filter(pl.col("reason") == "off_domain")

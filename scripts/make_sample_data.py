@@ -14,6 +14,13 @@ over every source type the pipeline reads, so a small classifier can learn them 
   raw/unrelated/recipe.txt, match_report.txt          two documents that are not tickets (domain filter)
   domain/in_domain/example_NN.txt                     in-domain example tickets for the domain filter
                                                       (finetune_pipeline_tests/domain_texts.py)
+  raw/inbox/*.txt                                     six unlabelled tickets that straddle two labels (AMBIGUOUS)
+  annotations/review_round_1.csv                      three reviewers' labels for four of them (ANNOTATIONS)
+
+The inbox tickets are genuinely ambiguous (a failed checkout that still charged the card: billing or
+technical_issue?), so the zero-shot model is unsure of each (confidence under review_threshold 0.7) and they
+wait in the review queue. The reviewers' export settles three of them on the next run (everyone agrees), and
+leaves one split 1:1, so the queue shows a disagreement routed to the reviewer who has not seen it yet.
 
 Planted problems, so every stage has work (the script prints them; ids as of this version of the templates):
   exact duplicates (4)  billing csv 5019 = jsonl T-7018 (identical); technical_issue csv 5018 = sqlite 23 (extra
@@ -53,6 +60,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from finetune_pipeline.layout import DataRoot  # noqa: E402
+from finetune_pipeline.records import make_record_id  # noqa: E402
 from finetune_pipeline_tests.pdfgen import write_pdf  # noqa: E402
 
 DATA = DataRoot(ROOT / "data")
@@ -371,6 +379,7 @@ def main() -> None:
     write_domain_files()
     DATA.annotations.mkdir(parents=True, exist_ok=True)
     (DATA.annotations / ".gitkeep").write_text("")
+    write_inbox_and_annotations()
     DATA.settings_file.write_text(
         "# Sample data set: support tickets of a small online shop, sorted into four classes.\n"
         "# Built by scripts/make_sample_data.py; every setting not listed here keeps its default\n"
@@ -407,6 +416,50 @@ def write_domain_files() -> None:
     unrelated.mkdir(parents=True)
     (unrelated / "recipe.txt").write_text("\n\n".join(OFF_DOMAIN["recipe"][:2]) + "\n", encoding="utf-8")
     (unrelated / "match_report.txt").write_text("\n\n".join(OFF_DOMAIN["sports"][:2]) + "\n", encoding="utf-8")
+# Unlabelled tickets about two things at once (file name -> text), for the review queue.
+AMBIGUOUS = {
+    "checkout_error_charged.txt":
+        "I was billed for an order the checkout page said had failed. The page froze with an error, and my card was "
+        "still charged $84.99. Can you look into the bug and the charge?",
+    "confirmation_blank_screen.txt":
+        "My order confirmation page never loaded after payment, it showed a blank screen, but the money has left my "
+        "account. Did the order go through or should I pay again?",
+    "invoice_behind_login.txt":
+        "I cannot log in to my account since I reset my password, and I need the invoice for last month's order for "
+        "my expenses. The invoice is only available in the account area. Could you send me the invoice by email, or "
+        "help me get back into my account?",
+    "app_crash_verification_code.txt":
+        "The app crashes as soon as I enter my verification code, so I cannot sign in on my phone. On the laptop the "
+        "login works fine. Is this a bug in the app or is something wrong with my account?",
+    "account_used_saved_card.txt":
+        "Someone used my account to place an order with my saved card. I did not make this purchase of $129.00 and I "
+        "have changed my password now. Please cancel the order and refund the charge.",
+    "express_delivery_late.txt":
+        "I paid $15.00 extra for next-day delivery and the parcel came four days later. I would like the delivery "
+        "charge refunded to my card.",
+}
+# What three reviewers answered (file -> reviewer -> label): three settled, one split 1:1, two not labelled yet.
+ANNOTATIONS = {
+    "checkout_error_charged.txt": {"reviewer_1": "billing", "reviewer_2": "billing", "reviewer_3": "billing"},
+    "confirmation_blank_screen.txt": {"reviewer_1": "billing", "reviewer_2": "billing"},
+    "app_crash_verification_code.txt": {"reviewer_1": "technical_issue", "reviewer_2": "technical_issue",
+                                        "reviewer_3": "technical_issue"},
+    "invoice_behind_login.txt": {"reviewer_1": "account_access", "reviewer_2": "billing"},
+}
+
+
+def write_inbox_and_annotations() -> None:
+    """raw/inbox/ (AMBIGUOUS) and annotations/review_round_1.csv (ANNOTATIONS), keyed by the record ids the
+    pipeline gives those files (one element each)."""
+    (RAW / "inbox").mkdir(parents=True, exist_ok=True)
+    for name, text in AMBIGUOUS.items():
+        (RAW / "inbox" / name).write_text(text + "\n", encoding="utf-8")
+    with (DATA.annotations / "review_round_1.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["record_id", "annotator", "label"])
+        for name, answers in ANNOTATIONS.items():
+            record_id = make_record_id(f"raw/inbox/{name}", "element 0")
+            writer.writerows([record_id, reviewer, label] for reviewer, label in answers.items())
 
 
 NAV = ('<nav class="menu"><ul><li><a href="/">Home</a></li><li><a href="/tickets">Tickets</a></li>'
@@ -495,6 +548,9 @@ def summary(shares: dict, rows: dict) -> None:
             print(f"  {t['where']:<42} {t['label']:<16} {t['problem']}")
     print("  raw/notes.txt                              (none)           unlabelled document")
     print("  raw/unrelated/recipe.txt, match_report.txt (none)           not tickets: off_domain")
+    for name in AMBIGUOUS:
+        print(f"  raw/inbox/{name:<32} (none)           ambiguous, for the review queue"
+              + (f"; labelled by {len(ANNOTATIONS[name])} reviewers" if name in ANNOTATIONS else ""))
 
 
 if __name__ == "__main__":

@@ -38,9 +38,11 @@ from finetune_pipeline.labeling.review import write_review_export
             group_name="labeling", kinds={"polars", "labelstudio"}, owners=OWNERS, is_required=False,
             dagster_type=ReviewFrame, metadata=column_schema(REVIEW_COLUMNS),
             description="Records waiting for a person: low-confidence model labels, open annotator disagreements "
-                        "and an audit sample of accepted model labels. Exported as Label Studio import tasks "
-                        "(exports/review/tasks.json, lowest score first, with the prediction) and a labeling "
-                        "config (exports/review/label_config.xml)."),
+                        "and an audit sample of accepted model labels, highest priority first (the expected value "
+                        "of a label: model uncertainty, annotator disagreement, the class's shortfall), each with "
+                        "the number of annotators to ask and who (reliable ones, by Dawid-Skene). Exported as Label "
+                        "Studio import tasks (exports/review/tasks.json, with the prediction and these scores) and a "
+                        "labeling config (exports/review/label_config.xml)."),
     },
 )
 def labeling(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_cluster: RayCluster,

@@ -4,6 +4,8 @@ the kept text of the largest duplicate clusters (already cleaned and redacted); 
 """
 
 
+import json
+
 import dagster as dg
 import polars as pl
 
@@ -205,8 +207,11 @@ def agreement_metadata(report: dict) -> dict:
     per_annotator = table(["annotator", "annotations", "scored", "accuracy vs consensus", "kappa vs consensus"],
                           [[_annotator_label(r["annotator"]), r["annotations"], r["scored"], _fmt(r["accuracy"]),
                             _fmt(r["kappa"])] for r in report["per_annotator"]])
+    reliability = ({"annotator_reliability": dg.MetadataValue.md(reporting.reliability_markdown(
+        report["reliability"], report["confusion"]["labels"], _annotator_label))} if report.get("reliability") else {})
     return {"annotation_agreement": overall, "agreement_per_label": per_label,
-            "agreement_per_annotator": per_annotator, "annotator_confusion": confusion_plot(report["confusion"])}
+            "agreement_per_annotator": per_annotator, "annotator_confusion": confusion_plot(report["confusion"]),
+            **reliability}
 
 
 def confusion_plot(confusion: dict) -> dg.MetadataValue:
@@ -235,11 +240,19 @@ def confusion_plot(confusion: dict) -> dg.MetadataValue:
 
 
 def review_metadata(review: pl.DataFrame, paths: dict) -> dict:
-    """The review queue: counts by reason and its lowest scores (lengths, never the text)."""
+    """The review queue: counts by reason, its highest priorities and lowest scores (lengths, never the text)."""
     lowest = review.sort("score").head(8).select("record_id", "reason", "label", "score", pl.col("text").str.len_chars())
+    top = review.filter(pl.col("priority").is_not_null()).sort("priority", descending=True).head(10)
+    asked = [", ".join(_annotator_label(a) for a in json.loads(s or "[]")) for s in top["suggested_annotators"]]
     return {
         "rows": review.height,
         "by_reason": bars(dict(review.group_by("reason").len().iter_rows())),
+        "highest_priority": table(
+            ["record_id", "reason", "prediction", "priority", "uncertainty", "margin", "entropy", "disagreement",
+             "class need", "annotators", "ask"],
+            [[r["record_id"], r["reason"], r["label"] or "", *[f"{r[c]:.3f}" for c in
+              ("priority", "uncertainty", "margin", "entropy", "disagreement", "class_need")],
+              r["annotators_needed"], who] for r, who in zip(top.iter_rows(named=True), asked)]) if top.height else NONE,
         "lowest_scores": table(["record_id", "reason", "prediction", "score", "chars"],
                                [[r, why, label or "", "" if score is None else f"{score:.3f}", chars]
                                 for r, why, label, score, chars in lowest.rows()]),

@@ -66,7 +66,8 @@ def data_card(context: dg.AssetExecutionContext, pipeline: PipelineResource, rej
     text = reporting.data_card(counts, rejected_records, dataset_splits, cleaning.pii_by_type, lora_adapter,
                                pii_policy=pipeline.settings().privacy.policy, erasure=cleaning.erasure,
                                comparison=approach_comparison,
-                               domain=DedupStats.from_dict(pipeline.stage_stats("deduplicated_corpus")).domain)
+                               domain=DedupStats.from_dict(pipeline.stage_stats("deduplicated_corpus")).domain,
+                               agreement=pipeline.stage_stats("labeled_corpus").get("agreement"))
     path = atomic.write_text(text, pipeline.data_root().report)
     context.add_output_metadata({"report": dg.MetadataValue.md(text), "path": dg.MetadataValue.path(str(path))})
     return {"path": str(path), "stage_counts": counts}

@@ -53,6 +53,7 @@ REVIEW_COLUMNS = [
     (PandasColumn.categorical_column("reason", categories={"low_confidence", "disagreement", "audit", "conflict"},
                                      non_nullable=True),
      dg.TableColumn("reason", "string", "low_confidence, disagreement, audit or conflict")),
+    _float("priority", "expected value of a label: doubt x (1 + w x class need); highest first", min_value=0.0),
 ]
 
 

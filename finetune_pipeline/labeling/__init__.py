@@ -11,7 +11,9 @@ Where a record's label comes from, first match wins:
 Records held for review leave this stage as rejects with reason `in_review` (so nothing is lost) and go
 to the review queue: model labels under `labeling.review_threshold`, crowd labels with agreement under
 `labeling.agreement_threshold`, and records whose experts disagree. A sampled share of the accepted model
-labels (`audit_share`) also goes to the queue for audit and stays in training. A label outside the label
+labels (`audit_share`) also goes to the queue for audit and stays in training. The queue comes highest
+priority first (the expected value of a label: labeling/priority.py), each item with the number of annotators
+to ask and who (reliable ones by Dawid-Skene: labeling/routing.py). A label outside the label
 set is rejected as `label_not_in_label_set`; a record with no label and no model as `unlabeled`.
 
 Tasks without labels (instruction: prompt -> response) pass through unchanged: `label` stays null and
@@ -33,7 +35,9 @@ from finetune_pipeline.labeling.annotations import empty_annotations
 from finetune_pipeline.labeling.conflicts import review_conflicts
 from finetune_pipeline.labeling.consensus import resolve_annotations
 from finetune_pipeline.labeling.labels import label_set
-from finetune_pipeline.labeling.review import REVIEW_SCHEMA, empty_review
+from finetune_pipeline.labeling.priority import label_target
+from finetune_pipeline.labeling.review import REVIEW_SCHEMA, ROUTING_COLUMNS, empty_review, order_review_queue
+from finetune_pipeline.labeling.routing import annotator_reliability
 from finetune_pipeline.labeling.zero_shot import Predictions, predict_labels
 from finetune_pipeline.records import StageResult, StageStats, reject_rows
 from finetune_pipeline.settings import LabelingSettings, Settings
@@ -150,7 +154,7 @@ def apply_labels(corpus: pl.DataFrame, settings: Settings, annotations: pl.DataF
     kept = corpus.filter(pl.col("label").is_in(labels))
     train = kept.filter(pl.col("label_source").is_in(list(cfg.classifier_label_sources)))
     use_classifier = train.height >= cfg.min_human_labels_for_classifier and train["label"].n_unique() >= 2
-    predicted, model_name = unlabeled.clear(), None
+    predicted, model_name, probabilities = unlabeled.clear(), None, {}
     if unlabeled.height and labels and (cfg.zero_shot or use_classifier):
         train_texts = train["text"].to_list() if use_classifier else []
         train_labels = train["label"].to_list() if use_classifier else []
@@ -158,6 +162,8 @@ def apply_labels(corpus: pl.DataFrame, settings: Settings, annotations: pl.DataF
             labeler = partial(predict_labels, execution=settings.execution)
         preds = labeler(unlabeled["text"].to_list(), labels, cfg, train_texts, train_labels)
         model_name = preds.model
+        if preds.probabilities is not None:
+            probabilities = dict(zip(unlabeled["record_id"], preds.probabilities))
         predicted = unlabeled.with_columns(
             pl.Series("label", preds.labels, pl.String), pl.lit("model").alias("label_source"),
             pl.Series("label_confidence", preds.confidences, pl.Float64), pl.lit(preds.model).alias("label_model"))
@@ -191,6 +197,16 @@ def apply_labels(corpus: pl.DataFrame, settings: Settings, annotations: pl.DataF
                      pl.col("label_agreement_ann"), pl.lit(f"crowd consensus ({cfg.consensus})")),
         _review_rows(audit, "audit", pl.col("label_confidence")),
     ])
+    # Highest expected value of a label first, with who to ask (labeling/priority.py, labeling/routing.py).
+    experts = set(cfg.expert_annotators)
+    expert_votes = valid.filter(pl.col("annotator").is_in(list(experts))).group_by("record_id").agg(pl.col("label").unique())
+    gold = {r: v[0] for r, v in expert_votes.iter_rows() if len(v) == 1}
+    reliability = annotator_reliability(valid.filter(~pl.col("annotator").is_in(list(experts))), labels, gold)
+    counts_now = dict(kept.group_by("label").len().iter_rows())
+    review = order_review_queue(review, labels, probabilities, valid, experts, counts_now,
+                                label_target(counts_now, settings.augmentation.target_count,
+                                             settings.augmentation.oversample_ratio), cfg.review, reliability)
+    agreement["reliability"] = reliability.report()
 
     problems = (annotation_problems or []) + _annotation_problems(known, unknown, outside_ann)
     counts = kept.group_by("label").len().sort("label")
@@ -239,4 +255,5 @@ def _review_rows(frame: pl.DataFrame, reason: str, score: pl.Expr, model: pl.Exp
         "record_id", "text", "label", score.cast(pl.Float64).alias("score"), pl.lit(reason).alias("reason"),
         (model if model is not None else pl.col("label_model")).cast(pl.String).alias("label_model"),
         "source_uri", "locator", pl.lit(None, pl.String).alias("options"),
+        *[pl.lit(None, REVIEW_SCHEMA[c]).alias(c) for c in ROUTING_COLUMNS],
     ).cast(REVIEW_SCHEMA)

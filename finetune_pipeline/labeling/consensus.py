@@ -51,6 +51,12 @@ def dawid_skene(annotations: pl.DataFrame, gold: dict[str, str] | None = None,
     """Posterior label probabilities per record (index record_id, one column per label) by Dawid-Skene EM
     (maximum a posteriori with `annotator_prior`); records in `gold` are fixed to their gold label while the
     annotators' confusion matrices are fitted."""
+    return fit_dawid_skene(annotations, gold, n_iter).probas_
+
+
+def fit_dawid_skene(annotations: pl.DataFrame, gold: dict[str, str] | None = None, n_iter: int = 100) -> DawidSkene:
+    """The fitted crowd-kit model: `probas_` (records x labels), `errors_` (each annotator's confusion
+    matrix: rows (annotator, given label), columns the true label, P(given | true)) and `priors_`."""
     data = _crowd_frame(annotations)
     true_labels = pd.Series(gold) if gold else None
     if true_labels is not None:
@@ -58,7 +64,7 @@ def dawid_skene(annotations: pl.DataFrame, gold: dict[str, str] | None = None,
         true_labels = true_labels if len(true_labels) else None
     model = DawidSkene(n_iter=n_iter, initial_error_strategy="addition")
     model.fit(data, true_labels=true_labels, initial_error=annotator_prior(data))
-    return model.probas_
+    return model
 
 
 def majority_vote(annotations: pl.DataFrame) -> pd.DataFrame:

