@@ -2,8 +2,9 @@
 accounting identity rows_in = rows_out + rows_rejected, and the guard that stops a stage whose upstream
 failed a blocking check.
 
-Within one run Dagster skips the steps downstream of a failed blocking check; `require_upstream_checks`
-stops separately launched runs too.
+Within one run Dagster skips the steps downstream of a failed blocking check; a separately launched run
+that reads a failed gate is refused before it starts (run_gate.py), and `require_upstream_checks` stops
+its step should it start anyway (a run that bypasses the run coordinator).
 """
 
 
@@ -14,6 +15,7 @@ import polars as pl
 
 from finetune_pipeline import validation as v
 from finetune_pipeline.defs.resources import PipelineResource
+from finetune_pipeline.defs.run_gate import latest_failure
 from finetune_pipeline.settings import Settings
 from finetune_pipeline.tasks import task_for
 
@@ -43,13 +45,8 @@ def require_upstream_checks(context: dg.AssetExecutionContext, *upstream: str) -
 
 def _require(context: dg.AssetExecutionContext, upstream: str) -> None:
     for check_key in sorted(BLOCKING_CHECKS.get(dg.AssetKey(upstream), ()), key=lambda k: k.name):
-        record = context.instance.get_latest_asset_check_evaluation_record(check_key)
-        evaluation = record.evaluation if record else None
-        if evaluation is not None and not evaluation.passed and evaluation.severity != dg.AssetCheckSeverity.WARN:
-            raise dg.Failure(
-                description=f"blocked: check '{check_key.name}' on {upstream} failed in run {record.run_id}. "
-                            f"Fix the data or settings and re-materialize {upstream} (with its checks) first.",
-            )
+        if failure := latest_failure(context.instance, check_key):
+            raise dg.Failure(description=failure.message())
 
 
 def suite_result(*results: v.SuiteResult, extra: dict | None = None) -> dg.AssetCheckResult:
