@@ -106,3 +106,43 @@ def test_the_instance_files_use_the_gated_coordinator_and_keep_their_limits(tmp_
         assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 2
     production = yaml.safe_load((REPO / "dagster.postgres.yaml").read_text())
     assert production["run_coordinator"] == yaml.safe_load((REPO / "dagster.yaml").read_text())["run_coordinator"]
+
+
+@dg.asset(name="deduplicated_corpus")
+def dedup_stand_in() -> int:
+    return 1
+
+
+@dg.asset_check(asset="deduplicated_corpus", name="deduplicated_corpus_expectations", blocking=True)
+def dedup_stand_in_fails() -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=False)
+
+
+def test_the_sensors_and_the_schedule_skip_naming_the_check_when_their_run_would_be_refused(tmp_path):
+    from finetune_pipeline.definitions import definitions_for
+    from finetune_pipeline.defs.automation import new_annotations, nightly_refresh
+    from finetune_pipeline.defs.resources import PipelineResource
+    from finetune_pipeline.layout import DataRoot
+
+    repository = definitions_for(DataRoot(tmp_path)).get_repository_def()
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "batch1.csv").write_text("record_id,annotator,label\nr1,ann1,billing\n")
+    with dg.instance_for_test() as instance:
+        def tick(cursor=None):
+            context = dg.build_sensor_context(instance=instance, repository_def=repository, cursor=cursor,
+                                              resources={"pipeline": PipelineResource(data_dir=str(tmp_path))})
+            return new_annotations(context), context.cursor
+
+        assert isinstance(tick()[0], dg.RunRequest)  # no gate failed yet
+        # the real check key of the project's deduplicated_corpus, failed in a real run
+        stand_in = dg.Definitions(assets=[dedup_stand_in], asset_checks=[dedup_stand_in_fails])
+        bad = stand_in.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, raise_on_error=False).run_id
+        result, cursor = tick()
+        assert isinstance(result, dg.SkipReason) and cursor is None  # the annotations are requested later
+        assert result.skip_message.startswith("refresh_labels not requested: blocked: check "
+                                              f"'deduplicated_corpus_expectations' on deduplicated_corpus failed "
+                                              f"in run {bad}")
+        # the nightly refresh rebuilds deduplicated_corpus and re-runs its checks: never refused by it
+        schedule = dg.build_schedule_context(instance=instance, repository_def=repository)
+        assert isinstance(nightly_refresh.evaluate_tick(schedule).run_requests[0], dg.RunRequest)

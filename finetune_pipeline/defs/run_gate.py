@@ -74,6 +74,21 @@ def refusal(failed: list[FailedGate]) -> str:
     return "; ".join(f.message() for f in failed)
 
 
+def gate_skip(context: dg.SensorEvaluationContext | dg.ScheduleEvaluationContext,
+              job_name: str) -> dg.SkipReason | None:
+    """For a sensor or schedule: a SkipReason naming the failed checks when a run of `job_name` would be
+    refused, else None. The daemon always gives the context its repository and instance; a context built by
+    hand without them is not gated."""
+    try:
+        repository, instance = context.repository_def, context.instance
+    except dg.DagsterInvariantViolationError:
+        return None
+    if repository is None:
+        return None
+    failed = failed_gates(instance, repository.asset_graph, job_asset_keys(repository.get_job(job_name)))
+    return dg.SkipReason(f"{job_name} not requested: {refusal(failed)}") if failed else None
+
+
 class GatedRunCoordinator(QueuedRunCoordinator):
     """The queued run coordinator (its `concurrency` settings unchanged) that marks a submitted run failed,
     before it is queued or any step starts, when it would build on a failed gate (`failed_gates`)."""
