@@ -12,6 +12,7 @@ import pytest
 
 from finetune_pipeline.cleaning.privacy import personal_data_left
 from finetune_pipeline.definitions import ALL_ASSETS, ALL_CHECKS, resources_for
+from finetune_pipeline.defs import cli
 from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.records import corpus_frame, sha256_text
@@ -87,7 +88,7 @@ def test_a_failed_adapter_gate_leaves_the_published_adapter_and_registry(good_ru
     assert (layout.staged(layout.adapter("lora_adapter")) / "metrics.json").exists()  # the candidate, for inspection
 
 
-def test_personal_data_in_the_split_export_fails_the_gate_and_nothing_is_published(good_run):
+def test_personal_data_in_the_split_export_fails_the_gate_and_nothing_is_published(good_run, capsys):
     root, instance, _ = good_run
     layout = DataRoot(root)
     published = _digests(layout.splits_export)
@@ -116,7 +117,13 @@ def test_personal_data_in_the_split_export_fails_the_gate_and_nothing_is_publish
     assert "lena.berg@example.org" in "".join(p.read_text() for p in Path(meta["candidate"]).glob("*.jsonl"))
     assert _digests(layout.splits_export) == published
 
-    # A later run of the downstream asset alone refuses to build on the failed gate.
+    # The CLI refuses a later run of the downstream asset before it starts: no run, so no step.
+    runs = {r.run_id for r in instance.get_runs()}
+    assert cli.run(str(root), select="published_splits", instance=instance) == 1
+    assert (f"run refused before it started: blocked: check 'dataset_splits_no_personal_data' on dataset_splits "
+            f"failed in run {result.run_id}") in capsys.readouterr().err
+    assert {r.run_id for r in instance.get_runs()} == runs
+    # A run that bypasses the gate (execute_in_process) stops at the step's first line.
     later = _run(root, instance, "published_splits")
     [failure] = [e.step_failure_data.user_failure_data.description for e in later.all_events if e.is_step_failure]
     assert "blocked: check 'dataset_splits_no_personal_data' on dataset_splits failed in run" in failure
