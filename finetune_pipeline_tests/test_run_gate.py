@@ -146,3 +146,40 @@ def test_the_sensors_and_the_schedule_skip_naming_the_check_when_their_run_would
         # the nightly refresh rebuilds deduplicated_corpus and re-runs its checks: never refused by it
         schedule = dg.build_schedule_context(instance=instance, repository_def=repository)
         assert isinstance(nightly_refresh.evaluate_tick(schedule).run_requests[0], dg.RunRequest)
+
+
+@dg.asset(name="dataset_splits")
+def splits_stand_in() -> int:
+    return 1
+
+
+@dg.asset_check(asset="dataset_splits", name="dataset_splits_no_personal_data", blocking=True)
+def splits_stand_in_fails() -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=False)
+
+
+def test_the_coordinator_refuses_a_run_of_the_projects_published_splits_over_its_real_graph():
+    """The project's own definitions as the UI loads them (a code location), and the project's check key
+    failed in a real run: `published_splits` alone is refused, a run that rebuilds dataset_splits is not."""
+    stand_in = dg.Definitions(assets=[splits_stand_in], asset_checks=[splits_stand_in_fails])
+    with dg.instance_for_test(overrides={"run_coordinator": COORDINATOR}) as instance, \
+            in_process_test_workspace(instance, LoadableTargetOrigin(module_name="finetune_pipeline.definitions",
+                                                                     attribute="defs")) as workspace:
+        bad = stand_in.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, raise_on_error=False).run_id
+        [location] = workspace.code_location_names
+        repository = next(iter(workspace.get_code_location(location).get_repositories().values()))
+        remote_job = repository.get_full_job("__ASSET_JOB")
+        from finetune_pipeline.definitions import defs
+
+        def submit(*assets: str) -> dg.DagsterRun:
+            run = instance.create_run_for_job(
+                defs.resolve_implicit_global_asset_job_def(), asset_selection={dg.AssetKey(a) for a in assets},
+                remote_job_origin=remote_job.get_remote_origin(), job_code_origin=remote_job.get_python_origin())
+            return instance.submit_run(run.run_id, workspace)
+
+        refused = submit("published_splits")
+        assert refused.status == dg.DagsterRunStatus.FAILURE and _step_starts(instance, refused.run_id) == []
+        assert any(f"check 'dataset_splits_no_personal_data' on dataset_splits failed in run {bad}" in (e.message or "")
+                   for e in instance.all_logs(refused.run_id))
+        assert submit("dataset_splits", "published_splits").status == dg.DagsterRunStatus.QUEUED

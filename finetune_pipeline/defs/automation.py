@@ -5,6 +5,9 @@ the sensor on returned annotations (the sensors and the schedule run by default 
 records a new observation whenever raw/ changes, so the UI marks `raw_corpus` and everything after it,
 the dataset and the adapter included, as stale ("upstream data version changed") until they are
 refreshed; each refresh run observes raw/ first.
+
+Each tick first asks `run_gate.gate_skip` whether its job would build on a failed blocking check, and
+skips naming the check and its run if so (the daemon's run coordinator would refuse the run anyway).
 """
 
 
