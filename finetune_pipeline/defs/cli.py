@@ -113,6 +113,8 @@ def run(data_dir: str | None, select: str | None = None, instance=None) -> int:
     try:
         job = _job(defs, select)
     except Exception as err:  # an unknown asset or a selection that does not parse
+        while err.__cause__ or err.__context__:  # Dagster wraps the reason (e.g. the unknown key)
+            err = err.__cause__ or err.__context__
         print(f"--select {select!r}: {err}\nname assets as in the UI, e.g. --select published_splits; "
               "nothing was run", file=sys.stderr)
         return 2
