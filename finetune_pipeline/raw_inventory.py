@@ -10,6 +10,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
+
 
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
@@ -36,6 +38,21 @@ def inventory(raw_dir: Path, previous: dict[str, list] | None = None) -> dict[st
             continue
         result[rel] = [stat.st_size, stat.st_mtime_ns, file_sha256(path)]
     return result
+
+
+def files_accounted(raw_dir: Path, data_dir: Path, source_uris: set[str]) -> pl.DataFrame:
+    """Per regular file under `raw_dir` (hidden names aside, as the collector skips them; listed from the disk,
+    without hashing): whether some record or reject names it as its source_uri, or names a folder holding it
+    (a Hugging Face dataset folder is one source)."""
+    paths = sorted(p.relative_to(data_dir).as_posix() for p in raw_dir.rglob("*")
+                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(raw_dir).parts)) \
+        if raw_dir.is_dir() else []
+    def accounted(path: str) -> bool:  # the file itself, or a folder above it
+        parts = path.split("/")
+        return any("/".join(parts[:n]) in source_uris for n in range(len(parts), 0, -1))
+
+    return pl.DataFrame({"path": paths, "accounted": [accounted(p) for p in paths]},
+                        schema={"path": pl.String, "accounted": pl.Boolean})
 
 
 def inventory_version(current: dict[str, list]) -> str:

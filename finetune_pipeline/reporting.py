@@ -144,6 +144,29 @@ def model_card(metrics: dict) -> str:
     return _MODEL_CARDS[metrics["approach"]](metrics)
 
 
+# The training data as the card names it: the published export (exports/splits, whose README.md is the
+# dataset card), at the data snapshot the model was trained on (the model-index's dataset revision).
+TRAINING_DATA = "exports/splits"
+
+
+def _card_header(metrics: dict, *, library_name: str, pipeline_tag: str, tags: list[str],
+                 results: list[tuple[str, str, float | None]]) -> str:
+    """The YAML header, written by huggingface_hub's ModelCardData so the Hub and `ModelCard.load` read it:
+    base model, training data, pipeline tag, tags, and a model-index of the test `results`
+    ((metric type, metric name, value); a missing or NaN value is left out)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    snapshot = metrics["data_snapshot"]
+    evaluations = [EvalResult(task_type=pipeline_tag, dataset_type=TRAINING_DATA, dataset_split="test",
+                              dataset_name=f"{TRAINING_DATA} (snapshot {snapshot})", dataset_revision=str(snapshot),
+                              metric_type=kind, metric_name=name, metric_value=float(value))
+                   for kind, name, value in results if value is not None and value == value]
+    data = ModelCardData(library_name=library_name, base_model=metrics["base_model"].split(" (")[0],
+                         datasets=[TRAINING_DATA], pipeline_tag=pipeline_tag, tags=tags,
+                         model_name=f"{metrics['approach']}-{pipeline_tag}", eval_results=evaluations or None)
+    return f"---\n{data.to_yaml()}\n---"
+
+
 def _classifier_card(metrics: dict) -> str:
     sizes = metrics["split_sizes"]
     test, base = metrics["test"], metrics["majority_baseline"]
@@ -152,11 +175,10 @@ def _classifier_card(metrics: dict) -> str:
     how = ("`finetune_pipeline.training.lora.load_adapter(path)` or with PEFT:\n"
            "`PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base, num_labels=...), path)`"
            if lora else "`AutoModelForSequenceClassification.from_pretrained(path)`")
-    return f"""---
-library_name: {'peft' if lora else 'transformers'}
-base_model: {metrics['base_model']}
-tags: [{'lora, ' if lora else ''}text-classification, finetune-pipeline]
----
+    header = _card_header(metrics, library_name="peft" if lora else "transformers", pipeline_tag="text-classification",
+                          tags=[*(["lora"] if lora else []), "text-classification", "finetune-pipeline"],
+                          results=[("accuracy", "Accuracy", test["accuracy"]), ("f1", "Macro F1", test["macro_f1"])])
+    return f"""{header}
 # {title}: text classification
 
 - Base model: {metrics['base_model']}
@@ -177,11 +199,12 @@ Load it with {how}.
 
 def _instruction_card(metrics: dict) -> str:
     sizes, test, base = metrics["split_sizes"], metrics["test"], metrics["base_model_test"]
-    return f"""---
-library_name: peft
-base_model: {metrics['base_model']}
-tags: [lora, instruction-tuning, text-generation, finetune-pipeline]
----
+    header = _card_header(metrics, library_name="peft", pipeline_tag="text-generation",
+                          tags=["lora", "instruction-tuning", "text-generation", "finetune-pipeline"],
+                          results=[("loss", "Loss (response tokens)", test["loss"]),
+                                   ("perplexity", "Perplexity (response tokens)", test["perplexity"]),
+                                   ("rougeL", "ROUGE-L F1 (greedy answers)", test.get("rouge_l"))])
+    return f"""{header}
 # LoRA adapter: instruction tuning
 
 - Base model: {metrics['base_model']}

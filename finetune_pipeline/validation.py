@@ -136,24 +136,6 @@ def labeled_expectations(min_records: int, labels: list[str], records: list | No
     return corpus_expectations(min_records) + (records if records is not None else label_expectations(labels))
 
 
-def open_review_frame(labeled: pl.DataFrame, review_threshold: float, agreement_threshold: float) -> pl.DataFrame:
-    """Per record: is it a model label under the review threshold, or a crowd label under the agreement
-    threshold (an open disagreement)? Such a record belongs in the review queue, not in training."""
-    def column(name: str, dtype) -> pl.Expr:
-        return pl.col(name) if name in labeled.columns else pl.lit(None, dtype)
-    return labeled.select(
-        ((pl.col("label_source") == "model") & (column("label_confidence", pl.Float64) < review_threshold))
-        .fill_null(False).alias("model_label_under_review_threshold"),
-        ((pl.col("label_source") == "crowd") & (column("label_agreement", pl.Float64) < agreement_threshold))
-        .fill_null(False).alias("open_disagreement"),
-    )
-
-
-def open_review_expectations() -> list:
-    return [E.ExpectColumnValuesToBeInSet(column="model_label_under_review_threshold", value_set=[False]),
-            E.ExpectColumnValuesToBeInSet(column="open_disagreement", value_set=[False])]
-
-
 def augmented_expectations(min_records: int, labels: list[str], records: list | None = None) -> list:
     """record_id stays unique; augmented rows name their source and the technique. `records`: as in
     `labeled_expectations` (None: labels from the set)."""
@@ -230,9 +212,28 @@ def label_coverage_expectations() -> list:
             E.ExpectColumnPairValuesToBeEqual(column_A="labels_present", column_B="labels_expected")]
 
 
-def accounting_expectations() -> list:
-    """rows_in = rows_out + rows_rejected, on a one-row frame of a stage's counts."""
-    return [E.ExpectColumnPairValuesToBeEqual(column_A="rows_in", column_B="rows_out_plus_rejected")]
+def reconciliation_frame(upstream: list, kept: list, rejected: list) -> pl.DataFrame:
+    """Per record id read, kept or rejected at a stage: how often it is in each. A record is accounted for
+    when it was read once and is kept or rejected exactly once (rows_in = rows_out + rows_rejected, by id)."""
+    def counts(ids: list, name: str) -> pl.DataFrame:
+        return pl.DataFrame({"record_id": ids}, schema={"record_id": pl.String}).group_by("record_id").len(name)
+
+    frame = counts(upstream, "read").join(counts(kept, "kept"), on="record_id", how="full", coalesce=True) \
+        .join(counts(rejected, "rejected"), on="record_id", how="full", coalesce=True).fill_null(0)
+    out = pl.col("kept") + pl.col("rejected")
+    return frame.with_columns(
+        pl.when(pl.col("read") == 0).then(pl.lit("not_read")).when(pl.col("read") > 1).then(pl.lit("read_twice"))
+        .when(out == 0).then(pl.lit("lost")).when(out > 1).then(pl.lit("out_twice")).otherwise(pl.lit("once"))
+        .alias("status")).sort("record_id")
+
+
+def reconciliation_expectations() -> list:
+    return [E.ExpectColumnValuesToBeInSet(column="status", value_set=["once"])]
+
+
+def files_accounted_expectations() -> list:
+    """Every file counted under raw/ gave records or a reject."""
+    return [E.ExpectColumnValuesToBeInSet(column="accounted", value_set=[True])]
 
 
 def adapter_expectations(baseline_accuracy: float) -> list:

@@ -12,6 +12,7 @@ import pytest
 
 from finetune_pipeline.cleaning.privacy import personal_data_left
 from finetune_pipeline.definitions import ALL_ASSETS, ALL_CHECKS, resources_for
+from finetune_pipeline.defs import cli
 from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.records import corpus_frame, sha256_text
@@ -87,7 +88,7 @@ def test_a_failed_adapter_gate_leaves_the_published_adapter_and_registry(good_ru
     assert (layout.staged(layout.adapter("lora_adapter")) / "metrics.json").exists()  # the candidate, for inspection
 
 
-def test_personal_data_in_the_split_export_fails_the_gate_and_nothing_is_published(good_run):
+def test_personal_data_in_the_split_export_fails_the_gate_and_nothing_is_published(good_run, capsys):
     root, instance, _ = good_run
     layout = DataRoot(root)
     published = _digests(layout.splits_export)
@@ -116,7 +117,13 @@ def test_personal_data_in_the_split_export_fails_the_gate_and_nothing_is_publish
     assert "lena.berg@example.org" in "".join(p.read_text() for p in Path(meta["candidate"]).glob("*.jsonl"))
     assert _digests(layout.splits_export) == published
 
-    # A later run of the downstream asset alone refuses to build on the failed gate.
+    # The CLI refuses a later run of the downstream asset before it starts: no run, so no step.
+    runs = {r.run_id for r in instance.get_runs()}
+    assert cli.run(str(root), select="published_splits", instance=instance) == 1
+    assert (f"run refused before it started: blocked: check 'dataset_splits_no_personal_data' on dataset_splits "
+            f"failed in run {result.run_id}") in capsys.readouterr().err
+    assert {r.run_id for r in instance.get_runs()} == runs
+    # A run that bypasses the gate (execute_in_process) stops at the step's first line.
     later = _run(root, instance, "published_splits")
     [failure] = [e.step_failure_data.user_failure_data.description for e in later.all_events if e.is_step_failure]
     assert "blocked: check 'dataset_splits_no_personal_data' on dataset_splits failed in run" in failure
@@ -216,3 +223,80 @@ def test_the_share_drift_and_test_support_warnings_fire_on_real_shifts():
     assert v.share_drift_frame(after, pl.DataFrame(), "label", 0.1).is_empty()  # nothing published yet
     support = v.test_support_frame(after, "label")
     assert dict(support.rows()) == {"a": 0, "b": 10}  # every test row is 'b': 'a' has none to be measured on
+
+
+def test_with_no_label_set_configured_a_label_only_the_model_gave_fails_the_label_check(tmp_path):
+    from finetune_pipeline import validation as v
+    from finetune_pipeline.defs.gates import labels_and_records
+
+    words = "please look at my order from last week"
+    rows = [{"record_id": f"r{i}", "text": f"{words} {i}", "label": label, "label_source": source,
+             "label_confidence": 0.9, "source_uri": "raw/t.csv", "source_type": "csv", "locator": f"row {i}",
+             "content_sha256": sha256_text(f"{words} {i}"), "ingested_at": "2026-01-01"} for i, (label, source) in
+            enumerate([("billing", "column"), ("shipping", "folder"), ("billing", "human"),
+                       ("shipping", "model"), ("refund", "model")])]  # "refund": in no column, folder or annotation
+    frame = corpus_frame(rows)
+    settings = Settings(labels=[], checks={"min_records": 1})
+    root = DataRoot(tmp_path)
+
+    def result(settings: Settings):
+        labels, records = labels_and_records(settings, frame, root)
+        return v.validate(frame, "labeled", v.labeled_expectations(1, labels, records))
+
+    def passed(settings: Settings) -> bool:
+        return result(settings).passed
+
+    failed = result(settings)
+    assert not failed.passed and [f["column"] for f in failed.failures] == ["label"]
+    assert passed(Settings(labels=["billing", "shipping", "refund"], checks={"min_records": 1}))  # configured
+    root.splits_export.mkdir(parents=True)  # ... or in the last published split
+    (root.splits_export / "train.jsonl").write_text(json.dumps({"record_id": "p1", "label": "refund"}) + "\n")
+    assert passed(settings)
+
+
+def test_the_accounting_checks_fail_on_a_lost_reject_and_on_a_file_nobody_read(tmp_path):
+    from finetune_pipeline import validation as v
+    from finetune_pipeline.defs.cleaning import cleaned_corpus, cleaned_corpus_accounting
+    from finetune_pipeline.defs.collection import raw_corpus, raw_corpus_every_file_accounted
+
+    # by id, not by count: one record lost and one kept twice balance the counts, not the ids
+    frame = v.reconciliation_frame(["a", "b", "c"], ["a", "a"], ["c", "x"])
+    assert dict(frame.select("record_id", "status").iter_rows()) == \
+        {"a": "out_twice", "b": "lost", "c": "once", "x": "not_read"}
+
+    root = tmp_path / "data"
+    (root / "raw").mkdir(parents=True)
+    tickets = [f"My order {100 + i} arrived late and the box was damaged, please send a replacement." for i in range(6)]
+    (root / "raw" / "tickets.csv").write_text("text,label\n" + "".join(f'"{t}",shipping\n' for t in tickets)
+                                              + "hi,shipping\n")  # too short: rejected by cleaning
+    (root / "raw" / "header_only.csv").write_text("text,label\n")  # no rows: rejected, never gone silently
+    (root / "raw" / ".hidden.txt").write_text("skipped by design")
+    (root / "finetune.yaml").write_text(json.dumps({"labels": ["shipping"], "checks": {"min_records": 1},
+                                                    "privacy": {"detector": "patterns"}}))
+    assets = [raw_corpus, cleaned_corpus, raw_corpus_every_file_accounted, cleaned_corpus_accounting]
+    resources = resources_for(PipelineResource(data_dir=str(root)))
+    instance = dg.DagsterInstance.ephemeral()
+
+    def run(selection=None) -> dict:
+        result = dg.materialize(assets, resources=resources, instance=instance, selection=selection,
+                                raise_on_error=False)
+        return {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
+                for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+
+    checks = run()
+    assert all(c.passed for c in checks.values()), {k: c.description for k, c in checks.items()}
+    rejects = pl.read_parquet(DataRoot(root).stage_rejects("raw_corpus"))
+    assert ("raw/header_only.csv", "empty_file") in set(rejects.select("source_uri", "reason").iter_rows())
+
+    # A cleaning reject gone from disk (overwritten, deleted): the record is neither kept nor rejected.
+    stored = DataRoot(root).stage_rejects("cleaned_corpus")
+    lost = pl.read_parquet(stored)
+    assert lost.height == 1
+    lost.head(0).write_parquet(stored)
+    # A file added to raw/ after raw_corpus was built: on disk, in no record and no reject.
+    (root / "raw" / "late.txt").write_text("A ticket that arrived after the collection ran, about a late parcel.")
+    # (one check per run: a failed blocking check on raw_corpus would stop the one reading raw_corpus)
+    accounting = run(dg.AssetSelection.checks(cleaned_corpus_accounting))["cleaned_corpus_accounting"]
+    files = run(dg.AssetSelection.checks(raw_corpus_every_file_accounted))["raw_corpus_every_file_accounted"]
+    assert not accounting.passed and accounting.metadata["records_lost"].value == lost["record_id"][0]
+    assert not files.passed and files.metadata["unaccounted"].value == "raw/late.txt"

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 
 from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training.instruction import (IGNORE, collate, pack, read_pairs, sequences_for,
@@ -209,6 +210,10 @@ def test_instruction_tuning_lowers_loss_and_reports_perplexity(tiny_llama, tmp_p
     assert generation["examples"][0]["reference"] == PAIRS[2][1]
     card = (out / "README.md").read_text()
     assert "ROUGE-L F1" in card and PAIRS[2][0] in card
+    data = ModelCard.load(out / "README.md").data
+    assert (data.library_name, data.pipeline_tag, data.datasets) == ("peft", "text-generation", ["exports/splits"])
+    assert {r.metric_type: r.metric_value for r in data.eval_results} == \
+        {"loss": test["loss"], "perplexity": test["perplexity"], "rougeL": test["rouge_l"]}
 
     registry.register(tmp_path / "models", "helpdesk", out, metrics)
     model, _, entry = registry.load(tmp_path / "models", "helpdesk")

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 from finetune_pipeline.settings import TrainingSettings
@@ -48,6 +49,13 @@ def test_lora_trains_saves_and_reloads(tmp_path):
     assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"] / 10
     assert not metrics["nan_loss"] and metrics["epochs_run"] >= 1
     assert json.loads((out / "metrics.json").read_text())["test"] == metrics["test"]
+    # the model card is one the Hub reads: PEFT, base model, training data, and the test metrics
+    card = ModelCard.load(out / "README.md")
+    assert (card.data.library_name, card.data.base_model) == ("peft", "sentence-transformers/all-MiniLM-L6-v2")
+    assert card.data.datasets == ["exports/splits"] and card.data.pipeline_tag == "text-classification"
+    assert {r.metric_type: r.metric_value for r in card.data.eval_results} == \
+        {"accuracy": metrics["test"]["accuracy"], "f1": metrics["test"]["macro_f1"]}
+    assert {(r.dataset_split, r.dataset_revision) for r in card.data.eval_results} == {("test", "abc")}
 
     model, tokenizer, labels = load_adapter(out)
     assert labels == ["billing", "shipping"]

@@ -8,7 +8,7 @@ import polars as pl
 from finetune_pipeline import validation as v
 from finetune_pipeline.augment import augment_corpus
 from finetune_pipeline.defs import OWNERS
-from finetune_pipeline.defs.gates import accounting_check, labels_and_records, require_upstream_checks, suite_check
+from finetune_pipeline.defs.gates import accounting_check, label_suite_check, require_upstream_checks
 from finetune_pipeline.defs.metadata import augmentation_metadata, settings_used, stage_metadata
 from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.defs.types import CORPUS_COLUMNS, CorpusFrame, column_schema
@@ -35,7 +35,7 @@ def augmented_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResour
     return result
 
 
-augmented_corpus_expectations = suite_check(
-    "augmented_corpus", lambda s, df: v.augmented_expectations(s.checks.min_records, *labels_and_records(s, df)),
+augmented_corpus_expectations = label_suite_check(
+    "augmented_corpus", lambda s, labels, records: v.augmented_expectations(s.checks.min_records, labels, records),
     "Unique record ids, labels from the set, augmentation columns present.")
 augmented_corpus_accounting = accounting_check("augmented_corpus", "labeled_corpus")

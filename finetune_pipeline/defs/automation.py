@@ -5,6 +5,9 @@ the sensor on returned annotations (the sensors and the schedule run by default 
 records a new observation whenever raw/ changes, so the UI marks `raw_corpus` and everything after it,
 the dataset and the adapter included, as stale ("upstream data version changed") until they are
 refreshed; each refresh run observes raw/ first.
+
+Each tick first asks `run_gate.gate_skip` whether its job would build on a failed blocking check, and
+skips naming the check and its run if so (the daemon's run coordinator would refuse the run anyway).
 """
 
 
@@ -15,6 +18,7 @@ import dagster as dg
 
 from finetune_pipeline.defs.collection import RAW_FILES
 from finetune_pipeline.defs.resources import PipelineResource
+from finetune_pipeline.defs.run_gate import gate_skip
 from finetune_pipeline.labeling.annotations import ANNOTATION_SUFFIXES
 from finetune_pipeline.raw_inventory import compare, inventory, inventory_version
 
@@ -25,17 +29,21 @@ with warnings.catch_warnings():  # include_sources is marked beta in dagster 1.1
         description="Observe raw/, then materialize every asset (and run its checks) on the data root.",
     )
 
-nightly_refresh = dg.ScheduleDefinition(
-    name="nightly_refresh", job=refresh_all, cron_schedule="0 2 * * *",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Refresh the whole pipeline every night at 02:00 (server time).",
-)
+
+@dg.schedule(name="nightly_refresh", job=refresh_all, cron_schedule="0 2 * * *",
+             default_status=dg.DefaultScheduleStatus.RUNNING,
+             description="Refresh the whole pipeline every night at 02:00 (server time); skipped, naming the "
+                         "check, when the run would build on a failed blocking check.")
+def nightly_refresh(context: dg.ScheduleEvaluationContext):
+    return gate_skip(context, "refresh_all") or dg.RunRequest()
 
 
 @dg.sensor(job=refresh_all, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Requests a full refresh when a file under raw/ is added, changed (by content hash) "
                        "or removed. A touched but unchanged file, or a renamed or copied one, starts no run.")
 def new_raw_files(context: dg.SensorEvaluationContext, pipeline: PipelineResource):
+    if skip := gate_skip(context, "refresh_all"):
+        return skip  # the cursor stays: the change is requested once the gate is clear
     previous = json.loads(context.cursor) if context.cursor else {}
     current = inventory(pipeline.data_root().raw, previous)
     changes = compare(previous, current)
@@ -65,6 +73,8 @@ refresh_labels = dg.define_asset_job(
                        "(Label Studio JSON export, or CSV record_id,annotator,label) under annotations/ is added, "
                        "changed (by content hash) or removed.")
 def new_annotations(context: dg.SensorEvaluationContext, pipeline: PipelineResource):
+    if skip := gate_skip(context, "refresh_labels"):
+        return skip  # the cursor stays: the new annotations are requested once the gate is clear
     previous = json.loads(context.cursor) if context.cursor else {}
     found = inventory(pipeline.data_root().annotations, previous)
     current = {path: entry for path, entry in found.items()

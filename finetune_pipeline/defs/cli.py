@@ -1,4 +1,5 @@
-"""Command line: `finetune-pipeline run` materializes every asset headless and prints a summary;
+"""Command line: `finetune-pipeline run` materializes every asset headless (or `--select`ed ones) and prints a
+summary, refusing before any step a selection that reads a failed blocking check;
 `finetune-pipeline build-base-model` builds an instruction root's small local base model when finetune.yaml
 asks for it and it is missing (`make run` calls it first); `finetune-pipeline adapters list|show|merge` reads
 the adapters registry (models/registry.json)."""
@@ -81,10 +82,23 @@ def fail_dead_runs(instance) -> list[str]:
     return failed
 
 
-def run(data_dir: str | None) -> int:
+def _job(defs, select: str | None):
+    """The refresh_all job, or an asset job of `select` (Dagster's asset selection syntax)."""
+    import dagster as dg
+
+    if not select:
+        return defs.resolve_job_def("refresh_all")
+    return dg.Definitions.merge(defs, dg.Definitions(jobs=[dg.define_asset_job("selected", selection=select)])) \
+        .resolve_job_def("selected")
+
+
+def run(data_dir: str | None, select: str | None = None, instance=None) -> int:
+    """Materialize every asset (or the `select`ed ones, with their checks) and print the summary; refuse,
+    before any step runs, a selection that would build on a failed blocking check."""
     from dagster import DagsterInstance
 
     from finetune_pipeline.definitions import definitions_for
+    from finetune_pipeline.defs.run_gate import failed_gates, job_asset_keys, refusal
     from finetune_pipeline.settings import SettingsError, load_settings
 
     root = DataRoot.resolve(data_dir)
@@ -93,13 +107,25 @@ def run(data_dir: str | None) -> int:
     except SettingsError as err:
         print(f"{err}\nfix finetune.yaml and run again; nothing was run or written", file=sys.stderr)
         return 2
-    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    if instance is None:
+        instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
     for run_id in fail_dead_runs(instance):
         print(f"run {run_id} was killed before it finished: marked failed, its concurrency slots freed",
               file=sys.stderr)
     run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}  # step progress, not debug chatter
     tags = {RUN_HOST_TAG: socket.gethostname(), RUN_PID_TAG: str(os.getpid())}
-    job = definitions_for(root).resolve_job_def("refresh_all")
+    defs = definitions_for(root)
+    try:
+        job = _job(defs, select)
+    except Exception as err:  # an unknown asset or a selection that does not parse
+        while err.__cause__ or err.__context__:  # Dagster wraps the reason (e.g. the unknown key)
+            err = err.__cause__ or err.__context__
+        print(f"--select {select!r}: {err}\nname assets as in the UI, e.g. --select published_splits; "
+              "nothing was run", file=sys.stderr)
+        return 2
+    if failed := failed_gates(instance, defs.resolve_asset_graph(), job_asset_keys(job)):
+        print(f"run refused before it started: {refusal(failed)}", file=sys.stderr)
+        return 1
     result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=run_config, tags=tags)
     print(_summary(root))
     not_passed = [e.asset_check_evaluation_data for e in result.all_events
@@ -170,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="materialize every asset on the data root and print a summary")
     run_parser.add_argument("--data-dir", help="data root (default: $FINETUNE_DATA_DIR or data/)")
+    run_parser.add_argument("--select", help="only these assets, with their checks, in Dagster's asset selection "
+                            "syntax (e.g. published_splits, '+dataset_splits'); refused before it starts when it "
+                            "would build on a failed blocking check")
     build = sub.add_parser("build-base-model", help="build the instruction base model finetune.yaml asks for "
                            "(training.build_base_model) when it is missing; does nothing otherwise")
     build.add_argument("--data-dir", help="data root (default: $FINETUNE_DATA_DIR or data/)")
@@ -184,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     merge.add_argument("out_dir")
     args = parser.parse_args(argv)
     if args.command == "run":
-        return run(args.data_dir)
+        return run(args.data_dir, args.select)
     if args.command == "build-base-model":
         return build_base_model(args.data_dir)
     if args.command == "adapters":

@@ -9,7 +9,7 @@ import dagster as dg
 
 from finetune_pipeline import validation as v
 from finetune_pipeline.defs import OWNERS
-from finetune_pipeline.defs.gates import suite_check
+from finetune_pipeline.defs.gates import files_check, suite_check
 from finetune_pipeline.defs.metadata import collection_metadata, execution_metadata, settings_used, stage_metadata
 from finetune_pipeline.defs.resources import PipelineResource, RayCluster
 from finetune_pipeline.defs.types import CORPUS_COLUMNS, CorpusFrame, column_schema
@@ -62,3 +62,4 @@ def _progress_logger(context: dg.AssetExecutionContext, every_s: float = 5.0):
 raw_corpus_expectations = suite_check(
     "raw_corpus", lambda s, df: v.corpus_expectations(s.checks.min_records),
     "Standard record columns, unique non-null record_id, non-empty text, at least checks.min_records rows.")
+raw_corpus_every_file_accounted = files_check("raw_corpus")

@@ -2,8 +2,9 @@
 accounting identity rows_in = rows_out + rows_rejected, and the guard that stops a stage whose upstream
 failed a blocking check.
 
-Within one run Dagster skips the steps downstream of a failed blocking check; `require_upstream_checks`
-stops separately launched runs too.
+Within one run Dagster skips the steps downstream of a failed blocking check; a separately launched run
+that reads a failed gate is refused before it starts (run_gate.py), and `require_upstream_checks` stops
+its step should it start anyway (a run that bypasses the run coordinator).
 """
 
 
@@ -14,6 +15,9 @@ import polars as pl
 
 from finetune_pipeline import validation as v
 from finetune_pipeline.defs.resources import PipelineResource
+from finetune_pipeline.defs.run_gate import latest_failure
+from finetune_pipeline.layout import DataRoot
+from finetune_pipeline.raw_inventory import files_accounted
 from finetune_pipeline.settings import Settings
 from finetune_pipeline.tasks import task_for
 
@@ -21,6 +25,7 @@ from finetune_pipeline.tasks import task_for
 # The blocking checks by the asset they guard, recorded as the stage modules define them. A module defines
 # its assets' checks beside them, so a job that holds an upstream asset has recorded its checks.
 BLOCKING_CHECKS: dict[dg.AssetKey, set[dg.AssetCheckKey]] = {}
+LISTED = 20  # record ids or paths listed in a failed check's metadata
 
 
 def blocking_check(asset: str, name: str, description: str, **kwargs):
@@ -43,13 +48,8 @@ def require_upstream_checks(context: dg.AssetExecutionContext, *upstream: str) -
 
 def _require(context: dg.AssetExecutionContext, upstream: str) -> None:
     for check_key in sorted(BLOCKING_CHECKS.get(dg.AssetKey(upstream), ()), key=lambda k: k.name):
-        record = context.instance.get_latest_asset_check_evaluation_record(check_key)
-        evaluation = record.evaluation if record else None
-        if evaluation is not None and not evaluation.passed and evaluation.severity != dg.AssetCheckSeverity.WARN:
-            raise dg.Failure(
-                description=f"blocked: check '{check_key.name}' on {upstream} failed in run {record.run_id}. "
-                            f"Fix the data or settings and re-materialize {upstream} (with its checks) first.",
-            )
+        if failure := latest_failure(context.instance, check_key):
+            raise dg.Failure(description=failure.message())
 
 
 def suite_result(*results: v.SuiteResult, extra: dict | None = None) -> dg.AssetCheckResult:
@@ -74,24 +74,91 @@ def suite_check(asset: str, expectations: Callable[[Settings, pl.DataFrame], lis
 
 
 def accounting_check(asset: str, upstream: str):
-    """Blocking: every upstream row is either kept or rejected at this stage (nothing lost)."""
+    """Blocking: every record read from `upstream` (as stored) is kept or rejected at this stage exactly once,
+    by record id, against the stage's rejects on disk: a row lost, kept twice, both kept and rejected, or
+    invented fails, even where the counts alone would balance."""
 
-    @blocking_check(asset, f"{asset}_accounting", f"rows of {upstream} = rows kept + rows rejected at {asset}",
+    @blocking_check(asset, f"{asset}_accounting", f"every record of {upstream} is kept or rejected at {asset} "
+                    "exactly once, by record id, against the rejects on disk (rows_in = rows_out + rows_rejected)",
                     additional_ins={"upstream": dg.AssetIn(upstream)})
     def _check(pipeline: PipelineResource, current: pl.DataFrame, upstream: pl.DataFrame) -> dg.AssetCheckResult:
         originals = current.filter(pl.col("augmented_from").is_null()) if "augmented_from" in current.columns \
             else current
-        rejected = pipeline.stage_rejects(asset).height
-        counts = pl.DataFrame({"rows_in": [upstream.height], "rows_out_plus_rejected": [originals.height + rejected]})
-        return suite_result(v.validate(counts, f"{asset}_accounting", v.accounting_expectations()),
-                            extra={"rows_in": upstream.height, "rows_out": originals.height, "rows_rejected": rejected})
+        rejected = pipeline.stage_rejects(asset)
+        frame = v.reconciliation_frame(upstream["record_id"].to_list(), originals["record_id"].to_list(),
+                                       rejected["record_id"].to_list())
+        wrong = frame.filter(pl.col("status") != "once")
+        return suite_result(v.validate(frame, f"{asset}_accounting", v.reconciliation_expectations()), extra={
+            "rows_in": upstream.height, "rows_out": originals.height, "rows_rejected": rejected.height,
+            **{f"records_{status}": ", ".join(ids[:LISTED]) for status, ids in
+               wrong.group_by("status").agg(pl.col("record_id").sort()).sort("status").iter_rows()}})
 
     return _check
 
 
-def labels_and_records(settings: Settings, frame: pl.DataFrame) -> tuple[list[str], list | None]:
+def files_check(asset: str = "raw_corpus"):
+    """Blocking: every file under raw/, listed from the disk (not by the collector), gave records or a reject."""
+
+    @blocking_check(asset, f"{asset}_every_file_accounted",
+                    "Every file under raw/ (hidden names aside), listed from the disk, gave at least one record or a "
+                    "reject: no input vanishes without a reason.")
+    def _check(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
+        root = pipeline.data_root()
+        uris = set(current["source_uri"].to_list()) | set(pipeline.stage_rejects(asset)["source_uri"].to_list())
+        frame = files_accounted(root.raw, root.path, uris)
+        missing = frame.filter(~pl.col("accounted"))["path"].to_list()
+        return suite_result(v.validate(frame, f"{asset}_every_file_accounted", v.files_accounted_expectations()),
+                            extra={"files_on_disk": frame.height, "files_unaccounted": len(missing),
+                                   "unaccounted": ", ".join(missing[:LISTED]) or "none"})
+
+    return _check
+
+
+def labels_and_records(settings: Settings, frame: pl.DataFrame, root: DataRoot | None = None
+                       ) -> tuple[list[str], list | None]:
     """What the corpus suites check per record, by task: the label set, and the task's own per-record
-    expectations (None: labels from the set)."""
+    expectations (None: labels from the set).
+
+    With `labels: []` the set is not what the frame holds (then "label in set" could not fail) but what was
+    given: labels from a column, a folder or people (human, crowd) in `frame`, plus those of the last
+    published split under `root`. A label only the model (or augmentation) produced fails."""
     task = task_for(settings)
     labels = task.labels(frame, settings)
+    if task.labeled and not settings.labels:
+        labels = sorted(given_labels(frame) | (published_labels(root) if root else set()))
     return labels, task.record_expectations(labels)
+
+
+GIVEN_LABEL_SOURCES = ("column", "folder", "human", "crowd")
+
+
+def given_labels(frame: pl.DataFrame) -> set[str]:
+    """Labels some record carries from a column, a folder or a person (not from the model)."""
+    if "label" not in frame.columns or "label_source" not in frame.columns:
+        return set()
+    return set(frame.filter(pl.col("label_source").is_in(GIVEN_LABEL_SOURCES))["label"].drop_nulls().to_list())
+
+
+def published_labels(root: DataRoot) -> set[str]:
+    """The labels of the last published split (exports/splits/*.jsonl); empty before the first publish."""
+    found: set[str] = set()
+    for path in sorted(root.splits_export.glob("*.jsonl")):
+        if path.stat().st_size:
+            frame = pl.read_ndjson(path)
+            if "label" in frame.columns:
+                found |= set(frame["label"].drop_nulls().cast(pl.String).to_list())
+    return found
+
+
+def label_suite_check(asset: str, expectations: Callable[[Settings, list[str], list | None], list],
+                      description: str):
+    """A blocking check that runs a GX suite built from the settings and the label set (`labels_and_records`,
+    with the published split's labels) on the asset's frame."""
+
+    @blocking_check(asset, f"{asset}_expectations", description)
+    def _check(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
+        settings = pipeline.settings()
+        labels, records = labels_and_records(settings, current, pipeline.data_root())
+        return suite_result(v.validate(current, f"{asset}_expectations", expectations(settings, labels, records)))
+
+    return _check

@@ -11,8 +11,7 @@ import polars as pl
 
 from finetune_pipeline import validation as v
 from finetune_pipeline.defs import OWNERS
-from finetune_pipeline.defs.gates import (accounting_check, blocking_check, labels_and_records, require_upstream_checks, suite_check,
-                                           suite_result)
+from finetune_pipeline.defs.gates import accounting_check, label_suite_check, require_upstream_checks
 from finetune_pipeline.defs.metadata import (execution_metadata, labeling_metadata, review_metadata, settings_used,
                                              stage_metadata)
 from finetune_pipeline.defs.resources import PipelineResource, RayCluster
@@ -65,18 +64,7 @@ def labeling(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_
         yield dg.Output(result.review_queue, "review_queue", metadata=review_metadata(result.review_queue, paths))
 
 
-labeled_corpus_expectations = suite_check(
-    "labeled_corpus", lambda s, df: v.labeled_expectations(s.checks.min_records, *labels_and_records(s, df)),
+labeled_corpus_expectations = label_suite_check(
+    "labeled_corpus", lambda s, labels, records: v.labeled_expectations(s.checks.min_records, labels, records),
     "Every record has a label from the label set, a known label_source and a confidence in [0, 1].")
 labeled_corpus_accounting = accounting_check("labeled_corpus", "deduplicated_corpus")
-
-
-@blocking_check("labeled_corpus", "labeled_corpus_no_open_review",
-                "No record still waiting for review reaches training: no model label under "
-                "labeling.review_threshold, no crowd label under labeling.agreement_threshold.")
-def labeled_corpus_no_open_review(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
-    cfg = pipeline.settings().labeling
-    flags = v.open_review_frame(current, cfg.review_threshold, cfg.agreement_threshold)
-    return suite_result(v.validate(flags, "labeled_corpus_no_open_review", v.open_review_expectations()),
-                        extra={"model_labels_under_threshold": int(flags["model_label_under_review_threshold"].sum()),
-                               "open_disagreements": int(flags["open_disagreement"].sum())})

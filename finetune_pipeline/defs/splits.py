@@ -98,7 +98,7 @@ def _candidate(pipeline: PipelineResource) -> dict:
 def dataset_splits_no_leakage(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
     settings = pipeline.settings()
     task = task_for(settings)
-    labels, records = labels_and_records(settings, current)
+    labels, records = labels_and_records(settings, current, pipeline.data_root())
     groups, augmented = v.leakage_frames(current)
     group_exps, aug_exps = v.leakage_expectations()
     results = [

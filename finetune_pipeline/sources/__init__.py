@@ -164,6 +164,10 @@ def collect_raw_corpus(data_dir: Path, settings: Settings, cache_dir: Path | Non
             if label and record.get("label") is None:
                 record.update(label=label, label_source="folder")
         rejects += [_reject(uri, **r) for r in new_rejects]
+        if not new_records and not new_rejects:  # a header-only table or blank lines: say so, never vanish
+            rejects.append(_reject(uri, None, "empty_file", "no records (a header-only table, or blank lines only); "
+                                                       "add rows or remove the file"))
+            counts.rejects += 1
         records += new_records
         counts.records += len(new_records)
         counts.rejects += len(new_rejects)
