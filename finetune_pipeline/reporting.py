@@ -95,9 +95,10 @@ def cross_validation_markdown(result: dict) -> str:
     cv = result["cross_validation"]
     metric = next(m for m in task_named(result["task"]).metrics if m.key == cv["metric"])
     name = metric.label + ("" if cv["higher_is_better"] else " (lower is better)")
-    lines = [f"{cv['folds']} folds of train + validation (stratified, group-aware; {', '.join(map(str, cv['fold_sizes']))} "
-             f"records held out per fold; the test split never used); {name} on each fold's held-out records.", "",
-             markdown_table([f"approach", f"mean ± std {metric.label}", "per fold", "wall time, all folds (s)"],
+    held_out = ", ".join(map(str, cv["fold_sizes"]))
+    lines = [f"{cv['folds']} folds of train + validation (stratified, group-aware; {held_out} records held out "
+             f"per fold; the test split never used); {name} on each fold's held-out records.", "",
+             markdown_table(["approach", f"mean ± std {metric.label}", "per fold", "wall time, all folds (s)"],
                             [[r["approach"], f"{r['mean']:.3f} ± {r['std']:.3f}",
                               ", ".join(f"{x:.3f}" for x in r["scores"]),
                               "in the search" if "lora_search" in cv and r["approach"] == "lora"
@@ -201,7 +202,8 @@ def _lora_search_line(search: dict | None) -> str:
         return ""
     chosen = search["chosen"]
     return (f"- LoRA settings chosen on {search['folds']} validation folds of train + validation (never the test "
-            f"split; {search['settings_tried']} settings tried, mean fold macro-F1 {search['mean_fold_macro_f1']:.3f}): "
+            f"split; {search['settings_tried']} settings tried, mean fold macro-F1 "
+            f"{search['mean_fold_macro_f1']:.3f}): "
             f"r {chosen['lora_r']}, alpha {search['lora_alpha']}, learning rate {chosen['learning_rate']:g}, "
             f"epochs {chosen['epochs']}, target modules {', '.join(chosen['target_modules'])}\n")
 

@@ -145,12 +145,10 @@ def test_difference_not_larger_than_the_spread_when_it_must_not_be():
     assert not cv.paired_difference([0.8, 0.9], [0.8, 0.9])["larger_than_spread"]  # identical scores
 
 
-def test_lora_search_chooses_on_validation_folds_and_never_sees_test(monkeypatch):
+def test_lora_search_chooses_on_validation_folds_and_never_sees_test():
     """A stand-in trainer scores each setting from its values (rank 16 and learning rate 3e-3 help, 4 epochs
     hurts) and records every text it is handed: the search keeps the best of each dimension, tries 7
     settings, and no test-split text ever reaches a training run."""
-    from finetune_pipeline.training import compare
-
     splits, cfg = _split(_corpus(), k_folds=3)
     test_texts = set(splits.filter(pl.col("split") == "test")["text"])
     folds = cv.fold_splits(splits, cross_validation_folds(splits, cfg), CLASSIFICATION)
@@ -163,8 +161,7 @@ def test_lora_search_chooses_on_validation_folds_and_never_sees_test(monkeypatch
             - 0.1 * (training.epochs == 4) + 0.02 * (training.target_modules == ["query", "value"])
         return {"test": {"macro_f1": score}}
 
-    monkeypatch.setattr(compare, "run_approach", fake_run)
-    search = cv.search_lora(folds, ["billing", "shipping"], TrainingSettings(), log=lambda m: None)
+    search = cv.search_lora(folds, ["billing", "shipping"], TrainingSettings(), fake_run, log=lambda m: None)
     assert search["chosen"] == {"lora_r": 16, "learning_rate": 3e-3, "epochs": 8, "target_modules": ["query", "value"]}
     assert search["lora_alpha"] == 32  # alpha / r stays 16 / 8
     assert len(search["tried"]) == 7 and search["mean"] == pytest.approx(0.67)
@@ -208,3 +205,58 @@ def test_comparison_trains_lora_with_the_chosen_settings_and_says_so(tiny_bert, 
                                 tmp_path / "again", ["lora"], log=lambda m: None,
                                 trained={"lora": {**result["rows"][0], "test": {}, "reused": True}}, folds=folds)
     assert not (tmp_path / "again" / "lora").exists()  # the configured values won: lora_adapter's run reused
+
+
+def test_instruction_tasks_cross_validate_on_response_loss(tmp_path):
+    """Conversations: folds stratified by category, the fold metric the response-token loss (lower is better)."""
+    from finetune_pipeline.training.compare import compare_approaches
+    from finetune_pipeline_tests.test_instruction import PAIRS, tiny_llama_folder
+
+    task = task_named("instruction")
+    rows = [{"record_id": f"c{i:02d}", "prompt": p, "response": r, "category": ["account", "orders"][i % 2],
+             "group_id": f"c{i:02d}", "augmented_from": None, "split": "test" if i >= 10 else "train"}
+            for i, (p, r) in enumerate(PAIRS * 2)]
+    splits = pl.DataFrame(rows, schema_overrides={"augmented_from": pl.String})
+    folds = cross_validation_folds(splits, SplitSettings(k_folds=2), task)
+    assert folds.height == 10 and not set(folds["record_id"]) & {"c10", "c11"}
+    model = tiny_llama_folder(tmp_path / "llama", [p + " " + r for p, r in PAIRS])
+    training = TrainingSettings(instruction_base_model=model, epochs=1, batch_size=2, instruction_max_length=64,
+                                generation_samples=0)
+    result = compare_approaches(task.training_splits(splits), [], training, tmp_path / "models", ["instruction"],
+                                log=lambda m: None, folds=cv.fold_splits(splits, folds, task))
+    cross = result["cross_validation"]
+    assert cross["metric"] == "loss" and not cross["higher_is_better"] and cross["lora_versus"] == []
+    [row] = cross["rows"]
+    assert len(row["scores"]) == 2 and all(s > 0 for s in row["scores"])
+    assert row["mean"] == pytest.approx(np.mean(row["scores"]))
+    from finetune_pipeline.reporting import cross_validation_markdown
+
+    assert "loss (lower is better)" in cross_validation_markdown(result)
+
+
+def test_sample_root_is_cross_validated_on_folds_of_its_real_splits(sample_run):
+    """The end-to-end run on the sample data root (fewer records than splits.cv_below_records): folds.parquet
+    covers train + validation only, no split group or source document in two folds, and the mean ± std
+    table is in the comparison export, the data card and the CLI summary."""
+    from finetune_pipeline.defs.cli import _summary
+    from finetune_pipeline.layout import DataRoot
+
+    root = DataRoot(sample_run[0])
+    folds = pl.read_parquet(root.folds)
+    exported = pl.concat([pl.read_ndjson(root.splits_export / f"{name}.jsonl", infer_schema_length=None)
+                          for name in ("train", "validation", "test")], how="diagonal_relaxed")
+    joined = folds.join(exported, on="record_id")
+    assert joined.height == folds.height and set(joined["split"]) == {"train", "validation"}
+    pool = exported.filter(pl.col("augmented_from").is_null() & (pl.col("split") != "test"))
+    assert sorted(folds["record_id"]) == sorted(pool["record_id"])
+    assert folds["fold"].n_unique() == SplitSettings().cv_folds
+    assert joined.group_by("group_id").agg(pl.col("fold").n_unique())["fold"].max() == 1
+    documents = joined.filter(pl.col("source_type").is_in(["pdf", "docx", "html", "txt", "md", "eml"]))
+    assert documents.group_by("source_uri").agg(pl.col("fold").n_unique())["fold"].max() == 1
+    comparison = json.loads(root.comparison_export("json").read_text())
+    cross = comparison["cross_validation"]
+    assert [r["approach"] for r in cross["rows"]] == [r["approach"] for r in comparison["rows"]]
+    assert all(len(r["scores"]) == cross["folds"] for r in cross["rows"])
+    line = next(r for r in cross["rows"] if r["approach"] == "feature")
+    shown = f"| feature | {line['mean']:.3f} ± {line['std']:.3f} |"
+    assert shown in root.report.read_text() and shown in _summary(root)

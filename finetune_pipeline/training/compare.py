@@ -66,7 +66,7 @@ def compare_approaches(splits: dict[str, tuple[list[str], list[str]]], labels: l
     search = None
     if folds and labels and cfg.lora_search.enabled and "lora" in approaches:
         log(f"approach_comparison: LoRA settings searched on {len(folds)} validation folds")
-        search = cv.search_lora(folds, labels, cfg, log)
+        search = cv.search_lora(folds, labels, cfg, run_approach, log)
         configs["lora"] = cv.with_lora_settings(cfg, search["chosen"])
         if configs["lora"] != cfg:
             trained.pop("lora", None)  # lora_adapter trained the configured values, not the chosen ones
@@ -104,7 +104,8 @@ def _cross_validate(approaches: list[Approach], folds: list, labels: list[str], 
             scores[approach], wall[approach] = search["scores"], 0.0
             continue
         log(f"approach_comparison: {approach} on {len(folds)} folds")
-        scores[approach], wall[approach] = cv.fold_scores(approach, folds, labels, configs[approach], metric, log)
+        scores[approach], wall[approach] = cv.fold_scores(approach, folds, labels, configs[approach], metric,
+                                                           run_approach, log)
     summary = cv.summarize(scores, wall, task, [len(fold["validation"][0]) for fold in folds])
     if search:
         summary["lora_search"] = {k: search[k] for k in ("chosen", "lora_alpha", "mean", "tried", "wall_time_s")}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from typing import Callable
 
 import numpy as np
 import polars as pl
@@ -27,6 +28,8 @@ import polars as pl
 from finetune_pipeline.settings import Approach, TrainingSettings
 from finetune_pipeline.tasks import Splits, Task
 
+# trains one approach on splits into a folder and returns its metrics: compare.run_approach's signature
+Trainer = Callable[..., dict]
 FOLD_METRIC = {"classification": "macro_f1", "instruction": "loss"}  # the score each fold reports
 SPREAD_RULE = ("LoRA's difference from an approach is larger than the fold-to-fold spread when |mean of the "
                "per-fold differences (LoRA - other)| > their standard deviation (paired by fold, ddof 1), i.e. "
@@ -56,16 +59,14 @@ def fold_splits(frame: pl.DataFrame, folds: pl.DataFrame, task: Task) -> list[Sp
 
 
 def fold_scores(approach: Approach, folds: list[Splits], labels: list[str], cfg: TrainingSettings,
-                metric: str, log=print) -> tuple[list[float], float]:
+                metric: str, train: Trainer, log=print) -> tuple[list[float], float]:
     """(the metric on each fold's held-out records, total wall time in s) of `approach` trained once per
-    fold. The models go to a temporary folder, deleted after each fold."""
-    from finetune_pipeline.training.compare import run_approach  # compare imports this module
-
+    fold by `train`. The models go to a temporary folder, deleted after each fold."""
     cfg = cfg.model_copy(update={"generation_samples": 0, "resume": False})  # no greedy answers per fold
     scores, started = [], time.perf_counter()
     for i, splits in enumerate(folds):
         with tempfile.TemporaryDirectory(prefix=f"cv-{approach}-") as folder:
-            metrics = run_approach(approach, splits, labels, cfg, folder, log=lambda message: None)
+            metrics = train(approach, splits, labels, cfg, folder, log=lambda message: None)
         scores.append(float(metrics["test"][metric]))  # the fold's records stand in as its "test"
         log(f"cross-validation: {approach} fold {i + 1}/{len(folds)}: {metric} {scores[-1]:.4f}")
     return scores, round(time.perf_counter() - started, 1)
@@ -110,7 +111,7 @@ def with_lora_settings(cfg: TrainingSettings, chosen: dict) -> TrainingSettings:
     return cfg.model_copy(update={**chosen, "target_modules": list(chosen["target_modules"]), "lora_alpha": alpha})
 
 
-def search_lora(folds: list[Splits], labels: list[str], cfg: TrainingSettings, log=print) -> dict:
+def search_lora(folds: list[Splits], labels: list[str], cfg: TrainingSettings, train: Trainer, log=print) -> dict:
     """LoRA's rank, learning rate, epochs and target modules chosen on the validation folds (classification):
     one dimension at a time (`SEARCHED`), each value of `cfg.lora_search` tried with the others at the best
     so far, kept when its mean fold macro-F1 is higher (ties keep what was there). Returns the chosen
@@ -124,7 +125,8 @@ def search_lora(folds: list[Splits], labels: list[str], cfg: TrainingSettings, l
         for entry in tried:
             if entry["settings"] == candidate:
                 return entry
-        scores, wall = fold_scores("lora", folds, labels, with_lora_settings(cfg, candidate), "macro_f1", log)
+        scores, wall = fold_scores("lora", folds, labels, with_lora_settings(cfg, candidate), "macro_f1", train,
+                                  log)
         entry = {"settings": candidate, "scores": scores, "mean": float(np.mean(scores)), "wall_time_s": wall}
         tried.append(entry)
         log(f"lora_search: {candidate}: mean fold macro-F1 {entry['mean']:.4f}")
