@@ -86,13 +86,21 @@ def approach_comparison(context: dg.AssetExecutionContext, pipeline: PipelineRes
         "total_wall_time_s": result["total_wall_time_s"],
         "device": result["rows"][0]["device"] if result["rows"] else "none",
         "path": dg.MetadataValue.path(str(paths["md"])),
-        **({"cross_validation": dg.MetadataValue.md(reporting.cross_validation_markdown(result)),
-            "cross_validation_wall_time_s": result["cross_validation"]["wall_time_s"],
-            "lora_settings_chosen": dg.MetadataValue.json(result["cross_validation"].get("lora_search", {}).get(
-                "chosen", "not searched (training.lora_search.enabled is false)"))}
-           if "cross_validation" in result else {"cross_validation": "off (splits.k_folds, splits.cv_below_records)"}),
+        **_cross_validation_metadata(result),
     })
     return result
+
+
+def _cross_validation_metadata(result: dict) -> dict:
+    """The mean ± std table over folds, its wall time and LoRA's chosen settings (when searched)."""
+    cross = result.get("cross_validation")
+    if not cross:
+        return {"cross_validation": "off (splits.k_folds < 2 and at least splits.cv_below_records records)"}
+    search = cross.get("lora_search")
+    return {"cross_validation": dg.MetadataValue.md(reporting.cross_validation_markdown(result)),
+            "cross_validation_wall_time_s": cross["wall_time_s"],
+            "lora_settings_chosen": dg.MetadataValue.json({**search["chosen"], "lora_alpha": search["lora_alpha"]})
+            if search else "configured (training.lora_search.enabled: false)"}
 
 
 @blocking_check("lora_adapter", "lora_adapter_beats_baseline",
