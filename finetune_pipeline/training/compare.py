@@ -7,8 +7,9 @@ and the result gains `cross_validation`: mean and standard deviation of the fold
 whether LoRA's difference from each other approach is larger than the fold-to-fold spread; with
 `training.lora_search.enabled`, LoRA's settings are first chosen on those folds and the LoRA row is trained
 with them. Each approach's model goes under `<output_root>/<approach>/` (the fold runs' models are
-deleted). The approaches run one after another in this process, so on the CPU "peak memory" is the process's peak resident memory while that approach
-ran (it includes what earlier ones left allocated); on CUDA it is torch's peak allocated memory.
+deleted). The approaches run one after another in this process, so on the CPU "peak memory" is the
+process's peak resident memory while that approach ran (it includes what earlier ones left allocated); on
+CUDA it is torch's peak allocated memory.
 Imports no dagster.
 """
 
