@@ -100,6 +100,38 @@ def comparison_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def cross_validation_markdown(result: dict) -> str:
+    """The cross-validated comparison (`result["cross_validation"]`): mean ± std of the fold metric per
+    approach, LoRA against each other approach paired by fold, the rule, and LoRA's chosen settings."""
+    cv = result["cross_validation"]
+    metric = next(m for m in task_named(result["task"]).metrics if m.key == cv["metric"])
+    name = metric.label + ("" if cv["higher_is_better"] else " (lower is better)")
+    held_out = ", ".join(map(str, cv["fold_sizes"]))
+    lines = [f"{cv['folds']} folds of train + validation (stratified, group-aware; {held_out} records held out "
+             f"per fold; the test split never used); {name} on each fold's held-out records.", "",
+             markdown_table(["approach", f"mean ± std {metric.label}", "per fold", "wall time, all folds (s)"],
+                            [[r["approach"], f"{r['mean']:.3f} ± {r['std']:.3f}",
+                              ", ".join(f"{x:.3f}" for x in r["scores"]),
+                              "in the search" if "lora_search" in cv and r["approach"] == "lora"
+                              else f"{r['wall_time_s']:.1f}"] for r in cv["rows"]])]
+    if cv["lora_versus"]:
+        lines += ["", markdown_table(
+            ["LoRA against", "mean difference (LoRA - other)", "std of the differences", "larger than the spread",
+             "better", "paired t-test p"],
+            [[v["approach"], f"{v['mean_difference']:+.3f}", f"{v['std_difference']:.3f}",
+              "yes" if v["larger_than_spread"] else "no", v["better"], f"{v['p_value']:.3f}"]
+             for v in cv["lora_versus"]]), "", f"Rule: {cv['rule']}."]
+    search = cv.get("lora_search")
+    if search:
+        chosen = search["chosen"]
+        lines += ["", f"LoRA settings chosen on the validation folds (never the test split; {len(search['tried'])} "
+                      f"settings tried, {search['wall_time_s']:.1f} s): r {chosen['lora_r']} (alpha "
+                      f"{search['lora_alpha']}), learning rate {chosen['learning_rate']:g}, epochs {chosen['epochs']}, "
+                      f"target modules {', '.join(chosen['target_modules'])}; mean fold macro-F1 {search['mean']:.3f}. "
+                      "The LoRA rows above use them."]
+    return "\n".join(lines)
+
+
 def comparison_plot_png(result: dict) -> bytes:
     """Bar charts: the test headline metric and the wall time per approach (PNG)."""
     import matplotlib
@@ -187,7 +219,7 @@ def _classifier_card(metrics: dict) -> str:
 - Data snapshot: `{metrics['data_snapshot']}`
 - Split sizes: train {sizes['train']}, validation {sizes['validation']}, test {sizes['test']}
 - Trainable parameters: {metrics['trainable_parameters']:,} of {metrics['total_parameters']:,}
-
+{_lora_search_line(metrics.get('lora_search'))}
 | metric (test) | this model | majority-class baseline |
 |---|---|---|
 | accuracy | {test['accuracy']:.3f} | {base['accuracy']:.3f} |
@@ -195,6 +227,18 @@ def _classifier_card(metrics: dict) -> str:
 
 Load it with {how}.
 """
+
+
+def _lora_search_line(search: dict | None) -> str:
+    """The model card's line on LoRA settings chosen on validation folds (empty when they were configured)."""
+    if not search:
+        return ""
+    chosen = search["chosen"]
+    return (f"- LoRA settings chosen on {search['folds']} validation folds of train + validation (never the test "
+            f"split; {search['settings_tried']} settings tried, mean fold macro-F1 "
+            f"{search['mean_fold_macro_f1']:.3f}): "
+            f"r {chosen['lora_r']}, alpha {search['lora_alpha']}, learning rate {chosen['learning_rate']:g}, "
+            f"epochs {chosen['epochs']}, target modules {', '.join(chosen['target_modules'])}\n")
 
 
 def _instruction_card(metrics: dict) -> str:
@@ -340,6 +384,8 @@ def data_card(stage_counts: list[dict], rejects: pl.DataFrame, splits: pl.DataFr
         lines += ["", "## Approach comparison (same splits, test split)", "",
                   f"Device: {device}. Peak memory: on the CPU the process's resident memory while the approach "
                   "ran; on CUDA torch's peak allocation.", "", comparison_markdown(comparison)]
+        if comparison.get("cross_validation"):
+            lines += ["", "## Approach comparison, cross-validated", "", cross_validation_markdown(comparison)]
     return "\n".join(lines) + "\n"
 
 

@@ -393,7 +393,15 @@ class SplitSettings(_Section):
     validation: float = Field(0.1, ge=0, lt=1)
     test: float = Field(0.1, gt=0, lt=1)
     seed: int = 13
-    k_folds: int = Field(0, ge=0, description="Write stratified k-fold assignments when >= 2 (0: off).")
+    k_folds: int = Field(
+        0, ge=0, description="Stratified, group-aware k-fold of train + validation when >= 2 (folds.parquet; "
+        "the approach comparison cross-validates on it; the test split stays out). 0: the automatic rule "
+        "(cv_below_records).")
+    cv_below_records: int = Field(
+        1000, ge=0, description="With k_folds 0, cross-validate anyway with cv_folds folds when train + "
+        "validation hold fewer original records than this: a small data set's test split is too small to "
+        "tell approaches apart. 0: only when k_folds >= 2.")
+    cv_folds: int = Field(3, ge=2, description="Folds of the automatic rule (cv_below_records).")
     proportion_tolerance: float = Field(
         0.1, ge=0, le=1, description="Blocking check: a label's share in each split may differ from its share "
         "overall by this much, plus one record of that split (rounding in small splits).")
@@ -409,6 +417,12 @@ class SplitSettings(_Section):
         0.5, gt=0, le=1, description="Records whose word 3-gram MinHash Jaccard reaches this (looser than "
         "dedup.threshold: lightly edited copies that dedup kept) share a split group, and the blocking "
         "contamination check fails when such a pair is found on both sides of the split anyway.")
+
+    def folds_for(self, records: int) -> int:
+        """k of the k-fold over `records` original train + validation records (0: no cross-validation)."""
+        if self.k_folds >= 2:
+            return self.k_folds
+        return self.cv_folds if records < self.cv_below_records else 0
 
     @model_validator(mode="after")
     def _sum_to_one(self) -> "SplitSettings":
@@ -453,6 +467,29 @@ class BaseModelBuildSettings(_Section):
             raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by attention_heads "
                              f"({self.attention_heads})")
         return self
+
+
+class LoraSearchSettings(_Section):
+    """A small search for LoRA's settings on the validation folds of the cross-validated comparison
+    (training/cross_validation.py; runs only when the comparison cross-validates). One dimension at a time,
+    in this order: each value listed is tried with the others at the best found so far (starting from
+    the configured lora_r, learning_rate, epochs, target_modules), and kept when its mean validation-fold
+    score (macro-F1, higher is better) is higher. The test split is never seen."""
+
+    enabled: bool = Field(
+        False, description="Search, then train the comparison's LoRA row with the chosen values (lora_adapter "
+        "keeps the configured ones). Off by default: each value costs one LoRA training per fold.")
+    lora_r: list[int] = Field(
+        default_factory=lambda: [4, 16], description="Ranks tried besides training.lora_r; lora_alpha scales "
+        "with the rank, so alpha / r stays as configured.")
+    learning_rate: list[float] = Field(
+        default_factory=lambda: [3e-4, 3e-3], description="LoRA learning rates tried besides training.learning_rate.")
+    epochs: list[int] = Field(
+        default_factory=lambda: [4], description="Most epochs tried besides training.epochs (early stopping "
+        "still applies).")
+    target_modules: list[list[str]] = Field(
+        default_factory=lambda: [["query", "value"]], description="Sets of encoder modules tried besides "
+        "training.target_modules.")
 
 
 class TrainingSettings(_Section):
@@ -560,6 +597,9 @@ class TrainingSettings(_Section):
         "auto", description="Training processes (DDP, one global batch split across them; see "
         "training/distributed.py): auto = one per visible CUDA GPU when there are several, else one; a number "
         "forces that many (on the CPU over gloo); 1 = one process.")
+    lora_search: LoraSearchSettings = Field(
+        default_factory=LoraSearchSettings, description="LoRA's settings chosen on the validation folds "
+        "(classification; see LoraSearchSettings).")
     seed: int = 13
 
 

@@ -119,6 +119,17 @@ def kfold_assignments(train: pl.DataFrame, k: int, seed: int, task: Task | None 
     return originals.select("record_id", group_col).join(folds, on=group_col).select("record_id", "fold")
 
 
+def cross_validation_folds(splits: pl.DataFrame, cfg: SplitSettings, task: Task | None = None) -> pl.DataFrame:
+    """`record_id, fold` over the original train + validation records (`kfold_assignments`: stratified,
+    groups kept together; the test split never in a fold), with k from `cfg.folds_for`; empty when off."""
+    pool = splits.filter(pl.col("split").is_in(["train", "validation"]))
+    originals = pool.filter(pl.col("augmented_from").is_null()) if "augmented_from" in pool.columns else pool
+    k = cfg.folds_for(originals.height)
+    if k < 2:
+        return pl.DataFrame(schema={"record_id": pl.String, "fold": pl.Int64})
+    return kfold_assignments(pool, k, cfg.seed, task).with_columns(pl.col("fold").cast(pl.Int64)).sort("record_id")
+
+
 CONTAMINATION_BANDS = 64  # 64 bands of 2 rows: a pair at Jaccard 0.5 is a candidate with probability > 0.99
 
 

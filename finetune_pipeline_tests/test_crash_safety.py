@@ -25,7 +25,8 @@ from finetune_pipeline.layout import DataRoot
 from finetune_pipeline_tests.conftest import REPO
 
 CLI = Path(sys.executable).parent / "finetune-pipeline"
-TRAINING = "training:\n  epochs: 4\n  early_stopping_patience: 4\n  checkpoint_every_epochs: 1\n  compare: [lora]\n"
+TRAINING = ("training:\n  epochs: 4\n  early_stopping_patience: 4\n  checkpoint_every_epochs: 1\n  compare: [lora]\n"
+            "splits:\n  cv_below_records: 0\n")  # no cross-validated comparison: this test is about the kills
 
 
 def _start(root: Path, home: Path, log: Path) -> subprocess.Popen:

@@ -22,7 +22,7 @@ from finetune_pipeline.labeling import LabelingStats
 from finetune_pipeline.records import CORPUS_STAGES, SPLITS
 from finetune_pipeline.sources import CollectionStats
 from finetune_pipeline.splits import (DOCUMENT_SOURCE_TYPES, assign_splits, cross_split_near_duplicates,
-                                      join_similar_groups, kfold_assignments)
+                                      cross_validation_folds, join_similar_groups)
 from finetune_pipeline.tasks import task_for
 
 LISTED = 20  # record ids listed in a failed check's metadata
@@ -45,9 +45,8 @@ def dataset_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource
     target = exports.export_splits(splits, root.staged(root.splits_export), task)
     atomic.write_text(_dataset_card(pipeline, splits), target / "README.md")
     staged_folds = root.staged(root.folds)
-    if settings.splits.k_folds >= 2:
-        folds = kfold_assignments(splits.filter(pl.col("split") == "train"), settings.splits.k_folds,
-                                  settings.splits.seed, task=task)
+    folds = cross_validation_folds(splits, settings.splits, task)
+    if folds.height:
         atomic.write_parquet(folds, staged_folds)
     else:
         staged_folds.unlink(missing_ok=True)

@@ -16,6 +16,7 @@ from finetune_pipeline.defs import OWNERS
 from finetune_pipeline.defs.gates import blocking_check, require_upstream_checks, suite_result
 from finetune_pipeline.defs.metadata import settings_used
 from finetune_pipeline.defs.resources import PipelineResource
+from finetune_pipeline.splits import cross_validation_folds
 from finetune_pipeline.tasks import task_for, task_named
 
 
@@ -58,20 +59,25 @@ def lora_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource,
                       "parameters, wall time and peak memory, as a table and a plot. Written to staging "
                       "(models/comparison/<approach>/, exports/approach_comparison.json/.md/.png under "
                       ".pipeline/staging/); published_comparison publishes them. The approach lora_adapter "
-                      "trained is reused from it, not trained twice.")
+                      "trained is reused from it, not trained twice. With folds (splits.k_folds >= 2, or fewer "
+                      "train + validation records than splits.cv_below_records) every approach is also "
+                      "cross-validated: mean ± std of the fold metric, LoRA against each approach paired by fold; "
+                      "training.lora_search chooses LoRA's settings on those folds first.")
 def approach_comparison(context: dg.AssetExecutionContext, pipeline: PipelineResource,
                         dataset_splits: pl.DataFrame, lora_adapter: dict) -> dict:
     require_upstream_checks(context, "dataset_splits", "lora_adapter")
     from finetune_pipeline.training.compare import compare_approaches, write_comparison  # torch: only here
+    from finetune_pipeline.training.cross_validation import fold_splits
 
     settings, root = pipeline.settings(), pipeline.data_root()
     task = task_for(settings)
     started = time.perf_counter()
+    folds = fold_splits(dataset_splits, cross_validation_folds(dataset_splits, settings.splits, task), task)
     result = compare_approaches(task.training_splits(dataset_splits), task.labels(dataset_splits, settings),
                                 settings.training, root.staged(root.comparison_models),
                                 task.approaches(settings.training),
                                 data_snapshot=exports.content_digest(dataset_splits), log=context.log.info,
-                                trained={lora_adapter["approach"]: lora_adapter})
+                                trained={lora_adapter["approach"]: lora_adapter}, folds=folds)
     result["total_wall_time_s"] = round(time.perf_counter() - started, 1)
     paths = write_comparison(result, root.staged(root.exports))
     context.add_output_metadata({
@@ -80,8 +86,21 @@ def approach_comparison(context: dg.AssetExecutionContext, pipeline: PipelineRes
         "total_wall_time_s": result["total_wall_time_s"],
         "device": result["rows"][0]["device"] if result["rows"] else "none",
         "path": dg.MetadataValue.path(str(paths["md"])),
+        **_cross_validation_metadata(result),
     })
     return result
+
+
+def _cross_validation_metadata(result: dict) -> dict:
+    """The mean ± std table over folds, its wall time and LoRA's chosen settings (when searched)."""
+    cross = result.get("cross_validation")
+    if not cross:
+        return {"cross_validation": "off (splits.k_folds < 2 and at least splits.cv_below_records records)"}
+    search = cross.get("lora_search")
+    return {"cross_validation": dg.MetadataValue.md(reporting.cross_validation_markdown(result)),
+            "cross_validation_wall_time_s": cross["wall_time_s"],
+            "lora_settings_chosen": dg.MetadataValue.json({**search["chosen"], "lora_alpha": search["lora_alpha"]})
+            if search else "configured (training.lora_search.enabled: false)"}
 
 
 @blocking_check("lora_adapter", "lora_adapter_beats_baseline",

@@ -2,9 +2,14 @@
 
 Classification runs lora, full and feature (as configured in `training.compare`) and reports accuracy
 and macro-F1 against the majority-class baseline; instruction tasks report loss and perplexity on test.
-Each approach's model goes under `<output_root>/<approach>/`. The approaches run one after another in
-this process, so on the CPU "peak memory" is the process's peak resident memory while that approach
-ran (it includes what earlier ones left allocated); on CUDA it is torch's peak allocated memory.
+Given the folds of train + validation (cross_validation.py), every approach is also trained once per fold
+and the result gains `cross_validation`: mean and standard deviation of the fold metric per approach, and
+whether LoRA's difference from each other approach is larger than the fold-to-fold spread; with
+`training.lora_search.enabled`, LoRA's settings are first chosen on those folds and the LoRA row is trained
+with them. Each approach's model goes under `<output_root>/<approach>/` (the fold runs' models are
+deleted). The approaches run one after another in this process, so on the CPU "peak memory" is the
+process's peak resident memory while that approach ran (it includes what earlier ones left allocated); on
+CUDA it is torch's peak allocated memory.
 Imports no dagster.
 """
 
@@ -12,12 +17,15 @@ from __future__ import annotations
 
 import gc
 import json
+import time
 from pathlib import Path
 
 from finetune_pipeline.atomic import write_bytes, write_text
-from finetune_pipeline.reporting import comparison_markdown, comparison_plot_png
+from finetune_pipeline.reporting import (comparison_markdown, comparison_plot_png, cross_validation_markdown,
+                                         model_card)
 from finetune_pipeline.settings import Approach, TrainingSettings
 from finetune_pipeline.tasks import task_named
+from finetune_pipeline.training import cross_validation as cv
 from finetune_pipeline.training.classify import train_classifier
 from finetune_pipeline.training.evaluate import majority_baseline
 from finetune_pipeline.training.feature import train_feature_classifier
@@ -46,13 +54,23 @@ def comparison_row(metrics: dict) -> dict:
 
 def compare_approaches(splits: dict[str, tuple[list[str], list[str]]], labels: list[str], cfg: TrainingSettings,
                        output_root: str | Path, approaches: list[Approach] | None = None,
-                       data_snapshot: str = "", log=print, trained: dict[str, dict] | None = None) -> dict:
+                       data_snapshot: str = "", log=print, trained: dict[str, dict] | None = None,
+                       folds: list[dict[str, tuple[list[str], list[str]]]] | None = None) -> dict:
     """Run each approach (default `cfg.compare`) on the same splits; {"task", "rows", ...}.
 
     `trained`: metrics of approaches already trained on these splits with these settings (the pipeline's
-    `lora_adapter`), reused instead of training them a second time."""
+    `lora_adapter`), reused instead of training them a second time. `folds`: per fold of train + validation
+    its splits (`cross_validation.fold_splits`); given, the result also holds `cross_validation`."""
     approaches = list(approaches or cfg.compare)
-    trained = trained or {}
+    trained = dict(trained or {})
+    configs = {approach: cfg for approach in approaches}
+    search = None
+    if folds and labels and cfg.lora_search.enabled and "lora" in approaches:
+        log(f"approach_comparison: LoRA settings searched on {len(folds)} validation folds")
+        search = cv.search_lora(folds, labels, cfg, run_approach, log)
+        configs["lora"] = cv.with_lora_settings(cfg, search["chosen"])
+        if configs["lora"] != cfg:
+            trained.pop("lora", None)  # lora_adapter trained the configured values, not the chosen ones
     runs = []
     for approach in approaches:
         if approach in trained:
@@ -60,7 +78,10 @@ def compare_approaches(splits: dict[str, tuple[list[str], list[str]]], labels: l
             runs.append(trained[approach])
             continue
         log(f"approach_comparison: {approach}")
-        runs.append(run_approach(approach, splits, labels, cfg, Path(output_root) / approach, data_snapshot, log))
+        output_dir = Path(output_root) / approach
+        runs.append(run_approach(approach, splits, labels, configs[approach], output_dir, data_snapshot, log))
+        if approach == "lora" and search:
+            _record_search(runs[-1], search, output_dir)
         gc.collect()  # let the next approach's peak memory start from what is really still in use
     task = task_named(runs[0].get("task") if runs else None)
     result = {"task": task.name, "rows": [comparison_row(metrics) for metrics in runs],
@@ -68,7 +89,38 @@ def compare_approaches(splits: dict[str, tuple[list[str], list[str]]], labels: l
               "split_sizes": {name: len(columns[0]) for name, columns in splits.items()}}
     if labels:  # a label set has a majority class: the baseline every classifier is held against
         result["majority_baseline"] = majority_baseline(list(splits["train"][1]), list(splits["test"][1]))
+    if folds:
+        result["cross_validation"] = _cross_validate(approaches, folds, labels, configs, task, search, log)
     return result
+
+
+def _cross_validate(approaches: list[Approach], folds: list, labels: list[str], configs: dict, task, search,
+                    log) -> dict:
+    """Every approach once per fold (LoRA's chosen settings' fold scores reused from the search)."""
+    started = time.perf_counter()
+    metric = cv.FOLD_METRIC[task.name]
+    scores, wall = {}, {}
+    for approach in approaches:
+        if approach == "lora" and search:
+            scores[approach], wall[approach] = search["scores"], 0.0
+            continue
+        log(f"approach_comparison: {approach} on {len(folds)} folds")
+        scores[approach], wall[approach] = cv.fold_scores(approach, folds, labels, configs[approach], metric,
+                                                           run_approach, log)
+    summary = cv.summarize(scores, wall, task, [len(fold["validation"][0]) for fold in folds])
+    if search:
+        summary["lora_search"] = {k: search[k] for k in ("chosen", "lora_alpha", "mean", "tried", "wall_time_s")}
+    summary["wall_time_s"] = round(time.perf_counter() - started, 1)
+    return summary
+
+
+def _record_search(metrics: dict, search: dict, output_dir: Path) -> None:
+    """The LoRA settings chosen on the validation folds, in the comparison's LoRA metrics.json and model card."""
+    metrics["lora_search"] = {"chosen": search["chosen"], "lora_alpha": search["lora_alpha"],
+                              "folds": search["folds"], "mean_fold_macro_f1": search["mean"],
+                              "settings_tried": len(search["tried"])}
+    write_text(json.dumps(metrics, indent=2, default=str), output_dir / "metrics.json")
+    write_text(model_card(metrics), output_dir / "README.md")
 
 
 def write_comparison(result: dict, exports_dir: str | Path) -> dict[str, Path]:
@@ -76,6 +128,8 @@ def write_comparison(result: dict, exports_dir: str | Path) -> dict[str, Path]:
     exports_dir = Path(exports_dir)
     paths = {ext: exports_dir / f"approach_comparison.{ext}" for ext in ("json", "md", "png")}
     write_text(json.dumps(result, indent=2), paths["json"])
-    write_text("# Approach comparison (test split)\n\n" + comparison_markdown(result) + "\n", paths["md"])
+    cross = ("\n## Cross-validated (folds of train + validation)\n\n" + cross_validation_markdown(result) + "\n"
+             if result.get("cross_validation") else "")
+    write_text("# Approach comparison (test split)\n\n" + comparison_markdown(result) + "\n" + cross, paths["md"])
     write_bytes(comparison_plot_png(result), paths["png"])
     return paths
