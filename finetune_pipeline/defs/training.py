@@ -50,7 +50,7 @@ def lora_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource,
     context.add_output_metadata({**settings_used(settings, "task", "training"), **_reuse_metadata(reused, key, snapshot),
         "candidate_path": dg.MetadataValue.path(str(output)),
         "evaluation": dg.MetadataValue.md(reporting.evaluation_markdown(metrics)),
-        "epochs_run": metrics["epochs_run"],
+        "epochs_run": metrics.get("epochs_run", 1),  # the feature approach fits once: no epochs
         "resumed_from_epoch": metrics.get("resumed_from_epoch") or 0,
         "device": metrics["device"],
         "wall_time_s": metrics["wall_time_s"],
