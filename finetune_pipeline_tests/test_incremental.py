@@ -224,3 +224,48 @@ def test_an_erasure_request_cleans_only_what_it_names_and_leaves_no_trace_in_the
     _same(result, clean_corpus(corpus, settings, requests))
     assert result.stats.erasure.records_removed == 1
     assert SUBJECT not in _content(cache) and "555 014 2231" not in _content(cache)
+
+
+# ---- the sensor on finetune.yaml and erasure_requests.csv
+
+def test_a_changed_section_or_erasure_request_runs_the_stages_it_affects_and_no_others(tmp_path):
+    from finetune_pipeline.defs.automation import settings_changed
+    from finetune_pipeline.defs.resources import PipelineResource
+
+    settings = tmp_path / "finetune.yaml"
+    settings.write_text("labels: [billing, shipping]\n")
+
+    def tick(cursor):
+        context = dg.build_sensor_context(cursor=cursor, resources={"pipeline": PipelineResource(data_dir=str(tmp_path))})
+        result = settings_changed(context)
+        stages = sorted(k.to_user_string() for k in result.asset_selection) \
+            if isinstance(result, dg.RunRequest) else None
+        return stages, context.cursor
+
+    stages, cursor = tick(None)
+    assert stages is None  # the first evaluation records the settings
+    stages, cursor = tick(cursor)
+    assert stages is None
+
+    settings.write_text("labels: [billing, shipping]\ntraining: {epochs: 2}\n")
+    stages, cursor = tick(cursor)
+    assert stages == ["approach_comparison", "data_card", "lora_adapter", "published_adapter", "published_comparison"]
+
+    settings.write_text("labels: [billing, shipping]\ntraining: {epochs: 2}\ncleaning: {min_chars: 60}\n")
+    stages, cursor = tick(cursor)
+    assert "cleaned_corpus" in stages and "lora_adapter" in stages and "raw_corpus" not in stages
+
+    (tmp_path / "erasure_requests.csv").write_text("request_id,subject\nER-1,someone@example.com\n")
+    stages, cursor = tick(cursor)
+    assert {"cleaned_corpus", "deduplicated_corpus", "published_splits"} <= set(stages) and "raw_corpus" not in stages
+
+    settings.write_text("labels: [billing, shipping]\ntraining: {epochs: 2}\ncleaning: {min_chars: 60}\n"
+                        "execution: {batch_size: 7}\n")  # where work runs, not what it gives
+    stages, cursor = tick(cursor)
+    assert stages is None
+
+    settings.write_text("training: {epochs: -1}\n")  # invalid: nothing runs, and the cursor stays
+    stages, after = tick(cursor)
+    assert stages is None and after == cursor
+    sensor = definitions_for(DataRoot(tmp_path)).get_sensor_def("settings_changed")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING and sensor.job_name == "refresh_all"
