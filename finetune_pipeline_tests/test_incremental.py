@@ -73,8 +73,13 @@ def _refresh(root, instance):
     result = definitions_for(DataRoot(root)).resolve_job_def("refresh_all").execute_in_process(
         instance=instance, raise_on_error=False)
     assert result.success, [e.step_failure_data.error.message for e in result.all_events if e.is_step_failure]
-    return {e.asset_key.to_user_string(): e.step_materialization_data.materialization.metadata
-            for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
+    meta = {}
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_MATERIALIZATION":
+            materialization = event.step_materialization_data.materialization
+            meta[event.asset_key.to_user_string()] = {
+                **materialization.metadata, "data_version": materialization.tags.get("dagster/data_version")}
+    return meta
 
 
 def _digests(folder) -> dict[str, str]:
@@ -112,6 +117,7 @@ def test_an_unchanged_rerun_trains_nothing_and_writes_byte_identical_exports(fir
     for asset in ("lora_adapter", "approach_comparison"):
         assert again[asset]["trained"].value is False
         assert "unchanged" in again[asset]["training_decision"].value
+        assert again[asset]["data_version"] == first[asset]["data_version"] is not None  # Dagster sees no change
     assert _digests(root / "exports") == exports_before
     models_after = _digests(root / "models")
     registry = "registry.json"
@@ -126,7 +132,7 @@ def test_a_rerun_with_new_records_equals_a_run_from_scratch(first_run, tmp_path,
     assert incremental["cleaned_corpus"]["rows_cleaned"].value == 4
     assert incremental["lora_adapter"]["trained"].value is True  # the data snapshot changed
 
-    scratch = tmp_path / "scratch"
+    scratch = tmp_path / "data"  # the dataset card is named after the root folder
     shutil.copytree(root / "raw", scratch / "raw")
     shutil.copy(root / "finetune.yaml", scratch / "finetune.yaml")
     from_scratch = _refresh(scratch, dg.DagsterInstance.ephemeral())
@@ -235,8 +241,11 @@ def test_a_changed_section_or_erasure_request_runs_the_stages_it_affects_and_no_
     settings = tmp_path / "finetune.yaml"
     settings.write_text("labels: [billing, shipping]\n")
 
+    defs = definitions_for(DataRoot(tmp_path))
+
     def tick(cursor):
-        context = dg.build_sensor_context(cursor=cursor, resources={"pipeline": PipelineResource(data_dir=str(tmp_path))})
+        context = dg.build_sensor_context(cursor=cursor, definitions=defs,
+                                          resources={"pipeline": PipelineResource(data_dir=str(tmp_path))})
         result = settings_changed(context)
         stages = sorted(k.to_user_string() for k in result.asset_selection) \
             if isinstance(result, dg.RunRequest) else None
@@ -267,5 +276,5 @@ def test_a_changed_section_or_erasure_request_runs_the_stages_it_affects_and_no_
     settings.write_text("training: {epochs: -1}\n")  # invalid: nothing runs, and the cursor stays
     stages, after = tick(cursor)
     assert stages is None and after == cursor
-    sensor = definitions_for(DataRoot(tmp_path)).get_sensor_def("settings_changed")
+    sensor = defs.get_sensor_def("settings_changed")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING and sensor.job_name == "refresh_all"

@@ -107,14 +107,12 @@ def settings_versions(root) -> dict[str, str]:
     return versions
 
 
-def stages_to_refresh(changed: list[str]) -> list[dg.AssetKey]:
-    """Every asset from the first stage of each changed section on."""
-    from finetune_pipeline.definitions import ALL_ASSETS  # the graph; imported here: definitions imports this module
-
+def stages_to_refresh(changed: list[str], asset_graph) -> list[dg.AssetKey]:
+    """Every asset of `asset_graph` from the first stage of each changed section on."""
     starts = sorted({stage for section in changed for stage in SECTION_STAGES.get(section, ())})
     if not starts:
         return []
-    return sorted(dg.AssetSelection.assets(*starts).downstream().resolve(ALL_ASSETS), key=lambda k: k.to_user_string())
+    return sorted(dg.AssetSelection.assets(*starts).downstream().resolve(asset_graph), key=lambda k: k.to_user_string())
 
 
 @dg.sensor(job=refresh_all, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
@@ -134,7 +132,7 @@ def settings_changed(context: dg.SensorEvaluationContext, pipeline: PipelineReso
     if previous is None:
         return dg.SkipReason("first evaluation: the current settings and erasure requests are recorded")
     changed = sorted(name for name, version in current.items() if previous.get(name) != version)
-    stages = stages_to_refresh(changed)
+    stages = stages_to_refresh(changed, context.repository_def.asset_graph)
     if not stages:
         return dg.SkipReason("no finetune.yaml section that changes a result, and no erasure request, changed")
     return dg.RunRequest(asset_selection=stages, tags={"trigger": "settings_changed", "changes": ", ".join(changed)})

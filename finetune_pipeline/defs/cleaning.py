@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 
 from finetune_pipeline import validation as v
+from finetune_pipeline.cleaning.cache import CODE as CLEANING_CODE
 from finetune_pipeline.cleaning.cache import cached_clean_corpus
 from finetune_pipeline.cleaning.erasure import ErasureFileError, load_erasure_requests
 from finetune_pipeline.dedup import deduplicate
@@ -20,7 +21,7 @@ from finetune_pipeline.records import StageResult
 
 
 @dg.asset(group_name="cleaning", kinds={"polars"}, owners=OWNERS, dagster_type=CorpusFrame,
-          metadata=column_schema(CORPUS_COLUMNS),
+          metadata=column_schema(CORPUS_COLUMNS), code_version=CLEANING_CODE,
           description="Records named by erasure_requests.csv removed; text repaired (ftfy), control characters, "
                       "markup, boilerplate and page headers removed, unicode/whitespace/quotes/punctuation "
                       "normalised; personal data redacted, dropped or kept by the privacy policy (Presidio + "

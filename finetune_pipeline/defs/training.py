@@ -19,7 +19,10 @@ from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.tasks import task_for, task_named
 
 
-@dg.asset(group_name="training", kinds={"pytorch", "peft"}, owners=OWNERS, pool="gpu",
+TRAINING_CODE = incremental.code_version(incremental.TRAINING_CODE, incremental.TRAINING_PACKAGES)
+
+
+@dg.asset(group_name="training", kinds={"pytorch", "peft"}, owners=OWNERS, pool="gpu", code_version=TRAINING_CODE,
           description="The task's adapter, trained on the train split with early stopping on validation and "
                       "evaluated on test: PEFT LoRA on the base encoder for sequence classification (the head saved "
                       "with it), or LoRA on `instruction_base_model` for instruction tasks (chat template, loss on "
@@ -27,7 +30,7 @@ from finetune_pipeline.tasks import task_for, task_named
                       "safetensors with the tokenizer, metrics.json and a model card under "
                       ".pipeline/staging/models/<adapter_name>/, the candidate published_adapter publishes.")
 def lora_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource,
-                 dataset_splits: pl.DataFrame) -> dict:
+                 dataset_splits: pl.DataFrame) -> dg.Output[dict]:
     require_upstream_checks(context, "dataset_splits")
     settings, root = pipeline.settings(), pipeline.data_root()
     task, cfg = task_for(settings), settings.training
@@ -57,7 +60,7 @@ def lora_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource,
         "peak_memory_mb": metrics["peak_memory_mb"],
         "data_snapshot": snapshot,
     })
-    return metrics
+    return dg.Output(metrics, data_version=dg.DataVersion(key))  # a kept candidate keeps its data version
 
 
 def _reuse_metadata(reused: bool, key: str, snapshot: str) -> dict:
@@ -69,6 +72,7 @@ def _reuse_metadata(reused: bool, key: str, snapshot: str) -> dict:
 
 
 @dg.asset(group_name="training", kinds={"pytorch", "peft", "sklearn"}, owners=OWNERS, pool="gpu",
+          code_version=TRAINING_CODE,
           description="The fine-tuning approaches of `training.compare` (LoRA, full fine-tuning, feature-based: "
                       "frozen embeddings + logistic regression; instruction tuning for instruction tasks) trained "
                       "on the same splits: test accuracy and macro-F1 (or loss and perplexity), trainable "
@@ -77,7 +81,7 @@ def _reuse_metadata(reused: bool, key: str, snapshot: str) -> dict:
                       ".pipeline/staging/); published_comparison publishes them. The approach lora_adapter "
                       "trained is reused from it, not trained twice.")
 def approach_comparison(context: dg.AssetExecutionContext, pipeline: PipelineResource,
-                        dataset_splits: pl.DataFrame, lora_adapter: dict) -> dict:
+                        dataset_splits: pl.DataFrame, lora_adapter: dict) -> dg.Output[dict]:
     require_upstream_checks(context, "dataset_splits", "lora_adapter")
     settings, root = pipeline.settings(), pipeline.data_root()
     task = task_for(settings)
@@ -112,7 +116,7 @@ def approach_comparison(context: dg.AssetExecutionContext, pipeline: PipelineRes
         "device": result["rows"][0]["device"] if result["rows"] else "none",
         "path": dg.MetadataValue.path(str(paths["md"])),
     })
-    return result
+    return dg.Output(result, data_version=dg.DataVersion(key))
 
 
 @blocking_check("lora_adapter", "lora_adapter_beats_baseline",
