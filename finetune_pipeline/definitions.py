@@ -5,7 +5,7 @@ import dagster as dg
 
 from finetune_pipeline.defs import augmentation, cleaning, collection, labeling, reporting, splits, training
 from finetune_pipeline.defs.automation import (new_annotations, new_raw_files, nightly_refresh, refresh_all,
-                                                refresh_labels)
+                                                refresh_labels, settings_changed)
 from finetune_pipeline.defs.io import ParquetIOManager
 from finetune_pipeline.defs.resources import PipelineResource, RayCluster
 from finetune_pipeline.layout import DataRoot
@@ -36,7 +36,7 @@ def definitions_for(root: DataRoot | None = None) -> dg.Definitions:
         asset_checks=ALL_CHECKS,
         jobs=[refresh_all, refresh_labels],
         schedules=[nightly_refresh],
-        sensors=[new_raw_files, new_annotations],
+        sensors=[new_raw_files, new_annotations, settings_changed],
         resources=resources_for(pipeline),
     )
 

@@ -5,7 +5,7 @@
     finetune.yaml             settings (optional)
     erasure_requests.csv      right-to-erasure requests (optional)
     .pipeline/                intermediate asset values, per-stage rejects and statistics, the parse cache,
-                              staging/ (exports and models waiting for their checks)
+                              cache/ (cleaned records by content and settings), staging/ (exports and models waiting for their checks)
     exports/                  splits, folds, rejects, review tasks, the data card, the approach comparison
     models/                   one adapter per task, registry.json, the comparison's models
 """
@@ -59,6 +59,11 @@ class DataRoot:
     def parse_cache(self) -> Path:
         """Parsed raw sources by content hash, so unchanged sources are not parsed again."""
         return self.storage / "parse_cache"
+
+    @property
+    def cleaning_cache(self) -> Path:
+        """Cleaned outcome rows by unit key (cleaning/cache.py), so unchanged records are not cleaned again."""
+        return self.storage / "cache" / "cleaned_corpus.parquet"
 
     @property
     def asset_values(self) -> Path:

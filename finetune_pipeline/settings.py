@@ -708,6 +708,11 @@ class ExecutionSettings(_Section):
     embedding_actors: int = Field(
         1, ge=1, description="ray: embedding workers (each loads the encoder once; one GPU each when the cluster "
         "has GPUs).")
+    incremental: bool = Field(
+        True, description="Reuse what did not change: cleaned records cached by content, erasure matches, settings "
+        "and code (.pipeline/cache/), and training and the approach comparison skipped when the data snapshot "
+        "and the training settings are those of the last candidate. false: every stage computes from scratch "
+        "(the results are the same).")
     cc_max_iterations: int = Field(
         64, ge=1, description="ray: rounds of min-label propagation allowed for connected components before "
         "failing (each round at least halves the distance to the root).")

@@ -145,11 +145,23 @@ def clean_corpus(corpus: pl.DataFrame, settings: Settings,
     """Erase requested subjects, normalise every text, apply the PII policy, reject what fails a filter.
     `clean_documents` does the work, per document, here or on Ray workers (`settings.execution`)."""
     requests = list(erasure_requests or [])
+    return cleaning_result(corpus, clean_rows(corpus, settings, requests), settings, requests)
+
+
+def clean_rows(corpus: pl.DataFrame, settings: Settings, requests: list[ErasureRequest]) -> pl.DataFrame:
+    """`clean_documents` over every document of `corpus`: one outcome row per input row, in input order
+    (`_row` is the row's index in `corpus`)."""
     rows = (frames(corpus.with_row_index("_row"), settings.execution)
             .map_groups(["source_uri"], clean_documents, settings=settings, erasure_requests=requests)
             .to_polars().sort("_row"))
     if not rows.width:  # an empty corpus on Ray comes back without columns
         rows = clean_documents(corpus.with_row_index("_row").clear(), settings, requests)
+    return rows
+
+
+def cleaning_result(corpus: pl.DataFrame, rows: pl.DataFrame, settings: Settings,
+                    requests: list[ErasureRequest]) -> StageResult:
+    """The stage's kept records, rejects and statistics from `clean_rows`' outcome rows (in input order)."""
     erased = rows.filter(pl.col("_erased_by").is_not_null())
     rest = rows.filter(pl.col("_erased_by").is_null())
     rejected = rest.filter(pl.col("_reason").is_not_null())

@@ -84,3 +84,65 @@ def new_annotations(context: dg.SensorEvaluationContext, pipeline: PipelineResou
     if not changes.any():
         return dg.SkipReason(f"no new, changed or removed annotation files ({len(current)} files)")
     return dg.RunRequest(tags={"trigger": "new_annotations", "changes": changes.describe()})
+
+
+# The first stage each finetune.yaml section changes; the run covers it and everything downstream. Stages
+# before it are not run (their stored values are read); stages after it that did not really change reuse
+# their caches (cleaning) or keep their candidate (training, when the data snapshot is the same).
+# `execution` changes where work runs, never its result: it starts no run.
+SECTION_STAGES: dict[str, tuple[str, ...]] = {
+    "task": ("raw_corpus",), "sources": ("raw_corpus",), "checks": ("raw_corpus",),
+    "cleaning": ("cleaned_corpus",), "privacy": ("cleaned_corpus",),
+    "training.instruction_tokens": ("cleaned_corpus",),  # the too-long filter counts the base model's tokens
+    "dedup": ("deduplicated_corpus",),
+    "labels": ("labeled_corpus", "review_queue"), "labeling": ("labeled_corpus", "review_queue"),
+    "augmentation": ("augmented_corpus",),
+    "splits": ("dataset_splits",), "bias": ("dataset_splits", "bias_report"), "card": ("dataset_splits",),
+    "training": ("lora_adapter",),
+    "erasure_requests.csv": ("cleaned_corpus",),
+}
+_TOO_LONG_FIELDS = ("instruction_base_model", "instruction_max_length")
+
+
+def settings_versions(root) -> dict[str, str]:
+    """A hash per finetune.yaml section (validated settings, defaults included) and of erasure_requests.csv."""
+    from finetune_pipeline.incremental import digest
+    from finetune_pipeline.settings import load_settings
+
+    dumped = load_settings(root).model_dump(mode="json")
+    versions = {name: digest(value) for name, value in dumped.items() if name != "execution"}
+    versions["training.instruction_tokens"] = digest([dumped["training"][f] for f in _TOO_LONG_FIELDS])
+    erasure = root.erasure_requests
+    versions["erasure_requests.csv"] = digest(erasure.read_bytes().hex() if erasure.exists() else None)
+    return versions
+
+
+def stages_to_refresh(changed: list[str], asset_graph) -> list[dg.AssetKey]:
+    """Every asset of `asset_graph` from the first stage of each changed section on."""
+    starts = sorted({stage for section in changed for stage in SECTION_STAGES.get(section, ())})
+    if not starts:
+        return []
+    return sorted(dg.AssetSelection.assets(*starts).downstream().resolve(asset_graph), key=lambda k: k.to_user_string())
+
+
+@dg.sensor(job=refresh_all, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Requests a run of the stages a change affects when a finetune.yaml section (by its validated "
+                       "value, defaults included) or erasure_requests.csv changes: a cleaning or privacy change, or a "
+                       "new erasure request, runs cleaned_corpus and everything after it; a training change only "
+                       "the training assets and what follows. An invalid finetune.yaml starts nothing.")
+def settings_changed(context: dg.SensorEvaluationContext, pipeline: PipelineResource):
+    from finetune_pipeline.settings import SettingsError
+
+    previous = json.loads(context.cursor) if context.cursor else None
+    try:
+        current = settings_versions(pipeline.data_root())
+    except SettingsError as err:
+        return dg.SkipReason(f"finetune.yaml is not valid, no run started: {err}")
+    context.update_cursor(json.dumps(current))
+    if previous is None:
+        return dg.SkipReason("first evaluation: the current settings and erasure requests are recorded")
+    changed = sorted(name for name, version in current.items() if previous.get(name) != version)
+    stages = stages_to_refresh(changed, context.repository_def.asset_graph)
+    if not stages:
+        return dg.SkipReason("no finetune.yaml section that changes a result, and no erasure request, changed")
+    return dg.RunRequest(asset_selection=stages, tags={"trigger": "settings_changed", "changes": ", ".join(changed)})

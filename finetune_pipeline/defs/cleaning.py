@@ -7,7 +7,8 @@ import dagster as dg
 import polars as pl
 
 from finetune_pipeline import validation as v
-from finetune_pipeline.cleaning import clean_corpus
+from finetune_pipeline.cleaning.cache import CODE as CLEANING_CODE
+from finetune_pipeline.cleaning.cache import cached_clean_corpus
 from finetune_pipeline.cleaning.erasure import ErasureFileError, load_erasure_requests
 from finetune_pipeline.dedup import deduplicate
 from finetune_pipeline.defs import OWNERS
@@ -20,12 +21,14 @@ from finetune_pipeline.records import StageResult
 
 
 @dg.asset(group_name="cleaning", kinds={"polars"}, owners=OWNERS, dagster_type=CorpusFrame,
-          metadata=column_schema(CORPUS_COLUMNS),
+          metadata=column_schema(CORPUS_COLUMNS), code_version=CLEANING_CODE,
           description="Records named by erasure_requests.csv removed; text repaired (ftfy), control characters, "
                       "markup, boilerplate and page headers removed, unicode/whitespace/quotes/punctuation "
                       "normalised; personal data redacted, dropped or kept by the privacy policy (Presidio + "
                       "patterns); Gopher/C4 quality filters and language ID reject with their own reason. "
-                      "`text_raw` keeps the original for audit, `quality_flags` the flags raised.")
+                      "`text_raw` keeps the original for audit, `quality_flags` the flags raised. Records (PDF/Word: "
+                      "documents) whose content, erasure matches, cleaning/privacy settings and cleaning code are "
+                      "unchanged reuse their cached outcome (.pipeline/cache/; rows_reused, rows_cleaned).")
 def cleaned_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_cluster: RayCluster,
                    raw_corpus: pl.DataFrame) -> StageResult:
     require_upstream_checks(context, "raw_corpus")
@@ -34,8 +37,9 @@ def cleaned_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource
         requests = load_erasure_requests(pipeline.data_root().path)
     except ErasureFileError as exc:
         raise dg.Failure(description=f"{exc}. Erasure requests cannot be skipped: fix the file and re-run.") from None
-    result = clean_corpus(raw_corpus, settings, requests)
-    context.add_output_metadata({**settings_used(settings, "cleaning", "privacy"),
+    cache = pipeline.data_root().cleaning_cache if settings.execution.incremental else None
+    result, reuse = cached_clean_corpus(raw_corpus, settings, requests, cache)
+    context.add_output_metadata({**settings_used(settings, "cleaning", "privacy"), **reuse.to_dict(),
                                  **execution_metadata(settings.execution), **stage_metadata(raw_corpus.height, result),
                                  **cleaning_metadata(result.stats, settings.privacy.policy)})
     return result

@@ -10,7 +10,7 @@ import time
 import dagster as dg
 import polars as pl
 
-from finetune_pipeline import atomic, exports, reporting
+from finetune_pipeline import atomic, exports, incremental, reporting
 from finetune_pipeline import validation as v
 from finetune_pipeline.defs import OWNERS
 from finetune_pipeline.defs.gates import blocking_check, require_upstream_checks, suite_result
@@ -20,7 +20,10 @@ from finetune_pipeline.splits import cross_validation_folds
 from finetune_pipeline.tasks import task_for, task_named
 
 
-@dg.asset(group_name="training", kinds={"pytorch", "peft"}, owners=OWNERS, pool="gpu",
+TRAINING_CODE = incremental.code_version(incremental.TRAINING_CODE, incremental.TRAINING_PACKAGES)
+
+
+@dg.asset(group_name="training", kinds={"pytorch", "peft"}, owners=OWNERS, pool="gpu", code_version=TRAINING_CODE,
           description="The task's adapter, trained on the train split with early stopping on validation and "
                       "evaluated on test: PEFT LoRA on the base encoder for sequence classification (the head saved "
                       "with it), or LoRA on `instruction_base_model` for instruction tasks (chat template, loss on "
@@ -28,31 +31,49 @@ from finetune_pipeline.tasks import task_for, task_named
                       "safetensors with the tokenizer, metrics.json and a model card under "
                       ".pipeline/staging/models/<adapter_name>/, the candidate published_adapter publishes.")
 def lora_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource,
-                 dataset_splits: pl.DataFrame) -> dict:
+                 dataset_splits: pl.DataFrame) -> dg.Output[dict]:
     require_upstream_checks(context, "dataset_splits")
-    from finetune_pipeline.training.compare import run_approach  # torch: only the training steps pay the import
-
     settings, root = pipeline.settings(), pipeline.data_root()
     task, cfg = task_for(settings), settings.training
     snapshot = exports.content_digest(dataset_splits)
     output = root.staged(root.adapter(cfg.adapter_name))
-    metrics = run_approach(task.trained_approach(cfg), task.training_splits(dataset_splits),
-                           task.labels(dataset_splits, settings), cfg, output, data_snapshot=snapshot,
-                           log=context.log.info)
-    context.add_output_metadata({**settings_used(settings, "task", "training"),
+    approach, labels = task.trained_approach(cfg), task.labels(dataset_splits, settings)
+    key = incremental.training_key(approach, task.name, cfg.model_dump(), labels, snapshot)
+    metrics = incremental.reusable(output, key) if settings.execution.incremental else None
+    reused = metrics is not None
+    if reused:
+        context.log.info(f"lora_adapter: data snapshot {snapshot} and training settings unchanged; "
+                         "the candidate trained on them is kept, nothing is trained")
+    else:
+        from finetune_pipeline.training.compare import run_approach  # torch: only a step that trains pays the import
+
+        incremental.forget(output)
+        metrics = run_approach(approach, task.training_splits(dataset_splits), labels, cfg, output,
+                               data_snapshot=snapshot, log=context.log.info)
+        incremental.remember(output, key, metrics)
+    context.add_output_metadata({**settings_used(settings, "task", "training"), **_reuse_metadata(reused, key, snapshot),
         "candidate_path": dg.MetadataValue.path(str(output)),
         "evaluation": dg.MetadataValue.md(reporting.evaluation_markdown(metrics)),
-        "epochs_run": metrics["epochs_run"],
+        "epochs_run": metrics.get("epochs_run", 1),  # the feature approach fits once: no epochs
         "resumed_from_epoch": metrics.get("resumed_from_epoch") or 0,
         "device": metrics["device"],
         "wall_time_s": metrics["wall_time_s"],
         "peak_memory_mb": metrics["peak_memory_mb"],
         "data_snapshot": snapshot,
     })
-    return metrics
+    return dg.Output(metrics, data_version=dg.DataVersion(key))  # a kept candidate keeps its data version
+
+
+def _reuse_metadata(reused: bool, key: str, snapshot: str) -> dict:
+    """Whether the step trained, and why not when it did not."""
+    why = (f"data snapshot {snapshot}, training settings and training code unchanged since the candidate was "
+           "made: it is kept" if reused else
+           "trained: no candidate made on this data snapshot with these training settings and code")
+    return {"trained": not reused, "training_decision": why, "training_key": key}
 
 
 @dg.asset(group_name="training", kinds={"pytorch", "peft", "sklearn"}, owners=OWNERS, pool="gpu",
+          code_version=TRAINING_CODE,
           description="The fine-tuning approaches of `training.compare` (LoRA, full fine-tuning, feature-based: "
                       "frozen embeddings + logistic regression; instruction tuning for instruction tasks) trained "
                       "on the same splits: test accuracy and macro-F1 (or loss and perplexity), trainable "
@@ -64,23 +85,38 @@ def lora_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource,
                       "cross-validated: mean ± std of the fold metric, LoRA against each approach paired by fold; "
                       "training.lora_search chooses LoRA's settings on those folds first.")
 def approach_comparison(context: dg.AssetExecutionContext, pipeline: PipelineResource,
-                        dataset_splits: pl.DataFrame, lora_adapter: dict) -> dict:
+                        dataset_splits: pl.DataFrame, lora_adapter: dict) -> dg.Output[dict]:
     require_upstream_checks(context, "dataset_splits", "lora_adapter")
-    from finetune_pipeline.training.compare import compare_approaches, write_comparison  # torch: only here
-    from finetune_pipeline.training.cross_validation import fold_splits
-
     settings, root = pipeline.settings(), pipeline.data_root()
     task = task_for(settings)
-    started = time.perf_counter()
-    folds = fold_splits(dataset_splits, cross_validation_folds(dataset_splits, settings.splits, task), task)
-    result = compare_approaches(task.training_splits(dataset_splits), task.labels(dataset_splits, settings),
-                                settings.training, root.staged(root.comparison_models),
-                                task.approaches(settings.training),
-                                data_snapshot=exports.content_digest(dataset_splits), log=context.log.info,
-                                trained={lora_adapter["approach"]: lora_adapter}, folds=folds)
-    result["total_wall_time_s"] = round(time.perf_counter() - started, 1)
-    paths = write_comparison(result, root.staged(root.exports))
-    context.add_output_metadata({
+    snapshot, labels = exports.content_digest(dataset_splits), task.labels(dataset_splits, settings)
+    approaches, folder = task.approaches(settings.training), root.staged(root.comparison_models)
+    # the folds come from the split settings (k_folds, cv_below_records, cv_folds): part of the key too
+    key = incremental.digest([incremental.training_key(a, task.name, settings.training.model_dump(), labels, snapshot)
+                              for a in approaches] + [incremental.digest(settings.splits.model_dump())])
+    staged_exports = root.staged(root.exports)
+    reused = incremental.reusable(folder, key) if settings.execution.incremental else None
+    paths = {suffix: staged_exports / f"approach_comparison.{suffix}" for suffix in ("json", "md", "png")}
+    if reused is not None and not all(p.exists() for p in paths.values()):
+        reused = None  # a staged export went missing: make the comparison again
+    if reused is not None:
+        result = reused
+        context.log.info(f"approach_comparison: data snapshot {snapshot} and training settings unchanged; "
+                         "the comparison made on them is kept, nothing is trained")
+    else:
+        from finetune_pipeline.training.compare import compare_approaches, write_comparison  # torch: only here
+        from finetune_pipeline.training.cross_validation import fold_splits
+
+        incremental.forget(folder)
+        started = time.perf_counter()
+        folds = fold_splits(dataset_splits, cross_validation_folds(dataset_splits, settings.splits, task), task)
+        result = compare_approaches(task.training_splits(dataset_splits), labels, settings.training, folder,
+                                    approaches, data_snapshot=snapshot, log=context.log.info,
+                                    trained={lora_adapter["approach"]: lora_adapter}, folds=folds)
+        result["total_wall_time_s"] = round(time.perf_counter() - started, 1)
+        paths = write_comparison(result, staged_exports)
+        incremental.remember(folder, key, result)
+    context.add_output_metadata({**_reuse_metadata(reused is not None, key, snapshot),
         "comparison": dg.MetadataValue.md(reporting.comparison_markdown(result)),
         "plot": dg.MetadataValue.md(f"![approach comparison]({reporting.png_data_uri(paths['png'].read_bytes())})"),
         "total_wall_time_s": result["total_wall_time_s"],
@@ -88,7 +124,7 @@ def approach_comparison(context: dg.AssetExecutionContext, pipeline: PipelineRes
         "path": dg.MetadataValue.path(str(paths["md"])),
         **_cross_validation_metadata(result),
     })
-    return result
+    return dg.Output(result, data_version=dg.DataVersion(key))
 
 
 def _cross_validation_metadata(result: dict) -> dict:

