@@ -295,36 +295,39 @@ def first_names() -> frozenset[str]:
                      if _word_frequency(name) < COMMON_WORD_FREQUENCY and name.lower() not in _SENTENCE_STARTERS)
 
 
-def _surname_like(word: str) -> bool:
+def _surname_like(word: str, unknown_only: bool) -> bool:
     lower = word.lower()
-    return lower not in NOT_NAMES and lower not in _STREET_SUFFIX_WORDS and _word_frequency(lower) < COMMON_WORD_FREQUENCY
+    frequency = _word_frequency(lower)
+    return lower not in NOT_NAMES and lower not in _STREET_SUFFIX_WORDS and (
+        frequency == 0 if unknown_only else frequency < COMMON_WORD_FREQUENCY)
 
 
-def gazetteer_name_spans(text: str) -> list[PiiSpan]:
+def gazetteer_name_spans(text: str, places: list[PiiSpan] = ()) -> list[PiiSpan]:
     """Person names without a cue that NER missed: a capitalised word that is a known first name
     (`first_names`; a hyphenated one by its first part) followed by capitalised words that are not common
-    English words, brand words (`NOT_NAMES`) or street suffixes."""
+    English words, brand words (`NOT_NAMES`) or street suffixes; or two or three capitalised words none of
+    which is an English word at all ("Adedeji Olukunga"), unless NER took them for a place (`places`)."""
     if not any(c.isupper() for c in text):
         return []
     spans, pos = [], 0
     while match := _GAZETTEER_CANDIDATE.search(text, pos):
         pos = match.end(1)  # "Only Nadia Choi": the next try starts at "Nadia"
-        first = match.group(1)
-        lower = first.lower()
-        if lower in NOT_NAMES or lower in _PLACE_HEADS or (lower not in first_names()
-                                                            and lower.split("-")[0] not in first_names()):
+        lower = match.group(1).lower()
+        if lower in NOT_NAMES or lower in _PLACE_HEADS:
             continue
-        end, rest = match.end(1), match.group(2)
-        surnames = 0
-        for word in re.finditer(r"\S+", rest):
+        known = lower in first_names() or lower.split("-")[0] in first_names()
+        if not known and _word_frequency(lower) > 0:
+            continue
+        end, surnames = match.end(1), 0
+        for word in re.finditer(r"\S+", match.group(2)):
             token = word.group(0)
             if token.endswith(".") and len(token) == 2 or token in _PARTICLE_WORDS:
                 continue
-            if not _surname_like(token):
+            if not _surname_like(token, unknown_only=not known):
                 break
             surnames += 1
             end = match.end(1) + word.end()
-        if surnames:
+        if surnames and (known or not any(match.start(1) < p.end and p.start < end for p in places)):
             spans.append(PiiSpan(match.start(1), end, "person"))
             pos = end
     return spans
@@ -525,7 +528,8 @@ def detect_pii(texts: list[str], policy: PrivacySettings) -> list[list[PiiSpan]]
         else [[] for _ in texts]
     results = []
     for text, found in zip(texts, extra):
-        spans = pattern_spans(text) + found + (gazetteer_name_spans(text) if policy.name_gazetteer else [])
+        places = [s for s in found if s.kind == "location"]
+        spans = pattern_spans(text) + found + (gazetteer_name_spans(text, places) if policy.name_gazetteer else [])
         results.append(resolve_overlaps(propagate_names(text, spans)))
     return results
 
