@@ -270,7 +270,7 @@ class PrivacySettings(_Section):
     @property
     def policy(self) -> dict[str, PiiAction]:
         """The action for each kind of personal data, in declaration order (what reports show)."""
-        return self.model_dump(exclude={"detector", "min_score", "single_word_names"})
+        return self.model_dump(exclude={"detector", "min_score", "single_word_names", "name_gazetteer"})
 
 
 class BiasSettings(_Section):

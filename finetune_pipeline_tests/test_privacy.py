@@ -176,6 +176,7 @@ def test_names_without_a_cue_by_gazetteer_and_not_places_or_brands():
     assert names("Things fall apart (Chinua Achebe, 1958).") == ["Chinua Achebe"]
     assert names("\u201cNever again.\u201d \u2014 Ünsever Fırat") == ["Ünsever Fırat"]
     assert names("Only Nadia Choi knew.", name_gazetteer=False) == []
+    assert "name_gazetteer" not in PrivacySettings().policy  # a switch, not a type of personal data
     for text in ("Our Georgia office moved to San Diego.", "The Santa Cruz bike and the Monte Carlo poster.",
                  "We use Microsoft Teams and Adobe Acrobat.", "Grace Street is closed.", "Victoria Station pass."):
         assert names(text) == [], text
