@@ -167,17 +167,19 @@ def test_names_without_a_cue_by_gazetteer_and_not_places_or_brands():
     from finetune_pipeline.cleaning.privacy import PiiSpan, detect_pii, gazetteer_name_spans
 
     def names(text, **settings):
-        return [text[s.start:s.end] for s in detect_pii([text], PrivacySettings(detector="patterns", **settings))[0]
+        return [text[s.start:s.end] for s in detect_pii([text], PrivacySettings(**settings))[0]
                 if s.kind == "person"]
 
     assert names("Only Nadia Choi knew the password.") == ["Nadia Choi"]  # known first name after a capital
     assert names("Aimée van der Klein had left.") == ["Aimée van der Klein"]
-    assert names("Ask Adedeji Olukunga about it.") == ["Adedeji Olukunga"]  # no English word in it
+    assert names("Ask Adedeji Olukunga about it.") == ["Adedeji Olukunga"]  # no English word in it, no place
+    assert names("Ask Adedeji Olukunga about it.", detector="patterns") == []  # no NER to rule out a place
     assert names("Things fall apart (Chinua Achebe, 1958).") == ["Chinua Achebe"]
     assert names("\u201cNever again.\u201d \u2014 Ünsever Fırat") == ["Ünsever Fırat"]
     assert names("Only Nadia Choi knew.", name_gazetteer=False) == []
     assert "name_gazetteer" not in PrivacySettings().policy  # a switch, not a type of personal data
     for text in ("Our Georgia office moved to San Diego.", "The Santa Cruz bike and the Monte Carlo poster.",
-                 "We use Microsoft Teams and Adobe Acrobat.", "Grace Street is closed.", "Victoria Station pass."):
+                 "We use Microsoft Teams and Adobe Acrobat.", "Grace Street is closed.", "The Golden Gate tour and the Victoria Station pass."):
         assert names(text) == [], text
     assert gazetteer_name_spans("We flew to Buenos Aires.", [PiiSpan(11, 23, "location")]) == []
+    assert gazetteer_name_spans("We flew to Buenos Aires.", None) == []

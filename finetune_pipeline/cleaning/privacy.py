@@ -281,8 +281,8 @@ _GAZETTEER_CANDIDATE = re.compile(
     rf"(?<![\w'-])({_NAME})((?:[ ][A-Z]\.)?(?:[ ](?:{_PARTICLE}[ ]){{0,2}}{_NAME}){{1,2}})(?![\w-])")
 # First words of place names that are first names too ("San Diego", "Santa Cruz", "Monte Carlo").
 _PARTICLE_WORDS = frozenset(_PARTICLE[3:-1].split("|"))
-_PLACE_HEADS = frozenset("san santa santo sao são monte costa porto puerto rio saint st fort mount lake cape los las el "
-                         "la le new north south east west victoria georgia".split())
+_PLACE_HEADS = frozenset("san santa santo sao são monte costa porto puerto rio saint st fort mount lake cape los "
+                         "las el la le new north south east west victoria georgia".split())
 
 
 @lru_cache(maxsize=1)
@@ -302,11 +302,12 @@ def _surname_like(word: str, unknown_only: bool) -> bool:
         frequency == 0 if unknown_only else frequency < COMMON_WORD_FREQUENCY)
 
 
-def gazetteer_name_spans(text: str, places: list[PiiSpan] = ()) -> list[PiiSpan]:
+def gazetteer_name_spans(text: str, places: list[PiiSpan] | None = None) -> list[PiiSpan]:
     """Person names without a cue that NER missed: a capitalised word that is a known first name
     (`first_names`; a hyphenated one by its first part) followed by capitalised words that are not common
-    English words, brand words (`NOT_NAMES`) or street suffixes; or two or three capitalised words none of
-    which is an English word at all ("Adedeji Olukunga"), unless NER took them for a place (`places`)."""
+    English words, brand words (`NOT_NAMES`) or street suffixes; or, given NER's `places`, two or three
+    capitalised words none of which is an English word at all ("Adedeji Olukunga") and NER took for no
+    place (without NER, `places` None, "Buenos Aires" would be a name: that kind is not looked for)."""
     if not any(c.isupper() for c in text):
         return []
     spans, pos = [], 0
@@ -316,7 +317,7 @@ def gazetteer_name_spans(text: str, places: list[PiiSpan] = ()) -> list[PiiSpan]
         if lower in NOT_NAMES or lower in _PLACE_HEADS:
             continue
         known = lower in first_names() or lower.split("-")[0] in first_names()
-        if not known and _word_frequency(lower) > 0:
+        if not known and (places is None or _word_frequency(lower) > 0):
             continue
         end, surnames = match.end(1), 0
         for word in re.finditer(r"\S+", match.group(2)):
@@ -528,7 +529,7 @@ def detect_pii(texts: list[str], policy: PrivacySettings) -> list[list[PiiSpan]]
         else [[] for _ in texts]
     results = []
     for text, found in zip(texts, extra):
-        places = [s for s in found if s.kind == "location"]
+        places = [s for s in found if s.kind == "location"] if policy.detector == "presidio" else None
         spans = pattern_spans(text) + found + (gazetteer_name_spans(text, places) if policy.name_gazetteer else [])
         results.append(resolve_overlaps(propagate_names(text, spans)))
     return results
