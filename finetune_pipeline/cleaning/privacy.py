@@ -101,13 +101,16 @@ _NAME_CUES = [
     + r"(?i:spoke (?:with|to)|talked (?:with|to)|chatted with|ask(?:ed)? for|attn\.?:?|attention:?|c/o|"
     r"signed (?:for )?by|forward (?:this|it) to|on behalf of|contact(?:ed)?|cc)\s+" + _FULL_NAME,
     _FULL_NAME + r"\s+(?:called|phoned|rang|wrote|emailed|e-mailed|texted|said|told me|promised|from your (?:team|support))\b",
-    # attributions: "— Ada Lovelace", "(Chinua Achebe, 1958)", "said Mei Lin", "note from ...", "as X put it"
-    r"(?:^|(?<=\s))[—–]\s*" + _FULL_NAME,
-    r"\(" + _FULL_NAME + r",\s*(?:\d{4}|p\.|n\.d\.)",
-    r"\b(?:said|says|wrote|writes|asked|added|replied|noted|explained)\s+" + _FULL_NAME,
-    _first_letter("aeilmnqt") + r"(?i:(?:a |the )?(?:note|message|letter|e-?mail) from|in the words of|according to|"
-    r"quoted by)\s+" + _FULL_NAME,
     r"\b[Aa]s\s+" + _FULL_NAME + r"\s+(?:put it|said|says|wrote|writes|noted|argued)\b",
+]
+# Attributions, with the characters the text must contain for each to match (a cheap skip):
+# "— Ada Lovelace", "(Chinua Achebe, 1958)", "said Mei Lin", "note from ...", "in the words of ...".
+_ATTRIBUTION_CUES = [
+    (r"(?:^|(?<=\s))[—–]\s*" + _FULL_NAME, "—–"),
+    (r"\(" + _FULL_NAME + r",\s*(?:\d{4}|p\.|n\.d\.)", "("),
+    (r"\b(?:said|says|wrote|writes|asked|added|replied|noted|explained)\s+" + _FULL_NAME, ""),
+    (r"\b" + _first_letter("aimnq") + r"(?i:(?:note|message|letter|e-?mail) from|in the words of|according to|"
+     r"quoted by)\s+" + _FULL_NAME, ""),
 ]
 # Words that the small spaCy model takes for names or places in support texts, and that cues may catch.
 NOT_NAMES = frozenset(word.lower() for word in """
@@ -154,6 +157,7 @@ _PATTERNS: list[tuple[str, re.Pattern, int, str | int]] = [
     ("phone", re.compile(_PHONE_CUE), 1, 7),
     *[("street_address", re.compile(p), 0, 1) for p in _ADDRESSES],
     *[("person", re.compile(p), 1, 0) for p in _NAME_CUES],
+    *[("person", re.compile(p), 1, needs) for p, needs in _ATTRIBUTION_CUES],
 ]
 _DIGIT = re.compile(r"\d")  # the patterns' \d (any Unicode decimal digit)
 
@@ -265,7 +269,8 @@ def pattern_spans(text: str) -> list[PiiSpan]:
     spans = []
     digits = len(_DIGIT.findall(text))
     for kind, pattern, group, needs in _PATTERNS:
-        if needs in ("@", ":") and needs not in text or isinstance(needs, int) and digits < needs:
+        if isinstance(needs, str) and needs and not any(c in text for c in needs) \
+                or isinstance(needs, int) and digits < needs:
             continue
         for match in pattern.finditer(text):
             extent = _value_spans(kind, match.group(group), match.start(group))
