@@ -6,7 +6,9 @@ half-eaten by a phone match, an email never by a name):
 - Presidio (`presidio-analyzer`) with the offline spaCy pipeline `en_core_web_sm` (person names and
   locations by NER), its phone recognizer (Google's phonenumbers), card, SSN and IP recognizers;
 - the project's own validated patterns for what it misses: emails, IBANs (mod-97), cards (Luhn, issuer),
-  SSNs with dashes or spaces, IPv4/IPv6, phone formats, street addresses, titled names ("Mrs. Jane Doe").
+  SSNs with dashes or spaces, IPv4/IPv6, phone formats, street addresses, titled names ("Mrs. Jane Doe"),
+  names in attributions ("— Ada Lovelace", "said Mei Lin") and, without a cue, a known first name before
+  surname-like words (`gazetteer_name_spans`, gender-guesser's first-name dictionary).
 
 For speed (`fast_presidio_spans`), NER runs with spaCy's `ner` component alone, batched, on the sentences
 where a cheap test says a name can be, and Presidio's recognizers are called directly on texts with enough
