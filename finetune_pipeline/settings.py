@@ -258,6 +258,11 @@ class PrivacySettings(_Section):
         False, description="Accept one-word person names from NER. Off: in support texts most are brands or "
         "products ('Chrome', 'Dyson'); one-word names after a cue ('Thanks, Maria', 'Dear Tom') are always found."
     )
+    name_gazetteer: bool = Field(
+        True, description="Also take as a person name a known first name (gender-guesser's dictionary of about "
+        "61,000 first names of many countries) followed by capitalised words that are not common English words "
+        "or brand words ('Ada Lovelace', 'Nozizwe D. Ngomane'): names without a cue that NER missed."
+    )
     min_score: float = Field(
         0.4, ge=0, le=1, description="Presidio results scoring below this are ignored (its phone recognizer scores 0.4)."
     )
@@ -265,7 +270,7 @@ class PrivacySettings(_Section):
     @property
     def policy(self) -> dict[str, PiiAction]:
         """The action for each kind of personal data, in declaration order (what reports show)."""
-        return self.model_dump(exclude={"detector", "min_score", "single_word_names"})
+        return self.model_dump(exclude={"detector", "min_score", "single_word_names", "name_gazetteer"})
 
 
 class BiasSettings(_Section):

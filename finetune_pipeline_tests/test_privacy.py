@@ -68,11 +68,11 @@ def test_recall_targets_on_a_faker_test_set():
     from finetune_pipeline.cleaning.privacy import detect_pii
 
     bench = _bench()
-    cases = bench.make_cases(per_type=40, seed=11)
+    cases = bench.make_cases(per_type=100, seed=11)  # about 110 names, mostly without a cue word
     table = bench.score(cases, detect_pii([text for text, _ in cases], PrivacySettings()))
     for kind in ("email", "phone", "credit_card", "us_ssn", "ip_address"):
         assert table[kind]["recall"] >= 0.98, (kind, table[kind])
-    assert table["person"]["recall"] >= 0.85, table["person"]
+    assert table["person"]["recall"] >= bench.TARGETS["person"] == 0.97, table["person"]
     for kind in bench.TYPES:
         assert table[kind]["precision"] >= 0.9, (kind, table[kind])
 
@@ -161,3 +161,25 @@ def test_fast_detector_against_presidio_itself():
     assert same >= 0.97 * len(texts), (same, len(texts))
     for a, b in zip(fast, reference):  # only names may differ
         assert [s for s in a if s.kind != "person"] == [s for s in b if s.kind != "person"]
+
+
+def test_names_without_a_cue_by_gazetteer_and_not_places_or_brands():
+    from finetune_pipeline.cleaning.privacy import PiiSpan, detect_pii, gazetteer_name_spans
+
+    def names(text, **settings):
+        return [text[s.start:s.end] for s in detect_pii([text], PrivacySettings(**settings))[0]
+                if s.kind == "person"]
+
+    assert names("Only Nadia Choi knew the password.") == ["Nadia Choi"]  # known first name after a capital
+    assert names("Aimée van der Klein had left.") == ["Aimée van der Klein"]
+    assert names("Ask Adedeji Olukunga about it.") == ["Adedeji Olukunga"]  # no English word in it, no place
+    assert names("Ask Adedeji Olukunga about it.", detector="patterns") == []  # no NER to rule out a place
+    assert names("Things fall apart (Chinua Achebe, 1958).") == ["Chinua Achebe"]
+    assert names("\u201cNever again.\u201d \u2014 Ünsever Fırat") == ["Ünsever Fırat"]
+    assert names("Only Nadia Choi knew.", name_gazetteer=False) == []
+    assert "name_gazetteer" not in PrivacySettings().policy  # a switch, not a type of personal data
+    for text in ("Our Georgia office moved to San Diego.", "The Santa Cruz bike and the Monte Carlo poster.",
+                 "We use Microsoft Teams and Adobe Acrobat.", "Grace Street is closed.", "The Golden Gate tour and the Victoria Station pass."):
+        assert names(text) == [], text
+    assert gazetteer_name_spans("We flew to Buenos Aires.", [PiiSpan(11, 23, "location")]) == []
+    assert gazetteer_name_spans("We flew to Buenos Aires.", None) == []

@@ -4,8 +4,10 @@ Run from the repository root:  .venv/bin/python scripts/bench_pii.py [--per-type
 
 Each document is a few support-ticket sentences: two carry a PII value in some format (phones of seven
 locales plus hand-made formats, cards with spaces/dashes/none, IPv4/IPv6, SSNs with dashes/spaces/context,
-IBANs of five countries, US/UK street addresses, person names in many positions), one or two are
-distractors without PII (order numbers, prices, dates, times, tracking codes, versions, brand names).
+IBANs of five countries, US/UK street addresses, person names of 20 Faker locales and hand lists in many
+positions, mostly without a cue word: attributions, possessives, lists, mid-sentence), one or two are
+distractors without PII (order numbers, prices, dates, times, tracking codes, versions, brand, product and
+place names, some shaped like a person's name).
 
 A gold value counts as found (recall) when every letter and digit of it lies inside spans of its type.
 A predicted span is correct (precision) when it overlaps a gold value of its type. Locations are not
@@ -26,9 +28,23 @@ from faker import Faker  # noqa: E402
 
 TYPES = ["email", "phone", "credit_card", "us_ssn", "ip_address", "iban", "street_address", "person"]
 
-# No cue word before or after the name: spaCy's NER alone has to find these.
+# Person cases, harder than cue words: names placed freely as in real quotations and messages. Each
+# "{}" is a name; a template may hold two ("X and Y"). Scored rows: all person values, and the values in
+# `NO_CUE` (no word of the project's cue lists near the name) and `ATTRIBUTION` (quotation credits).
 NO_CUE = ["{} will pick up the parcel on Monday.", "I think {} is the account holder.",
-          "The account belongs to {} now.", "Is {} still working on my case?"]
+          "The account belongs to {} now.", "Is {} still working on my case?", "Yesterday {} brought the forms back.",
+          "We met {} at the station before the storm.", "Only {} knew the password.", "{}'s order arrived broken.",
+          "The refund went to {}'s account, not mine.", "{} and {} share this account.",
+          "Both {} and {} signed the lease.", "Last week {} sent the wrong size again.",
+          "Nobody but {} has the key.", "The best answer came from {}.", "{} had already left the building.",
+          "Ask {} about the delay.", "It was {} who found the fault.", "The survey was run by {} in spring."]
+ATTRIBUTION = ["\u201cThe work is never finished, only abandoned.\u201d \u2014 {}", "\u2014 {}",
+               "Things fall apart; the centre cannot hold ({}, 1958).", "\"We leave at dawn,\" said {}.",
+               "A note from {}: the keys are under the mat.", "As {} put it, patience pays.",
+               "\"Never again,\" {} wrote in the margin.", "In the words of {}, less is more.",
+               "Quoted by {} in the annual letter.", "Note from {}, 12 May: call the bank."]
+CUED = ["My name is {}.", "Kind regards, {}", "I spoke with {} on the phone.", "Thanks, {}", "Dear {},",
+        "The order was placed by my colleague {}."]
 TEMPLATES = {
     "email": ["You can reach me at {}.", "Please reply to {} instead of my old address.", "My login is {}",
               "Send the invoice to {} please.", "Email: {}", "I wrote from {} last week.", "cc {} on this"],
@@ -44,10 +60,7 @@ TEMPLATES = {
              "Pay back to IBAN {} please."],
     "street_address": ["Please ship it to {}.", "My new address is {}.", "I moved to {} last month.",
                        "The parcel was left at {} instead of my door.", "Address: {}"],
-    "person": ["My name is {}.", "{} called yesterday about the refund.", "Please forward this to {}.",
-               "Kind regards, {}", "I spoke with {} on the phone.", "Thanks, {}", "The parcel was signed for by {}.",
-               "Could {} from your team call me back?", "Dear {},", "The order was placed by my colleague {}.",
-               *NO_CUE],
+    "person": [*NO_CUE, *NO_CUE, *ATTRIBUTION, *CUED],  # mostly no cue
 }
 DISTRACTORS = [
     "Order #{order} was placed on {date} and cost ${price}.", "The tracking number is {tracking}.",
@@ -59,11 +72,24 @@ DISTRACTORS = [
     # brands, products and places that no built-in list covers
     "I bought the Dyson fan on Zalando and the Nespresso machine on Shopify.", "My Logitech mouse and Bose headset work.",
     "I live near Portland but the parcel went to Seattle.", "The Le Creuset pot arrived with a Hisense manual.",
+    # shaped like a person's name ("First Last"), none a person (brands named after one are left out: redacting
+    # "Ben Sherman" is defensible)
+    "Tesla Model Y and Ford Focus owners get the same discount.", "The Golden Gate tour and the Victoria Station pass.",
+    "We use Microsoft Teams and Adobe Acrobat at the office.", "I flew Air France to Buenos Aires via Lisbon.",
+    "The Santa Cruz bike and the Monte Carlo poster were missing.", "Our Georgia office moved to San Diego.",
 ]
-LINE_ENDERS = ("Kind regards, {}", "Thanks, {}", "Dear {},")  # a greeting or sign-off is a line of its own
+# A greeting, a sign-off or a credit after a quotation is a line of its own.
+LINE_ENDERS = ("Kind regards, {}", "Thanks, {}", "Dear {},", ATTRIBUTION[0], ATTRIBUTION[1])
 PHONE_LOCALES = ["en_US", "en_GB", "de_DE", "fr_FR", "en_CA", "en_IN", "en_AU"]
 IBAN_LOCALES = ["de_DE", "fr_FR", "en_GB", "nl_NL", "es_ES"]
-NAME_LOCALES = ["en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "en_IN"]
+NAME_LOCALES = ["en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "pt_BR", "pl_PL", "nl_NL", "en_IN", "sv_SE",
+                "tr_TR", "cs_CZ", "hu_HU", "ro_RO", "fi_FI", "id_ID", "sw", "yo_NG", "zu_ZA"]
+# Romanised names of origins without a Latin-script Faker locale (Chinese, Japanese, Korean, Arabic, Vietnamese,
+# Igbo, Akan ...), combined freely.
+HAND_FIRST = ("Mei Wei Xiaoling Jun Hiroshi Yuki Haruto Sakura Min-jun Seo-yeon Ji-woo Ahmed Fatima Layla Omar "
+              "Youssef Chinua Ngozi Chidi Kwame Ama Kofi Thanh Linh Minh Aiko Kenji Farah Tariq Nadia").split()
+HAND_LAST = ("Lin Zhang Wang Chen Liu Tanaka Sato Suzuki Watanabe Kim Park Choi Al-Masri Haddad Nasser Achebe "
+             "Okafor Adeyemi Mensah Boateng Asante Nguyen Tran Pham Nakamura Rahman Siddiqui Khalil").split()
 
 
 def _phone(rng: random.Random, fakers: dict) -> str:
@@ -113,6 +139,8 @@ def _address(rng: random.Random, fakers: dict) -> str:
 
 
 def _person(rng: random.Random, fakers: dict) -> str:
+    if rng.random() < 0.2:
+        return f"{rng.choice(HAND_FIRST)} {rng.choice(HAND_LAST)}"
     fake = fakers[rng.choice(NAME_LOCALES)]
     if rng.random() < 0.15:
         return f"{fake.first_name()} {rng.choice('ABCDEFGHJKLMNPRSTW')}. {fake.last_name()}"
@@ -168,11 +196,14 @@ def make_cases(per_type: int = 300, seed: int = 4) -> list[tuple[str, list[tuple
             if kind is not None:
                 value, template = _value(kind, rng, fakers)
                 template = template or rng.choice(TEMPLATES[kind])
-                before, after = template.split("{}")
+                pieces = template.split("{}")
+                values = [value] + [_person(rng, fakers) for _ in pieces[2:]]  # "{} and {}": a second name
+                sentence = pieces[0]
                 joiner_len = 1 if text else 0  # one space or one newline
-                offset = len(text) + joiner_len + len(before)
-                gold.append((offset, offset + len(value), kind, template))
-                sentence = before + value + after
+                for piece, value in zip(pieces[1:], values):
+                    offset = len(text) + joiner_len + len(sentence)
+                    gold.append((offset, offset + len(value), kind, template))
+                    sentence += value + piece
             # Greetings and sign-offs end their line, as in real messages; other sentences run on or break.
             joiner = "\n" if ends_line or template in LINE_ENDERS or rng.random() < 0.3 else " "
             text = (text + joiner + sentence) if text else sentence
@@ -188,14 +219,16 @@ def _found(text: str, spans, start: int, end: int, kind: str) -> bool:
 
 
 def score(cases, predictions) -> dict[str, dict]:
-    """Per type: gold count, found, recall, predicted spans, correct ones, precision; plus the row
-    `person (no cue)`: names in sentences without a cue word, left to NER alone."""
-    rows = [*TYPES, "person (no cue)"]
+    """Per type: gold count, found, recall, predicted spans, correct ones, precision; plus the rows
+    `person (no cue)` (names in sentences without a cue word) and `person (attribution)`."""
+    rows = [*TYPES, "person (no cue)", "person (attribution)"]
     table = {kind: {"gold": 0, "found": 0, "predicted": 0, "correct": 0} for kind in rows}
     for (text, gold), spans in zip(cases, predictions):
         for start, end, kind, template in gold:
             found = _found(text, spans, start, end, kind)
-            for row in [kind] + (["person (no cue)"] if template in NO_CUE else []):
+            extra = ["person (no cue)"] if template in NO_CUE else ["person (attribution)"] \
+                if template in ATTRIBUTION else []
+            for row in [kind] + extra:
                 table[row]["gold"] += 1
                 table[row]["found"] += found
         for s in spans:
@@ -210,7 +243,7 @@ def score(cases, predictions) -> dict[str, dict]:
     return table
 
 
-TARGETS = {"email": 0.98, "phone": 0.98, "credit_card": 0.98, "us_ssn": 0.98, "ip_address": 0.98, "person": 0.90}
+TARGETS = {"email": 0.98, "phone": 0.98, "credit_card": 0.98, "us_ssn": 0.98, "ip_address": 0.98, "person": 0.97}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind, row in table.items():
         target = TARGETS.get(kind)
         verdict = "" if target is None else f"{target:.2f} {'met' if row['recall'] >= target else 'MISSED'}"
-        precision = "" if kind == "person (no cue)" else f"{row['precision']:.3f}"
+        precision = "" if kind.startswith("person (") else f"{row['precision']:.3f}"
         print(f"| {kind} | {row['gold']} | {row['recall']:.3f} | {precision} | {verdict} |")
     if args.show_misses:
         for (text, gold), spans in zip(cases, predictions):

@@ -6,7 +6,9 @@ half-eaten by a phone match, an email never by a name):
 - Presidio (`presidio-analyzer`) with the offline spaCy pipeline `en_core_web_sm` (person names and
   locations by NER), its phone recognizer (Google's phonenumbers), card, SSN and IP recognizers;
 - the project's own validated patterns for what it misses: emails, IBANs (mod-97), cards (Luhn, issuer),
-  SSNs with dashes or spaces, IPv4/IPv6, phone formats, street addresses, titled names ("Mrs. Jane Doe").
+  SSNs with dashes or spaces, IPv4/IPv6, phone formats, street addresses, titled names ("Mrs. Jane Doe"),
+  names in attributions ("— Ada Lovelace", "said Mei Lin") and, without a cue, a known first name before
+  surname-like words (`gazetteer_name_spans`, gender-guesser's first-name dictionary).
 
 For speed (`fast_presidio_spans`), NER runs with spaCy's `ner` component alone, batched, on the sentences
 where a cheap test says a name can be, and Presidio's recognizers are called directly on texts with enough
@@ -53,6 +55,7 @@ STREET_SUFFIXES = (
     "Trailer Tunnel Turnpike Underpass Union Unions Valley Valleys Viaduct View Views Village Villages Ville Vista "
     "Walk Walks Wall Way Ways Well Wells"
 ).split()
+_STREET_SUFFIX_WORDS = frozenset(word.lower() for word in STREET_SUFFIXES)
 _STREET_NAME_WORD = r"(?:[A-Z][a-z'-]+|[A-Z]{1,2}|\d{1,3}(?:st|nd|rd|th))"
 _STREET = (rf"(?:{_STREET_NAME_WORD}\s+){{1,4}}(?:{'|'.join(STREET_SUFFIXES)})\b\.?")
 _UNIT = r"(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|Flat|Floor|Fl\.?|Room|Studio|#)\s*#?\s*[\dA-Z][\w-]{0,6}"
@@ -78,7 +81,9 @@ def _first_letter(letters: str) -> str:
 
 # Names after words that introduce a person: greetings and sign-offs, self-introductions, titles,
 # relations and "spoke with". The cue stays, the name is the value.
-_NAME = r"[A-ZÀ-ÖØ-Þ][a-zß-öø-ÿ]+(?:[-'][A-ZÀ-ÖØ-Þ]?[a-zß-öø-ÿ]+)?"
+# Latin letters with Latin-1 and Latin Extended-A accents (Polish, Czech, Turkish, Hungarian, Romanian names).
+_UPPER, _LOWER = "A-ZÀ-ÖØ-ÞĀ-ſ", "a-zß-öø-ÿĀ-ſ"
+_NAME = rf"[{_UPPER}][{_LOWER}]+(?:[-'][{_UPPER}]?[{_LOWER}]+)?"
 _FULL_NAME = rf"({_NAME}(?:\s+[A-Z]\.)?(?:\s+{_NAME}){{0,2}})"
 _SIGN_OFF = (r"(?:thanks|thank you|many thanks|cheers|best|best wishes|kind regards|best regards|warm regards|"
              r"regards|sincerely|yours sincerely|yours truly|yours|love|signed)")
@@ -98,6 +103,16 @@ _NAME_CUES = [
     + r"(?i:spoke (?:with|to)|talked (?:with|to)|chatted with|ask(?:ed)? for|attn\.?:?|attention:?|c/o|"
     r"signed (?:for )?by|forward (?:this|it) to|on behalf of|contact(?:ed)?|cc)\s+" + _FULL_NAME,
     _FULL_NAME + r"\s+(?:called|phoned|rang|wrote|emailed|e-mailed|texted|said|told me|promised|from your (?:team|support))\b",
+    r"\b[Aa]s\s+" + _FULL_NAME + r"\s+(?:put it|said|says|wrote|writes|noted|argued)\b",
+]
+# Attributions, with the characters the text must contain for each to match (a cheap skip):
+# "— Ada Lovelace", "(Chinua Achebe, 1958)", "said Mei Lin", "note from ...", "in the words of ...".
+_ATTRIBUTION_CUES = [
+    (r"(?:^|(?<=\s))[—–]\s*" + _FULL_NAME, "—–"),
+    (r"\(" + _FULL_NAME + r",\s*(?:\d{4}|p\.|n\.d\.)", "("),
+    (r"\b(?:said|says|wrote|writes|asked|added|replied|noted|explained)\s+" + _FULL_NAME, ""),
+    (r"\b" + _first_letter("aimnq") + r"(?i:(?:note|message|letter|e-?mail) from|in the words of|according to|"
+     r"quoted by)\s+" + _FULL_NAME, ""),
 ]
 # Words that the small spaCy model takes for names or places in support texts, and that cues may catch.
 NOT_NAMES = frozenset(word.lower() for word in """
@@ -107,7 +122,7 @@ Chrome Safari Firefox Edge Brave Opera Android Windows Mac MacBook iPhone iPad i
 Google Apple Microsoft Amazon PayPal Visa Mastercard Klarna FedEx DHL UPS USPS Hermes Royal Canada Post Studio
 Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April May June July August
 September October November December Error Bad Gateway Internal Server Again Guys Folks Everybody Both You
-Much Lot So Very In Advance For Now Soon Team
+Much Lot So Very In Advance For Now Soon Team Adobe Acrobat Photoshop Tesla Spotify Netflix Zoom Slack Outlook
 """.split())
 
 _PHONE_GROUPS = r"(?:[ .-]?\(?\d{1,8}\)?){1,5}"
@@ -144,6 +159,7 @@ _PATTERNS: list[tuple[str, re.Pattern, int, str | int]] = [
     ("phone", re.compile(_PHONE_CUE), 1, 7),
     *[("street_address", re.compile(p), 0, 1) for p in _ADDRESSES],
     *[("person", re.compile(p), 1, 0) for p in _NAME_CUES],
+    *[("person", re.compile(p), 1, needs) for p, needs in _ATTRIBUTION_CUES],
 ]
 _DIGIT = re.compile(r"\d")  # the patterns' \d (any Unicode decimal digit)
 
@@ -255,12 +271,73 @@ def pattern_spans(text: str) -> list[PiiSpan]:
     spans = []
     digits = len(_DIGIT.findall(text))
     for kind, pattern, group, needs in _PATTERNS:
-        if needs in ("@", ":") and needs not in text or isinstance(needs, int) and digits < needs:
+        if isinstance(needs, str) and needs and not any(c in text for c in needs) \
+                or isinstance(needs, int) and digits < needs:
             continue
         for match in pattern.finditer(text):
             extent = _value_spans(kind, match.group(group), match.start(group))
             if extent:
                 spans.append(PiiSpan(extent[0], extent[1], kind))
+    return spans
+
+
+# A capitalised first name followed by one or two capitalised surnames (Dutch, German, Spanish, Arabic
+# particles allowed before a surname), on one line: "Ada Lovelace", "Aimée van der Klein", "Nozizwe D. Ngomane".
+_PARTICLE = r"(?:van|von|de|da|di|du|del|della|dos|das|der|den|ten|ter|le|la|al|bin|ibn|ben)"
+_GAZETTEER_CANDIDATE = re.compile(
+    rf"(?<![\w'-])({_NAME})((?:[ ][A-Z]\.)?(?:[ ](?:{_PARTICLE}[ ]){{0,2}}{_NAME}){{1,2}})(?![\w-])")
+# First words of place names that are first names too ("San Diego", "Santa Cruz", "Monte Carlo").
+_PARTICLE_WORDS = frozenset(_PARTICLE[3:-1].split("|"))
+_PLACE_HEADS = frozenset("san santa santo sao são monte costa porto puerto rio saint st fort mount lake cape los "
+                         "las el la le new north south east west victoria georgia".split())
+
+
+@lru_cache(maxsize=1)
+def first_names() -> frozenset[str]:
+    """About 61,000 lower-case first names of many countries: Jörg Michael's name dictionary as shipped in the
+    PyPI package `gender-guesser` (its `nam_dict.txt`), less the common English words (`COMMON_WORD_FREQUENCY`)."""
+    from gender_guesser.detector import Detector
+
+    return frozenset(name for name in Detector(case_sensitive=False).names
+                     if _word_frequency(name) < COMMON_WORD_FREQUENCY and name.lower() not in _SENTENCE_STARTERS)
+
+
+def _surname_like(word: str, unknown_only: bool) -> bool:
+    lower = word.lower()
+    frequency = _word_frequency(lower)
+    return lower not in NOT_NAMES and lower not in _STREET_SUFFIX_WORDS and (
+        frequency == 0 if unknown_only else frequency < COMMON_WORD_FREQUENCY)
+
+
+def gazetteer_name_spans(text: str, places: list[PiiSpan] | None = None) -> list[PiiSpan]:
+    """Person names without a cue that NER missed: a capitalised word that is a known first name
+    (`first_names`; a hyphenated one by its first part) followed by capitalised words that are not common
+    English words, brand words (`NOT_NAMES`) or street suffixes; or, given NER's `places`, two or three
+    capitalised words none of which is an English word at all ("Adedeji Olukunga") and NER took for no
+    place (without NER, `places` None, "Buenos Aires" would be a name: that kind is not looked for)."""
+    if not any(c.isupper() for c in text):
+        return []
+    spans, pos = [], 0
+    while match := _GAZETTEER_CANDIDATE.search(text, pos):
+        pos = match.end(1)  # "Only Nadia Choi": the next try starts at "Nadia"
+        lower = match.group(1).lower()
+        if lower in NOT_NAMES or lower in _PLACE_HEADS:
+            continue
+        known = lower in first_names() or lower.split("-")[0] in first_names()
+        if not known and (places is None or _word_frequency(lower) > 0):
+            continue
+        end, surnames = match.end(1), 0
+        for word in re.finditer(r"\S+", match.group(2)):
+            token = word.group(0)
+            if token.endswith(".") and len(token) == 2 or token in _PARTICLE_WORDS:
+                continue
+            if not _surname_like(token, unknown_only=not known):
+                break
+            surnames += 1
+            end = match.end(1) + word.end()
+        if surnames and (known or not any(match.start(1) < p.end and p.start < end for p in places)):
+            spans.append(PiiSpan(match.start(1), end, "person"))
+            pos = end
     return spans
 
 
@@ -457,7 +534,12 @@ def detect_pii(texts: list[str], policy: PrivacySettings) -> list[list[PiiSpan]]
     extra = fast_presidio_spans(texts, policy.min_score, policy.single_word_names, policy.location != "keep") \
         if policy.detector == "presidio" and texts \
         else [[] for _ in texts]
-    return [resolve_overlaps(propagate_names(text, pattern_spans(text) + found)) for text, found in zip(texts, extra)]
+    results = []
+    for text, found in zip(texts, extra):
+        places = [s for s in found if s.kind == "location"] if policy.detector == "presidio" else None
+        spans = pattern_spans(text) + found + (gazetteer_name_spans(text, places) if policy.name_gazetteer else [])
+        results.append(resolve_overlaps(propagate_names(text, spans)))
+    return results
 
 
 @dataclass
