@@ -28,7 +28,7 @@ from finetune_pipeline import atomic
 from finetune_pipeline.cleaning import clean_rows, cleaning_result, noise
 from finetune_pipeline.cleaning.erasure import ErasureRequest, SubjectMatcher
 from finetune_pipeline.incremental import code_version, digest
-from finetune_pipeline.records import StageResult
+from finetune_pipeline.records import StageResult, StageStats
 from finetune_pipeline.settings import Settings
 
 CODE = code_version(("cleaning", "records.py", "sources/conversations.py", "execution.py"),
@@ -38,16 +38,13 @@ KEY, POSITION = "_unit_key", "_unit_position"
 
 
 @dataclass
-class CleaningCacheReport:
+class CleaningCacheReport(StageStats):
     """How much of a run came from the cache (counts of input rows)."""
 
     rows_reused: int = 0
     rows_cleaned: int = 0
     units_reused: int = 0
     units_cleaned: int = 0
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 def cleaning_fingerprint(settings: Settings, columns: dict[str, pl.DataType]) -> str:

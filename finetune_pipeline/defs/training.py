@@ -93,7 +93,7 @@ def approach_comparison(context: dg.AssetExecutionContext, pipeline: PipelineRes
     approaches, folder = task.approaches(settings.training), root.staged(root.comparison_models)
     # the folds come from the split settings (k_folds, cv_below_records, cv_folds): part of the key too
     key = incremental.digest([incremental.training_key(a, task.name, settings.training.model_dump(), labels, snapshot)
-                              for a in approaches] + [incremental.digest(settings.splits.model_dump())])
+                              for a in approaches], settings.splits.model_dump())
     staged_exports = root.staged(root.exports)
     reused = incremental.reusable(folder, key) if settings.execution.incremental else None
     paths = {suffix: staged_exports / f"approach_comparison.{suffix}" for suffix in ("json", "md", "png")}
