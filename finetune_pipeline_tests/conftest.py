@@ -49,13 +49,21 @@ def write_tiny_bert(folder: Path, dropout: float = 0.1) -> str:
 def sample_run(tmp_path_factory):
     """The one real end-to-end run: the README's headless command (`dagster asset materialize --select '*'`)
     on a copy of the sample data root plus the bad inputs of bad_inputs.py, in its own DAGSTER_HOME.
-    Returns (data root, DAGSTER_HOME, the finished process, what each bad input should become)."""
+    Returns (data root, DAGSTER_HOME, the finished process, what each bad input should become).
+
+    The one change to the sample's settings is the test budget: `training.epochs: 3` (default 8, where
+    early stopping ends LoRA after about 6). Every model of the run (lora_adapter, and each approach on
+    the test split and on the 3 cross-validation folds) trains at most 3 epochs, which halves the run's
+    training time; what the tests check (every stage, the comparison tables, the card) is the same."""
     from finetune_pipeline_tests.bad_inputs import add_bad_inputs
 
     base = tmp_path_factory.mktemp("e2e")
     root = base / "data"
     copy_sample_data(root)
     expected = add_bad_inputs(root)
+    settings = root / "finetune.yaml"
+    assert "\ntraining:" not in "\n" + settings.read_text()  # the sample sets no training section to merge with
+    settings.write_text(settings.read_text() + "\ntraining:\n  epochs: 3\n")
     home = base / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")

@@ -130,10 +130,16 @@ def _stages(root: Path, overrides: dict | None = None) -> dict[str, pl.DataFrame
     return out
 
 
-def test_ray_backend_equals_local_on_the_sample_data(ray_cluster, tmp_path):
+@pytest.fixture(scope="module")
+def local_stages(tmp_path_factory) -> dict[str, pl.DataFrame]:
+    """The sample data's stages on the local backend, computed once for the tests that compare with them."""
+    return _stages(copy_sample_data(tmp_path_factory.mktemp("ray-local") / "data"))
+
+
+def test_ray_backend_equals_local_on_the_sample_data(ray_cluster, local_stages, tmp_path):
     import ray
 
-    local = _stages(copy_sample_data(tmp_path / "local"))
+    local = local_stages
     distributed = _stages(copy_sample_data(tmp_path / "ray"),
                           {"execution": {"backend": "ray", "ray_address": ray_cluster, "batch_size": 64}})
     alive = [n for n in ray.nodes() if n["Alive"]]
@@ -165,7 +171,7 @@ def test_near_duplicate_clusters_on_ray_equal_local_on_a_generated_benchmark(ray
         on_ray.candidate_pairs, on_ray.verified_pairs, on_ray.candidate_histogram)
 
 
-def test_dagster_runs_the_heavy_assets_on_the_cluster_with_metadata_and_logs(ray_cluster, tmp_path):
+def test_dagster_runs_the_heavy_assets_on_the_cluster_with_metadata_and_logs(ray_cluster, local_stages, tmp_path):
     """Through Dagster: the `ray_cluster` resource connects to the cluster named in the settings, the
     assets record the backend and the cluster in their metadata, and the run's events carry the stage logs."""
     import dagster as dg
@@ -187,6 +193,5 @@ def test_dagster_runs_the_heavy_assets_on_the_cluster_with_metadata_and_logs(ray
         assert meta["ray_cluster"].value["nodes"] == 2
     messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
     assert any("(parsed)" in m and "raw/" in m for m in messages)  # per-source progress of the Ray parse
-    local = _stages(copy_sample_data(tmp_path / "local"))
     stored = pl.read_parquet(root / ".pipeline" / "assets" / "cleaned_corpus.parquet").drop("ingested_at")
-    assert stored.equals(local["cleaned.kept"])
+    assert stored.equals(local_stages["cleaned.kept"])

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-INPUTS = ("raw", "annotations", "finetune.yaml", "erasure_requests.csv")
+INPUTS = ("raw", "annotations", "domain", "finetune.yaml", "erasure_requests.csv")
 
 
 def copy_inputs(source: Path, target: Path) -> None:
@@ -44,23 +44,67 @@ def copy_inputs(source: Path, target: Path) -> None:
             shutil.copy2(path, target / name)
 
 
-def add_new_records(root: Path, share: float, seed: int = 11) -> int:
-    """Write max(1, share * kept records) new .txt files under raw/new/, built from the kept texts."""
+def add_generated_records(root: Path, records: int, out: Path) -> int:
+    """Generate `records` support tickets with bench_soak's Faker generator (seed 7) into raw/exports/bench-*.jsonl."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_soak import generate
+
+    gen = out / "generated"
+    shutil.rmtree(gen, ignore_errors=True)
+    generate(gen, records)
+    parts = sorted((gen / "raw" / "exports").glob("part-*.jsonl"))
+    for part in parts:
+        shutil.copy2(part, root / "raw" / "exports" / f"bench-{part.name}")
+    return sum(1 for part in parts for _ in part.open())
+
+
+NEW_FILE = "bench-new-records.jsonl"
+
+
+def add_new_records(root: Path, share: float, seed: int = 20261202) -> int:
+    """Write max(1, share * kept records) genuinely new tickets to raw/exports/bench-new-records.jsonl.
+
+    Fresh Faker tickets (another seed than the bulk, no copies of anything): each its own paragraphs, so
+    they survive deduplication (main() counts how many are kept)."""
     import polars as pl
+    from faker import Faker
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_soak import VOCAB
 
     kept = pl.read_parquet(root / ".pipeline" / "assets" / "deduplicated_corpus.parquet")
-    texts = [t for t in kept["text"].to_list() if t]
-    n = max(1, round(share * len(texts)))
+    n = max(1, round(share * kept.height))
+    fake = Faker("en_US")
+    Faker.seed(seed)
     rng = random.Random(seed)
-    folder = root / "raw" / "new"
-    folder.mkdir(parents=True, exist_ok=True)
-    words = ["Also", "the", "order", "came", "on", "a", "Tuesday", "after", "three", "weeks", "of", "waiting",
-             "and", "nobody", "answered", "my", "second", "message", "either"]
-    for i in range(n):
-        base = rng.choice(texts)
-        extra = " ".join(rng.sample(words, 8)).capitalize() + "."
-        (folder / f"new_{i:04d}.txt").write_text(f"{extra} {base} {' '.join(rng.sample(words, 10))}.\n")
+    rows, seen = [], set()
+    while len(rows) < n:
+        label = rng.choice(list(VOCAB))
+        terms = rng.sample(VOCAB[label], 3)
+        text = " ".join([f"Good morning, my question is about the {terms[0]}.", fake.paragraph(nb_sentences=4),
+                         f"Please look at the {terms[1]} and tell me what happens with the {terms[2]}.",
+                         fake.sentence(nb_words=14), f"Regards, {fake.name()}"])
+        if text not in seen:
+            seen.add(text)
+            rows.append({"text": text, "label": label})
+    with (root / "raw" / "exports" / NEW_FILE).open("w") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
     return n
+
+
+def stage_counts(root: Path) -> dict[str, int]:
+    """Rows of each stored corpus stage, and how many of them come from the new-records file."""
+    import polars as pl
+
+    counts = {}
+    for name in ("raw_corpus", "cleaned_corpus", "deduplicated_corpus", "labeled_corpus", "dataset_splits"):
+        path = root / ".pipeline" / "assets" / f"{name}.parquet"
+        if path.exists():
+            frame = pl.read_parquet(path)
+            counts[name] = frame.height
+            if "source_uri" in frame.columns:
+                counts[f"{name}_new"] = frame.filter(pl.col("source_uri").str.contains(NEW_FILE, literal=True)).height
+    return counts
 
 
 def step_times(dagster_home: Path) -> dict[str, float]:
@@ -82,17 +126,19 @@ def step_times(dagster_home: Path) -> dict[str, float]:
     return times
 
 
-def run_once(root: Path, dagster_home: Path, log: Path) -> float:
+def run_once(root: Path, dagster_home: Path, log: Path, until: str | None) -> float:
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "FINETUNE_DATA_DIR": str(root), "HF_HUB_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "DO_NOT_TRACK": "true",
            "UNSTRUCTURED_DISABLE_NOTICE": "1", "PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
     with log.open("w") as handle:
-        proc = subprocess.run([str(ROOT / ".venv" / "bin" / "finetune-pipeline"), "run", "--data-dir", str(root)],
+        proc = subprocess.run([str(ROOT / ".venv" / "bin" / "finetune-pipeline"), "run", "--data-dir", str(root)]
+                              + (["--select", f"*{until}"] if until else []),
                               cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
     wall = round(time.perf_counter() - started, 1)
     if proc.returncode != 0:
         print(f"run failed (exit {proc.returncode}); see {log}", file=sys.stderr)
+        sys.exit(1)
     return wall
 
 
@@ -100,28 +146,47 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="data", help="the data root whose inputs are copied")
     parser.add_argument("--out", default="/tmp/bench-incremental", help="work folder (replaced)")
-    parser.add_argument("--new-share", type=float, default=0.01, help="new records in the third run, as a share")
+    parser.add_argument("--records", type=int, default=0,
+                        help="generated tickets added to the copy (bench_soak's generator), e.g. 14000")
+    parser.add_argument("--new-fraction", "--new-share", dest="new_share", type=float, default=0.01,
+                        help="new records in the third run, as a share of the kept records")
+    parser.add_argument("--until", default=None,
+                        help="materialize only this asset and everything upstream (e.g. dataset_splits)")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     root, home = out / "root", out / "dagster_home"
     copy_inputs(Path(args.data).resolve(), root)
+    generated = add_generated_records(root, args.records, out) if args.records else 0
     if home.exists():
         shutil.rmtree(home)
     home.mkdir(parents=True)
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-               "load_before": os.getloadavg(), "code": str(ROOT), "runs": []}
+               "generated_records": generated, "until": args.until, "code": str(ROOT), "runs": []}
+    print(f"data root {root}: sample inputs + {generated} generated records; until {args.until or 'everything'}")
     for name in ("full", "unchanged", "new_records"):
         added = add_new_records(root, args.new_share) if name == "new_records" else 0
-        wall = run_once(root, home, out / f"{name}.log")
+        load_before = os.getloadavg()
+        wall = run_once(root, home, out / f"{name}.log", args.until)
+        load_after = os.getloadavg()
         steps = subprocess.run([sys.executable, __file__, "--steps-of", str(home)], capture_output=True, text=True)
         times = json.loads(steps.stdout) if steps.returncode == 0 else {}
+        counts = stage_counts(root)
         results["runs"].append({"run": name, "new_records": added, "wall_s": wall, "steps_s": times,
-                                "load_after": os.getloadavg()})
-        print(f"{name}: {wall} s" + (f" ({added} new records)" if added else ""))
+                                "counts": counts, "load_before": load_before, "load_after": load_after})
+        print(f"{name}: {wall} s, load before {load_before}, after {load_after}"
+              + (f" ({added} new records)" if added else ""))
+        print(f"  counts {counts}")
+        clean_s = times.get("cleaned_corpus")
+        if name == "full" and clean_s and counts.get("raw_corpus"):
+            print(f"  cleaning: {counts['raw_corpus']} records in {clean_s} s = {counts['raw_corpus'] / clean_s:.0f}/s")
+        if added:
+            print(f"  new records kept: {counts.get('deduplicated_corpus_new')} of {added} after dedup, "
+                  f"{counts.get('dataset_splits_new')} in dataset_splits")
         for step, seconds in sorted(times.items(), key=lambda kv: -kv[1]):
             print(f"  {step:<40}{seconds:>8.1f}")
-    (out / "bench.json").write_text(json.dumps(results, indent=2))
+        print(f"  sum of steps {sum(times.values()):.1f} s", flush=True)
+        (out / "bench.json").write_text(json.dumps(results, indent=2))
     return 0
 
 

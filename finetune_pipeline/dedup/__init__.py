@@ -108,7 +108,7 @@ def _cluster_stats(kept: pl.DataFrame, removed: pl.DataFrame, stats: DedupStats)
         for row in top.iter_rows(named=True)]
 
 
-def deduplicate(corpus: pl.DataFrame, settings: Settings | DedupSettings) -> StageResult:
+def deduplicate(corpus: pl.DataFrame, settings: Settings | DedupSettings, embedding_cache=None) -> StageResult:
     """Remove exact, near and (when switched on) semantic duplicates; keep the record seen first."""
     cfg = settings.dedup if isinstance(settings, Settings) else settings
     # Off-domain records go first: a duplicate must never name a record this stage then rejects as kept.
@@ -136,7 +136,7 @@ def deduplicate(corpus: pl.DataFrame, settings: Settings | DedupSettings) -> Sta
     if cfg.semantic and kept.height > 1 and not conversations:
         from finetune_pipeline.dedup.semantic import semantic_clusters  # torch only when asked for
 
-        sem = semantic_clusters(kept["text"].to_list(), cfg)
+        sem = semantic_clusters(kept["text"].to_list(), cfg, embedding_cache)
         kept, dups = _split_clusters(kept, sem.root, sem.similarity)
         removed.append(dups.with_columns(pl.lit("semantic_duplicate").alias("reason"), pl.format(
             "semantic duplicate of {} (cosine {})", "duplicate_of", pl.col("_similarity").round(2)).alias("_detail")))

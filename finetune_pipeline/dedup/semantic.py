@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from finetune_pipeline.dedup.minhash import clusters_from_pairs
-from finetune_pipeline.embeddings import embed
+from finetune_pipeline.embeddings import EmbeddingCache, embed
 from finetune_pipeline.settings import DedupSettings
 
 # Rows of the similarity matrix computed at once: block x n float32 (1024 x 100k texts = 400 MB).
@@ -48,9 +48,11 @@ class SemanticDuplicates:
     nearest: np.ndarray  # per text, its highest cosine similarity to any other text, for a histogram
 
 
-def semantic_clusters(texts: Sequence[str], cfg: DedupSettings) -> SemanticDuplicates:
-    """Cluster `texts` (in keep order) by embedding cosine similarity at or above `cfg.semantic_threshold`."""
-    embeddings = embed(list(texts), cfg.semantic_model, cfg.semantic_batch_size, cfg.semantic_max_length)
+def semantic_clusters(texts: Sequence[str], cfg: DedupSettings,
+                      cache: EmbeddingCache | None = None) -> SemanticDuplicates:
+    """Cluster `texts` (in keep order) by embedding cosine similarity at or above `cfg.semantic_threshold`;
+    `cache`: vectors reused from the last run (None: all computed)."""
+    embeddings = embed(list(texts), cfg.semantic_model, cfg.semantic_batch_size, cfg.semantic_max_length, cache=cache)
     pairs, _, nearest = similar_pairs(embeddings, cfg.semantic_threshold)
     root = clusters_from_pairs(len(texts), pairs)
     similarity = np.einsum("ij,ij->i", embeddings, embeddings[root]) if len(texts) else np.ones(0)

@@ -58,8 +58,15 @@ def deduplicated_corpus(context: dg.AssetExecutionContext, pipeline: PipelineRes
                         cleaned_corpus: pl.DataFrame) -> StageResult:
     require_upstream_checks(context, "cleaned_corpus")
     settings = pipeline.settings()
-    result = deduplicate(cleaned_corpus, settings)
-    context.add_output_metadata({**settings_used(settings, "dedup", "domain"), **execution_metadata(settings.execution),
+    cache = None
+    if settings.execution.incremental:
+        from finetune_pipeline.embeddings import EmbeddingCache
+        cache = EmbeddingCache(pipeline.data_root().embedding_cache, "semantic_dedup")
+    result = deduplicate(cleaned_corpus, settings, embedding_cache=cache)
+    if cache is not None and not (cache.reused or cache.computed):
+        cache.file.unlink(missing_ok=True)  # semantic dedup off: nothing of an earlier run's texts stays
+    reuse = {"embeddings_reused": cache.reused, "embeddings_computed": cache.computed} if cache else {}
+    context.add_output_metadata({**reuse, **settings_used(settings, "dedup", "domain"), **execution_metadata(settings.execution),
                                  **stage_metadata(cleaned_corpus.height, result), **dedup_metadata(result.stats)})
     return result
 

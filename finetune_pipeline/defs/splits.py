@@ -22,7 +22,7 @@ from finetune_pipeline.labeling import LabelingStats
 from finetune_pipeline.records import CORPUS_STAGES, SPLITS
 from finetune_pipeline.sources import CollectionStats
 from finetune_pipeline.splits import (DOCUMENT_SOURCE_TYPES, assign_splits, cross_split_near_duplicates,
-                                      cross_validation_folds, join_similar_groups)
+                                      cross_validation_folds, join_similar_groups, split_moves)
 from finetune_pipeline.tasks import task_for
 
 LISTED = 20  # record ids listed in a failed check's metadata
@@ -51,8 +51,29 @@ def dataset_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource
     else:
         staged_folds.unlink(missing_ok=True)
     context.add_output_metadata({**settings_used(settings, "splits"), **splits_metadata(splits),
+                                 **_moves_metadata(splits, _published(root)),
                                  "candidate_path": dg.MetadataValue.path(str(target))})
     return splits
+
+
+def _published(root) -> pl.DataFrame:
+    """The last published split (exports/splits/*.jsonl), empty before the first publish."""
+    published = [root.splits_export / f"{name}.jsonl" for name in SPLITS]
+    present = [p for p in published if p.exists() and p.stat().st_size]
+    return pl.concat([pl.read_ndjson(p, infer_schema_length=None) for p in present], how="diagonal_relaxed") \
+        if present else pl.DataFrame()
+
+
+def _moves_metadata(splits: pl.DataFrame, previous: pl.DataFrame) -> dict:
+    """How many original records of the last published split kept their split (ids and counts only)."""
+    moves = split_moves(splits, previous)
+    return {"split_stability": dg.MetadataValue.md(
+        "nothing published yet" if previous.is_empty() else
+        f"{moves['kept_split']} of {moves['old_records']} records of the last published split kept their split"
+        + ("; moved: " + ", ".join(f"{k} {v}" for k, v in moves["moved"].items()) if moves["moved"] else "")
+        + ". A group's place in its stratum is a hash of its id (splits.group_ranks): new records move few "
+          "old ones, and the split equals a run from scratch."),
+        "records_moved_split": sum(moves["moved"].values())}
 
 
 def _dataset_card(pipeline: PipelineResource, splits: pl.DataFrame) -> str:
@@ -164,10 +185,7 @@ def _warning(passed: bool, description: str, frame: pl.DataFrame) -> dg.AssetChe
 def dataset_splits_share_drift(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
     settings, root = pipeline.settings(), pipeline.data_root()
     column = task_for(settings).stratify_column(current)
-    published = [root.splits_export / f"{name}.jsonl" for name in SPLITS]
-    previous = pl.concat([pl.read_ndjson(p) for p in published if p.exists() and p.stat().st_size],
-                         how="diagonal_relaxed") if any(p.exists() and p.stat().st_size for p in published) \
-        else pl.DataFrame()
+    previous = _published(root)
     frame = v.share_drift_frame(current, previous, column, settings.checks.max_share_drift)
     moved = frame.filter(~pl.col("within"))
     description = ("nothing published yet" if previous.is_empty() else

@@ -27,7 +27,7 @@ from finetune_pipeline.training import distributed, loop
 from finetune_pipeline.training.base_model import (autocast, base_model_name, load_sequence_classifier,
                                                    resolve_base_model)
 from finetune_pipeline.training.checkpoint import TrainState
-from finetune_pipeline.training.evaluate import classification_metrics, majority_baseline, predict
+from finetune_pipeline.training.evaluate import classification_metrics, majority_baseline, predict, predict_proba
 from finetune_pipeline.training.lora import lora_config
 
 Splits = dict[str, tuple[list[str], list[str]]]  # split name -> (texts, labels)
@@ -102,11 +102,15 @@ class ClassifierTraining:
             "task": "classification",
             "base_model": base_model_name(self.cfg.base_model),
             "labels": self.labels,
-            "test": classification_metrics(self.ids(test_labels), self.predict(test_texts)),
+            "test": self.test_metrics(test_texts, test_labels),
             "majority_baseline": majority_baseline(list(train_labels), list(test_labels)),
             "validation_best_macro_f1": state.best_score,
             "split_sizes": {"train": len(train_texts), "validation": len(val_texts), "test": len(test_texts)},
         }
+
+    def test_metrics(self, texts: list[str], labels: list[str]) -> dict:
+        proba = predict_proba(self.model, self.tokenizer, texts, self.cfg.max_length)
+        return classification_metrics(self.ids(labels), proba.argmax(-1).tolist(), proba)
 
     def predict(self, texts: list[str]) -> list[int]:
         return predict(self.model, self.tokenizer, texts, self.cfg.max_length)

@@ -59,14 +59,18 @@ def fold_splits(frame: pl.DataFrame, folds: pl.DataFrame, task: Task) -> list[Sp
 
 
 def fold_scores(approach: Approach, folds: list[Splits], labels: list[str], cfg: TrainingSettings,
-                metric: str, train: Trainer, log=print) -> tuple[list[float], float]:
+                metric: str, train: Trainer, log=print, fold_metrics: list[dict] | None = None
+                ) -> tuple[list[float], float]:
     """(the metric on each fold's held-out records, total wall time in s) of `approach` trained once per
-    fold by `train`. The models go to a temporary folder, deleted after each fold."""
+    fold by `train`. The models go to a temporary folder, deleted after each fold. `fold_metrics`, when
+    given, receives each fold's whole held-out metrics dict."""
     cfg = cfg.model_copy(update={"generation_samples": 0, "resume": False})  # no greedy answers per fold
     scores, started = [], time.perf_counter()
     for i, splits in enumerate(folds):
         with tempfile.TemporaryDirectory(prefix=f"cv-{approach}-") as folder:
             metrics = train(approach, splits, labels, cfg, folder, log=lambda message: None)
+        if fold_metrics is not None:
+            fold_metrics.append(dict(metrics["test"]))
         scores.append(float(metrics["test"][metric]))  # the fold's records stand in as its "test"
         log(f"cross-validation: {approach} fold {i + 1}/{len(folds)}: {metric} {scores[-1]:.4f}")
     return scores, round(time.perf_counter() - started, 1)
@@ -114,8 +118,10 @@ def with_lora_settings(cfg: TrainingSettings, chosen: dict) -> TrainingSettings:
 def search_lora(folds: list[Splits], labels: list[str], cfg: TrainingSettings, train: Trainer, log=print) -> dict:
     """LoRA's rank, learning rate, epochs and target modules chosen on the validation folds (classification):
     one dimension at a time (`SEARCHED`), each value of `cfg.lora_search` tried with the others at the best
-    so far, kept when its mean fold macro-F1 is higher (ties keep what was there). Returns the chosen
-    settings, their fold scores and every setting tried."""
+    so far, kept when its mean fold macro-F1 is higher, or equal with a lower mean fold log loss (the
+    held-out cross-entropy: on data where every setting reaches the same macro-F1 it still says which one
+    is surer of the right labels); a full tie keeps what was there. Returns the chosen settings, their fold
+    scores and every setting tried."""
     space = cfg.lora_search
     best = {"lora_r": cfg.lora_r, "learning_rate": cfg.learning_rate, "epochs": cfg.epochs,
             "target_modules": list(cfg.target_modules)}
@@ -125,19 +131,31 @@ def search_lora(folds: list[Splits], labels: list[str], cfg: TrainingSettings, t
         for entry in tried:
             if entry["settings"] == candidate:
                 return entry
+        per_fold: list[dict] = []
         scores, wall = fold_scores("lora", folds, labels, with_lora_settings(cfg, candidate), "macro_f1", train,
-                                  log)
-        entry = {"settings": candidate, "scores": scores, "mean": float(np.mean(scores)), "wall_time_s": wall}
+                                  log, per_fold)
+        losses = [m["log_loss"] for m in per_fold if "log_loss" in m]
+        entry = {"settings": candidate, "scores": scores, "mean": float(np.mean(scores)),
+                 "mean_log_loss": float(np.mean(losses)) if len(losses) == len(scores) else None,
+                 "wall_time_s": wall}
         tried.append(entry)
-        log(f"lora_search: {candidate}: mean fold macro-F1 {entry['mean']:.4f}")
+        loss = f", mean fold log loss {entry['mean_log_loss']:.4f}" if entry["mean_log_loss"] is not None else ""
+        log(f"lora_search: {candidate}: mean fold macro-F1 {entry['mean']:.4f}{loss}")
         return entry
+
+    def better(entry: dict, top: dict) -> bool:
+        if entry["mean"] != top["mean"]:
+            return entry["mean"] > top["mean"]
+        return None not in (entry["mean_log_loss"], top["mean_log_loss"]) and \
+            entry["mean_log_loss"] < top["mean_log_loss"]
 
     top = score(best)
     for name in SEARCHED:
         for value in getattr(space, name):
             entry = score({**top["settings"], name: value})
-            if entry["mean"] > top["mean"]:
+            if better(entry, top):
                 top = entry
     return {"chosen": top["settings"], "lora_alpha": with_lora_settings(cfg, top["settings"]).lora_alpha,
-            "scores": top["scores"], "mean": top["mean"], "folds": len(folds), "tried": tried,
+            "scores": top["scores"], "mean": top["mean"], "mean_log_loss": top["mean_log_loss"],
+            "folds": len(folds), "tried": tried,
             "wall_time_s": round(sum(t["wall_time_s"] for t in tried), 1)}

@@ -49,6 +49,9 @@ def train_feature_classifier(splits: dict[str, tuple[list[str], list[str]]], lab
         best = max(history, key=lambda h: h["val_macro_f1"])  # first of equals: the strongest regularisation
         clf = LogisticRegression(C=best["C"], max_iter=2000, random_state=cfg.seed).fit(x["train"], y["train"])
         test_pred = clf.predict(x["test"]).tolist()
+        test_proba = np.zeros((len(test_pred), len(labels)))  # columns by label id; a class absent from train: 0
+        if len(test_pred):
+            test_proba[:, clf.classes_] = clf.predict_proba(x["test"])
 
     weight, bias = _full_rank(clf, len(labels))
     dim = x["train"].shape[1]
@@ -57,7 +60,7 @@ def train_feature_classifier(splits: dict[str, tuple[list[str], list[str]]], lab
         "task": "classification",
         "base_model": base_model_name(cfg.base_model),
         "labels": labels,
-        "test": classification_metrics(y["test"].tolist(), test_pred),
+        "test": classification_metrics(y["test"].tolist(), test_pred, test_proba),
         "majority_baseline": majority_baseline(list(splits["train"][1]), list(splits["test"][1])),
         "validation_best_macro_f1": best["val_macro_f1"],
         "C": best["C"],

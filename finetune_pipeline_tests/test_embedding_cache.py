@@ -1,0 +1,82 @@
+"""The embedding cache: vectors reused by (text, model identity, max_length), pruned to what a run used."""
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from finetune_pipeline import embeddings
+from finetune_pipeline.embeddings import EmbeddingCache, embed
+
+TEXTS = ["The invoice is overdue by three weeks.", "Please reset my password.", "short",
+         "A much longer sentence about shipping delays, refunds and the warehouse in Leeds."]
+# Batching longest-first with padding moves float results at noise level (measured: at most 1.3e-7 over 500 texts, half cached), so a
+# vector reused from another run's batch equals the uncached one within this tolerance, not bit for bit.
+ATOL = 1e-5
+
+
+def _no_encoder(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("encoder called although every text was cached")
+    monkeypatch.setattr(embeddings, "_encode", fail)
+
+
+def test_second_call_reuses_every_vector_and_matches_uncached(tmp_path, monkeypatch):
+    plain = embed(TEXTS, None, 2, 64)
+    first = EmbeddingCache(tmp_path, "stage")
+    cached = embed(TEXTS, None, 2, 64, cache=first)
+    assert (first.computed, first.reused) == (4, 0)
+    np.testing.assert_array_equal(cached, plain)  # same texts, same batches: exact
+    _no_encoder(monkeypatch)
+    second = EmbeddingCache(tmp_path, "stage")
+    again = embed(TEXTS[::-1], None, 2, 64, cache=second)
+    assert (second.computed, second.reused) == (0, 4)
+    np.testing.assert_array_equal(again, plain[::-1])
+    assert again.dtype == np.float32
+
+
+def test_partial_hit_within_tolerance_of_uncached(tmp_path):
+    embed(TEXTS[:2], None, 2, 64, cache=EmbeddingCache(tmp_path, "stage"))
+    cache = EmbeddingCache(tmp_path, "stage")
+    mixed = embed(TEXTS, None, 2, 64, cache=cache)
+    assert (cache.computed, cache.reused) == (2, 2)
+    np.testing.assert_allclose(mixed, embed(TEXTS, None, 2, 64), atol=ATOL)
+
+
+def test_other_max_length_or_model_misses(tmp_path):
+    embed(TEXTS, None, 2, 64, cache=EmbeddingCache(tmp_path, "stage"))
+    cache = EmbeddingCache(tmp_path, "stage")
+    embed(TEXTS, None, 2, 32, cache=cache)
+    assert cache.computed == 4
+    key = embeddings.text_key("x", "model-a", 64)
+    assert key != embeddings.text_key("x", "model-b", 64) != embeddings.text_key("x", "model-a", 32)
+
+
+def test_local_model_identity_follows_its_files(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"abc")
+    before = embeddings.model_identity(str(folder))
+    (folder / "model.safetensors").write_bytes(b"abcd")
+    assert embeddings.model_identity(str(folder)) != before
+
+
+def test_corrupt_cache_file_is_recomputed(tmp_path):
+    embed(TEXTS, None, 2, 64, cache=EmbeddingCache(tmp_path, "stage"))
+    (tmp_path / "stage.parquet").write_bytes(b"not parquet")
+    cache = EmbeddingCache(tmp_path, "stage")
+    np.testing.assert_array_equal(embed(TEXTS, None, 2, 64, cache=cache), embed(TEXTS, None, 2, 64))
+    assert cache.computed == 4
+    assert EmbeddingCache(tmp_path, "stage").stored()  # rewritten whole
+
+
+def test_text_no_longer_embedded_is_pruned(tmp_path):
+    embed(TEXTS, None, 2, 64, cache=EmbeddingCache(tmp_path, "stage"))
+    embed(TEXTS[1:], None, 2, 64, cache=EmbeddingCache(tmp_path, "stage"))  # TEXTS[0] erased
+    stored = EmbeddingCache(tmp_path, "stage").stored()
+    assert len(stored) == 3
+    from finetune_pipeline.training.base_model import resolve_base_model
+    identity = embeddings.model_identity(resolve_base_model(None))
+    assert embeddings.text_key(TEXTS[0], identity, 64) not in stored
