@@ -57,27 +57,38 @@ def stratified_group_split(corpus: pl.DataFrame, cfg: SplitSettings, task: Task 
         order = np.argsort(group_ranks(members[group_col], cfg.seed), kind="stable")
         sizes = members["n"].to_numpy()[order]
         ids = members[group_col].to_numpy()[order]
-        # Fill validation and test first with at least one group each, then the rest to train.
+        # Fill test and validation first, then the rest to train. A split takes a group when that brings
+        # it closer to its target (filled + size / 2 < target: a 20-record cluster does not go to a test
+        # split of 4), and every split gets at least one group: one left empty takes the smallest group
+        # train has (the earliest in rank among equals).
         total = sizes.sum()
         targets = {"validation": max(1, round(total * cfg.validation)) if cfg.validation > 0 else 0,
                    "test": max(1, round(total * cfg.test))}
         filled = {"validation": 0, "test": 0}
         taken = {"test": 0, "validation": 0, "train": 0}  # groups per split
+        chosen: dict[str, str] = {}
         for pos, (gid, size) in enumerate(zip(ids, sizes)):
             left = len(ids) - pos - 1  # groups after this one
             choice = "train"
             for split in ("test", "validation"):
-                if filled[split] < targets[split]:
+                if filled[split] + size / 2 < targets[split]:
                     # a split that has a group already does not take one the still empty splits need
                     empty = sum(1 for other in ("validation", "train") if other != split and not taken[other]
                                 and (other == "train" or targets[other] > 0))
                     if not taken[split] or left >= empty:
                         choice = split
                         break
-            assignment[gid] = choice
+            chosen[gid] = choice
             taken[choice] += 1
             if choice != "train":
                 filled[choice] += size
+        for split in ("test", "validation"):
+            if targets[split] and not taken[split] and taken["train"] > 1:
+                gid = ids[min((sizes[pos], pos) for pos in range(len(ids)) if chosen[ids[pos]] == "train")[1]]
+                chosen[gid] = split
+                taken[split] += 1
+                taken["train"] -= 1
+        assignment.update(chosen)
         if "train" not in {assignment[g] for g in ids}:
             raise SplitError(f"{column} '{label}' has too few records to leave any for training")
     split_of_group = pl.DataFrame({group_col: list(assignment), "split": list(assignment.values())})

@@ -194,7 +194,7 @@ def test_a_frame_with_a_wrong_schema_fails_at_the_boundary_with_the_column_named
     assert dg.check_dagster_type(ReviewFrame, empty_review()).success
 
 
-def test_the_dataset_card_is_one_hugging_face_reads(good_run):
+def test_the_dataset_card_is_one_hugging_face_reads(good_run, tmp_path):
     import datasets
     import yaml
 
@@ -206,10 +206,14 @@ def test_the_dataset_card_is_one_hugging_face_reads(good_run):
     assert header["language"] == ["en"] and header["size_categories"] == ["n<1K"]
     for section in ("## Sources", "## Personal data", "## Splits", "## Bias report", "## Known limitations"):
         assert section in card
-    loaded = datasets.load_dataset(str(folder))  # reads the card's configs: the JSONL of each split
+    # reads the card's configs: the JSONL of each split. A cache of its own: datasets keys its cache by the
+    # folder's name ("splits") and the file list, not their content, so another run's export would be read
+    loaded = datasets.load_dataset(str(folder), cache_dir=str(tmp_path / "hf-cache"))
     on_disk = datasets.load_from_disk(str(folder))
     assert {s: loaded[s].num_rows for s in loaded} == {s: on_disk[s].num_rows for s in on_disk}
     assert sum(loaded[s].num_rows for s in loaded) == len(_pairs())
+    sizes = {s: loaded[s].num_rows for s in loaded}
+    assert sizes["train"] > sizes["validation"] and sizes["train"] > sizes["test"], sizes
 
 
 def test_the_share_drift_and_test_support_warnings_fire_on_real_shifts():

@@ -152,3 +152,15 @@ def test_split_moves_counts_what_changed():
     assert split_moves(after, before) == {"old_records": 3, "kept_split": 1,
                                           "moved": {"test->validation": 1, "validation->train": 1}}
     assert split_moves(after, pl.DataFrame()) == {"old_records": 0, "kept_split": 0, "moved": {}}
+
+
+def test_a_large_cluster_goes_to_train_not_to_a_small_test_split():
+    """Three clusters of 20, 10 and 10 near-identical prompts: whatever their hash order, the 20 are trained
+    on and each evaluation split gets one of the 10s (it was possible for test to get the 20 and train 10)."""
+    rows = [{"record_id": f"{g}-{i}", "label": "x", "group_id": g, "augmented_from": None}
+            for g, n in (("big", 20), ("mid", 10), ("other", 10)) for i in range(n)]
+    corpus = pl.DataFrame(rows, schema=SCHEMA)
+    for seed in range(20):
+        split = stratified_group_split(corpus, SplitSettings(seed=seed))
+        sizes = dict(split.group_by("split").len().rows())
+        assert sizes == {"train": 20, "validation": 10, "test": 10}, (seed, sizes)
