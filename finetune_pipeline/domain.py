@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from finetune_pipeline.embeddings import EmbeddingCache
 from finetune_pipeline.records import StageResult, StageStats, empty_rejects, reject_rows
 from finetune_pipeline.settings import DomainSettings
 
@@ -47,10 +48,10 @@ def read_examples(folder: str | Path) -> list[str]:
     return [t for t in texts if t]
 
 
-def _embed(texts: list[str], cfg: DomainSettings) -> np.ndarray:
+def _embed(texts: list[str], cfg: DomainSettings, cache: EmbeddingCache | None = None) -> np.ndarray:
     from finetune_pipeline.embeddings import embed  # torch on first use only
 
-    return embed(texts, cfg.model, cfg.batch_size, cfg.max_length)
+    return embed(texts, cfg.model, cfg.batch_size, cfg.max_length, cache=cache)
 
 
 @dataclass
@@ -64,8 +65,9 @@ class DomainScorer:
 
     @classmethod
     def from_settings(cls, cfg: DomainSettings, in_texts: list[str] | None = None,
-                      out_texts: list[str] | None = None) -> "DomainScorer":
-        """From the settings' description and example folders, or from the texts given (benchmarks, tests)."""
+                      out_texts: list[str] | None = None, cache: EmbeddingCache | None = None) -> "DomainScorer":
+        """From the settings' description and example folders, or from the texts given (benchmarks, tests);
+        `cache`: where the example vectors are looked up first (embeddings.EmbeddingCache)."""
         if in_texts is None:
             in_texts = read_examples(cfg.examples_dir) if cfg.examples_dir else []
         if out_texts is None:
@@ -74,7 +76,8 @@ class DomainScorer:
         if not in_texts:
             raise ValueError("domain: no description and no in-domain example; set domain.description or "
                              "domain.examples_dir")
-        return cls.from_embeddings(cfg, _embed(in_texts, cfg), _embed(out_texts, cfg) if out_texts else None)
+        return cls.from_embeddings(cfg, _embed(in_texts, cfg, cache),
+                                   _embed(out_texts, cfg, cache) if out_texts else None)
 
     @classmethod
     def from_embeddings(cls, cfg: DomainSettings, in_domain: np.ndarray,
@@ -98,11 +101,11 @@ class DomainScorer:
     def threshold(self) -> float:
         return self.cfg.classifier_threshold if self.classifier is not None else self.cfg.threshold
 
-    def score(self, texts: list[str]) -> np.ndarray:
+    def score(self, texts: list[str], cache: EmbeddingCache | None = None) -> np.ndarray:
         """(len(texts),) relevance scores: mean top-k cosine similarity, or probability of in-domain."""
         if not texts:
             return np.zeros(0)
-        return self.score_embeddings(_embed(texts, self.cfg))
+        return self.score_embeddings(_embed(texts, self.cfg, cache))
 
     def score_embeddings(self, x: np.ndarray) -> np.ndarray:
         """Scores of texts already embedded with the same model."""
@@ -130,10 +133,12 @@ def record_texts(corpus: pl.DataFrame) -> list[str]:
     return corpus["text"].fill_null("").to_list()
 
 
-def domain_filter(corpus: pl.DataFrame, cfg: DomainSettings, scorer: DomainScorer | None = None) -> StageResult:
-    """Score every record; below the threshold: rejected as off_domain (detail: the score), or flagged."""
-    scorer = scorer or DomainScorer.from_settings(cfg)
-    scores = scorer.score(record_texts(corpus))
+def domain_filter(corpus: pl.DataFrame, cfg: DomainSettings, scorer: DomainScorer | None = None,
+                  cache: EmbeddingCache | None = None) -> StageResult:
+    """Score every record; below the threshold: rejected as off_domain (detail: the score), or flagged.
+    `cache`: vectors of texts embedded before (embeddings.EmbeddingCache) are reused."""
+    scorer = scorer or DomainScorer.from_settings(cfg, cache=cache)
+    scores = scorer.score(record_texts(corpus), cache)
     below = pl.Series("_below", scores < scorer.threshold, dtype=pl.Boolean)
     stats = DomainStats(method=scorer.method, policy=cfg.policy, threshold=scorer.threshold, scored=corpus.height,
                         off_domain=int(below.sum()), in_domain_examples=len(scorer.in_domain),

@@ -80,3 +80,25 @@ def test_text_no_longer_embedded_is_pruned(tmp_path):
     from finetune_pipeline.training.base_model import resolve_base_model
     identity = embeddings.model_identity(resolve_base_model(None))
     assert embeddings.text_key(TEXTS[0], identity, 64) not in stored
+
+
+def test_domain_filter_reuses_the_vectors_of_its_examples_and_records(tmp_path, monkeypatch):
+    import polars as pl
+
+    from finetune_pipeline.domain import domain_filter
+    from finetune_pipeline.settings import DomainSettings
+
+    cfg = DomainSettings(description="customer support about invoices, payments and passwords", threshold=0.2)
+    corpus = pl.DataFrame({"record_id": [f"r{i}" for i in range(len(TEXTS))], "text": TEXTS,
+                           "source_uri": "raw/t.txt", "source_type": "txt", "locator": "line 1"})
+    plain = domain_filter(corpus, cfg)
+    first = EmbeddingCache(tmp_path, "stage")
+    cached = domain_filter(corpus, cfg, cache=first)
+    assert first.computed == len(TEXTS) + 1 and first.reused == 0  # the records and the description
+    _no_encoder(monkeypatch)
+    second = EmbeddingCache(tmp_path, "stage")
+    again = domain_filter(corpus, cfg, cache=second)
+    assert (second.computed, second.reused) == (0, len(TEXTS) + 1)
+    for result in (cached, again):
+        assert result.kept["record_id"].to_list() == plain.kept["record_id"].to_list()
+        assert result.stats.score_histogram == plain.stats.score_histogram

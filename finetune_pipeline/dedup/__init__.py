@@ -25,6 +25,7 @@ from finetune_pipeline.dedup.conflicts import ConflictStats, prompt_dedup
 from finetune_pipeline.dedup.exact import exact_duplicates
 from finetune_pipeline.dedup.minhash import near_duplicate_clusters, similarity_histogram
 from finetune_pipeline.domain import DomainStats, domain_filter
+from finetune_pipeline.embeddings import EmbeddingCache
 from finetune_pipeline.records import StageResult, StageStats, reject_rows
 from finetune_pipeline.settings import DedupSettings, Settings
 
@@ -108,12 +109,14 @@ def _cluster_stats(kept: pl.DataFrame, removed: pl.DataFrame, stats: DedupStats)
         for row in top.iter_rows(named=True)]
 
 
-def deduplicate(corpus: pl.DataFrame, settings: Settings | DedupSettings, embedding_cache=None) -> StageResult:
-    """Remove exact, near and (when switched on) semantic duplicates; keep the record seen first."""
+def deduplicate(corpus: pl.DataFrame, settings: Settings | DedupSettings,
+                embedding_cache: EmbeddingCache | None = None) -> StageResult:
+    """Remove exact, near and (when switched on) semantic duplicates; keep the record seen first.
+    `embedding_cache`: sentence vectors of the domain filter and of semantic dedup are looked up there first."""
     cfg = settings.dedup if isinstance(settings, Settings) else settings
     # Off-domain records go first: a duplicate must never name a record this stage then rejects as kept.
-    domain = domain_filter(corpus, settings.domain) if isinstance(settings, Settings) and settings.domain.enabled \
-        else None
+    domain = domain_filter(corpus, settings.domain, cache=embedding_cache) \
+        if isinstance(settings, Settings) and settings.domain.enabled else None
     corpus = domain.kept if domain else corpus
     kept, exact = exact_duplicates(keep_order(corpus))
     removed = [exact.with_columns(pl.lit("exact_duplicate").alias("reason"),
