@@ -6,6 +6,7 @@ import logging
 
 import dagster as dg
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from finetune_pipeline.definitions import resources_for
 from finetune_pipeline.cleaning.privacy import apply_pii_policy, iban_valid, luhn_valid
@@ -183,3 +184,30 @@ def test_names_without_a_cue_by_gazetteer_and_not_places_or_brands():
         assert names(text) == [], text
     assert gazetteer_name_spans("We flew to Buenos Aires.", [PiiSpan(11, 23, "location")]) == []
     assert gazetteer_name_spans("We flew to Buenos Aires.", None) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet="ab_é1.-' \n", max_size=24), name=st.text(alphabet="ab_é1.-' ", min_size=1, max_size=4))
+def test_name_occurrences_finds_what_the_whole_word_regex_finds(text, name):
+    import re
+
+    from finetune_pipeline.cleaning.privacy import name_occurrences
+
+    expected = [(m.start(), m.end()) for m in re.finditer(r"(?<!\w)" + re.escape(name) + r"(?!\w)", text)]
+    assert [(s.start, s.end) for s in name_occurrences(text, name)] == expected
+
+
+def test_ner_is_skipped_only_where_every_possible_name_is_found_already():
+    from finetune_pipeline.cleaning.privacy import PiiSpan, ner_segments
+
+    def to_ner(text, *found):
+        spans = [PiiSpan(text.index(name), text.index(name) + len(name), "person") for name in found]
+        return bool(ner_segments(text, False, spans))
+
+    assert not to_ner("According to Ana Lima, the parcel is late.", "Ana Lima")  # the cue word is no part of it
+    assert not to_ner("Note from Ana Lima: Zooming does not help.", "Ana Lima")  # not across the colon
+    assert to_ner("I asked Thiago da Costa twice.", "Thiago")  # the name may go on: NER reads it
+    assert to_ner("Ana Lima spoke to Tom Baker yesterday.", "Ana Lima")  # another name nothing found
+    assert to_ner("Ana Lima spoke to Tom Baker yesterday.")
+    assert not to_ner("Ana Lima spoke to Tom Baker yesterday.", "Ana Lima", "Tom Baker")
+    assert to_ner("no capitals here, so maybe a lower-case name")

@@ -11,7 +11,8 @@ half-eaten by a phone match, an email never by a name):
   surname-like words (`gazetteer_name_spans`, gender-guesser's first-name dictionary).
 
 For speed (`fast_presidio_spans`), NER runs with spaCy's `ner` component alone, batched, on the sentences
-where a cheap test says a name can be, and Presidio's recognizers are called directly on texts with enough
+where a cheap test says a name can be that the patterns and the gazetteer did not find already (NER was
+four fifths of the cleaning time), and Presidio's recognizers are called directly on texts with enough
 digits; `presidio_spans` (the full AnalyzerEngine) stays as the reference the tests compare against.
 
 Presidio's email and IBAN recognizers are left out: the first fetches the public suffix list from the
@@ -24,6 +25,7 @@ import ipaddress
 import logging
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -341,14 +343,28 @@ def gazetteer_name_spans(text: str, places: list[PiiSpan] | None = None) -> list
     return spans
 
 
+def _is_word_char(char: str) -> bool:
+    return char.isalnum() or char == "_"
+
+
+def name_occurrences(text: str, name: str) -> list[PiiSpan]:
+    """Every place `name` stands in `text` as whole words (what `(?<!\w)name(?!\w)` finds), without
+    compiling a pattern per name: that compiling was a fifth of `detector: patterns` time."""
+    found, start = [], text.find(name) if name else -1
+    while start >= 0:
+        end = start + len(name)
+        if (start == 0 or not _is_word_char(text[start - 1])) and (end == len(text) or not _is_word_char(text[end])):
+            found.append(PiiSpan(start, end, "person"))
+            start = text.find(name, end)
+        else:
+            start = text.find(name, start + 1)
+    return found
+
+
 def propagate_names(text: str, spans: list[PiiSpan]) -> list[PiiSpan]:
     """A name found once is a name everywhere in the text ("Kenji" signed off, "Kenji" mentioned earlier)."""
     names = {text[s.start:s.end] for s in spans if s.kind == "person"}
-    extra = []
-    for name in names:
-        for match in re.finditer(r"(?<!\w)" + re.escape(name) + r"(?!\w)", text):
-            extra.append(PiiSpan(match.start(), match.end(), "person"))
-    return spans + extra
+    return spans + [span for name in names for span in name_occurrences(text, name)]
 
 
 def spacy_pipeline_dir() -> Path:
@@ -421,6 +437,7 @@ def _longest_digit_run(text: str) -> int:
 
 
 _WORD = re.compile(r"(?<![\w'-])([^\W\d_][\w'-]*)")
+_NAME_BREAK = re.compile(r"[:;,()\"“”!?]")  # a name found without NER does not run on across these
 _WHOLE_TEXT_CHARS = 1000  # a text up to this long goes to NER whole, a longer one sentence by sentence
 # Capitalised at a sentence's start, never part of a name: not a reason to run NER.
 _SENTENCE_STARTERS = frozenset("""
@@ -441,32 +458,47 @@ def ner_pipeline():
                                                      "lemmatizer"])
 
 
-def _name_can_be_here(segment: str, single_words: bool) -> bool:
+def _name_can_be_here(segment: str, single_words: bool, explained: Sequence[tuple[int, int]] = ()) -> bool:
     """The cheap test before NER: a name NER could give (and `plausible_name` keep) has two capitalised
     words at most two words apart on one line, none of them `NOT_NAMES` or "I" (with `single_words`: one
-    such word); a text without capitals (case-folded) always goes to NER."""
+    such word), and not both inside `explained` spans (offsets in `segment`: names the patterns or the
+    first-name gazetteer found already; "Thiago" found by a cue, "Thiago da Costa" still goes to NER);
+    a text without capitals (case-folded) always goes to NER."""
     if not any(c.isupper() for c in segment):
         return any(c.isalpha() for c in segment)
-    caps = [(m.start(), m.group(1)) for m in _WORD.finditer(segment) if m.group(1)[0].isupper()
+    caps = [(m.start(), m.group(1), any(a <= m.start() < b for a, b in explained))
+            for m in _WORD.finditer(segment) if m.group(1)[0].isupper()
             and m.group(1) != "I" and m.group(1).strip(".,'").lower() not in NOT_NAMES
             and m.group(1).lower() not in _SENTENCE_STARTERS]
     if single_words:
-        return bool(caps)
-    return any("\n" not in segment[a + len(w1):b] and len(segment[a + len(w1):b].split()) <= 2
-               for (a, w1), (b, _) in zip(caps, caps[1:]))
+        return any(not known for _, _, known in caps)
+    for (a, w1, known1), (b, _, known2) in zip(caps, caps[1:]):
+        gap = segment[a + len(w1):b]
+        if (known1 and known2) or "\n" in gap or len(gap.split()) > 2:
+            continue
+        if known1 or known2:  # a found name beside one more capitalised word: may NER make it longer?
+            if _NAME_BREAK.search(gap):
+                continue  # not across punctuation ("Note from Ana Lima: Zooming ...")
+            if known2 and _word_frequency(w1.lower()) >= COMMON_WORD_FREQUENCY:
+                continue  # a common word before it ("According to Ana Lima") is no part of the name
+        return True
+    return False
 
 
-def ner_segments(text: str, single_words: bool) -> list[tuple[int, str]]:
-    """(offset, part of `text`) for NER: the whole text when one of its sentences may hold a name
-    (`_name_can_be_here`) and it is short (NER reads a name better in its whole message); in a longer text
-    each such sentence with the sentences before and after it."""
+def ner_segments(text: str, single_words: bool, explained: Sequence[PiiSpan] = ()) -> list[tuple[int, str]]:
+    """(offset, part of `text`) for NER: the whole text when one of its sentences may hold a name that the
+    `explained` spans (names found without NER) do not account for (`_name_can_be_here`) and it is short
+    (NER reads a name better in its whole message); in a longer text each such sentence with the sentences
+    before and after it."""
     bounds, start = [], 0
     for match in [*_SENTENCE_END.finditer(text), None]:
         end = match.start() if match else len(text)
         if text[start:end].strip():
             bounds.append((start, end))
         start = match.end() if match else end
-    hits = [n for n, (start, end) in enumerate(bounds) if _name_can_be_here(text[start:end], single_words)]
+    hits = [n for n, (start, end) in enumerate(bounds) if _name_can_be_here(
+        text[start:end], single_words, [(e.start - start, e.end - start) for e in explained
+                                        if e.end > start and e.start < end])]
     if not hits:
         return []
     if len(text) <= _WHOLE_TEXT_CHARS:
@@ -491,12 +523,15 @@ def _recognizers():
 
 
 def fast_presidio_spans(texts: list[str], min_score: float, single_word_names: bool = False,
-                        locations: bool = False, batch_size: int = 256) -> list[list[PiiSpan]]:
+                        locations: bool = False, batch_size: int = 256,
+                        explained: Sequence[Sequence[PiiSpan]] | None = None) -> list[list[PiiSpan]]:
     """What `presidio_spans` finds, for a fraction of the time: spaCy's NER alone (`ner_pipeline`), batched
     with `nlp.pipe`, on the sentences where a name can be (`ner_segments`; with `locations`, also where one
     capitalised word stands, a place), and Presidio's phone, card, SSN and IP recognizers on the texts with
     enough digits. Locations outside those sentences are not looked for when `locations` is off (their
-    policy is keep). `test_privacy.py` compares the two on a set of texts."""
+    policy is keep). `explained`: per text, person spans found without NER (patterns, first-name gazetteer);
+    the capitalised words inside them do not send a sentence to NER. `test_privacy.py` compares the two on a
+    set of texts."""
     spans: list[list[PiiSpan]] = [[] for _ in texts]
     for i, text in enumerate(texts):
         digits = _longest_digit_run(text)
@@ -508,7 +543,8 @@ def fast_presidio_spans(texts: list[str], min_score: float, single_word_names: b
                 if r.score >= min_score and r.entity_type in PRESIDIO_ENTITIES:
                     spans[i].append(PiiSpan(r.start, r.end, PRESIDIO_ENTITIES[r.entity_type]))
     segments = [(i, offset, segment) for i, text in enumerate(texts)
-                for offset, segment in ner_segments(text, single_word_names or locations)]
+                for offset, segment in ner_segments(text, single_word_names or locations,
+                                                    explained[i] if explained is not None else ())]
     labels = {"PERSON": "PERSON", "PER": "PERSON", "GPE": "LOCATION", "LOC": "LOCATION"}
     docs = ner_pipeline().pipe([segment for _, _, segment in segments], batch_size=batch_size)
     for (i, offset, _), doc in zip(segments, docs):
@@ -531,13 +567,18 @@ def resolve_overlaps(spans: list[PiiSpan]) -> list[PiiSpan]:
 
 def detect_pii(texts: list[str], policy: PrivacySettings) -> list[list[PiiSpan]]:
     """Non-overlapping PII spans per text, from Presidio (unless `detector: patterns`) and the patterns."""
-    extra = fast_presidio_spans(texts, policy.min_score, policy.single_word_names, policy.location != "keep") \
-        if policy.detector == "presidio" and texts \
-        else [[] for _ in texts]
+    patterns = [pattern_spans(text) for text in texts]
+    extra = [[] for _ in texts]
+    if policy.detector == "presidio" and texts:
+        # NER only where a name may stand that the patterns and the first-name gazetteer did not find
+        explained = [[s for s in found + (gazetteer_name_spans(text, None) if policy.name_gazetteer else [])
+                      if s.kind == "person"] for text, found in zip(texts, patterns)]
+        extra = fast_presidio_spans(texts, policy.min_score, policy.single_word_names, policy.location != "keep",
+                                    explained=explained)
     results = []
-    for text, found in zip(texts, extra):
+    for text, found, own in zip(texts, extra, patterns):
         places = [s for s in found if s.kind == "location"] if policy.detector == "presidio" else None
-        spans = pattern_spans(text) + found + (gazetteer_name_spans(text, places) if policy.name_gazetteer else [])
+        spans = own + found + (gazetteer_name_spans(text, places) if policy.name_gazetteer else [])
         results.append(resolve_overlaps(propagate_names(text, spans)))
     return results
 
@@ -582,8 +623,7 @@ def apply_pii_policy_groups(groups: list[list[str]], policy: PrivacySettings) ->
         names = {text[s.start:s.end] for text, found_spans in zip(group, spans) for s in found_spans
                  if s.kind == "person"}
         results.append([apply_policy(text, resolve_overlaps(found_spans + [
-            PiiSpan(m.start(), m.end(), "person") for name in names
-            for m in re.finditer(r"(?<!\w)" + re.escape(name) + r"(?!\w)", text)]), policy)
+            span for name in names for span in name_occurrences(text, name)]), policy)
             for text, found_spans in zip(group, spans)])
     return results
 
