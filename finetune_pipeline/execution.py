@@ -8,6 +8,8 @@ Ray Data (`map_batches`, a hash shuffle on the group keys, a hash join), so no a
 - `map_batches(fn)`: `fn` sees any slice of the rows (row-wise techniques).
 - `map_groups(keys, fn)`: `fn` sees every row of a group together (whole documents, whole LSH buckets);
   on Ray this is a hash shuffle on `keys`, then `fn` per shuffled block (vectorised over its groups).
+  With `parallel=True` (cleaning) and `execution.workers` above 1, `local` spreads the groups of a large
+  frame over that many processes (`process_pool_groups`).
 - `join(other, on)`: inner join; on Ray a distributed hash join.
 - `to_polars()`: collect. Row order is the input's for `map_batches` (order is preserved); after
   `map_groups` and `join` callers sort by a key.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import polars as pl
@@ -43,7 +46,10 @@ class LocalFrames:
                     **fn_kwargs) -> LocalFrames:
         return LocalFrames(fn(self.frame, **fn_kwargs), self.execution)
 
-    def map_groups(self, keys: list[str], fn: BatchFn, **fn_kwargs) -> LocalFrames:
+    def map_groups(self, keys: list[str], fn: BatchFn, *, parallel: bool = False, **fn_kwargs) -> LocalFrames:
+        workers = local_workers(self.execution)
+        if parallel and workers > 1 and self.frame.height >= POOL_MIN_ROWS:
+            return LocalFrames(process_pool_groups(self.frame, keys, fn, workers, **fn_kwargs), self.execution)
         return LocalFrames(fn(self.frame, **fn_kwargs), self.execution)
 
     def join(self, other: LocalFrames, on: list[str]) -> LocalFrames:
@@ -90,7 +96,7 @@ class RayFrames:
         return RayFrames(self.dataset.map_batches(_polars_batch, fn_args=(fn,), fn_kwargs=fn_kwargs, **options),
                          self.execution)
 
-    def map_groups(self, keys: list[str], fn: BatchFn, **fn_kwargs) -> RayFrames:
+    def map_groups(self, keys: list[str], fn: BatchFn, *, parallel: bool = False, **fn_kwargs) -> RayFrames:
         # What Dataset.groupby(keys).map_groups does (a hash shuffle on the keys, then whole blocks), but
         # with one vectorised call per block instead of one Python call per group.
         shuffled = self.dataset.repartition(_partitions(), keys=keys, sort=True)
@@ -117,6 +123,68 @@ class RayFrames:
 
 
 Frames = LocalFrames | RayFrames
+
+# Below this many rows `parallel` map_groups stays in this process: a spawned worker spends about 8 s
+# importing Presidio (it imports transformers and torch) and loading spaCy before its first record, and
+# that start takes CPU from this process (measured at 14k records on 2 cores: 34 s alone, 25 s with one worker).
+POOL_MIN_ROWS = 10_000
+
+
+def local_workers(execution: ExecutionSettings) -> int:
+    """Processes for `parallel` local map_groups: the setting, or with 0 the CPUs this process may use."""
+    if execution.workers:
+        return execution.workers
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def process_pool_groups(frame: pl.DataFrame, keys: list[str], fn: BatchFn, workers: int, *,
+                        chunks_per_worker: int = 8, **fn_kwargs) -> pl.DataFrame:
+    """`fn` over `frame` in `workers` processes: this one and `workers - 1` spawned (not forked: this
+    process may hold threads). Every group of `keys` stays whole in one chunk, about `chunks_per_worker`
+    chunks per worker balanced by rows; this process works through the chunks in order while each
+    spawned worker, once it has started (its imports and models cost seconds), takes the next one, so a
+    slow start costs nothing but that worker's share. The chunks' outputs are concatenated (callers sort
+    by a key, as after Ray's shuffle); a chunk travels as Arrow IPC bytes."""
+    import multiprocessing
+
+    sizes = frame.group_by(keys).len().sort(["len", *keys], descending=[True, *[False] * len(keys)])
+    count = max(1, min(sizes.height, workers * chunks_per_worker))
+    loads, chunk_of = [0] * count, []
+    for size in sizes["len"].to_list():  # largest groups first, each to the lightest chunk
+        target = loads.index(min(loads))
+        loads[target] += size
+        chunk_of.append(target)
+    labelled = frame.join(sizes.select(keys).with_columns(pl.Series("_chunk", chunk_of, dtype=pl.Int32)),
+                          on=keys, how="left", nulls_equal=True)
+    todo = [part.drop("_chunk") for part in labelled.partition_by("_chunk", maintain_order=True)]
+    if len(todo) == 1:
+        return fn(todo[0], **fn_kwargs)
+    outputs: list[pl.DataFrame] = []
+    with ProcessPoolExecutor(workers - 1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        # two chunks queued per worker, so one is ready when it finishes the other
+        running = {pool.submit(_run_part, fn, _ipc(todo.pop()), fn_kwargs)
+                   for _ in range(min(2 * (workers - 1), len(todo) - 1))}
+        while todo:
+            outputs.append(fn(todo.pop(0), **fn_kwargs))
+            for future in [f for f in running if f.done()]:
+                running.remove(future)
+                outputs.append(pl.read_ipc(future.result()))
+                if len(todo) > 1:  # hand the worker the next chunk from the end; this process keeps the front
+                    running.add(pool.submit(_run_part, fn, _ipc(todo.pop()), fn_kwargs))
+        outputs += [pl.read_ipc(future.result()) for future in running]
+    return pl.concat(outputs, how="vertical_relaxed")
+
+
+def _ipc(frame: pl.DataFrame) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    frame.write_ipc(buffer)
+    return buffer.getvalue()
+
+
+def _run_part(fn: BatchFn, data: bytes, fn_kwargs: dict) -> bytes:
+    return _ipc(fn(pl.read_ipc(data), **fn_kwargs))
 
 
 def frames(frame: pl.DataFrame, execution: ExecutionSettings, batch_size: int | None = None) -> Frames:

@@ -713,6 +713,9 @@ class ExecutionSettings(_Section):
     embedding_actors: int = Field(
         1, ge=1, description="ray: embedding workers (each loads the encoder once; one GPU each when the cluster "
         "has GPUs).")
+    workers: int = Field(
+        0, ge=0, description="local: processes cleaning spreads over when it has at least 10,000 records (whole "
+        "documents stay together); 0: one per CPU core this process may use; 1: in this process only.")
     incremental: bool = Field(
         True, description="Reuse what did not change: cleaned records cached by content, erasure matches, settings "
         "and code (.pipeline/cache/), and training and the approach comparison skipped when the data snapshot "

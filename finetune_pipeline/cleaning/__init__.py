@@ -151,9 +151,14 @@ def clean_corpus(corpus: pl.DataFrame, settings: Settings,
 def clean_rows(corpus: pl.DataFrame, settings: Settings, requests: list[ErasureRequest]) -> pl.DataFrame:
     """`clean_documents` over every document of `corpus`: one outcome row per input row, in input order
     (`_row` is the row's index in `corpus`)."""
-    rows = (frames(corpus.with_row_index("_row"), settings.execution)
-            .map_groups(["source_uri"], clean_documents, settings=settings, erasure_requests=requests)
-            .to_polars().sort("_row"))
+    # a PDF's or Word file's pages stay together (their repeated headers are found across pages); any
+    # other record is a group of its own, so one large CSV spreads over the workers too
+    paged = pl.col("source_type").is_in(list(noise.PAGED_SOURCE_TYPES))
+    grouped = corpus.with_row_index("_row").with_columns(
+        pl.when(paged).then(pl.col("source_uri")).otherwise(pl.col("record_id")).alias("_document"))
+    rows = (frames(grouped, settings.execution)
+            .map_groups(["_document"], clean_documents, parallel=True, settings=settings, erasure_requests=requests)
+            .to_polars().sort("_row").drop("_document", strict=False))
     if not rows.width:  # an empty corpus on Ray comes back without columns
         rows = clean_documents(corpus.with_row_index("_row").clear(), settings, requests)
     return rows

@@ -432,6 +432,13 @@ _RECOGNIZER_DIGITS = {"PhoneRecognizer": 7, "CreditCardRecognizer": 12, "UsSsnRe
 _DIGIT_RUN = re.compile(r"\d(?:\W{0,4}\d)*")
 
 
+def _masked(text: str, spans: Sequence[PiiSpan]) -> str:
+    """`text` with each span replaced by letters, so no digit run reaches into or across it."""
+    for span in spans:
+        text = text[:span.start] + "x" * (span.end - span.start) + text[span.end:]
+    return text
+
+
 def _longest_digit_run(text: str) -> int:
     return max((len(_DIGIT.findall(m.group(0))) for m in _DIGIT_RUN.finditer(text)), default=0)
 
@@ -524,17 +531,18 @@ def _recognizers():
 
 def fast_presidio_spans(texts: list[str], min_score: float, single_word_names: bool = False,
                         locations: bool = False, batch_size: int = 256,
-                        explained: Sequence[Sequence[PiiSpan]] | None = None) -> list[list[PiiSpan]]:
+                        known: Sequence[Sequence[PiiSpan]] | None = None) -> list[list[PiiSpan]]:
     """What `presidio_spans` finds, for a fraction of the time: spaCy's NER alone (`ner_pipeline`), batched
     with `nlp.pipe`, on the sentences where a name can be (`ner_segments`; with `locations`, also where one
     capitalised word stands, a place), and Presidio's phone, card, SSN and IP recognizers on the texts with
     enough digits. Locations outside those sentences are not looked for when `locations` is off (their
-    policy is keep). `explained`: per text, person spans found without NER (patterns, first-name gazetteer);
-    the capitalised words inside them do not send a sentence to NER. `test_privacy.py` compares the two on a
-    set of texts."""
+    policy is keep). `known`: per text, spans found without NER or Presidio (patterns, first-name
+    gazetteer): the capitalised words inside a known name do not send a sentence to NER, and the digits
+    inside a known phone, card, SSN, IBAN or IP do not send a text to the recognizers (phonenumbers tries
+    every region: 2 ms a text). `test_privacy.py` compares the two on a set of texts."""
     spans: list[list[PiiSpan]] = [[] for _ in texts]
     for i, text in enumerate(texts):
-        digits = _longest_digit_run(text)
+        digits = _longest_digit_run(_masked(text, [s for s in known[i] if s.kind != "person"]) if known else text)
         for recognizer in _recognizers():
             if digits < _RECOGNIZER_DIGITS[type(recognizer).__name__] and not (
                     type(recognizer).__name__ == "IpRecognizer" and ":" in text):
@@ -544,7 +552,7 @@ def fast_presidio_spans(texts: list[str], min_score: float, single_word_names: b
                     spans[i].append(PiiSpan(r.start, r.end, PRESIDIO_ENTITIES[r.entity_type]))
     segments = [(i, offset, segment) for i, text in enumerate(texts)
                 for offset, segment in ner_segments(text, single_word_names or locations,
-                                                    explained[i] if explained is not None else ())]
+                                                    [s for s in known[i] if s.kind == "person"] if known else ())]
     labels = {"PERSON": "PERSON", "PER": "PERSON", "GPE": "LOCATION", "LOC": "LOCATION"}
     docs = ner_pipeline().pipe([segment for _, _, segment in segments], batch_size=batch_size)
     for (i, offset, _), doc in zip(segments, docs):
@@ -570,11 +578,12 @@ def detect_pii(texts: list[str], policy: PrivacySettings) -> list[list[PiiSpan]]
     patterns = [pattern_spans(text) for text in texts]
     extra = [[] for _ in texts]
     if policy.detector == "presidio" and texts:
-        # NER only where a name may stand that the patterns and the first-name gazetteer did not find
-        explained = [[s for s in found + (gazetteer_name_spans(text, None) if policy.name_gazetteer else [])
-                      if s.kind == "person"] for text, found in zip(texts, patterns)]
+        # NER and the recognizers only where a name or a number may stand that the patterns and the
+        # first-name gazetteer did not find
+        known = [found + (gazetteer_name_spans(text, None) if policy.name_gazetteer else [])
+                 for text, found in zip(texts, patterns)]
         extra = fast_presidio_spans(texts, policy.min_score, policy.single_word_names, policy.location != "keep",
-                                    explained=explained)
+                                    known=known)
     results = []
     for text, found, own in zip(texts, extra, patterns):
         places = [s for s in found if s.kind == "location"] if policy.detector == "presidio" else None
