@@ -43,9 +43,10 @@ def model_identity(name: str) -> str:
 
 class EmbeddingCache:
     """Vectors by sha256(text, model identity, max_length, pooling version), one Parquet file per `stage`
-    under `folder` (key, embedding float32). Each `embed` call rewrites the stage's file, atomically, with
-    only the vectors this object has used, so a text no longer embedded (removed, erased) leaves nothing
-    behind after the stage's next run. A missing or damaged file counts as empty. Never pickled."""
+    under `folder` (key, embedding float32). `embed` reads the file once and collects what it used; the
+    stage calls `save` once at its end, which rewrites the file atomically with only those vectors, so a
+    text no longer embedded (removed, erased) leaves nothing behind, or deletes it when nothing was
+    embedded. A missing or damaged file counts as empty. Never pickled."""
 
     def __init__(self, folder: Path, stage: str):
         self.file = Path(folder) / f"{stage}.parquet"
@@ -66,13 +67,15 @@ class EmbeddingCache:
         return self._stored
 
     def save(self) -> None:
+        """The vectors this object used, and no others; no file when it used none."""
         import polars as pl
 
         from finetune_pipeline import atomic
-        keys = list(self.used)
-        dim = len(next(iter(self.used.values()))) if keys else 0
-        frame = pl.DataFrame({"key": keys, "embedding": np.stack(list(self.used.values())) if keys
-                              else np.zeros((0, dim), np.float32)},
+        if not self.used:
+            self.file.unlink(missing_ok=True)
+            return
+        dim = len(next(iter(self.used.values())))
+        frame = pl.DataFrame({"key": list(self.used), "embedding": np.stack(list(self.used.values()))},
                              schema={"key": pl.String, "embedding": pl.Array(pl.Float32, dim)})
         atomic.write_parquet(frame, self.file)
 
@@ -85,7 +88,7 @@ def embed(texts: Sequence[str], model: str | None, batch_size: int, max_length: 
           cache: EmbeddingCache | None = None) -> np.ndarray:
     """(len(texts), dim) float32, each row of unit length, so a dot product is the cosine similarity.
     `model`: a local path or hub id (None: the shipped all-MiniLM-L6-v2); `max_length` in tokens.
-    `cache`: only texts not in it are encoded (see EmbeddingCache). Longest texts are batched together
+    `cache`: only texts not in it are encoded; the caller saves it (see EmbeddingCache). Longest texts are batched together
     (little padding); bf16 autocast on CUDA."""
     from finetune_pipeline.training.base_model import resolve_base_model  # imports torch: on first use only
 
@@ -103,7 +106,6 @@ def embed(texts: Sequence[str], model: str | None, batch_size: int, max_length: 
     cache.reused += len(set(keys)) - len(missing)
     for k in keys:
         cache.used[k] = found[k]
-    cache.save()
     if not texts:
         return _encode(texts, name, batch_size, max_length)
     return np.stack([found[k] for k in keys]).astype(np.float32)

@@ -47,8 +47,7 @@ class LocalFrames:
         return LocalFrames(fn(self.frame, **fn_kwargs), self.execution)
 
     def map_groups(self, keys: list[str], fn: BatchFn, *, parallel: bool = False, **fn_kwargs) -> LocalFrames:
-        workers = local_workers(self.execution)
-        if parallel and workers > 1 and self.frame.height >= POOL_MIN_ROWS:
+        if parallel and self.frame.height >= POOL_MIN_ROWS and (workers := local_workers(self.execution)) > 1:
             return LocalFrames(process_pool_groups(self.frame, keys, fn, workers, **fn_kwargs), self.execution)
         return LocalFrames(fn(self.frame, **fn_kwargs), self.execution)
 

@@ -17,6 +17,14 @@ TEXTS = ["The invoice is overdue by three weeks.", "Please reset my password.", 
 ATOL = 1e-5
 
 
+def _stage(folder, texts, max_length=64):
+    """What a stage does: embed through a fresh cache, then save it."""
+    cache = EmbeddingCache(folder, "stage")
+    vectors = embed(texts, None, 2, max_length, cache=cache)
+    cache.save()
+    return vectors
+
+
 def _no_encoder(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("encoder called although every text was cached")
@@ -27,6 +35,7 @@ def test_second_call_reuses_every_vector_and_matches_uncached(tmp_path, monkeypa
     plain = embed(TEXTS, None, 2, 64)
     first = EmbeddingCache(tmp_path, "stage")
     cached = embed(TEXTS, None, 2, 64, cache=first)
+    first.save()
     assert (first.computed, first.reused) == (4, 0)
     np.testing.assert_array_equal(cached, plain)  # same texts, same batches: exact
     _no_encoder(monkeypatch)
@@ -38,7 +47,7 @@ def test_second_call_reuses_every_vector_and_matches_uncached(tmp_path, monkeypa
 
 
 def test_partial_hit_within_tolerance_of_uncached(tmp_path):
-    embed(TEXTS[:2], None, 2, 64, cache=EmbeddingCache(tmp_path, "stage"))
+    _stage(tmp_path, TEXTS[:2])
     cache = EmbeddingCache(tmp_path, "stage")
     mixed = embed(TEXTS, None, 2, 64, cache=cache)
     assert (cache.computed, cache.reused) == (2, 2)
@@ -46,7 +55,7 @@ def test_partial_hit_within_tolerance_of_uncached(tmp_path):
 
 
 def test_other_max_length_or_model_misses(tmp_path):
-    embed(TEXTS, None, 2, 64, cache=EmbeddingCache(tmp_path, "stage"))
+    _stage(tmp_path, TEXTS)
     cache = EmbeddingCache(tmp_path, "stage")
     embed(TEXTS, None, 2, 32, cache=cache)
     assert cache.computed == 4
@@ -64,17 +73,18 @@ def test_local_model_identity_follows_its_files(tmp_path):
 
 
 def test_corrupt_cache_file_is_recomputed(tmp_path):
-    embed(TEXTS, None, 2, 64, cache=EmbeddingCache(tmp_path, "stage"))
+    _stage(tmp_path, TEXTS)
     (tmp_path / "stage.parquet").write_bytes(b"not parquet")
     cache = EmbeddingCache(tmp_path, "stage")
     np.testing.assert_array_equal(embed(TEXTS, None, 2, 64, cache=cache), embed(TEXTS, None, 2, 64))
     assert cache.computed == 4
+    cache.save()
     assert EmbeddingCache(tmp_path, "stage").stored()  # rewritten whole
 
 
 def test_text_no_longer_embedded_is_pruned(tmp_path):
-    embed(TEXTS, None, 2, 64, cache=EmbeddingCache(tmp_path, "stage"))
-    embed(TEXTS[1:], None, 2, 64, cache=EmbeddingCache(tmp_path, "stage"))  # TEXTS[0] erased
+    _stage(tmp_path, TEXTS)
+    _stage(tmp_path, TEXTS[1:])  # TEXTS[0] erased
     stored = EmbeddingCache(tmp_path, "stage").stored()
     assert len(stored) == 3
     from finetune_pipeline.training.base_model import resolve_base_model
@@ -94,6 +104,7 @@ def test_domain_filter_reuses_the_vectors_of_its_examples_and_records(tmp_path, 
     plain = domain_filter(corpus, cfg)
     first = EmbeddingCache(tmp_path, "stage")
     cached = domain_filter(corpus, cfg, cache=first)
+    first.save()
     assert first.computed == len(TEXTS) + 1 and first.reused == 0  # the records and the description
     _no_encoder(monkeypatch)
     second = EmbeddingCache(tmp_path, "stage")
@@ -102,3 +113,10 @@ def test_domain_filter_reuses_the_vectors_of_its_examples_and_records(tmp_path, 
     for result in (cached, again):
         assert result.kept["record_id"].to_list() == plain.kept["record_id"].to_list()
         assert result.stats.score_histogram == plain.stats.score_histogram
+
+
+def test_a_stage_that_embedded_nothing_leaves_no_file(tmp_path):
+    _stage(tmp_path, TEXTS)
+    assert (tmp_path / "stage.parquet").exists()
+    EmbeddingCache(tmp_path, "stage").save()  # e.g. the domain filter and semantic dedup switched off
+    assert not (tmp_path / "stage.parquet").exists()

@@ -63,8 +63,8 @@ def deduplicated_corpus(context: dg.AssetExecutionContext, pipeline: PipelineRes
         from finetune_pipeline.embeddings import EmbeddingCache
         cache = EmbeddingCache(pipeline.data_root().embedding_cache, "deduplicated_corpus")
     result = deduplicate(cleaned_corpus, settings, embedding_cache=cache)
-    if cache is not None and not (cache.reused or cache.computed):
-        cache.file.unlink(missing_ok=True)  # no domain, no semantic dedup: nothing of an earlier run's texts stays
+    if cache is not None:
+        cache.save()  # only this run's vectors; none (no file) without a domain and semantic dedup
     reuse = {"embeddings_reused": cache.reused, "embeddings_computed": cache.computed} if cache else {}
     context.add_output_metadata({**reuse, **settings_used(settings, "dedup", "domain"), **execution_metadata(settings.execution),
                                  **stage_metadata(cleaned_corpus.height, result), **dedup_metadata(result.stats)})
