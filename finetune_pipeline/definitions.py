@@ -12,8 +12,7 @@ from finetune_pipeline.layout import DataRoot
 
 # One module per stage group, in pipeline order; each holds its assets and their checks.
 STAGE_MODULES = [collection, cleaning, labeling, augmentation, splits, training, reporting]
-ALL_ASSETS = dg.load_assets_from_modules(STAGE_MODULES)
-ALL_CHECKS = dg.load_asset_checks_from_modules(STAGE_MODULES)
+ALL_ASSETS = dg.load_assets_from_modules(STAGE_MODULES)  # each asset carries its checks (check_specs)
 
 
 def resources_for(pipeline: PipelineResource) -> dict:
@@ -33,7 +32,6 @@ def definitions_for(root: DataRoot | None = None) -> dg.Definitions:
     pipeline = PipelineResource(data_dir=str(root.path) if root else None)
     return dg.Definitions(
         assets=ALL_ASSETS,
-        asset_checks=ALL_CHECKS,
         jobs=[refresh_all, refresh_labels],
         schedules=[nightly_refresh],
         sensors=[new_raw_files, new_annotations, settings_changed],

@@ -73,6 +73,7 @@ def test_new_raw_files_make_the_dataset_and_adapter_stale_in_the_ui(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / "a.txt").write_text("I was charged twice for my order and would like a refund of one payment.")
+    (tmp_path / "finetune.yaml").write_text("checks: {min_records: 1}\n")  # raw_corpus's step runs its checks
     pipeline = PipelineResource(data_dir=str(tmp_path))
     defs = dg.Definitions(assets=[raw_files, raw_corpus],
                           jobs=[dg.define_asset_job("refresh", dg.AssetSelection.all(include_sources=True))],

@@ -10,6 +10,12 @@ from finetune_pipeline.layout import DataRoot
 from finetune_pipeline_tests.test_sources import _write_good_files
 
 
+def _small_root(root):
+    """These roots hold a few records: the blocking row-count check of raw_corpus (its step runs its checks)
+    is set to what they hold."""
+    (root / "finetune.yaml").write_text("checks: {min_records: 1}\n")
+
+
 def _materialize(root, instance):
     pipeline = PipelineResource(data_dir=str(root))
     result = dg.materialize([raw_corpus], instance=instance,
@@ -22,6 +28,7 @@ def _materialize(root, instance):
 
 def test_raw_corpus_reports_sources_and_parses_only_changes(tmp_path):
     _write_good_files(tmp_path)
+    _small_root(tmp_path)
     with dg.instance_for_test() as instance:
         first, logs = _materialize(tmp_path, instance)
         assert first["sources"] == 7 and first["sources_parsed"] == 7 and first["sources_from_cache"] == 0
@@ -40,6 +47,7 @@ def test_settings_can_be_overridden_per_run_from_run_config(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / "long.txt").write_text("\n\n".join(f"Paragraph {i} " + "word " * 60 for i in range(6)))
+    _small_root(tmp_path)
     pipeline = PipelineResource(data_dir=str(tmp_path))
     resources = resources_for(pipeline)
     with dg.instance_for_test() as instance:

@@ -218,7 +218,8 @@ def test_asset_metadata_shows_clusters_and_a_similarity_histogram(tmp_path):
     corpus = _corpus([BASE, BASE.replace("last week", "two weeks ago"), BASE.upper(), OTHER + " | pipe"])
     context = dg.build_asset_context(instance=dg.DagsterInstance.ephemeral())
     pipeline = PipelineResource(data_dir=str(tmp_path))
-    result = deduplicated_corpus(context, pipeline, RayCluster(pipeline=pipeline), corpus)
+    # the step yields its output first, then its checks' results (not evaluated here: no stored rejects)
+    result = next(iter(deduplicated_corpus(context, pipeline, RayCluster(pipeline=pipeline), corpus))).value
     meta = context.get_output_metadata("result")
     assert result.kept.height == 2 and meta["rows_rejected"] == 2
     assert (meta["exact_duplicates"], meta["near_duplicates"], meta["clusters_with_duplicates"]) == (1, 1, 1)

@@ -78,8 +78,19 @@ def test_any_stage_with_its_upstream_makes_a_job():
 
 
 def test_the_guard_of_separately_launched_runs_knows_every_blocking_check():
-    from finetune_pipeline.defs.gates import BLOCKING_CHECKS
+    from finetune_pipeline.defs.gates import blocking_checks
 
     graph = defs.get_repository_def().asset_graph
     blocking = {k for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
-    assert blocking == {k for keys in BLOCKING_CHECKS.values() for k in keys}
+    assert blocking == {k for keys in blocking_checks().values() for k in keys}
+
+
+def test_every_check_runs_in_the_step_of_its_asset():
+    """A check is a check spec of its asset, evaluated in the asset's step: no step (a process under the
+    multiprocess executor) of its own."""
+    job = defs.resolve_job_def("refresh_all")
+    steps = {node.name for node in job.graph.node_dict.values()}
+    graph = defs.get_repository_def().asset_graph
+    assert graph.asset_check_keys and not any(check.name in steps for check in graph.asset_check_keys)
+    for check in graph.asset_check_keys:
+        assert check in graph.get(check.asset_key).assets_def.check_keys, check

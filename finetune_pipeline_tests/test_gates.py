@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from finetune_pipeline.cleaning.privacy import personal_data_left
-from finetune_pipeline.definitions import ALL_ASSETS, ALL_CHECKS, resources_for
+from finetune_pipeline.definitions import ALL_ASSETS, resources_for
 from finetune_pipeline.defs import cli
 from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.layout import DataRoot
@@ -40,7 +40,7 @@ def _digests(folder: Path) -> dict[str, str]:
 
 def _run(root: Path, instance, *assets: str):
     job = dg.define_asset_job("gated", selection=dg.AssetSelection.assets(*assets)) if assets else None
-    defs = dg.Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=[job] if job else [],
+    defs = dg.Definitions(assets=ALL_ASSETS, jobs=[job] if job else [],
                           resources=resources_for(PipelineResource(data_dir=str(root))))
     name = "gated" if assets else "__ASSET_JOB"
     return defs.resolve_job_def(name).execute_in_process(instance=instance, raise_on_error=False)
@@ -260,8 +260,9 @@ def test_with_no_label_set_configured_a_label_only_the_model_gave_fails_the_labe
 
 def test_the_accounting_checks_fail_on_a_lost_reject_and_on_a_file_nobody_read(tmp_path):
     from finetune_pipeline import validation as v
-    from finetune_pipeline.defs.cleaning import cleaned_corpus, cleaned_corpus_accounting
-    from finetune_pipeline.defs.collection import raw_corpus, raw_corpus_every_file_accounted
+    from finetune_pipeline.defs.cleaning import cleaned_corpus
+    from finetune_pipeline.defs.collection import raw_corpus
+    from finetune_pipeline.defs.gates import GATES
 
     # by id, not by count: one record lost and one kept twice balance the counts, not the ids
     frame = v.reconciliation_frame(["a", "b", "c"], ["a", "a"], ["c", "x"])
@@ -277,17 +278,13 @@ def test_the_accounting_checks_fail_on_a_lost_reject_and_on_a_file_nobody_read(t
     (root / "raw" / ".hidden.txt").write_text("skipped by design")
     (root / "finetune.yaml").write_text(json.dumps({"labels": ["shipping"], "checks": {"min_records": 1},
                                                     "privacy": {"detector": "patterns"}}))
-    assets = [raw_corpus, cleaned_corpus, raw_corpus_every_file_accounted, cleaned_corpus_accounting]
-    resources = resources_for(PipelineResource(data_dir=str(root)))
-    instance = dg.DagsterInstance.ephemeral()
-
-    def run(selection=None) -> dict:
-        result = dg.materialize(assets, resources=resources, instance=instance, selection=selection,
-                                raise_on_error=False)
-        return {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
-                for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
-
-    checks = run()
+    pipeline = PipelineResource(data_dir=str(root))
+    result = dg.materialize([raw_corpus, cleaned_corpus], resources=resources_for(pipeline),
+                            instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
+              for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    assert set(checks) == {"raw_corpus_expectations", "raw_corpus_every_file_accounted",
+                           "cleaned_corpus_expectations", "cleaned_corpus_accounting"}
     assert all(c.passed for c in checks.values()), {k: c.description for k, c in checks.items()}
     rejects = pl.read_parquet(DataRoot(root).stage_rejects("raw_corpus"))
     assert ("raw/header_only.csv", "empty_file") in set(rejects.select("source_uri", "reason").iter_rows())
@@ -299,8 +296,13 @@ def test_the_accounting_checks_fail_on_a_lost_reject_and_on_a_file_nobody_read(t
     lost.head(0).write_parquet(stored)
     # A file added to raw/ after raw_corpus was built: on disk, in no record and no reject.
     (root / "raw" / "late.txt").write_text("A ticket that arrived after the collection ran, about a late parcel.")
-    # (one check per run: a failed blocking check on raw_corpus would stop the one reading raw_corpus)
-    accounting = run(dg.AssetSelection.checks(cleaned_corpus_accounting))["cleaned_corpus_accounting"]
-    files = run(dg.AssetSelection.checks(raw_corpus_every_file_accounted))["raw_corpus_every_file_accounted"]
+    # The checks run in their asset's step, on its stored value: here on what is on disk now.
+    def evaluate(asset: str, name: str):
+        check = next(g for g in GATES[asset] if g.name == name)
+        stored = {n: pl.read_parquet(DataRoot(root).asset_values / f"{n}.parquet") for n in (asset, *check.upstream)}
+        return check.evaluate(pipeline, stored[asset], **{n: stored[n] for n in check.upstream})
+
+    accounting = evaluate("cleaned_corpus", "cleaned_corpus_accounting")
+    files = evaluate("raw_corpus", "raw_corpus_every_file_accounted")
     assert not accounting.passed and accounting.metadata["records_lost"].value == lost["record_id"][0]
     assert not files.passed and files.metadata["unaccounted"].value == "raw/late.txt"

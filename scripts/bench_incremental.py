@@ -13,6 +13,10 @@ process) three times with one fresh DAGSTER_HOME:
      variation of an existing text record with a new sentence, so it is kept and labeled like the rest.
 For each run it prints the wall time of the command and the time of each step (STEP_START to
 STEP_SUCCESS in Dagster's event log), and writes them all as JSON to --out/bench.json.
+
+`--executor multiprocess` runs `dagster asset materialize -m finetune_pipeline.definitions --select ...`
+instead: Dagster's multiprocess executor, a process per step, as runs from the UI, the schedule and the
+sensors execute (each step's time then includes its process start).
 """
 
 from __future__ import annotations
@@ -126,15 +130,19 @@ def step_times(dagster_home: Path) -> dict[str, float]:
     return times
 
 
-def run_once(root: Path, dagster_home: Path, log: Path, until: str | None) -> float:
+def run_once(root: Path, dagster_home: Path, log: Path, until: str | None, executor: str = "in_process") -> float:
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "FINETUNE_DATA_DIR": str(root), "HF_HUB_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "DO_NOT_TRACK": "true",
            "UNSTRUCTURED_DISABLE_NOTICE": "1", "PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
     with log.open("w") as handle:
-        proc = subprocess.run([str(ROOT / ".venv" / "bin" / "finetune-pipeline"), "run", "--data-dir", str(root)]
-                              + (["--select", f"*{until}"] if until else []),
-                              cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        if executor == "multiprocess":
+            command = [str(ROOT / ".venv" / "bin" / "dagster"), "asset", "materialize", "-m",
+                       "finetune_pipeline.definitions", "--select", f"*{until}" if until else "*"]
+        else:
+            command = [str(ROOT / ".venv" / "bin" / "finetune-pipeline"), "run", "--data-dir", str(root)] \
+                + (["--select", f"*{until}"] if until else [])
+        proc = subprocess.run(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
     wall = round(time.perf_counter() - started, 1)
     if proc.returncode != 0:
         print(f"run failed (exit {proc.returncode}); see {log}", file=sys.stderr)
@@ -152,6 +160,11 @@ def main() -> int:
                         help="new records in the third run, as a share of the kept records")
     parser.add_argument("--until", default=None,
                         help="materialize only this asset and everything upstream (e.g. dataset_splits)")
+    parser.add_argument("--executor", choices=("in_process", "multiprocess"), default="in_process",
+                        help="in_process: `finetune-pipeline run` (make run); multiprocess: `dagster asset "
+                             "materialize`, a process per step, as the UI, schedule and sensors run")
+    parser.add_argument("--runs", nargs="+", choices=("full", "unchanged", "new_records"),
+                        default=["full", "unchanged", "new_records"], help="which runs, in order")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     root, home = out / "root", out / "dagster_home"
@@ -162,12 +175,13 @@ def main() -> int:
     home.mkdir(parents=True)
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-               "generated_records": generated, "until": args.until, "code": str(ROOT), "runs": []}
+               "generated_records": generated, "until": args.until, "executor": args.executor, "code": str(ROOT),
+               "runs": []}
     print(f"data root {root}: sample inputs + {generated} generated records; until {args.until or 'everything'}")
-    for name in ("full", "unchanged", "new_records"):
+    for name in args.runs:
         added = add_new_records(root, args.new_share) if name == "new_records" else 0
         load_before = os.getloadavg()
-        wall = run_once(root, home, out / f"{name}.log", args.until)
+        wall = run_once(root, home, out / f"{name}.log", args.until, args.executor)
         load_after = os.getloadavg()
         steps = subprocess.run([sys.executable, __file__, "--steps-of", str(home)], capture_output=True, text=True)
         times = json.loads(steps.stdout) if steps.returncode == 0 else {}

@@ -8,34 +8,34 @@ import polars as pl
 from finetune_pipeline import validation as v
 from finetune_pipeline.augment import augment_corpus
 from finetune_pipeline.defs import OWNERS
-from finetune_pipeline.defs.gates import accounting_check, label_suite_check, require_upstream_checks
+from finetune_pipeline.defs.gates import (accounting_check, check_specs, checked, label_suite_check,
+                                          require_upstream_checks)
 from finetune_pipeline.defs.metadata import augmentation_metadata, settings_used, stage_metadata
 from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.defs.types import CORPUS_COLUMNS, CorpusFrame, column_schema
-from finetune_pipeline.records import StageResult
-
-
-@dg.asset(group_name="augmentation", kinds={"polars"}, owners=OWNERS, dagster_type=CorpusFrame,
-          metadata=column_schema(CORPUS_COLUMNS),
-          description="Originals plus augmented training rows: each label topped up to its target by paraphrases "
-                      "and capped synthetic examples (when on; OpenAI-compatible endpoint, local model or rule "
-                      "variations, filtered with reasons), then copies. Only records that will be in train are "
-                      "augmented; new rows carry `augmented_from`, `augmentation` and `augmentation_model`.")
-def augmented_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource,
-                     labeled_corpus: pl.DataFrame) -> StageResult:
-    require_upstream_checks(context, "labeled_corpus")
-    settings = pipeline.settings()
-    result = augment_corpus(labeled_corpus, settings)
-    meta = stage_metadata(labeled_corpus.height, result)
-    meta["rows_out"] = labeled_corpus.height  # originals out; augmented rows are added, not counted as originals
-    context.add_output_metadata({**settings_used(settings, "augmentation"), **meta,
-                                 **augmentation_metadata(result.stats)})
-    if result.stats.generator_error:
-        context.log.warning(f"generator failed, gaps filled by copies: {result.stats.generator_error}")
-    return result
 
 
 augmented_corpus_expectations = label_suite_check(
     "augmented_corpus", lambda s, labels, records: v.augmented_expectations(s.checks.min_records, labels, records),
     "Unique record ids, labels from the set, augmentation columns present.")
 augmented_corpus_accounting = accounting_check("augmented_corpus", "labeled_corpus")
+
+
+@dg.asset(group_name="augmentation", kinds={"polars"}, owners=OWNERS, dagster_type=CorpusFrame,
+          metadata=column_schema(CORPUS_COLUMNS), check_specs=check_specs("augmented_corpus"),
+          description="Originals plus augmented training rows: each label topped up to its target by paraphrases "
+                      "and capped synthetic examples (when on; OpenAI-compatible endpoint, local model or rule "
+                      "variations, filtered with reasons), then copies. Only records that will be in train are "
+                      "augmented; new rows carry `augmented_from`, `augmentation` and `augmentation_model`.")
+def augmented_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource,
+                     labeled_corpus: pl.DataFrame):
+    require_upstream_checks(context, "labeled_corpus")
+    settings = pipeline.settings()
+    result = augment_corpus(labeled_corpus, settings)
+    meta = stage_metadata(labeled_corpus.height, result)
+    meta["rows_out"] = labeled_corpus.height  # originals out; augmented rows are added, not counted as originals
+    context.add_output_metadata({**settings_used(settings, "augmentation"), **meta,
+                                 **augmentation_metadata(result.stats)}, output_name="result")
+    if result.stats.generator_error:
+        context.log.warning(f"generator failed, gaps filled by copies: {result.stats.generator_error}")
+    yield from checked(context, pipeline, "augmented_corpus", result, labeled_corpus=labeled_corpus)

@@ -12,63 +12,11 @@ from finetune_pipeline.cleaning.cache import cached_clean_corpus
 from finetune_pipeline.cleaning.erasure import ErasureFileError, load_erasure_requests
 from finetune_pipeline.dedup import deduplicate
 from finetune_pipeline.defs import OWNERS
-from finetune_pipeline.defs.gates import accounting_check, require_upstream_checks, suite_check
+from finetune_pipeline.defs.gates import accounting_check, check_specs, checked, require_upstream_checks, suite_check
 from finetune_pipeline.defs.metadata import (cleaning_metadata, dedup_metadata, execution_metadata, settings_used,
                                              stage_metadata)
 from finetune_pipeline.defs.resources import PipelineResource, RayCluster
 from finetune_pipeline.defs.types import CORPUS_COLUMNS, CorpusFrame, column_schema
-from finetune_pipeline.records import StageResult
-
-
-@dg.asset(group_name="cleaning", kinds={"polars"}, owners=OWNERS, dagster_type=CorpusFrame,
-          metadata=column_schema(CORPUS_COLUMNS), code_version=CLEANING_CODE,
-          description="Records named by erasure_requests.csv removed; text repaired (ftfy), control characters, "
-                      "markup, boilerplate and page headers removed, unicode/whitespace/quotes/punctuation "
-                      "normalised; personal data redacted, dropped or kept by the privacy policy (Presidio + "
-                      "patterns); Gopher/C4 quality filters and language ID reject with their own reason. "
-                      "`text_raw` keeps the original for audit, `quality_flags` the flags raised. Records (PDF/Word: "
-                      "documents) whose content, erasure matches, cleaning/privacy settings and cleaning code are "
-                      "unchanged reuse their cached outcome (.pipeline/cache/; rows_reused, rows_cleaned).")
-def cleaned_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_cluster: RayCluster,
-                   raw_corpus: pl.DataFrame) -> StageResult:
-    require_upstream_checks(context, "raw_corpus")
-    settings = pipeline.settings()
-    try:
-        requests = load_erasure_requests(pipeline.data_root().path)
-    except ErasureFileError as exc:
-        raise dg.Failure(description=f"{exc}. Erasure requests cannot be skipped: fix the file and re-run.") from None
-    cache = pipeline.data_root().cleaning_cache if settings.execution.incremental else None
-    result, reuse = cached_clean_corpus(raw_corpus, settings, requests, cache)
-    context.add_output_metadata({**settings_used(settings, "cleaning", "privacy"), **reuse.to_dict(),
-                                 **execution_metadata(settings.execution), **stage_metadata(raw_corpus.height, result),
-                                 **cleaning_metadata(result.stats, settings.privacy.policy)})
-    return result
-
-
-@dg.asset(group_name="cleaning", kinds={"polars"}, owners=OWNERS, dagster_type=CorpusFrame,
-          metadata=column_schema(CORPUS_COLUMNS),
-          description="First, when finetune.yaml has a `domain`, records unlike it (MiniLM similarity to its "
-                      "description and examples, or a classifier) rejected as off_domain or flagged. Then exact "
-                      "duplicates (same text after case and whitespace folding), near duplicates (MinHash + "
-                      "LSH over word 3-grams, estimated Jaccard >= 0.7, clusters by connected components) and, "
-                      "when dedup.semantic is on, paraphrases (MiniLM embeddings, cosine >= 0.9) removed. The "
-                      "record seen first (ingested_at, source_uri, locator) is kept; rejects name it in "
-                      "duplicate_of, and `group_id` names the cluster.")
-def deduplicated_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_cluster: RayCluster,
-                        cleaned_corpus: pl.DataFrame) -> StageResult:
-    require_upstream_checks(context, "cleaned_corpus")
-    settings = pipeline.settings()
-    cache = None
-    if settings.execution.incremental:
-        from finetune_pipeline.embeddings import EmbeddingCache
-        cache = EmbeddingCache(pipeline.data_root().embedding_cache, "deduplicated_corpus")
-    result = deduplicate(cleaned_corpus, settings, embedding_cache=cache)
-    if cache is not None:
-        cache.save()  # only this run's vectors; none (no file) without a domain and semantic dedup
-    reuse = {"embeddings_reused": cache.reused, "embeddings_computed": cache.computed} if cache else {}
-    context.add_output_metadata({**reuse, **settings_used(settings, "dedup", "domain"), **execution_metadata(settings.execution),
-                                 **stage_metadata(cleaned_corpus.height, result), **dedup_metadata(result.stats)})
-    return result
 
 
 cleaned_corpus_expectations = suite_check(
@@ -81,3 +29,56 @@ deduplicated_corpus_expectations = suite_check(
     "deduplicated_corpus", lambda s, df: v.deduplicated_expectations(s.checks.min_records),
     "No two records with the same content hash; every record has a group_id.")
 deduplicated_corpus_accounting = accounting_check("deduplicated_corpus", "cleaned_corpus")
+
+
+@dg.asset(group_name="cleaning", kinds={"polars"}, owners=OWNERS, dagster_type=CorpusFrame,
+          metadata=column_schema(CORPUS_COLUMNS), code_version=CLEANING_CODE, check_specs=check_specs("cleaned_corpus"),
+          description="Records named by erasure_requests.csv removed; text repaired (ftfy), control characters, "
+                      "markup, boilerplate and page headers removed, unicode/whitespace/quotes/punctuation "
+                      "normalised; personal data redacted, dropped or kept by the privacy policy (Presidio + "
+                      "patterns); Gopher/C4 quality filters and language ID reject with their own reason. "
+                      "`text_raw` keeps the original for audit, `quality_flags` the flags raised. Records (PDF/Word: "
+                      "documents) whose content, erasure matches, cleaning/privacy settings and cleaning code are "
+                      "unchanged reuse their cached outcome (.pipeline/cache/; rows_reused, rows_cleaned).")
+def cleaned_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_cluster: RayCluster,
+                   raw_corpus: pl.DataFrame):
+    require_upstream_checks(context, "raw_corpus")
+    settings = pipeline.settings()
+    try:
+        requests = load_erasure_requests(pipeline.data_root().path)
+    except ErasureFileError as exc:
+        raise dg.Failure(description=f"{exc}. Erasure requests cannot be skipped: fix the file and re-run.") from None
+    cache = pipeline.data_root().cleaning_cache if settings.execution.incremental else None
+    result, reuse = cached_clean_corpus(raw_corpus, settings, requests, cache)
+    context.add_output_metadata({**settings_used(settings, "cleaning", "privacy"), **reuse.to_dict(),
+                                 **execution_metadata(settings.execution), **stage_metadata(raw_corpus.height, result),
+                                 **cleaning_metadata(result.stats, settings.privacy.policy)},
+                                output_name="result")
+    yield from checked(context, pipeline, "cleaned_corpus", result, raw_corpus=raw_corpus)
+
+
+@dg.asset(group_name="cleaning", kinds={"polars"}, owners=OWNERS, dagster_type=CorpusFrame,
+          metadata=column_schema(CORPUS_COLUMNS), check_specs=check_specs("deduplicated_corpus"),
+          description="First, when finetune.yaml has a `domain`, records unlike it (MiniLM similarity to its "
+                      "description and examples, or a classifier) rejected as off_domain or flagged. Then exact "
+                      "duplicates (same text after case and whitespace folding), near duplicates (MinHash + "
+                      "LSH over word 3-grams, estimated Jaccard >= 0.7, clusters by connected components) and, "
+                      "when dedup.semantic is on, paraphrases (MiniLM embeddings, cosine >= 0.9) removed. The "
+                      "record seen first (ingested_at, source_uri, locator) is kept; rejects name it in "
+                      "duplicate_of, and `group_id` names the cluster.")
+def deduplicated_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_cluster: RayCluster,
+                        cleaned_corpus: pl.DataFrame):
+    require_upstream_checks(context, "cleaned_corpus")
+    settings = pipeline.settings()
+    cache = None
+    if settings.execution.incremental:
+        from finetune_pipeline.embeddings import EmbeddingCache
+        cache = EmbeddingCache(pipeline.data_root().embedding_cache, "deduplicated_corpus")
+    result = deduplicate(cleaned_corpus, settings, embedding_cache=cache)
+    if cache is not None:
+        cache.save()  # only this run's vectors; none (no file) without a domain and semantic dedup
+    reuse = {"embeddings_reused": cache.reused, "embeddings_computed": cache.computed} if cache else {}
+    context.add_output_metadata({**reuse, **settings_used(settings, "dedup", "domain"),
+                                 **execution_metadata(settings.execution), **stage_metadata(cleaned_corpus.height, result),
+                                 **dedup_metadata(result.stats)}, output_name="result")
+    yield from checked(context, pipeline, "deduplicated_corpus", result, cleaned_corpus=cleaned_corpus)

@@ -138,7 +138,9 @@ def run(data_dir: str | None, select: str | None = None, instance=None) -> int:
         print(f"\n{kind} {evaluation.check_name} on {evaluation.asset_key.to_user_string()}: "
               f"{evaluation.description}", file=sys.stderr)
     if not result.success or failed_checks:
-        failures = [e for e in result.all_events if e.is_step_failure]
+        # a step failed by its own blocking check is reported by the FAILED CHECK lines above
+        failures = [e for e in result.all_events if e.is_step_failure
+                    and e.step_failure_data.error.cls_name != "DagsterAssetCheckFailedError"]
         for event in failures:
             print(f"\nFAILED STEP {event.step_key}: {event.step_failure_data.error.message.strip()}", file=sys.stderr)
         print("\nrun did not complete: see the failures above", file=sys.stderr)

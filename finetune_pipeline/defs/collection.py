@@ -9,12 +9,11 @@ import dagster as dg
 
 from finetune_pipeline import validation as v
 from finetune_pipeline.defs import OWNERS
-from finetune_pipeline.defs.gates import files_check, suite_check
+from finetune_pipeline.defs.gates import check_specs, checked, files_check, suite_check
 from finetune_pipeline.defs.metadata import collection_metadata, execution_metadata, settings_used, stage_metadata
 from finetune_pipeline.defs.resources import PipelineResource, RayCluster
 from finetune_pipeline.defs.types import CORPUS_COLUMNS, CorpusFrame, column_schema
 from finetune_pipeline.raw_inventory import inventory, inventory_version
-from finetune_pipeline.records import StageResult
 from finetune_pipeline.sources import collect_raw_corpus
 
 RAW_FILES = dg.AssetKey("raw_files")
@@ -31,20 +30,27 @@ def raw_files(pipeline: PipelineResource) -> dg.DataVersion:
     return dg.DataVersion(inventory_version(inventory(pipeline.data_root().raw)))
 
 
+raw_corpus_expectations = suite_check(
+    "raw_corpus", lambda s, df: v.corpus_expectations(s.checks.min_records),
+    "Standard record columns, unique non-null record_id, non-empty text, at least checks.min_records rows.")
+raw_corpus_every_file_accounted = files_check("raw_corpus")
+
+
 @dg.asset(group_name="collection", kinds={"polars", "unstructured"}, owners=OWNERS, deps=[RAW_FILES],
+          check_specs=check_specs("raw_corpus"),
           dagster_type=CorpusFrame, metadata=column_schema(CORPUS_COLUMNS),
           description="Every file under raw/ (txt, md, html, pdf, docx, eml, csv, jsonl, parquet, SQLite) and "
                       "every SQL source in finetune.yaml, parsed into records with provenance. Unreadable "
                       "inputs become rejects naming the file and the reason.")
-def raw_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_cluster: RayCluster) -> StageResult:
+def raw_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_cluster: RayCluster):
     settings, root = pipeline.settings(), pipeline.data_root()
     result = collect_raw_corpus(root.path, settings, cache_dir=root.parse_cache, progress=_progress_logger(context))
     context.add_output_metadata({
         **settings_used(settings, "sources"), **execution_metadata(settings.execution),
         **stage_metadata(result.kept.height + result.rejected.height, result),
         **collection_metadata(result.stats, sql_sources=len(settings.sources.sql)),
-    })
-    return result
+    }, output_name="result")
+    yield from checked(context, pipeline, "raw_corpus", result)
 
 
 def _progress_logger(context: dg.AssetExecutionContext, every_s: float = 5.0):
@@ -57,9 +63,3 @@ def _progress_logger(context: dg.AssetExecutionContext, every_s: float = 5.0):
             last[0] = now
             context.log.info(f"[{done}/{total}] {uri} ({status})")
     return report
-
-
-raw_corpus_expectations = suite_check(
-    "raw_corpus", lambda s, df: v.corpus_expectations(s.checks.min_records),
-    "Standard record columns, unique non-null record_id, non-empty text, at least checks.min_records rows.")
-raw_corpus_every_file_accounted = files_check("raw_corpus")

@@ -2,18 +2,24 @@
 accounting identity rows_in = rows_out + rows_rejected, and the guard that stops a stage whose upstream
 failed a blocking check.
 
-Within one run Dagster skips the steps downstream of a failed blocking check; a separately launched run
-that reads a failed gate is refused before it starts (run_gate.py), and `require_upstream_checks` stops
-its step should it start anyway (a run that bypasses the run coordinator).
+A stage's checks are check specs on its asset and run in the asset's own step, right after its output is
+stored (`checked`), on what was stored: a check costs its work, not a process of its own (3-4 s each under
+the multiprocess executor the UI, the schedule and the sensors use). A failed blocking check fails that step
+after the output is stored, so Dagster runs nothing downstream of it; a separately launched run that reads a
+failed gate is refused before it starts (run_gate.py), and `require_upstream_checks` stops its step should it
+start anyway (a run that bypasses the run coordinator).
 """
 
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Callable
 
 import dagster as dg
 import polars as pl
 
 from finetune_pipeline import validation as v
+from finetune_pipeline.defs.io import stored_value
 from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.defs.run_gate import latest_failure
 from finetune_pipeline.layout import DataRoot
@@ -22,21 +28,68 @@ from finetune_pipeline.settings import Settings
 from finetune_pipeline.tasks import task_for
 
 
-# The blocking checks by the asset they guard, recorded as the stage modules define them. A module defines
-# its assets' checks beside them, so a job that holds an upstream asset has recorded its checks.
-BLOCKING_CHECKS: dict[dg.AssetKey, set[dg.AssetCheckKey]] = {}
+@dataclass(frozen=True)
+class Gate:
+    """One check of an asset: `evaluate(pipeline, current, **upstream)` on the stored value of the asset
+    (`current`) and of the upstream assets it names (inputs of the asset's step)."""
+
+    asset: str
+    name: str
+    description: str
+    evaluate: Callable[..., dg.AssetCheckResult]
+    upstream: tuple[str, ...] = ()
+    blocking: bool = True
+
+    @property
+    def key(self) -> dg.AssetCheckKey:
+        return dg.AssetCheckKey(dg.AssetKey(self.asset), self.name)
+
+    def spec(self) -> dg.AssetCheckSpec:
+        return dg.AssetCheckSpec(self.name, asset=self.asset, description=self.description, blocking=self.blocking,
+                                 additional_deps=list(self.upstream))
+
+
+# The checks by the asset they check, in definition order. A stage module defines its assets' checks above
+# the assets, so an asset's specs are complete when it is decorated.
+GATES: dict[str, list[Gate]] = {}
 LISTED = 20  # record ids or paths listed in a failed check's metadata
 
 
-def blocking_check(asset: str, name: str, description: str, **kwargs):
-    """`dg.asset_check(blocking=True)` on `asset`, recorded for `require_upstream_checks`."""
+def gate(asset: str, name: str, description: str, upstream: tuple[str, ...] = (), blocking: bool = True):
+    """Register `fn(pipeline, current, **upstream) -> AssetCheckResult` as a check of `asset`."""
 
-    def decorate(fn) -> dg.AssetChecksDefinition:
-        checks_def = dg.asset_check(asset=asset, name=name, blocking=True, description=description, **kwargs)(fn)
-        BLOCKING_CHECKS.setdefault(dg.AssetKey(asset), set()).update(checks_def.check_keys)
-        return checks_def
+    def decorate(fn):
+        GATES.setdefault(asset, []).append(Gate(asset, name, description, fn, tuple(upstream), blocking))
+        return fn
 
     return decorate
+
+
+def blocking_checks() -> dict[dg.AssetKey, set[dg.AssetCheckKey]]:
+    """The blocking checks by the asset they guard (for `require_upstream_checks`)."""
+    return {dg.AssetKey(asset): {g.key for g in gates if g.blocking} for asset, gates in GATES.items()}
+
+
+def check_specs(*assets: str) -> list[dg.AssetCheckSpec]:
+    """The check specs of `assets`, for `@dg.asset(check_specs=...)`."""
+    return [g.spec() for asset in assets for g in GATES.get(asset, [])]
+
+
+def checked(context: dg.AssetExecutionContext, pipeline: PipelineResource, asset: str, value,
+            **upstream) -> Iterator:
+    """Yield the asset's output (`value`, or a `dg.Output`), then the result of each of its selected checks on
+    the value as stored. Dagster stores an output when it is yielded, before this resumes, so a check that
+    reads the stage's files (its rejects) reads this run's."""
+    output = value if isinstance(value, dg.Output) else dg.Output(value)
+    yield output
+    selected = context.selected_asset_check_keys
+    current = stored_value(output.value)
+    for g in GATES.get(asset, []):
+        if g.key in selected:
+            result = g.evaluate(pipeline, current, **{name: upstream[name] for name in g.upstream})
+            yield dg.AssetCheckResult(check_name=g.name, asset_key=dg.AssetKey(asset), passed=result.passed,
+                                      severity=result.severity, description=result.description,
+                                      metadata=result.metadata)
 
 
 def require_upstream_checks(context: dg.AssetExecutionContext, *upstream: str) -> None:
@@ -47,7 +100,7 @@ def require_upstream_checks(context: dg.AssetExecutionContext, *upstream: str) -
 
 
 def _require(context: dg.AssetExecutionContext, upstream: str) -> None:
-    for check_key in sorted(BLOCKING_CHECKS.get(dg.AssetKey(upstream), ()), key=lambda k: k.name):
+    for check_key in sorted(blocking_checks().get(dg.AssetKey(upstream), ()), key=lambda k: k.name):
         if failure := latest_failure(context.instance, check_key):
             raise dg.Failure(description=failure.message())
 
@@ -66,7 +119,7 @@ def suite_result(*results: v.SuiteResult, extra: dict | None = None) -> dg.Asset
 def suite_check(asset: str, expectations: Callable[[Settings, pl.DataFrame], list], description: str):
     """A blocking check that runs a GX suite built from the settings on the asset's frame."""
 
-    @blocking_check(asset, f"{asset}_expectations", description)
+    @gate(asset, f"{asset}_expectations", description)
     def _check(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
         return suite_result(v.validate(current, f"{asset}_expectations", expectations(pipeline.settings(), current)))
 
@@ -78,18 +131,17 @@ def accounting_check(asset: str, upstream: str):
     by record id, against the stage's rejects on disk: a row lost, kept twice, both kept and rejected, or
     invented fails, even where the counts alone would balance."""
 
-    @blocking_check(asset, f"{asset}_accounting", f"every record of {upstream} is kept or rejected at {asset} "
-                    "exactly once, by record id, against the rejects on disk (rows_in = rows_out + rows_rejected)",
-                    additional_ins={"upstream": dg.AssetIn(upstream)})
-    def _check(pipeline: PipelineResource, current: pl.DataFrame, upstream: pl.DataFrame) -> dg.AssetCheckResult:
+    @gate(asset, f"{asset}_accounting", f"every record of {upstream} is kept or rejected at {asset} exactly once, "
+          "by record id, against the rejects on disk (rows_in = rows_out + rows_rejected)", upstream=(upstream,))
+    def _check(pipeline: PipelineResource, current: pl.DataFrame, **inputs: pl.DataFrame) -> dg.AssetCheckResult:
         originals = current.filter(pl.col("augmented_from").is_null()) if "augmented_from" in current.columns \
             else current
-        rejected = pipeline.stage_rejects(asset)
-        frame = v.reconciliation_frame(upstream["record_id"].to_list(), originals["record_id"].to_list(),
+        read, rejected = inputs[upstream], pipeline.stage_rejects(asset)
+        frame = v.reconciliation_frame(read["record_id"].to_list(), originals["record_id"].to_list(),
                                        rejected["record_id"].to_list())
         wrong = frame.filter(pl.col("status") != "once")
         return suite_result(v.validate(frame, f"{asset}_accounting", v.reconciliation_expectations()), extra={
-            "rows_in": upstream.height, "rows_out": originals.height, "rows_rejected": rejected.height,
+            "rows_in": read.height, "rows_out": originals.height, "rows_rejected": rejected.height,
             **{f"records_{status}": ", ".join(ids[:LISTED]) for status, ids in
                wrong.group_by("status").agg(pl.col("record_id").sort()).sort("status").iter_rows()}})
 
@@ -99,9 +151,9 @@ def accounting_check(asset: str, upstream: str):
 def files_check(asset: str = "raw_corpus"):
     """Blocking: every file under raw/, listed from the disk (not by the collector), gave records or a reject."""
 
-    @blocking_check(asset, f"{asset}_every_file_accounted",
-                    "Every file under raw/ (hidden names aside), listed from the disk, gave at least one record or a "
-                    "reject: no input vanishes without a reason.")
+    @gate(asset, f"{asset}_every_file_accounted",
+          "Every file under raw/ (hidden names aside), listed from the disk, gave at least one record or a "
+          "reject: no input vanishes without a reason.")
     def _check(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
         root = pipeline.data_root()
         uris = set(current["source_uri"].to_list()) | set(pipeline.stage_rejects(asset)["source_uri"].to_list())
@@ -155,7 +207,7 @@ def label_suite_check(asset: str, expectations: Callable[[Settings, list[str], l
     """A blocking check that runs a GX suite built from the settings and the label set (`labels_and_records`,
     with the published split's labels) on the asset's frame."""
 
-    @blocking_check(asset, f"{asset}_expectations", description)
+    @gate(asset, f"{asset}_expectations", description)
     def _check(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
         settings = pipeline.settings()
         labels, records = labels_and_records(settings, current, pipeline.data_root())

@@ -12,6 +12,16 @@ from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.records import StageResult
 
 
+def stored_value(obj):
+    """What a downstream step (or a check) reads back of `obj`: a StageResult's kept frame, a frame as is
+    (Parquet keeps its types), a dict as its JSON."""
+    if isinstance(obj, StageResult):
+        return obj.kept
+    if isinstance(obj, dict):
+        return json.loads(json.dumps(obj, default=str))
+    return obj
+
+
 class ParquetIOManager(dg.ConfigurableIOManager):
     pipeline: dg.ResourceDependency[PipelineResource]
 

@@ -11,7 +11,8 @@ import polars as pl
 
 from finetune_pipeline import validation as v
 from finetune_pipeline.defs import OWNERS
-from finetune_pipeline.defs.gates import accounting_check, label_suite_check, require_upstream_checks
+from finetune_pipeline.defs.gates import (accounting_check, check_specs, checked, label_suite_check,
+                                          require_upstream_checks)
 from finetune_pipeline.defs.metadata import (execution_metadata, labeling_metadata, review_metadata, settings_used,
                                              stage_metadata)
 from finetune_pipeline.defs.resources import PipelineResource, RayCluster
@@ -21,9 +22,16 @@ from finetune_pipeline.labeling.annotations import load_annotations
 from finetune_pipeline.labeling.review import write_review_export
 
 
+labeled_corpus_expectations = label_suite_check(
+    "labeled_corpus", lambda s, labels, records: v.labeled_expectations(s.checks.min_records, labels, records),
+    "Every record has a label from the label set, a known label_source and a confidence in [0, 1].")
+labeled_corpus_accounting = accounting_check("labeled_corpus", "deduplicated_corpus")
+
+
 @dg.multi_asset(
     name="labeling",
     can_subset=True,
+    check_specs=check_specs("labeled_corpus"),
     outs={
         "labeled_corpus": dg.AssetOut(
             group_name="labeling", kinds={"polars"}, owners=OWNERS, is_required=False, dagster_type=CorpusFrame,
@@ -54,17 +62,11 @@ def labeling(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_
         context.log.warning(f"annotations/{problem['file']} {problem['where']}: {problem['reason']}")
 
     if "labeled_corpus" in context.selected_output_names:
-        yield dg.Output(result, "labeled_corpus", metadata={
+        yield from checked(context, pipeline, "labeled_corpus", dg.Output(result, "labeled_corpus", metadata={
             **stage_metadata(deduplicated_corpus.height, result),
             **settings_used(settings, "labels", "labeling"), **execution_metadata(settings.execution),
             **labeling_metadata(result.stats),
-        })
+        }), deduplicated_corpus=deduplicated_corpus)
     if "review_queue" in context.selected_output_names:
         paths = write_review_export(result.review_queue, result.stats.labels, root.review)
         yield dg.Output(result.review_queue, "review_queue", metadata=review_metadata(result.review_queue, paths))
-
-
-labeled_corpus_expectations = label_suite_check(
-    "labeled_corpus", lambda s, labels, records: v.labeled_expectations(s.checks.min_records, labels, records),
-    "Every record has a label from the label set, a known label_source and a confidence in [0, 1].")
-labeled_corpus_accounting = accounting_check("labeled_corpus", "deduplicated_corpus")

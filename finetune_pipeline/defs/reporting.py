@@ -9,31 +9,16 @@ from finetune_pipeline.cleaning import CleaningStats
 from finetune_pipeline.cleaning.bias import bias_findings, bias_report
 from finetune_pipeline.dedup import DedupStats
 from finetune_pipeline.defs import OWNERS
-from finetune_pipeline.defs.gates import require_upstream_checks
+from finetune_pipeline.defs.gates import check_specs, checked, gate, require_upstream_checks
 from finetune_pipeline.defs.metadata import bias_metadata, rejects_metadata, settings_used
 from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.records import CORPUS_STAGES
 
 
-@dg.asset(name="bias_report", group_name="reporting", kinds={"polars"}, owners=OWNERS,
-          description="Bias report: per label, how many records mention common demographic term "
-                      "groups (gender, age, nationality, religion), with the label distribution. A non-blocking "
-                      "check warns when a group is far over- or under-represented (rule: finetune.yaml `bias`).")
-def bias_report_table(context: dg.AssetExecutionContext, pipeline: PipelineResource,
-                      labeled_corpus: pl.DataFrame) -> pl.DataFrame:
-    require_upstream_checks(context, "labeled_corpus")
-    settings = pipeline.settings()
-    report = bias_report(labeled_corpus)
-    findings = bias_findings(report, settings.bias)
-    context.add_output_metadata({**settings_used(settings, "bias"),
-                                 **bias_metadata(report, findings, labeled_corpus)})
-    return report
-
-
-@dg.asset_check(asset="bias_report", name="bias_report_representation", blocking=False,
-                description="Warns (never blocks) when a demographic term group is far over- or under-represented: "
-                            "one group above bias.max_group_share of its dimension's mentions, or a label whose "
-                            "share differs from the corpus-wide share by more than bias.max_label_skew.")
+@gate("bias_report", "bias_report_representation", blocking=False,
+      description="Warns (never blocks) when a demographic term group is far over- or under-represented: one "
+                  "group above bias.max_group_share of its dimension's mentions, or a label whose share differs "
+                  "from the corpus-wide share by more than bias.max_label_skew.")
 def bias_report_representation(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
     findings = bias_findings(current, pipeline.settings().bias)
     return dg.AssetCheckResult(
@@ -41,6 +26,22 @@ def bias_report_representation(pipeline: PipelineResource, current: pl.DataFrame
         description="; ".join(findings) or "no group far over- or under-represented",
         metadata={"findings": len(findings)},
     )
+
+
+@dg.asset(name="bias_report", group_name="reporting", kinds={"polars"}, owners=OWNERS,
+          check_specs=check_specs("bias_report"),
+          description="Bias report: per label, how many records mention common demographic term "
+                      "groups (gender, age, nationality, religion), with the label distribution. A non-blocking "
+                      "check warns when a group is far over- or under-represented (rule: finetune.yaml `bias`).")
+def bias_report_table(context: dg.AssetExecutionContext, pipeline: PipelineResource,
+                      labeled_corpus: pl.DataFrame):
+    require_upstream_checks(context, "labeled_corpus")
+    settings = pipeline.settings()
+    report = bias_report(labeled_corpus)
+    findings = bias_findings(report, settings.bias)
+    context.add_output_metadata({**settings_used(settings, "bias"),
+                                 **bias_metadata(report, findings, labeled_corpus)}, output_name="result")
+    yield from checked(context, pipeline, "bias_report", report)
 
 
 @dg.asset(group_name="reporting", kinds={"polars"}, owners=OWNERS,

@@ -14,7 +14,8 @@ from finetune_pipeline.cleaning.bias import bias_findings, bias_report
 from finetune_pipeline.cleaning.privacy import personal_data_left
 from finetune_pipeline.dedup import DedupStats
 from finetune_pipeline.defs import OWNERS
-from finetune_pipeline.defs.gates import blocking_check, labels_and_records, require_upstream_checks, suite_result
+from finetune_pipeline.defs.gates import (check_specs, checked, gate, labels_and_records, require_upstream_checks,
+                                          suite_result)
 from finetune_pipeline.defs.metadata import settings_used, splits_metadata, table
 from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.defs.types import SPLIT_COLUMNS, SplitsFrame, column_schema
@@ -28,15 +29,114 @@ from finetune_pipeline.tasks import task_for
 LISTED = 20  # record ids listed in a failed check's metadata
 
 
+@gate("dataset_splits", "dataset_splits_no_leakage",
+      "Split values valid, every label in every split, no record or group (near-duplicate cluster) in two "
+      "splits, no source document's chunks in two splits (splits.group_by: document), augmented and "
+      "synthetic rows only in train and in their source's split, label shares per "
+      "split within splits.proportion_tolerance of the whole.")
+def dataset_splits_no_leakage(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
+    settings = pipeline.settings()
+    task = task_for(settings)
+    labels, records = labels_and_records(settings, current, pipeline.data_root())
+    groups, augmented = v.leakage_frames(current)
+    group_exps, aug_exps = v.leakage_expectations()
+    results = [
+        v.validate(current, "dataset_splits_expectations",
+                   v.split_expectations(settings.checks.min_records, labels, records)),
+        v.validate(groups, "dataset_splits_groups", group_exps),
+        v.validate(v.proportion_frame(current, settings.splits.proportion_tolerance, task.stratify_column(current)),
+                   "dataset_splits_proportions", v.proportion_expectations()),
+    ]
+    if task.labeled:  # every label in every split
+        results.insert(1, v.validate(v.label_coverage_frame(current, labels), "dataset_splits_label_coverage",
+                                     v.label_coverage_expectations()))
+    if augmented.height:
+        results.append(v.validate(augmented, "dataset_splits_augmented", aug_exps))
+    if settings.splits.group_by == "document":  # the chunks of one document in one split
+        results.append(v.validate(v.document_frame(current, DOCUMENT_SOURCE_TYPES), "dataset_splits_documents",
+                                  group_exps))
+    return suite_result(*results, extra=_candidate(pipeline))
+
+
+@gate("dataset_splits", "dataset_splits_no_personal_data",
+      "The PII detector (privacy.detector) run over every text written to the split export (each turn "
+      "of a conversation included) finds nothing of a kind the privacy policy redacts or drops.")
+def dataset_splits_no_personal_data(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
+    settings, root = pipeline.settings(), pipeline.data_root()
+    exported = exports.exported_texts(root.staged(root.splits_export))
+    found = personal_data_left(exported["text"].to_list(), settings.privacy)
+    frame = v.personal_data_frame(exported, found)
+    by_kind: dict[str, int] = {}
+    for counts in found:
+        for kind, n in counts.items():
+            by_kind[kind] = by_kind.get(kind, 0) + n
+    leaking = frame.filter(pl.col("personal_data_found") > 0)
+    return suite_result(v.validate(frame, "dataset_splits_no_personal_data", v.personal_data_expectations()),
+                        extra={**_candidate(pipeline), "rows_scanned": frame.height,
+                               "found_by_kind": ", ".join(f"{k}: {n}" for k, n in sorted(by_kind.items())) or "none",
+                               "records_with_personal_data": ", ".join(leaking["record_id"].head(LISTED)) or "none"})
+
+
+@gate("dataset_splits", "dataset_splits_no_contamination",
+      "No near-duplicate cluster (word 3-gram MinHash at splits.contamination_threshold, looser than "
+      "dedup's) has records in two splits: nothing in test or validation is a light edit of training "
+      "data.")
+def dataset_splits_no_contamination(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
+    settings = pipeline.settings()
+    crossing = cross_split_near_duplicates(current, settings.splits.contamination_threshold, settings.dedup)
+    frame = v.contamination_frame(current, crossing)
+    return suite_result(v.validate(frame, "dataset_splits_no_contamination", v.contamination_expectations()),
+                        extra={**_candidate(pipeline), "clusters_across_splits": crossing.height,
+                               "clusters": table(["cluster", "records", "splits"], [
+                                   [c, ", ".join(r), ", ".join(s)] for c, r, s in crossing.head(LISTED).iter_rows()])
+                               if crossing.height else "none"})
+
+
+def _warning(passed: bool, description: str, frame: pl.DataFrame) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN, description=description,
+                               metadata={"values": table(frame.columns, [list(r) for r in frame.rows()])
+                                         if frame.height else "none"})
+
+
+@gate("dataset_splits", "dataset_splits_share_drift", blocking=False,
+      description="Warning: no label (category for conversations) moved its share of the records by more than "
+                  "checks.max_share_drift since the last published split.")
+def dataset_splits_share_drift(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
+    settings, root = pipeline.settings(), pipeline.data_root()
+    column = task_for(settings).stratify_column(current)
+    previous = _published(root)
+    frame = v.share_drift_frame(current, previous, column, settings.checks.max_share_drift)
+    moved = frame.filter(~pl.col("within"))
+    description = ("nothing published yet" if previous.is_empty() else
+                   f"{moved.height} {column} value(s) moved more than {settings.checks.max_share_drift:.0%}: "
+                   + ", ".join(moved["value"]) if moved.height else f"every {column} share within "
+                   f"{settings.checks.max_share_drift:.0%} of the last published split")
+    return _warning(moved.is_empty(), description, frame)
+
+
+@gate("dataset_splits", "dataset_splits_test_support", blocking=False,
+      description="Warning: every label (category for conversations) has at least checks.min_test_per_label "
+                  "records in the test split, enough to be measured at all.")
+def dataset_splits_test_support(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
+    settings = pipeline.settings()
+    column = task_for(settings).stratify_column(current)
+    frame = v.test_support_frame(current, column)
+    few = frame.filter(pl.col("test_records") < settings.checks.min_test_per_label)
+    description = (f"{few.height} {column} value(s) with fewer than {settings.checks.min_test_per_label} test "
+                   "records: " + ", ".join(f"{a} ({b})" for a, b in few.rows()) if few.height
+                   else f"every {column} value has {settings.checks.min_test_per_label}+ test records")
+    return _warning(few.is_empty(), description, frame)
+
+
 @dg.asset(group_name="splits", kinds={"polars", "huggingface"}, owners=OWNERS, dagster_type=SplitsFrame,
-          metadata=column_schema(SPLIT_COLUMNS),
+          metadata=column_schema(SPLIT_COLUMNS), check_specs=check_specs("dataset_splits"),
           description="Stratified, group-aware train/validation/test split (default 0.8/0.1/0.1, seeded); "
                       "records that are near copies (MinHash at splits.contamination_threshold) share a group; "
                       "augmented rows stay in their source's split (train). Written as a candidate to "
                       ".pipeline/staging/exports/splits/ (a datasets.DatasetDict and JSONL, plus folds.parquet "
                       "when k-fold is on); published_splits publishes it once the blocking checks pass.")
 def dataset_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource,
-                   augmented_corpus: pl.DataFrame) -> pl.DataFrame:
+                   augmented_corpus: pl.DataFrame):
     require_upstream_checks(context, "augmented_corpus")
     settings, root = pipeline.settings(), pipeline.data_root()
     task = task_for(settings)
@@ -52,8 +152,8 @@ def dataset_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource
         staged_folds.unlink(missing_ok=True)
     context.add_output_metadata({**settings_used(settings, "splits"), **splits_metadata(splits),
                                  **_moves_metadata(splits, _published(root)),
-                                 "candidate_path": dg.MetadataValue.path(str(target))})
-    return splits
+                                 "candidate_path": dg.MetadataValue.path(str(target))}, output_name="result")
+    yield from checked(context, pipeline, "dataset_splits", splits)
 
 
 def _published(root) -> pl.DataFrame:
@@ -108,102 +208,3 @@ def published_splits(context: dg.AssetExecutionContext, pipeline: PipelineResour
 def _candidate(pipeline: PipelineResource) -> dict:
     root = pipeline.data_root()
     return {"candidate": dg.MetadataValue.path(str(root.staged(root.splits_export)))}
-
-
-@blocking_check("dataset_splits", "dataset_splits_no_leakage",
-                "Split values valid, every label in every split, no record or group (near-duplicate cluster) in two "
-                "splits, no source document's chunks in two splits (splits.group_by: document), augmented and "
-                "synthetic rows only in train and in their source's split, label shares per "
-                "split within splits.proportion_tolerance of the whole.")
-def dataset_splits_no_leakage(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
-    settings = pipeline.settings()
-    task = task_for(settings)
-    labels, records = labels_and_records(settings, current, pipeline.data_root())
-    groups, augmented = v.leakage_frames(current)
-    group_exps, aug_exps = v.leakage_expectations()
-    results = [
-        v.validate(current, "dataset_splits_expectations",
-                   v.split_expectations(settings.checks.min_records, labels, records)),
-        v.validate(groups, "dataset_splits_groups", group_exps),
-        v.validate(v.proportion_frame(current, settings.splits.proportion_tolerance, task.stratify_column(current)),
-                   "dataset_splits_proportions", v.proportion_expectations()),
-    ]
-    if task.labeled:  # every label in every split
-        results.insert(1, v.validate(v.label_coverage_frame(current, labels), "dataset_splits_label_coverage",
-                                     v.label_coverage_expectations()))
-    if augmented.height:
-        results.append(v.validate(augmented, "dataset_splits_augmented", aug_exps))
-    if settings.splits.group_by == "document":  # the chunks of one document in one split
-        results.append(v.validate(v.document_frame(current, DOCUMENT_SOURCE_TYPES), "dataset_splits_documents",
-                                  group_exps))
-    return suite_result(*results, extra=_candidate(pipeline))
-
-
-@blocking_check("dataset_splits", "dataset_splits_no_personal_data",
-                "The PII detector (privacy.detector) run over every text written to the split export (each turn "
-                "of a conversation included) finds nothing of a kind the privacy policy redacts or drops.")
-def dataset_splits_no_personal_data(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
-    settings, root = pipeline.settings(), pipeline.data_root()
-    exported = exports.exported_texts(root.staged(root.splits_export))
-    found = personal_data_left(exported["text"].to_list(), settings.privacy)
-    frame = v.personal_data_frame(exported, found)
-    by_kind: dict[str, int] = {}
-    for counts in found:
-        for kind, n in counts.items():
-            by_kind[kind] = by_kind.get(kind, 0) + n
-    leaking = frame.filter(pl.col("personal_data_found") > 0)
-    return suite_result(v.validate(frame, "dataset_splits_no_personal_data", v.personal_data_expectations()),
-                        extra={**_candidate(pipeline), "rows_scanned": frame.height,
-                               "found_by_kind": ", ".join(f"{k}: {n}" for k, n in sorted(by_kind.items())) or "none",
-                               "records_with_personal_data": ", ".join(leaking["record_id"].head(LISTED)) or "none"})
-
-
-@blocking_check("dataset_splits", "dataset_splits_no_contamination",
-                "No near-duplicate cluster (word 3-gram MinHash at splits.contamination_threshold, looser than "
-                "dedup's) has records in two splits: nothing in test or validation is a light edit of training "
-                "data.")
-def dataset_splits_no_contamination(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
-    settings = pipeline.settings()
-    crossing = cross_split_near_duplicates(current, settings.splits.contamination_threshold, settings.dedup)
-    frame = v.contamination_frame(current, crossing)
-    return suite_result(v.validate(frame, "dataset_splits_no_contamination", v.contamination_expectations()),
-                        extra={**_candidate(pipeline), "clusters_across_splits": crossing.height,
-                               "clusters": table(["cluster", "records", "splits"], [
-                                   [c, ", ".join(r), ", ".join(s)] for c, r, s in crossing.head(LISTED).iter_rows()])
-                               if crossing.height else "none"})
-
-
-def _warning(passed: bool, description: str, frame: pl.DataFrame) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN, description=description,
-                               metadata={"values": table(frame.columns, [list(r) for r in frame.rows()])
-                                         if frame.height else "none"})
-
-
-@dg.asset_check(asset="dataset_splits", name="dataset_splits_share_drift", blocking=False,
-                description="Warning: no label (category for conversations) moved its share of the records by more "
-                            "than checks.max_share_drift since the last published split.")
-def dataset_splits_share_drift(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
-    settings, root = pipeline.settings(), pipeline.data_root()
-    column = task_for(settings).stratify_column(current)
-    previous = _published(root)
-    frame = v.share_drift_frame(current, previous, column, settings.checks.max_share_drift)
-    moved = frame.filter(~pl.col("within"))
-    description = ("nothing published yet" if previous.is_empty() else
-                   f"{moved.height} {column} value(s) moved more than {settings.checks.max_share_drift:.0%}: "
-                   + ", ".join(moved["value"]) if moved.height else f"every {column} share within "
-                   f"{settings.checks.max_share_drift:.0%} of the last published split")
-    return _warning(moved.is_empty(), description, frame)
-
-
-@dg.asset_check(asset="dataset_splits", name="dataset_splits_test_support", blocking=False,
-                description="Warning: every label (category for conversations) has at least "
-                            "checks.min_test_per_label records in the test split, enough to be measured at all.")
-def dataset_splits_test_support(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
-    settings = pipeline.settings()
-    column = task_for(settings).stratify_column(current)
-    frame = v.test_support_frame(current, column)
-    few = frame.filter(pl.col("test_records") < settings.checks.min_test_per_label)
-    description = (f"{few.height} {column} value(s) with fewer than {settings.checks.min_test_per_label} test "
-                   "records: " + ", ".join(f"{a} ({b})" for a, b in few.rows()) if few.height
-                   else f"every {column} value has {settings.checks.min_test_per_label}+ test records")
-    return _warning(few.is_empty(), description, frame)

@@ -13,7 +13,7 @@ import polars as pl
 from finetune_pipeline import atomic, exports, incremental, reporting
 from finetune_pipeline import validation as v
 from finetune_pipeline.defs import OWNERS
-from finetune_pipeline.defs.gates import blocking_check, require_upstream_checks, suite_result
+from finetune_pipeline.defs.gates import check_specs, checked, gate, require_upstream_checks, suite_result
 from finetune_pipeline.defs.metadata import settings_used
 from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.splits import cross_validation_folds
@@ -23,7 +23,38 @@ from finetune_pipeline.tasks import task_for, task_named
 TRAINING_CODE = incremental.code_version(incremental.TRAINING_CODE, incremental.TRAINING_PACKAGES)
 
 
+@gate("lora_adapter", "lora_adapter_beats_baseline",
+      "No NaN training loss, the test metric beats the baseline (accuracy above the majority class for "
+      "classification, response-token loss below the untuned base model's for instruction), and the "
+      "headline test metric reaches checks.adapter_floor when one is set.")
+def lora_adapter_beats_baseline(pipeline: PipelineResource, current: dict) -> dg.AssetCheckResult:
+    settings, root = pipeline.settings(), pipeline.data_root()
+    frame, expectations, scores = task_named(current.get("task")).quality_gate(current, settings.checks.adapter_floor)
+    candidate = root.staged(root.adapter(settings.training.adapter_name))
+    return suite_result(v.validate(frame, "lora_adapter_expectations", expectations),
+                        extra={**scores, "candidate": dg.MetadataValue.path(str(candidate))})
+
+
+@gate("approach_comparison", "approach_comparison_complete",
+      "Every configured approach has a row with a finite test metric (macro-F1, or perplexity for "
+      "instruction tasks), no NaN loss and its trainable parameters.")
+def approach_comparison_complete(pipeline: PipelineResource, current: dict) -> dg.AssetCheckResult:
+    settings = pipeline.settings()
+    task, rows = task_for(settings), current["rows"]
+    frame = pl.DataFrame({
+        "approach": [r["approach"] for r in rows],
+        "test_metric": [task.comparison_value(r) for r in rows],
+        "nan_loss": [r["nan_loss"] for r in rows],
+        "trainable_parameters": [r["trainable_parameters"] for r in rows],
+    }, schema={"approach": pl.String, "test_metric": pl.Float64, "nan_loss": pl.Boolean,
+               "trainable_parameters": pl.Int64})
+    expectations = v.comparison_expectations(task.approaches(settings.training))
+    return suite_result(v.validate(frame, "approach_comparison_expectations", expectations),
+                        extra={"approaches": ", ".join(r["approach"] for r in rows)})
+
+
 @dg.asset(group_name="training", kinds={"pytorch", "peft"}, owners=OWNERS, pool="gpu", code_version=TRAINING_CODE,
+          check_specs=check_specs("lora_adapter"),
           description="The task's adapter, trained on the train split with early stopping on validation and "
                       "evaluated on test: PEFT LoRA on the base encoder for sequence classification (the head saved "
                       "with it), or LoRA on `instruction_base_model` for instruction tasks (chat template, loss on "
@@ -31,7 +62,7 @@ TRAINING_CODE = incremental.code_version(incremental.TRAINING_CODE, incremental.
                       "safetensors with the tokenizer, metrics.json and a model card under "
                       ".pipeline/staging/models/<adapter_name>/, the candidate published_adapter publishes.")
 def lora_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource,
-                 dataset_splits: pl.DataFrame) -> dg.Output[dict]:
+                 dataset_splits: pl.DataFrame):
     require_upstream_checks(context, "dataset_splits")
     settings, root = pipeline.settings(), pipeline.data_root()
     task, cfg = task_for(settings), settings.training
@@ -60,8 +91,9 @@ def lora_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource,
         "wall_time_s": metrics["wall_time_s"],
         "peak_memory_mb": metrics["peak_memory_mb"],
         "data_snapshot": snapshot,
-    })
-    return dg.Output(metrics, data_version=dg.DataVersion(key))  # a kept candidate keeps its data version
+    }, output_name="result")
+    # a kept candidate keeps its data version
+    yield from checked(context, pipeline, "lora_adapter", dg.Output(metrics, data_version=dg.DataVersion(key)))
 
 
 def _reuse_metadata(reused: bool, key: str, snapshot: str) -> dict:
@@ -73,7 +105,7 @@ def _reuse_metadata(reused: bool, key: str, snapshot: str) -> dict:
 
 
 @dg.asset(group_name="training", kinds={"pytorch", "peft", "sklearn"}, owners=OWNERS, pool="gpu",
-          code_version=TRAINING_CODE,
+          code_version=TRAINING_CODE, check_specs=check_specs("approach_comparison"),
           description="The fine-tuning approaches of `training.compare` (LoRA, full fine-tuning, feature-based: "
                       "frozen embeddings + logistic regression; instruction tuning for instruction tasks) trained "
                       "on the same splits: test accuracy and macro-F1 (or loss and perplexity), trainable "
@@ -85,7 +117,7 @@ def _reuse_metadata(reused: bool, key: str, snapshot: str) -> dict:
                       "cross-validated: mean ± std of the fold metric, LoRA against each approach paired by fold; "
                       "training.lora_search chooses LoRA's settings on those folds first.")
 def approach_comparison(context: dg.AssetExecutionContext, pipeline: PipelineResource,
-                        dataset_splits: pl.DataFrame, lora_adapter: dict) -> dg.Output[dict]:
+                        dataset_splits: pl.DataFrame, lora_adapter: dict):
     require_upstream_checks(context, "dataset_splits", "lora_adapter")
     settings, root = pipeline.settings(), pipeline.data_root()
     task = task_for(settings)
@@ -123,8 +155,8 @@ def approach_comparison(context: dg.AssetExecutionContext, pipeline: PipelineRes
         "device": result["rows"][0]["device"] if result["rows"] else "none",
         "path": dg.MetadataValue.path(str(paths["md"])),
         **_cross_validation_metadata(result),
-    })
-    return dg.Output(result, data_version=dg.DataVersion(key))
+    }, output_name="result")
+    yield from checked(context, pipeline, "approach_comparison", dg.Output(result, data_version=dg.DataVersion(key)))
 
 
 def _cross_validation_metadata(result: dict) -> dict:
@@ -137,18 +169,6 @@ def _cross_validation_metadata(result: dict) -> dict:
             "cross_validation_wall_time_s": cross["wall_time_s"],
             "lora_settings_chosen": dg.MetadataValue.json({**search["chosen"], "lora_alpha": search["lora_alpha"]})
             if search else "configured (training.lora_search.enabled: false)"}
-
-
-@blocking_check("lora_adapter", "lora_adapter_beats_baseline",
-                "No NaN training loss, the test metric beats the baseline (accuracy above the majority class for "
-                "classification, response-token loss below the untuned base model's for instruction), and the "
-                "headline test metric reaches checks.adapter_floor when one is set.")
-def lora_adapter_beats_baseline(pipeline: PipelineResource, current: dict) -> dg.AssetCheckResult:
-    settings, root = pipeline.settings(), pipeline.data_root()
-    frame, expectations, scores = task_named(current.get("task")).quality_gate(current, settings.checks.adapter_floor)
-    candidate = root.staged(root.adapter(settings.training.adapter_name))
-    return suite_result(v.validate(frame, "lora_adapter_expectations", expectations),
-                        extra={**scores, "candidate": dg.MetadataValue.path(str(candidate))})
 
 
 @dg.asset(group_name="training", kinds={"peft"}, owners=OWNERS,
@@ -180,21 +200,3 @@ def published_comparison(context: dg.AssetExecutionContext, pipeline: PipelineRe
         atomic.publish(root.staged(root.comparison_export(suffix)), root.comparison_export(suffix))
     context.add_output_metadata({"path": dg.MetadataValue.path(str(root.comparison_export("md")))})
     return {"path": str(root.comparison_export("md"))}
-
-
-@blocking_check("approach_comparison", "approach_comparison_complete",
-                "Every configured approach has a row with a finite test metric (macro-F1, or perplexity for "
-                "instruction tasks), no NaN loss and its trainable parameters.")
-def approach_comparison_complete(pipeline: PipelineResource, current: dict) -> dg.AssetCheckResult:
-    settings = pipeline.settings()
-    task, rows = task_for(settings), current["rows"]
-    frame = pl.DataFrame({
-        "approach": [r["approach"] for r in rows],
-        "test_metric": [task.comparison_value(r) for r in rows],
-        "nan_loss": [r["nan_loss"] for r in rows],
-        "trainable_parameters": [r["trainable_parameters"] for r in rows],
-    }, schema={"approach": pl.String, "test_metric": pl.Float64, "nan_loss": pl.Boolean,
-               "trainable_parameters": pl.Int64})
-    expectations = v.comparison_expectations(task.approaches(settings.training))
-    return suite_result(v.validate(frame, "approach_comparison_expectations", expectations),
-                        extra={"approaches": ", ".join(r["approach"] for r in rows)})
