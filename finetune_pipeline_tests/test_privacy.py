@@ -23,6 +23,21 @@ def test_pii_redacted_with_typed_placeholders():
     assert dict(result.counts) == {"email": 1, "phone": 1, "credit_card": 1, "us_ssn": 1, "ip_address": 1, "iban": 1}
 
 
+def test_a_sign_off_name_ending_a_one_line_ticket_is_redacted_even_when_the_surname_is_a_word():
+    """Tickets and chats flattened to one line end in "... Thanks, Crystal King": the sign-off cue must not
+    need a line break, and NER misses such names (3,000 generated tickets: 22 leaked this way)."""
+    body = "The parcel is still not sorted and I need help with the tracking number."
+    for name in ("Crystal King", "Kimberly Hall", "Theresa Price", "Emily Day", "Madison Rivera"):
+        for ending in ("", ".", "!"):
+            result = apply_pii_policy(f"{body} You can reach me at me@example.com. Thanks, {name}{ending}",
+                                      PrivacySettings())
+            assert result.text.endswith(f"Thanks, <PERSON>{ending}"), result.text
+            assert not any(part in result.text for part in name.split())
+    # the cue is a sign-off ending the text, after a sentence: not any "thanks," with capitalised words
+    kept = apply_pii_policy(f"{body} Thanks, Support Team", PrivacySettings()).text
+    assert kept.endswith("Support Team")
+
+
 def test_names_addresses_ipv6_and_international_phones():
     text = ("Dear Mrs. Jane Doe-Smith,\nplease ship it to 6234 Smith Mountains Suite 880, Port Amanda, NV 12345 "
             "or call +44 20 7946 0958, +49(0)30 1234567 or (05553) 123456. The VPN gave me 2001:db8::8a2e:370:7334.\n"

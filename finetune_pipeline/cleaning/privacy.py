@@ -99,6 +99,8 @@ _NAME_CUES = [
     # "Kind regards, Maria" ending a line, or "Thanks,\nMaria" ending the text
     r"(?im)^[ \t]*" + _SIGN_OFF + r",[ \t]*" + _ANY_CASE_NAME + r"[ \t]*[.!]?[ \t]*$",
     r"(?i)(?:^|\n)[ \t]*" + _SIGN_OFF + r",?[ \t]*\n\s*" + _ANY_CASE_NAME + r"[ \t]*[.!]?\s*\Z",
+    # "... still not sorted. Thanks, Robin Black" ending a text written on one line (a flattened ticket or chat)
+    r"(?<=[.!?])[ \t]+(?i:" + _SIGN_OFF + r"),[ \t]*" + _FULL_NAME + r"[ \t]*[.!]?\s*\Z",
     _first_letter("mint") + r"(?i:my name is|my name's|i am|i'm|this is|name:)\s+" + _FULL_NAME,
     r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame)\.?\s+" + _FULL_NAME,
     _first_letter("abcdfhlmnpstw")
