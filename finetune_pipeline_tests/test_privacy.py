@@ -38,6 +38,14 @@ def test_a_sign_off_name_ending_a_one_line_ticket_is_redacted_even_when_the_surn
     assert kept.endswith("Support Team")
 
 
+def test_two_layers_finding_parts_of_one_name_leave_no_part_of_it():
+    """The gazetteer finds "Jason Hernandez", a pattern "Hernandez Beyond": the longer alone left "Jason"."""
+    text = "Realize what we ordered. Thanks, Jason Hernandez Beyond rock data price card couple by remember."
+    result = apply_pii_policy(text, PrivacySettings())
+    assert result.text == "Realize what we ordered. Thanks, <PERSON> rock data price card couple by remember."
+    assert result.counts["person"] == 1
+
+
 def test_names_addresses_ipv6_and_international_phones():
     text = ("Dear Mrs. Jane Doe-Smith,\nplease ship it to 6234 Smith Mountains Suite 880, Port Amanda, NV 12345 "
             "or call +44 20 7946 0958, +49(0)30 1234567 or (05553) 123456. The VPN gave me 2001:db8::8a2e:370:7334.\n"

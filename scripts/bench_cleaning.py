@@ -9,10 +9,12 @@ JSONL and SQLite texts and notes.txt) recombined into texts of one to three sent
 as people write them (sign-offs, attributions such as "- Ada Lovelace", "note from ...", mid-sentence),
 5 % with an e-mail and a phone number, 3 % in German, French or Spanish (Faker's word lists), 2 % too short.
 
-One process, one thread for numpy/BLAS: the figure is per core. Prints records/s over wall time and over
-this process's CPU time (the fairer figure on a shared machine), the records kept and rejected by reason,
-and a digest of every outcome (record id, reason, cleaned text): equal digests mean the same decisions and
-the same redactions. `--dump` writes each outcome as a JSON line, to diff two checkouts.
+One process, one thread for numpy/BLAS: the figure is per core. `--cold` skips the warm-up, so the figure
+includes what a fresh cleaning process (a Dagster step, a worker) pays before its first record. Prints
+records/s over wall time and over this process's CPU time (the fairer figure on a shared machine), the
+records kept and rejected by reason, and a digest of every outcome (record id, reason, cleaned text): equal
+digests mean the same decisions and the same redactions. `--dump` writes each outcome as a JSON line, to
+diff two checkouts.
 """
 
 from __future__ import annotations
@@ -94,23 +96,25 @@ def corpus(texts: list[str]):
     return corpus_frame(rows)
 
 
-def run(frame, detector: str, dump: Path | None) -> None:
+def run(frame, detector: str, dump: Path | None, cold: bool = False) -> None:
+    wall, cpu = time.perf_counter(), time.process_time()  # cold: imports and model loads are timed too
     from finetune_pipeline.cleaning import clean_corpus
     from finetune_pipeline.settings import load_settings
 
     settings = load_settings(SAMPLE, overrides={"privacy": {"detector": detector}})
-    clean_corpus(frame.head(50), settings)  # warm-up: models and word lists load outside the timing
-    from finetune_pipeline.cleaning import privacy
+    if not cold:
+        clean_corpus(frame.head(50), settings)  # warm-up: models and word lists load outside the timing
+        from finetune_pipeline.cleaning import privacy
 
-    getattr(privacy, "first_names", lambda: None)()  # the name gazetteer (absent in older checkouts)
-    wall, cpu = time.perf_counter(), time.process_time()
+        getattr(privacy, "first_names", lambda: None)()  # the name gazetteer (absent in older checkouts)
+        wall, cpu = time.perf_counter(), time.process_time()
     result = clean_corpus(frame, settings)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     outcomes = sorted([(r["record_id"], "kept", r["text"]) for r in result.kept.iter_rows(named=True)]
                       + [(r["record_id"], r["reason"], "") for r in result.rejected.iter_rows(named=True)])
     digest = hashlib.sha256(json.dumps(outcomes).encode()).hexdigest()[:16]
     reasons = Counter(r for _, r, _ in outcomes)
-    print(f"detector={detector:<9} {frame.height} records  wall {wall:7.2f} s {frame.height / wall:8.0f} records/s  "
+    print(f"{'cold, ' if cold else ''}detector={detector:<9} {frame.height} records  wall {wall:7.2f} s {frame.height / wall:8.0f} records/s  "
           f"cpu {cpu:7.2f} s {frame.height / cpu:8.0f} records/s (per core)")
     print(f"  outcomes {dict(sorted(reasons.items()))}  pii {dict(sorted(result.stats.pii_by_type.items()))}  "
           f"digest {digest}")
@@ -125,14 +129,18 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=21)
     parser.add_argument("--detector", nargs="+", choices=["presidio", "patterns"], default=["presidio", "patterns"])
     parser.add_argument("--dump", type=Path, default=None, help="write outcomes to DUMP-<detector>.jsonl")
+    parser.add_argument("--cold", action="store_true",
+                        help="no warm-up: time what a fresh cleaning process pays (imports, models), one detector")
     args = parser.parse_args()
     sys.path.insert(0, os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] or str(SAMPLE.parent))
     import finetune_pipeline
 
     print(f"code: {Path(finetune_pipeline.__file__).parent}")
     frame = corpus(make_texts(args.records, args.seed))
+    if args.cold and len(args.detector) > 1:
+        parser.error("--cold times one fresh process: give one --detector")
     for detector in args.detector:
-        run(frame, detector, args.dump)
+        run(frame, detector, args.dump, args.cold)
     return 0
 
 

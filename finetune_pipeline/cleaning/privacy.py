@@ -604,10 +604,24 @@ def fast_presidio_spans(texts: list[str], min_score: float, single_word_names: b
     return spans
 
 
+def merge_same_kind(spans: list[PiiSpan]) -> list[PiiSpan]:
+    """Overlapping spans of one type as their union: two layers that each found part of a name ("Jason
+    Hernandez" by the gazetteer, "Hernandez Beyond" by a pattern) leave no part of it behind."""
+    merged: list[PiiSpan] = []
+    for span in sorted(spans, key=lambda s: (s.kind, s.start, -s.end)):
+        last = merged[-1] if merged else None
+        if last and last.kind == span.kind and span.start < last.end:
+            merged[-1] = PiiSpan(last.start, max(last.end, span.end), span.kind)
+        else:
+            merged.append(span)
+    return merged
+
+
 def resolve_overlaps(spans: list[PiiSpan]) -> list[PiiSpan]:
-    """Keep non-overlapping spans: higher-priority types first, then longer spans."""
+    """Keep non-overlapping spans: overlapping spans of one type merged (`merge_same_kind`), then
+    higher-priority types first, then longer spans."""
     kept: list[PiiSpan] = []
-    for span in sorted(spans, key=lambda s: (_PRIORITY[s.kind], -(s.end - s.start), s.start)):
+    for span in sorted(merge_same_kind(spans), key=lambda s: (_PRIORITY[s.kind], -(s.end - s.start), s.start)):
         if all(span.end <= k.start or span.start >= k.end for k in kept):
             kept.append(span)
     return sorted(kept, key=lambda s: s.start)
