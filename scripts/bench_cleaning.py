@@ -85,6 +85,19 @@ def make_texts(records: int, seed: int = 21) -> list[str]:
     return texts
 
 
+def soak_tickets(records: int) -> list[str]:
+    """The first `records` tickets of bench_soak's generator (seed 7), as bench_incremental.py adds them."""
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_soak import generate
+
+    with tempfile.TemporaryDirectory() as folder:
+        generate(Path(folder), records)
+        parts = sorted((Path(folder) / "raw" / "exports").glob("part-*.jsonl"))
+        return [json.loads(line)["text"] for part in parts for line in part.read_text().splitlines() if line]
+
+
 def corpus(texts: list[str]):
     from finetune_pipeline.records import corpus_frame, make_record_id, sha256_text
 
@@ -129,6 +142,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=21)
     parser.add_argument("--detector", nargs="+", choices=["presidio", "patterns"], default=["presidio", "patterns"])
     parser.add_argument("--dump", type=Path, default=None, help="write outcomes to DUMP-<detector>.jsonl")
+    parser.add_argument("--tickets", action="store_true",
+                        help="instead of the short texts: bench_soak's support tickets (seed 7, the texts that "
+                             "bench_incremental.py --records adds), the first --records of them")
     parser.add_argument("--cold", action="store_true",
                         help="no warm-up: time what a fresh cleaning process pays (imports, models), one detector")
     args = parser.parse_args()
@@ -136,7 +152,7 @@ def main() -> int:
     import finetune_pipeline
 
     print(f"code: {Path(finetune_pipeline.__file__).parent}")
-    frame = corpus(make_texts(args.records, args.seed))
+    frame = corpus(soak_tickets(args.records) if args.tickets else make_texts(args.records, args.seed))
     if args.cold and len(args.detector) > 1:
         parser.error("--cold times one fresh process: give one --detector")
     for detector in args.detector:
