@@ -5,7 +5,8 @@
     finetune.yaml             settings (optional)
     erasure_requests.csv      right-to-erasure requests (optional)
     .pipeline/                intermediate asset values, per-stage rejects and statistics, the parse cache,
-                              cache/ (cleaned records by content and settings), staging/ (exports and models waiting for their checks)
+                              cache/ (cleaned records, embeddings and the export check's counts, by content
+                              and settings), staging/ (exports and models waiting for their checks)
     exports/                  splits, folds, rejects, review tasks, the data card, the approach comparison
     models/                   one adapter per task, registry.json, the comparison's models
 """
@@ -64,6 +65,11 @@ class DataRoot:
     def cleaning_cache(self) -> Path:
         """Cleaned outcome rows by unit key (cleaning/cache.py), so unchanged records are not cleaned again."""
         return self.storage / "cache" / "cleaned_corpus.parquet"
+
+    @property
+    def personal_data_check_cache(self) -> Path:
+        """Per exported text (by sha256 key), what dataset_splits_no_personal_data found (cleaning/cache.py)."""
+        return self.storage / "cache" / "personal_data_check.parquet"
 
     @property
     def embedding_cache(self) -> Path:

@@ -280,3 +280,34 @@ def test_a_changed_section_or_erasure_request_runs_the_stages_it_affects_and_no_
     assert stages is None and after == cursor
     sensor = defs.get_sensor_def("settings_changed")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING and sensor.job_name == "refresh_all"
+
+
+def test_the_export_check_scans_only_texts_it_has_not_seen_with_these_settings(tmp_path, monkeypatch):
+    from collections import Counter
+
+    from finetune_pipeline.cleaning import cache as cleaning_cache
+    from finetune_pipeline.cleaning.privacy import personal_data_left
+    from finetune_pipeline.settings import PrivacySettings
+
+    texts = ["My parcel never came, call me on +44 20 7946 0958.", "The app crashes at login.",
+             "Ask <PERSON> about the refund.", "Mail anna.berg@example.com with the receipt.",
+             "The app crashes at login."]
+    policy, file = PrivacySettings(detector="patterns"), tmp_path / "personal_data_check.parquet"
+    scanned: list[int] = []
+
+    def counting(batch, settings):
+        scanned.append(len(batch))
+        return personal_data_left(batch, settings)
+
+    monkeypatch.setattr(cleaning_cache, "personal_data_left", counting)
+    expected = personal_data_left(texts, policy)
+    assert cleaning_cache.cached_personal_data_left(texts, policy, file) == expected
+    assert expected[0] == Counter(phone=1) and expected[3] == Counter(email=1) and not expected[1]
+    assert scanned == [4]  # the repeated text once
+    assert cleaning_cache.cached_personal_data_left(texts, policy, file) == expected and scanned == [4]
+    assert cleaning_cache.cached_personal_data_left(texts + ["Or ring 020 7946 0958."], policy, file)[-1] \
+        == Counter(phone=1) and scanned == [4, 1]
+    keep_phones = PrivacySettings(detector="patterns", phone="keep")
+    assert cleaning_cache.cached_personal_data_left(texts, keep_phones, file)[0] == Counter()  # scanned again
+    assert scanned == [4, 1, 4]
+    assert not any(t in file.read_bytes().decode("latin-1") for t in ("anna.berg", "7946"))  # keys, not texts

