@@ -138,7 +138,6 @@ def _read(cache_file: Path, keyed: pl.DataFrame, rows: int) -> pl.DataFrame:
     return cached.filter(pl.col(KEY).is_in(complete.implode()))
 
 
-
 def cached_personal_data_left(texts: list[str], policy: PrivacySettings, cache_file: Path | None) -> list[Counter]:
     """`privacy.personal_data_left` of each text, reusing the counts stored for a text seen with the same
     privacy settings and cleaning code (the detector's outcome is a function of those three), so the
