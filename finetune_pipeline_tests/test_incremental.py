@@ -311,3 +311,5 @@ def test_the_export_check_scans_only_texts_it_has_not_seen_with_these_settings(t
     assert cleaning_cache.cached_personal_data_left(texts, keep_phones, file)[0] == Counter()  # scanned again
     assert scanned == [4, 1, 4]
     assert not any(t in file.read_bytes().decode("latin-1") for t in ("anna.berg", "7946"))  # keys, not texts
+    file.write_bytes(b"not parquet")  # a damaged cache: every text scanned again, the same counts
+    assert cleaning_cache.cached_personal_data_left(texts, policy, file) == expected and scanned == [4, 1, 4, 4]
