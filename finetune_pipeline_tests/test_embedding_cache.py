@@ -120,3 +120,60 @@ def test_a_stage_that_embedded_nothing_leaves_no_file(tmp_path):
     assert (tmp_path / "stage.parquet").exists()
     EmbeddingCache(tmp_path, "stage").save()  # e.g. the domain filter and semantic dedup switched off
     assert not (tmp_path / "stage.parquet").exists()
+
+
+def _labeling_corpus():
+    from finetune_pipeline.records import corpus_frame
+
+    texts = TEXTS + ["My parcel never arrived, where is it?", "I was charged twice for one order."]
+    return corpus_frame([{"record_id": f"r{i}", "text": text, "source_uri": f"raw/r{i}.txt", "locator": "element 0",
+                          "content_sha256": "0" * 64} for i, text in enumerate(texts)])
+
+
+def test_zero_shot_labels_reuse_their_vectors_with_the_same_predictions(tmp_path, monkeypatch):
+    from finetune_pipeline.labeling.zero_shot import predict_labels
+    from finetune_pipeline.settings import LabelingSettings
+
+    texts, labels = _labeling_corpus()["text"].to_list(), ["billing", "account_access", "shipping"]
+    cfg = LabelingSettings(label_descriptions={"billing": "a charge, a payment or an invoice"})
+    plain = predict_labels(texts, labels, cfg)
+    first = EmbeddingCache(tmp_path, "labeled_corpus")
+    cached = predict_labels(texts, labels, cfg, cache=first)
+    first.save()
+    assert (first.computed, first.reused) == (len(texts) + len(labels), 0)  # the texts and the label descriptions
+    _no_encoder(monkeypatch)
+    second = EmbeddingCache(tmp_path, "labeled_corpus")
+    again = predict_labels(texts, labels, cfg, cache=second)
+    assert (second.computed, second.reused) == (0, len(texts) + len(labels))
+    for result in (cached, again):
+        assert result.labels == plain.labels
+        np.testing.assert_allclose(result.confidences, plain.confidences, atol=ATOL)
+
+
+def test_a_fully_cached_labeling_pass_does_not_import_torch(tmp_path):
+    """What an unchanged rerun's labeling step pays: the vectors from the cache, no torch and no encoder."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import sys
+        import polars as pl
+        from finetune_pipeline.embeddings import EmbeddingCache
+        from finetune_pipeline.labeling import apply_labels
+        from finetune_pipeline.settings import Settings
+        corpus = pl.read_parquet(sys.argv[1])
+        settings = Settings(labels=["billing", "shipping"], checks={{"min_records": 1}})
+        cache = EmbeddingCache(sys.argv[2], "labeled_corpus")
+        result = apply_labels(corpus, settings, embedding_cache=cache)
+        cache.save()
+        print(cache.computed, cache.reused, "torch" in sys.modules, result.kept.height + result.rejected.height)
+    """)
+    corpus = tmp_path / "corpus.parquet"
+    _labeling_corpus().write_parquet(corpus)
+    run = [sys.executable, "-c", script, str(corpus), str(tmp_path / "cache")]
+    first = subprocess.run(run, capture_output=True, text=True, check=True).stdout.split()
+    second = subprocess.run(run, capture_output=True, text=True, check=True).stdout.split()
+    n = _labeling_corpus().height
+    assert first == [str(n + 2), "0", "True", str(n)]
+    assert second == ["0", str(n + 2), "False", str(n)]

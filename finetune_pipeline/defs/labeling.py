@@ -17,6 +17,7 @@ from finetune_pipeline.defs.metadata import (execution_metadata, labeling_metada
                                              stage_metadata)
 from finetune_pipeline.defs.resources import PipelineResource, RayCluster
 from finetune_pipeline.defs.types import CORPUS_COLUMNS, REVIEW_COLUMNS, CorpusFrame, ReviewFrame, column_schema
+from finetune_pipeline.embeddings import EmbeddingCache
 from finetune_pipeline.labeling import apply_labels
 from finetune_pipeline.labeling.annotations import load_annotations
 from finetune_pipeline.labeling.review import write_review_export
@@ -57,7 +58,10 @@ def labeling(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_
     require_upstream_checks(context, "deduplicated_corpus")
     settings, root = pipeline.settings(), pipeline.data_root()
     annotations, problems = load_annotations(root.annotations)
-    result = apply_labels(deduplicated_corpus, settings, annotations, problems)
+    cache = EmbeddingCache(root.embedding_cache, "labeled_corpus") if settings.execution.incremental else None
+    result = apply_labels(deduplicated_corpus, settings, annotations, problems, embedding_cache=cache)
+    if cache is not None:
+        cache.save()
     for problem in problems:
         context.log.warning(f"annotations/{problem['file']} {problem['where']}: {problem['reason']}")
 
@@ -66,6 +70,7 @@ def labeling(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_
             **stage_metadata(deduplicated_corpus.height, result),
             **settings_used(settings, "labels", "labeling"), **execution_metadata(settings.execution),
             **labeling_metadata(result.stats),
+            **({"embeddings_reused": cache.reused, "embeddings_computed": cache.computed} if cache else {}),
         }), deduplicated_corpus=deduplicated_corpus)
     if "review_queue" in context.selected_output_names:
         paths = write_review_export(result.review_queue, result.stats.labels, root.review)

