@@ -2,6 +2,7 @@
 normalisation switches, and each quality filter with its own reason."""
 
 import pytest
+from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from finetune_pipeline.cleaning import clean_corpus
 from finetune_pipeline.cleaning.normalize import normalize_text
@@ -164,3 +165,52 @@ def test_ftfy_is_skipped_only_where_it_changes_nothing():
     assert noise.fix_encoding("bell\x07") == ftfy.fix_text("bell\x07", uncurl_quotes=False, normalization=None,
                                                            fix_character_width=False, fix_latin_ligatures=False,
                                                            unescape_html=False)
+
+
+def _repeated_ngrams_reference(tokens: list[str], settings: CleaningSettings):
+    """Gopher's repetition rule, written out plainly: every n measured, the first share over its limit rejects."""
+    from collections import Counter
+
+    chars = max(1, sum(len(w) for w in tokens))
+    for n, limit in sorted(settings.max_top_ngram_share.items()):
+        counts = Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+        gram, count = counts.most_common(1)[0] if counts else ((), 0)
+        if count >= 2 and count * sum(map(len, gram)) / chars > limit:
+            return "top", n
+    for n, limit in sorted(settings.max_duplicate_ngram_share.items()):
+        grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+        counts = Counter(grams)
+        covered = {j for i, g in enumerate(grams) if counts[g] > 1 for j in range(i, i + n)}
+        if sum(len(tokens[j]) for j in covered) / chars > limit:
+            return "duplicated", n
+    return None
+
+
+@st.composite
+def _phrase_texts(draw):
+    """Texts made of a few phrases (1-12 words of a 300-word vocabulary), some repeated: every amount of
+    repetition, from none to most of the text."""
+    phrases = draw(st.lists(st.lists(st.integers(0, 299), min_size=1, max_size=12), min_size=1, max_size=8))
+    order = draw(st.lists(st.integers(0, len(phrases) - 1), min_size=1, max_size=20))
+    return [f"w{'x' * (n % 7)}{n}" for i in order for n in phrases[i]]
+
+
+# Gopher's limits, and limits under which a text passes at n = 5 and fails at a longer n (with Gopher's, a
+# share falls with n about as fast as its limit, so that case is rare).
+_REPETITION_LIMITS = [CleaningSettings(), CleaningSettings(
+    repetition_min_words=10, max_top_ngram_share={2: 0.9, 3: 0.9, 4: 0.9},
+    max_duplicate_ngram_share={5: 0.9, 7: 0.3, 10: 0.1})]
+
+
+@given(_phrase_texts(), st.sampled_from(_REPETITION_LIMITS))
+@hypothesis_settings(max_examples=400, deadline=None)
+def test_repeated_ngrams_filter_decides_as_the_plain_rule_does(tokens, settings):
+    """The filter stops measuring at the first n with no repeated n-gram; the plain rule measures every n."""
+    from finetune_pipeline.cleaning.quality_filters import repeated_ngrams_filter
+
+    got = repeated_ngrams_filter(" ".join(tokens), settings)
+    expected = _repeated_ngrams_reference(tokens, settings) if len(tokens) >= settings.repetition_min_words else None
+    assert (got is None) == (expected is None)
+    if got:
+        kind, n = expected
+        assert got[0] == "repeated_ngrams" and f"{n}-gram" in got[1] and (kind == "top") == got[1].startswith("top")
