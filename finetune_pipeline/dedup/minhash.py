@@ -33,9 +33,8 @@ from typing import Literal, Sequence
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
-from finetune_pipeline.execution import Frames, frames
+from finetune_pipeline.execution import Frames, LocalFrames, frames
 from finetune_pipeline.settings import DedupSettings, ExecutionSettings
 
 Shingle = Literal["word", "char"]
@@ -246,16 +245,16 @@ class NearDuplicates:
 
 
 def signature_batch(batch: pl.DataFrame, ngram: int, num_perm: int, shingle: Shingle, seed: int) -> pl.DataFrame:
-    """Batch function: (doc, text) -> (doc, n_shingles, signature as num_perm little-endian uint32 bytes)."""
+    """Batch function: (doc, text) -> (doc, n_shingles, signature: an array of num_perm uint32)."""
     signatures, counts = minhash_signatures(batch["text"], ngram, num_perm, shingle, seed)
     return pl.DataFrame({"doc": batch["doc"], "n_shingles": counts,
-                         "signature": _to_binary(signatures)})
+                         "signature": _signature_column(signatures)})
 
 
 def band_batch(batch: pl.DataFrame, bands: int) -> pl.DataFrame:
     """Batch function: signatures -> one (band, key, doc) row per band of every document with shingles."""
     batch = batch.filter(pl.col("n_shingles") > 0)
-    keys = band_keys(_from_binary(batch["signature"]), bands)  # bands x n
+    keys = band_keys(_signature_matrix(batch["signature"]), bands)  # bands x n
     n = batch.height
     return pl.DataFrame({"band": np.repeat(np.arange(bands, dtype=np.int32), n), "key": keys.reshape(-1),
                          "doc": np.tile(batch["doc"].to_numpy(), bands)},
@@ -285,7 +284,7 @@ def unique_pairs(batch: pl.DataFrame) -> pl.DataFrame:
 
 def similarity_batch(batch: pl.DataFrame) -> pl.DataFrame:
     """Batch function: (i, j, signature_i, signature_j) -> (i, j, similarity): the estimated Jaccard."""
-    left, right = _from_binary(batch["signature_i"]), _from_binary(batch["signature_j"])
+    left, right = _signature_matrix(batch["signature_i"]), _signature_matrix(batch["signature_j"])
     similarity = (left == right).mean(axis=1) if batch.height else np.empty(0)
     return pl.DataFrame({"i": batch["i"], "j": batch["j"], "similarity": similarity},
                         schema={"i": pl.Int64, "j": pl.Int64, "similarity": pl.Float64})
@@ -304,7 +303,16 @@ def at_least(batch: pl.DataFrame, threshold: float) -> pl.DataFrame:
 
 
 def _pair_similarity(pairs: Frames, signatures: Frames) -> Frames:
-    """(i, j, similarity) for every pair: two hash joins bring each side's signature to the pair."""
+    """(i, j, similarity) for every pair: two hash joins bring each side's signature to the pair (in this
+    process, the pair's rows of the signature matrix are read directly, without the joins' copies)."""
+    if isinstance(pairs, LocalFrames) and isinstance(signatures, LocalFrames):
+        frame = pairs.to_polars()
+        matrix = _signature_matrix(signatures.to_polars().sort("doc")["signature"])  # row k: doc k
+        index = np.stack([frame["i"].to_numpy(), frame["j"].to_numpy()], axis=1).astype(np.int64).reshape(-1, 2)
+        similarity = estimated_jaccard(matrix, index) if len(index) else np.empty(0)
+        return LocalFrames(pl.DataFrame({"i": frame["i"], "j": frame["j"], "similarity": similarity},
+                                        schema={"i": pl.Int64, "j": pl.Int64, "similarity": pl.Float64}),
+                           pairs.execution)
     sig = signatures.map_batches(_signature_only)
     with_i = pairs.join(sig.map_batches(_renamed, suffix="i"), on=["i"])
     return with_i.join(sig.map_batches(_renamed, suffix="j"), on=["j"]).map_batches(similarity_batch)
@@ -318,20 +326,18 @@ def _renamed(batch: pl.DataFrame, suffix: str) -> pl.DataFrame:
     return batch.select(pl.col("doc").alias(suffix), pl.col("signature").alias(f"signature_{suffix}"))
 
 
-def _to_binary(signatures: np.ndarray) -> pl.Series:
-    n, width = signatures.shape
-    data = np.ascontiguousarray(signatures, dtype="<u4")
-    array = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width * 4), n, [None, pa.py_buffer(data)])
-    return pl.Series("signature", pl.from_arrow(array), dtype=pl.Binary)
+def _signature_column(signatures: np.ndarray) -> pl.Series:
+    """The signature matrix as a column of fixed-size uint32 arrays (Arrow's FixedSizeList): read back by
+    `_signature_matrix` without copying, where a Binary column is copied to Arrow first (most of the time
+    of a contamination check at 14k records)."""
+    return pl.Series("signature", np.ascontiguousarray(signatures, dtype=_U32),
+                     dtype=pl.Array(pl.UInt32, signatures.shape[1]))
 
 
-def _from_binary(column: pl.Series) -> np.ndarray:
+def _signature_matrix(column: pl.Series) -> np.ndarray:
     if not len(column):
         return np.empty((0, 0), dtype=_U32)
-    array = column.to_arrow().combine_chunks() if hasattr(column.to_arrow(), "combine_chunks") else column.to_arrow()
-    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset:array.offset + len(array) + 1]
-    data = np.frombuffer(array.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
-    return data.view("<u4").reshape(len(array), -1)
+    return np.ascontiguousarray(column.to_numpy(), dtype=_U32)
 
 
 def near_duplicate_clusters(texts: pl.Series | Sequence[str], cfg: DedupSettings,
