@@ -177,3 +177,30 @@ def test_a_fully_cached_labeling_pass_does_not_import_torch(tmp_path):
     n = _labeling_corpus().height
     assert first == [str(n + 2), "0", "True", str(n)]
     assert second == ["0", str(n + 2), "False", str(n)]
+
+
+def test_augmentation_filters_reuse_their_vectors_with_the_same_decisions(tmp_path, monkeypatch):
+    from collections import Counter
+
+    from finetune_pipeline.augment.generate import CandidateFilter
+    from finetune_pipeline.settings import Settings
+
+    settings = Settings(labels=["billing"], augmentation={"min_similarity": 0.5})
+    sources = ["I was charged twice for my order and want a refund.", "My invoice shows the wrong amount."]
+    candidates = [["I got billed two times for the order, please refund me.", "The weather is lovely today."],
+                  ["The amount on my invoice is not right."]]
+
+    def run(cache):
+        dropped = Counter()
+        kept = CandidateFilter(TEXTS, settings, cache=cache).paraphrases(sources, candidates, dropped)
+        return kept, dropped
+
+    plain = run(None)
+    assert plain[1]["too_far"] == 1 and sum(map(len, plain[0])) == 2  # the filter decides something
+    first = EmbeddingCache(tmp_path, "augmented_corpus")
+    assert run(first) == plain
+    first.save()
+    _no_encoder(monkeypatch)
+    second = EmbeddingCache(tmp_path, "augmented_corpus")
+    assert run(second) == plain
+    assert second.computed == 0 and second.reused == first.computed == 5  # 3 candidates and 2 sources

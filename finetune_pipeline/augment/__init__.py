@@ -24,6 +24,7 @@ from finetune_pipeline.augment.generate import CandidateFilter, paraphrase_label
 from finetune_pipeline.augment.generators import GenerationError, TextGenerator, make_generator
 from finetune_pipeline.augment.instructions import augment_conversations
 from finetune_pipeline.augment.oversample import oversample
+from finetune_pipeline.embeddings import EmbeddingCache
 from finetune_pipeline.records import StageResult, StageStats, make_record_id, sha256_text
 from finetune_pipeline.settings import Settings
 from finetune_pipeline.splits import stratified_group_split
@@ -54,8 +55,10 @@ def label_gaps(train: pl.DataFrame, settings: Settings) -> tuple[int, dict[str, 
     return target, {label: target - n for label, n in sorted(counts.items()) if target > n}
 
 
-def augment_corpus(corpus: pl.DataFrame, settings: Settings, generator: TextGenerator | None = None) -> StageResult:
-    """Originals (null `augmented_from`) plus augmented training rows."""
+def augment_corpus(corpus: pl.DataFrame, settings: Settings, generator: TextGenerator | None = None,
+                   embedding_cache: EmbeddingCache | None = None) -> StageResult:
+    """Originals (null `augmented_from`) plus augmented training rows. `embedding_cache`: the candidate
+    filters' sentence vectors are looked up there first."""
     originals = corpus.with_columns([pl.lit(None, t).alias(c) for c, t in AUGMENT_COLUMNS.items()])
     cfg = settings.augmentation
     stats = AugmentStats()
@@ -65,7 +68,8 @@ def augment_corpus(corpus: pl.DataFrame, settings: Settings, generator: TextGene
     split = stratified_group_split(corpus, settings.splits, task)
     train = corpus.join(split.filter(pl.col("split") == "train").select("record_id"), on="record_id")
     if not task.labeled:  # conversations: prompt paraphrases and new pairs, never copies (augment/instructions.py)
-        rows = _augment_conversations(train, settings, generator, stats) if cfg.paraphrase or cfg.synthetic else []
+        rows = _augment_conversations(train, settings, generator, stats, embedding_cache) \
+            if cfg.paraphrase or cfg.synthetic else []
         if not rows:
             log.info("augmentation: nothing added to the conversations (they are never copied)")
         extra = _materialize(train, rows, generated_label_source="synthetic")
@@ -83,7 +87,7 @@ def augment_corpus(corpus: pl.DataFrame, settings: Settings, generator: TextGene
         try:
             generator = generator or make_generator(cfg.generator)
             stats.generator = generator.name
-            check = CandidateFilter(train["text"].to_list(), settings)
+            check = CandidateFilter(train["text"].to_list(), settings, cache=embedding_cache)
             for label in list(gaps):
                 if cfg.paraphrase:
                     made = paraphrase_label(train, label, gaps[label], generator, check, settings, rng)
@@ -111,12 +115,13 @@ def augment_corpus(corpus: pl.DataFrame, settings: Settings, generator: TextGene
 
 
 def _augment_conversations(train: pl.DataFrame, settings: Settings, generator: TextGenerator | None,
-                           stats: AugmentStats) -> list[dict]:
+                           stats: AugmentStats, cache: EmbeddingCache | None = None) -> list[dict]:
     """Generated conversation rows (augment/instructions.py); none when the generator fails."""
     try:
         generator = generator or make_generator(settings.augmentation.generator)
         stats.generator = generator.name
-        made = augment_conversations(train, settings, generator, np.random.default_rng(settings.splits.seed))
+        made = augment_conversations(train, settings, generator, np.random.default_rng(settings.splits.seed),
+                                     cache)
     except GenerationError as exc:
         stats.generator_error = str(exc)
         log.warning("augmentation generator failed: %s; nothing added", exc)

@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from finetune_pipeline.augment.generators import Conversation, TextGenerator
-from finetune_pipeline.embeddings import embed
+from finetune_pipeline.embeddings import EmbeddingCache, embed
 from finetune_pipeline.settings import Settings
 
 SYNTHETIC_SYSTEM = ("You write new, realistic examples for a text dataset. Reply with the new text only, "
@@ -55,12 +55,14 @@ def synthetic_conversation(label: str, examples: list[str]) -> Conversation:
 class CandidateFilter:
     """Checks candidates against their sources and everything seen so far (existing + accepted)."""
 
-    def __init__(self, existing_texts: list[str], settings: Settings, embedder=None):
+    def __init__(self, existing_texts: list[str], settings: Settings, embedder=None,
+                 cache: EmbeddingCache | None = None):
         self.settings = settings
-        # Similarity is judged with the embedding model and limits semantic deduplication uses.
+        # Similarity is judged with the embedding model and limits semantic deduplication uses; `cache`:
+        # vectors embedded before (embeddings.EmbeddingCache) are reused.
         self.embed = embedder or (lambda texts: embed(texts, settings.dedup.semantic_model,
                                                       settings.dedup.semantic_batch_size,
-                                                      settings.dedup.semantic_max_length))
+                                                      settings.dedup.semantic_max_length, cache=cache))
         self.seen = {words(t) for t in existing_texts}
         self.existing_texts = existing_texts
         self._existing_vectors: np.ndarray | None = None

@@ -29,6 +29,7 @@ import polars as pl
 from finetune_pipeline.augment.generate import CandidateFilter, Generated
 from finetune_pipeline.augment.generators import Conversation, TextGenerator
 from finetune_pipeline.cleaning.privacy import apply_pii_policy_groups
+from finetune_pipeline.embeddings import EmbeddingCache
 from finetune_pipeline.settings import Settings
 from finetune_pipeline.sources.conversations import conversation_fields
 
@@ -119,12 +120,14 @@ def synthesize_instructions(members: pl.DataFrame, category: str, count: int, ge
 
 
 def augment_conversations(train: pl.DataFrame, settings: Settings, generator: TextGenerator,
-                          rng: np.random.Generator) -> Generated:
-    """Prompt paraphrases and synthetic pairs for the training conversations (see the module docstring)."""
+                          rng: np.random.Generator, cache: EmbeddingCache | None = None) -> Generated:
+    """Prompt paraphrases and synthetic pairs for the training conversations (see the module docstring).
+    `cache`: the candidate filters' sentence vectors are looked up there first."""
     cfg = settings.augmentation
     out = Generated()
-    check = CandidateFilter(train["prompt"].to_list(), settings)
-    check_pairs = CandidateFilter([f"{p}\n{r}" for p, r in zip(train["prompt"], train["response"])], settings)
+    check = CandidateFilter(train["prompt"].to_list(), settings, cache=cache)
+    check_pairs = CandidateFilter([f"{p}\n{r}" for p, r in zip(train["prompt"], train["response"])], settings,
+                                  cache=cache)
     target, gaps = category_gaps(train, settings)
     if not target:  # no categories: every conversation gets its paraphrases
         if cfg.paraphrase and train.height:
