@@ -17,6 +17,7 @@ SAMPLE_DATA = REPO / "data"
 
 
 OUTPUTS = {"exports", "models", ".pipeline"}
+SAMPLE_RUN_FOLDS = 2  # cross-validation folds of the end-to-end run (`sample_run`)
 
 
 def copy_sample_data(dest: Path) -> Path:
@@ -51,10 +52,11 @@ def sample_run(tmp_path_factory):
     on a copy of the sample data root plus the bad inputs of bad_inputs.py, in its own DAGSTER_HOME.
     Returns (data root, DAGSTER_HOME, the finished process, what each bad input should become).
 
-    The one change to the sample's settings is the test budget: `training.epochs: 3` (default 8, where
-    early stopping ends LoRA after about 6). Every model of the run (lora_adapter, and each approach on
-    the test split and on the 3 cross-validation folds) trains at most 3 epochs, which halves the run's
-    training time; what the tests check (every stage, the comparison tables, the card) is the same."""
+    The changes to the sample's settings are the test budget: `training.epochs: 3` (default 8, where
+    early stopping ends LoRA after about 6) and `splits.cv_folds: 2` (default 3). Every model of the run
+    (lora_adapter, and each approach on the test split and on the 2 cross-validation folds) trains at most
+    3 epochs: about a third of `make run`'s training time. What the tests check (every stage, the
+    comparison tables with mean ± std over the folds, the card) is the same."""
     from finetune_pipeline_tests.bad_inputs import add_bad_inputs
 
     base = tmp_path_factory.mktemp("e2e")
@@ -62,8 +64,9 @@ def sample_run(tmp_path_factory):
     copy_sample_data(root)
     expected = add_bad_inputs(root)
     settings = root / "finetune.yaml"
-    assert "\ntraining:" not in "\n" + settings.read_text()  # the sample sets no training section to merge with
-    settings.write_text(settings.read_text() + "\ntraining:\n  epochs: 3\n")
+    # the sample sets no training or splits section to merge with
+    assert "\ntraining:" not in "\n" + settings.read_text() and "\nsplits:" not in "\n" + settings.read_text()
+    settings.write_text(settings.read_text() + f"\ntraining:\n  epochs: 3\nsplits:\n  cv_folds: {SAMPLE_RUN_FOLDS}\n")
     home = base / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")

@@ -14,7 +14,7 @@ from finetune_pipeline.settings import SplitSettings, TrainingSettings
 from finetune_pipeline.splits import assign_splits, cross_validation_folds
 from finetune_pipeline.tasks import task_named
 from finetune_pipeline.training import cross_validation as cv
-from finetune_pipeline_tests.conftest import write_tiny_bert
+from finetune_pipeline_tests.conftest import SAMPLE_RUN_FOLDS, write_tiny_bert
 
 CLASSIFICATION = task_named("classification")
 WORDS = {"billing": ["charge", "invoice", "refund", "payment", "fee", "bill", "card", "price"],
@@ -249,7 +249,7 @@ def test_sample_root_is_cross_validated_on_folds_of_its_real_splits(sample_run):
     assert joined.height == folds.height and set(joined["split"]) == {"train", "validation"}
     pool = exported.filter(pl.col("augmented_from").is_null() & (pl.col("split") != "test"))
     assert sorted(folds["record_id"]) == sorted(pool["record_id"])
-    assert folds["fold"].n_unique() == SplitSettings().cv_folds
+    assert folds["fold"].n_unique() == SAMPLE_RUN_FOLDS
     assert joined.group_by("group_id").agg(pl.col("fold").n_unique())["fold"].max() == 1
     documents = joined.filter(pl.col("source_type").is_in(["pdf", "docx", "html", "txt", "md", "eml"]))
     assert documents.group_by("source_uri").agg(pl.col("fold").n_unique())["fold"].max() == 1
