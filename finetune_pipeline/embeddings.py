@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from finetune_pipeline import progress
+
 # bump when pooling, normalisation or dtype change: every cached vector is then recomputed
 POOLING_VERSION = "mean-pool-l2-float32-v1"
 
@@ -132,6 +134,7 @@ def _encode(texts: Sequence[str], name: str, batch_size: int, max_length: int) -
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             out.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy())
+            progress.report("texts embedded", min(start + batch_size, len(texts)), len(texts))
     embeddings = np.empty((len(texts), encoder.config.hidden_size), dtype=np.float32)
     if len(texts):
         embeddings[order] = np.concatenate(out)

@@ -27,6 +27,7 @@ from typing import Any
 
 import polars as pl
 
+from finetune_pipeline import progress
 from finetune_pipeline.settings import ExecutionSettings
 
 log = logging.getLogger(__name__)
@@ -159,18 +160,31 @@ def process_pool_groups(frame: pl.DataFrame, keys: list[str], fn: BatchFn, worke
     if len(todo) == 1:
         return fn(todo[0], **fn_kwargs)
     outputs: list[pl.DataFrame] = []
+    rows_done, rows = [0], {}  # rows of each future's chunk
+
+    def done(output: pl.DataFrame, part_rows: int) -> None:
+        outputs.append(output)
+        rows_done[0] += part_rows
+        progress.report("rows done", rows_done[0], frame.height)
+
     with ProcessPoolExecutor(workers - 1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        def submit(part: pl.DataFrame):
+            future = pool.submit(_run_part, fn, _ipc(part), fn_kwargs)
+            rows[future] = part.height
+            return future
+
         # two chunks queued per worker, so one is ready when it finishes the other
-        running = {pool.submit(_run_part, fn, _ipc(todo.pop()), fn_kwargs)
-                   for _ in range(min(2 * (workers - 1), len(todo) - 1))}
+        running = {submit(todo.pop()) for _ in range(min(2 * (workers - 1), len(todo) - 1))}
         while todo:
-            outputs.append(fn(todo.pop(0), **fn_kwargs))
+            part = todo.pop(0)
+            done(fn(part, **fn_kwargs), part.height)
             for future in [f for f in running if f.done()]:
                 running.remove(future)
-                outputs.append(pl.read_ipc(future.result()))
+                done(pl.read_ipc(future.result()), rows[future])
                 if len(todo) > 1:  # hand the worker the next chunk from the end; this process keeps the front
-                    running.add(pool.submit(_run_part, fn, _ipc(todo.pop()), fn_kwargs))
-        outputs += [pl.read_ipc(future.result()) for future in running]
+                    running.add(submit(todo.pop()))
+        for future in running:
+            done(pl.read_ipc(future.result()), rows[future])
     return pl.concat(outputs, how="vertical_relaxed")
 
 

@@ -240,3 +240,47 @@ def cross_split_near_duplicates(splits: pl.DataFrame, threshold: float, dedup: D
     return (frame.group_by("cluster").agg(pl.col("record_id").sort().alias("record_ids"),
                                           pl.col("split").unique().sort().alias("splits"))
             .filter(pl.col("splits").list.len() > 1).sort("cluster").select(list(schema)))
+
+
+MAX_SPLIT_ROUNDS = 4
+
+
+def contamination_free_splits(corpus: pl.DataFrame, cfg: SplitSettings, dedup: DedupSettings,
+                              task: Task | None = None, max_rounds: int = MAX_SPLIT_ROUNDS) -> tuple[pl.DataFrame, int]:
+    """`assign_splits` of `join_similar_groups`, then what the contamination check looks for
+    (`cross_split_near_duplicates` on the assigned rows): a cluster found in two splits has its groups
+    joined, and the split is made again, until none is found or after `max_rounds` splits (the check then
+    fails with the clusters named). Returns the splits and how many clusters were joined after a split.
+
+    Why a second look: LSH pairs a document only with the next `minhash.LSH_WINDOW` members of each bucket,
+    so which near copies it finds depends on the other documents and their order. The originals (what the
+    groups are made of) and every row in split order (what the check reads, augmented rows included) can
+    give different pairs: on 100,000 templated tickets the check found 3 clusters the groups had missed."""
+    grouped = join_similar_groups(corpus, cfg, dedup)
+    joined = 0
+    for _ in range(max_rounds):
+        splits = assign_splits(grouped, cfg, task)
+        crossing = cross_split_near_duplicates(splits, cfg.contamination_threshold, dedup)
+        if crossing.is_empty():
+            break
+        grouped = _join_groups(grouped, splits, crossing)
+        joined += crossing.height
+    return splits, joined
+
+
+def _join_groups(corpus: pl.DataFrame, splits: pl.DataFrame, crossing: pl.DataFrame) -> pl.DataFrame:
+    """`corpus` with the groups of each `crossing` cluster's records (an augmented row: its source's group)
+    joined into the smallest of their ids."""
+    source = pl.coalesce("augmented_from", "record_id") if "augmented_from" in splits.columns else pl.col("record_id")
+    group_of = dict(splits.select("record_id", source.alias("_source")).join(
+        splits.select(pl.col("record_id").alias("_source"), "group_id"), on="_source", how="left")
+        .select("record_id", "group_id").iter_rows())
+    groups = sorted(set(corpus["group_id"].to_list()))
+    index = {g: i for i, g in enumerate(groups)}
+    links = [(index[group_of[a]], index[group_of[b]]) for ids in crossing["record_ids"].to_list()
+             for a, b in zip(ids, ids[1:])]
+    component = clusters_from_pairs(len(groups), np.array(links, dtype=np.int64).reshape(-1, 2))
+    joined = (pl.DataFrame({"group_id": groups, "_c": component}, schema={"group_id": pl.String, "_c": pl.Int64})
+              .with_columns(pl.col("group_id").min().over("_c").alias("_joined")).drop("_c"))
+    return corpus.join(joined, on="group_id", how="left").with_columns(
+        pl.coalesce("_joined", "group_id").alias("group_id")).drop("_joined")

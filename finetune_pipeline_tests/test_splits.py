@@ -121,3 +121,40 @@ def test_a_group_column_keeps_a_thread_together():
     assert split.filter(pl.col("thread") == "thread-7")["split"].n_unique() == 1
     with pytest.raises(ValueError, match="group_column"):
         SplitSettings(group_by="column")
+
+
+def test_near_copies_the_groups_missed_are_joined_after_the_split(monkeypatch):
+    """The groups come from LSH over the originals, the check's clusters from LSH over every row in split
+    order, and the two can find different pairs (a bucket pairs each document with its next few members
+    only). Here the grouping misses every near copy: the first split puts some across splits, and
+    `contamination_free_splits` joins their groups and splits again until the check's detector finds none."""
+    import random
+
+    from finetune_pipeline import splits as splits_module
+    from finetune_pipeline.settings import DedupSettings
+
+    rng = random.Random(4)
+    vocabulary = [f"word{i}" for i in range(400)]
+    rows = []
+    for label in ("billing", "shipping"):
+        for i in range(30):
+            text = " ".join(rng.sample(vocabulary, 30))
+            rows.append({"record_id": f"{label}-{i}", "text": text, "label": label, "group_id": f"{label}-{i}"})
+            if i % 2 == 0:  # a lightly edited copy: one word changed
+                words = text.split()
+                words[rng.randrange(len(words))] = "changed"
+                rows.append({"record_id": f"{label}-{i}-copy", "text": " ".join(words), "label": label,
+                             "group_id": f"{label}-{i}-copy"})
+    corpus = pl.DataFrame(rows).with_columns(pl.lit(None, pl.String).alias("augmented_from"))
+    cfg, dedup = SplitSettings(), DedupSettings()
+    monkeypatch.setattr(splits_module, "join_similar_groups", lambda frame, cfg, dedup: frame)
+    first = assign_splits(corpus, cfg)
+    assert splits_module.cross_split_near_duplicates(first, cfg.contamination_threshold, dedup).height > 0
+
+    splits, joined = splits_module.contamination_free_splits(corpus, cfg, dedup)
+    assert joined > 0
+    assert splits_module.cross_split_near_duplicates(splits, cfg.contamination_threshold, dedup).is_empty()
+    assert sorted(splits["record_id"]) == sorted(corpus["record_id"])  # every record still in one split
+    copies = splits.filter(pl.col("record_id").str.ends_with("-copy"))
+    split_of = dict(splits.select("record_id", "split").iter_rows())
+    assert all(split_of[r.removesuffix("-copy")] == s for r, s in copies.select("record_id", "split").iter_rows())

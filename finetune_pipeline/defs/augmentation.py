@@ -11,6 +11,7 @@ from finetune_pipeline.defs import OWNERS
 from finetune_pipeline.defs.gates import (accounting_check, check_specs, checked, label_suite_check,
                                           require_upstream_checks)
 from finetune_pipeline.defs.metadata import augmentation_metadata, settings_used, stage_metadata
+from finetune_pipeline.defs.progress import logged
 from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.defs.types import CORPUS_COLUMNS, CorpusFrame, column_schema
 from finetune_pipeline.embeddings import EmbeddingCache
@@ -34,7 +35,8 @@ def augmented_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResour
     settings = pipeline.settings()
     cache = EmbeddingCache(pipeline.data_root().embedding_cache, "augmented_corpus") \
         if settings.execution.incremental else None
-    result = augment_corpus(labeled_corpus, settings, embedding_cache=cache)
+    with logged(context, "augmented_corpus"):
+        result = augment_corpus(labeled_corpus, settings, embedding_cache=cache)
     if cache is not None:
         cache.save()
     meta = stage_metadata(labeled_corpus.height, result)

@@ -15,6 +15,7 @@ from finetune_pipeline.defs import OWNERS
 from finetune_pipeline.defs.gates import accounting_check, check_specs, checked, require_upstream_checks, suite_check
 from finetune_pipeline.defs.metadata import (cleaning_metadata, dedup_metadata, execution_metadata, settings_used,
                                              stage_metadata)
+from finetune_pipeline.defs.progress import logged
 from finetune_pipeline.defs.resources import PipelineResource, RayCluster
 from finetune_pipeline.defs.types import CORPUS_COLUMNS, CorpusFrame, column_schema
 
@@ -49,7 +50,8 @@ def cleaned_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource
     except ErasureFileError as exc:
         raise dg.Failure(description=f"{exc}. Erasure requests cannot be skipped: fix the file and re-run.") from None
     cache = pipeline.data_root().cleaning_cache if settings.execution.incremental else None
-    result, reuse = cached_clean_corpus(raw_corpus, settings, requests, cache)
+    with logged(context, "cleaned_corpus"):  # over the process pool: rows done, rate, time left
+        result, reuse = cached_clean_corpus(raw_corpus, settings, requests, cache)
     context.add_output_metadata({**settings_used(settings, "cleaning", "privacy"), **reuse.to_dict(),
                                  **execution_metadata(settings.execution), **stage_metadata(raw_corpus.height, result),
                                  **cleaning_metadata(result.stats, settings.privacy.policy)},
@@ -74,7 +76,8 @@ def deduplicated_corpus(context: dg.AssetExecutionContext, pipeline: PipelineRes
     if settings.execution.incremental:
         from finetune_pipeline.embeddings import EmbeddingCache
         cache = EmbeddingCache(pipeline.data_root().embedding_cache, "deduplicated_corpus")
-    result = deduplicate(cleaned_corpus, settings, embedding_cache=cache)
+    with logged(context, "deduplicated_corpus"):  # the domain filter's and semantic dedup's embeddings
+        result = deduplicate(cleaned_corpus, settings, embedding_cache=cache)
     if cache is not None:
         cache.save()  # only this run's vectors; none (no file) without a domain and semantic dedup
     reuse = {"embeddings_reused": cache.reused, "embeddings_computed": cache.computed} if cache else {}

@@ -15,6 +15,7 @@ from finetune_pipeline.defs.gates import (accounting_check, check_specs, checked
                                           require_upstream_checks)
 from finetune_pipeline.defs.metadata import (execution_metadata, labeling_metadata, review_metadata, settings_used,
                                              stage_metadata)
+from finetune_pipeline.defs.progress import logged
 from finetune_pipeline.defs.resources import PipelineResource, RayCluster
 from finetune_pipeline.defs.types import CORPUS_COLUMNS, REVIEW_COLUMNS, CorpusFrame, ReviewFrame, column_schema
 from finetune_pipeline.embeddings import EmbeddingCache
@@ -59,7 +60,8 @@ def labeling(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_
     settings, root = pipeline.settings(), pipeline.data_root()
     annotations, problems = load_annotations(root.annotations)
     cache = EmbeddingCache(root.embedding_cache, "labeled_corpus") if settings.execution.incremental else None
-    result = apply_labels(deduplicated_corpus, settings, annotations, problems, embedding_cache=cache)
+    with logged(context, "labeling"):
+        result = apply_labels(deduplicated_corpus, settings, annotations, problems, embedding_cache=cache)
     if cache is not None:
         cache.save()
     for problem in problems:

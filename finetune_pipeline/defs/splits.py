@@ -22,8 +22,8 @@ from finetune_pipeline.defs.types import SPLIT_COLUMNS, SplitsFrame, column_sche
 from finetune_pipeline.labeling import LabelingStats
 from finetune_pipeline.records import CORPUS_STAGES, SPLITS
 from finetune_pipeline.sources import CollectionStats
-from finetune_pipeline.splits import (DOCUMENT_SOURCE_TYPES, assign_splits, cross_split_near_duplicates,
-                                      cross_validation_folds, join_similar_groups, split_moves)
+from finetune_pipeline.splits import (DOCUMENT_SOURCE_TYPES, contamination_free_splits,
+                                      cross_split_near_duplicates, cross_validation_folds, split_moves)
 from finetune_pipeline.tasks import task_for
 
 LISTED = 20  # record ids listed in a failed check's metadata
@@ -141,8 +141,10 @@ def dataset_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource
     require_upstream_checks(context, "augmented_corpus")
     settings, root = pipeline.settings(), pipeline.data_root()
     task = task_for(settings)
-    corpus = join_similar_groups(augmented_corpus, settings.splits, settings.dedup)
-    splits = assign_splits(corpus, settings.splits, task)
+    splits, joined = contamination_free_splits(augmented_corpus, settings.splits, settings.dedup, task)
+    if joined:
+        context.log.info(f"dataset_splits: {joined} near-copy cluster(s) found across splits after the split; "
+                         "their groups were joined and the split made again")
     target = exports.export_splits(splits, root.staged(root.splits_export), task)
     atomic.write_text(_dataset_card(pipeline, splits), target / "README.md")
     staged_folds = root.staged(root.folds)
@@ -153,6 +155,7 @@ def dataset_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource
         staged_folds.unlink(missing_ok=True)
     context.add_output_metadata({**settings_used(settings, "splits"), **splits_metadata(splits),
                                  **_moves_metadata(splits, _published(root)),
+                                 "clusters_joined_after_split": joined,
                                  "candidate_path": dg.MetadataValue.path(str(target))}, output_name="result")
     yield from checked(context, pipeline, "dataset_splits", splits)
 
