@@ -115,7 +115,8 @@ def embed(texts: Sequence[str], model: str | None, batch_size: int, max_length: 
     cache.computed += len(missing)
     cache.reused += len(set(keys)) - len(missing)
     for k in keys:
-        cache.used[k] = fresh[k] if k in fresh else cache.used[k] if k in cache.used else stored[k]
+        if k not in cache.used:
+            cache.used[k] = fresh[k] if k in fresh else stored[k]
     return np.stack([cache.used[k] for k in keys]).astype(np.float32)
 
 

@@ -220,8 +220,14 @@ def join_similar_groups(corpus: pl.DataFrame, cfg: SplitSettings, dedup: DedupSe
         root = _contamination_clusters(originals["text"], cfg.contamination_threshold, dedup)
         links += [(i, int(r)) for i, r in enumerate(root) if i != r]
     links += _same_key_links(groups)  # the rows of one group stay linked
+    return _merge_linked_groups(corpus, group_col, groups, links)
+
+
+def _merge_linked_groups(corpus: pl.DataFrame, group_col: str, groups: list[str],
+                         links: list[tuple[int, int]]) -> pl.DataFrame:
+    """`corpus` with `group_id`: `groups[i]` is item i's group, `links` pairs of linked items; each group
+    joins the smallest group id of its connected component (groups no item names stay as they are)."""
     component = clusters_from_pairs(len(groups), np.array(links, dtype=np.int64).reshape(-1, 2))
-    # each group joins the smallest group id of its connected component
     joined = (pl.DataFrame({"_g": groups, "_c": component}, schema={"_g": pl.String, "_c": pl.Int64})
               .with_columns(pl.col("_g").min().over("_c").alias("_joined")).unique("_g").drop("_c"))
     return (corpus.with_columns(pl.col(group_col).alias("_g")).join(joined, on="_g", how="left")
@@ -279,8 +285,4 @@ def _join_groups(corpus: pl.DataFrame, splits: pl.DataFrame, crossing: pl.DataFr
     index = {g: i for i, g in enumerate(groups)}
     links = [(index[group_of[a]], index[group_of[b]]) for ids in crossing["record_ids"].to_list()
              for a, b in zip(ids, ids[1:])]
-    component = clusters_from_pairs(len(groups), np.array(links, dtype=np.int64).reshape(-1, 2))
-    joined = (pl.DataFrame({"group_id": groups, "_c": component}, schema={"group_id": pl.String, "_c": pl.Int64})
-              .with_columns(pl.col("group_id").min().over("_c").alias("_joined")).drop("_c"))
-    return corpus.join(joined, on="group_id", how="left").with_columns(
-        pl.coalesce("_joined", "group_id").alias("group_id")).drop("_joined")
+    return _merge_linked_groups(corpus, "group_id", groups, links)

@@ -10,11 +10,10 @@ from finetune_pipeline.augment import augment_corpus
 from finetune_pipeline.defs import OWNERS
 from finetune_pipeline.defs.gates import (accounting_check, check_specs, checked, label_suite_check,
                                           require_upstream_checks)
-from finetune_pipeline.defs.metadata import augmentation_metadata, settings_used, stage_metadata
+from finetune_pipeline.defs.metadata import augmentation_metadata, embedding_reuse, settings_used, stage_metadata
 from finetune_pipeline.defs.progress import logged
 from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.defs.types import CORPUS_COLUMNS, CorpusFrame, column_schema
-from finetune_pipeline.embeddings import EmbeddingCache
 
 
 augmented_corpus_expectations = label_suite_check(
@@ -33,15 +32,12 @@ def augmented_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResour
                      labeled_corpus: pl.DataFrame):
     require_upstream_checks(context, "labeled_corpus")
     settings = pipeline.settings()
-    cache = EmbeddingCache(pipeline.data_root().embedding_cache, "augmented_corpus") \
-        if settings.execution.incremental else None
+    cache = pipeline.embedding_cache("augmented_corpus")
     with logged(context, "augmented_corpus"):
         result = augment_corpus(labeled_corpus, settings, embedding_cache=cache)
     if cache is not None:
         cache.save()
-    meta = stage_metadata(labeled_corpus.height, result)
-    if cache is not None:
-        meta.update(embeddings_reused=cache.reused, embeddings_computed=cache.computed)
+    meta = {**stage_metadata(labeled_corpus.height, result), **embedding_reuse(cache)}
     meta["rows_out"] = labeled_corpus.height  # originals out; augmented rows are added, not counted as originals
     context.add_output_metadata({**settings_used(settings, "augmentation"), **meta,
                                  **augmentation_metadata(result.stats)}, output_name="result")

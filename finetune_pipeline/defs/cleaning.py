@@ -13,8 +13,8 @@ from finetune_pipeline.cleaning.erasure import ErasureFileError, load_erasure_re
 from finetune_pipeline.dedup import deduplicate
 from finetune_pipeline.defs import OWNERS
 from finetune_pipeline.defs.gates import accounting_check, check_specs, checked, require_upstream_checks, suite_check
-from finetune_pipeline.defs.metadata import (cleaning_metadata, dedup_metadata, execution_metadata, settings_used,
-                                             stage_metadata)
+from finetune_pipeline.defs.metadata import (cleaning_metadata, dedup_metadata, embedding_reuse, execution_metadata,
+                                             settings_used, stage_metadata)
 from finetune_pipeline.defs.progress import logged
 from finetune_pipeline.defs.resources import PipelineResource, RayCluster
 from finetune_pipeline.defs.types import CORPUS_COLUMNS, CorpusFrame, column_schema
@@ -72,16 +72,12 @@ def deduplicated_corpus(context: dg.AssetExecutionContext, pipeline: PipelineRes
                         cleaned_corpus: pl.DataFrame):
     require_upstream_checks(context, "cleaned_corpus")
     settings = pipeline.settings()
-    cache = None
-    if settings.execution.incremental:
-        from finetune_pipeline.embeddings import EmbeddingCache
-        cache = EmbeddingCache(pipeline.data_root().embedding_cache, "deduplicated_corpus")
+    cache = pipeline.embedding_cache("deduplicated_corpus")
     with logged(context, "deduplicated_corpus"):  # the domain filter's and semantic dedup's embeddings
         result = deduplicate(cleaned_corpus, settings, embedding_cache=cache)
     if cache is not None:
         cache.save()  # only this run's vectors; none (no file) without a domain and semantic dedup
-    reuse = {"embeddings_reused": cache.reused, "embeddings_computed": cache.computed} if cache else {}
-    context.add_output_metadata({**reuse, **settings_used(settings, "dedup", "domain"),
+    context.add_output_metadata({**embedding_reuse(cache), **settings_used(settings, "dedup", "domain"),
                                  **execution_metadata(settings.execution), **stage_metadata(cleaned_corpus.height, result),
                                  **dedup_metadata(result.stats)}, output_name="result")
     yield from checked(context, pipeline, "deduplicated_corpus", result, cleaned_corpus=cleaned_corpus)

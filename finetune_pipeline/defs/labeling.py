@@ -13,12 +13,11 @@ from finetune_pipeline import validation as v
 from finetune_pipeline.defs import OWNERS
 from finetune_pipeline.defs.gates import (accounting_check, check_specs, checked, label_suite_check,
                                           require_upstream_checks)
-from finetune_pipeline.defs.metadata import (execution_metadata, labeling_metadata, review_metadata, settings_used,
-                                             stage_metadata)
+from finetune_pipeline.defs.metadata import (embedding_reuse, execution_metadata, labeling_metadata, review_metadata,
+                                             settings_used, stage_metadata)
 from finetune_pipeline.defs.progress import logged
 from finetune_pipeline.defs.resources import PipelineResource, RayCluster
 from finetune_pipeline.defs.types import CORPUS_COLUMNS, REVIEW_COLUMNS, CorpusFrame, ReviewFrame, column_schema
-from finetune_pipeline.embeddings import EmbeddingCache
 from finetune_pipeline.labeling import apply_labels
 from finetune_pipeline.labeling.annotations import load_annotations
 from finetune_pipeline.labeling.review import write_review_export
@@ -59,7 +58,7 @@ def labeling(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_
     require_upstream_checks(context, "deduplicated_corpus")
     settings, root = pipeline.settings(), pipeline.data_root()
     annotations, problems = load_annotations(root.annotations)
-    cache = EmbeddingCache(root.embedding_cache, "labeled_corpus") if settings.execution.incremental else None
+    cache = pipeline.embedding_cache("labeled_corpus")
     with logged(context, "labeling"):
         result = apply_labels(deduplicated_corpus, settings, annotations, problems, embedding_cache=cache)
     if cache is not None:
@@ -72,7 +71,7 @@ def labeling(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_
             **stage_metadata(deduplicated_corpus.height, result),
             **settings_used(settings, "labels", "labeling"), **execution_metadata(settings.execution),
             **labeling_metadata(result.stats),
-            **({"embeddings_reused": cache.reused, "embeddings_computed": cache.computed} if cache else {}),
+            **embedding_reuse(cache),
         }), deduplicated_corpus=deduplicated_corpus)
     if "review_queue" in context.selected_output_names:
         paths = write_review_export(result.review_queue, result.stats.labels, root.review)

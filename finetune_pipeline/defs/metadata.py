@@ -11,11 +11,17 @@ import polars as pl
 
 from finetune_pipeline import reporting
 from finetune_pipeline.cleaning.bias import ALL_LABELS
+from finetune_pipeline.embeddings import EmbeddingCache
 from finetune_pipeline.execution import cluster_summary
 from finetune_pipeline.records import SPLITS, StageResult
 from finetune_pipeline.settings import ExecutionSettings, Settings
 
 NONE = dg.MetadataValue.md("_none_")
+
+
+def embedding_reuse(cache: EmbeddingCache | None) -> dict:
+    """Vectors a stage took from its embedding cache and vectors it computed (nothing without a cache)."""
+    return {"embeddings_reused": cache.reused, "embeddings_computed": cache.computed} if cache else {}
 
 
 def table(headers: list[str], rows: list[list]) -> dg.MetadataValue:

@@ -13,6 +13,7 @@ from dagster_ray import LocalRay  # imports no ray: only a run with backend ray 
 from pydantic import Field, PrivateAttr
 
 from finetune_pipeline import execution
+from finetune_pipeline.embeddings import EmbeddingCache
 from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.records import CORPUS_STAGES, empty_rejects
 from finetune_pipeline.settings import Settings, SettingsError, load_settings
@@ -69,6 +70,11 @@ class PipelineResource(dg.ConfigurableResource):
         if not snapshot.exists():
             _create_once(snapshot, self._read_settings().model_dump_json(indent=2))
         return Settings.model_validate_json(snapshot.read_text(encoding="utf-8"))
+
+    def embedding_cache(self, stage: str) -> EmbeddingCache | None:
+        """`stage`'s sentence-vector cache under .pipeline/cache/embeddings/; None without execution.incremental."""
+        return EmbeddingCache(self.data_root().embedding_cache, stage) if self.settings().execution.incremental \
+            else None
 
     def stage_rejects(self, stage: str) -> pl.DataFrame:
         path = self.data_root().stage_rejects(stage)
