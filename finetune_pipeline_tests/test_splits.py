@@ -151,6 +151,10 @@ def test_near_copies_the_groups_missed_are_joined_after_the_split(monkeypatch):
     first = assign_splits(corpus, cfg)
     assert splits_module.cross_split_near_duplicates(first, cfg.contamination_threshold, dedup).height > 0
 
+    # with one split allowed, what is found after it is left for the gate: the clusters stay across splits
+    once, joined_once = splits_module.contamination_free_splits(corpus, cfg, dedup, max_rounds=1)
+    assert joined_once > 0
+    assert splits_module.cross_split_near_duplicates(once, cfg.contamination_threshold, dedup).height > 0
     splits, joined = splits_module.contamination_free_splits(corpus, cfg, dedup)
     assert joined > 0
     assert splits_module.cross_split_near_duplicates(splits, cfg.contamination_threshold, dedup).is_empty()
