@@ -92,3 +92,44 @@ def remember(folder: Path, key: str, result: dict) -> None:
     """Store `key` and the result beside a finished candidate (JSON, written whole)."""
     folder.mkdir(parents=True, exist_ok=True)
     write_text(json.dumps({"key": key, "result": result}, indent=2, default=str), folder / KEY_FILE)
+
+
+# ---- a stage's whole result, kept with the key it was computed under
+
+def frame_digest(frame) -> str:
+    """An order-sensitive hash of a polars frame's columns, names, types and every value (two seeded 64-bit
+    row hashes per row; polars' version is part of the keys that use it, see `ResultCache`)."""
+    import polars as pl
+
+    rows = [frame.hash_rows(seed=seed).to_numpy().tobytes() for seed in (0, 1)] if frame.height else []
+    return digest(str(frame.schema), frame.height,
+                  hashlib.sha256(b"".join(rows)).hexdigest(), pl.__version__)
+
+
+class ResultCache:
+    """One stored result (a polars frame and a small JSON `info`) under `folder/<name>.parquet` and
+    `<name>.json`, returned only for the key it was stored with. The key file is written last and read
+    first, so a half-written result is never taken; a missing or damaged file means compute again."""
+
+    def __init__(self, folder: Path, name: str):
+        self.frame_file = Path(folder) / f"{name}.parquet"
+        self.key_file = Path(folder) / f"{name}.json"
+
+    def load(self, key: str):
+        """(frame, info) stored under `key`, or None."""
+        import polars as pl
+
+        try:
+            stored = json.loads(self.key_file.read_text(encoding="utf-8"))
+            if stored.get("key") != key:
+                return None
+            return pl.read_parquet(self.frame_file), stored.get("info", {})
+        except Exception:  # missing, damaged, another layout: compute again, never crash
+            return None
+
+    def store(self, key: str, frame, info: dict | None = None) -> None:
+        from finetune_pipeline import atomic
+
+        self.key_file.unlink(missing_ok=True)
+        atomic.write_parquet(frame, self.frame_file)
+        write_text(json.dumps({"key": key, "info": info or {}}, default=str), self.key_file)

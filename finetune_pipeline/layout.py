@@ -72,6 +72,12 @@ class DataRoot:
         return self.storage / "cache" / "personal_data_check.parquet"
 
     @property
+    def result_cache(self) -> Path:
+        """Whole results kept with the key of what decided them (incremental.ResultCache): the split of an
+        unchanged corpus, the contamination check's answer for the rows it was asked about."""
+        return self.storage / "cache" / "results"
+
+    @property
     def embedding_cache(self) -> Path:
         """Sentence embeddings by text hash and model, one Parquet file per stage (embeddings.py)."""
         return self.storage / "cache" / "embeddings"

@@ -304,7 +304,7 @@ class DedupSettings(_Section):
         3, ge=1, description="Shingle size (words or characters). 3 words: one edited word changes only 3 "
         "shingles, which suits short records; 5 is the common choice for long web documents."
     )
-    num_perm: int = Field(128, ge=16, description="Number of MinHash permutations (signature length).")
+    num_perm: int = Field(128, ge=16, le=8192, description="Number of MinHash permutations (signature length).")
     bands: int = Field(
         32, ge=1, description="LSH bands; num_perm must be divisible by it. 32 bands of 4 rows make a pair with "
         "Jaccard 0.6 a candidate with probability 0.99; candidates are then checked against `threshold`."

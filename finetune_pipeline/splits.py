@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from finetune_pipeline.dedup.minhash import clusters_from_pairs, near_duplicate_clusters
+from finetune_pipeline.incremental import ResultCache, code_version, digest, frame_digest
 from finetune_pipeline.records import SPLITS
 from finetune_pipeline.settings import DedupSettings, SplitSettings
 from finetune_pipeline.tasks import Task, task_named
@@ -180,10 +181,13 @@ def cross_validation_folds(splits: pl.DataFrame, cfg: SplitSettings, task: Task 
 CONTAMINATION_BANDS = 64  # 64 bands of 2 rows: a pair at Jaccard 0.5 is a candidate with probability > 0.99
 
 
+def _contamination_settings(threshold: float, dedup: DedupSettings) -> DedupSettings:
+    return dedup.model_copy(update={"threshold": threshold, "bands": CONTAMINATION_BANDS, "num_perm": 128,
+                                    "shingle": "word", "ngram": 3})
+
+
 def _contamination_clusters(texts: pl.Series, threshold: float, dedup: DedupSettings) -> np.ndarray:
-    cfg = dedup.model_copy(update={"threshold": threshold, "bands": CONTAMINATION_BANDS, "num_perm": 128,
-                                   "shingle": "word", "ngram": 3})
-    return near_duplicate_clusters(texts, cfg).root
+    return near_duplicate_clusters(texts, _contamination_settings(threshold, dedup)).root
 
 
 DOCUMENT_SOURCE_TYPES = ("txt", "md", "html", "pdf", "docx", "eml")  # sources.files.DOCUMENT_TYPES' values
@@ -234,25 +238,42 @@ def _merge_linked_groups(corpus: pl.DataFrame, group_col: str, groups: list[str]
             .with_columns(pl.coalesce("_joined", "_g").alias("group_id")).drop("_g", "_joined"))
 
 
-def cross_split_near_duplicates(splits: pl.DataFrame, threshold: float, dedup: DedupSettings) -> pl.DataFrame:
+SPLIT_CODE = ("splits.py", "tasks.py", "dedup/minhash.py", "execution.py")  # what computes a split and its check
+
+
+def cross_split_near_duplicates(splits: pl.DataFrame, threshold: float, dedup: DedupSettings,
+                                cache: ResultCache | None = None) -> pl.DataFrame:
     """Clusters of records (all rows, augmented included) at MinHash Jaccard >= `threshold` that appear in
-    more than one split: `cluster` (its first record id), `record_ids`, `splits`. Empty when clean."""
+    more than one split: `cluster` (its first record id), `record_ids`, `splits`. Empty when clean.
+
+    `cache`: the answer for these very rows (ids, texts and splits, in this order), threshold and code is
+    read from there when it holds it, and stored there otherwise. The split's last look and the blocking
+    check ask the same question of the same rows; the second asker gets the first one's answer."""
     schema = {"cluster": pl.String, "record_ids": pl.List(pl.String), "splits": pl.List(pl.String)}
     if splits.height < 2:
         return pl.DataFrame(schema=schema)
+    key = digest(frame_digest(splits.select("record_id", "text", "split")),
+                 _contamination_settings(threshold, dedup).model_dump(), code_version(SPLIT_CODE)) \
+        if cache is not None else ""
+    if cache is not None and (hit := cache.load(key)) is not None:
+        return hit[0]
     root = _contamination_clusters(splits["text"], threshold, dedup)
     ids = splits["record_id"]
     frame = splits.select("record_id", "split").with_columns(pl.Series("cluster", ids.gather(root)))
-    return (frame.group_by("cluster").agg(pl.col("record_id").sort().alias("record_ids"),
-                                          pl.col("split").unique().sort().alias("splits"))
-            .filter(pl.col("splits").list.len() > 1).sort("cluster").select(list(schema)))
+    crossing = (frame.group_by("cluster").agg(pl.col("record_id").sort().alias("record_ids"),
+                                              pl.col("split").unique().sort().alias("splits"))
+                .filter(pl.col("splits").list.len() > 1).sort("cluster").select(list(schema)))
+    if cache is not None:
+        cache.store(key, crossing)
+    return crossing
 
 
 MAX_SPLIT_ROUNDS = 4
 
 
 def contamination_free_splits(corpus: pl.DataFrame, cfg: SplitSettings, dedup: DedupSettings,
-                              task: Task | None = None, max_rounds: int = MAX_SPLIT_ROUNDS) -> tuple[pl.DataFrame, int]:
+                              task: Task | None = None, max_rounds: int = MAX_SPLIT_ROUNDS,
+                              check_cache: ResultCache | None = None) -> tuple[pl.DataFrame, int]:
     """`assign_splits` of `join_similar_groups`, then what the contamination check looks for
     (`cross_split_near_duplicates` on the assigned rows): a cluster found in two splits has its groups
     joined, and the split is made again, until none is found or after `max_rounds` splits (the check then
@@ -261,12 +282,14 @@ def contamination_free_splits(corpus: pl.DataFrame, cfg: SplitSettings, dedup: D
     Why a second look: LSH pairs a document only with the next `minhash.LSH_WINDOW` members of each bucket,
     so which near copies it finds depends on the other documents and their order. The originals (what the
     groups are made of) and every row in split order (what the check reads, augmented rows included) can
-    give different pairs: on 100,000 templated tickets the check found 3 clusters the groups had missed."""
+    give different pairs: on 100,000 templated tickets the check found 3 clusters the groups had missed.
+    `check_cache`: where each look's answer is stored (see `cross_split_near_duplicates`), so the check of
+    the split returned reads the last look's instead of computing it again."""
     grouped = join_similar_groups(corpus, cfg, dedup)
     joined = 0
     for _ in range(max_rounds):
         splits = assign_splits(grouped, cfg, task)
-        crossing = cross_split_near_duplicates(splits, cfg.contamination_threshold, dedup)
+        crossing = cross_split_near_duplicates(splits, cfg.contamination_threshold, dedup, check_cache)
         if crossing.is_empty():
             break
         grouped = _join_groups(grouped, splits, crossing)
@@ -286,3 +309,10 @@ def _join_groups(corpus: pl.DataFrame, splits: pl.DataFrame, crossing: pl.DataFr
     links = [(index[group_of[a]], index[group_of[b]]) for ids in crossing["record_ids"].to_list()
              for a, b in zip(ids, ids[1:])]
     return _merge_linked_groups(corpus, "group_id", groups, links)
+
+
+def split_key(corpus: pl.DataFrame, cfg: SplitSettings, dedup: DedupSettings, task: Task) -> str:
+    """What decides `contamination_free_splits` of `corpus`: every value of the corpus in its order, the split
+    settings, the near-copy detector's settings, the task and the code that computes them."""
+    return digest(frame_digest(corpus), cfg.model_dump(), _contamination_settings(cfg.contamination_threshold,
+                  dedup).model_dump(), task.name, code_version(SPLIT_CODE))

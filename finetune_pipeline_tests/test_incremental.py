@@ -19,9 +19,12 @@ from finetune_pipeline.cleaning import clean_corpus
 from finetune_pipeline.cleaning.cache import cached_clean_corpus
 from finetune_pipeline.cleaning.erasure import ErasureRequest
 from finetune_pipeline.definitions import definitions_for
+from finetune_pipeline.incremental import ResultCache, frame_digest
 from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.records import corpus_frame, make_record_id
 from finetune_pipeline.settings import Settings
+from finetune_pipeline.splits import split_key
+from finetune_pipeline.tasks import task_for
 from finetune_pipeline_tests.conftest import write_tiny_bert
 
 SUBJECT = "anna.kowalski@example.com"
@@ -112,6 +115,8 @@ def test_an_unchanged_rerun_trains_nothing_and_writes_byte_identical_exports(fir
     exports_before, models_before = _digests(root / "exports"), _digests(root / "models")
 
     again = _refresh(root, instance)
+    assert first["dataset_splits"]["split_reused"].value is False
+    assert again["dataset_splits"]["split_reused"].value is True  # the stored split of the same corpus
     assert again["cleaned_corpus"]["rows_cleaned"].value == 0
     assert again["cleaned_corpus"]["rows_reused"].value == first["cleaned_corpus"]["rows_in"].value
     for asset in ("lora_adapter", "approach_comparison"):
@@ -130,6 +135,7 @@ def test_a_rerun_with_new_records_equals_a_run_from_scratch(first_run, tmp_path,
     _write_tickets(root, 2, seed=99, prefix="new")
     incremental = _refresh(root, instance)
     assert incremental["cleaned_corpus"]["rows_cleaned"].value == 4
+    assert incremental["dataset_splits"]["split_reused"].value is False  # another corpus: split again
     assert incremental["lora_adapter"]["trained"].value is True  # the data snapshot changed
 
     scratch = tmp_path / "data"  # the dataset card is named after the root folder
@@ -313,3 +319,70 @@ def test_the_export_check_scans_only_texts_it_has_not_seen_with_these_settings(t
     assert not any(t in file.read_bytes().decode("latin-1") for t in ("anna.berg", "7946"))  # keys, not texts
     file.write_bytes(b"not parquet")  # a damaged cache: every text scanned again, the same counts
     assert cleaning_cache.cached_personal_data_left(texts, policy, file) == expected and scanned == [4, 1, 4, 4]
+
+
+# ---- whole results kept with their key: the split of an unchanged corpus, the contamination check's answer
+
+def _split_corpus(n: int = 30) -> pl.DataFrame:
+    rng = random.Random(11)
+    rows = [{"record_id": f"r{i:03d}", "text": _ticket(rng, label), "label": label, "group_id": f"r{i:03d}",
+             "source_uri": f"raw/{label}/{i}.txt", "source_type": "txt", "augmented_from": None} for i, label in enumerate(list(WORDS) * (n // 2))]
+    rows.append({**rows[0], "record_id": "r999", "group_id": "r999",
+                 "text": rows[0]["text"].replace("thanks", "thank you")})  # a light edit of r000
+    return pl.DataFrame(rows, schema_overrides={"augmented_from": pl.String})
+
+
+def test_frame_digest_sees_every_value_its_type_and_the_order():
+    frame = _split_corpus()
+    assert frame_digest(frame) == frame_digest(frame.clone())
+    assert frame_digest(frame) != frame_digest(frame.reverse())
+    assert frame_digest(frame) != frame_digest(frame.with_columns(
+        pl.when(pl.col("record_id") == "r004").then(pl.lit("shipping")).otherwise("label").alias("label")))
+    assert frame_digest(frame) != frame_digest(frame.with_columns(pl.col("augmented_from").cast(pl.Categorical)))
+
+
+def test_a_result_cache_returns_only_what_was_stored_under_the_key(tmp_path):
+    cache, frame = ResultCache(tmp_path, "x"), _split_corpus()
+    assert cache.load("k1") is None
+    cache.store("k1", frame, {"joined": 2})
+    stored, info = cache.load("k1")
+    assert stored.equals(frame) and info == {"joined": 2}
+    assert cache.load("k2") is None
+    cache.frame_file.write_bytes(b"not parquet")  # damaged: computed again, no crash
+    assert cache.load("k1") is None
+
+
+def test_the_contamination_answer_is_reused_only_for_the_same_rows(tmp_path, monkeypatch):
+    from finetune_pipeline import splits as splits_module
+
+    settings = Settings()
+    corpus = _split_corpus()
+    splits, joined = splits_module.contamination_free_splits(corpus, settings.splits, settings.dedup)
+    cache = ResultCache(tmp_path, "contamination")
+    reference = splits_module.cross_split_near_duplicates(splits, 0.5, settings.dedup)
+    assert splits_module.cross_split_near_duplicates(splits, 0.5, settings.dedup, cache).equals(reference)
+
+    calls = []
+    real = splits_module._contamination_clusters
+    monkeypatch.setattr(splits_module, "_contamination_clusters", lambda *a: calls.append(1) or real(*a))
+    assert splits_module.cross_split_near_duplicates(splits, 0.5, settings.dedup, cache).equals(reference)
+    assert calls == []  # the same rows: the stored answer
+    # r999 (a light edit of r000) moved to another split: a leak the check must find, and it does
+    leak = splits.with_columns(pl.when(pl.col("record_id") == "r999")
+                               .then(pl.lit("test" if splits.filter(pl.col("record_id") == "r000")["split"][0] != "test"
+                                            else "train")).otherwise("split").alias("split"))
+    found = splits_module.cross_split_near_duplicates(leak, 0.5, settings.dedup, cache)
+    assert calls == [1] and found["record_ids"].to_list() == [["r000", "r999"]]
+    assert splits_module.cross_split_near_duplicates(leak, 0.6, settings.dedup, cache) is not None
+    assert calls == [1, 1]  # another threshold: asked again
+
+
+def test_the_split_key_changes_with_the_corpus_and_the_split_settings():
+    settings, corpus = Settings(), _split_corpus()
+    task = task_for(settings)
+    key = split_key(corpus, settings.splits, settings.dedup, task)
+    assert key == split_key(corpus.clone(), settings.splits, settings.dedup, task)
+    assert key != split_key(corpus.head(corpus.height - 1), settings.splits, settings.dedup, task)
+    assert key != split_key(corpus, settings.splits.model_copy(update={"seed": 7}), settings.dedup, task)
+    assert key != split_key(corpus, settings.splits.model_copy(update={"contamination_threshold": 0.6}),
+                            settings.dedup, task)

@@ -178,17 +178,22 @@ def candidate_pairs(keys: np.ndarray, eligible: np.ndarray | None = None, window
     index = np.arange(n) if eligible is None else np.flatnonzero(eligible)
     rows = pl.DataFrame({"band": np.repeat(np.arange(bands, dtype=np.int32), len(index)),
                          "key": keys[:, index].reshape(-1), "doc": np.tile(index.astype(np.int64), bands)})
-    pairs = unique_pairs(bucket_pairs(rows, window)).sort("i", "j")
+    pairs = bucket_pairs(rows, window).sort("i", "j")  # unique already: all buckets in one call
     return np.stack([pairs["i"].to_numpy(), pairs["j"].to_numpy()], axis=1).astype(np.int64).reshape(-1, 2)
 
 
-def estimated_jaccard(signatures: np.ndarray, pairs: np.ndarray, chunk: int = 65536) -> np.ndarray:
-    """Share of equal signature values for each pair of rows."""
+def estimated_jaccard(signatures: np.ndarray, pairs: np.ndarray, chunk: int = 16384) -> np.ndarray:
+    """Share of equal signature values for each pair of rows (the count of equal values over num_perm, the
+    same float as the mean of the comparison; counted in one reused buffer, about twice as fast)."""
     out = np.empty(len(pairs), dtype=np.float64)
+    num_perm = signatures.shape[1] if signatures.ndim == 2 else 0
+    equal = np.empty((min(chunk, len(pairs)), num_perm), dtype=bool)
     for s in range(0, len(pairs), chunk):
         i, j = pairs[s:s + chunk, 0], pairs[s:s + chunk, 1]
-        out[s:s + chunk] = (signatures[i] == signatures[j]).mean(axis=1)
-    return out
+        k = len(i)
+        np.equal(np.take(signatures, i, axis=0), np.take(signatures, j, axis=0), out=equal[:k])
+        out[s:s + k] = equal[:k].view(np.uint8).sum(axis=1, dtype=np.uint16)
+    return out / num_perm if num_perm else out
 
 
 def similarity_histogram(similarity: np.ndarray) -> dict[str, int]:
@@ -354,8 +359,10 @@ def near_duplicate_clusters(texts: pl.Series | Sequence[str], cfg: DedupSettings
     docs = frames(pl.DataFrame({"doc": np.arange(n, dtype=np.int64), "text": texts}), execution)
     signatures = docs.map_batches(signature_batch, ngram=ngram, num_perm=num_perm, shingle=shingle,
                                   seed=seed).materialize()
-    pairs = (signatures.map_batches(band_batch, bands=bands).map_groups(["band", "key"], bucket_pairs)
-             .map_groups(["i", "j"], unique_pairs).materialize())
+    pairs = signatures.map_batches(band_batch, bands=bands).map_groups(["band", "key"], bucket_pairs)
+    if not isinstance(pairs, LocalFrames):  # one block of buckets gives unique pairs, several blocks may not
+        pairs = pairs.map_groups(["i", "j"], unique_pairs)
+    pairs = pairs.materialize()
     scored = _pair_similarity(pairs, signatures).materialize()
     histogram = scored.map_batches(histogram_batch).to_polars()
     counts = histogram.group_by("bin").agg(pl.col("count").sum())

@@ -14,6 +14,7 @@ from pydantic import Field, PrivateAttr
 
 from finetune_pipeline import execution
 from finetune_pipeline.embeddings import EmbeddingCache
+from finetune_pipeline.incremental import ResultCache
 from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.records import CORPUS_STAGES, empty_rejects
 from finetune_pipeline.settings import Settings, SettingsError, load_settings
@@ -75,6 +76,10 @@ class PipelineResource(dg.ConfigurableResource):
         """`stage`'s sentence-vector cache under .pipeline/cache/embeddings/; None without execution.incremental."""
         return EmbeddingCache(self.data_root().embedding_cache, stage) if self.settings().execution.incremental \
             else None
+
+    def result_cache(self, name: str) -> ResultCache | None:
+        """A stored whole result under .pipeline/cache/results/; None without execution.incremental."""
+        return ResultCache(self.data_root().result_cache, name) if self.settings().execution.incremental else None
 
     def stage_rejects(self, stage: str) -> pl.DataFrame:
         path = self.data_root().stage_rejects(stage)

@@ -23,10 +23,12 @@ from finetune_pipeline.labeling import LabelingStats
 from finetune_pipeline.records import CORPUS_STAGES, SPLITS
 from finetune_pipeline.sources import CollectionStats
 from finetune_pipeline.splits import (DOCUMENT_SOURCE_TYPES, contamination_free_splits,
-                                      cross_split_near_duplicates, cross_validation_folds, split_moves)
+                                      cross_split_near_duplicates, cross_validation_folds, split_key,
+                                      split_moves)
 from finetune_pipeline.tasks import task_for
 
 LISTED = 20  # record ids listed in a failed check's metadata
+CONTAMINATION_RESULT = "contamination_check"  # its answer, shared by the split's last look and the check
 
 
 @gate("dataset_splits", "dataset_splits_no_leakage",
@@ -84,7 +86,8 @@ def dataset_splits_no_personal_data(pipeline: PipelineResource, current: pl.Data
       "data.")
 def dataset_splits_no_contamination(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
     settings = pipeline.settings()
-    crossing = cross_split_near_duplicates(current, settings.splits.contamination_threshold, settings.dedup)
+    crossing = cross_split_near_duplicates(current, settings.splits.contamination_threshold, settings.dedup,
+                                           pipeline.result_cache(CONTAMINATION_RESULT))
     frame = v.contamination_frame(current, crossing)
     return suite_result(v.validate(frame, "dataset_splits_no_contamination", v.contamination_expectations()),
                         extra={**_candidate(pipeline), "clusters_across_splits": crossing.height,
@@ -141,7 +144,18 @@ def dataset_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource
     require_upstream_checks(context, "augmented_corpus")
     settings, root = pipeline.settings(), pipeline.data_root()
     task = task_for(settings)
-    splits, joined = contamination_free_splits(augmented_corpus, settings.splits, settings.dedup, task)
+    key = split_key(augmented_corpus, settings.splits, settings.dedup, task)
+    cache = pipeline.result_cache("dataset_splits")
+    hit = cache.load(key) if cache is not None else None
+    if hit is not None:
+        splits, joined = hit[0], hit[1].get("clusters_joined_after_split", 0)
+        context.log.info("dataset_splits: the corpus, the split settings and the split code are those of the "
+                         "stored split; it is reused, not computed again")
+    else:
+        splits, joined = contamination_free_splits(augmented_corpus, settings.splits, settings.dedup, task,
+                                                   check_cache=pipeline.result_cache(CONTAMINATION_RESULT))
+        if cache is not None:
+            cache.store(key, splits, {"clusters_joined_after_split": joined})
     if joined:
         context.log.info(f"dataset_splits: {joined} near-copy cluster(s) found across splits after the split; "
                          "their groups were joined and the split made again")
@@ -155,7 +169,7 @@ def dataset_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource
         staged_folds.unlink(missing_ok=True)
     context.add_output_metadata({**settings_used(settings, "splits"), **splits_metadata(splits),
                                  **_moves_metadata(splits, _published(root)),
-                                 "clusters_joined_after_split": joined,
+                                 "clusters_joined_after_split": joined, "split_reused": hit is not None,
                                  "candidate_path": dg.MetadataValue.path(str(target))}, output_name="result")
     yield from checked(context, pipeline, "dataset_splits", splits)
 
