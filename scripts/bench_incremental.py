@@ -11,7 +11,8 @@ process) three times with one fresh DAGSTER_HOME:
   2. unchanged: the same inputs again;
   3. new records: --new-share (default 1 %) new .txt records added under raw/new/ (at least one), each a
      variation of an existing text record with a new sentence, so it is kept and labeled like the rest.
-For each run it prints the wall time of the command and the time of each step (STEP_START to
+`--reuse` runs again in an --out an earlier invocation left (or a copy of one): the same stored state,
+rerun by another checkout's copy of the script. For each run it prints the wall time of the command and the time of each step (STEP_START to
 STEP_SUCCESS in Dagster's event log), and writes them all as JSON to --out/bench.json.
 
 `--executor multiprocess` runs `dagster asset materialize -m finetune_pipeline.definitions --select ...`
@@ -165,15 +166,25 @@ def main() -> int:
                              "materialize`, a process per step, as the UI, schedule and sensors run")
     parser.add_argument("--runs", nargs="+", choices=("full", "unchanged", "new_records"),
                         default=["full", "unchanged", "new_records"], help="which runs, in order")
+    parser.add_argument("--reuse", action="store_true",
+                        help="run in the --out a previous invocation left (its root, caches and Dagster instance, "
+                             "copied or not) instead of making a new one: e.g. the same stored state rerun by "
+                             "another checkout")
+    parser.add_argument("--json", default="bench.json", help="results file name under --out")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     root, home = out / "root", out / "dagster_home"
-    copy_inputs(Path(args.data).resolve(), root)
-    generated = add_generated_records(root, args.records, out) if args.records else 0
-    if home.exists():
-        shutil.rmtree(home)
-    home.mkdir(parents=True)
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    if args.reuse:
+        if not (root / "finetune.yaml").exists() or not home.is_dir():
+            parser.error(f"--reuse: {out} holds no root/ and dagster_home/ from an earlier run")
+        generated = args.records
+    else:
+        copy_inputs(Path(args.data).resolve(), root)
+        generated = add_generated_records(root, args.records, out) if args.records else 0
+        if home.exists():
+            shutil.rmtree(home)
+        home.mkdir(parents=True)
+        shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
                "generated_records": generated, "until": args.until, "executor": args.executor, "code": str(ROOT),
                "runs": []}
@@ -200,7 +211,7 @@ def main() -> int:
         for step, seconds in sorted(times.items(), key=lambda kv: -kv[1]):
             print(f"  {step:<40}{seconds:>8.1f}")
         print(f"  sum of steps {sum(times.values()):.1f} s", flush=True)
-        (out / "bench.json").write_text(json.dumps(results, indent=2))
+        (out / args.json).write_text(json.dumps(results, indent=2))
     return 0
 
 
