@@ -114,6 +114,7 @@ class ResultCache:
     def __init__(self, folder: Path, name: str):
         self.frame_file = Path(folder) / f"{name}.parquet"
         self.key_file = Path(folder) / f"{name}.json"
+        self.hits = 0  # loads that found the key
 
     def load(self, key: str):
         """(frame, info) stored under `key`, or None."""
@@ -123,9 +124,11 @@ class ResultCache:
             stored = json.loads(self.key_file.read_text(encoding="utf-8"))
             if stored.get("key") != key:
                 return None
-            return pl.read_parquet(self.frame_file), stored.get("info", {})
+            found = pl.read_parquet(self.frame_file), stored.get("info", {})
         except Exception:  # missing, damaged, another layout: compute again, never crash
             return None
+        self.hits += 1
+        return found
 
     def store(self, key: str, frame, info: dict | None = None) -> None:
         from finetune_pipeline import atomic

@@ -5,8 +5,8 @@
     finetune.yaml             settings (optional)
     erasure_requests.csv      right-to-erasure requests (optional)
     .pipeline/                intermediate asset values, per-stage rejects and statistics, the parse cache,
-                              cache/ (cleaned records, embeddings and the export check's counts, by content
-                              and settings), staging/ (exports and models waiting for their checks)
+                              cache/ (cleaned records, embeddings, the export check's counts, the stored split
+                              and contamination answer, by content and settings), staging/ (exports and models waiting for their checks)
     exports/                  splits, folds, rejects, review tasks, the data card, the approach comparison
     models/                   one adapter per task, registry.json, the comparison's models
 """

@@ -718,7 +718,9 @@ class ExecutionSettings(_Section):
         "documents stay together); 0: one per CPU core this process may use; 1: in this process only.")
     incremental: bool = Field(
         True, description="Reuse what did not change: cleaned records cached by content, erasure matches, settings "
-        "and code (.pipeline/cache/), and training and the approach comparison skipped when the data snapshot "
+        "and code (.pipeline/cache/), sentence vectors by text and model, the split of an unchanged corpus and "
+        "the contamination check's answer for the same rows, and training and the approach comparison skipped "
+        "when the data snapshot "
         "and the training settings are those of the last candidate. false: every stage computes from scratch "
         "(the results are the same).")
     cc_max_iterations: int = Field(

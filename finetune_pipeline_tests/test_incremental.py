@@ -82,6 +82,9 @@ def _refresh(root, instance):
             materialization = event.step_materialization_data.materialization
             meta[event.asset_key.to_user_string()] = {
                 **materialization.metadata, "data_version": materialization.tags.get("dagster/data_version")}
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+            evaluation = event.event_specific_data
+            meta[f"check {evaluation.check_name}"] = {**evaluation.metadata, "passed": evaluation.passed}
     return meta
 
 
@@ -117,6 +120,9 @@ def test_an_unchanged_rerun_trains_nothing_and_writes_byte_identical_exports(fir
     again = _refresh(root, instance)
     assert first["dataset_splits"]["split_reused"].value is False
     assert again["dataset_splits"]["split_reused"].value is True  # the stored split of the same corpus
+    for run in (first, again):  # the check asks what the split's last look asked of the same rows
+        contamination = run["check dataset_splits_no_contamination"]
+        assert contamination["passed"] and contamination["answer_reused"].value is True
     assert again["cleaned_corpus"]["rows_cleaned"].value == 0
     assert again["cleaned_corpus"]["rows_reused"].value == first["cleaned_corpus"]["rows_in"].value
     for asset in ("lora_adapter", "approach_comparison"):

@@ -86,11 +86,12 @@ def dataset_splits_no_personal_data(pipeline: PipelineResource, current: pl.Data
       "data.")
 def dataset_splits_no_contamination(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
     settings = pipeline.settings()
-    crossing = cross_split_near_duplicates(current, settings.splits.contamination_threshold, settings.dedup,
-                                           pipeline.result_cache(CONTAMINATION_RESULT))
+    cache = pipeline.result_cache(CONTAMINATION_RESULT)
+    crossing = cross_split_near_duplicates(current, settings.splits.contamination_threshold, settings.dedup, cache)
     frame = v.contamination_frame(current, crossing)
     return suite_result(v.validate(frame, "dataset_splits_no_contamination", v.contamination_expectations()),
                         extra={**_candidate(pipeline), "clusters_across_splits": crossing.height,
+                               "answer_reused": bool(cache and cache.hits),  # asked of the same rows already
                                "clusters": table(["cluster", "records", "splits"], [
                                    [c, ", ".join(r), ", ".join(s)] for c, r, s in crossing.head(LISTED).iter_rows()])
                                if crossing.height else "none"})
