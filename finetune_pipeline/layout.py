@@ -6,7 +6,8 @@
     erasure_requests.csv      right-to-erasure requests (optional)
     .pipeline/                intermediate asset values, per-stage rejects and statistics, the parse cache,
                               cache/ (cleaned records, embeddings, the export check's counts, the stored split
-                              and contamination answer, by content and settings), staging/ (exports and models waiting for their checks)
+                              and contamination answer, by content and settings), staging/ (exports and
+                              models waiting for their checks)
     exports/                  splits, folds, rejects, review tasks, the data card, the approach comparison
     models/                   one adapter per task, registry.json, the comparison's models
 """

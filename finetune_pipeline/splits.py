@@ -238,7 +238,7 @@ def _merge_linked_groups(corpus: pl.DataFrame, group_col: str, groups: list[str]
             .with_columns(pl.coalesce("_joined", "_g").alias("group_id")).drop("_g", "_joined"))
 
 
-SPLIT_CODE = ("splits.py", "tasks.py", "dedup/minhash.py", "execution.py")  # what computes a split and its check
+SPLIT_CODE = ("splits.py", "tasks.py", "records.py", "dedup/minhash.py", "execution.py")  # what computes a split and its check
 
 
 def cross_split_near_duplicates(splits: pl.DataFrame, threshold: float, dedup: DedupSettings,

@@ -3,7 +3,10 @@
 import dagster as dg
 import polars as pl
 
-from finetune_pipeline.cleaning.bias import ALL_LABELS, bias_findings, bias_report
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from finetune_pipeline.cleaning.bias import _PATTERNS, ALL_LABELS, bias_findings, bias_report, mentions_frame
 from finetune_pipeline.settings import BiasSettings
 
 
@@ -46,3 +49,17 @@ def test_skew_warns_without_blocking():
 
     [gate] = [g for g in GATES["bias_report"] if g.evaluate is bias_report_representation]
     assert not gate.blocking and not gate.spec().blocking
+
+
+_PIECES = ["he", "She", "HER", "hers", "mr", "Mrs.", "gen z", "Gen  Z", "south african", "African", "kiwi", "man",
+           "manager", "the", "<PERSON>", "<her>", "her>", "<he", "_he", "he_", "he2", "2he", "Él", "é", "he\u0301",
+           "\u212a", "ſ", "ß", "İ", "\n", " ", ",", "-", "'s", "ü", "日本", "Chinese", "chinésé", "mum", "x"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_PIECES), max_size=8).map("".join), min_size=1, max_size=6))
+def test_mentions_follow_one_rule_for_ascii_and_unicode_texts(texts):
+    """polars' search of ASCII texts and Python's search of the others give what Python's `re` gives on all."""
+    flags = mentions_frame(pl.DataFrame({"text": texts, "label": ["a"] * len(texts)}))
+    for (dim, group), pattern in _PATTERNS.items():
+        assert flags[f"{dim}/{group}"].to_list() == [bool(pattern.search(t)) for t in texts], (dim, group)

@@ -58,15 +58,33 @@ TERM_GROUPS: dict[str, dict[str, list[str]]] = {
         "buddhist": ["buddhist", "buddhists", "buddhism"],
     },
 }
+# The rule: a term not preceded by a word character or "<", nor followed by one or ">" (a redaction
+# placeholder such as <PERSON> is not a mention).
 _PATTERNS = {(dim, group): re.compile(r"(?<![\w<])(?:" + "|".join(re.escape(w) for w in words) + r")(?![\w>])", re.I)
              for dim, groups in TERM_GROUPS.items() for group, words in groups.items()}
+assert all(re.fullmatch(r"[a-z ]+", w) for groups in TERM_GROUPS.values() for ws in groups.values() for w in ws)
+# The same rule for ASCII texts, where a word character is [A-Za-z0-9_], in the Rust regex syntax polars runs
+# (no look-around: the neighbours are matched instead, which changes nothing for "is there a match").
+_ASCII_PATTERNS = {key: "(?i)(?:^|[^A-Za-z0-9_<])(?:" + "|".join(words) + ")(?:$|[^A-Za-z0-9_>])"
+                   for key, words in ((k, TERM_GROUPS[k[0]][k[1]]) for k in _PATTERNS)}
 ALL_LABELS = "(all)"
 
 
 def mentions_frame(corpus: pl.DataFrame) -> pl.DataFrame:
-    """One boolean column per `dimension/group`: does the record's text mention the group."""
-    texts = corpus["text"].to_list()
-    columns = {f"{dim}/{group}": [bool(p.search(t or "")) for t in texts] for (dim, group), p in _PATTERNS.items()}
+    """One boolean column per `dimension/group`: does the record's text mention the group.
+
+    ASCII texts are searched by polars (vectorised: 0.9 s instead of 15 s for 100k tickets); any other
+    text by Python's `re` with Unicode word characters, so both follow the one rule above (`test_bias.py`
+    compares them on generated texts)."""
+    texts = corpus["text"].fill_null("")
+    unicode_rows = texts.str.contains(r"[^\x00-\x7F]").arg_true().to_list()
+    unicode_texts = texts.gather(unicode_rows).to_list()
+    columns = {}
+    for key, pattern in _PATTERNS.items():
+        found = texts.str.contains(_ASCII_PATTERNS[key]).to_list()
+        for row, text in zip(unicode_rows, unicode_texts):
+            found[row] = bool(pattern.search(text))
+        columns[f"{key[0]}/{key[1]}"] = pl.Series(found, dtype=pl.Boolean)
     label = corpus["label"] if "label" in corpus.columns else pl.Series("label", [None] * corpus.height, pl.String)
     return pl.DataFrame({"label": label.fill_null("(none)"), **columns})
 
