@@ -392,3 +392,25 @@ def test_the_split_key_changes_with_the_corpus_and_the_split_settings():
     assert key != split_key(corpus, settings.splits.model_copy(update={"seed": 7}), settings.dedup, task)
     assert key != split_key(corpus, settings.splits.model_copy(update={"contamination_threshold": 0.6}),
                             settings.dedup, task)
+
+
+def test_without_incremental_runs_the_stages_delete_what_an_earlier_run_cached(tmp_path):
+    """A run from scratch after an erasure request must not leave the subject's text in an old cache."""
+    from finetune_pipeline.defs.resources import PipelineResource
+
+    (tmp_path / "finetune.yaml").write_text(json.dumps({"execution": {"incremental": False}}))
+    root = DataRoot(tmp_path)
+    pipeline = PipelineResource(data_dir=str(tmp_path))
+    files = [root.cleaning_cache, root.personal_data_check_cache, root.embedding_cache / "labeled_corpus.parquet",
+             root.result_cache / "dataset_splits.parquet", root.result_cache / "dataset_splits.json"]
+    for path in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(SUBJECT)
+    assert pipeline.cache_file(root.cleaning_cache) is None and pipeline.cache_file(root.personal_data_check_cache) is None
+    assert pipeline.embedding_cache("labeled_corpus") is None and pipeline.result_cache("dataset_splits") is None
+    assert [p for p in files if p.exists()] == []
+
+    (tmp_path / "finetune.yaml").write_text(json.dumps({"execution": {"incremental": True}}))
+    pipeline = PipelineResource(data_dir=str(tmp_path))
+    assert pipeline.cache_file(root.cleaning_cache) == root.cleaning_cache
+    assert pipeline.result_cache("dataset_splits") is not None

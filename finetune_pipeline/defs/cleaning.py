@@ -49,7 +49,7 @@ def cleaned_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource
         requests = load_erasure_requests(pipeline.data_root().path)
     except ErasureFileError as exc:
         raise dg.Failure(description=f"{exc}. Erasure requests cannot be skipped: fix the file and re-run.") from None
-    cache = pipeline.data_root().cleaning_cache if settings.execution.incremental else None
+    cache = pipeline.cache_file(pipeline.data_root().cleaning_cache)
     with logged(context, "cleaned_corpus"):  # over the process pool: rows done, rate, time left
         result, reuse = cached_clean_corpus(raw_corpus, settings, requests, cache)
     context.add_output_metadata({**settings_used(settings, "cleaning", "privacy"), **reuse.to_dict(),

@@ -72,14 +72,25 @@ class PipelineResource(dg.ConfigurableResource):
             _create_once(snapshot, self._read_settings().model_dump_json(indent=2))
         return Settings.model_validate_json(snapshot.read_text(encoding="utf-8"))
 
+    def cache_file(self, *paths: Path) -> Path | None:
+        """The first of `paths` (a stage's cache files) with execution.incremental; without it None, and the
+        files are deleted: a run from scratch leaves nothing an earlier run cached (an erased subject's text
+        included) behind in .pipeline/cache/."""
+        if self.settings().execution.incremental:
+            return paths[0]
+        for path in paths:
+            path.unlink(missing_ok=True)
+        return None
+
     def embedding_cache(self, stage: str) -> EmbeddingCache | None:
         """`stage`'s sentence-vector cache under .pipeline/cache/embeddings/; None without execution.incremental."""
-        return EmbeddingCache(self.data_root().embedding_cache, stage) if self.settings().execution.incremental \
-            else None
+        cache = EmbeddingCache(self.data_root().embedding_cache, stage)
+        return cache if self.cache_file(cache.file) else None
 
     def result_cache(self, name: str) -> ResultCache | None:
         """A stored whole result under .pipeline/cache/results/; None without execution.incremental."""
-        return ResultCache(self.data_root().result_cache, name) if self.settings().execution.incremental else None
+        cache = ResultCache(self.data_root().result_cache, name)
+        return cache if self.cache_file(cache.key_file, cache.frame_file) else None
 
     def stage_rejects(self, stage: str) -> pl.DataFrame:
         path = self.data_root().stage_rejects(stage)

@@ -66,7 +66,7 @@ def dataset_splits_no_leakage(pipeline: PipelineResource, current: pl.DataFrame)
 def dataset_splits_no_personal_data(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
     settings, root = pipeline.settings(), pipeline.data_root()
     exported = exports.exported_texts(root.staged(root.splits_export))
-    cache = root.personal_data_check_cache if settings.execution.incremental else None  # by text and settings
+    cache = pipeline.cache_file(root.personal_data_check_cache)  # by text and settings
     found = cached_personal_data_left(exported["text"].to_list(), settings.privacy, cache)
     frame = v.personal_data_frame(exported, found)
     by_kind: dict[str, int] = {}
