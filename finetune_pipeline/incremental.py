@@ -97,8 +97,8 @@ def remember(folder: Path, key: str, result: dict) -> None:
 # ---- a stage's whole result, kept with the key it was computed under
 
 def frame_digest(frame) -> str:
-    """An order-sensitive hash of a polars frame's columns, names, types and every value (two seeded 64-bit
-    row hashes per row; polars' version is part of the keys that use it, see `ResultCache`)."""
+    """An order-sensitive hash of a polars frame's column names, types and every value: two seeded 64-bit
+    row hashes per row, and polars' version (its row hash may change between versions)."""
     import polars as pl
 
     rows = [frame.hash_rows(seed=seed).to_numpy().tobytes() for seed in (0, 1)] if frame.height else []

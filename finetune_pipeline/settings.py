@@ -720,8 +720,8 @@ class ExecutionSettings(_Section):
         True, description="Reuse what did not change: cleaned records cached by content, erasure matches, settings "
         "and code (.pipeline/cache/), sentence vectors by text and model, the split of an unchanged corpus and "
         "the contamination check's answer for the same rows, and training and the approach comparison skipped "
-        "when the data snapshot and the training settings are those of the last candidate. false: every stage computes from scratch "
-        "(the results are the same).")
+        "when the data snapshot and the training settings are those of the last candidate. false: every stage "
+        "computes from scratch (the results are the same).")
     cc_max_iterations: int = Field(
         64, ge=1, description="ray: rounds of min-label propagation allowed for connected components before "
         "failing (each round at least halves the distance to the root).")

@@ -238,7 +238,8 @@ def _merge_linked_groups(corpus: pl.DataFrame, group_col: str, groups: list[str]
             .with_columns(pl.coalesce("_joined", "_g").alias("group_id")).drop("_g", "_joined"))
 
 
-SPLIT_CODE = ("splits.py", "tasks.py", "records.py", "dedup/minhash.py", "execution.py")  # what computes a split and its check
+# What computes a split and its contamination check.
+SPLIT_CODE = ("splits.py", "tasks.py", "records.py", "dedup/minhash.py", "execution.py")
 
 
 def cross_split_near_duplicates(splits: pl.DataFrame, threshold: float, dedup: DedupSettings,
@@ -252,11 +253,11 @@ def cross_split_near_duplicates(splits: pl.DataFrame, threshold: float, dedup: D
     schema = {"cluster": pl.String, "record_ids": pl.List(pl.String), "splits": pl.List(pl.String)}
     if splits.height < 2:
         return pl.DataFrame(schema=schema)
-    key = digest(frame_digest(splits.select("record_id", "text", "split")),
-                 _contamination_settings(threshold, dedup).model_dump(), code_version(SPLIT_CODE)) \
-        if cache is not None else ""
-    if cache is not None and (hit := cache.load(key)) is not None:
-        return hit[0]
+    if cache is not None:
+        key = digest(frame_digest(splits.select("record_id", "text", "split")),
+                     _contamination_settings(threshold, dedup).model_dump(), code_version(SPLIT_CODE))
+        if (hit := cache.load(key)) is not None:
+            return hit[0]
     root = _contamination_clusters(splits["text"], threshold, dedup)
     ids = splits["record_id"]
     frame = splits.select("record_id", "split").with_columns(pl.Series("cluster", ids.gather(root)))

@@ -65,8 +65,8 @@ _PATTERNS = {(dim, group): re.compile(r"(?<![\w<])(?:" + "|".join(re.escape(w) f
 assert all(re.fullmatch(r"[a-z ]+", w) for groups in TERM_GROUPS.values() for ws in groups.values() for w in ws)
 # The same rule for ASCII texts, where a word character is [A-Za-z0-9_], in the Rust regex syntax polars runs
 # (no look-around: the neighbours are matched instead, which changes nothing for "is there a match").
-_ASCII_PATTERNS = {key: "(?i)(?:^|[^A-Za-z0-9_<])(?:" + "|".join(words) + ")(?:$|[^A-Za-z0-9_>])"
-                   for key, words in ((k, TERM_GROUPS[k[0]][k[1]]) for k in _PATTERNS)}
+_ASCII_PATTERNS = {(dim, group): "(?i)(?:^|[^A-Za-z0-9_<])(?:" + "|".join(words) + ")(?:$|[^A-Za-z0-9_>])"
+                   for dim, groups in TERM_GROUPS.items() for group, words in groups.items()}
 ALL_LABELS = "(all)"
 
 

@@ -186,7 +186,7 @@ def estimated_jaccard(signatures: np.ndarray, pairs: np.ndarray, chunk: int = 16
     """Share of equal signature values for each pair of rows (the count of equal values over num_perm, the
     same float as the mean of the comparison; counted in one reused buffer, about twice as fast)."""
     out = np.empty(len(pairs), dtype=np.float64)
-    num_perm = signatures.shape[1] if signatures.ndim == 2 else 0
+    num_perm = signatures.shape[1]
     equal = np.empty((min(chunk, len(pairs)), num_perm), dtype=bool)
     for s in range(0, len(pairs), chunk):
         i, j = pairs[s:s + chunk, 0], pairs[s:s + chunk, 1]

@@ -145,8 +145,8 @@ def dataset_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource
     require_upstream_checks(context, "augmented_corpus")
     settings, root = pipeline.settings(), pipeline.data_root()
     task = task_for(settings)
-    key = split_key(augmented_corpus, settings.splits, settings.dedup, task)
     cache = pipeline.result_cache("dataset_splits")
+    key = split_key(augmented_corpus, settings.splits, settings.dedup, task) if cache is not None else None
     hit = cache.load(key) if cache is not None else None
     if hit is not None:
         splits, joined = hit[0], hit[1].get("clusters_joined_after_split", 0)
