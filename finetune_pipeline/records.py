@@ -140,3 +140,75 @@ class StageResult:
             return {}
         counts = self.rejected.group_by("reason").len().sort("len", descending=True)
         return dict(zip(counts["reason"].to_list(), counts["len"].to_list()))
+
+
+# The setting that decides each reject reason a user controls (for the reject-share warning); reasons that
+# name a defect of the data itself (an exact duplicate, an unreadable file) have none.
+REASON_SETTINGS: dict[str, str] = {
+    "missing_column": "sources.tabular.text_column / label_column",
+    "too_short": "cleaning.min_chars / cleaning.min_words (or cleaning.document_filters_on: documents for rows "
+                 "of tables)",
+    "too_long": "cleaning.max_chars",
+    "language": "cleaning.languages (or cleaning.language_min_confidence)",
+    "mean_word_length": "cleaning.min_mean_word_length / max_mean_word_length (or cleaning.document_filters_on)",
+    "alpha_words": "cleaning.min_alpha_word_share (or cleaning.document_filters_on)",
+    "symbol_to_word_ratio": "cleaning.max_symbol_word_ratio (or cleaning.document_filters_on)",
+    "repeated_lines": "cleaning.max_duplicate_line_share (or cleaning.document_filters_on)",
+    "repeated_ngrams": "cleaning.max_top_ngram_share / max_duplicate_ngram_share (or cleaning.document_filters_on)",
+    "unknown_words": "cleaning.unknown_words_action (flag keeps them)",
+    "pii_policy": "privacy.<type>: drop -> redact",
+    "response_too_short": "cleaning.min_response_chars",
+    "refusal": "cleaning.refusal_patterns",
+    "truncated_response": "cleaning.truncation_min_chars",
+    "conversation_too_long": "cleaning.too_long_action (or training.instruction_max_length)",
+    "off_domain": "domain.threshold (or domain.policy: flag, or domain examples)",
+    "near_duplicate": "dedup.threshold",
+    "semantic_duplicate": "dedup.semantic_threshold (or dedup.semantic: false)",
+    "duplicate_prompt": "dedup.prompt_threshold",
+    "conflicting_instruction": "dedup.conflicts",
+    "in_review": "labeling.review_threshold (or label the records in the review queue)",
+    "label_not_in_label_set": "labels in finetune.yaml",
+    "unlabeled": "labeling.zero_shot",
+}
+
+
+@dataclass
+class RejectShareWarning:
+    """One reject reason that took more than `checks.max_reject_share` of a stage's input."""
+
+    stage: str
+    reason: str
+    rejected: int
+    rows_in: int
+    max_share: float
+    record_ids: list[str]  # the first few rejected (ids only, never text)
+    setting: str | None  # what decides the reason, when the user controls it
+
+    @property
+    def share(self) -> float:
+        return self.rejected / self.rows_in if self.rows_in else 0.0
+
+    def message(self) -> str:
+        ids = ", ".join(self.record_ids) or "none (whole sources)"
+        fix = (f"if these records belong in the data, change {self.setting}" if self.setting
+               else "check the data (the rejects in exports/rejects.parquet say why)")
+        return (f"{self.stage}: '{self.reason}' rejected {self.rejected} of {self.rows_in} records "
+                f"({self.share:.0%} > checks.max_reject_share={self.max_share}); e.g. {ids}; {fix}")
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "share": round(self.share, 4)}
+
+
+def reject_share_warnings(stage: str, rows_in: int, rejected: pl.DataFrame, max_share: float,
+                          listed: int = 5) -> list[RejectShareWarning]:
+    """A warning for every reject reason of `stage` that took more than `max_share` of its `rows_in` records,
+    largest first, each with `listed` record ids and the setting that decides it."""
+    if not rows_in or rejected.is_empty():
+        return []
+    found = []
+    by_reason = rejected.group_by("reason", maintain_order=True).agg(
+        pl.len().alias("n"), pl.col("record_id").drop_nulls().head(listed).alias("ids"))
+    for reason, n, ids in by_reason.sort("n", "reason", descending=[True, False]).iter_rows():
+        if n > max_share * rows_in:
+            found.append(RejectShareWarning(stage, reason, n, rows_in, max_share, ids, REASON_SETTINGS.get(reason)))
+    return found

@@ -17,6 +17,7 @@ from finetune_pipeline.tasks import task_named
 
 if TYPE_CHECKING:  # the cleaning package imports its text libraries: training, which renders cards, needs none
     from finetune_pipeline.cleaning.erasure import ErasureReport
+    from finetune_pipeline.layout import DataRoot
 
 
 def markdown_table(headers: list[str], rows: list[list]) -> str:
@@ -320,6 +321,26 @@ def _conflict_lines(rejects: pl.DataFrame) -> list[str]:
         outcome = "waiting for review" if reason == "in_review" else ("one answer kept" if kept else "all dropped")
         lines.append(f"| {conflict} | {outcome} | {', '.join(records)} | {kept or ''} |")
     return lines
+
+
+def reject_share_summary(root: DataRoot, stage_counts: list[dict]) -> list[str]:
+    """The run summary's lines on reject reasons that took more than `checks.max_reject_share` of a stage's
+    input (`stage_counts`: rows in per stage, as `PipelineResource.stage_counts` gives them), read from
+    each stage's rejects under `root`; none when no reason did."""
+    from finetune_pipeline.records import reject_share_warnings
+    from finetune_pipeline.settings import ChecksSettings, SettingsError, load_settings
+
+    try:
+        max_share = load_settings(root).checks.max_reject_share
+    except SettingsError:
+        max_share = ChecksSettings().max_reject_share
+    warnings = []
+    for counts in stage_counts:
+        path = root.stage_rejects(counts["stage"])
+        if path.exists():
+            warnings += reject_share_warnings(counts["stage"], counts["rows_in"], pl.read_parquet(path), max_share)
+    return ["", "WARNING: one reason rejected a large share of a stage's input:",
+            *(f"  {w.message()}" for w in warnings)] if warnings else []
 
 
 def domain_summary(domain) -> str:

@@ -137,6 +137,13 @@ class CleaningSettings(_Section):
     )
     lowercase: bool = Field(False, description="Case folding; off by default because it harms generation tasks.")
     # ---- quality filters (each rejects with its own reason)
+    document_filters_on: Literal["documents", "all"] = Field(
+        "documents", description="Where the filters made for web documents (too_short, mean_word_length, "
+        "alpha_words, symbol_to_word_ratio, repeated_lines, repeated_ngrams) reject. documents: only records of "
+        "documents (txt, md, html, pdf, docx, eml); a row of a table (csv, jsonl, json, parquet, SQLite, SQL, "
+        "Hugging Face dataset: a title, a subject, a product name, short by nature) that fails one is kept with "
+        "the reason in its `quality_flags`. all: they reject rows of tables too. empty, too_long, language, "
+        "pii_policy and unknown_words (drop) reject everywhere.")
     min_chars: int = Field(40, ge=0, description="Shorter texts are rejected as too_short (characters).")
     max_chars: int = Field(20000, ge=1, description="Longer texts are rejected as too_long (characters).")
     min_words: int = Field(5, ge=0, description="Texts with fewer words are rejected as too_short.")
@@ -687,6 +694,11 @@ class ChecksSettings(_Section):
     min_records: int = Field(
         20, ge=0, description="Fewer records than this at any corpus stage fails that stage's blocking check."
     )
+    max_reject_share: float = Field(
+        0.2, ge=0, le=1, description="Warning: one reject reason took more than this share of a corpus stage's "
+        "input (collection, cleaning, dedup, labeling, augmentation). The warning (CLI summary, and the stage's "
+        "`<stage>_reject_share` check in the UI) names the reason, the share, a few record ids and the setting "
+        "that decides it. A filter that takes a fifth of a corpus is more often mis-set than right.")
     adapter_floor: float | None = Field(
         None, description="Blocking: the adapter's headline test metric must reach this as well as beat the "
         "baseline (classification: macro-F1 at least this; instruction: perplexity at most this). None: no floor.")

@@ -1,6 +1,7 @@
 """Cleaning on real messy text: encoding repair, control characters, markup, boilerplate, page headers,
 normalisation switches, and each quality filter with its own reason."""
 
+import polars as pl
 import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
@@ -79,7 +80,7 @@ def test_repeated_pdf_headers_and_footers_are_removed_per_document():
     (" ".join(["buy cheap watches online best price"] * 10), "repeated_ngrams"),
 ])
 def test_each_quality_filter_rejects_with_its_own_reason(text, reason):
-    result = clean_corpus(_corpus([text]), Settings(privacy=PrivacySettings(detector="patterns")))
+    result = clean_corpus(_corpus([text], "raw/x.txt", "txt"), Settings(privacy=PrivacySettings(detector="patterns")))
     assert result.kept.is_empty()
     row = result.rejected.row(0, named=True)
     assert (row["reason"], row["stage"]) == (reason, "cleaned_corpus")
@@ -117,7 +118,7 @@ def test_typos_are_flagged_by_default_and_dropped_when_asked():
 def test_clean_corpus_accounts_for_every_row_and_keeps_text_raw():
     texts = ["help!!", "   ", "My parcel arrived broken, please send a replacement to my address soon.",
              "Contact me at a.b@example.org about the refund for my last two orders please."]
-    result = clean_corpus(_corpus(texts), Settings())
+    result = clean_corpus(_corpus(texts, "raw/x.txt", "txt"), Settings())
     assert result.kept.height + result.rejected.height == len(texts)
     assert sorted(result.rejected["reason"]) == ["empty", "too_short"]
     kept = result.kept.sort("locator")
@@ -214,3 +215,161 @@ def test_repeated_ngrams_filter_decides_as_the_plain_rule_does(tokens, settings)
     if got:
         kind, n = expected
         assert got[0] == "repeated_ngrams" and f"{n}-gram" in got[1] and (kind == "top") == got[1].startswith("top")
+
+
+# ---- document filters on documents, not on the rows of a table (issue 33) ------------------------------------
+
+# Real one-line Debian package synopses (`apt-cache dumpavail`), labeled by archive section: short by nature.
+SYNOPSES = [("GNU awk, a pattern scanning language", "interpreters"), ("Tiny Python shell", "python"),
+            ("X11 screen locker", "x11"), ("lightweight IRC client", "net"), ("LaTeX editor", "tex")]
+PATTERNS = Settings(privacy=PrivacySettings(detector="patterns"))
+
+
+def _labeled(rows, source, source_type):
+    frame = _corpus([t for t, _ in rows], source, source_type)
+    return frame.with_columns(label=pl.Series([label for _, label in rows]), label_source=pl.lit("column"))
+
+
+@pytest.mark.parametrize("source, source_type", [("raw/packages.jsonl", "jsonl"), ("raw/packages.csv", "csv"),
+                                                 ("raw/db.sqlite", "sqlite"), ("raw/packages", "hf_dataset")])
+def test_labeled_table_rows_of_three_words_are_kept_with_a_flag(source, source_type):
+    result = clean_corpus(_labeled(SYNOPSES, source, source_type), PATTERNS)
+    assert result.rejected.is_empty()
+    assert result.kept["label"].to_list() == [label for _, label in SYNOPSES]
+    flags = dict(zip(result.kept["text"], result.kept["quality_flags"].to_list()))
+    assert flags["X11 screen locker"] == ["too_short"] and flags["LaTeX editor"] == ["too_short"]
+    assert result.stats.quality_flags["too_short"] == 5  # every synopsis is under min_chars=40
+
+
+def test_table_rows_are_rejected_by_document_filters_when_configured():
+    strict = Settings(cleaning=CleaningSettings(document_filters_on="all"), privacy=PrivacySettings(detector="patterns"))
+    result = clean_corpus(_labeled(SYNOPSES, "raw/packages.jsonl", "jsonl"), strict)
+    assert result.kept.is_empty() and set(result.rejected["reason"]) == {"too_short"}
+
+
+@pytest.mark.parametrize("source, source_type", [("raw/notes.txt", "txt"), ("raw/notes.md", "md"),
+                                                 ("raw/manual.pdf", "pdf"), ("raw/page.html", "html")])
+def test_document_chunks_of_three_words_are_still_too_short(source, source_type):
+    result = clean_corpus(_labeled(SYNOPSES, source, source_type), PATTERNS)
+    assert result.kept.is_empty()
+    assert result.rejected["reason"].to_list() == ["too_short"] * len(SYNOPSES)
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("see https://cdn.example.com/assets/v2/0f3a9c1e7b2d4a6f8e0c2b4d6f8a0c2e/bundle.min.js?cache=9f8e7d6c5b4a "
+     "and sha256:4f2a9c1e7b2d4a6f8e0c2b4d6f8a0c2e4f2a9c1e7b2d4a6f8e0c2b4d6f8a0c2e in the console "
+     "dGhpcyBpcyBhIGJhc2U2NCBibG9iIHBhc3RlZCBpbnRvIGEgdGlja2V0", "mean_word_length"),
+    ("0.12 0.40 0.55 0.91 | 0.13 0.41 0.56 0.92 | 0.14 0.42 0.57 0.93 | 0.15 0.43 0.58 0.94 refund", "alpha_words"),
+    ("#sale #deal #refund #shipping #free #promo #buy #now #best #price #offer #today great", "symbol_to_word_ratio"),
+    ("Click here for the refund form\nClick here for the refund form\nClick here for the refund form\n"
+     "Click here for the refund form\nok thanks", "repeated_lines"),
+    (" ".join(["buy cheap watches online best price"] * 10), "repeated_ngrams"),
+])
+def test_every_document_filter_flags_a_table_row_instead_of_rejecting_it(text, reason):
+    result = clean_corpus(_corpus([text]), PATTERNS)
+    assert result.rejected.is_empty()
+    assert result.kept["quality_flags"].to_list() == [[reason]]
+
+
+def test_table_rows_still_get_empty_too_long_language_and_the_privacy_policy():
+    german = ("Mein Paket ist beschädigt angekommen und der Deckel der Kaffeemühle fehlt. Bitte schicken Sie mir "
+              "einen Ersatz oder sagen Sie mir, wie ich es zurückschicken kann.")
+    texts = ["   ", "word " * 5000, german, "mail a.b@example.org", "Tiny Python shell"]
+    settings = Settings(privacy=PrivacySettings(detector="patterns", email="drop"))
+    result = clean_corpus(_corpus(texts, "raw/rows.csv", "csv"), settings)
+    assert result.rejected["reason"].to_list() == ["empty", "too_long", "language", "pii_policy"]
+    assert result.kept["text"].to_list() == ["Tiny Python shell"]
+
+
+def test_short_table_rows_are_not_judged_by_the_language_filter():
+    """Language identification is unreliable on a few words: short rows keep their language unjudged."""
+    short = [("Mehrsprachiges Wörterbuch", "text"), ("Tiny Python shell", "python"), ("lecteur de musique", "sound")]
+    result = clean_corpus(_labeled(short, "raw/packages.jsonl", "jsonl"), PATTERNS)
+    assert result.rejected.is_empty()
+
+
+def test_the_table_source_types_are_those_the_readers_produce():
+    from finetune_pipeline.cleaning.quality_filters import TABLE_SOURCE_TYPES, is_table_row
+    from finetune_pipeline.sources import HF_DATASET, files, sql, tabular
+
+    assert TABLE_SOURCE_TYPES == {*tabular.TABULAR_TYPES.values(), *sql.SQLITE_TYPES.values(), HF_DATASET, "sql"}
+    assert not any(is_table_row(t) for t in files.DOCUMENT_TYPES.values())
+    assert not is_table_row(None)  # a record of unknown kind gets every filter, as before
+
+
+# ---- the reject-share guard ------------------------------------------------------------------------------------
+
+def _rejects(reasons: list[str]):
+    from finetune_pipeline.records import rejects_frame
+
+    return rejects_frame([{"record_id": f"r{i:03d}", "stage": "cleaned_corpus", "reason": reason, "detail": ""}
+                          for i, reason in enumerate(reasons)])
+
+
+def test_the_guard_names_reason_share_ids_and_setting_above_the_share():
+    from finetune_pipeline.records import reject_share_warnings
+
+    rejected = _rejects(["too_short"] * 41 + ["language"] * 3)
+    [warning] = reject_share_warnings("cleaned_corpus", 100, rejected, 0.2)
+    assert (warning.reason, warning.rejected, warning.rows_in, warning.share) == ("too_short", 41, 100, 0.41)
+    assert warning.record_ids == ["r000", "r001", "r002", "r003", "r004"]
+    message = warning.message()
+    for part in ("cleaned_corpus", "'too_short'", "41 of 100", "41%", "checks.max_reject_share=0.2", "r004",
+                 "cleaning.min_chars", "cleaning.document_filters_on"):
+        assert part in message, part
+    assert "r005" not in message  # a few ids, not all
+
+
+def test_the_guard_is_silent_at_or_below_the_share():
+    from finetune_pipeline.records import reject_share_warnings
+
+    assert reject_share_warnings("cleaned_corpus", 100, _rejects(["too_short"] * 20 + ["language"] * 19), 0.2) == []
+    assert reject_share_warnings("cleaned_corpus", 0, _rejects([]), 0.2) == []
+
+
+def test_the_guard_names_the_setting_of_each_stage_and_none_for_a_data_defect():
+    from finetune_pipeline.records import reject_share_warnings
+
+    settings_named = {w.reason: w.setting for stage, reasons in (
+        ("deduplicated_corpus", ["near_duplicate"] * 3 + ["off_domain"] * 3 + ["exact_duplicate"] * 3),
+        ("labeled_corpus", ["in_review"] * 3)) for w in reject_share_warnings(stage, 10, _rejects(reasons), 0.2)}
+    assert settings_named["near_duplicate"].startswith("dedup.threshold")
+    assert settings_named["off_domain"].startswith("domain.threshold")
+    assert settings_named["in_review"].startswith("labeling.review_threshold")
+    assert settings_named["exact_duplicate"] is None
+
+
+def test_the_run_summary_prints_the_guard_from_the_stored_rejects(tmp_path):
+    from finetune_pipeline.layout import DataRoot
+    from finetune_pipeline.reporting import reject_share_summary
+
+    root = DataRoot(tmp_path)
+    root.stage_rejects("cleaned_corpus").parent.mkdir(parents=True)
+    _rejects(["too_short"] * 30 + ["empty"]).write_parquet(root.stage_rejects("cleaned_corpus"))
+    counts = [{"stage": "cleaned_corpus", "rows_in": 100}]
+    lines = reject_share_summary(root, counts)
+    assert len(lines) == 3 and "'too_short' rejected 30 of 100 records (30%" in lines[2]
+    (tmp_path / "finetune.yaml").write_text("checks: {max_reject_share: 0.5}\n")
+    assert reject_share_summary(root, counts) == []
+
+
+def test_the_reject_share_check_warns_without_blocking(tmp_path):
+    """The stage's non-blocking check (the UI's warning) on the stored rejects and kept rows."""
+    import dagster as dg
+
+    from finetune_pipeline.defs.gates import GATES
+    from finetune_pipeline.defs.resources import PipelineResource
+    from finetune_pipeline.layout import DataRoot
+
+    [check] = [g for g in GATES["cleaned_corpus"] if g.name == "cleaned_corpus_reject_share"]
+    assert not check.blocking
+    root = DataRoot(tmp_path)
+    root.stage_rejects("cleaned_corpus").parent.mkdir(parents=True)
+    _rejects(["too_short"] * 3).write_parquet(root.stage_rejects("cleaned_corpus"))
+    kept = _corpus(["a kept record"] * 7)
+    result = check.evaluate(PipelineResource(data_dir=str(tmp_path)), kept)
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
+    assert "'too_short' rejected 3 of 10 records (30%" in result.description and "r000" in result.description
+    [warning] = result.metadata["reject_share_warnings"].value
+    assert (warning["reason"], warning["share"]) == ("too_short", 0.3)
+    assert check.evaluate(PipelineResource(data_dir=str(tmp_path)), _corpus(["a kept record"] * 20)).passed

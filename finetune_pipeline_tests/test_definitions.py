@@ -23,7 +23,8 @@ def test_graph_has_the_seven_stages_in_order():
 
 
 # Checks that warn without stopping anything downstream (advice, not gates).
-WARNING_CHECKS = {"bias_report_representation", "dataset_splits_share_drift", "dataset_splits_test_support"}
+WARNING_CHECKS = {"bias_report_representation", "dataset_splits_share_drift", "dataset_splits_test_support",
+                  *(f"{stage}_reject_share" for stage in STAGES[:5])}  # every corpus stage
 
 
 def test_every_asset_is_described_grouped_and_every_check_blocks():

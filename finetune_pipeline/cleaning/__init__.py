@@ -18,7 +18,7 @@ from finetune_pipeline.cleaning import noise
 from finetune_pipeline.cleaning.erasure import ErasureReport, ErasureRequest, SubjectMatcher
 from finetune_pipeline.cleaning.normalize import collapse_whitespace, normalize_text
 from finetune_pipeline.cleaning.privacy import apply_pii_policy_groups
-from finetune_pipeline.cleaning.quality_filters import identify_languages, needs_language, quality_reject
+from finetune_pipeline.cleaning.quality_filters import identify_languages, is_table_row, needs_language, quality_reject
 from finetune_pipeline.cleaning.sft_filters import sft_reject, too_long_filter, training_tokenizer
 from finetune_pipeline.execution import frames
 from finetune_pipeline.records import StageResult, StageStats, rejects_frame, sha256_text
@@ -122,7 +122,7 @@ def clean_documents(batch: pl.DataFrame, settings: Settings,
         elif turns is not None and (sft := sft_reject(fields["prompt"], fields["response"], cfg)):
             result.update(_reason=sft[0], _detail=sft[1])
         elif (reject := quality_reject(fields["text"], cfg, None if turns is None else [p.text for p in pii],
-                                       languages.get(n)))[0]:
+                                       languages.get(n), is_table_row(row["source_type"])))[0]:
             result.update(_reason=reject[0][0], _detail=reject[0][1])
         elif (too_long := turns is not None and _too_long(fields, settings)) and cfg.too_long_action == "drop":
             result.update(_reason=too_long[0], _detail=too_long[1])

@@ -3,6 +3,8 @@
 Each filter takes a cleaned text and its settings and returns `(reason, detail)` to reject it, or None to
 keep it; the detail names the measured value and the setting, never the text. Thresholds live in
 `CleaningSettings` (finetune.yaml `cleaning`). Typed PII placeholders (`<EMAIL>`) are not counted as words.
+The filters made for web documents (`DOCUMENT_FILTERS`) reject chunks of documents; on a row of a table they
+flag, unless `cleaning.document_filters_on: all`.
 """
 
 from __future__ import annotations
@@ -34,18 +36,33 @@ def _words(text: str) -> tuple[str, ...]:
     return tuple(t for t in tokens if t)
 
 
-def length_filter(text: str, settings: CleaningSettings) -> Reject:
-    """Reject empty, too short (characters or words) and too long texts."""
+def empty_filter(text: str, settings: CleaningSettings) -> Reject:
+    """Reject a text with nothing but whitespace left."""
     if not text.strip():
         return "empty", "no text left after cleaning"
+    return None
+
+
+def too_short_filter(text: str, settings: CleaningSettings) -> Reject:
+    """Reject a text shorter than `min_chars` characters or `min_words` words (a document filter)."""
     if len(text) < settings.min_chars:
         return "too_short", f"{len(text)} characters < cleaning.min_chars={settings.min_chars}"
     count = len(text.split())
     if count < settings.min_words:
         return "too_short", f"{count} words < cleaning.min_words={settings.min_words}"
+    return None
+
+
+def max_chars_filter(text: str, settings: CleaningSettings) -> Reject:
+    """Reject a text longer than `max_chars` characters."""
     if len(text) > settings.max_chars:
         return "too_long", f"{len(text)} characters > cleaning.max_chars={settings.max_chars}"
     return None
+
+
+def length_filter(text: str, settings: CleaningSettings) -> Reject:
+    """Reject empty, too short (characters or words) and too long texts."""
+    return empty_filter(text, settings) or too_short_filter(text, settings) or max_chars_filter(text, settings)
 
 
 def mean_word_length_filter(text: str, settings: CleaningSettings) -> Reject:
@@ -217,17 +234,34 @@ def needs_language(text: str, settings: CleaningSettings) -> bool:
 
 
 # In order: the first filter that rejects names the reason.
-FILTERS = (length_filter, language_filter, mean_word_length_filter, alpha_words_filter, symbol_ratio_filter,
-           repeated_lines_filter, repeated_ngrams_filter)
+FILTERS = (empty_filter, too_short_filter, max_chars_filter, language_filter, mean_word_length_filter,
+           alpha_words_filter, symbol_ratio_filter, repeated_lines_filter, repeated_ngrams_filter)
 # Judged turn by turn in a conversation: an answer naturally repeats words and lines of the question.
 PER_TURN_FILTERS = (repeated_lines_filter, repeated_ngrams_filter)
+# Made for web documents (Gopher, C4): on a row of a table (a title, a subject line, a product name, short
+# by nature and labeled by the user) they flag instead of rejecting, unless cleaning.document_filters_on: all.
+DOCUMENT_FILTERS = (too_short_filter, mean_word_length_filter, alpha_words_filter, symbol_ratio_filter,
+                    repeated_lines_filter, repeated_ngrams_filter)
+# Records that are rows of a table: tabular files, SQLite and SQL queries, Hugging Face datasets
+# (sources/tabular.py, sources/sql.py, sources/__init__.py). Documents (txt md html pdf docx eml) and records
+# of any other kind get every filter.
+TABLE_SOURCE_TYPES = frozenset({"csv", "jsonl", "json", "parquet", "sqlite", "sql", "hf_dataset"})
+
+
+def is_table_row(source_type: str | None) -> bool:
+    """Whether a record of this `source_type` is a row of a table (not a chunk of a document)."""
+    return source_type in TABLE_SOURCE_TYPES
 
 
 def quality_reject(text: str, settings: CleaningSettings, turns: list[str] | None = None,
-                   language: tuple[str, float] | None = None) -> tuple[Reject, list[str]]:
+                   language: tuple[str, float] | None = None, table_row: bool = False) -> tuple[Reject, list[str]]:
     """Run every filter: the first reject (or None) and the quality flags to attach to a kept text.
     `turns`: a conversation's turn contents; the repetition filters then judge each turn alone.
-    `language`: the text's `identify_language` when a batch already identified it."""
+    `language`: the text's `identify_language` when a batch already identified it.
+    `table_row`: a row of a table; with `document_filters_on: documents` a document filter that fails adds
+    its reason to the flags instead of rejecting."""
+    flag_only = table_row and settings.document_filters_on == "documents"
+    flags = []
     for quality_filter in FILTERS:
         if turns is not None and quality_filter in PER_TURN_FILTERS:
             reject = next((r for turn in turns if (r := quality_filter(turn, settings))), None)
@@ -235,9 +269,11 @@ def quality_reject(text: str, settings: CleaningSettings, turns: list[str] | Non
             reject = language_filter(text, settings, language)
         else:
             reject = quality_filter(text, settings)
-        if reject:
+        if reject and flag_only and quality_filter in DOCUMENT_FILTERS:
+            flags.append(reject[0])
+        elif reject:
             return reject, []
     unknown = unknown_words_filter(text, settings)
     if unknown and settings.unknown_words_action == "drop":
         return unknown, []
-    return None, ["unknown_words"] if unknown else []
+    return None, flags + (["unknown_words"] if unknown else [])

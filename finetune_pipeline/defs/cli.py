@@ -14,7 +14,7 @@ from pathlib import Path
 from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.records import CORPUS_STAGES
-from finetune_pipeline.reporting import domain_summary, evaluation_text
+from finetune_pipeline.reporting import domain_summary, evaluation_text, reject_share_summary
 
 
 def _summary(root: DataRoot) -> str:
@@ -26,6 +26,7 @@ def _summary(root: DataRoot) -> str:
         lines.append(f"{c['stage']:<22}{c['rows_in']:>6}{c['rows_out']:>6}{c['rows_rejected']:>10}{c['augmented']:>7}")
     if len(counts) < len(CORPUS_STAGES):
         lines.append(f"({len(CORPUS_STAGES) - len(counts)} stage(s) not materialized)")
+    lines += reject_share_summary(root, counts)
     dedup = PipelineResource(data_dir=str(root.path)).stage_stats("deduplicated_corpus")
     if dedup:
         from finetune_pipeline.dedup import DedupStats

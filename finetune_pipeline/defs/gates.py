@@ -24,6 +24,7 @@ from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.defs.run_gate import latest_failure
 from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.raw_inventory import files_accounted
+from finetune_pipeline.records import CORPUS_STAGES, reject_share_warnings
 from finetune_pipeline.settings import Settings
 from finetune_pipeline.tasks import task_for
 
@@ -214,3 +215,31 @@ def label_suite_check(asset: str, expectations: Callable[[Settings, list[str], l
         return suite_result(v.validate(current, f"{asset}_expectations", expectations(settings, labels, records)))
 
     return _check
+
+
+def reject_share_check(asset: str):
+    """Warning (non-blocking): one reject reason took more than `checks.max_reject_share` of the stage's input
+    (its original rows kept plus its rejects); names the reason, the share, a few record ids and the setting."""
+
+    @gate(asset, f"{asset}_reject_share", f"Warns when one reject reason of {asset} took more than "
+          "checks.max_reject_share of its input, naming the reason, the share, record ids and the setting to "
+          "change: a filter mis-set for this data can discard a corpus.", blocking=False)
+    def _check(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
+        originals = current.filter(pl.col("augmented_from").is_null()) if "augmented_from" in current.columns \
+            else current
+        rejected, max_share = pipeline.stage_rejects(asset), pipeline.settings().checks.max_reject_share
+        rows_in = originals.height + rejected.height
+        warnings = reject_share_warnings(asset, rows_in, rejected, max_share)
+        return dg.AssetCheckResult(
+            passed=not warnings, severity=dg.AssetCheckSeverity.WARN,
+            description="; ".join(w.message() for w in warnings)
+            or f"no reject reason took more than checks.max_reject_share={max_share} of {rows_in} records",
+            metadata={"rows_in": rows_in, "max_reject_share": max_share,
+                      "reject_share_warnings": dg.MetadataValue.json([w.to_dict() for w in warnings])})
+
+    return _check
+
+
+# Every corpus stage, whatever its filters, warns when one of them took too large a share of its input.
+for _stage in CORPUS_STAGES:
+    reject_share_check(_stage)
