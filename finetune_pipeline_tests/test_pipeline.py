@@ -49,7 +49,11 @@ def test_every_source_type_reaches_the_corpus_and_stages_do_work(sample_run):
     assert {"txt", "md", "html", "pdf", "csv", "jsonl", "sqlite"} <= set(raw["source_type"])
     rejects = pl.read_parquet(root / "exports" / "rejects.parquet")
     reasons = set(rejects["reason"])
-    assert {"exact_duplicate", "near_duplicate", "too_short", "label_not_in_label_set"} <= reasons
+    assert {"exact_duplicate", "near_duplicate", "label_not_in_label_set"} <= reasons
+    # the two one-line CSV tickets are labeled rows of a table: kept with the flag, not rejected (issue 33)
+    cleaned = pl.read_parquet(root / ".pipeline" / "assets" / "cleaned_corpus.parquet")
+    short = cleaned.filter(pl.col("quality_flags").list.contains("too_short"))
+    assert short["source_type"].to_list() == ["csv", "csv"] and "too_short" not in reasons
     # raw/notes.txt has no label folder: the zero-shot model labels it (confidently, so not in review)
     labeled = pl.read_parquet(root / ".pipeline" / "assets" / "labeled_corpus.parquet")
     notes = labeled.filter(pl.col("source_uri") == "raw/notes.txt")
