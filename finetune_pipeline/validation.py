@@ -97,9 +97,19 @@ def corpus_expectations(min_records: int) -> list:
     return exps
 
 
-def cleaned_expectations(min_records: int, min_chars: int, max_chars: int) -> list:
-    return corpus_expectations(min_records) + [
-        E.ExpectColumnValueLengthsToBeBetween(column="text", min_value=min_chars, max_value=max_chars),
+def cleaned_expectations(min_records: int, min_chars: int, max_chars: int,
+                         short_allowed: frozenset[str] = frozenset()) -> list:
+    """`short_allowed`: source types whose short texts cleaning keeps with a flag (rows of tables under
+    cleaning.document_filters_on: documents); they are held to 1..max_chars, every other record to
+    min_chars..max_chars."""
+    if short_allowed:  # pandas' query syntax; a null source_type is not in the set, as in is_table_row
+        others = f"~source_type.isin({sorted(short_allowed)!r})"
+        length = [E.ExpectColumnValueLengthsToBeBetween(column="text", min_value=1, max_value=max_chars),
+                  E.ExpectColumnValueLengthsToBeBetween(column="text", min_value=min_chars, row_condition=others,
+                                                        condition_parser="pandas")]
+    else:
+        length = [E.ExpectColumnValueLengthsToBeBetween(column="text", min_value=min_chars, max_value=max_chars)]
+    return corpus_expectations(min_records) + length + [
         E.ExpectColumnToExist(column="text_raw"),
     ]
 

@@ -83,7 +83,9 @@ def add_bad_inputs(root: Path) -> dict[str, tuple[str, str, str] | str]:
                                      + json.dumps({"text": "My parcel came with a cracked screen protector and a "
                                                            "missing charger, I would like a refund.",
                                                    "label": "refunds"}) + "\n")
-    (bad / "no_text_column.csv").write_text("body,label\nMy invoice shows the wrong VAT number,billing\n")
+    # two text-like columns, neither clearly the text: not recognised, rejected with the setting to use
+    (bad / "no_text_column.csv").write_text("subject,body,label\nInvoice shows a wrong VAT number,"
+                                            "My invoice shows the wrong VAT number,billing\n")
     (bad / "not_a_database.sqlite").write_bytes(b"SQLite format 2\x00" + b"\x17" * 4000)
     outside = root.parent / "outside_the_data_root.txt"
     outside.write_text(GOOD_TICKET)

@@ -373,3 +373,20 @@ def test_the_reject_share_check_warns_without_blocking(tmp_path):
     [warning] = result.metadata["reject_share_warnings"].value
     assert (warning["reason"], warning["share"]) == ("too_short", 0.3)
     assert check.evaluate(PipelineResource(data_dir=str(tmp_path)), _corpus(["a kept record"] * 20)).passed
+
+
+def test_the_cleaned_suite_holds_documents_to_min_chars_and_rows_of_tables_to_max_chars():
+    """The blocking suite of cleaned_corpus accepts the short rows cleaning keeps flagged, and only those."""
+    from finetune_pipeline import validation as v
+    from finetune_pipeline.cleaning.quality_filters import short_rows_kept
+
+    def suite(cleaning: CleaningSettings) -> list:
+        return v.cleaned_expectations(0, cleaning.min_chars, cleaning.max_chars, short_rows_kept(cleaning))
+
+    kept = clean_corpus(_labeled(SYNOPSES, "raw/packages.jsonl", "jsonl"), PATTERNS).kept
+    assert v.validate(kept, "cleaned", suite(CleaningSettings())).passed
+    as_documents = kept.with_columns(source_type=pl.lit("txt"))  # cleaning never keeps such documents
+    assert not v.validate(as_documents, "cleaned", suite(CleaningSettings())).passed
+    assert not v.validate(kept, "cleaned", suite(CleaningSettings(document_filters_on="all"))).passed
+    too_long = kept.with_columns(text=pl.lit("word " * 5000))
+    assert not v.validate(too_long, "cleaned", suite(CleaningSettings())).passed

@@ -306,3 +306,65 @@ def test_the_accounting_checks_fail_on_a_lost_reject_and_on_a_file_nobody_read(t
     files = evaluate("raw_corpus", "raw_corpus_every_file_accounted")
     assert not accounting.passed and accounting.metadata["records_lost"].value == lost["record_id"][0]
     assert not files.passed and files.metadata["unaccounted"].value == "raw/late.txt"
+
+
+def test_a_failed_run_on_a_table_it_cannot_read_prints_the_cause_and_the_fix(tmp_path, capsys):
+    quotes = ["The only thing we have to fear is fear itself, and nameless terror.",
+              "Imagination is more important than knowledge, for knowledge is limited.",
+              "Be yourself; everyone else is already taken, as the saying goes."]
+    root = tmp_path / "data"
+    (root / "raw").mkdir(parents=True)
+    (root / "finetune.yaml").write_text(json.dumps({"labels": ["courage", "science", "life"],
+                                                    "checks": {"min_records": 1}}))
+    # two text columns of one length: which one is the text is not clear, so the table is rejected
+    (root / "raw" / "quotes.csv").write_text("quote,context,category\n" + "".join(
+        f'"{q}","{q[::-1]}",{c}\n' for q, c in zip(quotes, ["courage", "science", "life"])))
+    instance = dg.DagsterInstance.ephemeral()
+    assert cli.run(str(root), select="raw_corpus", instance=instance) == 1
+    err = capsys.readouterr().err
+    assert "FAILED CHECK raw_corpus_expectations on raw_corpus" in err
+    assert "  cause: raw_corpus holds 0 record(s), fewer than checks.min_records (1); 1 input(s) were rejected" in err
+    assert ("    - missing_column (1 input): raw/quotes.csv: no column 'text' and no column clearly the text (string "
+            "columns: ") in err
+    assert "set sources.tabular.text_column in finetune.yaml" in err
+    [evaluation] = [r.evaluation for r in [instance.get_latest_asset_check_evaluation_record(
+        dg.AssetCheckKey(dg.AssetKey("raw_corpus"), "raw_corpus_expectations"))]]
+    assert evaluation.metadata["cause"].value.startswith("raw_corpus holds 0 record(s)")  # the same in the UI
+    assert "sources.tabular.text_column" in evaluation.metadata["remedies"].value
+
+    # the same quotations with one clear text column: read, and the summary says which columns it took
+    (root / "raw" / "quotes.csv").write_text("quote,category\n" + "".join(
+        f'"{q}",{c}\n' for q, c in zip(quotes, ["courage", "science", "life"])))
+    assert cli.run(str(root), select="raw_corpus", instance=instance) == 0
+    out = capsys.readouterr().out
+    assert ("columns recognised (not configured):\n  raw/quotes.csv: text column 'quote', label column 'category' "
+            "(recognised; set sources.tabular.text_column / label_column to choose)") in out
+
+
+def test_a_failed_accounting_check_names_the_records_their_source_and_the_remedy(tmp_path):
+    from finetune_pipeline.defs.collection import raw_corpus
+    from finetune_pipeline.defs.gates import GATES
+
+    root = tmp_path / "data"
+    (root / "raw").mkdir(parents=True)
+    (root / "raw" / "t.jsonl").write_text("".join(json.dumps(
+        {"id": f"r{i}", "text": f"Parcel {i} to Oslo arrived with a broken lid, please replace it soon.",
+         "label": "shipping"}) + "\n" for i in range(3)))
+    (root / "finetune.yaml").write_text(json.dumps({"labels": ["shipping"], "checks": {"min_records": 1}}))
+    pipeline = PipelineResource(data_dir=str(root))
+    assert dg.materialize([raw_corpus], resources=resources_for(pipeline), instance=dg.DagsterInstance.ephemeral(),
+                          selection=["raw_corpus"]).success
+    read = pl.read_parquet(DataRoot(root).asset_values / "raw_corpus.parquet")
+    check = next(g for g in GATES["cleaned_corpus"] if g.name == "cleaned_corpus_accounting")
+    DataRoot(root).stage_rejects("cleaned_corpus").parent.mkdir(parents=True, exist_ok=True)
+    result = check.evaluate(pipeline, read.slice(1), raw_corpus=read)  # the first record lost on the way
+    meta = {k: getattr(v, "value", v) for k, v in result.metadata.items()}
+    assert not result.passed
+    assert meta["cause"] == "records of raw_corpus not kept or rejected exactly once at cleaned_corpus: " \
+                            "1 neither kept nor rejected (lost)"
+    assert meta["records"].splitlines()[2] == f"| {read['record_id'][0]} | raw/t.jsonl | id=r0 |"
+    assert "execution.incremental: false" in meta["remedies"]
+    assert "Parcel 0" not in json.dumps(meta)  # ids and where they came from, never the text
+    assert cli.refusal_text(result.metadata).splitlines()[:3] == [
+        "  cause: " + meta["cause"], "  records (1 in all; record_id, source file, locator):",
+        f"    {read['record_id'][0]}  raw/t.jsonl  id=r0"]

@@ -402,3 +402,76 @@ def test_the_parse_worker_is_replaced_after_a_timeout_and_reports_unreadable_fil
     pid = files._WORKER.process.pid
     files.release_worker()
     assert files._WORKER.process is None and not Path(f"/proc/{pid}").exists()
+
+
+QUOTES = [("The only thing we have to fear is fear itself, and nameless terror.", "courage"),
+          ("Imagination is more important than knowledge, for knowledge is limited.", "science"),
+          ("Be yourself; everyone else is already taken, as the saying goes.", "life"),
+          ("Courage is grace under pressure, and the rest is a matter of habit.", "courage")]
+
+
+def _quotes_root(root: Path, header: str, row, settings: dict) -> Path:
+    (root / "raw").mkdir(parents=True)
+    (root / "raw" / "quotes.csv").write_text(header + "\n" + "".join(row(q, c) + "\n" for q, c in QUOTES))
+    (root / "finetune.yaml").write_text(json.dumps(settings))
+    return root
+
+
+def test_a_table_without_text_and_label_columns_has_them_recognised_and_says_so(tmp_path):
+    from finetune_pipeline.settings import load_settings
+
+    root = _quotes_root(tmp_path, "quote,category", lambda q, c: f'"{q}",{c}',
+                        {"labels": ["courage", "science", "life"]})
+    result = collect_raw_corpus(root, load_settings(root))
+    assert result.rejected.is_empty()
+    assert result.kept.select("text", "label", "label_source").rows() == [(q, c, "column") for q, c in QUOTES]
+    assert result.stats.recognised_columns == [
+        "raw/quotes.csv: text column 'quote', label column 'category' (recognised; set "
+        "sources.tabular.text_column / label_column to choose)"]
+    # from the parse cache the same records and the same note
+    cached = collect_raw_corpus(root, load_settings(root), cache_dir=tmp_path / "cache")
+    again = collect_raw_corpus(root, load_settings(root), cache_dir=tmp_path / "cache")
+    assert again.stats.cached == 1 and again.stats.recognised_columns == cached.stats.recognised_columns \
+        == result.stats.recognised_columns
+    assert again.kept.select("text", "label").rows() == result.kept.select("text", "label").rows()
+
+
+def test_an_explicit_column_mapping_wins_over_recognition(tmp_path):
+    from finetune_pipeline.settings import load_settings
+
+    # label_column: null set explicitly: no label column, even though `category` holds labels of the set
+    root = _quotes_root(tmp_path, "quote,category", lambda q, c: f'"{q}",{c}',
+                        {"labels": ["courage", "science", "life"], "sources": {"tabular": {"label_column": None}}})
+    result = collect_raw_corpus(root, load_settings(root))
+    assert result.kept["label"].null_count() == len(QUOTES) and result.kept["text"].to_list() == [q for q, _ in QUOTES]
+    assert result.stats.recognised_columns == ["raw/quotes.csv: text column 'quote' (recognised; set "
+                                               "sources.tabular.text_column / label_column to choose)"]
+    # text_column set explicitly to a column that is not there: the reject, never a guess
+    (root / "finetune.yaml").write_text(json.dumps({"labels": ["courage", "science", "life"],
+                                                    "sources": {"tabular": {"text_column": "text"}}}))
+    result = collect_raw_corpus(root, load_settings(root))
+    assert result.kept.is_empty() and result.rejected["reason"].to_list() == ["missing_column"]
+    assert result.stats.recognised_columns == []
+
+
+def test_a_table_whose_text_column_is_not_clear_is_rejected_with_the_fix(tmp_path):
+    from finetune_pipeline.settings import load_settings
+
+    # two text columns of similar length: no guess
+    root = _quotes_root(tmp_path, "quote,context,category", lambda q, c: f'"{q}","{q[::-1]}",{c}',
+                        {"labels": ["courage", "science", "life"]})
+    result = collect_raw_corpus(root, load_settings(root))
+    assert result.kept.is_empty()
+    [reject] = result.rejected.to_dicts()
+    assert reject["reason"] == "missing_column"
+    assert reject["detail"].startswith("raw/quotes.csv: no column 'text' and no column clearly the text (string "
+                                       "columns: ")
+    assert "quote (" in reject["detail"] and "context (" in reject["detail"]
+    assert reject["detail"].endswith("set sources.tabular.text_column in finetune.yaml")
+    # two columns whose values all fall in the label set: the text is recognised, the label is not guessed
+    root = _quotes_root(tmp_path / "two", "quote,category,also", lambda q, c: f'"{q}",{c},{c}',
+                        {"labels": ["courage", "science", "life"]})
+    result = collect_raw_corpus(root, load_settings(root))
+    assert result.kept["label"].null_count() == len(QUOTES)
+    assert "no label column: 'also', 'category' all hold labels of the set; set sources.tabular.label_column" \
+        in result.stats.recognised_columns[0]

@@ -253,6 +253,11 @@ def is_table_row(source_type: str | None) -> bool:
     return source_type in TABLE_SOURCE_TYPES
 
 
+def short_rows_kept(settings: CleaningSettings) -> frozenset[str]:
+    """The source types whose texts too_short only flags (so a kept text may be shorter than `min_chars`)."""
+    return TABLE_SOURCE_TYPES if settings.document_filters_on == "documents" else frozenset()
+
+
 def quality_reject(text: str, settings: CleaningSettings, turns: list[str] | None = None,
                    language: tuple[str, float] | None = None, table_row: bool = False) -> tuple[Reject, list[str]]:
     """Run every filter: the first reject (or None) and the quality flags to attach to a kept text.

@@ -9,6 +9,7 @@ import polars as pl
 from finetune_pipeline import validation as v
 from finetune_pipeline.cleaning.cache import CODE as CLEANING_CODE
 from finetune_pipeline.cleaning.cache import cached_clean_corpus
+from finetune_pipeline.cleaning.quality_filters import short_rows_kept
 from finetune_pipeline.cleaning.erasure import ErasureFileError, load_erasure_requests
 from finetune_pipeline.dedup import deduplicate
 from finetune_pipeline.defs import OWNERS
@@ -22,8 +23,10 @@ from finetune_pipeline.defs.types import CORPUS_COLUMNS, CorpusFrame, column_sch
 
 cleaned_corpus_expectations = suite_check(
     "cleaned_corpus",
-    lambda s, df: v.cleaned_expectations(s.checks.min_records, s.cleaning.min_chars, s.cleaning.max_chars),
-    "Record columns plus text length within cleaning.min_chars..max_chars and text_raw kept.")
+    lambda s, df: v.cleaned_expectations(s.checks.min_records, s.cleaning.min_chars, s.cleaning.max_chars,
+                                         short_rows_kept(s.cleaning)),
+    "Record columns plus text length within cleaning.min_chars..max_chars (rows of tables, whose short texts "
+    "cleaning.document_filters_on: documents keeps flagged: 1..max_chars) and text_raw kept.")
 cleaned_corpus_accounting = accounting_check("cleaned_corpus", "raw_corpus")
 
 deduplicated_corpus_expectations = suite_check(

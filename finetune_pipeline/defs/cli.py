@@ -1,5 +1,6 @@
 """Command line: `finetune-pipeline run` materializes every asset headless (or `--select`ed ones) and prints a
-summary, refusing before any step a selection that reads a failed blocking check;
+summary, refusing before any step a selection that reads a failed blocking check (a failed check prints its cause, the records
+and what to do); `finetune-pipeline explain RECORD_ID` tells what every stage did to one record;
 `finetune-pipeline build-base-model` builds an instruction root's small local base model when finetune.yaml
 asks for it and it is missing (`make run` calls it first); `finetune-pipeline adapters list|show|merge` reads
 the adapters registry (models/registry.json)."""
@@ -26,6 +27,9 @@ def _summary(root: DataRoot) -> str:
         lines.append(f"{c['stage']:<22}{c['rows_in']:>6}{c['rows_out']:>6}{c['rows_rejected']:>10}{c['augmented']:>7}")
     if len(counts) < len(CORPUS_STAGES):
         lines.append(f"({len(CORPUS_STAGES) - len(counts)} stage(s) not materialized)")
+    recognised = PipelineResource(data_dir=str(root.path)).stage_stats("raw_corpus").get("recognised_columns", [])
+    if recognised:
+        lines += ["", "columns recognised (not configured):", *(f"  {note}" for note in recognised)]
     lines += reject_share_summary(root, counts)
     dedup = PipelineResource(data_dir=str(root.path)).stage_stats("deduplicated_corpus")
     if dedup:
@@ -138,6 +142,8 @@ def run(data_dir: str | None, select: str | None = None, instance=None) -> int:
         kind = "FAILED CHECK" if evaluation in failed_checks else "WARNING"
         print(f"\n{kind} {evaluation.check_name} on {evaluation.asset_key.to_user_string()}: "
               f"{evaluation.description}", file=sys.stderr)
+        if evaluation in failed_checks:
+            print(refusal_text(evaluation.metadata), file=sys.stderr)
     if not result.success or failed_checks:
         # a step failed by its own blocking check is reported by the FAILED CHECK lines above
         failures = [e for e in result.all_events if e.is_step_failure
@@ -145,6 +151,36 @@ def run(data_dir: str | None, select: str | None = None, instance=None) -> int:
         for event in failures:
             print(f"\nFAILED STEP {event.step_key}: {event.step_failure_data.error.message.strip()}", file=sys.stderr)
         print("\nrun did not complete: see the failures above", file=sys.stderr)
+        return 1
+    return 0
+
+
+def refusal_text(metadata: dict) -> str:
+    """A failed check's cause, records and remedies (gates.Refusal, from its metadata) as indented lines."""
+    values = {key: getattr(value, "value", value) for key, value in metadata.items()}
+    lines = []
+    if values.get("cause"):
+        lines.append(f"  cause: {values['cause']}")
+    if values.get("records"):
+        total = values.get("records_concerned")
+        lines.append(f"  records ({total} in all; record_id, source file, locator):" if total else "  records:")
+        for row in str(values["records"]).splitlines()[2:]:  # the markdown table, without its header
+            cells = [c.strip() for c in row.strip().strip("|").split("|")]
+            lines.append("    " + "  ".join(cells))
+    if values.get("remedies"):
+        lines.append("  what to do:")
+        lines += [f"    {line}" for line in str(values["remedies"]).splitlines()]
+    return "\n".join(lines)
+
+
+def explain_command(data_dir: str | None, record: str) -> int:
+    """Print what every stage did to one record (`finetune_pipeline.explain`)."""
+    from finetune_pipeline.explain import ExplainError, explain
+
+    try:
+        print("\n".join(explain(DataRoot.resolve(data_dir), record)))
+    except ExplainError as err:
+        print(err, file=sys.stderr)
         return 1
     return 0
 
@@ -202,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--select", help="only these assets, with their checks, in Dagster's asset selection "
                             "syntax (e.g. published_splits, '+dataset_splits'); refused before it starts when it "
                             "would build on a failed blocking check")
+    explain = sub.add_parser("explain", help="what every stage did to one record and why (from the stored stage "
+                             "values; the redacted text only, never the original)")
+    explain.add_argument("record_id", help="a record id, or its first characters when they are unique")
+    explain.add_argument("--data-dir", help="data root (default: $FINETUNE_DATA_DIR or data/)")
     build = sub.add_parser("build-base-model", help="build the instruction base model finetune.yaml asks for "
                            "(training.build_base_model) when it is missing; does nothing otherwise")
     build.add_argument("--data-dir", help="data root (default: $FINETUNE_DATA_DIR or data/)")
@@ -217,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         return run(args.data_dir, args.select)
+    if args.command == "explain":
+        return explain_command(args.data_dir, args.record_id)
     if args.command == "build-base-model":
         return build_base_model(args.data_dir)
     if args.command == "adapters":

@@ -106,15 +106,96 @@ def _require(context: dg.AssetExecutionContext, upstream: str) -> None:
             raise dg.Failure(description=failure.message())
 
 
-def suite_result(*results: v.SuiteResult, extra: dict | None = None) -> dg.AssetCheckResult:
-    """A blocking check's result from one or more GX suite results: passed when all passed."""
+@dataclass(frozen=True)
+class Refusal:
+    """Why a blocking check failed, for the person who has to act: the cause in words, the remedies that apply
+    (a setting, the allow list, a file to fix), and the records concerned as (record_id, source_uri, locator),
+    never their text."""
+
+    cause: str
+    remedies: tuple[str, ...] = ()
+    records: pl.DataFrame | None = None
+
+    def metadata(self) -> dict:
+        """`cause`, `remedies` and `records` (the first LISTED, with `records_concerned` counting them all)."""
+        meta = {"cause": dg.MetadataValue.text(self.cause),
+                "remedies": dg.MetadataValue.md("\n".join(f"- {r}" for r in self.remedies) or "_none known_")}
+        if self.records is not None and self.records.height:
+            shown = _record_rows(self.records)
+            meta["records_concerned"] = self.records.height
+            meta["records"] = dg.MetadataValue.md(
+                "| record_id | source | locator |\n| --- | --- | --- |\n"
+                + "\n".join(f"| {r} | {s} | {loc} |" for r, s, loc in shown.head(LISTED).iter_rows()))
+        return meta
+
+
+def _record_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """(record_id, source_uri, locator) of `frame`, one row per record, in id order; missing columns empty."""
+    columns = [pl.col(c).cast(pl.String).fill_null("") if c in frame.columns else pl.lit("").alias(c)
+               for c in ("record_id", "source_uri", "locator")]
+    return frame.select(columns).unique("record_id", keep="first").sort("record_id")
+
+
+PIPELINE_DEFECT = ("this is a defect of the pipeline, not of your data: run again with execution.incremental: false "
+                   "to rule out stale stored values, and report it with the run id and the records above if it "
+                   "fails again")
+
+
+def suite_result(*results: v.SuiteResult, extra: dict | None = None,
+                 refusal: Refusal | None = None) -> dg.AssetCheckResult:
+    """A blocking check's result from one or more GX suite results: passed when all passed. A failed one
+    carries `refusal` (its cause, remedies and records) in its metadata; without one, the failed expectations
+    are the cause."""
+    passed = all(r.passed for r in results)
+    if not passed and refusal is None:
+        refusal = Refusal("; ".join(r.summary() for r in results if not r.passed), (PIPELINE_DEFECT,))
     return dg.AssetCheckResult(
-        passed=all(r.passed for r in results),
+        passed=passed,
         severity=dg.AssetCheckSeverity.ERROR,
         description="; ".join(r.summary() for r in results),
         metadata={"expectations_evaluated": sum(r.evaluated for r in results),
-                  "expectations_failed": sum(len(r.failures) for r in results), **(extra or {})},
+                  "expectations_failed": sum(len(r.failures) for r in results), **(extra or {}),
+                  **(refusal.metadata() if not passed else {})},
     )
+
+
+def expectations_refusal(asset: str, pipeline: PipelineResource, current: pl.DataFrame, result: v.SuiteResult,
+                         labels: list[str] | None = None) -> Refusal | None:
+    """The cause and remedies of a failed stage suite: too few rows (with the stage's rejects by reason and
+    their detail, which says the fix), labels outside the set (with the records), or else a broken contract."""
+    if result.passed:
+        return None
+    failed = {f["expectation"]: f for f in result.failures}
+    settings = pipeline.settings()
+    if "expect_table_row_count_to_be_between" in failed:
+        rejects = pipeline.stage_rejects(asset)
+        remedies = [f"{reason} ({n} {'input' if n == 1 else 'inputs'}): {detail}"
+                    for reason, n, detail in _rejects_by_reason(rejects)]
+        remedies.append(f"if a corpus this small is intended, lower checks.min_records "
+                        f"({settings.checks.min_records}) in finetune.yaml")
+        return Refusal(f"{asset} holds {current.height} record(s), fewer than checks.min_records "
+                       f"({settings.checks.min_records}); {rejects.height} input(s) were rejected at this stage, "
+                       "by reason below", tuple(remedies), rejects if rejects["record_id"].is_not_null().any() else None)
+    if labels is not None and "label" in current.columns and any(
+            f["expectation"] == "expect_column_values_to_be_in_set" and f.get("column") == "label"
+            for f in result.failures):
+        outside = current.filter(pl.col("label").is_not_null() & ~pl.col("label").is_in(labels))
+        found = sorted(set(outside["label"].to_list()))
+        return Refusal(f"{outside.height} record(s) carry a label outside the label set: {', '.join(found)}",
+                       ("add the label to `labels` in finetune.yaml if it is one of yours",
+                        "else correct the label in the source file (or the review file of the labeling stage) "
+                        "and run again"), outside)
+    return None
+
+
+def _rejects_by_reason(rejects: pl.DataFrame, per_reason: int = 3) -> list[tuple[str, int, str]]:
+    """(reason, count, up to `per_reason` distinct details joined) per reject reason, most frequent first."""
+    if rejects.is_empty():
+        return []
+    grouped = (rejects.group_by("reason").agg(pl.len().alias("n"), pl.col("detail").drop_nulls().unique(maintain_order=True)
+                                              .head(per_reason))
+               .sort(["n", "reason"], descending=[True, False]))
+    return [(reason, n, " | ".join(details)) for reason, n, details in grouped.iter_rows()]
 
 
 def suite_check(asset: str, expectations: Callable[[Settings, pl.DataFrame], list], description: str):
@@ -122,7 +203,8 @@ def suite_check(asset: str, expectations: Callable[[Settings, pl.DataFrame], lis
 
     @gate(asset, f"{asset}_expectations", description)
     def _check(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
-        return suite_result(v.validate(current, f"{asset}_expectations", expectations(pipeline.settings(), current)))
+        result = v.validate(current, f"{asset}_expectations", expectations(pipeline.settings(), current))
+        return suite_result(result, refusal=expectations_refusal(asset, pipeline, current, result))
 
     return _check
 
@@ -141,12 +223,24 @@ def accounting_check(asset: str, upstream: str):
         frame = v.reconciliation_frame(read["record_id"].to_list(), originals["record_id"].to_list(),
                                        rejected["record_id"].to_list())
         wrong = frame.filter(pl.col("status") != "once")
-        return suite_result(v.validate(frame, f"{asset}_accounting", v.reconciliation_expectations()), extra={
+        known = pl.concat([f.select(pl.col(c).cast(pl.String) for c in ("record_id", "source_uri", "locator"))
+                           for f in (read, originals, rejected)]).unique("record_id", keep="first")
+        refusal = Refusal(
+            f"records of {upstream} not kept or rejected exactly once at {asset}: "
+            + ", ".join(f"{n} {STATUS_WORDS.get(status, status)}" for status, n in
+                        wrong.group_by("status").len().sort("status").iter_rows()),
+            (PIPELINE_DEFECT,), wrong.select("record_id").join(known, on="record_id", how="left"))
+        return suite_result(v.validate(frame, f"{asset}_accounting", v.reconciliation_expectations()),
+                            refusal=refusal, extra={
             "rows_in": read.height, "rows_out": originals.height, "rows_rejected": rejected.height,
             **{f"records_{status}": ", ".join(ids[:LISTED]) for status, ids in
                wrong.group_by("status").agg(pl.col("record_id").sort()).sort("status").iter_rows()}})
 
     return _check
+
+
+STATUS_WORDS = {"lost": "neither kept nor rejected (lost)", "out_twice": "kept or rejected more than once",
+                "read_twice": "read twice", "not_read": "kept or rejected but never read"}
 
 
 def files_check(asset: str = "raw_corpus"):
@@ -160,8 +254,15 @@ def files_check(asset: str = "raw_corpus"):
         uris = set(current["source_uri"].to_list()) | set(pipeline.stage_rejects(asset)["source_uri"].to_list())
         frame = files_accounted(root.raw, root.path, uris)
         missing = frame.filter(~pl.col("accounted"))["path"].to_list()
+        refusal = Refusal(
+            f"{len(missing)} file(s) under raw/ gave neither a record nor a reject: added after {asset} read "
+            "raw/, or skipped by the collection",
+            (f"materialize {asset} again (finetune-pipeline run) so that it reads them",
+             "if they are still unaccounted after that: " + PIPELINE_DEFECT),
+            pl.DataFrame({"record_id": [None] * len(missing), "source_uri": missing, "locator": [None] * len(missing)},
+                         schema={"record_id": pl.String, "source_uri": pl.String, "locator": pl.String}))
         return suite_result(v.validate(frame, f"{asset}_every_file_accounted", v.files_accounted_expectations()),
-                            extra={"files_on_disk": frame.height, "files_unaccounted": len(missing),
+                            refusal=refusal, extra={"files_on_disk": frame.height, "files_unaccounted": len(missing),
                                    "unaccounted": ", ".join(missing[:LISTED]) or "none"})
 
     return _check
@@ -212,7 +313,8 @@ def label_suite_check(asset: str, expectations: Callable[[Settings, list[str], l
     def _check(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
         settings = pipeline.settings()
         labels, records = labels_and_records(settings, current, pipeline.data_root())
-        return suite_result(v.validate(current, f"{asset}_expectations", expectations(settings, labels, records)))
+        result = v.validate(current, f"{asset}_expectations", expectations(settings, labels, records))
+        return suite_result(result, refusal=expectations_refusal(asset, pipeline, current, result, labels))
 
     return _check
 

@@ -111,6 +111,8 @@ def collection_metadata(stats, sql_sources: int) -> dict:
         "by_source_type": table(["type", "sources", "records", "rejects", "parsed", "from cache"],
                                 [[t, c.files, c.records, c.rejects, c.parsed, c.cached]
                                  for t, c in sorted(stats.by_source_type.items())]),
+        "recognised_columns": dg.MetadataValue.md("\n".join(f"- {n}" for n in stats.recognised_columns)
+                                                  or "_none: every table had its configured columns_"),
     }
 
 

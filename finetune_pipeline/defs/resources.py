@@ -69,7 +69,9 @@ class PipelineResource(dg.ConfigurableResource):
         """The run's snapshot; the first step of the run reads finetune.yaml and writes it."""
         snapshot = self.data_root().settings_snapshots / f"{run_id}.json"
         if not snapshot.exists():
-            _create_once(snapshot, self._read_settings().model_dump_json(indent=2))
+            # What was set, not every default: read back, the settings keep which fields were given explicitly
+            # (an explicit sources.tabular.text_column is honoured, a default one may be recognised).
+            _create_once(snapshot, self._read_settings().model_dump_json(indent=2, exclude_unset=True))
         return Settings.model_validate_json(snapshot.read_text(encoding="utf-8"))
 
     def cache_file(self, *paths: Path) -> Path | None:

@@ -14,8 +14,8 @@ from finetune_pipeline.cleaning.bias import bias_findings, bias_report
 from finetune_pipeline.cleaning.cache import cached_personal_data_left
 from finetune_pipeline.dedup import DedupStats
 from finetune_pipeline.defs import OWNERS
-from finetune_pipeline.defs.gates import (check_specs, checked, gate, labels_and_records, require_upstream_checks,
-                                          suite_result)
+from finetune_pipeline.defs.gates import (PIPELINE_DEFECT, Refusal, check_specs, checked, gate, labels_and_records,
+                                          require_upstream_checks, suite_result)
 from finetune_pipeline.defs.metadata import settings_used, splits_metadata, table
 from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.defs.types import SPLIT_COLUMNS, SplitsFrame, column_schema
@@ -57,7 +57,46 @@ def dataset_splits_no_leakage(pipeline: PipelineResource, current: pl.DataFrame)
     if settings.splits.group_by == "document":  # the chunks of one document in one split
         results.append(v.validate(v.document_frame(current, DOCUMENT_SOURCE_TYPES), "dataset_splits_documents",
                                   group_exps))
-    return suite_result(*results, extra=_candidate(pipeline))
+    return suite_result(*results, extra=_candidate(pipeline),
+                        refusal=_leakage_refusal(settings, current, labels, task.stratify_column(current)))
+
+
+def _leakage_refusal(settings, current: pl.DataFrame, labels: list[str], column: str) -> Refusal:
+    """What broke the split, record by record where records are to blame, and what to do about it."""
+    causes, remedies, records = [], [], []
+    spanning = current.group_by("group_id").agg(pl.col("split").n_unique().alias("n")).filter(pl.col("n") > 1)
+    if spanning.height:
+        records.append(current.join(spanning.select("group_id"), on="group_id"))
+        causes.append(f"{spanning.height} group(s) of near copies have records in two splits")
+    if "augmented_from" in current.columns:
+        source = current.select(pl.col("record_id").alias("augmented_from"), pl.col("split").alias("_source_split"))
+        misplaced = current.filter(pl.col("augmented_from").is_not_null()).join(source, on="augmented_from", how="left") \
+            .filter((pl.col("split") != "train") | (pl.col("split") != pl.col("_source_split")))
+        if misplaced.height:
+            records.append(misplaced)
+            causes.append(f"{misplaced.height} augmented row(s) outside train or outside their source's split")
+    if spanning.height or records:
+        remedies.append("records of one group and augmented copies are placed by the split itself: "
+                        + PIPELINE_DEFECT)
+    if labels and "label" in current.columns:
+        missing = [f"{split}: {', '.join(sorted(set(labels) - set(current.filter(pl.col('split') == split)['label'])))}"
+                   for split in SPLITS if set(labels) - set(current.filter(pl.col("split") == split)["label"])]
+        if missing:
+            causes.append("labels with no record in a split (" + "; ".join(missing) + ")")
+            remedies.append("add records of those labels to raw/ (each label needs a few in every split), or take "
+                            "the label out of `labels` in finetune.yaml")
+    shares = v.proportion_frame(current, settings.splits.proportion_tolerance, column).filter(~pl.col("within"))
+    if shares.height:
+        causes.append(f"{column} shares off by more than splits.proportion_tolerance "
+                      f"({settings.splits.proportion_tolerance}): "
+                      + ", ".join(f"{lab} in {split}" for split, lab in shares.select("split", "label").iter_rows()))
+        remedies.append("add records of the rare labels, or raise splits.proportion_tolerance in finetune.yaml")
+    if not causes:
+        causes.append("the split frame breaks its contract (see the failed expectations)")
+        remedies.append(PIPELINE_DEFECT)
+    return Refusal("; ".join(causes), tuple(remedies), pl.concat([r.select(
+        "record_id", "source_uri", "locator") for r in records]) if records else None)
+
 
 
 @gate("dataset_splits", "dataset_splits_no_personal_data",
@@ -75,9 +114,29 @@ def dataset_splits_no_personal_data(pipeline: PipelineResource, current: pl.Data
             by_kind[kind] = by_kind.get(kind, 0) + n
     leaking = frame.filter(pl.col("personal_data_found") > 0)
     return suite_result(v.validate(frame, "dataset_splits_no_personal_data", v.personal_data_expectations()),
-                        extra={**_candidate(pipeline), "rows_scanned": frame.height,
+                        refusal=_personal_data_refusal(settings, current, exported, found), extra={**_candidate(pipeline), "rows_scanned": frame.height,
                                "found_by_kind": ", ".join(f"{k}: {n}" for k, n in sorted(by_kind.items())) or "none",
                                "records_with_personal_data": ", ".join(leaking["record_id"].head(LISTED)) or "none"})
+
+
+def _personal_data_refusal(settings, current: pl.DataFrame, exported: pl.DataFrame, found: list) -> Refusal:
+    """Which records hold what kind of personal data (kinds and counts, never the values), and the ways out."""
+    kinds: dict[str, set[str]] = {}
+    for record_id, counts in zip(exported["record_id"].to_list(), found):
+        kinds.setdefault(record_id, set()).update(kind for kind, n in counts.items() if n)
+    leaking = {r: k for r, k in kinds.items() if k}
+    records = current.filter(pl.col("record_id").is_in(list(leaking))).select("record_id", "source_uri", "locator")
+    every = sorted(set().union(*leaking.values())) if leaking else []
+    return Refusal(
+        f"the detector (privacy.detector: {settings.privacy.detector}) found {', '.join(every)} in the exported "
+        f"text of {len(leaking)} record(s): personal data that cleaning did not remove, or that a later stage "
+        "(augmentation, generated text) added",
+        ("if what it found is not personal data (a product, a title, a format name), add the phrase to "
+         "privacy.allow in finetune.yaml: it is then never taken for personal data, in cleaning and in this check",
+         "if it is personal data, correct or remove the record in its source file (or file an erasure request), "
+         "or set privacy.<kind> to drop in finetune.yaml to reject records that hold it; then run again",
+         "explain a record with `finetune-pipeline explain RECORD_ID`: what each stage did to it"),
+        records)
 
 
 @gate("dataset_splits", "dataset_splits_no_contamination",
@@ -89,8 +148,17 @@ def dataset_splits_no_contamination(pipeline: PipelineResource, current: pl.Data
     cache = pipeline.result_cache(CONTAMINATION_RESULT)
     crossing = cross_split_near_duplicates(current, settings.splits.contamination_threshold, settings.dedup, cache)
     frame = v.contamination_frame(current, crossing)
+    crossing_ids = crossing["record_ids"].explode().to_list() if crossing.height else []
+    refusal = Refusal(
+        f"{crossing.height} cluster(s) of near copies (similarity at least splits.contamination_threshold, "
+        f"{settings.splits.contamination_threshold}) have records in two splits: test or validation would hold "
+        "light edits of training data",
+        ("the split puts near copies in one group, so this is a defect of the split: " + PIPELINE_DEFECT,
+         "if these records are different texts that merely look alike, raise splits.contamination_threshold",
+         "if they are copies, remove all but one from raw/"),
+        current.filter(pl.col("record_id").is_in(crossing_ids)))
     return suite_result(v.validate(frame, "dataset_splits_no_contamination", v.contamination_expectations()),
-                        extra={**_candidate(pipeline), "clusters_across_splits": crossing.height,
+                        refusal=refusal, extra={**_candidate(pipeline), "clusters_across_splits": crossing.height,
                                "answer_reused": bool(cache and cache.hits),  # asked of the same rows already
                                "clusters": table(["cluster", "records", "splits"], [
                                    [c, ", ".join(r), ", ".join(s)] for c, r, s in crossing.head(LISTED).iter_rows()])

@@ -53,6 +53,9 @@ class CollectionStats(StageStats):
     parsed: int = 0
     cached: int = 0
     cache_entries_pruned: int = 0
+    # Tables whose text or label column was recognised rather than configured, and how: "raw/quotes.csv: text
+    # column 'quote', label column 'category' (recognised; ...)".
+    recognised_columns: list[str] = field(default_factory=list)
 SUPPORTED = {**files.DOCUMENT_TYPES, **tabular.TABULAR_TYPES, **sql.SQLITE_TYPES}
 HF_DATASET = "hf_dataset"
 # Columns every raw corpus has besides the standard ones (null where they do not apply).
@@ -120,7 +123,7 @@ def collect_raw_corpus(data_dir: Path, settings: Settings, cache_dir: Path | Non
 
     # Cheap checks and cache look-ups here; the parsing of new sources is a batch function
     # (`parse_sources`), run one source at a time in-process or spread over the Ray workers.
-    outcomes: dict[int, tuple[list[dict], list[dict], str, str]] = {}
+    outcomes: dict[int, tuple[list[dict], list[dict], str, str, list[str]]] = {}
     to_parse, keys = [], {}
     for number, path in enumerate(sources):
         source_type = source_type_of(path)
@@ -144,20 +147,25 @@ def collect_raw_corpus(data_dir: Path, settings: Settings, cache_dir: Path | Non
     try:
         for chunk in chunks:
             parsed = map_batches(chunk, parse_sources, settings.execution, settings=settings, batch_size=1)
-            for number, records_json, rejects_json in parsed.select("number", "records", "rejects").iter_rows():
-                new_records, new_rejects = json.loads(records_json), json.loads(rejects_json)
-                cache.put(keys[number], CachedParse(records=new_records, rejects=new_rejects, ingested_at=now))
-                outcomes[number] = (new_records, new_rejects, now, "parsed")
+            for number, records_json, rejects_json, notes_json in parsed.select(
+                    "number", "records", "rejects", "notes").iter_rows():
+                new_records, new_rejects, notes = json.loads(records_json), json.loads(rejects_json), \
+                    json.loads(notes_json)
+                cache.put(keys[number], CachedParse(records=new_records, rejects=new_rejects, ingested_at=now,
+                                                    notes=notes))
+                outcomes[number] = (new_records, new_rejects, now, "parsed", notes)
                 report(number)
     finally:
         files.release_worker()
 
+    recognised = []
     for number, path in enumerate(sources):
         uri = path.relative_to(data_dir).as_posix()
         source_type = source_type_of(path)
         counts = by_type.setdefault(source_type, SourceCounts())
         counts.files += 1
-        new_records, new_rejects, ingested_at, status = outcomes[number]
+        new_records, new_rejects, ingested_at, status, notes = outcomes[number]
+        recognised += [f"{uri}: {note}" for note in notes]
         label = _folder_label(path, data_dir, settings) if source_type in files.DOCUMENT_TYPES.values() else None
         for record in new_records:
             record.update(source_uri=uri, source_type=source_type, ingested_at=ingested_at)
@@ -220,7 +228,7 @@ def collect_raw_corpus(data_dir: Path, settings: Settings, cache_dir: Path | Non
                        stats=CollectionStats(files=len(sources), by_source_type=by_type,
                                              parsed=sum(c.parsed for c in by_type.values()),
                                              cached=sum(c.cached for c in by_type.values()),
-                                             cache_entries_pruned=pruned))
+                                             cache_entries_pruned=pruned, recognised_columns=recognised))
 
 
 def _with_columns(frame: pl.DataFrame, columns: dict[str, pl.DataType]) -> pl.DataFrame:
@@ -251,29 +259,33 @@ def _lookup(path: Path, source_type: str, data_dir: Path, settings: Settings, ca
     (None, cache key) when it has to be parsed."""
     refused = _refuse(path, data_dir, settings)
     if refused:
-        return ([], [{"locator": None, "reason": refused[0], "detail": refused[1]}], now, "rejected"), None
+        return ([], [{"locator": None, "reason": refused[0], "detail": refused[1]}], now, "rejected", []), None
     try:
         key = cache.key(source_digest(path), source_type)
     except OSError as exc:
         return ([], [{"locator": None, "reason": "unreadable_file",
-                      "detail": f"cannot read it ({type(exc).__name__}); check its permissions"}], now, "rejected"), None
+                      "detail": f"cannot read it ({type(exc).__name__}); check its permissions"}], now, "rejected",
+                     []), None
     hit = cache.get(key)
     if hit is not None:
-        return (hit.records, hit.rejects, hit.ingested_at, "cached"), key
+        return (hit.records, hit.rejects, hit.ingested_at, "cached", hit.notes), key
     return None, key
 
 
 def parse_sources(batch: pl.DataFrame, settings: Settings) -> pl.DataFrame:
-    """Batch function: (number, path, source_type) -> (number, records, rejects) as JSON lists. Never raises
+    """Batch function: (number, path, source_type) -> (number, records, rejects, notes) as JSON lists (notes:
+    what the collection recognised, e.g. a table's text column, for the summary). Never raises
     for bad content. With Ray the workers read the paths: they must see the data root at the same path."""
     out = []
     for number, path, source_type in batch.select("number", "path", "source_type").iter_rows():
         started = time.perf_counter()
-        new_records, new_rejects = _parse(Path(path), source_type, settings)
+        notes: list[str] = []
+        new_records, new_rejects = _parse(Path(path), source_type, settings, notes)
         log.debug("parsed %s in %.2fs", Path(path).name, time.perf_counter() - started)
         out.append({"number": number, "records": json.dumps(new_records, default=str),
-                    "rejects": json.dumps(new_rejects, default=str)})
-    return pl.DataFrame(out, schema={"number": pl.Int64, "records": pl.String, "rejects": pl.String})
+                    "rejects": json.dumps(new_rejects, default=str), "notes": json.dumps(notes)})
+    return pl.DataFrame(out, schema={"number": pl.Int64, "records": pl.String, "rejects": pl.String,
+                                     "notes": pl.String})
 
 
 def _refuse(path: Path, data_dir: Path, settings: Settings) -> tuple[str, str] | None:
@@ -300,12 +312,16 @@ def _bad(locator: str | None, reason: str, detail: str) -> dict:
     return {"locator": locator, "reason": reason, "detail": detail}
 
 
-def _parse(path: Path, source_type: str, settings: Settings) -> tuple[list[dict], list[dict]]:
+def _parse(path: Path, source_type: str, settings: Settings, notes: list[str] | None = None
+           ) -> tuple[list[dict], list[dict]]:
     """Records and rejects ({locator, reason, detail}) from the content of one source: labeled texts, or
-    conversations when the task trains on them. A parser failing on bad content becomes a reject."""
-    read = _read_conversations if task_for(settings).conversational else _read_texts
+    conversations when the task trains on them. A parser failing on bad content becomes a reject. What was
+    recognised rather than configured (a table's columns) is appended to `notes`."""
+    notes = [] if notes is None else notes
     try:
-        return read(path, source_type, settings)
+        if task_for(settings).conversational:
+            return _read_conversations(path, source_type, settings)
+        return _read_texts(path, source_type, settings, notes)
     except files.ParseTimeout as exc:
         return [], [_bad(None, "parse_timeout", str(exc))]
     except ArchiveTooLarge as exc:
@@ -322,15 +338,22 @@ def _parse(path: Path, source_type: str, settings: Settings) -> tuple[list[dict]
                          f"parser failed ({type(exc).__name__}); check the file opens and re-export it")]
 
 
-def _read_texts(path: Path, source_type: str, settings: Settings) -> tuple[list[dict], list[dict]]:
-    """One record per document chunk or table row."""
-    mapping = settings.sources.tabular
+def _read_texts(path: Path, source_type: str, settings: Settings, notes: list[str]) -> tuple[list[dict], list[dict]]:
+    """One record per document chunk or table row; a table without the configured text or label column has
+    them recognised where the choice is clear (`tabular.recognised_mapping`, said in `notes`)."""
     suffix = path.suffix.lower()
+
+    def mapping_for(rows: list[tuple[str, dict]], where: str = ""):
+        mapping, note = tabular.recognised_mapping(rows, settings.sources.tabular, settings.labels)
+        if note:
+            notes.append(where + note)
+        return mapping
+
     if source_type == HF_DATASET:
         records, rejects = [], []
         for split, rows in tabular.read_hf_dataset(path).items():
             prefix = f"split {split}; " if split else ""
-            split_records, empty = tabular.rows_to_records(rows, mapping, "")
+            split_records, empty = tabular.rows_to_records(rows, mapping_for(rows, prefix), "")
             records += [{**r, "locator": prefix + r["locator"]} for r in split_records]
             rejects += [_bad(prefix + loc, "empty_text", why) for loc, why in empty]
         return records, rejects
@@ -338,7 +361,7 @@ def _read_texts(path: Path, source_type: str, settings: Settings) -> tuple[list[
         return _read_document(path, settings), []
     if suffix in tabular.TABULAR_TYPES:
         rows, malformed = tabular.read_table(path)
-        records, empty = tabular.rows_to_records(rows, mapping, "")
+        records, empty = tabular.rows_to_records(rows, mapping_for(rows), "")
         return records, ([_bad(loc, "malformed_row", why) for loc, why in malformed]
                          + [_bad(loc, "empty_text", why) for loc, why in empty])
     if suffix in sql.SQLITE_TYPES:

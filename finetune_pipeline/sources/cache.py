@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -20,7 +20,7 @@ import polars as pl
 from finetune_pipeline.settings import Settings
 
 # Bump when parsing or chunking changes what a source yields: every entry is then parsed again.
-PARSER_VERSION = 3
+PARSER_VERSION = 4  # 4: a table's text and label columns recognised when not configured
 
 _RECORD_SCHEMA = {"text": pl.String, "locator": pl.String, "label": pl.String, "label_source": pl.String,
                   "element_types": pl.String, "prompt": pl.String, "response": pl.String,
@@ -31,7 +31,10 @@ def parse_fingerprint(settings: Settings) -> str:
     """What, besides the bytes and the file type, decides a source's records."""
     sources = settings.sources.model_dump(include={"tabular", "chunk_by", "chunk_max_chars",
                                                    "chunk_combine_under_chars", "max_pdf_pages"})
-    blob = json.dumps({"parser": PARSER_VERSION, "sources": sources, "task": settings.task}, sort_keys=True)
+    # The label set and which columns were set explicitly decide which columns a table's records come from.
+    explicit = sorted(settings.sources.tabular.model_fields_set)
+    blob = json.dumps({"parser": PARSER_VERSION, "sources": sources, "task": settings.task,
+                       "labels": settings.labels, "explicit_columns": explicit}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -40,6 +43,7 @@ class CachedParse:
     records: list[dict]
     rejects: list[dict]  # {"locator", "reason", "detail"}; the path is added by the caller
     ingested_at: str
+    notes: list[str] = field(default_factory=list)  # what was recognised rather than configured
 
 
 class ParseCache:
@@ -65,7 +69,8 @@ class ParseCache:
         except (OSError, ValueError, KeyError, pl.exceptions.PolarsError):
             return None  # missing or damaged entry: parse again
         self.used.add(key)
-        return CachedParse(records=records, rejects=meta["rejects"], ingested_at=meta["ingested_at"])
+        return CachedParse(records=records, rejects=meta["rejects"], ingested_at=meta["ingested_at"],
+                           notes=meta.get("notes", []))
 
     def put(self, key: str, parsed: CachedParse) -> None:
         if not self.folder:
@@ -76,7 +81,8 @@ class ParseCache:
                                  schema=_RECORD_SCHEMA)
             frame.write_parquet(self.folder / f"{key}.parquet.tmp")
             os.replace(self.folder / f"{key}.parquet.tmp", self.folder / f"{key}.parquet")
-        meta = {"records": len(parsed.records), "rejects": parsed.rejects, "ingested_at": parsed.ingested_at}
+        meta = {"records": len(parsed.records), "rejects": parsed.rejects, "ingested_at": parsed.ingested_at,
+                "notes": parsed.notes}
         # The JSON is written last: an entry counts only once both files are complete.
         (self.folder / f"{key}.json.tmp").write_text(json.dumps(meta))
         os.replace(self.folder / f"{key}.json.tmp", self.folder / f"{key}.json")
@@ -91,3 +97,4 @@ class ParseCache:
                 path.unlink(missing_ok=True)
                 removed += path.suffix == ".json"
         return removed
+

@@ -62,6 +62,72 @@ def read_table(path: Path) -> tuple[list[tuple[str, dict]], list[tuple[str, str]
     raise ValueError(f"unsupported table type {suffix}")
 
 
+# A column is the text column without being named when its values are, on average, at least this many times
+# longer than those of every other string column: a clear choice, not a guess between similar columns.
+CLEARLY_LONGER = 2.0
+MIN_TEXT_CHARS = 10  # and at least this long on average: a column of codes or single words is not the text
+
+
+def recognised_mapping(rows: list[tuple[str, dict]], mapping: TabularSource, labels: list[str]
+                       ) -> tuple[TabularSource, str | None]:
+    """The column mapping for a table whose configured text or label column is absent, when the choice is clear:
+    the one string column clearly longer than the others (CLEARLY_LONGER, MIN_TEXT_CHARS) for the text; the one column whose
+    values all fall in `labels` for the label. A column set explicitly in finetune.yaml is never replaced.
+    Returns the mapping and what was recognised (None: nothing); raises MissingColumn, naming the candidates
+    and the setting, when the text column is missing and no column is clearly the text."""
+    if not rows or mapping.prompt_column is not None:
+        return mapping, None
+    columns = sorted(set().union(*(row.keys() for _, row in rows)), key=str)
+    explicit = mapping.model_fields_set
+    if mapping.text_column not in columns and "text_column" in explicit:
+        return mapping, None  # the configured text column is missing: rows_to_records rejects the table
+    update: dict[str, str] = {}
+    chosen: list[str] = []  # "text column 'quote'", ...
+    unclear: list[str] = []
+    label_set = {str(label) for label in labels}
+    in_set: list[str] = []
+    if mapping.label_column not in columns and "label_column" not in explicit and label_set:
+        in_set = [c for c in columns if c != mapping.text_column and c != mapping.id_column
+                  and _values_within(rows, c, label_set)]
+        if len(in_set) == 1:
+            update["label_column"] = in_set[0]
+            chosen.append(f"label column {in_set[0]!r}")
+        elif in_set:
+            unclear.append(f"no label column: {', '.join(map(repr, in_set))} all hold labels of the set; "
+                           "set sources.tabular.label_column to choose")
+    if mapping.text_column not in columns and "text_column" not in explicit:
+        skip = {mapping.id_column, mapping.label_column, *in_set}  # labels are not the text
+        lengths = sorted(((length, c) for c in columns if c not in skip
+                          and (length := _mean_string_length(rows, c)) is not None), reverse=True)
+        clear = lengths and (len(lengths) == 1 or lengths[0][0] >= CLEARLY_LONGER * lengths[1][0])
+        if clear and lengths[0][0] >= MIN_TEXT_CHARS:
+            update["text_column"] = lengths[0][1]
+            chosen.insert(0, f"text column {lengths[0][1]!r}")
+        else:
+            found = ", ".join(f"{c} ({length:.0f} chars on average)" for length, c in lengths) or "no string column"
+            raise MissingColumn(
+                f"no column {mapping.text_column!r} and no column clearly the text (string columns: {found}); "
+                "set sources.tabular.text_column in finetune.yaml")
+    if chosen:
+        chosen = [", ".join(chosen) + " (recognised; set sources.tabular.text_column / label_column to choose)"]
+    note = "; ".join(chosen + unclear) or None
+    return mapping.model_copy(update=update), note
+
+
+def _values_within(rows: list[tuple[str, dict]], column: str, allowed: set[str]) -> bool:
+    """Every non-empty value of `column` is in `allowed`, and at least one is there."""
+    values = [str(row.get(column)).strip() for _, row in rows if row.get(column) not in (None, "")]
+    return bool(values) and all(value in allowed for value in values)
+
+
+def _mean_string_length(rows: list[tuple[str, dict]], column: str) -> float | None:
+    """Mean length of the column's non-empty values when they are all strings; None for other columns."""
+    values = [row.get(column) for _, row in rows if row.get(column) not in (None, "")]
+    if not values or not all(isinstance(value, str) for value in values):
+        return None
+    return sum(map(len, values)) / len(values)
+
+
 HF_DATASET_MARKERS = ("dataset_dict.json", "state.json")
 
 
