@@ -8,6 +8,10 @@ cluster, `group_id`: near-identical prompts) never straddles two splits, and aug
 record they were derived from, so nothing leaks from training into evaluation. `join_similar_groups`
 first widens the groups to lightly edited copies (MinHash at `splits.contamination_threshold`, looser than
 dedup's), and `cross_split_near_duplicates` is what the blocking contamination check looks for.
+
+The split is decided once, on the original records, before augmentation (`split_assignment`: `record_id,
+split, group_id`); augmentation draws only on records in train, and the export applies the same assignment
+(`apply_split_assignment`: augmented rows take their source's split and group), so the two never differ.
 """
 
 from __future__ import annotations
@@ -215,7 +219,7 @@ def join_similar_groups(corpus: pl.DataFrame, cfg: SplitSettings, dedup: DedupSe
                          f"{', '.join(sorted(corpus.columns))}")
     groups = originals[group_col].to_list()
     links: list[tuple[int, int]] = []
-    if cfg.group_by == "document":
+    if cfg.group_by == "document" and {"source_uri", "source_type"} <= set(originals.columns):
         links += _same_key_links([uri if kind in DOCUMENT_SOURCE_TYPES else None
                                   for uri, kind in originals.select("source_uri", "source_type").iter_rows()])
     elif cfg.group_by == "column":
@@ -298,6 +302,60 @@ def contamination_free_splits(corpus: pl.DataFrame, cfg: SplitSettings, dedup: D
     return splits, joined
 
 
+ASSIGNMENT_SCHEMA = {"record_id": pl.String, "split": pl.String, "group_id": pl.String}
+
+
+def split_assignment(corpus: pl.DataFrame, cfg: SplitSettings, dedup: DedupSettings, task: Task | None = None,
+                     max_rounds: int = MAX_SPLIT_ROUNDS, check_cache: ResultCache | None = None
+                     ) -> tuple[pl.DataFrame, int]:
+    """The split of the original records (rows with no `augmented_from`), decided once, before augmentation:
+    `record_id, split, group_id` by `contamination_free_splits` (near copies grouped, the second look), sorted
+    by record id, and how many clusters were joined after a split."""
+    if "augmented_from" in corpus.columns:
+        corpus = corpus.filter(pl.col("augmented_from").is_null())
+    else:
+        corpus = corpus.with_columns(pl.lit(None, pl.String).alias("augmented_from"))
+    splits, joined = contamination_free_splits(corpus, cfg, dedup, task, max_rounds, check_cache)
+    return splits.select(list(ASSIGNMENT_SCHEMA)).cast(ASSIGNMENT_SCHEMA).sort("record_id"), joined
+
+
+def check_assignment_covers(corpus: pl.DataFrame, assignment: pl.DataFrame, name: str = "the corpus") -> None:
+    """Raise `SplitError` unless `assignment` holds each original record of `corpus` (no `augmented_from`)
+    exactly once and nothing else: an assignment made for other data is never applied."""
+    originals = corpus.filter(pl.col("augmented_from").is_null()) if "augmented_from" in corpus.columns else corpus
+    ids, assigned = set(originals["record_id"].to_list()), assignment["record_id"].to_list()
+    missing, extra = sorted(ids - set(assigned)), sorted(set(assigned) - ids)
+    twice = assignment.height - len(set(assigned))
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} record(s) of {name} without a split (e.g. {', '.join(missing[:3])})")
+    if extra:
+        problems.append(f"{len(extra)} assigned record(s) not in {name} (e.g. {', '.join(extra[:3])})")
+    if twice:
+        problems.append(f"{twice} record(s) assigned twice")
+    if problems:
+        raise SplitError(f"the split assignment is not that of {name}: {'; '.join(problems)}. It was made for other "
+                         "data: materialize split_assignment again (and what follows it)")
+
+
+def apply_split_assignment(corpus: pl.DataFrame, assignment: pl.DataFrame) -> pl.DataFrame:
+    """`corpus` with the assignment's `split` and `group_id`: an original record by its id, an augmented row
+    (`augmented_from`) those of its source; sorted by split, then record id. Decides nothing: a record the
+    assignment moved keeps its augmented rows with it, for the leakage check to see."""
+    check_assignment_covers(corpus, assignment)
+    source = pl.coalesce("augmented_from", "record_id") if "augmented_from" in corpus.columns else pl.col("record_id")
+    placed = assignment.select(pl.col("record_id").alias("_source"), pl.col("split").alias("_split"),
+                               pl.col("group_id").alias("_group"))
+    out = (corpus.drop("split", strict=False).with_columns(source.alias("_source"))
+           .join(placed, on="_source", how="left")
+           .with_columns(pl.col("_group").alias("group_id"), pl.col("_split").alias("split"))
+           .drop("_source", "_split", "_group"))
+    # in split order; a value that is no split (a stored assignment edited by hand) sorts last, for the check
+    order = pl.col("split").replace_strict({name: i for i, name in enumerate(SPLITS)}, default=len(SPLITS),
+                                           return_dtype=pl.Int8)
+    return out.sort(order, "record_id")
+
+
 def _join_groups(corpus: pl.DataFrame, splits: pl.DataFrame, crossing: pl.DataFrame) -> pl.DataFrame:
     """`corpus` with the groups of each `crossing` cluster's records (an augmented row: its source's group)
     joined into the smallest of their ids."""
@@ -313,7 +371,7 @@ def _join_groups(corpus: pl.DataFrame, splits: pl.DataFrame, crossing: pl.DataFr
 
 
 def split_key(corpus: pl.DataFrame, cfg: SplitSettings, dedup: DedupSettings, task: Task) -> str:
-    """What decides `contamination_free_splits` of `corpus`: every value of the corpus in its order, the split
+    """What decides `split_assignment` of `corpus`: every value of the corpus in its order, the split
     settings, the near-copy detector's settings, the task and the code that computes them."""
     return digest(frame_digest(corpus), cfg.model_dump(), _contamination_settings(cfg.contamination_threshold,
                   dedup).model_dump(), task.name, code_version(SPLIT_CODE))

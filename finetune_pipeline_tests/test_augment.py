@@ -13,7 +13,7 @@ from finetune_pipeline.augment.generators import PARAPHRASE_SYSTEM, GenerationEr
     OpenAICompatibleGenerator
 from finetune_pipeline.records import sha256_text
 from finetune_pipeline.settings import GeneratorSettings, Settings
-from finetune_pipeline.splits import assign_splits
+from finetune_pipeline.splits import apply_split_assignment, split_assignment
 
 BILLING = ["I was charged twice for order {n} and need one payment refunded to my card",
            "The invoice for order {n} lists the shipping fee two times, please correct the total amount",
@@ -35,11 +35,20 @@ def _corpus(n_billing: int = 40, n_shipping: int = 12) -> pl.DataFrame:
 
 
 def _settings(**augmentation) -> Settings:
-    return Settings.model_validate({"labels": ["billing", "shipping"], "augmentation": augmentation})
+    # The fixture's texts are a few templates per label (near copies): only exact copies share a split group
+    # here, or shipping's two templates would be two groups, too few for three splits.
+    return Settings.model_validate({"labels": ["billing", "shipping"], "augmentation": augmentation,
+                                    "splits": {"contamination_threshold": 1.0}})
+
+
+def _placed(result_frame: pl.DataFrame, settings: Settings) -> pl.DataFrame:
+    """The augmented corpus as dataset_splits exports it: the split of its originals (decided as
+    augment_corpus decided it) applied, augmented rows in their source's split."""
+    return apply_split_assignment(result_frame, split_assignment(result_frame, settings.splits, settings.dedup)[0])
 
 
 def _check_train_only(result_frame: pl.DataFrame, settings: Settings) -> pl.DataFrame:
-    splits = assign_splits(result_frame, settings.splits)
+    splits = _placed(result_frame, settings)
     generated = splits.filter(pl.col("augmented_from").is_not_null())
     assert set(generated["split"]) == {"train"}
     sources = splits.select(pl.col("record_id").alias("augmented_from"), pl.col("split").alias("source_split"))
@@ -53,7 +62,7 @@ def test_rule_variations_fill_the_gap_and_stay_in_train():
     generated = _check_train_only(result.kept, settings)
     stats = result.stats
     assert stats.generator.startswith("rules:")
-    train_counts = assign_splits(result.kept, settings.splits).filter(pl.col("split") == "train") \
+    train_counts = _placed(result.kept, settings).filter(pl.col("split") == "train") \
         .group_by("label").len()
     counts = dict(train_counts.iter_rows())
     assert counts["shipping"] == counts["billing"]  # balanced: paraphrases, then copies for the rest
@@ -193,5 +202,5 @@ def test_local_hugging_face_model_generates_and_random_text_is_filtered(tmp_path
 def test_target_count_overrides_the_ratio():
     settings = _settings(target_count=20)
     result = augment_corpus(_corpus(n_billing=20, n_shipping=10), settings)
-    train = assign_splits(result.kept, settings.splits).filter(pl.col("split") == "train")
+    train = _placed(result.kept, settings).filter(pl.col("split") == "train")
     assert dict(train.group_by("label").len().iter_rows()) == {"billing": 20, "shipping": 20}

@@ -13,11 +13,24 @@ PUBLISHED = {"published_splits": "dataset_splits", "published_adapter": "lora_ad
 def test_graph_has_the_seven_stages_in_order():
     graph = defs.get_repository_def().asset_graph
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert set(STAGES) | {"raw_files", "review_queue", "rejected_records", "data_card", "bias_report",
-                          "approach_comparison", *PUBLISHED} == keys
+    assert set(STAGES) | {"raw_files", "review_queue", "split_assignment", "rejected_records", "data_card",
+                          "bias_report", "approach_comparison", *PUBLISHED} == keys
     for upstream, downstream in zip(STAGES, STAGES[1:]):
         parents = {k.to_user_string() for k in graph.get(dg.AssetKey(downstream)).parent_keys}
         assert upstream in parents, (upstream, downstream)
+
+
+def test_the_split_is_decided_once_before_augmentation():
+    """split_assignment reads the labeled originals; augmentation and the export both read it."""
+    graph = defs.get_repository_def().asset_graph
+
+    def parents(asset: str) -> set[str]:
+        return {k.to_user_string() for k in graph.get(dg.AssetKey(asset)).parent_keys}
+
+    assert parents("split_assignment") == {"labeled_corpus"}
+    assert parents("augmented_corpus") == {"labeled_corpus", "split_assignment"}
+    assert parents("dataset_splits") == {"augmented_corpus", "split_assignment"}
+    assert graph.get(dg.AssetKey("split_assignment")).group_name == "splits"
     for published, made_by in PUBLISHED.items():  # publishing waits for the checks of what it publishes
         assert {k.to_user_string() for k in graph.get(dg.AssetKey(published)).parent_keys} == {made_by}
 
@@ -49,8 +62,8 @@ def test_schedule_and_sensor_run_by_default():
 def test_annotations_refresh_labeling_and_everything_downstream():
     job = defs.resolve_job_def("refresh_labels")
     keys = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
-    assert keys == {"labeled_corpus", "review_queue", "augmented_corpus", "dataset_splits", "lora_adapter", "bias_report",
-                    "approach_comparison", "rejected_records", "data_card", *PUBLISHED}
+    assert keys == {"labeled_corpus", "review_queue", "split_assignment", "augmented_corpus", "dataset_splits",
+                    "lora_adapter", "bias_report", "approach_comparison", "rejected_records", "data_card", *PUBLISHED}
     assert defs.get_sensor_def("new_annotations").job_name == "refresh_labels"
 
 

@@ -118,11 +118,14 @@ def test_an_unchanged_rerun_trains_nothing_and_writes_byte_identical_exports(fir
     exports_before, models_before = _digests(root / "exports"), _digests(root / "models")
 
     again = _refresh(root, instance)
-    assert first["dataset_splits"]["split_reused"].value is False
-    assert again["dataset_splits"]["split_reused"].value is True  # the stored split of the same corpus
-    for run in (first, again):  # the check asks what the split's last look asked of the same rows
+    assert first["split_assignment"]["split_reused"].value is False
+    assert again["split_assignment"]["split_reused"].value is True  # the stored split of the same corpus
+    # The check reads every row: on the first run the split's last look asked the same of the originals, the
+    # same rows only when augmentation added none; on the rerun, the check's own answer of the same rows.
+    added = first["augmented_corpus"]["augmented_rows"].value
+    for run, reused in ((first, added == 0), (again, True)):
         contamination = run["check dataset_splits_no_contamination"]
-        assert contamination["passed"] and contamination["answer_reused"].value is True
+        assert contamination["passed"] and contamination["answer_reused"].value is reused
     assert again["cleaned_corpus"]["rows_cleaned"].value == 0
     assert again["cleaned_corpus"]["rows_reused"].value == first["cleaned_corpus"]["rows_in"].value
     for asset in ("lora_adapter", "approach_comparison"):
@@ -141,7 +144,7 @@ def test_a_rerun_with_new_records_equals_a_run_from_scratch(first_run, tmp_path,
     _write_tickets(root, 2, seed=99, prefix="new")
     incremental = _refresh(root, instance)
     assert incremental["cleaned_corpus"]["rows_cleaned"].value == 4
-    assert incremental["dataset_splits"]["split_reused"].value is False  # another corpus: split again
+    assert incremental["split_assignment"]["split_reused"].value is False  # another corpus: split again
     assert incremental["lora_adapter"]["trained"].value is True  # the data snapshot changed
 
     scratch = tmp_path / "data"  # the dataset card is named after the root folder
@@ -274,6 +277,11 @@ def test_a_changed_section_or_erasure_request_runs_the_stages_it_affects_and_no_
     stages, cursor = tick(cursor)
     assert stages == ["approach_comparison", "data_card", "lora_adapter", "published_adapter", "published_comparison"]
 
+    settings.write_text("labels: [billing, shipping]\ntraining: {epochs: 2}\nsplits: {seed: 7}\n")
+    stages, cursor = tick(cursor)  # the split is decided before augmentation, which reads it
+    assert {"split_assignment", "augmented_corpus", "dataset_splits", "published_splits", "lora_adapter"} \
+        <= set(stages) and "labeled_corpus" not in stages
+
     settings.write_text("labels: [billing, shipping]\ntraining: {epochs: 2}\ncleaning: {min_chars: 60}\n")
     stages, cursor = tick(cursor)
     assert "cleaned_corpus" in stages and "lora_adapter" in stages and "raw_corpus" not in stages
@@ -402,15 +410,15 @@ def test_without_incremental_runs_the_stages_delete_what_an_earlier_run_cached(t
     root = DataRoot(tmp_path)
     pipeline = PipelineResource(data_dir=str(tmp_path))
     files = [root.cleaning_cache, root.personal_data_check_cache, root.embedding_cache / "labeled_corpus.parquet",
-             root.result_cache / "dataset_splits.parquet", root.result_cache / "dataset_splits.json"]
+             root.result_cache / "split_assignment.parquet", root.result_cache / "split_assignment.json"]
     for path in files:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(SUBJECT)
     assert pipeline.cache_file(root.cleaning_cache) is None and pipeline.cache_file(root.personal_data_check_cache) is None
-    assert pipeline.embedding_cache("labeled_corpus") is None and pipeline.result_cache("dataset_splits") is None
+    assert pipeline.embedding_cache("labeled_corpus") is None and pipeline.result_cache("split_assignment") is None
     assert [p for p in files if p.exists()] == []
 
     (tmp_path / "finetune.yaml").write_text(json.dumps({"execution": {"incremental": True}}))
     pipeline = PipelineResource(data_dir=str(tmp_path))
     assert pipeline.cache_file(root.cleaning_cache) == root.cleaning_cache
-    assert pipeline.result_cache("dataset_splits") is not None
+    assert pipeline.result_cache("split_assignment") is not None

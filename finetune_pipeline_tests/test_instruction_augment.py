@@ -9,7 +9,7 @@ import polars as pl
 from finetune_pipeline.augment import augment_corpus
 from finetune_pipeline.augment.generators import RuleVariations, TextGenerator
 from finetune_pipeline.settings import GeneratorSettings, Settings
-from finetune_pipeline.splits import assign_splits, stratified_group_split
+from finetune_pipeline.splits import apply_split_assignment, split_assignment
 from finetune_pipeline.tasks import task_named
 from finetune_pipeline_tests.test_instruction_data import instruction_corpus
 
@@ -63,7 +63,7 @@ def test_prompt_paraphrases_keep_the_answer_and_stay_in_train():
     frame = corpus()
     result = augment_corpus(frame, cfg, Writer())
     generated = result.kept.filter(pl.col("augmented_from").is_not_null())
-    split = stratified_group_split(frame, cfg.splits, task_named("instruction"))
+    split, _ = split_assignment(frame, cfg.splits, cfg.dedup, task_named("instruction"))  # as the pipeline decides it
     train = set(split.filter(pl.col("split") == "train")["record_id"])
     assert generated.height == len(train)  # one per training conversation: no categories
     assert set(generated["augmented_from"]) == train
@@ -103,9 +103,9 @@ def test_categories_under_target_get_new_pairs_redacted_and_marked():
     assert not generated["text"].str.contains("@example.com").any()
     assert generated["response"].str.contains("<EMAIL>").all()
     assert result.stats.generated_dropped["unparsable"] > 0
-    placed = assign_splits(result.kept, cfg.splits, task_named("instruction"))
+    before, _ = split_assignment(corpus(60, cats), cfg.splits, cfg.dedup, task_named("instruction"))
+    placed = apply_split_assignment(result.kept, before)
     assert set(placed.filter(pl.col("augmented_from").is_not_null())["split"]) == {"train"}
-    before = stratified_group_split(corpus(60, cats), cfg.splits, task_named("instruction"))
     assert set(before.filter(pl.col("record_id").is_in(generated["augmented_from"].implode()))["split"]) == {"train"}
 
 

@@ -89,10 +89,11 @@ def test_labeled_corpus_and_what_follows_materialize_without_the_review_queue(tm
     with dg.instance_for_test() as instance:
         result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
             instance=instance, raise_on_error=False,
-            asset_selection=[dg.AssetKey(k) for k in ("labeled_corpus", "augmented_corpus", "dataset_splits")])
+            asset_selection=[dg.AssetKey(k) for k in ("labeled_corpus", "split_assignment", "augmented_corpus",
+                                                      "dataset_splits")])
         assert result.success
         stored = {e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
-        assert stored == {"labeled_corpus", "augmented_corpus", "dataset_splits"}
+        assert stored == {"labeled_corpus", "split_assignment", "augmented_corpus", "dataset_splits"}
     assert not (root / "exports" / "review").exists()  # the review queue's export belongs to review_queue
     staged = DataRoot(root).staged(DataRoot(root).splits_export)
     assert (staged / "train.jsonl").exists()  # the candidate; published_splits (not selected) publishes it

@@ -5,7 +5,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from finetune_pipeline.records import SPLITS
 from finetune_pipeline.settings import SplitSettings
-from finetune_pipeline.splits import SplitError, assign_splits, kfold_assignments, stratified_group_split
+from finetune_pipeline.splits import (SplitError, apply_split_assignment, assign_splits, kfold_assignments,
+                                      split_assignment, stratified_group_split)
 
 
 @st.composite
@@ -72,16 +73,17 @@ def test_augmentation_never_reaches_validation_or_test(corpus, ratio, seed, shar
         pl.col("record_id").alias("text"), pl.col("record_id").alias("content_sha256"))
     settings = Settings.model_validate({"splits": {"train": ratio[0], "validation": ratio[1], "test": ratio[2],
                                                    "seed": seed}, "augmentation": {"oversample_ratio": share}})
-    try:
-        augmented = augment_corpus(originals, settings).kept
-        splits = assign_splits(augmented, settings.splits)
+    try:  # as the pipeline does it: the split decided once, augmentation and the export read it
+        assignment, _ = split_assignment(originals, settings.splits, settings.dedup)
     except SplitError:
         return
+    augmented = augment_corpus(originals, settings, assignment=assignment).kept
+    splits = apply_split_assignment(augmented, assignment)
     extra = splits.filter(pl.col("augmented_from").is_not_null())
     assert set(extra["split"]) <= {"train"}
     assert splits.filter(pl.col("augmented_from").is_null()).height == originals.height
-    # the originals' split does not depend on augmentation
-    assert stratified_group_split(originals, settings.splits).sort("record_id").equals(
+    # the originals' split is the assignment's: augmentation does not change it, the export decides nothing
+    assert assignment.select("record_id", "split").equals(
         splits.filter(pl.col("augmented_from").is_null()).select("record_id", "split").sort("record_id"))
 
 

@@ -6,7 +6,8 @@ import pytest
 from finetune_pipeline.augment import augment_corpus
 from finetune_pipeline.records import corpus_frame, sha256_text
 from finetune_pipeline.settings import Settings, SplitSettings
-from finetune_pipeline.splits import SplitError, assign_splits, kfold_assignments, stratified_group_split
+from finetune_pipeline.splits import (SplitError, apply_split_assignment, assign_splits, kfold_assignments,
+                                      split_assignment, stratified_group_split)
 
 
 def _labeled(counts: dict[str, int], group_size: int = 1) -> pl.DataFrame:
@@ -48,7 +49,7 @@ def test_oversampled_rows_only_in_train_and_follow_their_source():
     augmented = augment_corpus(corpus, settings).kept
     extra = augmented.filter(pl.col("augmented_from").is_not_null())
     assert extra.height > 0 and set(extra["augmentation"]) == {"oversample"} and set(extra["label"]) == {"small"}
-    splits = assign_splits(augmented, settings.splits)
+    splits = apply_split_assignment(augmented, split_assignment(corpus, settings.splits, settings.dedup)[0])
     src = splits.select(pl.col("record_id").alias("augmented_from"), pl.col("split").alias("src_split"))
     joined = splits.filter(pl.col("augmented_from").is_not_null()).join(src, on="augmented_from")
     assert set(joined["split"]) == {"train"} and joined["split"].equals(joined["src_split"])
@@ -162,3 +163,141 @@ def test_near_copies_the_groups_missed_are_joined_after_the_split(monkeypatch):
     copies = splits.filter(pl.col("record_id").str.ends_with("-copy"))
     split_of = dict(splits.select("record_id", "split").iter_rows())
     assert all(split_of[r.removesuffix("-copy")] == s for r, s in copies.select("record_id", "split").iter_rows())
+
+
+def _minority_corpus() -> pl.DataFrame:
+    """60 records of label `a` and 24 of label `b` (oversampled to balance), 24 distinct words each; no two
+    are near copies."""
+    import numpy as np
+
+    rng = np.random.default_rng(11)
+    vocabulary = [f"{a}{b}" for a in ("ka", "lo", "mi", "ne", "su", "ta", "vo", "re", "di", "fu", "po", "zi")
+                  for b in ("ber", "dan", "gol", "hix", "jun", "mor", "pel", "sat", "tov", "wix", "zen", "yar")]
+    rows = []
+    for label, count in (("a", 60), ("b", 24)):
+        for i in range(count):
+            text = " ".join(rng.choice(vocabulary, size=24, replace=False).tolist())
+            rows.append({"record_id": f"{label}{i:03d}", "text": text, "source_uri": "raw/q.csv", "source_type": "csv",
+                         "locator": f"row {len(rows)}", "content_sha256": sha256_text(text), "label": label,
+                         "label_source": "column", "label_confidence": 1.0})
+    return corpus_frame(rows).with_columns(pl.col("record_id").alias("group_id"))
+
+
+def _light_edit(text: str) -> str:
+    words = text.split()
+    words[6], words[17] = "changed", "edited"  # word 3-gram Jaccard about 0.57: over the 0.5 threshold
+    return " ".join(words)
+
+
+def corpus_the_second_look_reshapes() -> tuple[pl.DataFrame, str]:
+    """A corpus where a minority record the plain stratified split puts in train (`moved`) has a light edit
+    in the same label on the other side of that split: the contamination-free split joins the two and places
+    the pair outside train. Returns the corpus and `moved`."""
+    from finetune_pipeline.settings import DedupSettings
+    from finetune_pipeline.splits import contamination_free_splits
+
+    base, cfg = _minority_corpus(), SplitSettings()
+    plain = dict(stratified_group_split(base, cfg).iter_rows())
+    minority = [r for r in base["record_id"] if r.startswith("b")]
+    text_of = dict(base.select("record_id", "text").iter_rows())
+    for held in (r for r in minority if plain[r] != "train"):
+        for moved in (r for r in minority if plain[r] == "train"):
+            corpus = base.with_columns(pl.when(pl.col("record_id") == held).then(pl.lit(_light_edit(text_of[moved])))
+                                       .otherwise(pl.col("text")).alias("text"))
+            splits, _ = contamination_free_splits(corpus.with_columns(pl.lit(None, pl.String).alias("augmented_from")),
+                                                  cfg, DedupSettings())
+            if dict(splits.select("record_id", "split").iter_rows())[moved] != "train":
+                return corpus.with_columns(pl.col("text").map_elements(sha256_text, return_dtype=pl.String)
+                                           .alias("content_sha256")), moved
+    raise AssertionError("no pair found that the contamination-free split moves out of train")
+
+
+def test_no_oversampled_copy_leaves_train_when_near_copies_move_an_original(tmp_path):
+    """The split is decided once: a record the plain stratified split had in train but the contamination-free
+    split moves to validation or test is not oversampled, every augmented row is in train, and
+    dataset_splits_no_leakage passes (before: its copies followed it out of train and the check failed)."""
+    import json
+
+    import dagster as dg
+
+    from finetune_pipeline.definitions import ALL_ASSETS, resources_for
+    from finetune_pipeline.defs.resources import PipelineResource
+    from finetune_pipeline.layout import DataRoot
+
+    corpus, moved = corpus_the_second_look_reshapes()
+    (tmp_path / "finetune.yaml").write_text(json.dumps({"labels": ["a", "b"], "privacy": {"detector": "patterns"},
+                                                        "checks": {"min_records": 10}}))
+    root = DataRoot(tmp_path)
+    root.asset_values.mkdir(parents=True, exist_ok=True)
+    corpus.write_parquet(root.asset_values / "labeled_corpus.parquet")  # as the labeling stage stored it
+    after_labeling = (dg.AssetSelection.assets("dataset_splits").upstream()
+                      - dg.AssetSelection.assets("labeled_corpus").upstream())
+    job = dg.define_asset_job("splits", selection=after_labeling)
+    defs = dg.Definitions(assets=ALL_ASSETS, jobs=[job], resources=resources_for(PipelineResource(data_dir=str(tmp_path))))
+    result = defs.resolve_job_def("splits").execute_in_process(instance=dg.DagsterInstance.ephemeral(),
+                                                              raise_on_error=False)
+    checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+              for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    splits = pl.read_parquet(root.asset_values / "dataset_splits.parquet")
+    augmented = splits.filter(pl.col("augmented_from").is_not_null())
+    assert augmented.height > 0 and set(augmented["label"]) == {"b"}
+    assert set(augmented["split"]) == {"train"}
+    assert splits.filter(pl.col("record_id") == moved)["split"][0] != "train"
+    assert moved not in set(augmented["augmented_from"])  # held out: never a source of training rows
+    assert checks["dataset_splits_no_leakage"] and checks["dataset_splits_no_contamination"]
+    assert checks["split_assignment_every_record"]
+    assignment = pl.read_parquet(root.asset_values / "split_assignment.parquet")
+    assert splits.filter(pl.col("augmented_from").is_null()).select("record_id", "split").sort("record_id") \
+        .equals(assignment.select("record_id", "split"))  # dataset_splits applied the decision, made none
+
+    # The stored split edited afterwards (a source of oversampled rows moved to test): dataset_splits applies
+    # it as it is, the copies follow their source, and the leakage gate fails.
+    source = augmented["augmented_from"][0]
+    assignment.with_columns(pl.when(pl.col("record_id") == source).then(pl.lit("test")).otherwise(pl.col("split"))
+                            .alias("split")).write_parquet(root.asset_values / "split_assignment.parquet")
+    job = dg.define_asset_job("export", selection=dg.AssetSelection.assets("dataset_splits"))
+    defs = dg.Definitions(assets=ALL_ASSETS, jobs=[job], resources=resources_for(PipelineResource(data_dir=str(tmp_path))))
+    edited = defs.resolve_job_def("export").execute_in_process(instance=dg.DagsterInstance.ephemeral(),
+                                                               raise_on_error=False)
+    checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+              for e in edited.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    assert checks["dataset_splits_no_leakage"] is False and not edited.success
+
+
+def test_the_export_applies_the_stored_assignment_and_refuses_one_made_for_other_data():
+    corpus = _labeled({"a": 20, "b": 10})
+    settings = Settings()
+    assignment, _ = split_assignment(corpus, settings.splits, settings.dedup)
+    assert assignment.columns == ["record_id", "split", "group_id"] and assignment.height == corpus.height
+    augmented = augment_corpus(corpus, settings, assignment=assignment).kept
+    splits = apply_split_assignment(augmented, assignment)
+    placed = dict(assignment.select("record_id", "split").iter_rows())
+    group = dict(assignment.select("record_id", "group_id").iter_rows())
+    for record_id, source, split, group_id in splits.select("record_id", "augmented_from", "split",
+                                                           "group_id").iter_rows():
+        assert split == placed[source or record_id] and group_id == group[source or record_id]
+    assert splits["split"].to_list() == sorted(splits["split"].to_list(), key=["train", "validation", "test"].index)
+    with pytest.raises(SplitError, match="1 record\\(s\\) of the corpus without a split \\(e.g. b-9\\)"):
+        apply_split_assignment(augmented, assignment.filter(pl.col("record_id") != "b-9"))
+    with pytest.raises(SplitError, match="materialize split_assignment again"):
+        augment_corpus(corpus.filter(pl.col("record_id") != "a-0"), settings, assignment=assignment)
+
+
+def test_only_train_records_are_augmented_and_a_copy_near_held_out_data_is_dropped():
+    """Augmentation reads the assignment it is given: a held-out record is never a source, and a row that is a
+    near copy of a validation or test record (here: the assignment was made by hand and put two near copies
+    on both sides) is dropped as near_held_out, not put in train."""
+    corpus = _minority_corpus()
+    text_of = dict(corpus.select("record_id", "text").iter_rows())
+    corpus = corpus.with_columns(pl.when(pl.col("record_id") == "b001").then(pl.lit(_light_edit(text_of["b000"])))
+                                 .otherwise(pl.col("text")).alias("text"))
+    held_out = {"a000": "validation", "a001": "test", "b001": "validation", "b002": "test", "b003": "validation",
+                "b004": "test", "a002": "validation", "a003": "test"}
+    assignment = corpus.select("record_id", pl.col("record_id").replace_strict(held_out, default="train")
+                               .alias("split"), "group_id").sort("record_id")
+    result = augment_corpus(corpus, Settings(), assignment=assignment)
+    extra = result.kept.filter(pl.col("augmented_from").is_not_null())
+    assert extra.height > 0 and not set(extra["augmented_from"]) & set(held_out)
+    assert "b000" not in set(extra["augmented_from"])  # its copies would be near copies of b001 (validation)
+    assert result.stats.generated_dropped["near_held_out"] > 0
+    assert (result.stats.train_records, result.stats.held_out_records) == (corpus.height - len(held_out), len(held_out))

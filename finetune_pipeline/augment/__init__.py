@@ -1,7 +1,9 @@
 """Augmentation stage: balance the training data without touching validation or test.
 
-The split of the original records is decided first (the same deterministic function that
-`dataset_splits` uses), and only training records are augmented. Each label is topped up to its target
+The split of the original records is decided before this stage, once (`splits.split_assignment`, the
+`split_assignment` asset), and only records it puts in train are augmented: every augmented row is in train
+by construction (it takes its source's split and group), and one that is a near copy of a validation or test
+record (MinHash at `splits.contamination_threshold`) is dropped as `near_held_out`. Each label is topped up to its target
 (`target_count`, else `oversample_ratio` x the largest label) by, in order: paraphrases of its records,
 synthetic examples from few-shot prompts (at most `synthetic_max_share` of the label's rows), and copies.
 Generated rows carry `augmented_from`, `augmentation` and `augmentation_model`, and are never counted as
@@ -25,9 +27,9 @@ from finetune_pipeline.augment.generators import GenerationError, TextGenerator,
 from finetune_pipeline.augment.instructions import augment_conversations
 from finetune_pipeline.augment.oversample import oversample
 from finetune_pipeline.embeddings import EmbeddingCache
-from finetune_pipeline.records import StageResult, StageStats, make_record_id, sha256_text
+from finetune_pipeline.records import SPLITS, StageResult, StageStats, make_record_id, sha256_text
 from finetune_pipeline.settings import Settings
-from finetune_pipeline.splits import stratified_group_split
+from finetune_pipeline.splits import check_assignment_covers, cross_split_near_duplicates, split_assignment
 from finetune_pipeline.tasks import task_for
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,8 @@ class AugmentStats(StageStats):
     generated_dropped: dict[str, int] = field(default_factory=dict)  # generated texts dropped, by reason
     generator: str | None = None  # the generator's name, when one ran
     generator_error: str | None = None  # why it failed (the gaps were then filled by copies)
+    train_records: int = 0  # originals in train by the split assignment: the only ones augmented
+    held_out_records: int = 0  # originals in validation or test: never a source of augmented rows
 AUGMENT_COLUMNS = {"augmented_from": pl.String, "augmentation": pl.String, "augmentation_model": pl.String}
 
 
@@ -56,23 +60,31 @@ def label_gaps(train: pl.DataFrame, settings: Settings) -> tuple[int, dict[str, 
 
 
 def augment_corpus(corpus: pl.DataFrame, settings: Settings, generator: TextGenerator | None = None,
-                   embedding_cache: EmbeddingCache | None = None) -> StageResult:
-    """Originals (null `augmented_from`) plus augmented training rows. `embedding_cache`: the candidate
-    filters' sentence vectors are looked up there first."""
+                   embedding_cache: EmbeddingCache | None = None,
+                   assignment: pl.DataFrame | None = None) -> StageResult:
+    """Originals (null `augmented_from`) plus augmented training rows. `assignment`: the split of the
+    originals (`splits.split_assignment`: record_id, split, group_id; computed here when None); only records
+    it puts in train are augmented. `embedding_cache`: the candidate filters' sentence vectors are looked up
+    there first."""
     originals = corpus.with_columns([pl.lit(None, t).alias(c) for c, t in AUGMENT_COLUMNS.items()])
     cfg = settings.augmentation
     stats = AugmentStats()
     task = task_for(settings)
     if corpus.is_empty() or not (cfg.oversample or cfg.paraphrase or cfg.synthetic):
         return StageResult(kept=originals, stats=stats)
-    split = stratified_group_split(corpus, settings.splits, task)
-    train = corpus.join(split.filter(pl.col("split") == "train").select("record_id"), on="record_id")
+    if assignment is None:
+        assignment, _ = split_assignment(corpus, settings.splits, settings.dedup, task)
+    check_assignment_covers(corpus, assignment, "labeled_corpus")
+    in_train = pl.col("record_id").is_in(assignment.filter(pl.col("split") == "train")["record_id"].implode())
+    train, held_out = corpus.filter(in_train), corpus.filter(~in_train)
+    stats.train_records, stats.held_out_records = train.height, held_out.height
     if not task.labeled:  # conversations: prompt paraphrases and new pairs, never copies (augment/instructions.py)
         rows = _augment_conversations(train, settings, generator, stats, embedding_cache) \
             if cfg.paraphrase or cfg.synthetic else []
         if not rows:
             log.info("augmentation: nothing added to the conversations (they are never copied)")
         extra = _materialize(train, rows, generated_label_source="synthetic")
+        extra = _drop_near_held_out(extra, held_out, assignment, settings, stats)
         stats.augmented_rows = extra.height
         stats.by_technique = dict(extra.group_by("augmentation").len().sort("augmentation").iter_rows())
         if "category" in extra.columns:
@@ -108,10 +120,35 @@ def augment_corpus(corpus: pl.DataFrame, settings: Settings, generator: TextGene
     if cfg.oversample:
         new_rows += oversample(train, gaps, settings.splits.seed)
     extra = _materialize(train, new_rows, generated_label_source="synthetic")
-    stats.augmented_rows, stats.generated_dropped = extra.height, dict(dropped)
+    stats.generated_dropped = dict(dropped)
+    extra = _drop_near_held_out(extra, held_out, assignment, settings, stats)
+    stats.augmented_rows = extra.height
     stats.by_label = dict(extra.group_by("label").len().sort("label").iter_rows())
     stats.by_technique = dict(extra.group_by("augmentation").len().sort("augmentation").iter_rows())
     return StageResult(kept=pl.concat([originals, extra.select(originals.columns)]), stats=stats)
+
+
+def _drop_near_held_out(extra: pl.DataFrame, held_out: pl.DataFrame, assignment: pl.DataFrame,
+                        settings: Settings, stats: AugmentStats) -> pl.DataFrame:
+    """`extra` without the rows that share a near-copy cluster (MinHash at `splits.contamination_threshold`,
+    as the contamination check sees them) with a validation or test record: a generated text that resembles
+    held-out data would put it in train. Counted in `stats.generated_dropped` as `near_held_out`."""
+    if extra.is_empty() or held_out.is_empty():
+        return extra
+    split_of = assignment.select("record_id", "split")
+    rows = pl.concat([held_out.select("record_id", "text").join(split_of, on="record_id"),
+                      extra.select("record_id", "text", pl.lit("train").alias("split"))])
+    order = pl.col("split").replace_strict({name: i for i, name in enumerate(SPLITS)}, return_dtype=pl.Int8)
+    crossing = cross_split_near_duplicates(rows.sort(order, "record_id"), settings.splits.contamination_threshold,
+                                           settings.dedup)
+    near = set(crossing.explode("record_ids")["record_ids"].to_list())
+    kept = extra.filter(~pl.col("record_id").is_in(list(near)))
+    if kept.height < extra.height:
+        stats.generated_dropped["near_held_out"] = stats.generated_dropped.get("near_held_out", 0) \
+            + extra.height - kept.height
+        log.info("augmentation: %d augmented row(s) dropped as near copies of validation or test records",
+                 extra.height - kept.height)
+    return kept
 
 
 def _augment_conversations(train: pl.DataFrame, settings: Settings, generator: TextGenerator | None,

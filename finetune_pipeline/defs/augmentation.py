@@ -1,5 +1,6 @@
 """Augmentation: `augmented_corpus`, the originals plus augmented training rows, with its blocking suite
-and accounting check (originals only: augmented rows are added, not counted)."""
+and accounting check (originals only: augmented rows are added, not counted). It reads the split decided
+before it (`split_assignment`) and augments only the records in train."""
 
 
 import dagster as dg
@@ -26,18 +27,21 @@ augmented_corpus_accounting = accounting_check("augmented_corpus", "labeled_corp
           metadata=column_schema(CORPUS_COLUMNS), check_specs=check_specs("augmented_corpus"),
           description="Originals plus augmented training rows: each label topped up to its target by paraphrases "
                       "and capped synthetic examples (when on; OpenAI-compatible endpoint, local model or rule "
-                      "variations, filtered with reasons), then copies. Only records that will be in train are "
-                      "augmented; new rows carry `augmented_from`, `augmentation` and `augmentation_model`.")
+                      "variations, filtered with reasons), then copies. Only records split_assignment puts in "
+                      "train are augmented, so every new row is in train (it takes its source's split and group); "
+                      "one that is a near copy of a validation or test record is dropped (near_held_out). New rows "
+                      "carry `augmented_from`, `augmentation` and `augmentation_model`.")
 def augmented_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource,
-                     labeled_corpus: pl.DataFrame):
-    require_upstream_checks(context, "labeled_corpus")
+                     labeled_corpus: pl.DataFrame, split_assignment: pl.DataFrame):
+    require_upstream_checks(context, "labeled_corpus", "split_assignment")
     settings = pipeline.settings()
     cache = pipeline.embedding_cache("augmented_corpus")
     with logged(context, "augmented_corpus"):
-        result = augment_corpus(labeled_corpus, settings, embedding_cache=cache)
+        result = augment_corpus(labeled_corpus, settings, embedding_cache=cache, assignment=split_assignment)
     if cache is not None:
         cache.save()
-    meta = {**stage_metadata(labeled_corpus.height, result), **embedding_reuse(cache)}
+    meta = {**stage_metadata(labeled_corpus.height, result), **embedding_reuse(cache),
+            "train_records": result.stats.train_records, "held_out_records": result.stats.held_out_records}
     meta["rows_out"] = labeled_corpus.height  # originals out; augmented rows are added, not counted as originals
     context.add_output_metadata({**settings_used(settings, "augmentation"), **meta,
                                  **augmentation_metadata(result.stats)}, output_name="result")

@@ -97,7 +97,8 @@ SECTION_STAGES: dict[str, tuple[str, ...]] = {
     "dedup": ("deduplicated_corpus",),
     "labels": ("labeled_corpus", "review_queue"), "labeling": ("labeled_corpus", "review_queue"),
     "augmentation": ("augmented_corpus",),
-    "splits": ("dataset_splits",), "bias": ("dataset_splits", "bias_report"), "card": ("dataset_splits",),
+    "splits": ("split_assignment",),  # the split is decided there, before augmentation, which reads it
+    "bias": ("dataset_splits", "bias_report"), "card": ("dataset_splits",),
     "training": ("lora_adapter",),
     "erasure_requests.csv": ("cleaned_corpus",),
 }
@@ -128,8 +129,9 @@ def stages_to_refresh(changed: list[str], asset_graph) -> list[dg.AssetKey]:
 @dg.sensor(job=refresh_all, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Requests a run of the stages a change affects when a finetune.yaml section (by its validated "
                        "value, defaults included) or erasure_requests.csv changes: a cleaning or privacy change, or a "
-                       "new erasure request, runs cleaned_corpus and everything after it; a training change only "
-                       "the training assets and what follows. An invalid finetune.yaml starts nothing.")
+                       "new erasure request, runs cleaned_corpus and everything after it; a splits change "
+                       "split_assignment, augmentation and what follows; a training change only the training assets "
+                       "and what follows. An invalid finetune.yaml starts nothing.")
 def settings_changed(context: dg.SensorEvaluationContext, pipeline: PipelineResource):
     from finetune_pipeline.settings import SettingsError
 

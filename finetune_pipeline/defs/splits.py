@@ -1,7 +1,9 @@
-"""Splits: `dataset_splits`, the stratified group-aware train/validation/test split, written to staging with
-its blocking checks (leakage, personal data left in the export, near duplicates across splits) and its
-warnings (label shares moved since the last published split, too few test records per label); then
-`published_splits`, which replaces exports/splits (and folds.parquet) only after every blocking check passed."""
+"""Splits: `split_assignment`, the stratified, group-aware, contamination-free split of the original records,
+decided once before augmentation; `dataset_splits`, that assignment applied to the augmented corpus (augmented
+rows take their source's split and group) and written to staging with its blocking checks (leakage, personal
+data left in the export, near duplicates across splits) and its warnings (label shares moved since the last
+published split, too few test records per label); then `published_splits`, which replaces exports/splits (and
+folds.parquet) only after every blocking check passed."""
 
 
 import dagster as dg
@@ -18,17 +20,37 @@ from finetune_pipeline.defs.gates import (PIPELINE_DEFECT, Refusal, check_specs,
                                           require_upstream_checks, suite_result)
 from finetune_pipeline.defs.metadata import settings_used, splits_metadata, table
 from finetune_pipeline.defs.resources import PipelineResource
-from finetune_pipeline.defs.types import SPLIT_COLUMNS, SplitsFrame, column_schema
+from finetune_pipeline.defs.types import (ASSIGNMENT_COLUMNS, SPLIT_COLUMNS, SplitAssignmentFrame, SplitsFrame,
+                                          column_schema)
 from finetune_pipeline.labeling import LabelingStats
 from finetune_pipeline.records import CORPUS_STAGES, SPLITS
 from finetune_pipeline.sources import CollectionStats
-from finetune_pipeline.splits import (DOCUMENT_SOURCE_TYPES, contamination_free_splits,
+from finetune_pipeline.splits import (DOCUMENT_SOURCE_TYPES, SplitError, apply_split_assignment,
                                       cross_split_near_duplicates, cross_validation_folds, split_key,
                                       split_moves)
+from finetune_pipeline.splits import split_assignment as decide_split_assignment  # the asset takes the name
 from finetune_pipeline.tasks import task_for
 
 LISTED = 20  # record ids listed in a failed check's metadata
 CONTAMINATION_RESULT = "contamination_check"  # its answer, shared by the split's last look and the check
+ASSIGNMENT_RESULT = "split_assignment"  # the stored assignment, by `split_key` of labeled_corpus
+
+
+@gate("split_assignment", "split_assignment_every_record",
+      "Every record of labeled_corpus has exactly one split (train, validation or test), and no group "
+      "(near-copy cluster, source document, group column value) has records in two splits.",
+      upstream=("labeled_corpus",))
+def split_assignment_every_record(pipeline: PipelineResource, current: pl.DataFrame,
+                                  labeled_corpus: pl.DataFrame) -> dg.AssetCheckResult:
+    frame = v.reconciliation_frame(labeled_corpus["record_id"].to_list(), current["record_id"].to_list(), [])
+    groups = current.group_by("group_id").agg(pl.col("split").n_unique().alias("n_splits"))
+    wrong = frame.filter(pl.col("status") != "once")
+    straddling = groups.filter(pl.col("n_splits") > 1)["group_id"].sort()
+    return suite_result(
+        v.validate(frame, "split_assignment_every_record", v.reconciliation_expectations()),
+        v.validate(groups, "split_assignment_groups", v.leakage_expectations()[0]),
+        extra={"records_not_assigned_once": ", ".join(wrong["record_id"].head(LISTED)) or "none",
+               "groups_in_two_splits": ", ".join(straddling.head(LISTED)) or "none"})
 
 
 @gate("dataset_splits", "dataset_splits_no_leakage",
@@ -96,7 +118,6 @@ def _leakage_refusal(settings, current: pl.DataFrame, labels: list[str], column:
         remedies.append(PIPELINE_DEFECT)
     return Refusal("; ".join(causes), tuple(remedies), pl.concat([r.select(
         "record_id", "source_uri", "locator") for r in records]) if records else None)
-
 
 
 @gate("dataset_splits", "dataset_splits_no_personal_data",
@@ -201,33 +222,62 @@ def dataset_splits_test_support(pipeline: PipelineResource, current: pl.DataFram
     return _warning(few.is_empty(), description, frame)
 
 
-@dg.asset(group_name="splits", kinds={"polars", "huggingface"}, owners=OWNERS, dagster_type=SplitsFrame,
-          metadata=column_schema(SPLIT_COLUMNS), check_specs=check_specs("dataset_splits"),
-          description="Stratified, group-aware train/validation/test split (default 0.8/0.1/0.1, seeded); "
-                      "records that are near copies (MinHash at splits.contamination_threshold) share a group; "
-                      "augmented rows stay in their source's split (train). Written as a candidate to "
-                      ".pipeline/staging/exports/splits/ (a datasets.DatasetDict and JSONL, plus folds.parquet "
-                      "when k-fold is on); published_splits publishes it once the blocking checks pass.")
-def dataset_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource,
-                   augmented_corpus: pl.DataFrame):
-    require_upstream_checks(context, "augmented_corpus")
+@dg.asset(group_name="splits", kinds={"polars"}, owners=OWNERS, dagster_type=SplitAssignmentFrame,
+          metadata=column_schema(ASSIGNMENT_COLUMNS), check_specs=check_specs("split_assignment"),
+          description="The split of every original record (record_id, split, group_id), decided once, before "
+                      "augmentation: stratified, group-aware (default 0.8/0.1/0.1, seeded); near copies (MinHash "
+                      "at splits.contamination_threshold), the chunks of one document (splits.group_by) share a "
+                      "group, and clusters the check would find across splits after a split have their groups "
+                      "joined and the split made again. augmented_corpus augments only the records in train; "
+                      "dataset_splits applies this assignment and decides nothing.")
+def split_assignment(context: dg.AssetExecutionContext, pipeline: PipelineResource,
+                     labeled_corpus: pl.DataFrame):
+    require_upstream_checks(context, "labeled_corpus")
     settings, root = pipeline.settings(), pipeline.data_root()
     task = task_for(settings)
-    cache = pipeline.result_cache("dataset_splits")
-    key = split_key(augmented_corpus, settings.splits, settings.dedup, task) if cache is not None else None
+    cache = pipeline.result_cache(ASSIGNMENT_RESULT)
+    key = split_key(labeled_corpus, settings.splits, settings.dedup, task) if cache is not None else None
     hit = cache.load(key) if cache is not None else None
     if hit is not None:
-        splits, joined = hit[0], hit[1].get("clusters_joined_after_split", 0)
-        context.log.info("dataset_splits: the corpus, the split settings and the split code are those of the "
-                         "stored split; it is reused, not computed again")
+        assignment, joined = hit[0], hit[1].get("clusters_joined_after_split", 0)
+        context.log.info("split_assignment: the corpus, the split settings and the split code are those of the "
+                         "stored assignment; it is reused, not computed again")
     else:
-        splits, joined = contamination_free_splits(augmented_corpus, settings.splits, settings.dedup, task,
-                                                   check_cache=pipeline.result_cache(CONTAMINATION_RESULT))
+        try:  # the last look's answer is stored where the contamination check finds it (no augmented rows)
+            assignment, joined = decide_split_assignment(labeled_corpus, settings.splits, settings.dedup, task,
+                                                         check_cache=pipeline.result_cache(CONTAMINATION_RESULT))
+        except SplitError as err:
+            raise dg.Failure(description=f"split_assignment: {err}", allow_retries=False) from err
         if cache is not None:
-            cache.store(key, splits, {"clusters_joined_after_split": joined})
+            cache.store(key, assignment, {"clusters_joined_after_split": joined})
     if joined:
-        context.log.info(f"dataset_splits: {joined} near-copy cluster(s) found across splits after the split; "
+        context.log.info(f"split_assignment: {joined} near-copy cluster(s) found across splits after the split; "
                          "their groups were joined and the split made again")
+    sizes = dict(assignment.group_by("split").len().iter_rows())
+    context.add_output_metadata({
+        **settings_used(settings, "splits"), **_moves_metadata(assignment, _published(root)),
+        "split_sizes": table(["split", "records"], [[name, sizes.get(name, 0)] for name in SPLITS]),
+        "groups": assignment["group_id"].n_unique(), "clusters_joined_after_split": joined,
+        "split_reused": hit is not None, "dagster/row_count": assignment.height}, output_name="result")
+    yield from checked(context, pipeline, "split_assignment", assignment, labeled_corpus=labeled_corpus)
+
+
+@dg.asset(group_name="splits", kinds={"polars", "huggingface"}, owners=OWNERS, dagster_type=SplitsFrame,
+          metadata=column_schema(SPLIT_COLUMNS), check_specs=check_specs("dataset_splits"),
+          description="Every record with its split and group: split_assignment applied to the augmented corpus "
+                      "(originals by record id; augmented rows take their source's split and group, train). "
+                      "Written as a candidate to .pipeline/staging/exports/splits/ (a datasets.DatasetDict and "
+                      "JSONL, plus folds.parquet when k-fold is on); published_splits publishes it once the "
+                      "blocking checks pass.")
+def dataset_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource,
+                   augmented_corpus: pl.DataFrame, split_assignment: pl.DataFrame):
+    require_upstream_checks(context, "augmented_corpus", "split_assignment")
+    settings, root = pipeline.settings(), pipeline.data_root()
+    task = task_for(settings)
+    try:
+        splits = apply_split_assignment(augmented_corpus, split_assignment)
+    except SplitError as err:
+        raise dg.Failure(description=f"dataset_splits: {err}", allow_retries=False) from err
     target = exports.export_splits(splits, root.staged(root.splits_export), task)
     atomic.write_text(_dataset_card(pipeline, splits), target / "README.md")
     staged_folds = root.staged(root.folds)
@@ -237,8 +287,6 @@ def dataset_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource
     else:
         staged_folds.unlink(missing_ok=True)
     context.add_output_metadata({**settings_used(settings, "splits"), **splits_metadata(splits),
-                                 **_moves_metadata(splits, _published(root)),
-                                 "clusters_joined_after_split": joined, "split_reused": hit is not None,
                                  "candidate_path": dg.MetadataValue.path(str(target))}, output_name="result")
     yield from checked(context, pipeline, "dataset_splits", splits)
 

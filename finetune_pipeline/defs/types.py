@@ -45,6 +45,11 @@ SPLIT_COLUMNS = CORPUS_COLUMNS + [
      dg.TableColumn("split", "string", "train, validation or test")),
     _string("group_id", "records of one group are in one split", non_nullable=True),
 ]
+ASSIGNMENT_COLUMNS = [
+    _string("record_id", "an original record of labeled_corpus", non_nullable=True, unique=True),
+    SPLIT_COLUMNS[-2],  # split
+    SPLIT_COLUMNS[-1],  # group_id
+]
 REVIEW_COLUMNS = [
     _string("record_id", "the record (or, for a conflict, the conflict id)", non_nullable=True, unique=True),
     _string("text", "what the reviewer sees (redacted)", non_nullable=True),
@@ -82,4 +87,6 @@ def column_schema(columns: list[tuple[PandasColumn, dg.TableColumn]]) -> dict:
 
 CorpusFrame = frame_type("CorpusFrame", "Records of a corpus stage (the record schema of records.py).", CORPUS_COLUMNS)
 SplitsFrame = frame_type("SplitsFrame", "Every record with its split and group.", SPLIT_COLUMNS)
+SplitAssignmentFrame = frame_type("SplitAssignmentFrame", "The split of each original record, decided once.",
+                                  ASSIGNMENT_COLUMNS)
 ReviewFrame = frame_type("ReviewFrame", "Items waiting for a person, one per record or conflict.", REVIEW_COLUMNS)
