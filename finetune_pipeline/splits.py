@@ -187,7 +187,7 @@ CONTAMINATION_BANDS = 64  # 64 bands of 2 rows: a pair at Jaccard 0.5 is a candi
 
 def _contamination_settings(threshold: float, dedup: DedupSettings) -> DedupSettings:
     return dedup.model_copy(update={"threshold": threshold, "bands": CONTAMINATION_BANDS, "num_perm": 128,
-                                    "shingle": "word", "ngram": 3})
+                                    "shingle": "word", "ngram": 3, "short_text_words": 0})
 
 
 def _contamination_clusters(texts: pl.Series, threshold: float, dedup: DedupSettings) -> np.ndarray:

@@ -172,3 +172,51 @@ def test_a_long_prompt_with_a_short_diverging_answer_is_a_conflict_not_a_duplica
         dedup = deduplicate(corpus(pairs), settings(semantic=semantic))
         assert dedup.rejected.is_empty()  # the whole texts are near duplicates; the answers are not
         assert dedup.kept.filter(pl.col("conflict_id").is_not_null())["record_id"].to_list() == ["r000", "r001"]
+
+
+SYSTEM = "You are a helpful assistant for Debian system administration. Answer in one sentence, please."
+
+
+def system_corpus(pairs: list[tuple[str, str]]) -> pl.DataFrame:
+    """Conversations with one long shared system turn (what makes templated prompts look alike)."""
+    rows, extra = [], []
+    for i, (prompt, answer) in enumerate(pairs):
+        fields = conversation_fields([{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt},
+                                      {"role": "assistant", "content": answer}])
+        rows.append({"record_id": f"r{i:03d}", "text": fields["text"], "source_uri": "raw/chats.jsonl",
+                     "source_type": "jsonl", "locator": f"line {i + 1}", "content_sha256": sha256_text(fields["text"]),
+                     "ingested_at": f"2026-01-01T00:00:{i:02d}"})
+        extra.append(fields)
+    return corpus_frame(rows).with_columns(*[pl.Series(c, [f[c] for f in extra]) for c in
+                                             ("messages", "prompt", "response")])
+
+
+COMMANDS = [("dpkg", "package manager for Debian"), ("dpkg-name", "rename Debian packages to full package names"),
+            ("ucf", "Update Configuration File(s): preserve user changes in configuration files"),
+            ("ucfr", "Update Configuration File Registry: associate packages with configuration files"),
+            ("git-merge-file", "Run a three-way file merge"),
+            ("git-merge-one-file", "The standard helper program to use with git-merge-index"),
+            ("less", "opposite of more"), ("make", "GNU make utility to maintain groups of programs")]
+
+
+def test_prompts_that_name_different_commands_are_different_prompts():
+    pairs = [(f"What does the `{name}` command do?", f"{name}: {what}.") for name, what in COMMANDS]
+    pairs += [(f"What is {name} used for?", f"{name}: {what}.") for name, what in COMMANDS]
+    dedup = deduplicate(system_corpus(pairs), settings())
+    assert dedup.rejected.is_empty()
+    assert dedup.kept["conflict_id"].null_count() == dedup.kept.height
+    assert dedup.kept["group_id"].n_unique() == len(pairs)  # and none shares a split group
+    assert dedup.stats.prompts.prompts_kept_apart > 0
+
+
+def test_answers_that_agree_in_substance_are_duplicates_and_a_different_answer_is_a_conflict():
+    prompt = "What does the `dpkg-name` command do?"
+    pairs = [(prompt, "dpkg-name: rename Debian packages to full package names."),
+             (prompt.lower().rstrip("?"), "The dpkg-name command: rename Debian packages to full package names."),
+             (prompt, "`dpkg-name` - Rename Debian packages to full package names"),
+             (prompt, "dpkg-name: package manager for Debian."),  # another command's description
+             ("What does the `dpkg` command do?", "dpkg: package manager for Debian.")]
+    dedup = deduplicate(system_corpus(pairs), settings())
+    assert reasons(dedup) == {"r001": "duplicate_prompt", "r002": "duplicate_prompt"}
+    held = dedup.kept.filter(pl.col("conflict_id").is_not_null())
+    assert held["record_id"].to_list() == ["r000", "r003"] and held["conflict_id"].n_unique() == 1

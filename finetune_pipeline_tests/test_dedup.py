@@ -243,3 +243,50 @@ def test_connected_components_by_label_propagation_equal_scipys():
     first = np.full(labels.max() + 1, n)
     np.minimum.at(first, labels, np.arange(n))
     assert ours.tolist() == first[labels].tolist() and (ours[:501] == 0).all()
+
+
+# Real package synopses (apt-cache dumpavail) of 8-12 words: one edited word changes 3 of their 6-10 word
+# 3-grams (Jaccard about 0.45), but 1 of their 8-12 words (0.8).
+SYNOPSES = ["Python 3 bindings for SLEPc 3.18 libraries (real numbers)",
+            "Transitional dummy package for the old name of this library",
+            "Tiny and efficient software defined radio receiver - utilities",
+            "mathematical tool suite for problems on linear spaces -- user guide"]
+EDITED = ["Python 3 bindings for the SLEPc 3.18 libraries (real numbers)",  # insertion
+          "Transitional dummy package for the old name this library",  # deletion
+          "Tiny and efficient software defined radio receiver - tools",  # substitution
+          "mathematical tool suite for on problems linear spaces -- user guide"]  # swap
+
+
+def test_short_texts_with_one_edited_word_are_near_duplicates():
+    corpus = _corpus(SYNOPSES + EDITED)
+    result = deduplicate(corpus, Settings())
+    near = result.rejected.filter(pl.col("reason") == "near_duplicate")
+    ids = corpus["record_id"].to_list()
+    assert dict(zip(near["record_id"], near["duplicate_of"])) == {ids[4 + k]: ids[k] for k in range(4)}
+    assert all(float(d.split("estimated Jaccard ")[1].rstrip(")")) >= 0.7 for d in near["detail"])
+    _accounted(corpus, result)
+    word_3_grams = deduplicate(corpus, Settings.model_validate({"dedup": {"short_text_words": 0}}))
+    assert word_3_grams.rejected.height <= 1  # what word 3-grams alone find
+
+
+def test_short_texts_that_name_different_things_are_never_merged():
+    texts = ["Python 3 bindings for SLEPc 3.18 libraries (real numbers)",
+             "Python 3 bindings for SLEPc 3.19 libraries (real numbers)",  # another version
+             "rename Debian packages to full package names with dpkg",
+             "rename Debian packages to full package names with dpkg-name",  # another command
+             "Extensive tutorial and documentation about C++ - PDF output",
+             "Extensive tutorial and documentation about C++ - output",  # near both: a chain
+             "Extensive tutorial and documentation about C++ - DVI output"]
+    result = deduplicate(_corpus(texts), Settings())
+    kept = set(result.kept["text"])
+    assert {texts[0], texts[1], texts[2], texts[3], texts[4], texts[6]} <= kept  # PDF and DVI: two clusters
+    assert result.rejected["record_id"].to_list() == [_corpus(texts)["record_id"][5]]
+
+
+def test_distinguishing_tokens_are_identifiers_numbers_and_names():
+    from finetune_pipeline.dedup.identifiers import distinguishing_tokens, name_different_things
+
+    assert distinguishing_tokens("What does the `ls` tool do with 3.18 files in Paris, or dpkg-name? Fine.") == \
+        {"ls", "3.18", "paris", "dpkg-name"}
+    assert name_different_things("What does ucf do?", "What does ucfr do?")
+    assert not name_different_things("leaves falling in the park", "leaves faling in the park")  # one-sided

@@ -11,6 +11,22 @@ method in a fresh Python process that reads the texts and times only the near-du
 signatures, LSH, verification, clusters). It prints pairwise precision, recall and F1, documents per
 second and the peak resident memory (VmHWM) of that process, and with --repeat > 1 the median time.
 
+With --real it runs the short-real-text case instead: real texts of 50-300 characters from this Debian
+machine (every package synopsis of `apt-cache dumpavail` and the sentences of the README, NEWS, TODO and
+FAQ files under /usr/share/doc; case-folded exact repeats dropped), plus planted families: --families
+originals drawn at random, each with one or two copies made by word edits at a rate drawn from 3-10 %
+(max(1, round(rate x words)) edits, each a substitution, deletion, insertion or swap of neighbours;
+substituted and inserted words drawn from the corpus's own word frequencies). It prints, for the
+settings of today's default and with `short_text_words` off (the word 3-gram pass alone):
+- recall: planted copies in their original's cluster, over all planted copies;
+- distinct texts merged: real texts in a cluster whose first text is another real text, split into
+  those whose two texts name different things (dedup/identifiers.py: a false merge) and
+  those that differ only in ordinary words (the corpus's own near-identical texts: "X -- libs" and
+  "X -- tools"; reported, with examples, for the reader to judge);
+- the wall time of the near-duplicate step (same process, runs interleaved, median of --repeat).
+
+  .venv/bin/python scripts/bench_dedup.py --real --repeat 3
+
 Both methods use the same shingles (word n-grams of the lower-cased text), num_perm, LSH bands x rows
 and threshold, and both confirm LSH candidates by estimated Jaccard before clustering them with
 connected components, so they should find the same pairs up to hashing noise.
@@ -114,6 +130,103 @@ def worker(method: str, corpus: str, settings: str) -> None:
                       "rss_after_load_mib": rss_before, "peak_rss_mib": peak_rss_mib()}))
 
 
+REAL_CHARS = (50, 300)
+
+
+def debian_texts(low: int = REAL_CHARS[0], high: int = REAL_CHARS[1]) -> list[str]:
+    """Real short texts of this machine: package synopses and /usr/share/doc README/NEWS/TODO/FAQ sentences."""
+    import gzip
+    import re
+
+    dump = subprocess.run(["apt-cache", "dumpavail"], capture_output=True, text=True, check=True).stdout
+    texts = [line[13:] for line in dump.splitlines() if line.startswith("Description: ")]
+    sentence = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+    for path in sorted(Path("/usr/share/doc").glob("*/*")):
+        if not re.match(r"(README|NEWS|TODO|FAQ)", path.name) or not path.is_file():
+            continue
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        for paragraph in re.split(r"\n\s*\n", raw.decode("utf-8", "replace")):
+            texts.extend(sentence.split(" ".join(paragraph.split())))
+    seen, out = set(), []
+    for text in (" ".join(t.split()) for t in texts):
+        key = text.lower()
+        if low <= len(text) <= high and sum(c.isalpha() for c in text) >= 0.7 * len(text) and key not in seen:
+            seen.add(key)
+            out.append(text)
+    return out
+
+
+def edited_copy(words: list[str], rate: float, rng, vocabulary: list[str], weights: list[int]) -> str:
+    """`words` with max(1, round(rate x len)) edits: substitution, deletion, insertion or neighbour swap."""
+    words = list(words)
+    for _ in range(max(1, round(rate * len(words)))):
+        op = rng.choice(("substitute", "delete", "insert", "swap"))
+        if op == "substitute":
+            words[rng.randrange(len(words))] = rng.choices(vocabulary, weights)[0]
+        elif op == "delete" and len(words) > 2:
+            del words[rng.randrange(len(words))]
+        elif op == "insert":
+            words.insert(rng.randrange(len(words) + 1), rng.choices(vocabulary, weights)[0])
+        elif op == "swap" and len(words) > 1:
+            i = rng.randrange(len(words) - 1)
+            words[i], words[i + 1] = words[i + 1], words[i]
+    return " ".join(words)
+
+
+def real_case(families: int, seed: int, repeat: int) -> None:
+    """Recall, false merges and time on real short texts with planted edited copies (see the docstring)."""
+    import random
+    from collections import Counter
+
+    from finetune_pipeline.dedup.identifiers import names_differ
+    from finetune_pipeline.dedup.minhash import near_duplicate_clusters
+
+    start = time.perf_counter()
+    texts = debian_texts()
+    rng = random.Random(seed)
+    counts = Counter(w for t in texts for w in t.split())
+    vocabulary, weights = list(counts), list(counts.values())
+    rows, source = list(texts), list(range(len(texts)))
+    for original in rng.sample(range(len(texts)), families):
+        for _ in range(rng.choice((1, 2))):
+            rows.append(edited_copy(texts[original].split(), rng.uniform(0.03, 0.10), rng, vocabulary, weights))
+            source.append(original)
+    source = np.array(source)
+    copies = np.arange(len(texts), len(rows))
+    series = pl.Series(rows, dtype=pl.String)
+    print(f"# {len(texts):,} real texts of {REAL_CHARS[0]}-{REAL_CHARS[1]} characters (mean "
+          f"{np.mean([len(t) for t in texts]):.0f} characters, {np.mean([len(t.split()) for t in texts]):.1f} "
+          f"words), {families:,} planted families, {len(copies):,} copies; built in "
+          f"{time.perf_counter() - start:.0f} s", flush=True)
+    variants = {"short_text_words=0 (word 3-grams only)": DedupSettings(short_text_words=0),
+                f"default (short_text_words={DedupSettings().short_text_words})": DedupSettings()}
+    seconds = {name: [] for name in variants}
+    result = {}
+    for _ in range(repeat):
+        for name, cfg in variants.items():
+            began = time.perf_counter()
+            result[name] = near_duplicate_clusters(series, cfg)
+            seconds[name].append(time.perf_counter() - began)
+    print("| settings | recall (copies found) | distinct texts merged | of which name different things | "
+          f"wall s (median of {repeat}) |\n|---|---|---|---|---|")
+    for name, near in result.items():
+        root = near.root
+        found = root[copies] == root[source[copies]]
+        # Two real texts in one cluster: an original whose cluster's first text is another original (copies
+        # come after every original, so a cluster holding an original starts with one).
+        merged = np.flatnonzero(root[:len(texts)] != np.arange(len(texts)))
+        pairs = np.stack([merged, root[merged]], axis=1)
+        differ = names_differ(pl.Series(texts, dtype=pl.String), pairs) if len(pairs) else np.zeros(0, bool)
+        print(f"| {name} | {found.mean():.4f} ({found.sum():,} of {len(copies):,}) | {len(pairs):,} | "
+              f"{int(differ.sum()):,} | {statistics.median(seconds[name]):.2f} |")
+        for i, j in pairs[differ][:3]:
+            print(f"  false merge: {texts[i]!r} ~ {texts[j]!r}")
+        for i, j in pairs[~differ][:3]:
+            print(f"  near-identical real texts merged: {texts[i]!r} ~ {texts[j]!r}")
+        for k in copies[~found][:3]:
+            print(f"  missed copy: {texts[source[k]]!r} -> {rows[k]!r}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, nargs="+", default=[100_000], help="corpus sizes (documents)")
@@ -124,16 +237,24 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, help="keep generated corpora in this folder and reuse them")
     parser.add_argument("--ngram", type=int, help="override dedup.ngram")
     parser.add_argument("--threshold", type=float, help="override dedup.threshold")
+    parser.add_argument("--short-text-words", type=int, help="override dedup.short_text_words (0: off)")
+    parser.add_argument("--real", action="store_true", help="the short-real-text case (see above)")
+    parser.add_argument("--families", type=int, default=2000, help="--real: planted families")
     parser.add_argument("--worker", nargs=3, metavar=("METHOD", "CORPUS", "SETTINGS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(*args.worker)
+    if args.real:
+        print(f"# {time.strftime('%Y-%m-%d %H:%M')} {platform.machine()} {platform.python_version()} seed={args.seed}")
+        return real_case(args.families, args.seed, args.repeat)
 
-    overrides = {k: v for k, v in (("ngram", args.ngram), ("threshold", args.threshold)) if v is not None}
+    overrides = {k: v for k, v in (("ngram", args.ngram), ("threshold", args.threshold),
+                                   ("short_text_words", args.short_text_words)) if v is not None}
     cfg = DedupSettings(**overrides)
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} {platform.machine()} {platform.python_version()} "
           f"settings: shingle={cfg.shingle} ngram={cfg.ngram} num_perm={cfg.num_perm} bands={cfg.bands} "
-          f"rows={cfg.num_perm // cfg.bands} threshold={cfg.threshold} seed={args.seed}", flush=True)
+          f"rows={cfg.num_perm // cfg.bands} threshold={cfg.threshold} short_text_words={cfg.short_text_words} "
+          f"seed={args.seed}", flush=True)
     methods = ["ours"] + (["datasketch"] if args.baseline else [])
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.cache or Path(tmp)

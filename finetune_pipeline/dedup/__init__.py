@@ -50,6 +50,7 @@ class DedupStats(StageStats):
     near_duplicates: int = 0
     semantic_duplicates: int = 0
     near_candidate_pairs: int = 0  # LSH candidate pairs checked against the threshold
+    near_kept_apart: int = 0  # short texts at or above the threshold not linked: they name different things
     near_similarity_histogram: dict[str, int] = field(default_factory=dict)  # candidates by estimated Jaccard
     semantic_nearest_histogram: dict[str, int] = field(default_factory=dict)  # records by nearest cosine
     clusters_with_duplicates: int = 0
@@ -135,6 +136,7 @@ def deduplicate(corpus: pl.DataFrame, settings: Settings | DedupSettings,
             pl.col("_similarity").round(2)).alias("_detail")))
         stats.near_duplicates, stats.near_candidate_pairs = dups.height, near.candidate_pairs
         stats.near_similarity_histogram = near.candidate_histogram
+        stats.near_kept_apart = near.kept_apart
 
     if cfg.semantic and kept.height > 1 and not conversations:
         from finetune_pipeline.dedup.semantic import semantic_clusters  # torch only when asked for

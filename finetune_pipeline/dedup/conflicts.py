@@ -6,9 +6,17 @@ equal after case and whitespace folding, near duplicates by MinHash over charact
 short; threshold `dedup.prompt_threshold`, 0.85): light edits, typos, punctuation. Prompts that differ in
 one content word ("the capital of France" / "of Spain", Jaccard about 0.6; a support template filled with
 another product, 0.7-0.8) stay apart, and so do reworded prompts: paraphrases are found with `dedup.semantic` on (sentence-embedding cosine at
-`dedup.prompt_semantic_threshold`). Within one prompt cluster,
-answers agree when their word 3-gram Jaccard similarity reaches `dedup.threshold` (or they are equal after
-folding):
+`dedup.prompt_semantic_threshold`). Prompts that name different things are different prompts however
+similar the rest: a near or paraphrase link between two prompts that each name something the other does
+not (an identifier, a command, a product, a number, a place: `dpkg` / `dpkg-name`, `ucf` / `ucfr`; see
+dedup/identifiers.py), or that each have a content word the other lacks and that is no typo of the other's
+("What is less used for?" / "What is make used for?" behind one long system prompt), is dropped, also
+when a chain of links would join them.
+
+Within one prompt cluster, answers are compared on their content: their words without the prompt's own
+words and without function words ("dpkg: package manager for Debian." and "The dpkg command: package
+manager for Debian." both say {package, manager, debian}). They agree when those word sets are equal
+after folding, reach Jaccard `dedup.threshold`, or differ by one word added on one side:
 
 - every answer agrees with the first: the later records are `duplicate_prompt` rejects of the first;
 - answers diverge: a *conflict*. Of each group of agreeing answers the first stays a candidate (the others
@@ -26,19 +34,28 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
 
 import numpy as np
 import polars as pl
 
 from finetune_pipeline.dedup.exact import dedup_key
-from finetune_pipeline.dedup.minhash import clusters_from_pairs, near_duplicate_clusters
+from finetune_pipeline.dedup.identifiers import names_differ
+from finetune_pipeline.dedup.minhash import components_naming_one_thing, verified_pairs
 from finetune_pipeline.records import StageStats, reject_rows
 from finetune_pipeline.settings import DedupSettings
 from finetune_pipeline.sources.conversations import render_text
 
 STAGE = "deduplicated_corpus"
 PROMPT_SHINGLE, PROMPT_NGRAM = "char", 5
-ANSWER_NGRAM = 3
+# Function words left out when answers are compared (negations and modals are content: "can" / "cannot").
+FUNCTION_WORDS = frozenset("""
+a an the this that these those it its it's is are was were be been being am do does did done doing has have
+had having of in on at to for from by with as into onto about over under than then so and or but if while
+i you he she we they me him her us them my your his our their what which who whom whose when where why how
+here there also just very please
+""".split())
+_WORD = re.compile(r"[\w][\w.+/-]*[\w]|[\w]")
 MAX_LISTED = 20  # conflicts listed with their record ids in the stats
 
 
@@ -58,6 +75,7 @@ class ConflictStats(StageStats):
     conflicts: int = 0  # prompt clusters whose answers diverge
     conflict_records: int = 0  # competing answers in them
     conflicts_listed: list[ConflictSummary] = field(default_factory=list)
+    prompts_kept_apart: int = 0  # similar prompts not linked: each names something the other does not
 
 
 @dataclass
@@ -83,36 +101,70 @@ def conflict_id(record_ids: list[str]) -> str:
     return "conflict-" + hashlib.sha256("\x1f".join(sorted(record_ids)).encode()).hexdigest()[:16]
 
 
-def _word_shingles(text: str, n: int = ANSWER_NGRAM) -> frozenset:
-    words = text.lower().split()
-    return frozenset(tuple(words[i:i + n]) for i in range(max(len(words) - n + 1, 1)))
+def content_words(text: str, prompt_words: frozenset[str] = frozenset()) -> frozenset[str]:
+    """The case-folded words of `text` without function words and without `prompt_words`."""
+    return frozenset(w for w in _WORD.findall(text.lower()) if w not in FUNCTION_WORDS and w not in prompt_words)
 
 
-def _agree(a: str, b: str, threshold: float) -> bool:
+def answers_agree(a: str, b: str, prompt: str, threshold: float) -> bool:
+    """Whether two answers to `prompt` say the same thing: equal after folding, or content word sets
+    (`content_words` without the prompt's words) at Jaccard >= `threshold` or one word apart on one side."""
     if " ".join(a.lower().split()) == " ".join(b.lower().split()):
         return True
-    sa, sb = _word_shingles(a), _word_shingles(b)
-    return len(sa & sb) / max(len(sa | sb), 1) >= threshold
+    own = frozenset(_WORD.findall(prompt.lower()))
+    sa, sb = content_words(a, own), content_words(b, own)
+    if sa == sb:
+        return True
+    one_sided = len(sa ^ sb) == 1
+    return one_sided or len(sa & sb) / len(sa | sb) >= threshold
 
 
-def prompt_clusters(contexts: list[str], cfg: DedupSettings) -> np.ndarray:
+def _typo_of(word: str, others: set[str]) -> bool:
+    """Whether `word` is a one- or two-letter slip of one of `others` (both at least 5 letters: "faling")."""
+    return len(word) >= 5 and any(len(o) >= 5 and SequenceMatcher(None, word, o).ratio() >= 0.8 for o in others)
+
+
+def prompts_ask_different_things(a: str, b: str) -> bool:
+    """Two similar prompts ask different things when each has a content word the other lacks that is not a
+    typo of one of the other's words ("reset" / "change my password", "less" / "make", "France" / "Spain");
+    names (`names_differ`) are checked before, on all pairs at once."""
+    wa, wb = content_words(a), content_words(b)
+    only_a, only_b = wa - wb, wb - wa
+    return (any(not _typo_of(w, only_b) for w in only_a)
+            and any(not _typo_of(w, only_a) for w in only_b))
+
+
+@dataclass
+class PromptLinks:
+    root: np.ndarray  # per context, the index of its cluster's first member
+    kept_apart: int  # near or paraphrase links dropped: the two prompts name different things
+
+
+def prompt_clusters(contexts: list[str], cfg: DedupSettings) -> PromptLinks:
     """Per context (in keep order) the index of its cluster's first member: the connected components of
-    exact, near and (with `semantic`) paraphrase links."""
+    exact, near and (with `semantic`) paraphrase links, without the links between prompts that name
+    different things."""
     n = len(contexts)
     series = pl.Series(contexts, dtype=pl.String)
     keys = pl.DataFrame({"k": series}).select(dedup_key(pl.col("k")))["k"]
-    roots = [pl.DataFrame({"k": keys, "i": np.arange(n)}).select(pl.col("i").first().over("k"))["i"].to_numpy()]
+    exact = pl.DataFrame({"k": keys, "i": np.arange(n)}).select(pl.col("i").first().over("k"))["i"].to_numpy()
+    similar = [np.empty((0, 2), dtype=np.int64)]
     if cfg.near_duplicates and n > 1:
-        near_cfg = cfg.model_copy(update={"shingle": PROMPT_SHINGLE, "ngram": PROMPT_NGRAM,
-                                          "threshold": cfg.prompt_threshold})
-        roots.append(near_duplicate_clusters(series, near_cfg).root)
+        similar.append(verified_pairs(series, cfg.model_copy(
+            update={"shingle": PROMPT_SHINGLE, "ngram": PROMPT_NGRAM, "threshold": cfg.prompt_threshold})))
     if cfg.semantic and n > 1:
-        from finetune_pipeline.dedup.semantic import semantic_clusters  # torch only when asked for
+        from finetune_pipeline.dedup.semantic import similar_pairs  # torch only when asked for
+        from finetune_pipeline.embeddings import embed
 
-        roots.append(semantic_clusters(contexts, cfg.model_copy(
-            update={"semantic_threshold": cfg.prompt_semantic_threshold})).root)
-    pairs = np.concatenate([np.stack([np.arange(n), r]).T for r in roots]).astype(np.int64)
-    return clusters_from_pairs(n, pairs)
+        vectors = embed(contexts, cfg.semantic_model, cfg.semantic_batch_size, cfg.semantic_max_length)
+        similar.append(similar_pairs(vectors, cfg.prompt_semantic_threshold)[0])
+    similar = np.unique(np.concatenate(similar).astype(np.int64).reshape(-1, 2), axis=0)
+    apart = names_differ(series, similar)
+    apart |= np.array([prompts_ask_different_things(contexts[i], contexts[j]) for i, j in similar.tolist()],
+                      dtype=bool).reshape(-1)
+    edges = np.concatenate([np.stack([np.arange(n), exact], axis=1), similar[~apart]]).astype(np.int64)
+    joined = components_naming_one_thing(series, np.ones(n, dtype=bool), edges)
+    return PromptLinks(root=joined.root, kept_apart=int(apart.sum()) + joined.kept_apart)
 
 
 def prompt_dedup(kept: pl.DataFrame, cfg: DedupSettings) -> PromptDedup:
@@ -122,7 +174,8 @@ def prompt_dedup(kept: pl.DataFrame, cfg: DedupSettings) -> PromptDedup:
         empty = kept.with_columns(pl.lit(None, pl.String).alias("conflict_id"))
         return PromptDedup(empty, reject_rows(kept, STAGE, "duplicate_prompt", ""), stats)
     contexts = [context_contents(m) for m in kept["messages"]]
-    root = prompt_clusters(contexts, cfg)
+    links = prompt_clusters(contexts, cfg)
+    root, stats.prompts_kept_apart = links.root, links.kept_apart
     ids, answers = kept["record_id"].to_list(), kept["response"].to_list()
 
     duplicate_of: dict[int, int] = {}  # index -> index of the record whose answer it repeats
@@ -136,7 +189,9 @@ def prompt_dedup(kept: pl.DataFrame, cfg: DedupSettings) -> PromptDedup:
         stats.prompt_clusters += 1
         leaders: list[int] = []  # first record of each group of agreeing answers
         for i in group:
-            same = next((lead for lead in leaders if _agree(answers[lead], answers[i], cfg.threshold)), None)
+            same = next((lead for lead in leaders
+                         if answers_agree(answers[lead], answers[i], f"{contexts[lead]}\n{contexts[i]}",
+                                          cfg.threshold)), None)
             if same is None:
                 leaders.append(i)
             else:
@@ -163,8 +218,8 @@ def prompt_dedup(kept: pl.DataFrame, cfg: DedupSettings) -> PromptDedup:
                                                     for i in range(len(ids))], pl.Boolean))
     dups = frame.filter(pl.col("duplicate_of").is_not_null())
     rejected = [reject_rows(dups, STAGE, "duplicate_prompt",
-                            pl.format("same prompt as {} with an agreeing answer (word 3-gram Jaccard >= {})",
-                                      "duplicate_of", pl.lit(cfg.threshold)),
+                            pl.format("same prompt as {} with an agreeing answer (content words: Jaccard >= {} "
+                                      "or one word apart)", "duplicate_of", pl.lit(cfg.threshold)),
                             duplicate_of=pl.col("duplicate_of"))]
     frame = frame.filter(pl.col("duplicate_of").is_null())
     in_conflict = pl.col("conflict_id").is_not_null()

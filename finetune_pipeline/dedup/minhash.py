@@ -17,6 +17,15 @@ the `datasketch` library, and `scripts/bench_dedup.py` measures both:
    documents of its bucket (all pairs in buckets up to window + 1).
 4. Verification: a candidate pair is kept when its estimated Jaccard similarity (share of equal
    signature values) is at least `threshold`.
+   With word shingles, two *short* texts (at most `short_text_words` words each) are compared on their
+   word sets instead
+   (1-grams of the text with punctuation taken for spaces: one edited word of ten changes 3 of 8 word
+   3-grams but 1 of 10 words): their pairs from the n-gram pass are dropped, a second MinHash + LSH pass
+   over the short texts' word sets finds and verifies them at the same `threshold`, and a pair whose texts
+   each name something the other does not (dedup/identifiers.py: `dpkg` / `dpkg-name`, `3.18` / `3.19`)
+   is kept apart; the clusters are then joined link by link (`components_naming_one_thing`), so that no
+   chain through a copy that lost the name joins them either. This pass runs in this process (the texts
+   are here already).
 5. Clusters: connected components of the kept pairs by min-label propagation with pointer jumping, so
    A~B and B~C put A, B, C in one cluster even when A and C are further apart; the cluster's first
    document in input order is its root. The pairs stay in batches (on the workers with Ray); only one
@@ -34,6 +43,7 @@ from typing import Literal, Sequence
 import numpy as np
 import polars as pl
 
+from finetune_pipeline.dedup.identifiers import names_differ, token_table
 from finetune_pipeline.execution import Frames, LocalFrames, frames
 from finetune_pipeline.settings import DedupSettings, ExecutionSettings
 
@@ -247,6 +257,8 @@ class NearDuplicates:
     candidate_histogram: dict[str, int]  # estimated Jaccard of the LSH candidate pairs, per 0.1 bin
     candidate_pairs: int
     verified_pairs: int
+    short_texts: int = 0  # texts compared on word sets (at most `short_text_words` words)
+    kept_apart: int = 0  # short pairs at or above the threshold kept apart: each names something the other does not
 
 
 def signature_batch(batch: pl.DataFrame, ngram: int, num_perm: int, shingle: Shingle, seed: int) -> pl.DataFrame:
@@ -307,13 +319,136 @@ def at_least(batch: pl.DataFrame, threshold: float) -> pl.DataFrame:
     return batch.filter(pl.col("similarity") >= threshold).select("i", "j")
 
 
+def word_counts(texts: pl.Series) -> np.ndarray:
+    """Whitespace-separated words per text."""
+    return texts.fill_null("").str.count_matches(r"\S+").to_numpy()
+
+
+def word_set_texts(texts: pl.Series) -> pl.Series:
+    """Texts with punctuation taken for spaces: the words of a short text whatever sticks to them
+    ("numbers)" and "numbers" are one word)."""
+    return texts.fill_null("").str.replace_all(r"[^\w\s]+", " ")
+
+
+def not_both_short(batch: pl.DataFrame, short: np.ndarray) -> pl.DataFrame:
+    """Batch function: the pairs (i, j) of which at most one text is short (two short texts are compared on
+    their word sets)."""
+    return batch.filter(~pl.Series(short[batch["i"].to_numpy()] & short[batch["j"].to_numpy()]))
+
+
+def _token_table_of(texts: pl.Series, docs: np.ndarray) -> pl.DataFrame:
+    """`token_table` of the texts `docs` (doc: the index into `texts`)."""
+    table = token_table(texts.gather(docs))
+    return table.with_columns(pl.Series("doc", docs[table["doc"].to_numpy()]))
+
+
+@dataclass
+class NamedComponents:
+    root: np.ndarray  # per text, the smallest index of its component
+    kept_apart: int  # links not followed: they would have joined groups that name different things
+
+
+def components_naming_one_thing(texts: pl.Series, short: np.ndarray, edges: np.ndarray,
+                                table: pl.DataFrame | None = None) -> NamedComponents:
+    """Connected components of `edges` in which no two groups are joined when each names something the
+    other does not contain (the rule of `names_differ` on groups: a group names what any of its `short`
+    texts names, and contains the words all of them contain).
+    A chain, or a hub that names nothing itself ("What is less used for?"), would otherwise join "dpkg" and
+    "dpkg-name", or "... - PDF output" and "... - DVI output" through a copy that lost the format's name.
+    Links are followed in (i, j) order, union-find style. `table`: the `token_table` of some of the texts
+    already made (the others are made here)."""
+    n = len(texts)
+    edges = np.unique(np.sort(np.asarray(edges, dtype=np.int64).reshape(-1, 2), axis=1), axis=0)
+    edges = edges[edges[:, 0] != edges[:, 1]]
+    root = np.arange(n)
+    if not len(edges):
+        return NamedComponents(root, 0)
+    docs = np.unique(edges[short[edges]])
+    have = table["doc"].unique().to_numpy() if table is not None else np.empty(0, dtype=np.int64)
+    parts = [table.filter(pl.col("doc").is_in(docs))] if table is not None else []
+    table = pl.concat(parts + [_token_table_of(texts, np.setdiff1d(docs, have))])
+    grouped = table.group_by("doc").agg(pl.col("token").unique().alias("words"),
+                                        pl.col("token").filter(pl.col("distinguishing")).unique().alias("names"))
+    doc_ids = grouped["doc"].to_list()
+    words = {d: set(w) for d, w in zip(doc_ids, grouped["words"].to_list())}
+    names = {d: set(m) for d, m in zip(doc_ids, grouped["names"].to_list())}
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        while parent.get(x, x) != x:
+            parent[x] = parent.get(parent[x], parent[x])
+            x = parent[x]
+        return x
+
+    kept_apart, empty = 0, set()
+    for i, j in edges.tolist():
+        ri, rj = find(i), find(j)
+        if ri == rj:
+            continue
+        # A group's names: any member's; its words: those every member has (None: no short member, any).
+        ni, nj = names.get(ri, empty), names.get(rj, empty)
+        wi, wj = words.get(ri), words.get(rj)
+        if wi is not None and wj is not None and (ni - wj) and (nj - wi):
+            kept_apart += 1
+            continue
+        low, high = min(ri, rj), max(ri, rj)
+        parent[high] = low
+        names[low] = ni | nj
+        words[low] = wj if wi is None else wi if wj is None else wi & wj
+        names.pop(high, None)
+        words.pop(high, None)
+    touched = np.unique(edges)
+    root[touched] = [find(x) for x in touched.tolist()]
+    return NamedComponents(root, kept_apart)
+
+
+def verified_pairs(texts: pl.Series | Sequence[str], cfg: DedupSettings, seed: int = 1) -> np.ndarray:
+    """The pairs (i < j; k x 2) at or above `cfg.threshold` on `cfg`'s shingles, in this process (no
+    word-set pass, no clustering): for callers that judge pairs further (prompts, dedup/conflicts.py)."""
+    texts = texts if isinstance(texts, pl.Series) else pl.Series(list(texts), dtype=pl.String)
+    signatures, counts = minhash_signatures(texts, cfg.ngram, cfg.num_perm, cfg.shingle, seed)
+    pairs = candidate_pairs(band_keys(signatures, cfg.bands), eligible=counts > 0)
+    return pairs[estimated_jaccard(signatures, pairs) >= cfg.threshold] if len(pairs) else pairs
+
+
+@dataclass
+class ShortTextPairs:
+    pairs: np.ndarray  # (k x 2) verified pairs, indices into the texts
+    signatures: np.ndarray  # word-set signatures of the short texts (rows: `index`)
+    index: np.ndarray  # the short texts' indices
+    candidate_similarity: np.ndarray  # estimated word-set Jaccard of every LSH candidate pair
+    kept_apart: int
+    tokens: pl.DataFrame  # `token_table` of the texts of the pairs at or above the threshold
+
+
+def short_text_pairs(texts: pl.Series, short: np.ndarray, cfg: DedupSettings, seed: int = 1) -> ShortTextPairs:
+    """Near-duplicate pairs among the short texts: word-set MinHash + LSH, estimated Jaccard >= `threshold`,
+    and not naming different things."""
+    index = np.flatnonzero(short)
+    subset = texts.gather(index)
+    signatures, _ = minhash_signatures(word_set_texts(subset), 1, cfg.num_perm, "word", seed)
+    # One row more per band than the n-gram pass: word sets of short texts share their common words, and
+    # 4-row bands made 4x more candidates (below 0.5) on real short texts; at Jaccard 0.7 a pair is still a
+    # candidate with probability 0.99 (24 bands of 5 rows), at 0.8 (one word of ten edited) 0.9999.
+    rows = cfg.num_perm // cfg.bands + 1
+    pairs = candidate_pairs(band_keys(signatures[:, :cfg.num_perm // rows * rows], cfg.num_perm // rows))
+    similarity = estimated_jaccard(signatures, pairs) if len(pairs) else np.empty(0)
+    above = pairs[similarity >= cfg.threshold]
+    tokens = _token_table_of(texts, np.unique(index[above]))
+    apart = names_differ(tokens, index[above])
+    verified = above[~apart]
+    return ShortTextPairs(index[verified].reshape(-1, 2), signatures, index, similarity, int(apart.sum()), tokens)
+
+
 def _pair_similarity(pairs: Frames, signatures: Frames) -> Frames:
     """(i, j, similarity) for every pair: two hash joins bring each side's signature to the pair (in this
     process, the pair's rows of the signature matrix are read directly, without the joins' copies)."""
     if isinstance(pairs, LocalFrames) and isinstance(signatures, LocalFrames):
         frame = pairs.to_polars()
-        matrix = _signature_matrix(signatures.to_polars().sort("doc")["signature"])  # row k: doc k
+        ordered = signatures.to_polars().sort("doc")
+        matrix = _signature_matrix(ordered["signature"])
         index = np.stack([frame["i"].to_numpy(), frame["j"].to_numpy()], axis=1).astype(np.int64).reshape(-1, 2)
+        index = np.searchsorted(ordered["doc"].to_numpy(), index)  # row of each doc (all docs, or a subset)
         similarity = estimated_jaccard(matrix, index) if len(index) else np.empty(0)
         return LocalFrames(pl.DataFrame({"i": frame["i"], "j": frame["j"], "similarity": similarity},
                                         schema={"i": pl.Int64, "j": pl.Int64, "similarity": pl.Float64}),
@@ -356,7 +491,16 @@ def near_duplicate_clusters(texts: pl.Series | Sequence[str], cfg: DedupSettings
     ngram, num_perm, bands, threshold, shingle = cfg.ngram, cfg.num_perm, cfg.bands, cfg.threshold, cfg.shingle
     texts = texts if isinstance(texts, pl.Series) else pl.Series(list(texts), dtype=pl.String)
     n = len(texts)
-    docs = frames(pl.DataFrame({"doc": np.arange(n, dtype=np.int64), "text": texts}), execution)
+    short = np.zeros(n, dtype=bool)
+    in_ngram_pass = np.ones(n, dtype=bool)
+    if cfg.short_text_words and shingle == "word":  # character shingles are chosen for short texts already
+        words = word_counts(texts)
+        short = (words > 0) & (words <= cfg.short_text_words)
+        # A text of w words has at most w - ngram + 1 shingles: one too short to reach `threshold` with a
+        # text longer than `short_text_words` words is compared on word sets only.
+        in_ngram_pass = ~short | (words > threshold * (cfg.short_text_words - ngram + 1) + ngram - 1)
+    docs = frames(pl.DataFrame({"doc": np.arange(n, dtype=np.int64), "text": texts}).filter(in_ngram_pass),
+                  execution)
     signatures = docs.map_batches(signature_batch, ngram=ngram, num_perm=num_perm, shingle=shingle,
                                   seed=seed).materialize()
     pairs = signatures.map_batches(band_batch, bands=bands).map_groups(["band", "key"], bucket_pairs)
@@ -368,15 +512,36 @@ def near_duplicate_clusters(texts: pl.Series | Sequence[str], cfg: DedupSettings
     counts = histogram.group_by("bin").agg(pl.col("count").sum())
     candidate_histogram = {b: 0 for b in similarity_histogram(np.empty(0))}
     candidate_histogram.update(dict(counts.iter_rows()))
-    verified = scored.map_batches(at_least, threshold=threshold).materialize()
+    verified = scored.map_batches(at_least, threshold=threshold)
+    if short.any():  # two short texts: decided on their word sets below
+        verified = verified.map_batches(not_both_short, short=short)
+    verified = verified.materialize()
     root = clusters_from_edges(n, verified, execution.cc_max_iterations)
+    found = short_text_pairs(texts, short, cfg, seed) if short.sum() > 1 else None
+    if found is not None:
+        candidate_histogram = {b: candidate_histogram[b] + c
+                               for b, c in similarity_histogram(found.candidate_similarity).items()}
+        if len(found.pairs):  # components of both passes' links
+            joined = components_naming_one_thing(
+                texts, short, np.concatenate([np.stack([np.arange(n), root], axis=1), found.pairs]), found.tokens)
+            root, found.kept_apart = joined.root, found.kept_apart + joined.kept_apart
     to_root = np.ones(n)
     moved = np.flatnonzero(root != np.arange(n))
-    if moved.size:
-        moved_pairs = frames(pl.DataFrame({"i": moved, "j": root[moved]}, schema={"i": pl.Int64, "j": pl.Int64}),
-                             execution)
+    both_short = short[moved] & short[root[moved]]
+    in_ngram = moved[~both_short & in_ngram_pass[moved] & in_ngram_pass[root[moved]]]
+    if in_ngram.size:
+        moved_pairs = frames(pl.DataFrame({"i": in_ngram, "j": root[in_ngram]},
+                                          schema={"i": pl.Int64, "j": pl.Int64}), execution)
         scored_moved = _pair_similarity(moved_pairs, signatures).to_polars().sort("i")
         to_root[scored_moved["i"].to_numpy()] = scored_moved["similarity"].to_numpy()
+    if both_short.any() and found is not None:  # two short texts: their word-set similarity
+        both = moved[both_short]
+        row = np.full(n, -1, dtype=np.int64)
+        row[found.index] = np.arange(len(found.index))
+        to_root[both] = estimated_jaccard(found.signatures, np.stack([row[both], row[root[both]]], axis=1))
+    # A short text joined to a long one through a chain has no signature pair to compare: NaN.
+    to_root[moved[~both_short & ~(in_ngram_pass[moved] & in_ngram_pass[root[moved]])]] = np.nan
     return NearDuplicates(root=root, similarity=to_root, candidate_histogram=candidate_histogram,
                           candidate_pairs=sum(candidate_histogram.values()),
-                          verified_pairs=verified.count())
+                          verified_pairs=verified.count() + (len(found.pairs) if found else 0),
+                          short_texts=int(short.sum()), kept_apart=found.kept_apart if found else 0)

@@ -145,6 +145,7 @@ def dedup_metadata(stats) -> dict:
         "largest_clusters": table(["group_id", "records", "exact", "near", "semantic", "kept text (start)"], largest)
         if largest else NONE,
         "near_candidate_pairs": stats.near_candidate_pairs,
+        "near_kept_apart_naming_different_things": stats.near_kept_apart,
         "near_similarity_histogram": histogram(stats.near_similarity_histogram, "estimated Jaccard from"),
     }
     if stats.semantic_nearest_histogram:
@@ -160,6 +161,7 @@ def dedup_metadata(stats) -> dict:
         p = stats.prompts
         meta.update({"duplicate_prompts": p.duplicate_prompts, "conflicts": p.conflicts,
                      "conflict_records": p.conflict_records, "conflict_policy": p.policy,
+                     "prompts_kept_apart_naming_different_things": p.prompts_kept_apart,
                      "conflicts_listed": table(["conflict_id", "record ids (first seen first)"],
                                                [[c.conflict_id, ", ".join(c.record_ids)] for c in p.conflicts_listed])
                      if p.conflicts_listed else NONE})
