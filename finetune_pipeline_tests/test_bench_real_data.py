@@ -28,6 +28,12 @@ def test_edit_words_stays_within_the_share(bench):
     assert len(set(text.split()) - set(copy.split())) <= edits
 
 
+def test_edit_words_keeps_line_breaks(bench):
+    text = "NAME line here\n\n" + " ".join(f"w{i}" for i in range(30)) + "\n\nlast paragraph of words"
+    copy, _ = bench.edit_words(text, 0.05, random.Random(4), ["x"])
+    assert copy.count("\n\n") == 2
+
+
 def test_edit_words_edits_at_least_one_word(bench):
     copy, edits = bench.edit_words("a short synopsis of six words", 0.03, random.Random(2), ["zzz"])
     assert edits == 1 and copy != "a short synopsis of six words"
@@ -76,7 +82,8 @@ def test_pii_scores_recall_and_precision(bench):
 
 def test_dedup_scores_recall_false_merges_and_split_families(bench):
     families = [{"original": "o1", "copies": ["c1"]}, {"original": "o2", "copies": ["c2"]},
-                {"original": "o3", "copies": ["c3"]}, {"original": "o4", "copies": ["c4"]}]
+                {"original": "o3", "copies": ["c3"]}, {"original": "o4", "copies": ["c4"]},
+                {"original": "o5", "copies": ["c5"]}]
     outcome = {
         "o1": {"status": "kept", "record_id": "r-o1", "split": "train"},
         "c1": {"status": "duplicate", "record_id": "r-c1", "duplicate_of": "r-o1"},  # found
@@ -87,11 +94,14 @@ def test_dedup_scores_recall_false_merges_and_split_families(bench):
         "o4": {"status": "kept", "record_id": "r-o4", "split": "train"},
         "c4": {"status": "duplicate", "record_id": "r-c4", "duplicate_of": "r-x"},  # merged with a stranger
         "x": {"status": "kept", "record_id": "r-x", "split": "train"},
+        "o5": {"status": "duplicate", "record_id": "r-o5", "duplicate_of": "r-c5"},  # the copy came first: found
+        "c5": {"status": "kept", "record_id": "r-c5", "split": "test"},
         "y": {"status": "duplicate", "record_id": "r-y", "duplicate_of": "r-x"},  # real data's own duplicate
     }
     scores = bench.dedup_scores(families, outcome)
-    assert (scores["copies"], scores["found"], scores["missed"]) == (3, 1, 2)
-    assert scores["recall"] == round(1 / 3, 4)
+    assert (scores["copies"], scores["found"], scores["missed"]) == (4, 2, 2)
+    assert scores["recall"] == 0.5
+    assert scores["missed_keys"] == ["c2"]
     assert scores["false_merges"] == 1 and scores["false_merge_pairs"] == [("c4", "x")]
     assert scores["families_split_apart"] == 1
     assert scores["unplanted_duplicates"] == 1

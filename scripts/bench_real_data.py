@@ -16,8 +16,9 @@ Roots (built once into --out/<name>/, rebuilt with --rebuild; the runs' outputs 
 - `pkg_csv`     the same rows as a CSV with the columns `synopsis,section` and only the label set in
                 finetune.yaml (the newcomer habit the issue names: column recognition).
 - `manpages`    classification, documents: the NAME and DESCRIPTION of real manual pages (`man`), one `.txt`
-                file per page in raw/<label>/ (label from the folder), 5 manual sections; planted contact
-                sentences and near copies as above.
+                file per page in raw/<label>/ (label from the folder), 5 manual sections, at most 5 pages of
+                one command family (man1 holds thousands of `gcloud_*` pages); planted contact sentences
+                (6%) and near copies (5%, 3-10% word edits, spacing kept) as above.
 - `instructions` instruction data: "what does this command do" conversations from man-db's `whatis` lines,
                 in three chat formats (OpenAI messages JSONL, ShareGPT JSON, Alpaca CSV), with planted
                 conflicts (the same question with another command's answer: the known conflicts) and planted
@@ -26,7 +27,8 @@ Roots (built once into --out/<name>/, rebuilt with --rebuild; the runs' outputs 
                 (GPL-3 licence text, a PDF manual, an HTML policy manual from /usr/share/doc) in raw/.
 
 Budget (the only settings changed from the defaults besides labels, descriptions and the domain sentence):
-`training.epochs: 1`, `training.max_length: 64`, `training.compare: [lora]` (classification), and for the
+`training.epochs: 1`, `training.max_length: 64`, `training.compare: [lora]`, `splits.cv_below_records: 0`
+(classification: one training, no folds), and for the
 instruction root the small local base model of examples/instruction (`build_base_model`) with
 `instruction_max_length: 128`; they bound the training time on a 2-core machine and change no data stage.
 
@@ -133,22 +135,24 @@ def person_maintainer(field: str) -> tuple[str, str] | None:
 
 def edit_words(text: str, share: float, rng: random.Random, vocabulary: list[str]) -> tuple[str, int]:
     """A near copy: round(share * words) word edits (at least 1): a word replaced by another from the
-    vocabulary, dropped, or swapped with its neighbour. Returns the text and the number of edits."""
-    words = text.split()
-    edits = max(1, round(share * len(words)))
+    vocabulary, dropped, or swapped with its neighbour; the spacing and line breaks between words are kept.
+    Returns the text and the number of edits."""
+    parts = re.split(r"(\s+)", text.strip())
+    pairs = [[parts[i], parts[i + 1] if i + 1 < len(parts) else ""] for i in range(0, len(parts), 2)]
+    edits = max(1, round(share * len(pairs)))
     for _ in range(edits):
-        if len(words) < 3:
+        if len(pairs) < 3:
             break
-        i = rng.randrange(len(words))
+        i = rng.randrange(len(pairs))
         op = rng.randrange(3)
         if op == 0:
-            words[i] = rng.choice(vocabulary)
+            pairs[i][0] = rng.choice(vocabulary)
         elif op == 1:
-            del words[i]
+            del pairs[i]
         else:
-            j = min(i + 1, len(words) - 1) if i < len(words) - 1 else i - 1
-            words[i], words[j] = words[j], words[i]
-    return " ".join(words), edits
+            j = i + 1 if i < len(pairs) - 1 else i - 1
+            pairs[i][0], pairs[j][0] = pairs[j][0], pairs[i][0]
+    return "".join(word + space for word, space in pairs), edits
 
 
 def unwrap(text: str) -> str:
@@ -236,37 +240,33 @@ def dedup_scores(families: list[dict], outcome: dict[str, dict]) -> dict:
     """Near-duplicate recall and false merges on the planted families.
 
     families: {"original": key, "copies": [key]}; outcome: key -> {"status": "kept"|"duplicate"|"rejected",
-    "record_id", "duplicate_of" (a record id), "split"}. A copy is found when it is rejected as a duplicate
-    of a member of its own family; a family whose original did not survive to dedup is not counted. A false
+    "record_id", "duplicate_of" (a record id), "split"}. Members rejected for another reason before dedup do
+    not count; of the n members that reached dedup, n - 1 are removable, and each member rejected as a
+    duplicate of a member of its own family is found (whichever member was kept: the first seen). A false
     merge is a duplicate reject whose kept record is outside the duplicate's family (planted keys only;
-    `unplanted_duplicates` counts the duplicates the real data held on its own)."""
+    `unplanted_duplicates` counts the duplicates the real data held on its own). `families_split_apart`:
+    families with kept members in two splits (a leak the contamination check should have stopped)."""
     ids = {v["record_id"]: k for k, v in outcome.items() if v.get("record_id")}
     family_of = {}
     for n, fam in enumerate(families):
         for key in [fam["original"], *fam["copies"]]:
             family_of[key] = n
-    found = missed = counted = false = 0
+    removable = found = 0
     missed_keys, false_pairs, split_apart = [], [], 0
     for n, fam in enumerate(families):
-        orig = outcome.get(fam["original"])
-        if not orig or orig["status"] not in ("kept", "duplicate"):
+        members = [k for k in [fam["original"], *fam["copies"]]
+                   if outcome.get(k, {}).get("status") in ("kept", "duplicate")]
+        if len(members) < 2:
             continue
-        splits = {orig.get("split")} if orig["status"] == "kept" else set()
-        for copy in fam["copies"]:
-            state = outcome.get(copy)
-            if not state or state["status"] == "rejected":
-                continue
-            counted += 1
-            if state["status"] == "duplicate" and family_of.get(ids.get(state.get("duplicate_of"))) == n:
-                found += 1
-            else:
-                missed += 1
-                missed_keys.append(copy)
-                if state["status"] == "kept":
-                    splits.add(state.get("split"))
-        if len(splits - {None}) > 1:
+        removable += len(members) - 1
+        mine = [k for k in members if outcome[k]["status"] == "duplicate"
+                and family_of.get(ids.get(outcome[k].get("duplicate_of"))) == n]
+        found += len(mine)
+        kept = [k for k in members if outcome[k]["status"] == "kept"]
+        missed_keys += kept[1:]
+        if len({outcome[k].get("split") for k in kept} - {None}) > 1:
             split_apart += 1
-    unplanted = 0
+    unplanted = false = 0
     for key, state in outcome.items():
         if state["status"] != "duplicate":
             continue
@@ -276,8 +276,8 @@ def dedup_scores(families: list[dict], outcome: dict[str, dict]) -> dict:
         elif mine != theirs:
             false += 1
             false_pairs.append((key, ids.get(state.get("duplicate_of"))))
-    return {"copies": counted, "found": found, "missed": missed,
-            "recall": round(found / counted, 4) if counted else None, "missed_keys": missed_keys,
+    return {"copies": removable, "found": found, "missed": removable - found,
+            "recall": round(found / removable, 4) if removable else None, "missed_keys": missed_keys,
             "false_merges": false, "false_merge_pairs": false_pairs, "families_split_apart": split_apart,
             "unplanted_duplicates": unplanted}
 
@@ -417,6 +417,8 @@ training:
   epochs: 1
   max_length: 64
   compare: [lora]
+splits:
+  cv_below_records: 0   # no cross-validated comparison on the smaller roots (it trains once per fold)
 """
 
 
@@ -493,13 +495,18 @@ def build_manpages(root: Path, size: int) -> dict:
         folder = Path(f"/usr/share/man/man{section}")
         pages = sorted({p.resolve() for p in folder.glob("*.gz") if p.resolve().exists()})
         rng.shuffle(pages)
-        picked = 0
+        candidates = Counter()  # render no more than 8 pages of one family
+        pages = [p for p in pages if candidates.update([re.split(r"[_.-]", p.name)[0]]) or
+                 candidates[re.split(r"[_.-]", p.name)[0]] <= 8]
+        picked, families = 0, Counter()  # at most 5 pages of one command family (gcloud has thousands)
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             for start in range(0, len(pages), 4 * 16):
                 batch = pages[start:start + 64]
                 for page, rendered in zip(batch, pool.map(render_man, batch)):
                     excerpt = man_excerpt(rendered)
-                    if excerpt and picked < per and excerpt not in texts.values():
+                    family = re.split(r"[_.-]", page.name)[0]
+                    if excerpt and picked < per and excerpt not in texts.values() and families[family] < 5:
+                        families[family] += 1
                         name = re.sub(r"[^A-Za-z0-9_.+-]", "_", page.name.removesuffix(".gz"))
                         texts[f"{label}/{name}.txt"] = excerpt
                         picked += 1
@@ -738,6 +745,8 @@ def read_outputs(root: Path, truth: dict) -> dict:
     pii["false_person_examples"] = examples
     pii.pop("false_person_keys")
     result = {
+        "by_file": by_file,
+        "accounted": len({k.split("|")[0] if by_file else k for k in outcome}),
         "stages": stages,
         "rejects": [{"stage": s, "reason": r, "n": n, "detail": reject_details[(s, r)]}
                     for (s, r), n in sorted(reasons.items())],
@@ -748,14 +757,19 @@ def read_outputs(root: Path, truth: dict) -> dict:
         "conflicts": conflict_scores(list(conflict_tasks.values()), [set(c) for c in truth["conflicts"]])
         if truth.get("conflicts") else None,
     }
-    if truth.get("off_domain_files"):
-        offs = set(truth["off_domain_files"])
-        all_keys = set(outcome) | set(reject_reason)
-        off_keys = {k for k in all_keys if k.split("|")[0] in offs}
+    stats = root / ".pipeline" / "stats" / "deduplicated_corpus.json"
+    cleaned = root / ".pipeline" / "assets" / "cleaned_corpus.parquet"
+    if truth.get("off_domain_files") and stats.exists() and cleaned.exists():
+        # every record the domain filter scored: the stored output of cleaning, the filter's input
+        offs = {f"{f}|" for f in truth["off_domain_files"]}
+        frame = pl.read_parquet(cleaned, columns=["source_uri", "locator"])
+        seen = [record_key(u, loc, False) for u, loc in frame.iter_rows()]
+        all_keys = set(seen)
+        off_keys = {k for k in all_keys if k.split("|")[0] + "|" in offs}
         result["domain"] = domain_scores(off_keys, reject_reason, all_keys)
-        stats = root / ".pipeline" / "stats" / "deduplicated_corpus.json"
-        if stats.exists():
-            result["domain"]["stats"] = json.loads(stats.read_text()).get("domain")
+        result["domain"]["stats"] = json.loads(stats.read_text()).get("domain")
+    elif truth.get("off_domain_files"):
+        result["domain"] = "not reached: the run stopped before deduplicated_corpus"
     return result
 
 
@@ -789,7 +803,8 @@ def report(name: str, res: dict) -> str:
     for r in res["outputs"]["rejects"]:
         lines.append(f"    reject {r['stage']:<20} {r['reason']:<22} {r['n']:>5}   e.g. {r['detail'][0][:140]!r}")
     o = res["outputs"]
-    lines.append(f"  splits ({o['splits_from']}): {o['split_sizes']}")
+    lines.append(f"  splits ({o['splits_from']}): {o['split_sizes']}; built {'files' if o.get('by_file') else 'rows'} "
+                 f"kept or rejected: {o['accounted']} of {res['truth_rows']}")
     for t, row in o["pii"]["by_type"].items():
         lines.append(f"  PII {t:<7} recall {row['recall']} ({row['found']}/{row['planted']})"
                      + (f"; missed: {[m['style'] for m in row['missed']][:10]}" if row["missed"] else ""))
@@ -809,11 +824,45 @@ def report(name: str, res: dict) -> str:
                      f"planted {c['planted']}, caught {c['caught']} (recall {c['recall']}); largest task "
                      f"{c['largest_task']} records; {c['innocent_in_review']} records held in review that are no "
                      f"planted conflict")
-    if o.get("domain"):
+    if isinstance(o.get("domain"), str):
+        lines.append(f"  domain filter: {o['domain']}")
+    elif o.get("domain"):
         d = o["domain"]
         lines.append(f"  domain filter: off-domain caught {d['off_domain_caught']}/{d['off_domain']}, in-domain lost "
                      f"{d['in_domain_lost']}/{d['in_domain']} ({d['in_domain_lost_share']})")
     return "\n".join(lines)
+
+
+def markdown_table(results: dict) -> str:
+    """The results file as a Markdown table (docs/benchmarks.md), one row per root."""
+    head = ["root", "outcome", "wall s", "blocking checks failed", "records in / exported", "rejects (top reasons)",
+            "PII recall person / email / phone", "<PERSON> in records without a person", "near copies found",
+            "conflict tasks real", "domain: off caught / in lost"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, res in results.items():
+        o = res["outputs"]
+        failed = [c["check"] for c in res["checks"] if c["passed"] is False and c["severity"] != "WARN"]
+        first = o["stages"][0]["in"] if o["stages"] else 0
+        exported = sum(o["split_sizes"].values())
+        top = sorted(o["rejects"], key=lambda r: -r["n"])[:3]
+        pii = o["pii"]["by_type"]
+        recall = " / ".join(f"{pii[t]['found']}/{pii[t]['planted']}" if t in pii else "-"
+                            for t in ("person", "email", "phone"))
+        p = o["pii"]
+        d, c, dom = o.get("dedup"), o.get("conflicts"), o.get("domain")
+        cells = [
+            name, res["verdict"], str(res["run"]["wall_s"]), ", ".join(failed) or "none",
+            f"{first} / {exported}" + ("" if o["splits_from"] == "published" else " (staged)"),
+            ", ".join(f"{r['reason']} {r['n']}" for r in top) or "none", recall,
+            f"{p['false_person_records']}/{p['records_without_person']}" if p["records_without_person"] else "-",
+            f"{d['found']}/{d['copies']}, {d['false_merges']} false, {d['families_split_apart']} split apart"
+            if d and d["copies"] else "-",
+            f"{c['real']}/{c['tasks']} (planted caught {c['caught']}/{c['planted']})" if c else "-",
+            dom if isinstance(dom, str) else f"{dom['off_domain_caught']}/{dom['off_domain']} / "
+            f"{dom['in_domain_lost']}/{dom['in_domain']}" if dom else "-",
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -826,8 +875,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--through", choices=["splits"], help="stop at the published split (no training)")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per run")
     parser.add_argument("--json", help="result file (default: <out>/results.json)")
+    parser.add_argument("--table", action="store_true", help="print the results file as a Markdown table, run nothing")
     args = parser.parse_args(argv)
     out = Path(args.out)
+    if args.table:
+        print(markdown_table(json.loads(Path(args.json or out / "results.json").read_text())))
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     sizes = {"manpages": max(50, args.size // 2), "instructions": max(50, args.size // 6),
              "pkg_domain": max(60, args.size // 2)}
@@ -837,6 +890,9 @@ def main(argv: list[str] | None = None) -> int:
         results = json.loads(result_path.read_text())
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
+    dirty = len(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.splitlines())
+    commit += f" (+{dirty} uncommitted files)" if dirty else ""
     for name in args.roots:
         root = out / name
         truth_path = out / f"{name}.truth.json"
@@ -863,6 +919,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             for sub in OUTPUTS:
                 shutil.rmtree(root / sub, ignore_errors=True)
+    print("\n" + markdown_table(results))
     print(f"\nresults: {result_path}")
     return 0
 
