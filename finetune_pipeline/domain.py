@@ -1,11 +1,32 @@
 """Domain relevance (seed 1.1): score each record against the task's domain and reject (or flag) the ones
-that do not belong, e.g. a recipe or a newsletter that landed among support tickets.
+that do not belong, e.g. a recipe or a software manual that landed among support tickets or quotations.
 
-Two scores, both on the MiniLM sentence embeddings of `embeddings.embed`:
-- similarity (in-domain examples and/or a description): the mean cosine similarity of a record to its
-  `top_k` most similar in-domain examples (the description is one more example);
-- classifier (when out-of-domain examples exist too): a logistic regression on the embeddings of both
-  kinds, the score being the probability of in-domain.
+What the domain is: a description and/or in-domain examples (and, optionally, out-of-domain examples), all
+embedded with the MiniLM sentence embeddings of `embeddings.embed`. The reference score of a record is
+- similarity: the mean cosine similarity of the record to its `top_k` most similar in-domain examples (the
+  description is one more example), or
+- classifier (when out-of-domain examples exist too): a logistic regression on the embeddings of both kinds,
+  the score being the probability of in-domain.
+
+calibration `corpus` (the default): an absolute cosine does not carry from one corpus to another (a short
+quotation scores about 0.15 against a one-sentence description, a ticket 0.3), so the corpus itself is the
+in-domain evidence and the reference score only says which part of it is the domain:
+1. the core: the half of the records with the highest reference score;
+2. each record's similarity to the core's centroid, and its mean similarity to its `neighbours` nearest core
+   records (itself excluded);
+3. each of the two as a robust z-score (median and MAD of the corpus), their sum as a robust z-score again:
+   the record's relevance, in robust deviations from the corpus median;
+4. off-domain: a record more than `record_cut` deviations below the median, or, in a source (file) of at
+   least `source_min_records` records whose median relevance is more than `source_cut` deviations below,
+   a record below the corpus median. Off-domain text arrives as whole files (a manual dropped into raw/);
+   a file is judged on all its records, far steadier than one short record's score.
+Below `min_records` records there is no distribution to calibrate against: the absolute `threshold`
+(`classifier_threshold`) applies, as with calibration `absolute`.
+
+The guard: when the filter would reject more than `max_reject_share` of its input, it raises
+`DomainFilterRefused` (nothing is written; the message has the share, a histogram of the scores and what to
+do), or, with `on_excess: flag`, flags those records instead of rejecting them.
+
 A conversation is scored on its prompt (every turn before the final answer), which says what it is about.
 Runs at the start of `deduplicated_corpus` (dedup/__init__.py), so a duplicate never names an off-domain
 record as the one kept. Rejects carry the score, never the text.
@@ -27,15 +48,32 @@ STAGE = "deduplicated_corpus"
 REASON = "off_domain"
 EXAMPLE_SUFFIXES = (".txt", ".md")
 BIN_WIDTH = 0.1
+MAD_SCALE = 1.4826  # MAD of a normal distribution -> its standard deviation
+MAX_CORE_SAMPLE = 5000  # nearest-neighbour similarities are taken against at most this many core records
+Z_EDGES = (-8.0, -6.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0)
+
+
+class DomainFilterRefused(Exception):
+    """The domain filter would reject more than `domain.max_reject_share` of its input (with
+    `on_excess: fail`): the stage stops before it writes anything. `str(err)` is the whole explanation."""
+
+    def __init__(self, message: str, share: float, histogram: dict[str, int]):
+        super().__init__(message)
+        self.share, self.histogram = share, histogram
 
 
 @dataclass
 class DomainStats(StageStats):
-    method: str = ""  # similarity | classifier
+    method: str = ""  # similarity | classifier (the reference score)
+    calibration: str = ""  # corpus | absolute
     policy: str = ""  # reject | flag
-    threshold: float = 0.0  # in the method's unit: cosine similarity, or probability of in-domain
+    threshold: float = 0.0  # the record cut in the score's unit: relevance z (corpus), cosine or probability
+    source_cut: float | None = None  # corpus: a source's median relevance below -source_cut marks the source
     scored: int = 0
     off_domain: int = 0  # rejected or flagged
+    off_domain_sources: int = 0  # corpus: sources judged off-domain as a whole
+    reject_share: float = 0.0  # off_domain / scored
+    guard: str = ""  # what the max_reject_share guard did: "" (not needed) or "flagged instead of rejecting"
     in_domain_examples: int = 0  # the description counts as one
     out_of_domain_examples: int = 0
     score_histogram: dict[str, int] = field(default_factory=dict)  # records by score bin ("0.3-0.4": n)
@@ -56,7 +94,7 @@ def _embed(texts: list[str], cfg: DomainSettings, cache: EmbeddingCache | None =
 
 @dataclass
 class DomainScorer:
-    """Scores texts against a domain; `threshold` in the score's unit."""
+    """Scores texts against a domain (the reference score); `threshold` in the score's unit."""
 
     cfg: DomainSettings
     in_domain: np.ndarray  # (n, dim) embeddings of the in-domain examples (and the description)
@@ -99,21 +137,50 @@ class DomainScorer:
 
     @property
     def threshold(self) -> float:
+        """The absolute threshold (calibration absolute, or a corpus below domain.min_records)."""
         return self.cfg.classifier_threshold if self.classifier is not None else self.cfg.threshold
 
     def score(self, texts: list[str], cache: EmbeddingCache | None = None) -> np.ndarray:
-        """(len(texts),) relevance scores: mean top-k cosine similarity, or probability of in-domain."""
+        """(len(texts),) reference scores: mean top-k cosine similarity, or probability of in-domain."""
         if not texts:
             return np.zeros(0)
         return self.score_embeddings(_embed(texts, self.cfg, cache))
 
     def score_embeddings(self, x: np.ndarray) -> np.ndarray:
-        """Scores of texts already embedded with the same model."""
+        """Reference scores of texts already embedded with the same model."""
         if self.classifier is not None:
             return self.classifier.predict_proba(x)[:, 1]
         similarity = x @ self.in_domain.T
         k = min(self.cfg.top_k, similarity.shape[1])
         return np.sort(similarity, axis=1)[:, -k:].mean(axis=1)
+
+
+def robust_z(values: np.ndarray) -> np.ndarray:
+    """(values - median) / (1.4826 * MAD): deviations from the median, robust to a minority of outliers."""
+    median = np.median(values)
+    scale = MAD_SCALE * np.median(np.abs(values - median))
+    return (values - median) / max(scale, 1e-9)
+
+
+def corpus_relevance(x: np.ndarray, reference: np.ndarray, neighbours: int = 10) -> np.ndarray:
+    """Each record's relevance in robust deviations from the corpus median (module docstring, steps 1-3):
+    `x` the records' unit embeddings, `reference` their reference scores."""
+    core = np.flatnonzero(reference >= np.median(reference))
+    if len(core) > MAX_CORE_SAMPLE:  # evenly over the core by reference score: deterministic, bounded cost
+        evenly = np.linspace(0, len(core) - 1, MAX_CORE_SAMPLE).astype(int)
+        core = core[np.argsort(reference[core], kind="stable")][evenly]
+    centroid = x[core].mean(axis=0)
+    to_centroid = x @ (centroid / max(np.linalg.norm(centroid), 1e-12))
+    k = max(1, min(neighbours, len(core) - 1))
+    position = np.full(len(x), -1)
+    position[core] = np.arange(len(core))
+    nearest = np.empty(len(x))
+    for start in range(0, len(x), 2048):  # blocks: memory of 2048 x core, never n x n
+        block = x[start:start + 2048] @ x[core].T
+        rows = np.flatnonzero(position[start:start + 2048] >= 0)
+        block[rows, position[start:start + 2048][rows]] = -np.inf  # a core record is not its own neighbour
+        nearest[start:start + 2048] = np.sort(block, axis=1)[:, -k:].mean(axis=1)
+    return robust_z(robust_z(to_centroid) + robust_z(nearest))
 
 
 def score_histogram(scores: np.ndarray, low: float = 0.0) -> dict[str, int]:
@@ -126,6 +193,16 @@ def score_histogram(scores: np.ndarray, low: float = 0.0) -> dict[str, int]:
     return counts
 
 
+def z_histogram(z: np.ndarray) -> dict[str, int]:
+    """Records per relevance bin (robust deviations from the corpus median), every bin listed."""
+    edges = [-np.inf, *Z_EDGES, np.inf]
+    counts = {}
+    for start, end in zip(edges[:-1], edges[1:]):
+        label = f"< {end:g}" if start == -np.inf else f">= {start:g}" if end == np.inf else f"{start:g} to {end:g}"
+        counts[label] = int(((z >= start) & (z < end)).sum())
+    return counts
+
+
 def record_texts(corpus: pl.DataFrame) -> list[str]:
     """What is scored: a conversation's prompt, any other record's text."""
     if "prompt" in corpus.columns:
@@ -133,28 +210,118 @@ def record_texts(corpus: pl.DataFrame) -> list[str]:
     return corpus["text"].fill_null("").to_list()
 
 
-def domain_filter(corpus: pl.DataFrame, cfg: DomainSettings, scorer: DomainScorer | None = None,
-                  cache: EmbeddingCache | None = None) -> StageResult:
-    """Score every record; below the threshold: rejected as off_domain (detail: the score), or flagged.
-    `cache`: vectors of texts embedded before (embeddings.EmbeddingCache) are reused."""
-    scorer = scorer or DomainScorer.from_settings(cfg, cache=cache)
-    scores = scorer.score(record_texts(corpus), cache)
-    below = pl.Series("_below", scores < scorer.threshold, dtype=pl.Boolean)
-    stats = DomainStats(method=scorer.method, policy=cfg.policy, threshold=scorer.threshold, scored=corpus.height,
-                        off_domain=int(below.sum()), in_domain_examples=len(scorer.in_domain),
-                        out_of_domain_examples=scorer.out_of_domain_examples,
-                        score_histogram=score_histogram(scores))
-    marked = corpus.with_columns(below, pl.Series("_score", scores, dtype=pl.Float64))
-    unit = "probability of in-domain" if scorer.method == "classifier" else "mean cosine similarity to the " \
-        "domain's nearest examples"
+@dataclass
+class _Verdict:
+    below: np.ndarray  # bool per record: off-domain
+    score: np.ndarray  # the score shown per record (relevance z, cosine or probability)
+    detail: list[str]  # per record, used for the off-domain ones
+    histogram: dict[str, int]
+    calibration: str
+    cut: float
+    sources_off: int = 0
+    unit: str = ""
+
+
+def _absolute(scores: np.ndarray, scorer: DomainScorer, why: str = "") -> _Verdict:
+    unit = "probability of in-domain" if scorer.method == "classifier" else \
+        "mean cosine similarity to the domain's nearest examples"
     setting = "domain.classifier_threshold" if scorer.method == "classifier" else "domain.threshold"
-    if cfg.policy == "flag":
+    detail = [f"relevance score {s:.3f} ({unit}) below {setting} {scorer.threshold}{why}; if such records "
+              f"belong, add examples like them to domain.examples_dir or lower {setting}" for s in scores]
+    return _Verdict(scores < scorer.threshold, scores, detail, score_histogram(scores), "absolute",
+                    scorer.threshold, unit=f"{unit}; cut {setting} {scorer.threshold}")
+
+
+def _calibrated(x: np.ndarray, reference: np.ndarray, sources: list[str] | None, cfg: DomainSettings) -> _Verdict:
+    z = corpus_relevance(x, reference, cfg.neighbours)
+    below = z < -cfg.record_cut
+    source_median = np.full(len(z), np.nan)
+    sources_off = 0
+    if sources is not None:
+        frame = pl.DataFrame({"source": sources, "z": z}).with_row_index("i")
+        per_source = frame.group_by("source").agg(pl.len().alias("n"), pl.col("z").median().alias("median"))
+        off = per_source.filter((pl.col("n") >= cfg.source_min_records) & (pl.col("median") < -cfg.source_cut))
+        sources_off = off.height
+        marked = frame.join(off.select("source", "median"), on="source", how="left").sort("i")
+        source_median = marked["median"].fill_null(np.nan).to_numpy()
+        below |= ~np.isnan(source_median) & (z < 0)
+    unit = "relevance z: robust deviations from the corpus median"
+    detail = []
+    for value, median in zip(z, source_median):
+        if value < -cfg.record_cut:
+            why = f"below -domain.record_cut {-cfg.record_cut:g}"
+        else:
+            why = (f"below the corpus median, in a source whose median relevance {median:.2f} is below "
+                   f"-domain.source_cut {-cfg.source_cut:g}")
+        detail.append(f"relevance {value:.2f} ({unit}) {why}; if such records belong, add examples like them "
+                      f"to domain.examples_dir or raise domain.record_cut / domain.source_cut")
+    return _Verdict(below, z, detail, z_histogram(z), "corpus", -cfg.record_cut, sources_off,
+                    unit=f"{unit}; cut -domain.record_cut {-cfg.record_cut:g}, or a source's median below "
+                         f"-domain.source_cut {-cfg.source_cut:g}")
+
+
+def refusal_message(corpus: pl.DataFrame, verdict: _Verdict, cfg: DomainSettings) -> str:
+    """Why the stage stopped and what to do: the share, the histogram, the sources most affected."""
+    n, off = len(verdict.below), int(verdict.below.sum())
+    top = max(verdict.histogram.values()) or 1
+    bars = [f"  {label:>10} {count:>7} {'#' * round(30 * count / top)}" for label, count in verdict.histogram.items()]
+    lines = [f"domain filter: {off} of {n} records ({off / n:.1%}) would be rejected as off_domain, more than "
+             f"domain.max_reject_share {cfg.max_reject_share:g}; the stage stopped and wrote nothing.",
+             f"Scores ({verdict.unit}):", *bars]
+    if "source_uri" in corpus.columns:
+        counts = pl.DataFrame({"source": corpus["source_uri"], "off": verdict.below}).filter(pl.col("off")) \
+            .group_by("source").len().sort(["len", "source"], descending=[True, False])
+        listed = ", ".join(f"{s} ({c})" for s, c in counts.head(3).iter_rows())
+        more = f" and {counts.height - 3} more" if counts.height > 3 else ""
+        lines.append(f"Would-be rejects by source: {listed}{more}.")
+    cut = ("domain.record_cut / domain.source_cut (larger: fewer rejects)" if verdict.calibration == "corpus"
+           else "domain.threshold (or domain.classifier_threshold): lower")
+    lines += ["What to do:",
+              "- if these records belong to the domain: put a few of them (10-20, every topic) as .txt files in "
+              "domain.examples_dir, or loosen the cut: " + cut + ";",
+              "- to keep them and decide later: set domain.policy: flag (kept, with off_domain in quality_flags), "
+              "or domain.on_excess: flag (flag only when the share is exceeded);",
+              f"- if they really are off-domain: remove those files from raw/, or raise domain.max_reject_share "
+              f"above {off / n:.2f}."]
+    return "\n".join(lines)
+
+
+def domain_filter(corpus: pl.DataFrame, cfg: DomainSettings, scorer: DomainScorer | None = None,
+                  cache: EmbeddingCache | None = None, embeddings: np.ndarray | None = None) -> StageResult:
+    """Score every record; off-domain ones are rejected as off_domain (detail: the score), or flagged.
+    Raises DomainFilterRefused, before returning anything, when more than domain.max_reject_share would be
+    rejected and domain.on_excess is fail. `cache`: vectors of texts embedded before are reused;
+    `embeddings`: the records' vectors when the caller has them (benchmarks)."""
+    scorer = scorer or DomainScorer.from_settings(cfg, cache=cache)
+    x = embeddings if embeddings is not None else _embed(record_texts(corpus), cfg, cache) if corpus.height \
+        else np.zeros((0, scorer.in_domain.shape[1]), dtype=np.float32)
+    reference = scorer.score_embeddings(x) if len(x) else np.zeros(0)
+    if cfg.calibration == "corpus" and corpus.height >= cfg.min_records:
+        sources = corpus["source_uri"].fill_null("").to_list() if "source_uri" in corpus.columns else None
+        verdict = _calibrated(x, reference, sources, cfg)
+    else:
+        why = "" if cfg.calibration == "absolute" else \
+            f" (absolute: {corpus.height} records, fewer than domain.min_records {cfg.min_records} to calibrate on)"
+        verdict = _absolute(reference, scorer, why)
+    off = int(verdict.below.sum())
+    share = off / corpus.height if corpus.height else 0.0
+    policy, guard = cfg.policy, ""
+    if policy == "reject" and share > cfg.max_reject_share:
+        if cfg.on_excess == "fail":
+            raise DomainFilterRefused(refusal_message(corpus, verdict, cfg), share, verdict.histogram)
+        policy, guard = "flag", (f"flagged instead of rejecting: {share:.1%} off-domain, more than "
+                                 f"domain.max_reject_share {cfg.max_reject_share:g} (domain.on_excess: flag)")
+    stats = DomainStats(method=scorer.method, calibration=verdict.calibration, policy=policy,
+                        threshold=verdict.cut, source_cut=-cfg.source_cut if verdict.calibration == "corpus" else None,
+                        scored=corpus.height, off_domain=off, off_domain_sources=verdict.sources_off,
+                        reject_share=round(share, 4), guard=guard, in_domain_examples=len(scorer.in_domain),
+                        out_of_domain_examples=scorer.out_of_domain_examples, score_histogram=verdict.histogram)
+    marked = corpus.with_columns(pl.Series("_below", verdict.below, dtype=pl.Boolean),
+                                 pl.Series("_detail", verdict.detail, dtype=pl.String))
+    if policy == "flag":
         flags = pl.col("quality_flags") if "quality_flags" in corpus.columns else pl.lit([], dtype=pl.List(pl.String))
         kept = marked.with_columns(pl.when(pl.col("_below")).then(flags.list.concat(pl.lit([REASON])))
                                    .otherwise(flags).alias("quality_flags"))
-        return StageResult(kept=kept.drop("_below", "_score"), rejected=empty_rejects(), stats=stats)
-    detail = pl.format(f"relevance score {{}} ({unit}) below {setting} {scorer.threshold}; if such records "
-                       f"belong, add examples like them to domain.examples_dir or lower {setting}",
-                       pl.col("_score").round(3))
-    rejected = reject_rows(marked.filter(pl.col("_below")), STAGE, REASON, detail)
-    return StageResult(kept=marked.filter(~pl.col("_below")).drop("_below", "_score"), rejected=rejected, stats=stats)
+        return StageResult(kept=kept.drop("_below", "_detail"), rejected=empty_rejects(), stats=stats)
+    rejected = reject_rows(marked.filter(pl.col("_below")), STAGE, REASON, pl.col("_detail"))
+    return StageResult(kept=marked.filter(~pl.col("_below")).drop("_below", "_detail"), rejected=rejected, stats=stats)

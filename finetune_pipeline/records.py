@@ -161,7 +161,8 @@ REASON_SETTINGS: dict[str, str] = {
     "refusal": "cleaning.refusal_patterns",
     "truncated_response": "cleaning.truncation_min_chars",
     "conversation_too_long": "cleaning.too_long_action (or training.instruction_max_length)",
-    "off_domain": "domain.threshold (or domain.policy: flag, or domain examples)",
+    "off_domain": "domain.threshold (calibration: absolute) or domain.record_cut / domain.source_cut (calibration: "
+                  "corpus), or domain.policy: flag, or domain examples",
     "near_duplicate": "dedup.threshold",
     "semantic_duplicate": "dedup.semantic_threshold (or dedup.semantic: false)",
     "duplicate_prompt": "dedup.prompt_threshold",

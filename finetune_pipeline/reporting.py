@@ -349,9 +349,16 @@ def domain_summary(domain) -> str:
         return "No domain relevance filter (finetune.yaml has no `domain`)."
     what = "rejected as off_domain" if domain.policy == "reject" else "flagged off_domain (kept)"
     unit = "probability of in-domain, classifier" if domain.method == "classifier" else "similarity to the domain"
+    guard = f" {domain.guard[0].upper()}{domain.guard[1:]}." if domain.guard else ""
+    if domain.calibration == "corpus":  # relevance in robust deviations from the corpus median
+        return (f"{domain.off_domain} of {domain.scored} records {what}: relevance below {domain.threshold:g} "
+                f"robust deviations from the corpus median, or in one of {domain.off_domain_sources} file(s) "
+                f"whose median is below {domain.source_cut:g} (calibrated on the corpus; reference: {unit}; "
+                f"{domain.in_domain_examples} in-domain and {domain.out_of_domain_examples} out-of-domain "
+                f"examples).{guard}")
     return (f"{domain.off_domain} of {domain.scored} records {what}: relevance score below {domain.threshold} "
             f"({unit}; {domain.in_domain_examples} in-domain and {domain.out_of_domain_examples} out-of-domain "
-            f"examples).")
+            f"examples).{guard}")
 
 
 def data_card(stage_counts: list[dict], rejects: pl.DataFrame, splits: pl.DataFrame | None,

@@ -12,9 +12,11 @@ from finetune_pipeline.cleaning.cache import cached_clean_corpus
 from finetune_pipeline.cleaning.quality_filters import short_rows_kept
 from finetune_pipeline.cleaning.erasure import ErasureFileError, load_erasure_requests
 from finetune_pipeline.dedup import deduplicate
+from finetune_pipeline.domain import DomainFilterRefused
 from finetune_pipeline.defs import OWNERS
 from finetune_pipeline.defs.gates import accounting_check, check_specs, checked, require_upstream_checks, suite_check
 from finetune_pipeline.defs.metadata import (cleaning_metadata, dedup_metadata, embedding_reuse, execution_metadata,
+                                             histogram,
                                              settings_used, stage_metadata)
 from finetune_pipeline.defs.progress import logged
 from finetune_pipeline.defs.resources import PipelineResource, RayCluster
@@ -77,7 +79,12 @@ def deduplicated_corpus(context: dg.AssetExecutionContext, pipeline: PipelineRes
     settings = pipeline.settings()
     cache = pipeline.embedding_cache("deduplicated_corpus")
     with logged(context, "deduplicated_corpus"):  # the domain filter's and semantic dedup's embeddings
-        result = deduplicate(cleaned_corpus, settings, embedding_cache=cache)
+        try:
+            result = deduplicate(cleaned_corpus, settings, embedding_cache=cache)
+        except DomainFilterRefused as err:  # more than domain.max_reject_share off-domain: nothing written
+            raise dg.Failure(description=str(err), metadata={
+                "domain_reject_share": round(err.share, 4),
+                "domain_score_histogram": histogram(err.histogram, "relevance")}, allow_retries=False) from err
     if cache is not None:
         cache.save()  # only this run's vectors; none (no file) without a domain and semantic dedup
     context.add_output_metadata({**embedding_reuse(cache), **settings_used(settings, "dedup", "domain"),

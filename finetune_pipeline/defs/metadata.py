@@ -154,6 +154,8 @@ def dedup_metadata(stats) -> dict:
         d = stats.domain
         meta.update({"off_domain": d.off_domain, "domain_scored": d.scored, "domain_method": d.method,
                      "domain_policy": d.policy, "domain_threshold": d.threshold,
+                     "domain_calibration": d.calibration or "absolute", "domain_reject_share": d.reject_share,
+                     "domain_guard": d.guard or "not needed",
                      "domain_examples": f"{d.in_domain_examples} in-domain, {d.out_of_domain_examples} out-of-domain",
                      "domain_score_histogram": histogram(d.score_histogram,
                                                          f"relevance score (threshold {d.threshold})")})
