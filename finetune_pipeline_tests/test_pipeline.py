@@ -205,7 +205,8 @@ def test_failed_blocking_check_stops_downstream_in_this_and_later_runs(tmp_path,
     result = job.execute_in_process(instance=instance, raise_on_error=False)
     evaluations = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
                    for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
-    assert evaluations == {"raw_corpus_expectations": False, "raw_corpus_every_file_accounted": True}
+    assert evaluations == {"raw_corpus_expectations": False, "raw_corpus_every_file_accounted": True,
+                           "raw_corpus_reject_share": True}
     materialized = {e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
     assert materialized == {"raw_corpus"}
     assert not (root / "exports").exists() and not (root / "models").exists()

@@ -88,6 +88,8 @@ def checked(context: dg.AssetExecutionContext, pipeline: PipelineResource, asset
     for g in GATES.get(asset, []):
         if g.key in selected:
             result = g.evaluate(pipeline, current, **{name: upstream[name] for name in g.upstream})
+            if not result.passed and not g.blocking:  # a warning: in the run's log too, not only on the check
+                context.log.warning(f"{g.name}: {result.description}")
             yield dg.AssetCheckResult(check_name=g.name, asset_key=dg.AssetKey(asset), passed=result.passed,
                                       severity=result.severity, description=result.description,
                                       metadata=result.metadata)
