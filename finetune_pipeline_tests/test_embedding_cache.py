@@ -98,7 +98,8 @@ def test_domain_filter_reuses_the_vectors_of_its_examples_and_records(tmp_path, 
     from finetune_pipeline.domain import domain_filter
     from finetune_pipeline.settings import DomainSettings
 
-    cfg = DomainSettings(description="customer support about invoices, payments and passwords", threshold=0.2)
+    cfg = DomainSettings(description="customer support about invoices, payments and passwords", threshold=0.2,
+                         max_reject_share=1.0)  # four records, three off-domain: past the guard on purpose
     corpus = pl.DataFrame({"record_id": [f"r{i}" for i in range(len(TEXTS))], "text": TEXTS,
                            "source_uri": "raw/t.txt", "source_type": "txt", "locator": "line 1"})
     plain = domain_filter(corpus, cfg)
