@@ -767,7 +767,7 @@ class DomainSettings(_Section):
     calibration: Literal["corpus", "absolute"] = Field(
         "corpus", description="corpus: relevance relative to the corpus's own distribution (record_cut, "
         "source_cut; a one-sentence description works on short texts); absolute: the reference score against "
-        "threshold / classifier_threshold as they are (a description alone lost 40% of 2,546 real quotations "
+        "threshold / classifier_threshold as they are (a description alone lost 39.8% of 2,546 real quotations "
         "at 0.15: docs/benchmarks.md).")
     record_cut: float = Field(
         4.0, gt=0, description="calibration corpus: a record whose relevance is more than this many robust "
