@@ -23,7 +23,7 @@ settings of today's default and with `short_text_words` off (the word 3-gram pas
   those whose two texts name different things (dedup/identifiers.py: a false merge) and
   those that differ only in ordinary words (the corpus's own near-identical texts: "X -- libs" and
   "X -- tools"; reported, with examples, for the reader to judge);
-- the wall time of the near-duplicate step (same process, runs interleaved, median of --repeat).
+- the wall and CPU time of the near-duplicate step (same process, runs interleaved, median of --repeat).
 
   .venv/bin/python scripts/bench_dedup.py --real --repeat 3
 
@@ -201,14 +201,16 @@ def real_case(families: int, seed: int, repeat: int) -> None:
     variants = {"short_text_words=0 (word 3-grams only)": DedupSettings(short_text_words=0),
                 f"default (short_text_words={DedupSettings().short_text_words})": DedupSettings()}
     seconds = {name: [] for name in variants}
+    cpu = {name: [] for name in variants}
     result = {}
     for _ in range(repeat):
         for name, cfg in variants.items():
-            began = time.perf_counter()
+            began, cpu_began = time.perf_counter(), time.process_time()
             result[name] = near_duplicate_clusters(series, cfg)
             seconds[name].append(time.perf_counter() - began)
+            cpu[name].append(time.process_time() - cpu_began)
     print("| settings | recall (copies found) | distinct texts merged | of which name different things | "
-          f"wall s (median of {repeat}) |\n|---|---|---|---|---|")
+          f"wall s (median of {repeat}) | CPU s (median) |\n|---|---|---|---|---|---|")
     for name, near in result.items():
         root = near.root
         found = root[copies] == root[source[copies]]
@@ -218,7 +220,7 @@ def real_case(families: int, seed: int, repeat: int) -> None:
         pairs = np.stack([merged, root[merged]], axis=1)
         differ = names_differ(pl.Series(texts, dtype=pl.String), pairs) if len(pairs) else np.zeros(0, bool)
         print(f"| {name} | {found.mean():.4f} ({found.sum():,} of {len(copies):,}) | {len(pairs):,} | "
-              f"{int(differ.sum()):,} | {statistics.median(seconds[name]):.2f} |")
+              f"{int(differ.sum()):,} | {statistics.median(seconds[name]):.2f} | {statistics.median(cpu[name]):.2f} |")
         for i, j in pairs[differ][:3]:
             print(f"  false merge: {texts[i]!r} ~ {texts[j]!r}")
         for i, j in pairs[~differ][:3]:

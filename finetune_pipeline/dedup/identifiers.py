@@ -59,24 +59,30 @@ def _english_series() -> pl.Series:
 
 
 def token_table(texts: pl.Series) -> pl.DataFrame:
-    """(doc, token, distinguishing) for every token of every text: `tokens` for many texts at once."""
-    words = texts.fill_null("").str.replace_all(r"\s+", " ").str.split(" ")
-    raw = (pl.DataFrame({"raw": words}).with_row_index("doc")
-           .explode("raw").with_columns(pl.col("raw").str.strip_chars())
+    """(doc, token, distinguishing) for every whitespace-separated token of every text, surrounding
+    punctuation stripped (inner punctuation kept: `dpkg-name`, `3.18`), case-folded."""
+    lines = texts.fill_null("").str.replace_all(r"\s*\n\s*", ". ")  # a line break ends a sentence
+    raw = (pl.DataFrame({"raw": lines.str.replace_all(r"\s+", " ").str.split(" ")})
+           .with_row_index("doc").explode("raw", empty_as_null=False)
            .filter(pl.col("raw").is_not_null() & (pl.col("raw") != "")))
-    after_break = pl.col("raw").shift(1).over("doc").str.contains(_SENTENCE_BREAK).fill_null(True)
+    previous = pl.col("raw").shift(1)
+    start = (pl.col("doc") != pl.col("doc").shift(1)).fill_null(True) | previous.str.contains(_SENTENCE_BREAK)
     token = pl.col("raw").str.strip_chars("`").str.strip_chars(_STRIP).str.strip_chars("`")
-    frame = raw.with_columns(token.alias("token"), after_break.alias("_start"),
+    frame = raw.with_columns(token.alias("token"), start.alias("_start"),
                              (pl.col("raw").str.starts_with("`") | pl.col("raw").str.ends_with("`")).alias("_code"))
-    frame = frame.filter(pl.col("token") != "")
-    lower = pl.col("token").str.to_lowercase()
-    unknown = pl.col("token").str.contains(r"^[^\W\d_]+$") & ~lower.is_in(_english_series()) \
-        if len(english_words()) else pl.lit(False)
+    frame = frame.filter(pl.col("token") != "").with_columns(pl.col("token").str.to_lowercase().alias("lower"))
+    if english_words():
+        known = pl.DataFrame({"lower": _english_series(), "_known": True})
+        frame = frame.join(known, on="lower", how="left", maintain_order="left")
+        unknown = pl.col("token").str.contains(r"^[^\W\d_]+$") & pl.col("_known").is_null()
+    else:
+        unknown = pl.lit(False)
     distinguishing = (pl.col("_code") | pl.col("token").str.contains(_INNER)
                       | pl.col("token").str.contains(_LATER_CAPITAL)
                       | (pl.col("token").str.slice(0, 1).str.contains(r"^[[:upper:]]$") & ~pl.col("_start"))
                       | unknown)
-    return frame.select(pl.col("doc").cast(pl.Int64), lower.alias("token"), distinguishing.alias("distinguishing"))
+    return frame.select(pl.col("doc").cast(pl.Int64), pl.col("lower").alias("token"),
+                        distinguishing.alias("distinguishing"))
 
 
 def names_differ(texts: pl.Series | list[str] | pl.DataFrame, pairs: np.ndarray) -> np.ndarray:
@@ -97,10 +103,10 @@ def names_differ(texts: pl.Series | list[str] | pl.DataFrame, pairs: np.ndarray)
     names = table.filter("distinguishing").select("doc", "token").unique()
     frame = pl.DataFrame({"pair": np.arange(len(pairs)), "a": pairs[:, 0], "b": pairs[:, 1]})
 
-    def one_side(own: str, other: str) -> pl.Series:
+    def one_side(own: str, other: str) -> np.ndarray:
         mine = frame.join(names.rename({"doc": own}), on=own)
         theirs = frame.join(words.rename({"doc": other}), on=other).select("pair", "token")
-        unmatched = mine.join(theirs, on=["pair", "token"], how="anti")["pair"].unique()
-        return frame["pair"].is_in(unmatched)
+        unmatched = mine.join(theirs, on=["pair", "token"], how="anti")["pair"].unique().to_numpy()
+        return np.isin(frame["pair"].to_numpy(), unmatched)
 
-    return (one_side("a", "b") & one_side("b", "a")).to_numpy()
+    return one_side("a", "b") & one_side("b", "a")

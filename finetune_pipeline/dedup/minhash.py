@@ -363,6 +363,12 @@ def components_naming_one_thing(texts: pl.Series, short: np.ndarray, edges: np.n
     root = np.arange(n)
     if not len(edges):
         return NamedComponents(root, 0)
+    # A component of two texts is one link, already judged as a pair: only larger ones are walked.
+    root = clusters_from_pairs(n, edges)
+    larger = np.bincount(root, minlength=n)[root] > 2
+    edges = edges[larger[edges[:, 0]]]
+    if not len(edges):
+        return NamedComponents(root, 0)
     docs = np.unique(edges[short[edges]])
     have = table["doc"].unique().to_numpy() if table is not None else np.empty(0, dtype=np.int64)
     parts = [table.filter(pl.col("doc").is_in(docs))] if table is not None else []
@@ -398,7 +404,7 @@ def components_naming_one_thing(texts: pl.Series, short: np.ndarray, edges: np.n
         names.pop(high, None)
         words.pop(high, None)
     touched = np.unique(edges)
-    root[touched] = [find(x) for x in touched.tolist()]
+    root[touched] = [find(x) for x in touched.tolist()]  # the larger components, walked again
     return NamedComponents(root, kept_apart)
 
 
