@@ -2,12 +2,15 @@
 
 Read from what the last run stored: each stage's value (.pipeline/assets/<stage>.parquet) and its rejects
 (.pipeline/rejects/<stage>.parquet). Never reads or prints `text_raw` (the text before redaction): the one
-text shown is the cleaned one, with its placeholders (`<EMAIL>`, `<PERSON>`), and redactions are counted by
-the kind their placeholder names.
+text shown is the cleaned one, with its placeholders (`<EMAIL>`, `<PERSON>`); redactions are counted by kind
+(from the `redactions` audit column where cleaning stores it, else from the placeholders), and the source
+file and locator shown are those of the last stage that kept the record (cleaning redacts personal data in
+them too).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -22,7 +25,7 @@ PLACEHOLDER = re.compile(r"<([A-Z][A-Z_]*)>")
 # The columns read from stored values: never `text_raw`.
 READ = ("record_id", "text", "source_uri", "source_type", "locator", "content_sha256", "label", "label_source",
         "label_confidence", "ingested_at", "quality_flags", "group_id", "label_model", "label_agreement",
-        "augmented_from", "augmentation", "split")
+        "augmented_from", "augmentation", "split", "redactions")
 
 
 class ExplainError(Exception):
@@ -79,6 +82,7 @@ def explain(data_dir, record: str) -> list[str]:
     stages = STAGES
     if copy is not None and copy.get("augmented_from"):  # made by augmentation: no earlier stage knows it
         stages = STAGES[STAGES.index("augmented_corpus"):]
+    where = _where(stored, stages, record_id)
     for stage in stages:
         value = stored[stage]
         row = _row(value.kept, record_id)
@@ -93,12 +97,35 @@ def explain(data_dir, record: str) -> list[str]:
             lines.append(f"  {stage}: not in the stored value (the stage ran before this record existed, "
                          "or an earlier stage removed it): run again")
             break
-        lines += [f"  {stage}: {line}" for line in _what(stage, row, value, stored, raw_sha)]
+        lines += [f"  {stage}: {line}" for line in _what(stage, {**row, **where}, value, raw_sha)]
         raw_sha = raw_sha or row.get("content_sha256")
         last_text = row.get("text") if stage != "raw_corpus" else last_text
     if last_text is not None:
-        lines += ["", "text as the last stage stored it (cleaned and redacted; the original is never shown):", last_text]
+        lines += ["", "text as the last stage stored it (cleaned and redacted; the original is never shown):",
+                  last_text]
     return lines
+
+
+def _where(stored: dict[str, Stored], stages: tuple[str, ...], record_id: str) -> dict:
+    """source_uri and locator as the last stage that kept or rejected the record stored them."""
+    where = {}
+    for stage in stages:
+        for frame in (stored[stage].kept, stored[stage].rejected):
+            row = _row(frame, record_id)
+            if row is not None and row.get("source_uri") is not None:
+                where = {"source_uri": row["source_uri"], "locator": row.get("locator")}
+    return where
+
+
+def _redactions(row: dict) -> str:
+    """Redactions by kind (and the field, when not the text), never the values."""
+    if row.get("redactions"):
+        spans = json.loads(row["redactions"])
+        kinds = Counter(s["kind"] + (f" in {s['field']}" if s.get("field") not in (None, "text") else "")
+                        for s in spans)
+    else:
+        kinds = Counter(kind.lower() for kind in PLACEHOLDER.findall(row.get("text") or ""))
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) or "none"
 
 
 def _row(frame: pl.DataFrame | None, record_id: str) -> dict | None:
@@ -108,15 +135,14 @@ def _row(frame: pl.DataFrame | None, record_id: str) -> dict | None:
     return rows[0] if rows else None
 
 
-def _what(stage: str, row: dict, value: Stored, stored: dict[str, Stored], raw_sha: str | None) -> list[str]:
+def _what(stage: str, row: dict, value: Stored, raw_sha: str | None) -> list[str]:
     """What `stage` did to a record it kept."""
     if stage == "raw_corpus":
         label = f"; label {row['label']!r} from the {row['label_source']}" if row.get("label") else "; no label"
         return [f"collected from {row['source_uri']} ({row.get('locator') or 'whole file'}, "
                 f"{row.get('source_type')}) at {row.get('ingested_at')}{label}"]
     if stage == "cleaned_corpus":
-        kinds = Counter(PLACEHOLDER.findall(row.get("text") or ""))
-        redacted = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) or "none"
+        redacted = _redactions(row)
         changed = "changed" if raw_sha and row.get("content_sha256") != raw_sha else "unchanged"
         flags = ", ".join(row.get("quality_flags") or []) or "none"
         return [f"kept; text {changed}; redactions by kind: {redacted}; quality flags: {flags}"]

@@ -13,21 +13,40 @@ from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.explain import ExplainError, explain
 from finetune_pipeline.records import make_record_id
 
-CITIES = ["Oslo", "Lisbon", "Kyoto", "Quito", "Perth", "Tallinn", "Accra", "Lima", "Hanoi", "Dakar", "Bergen", "Cusco"]
 EMAIL = "maria.lopez@example.org"
+# Slots combined by position, never crossed: no two records share a phrase, so none is a near copy of another.
+OPENERS = ["Yesterday", "Last week", "This morning", "On Monday", "Twice now", "Since March", "After the storm",
+           "Before the holiday", "Around noon", "For days", "Late at night", "Again today", "During the sale",
+           "At the depot", "Over the weekend", "In the evening", "Right after payday", "Three times",
+           "Early on Friday", "Out of nowhere", "Just before closing", "Some time ago", "While travelling",
+           "Without warning", "At the start of June", "On my birthday", "In the middle of the move"]
+SHIPPING = ["the courier left my kettle at a neighbour's gate", "a cracked violin case arrived from Oslo",
+            "the tent poles came bent and the bag torn", "my sofa cushions were delivered to Lisbon instead",
+            "the laptop box showed a crushed corner and water stains", "tracking froze in Kyoto for nine days",
+            "a bicycle wheel was missing from the parcel", "the lamp shade reached Quito in pieces",
+            "a returned blender never left the Perth warehouse", "the driver marked a desk delivered but nothing came",
+            "two of four chairs went astray near Tallinn", "the mirror shattered because nobody wrapped it"]
+BILLING = ["my card was charged twice for one subscription", "the invoice lists a printer I never ordered",
+           "a refund of forty euros still has not appeared", "the VAT number on my receipt is wrong",
+           "an annual plan renewed although I cancelled it", "the coupon discount vanished from the final bill",
+           "the statement shows a currency conversion fee", "I paid by transfer yet the account says overdue",
+           "a late payment penalty appeared after I paid early", "the credit note does not match the returned items",
+           "my company address is missing from every invoice", "the price rose without any notice to customers",
+           "an unknown merchant took twelve dollars from my account", "the payment page accepted my card then failed",
+           "the quarterly bill doubled with no explanation", "my loyalty points were deducted instead of added",
+           "the deposit for the rental was never released", "a gift card balance dropped to zero overnight",
+           "the installment plan charged the full amount", "tax was applied twice on the same order",
+           "the direct debit went out on the wrong date", "a duplicate invoice number blocks my reimbursement",
+           "I was billed for premium support nobody asked for", "my student discount disappeared at renewal"]
 
 
 def _tickets() -> list[dict]:
-    rows = []
-    for i, city in enumerate(CITIES):
-        rows.append({"id": f"s{i}", "label": "shipping",
-                     "text": f"The parcel sent to {city} on day {i + 3} came with a cracked lid; ship a new one."})
-        rows.append({"id": f"b{i}", "label": "billing",
-                     "text": f"Invoice {700 + 13 * i} for the {city} office lists a fee of {20 + i} euros twice."})
-        rows.append({"id": f"c{i}", "label": "billing",  # twice the shipping records: augmentation oversamples
-                     "text": f"My {city} card statement shows payment {31 * i + 5} although I cancelled it."})
+    rows = [{"id": f"s{i}", "label": "shipping", "text": f"{OPENERS[i]} {what}, please sort it out."}
+            for i, what in enumerate(SHIPPING)]
+    rows += [{"id": f"b{i}", "label": "billing", "text": f"{OPENERS[(i + 3) % len(OPENERS)]} {what}; can you fix it?"}
+             for i, what in enumerate(BILLING)]  # twice the shipping records: augmentation oversamples
     rows[0]["text"] += f" Write to {EMAIL} please."
-    rows.append({"id": "copy", "label": "billing", "text": rows[1]["text"]})  # an exact copy of b0
+    rows.append({"id": "copy", "label": "billing", "text": rows[len(SHIPPING)]["text"]})  # an exact copy of b0
     return rows
 
 
@@ -56,13 +75,13 @@ def test_explain_tells_every_stage_of_a_kept_record_without_its_personal_data(ex
     out = capsys.readouterr().out
     assert out.startswith(f"record {record}\n")
     assert "  raw_corpus: collected from raw/tickets.jsonl (id=s0, jsonl)" in out and "label 'shipping'" in out
-    assert "  cleaned_corpus: kept; text changed; redactions by kind: 1 EMAIL; quality flags: none" in out
+    assert "  cleaned_corpus: kept; text changed; redactions by kind: 1 email; quality flags: none" in out
     assert f"  deduplicated_corpus: kept (group {record}); no duplicate of it found" in out
     assert "  labeled_corpus: label 'shipping' from the column" in out
     split = pl.read_parquet(explained_root / ".pipeline" / "assets" / "dataset_splits.parquet") \
         .filter(pl.col("record_id") == record)["split"][0]
     assert f"  dataset_splits: in {split} (group {record})" in out
-    assert "Write to <EMAIL> please." in out
+    assert "please sort it out. Write to <EMAIL> please." in out
     assert EMAIL not in out and "lopez" not in out.lower()
 
 

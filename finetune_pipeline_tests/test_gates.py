@@ -81,6 +81,10 @@ def test_a_failed_adapter_gate_leaves_the_published_adapter_and_registry(good_ru
     finally:
         (root / "finetune.yaml").write_text(json.dumps(settings))
     assert _checks(result) == {"lora_adapter_beats_baseline": False}  # perplexity 1.0 or better: impossible
+    [evaluation] = [e.asset_check_evaluation_data for e in result.all_events
+                    if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert evaluation.metadata["cause"].value.startswith("the trained adapter failed its quality gate: ")
+    assert "lower the floor" in evaluation.metadata["remedies"].value
     assert not [e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"
                 and e.asset_key == dg.AssetKey("published_adapter")]
     assert _digests(layout.adapter("lora_adapter")) == before["adapter"]
@@ -114,6 +118,12 @@ def test_personal_data_in_the_split_export_fails_the_gate_and_nothing_is_publish
     assert meta["found_by_kind"] == "email: 3"  # the answer, as `response`, a turn of `messages`, and `completion`
     assert meta["records_with_personal_data"] == corpus["record_id"][0]
     assert "example.org" not in json.dumps(meta, default=str)
+    # why and what to do, with the record's source and locator (never the address)
+    assert meta["cause"].startswith("the detector (privacy.detector: patterns) found email in the exported text of "
+                                    "1 record(s)")
+    assert "add the phrase to privacy.allow" in meta["remedies"] and "finetune-pipeline explain" in meta["remedies"]
+    assert meta["records"].splitlines()[2] == f"| {corpus['record_id'][0]} | {corpus['source_uri'][0]} | " \
+                                              f"{corpus['locator'][0]} |"
     assert "lena.berg@example.org" in "".join(p.read_text() for p in Path(meta["candidate"]).glob("*.jsonl"))
     assert _digests(layout.splits_export) == published
 
@@ -272,8 +282,8 @@ def test_the_accounting_checks_fail_on_a_lost_reject_and_on_a_file_nobody_read(t
     root = tmp_path / "data"
     (root / "raw").mkdir(parents=True)
     tickets = [f"My order {100 + i} arrived late and the box was damaged, please send a replacement." for i in range(6)]
-    (root / "raw" / "tickets.csv").write_text("text,label\n" + "".join(f'"{t}",shipping\n' for t in tickets)
-                                              + "hi,shipping\n")  # too short: rejected by cleaning
+    (root / "raw" / "tickets.csv").write_text("text,label\n" + "".join(f'"{t}",shipping\n' for t in tickets))
+    (root / "raw" / "short.txt").write_text("hi")  # a document too short: rejected by cleaning (a table row is kept)
     (root / "raw" / "header_only.csv").write_text("text,label\n")  # no rows: rejected, never gone silently
     (root / "raw" / ".hidden.txt").write_text("skipped by design")
     (root / "finetune.yaml").write_text(json.dumps({"labels": ["shipping"], "checks": {"min_records": 1},
@@ -282,7 +292,8 @@ def test_the_accounting_checks_fail_on_a_lost_reject_and_on_a_file_nobody_read(t
     result = dg.materialize([raw_corpus, cleaned_corpus], resources=resources_for(pipeline),
                             instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
     checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
-              for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+              for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+              and not e.asset_check_evaluation_data.check_name.endswith("_reject_share")}  # warnings, tested apart
     assert set(checks) == {"raw_corpus_expectations", "raw_corpus_every_file_accounted",
                            "cleaned_corpus_expectations", "cleaned_corpus_accounting"}
     assert all(c.passed for c in checks.values()), {k: c.description for k, c in checks.items()}
@@ -306,6 +317,8 @@ def test_the_accounting_checks_fail_on_a_lost_reject_and_on_a_file_nobody_read(t
     files = evaluate("raw_corpus", "raw_corpus_every_file_accounted")
     assert not accounting.passed and accounting.metadata["records_lost"].value == lost["record_id"][0]
     assert not files.passed and files.metadata["unaccounted"].value == "raw/late.txt"
+    assert files.metadata["cause"].value.startswith("1 file(s) under raw/ gave neither a record nor a reject")
+    assert files.metadata["records"].value.splitlines()[2:] == ["|  | raw/late.txt |  |"]
 
 
 def test_a_failed_run_on_a_table_it_cannot_read_prints_the_cause_and_the_fix(tmp_path, capsys):
@@ -368,3 +381,29 @@ def test_a_failed_accounting_check_names_the_records_their_source_and_the_remedy
     assert cli.refusal_text(result.metadata).splitlines()[:3] == [
         "  cause: " + meta["cause"], "  records (1 in all; record_id, source file, locator):",
         f"    {read['record_id'][0]}  raw/t.jsonl  id=r0"]
+
+
+def test_a_failed_leakage_check_names_the_copies_outside_train_and_the_labels_a_split_lacks(tmp_path):
+    from finetune_pipeline.defs.gates import GATES
+
+    (tmp_path / "finetune.yaml").write_text(json.dumps({"labels": ["billing", "shipping", "refund"],
+                                                        "checks": {"min_records": 1},
+                                                        "splits": {"proportion_tolerance": 1.0}}))
+    rows = []
+    placed = [("train", label) for label in ["billing", "shipping", "refund"] * 4] \
+        + [(split, label) for split in ("validation", "test") for label in ("billing", "shipping")]
+    for i, (split, label) in enumerate(placed):  # refund only in train
+        rows.append({"record_id": f"r{i:02d}", "split": split, "group_id": f"r{i:02d}", "label": label,
+                     "augmented_from": None, "source_uri": "raw/t.csv", "locator": f"row {i + 1}",
+                     "source_type": "csv", "text": f"ticket {i}"})
+    # an oversampled copy of a train record placed in validation
+    rows.append({**rows[0], "record_id": "c00", "split": "validation", "augmented_from": "r00", "locator": "row 1"})
+    check = next(g for g in GATES["dataset_splits"] if g.name == "dataset_splits_no_leakage")
+    result = check.evaluate(PipelineResource(data_dir=str(tmp_path)), pl.DataFrame(rows))
+    meta = {k: getattr(v, "value", v) for k, v in result.metadata.items()}
+    assert not result.passed
+    assert meta["cause"] == ("1 group(s) of near copies have records in two splits; 1 augmented row(s) outside train "
+                             "or outside their source's split; labels with no record in a split (validation: refund; "
+                             "test: refund)")
+    assert meta["records"].splitlines()[2:] == ["| c00 | raw/t.csv | row 1 |", "| r00 | raw/t.csv | row 1 |"]
+    assert "defect of the pipeline" in meta["remedies"] and "take the label out of `labels`" in meta["remedies"]

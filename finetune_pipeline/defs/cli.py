@@ -1,6 +1,6 @@
 """Command line: `finetune-pipeline run` materializes every asset headless (or `--select`ed ones) and prints a
-summary, refusing before any step a selection that reads a failed blocking check (a failed check prints its cause, the records
-and what to do); `finetune-pipeline explain RECORD_ID` tells what every stage did to one record;
+summary, refusing before any step a selection that reads a failed blocking check (a failed check prints its cause,
+the records and what to do); `finetune-pipeline explain RECORD_ID` tells what every stage did to one record;
 `finetune-pipeline build-base-model` builds an instruction root's small local base model when finetune.yaml
 asks for it and it is missing (`make run` calls it first); `finetune-pipeline adapters list|show|merge` reads
 the adapters registry (models/registry.json)."""
@@ -165,7 +165,7 @@ def refusal_text(metadata: dict) -> str:
         total = values.get("records_concerned")
         lines.append(f"  records ({total} in all; record_id, source file, locator):" if total else "  records:")
         for row in str(values["records"]).splitlines()[2:]:  # the markdown table, without its header
-            cells = [c.strip() for c in row.strip().strip("|").split("|")]
+            cells = [c.strip() or "-" for c in row.strip().strip("|").split("|")]
             lines.append("    " + "  ".join(cells))
     if values.get("remedies"):
         lines.append("  what to do:")

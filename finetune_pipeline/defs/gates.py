@@ -124,18 +124,20 @@ class Refusal:
                 "remedies": dg.MetadataValue.md("\n".join(f"- {r}" for r in self.remedies) or "_none known_")}
         if self.records is not None and self.records.height:
             shown = _record_rows(self.records)
-            meta["records_concerned"] = self.records.height
-            meta["records"] = dg.MetadataValue.md(
-                "| record_id | source | locator |\n| --- | --- | --- |\n"
-                + "\n".join(f"| {r} | {s} | {loc} |" for r, s, loc in shown.head(LISTED).iter_rows()))
+            meta["records_concerned"] = shown.height
+            meta["records"] = dg.MetadataValue.md(  # a "|" in a file name would end its cell
+                "| record_id | source | locator |\n| --- | --- | --- |\n" + "\n".join(
+                    "| " + " | ".join(cell.replace("|", "¦") for cell in row) + " |"
+                    for row in shown.head(LISTED).iter_rows()))
         return meta
 
 
 def _record_rows(frame: pl.DataFrame) -> pl.DataFrame:
-    """(record_id, source_uri, locator) of `frame`, one row per record, in id order; missing columns empty."""
+    """(record_id, source_uri, locator) of `frame`, each once, in id order (files without records by path);
+    missing values empty."""
     columns = [pl.col(c).cast(pl.String).fill_null("") if c in frame.columns else pl.lit("").alias(c)
                for c in ("record_id", "source_uri", "locator")]
-    return frame.select(columns).unique("record_id", keep="first").sort("record_id")
+    return frame.select(columns).unique(maintain_order=True).sort("record_id", "source_uri", "locator")
 
 
 PIPELINE_DEFECT = ("this is a defect of the pipeline, not of your data: run again with execution.incremental: false "
@@ -147,10 +149,10 @@ def suite_result(*results: v.SuiteResult, extra: dict | None = None,
                  refusal: Refusal | None = None) -> dg.AssetCheckResult:
     """A blocking check's result from one or more GX suite results: passed when all passed. A failed one
     carries `refusal` (its cause, remedies and records) in its metadata; without one, the failed expectations
-    are the cause."""
+    are the cause and no remedy is claimed."""
     passed = all(r.passed for r in results)
     if not passed and refusal is None:
-        refusal = Refusal("; ".join(r.summary() for r in results if not r.passed), (PIPELINE_DEFECT,))
+        refusal = Refusal("; ".join(r.summary() for r in results if not r.passed))
     return dg.AssetCheckResult(
         passed=passed,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -177,7 +179,8 @@ def expectations_refusal(asset: str, pipeline: PipelineResource, current: pl.Dat
                         f"({settings.checks.min_records}) in finetune.yaml")
         return Refusal(f"{asset} holds {current.height} record(s), fewer than checks.min_records "
                        f"({settings.checks.min_records}); {rejects.height} input(s) were rejected at this stage, "
-                       "by reason below", tuple(remedies), rejects if rejects["record_id"].is_not_null().any() else None)
+                       "by reason below", tuple(remedies),
+                       rejects if rejects["record_id"].is_not_null().any() else None)
     if labels is not None and "label" in current.columns and any(
             f["expectation"] == "expect_column_values_to_be_in_set" and f.get("column") == "label"
             for f in result.failures):
@@ -187,16 +190,16 @@ def expectations_refusal(asset: str, pipeline: PipelineResource, current: pl.Dat
                        ("add the label to `labels` in finetune.yaml if it is one of yours",
                         "else correct the label in the source file (or the review file of the labeling stage) "
                         "and run again"), outside)
-    return None
+    return Refusal(f"{asset} breaks the contract every corpus stage keeps: {result.summary()}", (PIPELINE_DEFECT,))
 
 
 def _rejects_by_reason(rejects: pl.DataFrame, per_reason: int = 3) -> list[tuple[str, int, str]]:
     """(reason, count, up to `per_reason` distinct details joined) per reject reason, most frequent first."""
     if rejects.is_empty():
         return []
-    grouped = (rejects.group_by("reason").agg(pl.len().alias("n"), pl.col("detail").drop_nulls().unique(maintain_order=True)
-                                              .head(per_reason))
-               .sort(["n", "reason"], descending=[True, False]))
+    details = pl.col("detail").drop_nulls().unique(maintain_order=True).head(per_reason)
+    grouped = rejects.group_by("reason").agg(pl.len().alias("n"), details) \
+        .sort(["n", "reason"], descending=[True, False])
     return [(reason, n, " | ".join(details)) for reason, n, details in grouped.iter_rows()]
 
 
@@ -225,8 +228,10 @@ def accounting_check(asset: str, upstream: str):
         frame = v.reconciliation_frame(read["record_id"].to_list(), originals["record_id"].to_list(),
                                        rejected["record_id"].to_list())
         wrong = frame.filter(pl.col("status") != "once")
+        # where each record came from: the stage's own source and locator first (cleaning redacts personal data
+        # in them), the upstream's for a record this stage lost
         known = pl.concat([f.select(pl.col(c).cast(pl.String) for c in ("record_id", "source_uri", "locator"))
-                           for f in (read, originals, rejected)]).unique("record_id", keep="first")
+                           for f in (originals, rejected, read)]).unique("record_id", keep="first", maintain_order=True)
         refusal = Refusal(
             f"records of {upstream} not kept or rejected exactly once at {asset}: "
             + ", ".join(f"{n} {STATUS_WORDS.get(status, status)}" for status, n in

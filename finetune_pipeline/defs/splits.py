@@ -92,7 +92,8 @@ def _leakage_refusal(settings, current: pl.DataFrame, labels: list[str], column:
         causes.append(f"{spanning.height} group(s) of near copies have records in two splits")
     if "augmented_from" in current.columns:
         source = current.select(pl.col("record_id").alias("augmented_from"), pl.col("split").alias("_source_split"))
-        misplaced = current.filter(pl.col("augmented_from").is_not_null()).join(source, on="augmented_from", how="left") \
+        misplaced = current.filter(pl.col("augmented_from").is_not_null()) \
+            .join(source, on="augmented_from", how="left") \
             .filter((pl.col("split") != "train") | (pl.col("split") != pl.col("_source_split")))
         if misplaced.height:
             records.append(misplaced)
@@ -135,7 +136,8 @@ def dataset_splits_no_personal_data(pipeline: PipelineResource, current: pl.Data
             by_kind[kind] = by_kind.get(kind, 0) + n
     leaking = frame.filter(pl.col("personal_data_found") > 0)
     return suite_result(v.validate(frame, "dataset_splits_no_personal_data", v.personal_data_expectations()),
-                        refusal=_personal_data_refusal(settings, current, exported, found), extra={**_candidate(pipeline), "rows_scanned": frame.height,
+                        refusal=_personal_data_refusal(settings, current, exported, found),
+                        extra={**_candidate(pipeline), "rows_scanned": frame.height,
                                "found_by_kind": ", ".join(f"{k}: {n}" for k, n in sorted(by_kind.items())) or "none",
                                "records_with_personal_data": ", ".join(leaking["record_id"].head(LISTED)) or "none"})
 

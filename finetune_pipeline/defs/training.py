@@ -13,7 +13,7 @@ import polars as pl
 from finetune_pipeline import atomic, exports, incremental, reporting
 from finetune_pipeline import validation as v
 from finetune_pipeline.defs import OWNERS
-from finetune_pipeline.defs.gates import check_specs, checked, gate, require_upstream_checks, suite_result
+from finetune_pipeline.defs.gates import Refusal, check_specs, checked, gate, require_upstream_checks, suite_result
 from finetune_pipeline.defs.metadata import settings_used
 from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.splits import cross_validation_folds
@@ -31,7 +31,15 @@ def lora_adapter_beats_baseline(pipeline: PipelineResource, current: dict) -> dg
     settings, root = pipeline.settings(), pipeline.data_root()
     frame, expectations, scores = task_named(current.get("task")).quality_gate(current, settings.checks.adapter_floor)
     candidate = root.staged(root.adapter(settings.training.adapter_name))
-    return suite_result(v.validate(frame, "lora_adapter_expectations", expectations),
+    result = v.validate(frame, "lora_adapter_expectations", expectations)
+    refusal = Refusal(
+        f"the trained adapter failed its quality gate: {result.summary()}",
+        (f"the candidate adapter and its metrics are in {candidate}, for inspection; the published adapter is "
+         "unchanged",
+         "a NaN loss: lower training.learning_rate; no gain over the baseline: more or cleaner training records, "
+         "more training.epochs, or another training.base_model",
+         "an adapter below checks.adapter_floor: lower the floor in finetune.yaml if it asks too much"))
+    return suite_result(result, refusal=refusal,
                         extra={**scores, "candidate": dg.MetadataValue.path(str(candidate))})
 
 
@@ -49,8 +57,12 @@ def approach_comparison_complete(pipeline: PipelineResource, current: dict) -> d
     }, schema={"approach": pl.String, "test_metric": pl.Float64, "nan_loss": pl.Boolean,
                "trainable_parameters": pl.Int64})
     expectations = v.comparison_expectations(task.approaches(settings.training))
-    return suite_result(v.validate(frame, "approach_comparison_expectations", expectations),
-                        extra={"approaches": ", ".join(r["approach"] for r in rows)})
+    result = v.validate(frame, "approach_comparison_expectations", expectations)
+    refusal = Refusal(f"an approach of the comparison has no row, no finite test metric, a NaN loss or no trainable "
+                      f"parameters: {result.summary()}",
+                      ("read that approach's training log in the run (a NaN loss: lower training.learning_rate)",
+                       "or take the approach out of training.compare in finetune.yaml"))
+    return suite_result(result, refusal=refusal, extra={"approaches": ", ".join(r["approach"] for r in rows)})
 
 
 @dg.asset(group_name="training", kinds={"pytorch", "peft"}, owners=OWNERS, pool="gpu", code_version=TRAINING_CODE,

@@ -71,8 +71,8 @@ MIN_TEXT_CHARS = 10  # and at least this long on average: a column of codes or s
 def recognised_mapping(rows: list[tuple[str, dict]], mapping: TabularSource, labels: list[str]
                        ) -> tuple[TabularSource, str | None]:
     """The column mapping for a table whose configured text or label column is absent, when the choice is clear:
-    the one string column clearly longer than the others (CLEARLY_LONGER, MIN_TEXT_CHARS) for the text; the one column whose
-    values all fall in `labels` for the label. A column set explicitly in finetune.yaml is never replaced.
+    the one string column clearly longer than the others (CLEARLY_LONGER, MIN_TEXT_CHARS) for the text; the one
+    column whose values all fall in `labels` for the label. A column set explicitly in finetune.yaml is never replaced.
     Returns the mapping and what was recognised (None: nothing); raises MissingColumn, naming the candidates
     and the setting, when the text column is missing and no column is clearly the text."""
     if not rows or mapping.prompt_column is not None:
