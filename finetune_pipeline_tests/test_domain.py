@@ -227,3 +227,17 @@ def test_the_deduplicated_corpus_asset_fails_with_the_guard_s_message(tmp_path, 
     with pytest.raises(dg.Failure, match=r"would be rejected as off_domain, more than domain\.max_reject_share"):
         list(deduplicated_corpus(context, pipeline, RayCluster(pipeline=pipeline), commands))
     assert not (tmp_path / ".pipeline" / "assets").exists() or not any((tmp_path / ".pipeline" / "assets").iterdir())
+
+
+def test_the_guard_also_stops_a_calibrated_filter_and_names_its_cuts(commands):
+    # 42 unrelated texts in 7 files among 150 command descriptions: 22% off-domain, past max_reject_share 0.1
+    unrelated = pl.concat([_sources(texts, f"raw/unrelated/{kind}.pdf", kind) for kind, texts in OFF_DOMAIN.items()])
+    corpus = pl.concat([commands, unrelated])
+    with pytest.raises(DomainFilterRefused) as refused:
+        domain_filter(corpus, DomainSettings(description=COMMANDS))
+    message = str(refused.value)
+    assert "robust deviations from the corpus median" in message and "domain.record_cut" in message
+    assert "-2 to -1" in message and "raw/unrelated/" in message  # the histogram of relevance, the files
+    allowed = domain_filter(corpus, DomainSettings(description=COMMANDS, max_reject_share=0.5))
+    assert allowed.stats.off_domain == round(refused.value.share * corpus.height) > 0.1 * corpus.height
+    assert set(allowed.rejected["record_id"]) - set(unrelated["record_id"]) <= set()  # only unrelated texts
