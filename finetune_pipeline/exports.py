@@ -52,13 +52,15 @@ def content_digest(splits: pl.DataFrame) -> str:
 
 
 TEXT_COLUMNS = ("text", "prompt", "response", "completion")  # strings a person wrote
+PROVENANCE_COLUMNS = ("source_uri", "locator")  # file names and database ids can name a person too
 TURN_COLUMNS = ("messages", "prompt_messages", "completion")  # lists of {role, content} (completion: or a string)
 
 
 def exported_texts(target: Path) -> pl.DataFrame:
     """`split, record_id, field, text`: every text written to the `<split>.jsonl` files under `target`, one
     row per column or conversation turn, as the cleaning stage saw them (a conversation's `text` is left out:
-    it is its turns, rendered). Ids, hashes and paths are left out."""
+    it is its turns, rendered), and every record's `source_uri` and `locator` (a file name or a database id can
+    hold personal data: cleaning redacts it there too). Ids and hashes are left out."""
     rows = []
     for name in SPLITS:
         path = Path(target) / f"{name}.jsonl"
@@ -68,7 +70,7 @@ def exported_texts(target: Path) -> pl.DataFrame:
             row = json.loads(line)
             record = {"split": name, "record_id": row.get("record_id")}
             turns = {column: row[column] for column in TURN_COLUMNS if isinstance(row.get(column), list)}
-            for column in TEXT_COLUMNS:
+            for column in TEXT_COLUMNS + PROVENANCE_COLUMNS:
                 if isinstance(row.get(column), str) and not (column == "text" and "messages" in turns):
                     rows.append({**record, "field": column, "text": row[column]})
             for column, value in turns.items():

@@ -110,7 +110,7 @@ def cleaned_expectations(min_records: int, min_chars: int, max_chars: int,
     else:
         length = [E.ExpectColumnValueLengthsToBeBetween(column="text", min_value=min_chars, max_value=max_chars)]
     return corpus_expectations(min_records) + length + [
-        E.ExpectColumnToExist(column="text_raw"),
+        E.ExpectColumnToExist(column="redactions"),
     ]
 
 

@@ -1,6 +1,8 @@
 """Cleaning on real messy text: encoding repair, control characters, markup, boilerplate, page headers,
 normalisation switches, and each quality filter with its own reason."""
 
+import json
+
 import polars as pl
 import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
@@ -115,14 +117,17 @@ def test_typos_are_flagged_by_default_and_dropped_when_asked():
     assert dropped.rejected["reason"].to_list() == ["unknown_words"]
 
 
-def test_clean_corpus_accounts_for_every_row_and_keeps_text_raw():
+def test_clean_corpus_accounts_for_every_row_and_keeps_only_the_redacted_spans():
     texts = ["help!!", "   ", "My parcel arrived broken, please send a replacement to my address soon.",
              "Contact me at a.b@example.org about the refund for my last two orders please."]
     result = clean_corpus(_corpus(texts, "raw/x.txt", "txt"), Settings())
     assert result.kept.height + result.rejected.height == len(texts)
     assert sorted(result.rejected["reason"]) == ["empty", "too_short"]
     kept = result.kept.sort("locator")
-    assert kept["text_raw"].to_list() == texts[2:]
+    assert "text_raw" not in kept.columns and "a.b@example.org" not in kept.write_ndjson()  # no clear copy
+    assert [json.loads(r) for r in kept["redactions"]] == [[], [{"field": "text", "kind": "email", "start": 14,
+                                                                  "end": 21}]]
+    assert kept["text"][1][14:21] == "<EMAIL>" and result.stats.texts_changed == 1
     assert "<EMAIL>" in kept["text"][1] and result.stats.pii_by_type == {"email": 1}
     assert kept["content_sha256"][1] == sha256_text(kept["text"][1])
 

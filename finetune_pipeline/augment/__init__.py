@@ -183,8 +183,8 @@ def _materialize(train: pl.DataFrame, rows: list[dict], generated_label_source: 
         new = {**source, **row, "text": text, "content_sha256": sha256_text(text),
                "record_id": make_record_id(row["augmented_from"], f"{row['augmentation']} {numbering[key]}")}
         new.setdefault("augmentation_model", None)
-        if "text_raw" in new and row["augmentation"] != "oversample":
-            new["text_raw"] = text  # generated: there is no other original
+        if "redactions" in new and row["augmentation"] != "oversample":
+            new["redactions"] = "[]"  # generated text: cleaning redacted nothing in it
         if row["augmentation"] == "synthetic":
             new["label_source"] = generated_label_source
         out.append(new)

@@ -68,7 +68,8 @@ def unit_keys(corpus: pl.DataFrame, settings: Settings, requests: list[ErasureRe
     matcher = SubjectMatcher(requests) if requests else None
     row_keys, units = [], []
     for row in corpus.iter_rows(named=True):
-        hits = matcher.matches(row["record_id"], row["source_uri"] or "", row["text"] or "") if matcher else []
+        hits = matcher.matches(row["record_id"], row["source_uri"] or "", row["text"] or "",
+                               row["locator"] or "") if matcher else []
         row_keys.append(digest(row, hits))
         paged = row["source_type"] in noise.PAGED_SOURCE_TYPES
         units.append(f"document:{row['source_uri']}" if paged else f"row:{len(units)}")

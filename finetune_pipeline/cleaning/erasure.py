@@ -2,13 +2,19 @@
 must disappear from every derived asset and export on the next run.
 
 Columns: `request_id,subject`. A subject is matched against the *raw* text (before redaction, which would
-hide it) and the record's provenance:
+hide it) and the record's provenance (its source path and locator are searched like the text, so an
+address in a file name or a database id is found too):
 - a record id (as in `record_id`) or a source path (`source_uri`, or a folder prefix of it): exact match;
 - an email address: case-insensitive, as a whole address in the text;
 - a phone number (7+ digits): the same digits in a phone-like run of the text, ignoring spaces, dots,
   dashes and brackets, a country code and a national trunk 0 ("+49 30 1234567" = "030 1234567");
 - anything else (e.g. a name): case-insensitive whole-word match in the text.
 The subject itself is never logged, stored in metadata or written to the data card: only request ids.
+
+Cleaning rejects the matching records (the reject row keeps only the id); `erase_from_collection` then
+removes them from what collection stored before cleaning could see them: the stored `raw_corpus` value and
+the parse cache (an entry holding one is deleted, so its source is parsed again next time). Only the files
+under raw/ still hold the subject, until the user deletes it there.
 """
 
 from __future__ import annotations
@@ -18,7 +24,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import polars as pl
+
+from finetune_pipeline import atomic
 from finetune_pipeline.layout import DataRoot
+from finetune_pipeline.sources.cache import forget_records
 
 _PHONE_RUN = re.compile(r"\+?[\d(][\d\s().-]{5,}\d")
 
@@ -95,8 +105,9 @@ class SubjectMatcher:
                 pattern = re.compile(r"(?<!\w)" + re.escape(subject) + r"(?!\w)", re.I)
                 self._compiled.append((request, "text_or_id", pattern))
 
-    def matches(self, record_id: str, source_uri: str, raw_text: str) -> list[str]:
+    def matches(self, record_id: str, source_uri: str, raw_text: str, locator: str = "") -> list[str]:
         """Request ids that name this record."""
+        raw_text = " | ".join((raw_text, source_uri, locator))  # "|" ends a phone-like run
         found = []
         phones = None
         for request, kind, target in self._compiled:
@@ -111,3 +122,22 @@ class SubjectMatcher:
             elif target.search(raw_text):
                 found.append(request.request_id)
         return found
+
+
+def erase_from_collection(corpus: pl.DataFrame, erased_ids: list[str], stored_corpus: Path | None,
+                          parse_cache: Path | None) -> tuple[int, int]:
+    """Remove the records `erased_ids` of `corpus` (the collection stage's records, as cleaning read them)
+    from the collection stage's stored value (`stored_corpus`, Parquet, rewritten without them) and from
+    the parse cache. Returns (rows removed from the stored value, parse cache entries deleted)."""
+    if not erased_ids:
+        return 0, 0
+    ids = pl.Series(erased_ids, dtype=pl.String).implode()
+    records = corpus.filter(pl.col("record_id").is_in(ids)).select("locator", "text").rows()
+    removed = 0
+    if stored_corpus is not None and Path(stored_corpus).exists():
+        stored = pl.read_parquet(stored_corpus)
+        kept = stored.filter(~pl.col("record_id").is_in(ids))
+        removed = stored.height - kept.height
+        if removed:
+            atomic.write_parquet(kept, Path(stored_corpus))
+    return removed, forget_records(parse_cache, records)

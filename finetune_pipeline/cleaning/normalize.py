@@ -1,8 +1,8 @@
 """Normalisation of one text: noise removal (see `noise.py`), then unicode form, quotes and dashes,
 whitespace, punctuation spacing and case.
 
-Each step is switchable in `finetune.yaml` (section `cleaning`); `text_raw` keeps the original so every
-change can be audited.
+Each step is switchable in `finetune.yaml` (section `cleaning`); the original stays in raw_corpus
+(`privacy.keep_raw_text`), so every change can be audited against it.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from finetune_pipeline import validation as v
 from finetune_pipeline.cleaning.cache import CODE as CLEANING_CODE
 from finetune_pipeline.cleaning.cache import cached_clean_corpus
 from finetune_pipeline.cleaning.quality_filters import short_rows_kept
-from finetune_pipeline.cleaning.erasure import ErasureFileError, load_erasure_requests
+from finetune_pipeline.cleaning.erasure import ErasureFileError, erase_from_collection, load_erasure_requests
 from finetune_pipeline.dedup import deduplicate
 from finetune_pipeline.domain import DomainFilterRefused
 from finetune_pipeline.defs import OWNERS
@@ -28,7 +28,8 @@ cleaned_corpus_expectations = suite_check(
     lambda s, df: v.cleaned_expectations(s.checks.min_records, s.cleaning.min_chars, s.cleaning.max_chars,
                                          short_rows_kept(s.cleaning)),
     "Record columns plus text length within cleaning.min_chars..max_chars (rows of tables, whose short texts "
-    "cleaning.document_filters_on: documents keeps flagged: 1..max_chars) and text_raw kept.")
+    "cleaning.document_filters_on: documents keeps flagged: 1..max_chars) and the redactions column "
+    "(kind and span of each redaction, no values).")
 cleaned_corpus_accounting = accounting_check("cleaned_corpus", "raw_corpus")
 
 deduplicated_corpus_expectations = suite_check(
@@ -42,8 +43,10 @@ deduplicated_corpus_accounting = accounting_check("deduplicated_corpus", "cleane
           description="Records named by erasure_requests.csv removed; text repaired (ftfy), control characters, "
                       "markup, boilerplate and page headers removed, unicode/whitespace/quotes/punctuation "
                       "normalised; personal data redacted, dropped or kept by the privacy policy (Presidio + "
-                      "patterns); Gopher/C4 quality filters and language ID reject with their own reason. "
-                      "`text_raw` keeps the original for audit, `quality_flags` the flags raised. Records (PDF/Word: "
+                      "patterns), in the text and in source_uri and locator; Gopher/C4 quality filters and language "
+                      "ID reject with their own reason. `redactions` lists the kind and span of each redaction (no "
+                      "values; no later stage keeps the original text), `quality_flags` the flags raised. Erased "
+                      "records are also removed from raw_corpus's stored value and the parse cache. Records (PDF/Word: "
                       "documents) whose content, erasure matches, cleaning/privacy settings and cleaning code are "
                       "unchanged reuse their cached outcome (.pipeline/cache/; rows_reused, rows_cleaned).")
 def cleaned_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_cluster: RayCluster,
@@ -57,11 +60,24 @@ def cleaned_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource
     cache = pipeline.cache_file(pipeline.data_root().cleaning_cache)
     with logged(context, "cleaned_corpus"):  # over the process pool: rows done, rate, time left
         result, reuse = cached_clean_corpus(raw_corpus, settings, requests, cache)
+    _keep_raw_text_only_where_allowed(pipeline, raw_corpus, result.rejected)
     context.add_output_metadata({**settings_used(settings, "cleaning", "privacy"), **reuse.to_dict(),
                                  **execution_metadata(settings.execution), **stage_metadata(raw_corpus.height, result),
                                  **cleaning_metadata(result.stats, settings.privacy.policy)},
                                 output_name="result")
     yield from checked(context, pipeline, "cleaned_corpus", result, raw_corpus=raw_corpus)
+
+
+def _keep_raw_text_only_where_allowed(pipeline: PipelineResource, raw_corpus: pl.DataFrame,
+                                      rejected: pl.DataFrame) -> None:
+    """Erased records out of what collection stored (its value and the parse cache); with
+    privacy.keep_raw_text: none, collection's stored value deleted now that cleaning has read it."""
+    root = pipeline.data_root()
+    stored = root.asset_values / "raw_corpus.parquet"  # the IO manager's file for raw_corpus
+    erased = rejected.filter(pl.col("reason") == "erased_by_request")["record_id"].to_list()
+    erase_from_collection(raw_corpus, erased, stored, root.parse_cache)
+    if pipeline.settings().privacy.keep_raw_text == "none":
+        stored.unlink(missing_ok=True)
 
 
 @dg.asset(group_name="cleaning", kinds={"polars"}, owners=OWNERS, dagster_type=CorpusFrame,

@@ -2,6 +2,7 @@
 (`raw_corpus`), with its blocking suite."""
 
 
+import shutil
 import time
 import warnings
 
@@ -41,10 +42,17 @@ raw_corpus_every_file_accounted = files_check("raw_corpus")
           dagster_type=CorpusFrame, metadata=column_schema(CORPUS_COLUMNS),
           description="Every file under raw/ (txt, md, html, pdf, docx, eml, csv, jsonl, parquet, SQLite) and "
                       "every SQL source in finetune.yaml, parsed into records with provenance. Unreadable "
-                      "inputs become rejects naming the file and the reason.")
+                      "inputs become rejects naming the file and the reason. The only stored value with the "
+                      "original text (privacy.keep_raw_text); cleaning removes erased records from it and from "
+                      "the parse cache.")
 def raw_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_cluster: RayCluster):
     settings, root = pipeline.settings(), pipeline.data_root()
-    result = collect_raw_corpus(root.path, settings, cache_dir=root.parse_cache, progress=_progress_logger(context))
+    # privacy.keep_raw_text: none keeps no parsed copy of raw/ between runs
+    keep = settings.privacy.keep_raw_text == "collection"
+    if not keep:
+        shutil.rmtree(root.parse_cache, ignore_errors=True)
+    result = collect_raw_corpus(root.path, settings, cache_dir=root.parse_cache if keep else None,
+                                progress=_progress_logger(context))
     context.add_output_metadata({
         **settings_used(settings, "sources"), **execution_metadata(settings.execution),
         **stage_metadata(result.kept.height + result.rejected.height, result),

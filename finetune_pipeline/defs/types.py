@@ -39,6 +39,8 @@ CORPUS_COLUMNS = [
     _string("label", "from the label set (null before labeling and for conversations)"),
     _string("label_source", "human, crowd, column, folder, model, synthetic"),
     _float("label_confidence", "in [0, 1]", min_value=0.0, max_value=1.0),
+    _string("redactions", "from cleaning on: JSON list of {field, kind, start, end}, each span redacted in the "
+            "text, source_uri or locator (no values; the original text stays only in raw_corpus)", is_required=False),
 ]
 SPLIT_COLUMNS = CORPUS_COLUMNS + [
     (PandasColumn.categorical_column("split", categories=set(SPLITS), non_nullable=True),

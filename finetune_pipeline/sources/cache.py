@@ -4,7 +4,8 @@ An entry is keyed on the source's content hash, its file type and the settings t
 (never its path), so a renamed or moved file is a cache hit too: it is not parsed, and its records
 keep the time they were first ingested. Entries are Parquet (records) plus JSON (rejects and the
 first ingest time); nothing is pickled. Entries not used by a run are pruned at its end, so a deleted
-source leaves nothing behind.
+source leaves nothing behind; an entry holding a record an erasure request removed is deleted by cleaning
+(`forget_records`). With `privacy.keep_raw_text: none` there is no parse cache.
 """
 
 from __future__ import annotations
@@ -98,3 +99,23 @@ class ParseCache:
                 removed += path.suffix == ".json"
         return removed
 
+
+def forget_records(folder: Path | None, records: list[tuple[str, str]]) -> int:
+    """Delete every entry of the parse cache in `folder` that holds one of `records` ((locator, text) pairs,
+    e.g. records an erasure request removed), so no copy of them stays here: their source is parsed again on
+    the next run. Returns the number of entries deleted."""
+    if not folder or not records or not Path(folder).is_dir():
+        return 0
+    wanted = pl.DataFrame(records, schema={"locator": pl.String, "text": pl.String}, orient="row").unique()
+    removed = 0
+    for path in sorted(Path(folder).glob("*.parquet")):
+        try:
+            held = pl.read_parquet(path, columns=["locator", "text"]).join(wanted, on=["locator", "text"], how="semi")
+        except (OSError, pl.exceptions.PolarsError):
+            held = None  # damaged: it is of no use, and may hold anything
+        if held is None or held.height:
+            key = path.name.split(".", 1)[0]
+            for part in (f"{key}.json", f"{key}.parquet"):  # the JSON first: the entry stops counting at once
+                (Path(folder) / part).unlink(missing_ok=True)
+            removed += 1
+    return removed
