@@ -39,7 +39,12 @@ planted person that lost a word to <PERSON>), near-duplicate recall and false me
 conflict review tasks against the planted conflicts, the domain filter's outcome (in-domain lost,
 off-domain caught), wall time. All of it also goes to --out/results.json (or --json).
 
-When a run is refused, the candidate split in .pipeline/staging/ is measured (what would have been published).
+No root plants a defect that should stop a run (the planted personal data is redactable, the near copies
+removable, the conflicts reviewable): every root should publish, so a refusal here is a defect of the
+pipeline. When a run is refused, the candidate split in .pipeline/staging/ is measured (what would have been
+published). "Merged outside the family" counts planted copies or originals that dedup merged with a record
+the builder did not plant: often a real near duplicate the data held ("X" and "X (data files)"), so read
+the pairs (results file) before calling them false.
 Needs Debian's `man-db`/`manpages` (`man`, `apropos`) and an apt list (`apt-get update`); the script says
 what to install when they are missing.
 """
@@ -716,6 +721,7 @@ def read_outputs(root: Path, truth: dict) -> dict:
                             "duplicate_of": r["duplicate_of"], "reason": r["reason"]}
             if r["reason"] == "in_review" and (m := re.match(r"^(\S+): same prompt", r["detail"] or "")):
                 conflict_tasks[m[1]].add(key)
+    uris = list(rejects["source_uri"]) if rejects is not None and rejects.height else []
     published = root / "exports" / "splits"
     staged = root / ".pipeline" / "staging" / "exports" / "splits"
     where = published if list(published.glob("*.jsonl")) else staged
@@ -734,6 +740,7 @@ def read_outputs(root: Path, truth: dict) -> dict:
                 msgs = rec["messages"] if isinstance(rec["messages"], list) else json.loads(rec["messages"])
                 texts += [m.get("content", "") for m in msgs]
             exported[key] += texts
+            uris.append(rec.get("source_uri"))
             outcome[key] = {"status": "kept", "record_id": rec["record_id"], "split": rec.get("split", path.stem)}
         split_sizes[path.stem] = n
     pii = pii_scores(truth["pii"], exported, set(truth["person_keys"]))
@@ -744,7 +751,11 @@ def read_outputs(root: Path, truth: dict) -> dict:
         examples.append(f"{key}: ...{text[max(0, i - 60):i + 60]}...")
     pii["false_person_examples"] = examples
     pii.pop("false_person_keys")
+    # the builder's file names hold no personal data: a placeholder in one is a false finding
+    changed = [u.split("raw/", 1)[-1] for u in uris if u and re.search(r"<[A-Z_]+>", u)]
     result = {
+        "source_uri_redacted": {"records": len(changed), "names": len(set(changed)),
+                                "examples": sorted(set(changed))[:8]},
         "by_file": by_file,
         "accounted": len({k.split("|")[0] if by_file else k for k in outcome}),
         "stages": stages,
@@ -779,7 +790,8 @@ def verdict(run: dict, checks: list[dict], outputs: dict) -> str:
     failed = [c for c in checks if c["passed"] is False and c["severity"] != "WARN"]
     if run["rc"] == 0 and not failed and outputs["splits_from"] == "published":
         return "published"
-    return "REFUSED" if failed else f"FAILED (exit {run['rc']})"
+    # nothing planted should stop a run: a refusal is the pipeline's defect
+    return "REFUSED (pipeline defect)" if failed else f"FAILED (exit {run['rc']})"
 
 
 def report(name: str, res: dict) -> str:
@@ -805,6 +817,10 @@ def report(name: str, res: dict) -> str:
     o = res["outputs"]
     lines.append(f"  splits ({o['splits_from']}): {o['split_sizes']}; built {'files' if o.get('by_file') else 'rows'} "
                  f"kept or rejected: {o['accounted']} of {res['truth_rows']}")
+    if o["source_uri_redacted"]["records"]:
+        u = o["source_uri_redacted"]
+        lines.append(f"  source_uri changed by redaction (no file name here holds personal data): {u['records']} "
+                     f"records, {u['names']} distinct names left, e.g. {u['examples'][:4]}")
     for t, row in o["pii"]["by_type"].items():
         lines.append(f"  PII {t:<7} recall {row['recall']} ({row['found']}/{row['planted']})"
                      + (f"; missed: {[m['style'] for m in row['missed']][:10]}" if row["missed"] else ""))
@@ -815,7 +831,7 @@ def report(name: str, res: dict) -> str:
         lines.append(f"    {e!r}")
     if o["dedup"]:
         d = o["dedup"]
-        lines.append(f"  near copies: recall {d['recall']} ({d['found']}/{d['copies']}), false merges "
+        lines.append(f"  near copies: recall {d['recall']} ({d['found']}/{d['copies']}), merged outside the family "
                      f"{d['false_merges']}, families split apart {d['families_split_apart']}, duplicates the real "
                      f"data held {d['unplanted_duplicates']}")
     if o.get("conflicts"):
@@ -836,7 +852,8 @@ def report(name: str, res: dict) -> str:
 def markdown_table(results: dict) -> str:
     """The results file as a Markdown table (docs/benchmarks.md), one row per root."""
     head = ["root", "outcome", "wall s", "blocking checks failed", "records in / exported", "rejects (top reasons)",
-            "PII recall person / email / phone", "<PERSON> in records without a person", "near copies found",
+            "PII recall person / email / phone", "<PERSON> in records without a person",
+            "source_uri redacted (no name in it)", "near copies found",
             "conflict tasks real", "domain: off caught / in lost"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, res in results.items():
@@ -855,7 +872,8 @@ def markdown_table(results: dict) -> str:
             f"{first} / {exported}" + ("" if o["splits_from"] == "published" else " (staged)"),
             ", ".join(f"{r['reason']} {r['n']}" for r in top) or "none", recall,
             f"{p['false_person_records']}/{p['records_without_person']}" if p["records_without_person"] else "-",
-            f"{d['found']}/{d['copies']}, {d['false_merges']} false, {d['families_split_apart']} split apart"
+            str(o.get("source_uri_redacted", {}).get("records", "-")),
+            f"{d['found']}/{d['copies']}, {d['false_merges']} outside family, {d['families_split_apart']} split apart"
             if d and d["copies"] else "-",
             f"{c['real']}/{c['tasks']} (planted caught {c['caught']}/{c['planted']})" if c else "-",
             dom if isinstance(dom, str) else f"{dom['off_domain_caught']}/{dom['off_domain']} / "
