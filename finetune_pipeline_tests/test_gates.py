@@ -407,3 +407,20 @@ def test_a_failed_leakage_check_names_the_copies_outside_train_and_the_labels_a_
                              "test: refund)")
     assert meta["records"].splitlines()[2:] == ["| c00 | raw/t.csv | row 1 |", "| r00 | raw/t.csv | row 1 |"]
     assert "defect of the pipeline" in meta["remedies"] and "take the label out of `labels`" in meta["remedies"]
+
+
+def test_a_stage_that_fails_itself_is_reported_by_its_own_words_not_dagsters_wrapping(tmp_path):
+    """The domain filter's guard raises dg.Failure with the histogram and the remedies: the CLI prints that
+    description, and any other error by its innermost message (not 'Error occurred while executing op')."""
+    @dg.asset
+    def guarded():
+        raise dg.Failure(description="domain filter: would reject 40% of 100 records; give examples")
+
+    @dg.asset
+    def crashing():
+        raise ValueError("raw/x.csv: something specific")
+
+    result = dg.materialize([guarded, crashing], raise_on_error=False)
+    texts = {e.step_key: cli._failure_text(e.step_failure_data) for e in result.all_events if e.is_step_failure}
+    assert texts["guarded"] == "domain filter: would reject 40% of 100 records; give examples"
+    assert texts["crashing"] == "ValueError: raw/x.csv: something specific"

@@ -18,8 +18,9 @@ from finetune_pipeline.records import CORPUS_STAGES
 from finetune_pipeline.reporting import domain_summary, evaluation_text, reject_share_summary
 
 
-def _summary(root: DataRoot) -> str:
-    """Rows per stage, rejects per reason, split sizes, where the exports and adapters are, the evaluation."""
+def _summary(root: DataRoot, failed_steps: frozenset[str] = frozenset()) -> str:
+    """Rows per stage, rejects per reason, split sizes, where the exports and adapters are, the evaluation.
+    `failed_steps`: steps that failed in this run, whose stored statistics are an earlier run's."""
     lines = ["", "== finetune-pipeline summary ==", f"data root: {root.path}", ""]
     lines.append(f"{'stage':<22}{'in':>6}{'out':>6}{'rejected':>10}{'added':>7}")
     counts = PipelineResource(data_dir=str(root.path)).stage_counts()
@@ -32,7 +33,9 @@ def _summary(root: DataRoot) -> str:
         lines += ["", "columns recognised (not configured):", *(f"  {note}" for note in recognised)]
     lines += reject_share_summary(root, counts)
     dedup = PipelineResource(data_dir=str(root.path)).stage_stats("deduplicated_corpus")
-    if dedup:
+    if "deduplicated_corpus" in failed_steps:  # the stored statistics are an earlier run's
+        lines += ["", "domain filter: deduplicated_corpus failed in this run (see FAILED STEP below)"]
+    elif dedup:
         from finetune_pipeline.dedup import DedupStats
 
         lines += ["", "domain filter: " + domain_summary(DedupStats.from_dict(dedup).domain)]
@@ -132,7 +135,7 @@ def run(data_dir: str | None, select: str | None = None, instance=None) -> int:
         print(f"run refused before it started: {refusal(failed)}", file=sys.stderr)
         return 1
     result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=run_config, tags=tags)
-    print(_summary(root))
+    print(_summary(root, frozenset(e.step_key for e in result.all_events if e.is_step_failure)))
     not_passed = [e.asset_check_evaluation_data for e in result.all_events
                   if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed]
     from dagster import AssetCheckSeverity
@@ -149,10 +152,21 @@ def run(data_dir: str | None, select: str | None = None, instance=None) -> int:
         failures = [e for e in result.all_events if e.is_step_failure
                     and e.step_failure_data.error.cls_name != "DagsterAssetCheckFailedError"]
         for event in failures:
-            print(f"\nFAILED STEP {event.step_key}: {event.step_failure_data.error.message.strip()}", file=sys.stderr)
+            print(f"\nFAILED STEP {event.step_key}: {_failure_text(event.step_failure_data)}", file=sys.stderr)
         print("\nrun did not complete: see the failures above", file=sys.stderr)
         return 1
     return 0
+
+
+def _failure_text(data) -> str:
+    """A failed step's reason: a stage's own dg.Failure description (e.g. the domain filter's guard) as it
+    wrote it, else the innermost error's message, without Dagster's class-name prefix."""
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return data.user_failure_data.description.strip()
+    error = data.error
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()  # "ValueError: ..." (traceback.format_exception_only)
 
 
 def refusal_text(metadata: dict) -> str:
