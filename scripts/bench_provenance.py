@@ -7,7 +7,8 @@ of one JSONL file (one source path, locators "line N": the path is scanned once,
 shape the collectors write and are skipped), once as one file each with a path of its own (the worst case:
 every record has a path never seen, with a planted name or address in 2 % of them). Prints records/s over
 this process's CPU time for both, the share of time spent on provenance (`redact_provenance` timed alone on
-the same unique paths), and how many planted paths were redacted.
+the same unique paths), how many planted paths were redacted, and how many of this machine's real file names
+(manual pages, /usr/share/doc: no person in them) redaction changed.
 """
 
 from __future__ import annotations
@@ -44,6 +45,17 @@ def paths(n: int, seed: int = 5) -> list[str]:
         stem = rng.choice(PLANTED) if rng.random() < 0.02 else f"ticket_{i:05d}"
         out.append(f"raw/{rng.choice(FOLDERS)}/{stem}_{i}.txt")
     return out
+
+
+def real_file_names() -> list[str]:
+    """Paths as a data root of this machine's manuals would have them: raw/man1/<page>.txt, raw/doc/<pkg>.html."""
+    names = []
+    for folder in ("/usr/share/man/man1", "/usr/share/man/man5", "/usr/share/man/man8"):
+        if os.path.isdir(folder):
+            names += [f"raw/{os.path.basename(folder)}/{f.split('.')[0]}.txt" for f in sorted(os.listdir(folder))]
+    if os.path.isdir("/usr/share/doc"):
+        names += [f"raw/doc/{package}.html" for package in sorted(os.listdir("/usr/share/doc"))]
+    return sorted(set(names))
 
 
 def frame(texts: list[str], uris: list[str], locators: list[str]):
@@ -85,6 +97,10 @@ def main() -> int:
           f"{alone / (len(unique) / rate_many):.1%} of that cleaning run")
     print(f"planted names/addresses in paths: {planted}; left unredacted among kept records: {left}; "
           f"provenance_redacted={result.stats.provenance_redacted}")
+    real = real_file_names()
+    changed = [v for v, r in redact_provenance(real, settings.privacy).items() if r.value != v]
+    print(f"real file names (Debian manual pages and /usr/share/doc, no person in them): {len(real)}; "
+          f"changed by redaction: {len(changed)}" + (f", e.g. {changed[:5]}" if changed else ""))
     return 0
 
 
