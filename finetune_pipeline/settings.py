@@ -99,7 +99,7 @@ class SourcesSettings(_Section):
 
 
 class CleaningSettings(_Section):
-    """Noise removal, normalisation and quality filters. `text_raw` keeps the original text.
+    """Noise removal, normalisation and quality filters (`privacy.keep_raw_text`: where the original text stays).
 
     The quality filters follow the Gopher (Rae et al. 2021) and C4 (Raffel et al. 2019) heuristics; each
     rejects with its own reason. Thresholds are looser than Gopher's where short texts (tickets, messages)
@@ -273,11 +273,19 @@ class PrivacySettings(_Section):
     min_score: float = Field(
         0.4, ge=0, le=1, description="Presidio results scoring below this are ignored (its phone recognizer scores 0.4)."
     )
+    keep_raw_text: Literal["collection", "none"] = Field(
+        "collection", description="Where the original text (personal data in clear) may stay under .pipeline/: "
+        "collection: only in the collection stage's stored value (raw_corpus, the parse of raw/) and the parse cache, "
+        "both of which erasure requests clean; later stages keep no clear text, only `redactions` (kind and span "
+        "of each change, no values). none: not even there: sources are parsed on every run (no parse cache) and "
+        "raw_corpus's stored value is deleted once cleaning has read it, so a run starting at cleaning collects again."
+    )
 
     @property
     def policy(self) -> dict[str, PiiAction]:
         """The action for each kind of personal data, in declaration order (what reports show)."""
-        return self.model_dump(exclude={"detector", "min_score", "single_word_names", "name_gazetteer"})
+        return self.model_dump(exclude={"detector", "min_score", "single_word_names", "name_gazetteer",
+                                        "keep_raw_text"})
 
 
 class BiasSettings(_Section):

@@ -145,7 +145,9 @@ def test_no_detected_value_reaches_logs_or_dagster_metadata(tmp_path, caplog):
     for value in PLANTED:
         assert value not in seen, value
         assert value not in texts, value
-    assert "maria.lopez@example.com" in "".join(pl.read_parquet(kept)["text_raw"])  # the audit copy
+    stored = pipeline.data_root().asset_values  # the original only in the collection stage's value
+    assert "text_raw" not in pl.read_parquet(kept).columns
+    assert "maria.lopez@example.com" in "".join(pl.read_parquet(stored / "raw_corpus.parquet")["text"])
 
 
 @pytest.mark.parametrize("policy", ["redact", "drop"])

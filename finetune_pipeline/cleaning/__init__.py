@@ -1,9 +1,10 @@
 """Cleaning stage: erasure requests, noise removal and normalisation, the privacy policy, then the quality
 filters (for conversations, first the SFT filters on the final answer, then the too-long filter on the whole
 conversation in the base model's tokens). Every input row is kept or rejected
-with a reason; `text_raw` keeps the original text of kept rows for audit, `quality_flags` lists the flags
-raised on them. A conversation is cleaned turn by turn and its `text`, `messages`, `prompt` and `response`
-rebuilt from the cleaned turns.
+with a reason; `redactions` lists, for audit, which spans of which kind were redacted in the text and the
+provenance (no values: the original text stays only in raw_corpus, `privacy.keep_raw_text`), `quality_flags`
+lists the flags raised on kept rows. A conversation is cleaned turn by turn and its `text`, `messages`,
+`prompt` and `response` rebuilt from the cleaned turns.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from finetune_pipeline.cleaning import noise
 from finetune_pipeline.cleaning.erasure import ErasureReport, ErasureRequest, SubjectMatcher
 from finetune_pipeline.cleaning.normalize import collapse_whitespace, normalize_text
 from finetune_pipeline.cleaning.privacy import apply_pii_policy_groups
+from finetune_pipeline.cleaning.provenance import (PROVENANCE_FIELDS, provenance_redactions, redact_provenance,
+                                                   redaction_spans, redactions_json)
 from finetune_pipeline.cleaning.quality_filters import identify_languages, is_table_row, needs_language, quality_reject
 from finetune_pipeline.cleaning.sft_filters import sft_reject, too_long_filter, training_tokenizer
 from finetune_pipeline.execution import frames
@@ -26,6 +29,7 @@ from finetune_pipeline.settings import CleaningSettings, Settings
 from finetune_pipeline.sources.conversations import conversation_fields
 
 STAGE = "cleaned_corpus"
+_CONTENT_COLUMNS = ("text", "messages", "prompt", "response")  # what a person wrote: not kept for a reject
 
 
 @dataclass
@@ -35,6 +39,7 @@ class CleaningStats(StageStats):
     records_with_pii: int = 0
     quality_flags: dict[str, int] = field(default_factory=dict)
     erasure: ErasureReport = field(default_factory=ErasureReport)
+    provenance_redacted: int = 0  # kept records whose source_uri or locator held personal data (redacted)
     warnings: list[str] = field(default_factory=list)  # filters that could not run, and why
 
 
@@ -77,15 +82,17 @@ def remove_page_headers(rows: list[dict], texts: list[str], settings: CleaningSe
 def clean_documents(batch: pl.DataFrame, settings: Settings,
                     erasure_requests: list[ErasureRequest] | None = None) -> pl.DataFrame:
     """Batch function over whole documents (every row of a `source_uri` together, for the page headers):
-    each row with its outcome. Kept rows get the cleaned `text`, `text_raw`, `content_sha256` and
-    `quality_flags`; rejected rows `_reason` and `_detail`; `_erased_by` lists the erasure requests that hit
+    each row with its outcome. Kept rows get the cleaned `text`, `redactions`, `content_sha256` and
+    `quality_flags`; every row its `source_uri` and `locator` with personal data redacted; rejected rows
+    `_reason` and `_detail` (and no content); `_erased_by` lists the erasure requests that hit
     a row, `_pii_counts` (JSON) what the privacy policy found in it."""
     cfg = settings.cleaning
     all_rows = list(batch.iter_rows(named=True))
     matcher = SubjectMatcher(erasure_requests) if erasure_requests else None
     rows, erased_by = [], {}
     for row in all_rows:
-        hits = matcher.matches(row["record_id"], row["source_uri"] or "", row["text"] or "") if matcher else []
+        hits = matcher.matches(row["record_id"], row["source_uri"] or "", row["text"] or "",
+                               row["locator"] or "") if matcher else []
         if hits:
             erased_by[row["record_id"]] = hits
         else:
@@ -94,6 +101,8 @@ def clean_documents(batch: pl.DataFrame, settings: Settings,
     # every other record as one text. All of it goes through the PII policy in one batch; a name found in
     # one turn is redacted in every turn of the conversation.
     conversations = [_turns(row) for row in rows]
+    found = redact_provenance([row[name] for row in rows for name in PROVENANCE_FIELDS], settings.privacy)
+    provenance = [{name: found[row[name]] for name in PROVENANCE_FIELDS} for row in rows]
     texts = [normalize_text(row["text"], cfg) if turns is None else None for row, turns in zip(rows, conversations)]
     if cfg.remove_boilerplate:
         texts = remove_page_headers(rows, texts, cfg)
@@ -108,14 +117,19 @@ def clean_documents(batch: pl.DataFrame, settings: Settings,
     judged = [n for n, fields in enumerate(cleaned) if needs_language(fields["text"], cfg)]
     languages = dict(zip(judged, identify_languages([cleaned[n]["text"] for n in judged])))
     for n, (row, turns, pii, fields) in enumerate(zip(rows, conversations, redacted, cleaned)):
-        counts = sum((p.counts for p in pii), Counter())
+        counts = sum((p.counts for p in pii), Counter()) + sum((v.counts for v in provenance[n].values()), Counter())
         drop_because = next((p.drop_because for p in pii if p.drop_because), None)
-        result = {"_pii_counts": json.dumps(dict(counts), sort_keys=True)}
+        in_provenance = next(((name, v.drop_because) for name, v in provenance[n].items() if v.drop_because), None)
+        result = {"_pii_counts": json.dumps(dict(counts), sort_keys=True),
+                  **{name: v.value for name, v in provenance[n].items()}}
         # an empty final answer is the SFT filters' empty_response
         empty_turn = turns is not None and next((i for i, p in enumerate(pii[:-1], start=1) if not p.text.strip()),
                                                 None)
         if drop_because:
             result.update(_reason="pii_policy", _detail=f"contains {drop_because}; privacy.{drop_because}=drop")
+        elif in_provenance:
+            name, kind = in_provenance
+            result.update(_reason="pii_policy", _detail=f"its {name} contains {kind}; privacy.{kind}=drop")
         elif empty_turn:
             result.update(_reason="empty", _detail=f"turn {empty_turn} ({turns[empty_turn - 1]['role']}) is empty "
                                                    f"after cleaning; fix the turn or remove the conversation")
@@ -127,16 +141,23 @@ def clean_documents(batch: pl.DataFrame, settings: Settings,
         elif (too_long := turns is not None and _too_long(fields, settings)) and cfg.too_long_action == "drop":
             result.update(_reason=too_long[0], _detail=too_long[1])
         else:
-            result.update(**fields, text_raw=row["text"], content_sha256=sha256_text(fields["text"]),
+            result.update(**fields, content_sha256=sha256_text(fields["text"]),
+                          _text_changed=fields["text"] != row["text"],
+                          redactions=redactions_json(redaction_spans(row["text"], fields["text"]),
+                                                     provenance_redactions(row, provenance[n])),
                           quality_flags=reject[1] + ([too_long[0]] if too_long else []))
         outcome[row["record_id"]] = result
     out = []
     for row in all_rows:
         result = outcome.get(row["record_id"], {})
-        out.append({**row, "text_raw": None, "quality_flags": None, "_reason": None, "_detail": None,
-                    "_pii_counts": None, **result, "_erased_by": erased_by.get(row["record_id"])})
-    schema = {**batch.schema, "text_raw": pl.String, "quality_flags": pl.List(pl.String), "_reason": pl.String,
-              "_detail": pl.String, "_pii_counts": pl.String, "_erased_by": pl.List(pl.String)}
+        if result.get("_reason") or row["record_id"] in erased_by:  # a reject keeps no raw content
+            result.update({c: None for c in _CONTENT_COLUMNS if c in row})
+        out.append({**row, "redactions": None, "quality_flags": None, "_reason": None, "_detail": None,
+                    "_pii_counts": None, "_text_changed": None, **result,
+                    "_erased_by": erased_by.get(row["record_id"])})
+    schema = {**batch.schema, "redactions": pl.String, "quality_flags": pl.List(pl.String), "_reason": pl.String,
+              "_detail": pl.String, "_pii_counts": pl.String, "_text_changed": pl.Boolean,
+              "_erased_by": pl.List(pl.String)}
     return pl.DataFrame(out, schema=schema)
 
 
@@ -189,9 +210,10 @@ def cleaning_result(corpus: pl.DataFrame, rows: pl.DataFrame, settings: Settings
     if "messages" in corpus.columns and corpus["messages"].null_count() < corpus.height:
         warning = training_tokenizer(settings.training)[1]
         warnings += [warning] if warning else []
-    schema = {**corpus.schema, "text_raw": pl.String, "quality_flags": pl.List(pl.String)}
+    schema = {**corpus.schema, "redactions": pl.String, "quality_flags": pl.List(pl.String)}
     kept_frame = kept.select(list(schema)).cast(schema)
-    stats = CleaningStats(texts_changed=kept.filter(pl.col("text") != pl.col("text_raw")).height,
+    provenance = kept["redactions"].str.contains('"field": "(?:source_uri|locator)"')
+    stats = CleaningStats(texts_changed=int(kept["_text_changed"].sum()), provenance_redacted=int(provenance.sum()),
                           pii_by_type=dict(pii_counts), records_with_pii=sum(bool(c) for c in found),
                           quality_flags=dict(flag_counts), warnings=warnings,
                           erasure=ErasureReport(requests=len(honoured), records_removed=erased.height,
