@@ -361,10 +361,20 @@ def domain_summary(domain) -> str:
             f"examples).{guard}")
 
 
+def redaction_summary(redaction: dict) -> str:
+    """One line on the redaction's fixed point and the allow and deny lists (`CleaningStats` figures)."""
+    passes = redaction.get("pii_passes") or {}
+    again = ", ".join(f"{n} a pass {k}" for k, n in sorted(passes.items())) or "none a second pass"
+    return (f"Redaction ran until the detector found nothing more in its own output: of the records, {again}; "
+            f"{redaction.get('pii_unresolved', 0)} rejected as still holding personal data after the last pass. "
+            f"privacy.allow left {redaction.get('pii_allowed', 0)} findings in the text; privacy.deny redacted "
+            f"{redaction.get('pii_denied', 0)} spans.")
+
+
 def data_card(stage_counts: list[dict], rejects: pl.DataFrame, splits: pl.DataFrame | None,
               pii_by_type: dict[str, int], training: dict | None, pii_policy: dict[str, str] | None = None,
               erasure: ErasureReport | None = None, comparison: dict | None = None, domain=None,
-              agreement: dict | None = None) -> str:
+              agreement: dict | None = None, redaction: dict | None = None) -> str:
     """The run's data card (`report.md`): counts, rejects by reason, label distribution per split,
     PII counts by type and the action taken (never values), erasure requests honoured (request ids,
     never subjects), the evaluation and the approach comparison."""
@@ -382,8 +392,12 @@ def data_card(stage_counts: list[dict], rejects: pl.DataFrame, splits: pl.DataFr
     if pii_policy:
         lines += ["| type | found | action |", "|---|---|---|"]
         lines += [f"| {kind} | {pii_by_type.get(kind, 0)} | {action} |" for kind, action in pii_policy.items()]
+        lines += [f"| {kind} | {n} | redact (privacy.deny) |" for kind, n in sorted(pii_by_type.items())
+                  if kind not in pii_policy]
     else:
         lines += [f"- {kind}: {n}" for kind, n in sorted(pii_by_type.items())] or ["- none found"]
+    if redaction is not None:
+        lines += ["", redaction_summary(redaction)]
     if erasure is not None:
         removed = erasure.removed_by_request
         lines += ["", "## Erasure requests (right to erasure; subjects never shown)", ""]

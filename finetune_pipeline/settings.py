@@ -281,11 +281,46 @@ class PrivacySettings(_Section):
         "raw_corpus's stored value is deleted once cleaning has read it, so a run starting at cleaning collects again."
     )
 
+    allow: list[str] = Field(
+        default_factory=list, description="Never personal data: a finding inside an occurrence of one of these is "
+        "left in the text ('Holy Grail', 'Ogg Vorbis'). A term matches as whole words, case-insensitive; an entry "
+        "starting with 're:' is a Python regular expression ('re:ACME-\\d+'). Cleaning and the export check "
+        "(dataset_splits_no_personal_data) use the same lists; the data card counts the findings allowed."
+    )
+    deny: dict[str, list[str]] = Field(
+        default_factory=dict, description="Always redacted, by kind: {person: ['Jane Q. Public'], custom: "
+        "['Project Falcon', 're:INT-\\d{4}']} (terms and 're:' patterns as in allow; deny wins over allow). A kind "
+        "of the policy (person, email ...) gets its placeholder (<PERSON>) and, when its action is drop, drops the "
+        "record; any other kind (lower-case letters, digits, _) is redacted as <KIND> (custom: <CUSTOM>). "
+        "Counted in the data card."
+    )
+
+    @model_validator(mode="after")
+    def _lists_compile(self) -> "PrivacySettings":
+        import re
+
+        entries = [("allow", term) for term in self.allow]
+        for kind, terms in self.deny.items():
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", kind):
+                raise ValueError(f"privacy.deny: kind {kind!r} is not lower-case letters, digits and _; "
+                                 f"use a policy kind (person, email ...) or a name such as custom")
+            entries += [(f"deny.{kind}", term) for term in terms]
+        for where, term in entries:
+            if not term.strip() or term.strip() == "re:":
+                raise ValueError(f"privacy.{where}: an empty entry would match everywhere; remove it")
+            if term.startswith("re:"):
+                try:
+                    re.compile(term[3:])
+                except re.error as exc:
+                    raise ValueError(f"privacy.{where}: {term!r} is not a valid regular expression ({exc}); fix "
+                                     f"it, or write the term without 're:' to match it literally") from None
+        return self
+
     @property
     def policy(self) -> dict[str, PiiAction]:
         """The action for each kind of personal data, in declaration order (what reports show)."""
         return self.model_dump(exclude={"detector", "min_score", "single_word_names", "name_gazetteer",
-                                        "keep_raw_text"})
+                                        "keep_raw_text", "allow", "deny"})
 
 
 class BiasSettings(_Section):

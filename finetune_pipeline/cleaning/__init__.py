@@ -18,7 +18,8 @@ import polars as pl
 from finetune_pipeline.cleaning import noise
 from finetune_pipeline.cleaning.erasure import ErasureReport, ErasureRequest, SubjectMatcher
 from finetune_pipeline.cleaning.normalize import collapse_whitespace, normalize_text
-from finetune_pipeline.cleaning.privacy import apply_pii_policy_groups
+from finetune_pipeline.cleaning.privacy import (UNRESOLVED_DETAIL, pop_redaction_counts, redact_to_fixed_point,
+                                                redaction_counts)
 from finetune_pipeline.cleaning.provenance import (PROVENANCE_FIELDS, provenance_redactions, redact_provenance,
                                                    redaction_spans, redactions_json)
 from finetune_pipeline.cleaning.quality_filters import identify_languages, is_table_row, needs_language, quality_reject
@@ -40,6 +41,10 @@ class CleaningStats(StageStats):
     quality_flags: dict[str, int] = field(default_factory=dict)
     erasure: ErasureReport = field(default_factory=ErasureReport)
     provenance_redacted: int = 0  # kept records whose source_uri or locator held personal data (redacted)
+    pii_passes: dict[str, int] = field(default_factory=dict)  # records whose redaction took 2, 3 detector passes
+    pii_unresolved: int = 0  # records rejected: personal data still found after the last pass
+    pii_allowed: int = 0  # findings left in the text by privacy.allow
+    pii_denied: int = 0  # spans redacted because privacy.deny names them
     warnings: list[str] = field(default_factory=list)  # filters that could not run, and why
 
 
@@ -109,7 +114,7 @@ def clean_documents(batch: pl.DataFrame, settings: Settings,
     units = [[text] if turns is None else [normalize_text(t["content"], cfg) for t in turns]
              for text, turns in zip(texts, conversations)]
     outcome: dict[str, dict] = {}
-    redacted = apply_pii_policy_groups(units, settings.privacy)
+    redacted = redact_to_fixed_point(units, settings.privacy)  # until the export check finds nothing in them
     cleaned = [{"text": pii[0].text} if turns is None else
                conversation_fields([{**t, "content": p.text} for t, p in zip(turns, pii)])
                for turns, pii in zip(conversations, redacted)]
@@ -120,13 +125,15 @@ def clean_documents(batch: pl.DataFrame, settings: Settings,
         counts = sum((p.counts for p in pii), Counter()) + sum((v.counts for v in provenance[n].values()), Counter())
         drop_because = next((p.drop_because for p in pii if p.drop_because), None)
         in_provenance = next(((name, v.drop_because) for name, v in provenance[n].items() if v.drop_because), None)
-        result = {"_pii_counts": json.dumps(dict(counts), sort_keys=True),
+        result = {"_pii_counts": json.dumps({**counts, **redaction_counts(pii)}, sort_keys=True),
                   **{name: v.value for name, v in provenance[n].items()}}
         # an empty final answer is the SFT filters' empty_response
         empty_turn = turns is not None and next((i for i, p in enumerate(pii[:-1], start=1) if not p.text.strip()),
                                                 None)
         if drop_because:
             result.update(_reason="pii_policy", _detail=f"contains {drop_because}; privacy.{drop_because}=drop")
+        elif any(p.unresolved for p in pii):
+            result.update(_reason="pii_policy", _detail=UNRESOLVED_DETAIL)
         elif in_provenance:
             name, kind = in_provenance
             result.update(_reason="pii_policy", _detail=f"its {name} contains {kind}; privacy.{kind}=drop")
@@ -201,6 +208,7 @@ def cleaning_result(corpus: pl.DataFrame, rows: pl.DataFrame, settings: Settings
     honoured.update(h for hits in erased["_erased_by"].to_list() for h in hits)
     pii_counts, flag_counts = Counter(), Counter()
     found = [json.loads(c) for c in rest["_pii_counts"].to_list()]
+    redaction = pop_redaction_counts(found)  # fixed-point passes, allow and deny figures
     for counts in found:
         pii_counts.update(counts)
     for flags in kept["quality_flags"].to_list():
@@ -214,7 +222,7 @@ def cleaning_result(corpus: pl.DataFrame, rows: pl.DataFrame, settings: Settings
     kept_frame = kept.select(list(schema)).cast(schema)
     provenance = kept["redactions"].str.contains('"field": "(?:source_uri|locator)"')
     stats = CleaningStats(texts_changed=int(kept["_text_changed"].sum()), provenance_redacted=int(provenance.sum()),
-                          pii_by_type=dict(pii_counts), records_with_pii=sum(bool(c) for c in found),
+                          pii_by_type=dict(pii_counts), records_with_pii=sum(bool(c) for c in found), **redaction,
                           quality_flags=dict(flag_counts), warnings=warnings,
                           erasure=ErasureReport(requests=len(honoured), records_removed=erased.height,
                                                 removed_by_request=dict(honoured)))

@@ -125,6 +125,12 @@ def cleaning_metadata(stats, pii_policy: dict[str, str]) -> dict:
         "pii_report": table(["type", "found", "action"],
                             [[kind, stats.pii_by_type.get(kind, 0), action] for kind, action in pii_policy.items()]),
         "records_with_pii": stats.records_with_pii,
+        "pii_redaction_passes": dg.MetadataValue.md(
+            "records needing a detector pass after the first (redaction to a fixed point): "
+            + (", ".join(f"pass {k}: {n}" for k, n in sorted(stats.pii_passes.items())) or "none")
+            + f"; rejected, still found after the last pass: {stats.pii_unresolved}"),
+        "pii_allowed": stats.pii_allowed,  # findings privacy.allow left in the text
+        "pii_denied": stats.pii_denied,  # spans privacy.deny redacted
         "quality_flags": bars(stats.quality_flags),
         "erasure_requests": table(["request", "records removed"], erased) if erased
         else dg.MetadataValue.md("_no erasure requests_"),

@@ -68,7 +68,9 @@ def data_card(context: dg.AssetExecutionContext, pipeline: PipelineResource, rej
                                pii_policy=pipeline.settings().privacy.policy, erasure=cleaning.erasure,
                                comparison=approach_comparison,
                                domain=DedupStats.from_dict(pipeline.stage_stats("deduplicated_corpus")).domain,
-                               agreement=pipeline.stage_stats("labeled_corpus").get("agreement"))
+                               agreement=pipeline.stage_stats("labeled_corpus").get("agreement"),
+                               redaction={k: getattr(cleaning, k) for k in ("pii_passes", "pii_unresolved",
+                                                                            "pii_allowed", "pii_denied")})
     path = atomic.write_text(text, pipeline.data_root().report)
     context.add_output_metadata({"report": dg.MetadataValue.md(text), "path": dg.MetadataValue.path(str(path))})
     return {"path": str(path), "stage_counts": counts}
