@@ -230,6 +230,9 @@ def test_no_oversampled_copy_leaves_train_when_near_copies_move_an_original(tmp_
     root = DataRoot(tmp_path)
     root.asset_values.mkdir(parents=True, exist_ok=True)
     corpus.write_parquet(root.asset_values / "labeled_corpus.parquet")  # as the labeling stage stored it
+    former = root.result_cache / "dataset_splits.parquet"  # the whole split with its texts, as stored before
+    former.parent.mkdir(parents=True, exist_ok=True)
+    corpus.write_parquet(former)
     after_labeling = (dg.AssetSelection.assets("dataset_splits").upstream()
                       - dg.AssetSelection.assets("labeled_corpus").upstream())
     job = dg.define_asset_job("splits", selection=after_labeling)
@@ -246,6 +249,7 @@ def test_no_oversampled_copy_leaves_train_when_near_copies_move_an_original(tmp_
     assert moved not in set(augmented["augmented_from"])  # held out: never a source of training rows
     assert checks["dataset_splits_no_leakage"] and checks["dataset_splits_no_contamination"]
     assert checks["split_assignment_every_record"]
+    assert not former.exists()  # no text left in a cache nothing reads (an erasure request could not reach it)
     assignment = pl.read_parquet(root.asset_values / "split_assignment.parquet")
     assert splits.filter(pl.col("augmented_from").is_null()).select("record_id", "split").sort("record_id") \
         .equals(assignment.select("record_id", "split"))  # dataset_splits applied the decision, made none

@@ -34,6 +34,9 @@ from finetune_pipeline.tasks import task_for
 LISTED = 20  # record ids listed in a failed check's metadata
 CONTAMINATION_RESULT = "contamination_check"  # its answer, shared by the split's last look and the check
 ASSIGNMENT_RESULT = "split_assignment"  # the stored assignment, by `split_key` of labeled_corpus
+# Where dataset_splits stored its whole split (texts included) before the split moved to split_assignment:
+# nothing reads it any more, and an erasure request must not leave a subject's text there.
+FORMER_SPLIT_RESULT = ("dataset_splits.parquet", "dataset_splits.json")
 
 
 @gate("split_assignment", "split_assignment_every_record",
@@ -237,6 +240,8 @@ def split_assignment(context: dg.AssetExecutionContext, pipeline: PipelineResour
     require_upstream_checks(context, "labeled_corpus")
     settings, root = pipeline.settings(), pipeline.data_root()
     task = task_for(settings)
+    for name in FORMER_SPLIT_RESULT:
+        (root.result_cache / name).unlink(missing_ok=True)
     cache = pipeline.result_cache(ASSIGNMENT_RESULT)
     key = split_key(labeled_corpus, settings.splits, settings.dedup, task) if cache is not None else None
     hit = cache.load(key) if cache is not None else None
