@@ -131,6 +131,9 @@ def run(frame, detector: str, dump: Path | None, cold: bool = False) -> None:
           f"cpu {cpu:7.2f} s {frame.height / cpu:8.0f} records/s (per core)")
     print(f"  outcomes {dict(sorted(reasons.items()))}  pii {dict(sorted(result.stats.pii_by_type.items()))}  "
           f"digest {digest}")
+    if hasattr(result.stats, "pii_passes"):  # redaction to a fixed point (issue 33; absent in older checkouts)
+        print(f"  records needing a 2nd/3rd detector pass {result.stats.pii_passes or 'none'}, "
+              f"still holding personal data after the last {result.stats.pii_unresolved}")
     if dump:
         path = dump.with_name(f"{dump.stem}-{detector}{dump.suffix}")
         path.write_text("".join(json.dumps(o) + "\n" for o in outcomes))
