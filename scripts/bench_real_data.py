@@ -768,6 +768,11 @@ def read_outputs(root: Path, truth: dict) -> dict:
         "conflicts": conflict_scores(list(conflict_tasks.values()), [set(c) for c in truth["conflicts"]])
         if truth.get("conflicts") else None,
     }
+    for metrics in sorted((root / "models").glob("*/metrics.json")):  # published adapters (full runs)
+        m = json.loads(metrics.read_text())
+        result.setdefault("adapters", {})[metrics.parent.name] = {
+            k: m.get(k) for k in ("approach", "test", "majority_baseline", "base_model_test", "epochs_run")
+            if k in m}
     stats = root / ".pipeline" / "stats" / "deduplicated_corpus.json"
     cleaned = root / ".pipeline" / "assets" / "cleaned_corpus.parquet"
     if truth.get("off_domain_files") and stats.exists() and cleaned.exists():
@@ -840,6 +845,8 @@ def report(name: str, res: dict) -> str:
                      f"planted {c['planted']}, caught {c['caught']} (recall {c['recall']}); largest task "
                      f"{c['largest_task']} records; {c['innocent_in_review']} records held in review that are no "
                      f"planted conflict")
+    for name, m in o.get("adapters", {}).items():
+        lines.append(f"  adapter {name}: test {m.get('test')}; baseline {m.get('majority_baseline') or m.get('base_model_test')}")
     if isinstance(o.get("domain"), str):
         lines.append(f"  domain filter: {o['domain']}")
     elif o.get("domain"):
