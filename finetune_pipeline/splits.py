@@ -187,7 +187,7 @@ CONTAMINATION_BANDS = 64  # 64 bands of 2 rows: a pair at Jaccard 0.5 is a candi
 
 def _contamination_settings(threshold: float, dedup: DedupSettings) -> DedupSettings:
     return dedup.model_copy(update={"threshold": threshold, "bands": CONTAMINATION_BANDS, "num_perm": 128,
-                                    "shingle": "word", "ngram": 3, "short_text_words": 0})
+                                    "shingle": "word", "ngram": 3})
 
 
 def _contamination_clusters(texts: pl.Series, threshold: float, dedup: DedupSettings) -> np.ndarray:
@@ -243,7 +243,7 @@ def _merge_linked_groups(corpus: pl.DataFrame, group_col: str, groups: list[str]
 
 
 # What computes a split and its contamination check.
-SPLIT_CODE = ("splits.py", "tasks.py", "records.py", "dedup/minhash.py", "execution.py")
+SPLIT_CODE = ("splits.py", "tasks.py", "records.py", "dedup/minhash.py", "dedup/identifiers.py", "execution.py")
 
 
 def cross_split_near_duplicates(splits: pl.DataFrame, threshold: float, dedup: DedupSettings,

@@ -305,3 +305,19 @@ def test_only_train_records_are_augmented_and_a_copy_near_held_out_data_is_dropp
     assert "b000" not in set(extra["augmented_from"])  # its copies would be near copies of b001 (validation)
     assert result.stats.generated_dropped["near_held_out"] > 0
     assert (result.stats.train_records, result.stats.held_out_records) == (corpus.height - len(held_out), len(held_out))
+
+
+def test_a_light_edit_of_a_short_real_text_is_contamination_even_where_word_3grams_miss_it():
+    """The gauntlet's leak: a package synopsis in validation and its copy in test with ' - ' replaced by one
+    word (word 3-gram Jaccard 0.45, under 0.5). Short texts are compared on word sets, as dedup does."""
+    from finetune_pipeline.settings import DedupSettings
+    from finetune_pipeline.splits import cross_split_near_duplicates
+
+    text = "Linux SCSI target user-space daemon and tools - GlusterFS support"
+    frame = pl.DataFrame({"record_id": ["a", "b", "c", "d"],
+                          "text": [text, text.replace(" - ", " with "), "GNU C compiler for the hosted architecture",
+                                   "Network time protocol daemon and utilities"],
+                          "split": ["validation", "test", "train", "train"]})
+    crossing = cross_split_near_duplicates(frame, 0.5, DedupSettings())
+    assert crossing.height == 1
+    assert sorted(crossing.row(0)[1]) == ["a", "b"]

@@ -167,7 +167,7 @@ def _personal_data_refusal(settings, current: pl.DataFrame, exported: pl.DataFra
 
 @gate("dataset_splits", "dataset_splits_no_contamination",
       "No near-duplicate cluster (word 3-gram MinHash at splits.contamination_threshold, looser than "
-      "dedup's) has records in two splits: nothing in test or validation is a light edit of training "
+      "dedup's; short texts on word sets) has records in two splits: nothing in test or validation is a light edit of training "
       "data.")
 def dataset_splits_no_contamination(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
     settings = pipeline.settings()
