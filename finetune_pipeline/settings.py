@@ -169,6 +169,16 @@ class CleaningSettings(_Section):
         50, ge=1, description="The n-gram repetition filters judge only texts of at least this many words: on short "
         "texts a product name said twice already crosses Gopher's thresholds (Gopher's documents have 50+ words)."
     )
+    repetition_short_words: int = Field(
+        200, ge=0, description="Texts under this many words (and of repetition_min_words+) count an n-gram as "
+        "repeated only from repetition_short_min_count occurrences: in real 50-170-word manual-page excerpts one "
+        "phrase said twice (the name line repeated in the first sentence) rejected 120 of 985 (gauntlet, "
+        "docs/benchmarks.md); spam repeats far more often."
+    )
+    repetition_short_min_count: int = Field(
+        3, ge=2, description="Occurrences an n-gram needs to count as repeated in a text under "
+        "repetition_short_words words (2 everywhere else, as in Gopher)."
+    )
     max_top_ngram_share: dict[int, float] = Field(
         default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16},
         description="Characters covered by the most frequent word n-gram, as a share of all word characters, above "

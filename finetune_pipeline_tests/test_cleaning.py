@@ -178,15 +178,16 @@ def _repeated_ngrams_reference(tokens: list[str], settings: CleaningSettings):
     from collections import Counter
 
     chars = max(1, sum(len(w) for w in tokens))
+    repeated = settings.repetition_short_min_count if len(tokens) < settings.repetition_short_words else 2
     for n, limit in sorted(settings.max_top_ngram_share.items()):
         counts = Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
         gram, count = counts.most_common(1)[0] if counts else ((), 0)
-        if count >= 2 and count * sum(map(len, gram)) / chars > limit:
+        if count >= repeated and count * sum(map(len, gram)) / chars > limit:
             return "top", n
     for n, limit in sorted(settings.max_duplicate_ngram_share.items()):
         grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
         counts = Counter(grams)
-        covered = {j for i, g in enumerate(grams) if counts[g] > 1 for j in range(i, i + n)}
+        covered = {j for i, g in enumerate(grams) if counts[g] >= repeated for j in range(i, i + n)}
         if sum(len(tokens[j]) for j in covered) / chars > limit:
             return "duplicated", n
     return None
@@ -203,7 +204,7 @@ def _phrase_texts(draw):
 
 # Gopher's limits, and limits under which a text passes at n = 5 and fails at a longer n (with Gopher's, a
 # share falls with n about as fast as its limit, so that case is rare).
-_REPETITION_LIMITS = [CleaningSettings(), CleaningSettings(
+_REPETITION_LIMITS = [CleaningSettings(), CleaningSettings(repetition_short_words=0), CleaningSettings(
     repetition_min_words=10, max_top_ngram_share={2: 0.9, 3: 0.9, 4: 0.9},
     max_duplicate_ngram_share={5: 0.9, 7: 0.3, 10: 0.1})]
 
@@ -220,6 +221,24 @@ def test_repeated_ngrams_filter_decides_as_the_plain_rule_does(tokens, settings)
     if got:
         kind, n = expected
         assert got[0] == "repeated_ngrams" and f"{n}-gram" in got[1] and (kind == "top") == got[1].startswith("top")
+
+
+def test_a_short_manual_page_that_says_its_name_twice_is_kept_and_short_spam_is_not():
+    """Real shape from the gauntlet's manual pages (chmem(8), 118 words): phrases said twice covered 0.35 of
+    the text under Gopher's rule and it was rejected; 60 words of spam repeat each phrase ten times."""
+    from finetune_pipeline.cleaning.quality_filters import repeated_ngrams_filter
+
+    page = ("chmem - configure memory. The chmem command sets a particular size or range of memory online or offline. "
+            "Specify SIZE as size with m or M: size specifies the memory size in MiB (1024 x 1024 bytes). With g or "
+            "G, size specifies the memory size in GiB (1024 x 1024 x 1024 bytes). The default unit is MiB. Specify "
+            "RANGE in the form start-end as shown in the output of the lsmem(1) command. start is the hexadecimal "
+            "address of the first byte and end is the hexadecimal address of the last byte in the memory range. "
+            "Specify BLOCKRANGE in the form first-last or block as shown in the output of the lsmem(1) command.")
+    settings = CleaningSettings()
+    assert repeated_ngrams_filter(page, settings) is None
+    assert repeated_ngrams_filter(page, CleaningSettings(repetition_short_words=0))[0] == "repeated_ngrams"
+    assert repeated_ngrams_filter(" ".join(["buy cheap watches online best price"] * 10), settings)[0] \
+        == "repeated_ngrams"
 
 
 # ---- document filters on documents, not on the rows of a table (issue 33) ------------------------------------

@@ -126,28 +126,28 @@ def _ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
     return list(zip(*(tokens[i:] for i in range(n))))
 
 
-def top_ngram_share(tokens: list[str], n: int, chars: int | None = None) -> float:
-    """Characters of the most frequent n-gram times its count, over all word characters (0 if it occurs once).
-    `chars`: the word characters, when the caller has counted them."""
+def top_ngram_share(tokens: list[str], n: int, chars: int | None = None, min_count: int = 2) -> float:
+    """Characters of the most frequent n-gram times its count, over all word characters (0 if it occurs fewer
+    than `min_count` times). `chars`: the word characters, when the caller has counted them."""
     grams = Counter(_ngrams(tokens, n))
     if not grams:
         return 0.0
     gram, count = grams.most_common(1)[0]
-    if count < 2:
+    if count < min_count:
         return 0.0
     return count * sum(len(w) for w in gram) / max(1, chars if chars is not None else sum(map(len, tokens)))
 
 
-def duplicate_ngram_share(tokens: list[str], n: int, chars: int | None = None) -> float:
-    """Characters of words covered by any n-gram that occurs more than once, over all word characters.
-    `chars`: the word characters, when the caller has counted them."""
+def duplicate_ngram_share(tokens: list[str], n: int, chars: int | None = None, min_count: int = 2) -> float:
+    """Characters of words covered by any n-gram that occurs at least `min_count` times, over all word
+    characters. `chars`: the word characters, when the caller has counted them."""
     grams = _ngrams(tokens, n)
     counts = Counter(grams)
-    if len(counts) == len(grams):
+    if min_count <= 2 and len(counts) == len(grams):
         return 0.0  # no n-gram occurs twice
     covered = [False] * len(tokens)
     for i, gram in enumerate(grams):
-        if counts[gram] > 1:
+        if counts[gram] >= min_count:
             covered[i:i + n] = [True] * n
     return sum(len(w) for w, c in zip(tokens, covered) if c) / max(
         1, chars if chars is not None else sum(map(len, tokens)))
@@ -156,17 +156,21 @@ def duplicate_ngram_share(tokens: list[str], n: int, chars: int | None = None) -
 def repeated_ngrams_filter(text: str, settings: CleaningSettings) -> Reject:
     """Gopher: the most frequent 2-4-gram and the duplicated 5-10-grams may cover only so much of the text.
     The duplicated n-grams are measured from the shortest n up, and stop at the first n none of whose n-grams
-    repeats: a repeated longer n-gram would contain a repeated one of that length, so none repeats either."""
+    repeats: a repeated longer n-gram would contain a repeated one of that length, so none repeats either.
+    In a text under `repetition_short_words` words an n-gram counts as repeated only from
+    `repetition_short_min_count` occurrences: there one phrase said twice (a manual page's name line
+    repeated in its first sentence) already covers Gopher's share, and spam repeats far more often."""
     tokens = [w.lower() for w in _words(text)]
     if len(tokens) < settings.repetition_min_words:
         return None
     chars = sum(map(len, tokens))
+    min_count = settings.repetition_short_min_count if len(tokens) < settings.repetition_short_words else 2
     for n, limit in sorted(settings.max_top_ngram_share.items()):
-        share = top_ngram_share(tokens, n, chars)
+        share = top_ngram_share(tokens, n, chars, min_count)
         if share > limit:
             return "repeated_ngrams", f"top {n}-gram covers {share:.2f} > cleaning.max_top_ngram_share[{n}]={limit}"
     for n, limit in sorted(settings.max_duplicate_ngram_share.items()):
-        share = duplicate_ngram_share(tokens, n, chars)
+        share = duplicate_ngram_share(tokens, n, chars, min_count)
         if share > limit:
             return "repeated_ngrams", (f"duplicated {n}-grams cover {share:.2f} > "
                                        f"cleaning.max_duplicate_ngram_share[{n}]={limit}")
