@@ -70,7 +70,8 @@ def test_labeling_assets_materialize_with_agreement_metadata_and_review_export(t
     assert (root / "exports" / "review" / "label_config.xml").exists()
     evaluations = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
                    for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
-    assert evaluations == {"labeled_corpus_expectations": True, "labeled_corpus_accounting": True}
+    assert evaluations == {"labeled_corpus_expectations": True, "labeled_corpus_accounting": True,
+                           "labeled_corpus_reject_share": True}
     kept = pl.read_parquet(root / ".pipeline" / "assets" / "labeled_corpus.parquet")
     assert kept.filter(pl.col("record_id") == "unlabeled")["label"].to_list() == ["shipping"]
 
