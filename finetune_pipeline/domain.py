@@ -19,7 +19,10 @@ in-domain evidence and the reference score only says which part of it is the dom
 4. off-domain: a record more than `record_cut` deviations below the median, or, in a source (file) of at
    least `source_min_records` records whose median relevance is more than `source_cut` deviations below,
    a record below the corpus median. Off-domain text arrives as whole files (a manual dropped into raw/);
-   a file is judged on all its records, far steadier than one short record's score.
+   a file is judged on all its records, far steadier than one short record's score. The other chunks of a
+   record's own document are not its neighbours (a document is one text; it would vouch for itself);
+5. a corpus mostly of table rows with a few document files: each document is judged as a whole against the
+   rows (one-sided sign test of its chunks below the rows' median relevance, p < `document_p`).
 Below `min_records` records there is no distribution to calibrate against: the absolute `threshold`
 (`classifier_threshold`) applies, as with calibration `absolute`.
 
@@ -43,6 +46,7 @@ import polars as pl
 from finetune_pipeline.embeddings import EmbeddingCache
 from finetune_pipeline.records import StageResult, StageStats, empty_rejects, reject_rows
 from finetune_pipeline.settings import DomainSettings
+from finetune_pipeline.sources.files import DOCUMENT_TYPES
 
 STAGE = "deduplicated_corpus"
 REASON = "off_domain"
@@ -162,9 +166,12 @@ def robust_z(values: np.ndarray) -> np.ndarray:
     return (values - median) / max(scale, 1e-9)
 
 
-def corpus_relevance(x: np.ndarray, reference: np.ndarray, neighbours: int = 10) -> np.ndarray:
+def corpus_relevance(x: np.ndarray, reference: np.ndarray, neighbours: int = 10,
+                     documents: list[str | None] | None = None) -> np.ndarray:
     """Each record's relevance in robust deviations from the corpus median (module docstring, steps 1-3):
-    `x` the records' unit embeddings, `reference` their reference scores."""
+    `x` the records' unit embeddings, `reference` their reference scores, `documents` per record the document
+    it is a chunk of (None: a row of a table, a record of its own). The chunks of one document are one text:
+    they are not each other's nearest-neighbour evidence (a 45-chunk manual would otherwise vouch for itself)."""
     core = np.flatnonzero(reference >= np.median(reference))
     if len(core) > MAX_CORE_SAMPLE:  # evenly over the core by reference score: deterministic, bounded cost
         evenly = np.linspace(0, len(core) - 1, MAX_CORE_SAMPLE).astype(int)
@@ -175,11 +182,22 @@ def corpus_relevance(x: np.ndarray, reference: np.ndarray, neighbours: int = 10)
     position = np.full(len(x), -1)
     position[core] = np.arange(len(core))
     nearest = np.empty(len(x))
+    document = None
+    if documents is not None and any(d is not None for d in documents):
+        ids = {d: i for i, d in enumerate(sorted({d for d in documents if d is not None}))}
+        document = np.array([-1 if d is None else ids[d] for d in documents])
     for start in range(0, len(x), 2048):  # blocks: memory of 2048 x core, never n x n
         block = x[start:start + 2048] @ x[core].T
         rows = np.flatnonzero(position[start:start + 2048] >= 0)
         block[rows, position[start:start + 2048][rows]] = -np.inf  # a core record is not its own neighbour
-        nearest[start:start + 2048] = np.sort(block, axis=1)[:, -k:].mean(axis=1)
+        if document is not None:  # nor are the other chunks of its document
+            mine = document[start:start + 2048]
+            same = (mine[:, None] >= 0) & (mine[:, None] == document[core][None, :])
+            block[same] = -np.inf
+        top = np.sort(block, axis=1)[:, -k:]
+        top[np.isinf(top)] = np.nan  # fewer than k others (a tiny corpus): the mean of those there are
+        with np.errstate(all="ignore"):
+            nearest[start:start + 2048] = np.nan_to_num(np.nanmean(top, axis=1), nan=0.0)
     return robust_z(robust_z(to_centroid) + robust_z(nearest))
 
 
@@ -210,6 +228,14 @@ def record_texts(corpus: pl.DataFrame) -> list[str]:
     return corpus["text"].fill_null("").to_list()
 
 
+def record_documents(corpus: pl.DataFrame) -> list[str | None] | None:
+    """Per record, the document it is a chunk of (its source_uri), or None for a row of a table."""
+    if not {"source_uri", "source_type"} <= set(corpus.columns):
+        return None
+    return [uri if kind in DOCUMENT_TYPES.values() else None
+            for uri, kind in corpus.select("source_uri", "source_type").iter_rows()]
+
+
 @dataclass
 class _Verdict:
     below: np.ndarray  # bool per record: off-domain
@@ -232,8 +258,9 @@ def _absolute(scores: np.ndarray, scorer: DomainScorer, why: str = "") -> _Verdi
                     scorer.threshold, unit=f"{unit}; cut {setting} {scorer.threshold}")
 
 
-def _calibrated(x: np.ndarray, reference: np.ndarray, sources: list[str] | None, cfg: DomainSettings) -> _Verdict:
-    z = corpus_relevance(x, reference, cfg.neighbours)
+def _calibrated(x: np.ndarray, reference: np.ndarray, sources: list[str] | None, cfg: DomainSettings,
+                documents: list[str | None] | None = None) -> _Verdict:
+    z = corpus_relevance(x, reference, cfg.neighbours, documents)
     below = z < -cfg.record_cut
     source_median = np.full(len(z), np.nan)
     sources_off = 0
@@ -245,19 +272,58 @@ def _calibrated(x: np.ndarray, reference: np.ndarray, sources: list[str] | None,
         marked = frame.join(off.select("source", "median"), on="source", how="left").sort("i")
         source_median = marked["median"].fill_null(np.nan).to_numpy()
         below |= ~np.isnan(source_median) & (z < 0)
+    sign = _documents_among_rows(z, documents, cfg) if documents is not None else {}
+    below[list(sign)] = True  # a document is one text: judged as a whole, all its chunks go
+    sources_off += len({documents[i] for i in sign})
     unit = "relevance z: robust deviations from the corpus median"
     detail = []
-    for value, median in zip(z, source_median):
+    for i, (value, median) in enumerate(zip(z, source_median)):
         if value < -cfg.record_cut:
             why = f"below -domain.record_cut {-cfg.record_cut:g}"
+        elif i in sign and np.isnan(median):
+            rows_median, (lower, n), p = sign[i]
+            why = (f"a chunk of a document whose chunks fall below the table rows' median relevance "
+                   f"{rows_median:.2f} {lower} times of {n} (sign test p {p:.2g}, below domain.document_p "
+                   f"{cfg.document_p:g})")
         else:
             why = (f"below the corpus median, in a source whose median relevance {median:.2f} is below "
                    f"-domain.source_cut {-cfg.source_cut:g}")
+        loosen = "lower domain.document_p (0: off)" if "document_p" in why else \
+            "raise domain.record_cut / domain.source_cut"
         detail.append(f"relevance {value:.2f} ({unit}) {why}; if such records belong, add examples like them "
-                      f"to domain.examples_dir or raise domain.record_cut / domain.source_cut")
+                      f"to domain.examples_dir or {loosen}")
     return _Verdict(below, z, detail, z_histogram(z), "corpus", -cfg.record_cut, sources_off,
                     unit=f"{unit}; cut -domain.record_cut {-cfg.record_cut:g}, or a source's median below "
-                         f"-domain.source_cut {-cfg.source_cut:g}")
+                         f"-domain.source_cut {-cfg.source_cut:g}, or a document among table rows below their "
+                         f"median more often than domain.document_p {cfg.document_p:g} allows")
+
+
+def _documents_among_rows(z: np.ndarray, documents: list[str | None],
+                          cfg: DomainSettings) -> dict[int, tuple[float, tuple[int, int], float]]:
+    """A corpus mostly of table rows (the user's labeled records) with a few document files: rows and chunks
+    are different evidence (a manual's chunks are alike, a table's rows are not), so a document is judged as a
+    whole against the rows: off-domain, all its chunks, when they fall below the rows' median relevance more
+    often than chance allows (one-sided sign test, p < domain.document_p). Per chunk of such a document: (the
+    rows' median, (chunks below, chunks), p)."""
+    rows = np.array([d is None for d in documents])
+    if cfg.document_p <= 0 or rows.sum() * 2 < len(z):
+        return {}
+    from scipy.stats import binom
+
+    rows_median = float(np.median(z[rows]))
+    by_document: dict[str, list[int]] = {}
+    for i, d in enumerate(documents):
+        if d is not None:
+            by_document.setdefault(d, []).append(i)
+    marked = {}
+    for chunks in by_document.values():
+        if len(chunks) < cfg.source_min_records:
+            continue
+        lower = int((z[chunks] < rows_median).sum())
+        p = float(binom.sf(lower - 1, len(chunks), 0.5))  # P(at least `lower` of n below) under no difference
+        if p < cfg.document_p:
+            marked.update({i: (rows_median, (lower, len(chunks)), p) for i in chunks})
+    return marked
 
 
 def refusal_message(corpus: pl.DataFrame, verdict: _Verdict, cfg: DomainSettings) -> str:
@@ -298,7 +364,7 @@ def domain_filter(corpus: pl.DataFrame, cfg: DomainSettings, scorer: DomainScore
     reference = scorer.score_embeddings(x) if len(x) else np.zeros(0)
     if cfg.calibration == "corpus" and corpus.height >= cfg.min_records:
         sources = corpus["source_uri"].fill_null("").to_list() if "source_uri" in corpus.columns else None
-        verdict = _calibrated(x, reference, sources, cfg)
+        verdict = _calibrated(x, reference, sources, cfg, record_documents(corpus))
     else:
         why = "" if cfg.calibration == "absolute" else \
             f" (absolute: {corpus.height} records, fewer than domain.min_records {cfg.min_records} to calibrate on)"

@@ -835,6 +835,12 @@ class DomainSettings(_Section):
         "at -1.78; the in-domain files at 0.00 to 0.52.")
     source_min_records: int = Field(
         3, ge=1, description="calibration corpus: sources with fewer records are judged record by record only.")
+    document_p: float = Field(
+        0.01, ge=0, le=1, description="calibration corpus, a corpus mostly of table rows: a document file "
+        "(txt, md, html, pdf, docx, eml) whose chunks fall below the rows' median relevance more often than "
+        "chance allows (one-sided sign test, p below this) is off-domain as a whole (all its chunks). "
+        "Measured (docs/benchmarks.md): the GPL, a PDF manual and Python's policy manual among 937 Debian "
+        "package synopses, every chunk below (p 0.002 to 3e-14), no synopsis lost; 0 turns the rule off.")
     neighbours: int = Field(
         10, ge=1, description="calibration corpus: how many nearest core records a record's similarity is "
         "averaged over.")

@@ -4,6 +4,7 @@ texts) and the absolute threshold; the max_reject_share guard (fail or flag); th
 variant; conversations; the stage's accounting; settings errors."""
 
 import csv
+from pathlib import Path
 import json
 
 import polars as pl
@@ -241,3 +242,27 @@ def test_the_guard_also_stops_a_calibrated_filter_and_names_its_cuts(commands):
     allowed = domain_filter(corpus, DomainSettings(description=COMMANDS, max_reject_share=0.5))
     assert allowed.stats.off_domain == round(refused.value.share * corpus.height) > 0.1 * corpus.height
     assert set(allowed.rejected["record_id"]) - set(unrelated["record_id"]) <= set()  # only unrelated texts
+
+
+GPL_3 = Path("/usr/share/common-licenses/GPL-3")  # base-files: on every Debian machine
+
+
+@pytest.mark.skipif(not GPL_3.exists(), reason="needs /usr/share/common-licenses/GPL-3 (Debian base-files)")
+def test_a_document_of_another_subject_among_table_rows_is_caught_and_no_row_lost(commands):
+    # Real shape (the gauntlet's pkg_domain): short labeled rows of a table, and a long software text dropped
+    # into raw/ whose chunks are alike. Each chunk's nearest neighbours used to be the other chunks of the same
+    # licence, so the file scored at the corpus median and none of it was caught.
+    text = GPL_3.read_text(encoding="utf-8")
+    chunks = [text[i:i + 2000] for i in range(0, len(text), 2000)]
+    rows = commands.with_columns(pl.lit("jsonl").alias("source_type"))
+    licence = _sources(chunks, "raw/docs/GPL-3.txt", "gpl").with_columns(pl.lit("txt").alias("source_type"))
+    cfg = DomainSettings(description=COMMANDS, max_reject_share=0.2)  # the licence is 18 of 168 records
+    result = domain_filter(pl.concat([rows, licence]), cfg)
+    rejected = set(result.rejected["record_id"])
+    assert rejected & set(rows["record_id"]) == set()  # no command description lost
+    assert set(licence["record_id"]) <= rejected  # the whole licence: a document is one text
+    assert result.stats.off_domain_sources == 1
+    assert any("sign test" in d and "domain.document_p" in d for d in result.rejected["detail"])
+    # documents_p 0 turns the rule off: the licence is judged like any other source again
+    off = domain_filter(pl.concat([rows, licence]), cfg.model_copy(update={"document_p": 0.0}))
+    assert not any("sign test" in d for d in off.rejected["detail"])

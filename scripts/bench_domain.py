@@ -27,6 +27,7 @@ in-domain records lost, off-domain records caught, and the guard's outcome at do
 
     .venv/bin/python scripts/bench_domain.py                 # both parts
     .venv/bin/python scripts/bench_domain.py --only real     # the real corpora only (or --only sample)
+    .venv/bin/python scripts/bench_domain.py --root ROOT     # a cleaned data root (bench_real_data.py's) instead
 Embeddings of the real corpora are cached in --cache (default /tmp/bench_domain_cache): a rerun costs seconds.
 """
 
@@ -55,11 +56,13 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 from finetune_pipeline.domain import (DomainFilterRefused, DomainScorer, corpus_relevance, domain_filter,  # noqa: E402
-                                      read_examples)
+                                      read_examples, record_documents)
 from finetune_pipeline.embeddings import EmbeddingCache, embed  # noqa: E402
 from finetune_pipeline.records import corpus_frame  # noqa: E402
 from finetune_pipeline.settings import DomainSettings  # noqa: E402
 from finetune_pipeline.settings import load_settings  # noqa: E402
+from finetune_pipeline.sources.files import DOCUMENT_TYPES  # noqa: E402
+from finetune_pipeline.sources.tabular import TABULAR_TYPES  # noqa: E402
 from finetune_pipeline_tests.domain_texts import OFF_DOMAIN  # noqa: E402
 
 DATA = REPO / "data"
@@ -286,8 +289,15 @@ def real_corpora() -> list[dict]:
 
 
 def frame(rows: list[tuple[str, str]], prefix: str) -> pl.DataFrame:
-    return corpus_frame([{"record_id": f"{prefix}{i}", "text": t, "source_uri": s, "locator": f"chunk {i}",
-                          "ingested_at": "2026-01-01T00:00:00"} for i, (t, s) in enumerate(rows)])
+    return corpus_frame([{"record_id": f"{prefix}{i}", "text": t, "source_uri": s, "source_type": source_type(s),
+                          "locator": f"chunk {i}", "ingested_at": "2026-01-01T00:00:00"}
+                         for i, (t, s) in enumerate(rows)])
+
+
+def source_type(uri: str) -> str:
+    """What collection would call the file: a table's type, else a document's (a .gz text counted as txt)."""
+    suffix = Path(uri).suffix.lower()
+    return TABULAR_TYPES.get(suffix) or DOCUMENT_TYPES.get(suffix, "txt")
 
 
 def outcome(cfg: DomainSettings, scorer: DomainScorer, records: pl.DataFrame, x: np.ndarray, n_in: int) -> dict:
@@ -315,7 +325,7 @@ def mode_table(title: str, records: pl.DataFrame, x: np.ndarray, n_in: int, mode
         lines.append(f"| {name} | {o['lost']}/{n_in} ({o['lost'] / n_in:.3f}) | {caught} | {o['guard']} |")
     cfg, scorer = modes["description alone, calibrated (the default)"]
     if records.height >= cfg.min_records:  # each file's median relevance (what domain.source_cut judges)
-        z = corpus_relevance(x, scorer.score_embeddings(x), cfg.neighbours)
+        z = corpus_relevance(x, scorer.score_embeddings(x), cfg.neighbours, record_documents(records))
         medians = pl.DataFrame({"source": records["source_uri"], "z": z}).group_by("source").agg(
             pl.len(), pl.col("z").median()).filter(pl.col("len") >= cfg.source_min_records).sort("z")
         lines += ["", "median relevance per file of at least 3 records (description alone, calibrated): " + ", ".join(
@@ -383,12 +393,43 @@ def real_part(cache_dir: Path) -> None:
     print("\n".join(out))
 
 
+def root_part(root: Path, cache_dir: Path) -> None:
+    """A data root the pipeline has cleaned (`finetune-pipeline run --select +key:cleaned_corpus`): its domain
+    settings on its cleaned corpus, per source file: records, rejected, and whether the gauntlet's truth
+    (ROOT.truth.json, `off_domain_files`, from scripts/bench_real_data.py) calls the file off-domain."""
+    cfg = load_settings(root).domain
+    corpus = pl.read_parquet(root / ".pipeline" / "assets" / "cleaned_corpus.parquet")
+    truth_path = root.parent / f"{root.name.removesuffix('-copy')}.truth.json"
+    off_files = set(json.loads(truth_path.read_text())["off_domain_files"]) if truth_path.exists() else set()
+    cache = EmbeddingCache(cache_dir, "bench_domain")
+    result = domain_filter(corpus, cfg.model_copy(update={"max_reject_share": 1.0}), cache=cache)
+    rejected = set(result.rejected["record_id"])
+    print(f"## Data root {root}\n\ndomain.description: {cfg.description!r}\n")
+    print("| source | records | rejected | truth |\n|---|---|---|---|")
+    lost = caught = n_off = n_in = 0
+    for (source,), part in corpus.group_by("source_uri", maintain_order=True):
+        off = source.removeprefix("raw/") in off_files
+        r = len(rejected & set(part["record_id"]))
+        n_off, caught = n_off + off * part.height, caught + off * r
+        n_in, lost = n_in + (not off) * part.height, lost + (not off) * r
+        print(f"| {source} | {part.height} | {r} | {'off-domain' if off else 'in-domain'} |")
+    print(f"\nin-domain lost {lost}/{n_in}, off-domain caught {caught}/{n_off}, share {result.stats.reject_share:.1%} "
+          f"(guard at domain.max_reject_share {cfg.max_reject_share:g}: "
+          f"{'passes' if result.stats.reject_share <= cfg.max_reject_share else 'fails'}), "
+          f"sources judged off-domain {result.stats.off_domain_sources}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=("sample", "real"))
+    parser.add_argument("--root", type=Path, help="instead: a cleaned data root (root_part's docstring)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/bench_domain_cache"))
     args = parser.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)
+    if args.root:
+        root_part(args.root, args.cache)
+        print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}")
+        return
     if args.only in (None, "sample"):
         sample_part()
     if args.only in (None, "real"):
