@@ -433,3 +433,40 @@ def test_data_card_counts_the_fixed_point_and_the_lists():
     assert "| custom | 2 | redact (privacy.deny) |" in card
     assert "4 a pass 2; 1 rejected" in card and "privacy.allow left 5 findings" in card
     assert "privacy.deny redacted 2 spans" in card
+
+
+def test_names_of_fonts_scripts_products_and_titles_are_not_people():
+    """Real Debian synopses and manual-page lines the detector took for names (issue 33): a name after a
+    determiner or inside a longer capitalised run, before a technical word, in a list of language names
+    with its code, a title after a cue, an em dash before a description."""
+    keep = ["Development files for the Emilia Pinball Emulator",
+            "typeface reflecting the traditional hand-written style of the Tai Viet script",
+            "Nanum Eco Korean font", "Lexi Saebom Korean font",
+            "Debian Edu Homeworld \"bullseye\" theme and artwork",
+            "gcloud alpha asset feeds describe - describe a Cloud Asset Inventory Feed",
+            "Miao (Pollard) fonts for Aluo / Gan Yi [yna]",
+            "Miao (Pollard) fonts for Small Flowery Miao / Xiaohua Miao [sfm]",
+            "Monte Carlo Particle Lists - library",
+            "According to The Single Unix Specification, the behavior is unspecified.",
+            "rpc_gss_is_installed — Query for the presence of a security mechanism"]
+    for text in keep:
+        assert apply_pii_policy(text, PrivacySettings()).text == text, text
+    # people in the same shapes stay redacted
+    people = {"Steve Harris's LADSPA plugins": "<PERSON> LADSPA plugins",
+              "Free unicode TrueType fonts by George Williams": "Free unicode TrueType fonts by <PERSON>",
+              "A quote, as the saying goes.\n— Ada Lovelace": "A quote, as the saying goes.\n— <PERSON>"}
+    for text, redacted in people.items():
+        assert apply_pii_policy(text, PrivacySettings()).text == redacted, text
+
+
+def test_lower_case_names_and_capital_surnames_after_credit_cues():
+    cases = {"Thanks to liam obrien for the patch; reach them at liam@example.org.": "liam obrien",
+             "Questions to maria gonzalez, phone +1 212 555 0129.": "maria gonzalez",
+             "Thanks to kwame mensah for the patch.": "kwame mensah",
+             "Reported by Haruto SATO (haruto@example.com).": "Haruto SATO"}
+    for text, name in cases.items():
+        result = apply_pii_policy(text, PrivacySettings()).text
+        assert name not in result and "<PERSON>" in result, text
+    # English words after the cue are no name, in lower case or in capitals
+    for text in ("thanks to maria for the patch", "Reported by Debian QA team.", "thanks to upstream for the fix"):
+        assert "<PERSON>" not in apply_pii_policy(text, PrivacySettings()).text, text

@@ -115,7 +115,8 @@ _NAME_CUES = [
 # Attributions, with the characters the text must contain for each to match (a cheap skip):
 # "— Ada Lovelace", "(Chinua Achebe, 1958)", "said Mei Lin", "note from ...", "in the words of ...".
 _ATTRIBUTION_CUES = [
-    (r"(?:^|(?<=\s))[—–]\s*" + _FULL_NAME, "—–"),
+    # not before a lower-case word: "rpc_gss_is_installed — Query for the presence ..." is a description
+    (r"(?:^|(?<=\s))[—–]\s*" + _FULL_NAME + r"(?![ \t]+[a-z])", "—–"),
     (r"\(" + _FULL_NAME + r",\s*(?:\d{4}|p\.|n\.d\.)", "("),
     (r"\b(?:said|says|wrote|writes|asked|added|replied|noted|explained)\s+" + _FULL_NAME, ""),
     (r"\b" + _first_letter("aimnq") + r"(?i:(?:note|message|letter|e-?mail) from|in the words of|according to|"
@@ -288,6 +289,8 @@ def plausible_name(value: str) -> bool:
     'GB', 'ERR_CONNECTION_RESET'), or only words from `NOT_NAMES`."""
     if any(c.isdigit() or c == "_" for c in value) or not any(c.islower() for c in value):
         return False
+    if value.split()[0] in ("The", "An"):
+        return False  # a title: "According to The Single Unix Specification"
     tokens = [t.strip(".,'").lower() for t in value.split()]
     if any(t in NOT_NAMES for t in tokens if t):
         return False
@@ -379,6 +382,47 @@ def email_name_spans(text: str) -> list[PiiSpan]:
     return spans
 
 
+# Words after which a person's name follows in credits and contact lines: "Reported by Haruto SATO",
+# "Thanks to liam obrien for the patch", "Questions to maria gonzalez, phone ...".
+_CREDIT_CUE = re.compile(
+    r"\b(?i:(?:reported|written|maintained|reviewed|contributed|created|developed|designed|patched|tested|"
+    r"translated|sent|fixed) by|questions to|thanks to|contact(?:ed)?:?|name:)[ \t]+"
+    rf"((?:[{_UPPER}][{_LOWER}]+|[{_LOWER}]{{2,}})(?:[ \t]+(?:[{_UPPER}][{_LOWER}]+|[{_UPPER}]{{2,}}|[{_LOWER}]{{2,}})){{1,2}})"
+    r"(?![^\W_])")
+
+
+def credit_name_spans(text: str) -> list[PiiSpan]:
+    """Names after a credit or contact cue (`_CREDIT_CUE`) that the capitalised-name cues do not read: a known
+    capitalised word that is no English or technical word followed by a surname in capitals ("Haruto SATO";
+    not an acronym, with a vowel) or, all in lower case, a known first name (`first_names`) or a word that is
+    no English word at all, followed by words that are no English words ("liam obrien", "kwame mensah";
+    "thanks to maria for the patch" gives nothing: "for" is English)."""
+    spans = []
+    for match in _CREDIT_CUE.finditer(text):
+        words = match.group(1).split()
+        first = words[0].lower()
+        if first in TECH_WORDS or first in NOT_NAMES or not (
+                first in first_names() or _word_frequency(first) == 0
+                or words[0][0].isupper() and _word_frequency(first) < ENGLISH_WORD_FREQUENCY):
+            continue
+        rest, taken = words[1:], []
+        for word in rest:
+            if word.isupper() and word.lower() not in _ACRONYMS and re.search("[AEIOUY]", word) \
+                    and words[0][0].isupper():
+                taken.append(word)
+            elif word.islower() and words[0].islower() and _word_frequency(word) < ENGLISH_WORD_FREQUENCY \
+                    and word not in TECH_WORDS and word not in NOT_NAMES:
+                taken.append(word)
+            else:
+                break
+        if taken:
+            end = match.start(1) + len(" ".join([words[0], *taken]))
+            value = text[match.start(1):end]
+            if len(value.split()) == len(taken) + 1:  # single spaces: the offsets hold
+                spans.append(PiiSpan(match.start(1), end, "person"))
+    return spans
+
+
 def _common_lower(word: str) -> bool:
     """A lower-case common English word ("send", "to"): no part of a name written in lower case."""
     return word.islower() and _word_frequency(word.strip(".")) >= COMMON_WORD_FREQUENCY
@@ -387,6 +431,7 @@ def _common_lower(word: str) -> bool:
 def pattern_spans(text: str) -> list[PiiSpan]:
     """Spans found by the project's validated patterns."""
     spans = email_name_spans(text) if "@" in text and "<" in text else []
+    spans += credit_name_spans(text)
     digits = len(_DIGIT.findall(text))
     for kind, pattern, group, needs in _PATTERNS:
         if isinstance(needs, str) and needs and not any(c in text for c in needs) \
@@ -470,6 +515,50 @@ def gazetteer_name_spans(text: str, places: list[PiiSpan] | None = None) -> list
             spans.append(PiiSpan(match.start(1), end, "person"))
             pos = end
     return spans
+
+
+_DETERMINER_BEFORE = re.compile(r"(?i:\b(?:the|a|an)[ \t]+)$")
+_LIST_SLASH = re.compile(r"[ \t]/[ \t]")
+_LANGUAGE_CODE_AFTER = re.compile(r"[ \t]*(?:/[ \t]|\[[a-z]{2,3}\])")
+
+
+_DOCUMENT_FORMATS = frozenset("pdf doc docx odt rtf txt md csv xls xlsx json xml html htm png jpg jpeg gif svg "
+                               "epub".split())
+
+
+def names_a_thing(text: str, start: int, end: int) -> bool:
+    """A span found without a cue (NER, the first-name gazetteer) that stands where a product, a font, a
+    script or a language is named, not a person: after a determiner ("the Tai Viet script", "a Cloud Asset
+    Inventory"), after a technical word ("Debian Edu Homeworld") or inside a run of
+    capitalised words that is no sentence's start ("Cloud Asset Inventory Feed"), before a technical word, at most one capitalised word between ("Nanum Eco
+    Korean font", "Emilia Pinball Emulator"; "Steve Harris's plugins" stays a name), or in a list of
+    language names ("Aluo / Gan Yi [yna]")."""
+    head = text[max(0, start - 40):start]
+    if _DETERMINER_BEFORE.search(head):
+        return True
+    before = re.search(r"(?:^|[^\w'-])([A-Z][\w-]*)[ ]$", head)
+    if before:
+        word = before.group(1).lower()
+        if word in TECH_WORDS or word in _PLACE_HEADS:
+            return True  # "Debian Edu Homeworld", "Monte Carlo Particle Lists"
+        prefix = text[:start - len(before.group(1)) - 1].rstrip(" \t\"“(")
+        sentence_start = not prefix or prefix.endswith((".", "!", "?", ":", ";", "\n"))
+        after = re.match(r"[ ]([A-Z])", text[end:end + 2])
+        if after and not sentence_start and word not in _SENTENCE_STARTERS and word not in NOT_NAMES:
+            return True  # in a run of capitalised words: "Cloud Asset Inventory Feed" ("Only Jun Sato knew" stays)
+    tail = text[end:end + 60]
+    if _LANGUAGE_CODE_AFTER.match(tail) or _LIST_SLASH.search(head[-3:]):
+        return True
+    if text[start:end].endswith(("'s", "’s")) or tail.startswith(("'s", "’s")):
+        return False  # a possessive is a person's: "Steve Harris's LADSPA plugins"
+    words = re.findall(r"[^\W\d_][\w'’-]*|\S", tail)[:2]
+    if words and words[0].lower() in _DOCUMENT_FORMATS:
+        return False  # a person's document: "John Smith Cv Pdf" (a file name read as words)
+    if words and words[0].lower() in TECH_WORDS | {"script", "scripts"}:
+        return True
+    # a language or a technical word between: "Nanum Eco Korean font" ("Raw John Smith Cv Pdf" stays a name)
+    return len(words) == 2 and words[0][0].isupper() and words[0].lower() in TECH_WORDS \
+        and words[1].lower() in TECH_WORDS | {"script", "scripts"}
 
 
 def _is_word_char(char: str) -> bool:
@@ -886,7 +975,8 @@ def detect_pii_lists(texts: list[str], policy: PrivacySettings) -> list[Detectio
         # the gazetteer's rule for names of unknown words needs NER's places; in a text holding placeholders
         # NER reads only the sentences that hold one, so there the rule is off ("Buenos Aires")
         places = [s for s in found if s.kind == "location"] if policy.detector == "presidio" and not regions else None
-        spans = own + found + (gazetteer_name_spans(text, places) if policy.name_gazetteer else [])
+        spans = own + [s for s in found + (gazetteer_name_spans(text, places) if policy.name_gazetteer else [])
+                       if s.kind != "person" or not names_a_thing(text, s.start, s.end)]
         spans = propagate_names(text, spans)
         if regions:
             spans = [s for s in spans if all(s.end <= a or s.start >= b for a, b in regions)]
