@@ -446,7 +446,7 @@ def test_names_of_fonts_scripts_products_and_titles_are_not_people():
             "gcloud alpha asset feeds describe - describe a Cloud Asset Inventory Feed",
             "Miao (Pollard) fonts for Aluo / Gan Yi [yna]",
             "Miao (Pollard) fonts for Small Flowery Miao / Xiaohua Miao [sfm]",
-            "Monte Carlo Particle Lists - library",
+            "Monte Carlo Particle Lists - library", "Grid Community Toolkit - Globus Gass Copy Programs",
             "According to The Single Unix Specification, the behavior is unspecified.",
             "rpc_gss_is_installed — Query for the presence of a security mechanism"]
     for text in keep:

@@ -552,6 +552,8 @@ def names_a_thing(text: str, start: int, end: int) -> bool:
     if text[start:end].endswith(("'s", "’s")) or tail.startswith(("'s", "’s")):
         return False  # a possessive is a person's: "Steve Harris's LADSPA plugins"
     words = re.findall(r"[^\W\d_][\w'’-]*|\S", tail)[:2]
+    if re.match(r"[ ][A-Z][\w-]*[ ][A-Z][\w-]*(?![\w'’])", tail) and not re.match(r"[ ][A-Z][a-z]*[ ][A-Z]\.", tail):
+        return True  # two more capitalised words: a title ("Globus Gass Copy Programs")
     if words and words[0].lower() in _DOCUMENT_FORMATS:
         return False  # a person's document: "John Smith Cv Pdf" (a file name read as words)
     if words and words[0].lower() in TECH_WORDS | {"script", "scripts"}:
