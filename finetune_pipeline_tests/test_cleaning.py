@@ -241,6 +241,19 @@ def test_a_short_manual_page_that_says_its_name_twice_is_kept_and_short_spam_is_
         == "repeated_ngrams"
 
 
+def test_a_conversation_read_from_a_table_with_an_answer_that_repeats_itself_is_still_rejected():
+    """Conversations come from tables (JSONL, CSV), but a turn looping on one phrase is a degenerate answer:
+    the per-turn repetition filters reject it; only the row-shaped filters (too_short...) merely flag."""
+    from finetune_pipeline.cleaning.quality_filters import quality_reject
+
+    turns = ["How do I list the files in a folder?", " ".join(["use ls to list the files"] * 20)]
+    reject, _ = quality_reject("\n".join(turns), CleaningSettings(), turns, table_row=True)
+    assert reject is not None and reject[0] == "repeated_ngrams"
+    reject, flags = quality_reject("\n".join(turns[:1] + ["ls"]), CleaningSettings(), turns[:1] + ["ls"],
+                                   table_row=True)
+    assert reject is None
+
+
 # ---- document filters on documents, not on the rows of a table (issue 33) ------------------------------------
 
 # Real one-line Debian package synopses (`apt-cache dumpavail`), labeled by archive section: short by nature.

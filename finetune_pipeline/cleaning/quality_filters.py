@@ -268,7 +268,7 @@ def quality_reject(text: str, settings: CleaningSettings, turns: list[str] | Non
     `turns`: a conversation's turn contents; the repetition filters then judge each turn alone.
     `language`: the text's `identify_language` when a batch already identified it.
     `table_row`: a row of a table; with `document_filters_on: documents` a document filter that fails adds
-    its reason to the flags instead of rejecting."""
+    its reason to the flags instead of rejecting, except the repetition filters on a conversation's turns."""
     flag_only = table_row and settings.document_filters_on == "documents"
     flags = []
     for quality_filter in FILTERS:
@@ -278,7 +278,9 @@ def quality_reject(text: str, settings: CleaningSettings, turns: list[str] | Non
             reject = language_filter(text, settings, language)
         else:
             reject = quality_filter(text, settings)
-        if reject and flag_only and quality_filter in DOCUMENT_FILTERS:
+        # a conversation's turn that repeats itself is a degenerate answer, not a short labeled row
+        per_turn = turns is not None and quality_filter in PER_TURN_FILTERS
+        if reject and flag_only and quality_filter in DOCUMENT_FILTERS and not per_turn:
             flags.append(reject[0])
         elif reject:
             return reject, []
