@@ -60,3 +60,13 @@ def test_a_drop_policy_rejects_a_record_whose_locator_holds_the_kind():
 def test_redaction_spans_skip_placeholders_the_original_already_held():
     assert redaction_spans("see <EMAIL> or a@b.org", "see <EMAIL> or <EMAIL>") == [
         {"kind": "email", "start": 15, "end": 22}]
+
+
+def test_a_kind_the_policy_keeps_is_not_counted_from_a_path():
+    """NER reads "001" in a file name as a place: with location: keep nothing changes, and nothing may be
+    counted either (it was counted once per record of the file: 1,000 'locations' in bench_cleaning)."""
+    from finetune_pipeline.cleaning.provenance import redact_provenance
+    from finetune_pipeline.settings import PrivacySettings
+
+    found = redact_provenance(["bench://quotes/001.jsonl"], PrivacySettings())["bench://quotes/001.jsonl"]
+    assert found.value == "bench://quotes/001.jsonl" and not found.counts

@@ -136,9 +136,9 @@ def redact_provenance(values: list[str | None], policy: PrivacySettings) -> dict
             break
         again = []
         for value, spans in zip(pending, _spans([current[v] for v in pending], policy)):
+            # Kinds the policy keeps are not counted here: they change nothing, and NER on a path is noise
+            # ("bench://quotes/001.jsonl" is a "location"), counted once per record of the file.
             changed = [s for s in spans if pii_action(policy, s) != "keep"]
-            if n == 0:  # kinds the policy keeps: counted as found, like the text's
-                counts[value].update(s.kind for s in spans if pii_action(policy, s) == "keep")
             if not changed:
                 continue
             counts[value].update(s.kind for s in changed)
