@@ -67,11 +67,9 @@ def test_repeated_pdf_headers_and_footers_are_removed_per_document():
     assert all("ACME Support" in t for t in tabular.kept["text"])
 
 
-@pytest.mark.parametrize("text, reason", [
-    ("help!!", "too_short"),
-    ("   \n\t ", "empty"),
-    ("Mein Paket ist beschädigt angekommen und der Deckel der Kaffeemühle fehlt. Bitte schicken Sie mir "
-     "einen Ersatz oder sagen Sie mir, wie ich es zurückschicken kann.", "language"),
+# A text each document filter (past too_short) rejects, with its reason: rejected from a document, flagged on a
+# table row (test_every_document_filter_flags_a_table_row_instead_of_rejecting_it).
+DOCUMENT_FILTER_CASES = [
     ("see https://cdn.example.com/assets/v2/0f3a9c1e7b2d4a6f8e0c2b4d6f8a0c2e/bundle.min.js?cache=9f8e7d6c5b4a "
      "and sha256:4f2a9c1e7b2d4a6f8e0c2b4d6f8a0c2e4f2a9c1e7b2d4a6f8e0c2b4d6f8a0c2e in the console "
      "dGhpcyBpcyBhIGJhc2U2NCBibG9iIHBhc3RlZCBpbnRvIGEgdGlja2V0", "mean_word_length"),
@@ -80,6 +78,15 @@ def test_repeated_pdf_headers_and_footers_are_removed_per_document():
     ("Click here for the refund form\nClick here for the refund form\nClick here for the refund form\n"
      "Click here for the refund form\nok thanks", "repeated_lines"),
     (" ".join(["buy cheap watches online best price"] * 10), "repeated_ngrams"),
+]
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("help!!", "too_short"),
+    ("   \n\t ", "empty"),
+    ("Mein Paket ist beschädigt angekommen und der Deckel der Kaffeemühle fehlt. Bitte schicken Sie mir "
+     "einen Ersatz oder sagen Sie mir, wie ich es zurückschicken kann.", "language"),
+    *DOCUMENT_FILTER_CASES,
 ])
 def test_each_quality_filter_rejects_with_its_own_reason(text, reason):
     result = clean_corpus(_corpus([text], "raw/x.txt", "txt"), Settings(privacy=PrivacySettings(detector="patterns")))
@@ -292,16 +299,7 @@ def test_document_chunks_of_three_words_are_still_too_short(source, source_type)
     assert result.rejected["reason"].to_list() == ["too_short"] * len(SYNOPSES)
 
 
-@pytest.mark.parametrize("text, reason", [
-    ("see https://cdn.example.com/assets/v2/0f3a9c1e7b2d4a6f8e0c2b4d6f8a0c2e/bundle.min.js?cache=9f8e7d6c5b4a "
-     "and sha256:4f2a9c1e7b2d4a6f8e0c2b4d6f8a0c2e4f2a9c1e7b2d4a6f8e0c2b4d6f8a0c2e in the console "
-     "dGhpcyBpcyBhIGJhc2U2NCBibG9iIHBhc3RlZCBpbnRvIGEgdGlja2V0", "mean_word_length"),
-    ("0.12 0.40 0.55 0.91 | 0.13 0.41 0.56 0.92 | 0.14 0.42 0.57 0.93 | 0.15 0.43 0.58 0.94 refund", "alpha_words"),
-    ("#sale #deal #refund #shipping #free #promo #buy #now #best #price #offer #today great", "symbol_to_word_ratio"),
-    ("Click here for the refund form\nClick here for the refund form\nClick here for the refund form\n"
-     "Click here for the refund form\nok thanks", "repeated_lines"),
-    (" ".join(["buy cheap watches online best price"] * 10), "repeated_ngrams"),
-])
+@pytest.mark.parametrize("text, reason", DOCUMENT_FILTER_CASES)
 def test_every_document_filter_flags_a_table_row_instead_of_rejecting_it(text, reason):
     result = clean_corpus(_corpus([text]), PATTERNS)
     assert result.rejected.is_empty()
