@@ -24,11 +24,14 @@ def settings(**dedup) -> Settings:
     return Settings(task="instruction", training={"instruction_base_model": "unused"}, dedup=dedup)
 
 
-def corpus(pairs: list[tuple[str, str]]) -> pl.DataFrame:
-    """One conversation per (prompt, answer), record ids r000.., first seen first."""
+def corpus(pairs: list[tuple[str, str]], system: str | None = None) -> pl.DataFrame:
+    """One conversation per (prompt, answer), record ids r000.., first seen first; `system`: a system turn
+    opening every conversation."""
     rows, extra = [], []
+    opening = [{"role": "system", "content": system}] if system else []
     for i, (prompt, answer) in enumerate(pairs):
-        fields = conversation_fields([{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}])
+        fields = conversation_fields(opening + [{"role": "user", "content": prompt},
+                                                {"role": "assistant", "content": answer}])
         rows.append({"record_id": f"r{i:03d}", "text": fields["text"], "source_uri": "raw/chats.jsonl",
                      "source_type": "jsonl", "locator": f"line {i + 1}", "content_sha256": sha256_text(fields["text"]),
                      "ingested_at": f"2026-01-01T00:00:{i:02d}"})
@@ -179,16 +182,7 @@ SYSTEM = "You are a helpful assistant for Debian system administration. Answer i
 
 def system_corpus(pairs: list[tuple[str, str]]) -> pl.DataFrame:
     """Conversations with one long shared system turn (what makes templated prompts look alike)."""
-    rows, extra = [], []
-    for i, (prompt, answer) in enumerate(pairs):
-        fields = conversation_fields([{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt},
-                                      {"role": "assistant", "content": answer}])
-        rows.append({"record_id": f"r{i:03d}", "text": fields["text"], "source_uri": "raw/chats.jsonl",
-                     "source_type": "jsonl", "locator": f"line {i + 1}", "content_sha256": sha256_text(fields["text"]),
-                     "ingested_at": f"2026-01-01T00:00:{i:02d}"})
-        extra.append(fields)
-    return corpus_frame(rows).with_columns(*[pl.Series(c, [f[c] for f in extra]) for c in
-                                             ("messages", "prompt", "response")])
+    return corpus(pairs, system=SYSTEM)
 
 
 COMMANDS = [("dpkg", "package manager for Debian"), ("dpkg-name", "rename Debian packages to full package names"),
