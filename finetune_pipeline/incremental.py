@@ -47,7 +47,7 @@ def code_version(modules: tuple[str, ...], packages: tuple[str, ...] = ()) -> st
 
 # ---- training: a candidate trained on the same data snapshot with the same settings is kept, not retrained
 
-TRAINING_CODE = ("training", "tasks.py", "embeddings.py", "exports.py")
+TRAINING_CODE = ("training", "tasks", "embeddings.py", "exports.py")
 TRAINING_PACKAGES = ("torch", "transformers", "peft", "scikit-learn", "safetensors", "tokenizers")
 # Training settings that do not change what is trained: resuming and checkpointing, and which approaches the
 # comparison runs (part of the comparison's key, not of one approach's).

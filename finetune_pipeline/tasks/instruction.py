@@ -1,0 +1,115 @@
+"""Instruction or chat conversations for a causal LM: `prompt` -> `response` (every turn in `messages`),
+scored by loss and perplexity on response tokens and ROUGE-L F1 of greedy answers, against the untuned
+base model."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+
+from finetune_pipeline.records import SPLITS
+from finetune_pipeline.settings import Approach, TrainingSettings
+from finetune_pipeline.tasks.base import Splits, Task, Metric
+
+
+class InstructionTask(Task):
+    name = "instruction"
+    input_column, target_column = "prompt", "response"
+    metrics = (Metric("loss", "loss", 4, False, 3), Metric("perplexity", "perplexity", 2, False, 1),
+               Metric("rouge_l", "ROUGE-L F1", 3, True, 3))
+    headline = metrics[1]
+    baseline_name = "base model"
+    evaluated_on = "test split: loss on response tokens, ROUGE-L F1 of greedy answers to sampled prompts"
+    base_model_setting = "instruction_base_model"
+    labeled = False  # `label` stays null; an optional `category` stratifies the split
+    conversational = True
+
+    # ---- reading and cleaning
+
+    # ---- dedup, labeling, augmentation, splits, exports
+
+    # ---- training, evaluation, gate, cards
+
+    def approaches(self, training: TrainingSettings) -> list[Approach]:
+        return ["instruction"]
+
+    def trained_approach(self, training: TrainingSettings) -> Approach:
+        return "instruction"
+
+    def record_expectations(self, labels: list[str]) -> list | None:
+        from finetune_pipeline import validation  # Great Expectations: only the check pays the import
+
+        return validation.conversation_expectations()
+
+    def stratify_column(self, frame: pl.DataFrame) -> str:
+        """`category` when the records carry one, else `source_uri` (conversations from one file together)."""
+        has_category = "category" in frame.columns and frame["category"].null_count() < frame.height
+        return "category" if has_category else "source_uri"
+
+    def baseline(self, metrics: dict) -> dict[str, float]:
+        return metrics["base_model_test"]
+
+    def baseline_gate(self, metrics: dict) -> tuple[pl.DataFrame, list, dict[str, float]]:
+        from finetune_pipeline import validation  # Great Expectations: only the check pays the import
+
+        loss, base_loss = metrics["test"]["loss"], self.baseline(metrics)["loss"]
+        frame = pl.DataFrame({"nan_loss": [metrics["nan_loss"]], "test_loss": [loss]})
+        return frame, validation.instruction_adapter_expectations(base_loss), {"test_loss": loss,
+                                                                               "base_model_test_loss": base_loss}
+
+    def model_name(self, metrics: dict) -> str:
+        return f"{metrics['approach']} (LoRA)"
+
+    def training_splits(self, frame: pl.DataFrame) -> Splits:
+        """Per split (the conversation's messages as a JSON array, the final response): every turn goes to
+        training (training/instruction.py reads the JSON); a record without `messages` is [user prompt,
+        assistant response]."""
+        if frame.is_empty() or "messages" not in frame.columns:
+            return super().training_splits(frame)
+        frame = frame.with_columns(conversation_column(frame).alias("_conversation"))
+        parts = {}
+        for name in SPLITS:
+            part = frame.filter(pl.col("split") == name)
+            parts[name] = ([json.dumps(turns) for turns in part["_conversation"].to_list()],
+                           part["response"].to_list())
+        return parts
+
+    def export_form(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Also in the two forms TRL's SFTTrainer takes as is: `messages` (every turn, as {role, content}
+        structs) and conversational prompt-completion, `prompt_messages` (the turns before the final
+        assistant turn) with `completion` ([the final assistant turn]). `prompt` stays the last user turn
+        as a string (what `training.instruction.read_pairs` and older readers take), so for TRL's
+        prompt-completion form select `prompt_messages` and `completion` and rename the first to `prompt`."""
+        if frame.is_empty() or not {"prompt", "response"} <= set(frame.columns):
+            return frame
+        messages = conversation_column(frame)
+        return frame.with_columns(
+            messages.alias("messages"),
+            messages.list.head(messages.list.len() - 1).alias("prompt_messages"),
+            messages.list.tail(1).alias("completion"),
+        )
+
+    def metrics_summary(self, metrics: dict) -> dict[str, float]:
+        test = metrics["test"]
+        return {"test_loss": test["loss"], "test_perplexity": test["perplexity"],
+                "test_rouge_l": test.get("rouge_l", float("nan"))}
+
+    def comparison_scores(self, metrics: dict) -> dict[str, float]:
+        return {**super().comparison_scores(metrics), "base_model_test_loss": metrics["base_model_test"]["loss"]}
+
+
+MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
+
+
+def conversation_column(frame: pl.DataFrame) -> pl.Expr:
+    """Each instruction record's turns as a list of {role, content}: its `messages` (a JSON array, or
+    already a list), or [user prompt, assistant response] for records without them."""
+    pair = pl.concat_list(pl.struct(pl.lit("user").alias("role"), pl.col("prompt").alias("content")),
+                          pl.struct(pl.lit("assistant").alias("role"), pl.col("response").alias("content")))
+    if "messages" not in frame.columns or frame["messages"].null_count() == frame.height:
+        return pair
+    given = pl.col("messages")
+    if frame.schema["messages"] == pl.String:
+        given = given.str.json_decode(pl.List(MESSAGE))
+    return pl.when(pl.col("messages").is_not_null()).then(given).otherwise(pair)
