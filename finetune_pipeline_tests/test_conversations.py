@@ -355,7 +355,7 @@ def _too_long_settings(model: str, action: str, max_length: int) -> Settings:
 
 
 def _tokens(model: str, turns: list[dict]) -> int:
-    from finetune_pipeline.training.chat_template import conversation_ids, load_chat_tokenizer
+    from finetune_pipeline.chat import conversation_ids, load_chat_tokenizer
 
     return len(conversation_ids(load_chat_tokenizer(model), turns))
 

@@ -91,7 +91,7 @@ def training_tokenizer(training: TrainingSettings) -> tuple[object | None, str |
 @lru_cache(maxsize=4)
 def _load_tokenizer(path: str, stamp: int | None) -> tuple[object | None, str | None]:
     # once per folder and version: cleaning calls this per document group
-    from finetune_pipeline.training.chat_template import load_chat_tokenizer
+    from finetune_pipeline.chat import load_chat_tokenizer
 
     try:
         return load_chat_tokenizer(path), None
@@ -103,7 +103,7 @@ def _load_tokenizer(path: str, stamp: int | None) -> tuple[object | None, str | 
 
 def too_long_filter(turns: list[dict], tokenizer, max_length: int) -> Reject:
     """A conversation whose chat-template rendering is longer than `max_length` tokens (training would cut it)."""
-    from finetune_pipeline.training.chat_template import conversation_ids
+    from finetune_pipeline.chat import conversation_ids
 
     tokens = len(conversation_ids(tokenizer, turns))
     if tokens > max_length:
