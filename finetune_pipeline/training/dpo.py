@@ -174,7 +174,9 @@ def sequence_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     with autocast(device):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
     targets = batch["input_ids"][:, 1:]  # position t predicts token t+1
-    token_logps = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    # One row at a time: a float32 log-softmax of the whole batch would hold 2 x batch x length x vocabulary.
+    token_logps = torch.stack([torch.log_softmax(row.float(), dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+                               for row, target in zip(logits[:, :-1], targets)])
     return (token_logps * batch["completion_mask"][:, 1:]).sum(dim=1)
 
 
@@ -199,7 +201,7 @@ def dpo_loss(logps: dict[str, torch.Tensor], beta: float) -> tuple[torch.Tensor,
 @torch.no_grad()
 def evaluate_preferences(model, pairs: list[dict], pad_id: int, beta: float, batch_size: int) -> PreferenceEvaluation:
     """Preference accuracy and reward margins of `model`'s adapter on tokenized `pairs`, and the base's
-    log-likelihood accuracy (preference_eval.py)."""
+    log-likelihood accuracy (preference_eval.py). Leaves the model in eval mode."""
     model.eval()
     device = next(model.parameters()).device
     parts = [pair_logps(model, collate_pairs(pairs[i:i + batch_size], pad_id, device))
@@ -212,6 +214,8 @@ def evaluate_preferences(model, pairs: list[dict], pad_id: int, beta: float, bat
 
 @dataclass
 class DPOEpoch:
+    """One epoch of training, as logged and kept in `DPOResult.history`."""
+
     epoch: int
     train_loss: float  # mean over the epoch's steps
     train_reward_accuracy: float  # share of the epoch's pairs whose chosen reward beat the rejected one, in training
