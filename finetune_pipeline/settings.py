@@ -889,6 +889,35 @@ class DomainSettings(_Section):
         return self
 
 
+class PreferenceSettings(_Section):
+    """Preference pairs (task: preference): the columns a pair is read from (TRL's preference format, or
+    UltraFeedback-style rated answers), how rated answers become pairs, and the pair filters' limits."""
+
+    prompt_columns: list[str] = Field(
+        default_factory=lambda: ["prompt", "instruction"],
+        description="Columns that may hold the prompt (text or a list of {role, content}); the first present "
+        "is used. None present: the prompt is implicit, the turns chosen and rejected start with alike.")
+    chosen_column: str = Field("chosen", description="The preferred answer (text or a list of {role, content}).")
+    rejected_column: str = Field("rejected", description="The worse answer (text or a list of {role, content}).")
+    completions_column: str = Field(
+        "completions", description="UltraFeedback form: a list of rated answers, each an object with "
+        "`response_field` and one of `score_fields`.")
+    response_field: str = Field("response", description="UltraFeedback form: the answer's field in a completion.")
+    score_fields: list[str] = Field(
+        default_factory=lambda: ["overall_score", "score", "rating"],
+        description="UltraFeedback form: a completion's rating field, the first present is used (higher is better).")
+    responses_column: str = Field(
+        "responses", description="Rated-answers form: a list of answers, rated in the same order by `ratings_column`.")
+    ratings_column: str = Field("ratings", description="Rated-answers form: one number per answer, higher is better.")
+    pairing: Literal["best_vs_each", "best_vs_worst"] = Field(
+        "best_vs_each", description="How rated answers become pairs: best_vs_each pairs the highest-rated answer "
+        "(the first of them on a tie) with every answer rated strictly lower; best_vs_worst makes one pair, the "
+        "highest against the lowest. Answers rated as high as the chosen one are ties: dropped and counted.")
+    max_length_ratio: float = Field(
+        4.0, gt=1, description="A pair whose longer answer is more than this many times the shorter one "
+        "(characters) is rejected as length_ratio: DPO would learn the length, not the content.")
+
+
 class CardSettings(_Section):
     """What the dataset card (exports/splits/README.md, a Hugging Face dataset card) says that the data cannot:
     the name, the licence, what the data is for and where it falls short."""
@@ -924,6 +953,7 @@ class Settings(_Section):
     card: CardSettings = CardSettings()
     execution: ExecutionSettings = ExecutionSettings()
     domain: DomainSettings = DomainSettings()
+    preference: PreferenceSettings = PreferenceSettings()
 
     @model_validator(mode="after")
     def _approach_fits_task(self) -> "Settings":
