@@ -8,7 +8,7 @@ Reads top to bottom:
    template with the generation prompt, and prompt+answer rendered whole; the answer is what follows the
    prompt's rendering (so it carries the end-of-turn token and the model learns to stop). String pairs
    are rendered as [user prompt, assistant answer] with the same template (the project's tokenizer always
-   has one: chat_template.py). The prompt keeps its last `max_prompt_length` tokens; prompt+answer its
+   has one: chat.py). The prompt keeps its last `max_prompt_length` tokens; prompt+answer its
    first `max_length`.
 3. Log-probabilities: the sum over answer tokens of log p(token | everything before it). The policy is
    the model with the adapter; the reference is the same model with the adapter disabled
@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from finetune_pipeline.atomic import atomic_path
 from finetune_pipeline.training.base_model import autocast, quiet_transformers
-from finetune_pipeline.training.chat_template import conversation_ids, load_chat_tokenizer
+from finetune_pipeline.chat import conversation_ids, load_chat_tokenizer
 from finetune_pipeline.training.preference_eval import PreferenceEvaluation, preference_evaluation
 
 ROLES = {"system", "user", "assistant", "tool"}
