@@ -174,7 +174,7 @@ def png_data_uri(png: bytes) -> str:
 
 def model_card(metrics: dict) -> str:
     """The README.md saved beside a trained model: Hugging Face card header, data, scores, how to load."""
-    return _MODEL_CARDS[metrics["approach"]](metrics)
+    return task_named(metrics.get("task")).model_card(metrics)
 
 
 # The training data as the card names it: the published export (exports/splits, whose README.md is the
@@ -200,7 +200,7 @@ def _card_header(metrics: dict, *, library_name: str, pipeline_tag: str, tags: l
     return f"---\n{data.to_yaml()}\n---"
 
 
-def _classifier_card(metrics: dict) -> str:
+def classifier_card(metrics: dict) -> str:
     sizes = metrics["split_sizes"]
     test, base = metrics["test"], metrics["majority_baseline"]
     lora = metrics["approach"] == "lora"
@@ -242,7 +242,7 @@ def _lora_search_line(search: dict | None) -> str:
             f"epochs {chosen['epochs']}, target modules {', '.join(chosen['target_modules'])}\n")
 
 
-def _instruction_card(metrics: dict) -> str:
+def instruction_card(metrics: dict) -> str:
     sizes, test, base = metrics["split_sizes"], metrics["test"], metrics["base_model_test"]
     header = _card_header(metrics, library_name="peft", pipeline_tag="text-generation",
                           tags=["lora", "instruction-tuning", "text-generation", "finetune-pipeline"],
@@ -293,16 +293,12 @@ def _generation_section(generation: dict | None) -> str:
     return "\n".join(lines)
 
 
-def _feature_card(metrics: dict) -> str:
+def feature_card(metrics: dict) -> str:
     labels, dim = metrics["labels"], metrics["embedding_dim"]
     return (f"# Feature-based classifier\n\nFrozen {metrics['base_model']} mean-pooled embeddings "
             f"({dim} dims, L2-normalised) + logistic regression (C={metrics['C']}). `classifier.safetensors` holds "
             f"`weight` ({len(labels)} x {dim}) and `bias`; logits = embedding @ weight.T + bias.\n\n"
             f"Test accuracy {metrics['test']['accuracy']:.3f}, macro-F1 {metrics['test']['macro_f1']:.3f}.\n")
-
-
-_MODEL_CARDS = {"lora": _classifier_card, "full": _classifier_card, "feature": _feature_card,
-                "instruction": _instruction_card}
 
 
 # ---- the data card ----------------------------------------------------------------------------------------
@@ -456,7 +452,7 @@ def dataset_card(settings, name: str, splits: pl.DataFrame, stage_counts: list[d
         "pretty_name": card.pretty_name or name,
         "license": card.license,
         "language": list(settings.cleaning.languages) or ["multilingual"],
-        "task_categories": ["text-generation"] if task.conversational else ["text-classification"],
+        "task_categories": list(task.hub_categories),
         "size_categories": [_size_category(splits.height)],
         "configs": [{"config_name": "default",
                      "data_files": [{"split": s, "path": f"{s}.jsonl"} for s in SPLITS]}],
@@ -478,20 +474,7 @@ def dataset_card(settings, name: str, splits: pl.DataFrame, stage_counts: list[d
                              [[k, pii_by_type.get(k, 0), a] for k, a in settings.privacy.policy.items()]), "",
               "The split export was scanned again before it was published and nothing of a redacted or dropped "
               "type was found (the dataset_splits_no_personal_data check).", ""]
-    lines += ["## Labels" if task.labeled else "## Conversations", ""]
-    if task.labeled:
-        by = splits.group_by("label").len().sort("label")
-        lines += [markdown_table(["label", "records"], by.rows()), ""]
-        if agreement.get("records"):
-            lines += [f"Inter-annotator agreement on {agreement['records']} records: Krippendorff's alpha "
-                      f"{agreement.get('krippendorff_alpha')}.", ""]
-        if agreement.get("reliability"):
-            lines += ["Annotator reliability per label (Dawid-Skene: the chance an annotator gives a label when it "
-                      "is the true one; annotators by pseudonym):", "",
-                      reliability_markdown(agreement["reliability"], agreement["confusion"]["labels"]), ""]
-    else:
-        lines += ["Records are conversations (`messages`, with `prompt_messages` and `completion` for TRL's "
-                  "prompt-completion form); no labels.", ""]
+    lines += task.card_sections(splits, agreement)
     lines += ["## Splits", "", markdown_table(["split", "records"], [[s, sizes.get(s, 0)] for s in SPLITS]), "",
               f"Stratified by {task.stratify_column(splits)}, seed {settings.splits.seed}; a group (near-duplicate "
               "cluster, near copies at MinHash Jaccard "

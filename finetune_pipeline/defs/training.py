@@ -92,7 +92,7 @@ def lora_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource,
 
         incremental.forget(output)
         metrics = run_approach(approach, task.training_splits(dataset_splits), labels, cfg, output,
-                               data_snapshot=snapshot, log=context.log.info)
+                               data_snapshot=snapshot, log=context.log.info, task=task)
         incremental.remember(output, key, metrics)
     context.add_output_metadata({**settings_used(settings, "task", "training"), **_reuse_metadata(reused, key, snapshot),
         "candidate_path": dg.MetadataValue.path(str(output)),

@@ -61,6 +61,42 @@ class Task(ABC):
 
     # ---- training, evaluation, gate, cards: what training/, reporting.py and the registry ask
 
+    # The approaches this kind can train, each with its recipe (`train` dispatches); `trained_approach`
+    # and `approaches` pick among them. Adapter approaches save a PEFT adapter the registry can load.
+    recipes: tuple[Approach, ...]
+    adapter_approaches: tuple[Approach, ...]
+    fold_metric: str  # the `Metric.key` cross-validation scores each fold by (one of `metrics`)
+    hub_categories: tuple[str, ...]  # the dataset card's Hugging Face task_categories
+
+    @abstractmethod
+    def train(self, approach: Approach, splits: Splits, labels: list[str], cfg: TrainingSettings,
+              output_dir, data_snapshot: str = "", log=print) -> dict:
+        """Train `approach` (one of `recipes`) on `splits` into `output_dir`; its metrics (metrics.json)."""
+
+    @abstractmethod
+    def configured_base_model(self, training: TrainingSettings) -> str | None:
+        """The model this kind tunes as `training` names it (None: the kind's shipped default)."""
+
+    def saved_base_model(self, metrics: dict) -> str | None:
+        """The base model a saved run names in its settings (what the registry loads; None: the default)."""
+        return metrics["settings"].get(self.base_model_setting)
+
+    def buildable_base_model(self, training: TrainingSettings) -> str | None:
+        """The base model folder `build_base_model` may build for this kind (training/tiny_lm.py); None: none."""
+        return None
+
+    @abstractmethod
+    def untrained_model(self, entry: dict):
+        """The base model a registry `entry`'s adapter goes on, freshly loaded (imports torch)."""
+
+    @abstractmethod
+    def model_card(self, metrics: dict) -> str:
+        """The README.md saved beside a model this kind trained."""
+
+    @abstractmethod
+    def card_sections(self, splits: pl.DataFrame, agreement: dict) -> list[str]:
+        """The dataset card's lines on what the records hold (labels and agreement, or conversations)."""
+
     @abstractmethod
     def approaches(self, training: TrainingSettings) -> list[Approach]:
         """The approaches `approach_comparison` runs."""

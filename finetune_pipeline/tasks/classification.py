@@ -6,7 +6,7 @@ from __future__ import annotations
 import polars as pl
 
 from finetune_pipeline.settings import Approach, Settings, TrainingSettings
-from finetune_pipeline.tasks.base import Metric, Task
+from finetune_pipeline.tasks.base import Metric, Splits, Task
 
 
 class ClassificationTask(Task):
@@ -25,6 +25,52 @@ class ClassificationTask(Task):
     # ---- dedup, labeling, augmentation, splits, exports
 
     # ---- training, evaluation, gate, cards
+
+    recipes = ("lora", "full", "feature")
+    adapter_approaches = ("lora",)
+    fold_metric = "macro_f1"
+    hub_categories = ("text-classification",)
+
+    def train(self, approach: Approach, splits: Splits, labels: list[str], cfg: TrainingSettings,
+              output_dir, data_snapshot: str = "", log=print) -> dict:
+        """lora and full through the shared loop (training/classify.py); feature: frozen embeddings and a
+        logistic regression (training/feature.py)."""
+        if approach == "feature":
+            from finetune_pipeline.training.feature import train_feature_classifier
+
+            return train_feature_classifier(splits, labels, cfg, output_dir, data_snapshot, log)
+        from finetune_pipeline.training.classify import train_classifier
+
+        return train_classifier(splits, labels, cfg, output_dir, approach=approach, data_snapshot=data_snapshot,
+                                log=log)
+
+    def configured_base_model(self, training: TrainingSettings) -> str | None:
+        return training.base_model
+
+    def untrained_model(self, entry: dict):
+        from finetune_pipeline.training.base_model import load_sequence_classifier, resolve_base_model
+
+        return load_sequence_classifier(resolve_base_model(entry["base"]), entry["labels"])
+
+    def model_card(self, metrics: dict) -> str:
+        from finetune_pipeline import reporting
+
+        return (reporting.feature_card if metrics["approach"] == "feature" else reporting.classifier_card)(metrics)
+
+    def card_sections(self, splits: pl.DataFrame, agreement: dict) -> list[str]:
+        from finetune_pipeline.reporting import markdown_table, reliability_markdown
+
+        lines = ["## Labels", ""]
+        by = splits.group_by("label").len().sort("label")
+        lines += [markdown_table(["label", "records"], by.rows()), ""]
+        if agreement.get("records"):
+            lines += [f"Inter-annotator agreement on {agreement['records']} records: Krippendorff's alpha "
+                      f"{agreement.get('krippendorff_alpha')}.", ""]
+        if agreement.get("reliability"):
+            lines += ["Annotator reliability per label (Dawid-Skene: the chance an annotator gives a label when it "
+                      "is the true one; annotators by pseudonym):", "",
+                      reliability_markdown(agreement["reliability"], agreement["confusion"]["labels"]), ""]
+        return lines
 
     def approaches(self, training: TrainingSettings) -> list[Approach]:
         return list(training.compare)

@@ -31,6 +31,40 @@ class InstructionTask(Task):
 
     # ---- training, evaluation, gate, cards
 
+    recipes = ("instruction",)
+    adapter_approaches = ("instruction",)
+    fold_metric = "loss"
+    hub_categories = ("text-generation",)
+
+    def train(self, approach: Approach, splits: Splits, labels: list[str], cfg: TrainingSettings,
+              output_dir, data_snapshot: str = "", log=print) -> dict:
+        """LoRA on the causal LM (training/instruction.py), on (conversation, response) pairs per split."""
+        from finetune_pipeline.training.instruction import train_instruction
+
+        pairs = {name: list(zip(*columns)) for name, columns in splits.items()}
+        return train_instruction(pairs, cfg, output_dir, data_snapshot, log)
+
+    def configured_base_model(self, training: TrainingSettings) -> str | None:
+        return training.instruction_base_model
+
+    def buildable_base_model(self, training: TrainingSettings) -> str | None:
+        return training.instruction_base_model
+
+    def untrained_model(self, entry: dict):
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(entry["base"])
+
+    def model_card(self, metrics: dict) -> str:
+        from finetune_pipeline import reporting
+
+        return reporting.instruction_card(metrics)
+
+    def card_sections(self, splits: pl.DataFrame, agreement: dict) -> list[str]:
+        return ["## Conversations", "",
+                "Records are conversations (`messages`, with `prompt_messages` and `completion` for TRL's "
+                "prompt-completion form); no labels.", ""]
+
     def approaches(self, training: TrainingSettings) -> list[Approach]:
         return ["instruction"]
 

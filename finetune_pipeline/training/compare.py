@@ -24,23 +24,26 @@ from finetune_pipeline.atomic import write_bytes, write_text
 from finetune_pipeline.reporting import (comparison_markdown, comparison_plot_png, cross_validation_markdown,
                                          model_card)
 from finetune_pipeline.settings import Approach, TrainingSettings
-from finetune_pipeline.tasks import task_named
+from finetune_pipeline.tasks import TASKS, Task, task_named
 from finetune_pipeline.training import cross_validation as cv
-from finetune_pipeline.training.classify import train_classifier
 from finetune_pipeline.training.evaluate import majority_baseline
-from finetune_pipeline.training.feature import train_feature_classifier
-from finetune_pipeline.training.instruction import train_instruction
+
+
+def task_training(approach: Approach) -> Task:
+    """The kind whose recipes train `approach` (each approach belongs to one kind)."""
+    for task in TASKS.values():
+        if approach in task.recipes:
+            return task
+    known = ", ".join(a for task in TASKS.values() for a in task.recipes)
+    raise ValueError(f"training.approach: no kind of task trains '{approach}' (known: {known})")
 
 
 def run_approach(approach: Approach, splits: dict[str, tuple[list[str], list[str]]], labels: list[str],
-                 cfg: TrainingSettings, output_dir: Path, data_snapshot: str = "", log=print) -> dict:
-    """Train one approach; `splits` holds (texts, labels), or (prompts, responses) for instruction."""
-    if approach == "feature":
-        return train_feature_classifier(splits, labels, cfg, output_dir, data_snapshot, log)
-    if approach == "instruction":
-        pairs = {name: list(zip(*columns)) for name, columns in splits.items()}
-        return train_instruction(pairs, cfg, output_dir, data_snapshot, log)
-    return train_classifier(splits, labels, cfg, output_dir, approach=approach, data_snapshot=data_snapshot, log=log)
+                 cfg: TrainingSettings, output_dir: Path, data_snapshot: str = "", log=print,
+                 task: Task | None = None) -> dict:
+    """Train one approach by its kind's recipe (`Task.train`); `splits` holds the task's (inputs, targets)."""
+    task = task or task_training(approach)
+    return task.train(approach, splits, labels, cfg, output_dir, data_snapshot, log)
 
 
 def comparison_row(metrics: dict) -> dict:
@@ -98,7 +101,7 @@ def _cross_validate(approaches: list[Approach], folds: list, labels: list[str], 
                     log) -> dict:
     """Every approach once per fold (LoRA's chosen settings' fold scores reused from the search)."""
     started = time.perf_counter()
-    metric = cv.FOLD_METRIC[task.name]
+    metric = task.fold_metric
     scores, wall = {}, {}
     for approach in approaches:
         if approach == "lora" and search:

@@ -30,7 +30,6 @@ from finetune_pipeline.tasks import Splits, Task
 
 # trains one approach on splits into a folder and returns its metrics: compare.run_approach's signature
 Trainer = Callable[..., dict]
-FOLD_METRIC = {"classification": "macro_f1", "instruction": "loss"}  # the score each fold reports
 SPREAD_RULE = ("LoRA's difference from an approach is larger than the fold-to-fold spread when |mean of the "
                "per-fold differences (LoRA - other)| > their standard deviation (paired by fold, ddof 1), i.e. "
                "|t| > sqrt(k) for the paired t statistic")
@@ -97,7 +96,7 @@ def summarize(scores: dict[str, list[float]], wall_times: dict[str, float], task
               fold_sizes: list[int]) -> dict:
     """The cross-validation part of the comparison result: per approach mean, std and fold scores; LoRA
     against each other approach (`paired_difference`)."""
-    key = FOLD_METRIC[task.name]
+    key = task.fold_metric
     higher = next(m for m in task.metrics if m.key == key).higher_is_better
     rows = [{"approach": a, "mean": float(np.mean(s)), "std": float(np.std(s, ddof=1)) if len(s) > 1 else 0.0,
              "scores": s, "wall_time_s": wall_times.get(a, 0.0)} for a, s in scores.items()]

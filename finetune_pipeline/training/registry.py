@@ -19,10 +19,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 from finetune_pipeline.tasks import task_named
-from finetune_pipeline.training.base_model import load_sequence_classifier, resolve_base_model
 
 REGISTRY_FILE = "registry.json"
 
@@ -50,7 +49,7 @@ def register(models_dir: str | Path, task: str, adapter_dir: str | Path, metrics
         "task_type": kind.name,
         "approach": metrics["approach"],
         # `base`: what to load (None: the shipped all-MiniLM-L6-v2); `base_model`: its name for people.
-        "base": metrics["settings"].get(kind.base_model_setting),
+        "base": kind.saved_base_model(metrics),
         "base_model": metrics["base_model"],
         "labels": metrics.get("labels"),
         "data_snapshot": metrics.get("data_snapshot", ""),
@@ -82,16 +81,14 @@ def adapter_path(models_dir: str | Path, entry: dict) -> Path:
 
 
 def _base_model(entry: dict):
-    """The untrained model an adapter goes on: the encoder with a head for the entry's labels, or the causal LM."""
-    if entry["labels"]:
-        return load_sequence_classifier(resolve_base_model(entry["base"]), entry["labels"])
-    return AutoModelForCausalLM.from_pretrained(entry["base"])
+    """The untrained model an adapter goes on, as its kind loads it (`Task.untrained_model`)."""
+    return task_named(entry.get("task_type")).untrained_model(entry)
 
 
 def load(models_dir: str | Path, task: str):
     """(PeftModel in eval mode, tokenizer, entry): `task`'s adapter, named `task`, on a fresh base model."""
     entry = get(models_dir, task)
-    if entry["approach"] not in ("lora", "instruction"):
+    if entry["approach"] not in task_named(entry.get("task_type")).adapter_approaches:
         raise ValueError(f"task '{task}' holds a {entry['approach']} model, not an adapter")
     path = adapter_path(models_dir, entry)
     model = PeftModel.from_pretrained(_base_model(entry), path, adapter_name=task)

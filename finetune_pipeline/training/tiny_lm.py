@@ -107,8 +107,8 @@ def ensure_base_model(root: DataRoot, settings: Settings, log=print) -> Path | N
     missing. None for tasks without one (classification) and for a hub id left to transformers (online).
     Raises BaseModelMissing for a local folder that is not there and is not to be built."""
     training = settings.training
-    name = training.instruction_base_model
-    if not task_for(settings).conversational or not name:
+    name = task_for(settings).buildable_base_model(training)
+    if not name:
         return None
     folder = Path(name).expanduser()
     if folder.exists():
