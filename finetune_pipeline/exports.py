@@ -51,16 +51,13 @@ def content_digest(splits: pl.DataFrame) -> str:
     return hashlib.sha256(rows.encode()).hexdigest()[:16]
 
 
-TEXT_COLUMNS = ("text", "prompt", "response", "completion")  # strings a person wrote
-PROVENANCE_COLUMNS = ("source_uri", "locator")  # file names and database ids can name a person too
-TURN_COLUMNS = ("messages", "prompt_messages", "completion")  # lists of {role, content} (completion: or a string)
-
-
-def exported_texts(target: Path) -> pl.DataFrame:
+def exported_texts(target: Path, task: Task | None = None) -> pl.DataFrame:
     """`split, record_id, field, text`: every text written to the `<split>.jsonl` files under `target`, one
-    row per column or conversation turn, as the cleaning stage saw them (a conversation's `text` is left out:
-    it is its turns, rendered), and every record's `source_uri` and `locator` (a file name or a database id can
-    hold personal data: cleaning redacts it there too). Ids and hashes are left out."""
+    row per column or conversation turn, as the cleaning stage saw them (`Task.export_texts`: e.g. a
+    conversation's `text` is left out, it is its turns, rendered), and every record's `source_uri` and
+    `locator` (a file name or a database id can hold personal data: cleaning redacts it there too). Ids and
+    hashes are left out. `task`: classification when None."""
+    task = task or task_named(None)
     rows = []
     for name in SPLITS:
         path = Path(target) / f"{name}.jsonl"
@@ -69,12 +66,6 @@ def exported_texts(target: Path) -> pl.DataFrame:
         for line in path.read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
             record = {"split": name, "record_id": row.get("record_id")}
-            turns = {column: row[column] for column in TURN_COLUMNS if isinstance(row.get(column), list)}
-            for column in TEXT_COLUMNS + PROVENANCE_COLUMNS:
-                if isinstance(row.get(column), str) and not (column == "text" and "messages" in turns):
-                    rows.append({**record, "field": column, "text": row[column]})
-            for column, value in turns.items():
-                rows += [{**record, "field": f"{column}[{i}]", "text": t.get("content") or ""}
-                         for i, t in enumerate(value) if isinstance(t, dict)]
+            rows += [{**record, "field": field, "text": text} for field, text in task.export_texts(row)]
     return pl.DataFrame(rows, schema={"split": pl.String, "record_id": pl.String, "field": pl.String,
                                       "text": pl.String})

@@ -3,7 +3,7 @@ group's place in its stratum is a seeded hash of its id (`group_ranks`), so new 
 
 The task names the column each split keeps in proportion (`Task.stratify_column`): the label for
 classification, where every label must reach every split; for instruction data the optional `category`,
-else `source_uri`, where strata too small for every split are pooled instead. A group (a near-duplicate
+else `source_uri`, where strata too small for every split are pooled instead (`Task.split_strata`). A group (a near-duplicate
 cluster, `group_id`: near-identical prompts) never straddles two splits, and augmented rows follow the
 record they were derived from, so nothing leaks from training into evaluation. `join_similar_groups`
 first widens the groups to lightly edited copies (MinHash at `splits.contamination_threshold`, looser than
@@ -28,7 +28,6 @@ from finetune_pipeline.settings import DedupSettings, SplitSettings
 from finetune_pipeline.tasks import Task, task_named
 
 NO_STRATUM = "(none)"  # the stratum of records whose stratify column is null (e.g. no category)
-POOLED = "(pooled)"  # unlabeled tasks: strata with too few groups for every split, split together
 
 
 class SplitError(ValueError):
@@ -48,17 +47,13 @@ def stratified_group_split(corpus: pl.DataFrame, cfg: SplitSettings, task: Task 
               .sort(group_col))
     ratios = np.array([cfg.train, cfg.validation, cfg.test])
     needed = int((ratios > 0).sum())
-    if not task.labeled:
-        groups = _pool_small_strata(groups, needed)
+    groups = task.split_strata(groups, needed)
     assignment: dict[str, str] = {}
     for label in sorted(groups["label"].unique().to_list()):
         members = groups.filter(pl.col("label") == label)
         if members.height < needed:
-            hint = ("add examples of it, drop it from `labels`, or change `splits`" if task.labeled
-                    else "add records or change `splits`")
-            raise SplitError(
-                f"{column} '{label}' has {members.height} record group(s), fewer than the {needed} splits; {hint}"
-            )
+            raise SplitError(f"{column} '{label}' has {members.height} record group(s), fewer than the {needed} "
+                             f"splits; {task.too_few_groups_hint}")
         order = np.argsort(group_ranks(members[group_col], cfg.seed), kind="stable")
         sizes = members["n"].to_numpy()[order]
         ids = members[group_col].to_numpy()[order]
@@ -124,20 +119,6 @@ def split_moves(current: pl.DataFrame, previous: pl.DataFrame) -> dict:
     return {"old_records": both.height, "kept_split": both.height - moved.height,
             "moved": {f"{a}->{b}": n for a, b, n in
                       moved.group_by("split_before", "split").len().sort("split_before", "split").rows()}}
-
-
-def _pool_small_strata(groups: pl.DataFrame, needed: int) -> pl.DataFrame:
-    """Strata with fewer than `needed` groups become one pooled stratum (joined to the largest stratum when
-    even the pool is too small), so a rare category or a small source file is no error."""
-    sizes = groups.group_by("label").len()
-    small = sizes.filter(pl.col("len") < needed)["label"]
-    if small.is_empty():
-        return groups
-    pooled_size = int(sizes.filter(pl.col("label").is_in(small.implode()))["len"].sum())
-    large = sizes.filter(pl.col("len") >= needed).sort("len", "label", descending=[True, False])
-    target = POOLED if pooled_size >= needed or large.is_empty() else large["label"][0]
-    return groups.with_columns(pl.when(pl.col("label").is_in(small.implode())).then(pl.lit(target))
-                               .otherwise(pl.col("label")).alias("label"))
 
 
 def assign_splits(corpus: pl.DataFrame, cfg: SplitSettings, task: Task | None = None) -> pl.DataFrame:

@@ -11,6 +11,8 @@ A candidate is dropped, with its reason counted, when it is:
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,9 +20,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from finetune_pipeline.augment.generators import Conversation, TextGenerator
+from finetune_pipeline.augment.generators import Conversation, GenerationError, TextGenerator, make_generator
+from finetune_pipeline.augment.oversample import oversample
 from finetune_pipeline.embeddings import EmbeddingCache, embed
 from finetune_pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
 
 SYNTHETIC_SYSTEM = ("You write new, realistic examples for a text dataset. Reply with the new text only, "
                     "without a number, a label or quotes.")
@@ -30,6 +35,19 @@ SYNTHETIC_SYSTEM = ("You write new, realistic examples for a text dataset. Reply
 class Generated:
     rows: list[dict] = field(default_factory=list)  # {"text", "augmented_from", "augmentation"}
     dropped: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class Augmented:
+    """What a kind's augmenters made from the training records (`Task.augment`): new rows
+    ({"augmented_from", "augmentation", "augmentation_model"} and the fields they change), candidates dropped
+    by reason, the generator's name when one ran, and why it failed (the gaps were then filled by copies, or
+    left open for kinds that are never copied)."""
+
+    rows: list[dict] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)
+    generator: str | None = None
+    generator_error: str | None = None
 
 
 def words(text: str) -> str:
@@ -161,4 +179,51 @@ def synthesize_label(train: pl.DataFrame, label: str, count: int, generator: Tex
         if text is not None:
             out.rows.append({"text": text, "augmented_from": members["record_id"][pick[0]],
                              "augmentation": "synthetic"})
+    return out
+
+
+def label_gaps(train: pl.DataFrame, settings: Settings) -> tuple[int, dict[str, int]]:
+    """(target rows per label, rows missing per label) in the training split."""
+    counts = dict(train.group_by("label").len().iter_rows())
+    if not counts:
+        return 0, {}
+    cfg = settings.augmentation
+    target = cfg.target_count or math.ceil(max(counts.values()) * cfg.oversample_ratio)
+    return target, {label: target - n for label, n in sorted(counts.items()) if target > n}
+
+
+def augment_labels(train: pl.DataFrame, settings: Settings, generator: TextGenerator | None = None,
+                   cache: EmbeddingCache | None = None) -> Augmented:
+    """Labeled texts: each label topped up to its target (`label_gaps`) by, in order, paraphrases of its
+    records, synthetic examples (at most `synthetic_max_share` of the target) and copies. A generator that
+    fails is reported and the gaps are filled by copies."""
+    cfg = settings.augmentation
+    target, gaps = label_gaps(train, settings)
+    rng = np.random.default_rng(settings.splits.seed)
+    out = Augmented()
+    dropped: Counter = Counter()
+    if (cfg.paraphrase or cfg.synthetic) and gaps:
+        try:
+            generator = generator or make_generator(cfg.generator)
+            out.generator = generator.name
+            check = CandidateFilter(train["text"].to_list(), settings, cache=cache)
+            for label in list(gaps):
+                if cfg.paraphrase:
+                    made = paraphrase_label(train, label, gaps[label], generator, check, settings, rng)
+                    out.rows += [{**r, "augmentation_model": generator.name} for r in made.rows]
+                    dropped += made.dropped
+                    gaps[label] -= len(made.rows)
+                if cfg.synthetic and gaps[label] > 0:
+                    count = min(gaps[label], math.floor(cfg.synthetic_max_share * target))
+                    made = synthesize_label(train, label, count, generator, check, settings, rng) if count else None
+                    if made:
+                        out.rows += [{**r, "augmentation_model": generator.name} for r in made.rows]
+                        dropped += made.dropped
+                        gaps[label] -= len(made.rows)
+        except GenerationError as exc:
+            out.generator_error = str(exc)
+            log.warning("augmentation generator failed: %s; the gaps are filled by oversampling", exc)
+    if cfg.oversample:
+        out.rows += oversample(train, gaps, settings.splits.seed)
+    out.dropped = dict(dropped)
     return out

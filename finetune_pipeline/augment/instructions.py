@@ -19,6 +19,7 @@ dropped as `pii`. Conversations are never copied: a copy teaches nothing and wou
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections import Counter
@@ -26,13 +27,14 @@ from collections import Counter
 import numpy as np
 import polars as pl
 
-from finetune_pipeline.augment.generate import CandidateFilter, Generated
-from finetune_pipeline.augment.generators import Conversation, TextGenerator
+from finetune_pipeline.augment.generate import Augmented, CandidateFilter, Generated
+from finetune_pipeline.augment.generators import Conversation, GenerationError, TextGenerator, make_generator
 from finetune_pipeline.cleaning.privacy import apply_pii_policy_groups
 from finetune_pipeline.embeddings import EmbeddingCache
 from finetune_pipeline.settings import Settings
 from finetune_pipeline.sources.conversations import conversation_fields
 
+log = logging.getLogger(__name__)
 CATEGORY = "category"
 SYNTHETIC_SYSTEM = ("You write new training examples for an assistant. Reply in exactly this form:\n"
                     "Instruction: <a new request a user could make>\nAnswer: <the assistant's answer>")
@@ -149,4 +151,26 @@ def augment_conversations(train: pl.DataFrame, settings: Settings, generator: Te
             made = synthesize_instructions(members, category, count, generator, check_pairs, settings, rng)
             out.rows += made.rows
             out.dropped += made.dropped
+    return out
+
+
+def augment_instruction_rows(train: pl.DataFrame, settings: Settings, generator: TextGenerator | None = None,
+                             cache: EmbeddingCache | None = None) -> Augmented:
+    """Instruction data's augmented rows (`augment_conversations`), with the generator named; none when
+    paraphrase and synthetic are off or the generator fails (conversations are never copied)."""
+    cfg = settings.augmentation
+    out = Augmented()
+    if cfg.paraphrase or cfg.synthetic:
+        try:
+            generator = generator or make_generator(cfg.generator)
+            out.generator = generator.name
+            made = augment_conversations(train, settings, generator, np.random.default_rng(settings.splits.seed),
+                                         cache)
+            out.rows = [{**r, "augmentation_model": generator.name} for r in made.rows]
+            out.dropped = dict(made.dropped)
+        except GenerationError as exc:
+            out.generator_error = str(exc)
+            log.warning("augmentation generator failed: %s; nothing added", exc)
+    if not out.rows:
+        log.info("augmentation: nothing added to the conversations (they are never copied)")
     return out

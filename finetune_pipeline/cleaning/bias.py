@@ -85,8 +85,7 @@ def mentions_frame(corpus: pl.DataFrame) -> pl.DataFrame:
         for row, text in zip(unicode_rows, unicode_texts):
             found[row] = bool(pattern.search(text))
         columns[f"{key[0]}/{key[1]}"] = pl.Series(found, dtype=pl.Boolean)
-    label = corpus["label"] if "label" in corpus.columns else pl.Series("label", [None] * corpus.height, pl.String)
-    return pl.DataFrame({"label": label.fill_null("(none)"), **columns})
+    return pl.DataFrame({"label": corpus["label"].fill_null("(none)"), **columns})
 
 
 def bias_report(corpus: pl.DataFrame) -> pl.DataFrame:

@@ -1,6 +1,6 @@
 """Exact duplicates: identical text after case folding and whitespace collapsing.
 
-Keep rule: the first record in the order given (the stage sorts by `dedup.KEEP_ORDER`: earliest
+Keep rule: the first record in the order given (the stage sorts by `KEEP_ORDER`: earliest
 `ingested_at`, then `source_uri`, then `locator`) is kept; each other copy is rejected as
 `exact_duplicate` with `duplicate_of` naming the kept record.
 """
@@ -8,6 +8,14 @@ Keep rule: the first record in the order given (the stage sorts by `dedup.KEEP_O
 from __future__ import annotations
 
 import polars as pl
+
+
+KEEP_ORDER = ("ingested_at", "source_uri", "locator", "record_id")
+
+
+def keep_order(corpus: pl.DataFrame) -> pl.DataFrame:
+    """Rows in keep order: the first row of a duplicate cluster is the one kept."""
+    return corpus.sort(list(KEEP_ORDER), nulls_last=True, maintain_order=True)
 
 
 def dedup_key(text: pl.Expr) -> pl.Expr:

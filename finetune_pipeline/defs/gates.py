@@ -181,7 +181,7 @@ def expectations_refusal(asset: str, pipeline: PipelineResource, current: pl.Dat
                        f"({settings.checks.min_records}); {rejects.height} input(s) were rejected at this stage, "
                        "by reason below", tuple(remedies),
                        rejects if rejects["record_id"].is_not_null().any() else None)
-    if labels is not None and "label" in current.columns and any(
+    if labels is not None and any(
             f["expectation"] == "expect_column_values_to_be_in_set" and f.get("column") == "label"
             for f in result.failures):
         outside = current.filter(pl.col("label").is_not_null() & ~pl.col("label").is_in(labels))
@@ -277,27 +277,12 @@ def files_check(asset: str = "raw_corpus"):
 
 def labels_and_records(settings: Settings, frame: pl.DataFrame, root: DataRoot | None = None
                        ) -> tuple[list[str], list | None]:
-    """What the corpus suites check per record, by task: the label set, and the task's own per-record
-    expectations (None: labels from the set).
-
-    With `labels: []` the set is not what the frame holds (then "label in set" could not fail) but what was
-    given: labels from a column, a folder or people (human, crowd) in `frame`, plus those of the last
-    published split under `root`. A label only the model (or augmentation) produced fails."""
+    """What the corpus suites check per record, by task: the label set (`Task.checked_labels`, with the labels
+    of the last published split under `root`), and the task's own per-record expectations (None: labels from
+    the set)."""
     task = task_for(settings)
-    labels = task.labels(frame, settings)
-    if task.labeled and not settings.labels:
-        labels = sorted(given_labels(frame) | (published_labels(root) if root else set()))
+    labels = task.checked_labels(frame, settings, lambda: published_labels(root) if root else set())
     return labels, task.record_expectations(labels)
-
-
-GIVEN_LABEL_SOURCES = ("column", "folder", "human", "crowd")
-
-
-def given_labels(frame: pl.DataFrame) -> set[str]:
-    """Labels some record carries from a column, a folder or a person (not from the model)."""
-    if "label" not in frame.columns or "label_source" not in frame.columns:
-        return set()
-    return set(frame.filter(pl.col("label_source").is_in(GIVEN_LABEL_SOURCES))["label"].drop_nulls().to_list())
 
 
 def published_labels(root: DataRoot) -> set[str]:

@@ -77,8 +77,7 @@ def stage_metadata(rows_in: int, result: StageResult) -> dict:
         "preview": preview(kept),
         "dagster/row_count": kept.height,
     }
-    if "label" in kept.columns:
-        meta["label_distribution"] = label_distribution(kept)
+    meta["label_distribution"] = label_distribution(kept)  # every corpus stage's frame has `label` (records.py)
     if "text" in kept.columns and kept.height:
         lengths = kept["text"].str.len_chars()
         meta["text_chars_median"] = int(lengths.median())

@@ -12,7 +12,6 @@ import polars as pl
 from finetune_pipeline import atomic, exports, reporting
 from finetune_pipeline import validation as v
 from finetune_pipeline.cleaning import CleaningStats
-from finetune_pipeline.cleaning.bias import bias_findings, bias_report
 from finetune_pipeline.cleaning.cache import cached_personal_data_left
 from finetune_pipeline.dedup import DedupStats
 from finetune_pipeline.defs import OWNERS
@@ -74,8 +73,9 @@ def dataset_splits_no_leakage(pipeline: PipelineResource, current: pl.DataFrame)
         v.validate(v.proportion_frame(current, settings.splits.proportion_tolerance, task.stratify_column(current)),
                    "dataset_splits_proportions", v.proportion_expectations()),
     ]
-    if task.labeled:  # every label in every split
-        results.insert(1, v.validate(v.label_coverage_frame(current, labels), "dataset_splits_label_coverage",
+    required = task.labels_every_split_holds(labels)
+    if required is not None:  # every label in every split
+        results.insert(1, v.validate(v.label_coverage_frame(current, required), "dataset_splits_label_coverage",
                                      v.label_coverage_expectations()))
     if augmented.height:
         results.append(v.validate(augmented, "dataset_splits_augmented", aug_exps))
@@ -83,10 +83,10 @@ def dataset_splits_no_leakage(pipeline: PipelineResource, current: pl.DataFrame)
         results.append(v.validate(v.document_frame(current, DOCUMENT_SOURCE_TYPES), "dataset_splits_documents",
                                   group_exps))
     return suite_result(*results, extra=_candidate(pipeline),
-                        refusal=_leakage_refusal(settings, current, labels, task.stratify_column(current)))
+                        refusal=_leakage_refusal(settings, current, required, task.stratify_column(current)))
 
 
-def _leakage_refusal(settings, current: pl.DataFrame, labels: list[str], column: str) -> Refusal:
+def _leakage_refusal(settings, current: pl.DataFrame, labels: list[str] | None, column: str) -> Refusal:
     """What broke the split, record by record where records are to blame, and what to do about it."""
     causes, remedies, records = [], [], []
     spanning = current.group_by("group_id").agg(pl.col("split").n_unique().alias("n")).filter(pl.col("n") > 1)
@@ -104,7 +104,7 @@ def _leakage_refusal(settings, current: pl.DataFrame, labels: list[str], column:
     if spanning.height or records:
         remedies.append("records of one group and augmented copies are placed by the split itself: "
                         + PIPELINE_DEFECT)
-    if labels and "label" in current.columns:
+    if labels:  # the labels every split must hold (`Task.labels_every_split_holds`)
         missing = [f"{split}: {', '.join(sorted(set(labels) - set(current.filter(pl.col('split') == split)['label'])))}"
                    for split in SPLITS if set(labels) - set(current.filter(pl.col("split") == split)["label"])]
         if missing:
@@ -129,7 +129,7 @@ def _leakage_refusal(settings, current: pl.DataFrame, labels: list[str], column:
       "of a conversation included) finds nothing of a kind the privacy policy redacts or drops.")
 def dataset_splits_no_personal_data(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
     settings, root = pipeline.settings(), pipeline.data_root()
-    exported = exports.exported_texts(root.staged(root.splits_export))
+    exported = exports.exported_texts(root.staged(root.splits_export), task_for(settings))
     cache = pipeline.cache_file(root.personal_data_check_cache)  # by text and settings
     found = cached_personal_data_left(exported["text"].to_list(), settings.privacy, cache)
     frame = v.personal_data_frame(exported, found)
@@ -326,7 +326,7 @@ def _dataset_card(pipeline: PipelineResource, splits: pl.DataFrame) -> str:
     labeling = LabelingStats.from_dict(pipeline.stage_stats("labeled_corpus"))
     rejects = pl.concat([pipeline.stage_rejects(stage) for stage in CORPUS_STAGES])
     originals = splits.filter(pl.col("augmented_from").is_null()) if "augmented_from" in splits.columns else splits
-    findings = bias_findings(bias_report(originals), settings.bias) if task_for(settings).labeled else []
+    findings = task_for(settings).bias_findings(originals, settings)
     return reporting.dataset_card(
         settings, root.path.name, splits, pipeline.stage_counts(), dict(rejects.group_by("reason").len().iter_rows()),
         cleaning.pii_by_type, {t: c.files for t, c in collection.by_source_type.items()}, labeling.agreement, findings,

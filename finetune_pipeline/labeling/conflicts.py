@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from finetune_pipeline.dedup import keep_order
+from finetune_pipeline.dedup.exact import keep_order
 from finetune_pipeline.dedup.conflicts import DROP_ALL, conflict_choice, context_text
 from finetune_pipeline.labeling.review import REVIEW_SCHEMA, empty_review
 from finetune_pipeline.records import empty_rejects, reject_rows

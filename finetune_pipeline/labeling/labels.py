@@ -15,3 +15,13 @@ def label_set(corpus: pl.DataFrame, settings: Settings, annotations: pl.DataFram
     if annotations is not None and annotations.height:
         seen |= set(annotations["label"].to_list())
     return sorted(seen)
+
+
+GIVEN_LABEL_SOURCES = ("column", "folder", "human", "crowd")
+
+
+def given_labels(frame: pl.DataFrame) -> set[str]:
+    """Labels some record carries from a column, a folder or a person (not from the model)."""
+    if "label" not in frame.columns or "label_source" not in frame.columns:
+        return set()
+    return set(frame.filter(pl.col("label_source").is_in(GIVEN_LABEL_SOURCES))["label"].drop_nulls().to_list())

@@ -12,11 +12,16 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 import polars as pl
 
-from finetune_pipeline.records import SPLITS
-from finetune_pipeline.settings import Approach, Settings, TrainingSettings
+from finetune_pipeline.records import SPLITS, StageResult
+from finetune_pipeline.settings import Approach, DedupSettings, Settings, TrainingSettings
+
+if TYPE_CHECKING:
+    from finetune_pipeline.augment.generate import Augmented
+    from finetune_pipeline.labeling.assign import LabelingResult
 
 # split name -> (inputs, targets): (texts, labels) or (prompts, responses)
 Splits = dict[str, tuple[list[str], list[str]]]
@@ -41,6 +46,23 @@ def _score(scores: dict, metric: Metric) -> float:
     return scores.get(metric.key, float("nan"))
 
 
+POOLED = "(pooled)"  # the stratum of small strata split together (`pool_small_strata`)
+
+
+def pool_small_strata(groups: pl.DataFrame, needed: int) -> pl.DataFrame:
+    """Strata (`label`) with fewer than `needed` groups become one pooled stratum (joined to the largest
+    stratum when even the pool is too small), so a rare category or a small source file is no error."""
+    sizes = groups.group_by("label").len()
+    small = sizes.filter(pl.col("len") < needed)["label"]
+    if small.is_empty():
+        return groups
+    pooled_size = int(sizes.filter(pl.col("label").is_in(small.implode()))["len"].sum())
+    large = sizes.filter(pl.col("len") >= needed).sort("len", "label", descending=[True, False])
+    target = POOLED if pooled_size >= needed or large.is_empty() else large["label"][0]
+    return groups.with_columns(pl.when(pl.col("label").is_in(small.implode())).then(pl.lit(target))
+                               .otherwise(pl.col("label")).alias("label"))
+
+
 class Task(ABC):
     """What a kind of task decides: columns, approaches, labels, metric, baseline, evaluation rows."""
 
@@ -58,6 +80,73 @@ class Task(ABC):
     # ---- reading and cleaning: what sources/, cleaning/ and domain.py ask (one helper's section)
 
     # ---- dedup, labeling, augmentation, splits, exports: what those stages ask (one helper's section)
+
+    def near_duplicate_texts(self, kept: pl.DataFrame) -> pl.Series | None:
+        """One text per record that near and semantic dedup compare across records (dedup/stage.py); None:
+        no whole-record comparison (the kind finds its duplicates in `duplicate_groups`)."""
+        return kept["text"]
+
+    def duplicate_groups(self, kept: pl.DataFrame, dedup: DedupSettings) -> StageResult:
+        """After the whole-record passes: `kept` with `group_id` (what a split keeps together), the kind's own
+        duplicate rejects, and their stats (`DedupStats.prompts`; None: none). By default each record is its
+        own group and nothing more is rejected. Instruction data rejects duplicate prompts and settles
+        conflicting answers here (dedup/conflicts.py); a kind whose prompts have several answers on purpose
+        (preference pairs) groups near-duplicate prompts and rejects none: it has no conflicts."""
+        return StageResult(kept.with_columns(pl.col("record_id").alias("group_id")), stats=None)
+
+    def label(self, corpus: pl.DataFrame, settings: Settings, annotations: pl.DataFrame,
+              annotation_problems: list[dict] | None, labeler, cache) -> "LabelingResult":
+        """The labeling stage for this kind (`labeling.apply_labels` asks): by default records go on without
+        labels (`label` stays null); the one decision people take on them is which answer of a conflicting
+        instruction to keep, where dedup marked one (`labeling.assign.keep_unlabeled`)."""
+        from finetune_pipeline.labeling.assign import keep_unlabeled
+
+        return keep_unlabeled(corpus, annotations, annotation_problems)
+
+    def checked_labels(self, frame: pl.DataFrame, settings: Settings, published: Callable[[], set[str]]
+                       ) -> list[str]:
+        """The label set the corpus suites check `frame`'s records against (defs/gates.py); `published()`:
+        the labels of the last published split (read only when asked)."""
+        return self.labels(frame, settings)
+
+    def augment(self, train: pl.DataFrame, settings: Settings, generator, cache) -> "Augmented":
+        """New training rows made from the records of `train` (augment/stage.py materializes them, drops near
+        copies of held-out records): by default none."""
+        from finetune_pipeline.augment.generate import Augmented
+
+        return Augmented()
+
+    def augmented_counts(self, extra: pl.DataFrame) -> dict[str, int]:
+        """The augmented rows by the value they top up (`AugmentStats.by_label`); by default none."""
+        return {}
+
+    too_few_groups_hint = "add records or change `splits`"  # a stratum with fewer groups than splits: what to do
+
+    def split_strata(self, groups: pl.DataFrame, needed: int) -> pl.DataFrame:
+        """The split's groups (`label`: their stratum) as they are split: by default strata with fewer than
+        `needed` groups are pooled (`pool_small_strata`), so a rare category or a small file is no error."""
+        return pool_small_strata(groups, needed)
+
+    def labels_every_split_holds(self, labels: list[str]) -> list[str] | None:
+        """The labels each split must hold a record of (the leakage check's label coverage); None: no such
+        requirement."""
+        return None
+
+    def bias_findings(self, originals: pl.DataFrame, settings: Settings) -> list[str]:
+        """What the dataset card lists as skews between the records' labels and the groups they mention
+        (cleaning/bias.py); none for kinds without labels."""
+        return []
+
+    exported_text_columns = ("text", "prompt", "response", "completion", "source_uri", "locator")  # strings
+    exported_turn_columns = ("messages", "prompt_messages", "completion")  # lists of {role, content}
+
+    def export_texts(self, row: dict) -> list[tuple[str, str]]:
+        """(field, text) for every text of one exported record (a `<split>.jsonl` row; `exports.exported_texts`,
+        what the personal-data check scans): its string columns, file name and locator, then each turn of its
+        turn lists as `column[i]`."""
+        texts = [(c, row[c]) for c in self.exported_text_columns if isinstance(row.get(c), str)]
+        return texts + [(f"{c}[{i}]", turn.get("content") or "") for c in self.exported_turn_columns
+                        if isinstance(row.get(c), list) for i, turn in enumerate(row[c]) if isinstance(turn, dict)]
 
     # ---- training, evaluation, gate, cards: what training/, reporting.py and the registry ask
 

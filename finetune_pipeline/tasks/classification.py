@@ -24,6 +24,47 @@ class ClassificationTask(Task):
 
     # ---- dedup, labeling, augmentation, splits, exports
 
+    def label(self, corpus: pl.DataFrame, settings: Settings, annotations: pl.DataFrame,
+              annotation_problems: list[dict] | None, labeler, cache):
+        """Every record gets a label from the label set: annotations, given labels, then the model
+        (`labeling.assign.label_records`; the precedence in labeling/stage.py)."""
+        from finetune_pipeline.labeling.assign import label_records
+
+        return label_records(corpus, settings, annotations, annotation_problems, labeler, cache)
+
+    def checked_labels(self, frame: pl.DataFrame, settings: Settings, published) -> list[str]:
+        """With `labels: []` the set is not what the frame holds (then "label in set" could not fail) but
+        what was given: labels from a column, a folder or people (human, crowd) in `frame`, plus those of the
+        last published split. A label only the model (or augmentation) produced fails."""
+        if settings.labels:
+            return self.labels(frame, settings)
+        from finetune_pipeline.labeling.labels import given_labels
+
+        return sorted(given_labels(frame) | published())
+
+    def augment(self, train: pl.DataFrame, settings: Settings, generator, cache):
+        """Each label topped up to its target: paraphrases, synthetic examples, copies (augment/generate.py)."""
+        from finetune_pipeline.augment.generate import augment_labels
+
+        return augment_labels(train, settings, generator, cache)
+
+    def augmented_counts(self, extra: pl.DataFrame) -> dict[str, int]:
+        return dict(extra.group_by("label").len().sort("label").iter_rows())
+
+    too_few_groups_hint = "add examples of it, drop it from `labels`, or change `splits`"
+
+    def split_strata(self, groups: pl.DataFrame, needed: int) -> pl.DataFrame:
+        """Each label its own stratum, never pooled: every label must reach every split."""
+        return groups
+
+    def labels_every_split_holds(self, labels: list[str]) -> list[str] | None:
+        return labels
+
+    def bias_findings(self, originals: pl.DataFrame, settings: Settings) -> list[str]:
+        from finetune_pipeline.cleaning.bias import bias_findings, bias_report
+
+        return bias_findings(bias_report(originals), settings.bias)
+
     # ---- training, evaluation, gate, cards
 
     recipes = ("lora", "full", "feature")

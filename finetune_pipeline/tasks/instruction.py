@@ -8,8 +8,8 @@ import json
 
 import polars as pl
 
-from finetune_pipeline.records import SPLITS
-from finetune_pipeline.settings import Approach, TrainingSettings
+from finetune_pipeline.records import SPLITS, StageResult
+from finetune_pipeline.settings import Approach, DedupSettings, Settings, TrainingSettings
 from finetune_pipeline.tasks.base import Splits, Task, Metric
 
 
@@ -28,6 +28,35 @@ class InstructionTask(Task):
     # ---- reading and cleaning
 
     # ---- dedup, labeling, augmentation, splits, exports
+
+    def near_duplicate_texts(self, kept: pl.DataFrame) -> pl.Series | None:
+        """None: near and semantic duplicates are found on the prompt, where the answers are compared
+        (`duplicate_groups`); on the whole text a short diverging answer would pass for a duplicate."""
+        return None
+
+    def duplicate_groups(self, kept: pl.DataFrame, dedup: DedupSettings) -> StageResult:
+        """Duplicate prompts, conflicting answers and prompt groups (dedup/conflicts.py)."""
+        from finetune_pipeline.dedup.conflicts import prompt_dedup
+
+        prompts = prompt_dedup(kept, dedup)
+        return StageResult(prompts.kept, prompts.rejected, prompts.stats)
+
+    def augment(self, train: pl.DataFrame, settings: Settings, generator, cache):
+        """Prompt paraphrases and new instruction/answer pairs, never copies (augment/instructions.py)."""
+        from finetune_pipeline.augment.instructions import augment_instruction_rows
+
+        return augment_instruction_rows(train, settings, generator, cache)
+
+    def augmented_counts(self, extra: pl.DataFrame) -> dict[str, int]:
+        """By `category`, when the records carry one."""
+        if "category" not in extra.columns:
+            return {}
+        return dict(extra.drop_nulls("category").group_by("category").len().sort("category").iter_rows())
+
+    def export_texts(self, row: dict) -> list[tuple[str, str]]:
+        """A conversation's `text` is left out: it is its turns, rendered."""
+        texts = super().export_texts(row)
+        return [(f, t) for f, t in texts if f != "text"] if isinstance(row.get("messages"), list) else texts
 
     # ---- training, evaluation, gate, cards
 

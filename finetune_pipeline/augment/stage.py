@@ -1,0 +1,122 @@
+"""The augmentation stage runner: balance the training data without touching validation or test.
+
+The split of the original records is decided before this stage, once (`splits.split_assignment`, the
+`split_assignment` asset), and only records it puts in train are augmented: every augmented row is in train
+by construction (it takes its source's split and group), and one that is a near copy of a validation or test
+record (MinHash at `splits.contamination_threshold`) is dropped as `near_held_out`. Each label is topped up to its target
+(`target_count`, else `oversample_ratio` x the largest label) by, in order: paraphrases of its records,
+synthetic examples from few-shot prompts (at most `synthetic_max_share` of the label's rows), and copies.
+Generated rows carry `augmented_from`, `augmentation` and `augmentation_model`, and are never counted as
+originals. A generator that fails (server down, bad model path) is reported in the stats and the gap is
+filled by copies: augmentation never stops the run. What is made is the kind's (`Task.augment`): labeled
+texts as above (augment/generate.py), conversations (task: instruction) prompt paraphrases and new
+instruction/answer pairs, never copies (augment/instructions.py); a kind may make none.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from finetune_pipeline.augment.generators import TextGenerator
+from finetune_pipeline.embeddings import EmbeddingCache
+from finetune_pipeline.records import SPLITS, StageResult, StageStats, make_record_id, sha256_text
+from finetune_pipeline.settings import Settings
+from finetune_pipeline.splits import check_assignment_covers, cross_split_near_duplicates, split_assignment
+from finetune_pipeline.tasks import task_for
+
+log = logging.getLogger(__name__)
+STAGE = "augmented_corpus"
+
+
+@dataclass
+class AugmentStats(StageStats):
+    augmented_rows: int = 0
+    by_label: dict[str, int] = field(default_factory=dict)
+    by_technique: dict[str, int] = field(default_factory=dict)  # paraphrase, synthetic, oversample
+    generated_dropped: dict[str, int] = field(default_factory=dict)  # generated texts dropped, by reason
+    generator: str | None = None  # the generator's name, when one ran
+    generator_error: str | None = None  # why it failed (the gaps were then filled by copies)
+    train_records: int = 0  # originals in train by the split assignment: the only ones augmented
+    held_out_records: int = 0  # originals in validation or test: never a source of augmented rows
+AUGMENT_COLUMNS = {"augmented_from": pl.String, "augmentation": pl.String, "augmentation_model": pl.String}
+
+
+def augment_corpus(corpus: pl.DataFrame, settings: Settings, generator: TextGenerator | None = None,
+                   embedding_cache: EmbeddingCache | None = None,
+                   assignment: pl.DataFrame | None = None) -> StageResult:
+    """Originals (null `augmented_from`) plus augmented training rows, made by the task (`Task.augment`).
+    `assignment`: the split of the originals (`splits.split_assignment`: record_id, split, group_id; computed
+    here when None); only records it puts in train are augmented. `embedding_cache`: the candidate filters'
+    sentence vectors are looked up there first."""
+    originals = corpus.with_columns([pl.lit(None, t).alias(c) for c, t in AUGMENT_COLUMNS.items()])
+    cfg = settings.augmentation
+    stats = AugmentStats()
+    task = task_for(settings)
+    if corpus.is_empty() or not (cfg.oversample or cfg.paraphrase or cfg.synthetic):
+        return StageResult(kept=originals, stats=stats)
+    if assignment is None:
+        assignment, _ = split_assignment(corpus, settings.splits, settings.dedup, task)
+    check_assignment_covers(corpus, assignment, "labeled_corpus")
+    in_train = pl.col("record_id").is_in(assignment.filter(pl.col("split") == "train")["record_id"].implode())
+    train, held_out = corpus.filter(in_train), corpus.filter(~in_train)
+    stats.train_records, stats.held_out_records = train.height, held_out.height
+    made = task.augment(train, settings, generator, embedding_cache)
+    stats.generator, stats.generator_error = made.generator, made.generator_error
+    stats.generated_dropped = dict(made.dropped)
+    extra = _materialize(train, made.rows, generated_label_source="synthetic")
+    extra = _drop_near_held_out(extra, held_out, assignment, settings, stats)
+    stats.augmented_rows = extra.height
+    stats.by_label = task.augmented_counts(extra)
+    stats.by_technique = dict(extra.group_by("augmentation").len().sort("augmentation").iter_rows())
+    return StageResult(kept=pl.concat([originals, extra.select(originals.columns)]), stats=stats)
+
+
+def _drop_near_held_out(extra: pl.DataFrame, held_out: pl.DataFrame, assignment: pl.DataFrame,
+                        settings: Settings, stats: AugmentStats) -> pl.DataFrame:
+    """`extra` without the rows that share a near-copy cluster (MinHash at `splits.contamination_threshold`,
+    as the contamination check sees them) with a validation or test record: a generated text that resembles
+    held-out data would put it in train. Counted in `stats.generated_dropped` as `near_held_out`."""
+    if extra.is_empty() or held_out.is_empty():
+        return extra
+    split_of = assignment.select("record_id", "split")
+    rows = pl.concat([held_out.select("record_id", "text").join(split_of, on="record_id"),
+                      extra.select("record_id", "text", pl.lit("train").alias("split"))])
+    order = pl.col("split").replace_strict({name: i for i, name in enumerate(SPLITS)}, return_dtype=pl.Int8)
+    crossing = cross_split_near_duplicates(rows.sort(order, "record_id"), settings.splits.contamination_threshold,
+                                           settings.dedup)
+    near = set(crossing.explode("record_ids")["record_ids"].to_list())
+    kept = extra.filter(~pl.col("record_id").is_in(list(near)))
+    if kept.height < extra.height:
+        stats.generated_dropped["near_held_out"] = stats.generated_dropped.get("near_held_out", 0) \
+            + extra.height - kept.height
+        log.info("augmentation: %d augmented row(s) dropped as near copies of validation or test records",
+                 extra.height - kept.height)
+    return kept
+
+
+def _materialize(train: pl.DataFrame, rows: list[dict], generated_label_source: str) -> pl.DataFrame:
+    """Full corpus rows for augmented rows: the source record's fields, the new text, a stable new id."""
+    schema = {**train.schema, **AUGMENT_COLUMNS}
+    if not rows:
+        return pl.DataFrame(schema=schema)
+    sources = {r["record_id"]: r for r in train.iter_rows(named=True)}
+    numbering: Counter = Counter()
+    out = []
+    for row in rows:
+        source = sources[row["augmented_from"]]
+        key = (row["augmented_from"], row["augmentation"])
+        numbering[key] += 1
+        text = row.get("text", source["text"])
+        new = {**source, **row, "text": text, "content_sha256": sha256_text(text),
+               "record_id": make_record_id(row["augmented_from"], f"{row['augmentation']} {numbering[key]}")}
+        new.setdefault("augmentation_model", None)
+        if "redactions" in new and row["augmentation"] != "oversample":
+            new["redactions"] = "[]"  # generated text: cleaning redacted nothing in it
+        if row["augmentation"] == "synthetic":
+            new["label_source"] = generated_label_source
+        out.append(new)
+    return pl.DataFrame(out, schema=schema)
