@@ -75,7 +75,9 @@ def test_labeled_corpus_suite_passes_an_instruction_corpus_and_fails_an_empty_re
 
 def test_classification_suites_are_unchanged():
     classification = task_named("classification")
-    assert classification.record_expectations(["a"]) is None and classification.labeled
+    assert classification.record_expectations(["a"]) is None
+    assert classification.labels_every_split_holds(["a"]) == ["a"]
+    assert INSTRUCTION.labels_every_split_holds(["a"]) is None
     no_label = instruction_corpus().with_columns(pl.lit("column").alias("label_source"))
     assert not v.validate(no_label, "labeled_classification", v.labeled_expectations(1, ["a"])).passed
 

@@ -74,8 +74,6 @@ class Task(ABC):
     baseline_name: str
     evaluated_on: str  # what the test scores are computed over, in words
     base_model_setting: str  # the TrainingSettings field naming the model it tunes (None there: the default)
-    labeled: bool  # every record needs a label from the label set (labeling rejects the rest)
-    conversational: bool  # records are conversations, read by the conversation readers (sources/conversations.py)
 
     # ---- reading and cleaning: what sources/, cleaning/ and domain.py ask (one helper's section)
 

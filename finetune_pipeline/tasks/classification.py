@@ -17,8 +17,6 @@ class ClassificationTask(Task):
     baseline_name = "majority class"
     evaluated_on = "test split"
     base_model_setting = "base_model"
-    labeled = True
-    conversational = False
 
     # ---- reading and cleaning
 

@@ -22,8 +22,6 @@ class InstructionTask(Task):
     baseline_name = "base model"
     evaluated_on = "test split: loss on response tokens, ROUGE-L F1 of greedy answers to sampled prompts"
     base_model_setting = "instruction_base_model"
-    labeled = False  # `label` stays null; an optional `category` stratifies the split
-    conversational = True
 
     # ---- reading and cleaning
 
