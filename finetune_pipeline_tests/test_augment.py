@@ -204,3 +204,21 @@ def test_target_count_overrides_the_ratio():
     result = augment_corpus(_corpus(n_billing=20, n_shipping=10), settings)
     train = _placed(result.kept, settings).filter(pl.col("split") == "train")
     assert dict(train.group_by("label").len().iter_rows()) == {"billing": 20, "shipping": 20}
+
+
+def test_a_kind_that_makes_nothing_gets_no_augmented_rows(monkeypatch):
+    """The stage asks the kind what to make (`Task.augment`): one that keeps the base contract's default
+    (preference pairs: a copied pair teaches nothing) gets its originals back, whatever the settings switch on."""
+    from finetune_pipeline.augment import stage
+    from finetune_pipeline.tasks import Task, task_named
+
+    class MakesNothing(type(task_named("classification"))):
+        augment = Task.augment
+        augmented_counts = Task.augmented_counts
+
+    settings = _settings(oversample=True)
+    assert augment_corpus(_corpus(), settings).stats.augmented_rows > 0  # classification tops labels up
+    monkeypatch.setattr(stage, "task_for", lambda settings: MakesNothing())
+    result = augment_corpus(_corpus(), settings)
+    assert result.kept.height == _corpus().height and result.kept["augmented_from"].null_count() == result.kept.height
+    assert result.stats.augmented_rows == 0 and result.stats.by_label == {} and result.stats.by_technique == {}

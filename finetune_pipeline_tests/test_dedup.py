@@ -290,3 +290,28 @@ def test_distinguishing_tokens_are_identifiers_numbers_and_names():
         {"ls", "3.18", "paris", "dpkg-name"}
     assert name_different_things("What does ucf do?", "What does ucfr do?")
     assert not name_different_things("leaves falling in the park", "leaves faling in the park")  # one-sided
+
+
+def test_the_kind_says_what_near_dedup_compares_and_how_records_group(monkeypatch):
+    """The stage asks the kind (`Task.near_duplicate_texts`, `Task.duplicate_groups`) and tests no column: a
+    kind whose records share a prompt on purpose (preference pairs) compares no whole record, rejects none of
+    its near copies, and groups them by prompt."""
+    from finetune_pipeline.dedup import stage
+    from finetune_pipeline.records import StageResult
+    from finetune_pipeline.tasks import task_named
+
+    class PromptGroups(type(task_named("classification"))):
+        def near_duplicate_texts(self, kept):
+            return None
+
+        def duplicate_groups(self, kept, dedup):
+            return StageResult(kept.with_columns(pl.col("text").str.slice(0, 20).alias("group_id")), stats=None)
+
+    near = BASE.replace("last week", "two weeks ago")
+    corpus = _corpus([BASE, near, OTHER])
+    assert deduplicate(corpus, Settings()).kept.height == 2  # classification: `near` is a near duplicate
+    monkeypatch.setattr(stage, "task_for", lambda settings: PromptGroups())
+    result = deduplicate(corpus, Settings())
+    assert result.kept.height == 3 and result.rejected.is_empty()
+    assert result.kept["group_id"].to_list() == [BASE[:20], near[:20], OTHER[:20]]
+    assert result.stats.near_duplicates == 0 and result.stats.prompts is None
