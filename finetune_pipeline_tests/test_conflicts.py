@@ -21,7 +21,7 @@ FILLER = [("How long does delivery to Norway take?", "Parcels to Norway arrive i
 
 
 def settings(**dedup) -> Settings:
-    return Settings(task="instruction", training={"instruction_base_model": "unused"}, dedup=dedup)
+    return Settings(task="instruction", training={"instruction": {"base_model": "unused"}}, dedup=dedup)
 
 
 def corpus(pairs: list[tuple[str, str]], system: str | None = None) -> pl.DataFrame:

@@ -104,7 +104,7 @@ def test_erasure_subject_in_any_turn_removes_the_conversation(patterns, subject)
 # ---- readers (task: instruction), recognised by their columns
 
 def _instruction(**sources) -> Settings:
-    return Settings.model_validate({"task": "instruction", "training": {"instruction_base_model": "models/tiny"},
+    return Settings.model_validate({"task": "instruction", "training": {"instruction": {"base_model": "models/tiny"}},
                                     "sources": sources})
 
 
@@ -350,8 +350,8 @@ TOO_LONG_CASES = [
 def _too_long_settings(model: str, action: str, max_length: int) -> Settings:
     return Settings.model_validate({"task": "instruction", "privacy": {"detector": "patterns"},
                                     "cleaning": {"too_long_action": action},
-                                    "training": {"instruction_base_model": model,
-                                                 "instruction_max_length": max_length}})
+                                    "training": {"instruction": {"base_model": model,
+                                                                 "max_length": max_length}}})
 
 
 def _tokens(model: str, turns: list[dict]) -> int:
@@ -376,7 +376,7 @@ def test_conversations_longer_than_the_training_length_are_flagged_or_dropped(ch
     assert dropped.kept.height == 1 and dropped.kept["response"][0] == TOO_LONG_CASES[0][1]["content"]
     reject = dropped.rejected.row(0, named=True)
     assert reject["reason"] == "conversation_too_long"
-    assert f"{long} tokens > training.instruction_max_length={short}" in reject["detail"]
+    assert f"{long} tokens > training.instruction.max_length={short}" in reject["detail"]
 
 
 def test_too_long_filter_without_a_loadable_tokenizer_warns_instead_of_failing(tmp_path):

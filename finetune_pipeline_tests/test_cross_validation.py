@@ -157,8 +157,8 @@ def test_lora_search_chooses_on_validation_folds_and_never_sees_test():
     def fake_run(approach, parts, labels, training, output_dir, data_snapshot="", log=print):
         for texts, _ in parts.values():
             seen.update(texts)
-        score = 0.5 + 0.1 * (training.lora_r == 16) + 0.05 * (training.learning_rate == 3e-3) \
-            - 0.1 * (training.epochs == 4) + 0.02 * (training.target_modules == ["query", "value"])
+        score = 0.5 + 0.1 * (training.lora.r == 16) + 0.05 * (training.lora.learning_rate == 3e-3) \
+            - 0.1 * (training.epochs == 4) + 0.02 * (training.lora.target_modules == ["query", "value"])
         return {"test": {"macro_f1": score}}
 
     search = cv.search_lora(folds, ["billing", "shipping"], TrainingSettings(), fake_run, log=lambda m: None)
@@ -191,7 +191,7 @@ def test_comparison_trains_lora_with_the_chosen_settings_and_says_so(tiny_bert, 
     assert result["cross_validation"]["rows"][0]["scores"] == [0.5, 0.75]
     assert result["cross_validation"]["lora_search"]["chosen"] == chosen
     metrics = json.loads((tmp_path / "models" / "lora" / "metrics.json").read_text())
-    assert metrics["settings"]["lora_r"] == 2 and metrics["settings"]["lora_alpha"] == 4
+    assert metrics["settings"]["lora"]["r"] == 2 and metrics["settings"]["lora"]["alpha"] == 4
     assert metrics["lora_search"]["chosen"] == chosen
     config = json.loads((tmp_path / "models" / "lora" / "adapter_config.json").read_text())
     assert config["r"] == 2 and sorted(config["target_modules"]) == ["query", "value"]
@@ -220,8 +220,8 @@ def test_instruction_tasks_cross_validate_on_response_loss(tmp_path):
     folds = cross_validation_folds(splits, SplitSettings(k_folds=2), task)
     assert folds.height == 10 and not set(folds["record_id"]) & {"c10", "c11"}
     model = tiny_llama_folder(tmp_path / "llama", [p + " " + r for p, r in PAIRS])
-    training = TrainingSettings(instruction_base_model=model, epochs=1, batch_size=2, instruction_max_length=64,
-                                generation_samples=0)
+    training = TrainingSettings(epochs=1, batch_size=2,
+                                instruction={"base_model": model, "max_length": 64, "generation_samples": 0})
     result = compare_approaches(task.training_splits(splits), [], training, tmp_path / "models", ["instruction"],
                                 log=lambda m: None, folds=cv.fold_splits(splits, folds, task))
     cross = result["cross_validation"]

@@ -57,8 +57,8 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batches(tiny_be
     splits = {"train": (BILLING[:4] + SHIPPING[:3], ["billing"] * 4 + ["shipping"] * 3),
               "validation": (BILLING[4:5] + SHIPPING[4:5], LABELS),
               "test": (BILLING[5:] + SHIPPING[5:], LABELS)}
-    fields = dict(base_model=tiny_bert_without_dropout, epochs=2, batch_size=3, max_length=32, learning_rate=5e-3,
-                  lora_dropout=0.0, early_stopping_patience=5)
+    fields = dict(base_model=tiny_bert_without_dropout, epochs=2, batch_size=3, max_length=32,
+                  lora={"learning_rate": 5e-3, "dropout": 0.0}, early_stopping_patience=5)
     single = train_classifier(splits, LABELS, TrainingSettings(**fields, data_parallel=1), tmp_path / "single",
                               log=lambda m: None)
     logged = []

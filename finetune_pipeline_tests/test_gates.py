@@ -62,8 +62,8 @@ def good_run(tmp_path_factory):
     (root / "raw").mkdir(parents=True)
     (root / "raw" / "pairs.jsonl").write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in pairs))
     settings = {"task": "instruction", "privacy": {"detector": "patterns"}, "checks": {"min_records": 10},
-                "training": {"instruction_base_model": model, "epochs": 1, "batch_size": 8,
-                             "instruction_max_length": 64, "compare": ["instruction"]}}
+                "training": {"instruction": {"base_model": model, "max_length": 64}, "epochs": 1, "batch_size": 8,
+                             "compare": ["instruction"]}}
     (root / "finetune.yaml").write_text(json.dumps(settings))
     instance = dg.DagsterInstance.ephemeral()
     result = _run(root, instance)

@@ -190,8 +190,8 @@ def test_instruction_tuning_lowers_loss_and_reports_perplexity(tiny_llama, tmp_p
     from finetune_pipeline.training import registry
 
     path, tokenizer = tiny_llama
-    cfg = TrainingSettings(instruction_base_model=path, epochs=3, batch_size=2, instruction_max_length=64, learning_rate=1e-2,
-                           lora_dropout=0.0)
+    cfg = TrainingSettings(instruction={"base_model": path, "max_length": 64}, epochs=3, batch_size=2,
+                           lora={"learning_rate": 1e-2, "dropout": 0.0})
     splits = {"train": PAIRS * 3, "validation": PAIRS[:2], "test": PAIRS[2:4]}
     metrics = train_instruction(splits, cfg, tmp_path / "models" / "helpdesk", data_snapshot="s1", log=lambda m: None)
     test = metrics["test"]
@@ -231,7 +231,8 @@ def test_killed_instruction_run_resumes_with_identical_adapter(tiny_llama, tmp_p
     from safetensors.torch import load_file
 
     path, _ = tiny_llama
-    cfg = TrainingSettings(instruction_base_model=path, epochs=2, batch_size=2, instruction_max_length=64, learning_rate=1e-2)
+    cfg = TrainingSettings(instruction={"base_model": path, "max_length": 64}, epochs=2, batch_size=2,
+                           lora={"learning_rate": 1e-2})
     splits = {"train": PAIRS * 2, "validation": PAIRS[:2], "test": PAIRS[2:4]}
     train_instruction(splits, cfg, tmp_path / "whole", log=lambda m: None)
 
@@ -253,15 +254,15 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batches(tiny_ll
     from safetensors.torch import load_file
 
     path, _ = tiny_llama
-    fields = dict(instruction_base_model=path, epochs=2, batch_size=3, instruction_max_length=40, learning_rate=1e-2,
-                  lora_dropout=0.0)
+    fields = dict(epochs=2, batch_size=3, lora={"learning_rate": 1e-2, "dropout": 0.0})
+    instruction = {"base_model": path, "max_length": 40}
     # 10 sequences in global batches of 3: slices of 2+1, and a last batch of 1 that leaves rank 1 empty.
     splits = {"train": (PAIRS * 2)[:10], "validation": PAIRS[:2], "test": PAIRS[2:4]}
-    single = train_instruction(splits, TrainingSettings(**fields, data_parallel=1), tmp_path / "single",
+    single = train_instruction(splits, TrainingSettings(**fields, instruction=instruction, data_parallel=1), tmp_path / "single",
                                log=lambda m: None)
     # The 2 processes also take the fast path's chunked loss, in micro-batches of one sequence (DDP
     # reduces once per step, after the last micro-batch): the same steps still.
-    ddp = train_instruction(splits, TrainingSettings(**fields, data_parallel=2, fast_path="on", micro_batch_size=1),
+    ddp = train_instruction(splits, TrainingSettings(**fields, instruction={**instruction, "fast_path": "on"}, data_parallel=2, micro_batch_size=1),
                             tmp_path / "ddp", log=lambda m: None)
 
     assert single["processes"] == 1 and ddp["processes"] == 2

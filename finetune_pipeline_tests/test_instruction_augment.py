@@ -29,7 +29,7 @@ def corpus(n: int = 40, categories: list | None = None) -> pl.DataFrame:
 
 
 def settings(**augmentation) -> Settings:
-    return Settings(task="instruction", training={"instruction_base_model": "unused"},
+    return Settings(task="instruction", training={"instruction": {"base_model": "unused"}},
                     privacy={"detector": "patterns"}, augmentation=augmentation)
 
 

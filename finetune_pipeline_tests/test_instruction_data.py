@@ -15,7 +15,7 @@ INSTRUCTION = task_named("instruction")
 
 
 def instruction_settings(**overrides) -> Settings:
-    return Settings(task="instruction", training={"instruction_base_model": "unused"}, **overrides)
+    return Settings(task="instruction", training={"instruction": {"base_model": "unused"}}, **overrides)
 
 
 def conversation(i: int, turns: int = 1, system: bool = False) -> list[dict]:

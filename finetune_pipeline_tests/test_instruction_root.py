@@ -248,15 +248,15 @@ def _instruction_root(root: Path, training: dict) -> Path:
 
 
 def test_a_missing_real_model_folder_is_a_clear_error_never_a_built_toy_model(tmp_path, capsys):
-    root = _instruction_root(tmp_path / "root", {"instruction_base_model": "models/llama-3.2-1b"})
+    root = _instruction_root(tmp_path / "root", {"instruction": {"base_model": "models/llama-3.2-1b"}})
     assert cli.main(["build-base-model", "--data-dir", str(root)]) == 1
     error = capsys.readouterr().err
-    assert "training.instruction_base_model: models/llama-3.2-1b not found" in error
+    assert "training.instruction.base_model: models/llama-3.2-1b not found" in error
     assert "training.build_base_model.enabled" in error  # says what would build one, and that it is a toy
     assert not (root / "models").exists() and not any((root / "raw").iterdir())
     # an absolute path too, whatever the hub settings
     absent = tmp_path / "nowhere" / "model"
-    root = _instruction_root(tmp_path / "root2", {"instruction_base_model": str(absent)})
+    root = _instruction_root(tmp_path / "root2", {"instruction": {"base_model": str(absent)}})
     assert cli.main(["build-base-model", "--data-dir", str(root)]) == 1 and not absent.exists()
 
 
@@ -268,7 +268,7 @@ def test_build_base_model_leaves_classification_roots_and_existing_folders_alone
     existing = tmp_path / "root" / ".pipeline" / "base_model"
     existing.mkdir(parents=True)
     (existing / "config.json").write_text("{}")
-    root = _instruction_root(tmp_path / "root", {"instruction_base_model": ".pipeline/base_model",
+    root = _instruction_root(tmp_path / "root", {"instruction": {"base_model": ".pipeline/base_model"},
                                                  "build_base_model": {"enabled": True}})
     assert cli.main(["build-base-model", "--data-dir", str(root)]) == 0
     assert [p.name for p in existing.iterdir()] == ["config.json"]  # not rebuilt
@@ -278,11 +278,11 @@ def test_build_base_model_leaves_classification_roots_and_existing_folders_alone
 def test_a_relative_base_model_is_found_under_the_data_root_wherever_the_root_lies(tmp_path, monkeypatch):
     from finetune_pipeline.settings import load_settings
 
-    root = _instruction_root(tmp_path / "root", {"instruction_base_model": "my_model"})
+    root = _instruction_root(tmp_path / "root", {"instruction": {"base_model": "my_model"}})
     monkeypatch.chdir(tmp_path)
-    assert load_settings(root).training.instruction_base_model == "my_model"  # not there: as given
+    assert load_settings(root).training.instruction.base_model == "my_model"  # not there: as given
     (root / "my_model").mkdir()
-    assert load_settings(root).training.instruction_base_model == str(root / "my_model")
+    assert load_settings(root).training.instruction.base_model == str(root / "my_model")
 
 
 def test_each_planted_conflict_waits_in_the_review_queue(example_run):

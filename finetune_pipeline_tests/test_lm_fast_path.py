@@ -29,8 +29,12 @@ def tiny_llama(tmp_path_factory):
 
 
 def settings(path: str, **fields) -> TrainingSettings:
-    return TrainingSettings(**{"instruction_base_model": path, "instruction_max_length": 40, "lora_dropout": 0.0,
-                               "learning_rate": 1e-2, "batch_size": 4, **fields})
+    """Training settings for the tiny Llama; `fields` of training.instruction go to that section."""
+    from finetune_pipeline.settings import InstructionTrainingSettings
+
+    instruction = {k: fields.pop(k) for k in list(fields) if k in InstructionTrainingSettings.model_fields}
+    return TrainingSettings(**{"instruction": {"base_model": path, "max_length": 40, **instruction},
+                               "lora": {"dropout": 0.0, "learning_rate": 1e-2}, "batch_size": 4, **fields})
 
 
 def trainable_grads(model) -> dict[str, torch.Tensor]:
@@ -147,7 +151,7 @@ def test_the_automatic_choices_follow_the_device_and_the_rules(tiny_llama):
     tinyllama = LlamaConfig(hidden_size=2048, num_hidden_layers=22)
     assert activation_bytes(tinyllama, 8 * 2048) == 34 * 8 * 2048 * 2048 * 22  # 25.1 GB: under half of 80 GB
     assert not wants_activation_checkpointing(cfg, CPU, tinyllama, 8 * 2048)  # auto: never on the CPU
-    assert wants_activation_checkpointing(cfg.model_copy(update={"activation_checkpointing": "on"}), CPU,
+    assert wants_activation_checkpointing(cfg.model_copy(update={"instruction": cfg.instruction.model_copy(update={"activation_checkpointing": "on"})}), CPU,
                                           tinyllama, 1)
     task = InstructionTraining({"train": PAIRS, "test": PAIRS[:1]},
                                settings(tiny_llama, global_batch_tokens=100, micro_batch_size=2), CPU,
@@ -218,8 +222,8 @@ def test_the_trainer_runs_as_a_plain_script_on_exported_splits_and_reports_token
                                                                                         capsys):
     write_pairs({"train": PAIRS * 2, "validation": PAIRS[:2], "test": PAIRS[2:4]}, tmp_path)
     main([str(tmp_path), str(tmp_path / "out"), "--settings",
-          json.dumps({"instruction_base_model": tiny_llama, "epochs": 1, "batch_size": 2, "micro_batch_size": 1,
-                      "instruction_max_length": 40})])
+          json.dumps({"instruction": {"base_model": tiny_llama, "max_length": 40}, "epochs": 1, "batch_size": 2,
+                      "micro_batch_size": 1})])
     out = capsys.readouterr().out
     assert "training tokens/s" in out
     report = json.loads(out[out.index("{"):])

@@ -43,7 +43,7 @@ def test_sample_settings_are_valid():
 
 def test_instruction_task_needs_a_causal_lm_and_classification_refuses_instruction(tmp_path):
     (tmp_path / "finetune.yaml").write_text("task: instruction\n")
-    with pytest.raises(SettingsError, match="instruction_base_model"):
+    with pytest.raises(SettingsError, match="training.instruction.base_model"):
         load_settings(tmp_path)
     (tmp_path / "finetune.yaml").write_text("training:\n  compare: [lora, instruction]\n")
     with pytest.raises(SettingsError, match="needs task: instruction"):
@@ -51,5 +51,27 @@ def test_instruction_task_needs_a_causal_lm_and_classification_refuses_instructi
     (tmp_path / "finetune.yaml").write_text("training:\n  approach: sgd\n")
     with pytest.raises(SettingsError, match="training.approach"):
         load_settings(tmp_path)
-    (tmp_path / "finetune.yaml").write_text("task: instruction\ntraining:\n  instruction_base_model: /m\n")
-    assert load_settings(tmp_path).training.packing
+    (tmp_path / "finetune.yaml").write_text("task: instruction\ntraining:\n  instruction:\n    base_model: /m\n")
+    assert load_settings(tmp_path).training.instruction.packing
+
+
+def test_an_old_flat_training_field_names_its_new_place(tmp_path):
+    """finetune.yaml written before the per-method sections: each flat field is refused naming where it went."""
+    from finetune_pipeline.settings import MOVED_TRAINING_FIELDS, TrainingSettings
+
+    (tmp_path / "finetune.yaml").write_text("training:\n  lora_r: 16\n")
+    with pytest.raises(SettingsError, match=r"training\.lora_r moved to training\.lora\.r"):
+        load_settings(tmp_path)
+    (tmp_path / "finetune.yaml").write_text("task: instruction\ntraining:\n  instruction_base_model: /m\n"
+                                            "  full_learning_rate: 0.001\n")
+    with pytest.raises(SettingsError) as error:
+        load_settings(tmp_path)
+    assert "training.instruction_base_model moved to training.instruction.base_model" in str(error.value)
+    assert "training.full_learning_rate moved to training.full.learning_rate" in str(error.value)
+    for old, new in MOVED_TRAINING_FIELDS.items():  # every new place exists; no old name is left
+        section, field = new.split(".")
+        assert field in type(getattr(TrainingSettings(), section)).model_fields, new
+        assert old not in TrainingSettings.model_fields, old
+    (tmp_path / "finetune.yaml").write_text("training:\n  lora:\n    r: 16\n  full:\n    learning_rate: 0.001\n")
+    training = load_settings(tmp_path).training
+    assert (training.lora.r, training.lora.alpha, training.full.learning_rate) == (16, 16, 0.001)

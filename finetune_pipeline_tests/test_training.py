@@ -34,7 +34,7 @@ def test_lora_trains_saves_and_reloads(tmp_path):
     splits = {"train": (BILLING[:4] + SHIPPING[:4], ["billing"] * 4 + ["shipping"] * 4),
               "validation": (BILLING[4:5] + SHIPPING[4:5], ["billing", "shipping"]),
               "test": (BILLING[5:] + SHIPPING[5:], ["billing", "shipping"])}
-    cfg = TrainingSettings(epochs=3, batch_size=4, max_length=32, learning_rate=2e-3)
+    cfg = TrainingSettings(epochs=3, batch_size=4, max_length=32, lora={"learning_rate": 2e-3})
     out = tmp_path / "adapter"
     metrics = train_classifier(splits, ["billing", "shipping"], cfg, out, approach="lora", data_snapshot="abc",
                                log=lambda m: None)
@@ -43,7 +43,7 @@ def test_lora_trains_saves_and_reloads(tmp_path):
         assert (out / name).exists(), name
     assert not list(out.glob("*.bin")) and not list(out.glob("*.pt"))
     config = json.loads((out / "adapter_config.json").read_text())
-    assert config["peft_type"] == "LORA" and config["r"] == cfg.lora_r
+    assert config["peft_type"] == "LORA" and config["r"] == cfg.lora.r
     weights = load_file(out / "adapter_model.safetensors")
     assert any("lora_A" in k for k in weights) and any("classifier" in k for k in weights)  # head saved too
     assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"] / 10
@@ -84,8 +84,8 @@ def tiny_bert(tmp_path_factory):
 
 
 def _tiny_cfg(tiny_bert, **overrides):
-    fields = dict(base_model=tiny_bert, epochs=3, batch_size=4, max_length=32, learning_rate=5e-3,
-                  full_learning_rate=1e-3, early_stopping_patience=5)
+    fields = dict(base_model=tiny_bert, epochs=3, batch_size=4, max_length=32, lora={"learning_rate": 5e-3},
+                  full={"learning_rate": 1e-3}, early_stopping_patience=5)
     return TrainingSettings(**{**fields, **overrides})
 
 

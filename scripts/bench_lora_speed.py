@@ -171,15 +171,18 @@ def project_step_fn(case: Case, device: torch.device, lr: float):
     from finetune_pipeline.training.optimizer import adamw, lr_schedule
 
     # The plain loop's optimisation (constant LR, no warm-up, no clipping), so both paths take the same steps.
-    cfg = TrainingSettings(**LORA, learning_rate=lr, fast_path="on", lr_schedule="constant", warmup_ratio=0.0,
-                           max_grad_norm=None, instruction_max_length=case.seq, batch_size=case.micro_batch)
+    cfg = TrainingSettings(lora={"r": LORA["lora_r"], "alpha": LORA["lora_alpha"], "dropout": LORA["lora_dropout"],
+                                 "learning_rate": lr},
+                           instruction={"target_modules": LORA["instruction_target_modules"], "fast_path": "on",
+                                        "max_length": case.seq},
+                           lr_schedule="constant", warmup_ratio=0.0, max_grad_norm=None, batch_size=case.micro_batch)
     options = load_options(cfg, device)
     model = with_lora(llama(case.shape, case.seq, device, **options), cfg)
     checkpointing = wants_activation_checkpointing(cfg, device, model.config, case.micro_batch * case.seq)
     if checkpointing:
         enable_activation_checkpointing(model)
     model.train()
-    task = _Batch(device, LastHiddenState(model, cfg.loss_chunk_tokens),
+    task = _Batch(device, LastHiddenState(model, cfg.instruction.loss_chunk_tokens),
                   padding_free=options["attn_implementation"] == "flash_attention_2")
     optimizer = adamw(model, lr, device)
     scheduler = lr_schedule(optimizer, cfg, case.steps)

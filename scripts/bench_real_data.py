@@ -30,7 +30,7 @@ Budget (the only settings changed from the defaults besides labels, descriptions
 `training.epochs: 1`, `training.max_length: 64`, `training.compare: [lora]`, `splits.cv_below_records: 0`
 (classification: one training, no folds), and for the
 instruction root the small local base model of examples/instruction (`build_base_model`) with
-`instruction_max_length: 128`; they bound the training time on a 2-core machine and change no data stage.
+`instruction.max_length: 128`; they bound the training time on a 2-core machine and change no data stage.
 
 Printed per root: published or refused (and the CLI's exit code), every check's outcome (blocking failures
 with their description), rows in/out/rejected per stage and rejects by reason, personal data recall per
@@ -602,13 +602,14 @@ task: instruction
 # Budget of the gauntlet (scripts/bench_real_data.py): the small local base model of examples/instruction,
 # one epoch; no data stage changes.
 training:
-  instruction_base_model: .pipeline/base_model
   build_base_model:
     enabled: true
   epochs: 1
-  instruction_max_length: 128
-  generation_samples: 4
-  generation_max_new_tokens: 24
+  instruction:
+    base_model: .pipeline/base_model
+    max_length: 128
+    generation_samples: 4
+    generation_max_new_tokens: 24
 """)
     return rekey(truth, key, rows=len(conversations), by_file=False)
 

@@ -58,15 +58,17 @@ preference:
   pairing: best_vs_each    # rated answers: the best against every answer rated lower; ties dropped
   max_length_ratio: 4.0
 training:
-  instruction_base_model: .pipeline/base_model   # relative: under this data root
   build_base_model:
     enabled: true          # built from raw/ when missing: random weights, a BPE tokenizer trained here
   epochs: 2
   batch_size: 4
-  learning_rate: 0.001
-  lora_r: 16
-  lora_dropout: 0.0
-  instruction_max_length: 256
+  lora:
+    r: 16
+    dropout: 0.0
+    learning_rate: 0.001
+  instruction:
+    base_model: .pipeline/base_model   # relative: under this data root
+    max_length: 256
 """
 
 SYSTEM = "You are a helpful assistant who knows the Debian operating system and its packages."

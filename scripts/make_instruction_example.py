@@ -51,17 +51,19 @@ dedup:
 checks:
   min_records: 50
 training:
-  instruction_base_model: .pipeline/base_model   # relative: under this data root
   build_base_model:
     enabled: true          # built from raw/ when missing: random weights, a BPE tokenizer trained here
   epochs: 4
   batch_size: 4
-  learning_rate: 0.01
-  lora_r: 16
-  lora_dropout: 0.0
-  instruction_max_length: 256
-  generation_samples: 8
-  generation_max_new_tokens: 48
+  lora:
+    r: 16
+    dropout: 0.0
+    learning_rate: 0.01
+  instruction:
+    base_model: .pipeline/base_model   # relative: under this data root
+    max_length: 256
+    generation_samples: 8
+    generation_max_new_tokens: 48
 """
 
 # ---- the topics: each a list of (question, answer) built from slot fillers ---------------------------------

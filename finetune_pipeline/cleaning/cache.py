@@ -53,13 +53,13 @@ class CleaningCacheReport(StageStats):
 def cleaning_fingerprint(settings: Settings, columns: dict[str, pl.DataType]) -> str:
     """What, besides a unit's rows and the erasure requests that hit them, decides its outcome."""
     training = settings.training
-    tokenizer = training.instruction_base_model
+    tokenizer = training.instruction.base_model
     try:
         stamp = os.stat(tokenizer).st_mtime_ns if tokenizer else None
     except OSError:
         stamp = None
     return digest(CODE, settings.task, settings.cleaning.model_dump(), settings.privacy.model_dump(),
-                  tokenizer, stamp, training.instruction_max_length, {k: str(v) for k, v in columns.items()})
+                  tokenizer, stamp, training.instruction.max_length, {k: str(v) for k, v in columns.items()})
 
 
 def unit_keys(corpus: pl.DataFrame, settings: Settings, requests: list[ErasureRequest]) -> list[str]:

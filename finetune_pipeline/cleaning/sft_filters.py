@@ -78,9 +78,9 @@ def sft_reject(prompt: str, response: str, settings: CleaningSettings) -> Reject
 
 def training_tokenizer(training: TrainingSettings) -> tuple[object | None, str | None]:
     """(the chat tokenizer training will use, None) or (None, a warning saying why it cannot be loaded)."""
-    path = training.instruction_base_model
+    path = training.instruction.base_model
     if not path:
-        return None, "training.instruction_base_model is not set: conversations were not measured in tokens"
+        return None, "training.instruction.base_model is not set: conversations were not measured in tokens"
     try:
         stamp = os.stat(path).st_mtime_ns
     except OSError:
@@ -96,7 +96,7 @@ def _load_tokenizer(path: str, stamp: int | None) -> tuple[object | None, str | 
     try:
         return load_chat_tokenizer(path), None
     except Exception as exc:  # noqa: BLE001 (any failure to load means: skip the filter and say so)
-        return None, (f"training.instruction_base_model {path}: its tokenizer cannot be loaded "
+        return None, (f"training.instruction.base_model {path}: its tokenizer cannot be loaded "
                       f"({type(exc).__name__}); the too-long filter was skipped. Build or copy the model there "
                       f"(`finetune-pipeline build-base-model` when training.build_base_model.enabled) and re-run")
 
@@ -107,6 +107,6 @@ def too_long_filter(turns: list[dict], tokenizer, max_length: int) -> Reject:
 
     tokens = len(conversation_ids(tokenizer, turns))
     if tokens > max_length:
-        return TOO_LONG, (f"{tokens} tokens > training.instruction_max_length={max_length} (the base model's "
+        return TOO_LONG, (f"{tokens} tokens > training.instruction.max_length={max_length} (the base model's "
                           "tokenizer and chat template); shorten the conversation or raise the length")
     return None

@@ -102,7 +102,7 @@ SECTION_STAGES: dict[str, tuple[str, ...]] = {
     "training": ("lora_adapter",),
     "erasure_requests.csv": ("cleaned_corpus",),
 }
-_TOO_LONG_FIELDS = ("instruction_base_model", "instruction_max_length")
+_TOO_LONG_FIELDS = ("base_model", "max_length")  # of training.instruction
 
 
 def settings_versions(root) -> dict[str, str]:
@@ -112,7 +112,7 @@ def settings_versions(root) -> dict[str, str]:
 
     dumped = load_settings(root).model_dump(mode="json")
     versions = {name: digest(value) for name, value in dumped.items() if name != "execution"}
-    versions["training.instruction_tokens"] = digest([dumped["training"][f] for f in _TOO_LONG_FIELDS])
+    versions["training.instruction_tokens"] = digest([dumped["training"]["instruction"][f] for f in _TOO_LONG_FIELDS])
     erasure = root.erasure_requests
     versions["erasure_requests.csv"] = digest(erasure.read_bytes().hex() if erasure.exists() else None)
     return versions

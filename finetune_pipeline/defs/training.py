@@ -36,7 +36,7 @@ def lora_adapter_beats_baseline(pipeline: PipelineResource, current: dict) -> dg
         f"the trained adapter failed its quality gate: {result.summary()}",
         (f"the candidate adapter and its metrics are in {candidate}, for inspection; the published adapter is "
          "unchanged",
-         "a NaN loss: lower training.learning_rate; no gain over the baseline: more or cleaner training records, "
+         "a NaN loss: lower training.lora.learning_rate (full.learning_rate for full fine-tuning); no gain over the baseline: more or cleaner training records, "
          "more training.epochs, or another training.base_model",
          "an adapter below checks.adapter_floor: lower the floor in finetune.yaml if it asks too much"))
     return suite_result(result, refusal=refusal,
@@ -60,7 +60,7 @@ def approach_comparison_complete(pipeline: PipelineResource, current: dict) -> d
     result = v.validate(frame, "approach_comparison_expectations", expectations)
     refusal = Refusal(f"an approach of the comparison has no row, no finite test metric, a NaN loss or no trainable "
                       f"parameters: {result.summary()}",
-                      ("read that approach's training log in the run (a NaN loss: lower training.learning_rate)",
+                      ("read that approach's training log in the run (a NaN loss: lower the approach's learning rate, e.g. training.lora.learning_rate)",
                        "or take the approach out of training.compare in finetune.yaml"))
     return suite_result(result, refusal=refusal, extra={"approaches": ", ".join(r["approach"] for r in rows)})
 
@@ -69,7 +69,7 @@ def approach_comparison_complete(pipeline: PipelineResource, current: dict) -> d
           check_specs=check_specs("lora_adapter"),
           description="The task's adapter, trained on the train split with early stopping on validation and "
                       "evaluated on test: PEFT LoRA on the base encoder for sequence classification (the head saved "
-                      "with it), or LoRA on `instruction_base_model` for instruction tasks (chat template, loss on "
+                      "with it), or LoRA on `training.instruction.base_model` for instruction tasks (chat template, loss on "
                       "responses only, packing). Resumes from its checkpoint after a killed run. Saved as "
                       "safetensors with the tokenizer, metrics.json and a model card under "
                       ".pipeline/staging/models/<adapter_name>/, the candidate published_adapter publishes.")

@@ -73,7 +73,7 @@ class Task(ABC):
     headline: Metric  # what the approach comparison ranks and plots
     baseline_name: str
     evaluated_on: str  # what the test scores are computed over, in words
-    base_model_setting: str  # the TrainingSettings field naming the model it tunes (None there: the default)
+    base_model_setting: str  # the TrainingSettings field (dotted: in a method section) naming the model it tunes
 
     # ---- reading and cleaning: what sources/, cleaning/ and domain.py ask (one helper's section)
 
@@ -166,7 +166,11 @@ class Task(ABC):
 
     def saved_base_model(self, metrics: dict) -> str | None:
         """The base model a saved run names in its settings (what the registry loads; None: the default)."""
-        return metrics["settings"].get(self.base_model_setting)
+        value = metrics["settings"]
+        for part in self.base_model_setting.split("."):  # a method section's field: instruction.base_model
+            value = value.get(part) if isinstance(value, dict) else None
+        # metrics.json written before the per-method sections: the flat field (instruction_base_model)
+        return value if value is not None else metrics["settings"].get(self.base_model_setting.replace(".", "_"))
 
     def buildable_base_model(self, training: TrainingSettings) -> str | None:
         """The base model folder `build_base_model` may build for this kind (training/tiny_lm.py); None: none."""

@@ -21,7 +21,7 @@ class InstructionTask(Task):
     headline = metrics[1]
     baseline_name = "base model"
     evaluated_on = "test split: loss on response tokens, ROUGE-L F1 of greedy answers to sampled prompts"
-    base_model_setting = "instruction_base_model"
+    base_model_setting = "instruction.base_model"
 
     # ---- reading and cleaning
 
@@ -72,10 +72,10 @@ class InstructionTask(Task):
         return train_instruction(pairs, cfg, output_dir, data_snapshot, log)
 
     def configured_base_model(self, training: TrainingSettings) -> str | None:
-        return training.instruction_base_model
+        return training.instruction.base_model
 
     def buildable_base_model(self, training: TrainingSettings) -> str | None:
-        return training.instruction_base_model
+        return training.instruction.base_model
 
     def untrained_model(self, entry: dict):
         from transformers import AutoModelForCausalLM

@@ -31,18 +31,18 @@ ACTIVATION_BYTES_PER_TOKEN_HIDDEN_LAYER = 34
 
 
 def fast_path_on(cfg: TrainingSettings, device: torch.device) -> bool:
-    return cfg.fast_path == "on" or (cfg.fast_path == "auto" and device.type == "cuda")
+    return cfg.instruction.fast_path == "on" or (cfg.instruction.fast_path == "auto" and device.type == "cuda")
 
 
 def base_dtype(cfg: TrainingSettings, device: torch.device) -> torch.dtype:
-    if cfg.base_dtype == "auto":
+    if cfg.instruction.base_dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return getattr(torch, cfg.base_dtype)
+    return getattr(torch, cfg.instruction.base_dtype)
 
 
 def attention_implementation(cfg: TrainingSettings, device: torch.device) -> str:
-    if cfg.attention != "auto":
-        return cfg.attention
+    if cfg.instruction.attention != "auto":
+        return cfg.instruction.attention
     if fast_path_on(cfg, device) and device.type == "cuda" and importlib.util.find_spec("flash_attn"):
         return "flash_attention_2"
     return "sdpa"
@@ -61,8 +61,8 @@ def activation_bytes(config, tokens: int) -> int:
 def wants_activation_checkpointing(cfg: TrainingSettings, device: torch.device, config, tokens: int) -> bool:
     """The `activation_checkpointing` rule: on/off as set; auto = on with CUDA when a micro-batch of
     `tokens` tokens would store more than half of the GPU's memory in activations."""
-    if cfg.activation_checkpointing != "auto":
-        return cfg.activation_checkpointing == "on"
+    if cfg.instruction.activation_checkpointing != "auto":
+        return cfg.instruction.activation_checkpointing == "on"
     if device.type != "cuda":
         return False
     return activation_bytes(config, tokens) > torch.cuda.get_device_properties(device).total_memory / 2
@@ -86,7 +86,7 @@ class LastHiddenState:
         if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None) \
                 or not isinstance(self.head, torch.nn.Linear) or self.head.bias is not None:
             raise ValueError(f"{type(base).__name__}: its logits are not a plain linear head of the hidden states "
-                             "(soft-capping, scaling, a bias or LoRA on the head); set training.fast_path: off")
+                             "(soft-capping, scaling, a bias or LoRA on the head); set training.instruction.fast_path: off")
         self.value: torch.Tensor | None = None
         base.get_decoder().register_forward_hook(self._keep)
 

@@ -27,8 +27,9 @@ CHECKPOINT_DIR = "checkpoint"
 # The speed settings (micro-batches, fast path, attention kernel, activation checkpointing) compute the same
 # steps, so a run killed on one machine resumes on another.
 _NOT_FINGERPRINTED = {"resume", "checkpoint_every_epochs", "epochs", "early_stopping_patience", "compare",
-                      "adapter_name", "data_parallel", "feature_batch_size", "micro_batch_size", "fast_path",
-                      "loss_chunk_tokens", "attention", "activation_checkpointing"}
+                      "adapter_name", "data_parallel", "micro_batch_size"}
+_NOT_FINGERPRINTED_IN = {"feature": {"batch_size"},  # the same per method section
+                         "instruction": {"fast_path", "loss_chunk_tokens", "attention", "activation_checkpointing"}}
 
 
 @dataclass
@@ -57,7 +58,9 @@ class TrainState:
 def fingerprint(approach: str, settings: dict, data) -> str:
     """What a checkpoint was trained on: the approach, the settings that shape training, and the data.
     A checkpoint with another fingerprint is not resumed (the run starts over)."""
-    shaping = {k: v for k, v in settings.items() if k not in _NOT_FINGERPRINTED}
+    shaping = {k: ({n: x for n, x in v.items() if n not in _NOT_FINGERPRINTED_IN[k]}
+                   if k in _NOT_FINGERPRINTED_IN and isinstance(v, dict) else v)
+               for k, v in settings.items() if k not in _NOT_FINGERPRINTED}
     payload = json.dumps([approach, shaping, data], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

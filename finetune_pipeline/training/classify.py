@@ -2,7 +2,7 @@
 
 The base model gets a classification head for the label set; `lora` wraps it with LoRA (the head trains
 too and is saved with the adapter as `modules_to_save`), `full` trains every weight at the smaller
-`full_learning_rate`. This module supplies the task's part of the shared loop (loop.py): the model, the
+`training.full.learning_rate`. This module supplies the task's part of the shared loop (loop.py): the model, the
 cross-entropy of a batch, validation macro-F1 (early stopping), and test accuracy and macro-F1 against
 the majority-class baseline. The loop trains, resumes a killed run, runs data-parallel under torchrun
 when asked, and saves the PEFT adapter (lora) or the whole model (full) in safetensors. Imports no dagster.
@@ -38,7 +38,7 @@ def build_classifier(approach: Literal["lora", "full"], base: str, labels: list[
     model = load_sequence_classifier(base, labels)
     if approach == "full":
         return model
-    return get_peft_model(model, lora_config(cfg, TaskType.SEQ_CLS, list(cfg.target_modules)))
+    return get_peft_model(model, lora_config(cfg, TaskType.SEQ_CLS, list(cfg.lora.target_modules)))
 
 
 def train_classifier(splits: Splits, labels: list[str], cfg: TrainingSettings, output_dir: str | Path,
@@ -64,7 +64,7 @@ class ClassifierTraining:
         base = resolve_base_model(cfg.base_model)
         self.tokenizer = AutoTokenizer.from_pretrained(base)
         self.model = build_classifier(approach, base, labels, cfg).to(device)
-        self.learning_rate = cfg.learning_rate if approach == "lora" else cfg.full_learning_rate
+        self.learning_rate = cfg.lora.learning_rate if approach == "lora" else cfg.full.learning_rate
         texts, targets = splits["train"]
         self.train_rows, self.batch_size, self.tokens_seen = len(texts), cfg.batch_size, 0
         self.targets = torch.tensor(self.ids(targets))

@@ -34,6 +34,8 @@ SPREAD_RULE = ("LoRA's difference from an approach is larger than the fold-to-fo
                "per-fold differences (LoRA - other)| > their standard deviation (paired by fold, ddof 1), i.e. "
                "|t| > sqrt(k) for the paired t statistic")
 SEARCHED = ("lora_r", "learning_rate", "epochs", "target_modules")  # LoraSearchSettings' dimensions, in order
+# a searched dimension -> its field of training.lora (epochs: of training)
+_LORA_FIELD = {"lora_r": "r", "learning_rate": "learning_rate", "target_modules": "target_modules"}
 
 
 def fold_splits(frame: pl.DataFrame, folds: pl.DataFrame, task: Task) -> list[Splits]:
@@ -63,7 +65,8 @@ def fold_scores(approach: Approach, folds: list[Splits], labels: list[str], cfg:
     """(the metric on each fold's held-out records, total wall time in s) of `approach` trained once per
     fold by `train`. The models go to a temporary folder, deleted after each fold. `fold_metrics`, when
     given, receives each fold's whole held-out metrics dict."""
-    cfg = cfg.model_copy(update={"generation_samples": 0, "resume": False})  # no greedy answers per fold
+    cfg = cfg.model_copy(update={"instruction": cfg.instruction.model_copy(update={"generation_samples": 0}),
+                                 "resume": False})  # no greedy answers per fold
     scores, started = [], time.perf_counter()
     for i, splits in enumerate(folds):
         with tempfile.TemporaryDirectory(prefix=f"cv-{approach}-") as folder:
@@ -110,8 +113,10 @@ def summarize(scores: dict[str, list[float]], wall_times: dict[str, float], task
 def with_lora_settings(cfg: TrainingSettings, chosen: dict) -> TrainingSettings:
     """`cfg` with LoRA's rank, learning rate, epochs and target modules from `chosen`; lora_alpha scales
     with the rank, so the LoRA scale alpha / r stays as configured."""
-    alpha = max(1, round(cfg.lora_alpha * chosen["lora_r"] / cfg.lora_r))
-    return cfg.model_copy(update={**chosen, "target_modules": list(chosen["target_modules"]), "lora_alpha": alpha})
+    alpha = max(1, round(cfg.lora.alpha * chosen["lora_r"] / cfg.lora.r))
+    lora = cfg.lora.model_copy(update={**{field: chosen[name] for name, field in _LORA_FIELD.items()},
+                                       "target_modules": list(chosen["target_modules"]), "alpha": alpha})
+    return cfg.model_copy(update={"lora": lora, "epochs": chosen["epochs"]})
 
 
 def search_lora(folds: list[Splits], labels: list[str], cfg: TrainingSettings, train: Trainer, log=print) -> dict:
@@ -122,8 +127,8 @@ def search_lora(folds: list[Splits], labels: list[str], cfg: TrainingSettings, t
     is surer of the right labels); a full tie keeps what was there. Returns the chosen settings, their fold
     scores and every setting tried."""
     space = cfg.lora_search
-    best = {"lora_r": cfg.lora_r, "learning_rate": cfg.learning_rate, "epochs": cfg.epochs,
-            "target_modules": list(cfg.target_modules)}
+    best = {"lora_r": cfg.lora.r, "learning_rate": cfg.lora.learning_rate, "epochs": cfg.epochs,
+            "target_modules": list(cfg.lora.target_modules)}
     tried: list[dict] = []
 
     def score(candidate: dict) -> dict:
@@ -154,7 +159,7 @@ def search_lora(folds: list[Splits], labels: list[str], cfg: TrainingSettings, t
             entry = score({**top["settings"], name: value})
             if better(entry, top):
                 top = entry
-    return {"chosen": top["settings"], "lora_alpha": with_lora_settings(cfg, top["settings"]).lora_alpha,
+    return {"chosen": top["settings"], "lora_alpha": with_lora_settings(cfg, top["settings"]).lora.alpha,
             "scores": top["scores"], "mean": top["mean"], "mean_log_loss": top["mean_log_loss"],
             "folds": len(folds), "tried": tried,
             "wall_time_s": round(sum(t["wall_time_s"] for t in tried), 1)}

@@ -37,7 +37,7 @@ def train_feature_classifier(splits: dict[str, tuple[list[str], list[str]]], lab
     base = resolve_base_model(cfg.base_model)
     label_id = {label: i for i, label in enumerate(labels)}
     with PeakMemory(pick_device()) as memory:
-        x = {name: embed(texts, base, cfg.feature_batch_size, cfg.max_length) for name, (texts, _) in splits.items()}
+        x = {name: embed(texts, base, cfg.feature.batch_size, cfg.max_length) for name, (texts, _) in splits.items()}
         y = {name: np.array([label_id[v] for v in values]) for name, (_, values) in splits.items()}
         history = []
         for c in C_GRID:

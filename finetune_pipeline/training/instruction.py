@@ -9,7 +9,7 @@ Reads top to bottom:
    (the rendering of the turns before it with `add_generation_prompt=True`), and template text after an
    answer's end-of-turn token.
 2. Packing (`packing: true`): examples are laid one after another into sequences of at most
-   `instruction_max_length` tokens. Each example's `position_ids` restart at 0 and no attention mask is passed, so
+   `training.instruction.max_length` tokens. Each example's `position_ids` restart at 0 and no attention mask is passed, so
    transformers builds a block-diagonal causal mask from the position ids (`find_packed_sequence_indices`
    in masking_utils, used only without a KV cache, hence `use_cache=False`; flash-attention reads the same
    position ids): a token attends only to earlier tokens of
@@ -27,7 +27,7 @@ Reads top to bottom:
    loss over response tokens) on validation and test, and the same for the base model before training as
    the baseline. The loop trains, resumes a killed run and runs data-parallel under torchrun when asked.
 4. Generation (generation.py): greedy answers to a seeded sample of test prompts, base model and adapter,
-   scored by ROUGE-L F1 against the reference answers (`generation_samples`, `generation_max_new_tokens`).
+   scored by ROUGE-L F1 against the reference answers (`training.instruction.generation_samples`, `generation_max_new_tokens`).
 CUDA in bf16 when present, the CPU otherwise; imports no dagster. Never trust_remote_code.
 
     python -m finetune_pipeline.training.instruction --help
@@ -206,17 +206,17 @@ def build_instruction_model(base: str, cfg: TrainingSettings, device: torch.devi
 
 def with_lora(model, cfg: TrainingSettings):
     """`model` wrapped with the instruction LoRA of `cfg` (rank, alpha, dropout, target modules)."""
-    return get_peft_model(model, lora_config(cfg, TaskType.CAUSAL_LM, cfg.instruction_target_modules))
+    return get_peft_model(model, lora_config(cfg, TaskType.CAUSAL_LM, cfg.instruction.target_modules))
 
 
 def train_instruction(splits: dict[str, Pairs], cfg: TrainingSettings, output_dir: str | Path,
                       data_snapshot: str = "", log=print,
                       on_epoch_end: Callable[[int], None] | None = None) -> dict:
-    """LoRA on `cfg.instruction_base_model` with (prompt, response) pairs per split; early stopping on
+    """LoRA on `cfg.instruction.base_model` with (prompt, response) pairs per split; early stopping on
     validation loss; loss and perplexity on test; the adapter, tokenizer, metrics.json and a model card
     saved to `output_dir`. Returns the metrics. `on_epoch_end`: see `loop.train`."""
-    if not cfg.instruction_base_model:
-        raise ValueError("training.instruction_base_model is not set: name a local causal LM folder")
+    if not cfg.instruction.base_model:
+        raise ValueError("training.instruction.base_model is not set: name a local causal LM folder")
     command = loop.Command("finetune_pipeline.training.instruction", lambda job: write_pairs(splits, job),
                            ["--settings", cfg.model_dump_json(), "--data-snapshot", data_snapshot])
     return loop.train(partial(InstructionTraining, splits, cfg), cfg, output_dir, command, data_snapshot, log,
@@ -231,25 +231,25 @@ class InstructionTraining:
     def __init__(self, splits: dict[str, Pairs], cfg: TrainingSettings, device: torch.device, log=print):
         self.splits, self.cfg, self.device, self.log = splits, cfg, device, log
         self.trained_on = splits
-        self.tokenizer = load_chat_tokenizer(cfg.instruction_base_model)
-        self.model = build_instruction_model(cfg.instruction_base_model, cfg, device).to(device)
-        self.learning_rate = cfg.learning_rate
-        self.data = {name: sequences_for(self.tokenizer, pairs, cfg.instruction_max_length, cfg.packing)
+        self.tokenizer = load_chat_tokenizer(cfg.instruction.base_model)
+        self.model = build_instruction_model(cfg.instruction.base_model, cfg, device).to(device)
+        self.learning_rate = cfg.lora.learning_rate
+        self.data = {name: sequences_for(self.tokenizer, pairs, cfg.instruction.max_length, cfg.instruction.packing)
                      for name, pairs in splits.items()}
         self.train_rows, self.tokens_seen = len(self.data["train"]), 0
-        self.batch_size = (max(1, round(cfg.global_batch_tokens / cfg.instruction_max_length))
-                           if cfg.global_batch_tokens else cfg.batch_size)
+        self.batch_size = (max(1, round(cfg.instruction.global_batch_tokens / cfg.instruction.max_length))
+                           if cfg.instruction.global_batch_tokens else cfg.batch_size)
         self.micro_rows = cfg.micro_batch_size or self.batch_size
         fast = fast_path_on(cfg, device)
-        self.last_hidden = LastHiddenState(self.model, cfg.loss_chunk_tokens) if fast else None
+        self.last_hidden = LastHiddenState(self.model, cfg.instruction.loss_chunk_tokens) if fast else None
         # flash-attention keeps packed sequences apart only within a single row (see causal_lm.py)
         self.padding_free = self.model.config._attn_implementation == "flash_attention_2"
         checkpointing = wants_activation_checkpointing(cfg, device, self.model.config,
-                                                       self.micro_rows * cfg.instruction_max_length)
+                                                       self.micro_rows * cfg.instruction.max_length)
         if checkpointing:
             enable_activation_checkpointing(self.model)
         log(f"instruction: {len(splits['train'])} training examples in {self.train_rows} sequences "
-            f"(packing {'on' if cfg.packing else 'off'}, instruction_max_length {cfg.instruction_max_length}); "
+            f"(packing {'on' if cfg.instruction.packing else 'off'}, max_length {cfg.instruction.max_length}); "
             f"{self.batch_size} sequences per step in micro-batches of {min(self.micro_rows, self.batch_size)}; "
             f"base weights {self.model.get_base_model().dtype}, attention "
             f"{self.model.config._attn_implementation}, loss {'chunked' if fast else 'full logits'}"
@@ -285,27 +285,27 @@ class InstructionTraining:
         return {
             "approach": "instruction",
             "task": "instruction",
-            "base_model": self.cfg.instruction_base_model,
+            "base_model": self.cfg.instruction.base_model,
             "test": {**test, "rouge_l": generation["rouge_l_f1"]},
             "validation": scores.get("validation"),
             "base_model_test": {**self.base_test, "rouge_l": generation["base_model_rouge_l_f1"]},
             "generation": generation,
             "split_sizes": {name: len(pairs) for name, pairs in self.splits.items()},
             "sequences": {name: len(seqs) for name, seqs in self.data.items()},
-            "packing": self.cfg.packing,
+            "packing": self.cfg.instruction.packing,
         }
 
     def generation(self) -> dict:
         """ROUGE-L F1 of greedy answers to a seeded sample of test prompts, base model and adapter."""
         test = self.splits.get("test") or []
-        picked = sample_indices(len(test), self.cfg.generation_samples, self.cfg.seed)
+        picked = sample_indices(len(test), self.cfg.instruction.generation_samples, self.cfg.seed)
         if not picked:
-            return {"samples": 0, "max_new_tokens": self.cfg.generation_max_new_tokens,
+            return {"samples": 0, "max_new_tokens": self.cfg.instruction.generation_max_new_tokens,
                     "rouge_l_f1": float("nan"), "base_model_rouge_l_f1": float("nan"), "examples": []}
         self.log(f"generation: greedy answers to {len(picked)} test prompts (at most "
-                 f"{self.cfg.generation_max_new_tokens} new tokens), base model then adapter")
+                 f"{self.cfg.instruction.generation_max_new_tokens} new tokens), base model then adapter")
         return generation_scores(self.model, self.tokenizer, [example_messages(*test[i]) for i in picked],
-                                 self.cfg.generation_max_new_tokens, self.cfg.batch_size, log=self.log)
+                                 self.cfg.instruction.generation_max_new_tokens, self.cfg.batch_size, log=self.log)
 
 
 def write_pairs(splits: dict[str, Pairs], splits_dir: str | Path) -> None:
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m finetune_pipeline.training.instruction", description=main.__doc__)
     parser.add_argument("splits_dir", help="exports/splits/ (train/validation/test.jsonl with prompt and response)")
     parser.add_argument("output_dir")
-    parser.add_argument("--settings", help="JSON of TrainingSettings fields; instruction_base_model is required")
+    parser.add_argument("--settings", help="JSON of TrainingSettings fields; instruction.base_model is required")
     parser.add_argument("--data-snapshot", default="", help="recorded in metrics.json and the model card")
     args = parser.parse_args(argv)
     cfg = TrainingSettings.model_validate(json.loads(args.settings or "{}"))

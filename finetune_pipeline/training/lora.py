@@ -22,7 +22,7 @@ from finetune_pipeline.training.base_model import load_sequence_classifier, reso
 def lora_config(cfg: TrainingSettings, task_type: TaskType, target_modules: list[str] | str) -> LoraConfig:
     """The LoRA of `cfg` (rank, alpha, dropout) on `target_modules` (names, or "all-linear"), for
     `peft.get_peft_model`; with SEQ_CLS the new classification head trains and saves with the adapter."""
-    return LoraConfig(task_type=task_type, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+    return LoraConfig(task_type=task_type, r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                       target_modules=target_modules)
 
 

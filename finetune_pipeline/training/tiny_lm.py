@@ -31,7 +31,7 @@ CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['cont
 
 
 class BaseModelMissing(ValueError):
-    """training.instruction_base_model names a folder that is not there and is not to be built."""
+    """training.instruction.base_model names a folder that is not there and is not to be built."""
 
 
 def root_conversation_texts(root: DataRoot, settings: Settings) -> list[str]:
@@ -93,7 +93,7 @@ def build_tiny_causal_lm(folder: str | Path, texts: list[str], shape: BaseModelB
             f"tokenizer ({len(tokenizer)} tokens) trained on the cleaned turns (personal data redacted), with a "
             f"ChatML-style chat template, and a Llama ({shape.layers} layers, width {shape.hidden_size}, "
             f"{model.num_parameters():,} parameters) with seeded random weights. It knows no language: it exists so "
-            "the pipeline runs end to end offline. Set `training.instruction_base_model` to a real model folder for "
+            "the pipeline runs end to end offline. Set `training.instruction.base_model` to a real model folder for "
             "real work.\n")
     return folder
 
@@ -121,7 +121,7 @@ def ensure_base_model(root: DataRoot, settings: Settings, log=print) -> Path | N
         return folder
     if _looks_like_a_path(name) or os.environ.get("HF_HUB_OFFLINE") == "1":
         raise BaseModelMissing(
-            f"training.instruction_base_model: {name} not found (looked in {root.path} and the working directory"
+            f"training.instruction.base_model: {name} not found (looked in {root.path} and the working directory"
             f"{'; the hub is offline' if os.environ.get('HF_HUB_OFFLINE') == '1' else ''}). Put a causal LM folder "
             "there (config.json, safetensors weights, tokenizer) or name one that exists; for a small "
             "random-weight model built from raw/ (examples and tests only) set training.build_base_model.enabled: "
