@@ -47,6 +47,7 @@ from finetune_pipeline.embeddings import EmbeddingCache
 from finetune_pipeline.records import StageResult, StageStats, empty_rejects, reject_rows
 from finetune_pipeline.settings import DomainSettings
 from finetune_pipeline.sources.files import DOCUMENT_TYPES
+from finetune_pipeline.tasks import Task, task_named
 
 STAGE = "deduplicated_corpus"
 REASON = "off_domain"
@@ -221,11 +222,10 @@ def z_histogram(z: np.ndarray) -> dict[str, int]:
     return counts
 
 
-def record_texts(corpus: pl.DataFrame) -> list[str]:
-    """What is scored: a conversation's prompt, any other record's text."""
-    if "prompt" in corpus.columns:
-        return corpus.select(pl.coalesce("prompt", "text").fill_null("")).to_series().to_list()
-    return corpus["text"].fill_null("").to_list()
+def record_texts(corpus: pl.DataFrame, task: Task | None = None) -> list[str]:
+    """What is scored: the kind's `Task.domain_texts` (a conversation's prompt, any other record's text).
+    Without a task, the default kind's (which scores a record's prompt where the corpus has prompts)."""
+    return (task or task_named(None)).domain_texts(corpus)
 
 
 def record_documents(corpus: pl.DataFrame) -> list[str | None] | None:
@@ -353,13 +353,15 @@ def refusal_message(corpus: pl.DataFrame, verdict: _Verdict, cfg: DomainSettings
 
 
 def domain_filter(corpus: pl.DataFrame, cfg: DomainSettings, scorer: DomainScorer | None = None,
-                  cache: EmbeddingCache | None = None, embeddings: np.ndarray | None = None) -> StageResult:
+                  cache: EmbeddingCache | None = None, embeddings: np.ndarray | None = None,
+                  task: Task | None = None) -> StageResult:
     """Score every record; off-domain ones are rejected as off_domain (detail: the score), or flagged.
     Raises DomainFilterRefused, before returning anything, when more than domain.max_reject_share would be
     rejected and domain.on_excess is fail. `cache`: vectors of texts embedded before are reused;
-    `embeddings`: the records' vectors when the caller has them (benchmarks)."""
+    `embeddings`: the records' vectors when the caller has them (benchmarks); `task`: the kind whose
+    `domain_texts` are scored (`record_texts`)."""
     scorer = scorer or DomainScorer.from_settings(cfg, cache=cache)
-    x = embeddings if embeddings is not None else _embed(record_texts(corpus), cfg, cache) if corpus.height \
+    x = embeddings if embeddings is not None else _embed(record_texts(corpus, task), cfg, cache) if corpus.height \
         else np.zeros((0, scorer.in_domain.shape[1]), dtype=np.float32)
     reference = scorer.score_embeddings(x) if len(x) else np.zeros(0)
     if cfg.calibration == "corpus" and corpus.height >= cfg.min_records:

@@ -14,6 +14,7 @@ from finetune_pipeline.dedup import DedupStats, deduplicate
 from finetune_pipeline.domain import DomainFilterRefused, DomainScorer, domain_filter, read_examples, record_texts
 from finetune_pipeline.records import corpus_frame
 from finetune_pipeline.settings import DomainSettings, SettingsError, load_settings, parse_settings
+from finetune_pipeline.tasks import task_named
 from finetune_pipeline_tests.conftest import SAMPLE_DATA
 from finetune_pipeline_tests.domain_texts import COMMAND_SYNOPSES, IN_DOMAIN_EXAMPLES, OFF_DOMAIN
 
@@ -92,8 +93,9 @@ def test_conversations_are_scored_on_their_prompt(scorer):
          "response": "Sure, let me look up the courier's status for your order."},
         {"record_id": "c1", "text": "", "prompt": OFF["recipe"], "response": "Sounds delicious."},
     ]).with_columns(pl.lit("raw/chats.jsonl").alias("source_uri"), pl.lit("row").alias("locator"))
-    assert record_texts(conversations)[1] == OFF["recipe"]
-    result = domain_filter(conversations, scorer.cfg, scorer)
+    instruction = task_named("instruction")
+    assert record_texts(conversations, instruction)[1] == OFF["recipe"]
+    result = domain_filter(conversations, scorer.cfg, scorer, task=instruction)
     assert result.kept["record_id"].to_list() == ["c0"] and result.rejected["record_id"].to_list() == ["c1"]
 
 

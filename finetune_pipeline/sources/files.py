@@ -116,7 +116,7 @@ def release_worker() -> None:
 
 
 def parse_with_time_limit(path: Path, settings_json: str, timeout_s: float) -> list[dict]:
-    """The record fields of one document (`sources.document_records`), parsed in the worker process, killed
+    """The record fields of one document (`sources.readers.document_records`), parsed in the worker process, killed
     at `timeout_s` (ParseTimeout)."""
     reply = _WORKER.call({"path": str(path), "settings": settings_json}, timeout_s, Path(path).name)
     if "records" in reply:

@@ -1,7 +1,7 @@
 """The parse worker: `python -m finetune_pipeline.sources.parse_worker`, started by `files.ParseWorker`.
 
 Reads one JSON request per line on stdin ({"path", "settings"}), parses the document with
-`sources.document_records` and writes one JSON reply per line on stdout: {"records": [...]}, {"unreadable":
+`sources.readers.document_records` and writes one JSON reply per line on stdout: {"records": [...]}, {"unreadable":
 why} or {"error": exception name}. Anything a library prints goes to stderr, so stdout carries replies only.
 """
 
@@ -17,7 +17,7 @@ def main() -> None:
     os.dup2(2, 1)  # a library printing to stdout must not corrupt the replies
     sys.stdout = sys.stderr
     from finetune_pipeline.settings import Settings
-    from finetune_pipeline.sources import document_records
+    from finetune_pipeline.sources.readers import document_records
     from finetune_pipeline.sources.files import UnreadableDocument
 
     for line in sys.stdin:

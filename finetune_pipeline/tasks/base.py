@@ -14,6 +14,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from pathlib import Path
+
 import polars as pl
 
 from finetune_pipeline.records import SPLITS, StageResult
@@ -76,6 +78,46 @@ class Task(ABC):
     base_model_setting: str  # the TrainingSettings field (dotted: in a method section) naming the model it tunes
 
     # ---- reading and cleaning: what sources/, cleaning/ and domain.py ask (one helper's section)
+
+    content_columns: tuple[str, ...] = ("text",)  # what a person wrote: a rejected record keeps none of it
+
+    @abstractmethod
+    def read_rows(self, path: Path, source_type: str, settings: Settings,
+                  notes: list[str]) -> tuple[list[dict], list[dict]]:
+        """Records and rejects ({locator, reason, detail}) from the content of one raw source, through the
+        readers of `sources/readers.py`; what was recognised rather than configured is appended to `notes`.
+        May raise a reader's error (`sources.collect` makes it a reject naming the file)."""
+
+    @abstractmethod
+    def read_query_rows(self, rows: list[tuple[str, dict]], source, uri: str) -> tuple[list[dict], list[dict]]:
+        """Records and rejects ({locator, reason, detail}) from the (locator, row) pairs of a configured SQL
+        query (`source`: its `SqlSource` settings)."""
+
+    def record_columns(self, settings: Settings) -> dict[str, pl.DataType]:
+        """The kind's columns of the raw corpus besides the standard ones (null where a record has none)."""
+        return {}
+
+    def text_units(self, row: dict) -> list[str]:
+        """The texts of a record that cleaning normalises and the PII policy redacts, in order: [text]. A kind
+        with several texts per record (a conversation's turns, a preference pair's prompt and two answers)
+        lists every one, and `from_units` writes them back."""
+        return [row["text"]]
+
+    def from_units(self, row: dict, units: list[str]) -> dict:
+        """The record's content fields rebuilt from its cleaned `text_units` (same order and length); always
+        `text`, which the whole-record filters judge and dedup hashes."""
+        return {"text": units[0]}
+
+    def cleaning_filters(self, settings: Settings) -> list:
+        """The cleaning filters (`cleaning/filters.py`) a record of this kind goes through, in order: the
+        first that rejects names the reason."""
+        from finetune_pipeline.cleaning.filters import quality_filters
+
+        return quality_filters(settings.cleaning)
+
+    def domain_texts(self, corpus: pl.DataFrame) -> list[str]:
+        """Per record, the text the domain filter scores."""
+        return corpus["text"].fill_null("").to_list()
 
     # ---- dedup, labeling, augmentation, splits, exports: what those stages ask (one helper's section)
 

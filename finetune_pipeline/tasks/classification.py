@@ -3,6 +3,8 @@ against the majority-class baseline."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 
 from finetune_pipeline.settings import Approach, Settings, TrainingSettings
@@ -19,6 +21,34 @@ class ClassificationTask(Task):
     base_model_setting = "base_model"
 
     # ---- reading and cleaning
+
+    # prompt/response: what roots with sources.tabular.prompt_column (or an SQL source's) carry beside text
+    content_columns = ("text", "prompt", "response")
+
+    def read_rows(self, path: Path, source_type: str, settings: Settings,
+                  notes: list[str]) -> tuple[list[dict], list[dict]]:
+        """One record per document chunk or table row (`readers.read_texts`)."""
+        from finetune_pipeline.sources import readers
+
+        return readers.read_texts(path, source_type, settings, notes)
+
+    def read_query_rows(self, rows: list[tuple[str, dict]], source, uri: str) -> tuple[list[dict], list[dict]]:
+        from finetune_pipeline.sources import readers
+
+        return readers.text_query_rows(rows, source, uri)
+
+    def record_columns(self, settings: Settings) -> dict[str, pl.DataType]:
+        """`prompt` and `response` when a table or SQL source maps a prompt column, else none."""
+        from finetune_pipeline.sources import readers
+
+        prompts = settings.sources.tabular.prompt_column or any(s.prompt_column for s in settings.sources.sql)
+        return readers.PROMPT_RESPONSE_COLUMNS if prompts else {}
+
+    def domain_texts(self, corpus: pl.DataFrame) -> list[str]:
+        """A record's prompt where the root maps prompt columns, else its text."""
+        if "prompt" in corpus.columns:
+            return corpus.select(pl.coalesce("prompt", "text").fill_null("")).to_series().to_list()
+        return super().domain_texts(corpus)
 
     # ---- dedup, labeling, augmentation, splits, exports
 

@@ -5,6 +5,7 @@ base model."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import polars as pl
 
@@ -24,6 +25,49 @@ class InstructionTask(Task):
     base_model_setting = "instruction.base_model"
 
     # ---- reading and cleaning
+
+    content_columns = ("text", "messages", "prompt", "response")
+
+    def read_rows(self, path: Path, source_type: str, settings: Settings,
+                  notes: list[str]) -> tuple[list[dict], list[dict]]:
+        """One conversation per row (`readers.read_conversations`); documents are refused."""
+        from finetune_pipeline.sources import readers
+
+        return readers.read_conversations(path, source_type, settings)
+
+    def read_query_rows(self, rows: list[tuple[str, dict]], source, uri: str) -> tuple[list[dict], list[dict]]:
+        from finetune_pipeline.sources import readers
+
+        return readers.conversation_query_rows(rows, source)
+
+    def record_columns(self, settings: Settings) -> dict[str, pl.DataType]:
+        """`messages` (JSON array of turns), `prompt`, `response` and an optional `category`."""
+        from finetune_pipeline.sources import readers
+
+        return readers.INSTRUCTION_COLUMNS
+
+    def text_units(self, row: dict) -> list[str]:
+        """Every turn's content, in order."""
+        return [turn["content"] for turn in json.loads(row["messages"])]
+
+    def from_units(self, row: dict, units: list[str]) -> dict:
+        """`messages`, `prompt`, `response` and `text` rebuilt from the cleaned turns."""
+        from finetune_pipeline.sources.conversations import conversation_fields
+
+        turns = json.loads(row["messages"])
+        return conversation_fields([{**turn, "content": unit} for turn, unit in zip(turns, units)])
+
+    def cleaning_filters(self, settings: Settings) -> list:
+        """An empty turn, the SFT filters on the final answer, the quality filters (the repetition filters
+        on each turn alone, rejecting on table rows too), then the too-long filter in the base model's tokens."""
+        from finetune_pipeline.cleaning import filters
+
+        return [filters.EmptyTurnFilter(), *filters.sft_filters(settings.cleaning),
+                *filters.quality_filters(settings.cleaning, turns_alone=True), filters.TooLongFilter(settings)]
+
+    def domain_texts(self, corpus: pl.DataFrame) -> list[str]:
+        """A conversation's prompt (the last user turn)."""
+        return corpus.select(pl.coalesce("prompt", "text").fill_null("")).to_series().to_list()
 
     # ---- dedup, labeling, augmentation, splits, exports
 
