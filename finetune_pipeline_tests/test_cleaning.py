@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from finetune_pipeline.cleaning import clean_corpus
+from finetune_pipeline.cleaning.filters import quality_reject
 from finetune_pipeline.cleaning.normalize import normalize_text
-from finetune_pipeline.cleaning.quality_filters import identify_language, quality_reject
+from finetune_pipeline.cleaning.quality_filters import identify_language
 from finetune_pipeline.records import corpus_frame, make_record_id, sha256_text
 from finetune_pipeline.settings import CleaningSettings, PrivacySettings, Settings, SettingsError, parse_settings
 
@@ -251,7 +252,7 @@ def test_a_short_manual_page_that_says_its_name_twice_is_kept_and_short_spam_is_
 def test_a_conversation_read_from_a_table_with_an_answer_that_repeats_itself_is_still_rejected():
     """Conversations come from tables (JSONL, CSV), but a turn looping on one phrase is a degenerate answer:
     the per-turn repetition filters reject it; only the row-shaped filters (too_short...) merely flag."""
-    from finetune_pipeline.cleaning.quality_filters import quality_reject
+    from finetune_pipeline.cleaning.filters import quality_reject
 
     turns = ["How do I list the files in a folder?", " ".join(["use ls to list the files"] * 20)]
     reject, _ = quality_reject("\n".join(turns), CleaningSettings(), turns, table_row=True)

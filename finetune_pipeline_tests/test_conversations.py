@@ -15,6 +15,10 @@ CARD, EMAIL, PHONE = "4111 1111 1111 1111", "jane.doe@example.com", "+44 20 7946
 PERSONAL = (CARD, EMAIL, PHONE, "4111111111111111", "jane.doe", "7946 0958")
 
 
+# instruction settings need a base model; none here, so the too-long filter is skipped (with a warning)
+NO_MODEL = {"instruction": {"base_model": "/nonexistent/instruction-base-model"}}
+
+
 def _conversation_corpus(conversations, source="raw/chats.jsonl"):
     """Records shaped as the instruction readers make them (written out here so the test stands alone)."""
     rows = []
@@ -51,7 +55,7 @@ def _values_left(frame: pl.DataFrame) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def patterns():
-    return Settings(privacy=PrivacySettings(detector="patterns"))
+    return Settings(task="instruction", privacy=PrivacySettings(detector="patterns"), training=NO_MODEL)
 
 
 def test_no_personal_value_survives_in_any_turn_or_column(patterns):
@@ -78,7 +82,8 @@ def test_no_personal_value_survives_in_any_turn_or_column(patterns):
 
 @pytest.mark.parametrize("kind, where", [("credit_card", 0), ("email", 0), ("phone", 1)])
 def test_drop_policy_in_any_turn_rejects_the_conversation(kind, where):
-    settings = Settings(privacy=PrivacySettings(detector="patterns", **{kind: "drop"}))
+    settings = Settings(task="instruction", privacy=PrivacySettings(detector="patterns", **{kind: "drop"}),
+                        training=NO_MODEL)
     result = clean_corpus(_conversation_corpus([CONVERSATIONS[where]]), settings)
     assert result.kept.is_empty()
     reject = result.rejected.row(0, named=True)
@@ -313,7 +318,8 @@ def test_short_valid_answers_code_and_lists_are_kept(patterns, response):
 
 
 def test_refusals_are_kept_when_the_pattern_list_is_empty():
-    settings = Settings(privacy=PrivacySettings(detector="patterns"), cleaning={"refusal_patterns": []})
+    settings = Settings(task="instruction", privacy=PrivacySettings(detector="patterns"),
+                        cleaning={"refusal_patterns": []}, training=NO_MODEL)
     turns = [_turn("user", "Please give me the home address of the engineer who fixed my grinder."),
              _turn("assistant", "I'm sorry, but I cannot share anyone's home address.")]
     assert clean_corpus(_conversation_corpus([turns]), settings).kept.height == 1

@@ -326,11 +326,14 @@ def test_cleaning_output_passes_the_export_detector_in_chat_turns():
 
     from finetune_pipeline.cleaning import clean_corpus
     from finetune_pipeline.cleaning.privacy import personal_data_left
+    from finetune_pipeline.settings import Settings
 
     turns = [{"role": "user", "content": NEEDS_A_SECOND_PASS + " What should I try next?"},
              {"role": "assistant", "content": "Clear the browser's cookies for the shop and sign in again; "
                                               "if it still fails, reply here and we will reset the session."}]
-    result = clean_corpus(_chat_records([turns]), _settings())
+    chats = Settings(task="instruction", privacy=PrivacySettings(),  # the kind cleans turn by turn
+                     training={"instruction": {"base_model": "/nonexistent/model"}})  # no model: too-long skipped
+    result = clean_corpus(_chat_records([turns]), chats)
     cleaned = [t["content"] for t in json.loads(result.kept["messages"][0])]
     assert not any(personal_data_left(cleaned, PrivacySettings())), cleaned
     assert "Kitzmann" not in cleaned[0] and result.stats.pii_passes == {"2": 1}

