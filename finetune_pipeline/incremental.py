@@ -67,7 +67,9 @@ def training_key(approach: str, task: str, training: dict, labels: list[str] | N
     """What decides a trained candidate: the approach, the task, its label set, the data snapshot
     (`exports.content_digest` of the splits), the training settings, the base models and the training code."""
     shaping = {k: v for k, v in training.items() if k not in _NOT_TRAINING}
-    models = {k: (v, _model_stamp(v)) for k, v in training.items() if k.endswith("base_model") and isinstance(v, str)}
+    named = {**training, **{f"{section}.{k}": v for section, fields in training.items() if isinstance(fields, dict)
+                            for k, v in fields.items()}}  # a method section's base_model too (instruction.base_model)
+    models = {k: (v, _model_stamp(v)) for k, v in named.items() if k.endswith("base_model") and isinstance(v, str)}
     return digest(approach, task, shaping, models, labels, data_snapshot, code_version(TRAINING_CODE, TRAINING_PACKAGES))
 
 

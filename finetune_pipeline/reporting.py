@@ -14,6 +14,7 @@ import polars as pl
 
 from finetune_pipeline.records import SPLITS
 from finetune_pipeline.tasks import task_named
+from finetune_pipeline.training.results import ComparisonResult, TrainingResult
 
 if TYPE_CHECKING:  # the cleaning package imports its text libraries: training, which renders cards, needs none
     from finetune_pipeline.cleaning.erasure import ErasureReport
@@ -39,22 +40,23 @@ def reliability_markdown(rows: list[dict], labels: list[str], name=None) -> str:
 
 # ---- evaluation: a trained model against its baseline ---------------------------------------------------
 
-def evaluation_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
+def evaluation_rows(result: TrainingResult | dict) -> tuple[list[str], list[list[str]]]:
     """(headers, formatted rows): the trained model and its task's baseline on the test split."""
-    task = task_named(metrics.get("task"))
+    result = TrainingResult.from_dict(result)
+    task = task_named(result.task)
     headers = ["model", *(f"test {m.label}" for m in task.metrics), "trainable params"]
     rows = [[row["model"], *(m.format(row[m.key]) for m in task.metrics), f"{row['trainable_parameters']:,}"]
-            for row in task.evaluation(metrics)]
+            for row in task.evaluation(result)]
     return headers, rows
 
 
-def evaluation_markdown(metrics: dict) -> str:
-    return markdown_table(*evaluation_rows(metrics))
+def evaluation_markdown(result: TrainingResult | dict) -> str:
+    return markdown_table(*evaluation_rows(result))
 
 
-def evaluation_text(metrics: dict) -> str:
+def evaluation_text(result: TrainingResult | dict) -> str:
     """The evaluation table in fixed-width columns, for a terminal."""
-    headers, rows = evaluation_rows(metrics)
+    headers, rows = evaluation_rows(result)
     widths = [max(len(str(r[i])) for r in [headers, *rows]) + 2 for i in range(len(headers))]
     return "\n".join("".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in
                              enumerate(zip(r, widths))) for r in [headers, *rows])
@@ -87,42 +89,44 @@ def _fmt(value, column: str, task) -> str:
     return str(value)
 
 
-def comparison_markdown(result: dict) -> str:
+def comparison_markdown(result: ComparisonResult | dict) -> str:
     """The comparison as a markdown table (plus the baseline row for classification)."""
-    task = task_named(result["task"])
+    result = ComparisonResult.from_dict(result)
+    task = task_named(result.task)
     columns = comparison_columns(task.name)
     headers = [_HEADERS.get(c) or f"test {next(m.label for m in task.metrics if f'test_{m.key}' == c)}"
                for c in columns]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(row[c], c, task) for c in columns) + " |" for row in result["rows"]]
-    if "majority_baseline" in result:
-        b = result["majority_baseline"]
+    lines += ["| " + " | ".join(_fmt(row.column(c), c, task) for c in columns) + " |" for row in result.rows]
+    if result.majority_baseline is not None:
+        b = result.majority_baseline
         lines.append(f"| majority class | {b['accuracy']:.3f} | {b['macro_f1']:.3f} | 0 | - | - | - |")
     return "\n".join(lines)
 
 
-def cross_validation_markdown(result: dict) -> str:
-    """The cross-validated comparison (`result["cross_validation"]`): mean ± std of the fold metric per
+def cross_validation_markdown(result: ComparisonResult | dict) -> str:
+    """The cross-validated comparison (`result.cross_validation`): mean ± std of the fold metric per
     approach, LoRA against each other approach paired by fold, the rule, and LoRA's chosen settings."""
-    cv = result["cross_validation"]
-    metric = next(m for m in task_named(result["task"]).metrics if m.key == cv["metric"])
-    name = metric.label + ("" if cv["higher_is_better"] else " (lower is better)")
-    held_out = ", ".join(map(str, cv["fold_sizes"]))
-    lines = [f"{cv['folds']} folds of train + validation (stratified, group-aware; {held_out} records held out "
+    result = ComparisonResult.from_dict(result)
+    cv = result.cross_validation
+    metric = next(m for m in task_named(result.task).metrics if m.key == cv.metric)
+    name = metric.label + ("" if cv.higher_is_better else " (lower is better)")
+    held_out = ", ".join(map(str, cv.fold_sizes))
+    lines = [f"{cv.folds} folds of train + validation (stratified, group-aware; {held_out} records held out "
              f"per fold; the test split never used); {name} on each fold's held-out records.", "",
              markdown_table(["approach", f"mean ± std {metric.label}", "per fold", "wall time, all folds (s)"],
                             [[r["approach"], f"{r['mean']:.3f} ± {r['std']:.3f}",
                               ", ".join(f"{x:.3f}" for x in r["scores"]),
-                              "in the search" if "lora_search" in cv and r["approach"] == "lora"
-                              else f"{r['wall_time_s']:.1f}"] for r in cv["rows"]])]
-    if cv["lora_versus"]:
+                              "in the search" if cv.lora_search is not None and r["approach"] == "lora"
+                              else f"{r['wall_time_s']:.1f}"] for r in cv.rows])]
+    if cv.lora_versus:
         lines += ["", markdown_table(
             ["LoRA against", "mean difference (LoRA - other)", "std of the differences", "larger than the spread",
              "better", "paired t-test p"],
             [[v["approach"], f"{v['mean_difference']:+.3f}", f"{v['std_difference']:.3f}",
               "yes" if v["larger_than_spread"] else "no", v["better"], f"{v['p_value']:.3f}"]
-             for v in cv["lora_versus"]]), "", f"Rule: {cv['rule']}."]
-    search = cv.get("lora_search")
+             for v in cv.lora_versus]), "", f"Rule: {cv.rule}."]
+    search = cv.lora_search
     if search:
         chosen = search["chosen"]
         lines += ["", f"LoRA settings chosen on the validation folds (never the test split; {len(search['tried'])} "
@@ -133,24 +137,25 @@ def cross_validation_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def comparison_plot_png(result: dict) -> bytes:
+def comparison_plot_png(result: ComparisonResult | dict) -> bytes:
     """Bar charts: the test headline metric and the wall time per approach (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    task = task_named(result["task"])
+    result = ComparisonResult.from_dict(result)
+    task = task_named(result.task)
     metric = f"test_{task.headline.key}"
     label = f"test {task.headline.label}" + ("" if task.headline.higher_is_better else " (lower is better)")
-    names = [r["approach"] for r in result["rows"]]
+    names = [r.approach for r in result.rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3))
-    left.bar(names, [r[metric] for r in result["rows"]], color="#4c72b0")
+    left.bar(names, [r.column(metric) for r in result.rows], color="#4c72b0")
     left.set_title(label)
-    if "majority_baseline" in result:
-        left.axhline(result["majority_baseline"]["macro_f1"], color="grey", linestyle="--", label="majority class")
+    if result.majority_baseline is not None:
+        left.axhline(result.majority_baseline["macro_f1"], color="grey", linestyle="--", label="majority class")
         left.legend(loc="lower right", fontsize=8)
-    right.bar(names, [r["wall_time_s"] for r in result["rows"]], color="#dd8452")
+    right.bar(names, [r.wall_time_s for r in result.rows], color="#dd8452")
     right.set_title("wall time (s)")
     fig.tight_layout()
     return png_bytes(fig)
@@ -172,9 +177,10 @@ def png_data_uri(png: bytes) -> str:
 
 # ---- model cards ------------------------------------------------------------------------------------------
 
-def model_card(metrics: dict) -> str:
+def model_card(result: TrainingResult | dict) -> str:
     """The README.md saved beside a trained model: Hugging Face card header, data, scores, how to load."""
-    return task_named(metrics.get("task")).model_card(metrics)
+    result = TrainingResult.from_dict(result)
+    return task_named(result.task).model_card(result)
 
 
 # The training data as the card names it: the published export (exports/splits, whose README.md is the
@@ -182,45 +188,45 @@ def model_card(metrics: dict) -> str:
 TRAINING_DATA = "exports/splits"
 
 
-def _card_header(metrics: dict, *, library_name: str, pipeline_tag: str, tags: list[str],
+def _card_header(result: TrainingResult, *, library_name: str, pipeline_tag: str, tags: list[str],
                  results: list[tuple[str, str, float | None]]) -> str:
     """The YAML header, written by huggingface_hub's ModelCardData so the Hub and `ModelCard.load` read it:
     base model, training data, pipeline tag, tags, and a model-index of the test `results`
     ((metric type, metric name, value); a missing or NaN value is left out)."""
     from huggingface_hub import EvalResult, ModelCardData
 
-    snapshot = metrics["data_snapshot"]
+    snapshot = result.data_snapshot
     evaluations = [EvalResult(task_type=pipeline_tag, dataset_type=TRAINING_DATA, dataset_split="test",
                               dataset_name=f"{TRAINING_DATA} (snapshot {snapshot})", dataset_revision=str(snapshot),
                               metric_type=kind, metric_name=name, metric_value=float(value))
                    for kind, name, value in results if value is not None and value == value]
-    data = ModelCardData(library_name=library_name, base_model=metrics["base_model"].split(" (")[0],
+    data = ModelCardData(library_name=library_name, base_model=result.base_model.split(" (")[0],
                          datasets=[TRAINING_DATA], pipeline_tag=pipeline_tag, tags=tags,
-                         model_name=f"{metrics['approach']}-{pipeline_tag}", eval_results=evaluations or None)
+                         model_name=f"{result.approach}-{pipeline_tag}", eval_results=evaluations or None)
     return f"---\n{data.to_yaml()}\n---"
 
 
-def classifier_card(metrics: dict) -> str:
-    sizes = metrics["split_sizes"]
-    test, base = metrics["test"], metrics["majority_baseline"]
-    lora = metrics["approach"] == "lora"
+def classifier_card(result: TrainingResult) -> str:
+    sizes = result.split_sizes
+    test, base = result.test, result.majority_baseline
+    lora = result.approach == "lora"
     title = "LoRA adapter" if lora else "Fully fine-tuned model"
     how = ("`finetune_pipeline.training.lora.load_adapter(path)` or with PEFT:\n"
            "`PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base, num_labels=...), path)`"
            if lora else "`AutoModelForSequenceClassification.from_pretrained(path)`")
-    header = _card_header(metrics, library_name="peft" if lora else "transformers", pipeline_tag="text-classification",
+    header = _card_header(result, library_name="peft" if lora else "transformers", pipeline_tag="text-classification",
                           tags=[*(["lora"] if lora else []), "text-classification", "finetune-pipeline"],
                           results=[("accuracy", "Accuracy", test["accuracy"]), ("f1", "Macro F1", test["macro_f1"])])
     return f"""{header}
 # {title}: text classification
 
-- Base model: {metrics['base_model']}
-- Approach: {metrics['approach']} (learning rate {metrics['learning_rate']}, {metrics['epochs_run']} epochs run)
-- Labels: {', '.join(metrics['labels'])}
-- Data snapshot: `{metrics['data_snapshot']}`
+- Base model: {result.base_model}
+- Approach: {result.approach} (learning rate {result.learning_rate}, {result.epochs_run} epochs run)
+- Labels: {', '.join(result.labels)}
+- Data snapshot: `{result.data_snapshot}`
 - Split sizes: train {sizes['train']}, validation {sizes['validation']}, test {sizes['test']}
-- Trainable parameters: {metrics['trainable_parameters']:,} of {metrics['total_parameters']:,}
-{_lora_search_line(metrics.get('lora_search'))}
+- Trainable parameters: {result.trainable_parameters:,} of {result.total_parameters:,}
+{_lora_search_line(result.lora_search)}
 | metric (test) | this model | majority-class baseline |
 |---|---|---|
 | accuracy | {test['accuracy']:.3f} | {base['accuracy']:.3f} |
@@ -242,9 +248,9 @@ def _lora_search_line(search: dict | None) -> str:
             f"epochs {chosen['epochs']}, target modules {', '.join(chosen['target_modules'])}\n")
 
 
-def instruction_card(metrics: dict) -> str:
-    sizes, test, base = metrics["split_sizes"], metrics["test"], metrics["base_model_test"]
-    header = _card_header(metrics, library_name="peft", pipeline_tag="text-generation",
+def instruction_card(result: TrainingResult) -> str:
+    sizes, test, base = result.split_sizes, result.test, result.base_model_test
+    header = _card_header(result, library_name="peft", pipeline_tag="text-generation",
                           tags=["lora", "instruction-tuning", "text-generation", "finetune-pipeline"],
                           results=[("loss", "Loss (response tokens)", test["loss"]),
                                    ("perplexity", "Perplexity (response tokens)", test["perplexity"]),
@@ -252,18 +258,18 @@ def instruction_card(metrics: dict) -> str:
     return f"""{header}
 # LoRA adapter: instruction tuning
 
-- Base model: {metrics['base_model']}
-- Data snapshot: `{metrics['data_snapshot']}`
-- Split sizes (examples): {', '.join(f'{k} {v}' for k, v in sizes.items())}; packing {'on' if metrics['packing'] else 'off'}
+- Base model: {result.base_model}
+- Data snapshot: `{result.data_snapshot}`
+- Split sizes (examples): {', '.join(f'{k} {v}' for k, v in sizes.items())}; packing {'on' if result.packing else 'off'}
 - Loss on response tokens only (prompt and template tokens masked)
-- Trainable parameters: {metrics['trainable_parameters']:,} of {metrics['total_parameters']:,}
+- Trainable parameters: {result.trainable_parameters:,} of {result.total_parameters:,}
 
 | metric (test) | adapter | base model |
 |---|---|---|
 | loss (response tokens) | {test['loss']:.4f} | {base['loss']:.4f} |
 | perplexity (response tokens) | {test['perplexity']:.2f} | {base['perplexity']:.2f} |
 | ROUGE-L F1 (greedy answers) | {_number(test.get('rouge_l'))} | {_number(base.get('rouge_l'))} |
-{_generation_section(metrics.get('generation'))}
+{_generation_section(result.generation)}
 Load it with `finetune_pipeline.training.instruction.load_instruction_adapter(path)` or with PEFT:
 `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), path)`.
 """
@@ -293,12 +299,12 @@ def _generation_section(generation: dict | None) -> str:
     return "\n".join(lines)
 
 
-def feature_card(metrics: dict) -> str:
-    labels, dim = metrics["labels"], metrics["embedding_dim"]
-    return (f"# Feature-based classifier\n\nFrozen {metrics['base_model']} mean-pooled embeddings "
-            f"({dim} dims, L2-normalised) + logistic regression (C={metrics['C']}). `classifier.safetensors` holds "
+def feature_card(result: TrainingResult) -> str:
+    labels, dim = result.labels, result.embedding_dim
+    return (f"# Feature-based classifier\n\nFrozen {result.base_model} mean-pooled embeddings "
+            f"({dim} dims, L2-normalised) + logistic regression (C={result.C}). `classifier.safetensors` holds "
             f"`weight` ({len(labels)} x {dim}) and `bias`; logits = embedding @ weight.T + bias.\n\n"
-            f"Test accuracy {metrics['test']['accuracy']:.3f}, macro-F1 {metrics['test']['macro_f1']:.3f}.\n")
+            f"Test accuracy {result.test['accuracy']:.3f}, macro-F1 {result.test['macro_f1']:.3f}.\n")
 
 
 # ---- the data card ----------------------------------------------------------------------------------------
@@ -368,8 +374,9 @@ def redaction_summary(redaction: dict) -> str:
 
 
 def data_card(stage_counts: list[dict], rejects: pl.DataFrame, splits: pl.DataFrame | None,
-              pii_by_type: dict[str, int], training: dict | None, pii_policy: dict[str, str] | None = None,
-              erasure: ErasureReport | None = None, comparison: dict | None = None, domain=None,
+              pii_by_type: dict[str, int], training: TrainingResult | dict | None,
+              pii_policy: dict[str, str] | None = None, erasure: ErasureReport | None = None,
+              comparison: ComparisonResult | dict | None = None, domain=None,
               agreement: dict | None = None, redaction: dict | None = None) -> str:
     """The run's data card (`report.md`): counts, rejects by reason, label distribution per split,
     PII counts by type and the action taken (never values), erasure requests honoured (request ids,
@@ -415,14 +422,16 @@ def data_card(stage_counts: list[dict], rejects: pl.DataFrame, splits: pl.DataFr
         lines += ["", "## Annotator reliability (Dawid-Skene, per label)", "",
                   reliability_markdown(agreement["reliability"], agreement["confusion"]["labels"])]
     if training:
-        lines += ["", f"## Evaluation ({task_named(training.get('task')).evaluated_on})", "",
+        training = TrainingResult.from_dict(training)
+        lines += ["", f"## Evaluation ({task_named(training.task).evaluated_on})", "",
                   evaluation_markdown(training)]
     if comparison:
-        device = comparison["rows"][0]["device"] if comparison["rows"] else "none"
+        comparison = ComparisonResult.from_dict(comparison)
+        device = comparison.rows[0].device if comparison.rows else "none"
         lines += ["", "## Approach comparison (same splits, test split)", "",
                   f"Device: {device}. Peak memory: on the CPU the process's resident memory while the approach "
                   "ran; on CUDA torch's peak allocation.", "", comparison_markdown(comparison)]
-        if comparison.get("cross_validation"):
+        if comparison.cross_validation:
             lines += ["", "## Approach comparison, cross-validated", "", cross_validation_markdown(comparison)]
     return "\n".join(lines) + "\n"
 

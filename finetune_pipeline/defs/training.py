@@ -18,6 +18,7 @@ from finetune_pipeline.defs.metadata import settings_used
 from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.splits import cross_validation_folds
 from finetune_pipeline.tasks import task_for, task_named
+from finetune_pipeline.training.results import ComparisonResult, TrainingResult
 
 
 TRAINING_CODE = incremental.code_version(incremental.TRAINING_CODE, incremental.TRAINING_PACKAGES)
@@ -29,7 +30,8 @@ TRAINING_CODE = incremental.code_version(incremental.TRAINING_CODE, incremental.
       "headline test metric reaches checks.adapter_floor when one is set.")
 def lora_adapter_beats_baseline(pipeline: PipelineResource, current: dict) -> dg.AssetCheckResult:
     settings, root = pipeline.settings(), pipeline.data_root()
-    frame, expectations, scores = task_named(current.get("task")).quality_gate(current, settings.checks.adapter_floor)
+    current = TrainingResult.from_dict(current)
+    frame, expectations, scores = task_named(current.task).quality_gate(current, settings.checks.adapter_floor)
     candidate = root.staged(root.adapter(settings.training.adapter_name))
     result = v.validate(frame, "lora_adapter_expectations", expectations)
     refusal = Refusal(
@@ -48,12 +50,12 @@ def lora_adapter_beats_baseline(pipeline: PipelineResource, current: dict) -> dg
       "instruction tasks), no NaN loss and its trainable parameters.")
 def approach_comparison_complete(pipeline: PipelineResource, current: dict) -> dg.AssetCheckResult:
     settings = pipeline.settings()
-    task, rows = task_for(settings), current["rows"]
+    task, rows = task_for(settings), ComparisonResult.from_dict(current).rows
     frame = pl.DataFrame({
-        "approach": [r["approach"] for r in rows],
+        "approach": [r.approach for r in rows],
         "test_metric": [task.comparison_value(r) for r in rows],
-        "nan_loss": [r["nan_loss"] for r in rows],
-        "trainable_parameters": [r["trainable_parameters"] for r in rows],
+        "nan_loss": [r.nan_loss for r in rows],
+        "trainable_parameters": [r.trainable_parameters for r in rows],
     }, schema={"approach": pl.String, "test_metric": pl.Float64, "nan_loss": pl.Boolean,
                "trainable_parameters": pl.Int64})
     expectations = v.comparison_expectations(task.approaches(settings.training))
@@ -62,7 +64,7 @@ def approach_comparison_complete(pipeline: PipelineResource, current: dict) -> d
                       f"parameters: {result.summary()}",
                       ("read that approach's training log in the run (a NaN loss: lower the approach's learning rate, e.g. training.lora.learning_rate)",
                        "or take the approach out of training.compare in finetune.yaml"))
-    return suite_result(result, refusal=refusal, extra={"approaches": ", ".join(r["approach"] for r in rows)})
+    return suite_result(result, refusal=refusal, extra={"approaches": ", ".join(r.approach for r in rows)})
 
 
 @dg.asset(group_name="training", kinds={"pytorch", "peft"}, owners=OWNERS, pool="gpu", code_version=TRAINING_CODE,
@@ -82,30 +84,32 @@ def lora_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource,
     output = root.staged(root.adapter(cfg.adapter_name))
     approach, labels = task.trained_approach(cfg), task.labels(dataset_splits, settings)
     key = incremental.training_key(approach, task.name, cfg.model_dump(), labels, snapshot)
-    metrics = incremental.reusable(output, key) if settings.execution.incremental else None
-    reused = metrics is not None
+    stored = incremental.reusable(output, key) if settings.execution.incremental else None
+    reused = stored is not None
     if reused:
         context.log.info(f"lora_adapter: data snapshot {snapshot} and training settings unchanged; "
                          "the candidate trained on them is kept, nothing is trained")
+        result = TrainingResult.from_dict(stored)
     else:
         from finetune_pipeline.training.compare import run_approach  # torch: only a step that trains pays the import
 
         incremental.forget(output)
-        metrics = run_approach(approach, task.training_splits(dataset_splits), labels, cfg, output,
-                               data_snapshot=snapshot, log=context.log.info, task=task)
-        incremental.remember(output, key, metrics)
+        result = run_approach(approach, task.training_splits(dataset_splits), labels, cfg, output,
+                              data_snapshot=snapshot, log=context.log.info, task=task)
+        incremental.remember(output, key, result.to_dict())
     context.add_output_metadata({**settings_used(settings, "task", "training"), **_reuse_metadata(reused, key, snapshot),
         "candidate_path": dg.MetadataValue.path(str(output)),
-        "evaluation": dg.MetadataValue.md(reporting.evaluation_markdown(metrics)),
-        "epochs_run": metrics.get("epochs_run", 1),  # the feature approach fits once: no epochs
-        "resumed_from_epoch": metrics.get("resumed_from_epoch") or 0,
-        "device": metrics["device"],
-        "wall_time_s": metrics["wall_time_s"],
-        "peak_memory_mb": metrics["peak_memory_mb"],
+        "evaluation": dg.MetadataValue.md(reporting.evaluation_markdown(result)),
+        "epochs_run": result.epochs,  # the feature approach fits once: no epochs
+        "resumed_from_epoch": result.resumed_from_epoch or 0,
+        "device": result.device,
+        "wall_time_s": result.wall_time_s,
+        "peak_memory_mb": result.peak_memory_mb,
         "data_snapshot": snapshot,
     }, output_name="result")
     # a kept candidate keeps its data version
-    yield from checked(context, pipeline, "lora_adapter", dg.Output(metrics, data_version=dg.DataVersion(key)))
+    # the step's output stays the JSON-shaped dict (what Dagster stores); readers take it back with from_dict
+    yield from checked(context, pipeline, "lora_adapter", dg.Output(result.to_dict(), data_version=dg.DataVersion(key)))
 
 
 def _reuse_metadata(reused: bool, key: str, snapshot: str) -> dict:
@@ -144,7 +148,7 @@ def approach_comparison(context: dg.AssetExecutionContext, pipeline: PipelineRes
     if reused is not None and not all(p.exists() for p in paths.values()):
         reused = None  # a staged export went missing: make the comparison again
     if reused is not None:
-        result = reused
+        result = ComparisonResult.from_dict(reused)
         context.log.info(f"approach_comparison: data snapshot {snapshot} and training settings unchanged; "
                          "the comparison made on them is kept, nothing is trained")
     else:
@@ -154,31 +158,33 @@ def approach_comparison(context: dg.AssetExecutionContext, pipeline: PipelineRes
         incremental.forget(folder)
         started = time.perf_counter()
         folds = fold_splits(dataset_splits, cross_validation_folds(dataset_splits, settings.splits, task), task)
+        trained = TrainingResult.from_dict(lora_adapter)
         result = compare_approaches(task.training_splits(dataset_splits), labels, settings.training, folder,
                                     approaches, data_snapshot=snapshot, log=context.log.info,
-                                    trained={lora_adapter["approach"]: lora_adapter}, folds=folds)
-        result["total_wall_time_s"] = round(time.perf_counter() - started, 1)
+                                    trained={trained.approach: trained}, folds=folds)
+        result.total_wall_time_s = round(time.perf_counter() - started, 1)
         paths = write_comparison(result, staged_exports)
-        incremental.remember(folder, key, result)
+        incremental.remember(folder, key, result.to_dict())
     context.add_output_metadata({**_reuse_metadata(reused is not None, key, snapshot),
         "comparison": dg.MetadataValue.md(reporting.comparison_markdown(result)),
         "plot": dg.MetadataValue.md(f"![approach comparison]({reporting.png_data_uri(paths['png'].read_bytes())})"),
-        "total_wall_time_s": result["total_wall_time_s"],
-        "device": result["rows"][0]["device"] if result["rows"] else "none",
+        "total_wall_time_s": result.total_wall_time_s,
+        "device": result.rows[0].device if result.rows else "none",
         "path": dg.MetadataValue.path(str(paths["md"])),
         **_cross_validation_metadata(result),
     }, output_name="result")
-    yield from checked(context, pipeline, "approach_comparison", dg.Output(result, data_version=dg.DataVersion(key)))
+    yield from checked(context, pipeline, "approach_comparison",
+                       dg.Output(result.to_dict(), data_version=dg.DataVersion(key)))
 
 
-def _cross_validation_metadata(result: dict) -> dict:
+def _cross_validation_metadata(result: ComparisonResult) -> dict:
     """The mean ± std table over folds, its wall time and LoRA's chosen settings (when searched)."""
-    cross = result.get("cross_validation")
+    cross = result.cross_validation
     if not cross:
         return {"cross_validation": "off (splits.k_folds < 2 and at least splits.cv_below_records records)"}
-    search = cross.get("lora_search")
+    search = cross.lora_search
     return {"cross_validation": dg.MetadataValue.md(reporting.cross_validation_markdown(result)),
-            "cross_validation_wall_time_s": cross["wall_time_s"],
+            "cross_validation_wall_time_s": cross.wall_time_s,
             "lora_settings_chosen": dg.MetadataValue.json({**search["chosen"], "lora_alpha": search["lora_alpha"]})
             if search else "configured (training.lora_search.enabled: false)"}
 

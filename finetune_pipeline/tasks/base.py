@@ -20,6 +20,7 @@ import polars as pl
 
 from finetune_pipeline.records import SPLITS, StageResult
 from finetune_pipeline.settings import Approach, DedupSettings, Settings, TrainingSettings
+from finetune_pipeline.training.results import ComparisonRow, TrainingResult
 
 if TYPE_CHECKING:
     from finetune_pipeline.augment.generate import Augmented
@@ -199,20 +200,20 @@ class Task(ABC):
 
     @abstractmethod
     def train(self, approach: Approach, splits: Splits, labels: list[str], cfg: TrainingSettings,
-              output_dir, data_snapshot: str = "", log=print) -> dict:
+              output_dir, data_snapshot: str = "", log=print) -> TrainingResult:
         """Train `approach` (one of `recipes`) on `splits` into `output_dir`; its metrics (metrics.json)."""
 
     @abstractmethod
     def configured_base_model(self, training: TrainingSettings) -> str | None:
         """The model this kind tunes as `training` names it (None: the kind's shipped default)."""
 
-    def saved_base_model(self, metrics: dict) -> str | None:
+    def saved_base_model(self, result: TrainingResult) -> str | None:
         """The base model a saved run names in its settings (what the registry loads; None: the default)."""
-        value = metrics["settings"]
+        value = result.settings
         for part in self.base_model_setting.split("."):  # a method section's field: instruction.base_model
             value = value.get(part) if isinstance(value, dict) else None
         # metrics.json written before the per-method sections: the flat field (instruction_base_model)
-        return value if value is not None else metrics["settings"].get(self.base_model_setting.replace(".", "_"))
+        return value if value is not None else result.settings.get(self.base_model_setting.replace(".", "_"))
 
     def buildable_base_model(self, training: TrainingSettings) -> str | None:
         """The base model folder `build_base_model` may build for this kind (training/tiny_lm.py); None: none."""
@@ -223,7 +224,7 @@ class Task(ABC):
         """The base model a registry `entry`'s adapter goes on, freshly loaded (imports torch)."""
 
     @abstractmethod
-    def model_card(self, metrics: dict) -> str:
+    def model_card(self, result: TrainingResult) -> str:
         """The README.md saved beside a model this kind trained."""
 
     @abstractmethod
@@ -264,49 +265,49 @@ class Task(ABC):
         return frame
 
     @abstractmethod
-    def baseline(self, metrics: dict) -> dict[str, float]:
-        """The baseline's test scores from a training run's metrics."""
+    def baseline(self, result: TrainingResult) -> dict[str, float]:
+        """The baseline's test scores from a training result."""
 
-    def evaluation(self, metrics: dict) -> list[dict]:
+    def evaluation(self, result: TrainingResult) -> list[dict]:
         """Rows of the evaluation table: the trained model, then the baseline (model, scores, params)."""
         return [
-            {"model": self.model_name(metrics), **{m.key: _score(metrics["test"], m) for m in self.metrics},
-             "trainable_parameters": metrics["trainable_parameters"]},
-            {"model": self.baseline_name, **{m.key: _score(self.baseline(metrics), m) for m in self.metrics},
+            {"model": self.model_name(result), **{m.key: _score(result.test, m) for m in self.metrics},
+             "trainable_parameters": result.trainable_parameters},
+            {"model": self.baseline_name, **{m.key: _score(self.baseline(result), m) for m in self.metrics},
              "trainable_parameters": 0},
         ]
 
-    def model_name(self, metrics: dict) -> str:
-        return metrics["approach"]
+    def model_name(self, result: TrainingResult) -> str:
+        return result.approach
 
     @abstractmethod
-    def baseline_gate(self, metrics: dict) -> tuple[pl.DataFrame, list, dict[str, float]]:
+    def baseline_gate(self, result: TrainingResult) -> tuple[pl.DataFrame, list, dict[str, float]]:
         """The adapter's quality gate: a one-row frame of its test scores, the Great Expectations suite it
         must pass (no NaN loss, better than the baseline), and the scores to show beside the result."""
 
-    def quality_gate(self, metrics: dict, floor: float | None) -> tuple[pl.DataFrame, list, dict[str, float]]:
+    def quality_gate(self, result: TrainingResult, floor: float | None) -> tuple[pl.DataFrame, list, dict[str, float]]:
         """`baseline_gate`, plus the headline test metric at or better than `floor` (`checks.adapter_floor`;
         None: no floor): at least it for a metric where higher is better, at most it otherwise."""
         from finetune_pipeline import validation  # Great Expectations: only the check pays the import
 
-        frame, expectations, scores = self.baseline_gate(metrics)
+        frame, expectations, scores = self.baseline_gate(result)
         if floor is None:
             return frame, expectations, scores
         column = f"test_{self.headline.key}"
-        frame = frame.with_columns(pl.lit(metrics["test"][self.headline.key], pl.Float64).alias(column))
+        frame = frame.with_columns(pl.lit(result.test[self.headline.key], pl.Float64).alias(column))
         bound = {"min_value": floor} if self.headline.higher_is_better else {"max_value": floor}
         return (frame, expectations + [validation.E.ExpectColumnValuesToBeBetween(column=column, **bound)],
                 {**scores, f"floor_{self.headline.key}": floor})
 
     @abstractmethod
-    def metrics_summary(self, metrics: dict) -> dict[str, float]:
+    def metrics_summary(self, result: TrainingResult) -> dict[str, float]:
         """The test scores the adapters registry keeps (and shows in `adapters list`)."""
 
-    def comparison_scores(self, metrics: dict) -> dict[str, float]:
+    def comparison_scores(self, result: TrainingResult) -> dict[str, float]:
         """The task's columns of an approach-comparison row."""
-        return {f"test_{m.key}": _score(metrics["test"], m) for m in self.metrics}
+        return {f"test_{m.key}": _score(result.test, m) for m in self.metrics}
 
-    def comparison_value(self, row: dict) -> float | None:
+    def comparison_value(self, row: ComparisonRow) -> float | None:
         """The headline metric of a comparison row; None when it is NaN or infinite."""
-        value = row[f"test_{self.headline.key}"]
+        value = row.column(f"test_{self.headline.key}")
         return None if value is None or math.isnan(value) or math.isinf(value) else value

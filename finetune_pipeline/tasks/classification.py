@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from finetune_pipeline.settings import Approach, Settings, TrainingSettings
+from finetune_pipeline.training.results import TrainingResult
 from finetune_pipeline.tasks.base import Metric, Splits, Task
 
 
@@ -101,7 +102,7 @@ class ClassificationTask(Task):
     hub_categories = ("text-classification",)
 
     def train(self, approach: Approach, splits: Splits, labels: list[str], cfg: TrainingSettings,
-              output_dir, data_snapshot: str = "", log=print) -> dict:
+              output_dir, data_snapshot: str = "", log=print) -> TrainingResult:
         """lora and full through the shared loop (training/classify.py); feature: frozen embeddings and a
         logistic regression (training/feature.py)."""
         if approach == "feature":
@@ -121,10 +122,10 @@ class ClassificationTask(Task):
 
         return load_sequence_classifier(resolve_base_model(entry["base"]), entry["labels"])
 
-    def model_card(self, metrics: dict) -> str:
+    def model_card(self, result: TrainingResult) -> str:
         from finetune_pipeline import reporting
 
-        return (reporting.feature_card if metrics["approach"] == "feature" else reporting.classifier_card)(metrics)
+        return (reporting.feature_card if result.approach == "feature" else reporting.classifier_card)(result)
 
     def card_sections(self, splits: pl.DataFrame, agreement: dict) -> list[str]:
         from finetune_pipeline.reporting import markdown_table, reliability_markdown
@@ -155,19 +156,19 @@ class ClassificationTask(Task):
 
         return label_set(frame, settings)
 
-    def baseline(self, metrics: dict) -> dict[str, float]:
-        return metrics["majority_baseline"]
+    def baseline(self, result: TrainingResult) -> dict[str, float]:
+        return result.majority_baseline
 
-    def baseline_gate(self, metrics: dict) -> tuple[pl.DataFrame, list, dict[str, float]]:
+    def baseline_gate(self, result: TrainingResult) -> tuple[pl.DataFrame, list, dict[str, float]]:
         from finetune_pipeline import validation  # Great Expectations: only the check pays the import
 
-        test, baseline = metrics["test"], self.baseline(metrics)["accuracy"]
-        frame = pl.DataFrame({"nan_loss": [metrics["nan_loss"]], "test_accuracy": [test["accuracy"]],
+        test, baseline = result.test, self.baseline(result)["accuracy"]
+        frame = pl.DataFrame({"nan_loss": [result.nan_loss], "test_accuracy": [test["accuracy"]],
                               "test_macro_f1": [test["macro_f1"]]})
         return frame, validation.adapter_expectations(baseline), {"test_accuracy": test["accuracy"],
                                                                   "baseline_accuracy": baseline}
 
-    def metrics_summary(self, metrics: dict) -> dict[str, float]:
-        test = metrics["test"]
+    def metrics_summary(self, result: TrainingResult) -> dict[str, float]:
+        test = result.test
         return {"test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
-                "baseline_accuracy": metrics["majority_baseline"]["accuracy"]}
+                "baseline_accuracy": result.majority_baseline["accuracy"]}

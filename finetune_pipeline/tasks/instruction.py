@@ -11,6 +11,7 @@ import polars as pl
 
 from finetune_pipeline.records import SPLITS, StageResult
 from finetune_pipeline.settings import Approach, DedupSettings, Settings, TrainingSettings
+from finetune_pipeline.training.results import TrainingResult
 from finetune_pipeline.tasks.base import Splits, Task, Metric
 
 
@@ -108,7 +109,7 @@ class InstructionTask(Task):
     hub_categories = ("text-generation",)
 
     def train(self, approach: Approach, splits: Splits, labels: list[str], cfg: TrainingSettings,
-              output_dir, data_snapshot: str = "", log=print) -> dict:
+              output_dir, data_snapshot: str = "", log=print) -> TrainingResult:
         """LoRA on the causal LM (training/instruction.py), on (conversation, response) pairs per split."""
         from finetune_pipeline.training.instruction import train_instruction
 
@@ -126,10 +127,10 @@ class InstructionTask(Task):
 
         return AutoModelForCausalLM.from_pretrained(entry["base"])
 
-    def model_card(self, metrics: dict) -> str:
+    def model_card(self, result: TrainingResult) -> str:
         from finetune_pipeline import reporting
 
-        return reporting.instruction_card(metrics)
+        return reporting.instruction_card(result)
 
     def card_sections(self, splits: pl.DataFrame, agreement: dict) -> list[str]:
         return ["## Conversations", "",
@@ -152,19 +153,19 @@ class InstructionTask(Task):
         has_category = "category" in frame.columns and frame["category"].null_count() < frame.height
         return "category" if has_category else "source_uri"
 
-    def baseline(self, metrics: dict) -> dict[str, float]:
-        return metrics["base_model_test"]
+    def baseline(self, result: TrainingResult) -> dict[str, float]:
+        return result.base_model_test
 
-    def baseline_gate(self, metrics: dict) -> tuple[pl.DataFrame, list, dict[str, float]]:
+    def baseline_gate(self, result: TrainingResult) -> tuple[pl.DataFrame, list, dict[str, float]]:
         from finetune_pipeline import validation  # Great Expectations: only the check pays the import
 
-        loss, base_loss = metrics["test"]["loss"], self.baseline(metrics)["loss"]
-        frame = pl.DataFrame({"nan_loss": [metrics["nan_loss"]], "test_loss": [loss]})
+        loss, base_loss = result.test["loss"], self.baseline(result)["loss"]
+        frame = pl.DataFrame({"nan_loss": [result.nan_loss], "test_loss": [loss]})
         return frame, validation.instruction_adapter_expectations(base_loss), {"test_loss": loss,
                                                                                "base_model_test_loss": base_loss}
 
-    def model_name(self, metrics: dict) -> str:
-        return f"{metrics['approach']} (LoRA)"
+    def model_name(self, result: TrainingResult) -> str:
+        return f"{result.approach} (LoRA)"
 
     def training_splits(self, frame: pl.DataFrame) -> Splits:
         """Per split (the conversation's messages as a JSON array, the final response): every turn goes to
@@ -195,13 +196,13 @@ class InstructionTask(Task):
             messages.list.tail(1).alias("completion"),
         )
 
-    def metrics_summary(self, metrics: dict) -> dict[str, float]:
-        test = metrics["test"]
+    def metrics_summary(self, result: TrainingResult) -> dict[str, float]:
+        test = result.test
         return {"test_loss": test["loss"], "test_perplexity": test["perplexity"],
                 "test_rouge_l": test.get("rouge_l", float("nan"))}
 
-    def comparison_scores(self, metrics: dict) -> dict[str, float]:
-        return {**super().comparison_scores(metrics), "base_model_test_loss": metrics["base_model_test"]["loss"]}
+    def comparison_scores(self, result: TrainingResult) -> dict[str, float]:
+        return {**super().comparison_scores(result), "base_model_test_loss": result.base_model_test["loss"]}
 
 
 MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})

@@ -28,6 +28,7 @@ from finetune_pipeline.training.base_model import (autocast, base_model_name, lo
                                                    resolve_base_model)
 from finetune_pipeline.training.checkpoint import TrainState
 from finetune_pipeline.training.evaluate import classification_metrics, majority_baseline, predict, predict_proba
+from finetune_pipeline.training.results import TrainingResult
 from finetune_pipeline.training.lora import lora_config
 
 Splits = dict[str, tuple[list[str], list[str]]]  # split name -> (texts, labels)
@@ -43,7 +44,7 @@ def build_classifier(approach: Literal["lora", "full"], base: str, labels: list[
 
 def train_classifier(splits: Splits, labels: list[str], cfg: TrainingSettings, output_dir: str | Path,
                      approach: Literal["lora", "full"] = "lora", data_snapshot: str = "", log=print,
-                     on_epoch_end: Callable[[int], None] | None = None) -> dict:
+                     on_epoch_end: Callable[[int], None] | None = None) -> TrainingResult:
     """Train on `splits["train"]`, early-stop on validation, evaluate on test, save to `output_dir`; returns
     the metrics written to `metrics.json`. `on_epoch_end`: see `loop.train`."""
     command = loop.Command("finetune_pipeline.training.classify", lambda job: write_splits(splits, job),
@@ -152,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
                                data_snapshot=args.data_snapshot)
     if not distributed.World.from_env().main:
         return
-    print(json.dumps({k: metrics[k] for k in ("test", "majority_baseline", "epochs_run", "wall_time_s")}, indent=2))
+    print(json.dumps({"test": metrics.test, "majority_baseline": metrics.majority_baseline,
+                      "epochs_run": metrics.epochs_run, "wall_time_s": metrics.wall_time_s}, indent=2))
 
 
 if __name__ == "__main__":

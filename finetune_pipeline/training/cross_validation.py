@@ -27,9 +27,10 @@ import polars as pl
 
 from finetune_pipeline.settings import Approach, TrainingSettings
 from finetune_pipeline.tasks import Splits, Task
+from finetune_pipeline.training.results import CrossValidationResult, TrainingResult
 
-# trains one approach on splits into a folder and returns its metrics: compare.run_approach's signature
-Trainer = Callable[..., dict]
+# trains one approach on splits into a folder and returns its result: compare.run_approach's signature
+Trainer = Callable[..., TrainingResult]
 SPREAD_RULE = ("LoRA's difference from an approach is larger than the fold-to-fold spread when |mean of the "
                "per-fold differences (LoRA - other)| > their standard deviation (paired by fold, ddof 1), i.e. "
                "|t| > sqrt(k) for the paired t statistic")
@@ -70,10 +71,10 @@ def fold_scores(approach: Approach, folds: list[Splits], labels: list[str], cfg:
     scores, started = [], time.perf_counter()
     for i, splits in enumerate(folds):
         with tempfile.TemporaryDirectory(prefix=f"cv-{approach}-") as folder:
-            metrics = train(approach, splits, labels, cfg, folder, log=lambda message: None)
+            result = TrainingResult.from_dict(train(approach, splits, labels, cfg, folder, log=lambda message: None))
         if fold_metrics is not None:
-            fold_metrics.append(dict(metrics["test"]))
-        scores.append(float(metrics["test"][metric]))  # the fold's records stand in as its "test"
+            fold_metrics.append(dict(result.test))
+        scores.append(float(result.test[metric]))  # the fold's records stand in as its "test"
         log(f"cross-validation: {approach} fold {i + 1}/{len(folds)}: {metric} {scores[-1]:.4f}")
     return scores, round(time.perf_counter() - started, 1)
 
@@ -96,7 +97,7 @@ def paired_difference(lora: list[float], other: list[float], higher_is_better: b
 
 
 def summarize(scores: dict[str, list[float]], wall_times: dict[str, float], task: Task,
-              fold_sizes: list[int]) -> dict:
+              fold_sizes: list[int]) -> CrossValidationResult:
     """The cross-validation part of the comparison result: per approach mean, std and fold scores; LoRA
     against each other approach (`paired_difference`)."""
     key = task.fold_metric
@@ -106,8 +107,8 @@ def summarize(scores: dict[str, list[float]], wall_times: dict[str, float], task
     reference = "lora" if "lora" in scores else None
     versus = [{"approach": a, **paired_difference(scores[reference], s, higher)}
               for a, s in scores.items() if reference and a != reference]
-    return {"folds": len(fold_sizes), "fold_sizes": fold_sizes, "metric": key, "higher_is_better": higher,
-            "rows": rows, "lora_versus": versus, "rule": SPREAD_RULE}
+    return CrossValidationResult(folds=len(fold_sizes), fold_sizes=fold_sizes, metric=key, higher_is_better=higher,
+                                 rows=rows, lora_versus=versus, rule=SPREAD_RULE)
 
 
 def with_lora_settings(cfg: TrainingSettings, chosen: dict) -> TrainingSettings:

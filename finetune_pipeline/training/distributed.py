@@ -28,7 +28,6 @@ How a run becomes data-parallel:
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -89,7 +88,9 @@ def train_in_processes(module: str, write_job: Callable[[str], None], args: list
     with tempfile.TemporaryDirectory(prefix=f"{module.rsplit('.', 1)[-1]}-job-") as job:
         write_job(job)
         launch(module, [job, str(output_dir), *args], processes, log)
-    return json.loads((Path(output_dir) / "metrics.json").read_text())
+    from finetune_pipeline.training.results import TrainingResult
+
+    return TrainingResult.from_json(Path(output_dir) / "metrics.json")
 
 
 def launch(module: str, args: list[str], processes: int, log=print) -> None:

@@ -24,13 +24,14 @@ from finetune_pipeline.reporting import model_card
 from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training.base_model import base_model_name, pick_device, resolve_base_model
 from finetune_pipeline.training.evaluate import PeakMemory, classification_metrics, majority_baseline
+from finetune_pipeline.training.results import TrainingResult
 
 C_GRID = (0.1, 1.0, 10.0, 100.0)  # embeddings are unit length, so strong C values are needed to fit
 
 
 def train_feature_classifier(splits: dict[str, tuple[list[str], list[str]]], labels: list[str],
                              cfg: TrainingSettings, output_dir: str | Path, data_snapshot: str = "",
-                             log=print) -> dict:
+                             log=print) -> TrainingResult:
     """Embed every split with the frozen encoder, fit the linear classifier, evaluate on test, save."""
     started = time.perf_counter()
     output_dir = Path(output_dir)
@@ -76,13 +77,14 @@ def train_feature_classifier(splits: dict[str, tuple[list[str], list[str]]], lab
         "data_snapshot": data_snapshot,
         "settings": cfg.model_dump(),
     }
+    result = TrainingResult.from_dict(metrics)
     with atomic_path(output_dir) as folder:  # swapped in whole: a reader never sees a half-saved model
         folder.mkdir(parents=True)
         save_file({"weight": weight, "bias": bias}, folder / "classifier.safetensors",
                   metadata={"labels": json.dumps(labels), "encoder": metrics["base_model"]})
-        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-        (folder / "README.md").write_text(model_card(metrics))
-    return metrics
+        (folder / "metrics.json").write_text(result.to_json())
+        (folder / "README.md").write_text(model_card(result))
+    return result
 
 
 def _full_rank(clf: LogisticRegression, n_labels: int) -> tuple[torch.Tensor, torch.Tensor]:

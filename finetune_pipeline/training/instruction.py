@@ -55,6 +55,7 @@ from finetune_pipeline.training.checkpoint import TrainState
 from finetune_pipeline.training.chunked_cross_entropy import chunked_linear_cross_entropy
 from finetune_pipeline.training.generation import generation_scores, sample_indices
 from finetune_pipeline.training.lora import lora_config
+from finetune_pipeline.training.results import TrainingResult
 
 IGNORE = -100  # label id that carries no loss (cross_entropy's ignore_index)
 # (prompt, response), or (the conversation's messages as a JSON array, its final response): see
@@ -211,7 +212,7 @@ def with_lora(model, cfg: TrainingSettings):
 
 def train_instruction(splits: dict[str, Pairs], cfg: TrainingSettings, output_dir: str | Path,
                       data_snapshot: str = "", log=print,
-                      on_epoch_end: Callable[[int], None] | None = None) -> dict:
+                      on_epoch_end: Callable[[int], None] | None = None) -> TrainingResult:
     """LoRA on `cfg.instruction.base_model` with (prompt, response) pairs per split; early stopping on
     validation loss; loss and perplexity on test; the adapter, tokenizer, metrics.json and a model card
     saved to `output_dir`. Returns the metrics. `on_epoch_end`: see `loop.train`."""
@@ -347,17 +348,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-snapshot", default="", help="recorded in metrics.json and the model card")
     args = parser.parse_args(argv)
     cfg = TrainingSettings.model_validate(json.loads(args.settings or "{}"))
-    metrics = train_instruction(read_pairs(args.splits_dir), cfg, args.output_dir, data_snapshot=args.data_snapshot)
+    result = train_instruction(read_pairs(args.splits_dir), cfg, args.output_dir, data_snapshot=args.data_snapshot)
     if distributed.World.from_env().main:
-        print(json.dumps({k: metrics[k] for k in ("test", "base_model_test", "epochs_run", "wall_time_s",
-                                                  "train_tokens_per_s")}, indent=2))
+        print(json.dumps({"test": result.test, "base_model_test": result.base_model_test,
+                          "epochs_run": result.epochs_run, "wall_time_s": result.wall_time_s,
+                          "train_tokens_per_s": result.train_tokens_per_s}, indent=2))
 
 
 def load_instruction_adapter(adapter_dir: str | Path, adapter_name: str = "default"):
     """(model, tokenizer) for an adapter saved by `train_instruction`, ready for generation."""
     adapter_dir = Path(adapter_dir)
-    metrics = json.loads((adapter_dir / "metrics.json").read_text())
-    model = AutoModelForCausalLM.from_pretrained(metrics["base_model"])
+    result = TrainingResult.from_json(adapter_dir / "metrics.json")
+    model = AutoModelForCausalLM.from_pretrained(result.base_model)
     model = PeftModel.from_pretrained(model, adapter_dir, adapter_name=adapter_name)
     model.eval()
     return model, AutoTokenizer.from_pretrained(adapter_dir)

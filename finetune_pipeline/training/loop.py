@@ -18,7 +18,6 @@ CUDA in bf16 when present, the CPU otherwise; imports no dagster.
 
 from __future__ import annotations
 
-import json
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import torch
 
 from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training import distributed
+from finetune_pipeline.training.results import TrainingResult
 from finetune_pipeline.training.base_model import quiet_transformers
 from finetune_pipeline.training.checkpoint import (CHECKPOINT_DIR, TrainState, end_epoch, epoch_batches, fingerprint,
                                                    start_or_resume)
@@ -82,8 +82,8 @@ class Command:
 
 def train(set_up: Callable[[torch.device, Callable], TaskTraining], cfg: TrainingSettings, output_dir: str | Path,
           command: Command, data_snapshot: str = "", log=print,
-          on_epoch_end: Callable[[int], None] | None = None) -> dict:
-    """Train the model `set_up(device, log)` builds, save it to `output_dir`, and return its metrics.
+          on_epoch_end: Callable[[int], None] | None = None) -> TrainingResult:
+    """Train the model `set_up(device, log)` builds, save it to `output_dir`, and return its result.
 
     `on_epoch_end(epoch)` is called after each epoch's checkpoint (tests raise from it to simulate a kill)."""
     output_dir = Path(output_dir)
@@ -140,10 +140,11 @@ def train(set_up: Callable[[torch.device, Callable], TaskTraining], cfg: Trainin
     metrics.update(run_report(model, state, first_epoch, task.learning_rate, device, world.size, started,
                               memory.peak_mb, data_snapshot, cfg))
     metrics["train_tokens_per_s"] = speed
+    result = TrainingResult.from_dict(metrics)
     if world.main:
-        save(model, task.tokenizer, metrics, output_dir)
+        save(model, task.tokenizer, result, output_dir)
     distributed.stop(world)
-    return metrics
+    return result
 
 
 def train_step(task: TaskTraining, forward, optimizer, scheduler, global_batch: list[int], world: distributed.World,
@@ -188,7 +189,7 @@ def accumulate_gradients(task: TaskTraining, forward, rows: list[int], share: fl
     return total, count
 
 
-def save(model, tokenizer, metrics: dict, output_dir: Path) -> None:
+def save(model, tokenizer, result: TrainingResult, output_dir: Path) -> None:
     """safetensors weights (a PEFT adapter, or the whole model), tokenizer, metrics.json and README.md (the
     model card). Written beside `output_dir` and swapped in whole, so a reader never loads a half-saved
     model; the swap also removes the finished run's checkpoint."""
@@ -199,5 +200,5 @@ def save(model, tokenizer, metrics: dict, output_dir: Path) -> None:
     with atomic_path(output_dir) as folder, quiet_transformers():
         model.save_pretrained(folder, safe_serialization=True)
         tokenizer.save_pretrained(folder)
-        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-        (folder / "README.md").write_text(model_card(metrics))
+        (folder / "metrics.json").write_text(result.to_json())
+        (folder / "README.md").write_text(model_card(result))

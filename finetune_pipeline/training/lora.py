@@ -9,7 +9,6 @@ Imports no dagster.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from peft import LoraConfig, PeftModel, TaskType
@@ -17,6 +16,7 @@ from transformers import AutoTokenizer
 
 from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training.base_model import load_sequence_classifier, resolve_base_model
+from finetune_pipeline.training.results import TrainingResult
 
 
 def lora_config(cfg: TrainingSettings, task_type: TaskType, target_modules: list[str] | str) -> LoraConfig:
@@ -29,9 +29,9 @@ def lora_config(cfg: TrainingSettings, task_type: TaskType, target_modules: list
 def load_adapter(adapter_dir: str | Path, adapter_name: str = "default"):
     """(model, tokenizer, labels) for a classification adapter saved by `train_classifier`, ready for inference."""
     adapter_dir = Path(adapter_dir)
-    metrics = json.loads((adapter_dir / "metrics.json").read_text())
-    labels = metrics["labels"]
-    base = resolve_base_model(metrics["settings"].get("base_model"))
+    result = TrainingResult.from_json(adapter_dir / "metrics.json")
+    labels = result.labels
+    base = resolve_base_model(result.settings.get("base_model"))
     model = PeftModel.from_pretrained(load_sequence_classifier(base, labels), adapter_dir, adapter_name=adapter_name)
     model.eval()
     return model, AutoTokenizer.from_pretrained(adapter_dir), labels

@@ -22,6 +22,7 @@ from peft import PeftModel
 from transformers import AutoTokenizer
 
 from finetune_pipeline.tasks import task_named
+from finetune_pipeline.training.results import TrainingResult
 
 REGISTRY_FILE = "registry.json"
 
@@ -39,23 +40,24 @@ def _write(models_dir: Path, entries: dict[str, dict]) -> None:
     os.replace(tmp, models_dir / REGISTRY_FILE)
 
 
-def register(models_dir: str | Path, task: str, adapter_dir: str | Path, metrics: dict) -> dict:
+def register(models_dir: str | Path, task: str, adapter_dir: str | Path, result: TrainingResult | dict) -> dict:
     """Add or replace `task`'s entry for the adapter saved in `adapter_dir` (normally models/<task>/)."""
     models_dir, adapter_dir = Path(models_dir), Path(adapter_dir)
-    kind = task_named(metrics.get("task"))
+    result = TrainingResult.from_dict(result)
+    kind = task_named(result.task)
     entry = {
         "task": task,
         "path": os.path.relpath(adapter_dir.resolve(), models_dir.resolve()),
         "task_type": kind.name,
-        "approach": metrics["approach"],
+        "approach": result.approach,
         # `base`: what to load (None: the shipped all-MiniLM-L6-v2); `base_model`: its name for people.
-        "base": kind.saved_base_model(metrics),
-        "base_model": metrics["base_model"],
-        "labels": metrics.get("labels"),
-        "data_snapshot": metrics.get("data_snapshot", ""),
+        "base": kind.saved_base_model(result),
+        "base_model": result.base_model,
+        "labels": result.labels,
+        "data_snapshot": result.data_snapshot or "",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "metrics": kind.metrics_summary(metrics),
-        "trainable_parameters": metrics["trainable_parameters"],
+        "metrics": kind.metrics_summary(result),
+        "trainable_parameters": result.trainable_parameters,
     }
     entries = _read(models_dir)
     entries[task] = entry
