@@ -509,7 +509,7 @@ class SplitSettings(_Section):
         return self
 
 
-Approach = Literal["lora", "full", "feature", "instruction"]
+Approach = Literal["lora", "full", "feature", "instruction", "dpo"]
 
 
 class BaseModelBuildSettings(_Section):
@@ -643,7 +643,8 @@ class InstructionTrainingSettings(_Section):
 
 class PreferenceTrainingSettings(_Section):
     """Preference pairs: DPO on a LoRA adapter of a causal LM, the reference being the base with the adapter
-    disabled (training/dpo.py)."""
+    disabled (training/dpo.py). One section holds the whole recipe (LoRA, optimisation, lengths), so a
+    preference run reads nothing from the other methods' sections."""
 
     base_model: str | None = Field(
         None, description="Local path (or hub id) of the causal LM to tune, taken under the data root like "
@@ -651,8 +652,28 @@ class PreferenceTrainingSettings(_Section):
     beta: float = Field(
         0.1, gt=0, description="DPO's beta: how far the policy may move from the reference (larger keeps it "
         "closer); TRL's default.")
-    learning_rate: float = Field(5e-5, gt=0, description="AdamW's learning rate for the LoRA weights.")
+    learning_rate: float = Field(5e-5, gt=0, description="AdamW's learning rate for the LoRA weights (constant).")
+    epochs: int = Field(1, ge=1, description="Passes over the training pairs.")
+    batch_size: int = Field(8, ge=1, description="Pairs per optimizer step (each step runs 2 x batch_size "
+                                                 "sequences through the policy and the reference).")
     max_length: int = Field(1024, ge=2, description="Tokens of prompt+answer kept, from the start (TRL's default).")
+    max_prompt_length: int = Field(512, ge=1, description="Tokens of the prompt kept, from its end (the turns "
+                                                          "nearest the answer); below max_length.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient norm clipping.")
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA alpha (the update is scaled by alpha / r).")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Modules that get LoRA: names, or all-linear (every linear layer but the head).")
+    log_every: int = Field(10, ge=1, description="A progress line every this many optimizer steps.")
+    seed: int = Field(42, description="Seeds the LoRA initialisation, dropout and the order of the pairs.")
+
+    @model_validator(mode="after")
+    def _prompt_fits(self) -> "PreferenceTrainingSettings":
+        if self.max_prompt_length >= self.max_length:
+            raise ValueError(f"training.preference.max_prompt_length ({self.max_prompt_length}) must be below "
+                             f"max_length ({self.max_length}) so every answer keeps at least one token")
+        return self
 
 
 # flat TrainingSettings fields of finetune.yaml before the per-method sections: old name -> new place
@@ -1010,10 +1031,62 @@ class CardSettings(_Section):
         default_factory=list, description="Known limitations, one per item; the card adds the ones the run found.")
 
 
+class PublishSettings(_Section):
+    """Versions of what is published (finetune_pipeline/versions.py): every publication of the splits and of
+    the adapter is kept under exports/versions/ and models/versions/, and exports/splits, models/<name>
+    name the current one (`finetune-pipeline versions`, `finetune-pipeline rollback VERSION`)."""
+
+    keep: int = Field(
+        5, ge=1, description="Versions kept per kind (the splits; each adapter): the oldest beyond this are "
+        "deleted after a publication; the current one is always kept.")
+
+
+class TrackingSettings(_Section):
+    """Experiment tracking with MLflow (finetune_pipeline/tracking.py): every training run (the adapter, each
+    approach of the comparison, each cross-validation fold as a nested run) is logged, and each published
+    adapter becomes a version of a registered model. `make mlflow` opens the UI."""
+
+    enabled: bool = Field(True, description="Log training runs to MLflow; false: nothing is logged or written.")
+    tracking_uri: str | None = Field(
+        None, description="Where runs go: any MLflow tracking URI (http://host:5000, sqlite:///path.db, "
+        "databricks). Default: $MLFLOW_TRACKING_URI, else a SQLite store under the data root "
+        "(.pipeline/mlflow/mlflow.db, artifacts beside it in .pipeline/mlflow/artifacts/).")
+    experiment: str | None = Field(
+        None, description="The MLflow experiment's name; default: the data root's folder name.")
+    registered_model: str | None = Field(
+        None, description="The registered model each published adapter becomes a version of; default: "
+        "training.adapter_name.")
+    timeout_s: float = Field(
+        5.0, gt=0, description="Seconds to wait for a tracking server before the run goes on without it "
+        "(with a warning): tracking never fails a training run.")
+
+
+class ReviewServerSettings(_Section):
+    """Where the review queue goes and where the human labels come back from (labeling/label_studio.py)."""
+
+    backend: Literal["files", "label_studio"] = Field(
+        "files", description="files: exports/review/*.json for a person to import, annotations/ for the "
+        "exports they drop back (works offline, no server). label_studio: the review assets create or update "
+        "one Label Studio project per review kind, import the tasks there, and the annotations sensor polls it.")
+    url: str = Field("http://127.0.0.1:8080", description="The Label Studio server's URL (scripts/label_studio.sh "
+                     "start prints the local one).")
+    token_env: str = Field(
+        "LABEL_STUDIO_USER_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="The NAME of the environment variable that holds the API token (a legacy token, or a "
+        "personal access token, exchanged at /api/token/refresh/); never the token itself.")
+    required: bool = Field(
+        False, description="true: a server that does not answer fails the run. false: the run goes on with the "
+        "annotations last read from the server (and the sensor skips, naming the reason).")
+    project_prefix: str | None = Field(
+        None, description="Project titles are '<prefix>: label review' etc.; default: the data root's folder name.")
+    timeout_s: float = Field(30.0, gt=0, description="Seconds to wait for one answer from the server.")
+
+
 class Settings(_Section):
-    task: Literal["classification", "instruction"] = Field(
-        "classification", description="classification (text -> label) or instruction (prompt -> response "
-        "records; training.instruction.base_model is then required).")
+    task: Literal["classification", "instruction", "preference"] = Field(
+        "classification", description="classification (text -> label), instruction (prompt -> response "
+        "records; training.instruction.base_model is then required) or preference (prompt, chosen and rejected "
+        "answer; DPO on training.preference.base_model).")
     labels: list[str] = Field(
         default_factory=list, description="The label set; empty means: every label seen in the data."
     )
@@ -1031,15 +1104,9 @@ class Settings(_Section):
     execution: ExecutionSettings = ExecutionSettings()
     domain: DomainSettings = DomainSettings()
     preference: PreferenceSettings = PreferenceSettings()
-
-    @model_validator(mode="after")
-    def _approach_fits_task(self) -> "Settings":
-        training = self.training
-        if self.task == "instruction" and not training.instruction.base_model:
-            raise ValueError("task: instruction needs training.instruction.base_model (a local causal LM folder)")
-        if self.task == "classification" and "instruction" in [training.approach, *training.compare]:
-            raise ValueError("training.approach/compare: instruction needs task: instruction")
-        return self
+    review: ReviewServerSettings = ReviewServerSettings()
+    publish: PublishSettings = PublishSettings()
+    tracking: TrackingSettings = TrackingSettings()
 
 
 class SettingsError(ValueError):

@@ -1,5 +1,6 @@
 import pytest
 
+from finetune_pipeline.tasks import task_for
 from finetune_pipeline.settings import Settings, SettingsError, load_settings
 
 
@@ -44,10 +45,10 @@ def test_sample_settings_are_valid():
 def test_instruction_task_needs_a_causal_lm_and_classification_refuses_instruction(tmp_path):
     (tmp_path / "finetune.yaml").write_text("task: instruction\n")
     with pytest.raises(SettingsError, match="training.instruction.base_model"):
-        load_settings(tmp_path)
+        task_for(load_settings(tmp_path))  # the kind checks the settings it needs
     (tmp_path / "finetune.yaml").write_text("training:\n  compare: [lora, instruction]\n")
     with pytest.raises(SettingsError, match="needs task: instruction"):
-        load_settings(tmp_path)
+        task_for(load_settings(tmp_path))
     (tmp_path / "finetune.yaml").write_text("training:\n  approach: sgd\n")
     with pytest.raises(SettingsError, match="training.approach"):
         load_settings(tmp_path)

@@ -3,7 +3,8 @@ summary, refusing before any step a selection that reads a failed blocking check
 the records and what to do); `finetune-pipeline explain RECORD_ID` tells what every stage did to one record;
 `finetune-pipeline build-base-model` builds an instruction root's small local base model when finetune.yaml
 asks for it and it is missing (`make run` calls it first); `finetune-pipeline adapters list|show|merge` reads
-the adapters registry (models/registry.json)."""
+the adapters registry (models/registry.json); `finetune-pipeline versions` lists the kept versions of the splits
+and adapters and `finetune-pipeline rollback VERSION` makes one current again."""
 
 import argparse
 import json
@@ -110,8 +111,10 @@ def run(data_dir: str | None, select: str | None = None, instance=None) -> int:
     from finetune_pipeline.settings import SettingsError, load_settings
 
     root = DataRoot.resolve(data_dir)
+    from finetune_pipeline.tasks import task_for
+
     try:  # a bad finetune.yaml stops here, before any stage runs or writes
-        load_settings(root)
+        task_for(load_settings(root))
     except SettingsError as err:
         print(f"{err}\nfix finetune.yaml and run again; nothing was run or written", file=sys.stderr)
         return 2
@@ -244,6 +247,41 @@ def adapters_command(args) -> int:
     return 0
 
 
+def versions_command(data_dir: str | None) -> int:
+    """Every kept version of the splits and of each adapter, oldest first; `*` marks the current one."""
+    from finetune_pipeline import versions
+
+    root = DataRoot.resolve(data_dir)
+    rows = versions.every_version(root)
+    if not rows:
+        print(f"no versions kept under {root.exports / 'versions'} or {root.models / 'versions'}: nothing "
+              "published yet")
+        return 0
+    print(f"  {'kind':<9}{'name':<16}{'version':<27}{'published':<27}{'digest':<18}{'run id':<38}trained on")
+    for v, is_current in rows:
+        print(f"{'*' if is_current else ' '} {v.kind:<9}{v.name:<16}{v.version:<27}{v.published:<27}"
+              f"{v.digest[:16]:<18}{v.run_id:<38}{v.dataset_version or ('-' if v.kind == versions.SPLITS else 'none')}"
+              + (f"  (records erased by {', '.join(v.erased_requests)})" if v.erased_requests else ""))
+    return 0
+
+
+def rollback_command(data_dir: str | None, version: str, kind: str | None) -> int:
+    """Make a kept version current again (`versions.rollback`: one atomic swap)."""
+    from finetune_pipeline import versions
+
+    root = DataRoot.resolve(data_dir)
+    try:
+        chosen = versions.find(root, version, kind)
+        before = versions.current(root, chosen.kind, chosen.name)
+        versions.rollback(root, chosen.version, chosen.kind)
+    except versions.VersionError as err:
+        print(err, file=sys.stderr)
+        return 1
+    where = versions.published_path(root, chosen.kind, chosen.name)
+    print(f"{chosen.kind} {chosen.name}: {chosen.version} is current (was {before or 'none'}); {where} names it")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="finetune-pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -268,7 +306,20 @@ def main(argv: list[str] | None = None) -> int:
     merge = adapters_sub.add_parser("merge", help="merge a task's adapter into its base model and save it")
     merge.add_argument("task")
     merge.add_argument("out_dir")
+    listing = sub.add_parser("versions", help="every kept version of the splits and adapters: kind, name, "
+                             "version, time, content digest, run id, the dataset version an adapter was trained on; "
+                             "* marks the current one")
+    listing.add_argument("--data-dir", help="data root (default: $FINETUNE_DATA_DIR or data/)")
+    back = sub.add_parser("rollback", help="make a kept version (of the splits or an adapter) current again, "
+                          "atomically")
+    back.add_argument("version", help="a version as `versions` lists it, or its first characters when unique")
+    back.add_argument("--kind", choices=["splits", "adapter"], help="when the name matches both kinds")
+    back.add_argument("--data-dir", help="data root (default: $FINETUNE_DATA_DIR or data/)")
     args = parser.parse_args(argv)
+    if args.command == "versions":
+        return versions_command(args.data_dir)
+    if args.command == "rollback":
+        return rollback_command(args.data_dir, args.version, args.kind)
     if args.command == "run":
         return run(args.data_dir, args.select)
     if args.command == "explain":

@@ -17,6 +17,7 @@ from finetune_pipeline.embeddings import EmbeddingCache
 from finetune_pipeline.incremental import ResultCache
 from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.records import CORPUS_STAGES, empty_rejects
+from finetune_pipeline.tasks import task_for
 from finetune_pipeline.settings import Settings, SettingsError, load_settings
 
 
@@ -63,7 +64,9 @@ class PipelineResource(dg.ConfigurableResource):
         return self._settings
 
     def _read_settings(self) -> Settings:
-        return load_settings(self.data_root(), overrides=self.settings_yaml)
+        settings = load_settings(self.data_root(), overrides=self.settings_yaml)
+        task_for(settings)  # the kind checks what it needs (a SettingsError naming the setting)
+        return settings
 
     def _run_settings(self, run_id: str) -> Settings:
         """The run's snapshot; the first step of the run reads finetune.yaml and writes it."""

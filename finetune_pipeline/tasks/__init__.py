@@ -6,12 +6,13 @@ kind's name; everything else asks the task object (`tasks/base.py` is the contra
 
 from __future__ import annotations
 
-from finetune_pipeline.settings import Settings
+from finetune_pipeline.settings import Settings, SettingsError
 from finetune_pipeline.tasks.base import Metric, Splits, Task
 from finetune_pipeline.tasks.classification import ClassificationTask
 from finetune_pipeline.tasks.instruction import InstructionTask
+from finetune_pipeline.tasks.preference import PreferenceTask
 
-TASKS: dict[str, Task] = {task.name: task for task in (ClassificationTask(), InstructionTask())}
+TASKS: dict[str, Task] = {task.name: task for task in (ClassificationTask(), InstructionTask(), PreferenceTask())}
 
 
 def task_named(name: str | None) -> Task:
@@ -20,7 +21,12 @@ def task_named(name: str | None) -> Task:
 
 
 def task_for(settings: Settings) -> Task:
-    return task_named(settings.task)
+    """The kind `settings.task` names, once it has checked the settings it needs (`Task.settings_problem`):
+    a SettingsError naming the setting to add or change otherwise."""
+    task = task_named(settings.task)
+    if problem := task.settings_problem(settings):
+        raise SettingsError(f"finetune.yaml: {problem}")
+    return task
 
 
 __all__ = ["TASKS", "Metric", "Splits", "Task", "task_for", "task_named"]

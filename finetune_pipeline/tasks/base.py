@@ -191,6 +191,11 @@ class Task(ABC):
 
     # ---- training, evaluation, gate, cards: what training/, reporting.py and the registry ask
 
+    def settings_problem(self, settings: Settings) -> str | None:
+        """What finetune.yaml lacks or asks that this kind cannot do, as the error to show (Settings
+        validation raises it); None when the settings fit."""
+        return None
+
     # The approaches this kind can train, each with its recipe (`train` dispatches); `trained_approach`
     # and `approaches` pick among them. Adapter approaches save a PEFT adapter the registry can load.
     recipes: tuple[Approach, ...]
@@ -263,6 +268,13 @@ class Task(ABC):
     def export_form(self, frame: pl.DataFrame) -> pl.DataFrame:
         """The split records as exported (instruction records gain their chat form)."""
         return frame
+
+    def export_columns(self) -> tuple[str, ...]:
+        """The columns of the exported records (`exports.export_splits`), in order; those the records lack are
+        left out. By default `exports.EXPORT_COLUMNS`."""
+        from finetune_pipeline.exports import EXPORT_COLUMNS
+
+        return tuple(EXPORT_COLUMNS)
 
     @abstractmethod
     def baseline(self, result: TrainingResult) -> dict[str, float]:

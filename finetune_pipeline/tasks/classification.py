@@ -96,6 +96,14 @@ class ClassificationTask(Task):
 
     # ---- training, evaluation, gate, cards
 
+    def settings_problem(self, settings: Settings) -> str | None:
+        """training.approach and training.compare name approaches of this kind (lora, full, feature)."""
+        training = settings.training
+        if foreign := [a for a in dict.fromkeys([training.approach, *training.compare]) if a not in self.recipes]:
+            return (f"training.approach/compare: {', '.join(foreign)} needs another task: (classification trains "
+                    f"{', '.join(self.recipes)}); `instruction` needs task: instruction")
+        return None
+
     recipes = ("lora", "full", "feature")
     adapter_approaches = ("lora",)
     fold_metric = "macro_f1"

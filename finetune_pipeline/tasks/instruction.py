@@ -103,6 +103,12 @@ class InstructionTask(Task):
 
     # ---- training, evaluation, gate, cards
 
+    def settings_problem(self, settings: Settings) -> str | None:
+        """A causal LM to tune: training.instruction.base_model."""
+        if not settings.training.instruction.base_model:
+            return "task: instruction needs training.instruction.base_model (a local causal LM folder)"
+        return None
+
     recipes = ("instruction",)
     adapter_approaches = ("instruction",)
     fold_metric = "loss"
