@@ -146,9 +146,60 @@ def review_tasks(review: pl.DataFrame) -> list[dict]:
 
 def write_review_export(review: pl.DataFrame, labels: list[str], folder: Path) -> dict[str, Path]:
     """Write `tasks.json` and `label_config.xml` under `folder` (replaced whole, so a reader never sees half).
-    Without labels (conversations) the config is the conflict one."""
+    Without labels (conversations) the config is the conflict one. Pending preference pairs (reason
+    `pairwise`) go to their own files (`write_pairwise_export`)."""
     config = label_config_xml(labels) if labels else conflict_config_xml()
+    pairwise = pl.col("reason").eq_missing(PAIRWISE_REASON)
     return {
-        "tasks": write_text(json.dumps(review_tasks(review), indent=1, ensure_ascii=False), folder / "tasks.json"),
+        "tasks": write_text(json.dumps(review_tasks(review.filter(~pairwise)), indent=1, ensure_ascii=False),
+                            folder / "tasks.json"),
         "label_config": write_text(config, folder / "label_config.xml"),
+        **write_pairwise_export(review.filter(pairwise), folder),
     }
+
+
+# ---- pairwise review ("which answer is better?", labeling/pairwise.py): its own tasks and config
+
+PAIRWISE_REASON = "pairwise"  # the review-queue reason of a pending preference pair
+PAIRWISE_TASKS, PAIRWISE_CONFIG = "pairwise_tasks.json", "pairwise_label_config.xml"
+PAIRWISE_CHOICES = (("A is better", "A"), ("B is better", "B"), ("Tie", "tie"))  # (value shown, alias exported)
+
+
+def pairwise_config_xml() -> str:
+    """A Label Studio labeling config: the prompt, answers A and B side by side, and one single choice whose
+    alias (A, B or tie) is what the export holds. (Label Studio's `<Pairwise>` tag has no tie, and exports
+    `{"selected": "left"}`, which labeling/annotations.py does not read.)"""
+    choices = "\n".join(f"    <Choice value={quoteattr(value)} alias={quoteattr(alias)}/>"
+                        for value, alias in PAIRWISE_CHOICES)
+    return ('<View>\n  <Header value="Which answer is better?"/>\n  <Text name="prompt" value="$prompt"/>\n'
+            '  <View style="display: grid; grid-template-columns: 1fr 1fr; column-gap: 1em">\n'
+            '    <View>\n      <Header value="A"/>\n      <Text name="answer_a" value="$answer_a"/>\n    </View>\n'
+            '    <View>\n      <Header value="B"/>\n      <Text name="answer_b" value="$answer_b"/>\n    </View>\n'
+            '  </View>\n'
+            '  <Choices name="preference" toName="prompt" choice="single" required="true" showInline="true">\n'
+            f"{choices}\n  </Choices>\n</View>\n")
+
+
+def pairwise_tasks(review: pl.DataFrame) -> list[dict]:
+    """Label Studio import tasks of the pending pairs in `review` (rows with reason `pairwise`, their answers
+    and ids in `options` as a JSON object), in record-id order; the texts are already PII-redacted."""
+    tasks = []
+    for row in review.filter(pl.col("reason") == PAIRWISE_REASON).sort("record_id").iter_rows(named=True):
+        item = json.loads(row["options"])
+        tasks.append({"data": {"record_id": row["record_id"], "prompt": row["text"], "answer_a": item["answer_a"],
+                               "answer_b": item["answer_b"], "answer_a_id": item["answer_a_id"],
+                               "answer_b_id": item["answer_b_id"], "origin": item["origin"],
+                               "source_uri": row["source_uri"], "locator": row["locator"]},
+                      "meta": {"annotations_so_far": item["annotations"], "agreement": row["score"]}})
+    return tasks
+
+
+def write_pairwise_export(review: pl.DataFrame, folder: Path) -> dict[str, Path]:
+    """Write `pairwise_tasks.json` and `pairwise_label_config.xml` under `folder` when `review` holds pending
+    pairs, or when a task file of an earlier run is there (it is then emptied); otherwise nothing (the kinds
+    without pairs keep their exports as they were)."""
+    tasks = pairwise_tasks(review)
+    if not tasks and not (folder / PAIRWISE_TASKS).exists():
+        return {}
+    return {"pairwise_tasks": write_text(json.dumps(tasks, indent=1, ensure_ascii=False), folder / PAIRWISE_TASKS),
+            "pairwise_label_config": write_text(pairwise_config_xml(), folder / PAIRWISE_CONFIG)}
