@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 
 from finetune_pipeline import validation as v
+from finetune_pipeline import versions
 from finetune_pipeline.cleaning.cache import CODE as CLEANING_CODE
 from finetune_pipeline.cleaning.cache import cached_clean_corpus
 from finetune_pipeline.cleaning.quality_filters import short_rows_kept
@@ -61,11 +62,23 @@ def cleaned_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource
     with logged(context, "cleaned_corpus"):  # over the process pool: rows done, rate, time left
         result, reuse = cached_clean_corpus(raw_corpus, settings, requests, cache)
     _keep_raw_text_only_where_allowed(pipeline, raw_corpus, result.rejected)
+    _erase_from_published_versions(context, pipeline, result)
     context.add_output_metadata({**settings_used(settings, "cleaning", "privacy"), **reuse.to_dict(),
                                  **execution_metadata(settings.execution), **stage_metadata(raw_corpus.height, result),
                                  **cleaning_metadata(result.stats, settings.privacy.policy)},
                                 output_name="result")
     yield from checked(context, pipeline, "cleaned_corpus", result, raw_corpus=raw_corpus)
+
+
+def _erase_from_published_versions(context, pipeline: PipelineResource, result) -> None:
+    """Erased records out of every kept split version (exports/versions/splits/*, the current one included),
+    now, not at the next publication; request ids and counts only in the log."""
+    erased = result.rejected.filter(pl.col("reason") == "erased_by_request")["record_id"].to_list()
+    honoured = sorted(r for r, n in result.stats.erasure.removed_by_request.items() if n)
+    removed = versions.erase_records(pipeline.data_root(), erased, honoured)
+    if removed:
+        context.log.info("erasure: rows removed from kept split versions: "
+                         + ", ".join(f"{v} {n}" for v, n in removed.items()))
 
 
 def _keep_raw_text_only_where_allowed(pipeline: PipelineResource, raw_corpus: pl.DataFrame,

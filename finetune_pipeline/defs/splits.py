@@ -9,7 +9,7 @@ folds.parquet) only after every blocking check passed."""
 import dagster as dg
 import polars as pl
 
-from finetune_pipeline import atomic, exports, reporting
+from finetune_pipeline import atomic, exports, reporting, versions
 from finetune_pipeline import validation as v
 from finetune_pipeline.cleaning import CleaningStats
 from finetune_pipeline.cleaning.cache import cached_personal_data_left
@@ -333,18 +333,26 @@ def _dataset_card(pipeline: PipelineResource, splits: pl.DataFrame) -> str:
         domain=DedupStats.from_dict(pipeline.stage_stats("deduplicated_corpus")).domain)
 
 
-@dg.asset(group_name="splits", kinds={"huggingface"}, owners=OWNERS, deps=["dataset_splits"],
-          description="The published dataset: exports/splits/ (and exports/folds.parquet) replaced by the "
-                      "dataset_splits candidate, whole, only after every blocking check of dataset_splits passed. "
-                      "A failed check leaves the previous published files as they were.")
-def published_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dict:
+@dg.asset(group_name="splits", kinds={"huggingface"}, owners=OWNERS,
+          description="The published dataset, versioned: the dataset_splits candidate (and its folds) kept as a "
+                      "new version under exports/versions/splits/<time>-<digest>/ with its run id, and made "
+                      "current (exports/splits and exports/folds.parquet name it), only after every blocking "
+                      "check of dataset_splits passed; the last publish.keep versions are kept, and a candidate "
+                      "equal to a kept version makes no new one. A failed check leaves the current version as it "
+                      "was. `finetune-pipeline rollback VERSION` makes an older one current.")
+def published_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource,
+                     dataset_splits: pl.DataFrame) -> dict:
     require_upstream_checks(context, "dataset_splits")
     root = pipeline.data_root()
-    target = atomic.publish(root.staged(root.splits_export), root.splits_export)
-    atomic.publish(root.staged(root.folds), root.folds)
+    version, new = versions.publish(root, versions.SPLITS, root.staged(root.splits_export), run_id=context.run_id,
+                                    keep=pipeline.settings().publish.keep, folds=root.staged(root.folds),
+                                    data_snapshot=exports.content_digest(dataset_splits))
+    target = root.splits_export
     rows = {name: len((target / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()) for name in SPLITS}
-    context.add_output_metadata({"path": dg.MetadataValue.path(str(target)), "rows": sum(rows.values())})
-    return {"path": str(target), "rows": rows}
+    context.add_output_metadata({"path": dg.MetadataValue.path(str(target)), "rows": sum(rows.values()),
+                                 "version": version.version, "new_version": new,
+                                 "data_snapshot": version.data_snapshot})
+    return {"path": str(target), "rows": rows, "version": version.version}
 
 
 def _candidate(pipeline: PipelineResource) -> dict:

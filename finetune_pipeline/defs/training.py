@@ -10,7 +10,7 @@ import time
 import dagster as dg
 import polars as pl
 
-from finetune_pipeline import atomic, exports, incremental, reporting
+from finetune_pipeline import atomic, exports, incremental, reporting, versions
 from finetune_pipeline import validation as v
 from finetune_pipeline.defs import OWNERS
 from finetune_pipeline.defs.gates import Refusal, check_specs, checked, gate, require_upstream_checks, suite_result
@@ -190,20 +190,37 @@ def _cross_validation_metadata(result: ComparisonResult) -> dict:
 
 
 @dg.asset(group_name="training", kinds={"peft"}, owners=OWNERS,
-          description="The published adapter: models/<adapter_name>/ replaced by the lora_adapter candidate, whole, "
-                      "and its models/registry.json entry, only after lora_adapter's blocking checks passed. A "
-                      "worse-than-baseline candidate leaves the published adapter and registry as they were.")
+          description="The published adapter, versioned: the lora_adapter candidate kept as a new version under "
+                      "models/versions/<adapter_name>/<time>-<digest>/ (its card naming the dataset version it "
+                      "was trained on), added at the head of its models/registry.json history and made current "
+                      "(models/<adapter_name> names it), only after lora_adapter's blocking checks passed; the "
+                      "last publish.keep versions are kept. A worse-than-baseline candidate leaves the current "
+                      "adapter and the registry as they were.")
 def published_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource, lora_adapter: dict) -> dict:
     require_upstream_checks(context, "lora_adapter")
     from finetune_pipeline.training import registry  # torch: only the training steps pay the import
 
     settings, root = pipeline.settings(), pipeline.data_root()
     name = settings.training.adapter_name
-    target = atomic.publish(root.staged(root.adapter(name)), root.adapter(name))
-    entry = registry.register(root.models, name, target, lora_adapter)
-    context.add_output_metadata({"adapter_path": dg.MetadataValue.path(str(target)),
+    snapshot = TrainingResult.from_dict(lora_adapter).data_snapshot or ""
+    dataset_version = versions.find_dataset_version(root, snapshot)
+
+    def register(version: versions.Version) -> None:  # before it is current: the registry lists it first
+        if registry.history(root.models, name)[:1] and registry.history(root.models, name)[0].get(
+                "version") == version.version:
+            return  # an unchanged candidate: its entry heads the history already
+        registry.register(root.models, name, versions.versions_dir(root, versions.ADAPTER, name) / version.version
+                          / versions.ADAPTER, lora_adapter, version=version.version,
+                          dataset_version=version.dataset_version)
+
+    version, new = versions.publish(root, versions.ADAPTER, root.staged(root.adapter(name)), run_id=context.run_id,
+                                    keep=settings.publish.keep, name=name, data_snapshot=snapshot,
+                                    dataset_version=dataset_version, before_current=register)
+    entry = registry.get(root.models, name)
+    context.add_output_metadata({"adapter_path": dg.MetadataValue.path(str(root.adapter(name))),
                                  "registry": dg.MetadataValue.path(str(root.registry)),
-                                 "data_snapshot": entry["data_snapshot"]})
+                                 "data_snapshot": entry["data_snapshot"], "version": version.version,
+                                 "new_version": new, "dataset_version": version.dataset_version or "none"})
     return entry
 
 

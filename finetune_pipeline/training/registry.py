@@ -1,6 +1,12 @@
 """The adapters registry: one adapter per task name under `models/<task>/`, listed in `models/registry.json`
 with its base model, approach, data snapshot, creation time and a metrics summary.
 
+`registry.json` keeps the history: per task a list of entries, newest publication first, each naming its
+version (`version`, its folder under models/versions/<task>/ in `path`) and the dataset version it was trained
+on (`dataset_version`). The current entry is the one whose version models/<task> names (versions.py: a
+rollback swaps that link only, so the registry never disagrees with the files); without versions, the
+first. A registry written before versions (one entry per task) is read as a one-entry history.
+
     list_adapters(models_dir)            -> the entries
     load(models_dir, task)               -> (model, tokenizer, entry): the base model with that adapter
     switch(model, models_dir, task)      -> entry: another task's adapter on the same base model object
@@ -27,12 +33,33 @@ from finetune_pipeline.training.results import TrainingResult
 REGISTRY_FILE = "registry.json"
 
 
-def _read(models_dir: Path) -> dict[str, dict]:
+def _history(models_dir: Path) -> dict[str, list[dict]]:
+    """Every task's entries, newest first (a one-entry-per-task registry read as one-entry lists)."""
     path = Path(models_dir) / REGISTRY_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
+    data = json.loads(path.read_text()) if path.exists() else {}
+    return {task: entries if isinstance(entries, list) else [entries] for task, entries in data.items()}
 
 
-def _write(models_dir: Path, entries: dict[str, dict]) -> None:
+def _current(models_dir: Path, task: str, entries: list[dict]) -> dict:
+    """The entry of the version models/<task> names; the newest when it names none the registry lists."""
+    from finetune_pipeline import versions
+    from finetune_pipeline.layout import DataRoot
+
+    now = versions.current(DataRoot(Path(models_dir).parent), versions.ADAPTER, task)
+    return next((e for e in entries if now and e.get("version") == now), entries[0])
+
+
+def _read(models_dir: Path) -> dict[str, dict]:
+    """The current entry of every task."""
+    return {task: _current(models_dir, task, entries) for task, entries in _history(models_dir).items() if entries}
+
+
+def history(models_dir: str | Path, task: str) -> list[dict]:
+    """Every registered entry of `task`, newest first (empty when none)."""
+    return _history(Path(models_dir)).get(task, [])
+
+
+def _write(models_dir: Path, entries: dict[str, list[dict]]) -> None:
     models_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".registry.", dir=models_dir)
     with os.fdopen(fd, "w") as f:
@@ -40,8 +67,11 @@ def _write(models_dir: Path, entries: dict[str, dict]) -> None:
     os.replace(tmp, models_dir / REGISTRY_FILE)
 
 
-def register(models_dir: str | Path, task: str, adapter_dir: str | Path, result: TrainingResult | dict) -> dict:
-    """Add or replace `task`'s entry for the adapter saved in `adapter_dir` (normally models/<task>/)."""
+def register(models_dir: str | Path, task: str, adapter_dir: str | Path, result: TrainingResult | dict,
+             version: str = "", dataset_version: str = "") -> dict:
+    """Add `task`'s entry for the adapter saved in `adapter_dir` (normally models/<task>/, or its version's
+    folder) at the head of its history; an entry of the same version is replaced, and without a version
+    the unversioned entries are (one adapter trained in place)."""
     models_dir, adapter_dir = Path(models_dir), Path(adapter_dir)
     result = TrainingResult.from_dict(result)
     kind = task_named(result.task)
@@ -59,8 +89,10 @@ def register(models_dir: str | Path, task: str, adapter_dir: str | Path, result:
         "metrics": kind.metrics_summary(result),
         "trainable_parameters": result.trainable_parameters,
     }
-    entries = _read(models_dir)
-    entries[task] = entry
+    if version:
+        entry.update(version=version, dataset_version=dataset_version)
+    entries = _history(models_dir)
+    entries[task] = [entry] + [e for e in entries.get(task, []) if e.get("version", "") != version]
     _write(models_dir, entries)
     return entry
 
