@@ -176,3 +176,31 @@ def test_rated_ties_become_pending_pairs_beside_ordinary_pairs(tmp_path):
         ("Also best.", "Best."), ("Best.", "Second best.")]
     assert result.kept.filter(pl.col("record_id") == rid)["label_source"].to_list() == ["human"]
     assert PENDING not in result.kept.columns
+
+
+def test_a_pending_pair_is_cleaned_redacted_held_then_decided(tmp_path):
+    """Through the stages as the preference kind runs them: the pending pair's turns are PII-redacted like any
+    pair's, it waits in review (its task names no planted value), and one annotator's choice makes it a pair."""
+    from finetune_pipeline.cleaning.stage import clean_corpus
+    from finetune_pipeline.dedup.stage import deduplicate
+    from finetune_pipeline.labeling.stage import apply_labels
+
+    cfg = Settings(task="preference", training={"preference": {"base_model": "unused"}})
+    prompt = [{"role": "user", "content": "How do I give a Debian server a static network address?"}]
+    rated = [RatedAnswer("Edit /etc/network/interfaces: set address, netmask and gateway, then restart networking. "
+                         "Mail jane.planted@example.com for help.", 5.0, 1),
+             RatedAnswer("Use nmcli to set the connection's IPv4 method to manual with the address and gateway, "
+                         "then bring the connection up again.", 5.0, 2)]
+    corpus = pair_records(tie_records(prompt, rated, "line 1"), "raw/uf.jsonl", "jsonl")
+    deduplicated = deduplicate(clean_corpus(corpus, cfg).kept, cfg).kept
+    held = apply_labels(deduplicated, cfg)
+    assert held.kept.is_empty() and held.rejected["reason"].to_list() == ["in_review"]
+    paths = write_review_export(held.review_queue, [], tmp_path / "review")
+    written = paths["pairwise_tasks"].read_text()
+    assert "jane.planted" not in written and "<EMAIL>" in written
+    rid = deduplicated["record_id"][0]
+    export(tmp_path / "annotations", "project-1.json", {rid: [("ann1@x.org", "B")]})
+    annotations, problems = load_annotations(tmp_path / "annotations")
+    decided = apply_labels(deduplicated, cfg, annotations, problems)
+    chosen, rejected = answers(decided.kept, rid)
+    assert chosen.startswith("Use nmcli") and "<EMAIL>" in rejected and decided.review_queue.is_empty()

@@ -273,8 +273,8 @@ def review_metadata(review: pl.DataFrame, paths: dict) -> dict:
         "lowest_scores": table(["record_id", "reason", "prediction", "score", "chars"],
                                [[r, why, label or "", "" if score is None else f"{score:.3f}", chars]
                                 for r, why, label, score, chars in lowest.rows()]),
-        "tasks": dg.MetadataValue.path(str(paths["tasks"])),
-        "label_config": dg.MetadataValue.path(str(paths["label_config"])),
+        # tasks, label_config, and pairwise_tasks, pairwise_label_config where pending pairs wait (labeling/pairwise.py)
+        **{name: dg.MetadataValue.path(str(path)) for name, path in paths.items()},
         "dagster/row_count": review.height,
     }
 
