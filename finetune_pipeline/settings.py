@@ -1011,6 +1011,11 @@ class PreferenceSettings(_Section):
         "best_vs_each", description="How rated answers become pairs: best_vs_each pairs the highest-rated answer "
         "(the first of them on a tie) with every answer rated strictly lower; best_vs_worst makes one pair, the "
         "highest against the lowest. Answers rated as high as the chosen one are ties: dropped and counted.")
+    review_ties: bool = Field(
+        False, description="Rated answers tied with the best one go to pairwise review (exports/review/"
+        "pairwise_tasks.json: which answer is better?) instead of being dropped; people's choices in annotations/ "
+        "make them pairs (labeling/pairwise.py). A row whose answers all tie then waits in review instead of "
+        "being rejected as tied_ratings.")
     max_length_ratio: float = Field(
         4.0, gt=1, description="A pair whose longer answer is more than this many times the shorter one "
         "(characters) is rejected as length_ratio: DPO would learn the length, not the content.")

@@ -204,3 +204,26 @@ def test_a_pending_pair_is_cleaned_redacted_held_then_decided(tmp_path):
     decided = apply_labels(deduplicated, cfg, annotations, problems)
     chosen, rejected = answers(decided.kept, rid)
     assert chosen.startswith("Use nmcli") and "<EMAIL>" in rejected and decided.review_queue.is_empty()
+
+
+def test_reading_with_review_ties_keeps_tied_answers_as_pending_pairs(tmp_path):
+    from finetune_pipeline.tasks.preference import read_preference_source
+
+    rows = [{"instruction": "Explain it.", "completions": [
+                {"response": "Okay answer.", "overall_score": 3}, {"response": "Best answer.", "overall_score": 5},
+                {"response": "Also best.", "overall_score": 5}]},
+            {"instruction": "Name it.", "completions": [
+                {"response": "Left.", "overall_score": 4}, {"response": "Right.", "overall_score": 4}]}]
+    path = tmp_path / "uf.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    dropped = read_preference_source(path, Settings())
+    assert dropped.stats.ties_dropped == 2 and [r["reason"] for r in dropped.rejects] == ["tied_ratings"]
+    assert not any(r.get(PENDING) for r in dropped.pairs)
+
+    kept = read_preference_source(path, Settings(preference={"review_ties": True}))
+    assert kept.stats.ties_dropped == 0 and kept.rejects == []
+    pending = [r for r in kept.pairs if r.get(PENDING)]
+    assert [(r["locator"], r["answer_a_id"], r["answer_b_id"]) for r in pending] == [
+        ("line 1; answers 2 and 3 tied", "answer 02", "answer 03"), ("line 2; answers 1 and 2 tied", "answer 01",
+                                                                      "answer 02")]
+    assert len(kept.pairs) == 1 + 2  # the ordinary pair (answer 2 over 1) stays

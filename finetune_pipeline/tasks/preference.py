@@ -420,7 +420,15 @@ def _rated_row(row: dict, locator: str, cfg: PreferenceSettings, read: Preferenc
         raise MalformedPair(TOO_FEW_RATED, f"{len(answers)} answer(s) with text and a numeric rating; a pair needs "
                                            f"two: rate the answers ({', '.join(cfg.score_fields)}) or remove the row")
     made = pairs_by_rating(answers, cfg.pairing)
-    read.stats.ties_dropped += made.ties
+    pending = []
+    if cfg.review_ties:  # the ties wait for people's choice (labeling/pairwise.py) instead of being dropped
+        from finetune_pipeline.labeling.pairwise import tie_records
+
+        pending = tie_records(prompt_turns, answers, locator)
+        read.pairs += pending
+    read.stats.ties_dropped += made.ties - len(pending)
+    if not made.pairs and pending:
+        return
     if not made.pairs:
         raise MalformedPair(TIED_RATINGS, f"all {len(answers)} answers are rated {answers[0].rating:g}: no answer is "
                                           f"preferred; rate them apart or remove the row")
