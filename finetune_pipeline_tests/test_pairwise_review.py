@@ -227,3 +227,23 @@ def test_reading_with_review_ties_keeps_tied_answers_as_pending_pairs(tmp_path):
         ("line 1; answers 2 and 3 tied", "answer 02", "answer 03"), ("line 2; answers 1 and 2 tied", "answer 01",
                                                                       "answer 02")]
     assert len(kept.pairs) == 1 + 2  # the ordinary pair (answer 2 over 1) stays
+
+
+def test_a_conflict_marked_for_review_by_dedup_gives_one_pending_pair_per_two_answers():
+    from finetune_pipeline.dedup.conflicts import prompt_dedup
+    from finetune_pipeline.labeling.pairwise import conflict_pending
+    from finetune_pipeline.records import corpus_frame, make_record_id
+    from finetune_pipeline.settings import DedupSettings
+
+    sky = {"role": "user", "content": "What color is the sky?"}
+    answers = ["It is blue.", "It is green.", "Purple, mostly at noon."]
+    rows = [{"record_id": make_record_id("raw/chats.jsonl", f"line {n}"), "source_uri": "raw/chats.jsonl",
+             "locator": f"line {n}", "messages": json.dumps([sky, {"role": "assistant", "content": a}]),
+             "text": a, "prompt": sky["content"], "response": a} for n, a in enumerate(answers, start=1)]
+    marked = prompt_dedup(corpus_frame(rows), DedupSettings(conflicts="review", near_duplicates=False)).kept
+    pending = conflict_pending(marked)
+    assert len(pending) == 3 and all(r["pairwise_origin"] == "conflict" and r[PENDING] for r in pending)
+    ids = sorted(r["record_id"] for r in rows)
+    assert sorted((r["answer_a_id"], r["answer_b_id"]) for r in pending) == [
+        (ids[0], ids[1]), (ids[0], ids[2]), (ids[1], ids[2])]
+    assert {r["prompt"] for r in pending} == {sky["content"]}
