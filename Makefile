@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test audit ui clean
+.PHONY: install run test audit ui review clean
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,16 @@ audit:
 ui: install
 	$(BIN)/finetune-pipeline build-base-model
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
+
+# Review in a real Label Studio (review.backend: label_studio in finetune.yaml; review.url's default is this
+# port): starts Label Studio (scripts/label_studio.sh; its own .venv-labelstudio/, state in .labelstudio/) on
+# 127.0.0.1:8080, then the Dagster UI beside it with the server's API token in LABEL_STUDIO_USER_TOKEN.
+# First user: $$LABEL_STUDIO_USERNAME (admin@example.com), password in .labelstudio/password unless set.
+review: install
+	$(BIN)/finetune-pipeline build-base-model
+	@export LABEL_STUDIO_STATE=$${LABEL_STUDIO_STATE:-$(CURDIR)/.labelstudio} LABEL_STUDIO_PORT=$${LABEL_STUDIO_PORT:-8080}; \
+	  url=$$(scripts/label_studio.sh start) && echo "Label Studio: $$url" && \
+	  LABEL_STUDIO_USER_TOKEN=$$(scripts/label_studio.sh token) $(BIN)/dagster dev -h 127.0.0.1 -p 3000
 
 clean:
 	rm -rf $(DAGSTER_HOME) $(FINETUNE_DATA_DIR)/.pipeline $(FINETUNE_DATA_DIR)/exports $(FINETUNE_DATA_DIR)/models

@@ -75,3 +75,25 @@ def sample_run(tmp_path_factory):
     proc = subprocess.run([str(dagster), "asset", "materialize", "-m", "finetune_pipeline.definitions",
                            "--select", "*"], cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
     return root, home, proc, expected
+
+
+LABEL_STUDIO_STATE = Path(os.environ.get("LABEL_STUDIO_STATE", "/tmp/finetune-pipeline-labelstudio-test"))
+
+
+@pytest.fixture(scope="session")
+def label_studio_server():
+    """ONE real Label Studio server for the whole test run: (url, token). `scripts/label_studio.sh start`
+    (installs label-studio into .venv-labelstudio/ when missing; CI runs it before pytest, so this finds the
+    server running) with its state under LABEL_STUDIO_STATE. A server this fixture started is stopped at the
+    end. Fails, never skips, when the server cannot be started."""
+    env = {**os.environ, "LABEL_STUDIO_STATE": str(LABEL_STUDIO_STATE)}
+    script = str(REPO / "scripts" / "label_studio.sh")
+    was_running = subprocess.run([script, "url"], env=env, capture_output=True, text=True).returncode == 0
+    started = subprocess.run([script, "start"], env=env, capture_output=True, text=True)
+    if started.returncode != 0:
+        pytest.fail(f"scripts/label_studio.sh start failed (exit {started.returncode}): {started.stderr[-2000:]}")
+    url = started.stdout.strip().splitlines()[-1]
+    token = subprocess.run([script, "token"], env=env, capture_output=True, text=True, check=True).stdout.strip()
+    yield url, token
+    if not was_running:
+        subprocess.run([script, "stop"], env=env, capture_output=True)

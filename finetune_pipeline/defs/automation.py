@@ -71,19 +71,56 @@ refresh_labels = dg.define_asset_job(
 @dg.sensor(job=refresh_labels, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Requests a refresh of labeled_corpus and everything downstream when an annotation file "
                        "(Label Studio JSON export, or CSV record_id,annotator,label) under annotations/ is added, "
-                       "changed (by content hash) or removed.")
+                       "changed (by content hash) or removed; with review.backend: label_studio also when an "
+                       "annotation is added, changed or deleted on the Label Studio server (polled; a server that "
+                       "does not answer skips the tick with the reason and keeps the cursor).")
 def new_annotations(context: dg.SensorEvaluationContext, pipeline: PipelineResource):
     if skip := gate_skip(context, "refresh_labels"):
         return skip  # the cursor stays: the new annotations are requested once the gate is clear
     previous = json.loads(context.cursor) if context.cursor else {}
+    server_before = previous.pop(SERVER_CURSOR, None)  # review.backend: label_studio: the server's annotations
     found = inventory(pipeline.data_root().annotations, previous)
     current = {path: entry for path, entry in found.items()
                if path.lower().endswith(ANNOTATION_SUFFIXES) and not any(p.startswith(".") for p in path.split("/"))}
     changes = compare(previous, current)
-    context.update_cursor(json.dumps(current))
-    if not changes.any():
-        return dg.SkipReason(f"no new, changed or removed annotation files ({len(current)} files)")
-    return dg.RunRequest(tags={"trigger": "new_annotations", "changes": changes.describe()})
+    server_now, server_changed = _server_annotations(pipeline)
+    if isinstance(server_now, dg.SkipReason):
+        return server_now  # the cursor stays: what changed meanwhile is requested once the server answers
+    context.update_cursor(json.dumps({**current, **({SERVER_CURSOR: server_now} if server_now is not None else {})}))
+    server_changes = server_now is not None and server_now != server_before
+    if not changes.any() and not server_changes:
+        return dg.SkipReason(f"no new, changed or removed annotation files ({len(current)} files)"
+                             + ("" if server_now is None else " and no new or changed annotation in Label Studio"))
+    described = "; ".join([*([changes.describe()] if changes.any() else []),
+                           *([server_changed(server_before)] if server_changes else [])])
+    return dg.RunRequest(tags={"trigger": "new_annotations", "changes": described})
+
+
+SERVER_CURSOR = "label_studio:"  # never a path: inventory keys are paths relative to annotations/
+
+
+def _server_annotations(pipeline: PipelineResource):
+    """With review.backend: label_studio, (the server's annotation cursor, a describer of its change); (None,
+    None) with files; (SkipReason, None) when the server cannot be read (not answering, or the token refused)."""
+    from finetune_pipeline.labeling import label_studio
+    from finetune_pipeline.settings import SettingsError
+
+    try:
+        settings = pipeline.settings()
+    except SettingsError:
+        return None, None  # the files part still works; settings_changed names the error
+    if settings.review.backend != "label_studio":
+        return None, None
+    try:
+        now = label_studio.annotation_state(settings, pipeline.data_root())
+    except label_studio.LabelStudioError as err:
+        return dg.SkipReason(f"Label Studio not read, cursor kept: {err}"), None
+
+    def describe(before: dict | None) -> str:
+        before = before or {}
+        added = sum(max(v["annotations"] - before.get(k, {}).get("annotations", 0), 0) for k, v in now.items())
+        return f"Label Studio: annotations added, changed or deleted ({added} more than before)"
+    return now, describe
 
 
 # The first stage each finetune.yaml section changes; the run covers it and everything downstream. Stages
@@ -96,6 +133,7 @@ SECTION_STAGES: dict[str, tuple[str, ...]] = {
     "training.instruction_tokens": ("cleaned_corpus",),  # the too-long filter counts the base model's tokens
     "dedup": ("deduplicated_corpus",),
     "labels": ("labeled_corpus", "review_queue"), "labeling": ("labeled_corpus", "review_queue"),
+    "review": ("labeled_corpus", "review_queue"),  # where the review queue goes and the labels come from
     "augmentation": ("augmented_corpus",),
     "splits": ("split_assignment",),  # the split is decided there, before augmentation, which reads it
     "bias": ("dataset_splits", "bias_report"), "card": ("dataset_splits",),

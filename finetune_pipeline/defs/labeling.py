@@ -18,7 +18,7 @@ from finetune_pipeline.defs.metadata import (embedding_reuse, execution_metadata
 from finetune_pipeline.defs.progress import logged
 from finetune_pipeline.defs.resources import PipelineResource, RayCluster
 from finetune_pipeline.defs.types import CORPUS_COLUMNS, REVIEW_COLUMNS, CorpusFrame, ReviewFrame, column_schema
-from finetune_pipeline.labeling import apply_labels
+from finetune_pipeline.labeling import apply_labels, label_studio
 from finetune_pipeline.labeling.annotations import load_annotations
 from finetune_pipeline.labeling.review import write_review_export
 
@@ -58,6 +58,13 @@ def labeling(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_
     require_upstream_checks(context, "deduplicated_corpus")
     settings, root = pipeline.settings(), pipeline.data_root()
     annotations, problems = load_annotations(root.annotations)
+    # review.backend: label_studio: the server's annotations too (labeling/label_studio.py)
+    pulled = label_studio.pull_annotations(settings, root)
+    if pulled is not None:
+        if pulled.unavailable:
+            context.log.warning(pulled.unavailable)
+        annotations = label_studio.merge_annotations(annotations, pulled.poll.annotations)
+        problems = problems + pulled.poll.problems
     cache = pipeline.embedding_cache("labeled_corpus")
     with logged(context, "labeling"):
         result = apply_labels(deduplicated_corpus, settings, annotations, problems, embedding_cache=cache)
@@ -75,4 +82,9 @@ def labeling(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_
         }), deduplicated_corpus=deduplicated_corpus)
     if "review_queue" in context.selected_output_names:
         paths = write_review_export(result.review_queue, result.stats.labels, root.review)
-        yield dg.Output(result.review_queue, "review_queue", metadata=review_metadata(result.review_queue, paths))
+        pushed, unavailable = label_studio.push_review(settings, root)
+        if unavailable:
+            context.log.warning(unavailable)
+        server = pushed.metadata() if pushed is not None else {}
+        yield dg.Output(result.review_queue, "review_queue",
+                        metadata={**review_metadata(result.review_queue, paths), **server})

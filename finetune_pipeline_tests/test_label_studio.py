@@ -1,0 +1,249 @@
+"""review.backend: label_studio against a REAL Label Studio server (one for the whole run: conftest's
+`label_studio_server`): projects with their labeling config, idempotent import in priority order with the
+model's prediction and score, routing tabs, annotations polled back into labeling's frame and through the
+labeling stage, and the bad cases (server down, wrong token, task deleted in the UI, an annotation for an
+erased record, a label outside the label set)."""
+
+import json
+import socket
+import uuid
+
+import dagster as dg
+import polars as pl
+import pytest
+import requests
+
+from finetune_pipeline.defs.resources import PipelineResource
+from finetune_pipeline.labeling import apply_labels
+from finetune_pipeline.labeling import label_studio as ls
+from finetune_pipeline.labeling.annotations import ANNOTATIONS_SCHEMA
+from finetune_pipeline.labeling.review import write_review_export
+from finetune_pipeline.layout import DataRoot
+from finetune_pipeline.settings import Settings
+from finetune_pipeline_tests.test_labeling import LABELS, _corpus, _scripted_labeler
+
+TOKEN_ENV = "FINETUNE_TEST_LABEL_STUDIO_TOKEN"  # a name of our own: review.token_env is honoured
+ANNOTATORS = ["ann1@example.com", "ann2@example.com", "ann3@example.com"]
+
+
+def _settings(url: str, **review) -> Settings:
+    return Settings(labels=LABELS, labeling={"review_threshold": 0.7, "audit_share": 0.0,
+                                             "review": {"annotators": ANNOTATORS}},
+                    review={"backend": "label_studio", "url": url, "token_env": TOKEN_ENV, **review})
+
+
+def _corpus_with_r9():
+    return _corpus([("r1", "predict billing 0.55", None, None), ("r2", "predict shipping 0.31", None, None),
+                    ("r3", "predict account_access 0.62", None, None), ("r4", "predict billing 0.97", None, None),
+                    ("r9", "predict shipping 0.40", None, None)])
+
+
+@pytest.fixture
+def server(label_studio_server, monkeypatch):
+    url, token = label_studio_server
+    monkeypatch.setenv(TOKEN_ENV, token)
+    return url, token
+
+
+@pytest.fixture
+def root(tmp_path):
+    """A data root whose folder name (the project prefix) is unique on the shared server."""
+    folder = tmp_path / f"t-{uuid.uuid4().hex[:12]}"
+    folder.mkdir()
+    return DataRoot.resolve(folder)
+
+
+def _export_queue(settings, root):
+    """The labeling stage's review queue for the 5-record corpus, exported to exports/review/ (no server)."""
+    first = apply_labels(_corpus_with_r9(), settings, labeler=_scripted_labeler)
+    return write_review_export(first.review_queue, LABELS, root.review)
+
+
+def _push_queue(settings, root):
+    """The review queue exported and pushed; the tasks file."""
+    paths = _export_queue(settings, root)
+    pushed, unavailable = ls.push_review(settings, root)
+    assert unavailable is None
+    return pushed, json.loads(paths["tasks"].read_text())
+
+
+class Admin:
+    """Direct REST calls, as a person in the UI would act (users, annotations, deletions)."""
+
+    def __init__(self, url, token):
+        self.url, self.headers = url, {"Authorization": f"Token {token}"}
+
+    def call(self, method, path, **kwargs):
+        answer = requests.request(method, self.url + path, headers=self.headers, timeout=30, **kwargs)
+        assert answer.status_code < 400, answer.text[:300]
+        return answer.json() if answer.text else None
+
+    def user(self, email):
+        for user in self.call("GET", "/api/users/"):
+            if user["email"] == email:
+                return user["id"]
+        return self.call("POST", "/api/users/", json={"email": email, "username": email.split("@")[0]})["id"]
+
+    def tasks(self, project):
+        return {t["data"]["record_id"]: t for t in self.call(
+            "GET", f"/api/projects/{project}/export", params={"exportType": "JSON", "download_all_tasks": "true"})}
+
+    def annotate(self, task_id, email, label):
+        return self.call("POST", f"/api/tasks/{task_id}/annotations/", json={
+            "completed_by": self.user(email), "result": [{"from_name": "label", "to_name": "text", "type": "choices",
+                                                         "value": {"choices": [label]}}]})
+
+
+def test_project_per_kind_with_config_priority_order_predictions_routing_and_idempotent_import(server, root):
+    url, token = server
+    settings = _settings(url)
+    pushed, tasks = _push_queue(settings, root)
+    title = f"{root.path.name}: label review"
+    assert pushed.projects.keys() == {title} and pushed.imported[title] == len(tasks) == 4  # r2, r3, r9, r1
+    admin = Admin(url, token)
+    project = admin.call("GET", f"/api/projects/{pushed.projects[title]}/")
+    assert project["label_config"] == (root.review / "label_config.xml").read_text().strip()
+    needed = max(t["meta"]["annotators_needed"] for t in tasks)
+    assert project["maximum_annotations"] == needed
+
+    on_server = admin.tasks(project["id"])
+    # imported in the file's order (highest priority first): Label Studio's ids follow it
+    assert sorted(on_server, key=lambda r: on_server[r]["id"]) == [t["data"]["record_id"] for t in tasks]
+    predictions = admin.call("GET", "/api/predictions/", params={"task": on_server["r2"]["id"]})
+    assert len(predictions) == 1 and predictions[0]["score"] == pytest.approx(0.31)
+    assert predictions[0]["result"][0]["value"]["choices"] == ["shipping"]
+    assert predictions[0]["model_version"] == "scripted zero-shot"
+
+    # routing: a tab per annotator, holding exactly the items routed to them
+    views = {v["data"]["title"]: v for v in admin.call("GET", "/api/dm/views/", params={"project": project["id"]})}
+    routed = {a for t in tasks for a in t["meta"]["suggested_annotators"]}
+    assert routed and {f"for {a}" for a in routed} == set(views)
+    for annotator in routed:
+        in_tab = admin.call("GET", "/api/tasks/", params={"view": views[f"for {annotator}"]["id"],
+                                                          "project": project["id"]})["tasks"]
+        assert {t["data"]["record_id"] for t in in_tab} == {
+            t["data"]["record_id"] for t in tasks if annotator in t["meta"]["suggested_annotators"]}
+
+    again, _ = ls.push_review(settings, root)  # idempotent by record id: nothing imported twice
+    assert again.imported[title] == 0 and again.already_there[title] == 4
+    assert len(admin.tasks(project["id"])) == 4 and len(views) == len(admin.call(
+        "GET", "/api/dm/views/", params={"project": project["id"]}))
+
+
+def test_annotations_come_back_in_labelings_frame_and_through_the_labeling_stage(server, root):
+    url, token = server
+    settings = _settings(url)
+    pushed, _ = _push_queue(settings, root)
+    admin = Admin(url, token)
+    project = pushed.projects[f"{root.path.name}: label review"]
+    ids = {r: t["id"] for r, t in admin.tasks(project).items()}
+    before = ls.annotation_state(settings, root)
+
+    admin.annotate(ids["r1"], "lead@example.com", "billing")
+    for annotator in ANNOTATORS:
+        admin.annotate(ids["r2"], annotator, "shipping")
+    admin.annotate(ids["r3"], "ann1@example.com", "technical_issue")
+    admin.annotate(ids["r9"], "ann2@example.com", "shipping")  # r9 is erased below
+    admin.annotate(ids["r1"], "ann3@example.com", "refund")  # not in the label set
+
+    after = ls.annotation_state(settings, root)
+    assert after != before and ls.annotation_state(settings, root) == after  # the cursor moves on change only
+    pulled = ls.pull_annotations(settings, root)
+    assert pulled.unavailable is None
+    frame = pulled.poll.annotations
+    assert frame.schema == pl.Schema(ANNOTATIONS_SCHEMA) and frame.height == 7
+    assert set(frame["source_file"]) == {f"label_studio/{root.path.name}: label review"}
+    assert ("r2", "ann2@example.com", "shipping") in frame.select("record_id", "annotator", "label").rows()
+
+    corpus = _corpus_with_r9().filter(pl.col("record_id") != "r9")  # r9 erased since its annotation
+    result = apply_labels(corpus, settings, pulled.poll.annotations, pulled.poll.problems, labeler=_scripted_labeler)
+    kept = {r["record_id"]: (r["label"], r["label_source"]) for r in result.kept.iter_rows(named=True)}
+    assert kept == {"r1": ("billing", "human"), "r2": ("shipping", "crowd"), "r3": ("technical_issue", "human"),
+                    "r4": ("billing", "model")}
+    reasons = [p["reason"] for p in result.stats.annotations.problems]
+    assert any("record_id not in the corpus" in r for r in reasons)  # the erased record's: ignored and counted
+    assert any("'refund' is not in the label set" in r for r in reasons)  # rejected with the reason
+    # what the run used is kept for when the server is down
+    assert ls.load_snapshot(ls.snapshot_path(root.storage)).annotations.equals(frame)
+
+
+def test_a_task_deleted_in_the_ui_loses_its_annotations_and_comes_back_while_its_record_waits(server, root):
+    url, token = server
+    settings = _settings(url)
+    pushed, _ = _push_queue(settings, root)
+    title = f"{root.path.name}: label review"
+    admin = Admin(url, token)
+    ids = {r: t["id"] for r, t in admin.tasks(pushed.projects[title]).items()}
+    admin.annotate(ids["r3"], "ann1@example.com", "technical_issue")
+    admin.call("DELETE", f"/api/tasks/{ids['r3']}/")
+    polled = ls.pull_annotations(settings, root).poll
+    assert polled.annotations.is_empty() and polled.problems == []
+    again, _ = ls.push_review(settings, root)
+    assert again.imported[title] == 1 and "r3" in admin.tasks(pushed.projects[title])
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_server_down_is_a_clear_reason_the_sensor_skips_keeping_its_cursor_and_fails_only_when_required(
+        root, monkeypatch):
+    monkeypatch.setenv(TOKEN_ENV, "irrelevant")
+    dead = f"http://127.0.0.1:{_free_port()}"
+    settings = _settings(dead, timeout_s=5)
+    _export_queue(settings, root)
+    with pytest.raises(ls.ServerUnavailable, match="does not answer.*scripts/label_studio.sh start"):
+        ls.annotation_state(settings, root)
+    pulled = ls.pull_annotations(settings, root)  # not required: the last annotations (none yet), and why
+    assert pulled.poll.annotations.is_empty() and dead in pulled.unavailable
+    pushed, why = ls.push_review(settings, root)
+    assert pushed is None and "next run" in why
+    with pytest.raises(ls.ServerUnavailable):
+        ls.pull_annotations(_settings(dead, required=True), root)
+
+    from finetune_pipeline.defs.automation import new_annotations
+    (root.path / "finetune.yaml").write_text(
+        f"labels: {LABELS}\nreview: {{backend: label_studio, url: '{dead}', token_env: {TOKEN_ENV}, timeout_s: 5}}\n")
+    cursor = json.dumps({"batch.csv": [1.0, 2, "x"]})
+    context = dg.build_sensor_context(cursor=cursor, resources={"pipeline": PipelineResource(data_dir=str(root.path))})
+    result = new_annotations(context)
+    assert isinstance(result, dg.SkipReason) and "does not answer" in result.skip_message
+    assert context.cursor == cursor
+
+
+def test_wrong_or_missing_token_is_an_error_naming_the_variable_never_the_token(server, root, monkeypatch):
+    url, _ = server
+    _export_queue(_settings(url), root)
+    monkeypatch.setenv(TOKEN_ENV, "not-the-token-1234")
+    with pytest.raises(ls.TokenRefused) as err:
+        ls.annotation_state(_settings(url), root)
+    assert TOKEN_ENV in str(err.value) and "not-the-token-1234" not in str(err.value) and "401" in str(err.value)
+    monkeypatch.delenv(TOKEN_ENV)
+    with pytest.raises(ls.TokenRefused, match=f"{TOKEN_ENV} .*is not set"):
+        ls.push_review(_settings(url), root)
+
+
+def test_the_annotations_sensor_requests_a_run_when_an_annotation_arrives_in_label_studio(server, root):
+    from finetune_pipeline.defs.automation import new_annotations
+    url, token = server
+    settings = _settings(url)
+    pushed, _ = _push_queue(settings, root)
+    (root.path / "finetune.yaml").write_text(
+        f"labels: {LABELS}\nreview: {{backend: label_studio, url: '{url}', token_env: {TOKEN_ENV}}}\n")
+
+    def tick(cursor):
+        context = dg.build_sensor_context(cursor=cursor, resources={"pipeline": PipelineResource(data_dir=str(root.path))})
+        return new_annotations(context), context.cursor
+
+    result, cursor = tick(None)
+    assert isinstance(result, dg.RunRequest)  # first look: the server's state is new
+    result, cursor = tick(cursor)
+    assert isinstance(result, dg.SkipReason) and "Label Studio" in result.skip_message
+    admin = Admin(url, token)
+    task = admin.tasks(pushed.projects[f"{root.path.name}: label review"])["r2"]
+    admin.annotate(task["id"], "ann1@example.com", "shipping")
+    result, cursor = tick(cursor)
+    assert isinstance(result, dg.RunRequest) and "Label Studio" in result.tags["changes"]
+    assert isinstance(tick(cursor)[0], dg.SkipReason)
