@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test audit ui review clean
+.PHONY: install run test audit ui review mlflow clean
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,20 @@ review: install
 	@export LABEL_STUDIO_STATE=$${LABEL_STUDIO_STATE:-$(CURDIR)/.labelstudio} LABEL_STUDIO_PORT=$${LABEL_STUDIO_PORT:-8080}; \
 	  url=$$(scripts/label_studio.sh start) && echo "Label Studio: $$url" && \
 	  LABEL_STUDIO_USER_TOKEN=$$(scripts/label_studio.sh token) $(BIN)/dagster dev -h 127.0.0.1 -p 3000
+
+# The MLflow UI on the local tracking store (.pipeline/mlflow/ under the data root; tracking in finetune.yaml).
+# The project has mlflow-skinny (no UI); the full mlflow, whose pins clash with ours (pyarrow<26), lives in
+# its own .venv-mlflow/, at the same release so both read the same database schema.
+MLFLOW_VENV := .venv-mlflow
+MLFLOW_VERSION := $(shell sed -n 's/^mlflow-skinny==//p' requirements.lock)
+
+$(MLFLOW_VENV)/.installed: requirements.lock
+	test -x $(MLFLOW_VENV)/bin/python || $(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/pip install --quiet --disable-pip-version-check mlflow==$(MLFLOW_VERSION)
+	touch $@
+
+mlflow: install $(MLFLOW_VENV)/.installed
+	$(BIN)/python -m finetune_pipeline.tracking ui $(MLFLOW_VENV)/bin/mlflow
 
 clean:
 	rm -rf $(DAGSTER_HOME) $(FINETUNE_DATA_DIR)/.pipeline $(FINETUNE_DATA_DIR)/exports $(FINETUNE_DATA_DIR)/models

@@ -7,7 +7,7 @@ from finetune_pipeline.defs import augmentation, cleaning, collection, labeling,
 from finetune_pipeline.defs.automation import (new_annotations, new_raw_files, nightly_refresh, refresh_all,
                                                 refresh_labels, settings_changed)
 from finetune_pipeline.defs.io import ParquetIOManager
-from finetune_pipeline.defs.resources import PipelineResource, RayCluster
+from finetune_pipeline.defs.resources import ExperimentTracking, PipelineResource, RayCluster
 from finetune_pipeline.layout import DataRoot
 
 # One module per stage group, in pipeline order; each holds its assets and their checks.
@@ -16,15 +16,16 @@ ALL_ASSETS = dg.load_assets_from_modules(STAGE_MODULES)  # each asset carries it
 
 
 def resources_for(pipeline: PipelineResource) -> dict:
-    """Every resource the assets use: the data root and settings, the Parquet IO manager, and the Ray
-    cluster the heavy stages run on when `execution.backend` is `ray` (idle otherwise).
+    """Every resource the assets use: the data root and settings, the Parquet IO manager, the Ray
+    cluster the heavy stages run on when `execution.backend` is `ray` (idle otherwise), and MLflow tracking.
 
-    The IO manager and the Ray cluster take the run's `pipeline` resource itself (the same data root and
+    The IO manager, the Ray cluster and tracking take the run's `pipeline` resource itself (the same data root and
     settings, launchpad overrides included), not copies configured on their own."""
     shared = PipelineResource.configure_at_launch(
         **{name: value for name, value in (("data_dir", pipeline.data_dir), ("settings_yaml", pipeline.settings_yaml))
            if value is not None})
-    return {"pipeline": shared, "io_manager": ParquetIOManager(pipeline=shared), "ray_cluster": RayCluster(pipeline=shared)}
+    return {"pipeline": shared, "io_manager": ParquetIOManager(pipeline=shared), "ray_cluster": RayCluster(pipeline=shared),
+            "tracking": ExperimentTracking(pipeline=shared)}
 
 
 def definitions_for(root: DataRoot | None = None) -> dg.Definitions:

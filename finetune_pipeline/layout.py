@@ -88,6 +88,11 @@ class DataRoot:
         return self.storage / "assets"
 
     @property
+    def tracking_store(self) -> Path:
+        """The default MLflow store (finetune_pipeline/tracking.py): mlflow.db (SQLite) and artifacts/."""
+        return self.storage / "mlflow"
+
+    @property
     def settings_snapshots(self) -> Path:
         """The settings each run started with, one JSON file per run id."""
         return self.storage / "settings"

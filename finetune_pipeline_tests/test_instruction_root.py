@@ -134,9 +134,10 @@ def test_every_conversation_is_in_a_split_or_a_reject(example_run):
 def test_no_planted_value_in_exports_models_dagster_storage_or_logs(example_run):
     root, dagster_home, instance, result = example_run
     layout = DataRoot(root)
-    folders = (layout.exports, layout.models, root / ".pipeline" / "base_model", dagster_home)
+    folders = (layout.exports, layout.models, root / ".pipeline" / "base_model", dagster_home, layout.tracking_store)
     files = [p for folder in folders for p in folder.rglob("*") if p.is_file()]
     assert any(p.suffix == ".db" for p in files)  # Dagster's run and event storage is among what is searched
+    assert (layout.tracking_store / "mlflow.db").is_file()  # and the MLflow store (runs, model cards, adapter)
     leaks = [(str(p), v) for p in files for v in PLANTED if v.encode() in p.read_bytes()]
     assert leaks == []
     events = " ".join(repr(e) for e in instance.all_logs(result.run_id))  # messages, metadata, check results

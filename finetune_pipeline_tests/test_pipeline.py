@@ -169,14 +169,19 @@ PLANTED_PII = ("maria.lopez@example.com", "tom.baker@example.org", "priya.n@exam
 
 
 def test_no_personal_data_in_dagster_storage_logs_or_metadata(sample_run):
-    """Run and event storage (SQLite), compute logs and the stats behind the asset metadata carry no
-    planted PII value: redaction happens before anything is logged or described."""
+    """Run and event storage (SQLite), compute logs, the stats behind the asset metadata and the MLflow store
+    (its database: params, metrics, tags; its artifacts) carry no planted PII value: redaction happens
+    before anything is logged or described."""
     root, home, proc, _ = sample_run
     raw = b"".join(p.read_bytes() for p in (root / "raw").rglob("*") if p.is_file() and p.stat().st_size < 2**26)
     assert all(value.encode() in raw for value in PLANTED_PII)  # they really are in the inputs
     places = [p for p in home.rglob("*") if p.is_file()]  # history/ (runs, events), storage/ (compute logs)
     places += list((root / ".pipeline" / "stats").glob("*.json"))
     assert any(p.suffix == ".db" for p in places) and any(p.suffix in (".out", ".err") for p in places)
+    mlflow_store = [p for p in DataRoot(root).tracking_store.rglob("*") if p.is_file()]
+    # what is searched holds the runs: the database, the model cards and the adapter's weights
+    assert {"mlflow.db", "README.md", "adapter_model.safetensors"} <= {p.name for p in mlflow_store}
+    places += mlflow_store
     for path in places:
         data = path.read_bytes()
         for value in PLANTED_PII:

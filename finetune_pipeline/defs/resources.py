@@ -1,4 +1,4 @@
-"""Resources: the data root, the settings a run uses, and the Ray cluster of the heavy stages."""
+"""Resources: the data root, the settings a run uses, the Ray cluster of the heavy stages and MLflow tracking."""
 
 
 import contextlib
@@ -19,6 +19,7 @@ from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.records import CORPUS_STAGES, empty_rejects
 from finetune_pipeline.tasks import task_for
 from finetune_pipeline.settings import Settings, SettingsError, load_settings
+from finetune_pipeline.tracking import TrackedRun, Tracker
 
 
 class PipelineResource(dg.ConfigurableResource):
@@ -165,3 +166,27 @@ class RayCluster(LocalRay):
     def connect(self, context):
         self._context = execution.connect(self.pipeline.settings().execution)
         return self._context
+
+
+class ExperimentTracking(dg.ConfigurableResource):
+    """MLflow tracking of the training assets (finetune_pipeline/tracking.py), as finetune.yaml's `tracking`
+    section says: results are logged after training, the published adapter becomes a registered model
+    version. A store that cannot be reached is a warning in the step's log, never a failed step.
+    (dagster-mlflow offers only the older function-style resource; this one is a ConfigurableResource.)"""
+
+    pipeline: PipelineResource
+
+    def tracker(self, context) -> Tracker:
+        """The run's tracker; its warnings go to the step's log."""
+        settings = self.pipeline.settings()
+        return Tracker.from_settings(settings.tracking, self.pipeline.data_root(), settings.training.adapter_name,
+                                     warn=context.log.warning)
+
+    @staticmethod
+    def metadata(tracked: TrackedRun | None) -> dict:
+        """The asset metadata linking the MLflow run (its id, tracking URI and page)."""
+        if tracked is None:
+            return {"mlflow_run": "not logged (tracking.enabled is false, or the store did not answer: see the "
+                                  "step's warnings)"}
+        return {"mlflow_run_id": tracked.run_id, "mlflow_experiment_id": tracked.experiment_id,
+                "mlflow_tracking_uri": tracked.tracking_uri, "mlflow_run": dg.MetadataValue.url(tracked.ui_url)}

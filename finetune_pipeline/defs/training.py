@@ -15,9 +15,10 @@ from finetune_pipeline import validation as v
 from finetune_pipeline.defs import OWNERS
 from finetune_pipeline.defs.gates import Refusal, check_specs, checked, gate, require_upstream_checks, suite_result
 from finetune_pipeline.defs.metadata import settings_used
-from finetune_pipeline.defs.resources import PipelineResource
+from finetune_pipeline.defs.resources import ExperimentTracking, PipelineResource
 from finetune_pipeline.splits import cross_validation_folds
 from finetune_pipeline.tasks import task_for, task_named
+from finetune_pipeline.tracking import comparison_arms, training_key
 from finetune_pipeline.training.results import ComparisonResult, TrainingResult
 
 
@@ -75,7 +76,7 @@ def approach_comparison_complete(pipeline: PipelineResource, current: dict) -> d
                       "responses only, packing). Resumes from its checkpoint after a killed run. Saved as "
                       "safetensors with the tokenizer, metrics.json and a model card under "
                       ".pipeline/staging/models/<adapter_name>/, the candidate published_adapter publishes.")
-def lora_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource,
+def lora_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource, tracking: ExperimentTracking,
                  dataset_splits: pl.DataFrame):
     require_upstream_checks(context, "dataset_splits")
     settings, root = pipeline.settings(), pipeline.data_root()
@@ -97,6 +98,7 @@ def lora_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource,
         result = run_approach(approach, task.training_splits(dataset_splits), labels, cfg, output,
                               data_snapshot=snapshot, log=context.log.info, task=task)
         incremental.remember(output, key, result.to_dict())
+    tracked = _track(context, tracking, result, key, reused, output)
     context.add_output_metadata({**settings_used(settings, "task", "training"), **_reuse_metadata(reused, key, snapshot),
         "candidate_path": dg.MetadataValue.path(str(output)),
         "evaluation": dg.MetadataValue.md(reporting.evaluation_markdown(result)),
@@ -106,10 +108,20 @@ def lora_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource,
         "wall_time_s": result.wall_time_s,
         "peak_memory_mb": result.peak_memory_mb,
         "data_snapshot": snapshot,
+        **tracking.metadata(tracked),
     }, output_name="result")
     # a kept candidate keeps its data version
     # the step's output stays the JSON-shaped dict (what Dagster stores); readers take it back with from_dict
     yield from checked(context, pipeline, "lora_adapter", dg.Output(result.to_dict(), data_version=dg.DataVersion(key)))
+
+
+def _track(context, tracking: ExperimentTracking, result: TrainingResult, key: str, reused: bool, model_dir):
+    """The MLflow run of the trained adapter: logged after training; a kept candidate links the run that
+    trained it (logged now only when the store has none, e.g. tracking was switched on since)."""
+    tracker = tracking.tracker(context)
+    found = tracker.find(key, "lora_adapter") if reused else None
+    return found or tracker.log_training(result, asset="lora_adapter", model_dir=model_dir, tags={
+        "finetune.training_key": key, "dagster.run_id": context.run_id})
 
 
 def _reuse_metadata(reused: bool, key: str, snapshot: str) -> dict:
@@ -132,7 +144,7 @@ def _reuse_metadata(reused: bool, key: str, snapshot: str) -> dict:
                       "train + validation records than splits.cv_below_records) every approach is also "
                       "cross-validated: mean ± std of the fold metric, LoRA against each approach paired by fold; "
                       "training.lora_search chooses LoRA's settings on those folds first.")
-def approach_comparison(context: dg.AssetExecutionContext, pipeline: PipelineResource,
+def approach_comparison(context: dg.AssetExecutionContext, pipeline: PipelineResource, tracking: ExperimentTracking,
                         dataset_splits: pl.DataFrame, lora_adapter: dict):
     require_upstream_checks(context, "dataset_splits", "lora_adapter")
     settings, root = pipeline.settings(), pipeline.data_root()
@@ -165,7 +177,15 @@ def approach_comparison(context: dg.AssetExecutionContext, pipeline: PipelineRes
         result.total_wall_time_s = round(time.perf_counter() - started, 1)
         paths = write_comparison(result, staged_exports)
         incremental.remember(folder, key, result.to_dict())
-    context.add_output_metadata({**_reuse_metadata(reused is not None, key, snapshot),
+    tracker = tracking.tracker(context)
+    tracked = tracker.find(key, "approach_comparison") if reused is not None else None
+    if tracked is None:  # each approach's result and card from its folder; the reused LoRA from lora_adapter
+        arms, arm_dirs = comparison_arms(folder, approaches, TrainingResult.from_dict(lora_adapter),
+                                         root.staged(root.adapter(settings.training.adapter_name)))
+        tracked = tracker.log_comparison(result, asset="approach_comparison", arms=arms, arm_dirs=arm_dirs,
+                                         exports=list(paths.values()),
+                                         tags={"finetune.training_key": key, "dagster.run_id": context.run_id})
+    context.add_output_metadata({**_reuse_metadata(reused is not None, key, snapshot), **tracking.metadata(tracked),
         "comparison": dg.MetadataValue.md(reporting.comparison_markdown(result)),
         "plot": dg.MetadataValue.md(f"![approach comparison]({reporting.png_data_uri(paths['png'].read_bytes())})"),
         "total_wall_time_s": result.total_wall_time_s,
@@ -196,7 +216,8 @@ def _cross_validation_metadata(result: ComparisonResult) -> dict:
                       "(models/<adapter_name> names it), only after lora_adapter's blocking checks passed; the "
                       "last publish.keep versions are kept. A worse-than-baseline candidate leaves the current "
                       "adapter and the registry as they were.")
-def published_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource, lora_adapter: dict) -> dict:
+def published_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource, tracking: ExperimentTracking,
+                      lora_adapter: dict) -> dict:
     require_upstream_checks(context, "lora_adapter")
     from finetune_pipeline.training import registry  # torch: only the training steps pay the import
 
@@ -221,7 +242,23 @@ def published_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResou
                                  "registry": dg.MetadataValue.path(str(root.registry)),
                                  "data_snapshot": entry["data_snapshot"], "version": version.version,
                                  "new_version": new, "dataset_version": version.dataset_version or "none"})
+    context.add_output_metadata(_register(context, tracking, root.adapter(name), entry))
     return entry
+
+
+def _register(context, tracking: ExperimentTracking, adapter_dir, entry: dict) -> dict:
+    """The published adapter as a version of the MLflow registered model (its files logged into the run that
+    trained it), tagged with its dataset version, data snapshot and this Dagster run; the metadata naming it."""
+    tracker = tracking.tracker(context)
+    key = training_key(adapter_dir)
+    trained = tracker.find(key, "lora_adapter") if key else None
+    registered = tracker.register_adapter(adapter_dir, run=trained, dataset_version=entry.get("dataset_version") or "",
+                                          data_snapshot=entry["data_snapshot"], adapter_version=entry.get("version"),
+                                          tags={"dagster.run_id": context.run_id})
+    if registered is None:
+        return tracking.metadata(None)
+    run, version = registered
+    return {**tracking.metadata(run), "mlflow_model": tracker.registered_model, "mlflow_model_version": version}
 
 
 @dg.asset(group_name="training", kinds={"pytorch"}, owners=OWNERS, deps=["approach_comparison"],
