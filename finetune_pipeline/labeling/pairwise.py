@@ -112,19 +112,19 @@ def conflict_pending(conversations: pl.DataFrame) -> list[dict]:
             turns_a, turns_b = json.loads(first["messages"]), json.loads(second["messages"])
             if turns_a[-1]["content"].strip() == turns_b[-1]["content"].strip():
                 continue  # the same answer twice: nothing to choose between
-            records.append({**pending_record(turns_a[:-1], (first["record_id"], turns_a[-1:]),
-                                             (second["record_id"], turns_b[-1:]), "conflict",
-                                             f"{cid}: {first['record_id']} or {second['record_id']}"),
-                            "source_uri": first.get("source_uri")})
+            records.append(pending_record(turns_a[:-1], (first["record_id"], turns_a[-1:]),
+                                          (second["record_id"], turns_b[-1:]), "conflict",
+                                          f"{cid}: {first['record_id']} or {second['record_id']}"))
     return records
 
 
 def conflict_records(conversations: pl.DataFrame) -> pl.DataFrame:
-    """`conflict_pending` as a corpus frame (record ids from each pair's source_uri and locator), the pending
-    columns present even when empty."""
+    """`conflict_pending` as a corpus frame (record ids from the source_uri of answer A and the locator), the
+    pending columns present even when empty."""
     from finetune_pipeline.tasks.preference import pair_records
 
-    frames = [pair_records([r], r["source_uri"] or "", "conflict") for r in conflict_pending(conversations)]
+    source_of = dict(conversations.select("record_id", "source_uri").iter_rows())
+    frames = [pair_records([r], source_of[r["answer_a_id"]] or "", "conflict") for r in conflict_pending(conversations)]
     if not frames:
         return _with_pending_columns(pair_records([], "", "conflict"))
     return _with_pending_columns(pl.concat(frames, how="diagonal_relaxed"))
