@@ -161,12 +161,14 @@ def _swap_link(link: Path, target: str) -> None:
 
 
 def stamp_card(card: Path, lines: list[str]) -> None:
-    """Add `lines` to a card (README.md) as a paragraph under its title, the first `# ` heading."""
+    """Add `lines` to a card (README.md), one paragraph each, under its title (the first `# ` heading)."""
     if not card.is_file():
         return
     text = card.read_text(encoding="utf-8").split("\n")
-    at = next((i + 1 for i, line in enumerate(text) if line.startswith("# ")), len(text))
-    card.write_text("\n".join(text[:at] + ["", *lines] + text[at:]), encoding="utf-8")
+    body = text.index("---", 1) + 1 if text[0] == "---" and "---" in text[1:] else 0  # after the YAML header
+    at = next((i + 1 for i, line in enumerate(text) if i >= body and line.startswith("# ")), len(text))
+    card.write_text("\n".join(text[:at] + [part for line in lines for part in ("", line)] + text[at:]),
+                    encoding="utf-8")
 
 
 def version_lines(version: Version) -> list[str]:

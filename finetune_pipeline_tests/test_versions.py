@@ -222,10 +222,14 @@ def test_adapter_versions_name_their_dataset_version_and_the_registry_keeps_the_
     root = DataRoot(tmp_path)
     frame = _frame(20)
     splits_version, _ = _publish_splits(root, frame, "run-1")
-    # a registry written before versions: one entry per task, still read
-    root.models.mkdir(parents=True)
-    root.registry.write_text(json.dumps({"old_task": {"task": "old_task", "path": "old_task", "created": "2026"}}))
+    # a registry written before versions: one entry per task, still read; tickets' folder published in place
+    legacy = {"task": "tickets", "path": "tickets", "created": "2025", "metrics": {"test_accuracy": 0.7}}
+    root.adapter("tickets").mkdir(parents=True)
+    (root.adapter("tickets") / "adapter_model.safetensors").write_bytes(b"legacy weights")
+    root.registry.write_text(json.dumps({"old_task": {"task": "old_task", "path": "old_task", "created": "2026"},
+                                         "tickets": legacy}))
     assert registry.get(root.models, "old_task")["created"] == "2026"
+    assert registry.get(root.models, "tickets") == legacy
 
     good = _publish_adapter(root, "tickets", b"good weights", _result(exports.content_digest(frame), 0.9), "run-1")
     good_files = _bytes(root.adapter("tickets"))
@@ -238,8 +242,8 @@ def test_adapter_versions_name_their_dataset_version_and_the_registry_keeps_the_
         (root.adapter("tickets") / "README.md").read_text()
 
     history = json.loads(root.registry.read_text())
-    assert isinstance(history["tickets"], list) and [e["version"] for e in history["tickets"]] == \
-        [bad.version, good.version]  # newest first
+    assert isinstance(history["tickets"], list) and [e.get("version") for e in history["tickets"]] == \
+        [bad.version, good.version, None]  # newest first; the entry from before versions last
     assert history["old_task"] == [{"task": "old_task", "path": "old_task", "created": "2026"}]
     assert history["tickets"][1]["dataset_version"] == splits_version.version
     assert history["tickets"][1]["path"] == f"versions/tickets/{good.version}/adapter"
@@ -251,6 +255,12 @@ def test_adapter_versions_name_their_dataset_version_and_the_registry_keeps_the_
     assert entry["version"] == good.version and entry["metrics"]["test_accuracy"] == 0.9
     assert registry.adapter_path(root.models, entry) == root.adapter("tickets").resolve()
     assert [e["task"] for e in registry.list_adapters(root.models)] == ["old_task", "tickets"]
+    # the folder from before versions was adopted as a version; rolling back to it brings its entry back
+    adopted = versions.kept(root, versions.ADAPTER, "tickets")[0]
+    assert adopted.run_id == "before-versions"
+    versions.rollback(root, adopted.version)
+    assert (root.adapter("tickets") / "adapter_model.safetensors").read_bytes() == b"legacy weights"
+    assert registry.get(root.models, "tickets") == legacy
 
 
 def test_the_end_to_end_run_publishes_versions_that_name_each_other(sample_run, capsys):

@@ -41,12 +41,14 @@ def _history(models_dir: Path) -> dict[str, list[dict]]:
 
 
 def _current(models_dir: Path, task: str, entries: list[dict]) -> dict:
-    """The entry of the version models/<task> names; the newest when it names none the registry lists."""
+    """The entry of the version models/<task> names; one it names that no entry lists is the adapter adopted
+    from before versions (its entry has no version); no version at all: the newest entry."""
     from finetune_pipeline import versions
     from finetune_pipeline.layout import DataRoot
 
     now = versions.current(DataRoot(Path(models_dir).parent), versions.ADAPTER, task)
-    return next((e for e in entries if now and e.get("version") == now), entries[0])
+    listed = next((e for e in entries if now and e.get("version") == now), None)
+    return listed or next((e for e in entries if now and "version" not in e), entries[0])
 
 
 def _read(models_dir: Path) -> dict[str, dict]:
