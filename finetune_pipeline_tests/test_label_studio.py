@@ -17,7 +17,7 @@ from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.labeling import apply_labels
 from finetune_pipeline.labeling import label_studio as ls
 from finetune_pipeline.labeling.annotations import ANNOTATIONS_SCHEMA
-from finetune_pipeline.labeling.review import write_review_export
+from finetune_pipeline.labeling.review import REVIEW_SCHEMA, write_pairwise_export, write_review_export
 from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.settings import Settings
 from finetune_pipeline_tests.test_labeling import LABELS, _corpus, _scripted_labeler
@@ -247,3 +247,27 @@ def test_the_annotations_sensor_requests_a_run_when_an_annotation_arrives_in_lab
     result, cursor = tick(cursor)
     assert isinstance(result, dg.RunRequest) and "Label Studio" in result.tags["changes"]
     assert isinstance(tick(cursor)[0], dg.SkipReason)
+
+
+def test_preference_comparison_gets_its_own_project_and_its_choices_come_back(server, root):
+    """Pending preference pairs (labeling/pairwise.py's pairwise_tasks.json and config) go to a project of
+    their own; the choice an annotator makes there comes back as A/B/tie rows in labeling's frame."""
+    url, token = server
+    settings = _settings(url)
+    options = {"answer_a": "Restart the router.", "answer_b": "Call us.", "answer_a_id": "a1", "answer_b_id": "b1",
+               "origin": "tie", "annotations": 0}
+    row = {c: None for c in REVIEW_SCHEMA} | {"record_id": "p1", "text": "The internet is down, what now?",
+                                              "reason": "pairwise", "options": json.dumps(options), "score": 0.0}
+    write_pairwise_export(pl.DataFrame([row], schema=REVIEW_SCHEMA), root.review)
+    pushed, _ = ls.push_review(settings, root)
+    title = f"{root.path.name}: preference comparison"
+    assert pushed.projects.keys() == {title} and pushed.imported[title] == 1  # no empty project for other kinds
+    admin = Admin(url, token)
+    task = admin.tasks(pushed.projects[title])["p1"]
+    assert task["data"]["answer_a"] == "Restart the router."
+    admin.call("POST", f"/api/tasks/{task['id']}/annotations/", json={
+        "completed_by": admin.user("ann2@example.com"), "result": [{
+            "from_name": "preference", "to_name": "prompt", "type": "choices", "value": {"choices": ["A"]}}]})
+    frame = ls.pull_annotations(settings, root).poll.annotations
+    assert frame.select("record_id", "annotator", "label", "source_file").rows() == [
+        ("p1", "ann2@example.com", "A", f"label_studio/{title}")]

@@ -247,6 +247,8 @@ class LabelStudio:
         result = PushResult()
         for kind, tasks_file, config_file in review_kinds(folder):
             tasks = json.loads(tasks_file.read_text(encoding="utf-8"))
+            if not tasks:
+                continue  # no empty project for a kind with nothing to review (e.g. tasks.json of a pairs root)
             needed = [int(n) for t in tasks if (n := (t.get("meta") or {}).get("annotators_needed"))]
             project = self.ensure_project(kind, config_file.read_text(encoding="utf-8"),
                                           overlap=max(needed) if needed else None)
