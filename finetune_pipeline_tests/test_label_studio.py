@@ -271,3 +271,132 @@ def test_preference_comparison_gets_its_own_project_and_its_choices_come_back(se
     frame = ls.pull_annotations(settings, root).poll.annotations
     assert frame.select("record_id", "annotator", "label", "source_file").rows() == [
         ("p1", "ann2@example.com", "A", f"label_studio/{title}")]
+
+
+# ---- in a real browser: Debian's Chromium, driven over the DevTools protocol (no driver, no download)
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+class _Browser:
+    """Headless Chromium with one page, driven over the DevTools protocol (websockets)."""
+
+    def __init__(self, profile):
+        import subprocess
+        import time
+        import urllib.request
+
+        self.port = _free_port()
+        self.proc = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+             "--window-size=1600,1000", f"--remote-debugging-port={self.port}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list", timeout=2) as answer:
+                    targets = json.load(answer)
+                break
+            except OSError:
+                time.sleep(0.2)
+        self.ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+        self.n = 0
+
+    async def send(self, ws, method, **params):
+        self.n += 1
+        await ws.send(json.dumps({"id": self.n, "method": method, "params": params}))
+        while True:
+            message = json.loads(await ws.recv())
+            if message.get("id") == self.n:
+                assert "error" not in message, message["error"]
+                return message.get("result", {})
+
+    async def js(self, ws, expression):
+        answer = await self.send(ws, "Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
+        return answer.get("result", {}).get("value")
+
+    async def wait_for(self, ws, expression, timeout=120):
+        import asyncio
+        import time
+
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if await self.js(ws, expression):
+                return
+            await asyncio.sleep(0.5)
+        text = await self.js(ws, "document.body.innerText.slice(0, 500)")
+        raise AssertionError(f"the page never showed {expression}; it shows: {text!r}")
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(20)
+
+
+def test_a_label_given_in_the_label_studio_ui_reaches_labeling_on_the_next_sensor_tick(server, root, tmp_path):
+    """Chromium logs in, opens the task of r2 in its project, changes the pre-selected prediction (shipping)
+    to billing and submits; the next sensor tick requests the run, and labeling labels r2 billing (human)."""
+    import asyncio
+    import time
+    from pathlib import Path
+
+    import websockets
+
+    from finetune_pipeline.defs.automation import new_annotations
+    from finetune_pipeline_tests.conftest import LABEL_STUDIO_STATE
+
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: `make test` installs it"
+    url, token = server
+    settings = _settings(url)
+    pushed, _ = _push_queue(settings, root)
+    project = pushed.projects[f"{root.path.name}: label review"]
+    admin = Admin(url, token)
+    task = admin.tasks(project)["r2"]
+    (root.path / "finetune.yaml").write_text(
+        f"labels: {LABELS}\nreview: {{backend: label_studio, url: '{url}', token_env: {TOKEN_ENV}}}\n")
+
+    def tick(cursor):
+        context = dg.build_sensor_context(cursor=cursor, resources={"pipeline": PipelineResource(data_dir=str(root.path))})
+        return new_annotations(context), context.cursor
+
+    _, cursor = tick(None)
+    email = (LABEL_STUDIO_STATE / "username").read_text()
+    password = (LABEL_STUDIO_STATE / "password").read_text()
+
+    async def annotate(browser):
+        async with websockets.connect(browser.ws_url, max_size=2 ** 26) as ws:
+            await browser.send(ws, "Page.enable")
+            await browser.send(ws, "Page.navigate", url=f"{url}/user/login/")
+            await browser.wait_for(ws, "document.querySelector('input[name=email]') !== null")
+            await browser.js(ws, f"""(() => {{
+                document.querySelector('input[name=email]').value = {json.dumps(email)};
+                document.querySelector('input[name=password]').value = {json.dumps(password)};
+                document.querySelector('form').submit(); return true; }})()""")
+            await browser.wait_for(ws, "!location.pathname.startsWith('/user/login')")
+            await browser.send(ws, "Page.navigate", url=f"{url}/projects/{project}/data?task={task['id']}")
+            await browser.wait_for(ws, "[...document.querySelectorAll('button')].some(b => b.textContent.trim() === 'Submit')")
+            choice = ("[...document.querySelectorAll('label')].find(e => e.textContent.trim()"
+                      ".replace(/\\[\\d+\\]$/, '') === 'billing')")  # a choice's text ends with its hotkey
+            await browser.wait_for(ws, f"{choice} !== undefined")
+            assert await browser.js(ws, f"(() => {{ {choice}.click(); return true; }})()")
+            assert await browser.js(ws, "(() => { const b = [...document.querySelectorAll('button')]"
+                                        ".find(b => b.textContent.trim() === 'Submit'); b.click(); return true; })()")
+            end = time.monotonic() + 60
+            while not admin.call("GET", f"/api/tasks/{task['id']}/annotations/") and time.monotonic() < end:
+                await asyncio.sleep(0.5)
+
+    browser = _Browser(tmp_path / "profile")
+    try:
+        asyncio.run(annotate(browser))
+    finally:
+        browser.close()
+    given = admin.call("GET", f"/api/tasks/{task['id']}/annotations/")
+    assert [a["result"][0]["value"]["choices"] for a in given] == [["billing"]]
+
+    result, cursor = tick(cursor)
+    assert isinstance(result, dg.RunRequest) and "Label Studio" in result.tags["changes"]
+    pulled = ls.pull_annotations(settings, root)
+    assert (("r2", email, "billing") in pulled.poll.annotations.select("record_id", "annotator", "label").rows())
+    labeled = apply_labels(_corpus_with_r9(), settings, pulled.poll.annotations, pulled.poll.problems,
+                           labeler=_scripted_labeler)
+    row = labeled.kept.filter(pl.col("record_id") == "r2").row(0, named=True)
+    assert (row["label"], row["label_source"]) == ("billing", "human")

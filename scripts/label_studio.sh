@@ -10,6 +10,7 @@
 #   scripts/label_studio.sh token   the API token the server was started with (for the environment
 #                                   variable named by `review.token_env`, LABEL_STUDIO_USER_TOKEN by default).
 #   scripts/label_studio.sh stop    stop it and delete its state folder.
+# The first user's e-mail, password and token are kept in the state folder (username, password, token; mode 600).
 #
 # Settings, from the environment (read on the first start only: Label Studio creates the user and token
 # when its database is empty):
@@ -78,7 +79,8 @@ start() {
   local token password
   token=$(secret LABEL_STUDIO_USER_TOKEN token)
   password=$(secret LABEL_STUDIO_PASSWORD password)
-  (umask 077; printf '%s' "$token" > "$STATE/token")
+  (umask 077; printf '%s' "$token" > "$STATE/token"; printf '%s' "$password" > "$STATE/password"
+   printf '%s' "${LABEL_STUDIO_USERNAME:-admin@example.com}" > "$STATE/username")
   # Offline and private: no telemetry, no version check, no sign-up page for strangers.
   LABEL_STUDIO_BASE_DATA_DIR="$STATE/data" \
   LABEL_STUDIO_USERNAME="${LABEL_STUDIO_USERNAME:-admin@example.com}" \
