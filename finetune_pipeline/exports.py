@@ -32,8 +32,9 @@ def export_splits(splits: pl.DataFrame, target: Path, task: Task | None = None) 
 
     disable_progress_bar()  # one bar per shard and split drowns the run log
 
-    splits = (task or task_named(None)).export_form(splits)
-    columns = [c for c in EXPORT_COLUMNS if c in splits.columns]
+    task = task or task_named(None)
+    splits = task.export_form(splits)
+    columns = [c for c in task.export_columns() if c in splits.columns]
     with atomic_path(Path(target)) as tmp:
         parts = {}
         for name in SPLITS:

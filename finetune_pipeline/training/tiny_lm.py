@@ -16,7 +16,6 @@ Imports no dagster. Never trust_remote_code.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -35,7 +34,8 @@ class BaseModelMissing(ValueError):
 
 
 def root_conversation_texts(root: DataRoot, settings: Settings) -> list[str]:
-    """Every turn of the root's conversations after the cleaning stage (normalised, personal data redacted)."""
+    """Every text unit of the root's records after the cleaning stage (normalised, personal data redacted):
+    each turn of a conversation or of a preference pair (`Task.text_units`)."""
     from finetune_pipeline.cleaning import clean_corpus
     from finetune_pipeline.sources import collect_raw_corpus
 
@@ -43,8 +43,8 @@ def root_conversation_texts(root: DataRoot, settings: Settings) -> list[str]:
     if corpus.is_empty():
         return []
     cleaned = clean_corpus(corpus, settings).kept
-    return [turn["content"] for messages in cleaned["messages"].to_list() if messages
-            for turn in json.loads(messages)]
+    task = task_for(settings)
+    return [unit for row in cleaned.iter_rows(named=True) for unit in task.text_units(row)]
 
 
 def train_chat_tokenizer(texts: list[str], vocab_size: int):
@@ -106,8 +106,8 @@ def ensure_base_model(root: DataRoot, settings: Settings, log=print) -> Path | N
     """The instruction base model folder, built first when `training.build_base_model.enabled` and it is
     missing. None for tasks without one (classification) and for a hub id left to transformers (online).
     Raises BaseModelMissing for a local folder that is not there and is not to be built."""
-    training = settings.training
-    name = task_for(settings).buildable_base_model(training)
+    training, task = settings.training, task_for(settings)
+    name = task.buildable_base_model(training)
     if not name:
         return None
     folder = Path(name).expanduser()
@@ -121,7 +121,7 @@ def ensure_base_model(root: DataRoot, settings: Settings, log=print) -> Path | N
         return folder
     if _looks_like_a_path(name) or os.environ.get("HF_HUB_OFFLINE") == "1":
         raise BaseModelMissing(
-            f"training.instruction.base_model: {name} not found (looked in {root.path} and the working directory"
+            f"training.{task.base_model_setting}: {name} not found (looked in {root.path} and the working directory"
             f"{'; the hub is offline' if os.environ.get('HF_HUB_OFFLINE') == '1' else ''}). Put a causal LM folder "
             "there (config.json, safetensors weights, tokenizer) or name one that exists; for a small "
             "random-weight model built from raw/ (examples and tests only) set training.build_base_model.enabled: "
