@@ -28,52 +28,17 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from finetune_pipeline.atomic import atomic_path
 from finetune_pipeline.training.base_model import autocast, quiet_transformers
 from finetune_pipeline.chat import conversation_ids, load_chat_tokenizer
+from finetune_pipeline.settings import PreferenceTrainingSettings  # training.preference
 from finetune_pipeline.training.preference_eval import PreferenceEvaluation, preference_evaluation
 
 ROLES = {"system", "user", "assistant", "tool"}
-
-
-class PreferenceTrainingSettings(BaseModel):
-    """DPO on a LoRA adapter: `training.preference` in finetune.yaml (until the settings gain that section,
-    build it here, e.g. `PreferenceTrainingSettings(base_model="models/base")`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    base_model: str = Field("", description="Local causal LM folder (config.json, safetensors weights, tokenizer) "
-                                            "the adapter trains on; required.")
-    beta: float = Field(0.1, gt=0, description="DPO's beta: how far the policy may move from the reference "
-                                               "(larger keeps it closer); TRL's default.")
-    learning_rate: float = Field(5e-5, gt=0, description="AdamW's learning rate for the LoRA weights (constant).")
-    epochs: int = Field(1, ge=1, description="Passes over the training pairs.")
-    batch_size: int = Field(8, ge=1, description="Pairs per optimizer step (each step runs 2 x batch_size "
-                                                 "sequences through the policy and the reference).")
-    max_length: int = Field(1024, ge=2, description="Tokens of prompt+answer kept, from the start (TRL's default).")
-    max_prompt_length: int = Field(512, ge=1, description="Tokens of the prompt kept, from its end (the turns "
-                                                          "nearest the answer); below max_length.")
-    max_grad_norm: float = Field(1.0, gt=0, description="Gradient norm clipping.")
-    lora_r: int = Field(16, ge=1, description="LoRA rank.")
-    lora_alpha: int = Field(32, ge=1, description="LoRA alpha (the update is scaled by alpha / r).")
-    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
-    target_modules: list[str] | Literal["all-linear"] = Field(
-        "all-linear", description="Modules that get LoRA: names, or all-linear (every linear layer but the head).")
-    log_every: int = Field(10, ge=1, description="A progress line every this many optimizer steps.")
-    seed: int = Field(42, description="Seeds the LoRA initialisation, dropout and the order of the pairs.")
-
-    @model_validator(mode="after")
-    def _prompt_fits(self):
-        if self.max_prompt_length >= self.max_length:
-            raise ValueError(f"training.preference.max_prompt_length ({self.max_prompt_length}) must be below "
-                             f"max_length ({self.max_length}) so every answer keeps at least one token")
-        return self
 
 
 # ---- pairs and tokens
