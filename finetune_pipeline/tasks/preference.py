@@ -27,13 +27,17 @@ import json
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import polars as pl
 
-from finetune_pipeline.records import StageStats, corpus_frame, make_record_id, reject_rows, sha256_text
-from finetune_pipeline.settings import CleaningSettings, PreferenceSettings, Settings
+from finetune_pipeline.records import (SPLITS, StageResult, StageStats, corpus_frame, make_record_id, reject_rows,
+                                       sha256_text)
+from finetune_pipeline.settings import (CleaningSettings, DedupSettings, PreferenceSettings, Settings,
+                                        TrainingSettings)
+from finetune_pipeline.tasks.base import Metric, Splits, Task
+from finetune_pipeline.training.results import TrainingResult
 
 # sources/ and cleaning/ are imported inside the functions that read or filter: both packages' stage runners
 # import the task registry (`finetune_pipeline.tasks`), which imports this module, so a module-level import
@@ -633,3 +637,435 @@ def filter_pairs(frame: pl.DataFrame, settings: Settings, stage: str = "cleaned_
                 for (reason,), part in dropped.group_by("_reason", maintain_order=True)]
     rejected = pl.concat(rejected) if rejected else reject_rows(dropped, stage, "", "")
     return marked.filter(pl.col("_reason").is_null()).drop("_reason", "_detail"), rejected
+
+
+# ---- conflicts read from an instruction file: pairs at reading
+
+NO_CONFLICT = "no_conflict"
+UNRESOLVED_CONFLICT = "unresolved_conflict"
+
+
+def pairs_from_conversations(conversations: list[dict], dedup) -> tuple[list[dict], list[dict]]:
+    """Pair records and rejects ({locator, reason, detail}) from the instruction conversations of one source
+    (`PreferenceRead.conversations`): conflicts are found among them as an instruction root's dedup finds them
+    (dedup/conflicts.py: same prompt, answers that disagree) and settled by `dedup.conflicts`; with
+    keep_first each rejected answer becomes a pair, the first answer chosen (`pairs_from_conflicts`).
+    Every conversation ends in a pair or a reject: a repeated answer is `duplicate_prompt`, a conversation
+    whose prompt has no other answer `no_conflict`, conflicts under drop_all `conflicting_instruction` and
+    under review `unresolved_conflict` (nobody reviews while reading). Conflicts are found within one source."""
+    from finetune_pipeline.dedup.conflicts import prompt_dedup
+
+    if not conversations:
+        return [], []
+    # record_id = locator: ids unique within the source, readable in the pairs' locators ("line 3; chosen over line 4")
+    corpus = corpus_frame([{**c, "record_id": c["locator"], "source_uri": ""} for c in conversations])
+    found = prompt_dedup(corpus, dedup)
+    pairs, stats = pairs_from_conflicts(corpus, found.rejected)
+    chosen = set(pairs["chosen_record_id"].to_list()) if not pairs.is_empty() else set()
+    records = [{**{k: row[k] for k in (*PAIR_COLUMNS, "text", "locator")}, "label": None, "label_source": None}
+               for row in pairs.iter_rows(named=True)]
+    rejects = [{"locator": r["locator"], "reason": r["reason"], "detail": r["detail"]}
+               for r in found.rejected.iter_rows(named=True)
+               if not (r["reason"] == CONFLICT_REASON and r["duplicate_of"] is not None)]
+    for row in found.kept.filter(~pl.col("record_id").is_in(list(chosen))).iter_rows(named=True):
+        if row.get("conflict_id") is not None:  # dedup.conflicts: review
+            rejects.append({"locator": row["locator"], "reason": UNRESOLVED_CONFLICT, "detail": (
+                f"{row['conflict_id']}: the same prompt has answers that disagree, and dedup.conflicts: review "
+                f"cannot be settled while reading; set dedup.conflicts: keep_first (the first answer chosen, each "
+                f"other answer rejected) or write the pairs yourself (prompt, chosen, rejected)")})
+        else:
+            rejects.append({"locator": row["locator"], "reason": NO_CONFLICT, "detail": (
+                "an instruction conversation whose prompt has no other answer in this file: a preference root makes "
+                "pairs only from conflicting answers; add the competing answer, or put it in an instruction root")})
+    return records, rejects
+
+
+# ---- the kind
+
+class _RecordFilter:
+    """The `cleaning.filters.Filter` contract (prepare, reject, flags_only, warning), written out rather than
+    subclassed: the cleaning package imports the task registry, so this module cannot import it at the top."""
+
+    name = ""
+
+    def prepare(self, candidates: list) -> None:
+        """Nothing to do once per batch."""
+
+    def reject(self, candidate) -> Reject:
+        raise NotImplementedError
+
+    def flags_only(self, candidate) -> bool:
+        return False
+
+    def warning(self) -> str | None:
+        return None
+
+
+class PairFilter(_RecordFilter):
+    """One pair filter of `pair_checks` on a cleaned pair record (`Candidate.fields`)."""
+
+    def __init__(self, name: str, check: Callable[[dict], Reject]):
+        self.name, self.check = name, check
+
+    def reject(self, candidate) -> Reject:
+        return self.check(candidate.fields)
+
+
+class EmptyPairTurnFilter(_RecordFilter):
+    """A turn of the prompt or of an answer left empty by cleaning."""
+
+    name = "empty_turn"
+
+    def reject(self, candidate) -> Reject:
+        pair = PreferencePair.from_record(candidate.fields)
+        for side, turns in (("prompt", pair.prompt_messages), ("chosen", pair.chosen), ("rejected", pair.rejected)):
+            empty = next((i for i, turn in enumerate(turns, start=1) if not turn["content"].strip()), None)
+            if empty:
+                return "empty", (f"{side} turn {empty} ({turns[empty - 1]['role']}) is empty after cleaning; fix the "
+                                 f"turn or remove the pair")
+        return None
+
+
+class PreferenceTask(Task):
+    """Preference pairs for DPO: a prompt with a chosen and a rejected answer, trained by DPO on a LoRA
+    adapter (training/dpo.py) and scored by preference accuracy and reward margins against the base model
+    (training/preference_eval.py)."""
+
+    name = "preference"
+    input_column, target_column = "prompt", "chosen"
+    metrics = (Metric("preference_accuracy", "preference accuracy", 3, True, 3),
+               Metric("reward_margin", "reward margin", 4, True, 4),
+               Metric("likelihood_accuracy", "likelihood accuracy", 3, True, 3))
+    headline = metrics[0]
+    baseline_name = "base model"
+    evaluated_on = ("test pairs: preference accuracy (the share whose chosen answer DPO's implicit reward ranks "
+                    "above the rejected one; the base model's reward is 0 for both: chance, 0.5), the mean reward "
+                    "margin, and likelihood accuracy (chosen more likely than rejected, the base model measured "
+                    "the same way)")
+    base_model_setting = "preference.base_model"
+
+    # ---- reading and cleaning
+
+    content_columns = ("text", "prompt", "prompt_messages", "chosen", "rejected")
+
+    def read_rows(self, path: Path, source_type: str, settings: Settings,
+                  notes: list[str]) -> tuple[list[dict], list[dict]]:
+        """Pairs in TRL's preference format or rated answers (`read_preference_source`); an instruction file's
+        conversations become pairs from their resolved conflicts (`pairs_from_conversations`, by the root's
+        `dedup.conflicts`). Documents are refused."""
+        from finetune_pipeline.sources import files
+
+        if path.suffix.lower() in files.DOCUMENT_TYPES:
+            return [], [{"locator": None, "reason": "not_a_pair", "detail": (
+                "a document holds no preference pairs; give pairs as .jsonl/.json/.parquet/.csv rows (prompt, "
+                "chosen, rejected) or move the file out of raw/")}]
+        read = read_preference_source(path, settings)
+        pairs, rejects = pairs_from_conversations(read.conversations, settings.dedup)
+        stats = read.stats
+        if stats.implicit_prompts:
+            notes.append(f"{stats.implicit_prompts} pair(s) with an implicit prompt (the start chosen and rejected "
+                         f"share)")
+        if stats.ties_dropped:
+            notes.append(f"{stats.ties_dropped} rated answer(s) tied with the best one: no pair (ties dropped)")
+        if read.conversations:
+            notes.append(f"{len(read.conversations)} instruction conversation(s): {len(pairs)} pair(s) from their "
+                         f"conflicts (dedup.conflicts: {settings.dedup.conflicts})")
+        return read.pairs + pairs, read.rejects + rejects
+
+    def read_query_rows(self, rows: list[tuple[str, dict]], source, uri: str) -> tuple[list[dict], list[dict]]:
+        """Pairs from a SQL query's rows under the default column names of `PreferenceSettings` (name them in
+        the SELECT: `SELECT question AS prompt, good AS chosen, bad AS rejected ...`)."""
+        from finetune_pipeline.settings import DedupSettings
+
+        read = rows_to_pairs(rows, PreferenceSettings(), source)
+        pairs, rejects = pairs_from_conversations(read.conversations, DedupSettings(conflicts="keep_first"))
+        return read.pairs + pairs, read.rejects + rejects
+
+    def record_columns(self, settings: Settings) -> dict[str, pl.DataType]:
+        """`prompt`, `prompt_messages`, `chosen`, `rejected` (JSON arrays of turns) and the ratings of pairs made
+        from rated answers."""
+        return {**PAIR_COLUMNS, "chosen_rating": pl.Float64, "rejected_rating": pl.Float64}
+
+    def text_units(self, row: dict) -> list[str]:
+        """Every turn of the prompt, then of the chosen and of the rejected answer."""
+        return text_units(row)
+
+    def from_units(self, row: dict, units: list[str]) -> dict:
+        return fields_from_units(row, units)
+
+    def cleaning_filters(self, settings: Settings) -> list:
+        """A turn emptied by cleaning, the pair filters (`pair_checks`), then the quality filters, the
+        repetition filters on each turn alone."""
+        from finetune_pipeline.cleaning import filters
+
+        return [EmptyPairTurnFilter(), *(PairFilter(name, check) for name, check in pair_checks(settings)),
+                *filters.quality_filters(settings.cleaning, turns_alone=True)]
+
+    def domain_texts(self, corpus: pl.DataFrame) -> list[str]:
+        """A pair's prompt (its last user turn)."""
+        return corpus.select(pl.coalesce("prompt", "text").fill_null("")).to_series().to_list()
+
+    # ---- dedup, labeling, augmentation, splits, exports
+
+    def near_duplicate_texts(self, kept: pl.DataFrame) -> pl.Series | None:
+        """None: pairs that share a prompt differ on purpose (rated answers give several pairs per prompt);
+        only exact copies of a whole pair are duplicates."""
+        return None
+
+    def duplicate_groups(self, kept: pl.DataFrame, dedup: DedupSettings) -> StageResult:
+        """Pairs whose prompts are the same or near duplicates (dedup/conflicts.py's prompt links) share a
+        group, so one split holds them all; nothing is rejected: one prompt with two answers is the point."""
+        from finetune_pipeline.dedup.conflicts import prompt_clusters
+
+        if kept.is_empty():
+            return StageResult(kept.with_columns(pl.col("record_id").alias("group_id")), stats=None)
+        contexts = ["\n".join(t["content"] for t in json.loads(m)) for m in kept["prompt_messages"].to_list()]
+        root = prompt_clusters(contexts, dedup).root
+        ids = kept["record_id"].to_list()
+        return StageResult(kept.with_columns(pl.Series("group_id", [ids[r] for r in root], pl.String)), stats=None)
+
+    def label(self, corpus: pl.DataFrame, settings: Settings, annotations: pl.DataFrame,
+              annotation_problems: list[dict] | None, labeler, cache):
+        """Pairs go on as they are; pending pairs (two answers, no preference yet) are decided by people's
+        pairwise choices in annotations/ or stay in review (labeling/pairwise.py)."""
+        from finetune_pipeline.labeling.pairwise import label_with_pairwise_review
+
+        return label_with_pairwise_review(corpus, settings, annotations, annotation_problems)
+
+    too_few_groups_hint = "add pairs with other prompts or change `splits`"
+
+    def stratify_column(self, frame: pl.DataFrame) -> str:
+        """`source_uri`: pairs from one file kept in proportion (explicit, rated, conflict pairs alike)."""
+        return "source_uri"
+
+    exported_text_columns = ("prompt_text", "chosen_text", "rejected_text", "source_uri", "locator")
+    exported_turn_columns = ("prompt", "chosen", "rejected")
+
+    def export_columns(self) -> tuple[str, ...]:
+        """TRL's conversational preference format first (`prompt`, `chosen`, `rejected`), then the plain form's
+        texts, then where each pair comes from."""
+        return ("prompt", "chosen", "rejected", "prompt_text", "chosen_text", "rejected_text", "record_id", "split",
+                "group_id", "source_uri", "source_type", "locator", "content_sha256", "chosen_rating",
+                "rejected_rating")
+
+    def export_form(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """TRL's preference format with an explicit prompt, as `trl.DPOTrainer` takes it: conversational
+        `prompt` (the prompt's turns), `chosen` and `rejected` (the answer turns: [assistant message]), each a
+        list of {role, content}; the plain form beside it as `prompt_text`, `chosen_text`, `rejected_text`
+        (the last turn's text of each: select those three and rename them for TRL's plain form)."""
+        if frame.is_empty() or "prompt_messages" not in frame.columns:
+            return frame
+        turns = pl.List(MESSAGE)
+        return frame.with_columns(
+            pl.col("prompt").alias("prompt_text"),
+            pl.col("chosen").str.json_decode(turns).list.last().struct.field("content").alias("chosen_text"),
+            pl.col("rejected").str.json_decode(turns).list.last().struct.field("content").alias("rejected_text"),
+        ).with_columns(pl.col("prompt_messages").str.json_decode(turns).alias("prompt"),
+                       pl.col("chosen").str.json_decode(turns), pl.col("rejected").str.json_decode(turns))
+
+    # ---- training, evaluation, gate, cards
+
+    recipes = ("dpo",)
+    adapter_approaches = ("dpo",)
+    fold_metric = "preference_accuracy"
+    hub_categories = ("text-generation",)
+
+    def settings_problem(self, settings: Settings) -> str | None:
+        """A causal LM to tune: training.preference.base_model."""
+        if not settings.training.preference.base_model:
+            return "task: preference needs training.preference.base_model (a local causal LM folder)"
+        return None
+
+    def training_splits(self, frame: pl.DataFrame) -> Splits:
+        """Per split (each pair as a JSON object {prompt, chosen, rejected} of turn lists, its chosen answer)."""
+        parts = {}
+        for name in SPLITS:
+            part = frame.filter(pl.col("split") == name)
+            rows = part.select("prompt_messages", "chosen", "rejected").iter_rows(named=True)
+            parts[name] = ([json.dumps(to_trl(row), ensure_ascii=False) for row in rows],
+                           [PreferencePair.from_record(row).chosen_text
+                            for row in part.select("prompt_messages", "chosen", "rejected").iter_rows(named=True)])
+        return parts
+
+    def train(self, approach, splits: Splits, labels: list[str], cfg: TrainingSettings,
+              output_dir, data_snapshot: str = "", log=print) -> TrainingResult:
+        """DPO on a LoRA adapter of `training.preference.base_model` (training/dpo.py), the reference being the
+        base with the adapter disabled; saved as safetensors with the tokenizer, metrics.json and a model card."""
+        import torch
+
+        from finetune_pipeline.atomic import atomic_path
+        from finetune_pipeline.chat import load_chat_tokenizer
+        from finetune_pipeline.training.base_model import quiet_transformers
+        from finetune_pipeline.training.dpo import train_dpo
+
+        pairs = {name: [json.loads(x) for x in inputs] for name, (inputs, _) in splits.items() if inputs}
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        dpo, model = train_dpo(pairs, cfg.preference, None, data_snapshot, log)
+        result = dpo_training_result(dpo, model, cfg)
+        if output_dir is not None:
+            with atomic_path(Path(output_dir)) as tmp, quiet_transformers():
+                model.save_pretrained(tmp, safe_serialization=True)
+                load_chat_tokenizer(cfg.preference.base_model).save_pretrained(tmp)
+                (tmp / "metrics.json").write_text(result.to_json())
+                (tmp / "README.md").write_text(self.model_card(result))
+        return result
+
+    def configured_base_model(self, training: TrainingSettings) -> str | None:
+        return training.preference.base_model
+
+    def buildable_base_model(self, training: TrainingSettings) -> str | None:
+        return training.preference.base_model
+
+    def untrained_model(self, entry: dict):
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(entry["base"])
+
+    def model_card(self, result: TrainingResult) -> str:
+        return preference_card(result)
+
+    def card_sections(self, splits: pl.DataFrame, agreement: dict) -> list[str]:
+        from_conflicts = splits.filter(pl.col("locator").str.contains("; chosen over ")).height \
+            if "locator" in splits.columns else 0
+        rated = splits["chosen_rating"].is_not_null().sum() if "chosen_rating" in splits.columns else 0
+        return ["## Preference pairs", "",
+                "Records are preference pairs in TRL's preference format with an explicit prompt: `prompt` (the "
+                "prompt's turns), `chosen` and `rejected` (the answer turns), each a list of {role, content}, as "
+                "`trl.DPOTrainer` takes them; the plain form is `prompt_text`, `chosen_text`, `rejected_text`. "
+                "No labels. Pairs whose prompts are the same or near duplicates are in one split.", "",
+                f"- Pairs made from rated answers (`chosen_rating`, `rejected_rating` kept): {rated}",
+                f"- Pairs made from resolved instruction conflicts (the kept answer chosen): {from_conflicts}", ""]
+
+    def approaches(self, training: TrainingSettings) -> list:
+        return ["dpo"]
+
+    def trained_approach(self, training: TrainingSettings):
+        return "dpo"
+
+    def record_expectations(self, labels: list[str]) -> list | None:
+        """A prompt and both answers, none empty."""
+        from finetune_pipeline import validation  # Great Expectations: only the check pays the import
+
+        E = validation.E
+        return [exp for column in ("prompt", "chosen", "rejected") for exp in (
+            E.ExpectColumnToExist(column=column), E.ExpectColumnValuesToNotBeNull(column=column),
+            E.ExpectColumnValueLengthsToBeBetween(column=column, min_value=1))]
+
+    def baseline(self, result: TrainingResult) -> dict[str, float]:
+        return result.base_model_test
+
+    def baseline_gate(self, result: TrainingResult) -> tuple[pl.DataFrame, list, dict[str, float]]:
+        """No NaN loss; the adapter's preference accuracy on the test pairs above the base model's (chance: its
+        reward ranks no pair), and its mean reward margin positive (chosen rewarded above rejected). An adapter
+        that learnt nothing, or the preferences backwards, fails both."""
+        from finetune_pipeline import validation  # Great Expectations: only the check pays the import
+
+        E = validation.E
+        test, base = result.test, self.baseline(result)
+        frame = pl.DataFrame({"nan_loss": [result.nan_loss], "test_preference_accuracy": [test["preference_accuracy"]],
+                              "test_reward_margin": [test["reward_margin"]]})
+        expectations = [
+            E.ExpectColumnValuesToBeInSet(column="nan_loss", value_set=[False]),
+            E.ExpectColumnValuesToBeBetween(column="test_preference_accuracy", min_value=base["preference_accuracy"],
+                                            max_value=1, strict_min=True),
+            E.ExpectColumnValuesToBeBetween(column="test_reward_margin", min_value=0, strict_min=True),
+        ]
+        return frame, expectations, {"test_preference_accuracy": test["preference_accuracy"],
+                                     "base_model_test_preference_accuracy": base["preference_accuracy"],
+                                     "test_reward_margin": test["reward_margin"]}
+
+    def model_name(self, result: TrainingResult) -> str:
+        return f"{result.approach} (LoRA)"
+
+    def metrics_summary(self, result: TrainingResult) -> dict[str, float]:
+        return {f"test_{m.key}": result.test.get(m.key, float("nan")) for m in self.metrics}
+
+    def comparison_scores(self, result: TrainingResult) -> dict[str, float]:
+        return {**super().comparison_scores(result),
+                "base_model_test_preference_accuracy": result.base_model_test["preference_accuracy"]}
+
+
+CHANCE = 0.5  # the base model's preference accuracy: its implicit reward is 0 for both answers, a coin decides
+
+
+def evaluation_scores(evaluation) -> tuple[dict[str, float], dict[str, float]]:
+    """(the adapter's scores, the base model's) of a split from its `PreferenceEvaluation` (preference_eval.py).
+    Preference accuracy is DPO's: the adapter's implicit reward beta * log(p_adapter / p_base) ranks chosen
+    above rejected. The base model's reward is 0 for both answers by definition, so it ranks no pair: its
+    preference accuracy is chance (0.5) and its margin 0. Likelihood accuracy (chosen more likely than
+    rejected, summed over answer tokens) is measured for both alike; it leans on length."""
+    nan = float("nan")
+    if evaluation is None or not evaluation.pairs:
+        return ({m.key: nan for m in PreferenceTask.metrics}, {m.key: nan for m in PreferenceTask.metrics})
+    adapter = {"preference_accuracy": evaluation.accuracy, "reward_margin": evaluation.reward_margin,
+               "likelihood_accuracy": evaluation.logp_accuracy, "chosen_reward": evaluation.chosen_reward,
+               "rejected_reward": evaluation.rejected_reward, "pairs": evaluation.pairs}
+    base = {"preference_accuracy": CHANCE, "reward_margin": 0.0, "likelihood_accuracy": evaluation.base_accuracy,
+            "likelihood_margin": evaluation.base_logp_margin, "pairs": evaluation.pairs}
+    return adapter, base
+
+
+def dpo_training_result(dpo, model, cfg: TrainingSettings) -> TrainingResult:
+    """The kind's `TrainingResult` (metrics.json) of a `DPOResult` and its model."""
+    import torch
+
+    test, base_test = evaluation_scores(dpo.test)
+    validation, _ = evaluation_scores(dpo.validation)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    history = [asdict(epoch) for epoch in dpo.history]
+    device = next(model.parameters()).device
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _peak_rss_mb())
+    return TrainingResult(
+        approach=dpo.approach, task="preference", base_model=dpo.base_model, test=test, base_model_test=base_test,
+        validation=validation, split_sizes=dpo.split_sizes, trainable_parameters=trainable,
+        total_parameters=sum(p.numel() for p in model.parameters()), learning_rate=cfg.preference.learning_rate,
+        epochs_run=len(dpo.history), history=history,
+        nan_loss=any(not math.isfinite(e.train_loss) for e in dpo.history), device=device.type,
+        wall_time_s=dpo.wall_time_s, peak_memory_mb=round(peak, 1), data_snapshot=dpo.data_snapshot,
+        settings=cfg.model_dump(mode="json"),
+        extra={"steps": dpo.steps, "truncated": dpo.truncated, "train_pairs_per_s": dpo.train_pairs_per_s,
+               "beta": cfg.preference.beta})
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def preference_card(result: TrainingResult) -> str:
+    """The model card of a DPO adapter: what it was trained on, its test scores beside the base model's."""
+    from finetune_pipeline import reporting
+
+    test, base = result.test, result.base_model_test
+    header = reporting._card_header(
+        result, library_name="peft", pipeline_tag="text-generation", tags=["lora", "dpo", "finetune-pipeline"],
+        results=[("accuracy", "Preference accuracy (test pairs)", test.get("preference_accuracy")),
+                 ("reward_margin", "Reward margin (test pairs)", test.get("reward_margin")),
+                 ("accuracy", "Likelihood accuracy (test pairs)", test.get("likelihood_accuracy"))])
+    sizes = ", ".join(f"{k} {v}" for k, v in (result.split_sizes or {}).items())
+
+    def number(value, digits=3):
+        return "nan" if value is None or value != value else f"{value:.{digits}f}"
+
+    return f"""{header}
+# LoRA adapter: DPO on preference pairs
+
+- Base model: {result.base_model}
+- Data snapshot: `{result.data_snapshot}`
+- Split sizes (pairs): {sizes}
+- DPO (sigmoid loss, beta {result.extra.get('beta')}); the reference is the base model (the adapter disabled)
+- Trainable parameters: {result.trainable_parameters:,} of {result.total_parameters:,}
+
+| metric (test pairs) | adapter | base model |
+|---|---|---|
+| preference accuracy (DPO's implicit reward ranks chosen first) | {number(test.get('preference_accuracy'))} | {number(base.get('preference_accuracy'))} |
+| reward margin (mean, chosen minus rejected) | {number(test.get('reward_margin'), 4)} | {number(base.get('reward_margin'), 4)} |
+| likelihood accuracy (chosen more likely than rejected) | {number(test.get('likelihood_accuracy'))} | {number(base.get('likelihood_accuracy'))} |
+
+The implicit reward of an answer is beta x log(p_adapter / p_base); the base model's is 0 for both answers, so
+it ranks no pair: its preference accuracy is chance (0.5). Likelihood accuracy compares summed log-probabilities
+of the two answers, for both models alike; it leans on the answers' lengths.
+Load it with PEFT: `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), path)`.
+"""
