@@ -54,21 +54,23 @@ dedup:
   conflicts: keep_first    # raw/conflicts.jsonl lists the right answer first: it is kept, the others rejected
 checks:
   min_records: 50
+splits:
+  cv_below_records: 0      # DPO is the kind's one approach: folds would train it three more times to compare it with nothing
 preference:
   pairing: best_vs_each    # rated answers: the best against every answer rated lower; ties dropped
   max_length_ratio: 4.0
 training:
   build_base_model:
     enabled: true          # built from raw/ when missing: random weights, a BPE tokenizer trained here
-  epochs: 2
-  batch_size: 4
-  lora:
-    r: 16
-    dropout: 0.0
-    learning_rate: 0.001
-  instruction:
+  preference:              # DPO on a LoRA adapter; the reference is the base with the adapter disabled
     base_model: .pipeline/base_model   # relative: under this data root
+    epochs: 2
+    batch_size: 4
+    learning_rate: 0.001
+    lora_r: 16
+    lora_dropout: 0.0
     max_length: 256
+    max_prompt_length: 128
 """
 
 SYSTEM = "You are a helpful assistant who knows the Debian operating system and its packages."
