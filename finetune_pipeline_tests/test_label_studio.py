@@ -400,3 +400,53 @@ def test_a_label_given_in_the_label_studio_ui_reaches_labeling_on_the_next_senso
                            labeler=_scripted_labeler)
     row = labeled.kept.filter(pl.col("record_id") == "r2").row(0, named=True)
     assert (row["label"], row["label_source"]) == ("billing", "human")
+
+
+# ---- through Dagster: the labeling assets with review.backend: label_studio
+
+def test_labeling_assets_push_the_queue_and_label_from_the_server_and_fail_on_a_dead_server_only_if_required(
+        server, tmp_path):
+    from finetune_pipeline.definitions import ALL_ASSETS, resources_for
+    from finetune_pipeline_tests.test_labeling_asset import _deduplicated_root
+
+    url, token = server
+    data = _deduplicated_root(tmp_path)
+    (data / "annotations" / "broken.json").unlink()
+    data = data.rename(tmp_path / f"d-{uuid.uuid4().hex[:12]}")
+    base = (data / "finetune.yaml").read_text()
+
+    def materialize(review):
+        (data / "finetune.yaml").write_text(base + f"review: {review}\n")
+        return dg.materialize(ALL_ASSETS, resources=resources_for(PipelineResource(data_dir=str(data))),
+                              selection=["labeled_corpus", "review_queue"], raise_on_error=False)
+
+    up = f"{{backend: label_studio, url: '{url}', token_env: {TOKEN_ENV}}}"
+    first = materialize(up)
+    assert first.success
+    meta = {m.asset_key.to_user_string(): m.metadata for m in first.asset_materializations_for_node("labeling")}
+    queue = json.loads((data / "exports" / "review" / "tasks.json").read_text())
+    assert meta["review_queue"]["label_studio_imported"].value == len(queue) > 0
+    assert token not in json.dumps({k: str(v.value) for k, v in meta["review_queue"].items()})
+
+    admin = Admin(url, token)
+    project = next(p["id"] for p in admin.call("GET", "/api/projects/")["results"]
+                   if p["title"] == f"{data.name}: label review")
+    split = admin.tasks(project)["bill2"]  # 2:2 in annotations/crowd.csv: waits in review
+    admin.annotate(split["id"], "lead@example.com", "shipping")  # the expert decides, in Label Studio
+    second = materialize(up)
+    assert second.success
+    labeled = pl.read_parquet(data / ".pipeline" / "assets" / "labeled_corpus.parquet")
+    row = labeled.filter(pl.col("record_id") == "bill2").row(0, named=True)
+    assert (row["label"], row["label_source"]) == ("shipping", "human")
+    meta = {m.asset_key.to_user_string(): m.metadata for m in second.asset_materializations_for_node("labeling")}
+    assert meta["review_queue"]["label_studio_imported"].value == 0  # nothing imported twice
+
+    dead = f"http://127.0.0.1:{_free_port()}"
+    assert materialize(f"{{backend: label_studio, url: '{dead}', token_env: {TOKEN_ENV}, timeout_s: 5}}").success
+    labeled = pl.read_parquet(data / ".pipeline" / "assets" / "labeled_corpus.parquet")
+    assert labeled.filter(pl.col("record_id") == "bill2")["label"].to_list() == ["shipping"]  # the last poll
+    required = materialize(f"{{backend: label_studio, url: '{dead}', token_env: {TOKEN_ENV}, timeout_s: 5, "
+                           "required: true}")
+    assert not required.success
+    failures = [e.step_failure_data.error.to_string() for e in required.all_events if e.is_step_failure]
+    assert failures and "does not answer" in failures[0] and dead in failures[0]

@@ -153,7 +153,7 @@ class LabelStudio:
                 raise ServerUnavailable(
                     f"Label Studio at {self.url} (review.url) does not answer ({type(exc).__name__}): start it "
                     "(scripts/label_studio.sh start, or `make review`), fix review.url, or set review.backend: "
-                    "files") from None
+                    "files.") from None
             if answer.status_code in (401, 403) or (not auth and answer.status_code == 400
                                                     and path == "/api/token/refresh/"):
                 raise TokenRefused(
