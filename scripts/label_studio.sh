@@ -68,6 +68,11 @@ secret() {  # the value of $1 in the environment, else the one kept in the state
 }
 
 start() {
+  # One start at a time per state folder: a second caller (the test fixture while `make test` starts the
+  # server in the background) waits here, then finds the server running.
+  mkdir -p "$(dirname "$STATE")"
+  exec 9>"$STATE.lock"
+  flock 9
   if url=$(running_url) && answers "$url"; then echo "$url"; return 0; fi
   install
   mkdir -p "$STATE/data" && chmod 700 "$STATE"
@@ -121,7 +126,7 @@ stop() {
       kill -9 "$pid" 2>/dev/null || true
     fi
   fi
-  rm -rf "$STATE"
+  rm -rf "$STATE" "$STATE.lock"
 }
 
 case "${1:-start}" in
