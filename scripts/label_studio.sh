@@ -97,7 +97,7 @@ start() {
   COLLECT_ANALYTICS=false SENTRY_DSN= FRONTEND_SENTRY_DSN= \
   nohup "$VENV/bin/label-studio" start --no-browser --internal-host 127.0.0.1 --port "$port" \
     --data-dir "$STATE/data" --enable-legacy-api-token --log-level WARNING \
-    > "$STATE/server.log" 2>&1 < /dev/null &
+    > "$STATE/server.log" 2>&1 < /dev/null 9>&- &  # the server must not hold the start lock
   echo $! > "$STATE/pid"
   echo "$url" > "$STATE/url"
   local waited=0
