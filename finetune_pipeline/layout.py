@@ -99,8 +99,10 @@ class DataRoot:
 
     def staged(self, published: Path) -> Path:
         """Where the candidate for a published path (an export, a model) is written first: it replaces the
-        published one only after the blocking checks of the asset that made it have passed."""
-        return self.storage / "staging" / Path(published).resolve().relative_to(self.path)
+        published one only after the blocking checks of the asset that made it have passed. The path is not
+        resolved: exports/splits and models/<name> are links to their current version (versions.py), and
+        their candidates stay at one place whichever version is current."""
+        return self.storage / "staging" / Path(os.path.abspath(published)).relative_to(self.path)
 
     def stage_rejects(self, stage: str) -> Path:
         return self.storage / "rejects" / f"{stage}.parquet"

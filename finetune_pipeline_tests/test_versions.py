@@ -58,6 +58,9 @@ def test_rollback_after_a_bad_publication_restores_every_file_byte_for_byte(tmp_
     root = DataRoot(tmp_path)
     good, new = _publish_splits(root, _frame(40), "run-good")
     assert new and root.splits_export.is_symlink() and root.folds.is_symlink()
+    # the candidates stay where they were, not under the version the link names
+    assert root.staged(root.splits_export) == root.storage / "staging" / "exports" / "splits"
+    assert root.staged(root.folds) == root.storage / "staging" / "exports" / "folds.parquet"
     before = _published(root)
     assert set(before) >= {"train.jsonl", "validation.jsonl", "test.jsonl", "README.md", "dataset_dict.json",
                            "../folds.parquet"} and any(k.endswith(".arrow") for k in before)
