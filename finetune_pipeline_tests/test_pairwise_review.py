@@ -2,6 +2,7 @@
 annotators back through annotations/, combined by Dawid-Skene into preference pairs (labeling/pairwise.py)."""
 
 import json
+from pathlib import Path
 import xml.etree.ElementTree as ET
 
 import polars as pl
@@ -247,3 +248,27 @@ def test_a_conflict_marked_for_review_by_dedup_gives_one_pending_pair_per_two_an
     assert sorted((r["answer_a_id"], r["answer_b_id"]) for r in pending) == [
         (ids[0], ids[1]), (ids[0], ids[2]), (ids[1], ids[2])]
     assert {r["prompt"] for r in pending} == {sky["content"]}
+
+
+def test_a_conflict_file_under_review_becomes_pending_pairs_at_reading():
+    """dedup.conflicts: review in a preference root: the conflicts of an instruction file wait for people's
+    choice as pending pairs (every two differing answers of a conflict), instead of being rejected; every
+    conversation still ends in a pair or a reject."""
+    from finetune_pipeline.settings import DedupSettings, Settings
+    from finetune_pipeline.tasks import preference as P
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "preference" / "raw" / "conflicts.jsonl"
+    read = P.read_preference_source(example, Settings())
+    records, rejects = P.pairs_from_conversations(read.conversations, DedupSettings(conflicts="review"))
+    pending = [r for r in records if r.get(PENDING)]
+    assert pending and len(pending) == len(records)  # nothing decided while reading
+    by_conflict = {}
+    for r in pending:
+        by_conflict.setdefault(r["locator"].split(":")[0], []).append(r)
+        assert r["answer_a_id"] < r["answer_b_id"] and json.loads(r["chosen"]) != json.loads(r["rejected"])
+    answered = {r[side] for r in pending for side in ("answer_a_id", "answer_b_id")}
+    every = {c["locator"] for c in read.conversations}
+    assert answered | {r["locator"] for r in rejects} == every  # nothing lost
+    assert not any(r["reason"] == P.UNRESOLVED_CONFLICT for r in rejects)
+    keep_first, _ = P.pairs_from_conversations(read.conversations, DedupSettings(conflicts="keep_first"))
+    assert len(keep_first) == len(answered) - len(by_conflict)  # one pair per wrong answer when decided

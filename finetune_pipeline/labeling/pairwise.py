@@ -70,7 +70,7 @@ def pending_record(prompt_messages: list[dict], first: tuple[str, list[dict]], s
                    origin: str, locator: str) -> dict:
     """The fields of a pending pair record from two (answer id, answer turns): answer A is the one with the
     smaller id, whatever order they came in."""
-    from finetune_pipeline.tasks.preference import PreferencePair
+    from finetune_pipeline.tasks.pairs import PreferencePair
 
     (a_id, a_turns), (b_id, b_turns) = sorted([first, second], key=lambda answer: answer[0])
     return {**PreferencePair(prompt_messages, a_turns, b_turns).fields(), "locator": locator, "label": None,
@@ -121,7 +121,7 @@ def conflict_pending(conversations: pl.DataFrame) -> list[dict]:
 def conflict_records(conversations: pl.DataFrame) -> pl.DataFrame:
     """`conflict_pending` as a corpus frame (record ids from the source_uri of answer A and the locator), the
     pending columns present even when empty."""
-    from finetune_pipeline.tasks.preference import pair_records
+    from finetune_pipeline.tasks.pairs import pair_records
 
     source_of = dict(conversations.select("record_id", "source_uri").iter_rows())
     frames = [pair_records([r], source_of[r["answer_a_id"]] or "", "conflict") for r in conflict_pending(conversations)]
@@ -236,7 +236,7 @@ _PROVENANCE: dict[str, pl.DataType] = {"label_source": pl.String, "label_confide
 def decided_pair(record: dict, verdict: dict) -> dict:
     """The pair record a decided pending pair becomes: the chosen answer (A or B) as `chosen`, the other as
     `rejected`, the text and hash rebuilt, and the consensus's provenance."""
-    from finetune_pipeline.tasks.preference import PreferencePair
+    from finetune_pipeline.tasks.pairs import PreferencePair
 
     pending = PreferencePair.from_record(record)
     a_wins = verdict["label"] == A
@@ -266,7 +266,7 @@ def _review_row(record: dict, verdict: dict | None) -> dict:
     """The review-queue row of a pending pair: the prompt as text, the answers and ids in `options` (a JSON
     object here, read by `pairwise_tasks`)."""
     from finetune_pipeline.sources.conversations import render_text
-    from finetune_pipeline.tasks.preference import PreferencePair
+    from finetune_pipeline.tasks.pairs import PreferencePair
 
     pair = PreferencePair.from_record(record)
     item = {"answer_a": render_text(pair.chosen) if len(pair.chosen) > 1 else pair.chosen_text,

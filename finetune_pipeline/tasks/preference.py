@@ -32,11 +32,11 @@ from pathlib import Path
 
 import polars as pl
 
-from finetune_pipeline.records import (SPLITS, StageResult, StageStats, corpus_frame, make_record_id, reject_rows,
-                                       sha256_text)
+from finetune_pipeline.records import (SPLITS, StageResult, StageStats, corpus_frame, reject_rows)
 from finetune_pipeline.settings import (CleaningSettings, DedupSettings, PreferenceSettings, Settings,
                                         TrainingSettings)
 from finetune_pipeline.tasks.base import Metric, Splits, Task
+from finetune_pipeline.tasks.pairs import MESSAGE, PAIR_COLUMNS, PreferencePair, pair_records, pair_text  # noqa: F401 (the kind's face)
 from finetune_pipeline.training.results import TrainingResult
 
 # sources/ and cleaning/ are imported inside the functions that read or filter: both packages' stage runners
@@ -44,11 +44,6 @@ from finetune_pipeline.training.results import TrainingResult
 # here would close an import circle.
 
 Reject = tuple[str, str] | None  # as cleaning.quality_filters.Reject: (reason, detail) to reject, None to keep
-
-# The columns a pair record adds to records.CORPUS_SCHEMA; the message lists are JSON arrays (see above).
-PAIR_COLUMNS: dict[str, pl.DataType] = {"prompt": pl.String, "prompt_messages": pl.String,
-                                        "chosen": pl.String, "rejected": pl.String}
-MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
 
 # Reject reasons of the reader (each a MalformedPair's reason).
 CHOSEN_EQUALS_REJECTED = "chosen_equals_rejected"
@@ -66,51 +61,6 @@ class MalformedPair(ValueError):
     def __init__(self, reason: str, detail: str):
         super().__init__(detail)
         self.reason = reason
-
-
-@dataclass(frozen=True)
-class PreferencePair:
-    """One pair: the prompt turns and the turns of each answer, every turn {role, content}."""
-
-    prompt_messages: list[dict]
-    chosen: list[dict]
-    rejected: list[dict]
-
-    @property
-    def prompt(self) -> str:
-        """The last user turn of the prompt."""
-        return next((t["content"] for t in reversed(self.prompt_messages) if t["role"] == "user"), "")
-
-    @property
-    def chosen_text(self) -> str:
-        return self.chosen[-1]["content"]
-
-    @property
-    def rejected_text(self) -> str:
-        return self.rejected[-1]["content"]
-
-    def fields(self) -> dict:
-        """The record fields of the pair: prompt, prompt_messages, chosen, rejected (JSON) and text."""
-        return {"prompt": self.prompt,
-                "prompt_messages": json.dumps(self.prompt_messages, ensure_ascii=False),
-                "chosen": json.dumps(self.chosen, ensure_ascii=False),
-                "rejected": json.dumps(self.rejected, ensure_ascii=False),
-                "text": pair_text(self)}
-
-    @classmethod
-    def from_record(cls, record: dict) -> "PreferencePair":
-        """The pair of a record (its JSON columns, or lists already decoded)."""
-        def turns(value):
-            return json.loads(value) if isinstance(value, str) else list(value)
-        return cls(turns(record["prompt_messages"]), turns(record["chosen"]), turns(record["rejected"]))
-
-
-def pair_text(pair: PreferencePair) -> str:
-    """The prompt turns, then the chosen and the rejected turns, each block headed by its side."""
-    from finetune_pipeline.sources.conversations import render_text
-
-    return "\n\n".join([render_text(pair.prompt_messages), "chosen:\n" + render_text(pair.chosen),
-                        "rejected:\n" + render_text(pair.rejected)])
 
 
 def to_trl(record: dict, conversational: bool = True) -> dict:
@@ -489,20 +439,6 @@ def read_preference_source(path: Path, settings: Settings) -> PreferenceRead:
                                 f"a `save_to_disk` folder or SQLite: export the pairs as one of those")
 
 
-def pair_records(records: list[dict], source_uri: str, source_type: str, ingested_at: str | None = None
-                 ) -> pl.DataFrame:
-    """Pair records from one source as a corpus frame: record_id and content_sha256 as every record has them,
-    the pair columns after the standard ones."""
-    rows = [{**r, "source_uri": source_uri, "source_type": source_type, "ingested_at": ingested_at,
-             "record_id": make_record_id(source_uri, r["locator"]), "content_sha256": sha256_text(r["text"])}
-            for r in records]
-    frame = corpus_frame(rows)
-    for name, dtype in PAIR_COLUMNS.items():
-        if name not in frame.columns:
-            frame = frame.with_columns(pl.lit(None, dtype=dtype).alias(name))
-    return frame
-
-
 # ---- pairs the pipeline makes itself: resolved instruction conflicts
 
 CONFLICT_REASON = "conflicting_instruction"
@@ -651,8 +587,9 @@ def pairs_from_conversations(conversations: list[dict], dedup) -> tuple[list[dic
     (dedup/conflicts.py: same prompt, answers that disagree) and settled by `dedup.conflicts`; with
     keep_first each rejected answer becomes a pair, the first answer chosen (`pairs_from_conflicts`).
     Every conversation ends in a pair or a reject: a repeated answer is `duplicate_prompt`, a conversation
-    whose prompt has no other answer `no_conflict`, conflicts under drop_all `conflicting_instruction` and
-    under review `unresolved_conflict` (nobody reviews while reading). Conflicts are found within one source."""
+    whose prompt has no other answer `no_conflict`, conflicts under drop_all `conflicting_instruction`; under review every two differing
+    answers become a pending pair for pairwise review ("which answer is better", labeling/pairwise.py), decided
+    by the annotations that come back. Conflicts are found within one source."""
     from finetune_pipeline.dedup.conflicts import prompt_dedup
 
     if not conversations:
@@ -667,8 +604,14 @@ def pairs_from_conversations(conversations: list[dict], dedup) -> tuple[list[dic
     rejects = [{"locator": r["locator"], "reason": r["reason"], "detail": r["detail"]}
                for r in found.rejected.iter_rows(named=True)
                if not (r["reason"] == CONFLICT_REASON and r["duplicate_of"] is not None)]
+    if dedup.conflicts == "review":  # people pick the better answer: pending pairs (labeling/pairwise.py)
+        from finetune_pipeline.labeling.pairwise import conflict_pending
+
+        pending = conflict_pending(found.kept)
+        records += pending
+        chosen |= {r[side] for r in pending for side in ("answer_a_id", "answer_b_id")}
     for row in found.kept.filter(~pl.col("record_id").is_in(list(chosen))).iter_rows(named=True):
-        if row.get("conflict_id") is not None:  # dedup.conflicts: review
+        if row.get("conflict_id") is not None:  # review, and every answer equal to another: nothing to choose
             rejects.append({"locator": row["locator"], "reason": UNRESOLVED_CONFLICT, "detail": (
                 f"{row['conflict_id']}: the same prompt has answers that disagree, and dedup.conflicts: review "
                 f"cannot be settled while reading; set dedup.conflicts: keep_first (the first answer chosen, each "
