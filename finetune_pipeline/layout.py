@@ -7,7 +7,7 @@
     .pipeline/                intermediate asset values, per-stage rejects and statistics, the parse cache,
                               cache/ (cleaned records, embeddings, the export check's counts, the stored split
                               and contamination answer, by content and settings), staging/ (exports and
-                              models waiting for their checks)
+                              models waiting for their checks), mlflow/ (the default MLflow tracking store)
     exports/                  splits, folds, rejects, review tasks, the data card, the approach comparison
     models/                   one adapter per task, registry.json, the comparison's models
 """

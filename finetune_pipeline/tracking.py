@@ -75,6 +75,15 @@ def local_store(root: DataRoot) -> tuple[str, str]:
     return f"sqlite:///{store / 'mlflow.db'}", (store / "artifacts").as_uri()
 
 
+def shown_uri(uri: str) -> str:
+    """`uri` as logs and metadata show it: a user and password in it (http://user:secret@host) are masked."""
+    parsed = urlparse(uri)
+    if parsed.username is None and parsed.password is None:
+        return uri
+    host = parsed.hostname + (f":{parsed.port}" if parsed.port else "")
+    return parsed._replace(netloc=f"***@{host}").geturl()
+
+
 def resolve_uri(settings: TrackingSettings, root: DataRoot) -> tuple[str, str | None]:
     """(tracking URI, artifact location for a new experiment): tracking.tracking_uri, else
     $MLFLOW_TRACKING_URI, else the local store. A SQLite file keeps its artifacts beside it (MLflow's own
@@ -183,6 +192,7 @@ class Tracker:
     warn: Callable[[str], None] = field(default=_warn, repr=False)
     _client: object = field(default=None, repr=False)
     _experiment_id: str | None = field(default=None, repr=False)
+    _open: list[str] = field(default_factory=list, repr=False)  # runs started and not ended yet
 
     @classmethod
     def from_settings(cls, settings: TrackingSettings, root: DataRoot, adapter_name: str = "lora_adapter",
@@ -234,19 +244,29 @@ class Tracker:
                 return log()
             except Exception as err:  # tracking must never fail training: any store error is reported
                 problem = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        self.warn(f"MLflow tracking at {self.tracking_uri}: {what} not logged ({problem}); the run goes on without "
+                self._fail_open()
+        self.warn(f"MLflow tracking at {shown_uri(self.tracking_uri)}: {what} not logged ({problem}); the run goes on without "
                   "it. Start the tracking server, or set tracking.tracking_uri (or $MLFLOW_TRACKING_URI) to one "
                   "that answers, or tracking.enabled: false in finetune.yaml")
         return None
 
+    def _fail_open(self) -> None:
+        """Mark the runs a failed call left open as FAILED (when the store still answers)."""
+        for run_id in reversed(self._open):
+            try:
+                self._client.set_terminated(run_id, "FAILED")
+            except Exception:  # the store that failed the call may fail this too: the warning says so
+                break
+        self._open.clear()
+
     def ui_url(self, run_id: str) -> str:
         """The run's page: on the tracking server, or on `make mlflow`'s UI for a local store."""
         parsed = urlparse(self.tracking_uri)
-        base = self.tracking_uri.rstrip("/") if parsed.scheme in ("http", "https") else f"http://127.0.0.1:{UI_PORT}"
+        base = shown_uri(self.tracking_uri).rstrip("/") if parsed.scheme in ("http", "https") else f"http://127.0.0.1:{UI_PORT}"
         return f"{base}/#/experiments/{self._experiment_id}/runs/{run_id}"
 
     def _tracked(self, run_id: str) -> TrackedRun:
-        return TrackedRun(run_id, self._experiment_id, self.tracking_uri, self.ui_url(run_id))
+        return TrackedRun(run_id, self._experiment_id, shown_uri(self.tracking_uri), self.ui_url(run_id))
 
     # ---- runs
 
@@ -254,7 +274,9 @@ class Tracker:
         tags = {k: str(v) for k, v in tags.items() if v not in (None, "")}
         if parent:
             tags[PARENT_TAG] = parent
-        return self.client().create_run(self._experiment_id, run_name=name, tags=tags).info.run_id
+        run_id = self.client().create_run(self._experiment_id, run_name=name, tags=tags).info.run_id
+        self._open.append(run_id)
+        return run_id
 
     def _log(self, run_id: str, params: dict[str, str] | None = None, metrics: dict[str, float] | None = None,
              steps: list[tuple[str, float, int]] = ()) -> None:
@@ -277,6 +299,7 @@ class Tracker:
 
     def _end(self, run_id: str) -> None:
         self.client().set_terminated(run_id, "FINISHED")
+        self._open.remove(run_id)
 
     def find(self, training_key: str, asset: str) -> TrackedRun | None:
         """The newest run `asset` logged under `training_key` (None: none, or tracking is off/unreachable)."""

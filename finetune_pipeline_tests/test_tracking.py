@@ -10,7 +10,7 @@ import pytest
 
 from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.settings import TrackingSettings
-from finetune_pipeline.tracking import PARENT_TAG, Tracker, TrackingWarning, flatten, resolve_uri
+from finetune_pipeline.tracking import PARENT_TAG, Tracker, TrackingWarning, flatten, resolve_uri, shown_uri
 from finetune_pipeline.training.results import ComparisonResult, TrainingResult
 
 
@@ -188,9 +188,84 @@ def test_unreachable_server_is_a_warning_and_the_run_goes_on(tmp_path):
     assert len(said) == 1 and "model version of lora_adapter not logged" in said[0]
 
 
+def test_credentials_in_a_tracking_uri_are_never_shown(tmp_path):
+    assert shown_uri("https://alice:s3cret@mlflow.example.com:8443/") == "https://***@mlflow.example.com:8443/"
+    assert shown_uri("sqlite:////data/.pipeline/mlflow/mlflow.db") == "sqlite:////data/.pipeline/mlflow/mlflow.db"
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    said = []
+    tracker = _tracker(tmp_path, tracking_uri=f"http://alice:s3cret@127.0.0.1:{port}", timeout_s=1)
+    tracker.warn = said.append
+    assert tracker.log_training(_result(), asset="lora_adapter") is None
+    assert len(said) == 1 and "s3cret" not in said[0] and "alice" not in said[0] and f"127.0.0.1:{port}" in said[0]
+
+
+def test_a_run_left_open_by_a_failing_call_is_marked_failed(tmp_path, store):
+    tracker = _shared(tmp_path, store)
+    bad = _result()
+    bad.history = [{"epoch": 1, "train_loss": 0.5}, {"epoch": 1, "train_loss": 0.4}]  # one key, step twice: fine
+    bad.settings = {"x": object()}  # flattened with str(): fine too
+    said = []
+    tracker.warn = said.append
+    assert tracker.log_training(bad, asset="lora_adapter") is not None and said == []
+    original = tracker._artifacts
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+    tracker._artifacts = broken
+    assert tracker.log_training(_result(), asset="lora_adapter", model_dir=tmp_path) is None
+    assert "disk full" in said[0]
+    tracker._artifacts = original
+    statuses = sorted(r.info.status for r in _client(tracker).search_runs([tracker._experiment_id]))
+    assert statuses == ["FAILED", "FINISHED"]
+
+
 def test_a_store_that_cannot_be_written_is_a_warning(tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")
     tracker = _tracker(tmp_path, tracking_uri=f"sqlite:///{blocked}/mlflow.db")
     with pytest.warns(TrackingWarning, match="not logged"):
         assert tracker.log_training(_result(), asset="lora_adapter") is None
+
+
+def test_the_end_to_end_run_is_tracked_and_its_assets_link_the_runs(sample_run):
+    """The session's real run (no new one): the adapter's run, the comparison with its approaches and folds
+    nested, the published adapter as model version 1 tagged with its dataset version and Dagster run, and
+    the asset metadata naming those runs."""
+    import dagster as dg
+    from mlflow import MlflowClient
+
+    from finetune_pipeline.settings import load_settings
+    from finetune_pipeline.training import registry
+    from finetune_pipeline_tests.conftest import SAMPLE_RUN_FOLDS
+
+    root, home = DataRoot(sample_run[0]), sample_run[1]
+    settings = load_settings(root)
+    tracker = Tracker.from_settings(settings.tracking, root, settings.training.adapter_name)
+    assert tracker.tracking_uri.startswith("sqlite:///") and (root.tracking_store / "mlflow.db").is_file()
+    client = MlflowClient(tracker.tracking_uri, tracker.tracking_uri)
+    experiment = client.get_experiment_by_name(root.path.name)
+    runs = {r.info.run_id: r for r in client.search_runs([experiment.experiment_id])}
+    named = {}
+    for run in runs.values():
+        named.setdefault(run.info.run_name, []).append(run)
+    [adapter], [comparison] = named["lora_adapter"], named["approach_comparison"]
+    arms = [r for r in runs.values() if r.data.tags.get(PARENT_TAG) == comparison.info.run_id]
+    assert sorted(r.info.run_name for r in arms) == sorted(settings.training.compare)
+    for arm in arms:
+        folds = [r for r in runs.values() if r.data.tags.get(PARENT_TAG) == arm.info.run_id]
+        assert len(folds) == SAMPLE_RUN_FOLDS and all(f.data.metrics for f in folds)
+    assert len(client.get_metric_history(adapter.info.run_id, "train_loss")) == adapter.data.metrics["epochs_run"]
+    entry = registry.get(root.models, settings.training.adapter_name)
+    [version] = client.search_model_versions(f"name = '{settings.training.adapter_name}'")
+    assert version.run_id == adapter.info.run_id
+    assert version.tags["dataset_version"] == entry["dataset_version"] != ""
+    assert version.tags["data_snapshot"] == adapter.data.tags["finetune.data_snapshot"] == entry["data_snapshot"]
+    instance = dg.DagsterInstance.from_config(str(home))
+    for asset, run in (("lora_adapter", adapter), ("approach_comparison", comparison), ("published_adapter", adapter)):
+        metadata = instance.get_latest_materialization_event(dg.AssetKey(asset)).asset_materialization.metadata
+        assert metadata["mlflow_run_id"].value == run.info.run_id
+        assert metadata["mlflow_run"].value.endswith(f"/runs/{run.info.run_id}")
+    assert version.tags["dagster.run_id"] == adapter.data.tags["dagster.run_id"] == \
+        instance.get_latest_materialization_event(dg.AssetKey("published_adapter")).run_id
