@@ -35,6 +35,9 @@ run: install
 # installed with apt-get when missing and running as root.
 test: install
 	scripts/ensure_debian_package.sh chromium chromium
+	# One Label Studio server for the whole test run (its own .venv-labelstudio/, installed when missing), started in
+	# the background while the other tests run; the label_studio_server fixture waits for it.
+	LABEL_STUDIO_STATE=/tmp/finetune-pipeline-labelstudio-test scripts/label_studio.sh start >/tmp/finetune-pipeline-labelstudio-test.log 2>&1 &
 	FINETUNE_TEST_PG_URL="$$(scripts/test_postgres.sh start)" $(BIN)/python -m pytest
 
 # pip-audit over requirements.lock (from its own .venv-audit/). Exit 1: an untriaged vulnerability;
