@@ -43,7 +43,8 @@ def stratified_group_split(corpus: pl.DataFrame, cfg: SplitSettings, task: Task 
     if "augmented_from" in corpus.columns:
         corpus = corpus.filter(pl.col("augmented_from").is_null())
     groups = (corpus.group_by(group_col)
-              .agg(pl.col(column).fill_null(NO_STRATUM).mode().first().alias("label"), pl.len().alias("n"))
+              .agg(pl.col(column).fill_null(NO_STRATUM).mode().sort().first().alias("label"),  # ties: the first by name
+                   pl.len().alias("n"))
               .sort(group_col))
     ratios = np.array([cfg.train, cfg.validation, cfg.test])
     needed = int((ratios > 0).sum())
