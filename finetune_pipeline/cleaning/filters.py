@@ -13,47 +13,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from finetune_pipeline.cleaning import quality_filters as quality
 from finetune_pipeline.cleaning import sft_filters as sft
-from finetune_pipeline.cleaning.quality_filters import Reject
+from finetune_pipeline.filtering import Candidate, Filter, Reject  # noqa: F401 (the contract, re-exported)
 from finetune_pipeline.settings import CleaningSettings, Settings
-
-
-@dataclass
-class Candidate:
-    """A record as the filters see it: after normalisation and the PII policy, before the verdict."""
-
-    fields: dict  # the record's content fields rebuilt from its cleaned units (`Task.from_units`): `text` always
-    units: list[str]  # its cleaned text units (`Task.text_units`): [text], or every turn's content
-    table_row: bool = False  # a row of a table, not a chunk of a document (`quality_filters.is_table_row`)
-    language: tuple[str, float] | None = None  # (ISO 639-1 code, probability), set by `LanguageFilter.prepare`
-
-    @property
-    def text(self) -> str:
-        return self.fields["text"]
-
-
-class Filter:
-    """One check on a cleaned record. Subclasses set `name` and implement `reject`."""
-
-    name: str = ""
-
-    def prepare(self, candidates: list[Candidate]) -> None:
-        """Work done once over a batch of records before `reject` is asked of each (default: none)."""
-
-    def reject(self, candidate: Candidate) -> Reject:
-        """`(reason, detail)` to reject the record, or None to keep it."""
-        raise NotImplementedError
-
-    def flags_only(self, candidate: Candidate) -> bool:
-        """Whether a failure only flags this record instead of rejecting it."""
-        return False
-
-    def warning(self) -> str | None:
-        """Why the filter cannot run in this configuration (reported once per stage), or None."""
-        return None
 
 
 def run_filters(filters: list[Filter], candidate: Candidate) -> tuple[Reject, list[str]]:

@@ -35,6 +35,7 @@ import polars as pl
 from finetune_pipeline.records import (SPLITS, StageResult, StageStats, corpus_frame, reject_rows)
 from finetune_pipeline.settings import (CleaningSettings, DedupSettings, PreferenceSettings, Settings,
                                         TrainingSettings)
+from finetune_pipeline.filtering import Filter
 from finetune_pipeline.tasks.base import Metric, Splits, Task
 from finetune_pipeline.tasks.pairs import MESSAGE, PAIR_COLUMNS, PreferencePair, pair_records, pair_text  # noqa: F401 (the kind's face)
 from finetune_pipeline.training.results import TrainingResult
@@ -625,26 +626,7 @@ def pairs_from_conversations(conversations: list[dict], dedup) -> tuple[list[dic
 
 # ---- the kind
 
-class _RecordFilter:
-    """The `cleaning.filters.Filter` contract (prepare, reject, flags_only, warning), written out rather than
-    subclassed: the cleaning package imports the task registry, so this module cannot import it at the top."""
-
-    name = ""
-
-    def prepare(self, candidates: list) -> None:
-        """Nothing to do once per batch."""
-
-    def reject(self, candidate) -> Reject:
-        raise NotImplementedError
-
-    def flags_only(self, candidate) -> bool:
-        return False
-
-    def warning(self) -> str | None:
-        return None
-
-
-class PairFilter(_RecordFilter):
+class PairFilter(Filter):
     """One pair filter of `pair_checks` on a cleaned pair record (`Candidate.fields`)."""
 
     def __init__(self, name: str, check: Callable[[dict], Reject]):
@@ -654,7 +636,7 @@ class PairFilter(_RecordFilter):
         return self.check(candidate.fields)
 
 
-class EmptyPairTurnFilter(_RecordFilter):
+class EmptyPairTurnFilter(Filter):
     """A turn of the prompt or of an answer left empty by cleaning."""
 
     name = "empty_turn"
