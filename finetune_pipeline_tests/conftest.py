@@ -55,8 +55,10 @@ def sample_run(tmp_path_factory):
     The changes to the sample's settings are the test budget: `training.epochs: 3` (default 8, where
     early stopping ends LoRA after about 6) and `splits.cv_folds: 2` (default 3). Every model of the run
     (lora_adapter, and each approach on the test split and on the 2 cross-validation folds) trains at most
-    3 epochs: about a third of `make run`'s training time. What the tests check (every stage, the
-    comparison tables with mean ± std over the folds, the card) is the same."""
+    3 epochs: about a third of `make run`'s training time. `training.compare: [lora, feature]` (default
+    lora, full, feature): full fine-tuning, the slowest arm, is trained and compared on a tiny encoder in
+    test_training.py (`test_comparison_reports_every_configured_approach`), not again here. What the tests
+    check (every stage, the comparison tables with mean ± std over the folds, the card) is the same."""
     from finetune_pipeline_tests.bad_inputs import add_bad_inputs
 
     base = tmp_path_factory.mktemp("e2e")
@@ -66,7 +68,8 @@ def sample_run(tmp_path_factory):
     settings = root / "finetune.yaml"
     # the sample sets no training or splits section to merge with
     assert "\ntraining:" not in "\n" + settings.read_text() and "\nsplits:" not in "\n" + settings.read_text()
-    settings.write_text(settings.read_text() + f"\ntraining:\n  epochs: 3\nsplits:\n  cv_folds: {SAMPLE_RUN_FOLDS}\n")
+    settings.write_text(settings.read_text() + f"\ntraining:\n  epochs: 3\n  compare: [lora, feature]\n"
+                        f"splits:\n  cv_folds: {SAMPLE_RUN_FOLDS}\n")
     home = base / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
