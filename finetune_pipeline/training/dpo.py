@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from finetune_pipeline.atomic import atomic_path
 from finetune_pipeline.training.base_model import autocast, quiet_transformers
 from finetune_pipeline.chat import conversation_ids, load_chat_tokenizer
+from finetune_pipeline.records import read_split_rows
 from finetune_pipeline.settings import PreferenceTrainingSettings  # training.preference
 from finetune_pipeline.training.preference_eval import PreferenceEvaluation, preference_evaluation
 
@@ -334,12 +335,7 @@ def load_dpo_adapter(adapter_dir: str | Path):
 def read_preference_splits(splits_dir: str | Path) -> dict[str, list[dict]]:
     """Pair records per split from the `<split>.jsonl` files that exist in `splits_dir` (TRL's preference
     format: prompt, chosen, rejected)."""
-    splits = {}
-    for name in ("train", "validation", "test"):
-        path = Path(splits_dir) / f"{name}.jsonl"
-        if path.exists():
-            splits[name] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return splits
+    return read_split_rows(splits_dir)
 
 
 def main(argv: list[str] | None = None) -> None:

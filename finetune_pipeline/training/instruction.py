@@ -45,6 +45,7 @@ import torch
 from peft import PeftModel, TaskType, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from finetune_pipeline.records import read_split_rows
 from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training import distributed, loop
 from finetune_pipeline.training.base_model import autocast
@@ -327,14 +328,8 @@ def write_pairs(splits: dict[str, Pairs], splits_dir: str | Path) -> None:
 def read_pairs(splits_dir: str | Path) -> dict[str, Pairs]:
     """Training pairs per split from the exported `<split>.jsonl` files that exist: (messages JSON, response)
     for records with `messages`, else (prompt, response)."""
-    splits = {}
-    for name in ("train", "validation", "test"):
-        path = Path(splits_dir) / f"{name}.jsonl"
-        if path.exists():
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line]
-            splits[name] = [(json.dumps(r["messages"]) if r.get("messages") else r["prompt"], r["response"])
-                            for r in rows]
-    return splits
+    return {name: [(json.dumps(r["messages"]) if r.get("messages") else r["prompt"], r["response"]) for r in rows]
+            for name, rows in read_split_rows(splits_dir).items()}
 
 
 def main(argv: list[str] | None = None) -> None:
