@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
+
+from finetune_pipeline.split_files import SPLITS  # noqa: F401  (defined where the trainers can read it without polars)
 
 # Columns every corpus row carries.
 CORPUS_SCHEMA: dict[str, pl.DataType] = {
@@ -40,7 +41,7 @@ REJECTS_SCHEMA: dict[str, pl.DataType] = {
     "duplicate_of": pl.String,
 }
 
-SPLITS = ("train", "validation", "test")
+
 # The stages whose assets are corpus frames with rejects, in pipeline order.
 CORPUS_STAGES = ("raw_corpus", "cleaned_corpus", "deduplicated_corpus", "labeled_corpus", "augmented_corpus")
 
@@ -215,14 +216,3 @@ def reject_share_warnings(stage: str, rows_in: int, rejected: pl.DataFrame, max_
         if n > max_share * rows_in:
             found.append(RejectShareWarning(stage, reason, n, rows_in, max_share, ids, REASON_SETTINGS.get(reason)))
     return found
-
-
-def read_split_rows(splits_dir: str | Path) -> dict[str, list[dict]]:
-    """The rows of each exported `<split>.jsonl` that exists in `splits_dir`, per split name (for the
-    trainers' command lines, which run without dagster)."""
-    splits = {}
-    for name in SPLITS:
-        path = Path(splits_dir) / f"{name}.jsonl"
-        if path.exists():
-            splits[name] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return splits

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from finetune_pipeline.atomic import atomic_path
 from finetune_pipeline.training.base_model import autocast, quiet_transformers
 from finetune_pipeline.chat import conversation_ids, load_chat_tokenizer
-from finetune_pipeline.records import read_split_rows
+from finetune_pipeline.split_files import read_split_rows
 from finetune_pipeline.settings import PreferenceTrainingSettings  # training.preference
 from finetune_pipeline.training.preference_eval import PreferenceEvaluation, preference_evaluation
 

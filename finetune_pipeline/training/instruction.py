@@ -45,7 +45,7 @@ import torch
 from peft import PeftModel, TaskType, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from finetune_pipeline.records import read_split_rows
+from finetune_pipeline.split_files import read_split_rows
 from finetune_pipeline.settings import TrainingSettings
 from finetune_pipeline.training import distributed, loop
 from finetune_pipeline.training.base_model import autocast
