@@ -1,0 +1,301 @@
+"""Sharded datasets: how a corpus stage hands its output to the next without one process holding it.
+
+A dataset is a folder (a local path or any fsspec URL, such as `s3://bucket/run/cleaned_corpus`) with
+a manifest and one generation of Parquet shards:
+
+    <location>/manifest.json            rows, schema, content digest, the shard list
+    <location>/<generation>/part-00000.parquet
+    <location>/<generation>/part-00001.parquet ...
+
+The manifest is the commit point. Writers put their shards into a fresh generation folder (on one
+machine, or from many Ray workers at once) and write the manifest last, whole; only then are older
+generations removed. A reader goes by the manifest, so it sees the previous complete dataset or the new
+complete one, never a partial one, whatever dies mid-write (a worker, the step process, the machine).
+
+Readers get a handle, not rows: `scan()` (a polars LazyFrame), `iter_shards()` (one shard in memory at a
+time), `to_ray()` (a Ray Dataset read on the workers), or `collect()` where a stage needs it whole.
+This module imports neither dagster nor ray at import time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import fsspec
+import polars as pl
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+MANIFEST = "manifest.json"
+FORMAT = "finetune-pipeline/sharded-parquet/1"
+DEFAULT_SHARD_ROWS = 50_000
+_POLARS_NATIVE = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "http", "https", "hf"}
+
+
+class DatasetMissing(FileNotFoundError):
+    """No complete dataset at a location (no manifest): the stage that writes it has not finished."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    path: str  # relative to the dataset's location
+    rows: int
+    digest: str  # sha256 of the shard file's bytes
+
+
+@dataclass(frozen=True)
+class Manifest:
+    rows: int
+    schema: dict[str, str]  # column -> polars dtype, as written
+    digest: str  # sha256 over the shards' digests, in order: the same files give the same digest
+    shards: list[Shard] = field(default_factory=list)
+    format: str = FORMAT
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        data = json.loads(text)
+        if data.get("format") != FORMAT:
+            raise ValueError(f"not a {FORMAT} manifest (format: {data.get('format')!r})")
+        return cls(rows=data["rows"], schema=data["schema"], digest=data["digest"],
+                   shards=[Shard(**s) for s in data["shards"]], format=data["format"])
+
+
+def _join(location: str, *parts: str) -> str:
+    return "/".join([str(location).rstrip("/"), *parts])
+
+
+def _fs(location: str):
+    fs, path = fsspec.core.url_to_fs(str(location))
+    return fs, path
+
+
+def _combined_digest(shards: list[Shard]) -> str:
+    return hashlib.sha256("\n".join(s.digest for s in shards).encode()).hexdigest()
+
+
+def _schema_of(frame: pl.DataFrame | pl.Schema | dict) -> dict[str, str]:
+    schema = frame.schema if isinstance(frame, pl.DataFrame) else frame
+    return {name: str(dtype) for name, dtype in schema.items()}
+
+
+def is_dataset(location: str | Path) -> bool:
+    fs, path = _fs(str(location))
+    return fs.exists(_join(path, MANIFEST))
+
+
+def new_generation(location: str | Path) -> str:
+    """A fresh generation folder under `location` for shards about to be written (by this process or by
+    workers); nothing reads it until `commit_generation` writes the manifest that names it."""
+    return _join(str(location), f"g-{uuid.uuid4().hex[:12]}")
+
+
+def _write_manifest(location: str, manifest: Manifest) -> None:
+    fs, path = _fs(location)
+    target = _join(path, MANIFEST)
+    if isinstance(fs, LocalFileSystem):
+        # Local: a temporary sibling renamed over the manifest (rename is atomic on one file system).
+        tmp = _join(path, f".{MANIFEST}.{uuid.uuid4().hex[:8]}")
+        with fs.open(tmp, "w") as out:
+            out.write(manifest.to_json())
+        fs.mv(tmp, target)
+    else:
+        # Object stores: one PUT is atomic; readers see the old object or the new one.
+        with fs.open(target, "w") as out:
+            out.write(manifest.to_json())
+
+
+def _remove_other_generations(location: str, keep: str) -> None:
+    fs, path = _fs(location)
+    keep_name = keep.rstrip("/").rsplit("/", 1)[-1]
+    for entry in fs.ls(path, detail=False):
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        if name.startswith("g-") and name != keep_name:
+            fs.rm(entry, recursive=True)
+
+
+def commit_generation(location: str | Path, generation: str, schema: dict[str, str] | None = None) -> Manifest:
+    """Write the manifest naming every Parquet file in `generation` (sorted by name), with row counts from
+    the files' footers and digests of their bytes; then remove older generations. `schema` is the
+    dataset's when the generation holds no file (an empty result)."""
+    location = str(location)
+    fs, gen_path = _fs(generation)
+    files = sorted(f for f in (fs.ls(gen_path, detail=False) if fs.exists(gen_path) else [])
+                   if f.endswith(".parquet"))
+    shards, found_schema = [], None
+    for file in files:
+        data = fs.cat_file(file)
+        meta = pq.read_metadata(io.BytesIO(data))
+        if found_schema is None:
+            found_schema = _schema_of(pl.read_parquet(io.BytesIO(data), n_rows=0))
+        relative = f"{gen_path.rstrip('/').rsplit('/', 1)[-1]}/{file.rsplit('/', 1)[-1]}"
+        shards.append(Shard(path=relative, rows=meta.num_rows, digest=hashlib.sha256(data).hexdigest()))
+    if found_schema is None and schema is None:
+        raise ValueError(f"{generation}: no shard written and no schema given; cannot commit an empty dataset")
+    manifest = Manifest(rows=sum(s.rows for s in shards), schema=found_schema or schema,
+                        digest=_combined_digest(shards), shards=shards)
+    _write_manifest(location, manifest)
+    _remove_other_generations(location, generation)
+    return manifest
+
+
+class DatasetWriter:
+    """Write a dataset shard by shard: `write(frame)` as often as needed (frames are cut into shards of
+    `shard_rows`), then `commit()`. As a context manager it commits on success and removes its
+    generation on an exception, leaving the previous dataset (if any) as it was."""
+
+    def __init__(self, location: str | Path, *, shard_rows: int = DEFAULT_SHARD_ROWS,
+                 schema: pl.Schema | dict | None = None):
+        if shard_rows < 1:
+            raise ValueError(f"shard_rows must be at least 1, not {shard_rows}")
+        self.location = str(location)
+        self.shard_rows = shard_rows
+        self.generation = new_generation(self.location)
+        self.schema = _schema_of(schema) if schema is not None else None
+        self._polars_schema = pl.Schema(schema) if schema is not None else None
+        self._pending: list[pl.DataFrame] = []
+        self._pending_rows = 0
+        self._written = 0
+        fs, path = _fs(self.generation)
+        fs.makedirs(path, exist_ok=True)
+
+    def write(self, frame: pl.DataFrame) -> None:
+        if self._polars_schema is None:
+            self._polars_schema, self.schema = frame.schema, _schema_of(frame)
+        elif frame.schema != self._polars_schema:
+            frame = frame.select(list(self._polars_schema)).cast(dict(self._polars_schema))
+        offset = 0
+        while offset < frame.height:
+            take = min(self.shard_rows - self._pending_rows, frame.height - offset)
+            self._pending.append(frame.slice(offset, take))
+            self._pending_rows += take
+            offset += take
+            if self._pending_rows >= self.shard_rows:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        shard = pl.concat(self._pending, how="vertical") if len(self._pending) > 1 else self._pending[0]
+        fs, path = _fs(_join(self.generation, f"part-{self._written:05d}.parquet"))
+        with fs.open(path, "wb") as out:
+            shard.write_parquet(out)
+        self._written += 1
+        self._pending, self._pending_rows = [], 0
+
+    def commit(self) -> Manifest:
+        self._flush()
+        if self._written == 0 and self._polars_schema is not None:
+            # An empty result is still a dataset with a schema: one empty shard keeps scans typed.
+            self._pending = [pl.DataFrame(schema=self._polars_schema)]
+            self._flush()
+        return commit_generation(self.location, self.generation, self.schema)
+
+    def abort(self) -> None:
+        fs, path = _fs(self.generation)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def write_dataset(frames: pl.DataFrame | Iterable[pl.DataFrame], location: str | Path, *,
+                  shard_rows: int = DEFAULT_SHARD_ROWS, schema: pl.Schema | dict | None = None) -> Manifest:
+    """A frame, or an iterable of frames (streamed: one at a time in memory), as a dataset at `location`."""
+    if isinstance(frames, pl.DataFrame):
+        schema = frames.schema if schema is None else schema
+        frames = [frames]
+    with DatasetWriter(location, shard_rows=shard_rows, schema=schema) as writer:
+        for frame in frames:
+            writer.write(frame)
+    return read_manifest(location)
+
+
+def read_manifest(location: str | Path) -> Manifest:
+    fs, path = _fs(str(location))
+    target = _join(path, MANIFEST)
+    if not fs.exists(target):
+        raise DatasetMissing(f"{location}: no {MANIFEST}, so no complete dataset here; materialize the stage "
+                             "that writes it")
+    with fs.open(target, "r") as src:
+        return Manifest.from_json(src.read())
+
+
+class ShardedDataset:
+    """A handle on a committed dataset: the manifest is read once, at open, so the handle keeps reading
+    the generation it opened even if a newer one is committed meanwhile (until that removes it)."""
+
+    def __init__(self, location: str | Path):
+        self.location = str(location)
+        self.manifest = read_manifest(self.location)
+
+    def __repr__(self) -> str:
+        return f"ShardedDataset({self.location!r}, rows={self.rows}, shards={len(self.manifest.shards)})"
+
+    @property
+    def rows(self) -> int:
+        return self.manifest.rows
+
+    @property
+    def height(self) -> int:  # the name a polars frame uses, for code that takes either
+        return self.manifest.rows
+
+    @property
+    def schema(self) -> pl.Schema:
+        return self.scan().collect_schema()
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.manifest.schema)
+
+    def shard_urls(self) -> list[str]:
+        return [_join(self.location, s.path) for s in self.manifest.shards]
+
+    def scan(self) -> pl.LazyFrame:
+        """A LazyFrame over the shards: polars reads local paths and its own cloud URLs (s3, gs, az, http)
+        lazily; other fsspec file systems are read shard by shard through fsspec."""
+        fs, _ = _fs(self.location)
+        protocols = set(fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+        if protocols & (_POLARS_NATIVE | {"file", "local"}):
+            return pl.scan_parquet(self.shard_urls())
+        return pl.concat([shard.lazy() for shard in self.iter_shards()], how="vertical")
+
+    def collect(self) -> pl.DataFrame:
+        return self.scan().collect()
+
+    def iter_shards(self) -> Iterator[pl.DataFrame]:
+        for url in self.shard_urls():
+            fs, path = _fs(url)
+            with fs.open(path, "rb") as src:
+                yield pl.read_parquet(src)
+
+    def iter_batches(self, rows: int) -> Iterator[pl.DataFrame]:
+        """Frames of at most `rows` rows, in order, reading one shard at a time."""
+        for shard in self.iter_shards():
+            for offset in range(0, shard.height, rows):
+                yield shard.slice(offset, rows)
+
+    def to_ray(self, **read_options):
+        """A Ray Dataset over the shards, read by the workers (the caller's process reads none)."""
+        import ray.data
+
+        return ray.data.read_parquet(self.shard_urls(), **read_options)
+
+
+def open_dataset(location: str | Path) -> ShardedDataset:
+    return ShardedDataset(location)

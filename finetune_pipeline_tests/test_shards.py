@@ -1,0 +1,82 @@
+"""The sharded dataset format: the manifest is the commit point, so readers see a complete dataset or the
+previous one; shards stream in and out one at a time; any fsspec URL works as a location."""
+
+import json
+
+import polars as pl
+import pytest
+
+from finetune_pipeline import shards
+
+
+def _frame(n: int) -> pl.DataFrame:
+    return pl.DataFrame({"record_id": [f"r{i:04d}" for i in range(n)], "text": [f"text {i}" for i in range(n)],
+                         "score": [i / 7 for i in range(n)]})
+
+
+def test_a_frame_round_trips_through_shards_of_the_given_size(tmp_path):
+    frame = _frame(10)
+    manifest = shards.write_dataset(frame, tmp_path / "d", shard_rows=4)
+    assert [s.rows for s in manifest.shards] == [4, 4, 2]
+    assert manifest.rows == 10 and manifest.schema == {"record_id": "String", "text": "String", "score": "Float64"}
+    dataset = shards.open_dataset(tmp_path / "d")
+    assert dataset.collect().equals(frame)
+    assert dataset.scan().filter(pl.col("score") > 1).collect().height == 2
+    assert [b.height for b in dataset.iter_batches(3)] == [3, 1, 3, 1, 2]
+    on_disk = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert on_disk["digest"] == manifest.digest and len(on_disk["shards"]) == 3
+
+
+def test_the_digest_follows_the_content(tmp_path):
+    a = shards.write_dataset(_frame(10), tmp_path / "a", shard_rows=4)
+    b = shards.write_dataset(_frame(10), tmp_path / "b", shard_rows=4)
+    c = shards.write_dataset(_frame(10).with_columns(pl.col("text").str.to_uppercase()), tmp_path / "c", shard_rows=4)
+    assert a.digest == b.digest != c.digest
+
+
+def test_streamed_frames_are_cut_into_shards_across_frame_boundaries(tmp_path):
+    manifest = shards.write_dataset((_frame(10).slice(i, 3) for i in range(0, 10, 3)), tmp_path / "d", shard_rows=5)
+    assert [s.rows for s in manifest.shards] == [5, 5]
+    assert shards.open_dataset(tmp_path / "d").collect().equals(_frame(10))
+
+
+def test_an_empty_result_keeps_its_schema(tmp_path):
+    shards.write_dataset(_frame(0), tmp_path / "d")
+    dataset = shards.open_dataset(tmp_path / "d")
+    assert dataset.rows == 0 and dataset.collect().schema == _frame(0).schema
+
+
+def test_a_writer_that_fails_midway_leaves_the_previous_dataset_whole(tmp_path):
+    shards.write_dataset(_frame(6), tmp_path / "d", shard_rows=2)
+
+    def dies_after_two_frames():
+        yield _frame(4)
+        yield _frame(4)
+        raise RuntimeError("worker died")
+
+    with pytest.raises(RuntimeError, match="worker died"):
+        shards.write_dataset(dies_after_two_frames(), tmp_path / "d", shard_rows=2)
+    dataset = shards.open_dataset(tmp_path / "d")
+    assert dataset.collect().equals(_frame(6))
+    assert len([p for p in (tmp_path / "d").iterdir() if p.name.startswith("g-")]) == 1  # the new one removed
+
+
+def test_a_new_commit_replaces_the_old_generation(tmp_path):
+    shards.write_dataset(_frame(6), tmp_path / "d", shard_rows=2)
+    shards.write_dataset(_frame(3), tmp_path / "d", shard_rows=2)
+    assert shards.open_dataset(tmp_path / "d").rows == 3
+    assert len([p for p in (tmp_path / "d").iterdir() if p.name.startswith("g-")]) == 1
+
+
+def test_no_manifest_is_no_dataset_and_says_which_stage_to_run(tmp_path):
+    (tmp_path / "d").mkdir()
+    assert not shards.is_dataset(tmp_path / "d")
+    with pytest.raises(shards.DatasetMissing, match="materialize the stage"):
+        shards.open_dataset(tmp_path / "d")
+
+
+def test_any_fsspec_url_is_a_location():
+    shards.write_dataset(_frame(7), "memory://finetune-test/d", shard_rows=3)
+    dataset = shards.open_dataset("memory://finetune-test/d")
+    assert dataset.rows == 7 and [s.height for s in dataset.iter_shards()] == [3, 3, 1]
+    assert pl.concat(list(dataset.iter_shards())).equals(_frame(7))
