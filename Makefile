@@ -32,13 +32,15 @@ run: install
 
 # The SQL-source and Dagster-storage tests read from a real PostgreSQL: a throwaway server on 127.0.0.1
 # (scripts/test_postgres.sh); the UI test drives Debian's Chromium. Both are
-# installed with apt-get when missing and running as root.
+# installed with apt-get when missing and running as root. Two pytest-xdist workers (TEST_WORKERS): each test
+# file stays on one, and the end-to-end run's tests share one (conftest.py), so nothing starts twice.
+TEST_WORKERS ?= 2
 test: install
 	scripts/ensure_debian_package.sh chromium chromium
 	# One Label Studio server for the whole test run (its own .venv-labelstudio/, installed when missing), started in
 	# the background while the other tests run; the label_studio_server fixture waits for it.
 	LABEL_STUDIO_STATE=/tmp/finetune-pipeline-labelstudio-test scripts/label_studio.sh start >/tmp/finetune-pipeline-labelstudio-test.log 2>&1 &
-	FINETUNE_TEST_PG_URL="$$(scripts/test_postgres.sh start)" $(BIN)/python -m pytest
+	FINETUNE_TEST_PG_URL="$$(scripts/test_postgres.sh start)" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # pip-audit over requirements.lock (from its own .venv-audit/). Exit 1: an untriaged vulnerability;
 # exit 3: not audited (the vulnerability service is unreachable from this network). See docs/security.md.

@@ -20,6 +20,16 @@ OUTPUTS = {"exports", "models", ".pipeline"}
 SAMPLE_RUN_FOLDS = 2  # cross-validation folds of the end-to-end run (`sample_run`)
 
 
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs the suite on two pytest-xdist workers (`-n 2 --dist loadgroup`): one core sat idle
+    while a test waited on a subprocess, a server or a Dagster run. Each test file stays on one worker (its
+    module fixtures, such as a Ray cluster, start once), and every test of the end-to-end run (`sample_run`)
+    shares one worker, so that run happens once. Without xdist the marks do nothing."""
+    for item in items:
+        group = "sample_run" if "sample_run" in getattr(item, "fixturenames", ()) else item.path.name
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def copy_sample_data(dest: Path) -> Path:
     """Copy the committed sample data root to `dest`, without the pipeline's outputs at its top level
     (raw/exports/ holds inputs and must come along)."""
