@@ -1,7 +1,7 @@
 """What every stage did to one record, and why: `finetune-pipeline explain RECORD_ID`.
 
-Read from what the last run stored: each stage's value (.pipeline/assets/<stage>.parquet) and its rejects
-(.pipeline/rejects/<stage>.parquet). Never reads or prints `text_raw` (the text before redaction): the one
+Read from what the last run stored (stored.py): each stage's value (.pipeline/assets/<stage>/) and its
+rejects (.pipeline/rejects/<stage>/), or the single files an earlier version stored. Never reads or prints `text_raw` (the text before redaction): the one
 text shown is the cleaned one, with its placeholders (`<EMAIL>`, `<PERSON>`); redactions are counted by kind
 (from the `redactions` audit column where cleaning stores it, else from the placeholders), and the source
 file and locator shown are those of the last stage that kept the record (cleaning redacts personal data in
@@ -19,6 +19,7 @@ import polars as pl
 
 from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.records import CORPUS_STAGES
+from finetune_pipeline.stored import stored_frame, stored_rejects
 
 STAGES = (*CORPUS_STAGES, "dataset_splits")
 PLACEHOLDER = re.compile(r"<([A-Z][A-Z_]*)>")
@@ -41,13 +42,7 @@ class Stored:
 
 
 def _stored(root: DataRoot, stage: str) -> Stored:
-    value = root.asset_values / f"{stage}.parquet"
-    kept = None
-    if value.exists():
-        columns = [c for c in pl.read_parquet_schema(value) if c in READ]
-        kept = pl.read_parquet(value, columns=columns)
-    rejects = root.stage_rejects(stage)
-    return Stored(kept, pl.read_parquet(rejects) if rejects.exists() else pl.DataFrame(schema={"record_id": pl.String}))
+    return Stored(stored_frame(root, stage, columns=READ), stored_rejects(root, stage))
 
 
 def resolve_id(stored: dict[str, Stored], prefix: str) -> str:

@@ -4,7 +4,9 @@
     annotations/              human or crowd labels coming back
     finetune.yaml             settings (optional)
     erasure_requests.csv      right-to-erasure requests (optional)
-    .pipeline/                intermediate asset values, per-stage rejects and statistics, the parse cache,
+    .pipeline/                intermediate asset values (assets/<name>/: a corpus asset as a sharded dataset,
+                              shards.py; assets/<name>.json or .parquet: a small value), per-stage rejects
+                              (rejects/<stage>/, a sharded dataset) and statistics, the parse cache,
                               cache/ (cleaned records, embeddings, the export check's counts, the stored split
                               and contamination answer, by content and settings), staging/ (exports and
                               models waiting for their checks), mlflow/ (the default MLflow tracking store)
@@ -27,6 +29,7 @@ class DataRoot:
     """A data root and the paths under it."""
 
     path: Path
+    datasets_url: str | None = None  # storage.datasets_url: where sharded datasets live; None: under .pipeline/
 
     @classmethod
     def resolve(cls, path: str | os.PathLike | None = None) -> "DataRoot":
@@ -104,7 +107,27 @@ class DataRoot:
         their candidates stay at one place whichever version is current."""
         return self.storage / "staging" / Path(os.path.abspath(published)).relative_to(self.path)
 
+    def _datasets(self, *parts: str) -> Path | str:
+        if self.datasets_url:
+            return "/".join([self.datasets_url.rstrip("/"), *parts])
+        return self.storage.joinpath(*parts)
+
+    def asset_dataset(self, name: str) -> Path | str:
+        """Where a corpus asset's rows are stored as a sharded dataset (shards.py): .pipeline/assets/<name>/,
+        or <storage.datasets_url>/assets/<name> (any fsspec URL, e.g. s3://bucket/run)."""
+        return self._datasets("assets", name)
+
+    def rejects_dataset(self, stage: str) -> Path | str:
+        """Where a corpus stage's rejects are stored as a sharded dataset: .pipeline/rejects/<stage>/ (or under
+        storage.datasets_url)."""
+        return self._datasets("rejects", stage)
+
+    def legacy_asset_value(self, name: str) -> Path:
+        """The single Parquet file versions before sharded datasets stored an asset's rows in (still read)."""
+        return self.asset_values / f"{name}.parquet"
+
     def stage_rejects(self, stage: str) -> Path:
+        """The single Parquet file versions before sharded datasets stored a stage's rejects in (still read)."""
         return self.storage / "rejects" / f"{stage}.parquet"
 
     def stage_stats(self, stage: str) -> Path:

@@ -17,6 +17,9 @@ import polars as pl
 
 from finetune_pipeline.split_files import SPLITS  # noqa: F401  (defined where the trainers can read it without polars)
 
+if typing.TYPE_CHECKING:  # shards imports fsspec and pyarrow: only a stage that streams needs them
+    from finetune_pipeline.shards import ShardedDataset
+
 # Columns every corpus row carries.
 CORPUS_SCHEMA: dict[str, pl.DataType] = {
     "record_id": pl.String,
@@ -132,16 +135,19 @@ def _typed(hint, value):
 
 @dataclass
 class StageResult:
-    """What one stage produced: kept rows, rejected rows, and figures for the run summary."""
+    """What one stage produced: kept rows, rejected rows, and figures for the run summary. A streaming stage
+    gives its rows as a `shards.ShardedDataset` it committed where the IO manager stores them (defs/io.py)."""
 
-    kept: pl.DataFrame
-    rejected: pl.DataFrame = field(default_factory=empty_rejects)
+    kept: pl.DataFrame | ShardedDataset
+    rejected: pl.DataFrame | ShardedDataset = field(default_factory=empty_rejects)
     stats: StageStats = field(default_factory=StageStats)
 
     def reasons(self) -> dict[str, int]:
-        if self.rejected.is_empty():
+        if self.rejected.height == 0:
             return {}
-        counts = self.rejected.group_by("reason").len().sort("len", descending=True)
+        rejected = self.rejected if isinstance(self.rejected, pl.DataFrame) else self.rejected.scan()
+        counts = rejected.group_by("reason").len().sort("len", descending=True)
+        counts = counts.collect() if isinstance(counts, pl.LazyFrame) else counts
         return dict(zip(counts["reason"].to_list(), counts["len"].to_list()))
 
 

@@ -336,11 +336,12 @@ def reject_share_summary(root: DataRoot, stage_counts: list[dict]) -> list[str]:
         max_share = load_settings(root).checks.max_reject_share
     except SettingsError:
         max_share = ChecksSettings().max_reject_share
+    from finetune_pipeline.stored import stored_rejects
+
     warnings = []
     for counts in stage_counts:
-        path = root.stage_rejects(counts["stage"])
-        if path.exists():
-            warnings += reject_share_warnings(counts["stage"], counts["rows_in"], pl.read_parquet(path), max_share)
+        warnings += reject_share_warnings(counts["stage"], counts["rows_in"], stored_rejects(root, counts["stage"]),
+                                          max_share)
     return ["", "WARNING: one reason rejected a large share of a stage's input:",
             *(f"  {w.message()}" for w in warnings)] if warnings else []
 

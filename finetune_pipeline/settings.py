@@ -894,6 +894,9 @@ class ExecutionSettings(_Section):
     cc_max_iterations: int = Field(
         64, ge=1, description="ray: rounds of min-label propagation allowed for connected components before "
         "failing (each round at least halves the distance to the root).")
+    shard_rows: int = Field(
+        50_000, ge=1, description="Rows per Parquet shard of a stored corpus dataset (each corpus stage's output and "
+        "rejects, .pipeline/assets/<stage>/): a streaming stage holds about one shard at a time.")
 
 
 class DomainSettings(_Section):

@@ -47,6 +47,7 @@ class Shard:
     path: str  # relative to the dataset's location
     rows: int
     digest: str  # sha256 of the shard file's bytes
+    bytes: int = 0  # the shard file's size (0 in manifests written before it was recorded)
 
 
 @dataclass(frozen=True)
@@ -137,13 +138,24 @@ def commit_generation(location: str | Path, generation: str, schema: dict[str, s
         if found_schema is None:
             found_schema = _schema_of(pl.read_parquet(io.BytesIO(data), n_rows=0))
         relative = f"{gen_path.rstrip('/').rsplit('/', 1)[-1]}/{file.rsplit('/', 1)[-1]}"
-        shards.append(Shard(path=relative, rows=meta.num_rows, digest=hashlib.sha256(data).hexdigest()))
+        shards.append(Shard(path=relative, rows=meta.num_rows, digest=hashlib.sha256(data).hexdigest(),
+                            bytes=len(data)))
     if found_schema is None and schema is None:
         raise ValueError(f"{generation}: no shard written and no schema given; cannot commit an empty dataset")
     manifest = Manifest(rows=sum(s.rows for s in shards), schema=found_schema or schema,
                         digest=_combined_digest(shards), shards=shards)
     _write_manifest(location, manifest)
     _remove_other_generations(location, generation)
+    return manifest
+
+
+def commit_shards(location: str | Path, generation: str, shards: list[Shard], schema: dict[str, str]) -> Manifest:
+    """`commit_generation` for shards already described where they were written (rows and digests computed
+    by the workers, in row order): the manifest from them, then older generations removed. Reads no shard."""
+    manifest = Manifest(rows=sum(s.rows for s in shards), schema=schema, digest=_combined_digest(shards),
+                        shards=list(shards))
+    _write_manifest(str(location), manifest)
+    _remove_other_generations(str(location), generation)
     return manifest
 
 

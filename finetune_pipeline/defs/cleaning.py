@@ -6,8 +6,8 @@ accounting check."""
 import dagster as dg
 import polars as pl
 
+from finetune_pipeline import stored, versions
 from finetune_pipeline import validation as v
-from finetune_pipeline import versions
 from finetune_pipeline.cleaning.cache import CODE as CLEANING_CODE
 from finetune_pipeline.cleaning.cache import cached_clean_corpus
 from finetune_pipeline.cleaning.quality_filters import short_rows_kept
@@ -86,11 +86,14 @@ def _keep_raw_text_only_where_allowed(pipeline: PipelineResource, raw_corpus: pl
     """Erased records out of what collection stored (its value and the parse cache); with
     privacy.keep_raw_text: none, collection's stored value deleted now that cleaning has read it."""
     root = pipeline.data_root()
-    stored = root.asset_values / "raw_corpus.parquet"  # the IO manager's file for raw_corpus
     erased = rejected.filter(pl.col("reason") == "erased_by_request")["record_id"].to_list()
-    erase_from_collection(raw_corpus, erased, stored, root.parse_cache)
+    if erased:  # the IO manager's dataset (or an earlier version's file) for raw_corpus, shard by shard
+        ids = pl.Series(erased, dtype=pl.String).implode()
+        stored.rewrite_stored(root, "raw_corpus", lambda frame: frame.filter(~pl.col("record_id").is_in(ids)),
+                              shard_rows=pipeline.settings().execution.shard_rows)
+    erase_from_collection(raw_corpus, erased, None, root.parse_cache)
     if pipeline.settings().privacy.keep_raw_text == "none":
-        stored.unlink(missing_ok=True)
+        stored.remove_stored(root, "raw_corpus")
 
 
 @dg.asset(group_name="cleaning", kinds={"polars"}, owners=OWNERS, dagster_type=CorpusFrame,

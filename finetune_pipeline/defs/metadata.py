@@ -15,6 +15,7 @@ from finetune_pipeline.embeddings import EmbeddingCache
 from finetune_pipeline.execution import cluster_summary
 from finetune_pipeline.records import SPLITS, StageResult
 from finetune_pipeline.settings import ExecutionSettings, Settings
+from finetune_pipeline.shards import Manifest
 
 NONE = dg.MetadataValue.md("_none_")
 
@@ -83,6 +84,13 @@ def stage_metadata(rows_in: int, result: StageResult) -> dict:
         meta["text_chars_median"] = int(lengths.median())
         meta["text_chars_max"] = int(lengths.max())
     return meta
+
+
+def dataset_metadata(manifest: Manifest, prefix: str = "dataset_") -> dict:
+    """A stored dataset's manifest, as the IO manager records it on the output: rows, shards, bytes and the
+    content digest (a hash of the shards' bytes: it identifies the data without showing any of it)."""
+    return {f"{prefix}rows": manifest.rows, f"{prefix}shards": len(manifest.shards),
+            f"{prefix}bytes": sum(s.bytes for s in manifest.shards), f"{prefix}digest": manifest.digest}
 
 
 def settings_used(settings: Settings, *sections: str) -> dict:

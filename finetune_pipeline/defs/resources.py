@@ -16,7 +16,8 @@ from finetune_pipeline import execution
 from finetune_pipeline.embeddings import EmbeddingCache
 from finetune_pipeline.incremental import ResultCache
 from finetune_pipeline.layout import DataRoot
-from finetune_pipeline.records import CORPUS_STAGES, empty_rejects
+from finetune_pipeline.records import CORPUS_STAGES
+from finetune_pipeline.stored import stored_rejects
 from finetune_pipeline.tasks import task_for
 from finetune_pipeline.settings import Settings, SettingsError, load_settings
 from finetune_pipeline.tracking import TrackedRun, Tracker
@@ -99,8 +100,8 @@ class PipelineResource(dg.ConfigurableResource):
         return cache if self.cache_file(cache.key_file, cache.frame_file) else None
 
     def stage_rejects(self, stage: str) -> pl.DataFrame:
-        path = self.data_root().stage_rejects(stage)
-        return pl.read_parquet(path) if path.exists() else empty_rejects()
+        """A stage's rejects as stored by the IO manager (empty when none)."""
+        return stored_rejects(self.data_root(), stage)
 
     def stage_stats(self, stage: str) -> dict:
         """A stage's statistics as stored by the IO manager (JSON), with rows_out and rows_rejected."""
