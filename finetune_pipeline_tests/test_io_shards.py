@@ -11,6 +11,7 @@ import pytest
 
 from finetune_pipeline import shards, stored
 from finetune_pipeline.defs.io import ParquetIOManager, output_location, rejects_location
+from finetune_pipeline.defs.metadata import stage_metadata
 from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.records import StageResult, corpus_frame, reject_rows
@@ -161,3 +162,15 @@ def test_erasure_and_removal_reach_every_form(tmp_path):
 
 def test_the_shard_size_setting_defaults_to_the_format_s_default():
     assert ExecutionSettings().shard_rows == shards.DEFAULT_SHARD_ROWS
+
+
+def test_a_stage_s_metadata_is_the_same_from_a_dataset_as_from_a_frame(tmp_path):
+    frame = _corpus(9).with_columns(pl.Series("label", ["a", "b", "a"] * 3))
+    rejected = reject_rows(_corpus(2, 9), "cleaned_corpus", "too_short")
+    shards.write_dataset(frame, tmp_path / "kept", shard_rows=4)
+    shards.write_dataset(rejected, tmp_path / "rejected", shard_rows=4)
+    from_frame = stage_metadata(11, StageResult(kept=frame, rejected=rejected))
+    from_dataset = stage_metadata(11, StageResult(kept=shards.open_dataset(tmp_path / "kept"),
+                                                  rejected=shards.open_dataset(tmp_path / "rejected")))
+    assert from_dataset == from_frame
+    assert from_frame["rows_out"] == 9 and from_frame["text_chars_max"] == len("ticket 8 about order 8")

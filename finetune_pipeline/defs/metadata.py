@@ -68,21 +68,25 @@ def label_distribution(frame: pl.DataFrame) -> dg.MetadataValue:
 
 
 def stage_metadata(rows_in: int, result: StageResult) -> dict:
-    """What every corpus stage shows: rows in, out and rejected, rejects by reason, a preview, labels, lengths."""
+    """What every corpus stage shows: rows in, out and rejected, rejects by reason, a preview, labels, lengths.
+    Kept rows given as a ShardedDataset are scanned for these (a column at a time), never collected whole."""
     kept = result.kept
+    rows = kept.lazy() if isinstance(kept, pl.DataFrame) else kept.scan()
     meta = {
         "rows_in": rows_in,
         "rows_out": kept.height,
         "rows_rejected": result.rejected.height,
         "rejects_by_reason": bars(result.reasons()),
-        "preview": preview(kept),
+        "preview": preview(kept if isinstance(kept, pl.DataFrame) else rows.head(8).collect()),
         "dagster/row_count": kept.height,
     }
-    meta["label_distribution"] = label_distribution(kept)  # every corpus stage's frame has `label` (records.py)
+    # every corpus stage's frame has `label` (records.py)
+    meta["label_distribution"] = bars(dict(rows.group_by("label").len().drop_nulls().collect().iter_rows()))
     if "text" in kept.columns and kept.height:
-        lengths = kept["text"].str.len_chars()
-        meta["text_chars_median"] = int(lengths.median())
-        meta["text_chars_max"] = int(lengths.max())
+        lengths = rows.select(pl.col("text").str.len_chars().alias("n")).select(
+            pl.col("n").median().alias("median"), pl.col("n").max().alias("max")).collect()
+        meta["text_chars_median"] = int(lengths["median"][0])
+        meta["text_chars_max"] = int(lengths["max"][0])
     return meta
 
 
