@@ -22,6 +22,7 @@ from datasets import load_from_disk
 
 from finetune_pipeline.atomic import atomic_path
 from finetune_pipeline.layout import DataRoot
+from finetune_pipeline.shards import open_dataset
 from finetune_pipeline_tests.conftest import REPO
 
 CLI = Path(sys.executable).parent / "finetune-pipeline"
@@ -56,6 +57,10 @@ def _assert_readable(root: Path) -> None:
     """Every stored asset, the split exports, the rejects and the adapter load."""
     for parquet in (root / ".pipeline" / "assets").glob("*.parquet"):
         pl.read_parquet(parquet)
+    datasets = [p.parent for p in (root / ".pipeline").glob("*/*/manifest.json")]  # assets/<name>, rejects/<stage>
+    assert datasets
+    for dataset in datasets:
+        open_dataset(dataset).collect()
     splits = load_from_disk(str(root / "exports" / "splits"))
     assert set(splits) == {"train", "validation", "test"}
     for jsonl in (root / "exports" / "splits").glob("*.jsonl"):
@@ -84,7 +89,7 @@ def test_killed_runs_leave_the_last_materialization_readable_and_the_next_run_co
     (root / "raw" / "tickets" / "billing" / "ticket_new.txt").write_text(
         "Hello, my card was charged twice for order 88123 last Tuesday. Please refund the second "
         "payment of 42.50 to the same card. Thank you.")
-    raw_parquet = root / ".pipeline" / "assets" / "raw_corpus.parquet"
+    raw_parquet = DataRoot(root).asset_dataset("raw_corpus") / "manifest.json"  # rewritten last, at commit
     before = raw_parquet.stat().st_mtime_ns
     first = _start(root, home, logs / "first.log")
     _kill_when(first, lambda: raw_parquet.stat().st_mtime_ns != before, "raw_corpus was stored again",

@@ -12,10 +12,12 @@ from finetune_pipeline.cleaning.bias import bias_report
 from finetune_pipeline.cleaning.erasure import ErasureFileError, ErasureRequest, SubjectMatcher, load_erasure_requests
 from finetune_pipeline.dedup import deduplicate
 from finetune_pipeline.labeling import apply_labels
+from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.records import make_record_id
 from finetune_pipeline.settings import load_settings
 from finetune_pipeline.sources import collect_raw_corpus
 from finetune_pipeline.splits import assign_splits
+from finetune_pipeline.stored import stored_frame
 from finetune_pipeline_tests.conftest import copy_sample_data
 
 EMAIL = "maria.lopez@example.com"  # in a CSV ticket
@@ -165,15 +167,17 @@ def _run_dagster(root, instance) -> dict:
 
 def _files_holding(root, value: str) -> list[str]:
     """Every file under .pipeline/ and exports/ that holds `value`: Parquet read back with polars (every
-    column), anything else as raw bytes."""
+    column), anything else as raw bytes; a shard of a sharded dataset named by its dataset's folder."""
     found = []
     for folder in (root / ".pipeline", root / "exports"):
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             content = (pl.read_parquet(path).write_ndjson() if path.suffix == ".parquet"
                        else path.read_bytes().decode("utf-8", "replace"))
             if value in content:
-                found.append(path.relative_to(root).as_posix())
-    return found
+                dataset = path.parent.parent  # <dataset>/<generation>/part-*.parquet
+                shown = dataset if (dataset / "manifest.json").exists() else path
+                found.append(shown.relative_to(root).as_posix())
+    return sorted(set(found))
 
 
 def test_erasure_leaves_the_subject_nowhere_under_pipeline_or_exports(tmp_path):
@@ -184,14 +188,16 @@ def test_erasure_leaves_the_subject_nowhere_under_pipeline_or_exports(tmp_path):
     first = _run_dagster(root, instance)
     # Before a request the clear text is only in what collection stored: its value and the parse cache.
     holding = _files_holding(root, SUBJECT)
-    assert ".pipeline/assets/raw_corpus.parquet" in holding
-    assert [f for f in holding if f != ".pipeline/assets/raw_corpus.parquet"
+    assert ".pipeline/assets/raw_corpus" in holding
+    assert [f for f in holding if f != ".pipeline/assets/raw_corpus"
             and not f.startswith(".pipeline/parse_cache/")] == []
     assert first["cleaned_corpus"]["records_with_pii"].value >= 2  # the ticket's text and the file name
-    for path in (root / ".pipeline" / "assets").glob("*.parquet"):
-        columns = pl.read_parquet_schema(path)
+    stored = [*(root / ".pipeline" / "assets").glob("*.parquet"), *(root / ".pipeline" / "assets").glob("*/")]
+    assert any(path.name == "cleaned_corpus" for path in stored)  # a sharded dataset
+    for path in stored:
+        columns = stored_frame(DataRoot(root), path.stem).columns if path.is_dir() else pl.read_parquet_schema(path)
         assert "text_raw" not in columns, path.name
-        assert path.name == "raw_corpus.parquet" or "redactions" in columns or "text" not in columns, path.name
+        assert path.stem == "raw_corpus" or "redactions" in columns or "text" not in columns, path.name
 
     (root / "erasure_requests.csv").write_text(f"request_id,subject\nER-7,{SUBJECT}\n")
     meta = _run_dagster(root, instance)
@@ -211,14 +217,14 @@ def test_a_file_name_with_an_address_is_redacted_in_the_export_and_counted(tmp_p
 
     root = _dagster_root(tmp_path)
     meta = _run_dagster(root, dg.DagsterInstance.ephemeral())
-    assert _files_holding(root, IN_FILE_NAME) == [".pipeline/assets/raw_corpus.parquet"]
+    assert _files_holding(root, IN_FILE_NAME) == [".pipeline/assets/raw_corpus"]
     exported = pl.concat([pl.read_ndjson(p) for p in (root / "exports" / "splits").glob("*.jsonl")],
                          how="diagonal_relaxed")
     assert "raw/shipping/<EMAIL>" in exported["source_uri"].to_list()
     assert meta["dataset_splits_no_personal_data"]["passed"]
     texts = exports.exported_texts(root / "exports" / "splits")
     assert set(texts["field"]) >= {"text", "source_uri", "locator"}  # the check scans file names and locators
-    stats = pl.read_parquet(root / ".pipeline" / "assets" / "cleaned_corpus.parquet")
+    stats = stored_frame(DataRoot(root), "cleaned_corpus")
     assert stats.filter(pl.col("redactions").str.contains('"field": "source_uri", "kind": "email"')).height == 1
     assert "| email | 2 | redact |" in meta["cleaned_corpus"]["pii_report"].value  # text and file name
 
@@ -232,6 +238,7 @@ def test_with_keep_raw_text_none_no_clear_text_stays_under_pipeline(tmp_path):
     assert _files_holding(root, SUBJECT) == [] and _files_holding(root, IN_FILE_NAME) == []
     assert not (root / ".pipeline" / "parse_cache").exists()
     assert not (root / ".pipeline" / "assets" / "raw_corpus.parquet").exists()
+    assert stored_frame(DataRoot(root), "raw_corpus") is None and not (root / ".pipeline" / "assets" / "raw_corpus").exists()
 
 
 def test_an_exported_locator_or_file_name_with_personal_data_fails_the_export_check(tmp_path):

@@ -11,7 +11,9 @@ from finetune_pipeline.definitions import ALL_ASSETS, resources_for
 from finetune_pipeline.defs import cli
 from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.explain import ExplainError, explain
+from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.records import make_record_id
+from finetune_pipeline.stored import stored_frame
 
 EMAIL = "maria.lopez@example.org"
 # Slots combined by position, never crossed: no two records share a phrase, so none is a near copy of another.
@@ -78,8 +80,7 @@ def test_explain_tells_every_stage_of_a_kept_record_without_its_personal_data(ex
     assert "  cleaned_corpus: kept; text changed; redactions by kind: 1 email; quality flags: none" in out
     assert f"  deduplicated_corpus: kept (group {record}); no duplicate of it found" in out
     assert "  labeled_corpus: label 'shipping' from the column" in out
-    split = pl.read_parquet(explained_root / ".pipeline" / "assets" / "dataset_splits.parquet") \
-        .filter(pl.col("record_id") == record)["split"][0]
+    split = stored_frame(DataRoot(explained_root), "dataset_splits").filter(pl.col("record_id") == record)["split"][0]
     assert f"  dataset_splits: in {split} (group {record})" in out
     assert "please sort it out. Write to <EMAIL> please." in out
     assert EMAIL not in out and "lopez" not in out.lower()
@@ -96,7 +97,7 @@ def test_explain_names_the_duplicate_and_the_record_it_duplicates(explained_root
 
 
 def test_explain_an_augmented_copy_and_ids_it_cannot_resolve(explained_root, capsys):
-    corpus = pl.read_parquet(explained_root / ".pipeline" / "assets" / "augmented_corpus.parquet")
+    corpus = stored_frame(DataRoot(explained_root), "augmented_corpus")
     copies = corpus.filter(pl.col("augmented_from").is_not_null())
     copy_id, source = copies.select("record_id", "augmented_from").row(0)
     lines = explain(explained_root, copy_id)

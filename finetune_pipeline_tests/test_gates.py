@@ -18,6 +18,7 @@ from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.records import corpus_frame, sha256_text
 from finetune_pipeline.settings import DedupSettings, PrivacySettings, Settings, SplitSettings
 from finetune_pipeline.splits import assign_splits, cross_split_near_duplicates, join_similar_groups
+from finetune_pipeline.stored import store_frame, store_rejects, stored_frame, stored_rejects
 from finetune_pipeline.tasks import task_named
 
 CITIES = ["Oslo", "Lisbon", "Kyoto", "Quito", "Perth", "Tallinn", "Accra", "Lima", "Hanoi", "Dakar"]
@@ -97,8 +98,7 @@ def test_personal_data_in_the_split_export_fails_the_gate_and_nothing_is_publish
     layout = DataRoot(root)
     published = _digests(layout.splits_export)
     # An upstream stage that let an e-mail address through: the stored augmented corpus, tampered with.
-    stored = layout.asset_values / "augmented_corpus.parquet"
-    corpus = pl.read_parquet(stored)
+    corpus = stored_frame(layout, "augmented_corpus")
     leak = corpus["response"][0] + " Write to lena.berg@example.org."
     messages = json.loads(corpus["messages"][0])
     messages[-1]["content"] = leak
@@ -106,7 +106,7 @@ def test_personal_data_in_the_split_export_fails_the_gate_and_nothing_is_publish
         pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(leak)).otherwise(pl.col("response")).alias("response"),
         pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(json.dumps(messages))).otherwise(pl.col("messages"))
         .alias("messages"))
-    corpus.write_parquet(stored)
+    store_frame(layout, "augmented_corpus", corpus)
 
     result = _run(root, instance, "dataset_splits", "published_splits")
     checks = _checks(result)
@@ -297,20 +297,19 @@ def test_the_accounting_checks_fail_on_a_lost_reject_and_on_a_file_nobody_read(t
     assert set(checks) == {"raw_corpus_expectations", "raw_corpus_every_file_accounted",
                            "cleaned_corpus_expectations", "cleaned_corpus_accounting"}
     assert all(c.passed for c in checks.values()), {k: c.description for k, c in checks.items()}
-    rejects = pl.read_parquet(DataRoot(root).stage_rejects("raw_corpus"))
+    rejects = stored_rejects(DataRoot(root), "raw_corpus")
     assert ("raw/header_only.csv", "empty_file") in set(rejects.select("source_uri", "reason").iter_rows())
 
     # A cleaning reject gone from disk (overwritten, deleted): the record is neither kept nor rejected.
-    stored = DataRoot(root).stage_rejects("cleaned_corpus")
-    lost = pl.read_parquet(stored)
+    lost = stored_rejects(DataRoot(root), "cleaned_corpus")
     assert lost.height == 1
-    lost.head(0).write_parquet(stored)
+    store_rejects(DataRoot(root), "cleaned_corpus", lost.head(0))
     # A file added to raw/ after raw_corpus was built: on disk, in no record and no reject.
     (root / "raw" / "late.txt").write_text("A ticket that arrived after the collection ran, about a late parcel.")
     # The checks run in their asset's step, on its stored value: here on what is on disk now.
     def evaluate(asset: str, name: str):
         check = next(g for g in GATES[asset] if g.name == name)
-        stored = {n: pl.read_parquet(DataRoot(root).asset_values / f"{n}.parquet") for n in (asset, *check.upstream)}
+        stored = {n: stored_frame(DataRoot(root), n) for n in (asset, *check.upstream)}
         return check.evaluate(pipeline, stored[asset], **{n: stored[n] for n in check.upstream})
 
     accounting = evaluate("cleaned_corpus", "cleaned_corpus_accounting")
@@ -367,7 +366,7 @@ def test_a_failed_accounting_check_names_the_records_their_source_and_the_remedy
     pipeline = PipelineResource(data_dir=str(root))
     assert dg.materialize([raw_corpus], resources=resources_for(pipeline), instance=dg.DagsterInstance.ephemeral(),
                           selection=["raw_corpus"]).success
-    read = pl.read_parquet(DataRoot(root).asset_values / "raw_corpus.parquet")
+    read = stored_frame(DataRoot(root), "raw_corpus")
     check = next(g for g in GATES["cleaned_corpus"] if g.name == "cleaned_corpus_accounting")
     DataRoot(root).stage_rejects("cleaned_corpus").parent.mkdir(parents=True, exist_ok=True)
     result = check.evaluate(pipeline, read.slice(1), raw_corpus=read)  # the first record lost on the way

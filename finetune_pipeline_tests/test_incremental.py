@@ -175,7 +175,7 @@ def test_a_new_erasure_request_removes_the_subject_from_every_output_on_the_next
 
     # before the request the address is only in what collection stored (raw_corpus, the parse cache): later
     # stages hold the redacted text and no clear copy
-    assert found() and all("raw_corpus.parquet" in p or "parse_cache" in p for p in found())
+    assert found() and all("/assets/raw_corpus/" in p or "parse_cache" in p for p in found())
     (root / "erasure_requests.csv").write_text(f"request_id,subject\nER-9,{SUBJECT}\n")
     meta = _refresh(root, instance)
     assert meta["cleaned_corpus"]["records_erased"].value == 1

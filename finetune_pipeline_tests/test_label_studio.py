@@ -20,6 +20,7 @@ from finetune_pipeline.labeling.annotations import ANNOTATIONS_SCHEMA
 from finetune_pipeline.labeling.review import REVIEW_SCHEMA, write_pairwise_export, write_review_export
 from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.settings import Settings
+from finetune_pipeline.stored import stored_frame
 from finetune_pipeline_tests.test_labeling import LABELS, _corpus, _scripted_labeler
 
 TOKEN_ENV = "FINETUNE_TEST_LABEL_STUDIO_TOKEN"  # a name of our own: review.token_env is honoured
@@ -435,7 +436,7 @@ def test_labeling_assets_push_the_queue_and_label_from_the_server_and_fail_on_a_
     admin.annotate(split["id"], "lead@example.com", "shipping")  # the expert decides, in Label Studio
     second = materialize(up)
     assert second.success
-    labeled = pl.read_parquet(data / ".pipeline" / "assets" / "labeled_corpus.parquet")
+    labeled = stored_frame(DataRoot(data), "labeled_corpus")
     row = labeled.filter(pl.col("record_id") == "bill2").row(0, named=True)
     assert (row["label"], row["label_source"]) == ("shipping", "human")
     meta = {m.asset_key.to_user_string(): m.metadata for m in second.asset_materializations_for_node("labeling")}
@@ -443,7 +444,7 @@ def test_labeling_assets_push_the_queue_and_label_from_the_server_and_fail_on_a_
 
     dead = f"http://127.0.0.1:{_free_port()}"
     assert materialize(f"{{backend: label_studio, url: '{dead}', token_env: {TOKEN_ENV}, timeout_s: 5}}").success
-    labeled = pl.read_parquet(data / ".pipeline" / "assets" / "labeled_corpus.parquet")
+    labeled = stored_frame(DataRoot(data), "labeled_corpus")
     assert labeled.filter(pl.col("record_id") == "bill2")["label"].to_list() == ["shipping"]  # the last poll
     required = materialize(f"{{backend: label_studio, url: '{dead}', token_env: {TOKEN_ENV}, timeout_s: 5, "
                            "required: true}")

@@ -11,6 +11,7 @@ from finetune_pipeline.definitions import ALL_ASSETS, definitions_for, resources
 from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.records import corpus_frame
+from finetune_pipeline.stored import stored_frame
 
 TICKETS = {
     "billing": "I was charged twice for order {n} and would like a refund of the second payment, please.",
@@ -72,7 +73,7 @@ def test_labeling_assets_materialize_with_agreement_metadata_and_review_export(t
                    for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
     assert evaluations == {"labeled_corpus_expectations": True, "labeled_corpus_accounting": True,
                            "labeled_corpus_reject_share": True}
-    kept = pl.read_parquet(root / ".pipeline" / "assets" / "labeled_corpus.parquet")
+    kept = stored_frame(DataRoot(root), "labeled_corpus")
     assert kept.filter(pl.col("record_id") == "unlabeled")["label"].to_list() == ["shipping"]
 
 

@@ -23,6 +23,7 @@ from finetune_pipeline.defs.cli import _summary
 from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.settings import load_settings
 from finetune_pipeline.sources import collect_raw_corpus
+from finetune_pipeline.stored import stored_frame
 from finetune_pipeline_tests.conftest import REPO, copy_sample_data
 
 STAGES = ["raw_corpus", "cleaned_corpus", "deduplicated_corpus", "labeled_corpus", "augmented_corpus"]
@@ -45,17 +46,17 @@ def test_headless_materialize_succeeds_and_writes_to_the_data_root(sample_run):
 
 def test_every_source_type_reaches_the_corpus_and_stages_do_work(sample_run):
     root = sample_run[0]
-    raw = pl.read_parquet(root / ".pipeline" / "assets" / "raw_corpus.parquet")
+    raw = stored_frame(DataRoot(root), "raw_corpus")
     assert {"txt", "md", "html", "pdf", "csv", "jsonl", "sqlite"} <= set(raw["source_type"])
     rejects = pl.read_parquet(root / "exports" / "rejects.parquet")
     reasons = set(rejects["reason"])
     assert {"exact_duplicate", "near_duplicate", "label_not_in_label_set"} <= reasons
     # the two one-line CSV tickets are labeled rows of a table: kept with the flag, not rejected (issue 33)
-    cleaned = pl.read_parquet(root / ".pipeline" / "assets" / "cleaned_corpus.parquet")
+    cleaned = stored_frame(DataRoot(root), "cleaned_corpus")
     short = cleaned.filter(pl.col("quality_flags").list.contains("too_short"))
     assert short["source_type"].to_list() == ["csv", "csv"] and "too_short" not in reasons
     # raw/notes.txt has no label folder: the zero-shot model labels it (confidently, so not in review)
-    labeled = pl.read_parquet(root / ".pipeline" / "assets" / "labeled_corpus.parquet")
+    labeled = stored_frame(DataRoot(root), "labeled_corpus")
     notes = labeled.filter(pl.col("source_uri") == "raw/notes.txt")
     assert notes.select("label", "label_source").rows() == [("shipping", "model")]
     assert notes["label_model"][0].startswith("zero-shot all-MiniLM-L6-v2")
@@ -81,7 +82,7 @@ def test_bad_inputs_are_rejected_for_their_reason_and_every_good_record_comes_th
     root, _, proc, expected = sample_run
     assert proc.returncode == 0, proc.stderr[-4000:]
     rejects = pl.read_parquet(root / "exports" / "rejects.parquet")
-    raw = pl.read_parquet(root / ".pipeline" / "assets" / "raw_corpus.parquet")
+    raw = stored_frame(DataRoot(root), "raw_corpus")
     for uri, outcome in expected.items():
         if outcome == "kept":
             assert raw.filter(pl.col("source_uri") == uri).height == 1, uri
@@ -108,23 +109,22 @@ def test_bad_inputs_are_rejected_for_their_reason_and_every_good_record_comes_th
 
 def test_nothing_lost_across_stages(sample_run):
     root = sample_run[0]
-    assets = root / ".pipeline" / "assets"
     rejects = pl.read_parquet(root / "exports" / "rejects.parquet")
     previous = None
     for stage in STAGES:
-        frame = pl.read_parquet(assets / f"{stage}.parquet")
+        frame = stored_frame(DataRoot(root), stage)
         originals = frame.filter(pl.col("augmented_from").is_null()) if "augmented_from" in frame.columns else frame
         if previous is not None:
             rejected_here = rejects.filter(pl.col("stage") == stage)
             assert previous.height == originals.height + rejected_here.height, stage
             assert set(previous["record_id"]) == set(originals["record_id"]) | set(rejected_here["record_id"])
         previous = originals
-    splits = pl.read_parquet(assets / "dataset_splits.parquet")
+    splits = stored_frame(DataRoot(root), "dataset_splits")
     assert splits.filter(pl.col("augmented_from").is_null()).height == previous.height
 
 
 def test_splits_do_not_leak_and_augmentation_stays_in_train(sample_run):
-    splits = pl.read_parquet(sample_run[0] / ".pipeline" / "assets" / "dataset_splits.parquet")
+    splits = stored_frame(DataRoot(sample_run[0]), "dataset_splits")
     assert splits.group_by("group_id").agg(pl.col("split").n_unique())["split"].max() == 1
     augmented = splits.filter(pl.col("augmented_from").is_not_null())
     assert augmented.height > 0 and set(augmented["split"]) == {"train"}

@@ -138,16 +138,15 @@ def test_no_detected_value_reaches_logs_or_dagster_metadata(tmp_path, caplog):
     assert "| person | 3 | redact |" in materialization.metadata["pii_report"].value
 
     seen = caplog.text + "".join(str(e) for e in result.all_events)
-    kept = pipeline.data_root().asset_values / "cleaned_corpus.parquet"
-    import polars as pl
+    from finetune_pipeline.stored import stored_frame
 
-    texts = "".join(pl.read_parquet(kept)["text"])
+    kept = stored_frame(pipeline.data_root(), "cleaned_corpus")
+    texts = "".join(kept["text"])
     for value in PLANTED:
         assert value not in seen, value
         assert value not in texts, value
-    stored = pipeline.data_root().asset_values  # the original only in the collection stage's value
-    assert "text_raw" not in pl.read_parquet(kept).columns
-    assert "maria.lopez@example.com" in "".join(pl.read_parquet(stored / "raw_corpus.parquet")["text"])
+    assert "text_raw" not in kept.columns  # the original only in the collection stage's value
+    assert "maria.lopez@example.com" in "".join(stored_frame(pipeline.data_root(), "raw_corpus")["text"])
 
 
 @pytest.mark.parametrize("policy", ["redact", "drop"])

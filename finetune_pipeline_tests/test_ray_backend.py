@@ -193,5 +193,8 @@ def test_dagster_runs_the_heavy_assets_on_the_cluster_with_metadata_and_logs(ray
         assert meta["ray_cluster"].value["nodes"] == 2
     messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
     assert any("(parsed)" in m and "raw/" in m for m in messages)  # per-source progress of the Ray parse
-    stored = pl.read_parquet(root / ".pipeline" / "assets" / "cleaned_corpus.parquet").drop("ingested_at")
+    from finetune_pipeline.layout import DataRoot
+    from finetune_pipeline.stored import stored_frame
+
+    stored = stored_frame(DataRoot(root), "cleaned_corpus").drop("ingested_at")
     assert stored.equals(local_stages["cleaned.kept"])

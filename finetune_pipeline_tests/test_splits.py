@@ -223,13 +223,13 @@ def test_no_oversampled_copy_leaves_train_when_near_copies_move_an_original(tmp_
     from finetune_pipeline.definitions import ALL_ASSETS, resources_for
     from finetune_pipeline.defs.resources import PipelineResource
     from finetune_pipeline.layout import DataRoot
+    from finetune_pipeline.stored import store_frame, stored_frame
 
     corpus, moved = corpus_the_second_look_reshapes()
     (tmp_path / "finetune.yaml").write_text(json.dumps({"labels": ["a", "b"], "privacy": {"detector": "patterns"},
                                                         "checks": {"min_records": 10}}))
     root = DataRoot(tmp_path)
-    root.asset_values.mkdir(parents=True, exist_ok=True)
-    corpus.write_parquet(root.asset_values / "labeled_corpus.parquet")  # as the labeling stage stored it
+    store_frame(root, "labeled_corpus", corpus)  # as the labeling stage stored it
     former = root.result_cache / "dataset_splits.parquet"  # the whole split with its texts, as stored before
     former.parent.mkdir(parents=True, exist_ok=True)
     corpus.write_parquet(former)
@@ -241,7 +241,7 @@ def test_no_oversampled_copy_leaves_train_when_near_copies_move_an_original(tmp_
                                                               raise_on_error=False)
     checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
               for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
-    splits = pl.read_parquet(root.asset_values / "dataset_splits.parquet")
+    splits = stored_frame(root, "dataset_splits")
     augmented = splits.filter(pl.col("augmented_from").is_not_null())
     assert augmented.height > 0 and set(augmented["label"]) == {"b"}
     assert set(augmented["split"]) == {"train"}

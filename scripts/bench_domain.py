@@ -58,11 +58,13 @@ import polars as pl  # noqa: E402
 from finetune_pipeline.domain import (DomainFilterRefused, DomainScorer, corpus_relevance, domain_filter,  # noqa: E402
                                       read_examples, record_documents)
 from finetune_pipeline.embeddings import EmbeddingCache, embed  # noqa: E402
+from finetune_pipeline.layout import DataRoot  # noqa: E402
 from finetune_pipeline.records import corpus_frame  # noqa: E402
 from finetune_pipeline.settings import DomainSettings  # noqa: E402
 from finetune_pipeline.settings import load_settings  # noqa: E402
 from finetune_pipeline.sources.files import DOCUMENT_TYPES  # noqa: E402
 from finetune_pipeline.sources.tabular import TABULAR_TYPES  # noqa: E402
+from finetune_pipeline.stored import stored_frame  # noqa: E402
 from finetune_pipeline_tests.domain_texts import OFF_DOMAIN  # noqa: E402
 
 DATA = REPO / "data"
@@ -398,7 +400,7 @@ def root_part(root: Path, cache_dir: Path) -> None:
     settings on its cleaned corpus, per source file: records, rejected, and whether the gauntlet's truth
     (ROOT.truth.json, `off_domain_files`, from scripts/bench_real_data.py) calls the file off-domain."""
     cfg = load_settings(root).domain
-    corpus = pl.read_parquet(root / ".pipeline" / "assets" / "cleaned_corpus.parquet")
+    corpus = stored_frame(DataRoot(root), "cleaned_corpus")
     truth_path = root.parent / f"{root.name.removesuffix('-copy')}.truth.json"
     off_files = set(json.loads(truth_path.read_text())["off_domain_files"]) if truth_path.exists() else set()
     cache = EmbeddingCache(cache_dir, "bench_domain")

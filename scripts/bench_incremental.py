@@ -71,12 +71,14 @@ def add_new_records(root: Path, share: float, seed: int = 20261202) -> int:
 
     Fresh Faker tickets (another seed than the bulk, no copies of anything): each its own paragraphs, so
     they survive deduplication (main() counts how many are kept)."""
-    import polars as pl
     from faker import Faker
     sys.path.insert(0, str(ROOT / "scripts"))
     from bench_soak import VOCAB
 
-    kept = pl.read_parquet(root / ".pipeline" / "assets" / "deduplicated_corpus.parquet")
+    from finetune_pipeline.layout import DataRoot
+    from finetune_pipeline.stored import stored_frame
+
+    kept = stored_frame(DataRoot(root), "deduplicated_corpus")
     n = max(1, round(share * kept.height))
     fake = Faker("en_US")
     Faker.seed(seed)
@@ -101,11 +103,13 @@ def stage_counts(root: Path) -> dict[str, int]:
     """Rows of each stored corpus stage, and how many of them come from the new-records file."""
     import polars as pl
 
+    from finetune_pipeline.layout import DataRoot
+    from finetune_pipeline.stored import stored_frame
+
     counts = {}
     for name in ("raw_corpus", "cleaned_corpus", "deduplicated_corpus", "labeled_corpus", "dataset_splits"):
-        path = root / ".pipeline" / "assets" / f"{name}.parquet"
-        if path.exists():
-            frame = pl.read_parquet(path)
+        frame = stored_frame(DataRoot(root), name)
+        if frame is not None:
             counts[name] = frame.height
             if "source_uri" in frame.columns:
                 counts[f"{name}_new"] = frame.filter(pl.col("source_uri").str.contains(NEW_FILE, literal=True)).height

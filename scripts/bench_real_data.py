@@ -693,7 +693,10 @@ def read_outputs(root: Path, truth: dict) -> dict:
     import polars as pl
 
     by_file = bool(truth.get("by_file"))
-    stats_dir, rejects_dir = root / ".pipeline" / "stats", root / ".pipeline" / "rejects"
+    from finetune_pipeline.layout import DataRoot
+    from finetune_pipeline.stored import has_stored, stored_frame, stored_rejects
+
+    stats_dir = root / ".pipeline" / "stats"
     stages = []
     for stage in ("raw_corpus", "cleaned_corpus", "deduplicated_corpus", "labeled_corpus", "augmented_corpus"):
         path = stats_dir / f"{stage}.json"
@@ -703,7 +706,9 @@ def read_outputs(root: Path, truth: dict) -> dict:
             stages.append({"stage": stage, "in": s["rows_out"] - added + s["rows_rejected"],
                            "out": s["rows_out"] - added, "rejected": s["rows_rejected"], "added": added,
                            "passes": s.get("redaction_passes")})
-    frames = [pl.read_parquet(p) for p in sorted(rejects_dir.glob("*.parquet"))] if rejects_dir.exists() else []
+    frames = [stored_rejects(DataRoot(root), stage) for stage in sorted(  # the stages that stored rejects
+        {p.name.removesuffix(".parquet") for p in (root / ".pipeline" / "rejects").glob("*")
+         if not p.name.startswith(".")})]
     rejects = pl.concat(frames, how="diagonal_relaxed") if frames else None
     reasons = Counter()
     outcome: dict[str, dict] = {}
@@ -775,11 +780,10 @@ def read_outputs(root: Path, truth: dict) -> dict:
             k: m.get(k) for k in ("approach", "test", "majority_baseline", "base_model_test", "epochs_run")
             if k in m}
     stats = root / ".pipeline" / "stats" / "deduplicated_corpus.json"
-    cleaned = root / ".pipeline" / "assets" / "cleaned_corpus.parquet"
-    if truth.get("off_domain_files") and stats.exists() and cleaned.exists():
+    if truth.get("off_domain_files") and stats.exists() and has_stored(DataRoot(root), "cleaned_corpus"):
         # every record the domain filter scored: the stored output of cleaning, the filter's input
         offs = {f"{f}|" for f in truth["off_domain_files"]}
-        frame = pl.read_parquet(cleaned, columns=["source_uri", "locator"])
+        frame = stored_frame(DataRoot(root), "cleaned_corpus", columns=["source_uri", "locator"])
         seen = [record_key(u, loc, False) for u, loc in frame.iter_rows()]
         all_keys = set(seen)
         off_keys = {k for k in all_keys if k.split("|")[0] + "|" in offs}
