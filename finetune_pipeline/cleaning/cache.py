@@ -88,6 +88,16 @@ def cached_clean_corpus(corpus: pl.DataFrame, settings: Settings, requests: list
     if cache_file is None:
         return cleaning_result(corpus, clean_rows(corpus, settings, requests), settings, requests), \
             CleaningCacheReport(rows_cleaned=corpus.height, units_cleaned=corpus.height)
+    rows, report = cached_clean_rows(corpus, settings, requests, cache_file)
+    atomic.write_parquet(cache_rows(rows), cache_file)  # only the units this run used
+    return cleaning_result(corpus, rows.drop(KEY, POSITION), settings, requests), report
+
+
+def cached_clean_rows(corpus: pl.DataFrame, settings: Settings, requests: list[ErasureRequest],
+                      cache_file: Path) -> tuple[pl.DataFrame, CleaningCacheReport]:
+    """`clean_rows` of `corpus` (whole units: a paged document's rows all in it), the outcome rows of units
+    found in `cache_file` reused; with `KEY` and `POSITION`, as `cache_rows` stores them. The streaming
+    runner (streaming.py) calls it batch by batch, reading only the cached rows of the batch's units."""
     keys = unit_keys(corpus, settings, requests)
     keyed = corpus.with_row_index("_row").with_columns(pl.Series(KEY, keys, dtype=pl.String))
     keyed = keyed.with_columns(pl.int_range(pl.len()).over(KEY).cast(pl.UInt32).alias(POSITION))
@@ -110,10 +120,14 @@ def cached_clean_corpus(corpus: pl.DataFrame, settings: Settings, requests: list
     else:
         rows = clean_rows(corpus, settings, requests).with_columns(
             pl.lit(None, pl.String).alias(KEY), pl.lit(None, pl.UInt32).alias(POSITION))
-    atomic.write_parquet(_without_erased_content(rows.drop("_row")), cache_file)  # only the units this run used
     report = CleaningCacheReport(rows_reused=hit.height, rows_cleaned=miss.height,
                                  units_reused=len(hit_keys), units_cleaned=miss[KEY].n_unique())
-    return cleaning_result(corpus, rows.drop(KEY, POSITION), settings, requests), report
+    return rows.drop("_row"), report
+
+
+def cache_rows(rows: pl.DataFrame) -> pl.DataFrame:
+    """Outcome rows of `cached_clean_rows` as the cache file keeps them (erased content removed)."""
+    return _without_erased_content(rows)
 
 
 def _without_erased_content(rows: pl.DataFrame) -> pl.DataFrame:
@@ -128,12 +142,14 @@ def _without_erased_content(rows: pl.DataFrame) -> pl.DataFrame:
 def _read(cache_file: Path, keyed: pl.DataFrame, rows: int) -> pl.DataFrame:
     """The cached outcome rows whose unit is wanted now; empty when there is no usable cache."""
     try:
-        cached = pl.read_parquet(cache_file)
+        stored = pl.scan_parquet(cache_file)
+        columns = stored.collect_schema().names()
+        if KEY not in columns or POSITION not in columns or not rows:
+            return pl.DataFrame()
+        # only the rows of the units wanted: a batch of a streamed run reads its own, not the whole file
+        cached = stored.filter(pl.col(KEY).is_in(keyed[KEY].unique().implode())).collect()
     except (OSError, pl.exceptions.PolarsError):
         return pl.DataFrame()  # missing or damaged: clean everything again
-    if KEY not in cached.columns or POSITION not in cached.columns or not rows:
-        return pl.DataFrame()
-    cached = cached.filter(pl.col(KEY).is_in(keyed[KEY].unique().implode()))
     # a unit counts as cached only with as many rows as it has now (always so unless the file was edited)
     sizes = keyed.group_by(KEY).len().join(cached.group_by(KEY).len(), on=KEY, suffix="_cached")
     complete = sizes.filter(pl.col("len") == pl.col("len_cached"))[KEY]

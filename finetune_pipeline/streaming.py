@@ -1,0 +1,353 @@
+"""The local streaming path (issue 36): each stage reads the previous stage's sharded dataset (shards.py) and
+writes its own with `DatasetWriter`s, so one machine handles a corpus larger than its memory. Outputs equal the
+in-memory stage functions' (same rows, same order, same values: test_streaming.py holds it).
+
+How each stage streams:
+- cleaning (`clean_dataset`): batch by batch, cut only between documents (a PDF's or Word file's pages are
+  cleaned together: its repeated headers are found across them), each batch cleaned, kept rows and rejects
+  written, statistics combined; the cleaning cache is read per batch (only the batch's units) and rewritten
+  as one file at the end. Holds one batch.
+- dedup (`deduplicate_dataset`), labeling (`label_dataset`), the split (`split_assignment_dataset`): a
+  decision over the whole corpus (exact hash groups, MinHash LSH and connected components, the label set and
+  the classifier, the stratified group split) computed on the columns it reads (`scan().select(...)`), then
+  the rows streamed through shard by shard with the decision joined (`write_joined`): the columns it does
+  not read (`*_PASSENGERS`) never sit in memory whole. Dedup and the split read the text column (near
+  copies are found on it); labeling reads only the texts the model or the classifier sees.
+- the split applied (`apply_split_dataset`): a small table (record id, source) decides each row's place;
+  rows streamed through in that order.
+- augmentation (`augment_dataset`): originals streamed with the augmentation columns; when a technique is
+  on, the label counts and the near-held-out filter need the whole corpus: it is read whole (said here
+  and in docs/benchmarks.md).
+Library code: no dagster import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+
+from finetune_pipeline.cleaning import noise
+from finetune_pipeline.records import SPLITS, StageStats
+from finetune_pipeline.settings import Settings
+from finetune_pipeline.shards import DEFAULT_SHARD_ROWS, DatasetWriter, ShardedDataset
+
+# Columns a stage neither reads nor changes: streamed from the input shards, never held whole.
+DEDUP_PASSENGERS = ("redactions", "content_sha256", "label_source", "label_confidence")
+LABELING_PASSENGERS = ("text", "redactions", "quality_flags", "content_sha256")
+SPLIT_PASSENGERS = ("redactions", "quality_flags", "content_sha256", "label_source", "label_confidence",
+                    "label_model", "label_agreement", "ingested_at")
+
+
+def batch_rows(settings: Settings) -> int:
+    """Rows per batch and per shard: `execution.shard_rows` where the settings have it."""
+    return int(getattr(settings.execution, "shard_rows", None) or DEFAULT_SHARD_ROWS)
+
+
+# ---- statistics of batches, combined
+
+
+def combine_stats(first, second, same: frozenset[str] = frozenset()):
+    """Two batches' statistics as one: counts summed, dicts merged key by key (values combined), lists
+    joined without repeats (warnings), nested dataclasses combined field by field; fields named in `same`
+    (figures every batch reports whole, e.g. how many erasure requests there are) taken from `first`."""
+    if first is None:
+        return second
+    if second is None:
+        return first
+    if dataclasses.is_dataclass(first):
+        return type(first)(**{f.name: getattr(first, f.name) if f.name in same
+                              else combine_stats(getattr(first, f.name), getattr(second, f.name), same)
+                              for f in dataclasses.fields(first)})
+    if isinstance(first, bool):
+        return first or second
+    if isinstance(first, (int, float)):
+        return first + second
+    if isinstance(first, dict):
+        merged = dict(first)
+        for key, value in second.items():
+            merged[key] = combine_stats(merged[key], value, same) if key in merged else value
+        return merged
+    if isinstance(first, list):
+        return first + [item for item in second if item not in first]
+    return first
+
+
+# ---- cleaning
+
+
+def _document_key(frame: pl.DataFrame) -> pl.Series:
+    """The cleaning unit of each row (as `clean_rows` groups them): a paged document's source, else the record."""
+    paged = pl.col("source_type").is_in(list(noise.PAGED_SOURCE_TYPES))
+    return frame.select(pl.when(paged).then(pl.lit("document:") + pl.col("source_uri"))
+                        .otherwise(pl.lit("record:") + pl.col("record_id"))).to_series()
+
+
+def document_batches(dataset: ShardedDataset, rows: int) -> Iterator[pl.DataFrame]:
+    """`dataset`'s rows in order, in batches of about `rows`, cut only between documents: the trailing
+    document of what is read so far waits for the next batch. A paged document whose rows are not together
+    (collection writes a file's records together) fails, naming it."""
+    pending, pending_rows, done = [], 0, set()
+
+    def cut(frame: pl.DataFrame, final: bool) -> tuple[pl.DataFrame | None, pl.DataFrame]:
+        keys = _document_key(frame)
+        starts = np.flatnonzero(keys.ne_missing(keys.shift(1)).fill_null(True).to_numpy())[1:]  # boundaries
+        if final or not len(starts):
+            return (frame, frame.clear()) if final else (None, frame)
+        before = starts[starts <= rows]
+        at = int(before[-1]) if len(before) else int(starts[0])
+        return frame.slice(0, at), frame.slice(at)
+
+    def emit(batch: pl.DataFrame) -> pl.DataFrame:
+        paged = set(_document_key(batch).filter(batch["source_type"].is_in(list(noise.PAGED_SOURCE_TYPES)))
+                    .unique().to_list())
+        if paged & done:
+            name = sorted(paged & done)[0].removeprefix("document:")
+            raise ValueError(f"{dataset.location}: the rows of {name} are not together, so its pages cannot be "
+                             "cleaned as one document batch by batch; collection writes a file's records "
+                             "together: materialize raw_corpus again (or set execution.streaming: false)")
+        done.update(paged)
+        return batch
+
+    for shard in dataset.iter_shards():
+        pending.append(shard)
+        pending_rows += shard.height
+        while pending_rows >= rows:
+            frame = pl.concat(pending, how="vertical") if len(pending) > 1 else pending[0]
+            batch, rest = cut(frame, final=False)
+            if batch is None:
+                pending = [frame]
+                break
+            yield emit(batch)
+            pending, pending_rows = [rest], rest.height
+    frame = pl.concat(pending, how="vertical") if pending else None
+    if frame is not None and frame.height:
+        yield emit(frame)
+
+
+class _CacheWriter:
+    """The cleaning cache file rewritten batch by batch: a temporary sibling renamed over it at the end."""
+
+    def __init__(self, target: Path):
+        self.target = Path(target)
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.target.with_name(f".{self.target.name}.{os.getpid()}.tmp")
+        self.writer, self.schema = None, None
+
+    def write(self, frame: pl.DataFrame) -> None:
+        if self.schema is None:
+            self.schema = frame.schema
+        else:
+            frame = frame.select(list(self.schema)).cast(dict(self.schema))
+        table = frame.to_arrow()
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(str(self.tmp), table.schema)
+        self.writer.write_table(table)
+
+    def close(self, ok: bool) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if ok and self.writer is not None:
+            os.replace(self.tmp, self.target)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def clean_dataset(dataset: ShardedDataset, settings: Settings, requests: list | None, kept: DatasetWriter,
+                  rejected: DatasetWriter, cache_file: Path | None = None, rows: int | None = None):
+    """`cleaning.cache.cached_clean_corpus` batch by batch: kept rows and rejects written to `kept` and
+    `rejected` (not committed here), `(CleaningStats, CleaningCacheReport)` returned. `cache_file` None:
+    no cache, every unit cleaned."""
+    from finetune_pipeline.cleaning.cache import KEY, POSITION, CleaningCacheReport, cache_rows, cached_clean_rows
+    from finetune_pipeline.cleaning.stage import clean_rows, cleaning_result
+
+    requests = list(requests or [])
+    stats, report = None, CleaningCacheReport()
+    cache = _CacheWriter(cache_file) if cache_file is not None else None
+    batches = document_batches(dataset, rows or batch_rows(settings))
+    first = next(batches, None)
+    if first is None:  # an empty corpus: one empty batch, for the schema of the outputs
+        first = dataset.scan().head(0).collect()
+    ok = False
+    try:
+        for batch in _chain(first, batches):
+            if cache is None:
+                outcome = clean_rows(batch, settings, requests)
+                report = combine_stats(report, CleaningCacheReport(rows_cleaned=batch.height,
+                                                                   units_cleaned=batch.height))
+            else:
+                outcome, batch_report = cached_clean_rows(batch, settings, requests, cache_file)
+                cache.write(cache_rows(outcome))
+                outcome = outcome.drop(KEY, POSITION)
+                report = combine_stats(report, batch_report)
+            result = cleaning_result(batch, outcome, settings, requests)
+            kept.write(result.kept)
+            rejected.write(result.rejected)
+            stats = combine_stats(stats, result.stats, same=frozenset({"requests"}))
+        ok = True
+    finally:
+        if cache is not None:
+            cache.close(ok)
+    stats.pii_passes = dict(sorted(stats.pii_passes.items()))
+    return stats, report
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+# ---- a decision over the whole corpus, rows streamed through
+
+
+def decision_frame(dataset: ShardedDataset, passengers: tuple[str, ...]) -> pl.DataFrame:
+    """The columns of `dataset` a whole-corpus decision reads: every one but the `passengers`."""
+    return dataset.scan().select([c for c in dataset.columns if c not in passengers]).collect()
+
+
+def write_joined(dataset: ShardedDataset, decided: pl.DataFrame, writer: DatasetWriter, *,
+                 passengers: tuple[str, ...], columns: list[str], key: str | pl.Expr = "record_id",
+                 rows: int = DEFAULT_SHARD_ROWS) -> int:
+    """Write the rows of `decided` in its order, each with the `passengers` columns (those of `dataset`
+    not in `decided`, plus any named that `decided` also has: the input's value wins) of the row of
+    `dataset` whose record_id is its `key` (an expression over `decided`, e.g. an augmented row's
+    source); `columns`: the output's column order. When the output order follows the input's, one pass
+    over the shards; otherwise one pass per `rows` output rows (each keeps only its window). Returns the
+    rows written."""
+    carried = [c for c in dataset.columns if c in passengers or c not in decided.columns]
+    carried = [c for c in carried if c != "record_id"]
+    wanted = decided.select((key if isinstance(key, pl.Expr) else pl.col(key)).alias("record_id")) \
+        .with_row_index("_out")
+    ids = dataset.scan().select("record_id").collect().with_row_index("_in")
+    place = wanted.join(ids, on="record_id", how="left")  # per output row, the input row it takes from
+    if place["_in"].null_count():
+        missing = place.filter(pl.col("_in").is_null())["record_id"].head(3).to_list()
+        raise ValueError(f"{dataset.location}: no input row for output record(s) {', '.join(missing)}")
+    need = place.select("_out", "_in").sort("_out")
+    order = need["_in"].to_numpy()
+    body = decided.drop([c for c in carried if c in decided.columns])
+
+    def emit(out_positions: np.ndarray, values: pl.DataFrame) -> None:
+        part = body[out_positions].hstack(values.drop("_out")) if carried else body[out_positions]
+        writer.write(part.select(columns))
+
+    bounds = np.cumsum([0] + [s.rows for s in dataset.manifest.shards])
+    if len(order) <= 1 or bool(np.all(np.diff(order.astype(np.int64)) >= 0)):
+        # the output follows the input's order: one pass, shard by shard
+        for number, shard in enumerate(dataset.iter_shards()):
+            lo, hi = np.searchsorted(order, [bounds[number], bounds[number + 1]])
+            if hi > lo:
+                local = order[lo:hi] - bounds[number]
+                values = shard.select(carried)[local] if carried else pl.DataFrame()
+                emit(np.arange(lo, hi), values.with_columns(pl.Series("_out", np.arange(lo, hi))))
+        return len(order)
+    for start in range(0, len(order), rows):
+        window = need.slice(start, rows)
+        pieces = []
+        for number, shard in enumerate(dataset.iter_shards()):
+            inside = window.filter(pl.col("_in").is_between(bounds[number], bounds[number + 1] - 1))
+            if inside.height:
+                local = (inside["_in"] - bounds[number]).to_numpy()
+                pieces.append(shard.select(carried)[local].with_columns(inside["_out"]))
+        values = pl.concat(pieces).sort("_out") if pieces else pl.DataFrame({"_out": []})
+        emit(window["_out"].to_numpy(), values)
+    return len(order)
+
+
+def _output_columns(dataset: ShardedDataset, decided: pl.DataFrame) -> list[str]:
+    """The in-memory stages' column order: the input's columns, then those the stage added."""
+    return [*dataset.columns, *[c for c in decided.columns if c not in dataset.columns]]
+
+
+def deduplicate_dataset(dataset: ShardedDataset, settings: Settings, kept: DatasetWriter, rejected: DatasetWriter,
+                        embedding_cache=None):
+    """`dedup.deduplicate` over the columns it reads, the rows then streamed through in its keep order;
+    returns `DedupStats`. Raises `DomainFilterRefused` as it does, before anything is written."""
+    from finetune_pipeline.dedup import deduplicate
+
+    result = deduplicate(decision_frame(dataset, DEDUP_PASSENGERS), settings, embedding_cache=embedding_cache)
+    rejected.write(result.rejected)
+    write_joined(dataset, result.kept, kept, passengers=DEDUP_PASSENGERS,
+                 columns=_output_columns(dataset, result.kept), rows=batch_rows(settings))
+    return result.stats
+
+
+def label_dataset(dataset: ShardedDataset, settings: Settings, kept: DatasetWriter, rejected: DatasetWriter,
+                  annotations: pl.DataFrame | None = None, annotation_problems: list[dict] | None = None,
+                  embedding_cache=None, labeler=None):
+    """`labeling.apply_labels` on the columns labeling reads: the text only of records the model labels,
+    the classifier trains on or people annotated (classification; other kinds read every text); the rows
+    then streamed through. Returns `(LabelingStats, review_queue)`. `labeler`: as `apply_labels`' (None:
+    the built-in zero-shot model or classifier)."""
+    from finetune_pipeline.labeling import apply_labels
+    from finetune_pipeline.labeling.annotations import empty_annotations
+    from finetune_pipeline.tasks import task_for
+
+    annotations = annotations if annotations is not None else empty_annotations()
+    frame = decision_frame(dataset, LABELING_PASSENGERS) if task_for(settings).name == "classification" \
+        else dataset.collect()
+    if "text" not in frame.columns:
+        annotated = annotations["record_id"].unique().implode()
+        sources = list(settings.labeling.classifier_label_sources)
+        read = (pl.col("label").is_null() | pl.col("label_source").is_in(sources)
+                | pl.col("record_id").is_in(annotated))
+        texts = dataset.scan().select(pl.when(read).then(pl.col("text")).alias("text")).collect()
+        frame = frame.hstack(texts).select([c for c in dataset.columns if c in frame.columns or c == "text"])
+    extra = {"labeler": labeler} if labeler is not None else {}
+    result = apply_labels(frame, settings, annotations, annotation_problems, embedding_cache=embedding_cache, **extra)
+    rejected.write(result.rejected)
+    write_joined(dataset, result.kept, kept, passengers=LABELING_PASSENGERS,
+                 columns=_output_columns(dataset, result.kept), rows=batch_rows(settings))
+    return result.stats, result.review_queue
+
+
+def augment_dataset(dataset: ShardedDataset, settings: Settings, kept: DatasetWriter,
+                    assignment: pl.DataFrame | None = None, embedding_cache=None) -> StageStats:
+    """`augment.augment_corpus`: with every technique off, the originals streamed shard by shard with the
+    augmentation columns (null); with one on, the corpus read whole (label counts, the near-held-out filter)."""
+    from finetune_pipeline.augment import augment_corpus
+    from finetune_pipeline.augment.stage import AUGMENT_COLUMNS, AugmentStats
+
+    cfg = settings.augmentation
+    if dataset.rows and (cfg.oversample or cfg.paraphrase or cfg.synthetic):
+        result = augment_corpus(dataset.collect(), settings, embedding_cache=embedding_cache, assignment=assignment)
+        kept.write(result.kept)
+        return result.stats
+    for shard in dataset.iter_shards():
+        kept.write(shard.with_columns([pl.lit(None, t).alias(c) for c, t in AUGMENT_COLUMNS.items()]))
+    return AugmentStats()
+
+
+def split_assignment_dataset(dataset: ShardedDataset, settings: Settings, check_cache=None
+                             ) -> tuple[pl.DataFrame, int]:
+    """`splits.split_assignment` of the corpus on the columns it reads (small result: record id, split,
+    group)."""
+    from finetune_pipeline.splits import split_assignment
+    from finetune_pipeline.tasks import task_for
+
+    return split_assignment(decision_frame(dataset, SPLIT_PASSENGERS), settings.splits, settings.dedup,
+                            task_for(settings), check_cache=check_cache)
+
+
+def apply_split_dataset(dataset: ShardedDataset, assignment: pl.DataFrame, writer: DatasetWriter,
+                        rows: int = DEFAULT_SHARD_ROWS) -> int:
+    """`splits.apply_split_assignment`, the rows streamed through in its order (split, then record id)."""
+    from finetune_pipeline.splits import apply_split_assignment
+
+    has_source = "augmented_from" in dataset.columns
+    ids = dataset.scan().select(["record_id", *(["augmented_from"] if has_source else [])]).collect()
+    placed = apply_split_assignment(ids, assignment)  # checks the assignment covers the corpus
+    columns = [c for c in dataset.columns if c != "split"]
+    columns += [c for c in ("group_id", "split") if c not in columns]
+    # `group_id` is replaced where the input has one; every other input column passes through
+    passengers = tuple(c for c in dataset.columns if c not in ("record_id", "split", "group_id", "augmented_from"))
+    return write_joined(dataset, placed, writer, passengers=passengers, columns=columns, rows=rows)
+
+
+__all__ = ["SPLITS", "augment_dataset", "apply_split_dataset", "batch_rows", "clean_dataset", "combine_stats",
+           "deduplicate_dataset", "document_batches", "label_dataset", "split_assignment_dataset", "write_joined"]
