@@ -19,7 +19,7 @@ import polars as pl
 
 from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.records import CORPUS_STAGES
-from finetune_pipeline.stored import stored_frame, stored_rejects
+from finetune_pipeline.stored import stored_frame, stored_rejects, with_datasets_url
 
 STAGES = (*CORPUS_STAGES, "dataset_splits")
 PLACEHOLDER = re.compile(r"<([A-Z][A-Z_]*)>")
@@ -67,6 +67,7 @@ def resolve_id(stored: dict[str, Stored], prefix: str) -> str:
 def explain(data_dir, record: str) -> list[str]:
     """Lines telling what each stage did to `record` (an id or a unique prefix of one) and why."""
     root = data_dir if isinstance(data_dir, DataRoot) else DataRoot.resolve(data_dir)
+    root = with_datasets_url(root)
     stored = {stage: _stored(root, stage) for stage in STAGES}
     if all(s.kept is None for s in stored.values()):
         raise ExplainError(f"nothing stored under {root.storage}: run `finetune-pipeline run` first")

@@ -336,8 +336,9 @@ def reject_share_summary(root: DataRoot, stage_counts: list[dict]) -> list[str]:
         max_share = load_settings(root).checks.max_reject_share
     except SettingsError:
         max_share = ChecksSettings().max_reject_share
-    from finetune_pipeline.stored import stored_rejects
+    from finetune_pipeline.stored import stored_rejects, with_datasets_url
 
+    root = with_datasets_url(root)
     warnings = []
     for counts in stage_counts:
         warnings += reject_share_warnings(counts["stage"], counts["rows_in"], stored_rejects(root, counts["stage"]),

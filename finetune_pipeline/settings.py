@@ -1049,6 +1049,17 @@ class PublishSettings(_Section):
         "deleted after a publication; the current one is always kept.")
 
 
+class StorageSettings(_Section):
+    """Where the pipeline's sharded datasets (each corpus stage's rows and rejects, finetune_pipeline/shards.py)
+    live. Everything else the pipeline stores (statistics, caches, staging, exports) stays under the data root."""
+
+    datasets_url: str | None = Field(
+        None, description="A folder or any fsspec URL (e.g. s3://bucket/pipeline/run-1; s3:// needs the `s3` "
+        "extra, credentials and endpoint from the usual AWS_* environment variables), one per data root: the "
+        "datasets go to <url>/assets/<stage>/ and <url>/rejects/<stage>/, so Ray workers on other machines read "
+        "and write them. null: under the data root's .pipeline/.")
+
+
 class TrackingSettings(_Section):
     """Experiment tracking with MLflow (finetune_pipeline/tracking.py): every training run (the adapter, each
     approach of the comparison, each cross-validation fold as a nested run) is logged, and each published
@@ -1110,6 +1121,7 @@ class Settings(_Section):
     checks: ChecksSettings = ChecksSettings()
     card: CardSettings = CardSettings()
     execution: ExecutionSettings = ExecutionSettings()
+    storage: StorageSettings = StorageSettings()
     domain: DomainSettings = DomainSettings()
     preference: PreferenceSettings = PreferenceSettings()
     review: ReviewServerSettings = ReviewServerSettings()

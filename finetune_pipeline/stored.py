@@ -10,6 +10,7 @@ still read, so a data root materialized by an earlier version keeps working unti
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -24,6 +25,20 @@ from finetune_pipeline.shards import Manifest, ShardedDataset
 # The assets whose rows are stored as sharded datasets (the corpus as it passes the stages); other frames
 # (the split assignment, group tables, review queues) are small and stay one Parquet file.
 CORPUS_ASSETS = (*CORPUS_STAGES, "dataset_splits")
+
+
+def with_datasets_url(root: DataRoot) -> DataRoot:
+    """`root` with its datasets where its finetune.yaml's `storage.datasets_url` puts them, for readers outside
+    a run (explain, the run summary); as it is when that is unset or the settings do not load."""
+    from finetune_pipeline.settings import SettingsError, load_settings
+
+    if root.datasets_url:
+        return root
+    try:
+        url = load_settings(root).storage.datasets_url
+    except SettingsError:
+        return root
+    return dataclasses.replace(root, datasets_url=url) if url else root
 
 
 def same_location(a: str | Path, b: str | Path) -> bool:

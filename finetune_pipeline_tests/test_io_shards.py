@@ -4,6 +4,11 @@ collected or, annotated `ShardedDataset`, the handle; a streaming stage's own da
 a data root stored by the previous version (one Parquet file per asset) still reads."""
 
 import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -15,6 +20,7 @@ from finetune_pipeline.defs.metadata import stage_metadata
 from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.records import StageResult, corpus_frame, reject_rows
+from finetune_pipeline.explain import explain
 from finetune_pipeline.settings import ExecutionSettings
 
 
@@ -174,3 +180,83 @@ def test_a_stage_s_metadata_is_the_same_from_a_dataset_as_from_a_frame(tmp_path)
                                                   rejected=shards.open_dataset(tmp_path / "rejected")))
     assert from_dataset == from_frame
     assert from_frame["rows_out"] == 9 and from_frame["text_chars_max"] == len("ticket 8 about order 8")
+
+
+# ---- storage.datasets_url on an object store: moto's S3 server, a real HTTP endpoint on the loopback
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    pytest.importorskip("s3fs")
+    server = Path(sys.executable).parent / "moto_server"
+    if not server.exists():
+        pytest.skip("moto[server] is not installed (make install installs the test extra)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert proc.poll() is None, f"moto_server exited with {proc.returncode}"
+            assert time.monotonic() < deadline, "moto_server did not listen within 60 s"
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def bucket(s3_endpoint, monkeypatch, request):
+    """A fresh bucket; the endpoint and (dummy) credentials in the environment, where s3fs and polars read them."""
+    import s3fs
+
+    for name, value in {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                        "AWS_ALLOW_HTTP": "true"}.items():
+        monkeypatch.setenv(name, value)
+    name = request.node.name.replace("_", "-")[:40].strip("-")
+    s3 = s3fs.S3FileSystem(skip_instance_cache=True)
+    s3.mkdir(name)
+    return name, s3
+
+
+def test_a_dataset_round_trips_through_an_s3_object_store(bucket):
+    name, s3 = bucket
+    location = f"s3://{name}/run/assets/cleaned_corpus"
+    manifest = shards.write_dataset(_corpus(7), location, shard_rows=3)
+    dataset = shards.open_dataset(location)
+    assert dataset.collect().equals(_corpus(7)) and [s.rows for s in manifest.shards] == [3, 3, 1]
+    assert dataset.scan().filter(pl.col("record_id") > "r004").collect().height == 2  # polars reads s3 itself
+    assert sorted(p.rsplit("/", 1)[-1] for p in s3.find(f"{name}/run")) == [
+        "manifest.json", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+
+
+def test_the_io_manager_keeps_the_corpus_on_storage_datasets_url(tmp_path, bucket):
+    name, s3 = bucket
+    url = f"s3://{name}/pipeline"
+    (tmp_path / "finetune.yaml").write_text(f"execution: {{shard_rows: 3}}\nstorage: {{datasets_url: '{url}'}}\n")
+    root = DataRoot(tmp_path)
+    result = _materialize(root, [cleaned_corpus, rows_seen, handle_seen])
+    assert result.success
+    assert not (tmp_path / ".pipeline" / "assets" / "cleaned_corpus").exists()  # nothing local but small values
+    assert s3.exists(f"{name}/pipeline/assets/cleaned_corpus/manifest.json")
+    assert s3.exists(f"{name}/pipeline/rejects/cleaned_corpus/manifest.json")
+    assert json.loads((root.asset_values / "handle_seen.json").read_text()) == {
+        "type": "ShardedDataset", "rows": 7, "shards": 3}
+    assert json.loads((root.asset_values / "rows_seen.json").read_text()) == {"type": "DataFrame", "rows": 7}
+    # readers outside a run find it through finetune.yaml; the stage's rejects too
+    remote = stored.with_datasets_url(root)
+    assert remote.asset_dataset("cleaned_corpus") == f"{url}/assets/cleaned_corpus"
+    assert stored.stored_frame(remote, "cleaned_corpus").equals(_corpus(7))
+    assert stored.stored_rejects(remote, "cleaned_corpus")["record_id"].to_list() == ["r007"]
+    assert any(line.startswith("  cleaned_corpus: rejected, too_short") for line in explain(tmp_path, "r007"))
+    # erasure rewrites the remote dataset; keep_raw_text: none removes it
+    assert stored.rewrite_stored(remote, "cleaned_corpus", lambda f: f.filter(pl.col("record_id") != "r001")) == 1
+    assert stored.stored_frame(remote, "cleaned_corpus").height == 6
+    assert len(s3.ls(f"{name}/pipeline/assets/cleaned_corpus")) == 2  # the manifest and one generation
+    stored.remove_stored(remote, "cleaned_corpus")
+    assert stored.stored_frame(remote, "cleaned_corpus") is None

@@ -2,6 +2,7 @@
 
 
 import contextlib
+import dataclasses
 import json
 import os
 import tempfile
@@ -51,8 +52,18 @@ class PipelineResource(dg.ConfigurableResource):
         except SettingsError as err:  # reported by the first step that asks (RayCluster must not fail on it)
             self._settings_error = str(err)
 
-    def data_root(self) -> DataRoot:
+    def _base_root(self) -> DataRoot:
         return self._root or DataRoot.resolve(self.data_dir)
+
+    def data_root(self) -> DataRoot:
+        """The data root, its sharded datasets at storage.datasets_url when the settings set one."""
+        if self._settings is None and self._settings_error is None:
+            try:
+                self._settings = self._read_settings()
+            except SettingsError as err:  # raised by settings(), where a step asks for them
+                self._settings_error = str(err)
+        url = self._settings.storage.datasets_url if self._settings is not None else None
+        return dataclasses.replace(self._base_root(), datasets_url=url) if url else self._base_root()
 
     def settings(self) -> Settings:
         """The validated settings; a bad finetune.yaml fails the step with the file and fields named."""
@@ -66,13 +77,13 @@ class PipelineResource(dg.ConfigurableResource):
         return self._settings
 
     def _read_settings(self) -> Settings:
-        settings = load_settings(self.data_root(), overrides=self.settings_yaml)
+        settings = load_settings(self._base_root(), overrides=self.settings_yaml)
         task_for(settings)  # the kind checks what it needs (a SettingsError naming the setting)
         return settings
 
     def _run_settings(self, run_id: str) -> Settings:
         """The run's snapshot; the first step of the run reads finetune.yaml and writes it."""
-        snapshot = self.data_root().settings_snapshots / f"{run_id}.json"
+        snapshot = self._base_root().settings_snapshots / f"{run_id}.json"
         if not snapshot.exists():
             # What was set, not every default: read back, the settings keep which fields were given explicitly
             # (an explicit sources.tabular.text_column is honoured, a default one may be recognised).
