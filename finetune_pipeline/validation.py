@@ -2,11 +2,14 @@
 blocking asset check).
 
 A suite is a list of GX expectations built from the settings; `validate` runs it on a pandas frame in
-an ephemeral GX context and returns a `SuiteResult` whose details name each failed expectation.
+an ephemeral GX context and returns a `SuiteResult` whose details name each failed expectation. On a sharded
+dataset (shards.py) it runs shard by shard: the row-wise expectations on each shard (their unexpected counts
+added up), the others (uniqueness, row counts) once on only the columns they name, read from every shard.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -56,8 +59,72 @@ def _context():
     return context
 
 
-def validate(frame: pl.DataFrame | pd.DataFrame, suite_name: str, expectations: list) -> SuiteResult:
-    """Run `expectations` on `frame`; failures report counts and observed values, never row text."""
+def validate(frame, suite_name: str, expectations: list) -> SuiteResult:
+    """Run `expectations` on `frame` (a polars or pandas frame, or a ShardedDataset); failures report counts
+    and observed values, never row text."""
+    if hasattr(frame, "iter_shards"):
+        return validate_dataset(frame, suite_name, expectations)
+    results, gx_order = _results(frame, suite_name, expectations)
+    failures = [results[i] for i in gx_order if results[i] is not None]  # in the order GX reports them
+    return SuiteResult(suite=suite_name, passed=not failures, evaluated=len(expectations), failures=failures)
+
+
+# Decided row by row, so a dataset passes them exactly when each of its shards does.
+ROW_WISE = frozenset({
+    "expect_column_to_exist", "expect_column_values_to_not_be_null", "expect_column_values_to_be_in_set",
+    "expect_column_values_to_be_between", "expect_column_value_lengths_to_be_between",
+    "expect_column_values_to_match_regex", "expect_column_pair_values_to_be_equal"})
+
+
+def _row_wise(expectation) -> bool:
+    return expectation.expectation_type in ROW_WISE and getattr(expectation, "mostly", 1) in (None, 1)
+
+
+def _columns(expectation) -> set[str] | None:
+    """The columns an expectation reads (None: it may read any, through a row condition)."""
+    if getattr(expectation, "row_condition", None):
+        return None
+    named = {getattr(expectation, n, None) for n in ("column", "column_A", "column_B")}
+    return {c for c in named | set(getattr(expectation, "column_list", None) or ()) if c}
+
+
+def validate_dataset(dataset, suite_name: str, expectations: list) -> SuiteResult:
+    """`validate` on a ShardedDataset without holding it: row-wise expectations on one shard at a time (a
+    failure's unexpected count is the sum over shards), the rest (unique ids, row counts, distinct values) on
+    a frame of only the columns they read, gathered from every shard; as strict as on the whole frame."""
+    row_wise = [i for i, e in enumerate(expectations) if _row_wise(e)]
+    whole = [i for i in range(len(expectations)) if i not in set(row_wise)]
+    found: dict[int, dict] = {}
+    if row_wise:
+        for shard in dataset.iter_shards():
+            for i, failure in zip(row_wise, _results(shard, suite_name, [expectations[i] for i in row_wise])[0]):
+                if failure is None:
+                    continue
+                if i in found and isinstance(failure["observed"], int) and isinstance(found[i]["observed"], int):
+                    found[i]["observed"] += failure["observed"]
+                else:
+                    found.setdefault(i, failure)
+    if whole:
+        needed = [_columns(expectations[i]) for i in whole]
+        present = dataset.columns
+        if any(c is None for c in needed):
+            columns = present
+        else:
+            columns = [c for c in present if c in set().union(*needed)] or present[:1]
+        frame = dataset.scan().select(columns).collect()
+        for i, failure in zip(whole, _results(frame, suite_name, [expectations[i] for i in whole])[0]):
+            if failure is not None:
+                found[i] = failure
+    failures = [found[i] for i in sorted(found)]
+    return SuiteResult(suite=suite_name, passed=not failures, evaluated=len(expectations), failures=failures)
+
+
+def _results(frame: pl.DataFrame | pd.DataFrame, suite_name: str, expectations: list
+             ) -> tuple[list[dict | None], list[int]]:
+    """Per expectation, in the suite's order: None when it passed, else its failure (type, column, observed);
+    and the expectations' indices in the order GX reported them."""
+    if not expectations:
+        return [], []
     df = frame.to_pandas() if isinstance(frame, pl.DataFrame) else frame
     context = _context()
     source = context.data_sources.add_or_update_pandas("finetune_pipeline")
@@ -69,17 +136,30 @@ def validate(frame: pl.DataFrame | pd.DataFrame, suite_name: str, expectations: 
     batch_definition = asset.add_batch_definition_whole_dataframe(f"{suite_name}_{len(asset.batch_definitions)}")
     suite = _gx().ExpectationSuite(name=suite_name, expectations=expectations)
     result = batch_definition.get_batch(batch_parameters={"dataframe": df}).validate(suite)
-    failures = []
-    for item in result.results:
+    # GX orders its results by the metrics it computes: each is matched back to its expectation by
+    # configuration (equal configurations have equal outcomes, so which of them gets which does not matter)
+    by_config: dict[str, list[int]] = {}
+    for position, item in enumerate(result.results):
+        by_config.setdefault(_config_key(item.expectation_config.type, item.expectation_config.kwargs),
+                             []).append(position)
+    failures, positions = [], []
+    for expectation in expectations:
+        position = by_config[_config_key(expectation.expectation_type, expectation.configuration.kwargs)].pop()
+        positions.append(position)
+        item = result.results[position]
         if item.success:
+            failures.append(None)
             continue
         res = item.result or {}
         observed = res.get("observed_value", res.get("unexpected_count"))
         failures.append({"expectation": item.expectation_config.type,
                          "column": item.expectation_config.kwargs.get("column"),
                          "observed": observed})
-    return SuiteResult(suite=suite_name, passed=bool(result.success), evaluated=len(result.results),
-                       failures=failures)
+    return failures, sorted(range(len(expectations)), key=positions.__getitem__)
+
+
+def _config_key(kind: str, kwargs: dict) -> str:
+    return kind + json.dumps({k: v for k, v in kwargs.items() if k != "batch_id"}, sort_keys=True, default=str)
 
 
 def corpus_expectations(min_records: int) -> list:

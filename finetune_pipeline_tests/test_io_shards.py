@@ -260,3 +260,51 @@ def test_the_io_manager_keeps_the_corpus_on_storage_datasets_url(tmp_path, bucke
     assert len(s3.ls(f"{name}/pipeline/assets/cleaned_corpus")) == 2  # the manifest and one generation
     stored.remove_stored(remote, "cleaned_corpus")
     assert stored.stored_frame(remote, "cleaned_corpus") is None
+
+
+# ---- the Great Expectations suites on a dataset: shard by shard, as strict as on the whole frame
+
+def _suite_outcome(result) -> tuple:
+    return result.passed, result.evaluated, sorted((f["expectation"], f["column"] or "", str(f["observed"]))
+                                                   for f in result.failures)
+
+
+def test_a_suite_on_a_dataset_decides_as_on_the_whole_frame(tmp_path):
+    from finetune_pipeline import validation as v
+
+    good = _corpus(7).with_columns(pl.col("record_id").alias("group_id"))
+    broken = good.with_columns(  # defects in different shards of 3 rows: none visible to one shard alone
+        pl.when(pl.col("record_id") == "r005").then(pl.lit(f"{0:064d}")).otherwise(pl.col("content_sha256"))
+        .alias("content_sha256"),  # the hash of r000, two shards away
+        pl.when(pl.col("record_id").is_in(["r001", "r006"])).then(None).otherwise(pl.col("text")).alias("text"),
+        pl.when(pl.col("record_id") == "r003").then(pl.lit("r000")).otherwise(pl.col("record_id")).alias("record_id"))
+    cases = [(good, v.deduplicated_expectations(5)), (broken, v.deduplicated_expectations(5)),
+             (good, v.deduplicated_expectations(8)),  # too few rows
+             (good.with_columns(pl.col("text").str.slice(0, 8)),
+              v.cleaned_expectations(1, 10, 100, frozenset({"csv"})))]  # a row condition, per row
+    for n, (frame, expectations) in enumerate(cases):
+        shards.write_dataset(frame, tmp_path / str(n), shard_rows=3)
+        whole = v.validate(frame, "suite", expectations)
+        sharded = v.validate(shards.open_dataset(tmp_path / str(n)), "suite", expectations)
+        assert _suite_outcome(sharded) == _suite_outcome(whole), n
+    assert not _suite_outcome(v.validate(broken, "suite", v.deduplicated_expectations(5)))[0]
+    failed = {(f["expectation"], f["column"]): f["observed"]
+              for f in v.validate(shards.open_dataset(tmp_path / "1"), "suite", v.deduplicated_expectations(5)).failures}
+    assert failed[("expect_column_values_to_be_unique", "content_sha256")] == 2
+    assert failed[("expect_column_values_to_be_unique", "record_id")] == 2
+    assert failed[("expect_column_values_to_not_be_null", "text")] == 2  # one in each of two shards, added up
+
+
+def test_a_stage_s_suite_check_takes_its_dataset(tmp_path):
+    import finetune_pipeline.defs.cleaning  # noqa: F401  (registers the stage's checks)
+    from finetune_pipeline.defs.gates import GATES
+
+    root = _root(tmp_path)
+    pipeline = PipelineResource(data_dir=str(root.path))
+    check = next(g for g in GATES["deduplicated_corpus"] if g.name == "deduplicated_corpus_expectations")
+    assert check.streams
+    frame = _corpus(7).with_columns(pl.col("record_id").alias("group_id"))
+    stored.store_frame(root, "deduplicated_corpus", frame.with_columns(pl.lit(f"{1:064d}").alias("content_sha256")),
+                       shard_rows=3)
+    result = check.evaluate(pipeline, stored.stored_dataset(root, "deduplicated_corpus"))
+    assert not result.passed and "expect_column_values_to_be_unique(content_sha256): 7" in result.description

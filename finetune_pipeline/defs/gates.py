@@ -26,6 +26,7 @@ from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.raw_inventory import files_accounted
 from finetune_pipeline.records import CORPUS_STAGES, reject_share_warnings
 from finetune_pipeline.settings import Settings
+from finetune_pipeline.shards import ShardedDataset
 from finetune_pipeline.tasks import task_for
 
 
@@ -40,6 +41,7 @@ class Gate:
     evaluate: Callable[..., dg.AssetCheckResult]
     upstream: tuple[str, ...] = ()
     blocking: bool = True
+    streams: bool = False  # takes a ShardedDataset as it is (the suites run shard by shard); else a frame
 
     @property
     def key(self) -> dg.AssetCheckKey:
@@ -56,11 +58,13 @@ GATES: dict[str, list[Gate]] = {}
 LISTED = 20  # record ids or paths listed in a failed check's metadata
 
 
-def gate(asset: str, name: str, description: str, upstream: tuple[str, ...] = (), blocking: bool = True):
-    """Register `fn(pipeline, current, **upstream) -> AssetCheckResult` as a check of `asset`."""
+def gate(asset: str, name: str, description: str, upstream: tuple[str, ...] = (), blocking: bool = True,
+         streams: bool = False):
+    """Register `fn(pipeline, current, **upstream) -> AssetCheckResult` as a check of `asset`; with `streams`,
+    `current` and the upstream values may be ShardedDatasets (else they are collected into frames first)."""
 
     def decorate(fn):
-        GATES.setdefault(asset, []).append(Gate(asset, name, description, fn, tuple(upstream), blocking))
+        GATES.setdefault(asset, []).append(Gate(asset, name, description, fn, tuple(upstream), blocking, streams))
         return fn
 
     return decorate
@@ -85,9 +89,21 @@ def checked(context: dg.AssetExecutionContext, pipeline: PipelineResource, asset
     yield output
     selected = context.selected_asset_check_keys
     current = stored_value(output.value)
+    frames: dict[str, pl.DataFrame] = {}  # a dataset collected once, for the checks that take frames
+
+    def as_frame(name: str, value):
+        if not isinstance(value, ShardedDataset):
+            return value
+        if name not in frames:
+            frames[name] = value.collect()
+        return frames[name]
+
     for g in GATES.get(asset, []):
         if g.key in selected:
-            result = g.evaluate(pipeline, current, **{name: upstream[name] for name in g.upstream})
+            given = {asset: current, **{name: upstream[name] for name in g.upstream}}
+            if not g.streams:
+                given = {name: as_frame(name, value) for name, value in given.items()}
+            result = g.evaluate(pipeline, given.pop(asset), **given)
             if not result.passed and not g.blocking:  # a warning: in the run's log too, not only on the check
                 context.log.warning(f"{g.name}: {result.description}")
             yield dg.AssetCheckResult(check_name=g.name, asset_key=dg.AssetKey(asset), passed=result.passed,
@@ -184,7 +200,8 @@ def expectations_refusal(asset: str, pipeline: PipelineResource, current: pl.Dat
     if labels is not None and any(
             f["expectation"] == "expect_column_values_to_be_in_set" and f.get("column") == "label"
             for f in result.failures):
-        outside = current.filter(pl.col("label").is_not_null() & ~pl.col("label").is_in(labels))
+        rows = current.lazy() if isinstance(current, pl.DataFrame) else current.scan()
+        outside = rows.filter(pl.col("label").is_not_null() & ~pl.col("label").is_in(labels)).collect()
         found = sorted(set(outside["label"].to_list()))
         return Refusal(f"{outside.height} record(s) carry a label outside the label set: {', '.join(found)}",
                        ("add the label to `labels` in finetune.yaml if it is one of yours",
@@ -206,8 +223,8 @@ def _rejects_by_reason(rejects: pl.DataFrame, per_reason: int = 3) -> list[tuple
 def suite_check(asset: str, expectations: Callable[[Settings, pl.DataFrame], list], description: str):
     """A blocking check that runs a GX suite built from the settings on the asset's frame."""
 
-    @gate(asset, f"{asset}_expectations", description)
-    def _check(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
+    @gate(asset, f"{asset}_expectations", description, streams=True)
+    def _check(pipeline: PipelineResource, current: pl.DataFrame | ShardedDataset) -> dg.AssetCheckResult:
         result = v.validate(current, f"{asset}_expectations", expectations(pipeline.settings(), current))
         return suite_result(result, refusal=expectations_refusal(asset, pipeline, current, result))
 
@@ -301,10 +318,13 @@ def label_suite_check(asset: str, expectations: Callable[[Settings, list[str], l
     """A blocking check that runs a GX suite built from the settings and the label set (`labels_and_records`,
     with the published split's labels) on the asset's frame."""
 
-    @gate(asset, f"{asset}_expectations", description)
-    def _check(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
+    @gate(asset, f"{asset}_expectations", description, streams=True)
+    def _check(pipeline: PipelineResource, current: pl.DataFrame | ShardedDataset) -> dg.AssetCheckResult:
         settings = pipeline.settings()
-        labels, records = labels_and_records(settings, current, pipeline.data_root())
+        # the label set comes from the label columns only (a dataset's are read from every shard)
+        label_columns = current if isinstance(current, pl.DataFrame) else current.scan().select(
+            [c for c in current.columns if c in ("label", "label_source")]).collect()
+        labels, records = labels_and_records(settings, label_columns, pipeline.data_root())
         result = v.validate(current, f"{asset}_expectations", expectations(settings, labels, records))
         return suite_result(result, refusal=expectations_refusal(asset, pipeline, current, result, labels))
 

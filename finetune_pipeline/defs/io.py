@@ -48,12 +48,10 @@ def rejects_location(pipeline: PipelineResource, stage: str):
 
 
 def stored_value(obj):
-    """What a check reads back of `obj`: a StageResult's kept rows, a frame as is (Parquet keeps its types),
-    a dict as its JSON. A dataset is collected (the checks take frames)."""
+    """What a check reads back of `obj`: a StageResult's kept rows, a frame or a dataset as is (Parquet keeps
+    its types), a dict as its JSON."""
     if isinstance(obj, StageResult):
-        obj = obj.kept
-    if isinstance(obj, ShardedDataset):
-        return obj.collect()
+        return obj.kept
     if isinstance(obj, dict):
         return json.loads(json.dumps(obj, default=str))
     return obj
