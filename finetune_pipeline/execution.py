@@ -13,6 +13,18 @@ Ray Data (`map_batches`, a hash shuffle on the group keys, a hash join), so no a
 - `join(other, on)`: inner join; on Ray a distributed hash join.
 - `to_polars()`: collect. Row order is the input's for `map_batches` (order is preserved); after
   `map_groups` and `join` callers sort by a key.
+- `write_dataset(location)`: the rows as a sharded dataset (`finetune_pipeline.shards`), its manifest
+  returned. On Ray the workers write the shards (one Parquet file per write task, named by the task's
+  position, so the files' name order is the row order) into a fresh generation and this process writes
+  only the manifest; nothing of the corpus passes through it.
+
+Shard to shard (issue 36): `RayFrames.from_dataset(dataset)` reads a `ShardedDataset` on the workers
+(`ray.data.read_parquet` over its shards), and `map_batches_to_dataset` / `map_groups_to_dataset` run a
+stage from one dataset to the next on either backend. On Ray the step process holds neither input nor
+output; a worker that dies mid-stage has its tasks retried elsewhere (Ray Data's defaults, kept here:
+tasks `max_retries=-1` for system failures such as a lost node or worker, actors `max_restarts=-1`,
+`max_task_retries=-1`; an exception raised by a batch function is not retried and fails the stage). The
+manifest is written only after every shard is, so a failed stage leaves the previous dataset (or none).
 
 `import ray` happens only when the backend is `ray`. Imports no dagster.
 """
@@ -23,12 +35,14 @@ import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from finetune_pipeline import progress
+from finetune_pipeline import progress, shards
 from finetune_pipeline.settings import ExecutionSettings
+from finetune_pipeline.shards import Manifest, ShardedDataset
 
 log = logging.getLogger(__name__)
 BatchFn = Callable[..., pl.DataFrame]
@@ -64,6 +78,10 @@ class LocalFrames:
     def to_polars(self) -> pl.DataFrame:
         return self.frame
 
+    def write_dataset(self, location: str | Path, *, shard_rows: int = shards.DEFAULT_SHARD_ROWS) -> Manifest:
+        """The frame as a sharded dataset at `location` (committed: the manifest written last)."""
+        return shards.write_dataset(self.frame, location, shard_rows=shard_rows)
+
 
 class RayFrames:
     """A Ray Dataset of Arrow blocks; batch functions run on the cluster's workers."""
@@ -81,6 +99,21 @@ class RayFrames:
         blocks = max(1, min(-(-frame.height // (batch_size or execution.batch_size)), 4 * _cluster_cpus()))
         tables = [part.to_arrow() for part in _slices(frame, blocks)]
         return cls(ray.data.from_arrow(tables), execution)
+
+    @classmethod
+    def from_dataset(cls, dataset: ShardedDataset, execution: ExecutionSettings, *, columns: list[str] | None = None,
+                     row_index: str | None = None) -> RayFrames:
+        """The shards of `dataset`, read by the workers, in the manifest's order: one read task per shard
+        (each a block; `map_batches` cuts it into batches), so the shards spread over the workers. (Ray
+        2.60's `read_parquet` packs small files into few read tasks, which the map steps fused with the read
+        then follow.) `columns`: read only these. `row_index`: add each row's position in the whole dataset
+        under this name (polars' index dtype, as `with_row_index`), from the shard offsets in the manifest."""
+        import ray.data
+
+        connect(execution)
+        source = _shard_source(dataset, columns, row_index)
+        return cls(ray.data.read_datasource(source, override_num_blocks=max(1, len(dataset.manifest.shards))),
+                   execution)
 
     def map_batches(self, fn: BatchFn, *, batch_size: int | None = None, gpu_actor: bool = False,
                     **fn_kwargs) -> RayFrames:
@@ -113,6 +146,10 @@ class RayFrames:
     def count(self) -> int:
         return self.dataset.count()
 
+    def sort(self, key: str) -> RayFrames:
+        """Rows ordered by `key` across the whole dataset (a distributed sort: range partitions in order)."""
+        return RayFrames(self.dataset.sort(key), self.execution)
+
     def to_polars(self) -> pl.DataFrame:
         import pyarrow as pa
 
@@ -121,8 +158,123 @@ class RayFrames:
             return pl.DataFrame()
         return pl.from_arrow(pa.concat_tables(tables, promote_options="permissive"))
 
+    def write_dataset(self, location: str | Path, *, schema: pl.Schema | dict | None = None) -> Manifest:
+        """The rows as a sharded dataset at `location`, written by the workers: each write task writes its
+        blocks as one Parquet file into a fresh generation, named by the task's position (so the name order
+        is the row order); the workers then read each file's footer and hash its bytes, and this process
+        writes the manifest from those (rows, digests), reading no row. On a failure the generation is
+        removed and the previous dataset, if any, stays as it was. `schema`: the dataset's when no row comes
+        out (else taken from the first shard)."""
+        import ray
+
+        generation = shards.new_generation(location)
+        paths, options = _ray_paths(generation, [generation])
+        try:
+            self.dataset.write_parquet(paths[0], filename_provider=_part_names(), **options)
+            fs, gen_path = shards._fs(generation)
+            files = [f for f in (fs.ls(gen_path, detail=False) if fs.exists(gen_path) else [])
+                     if f.endswith(".parquet")]
+            files.sort(key=_part_order)
+            name = gen_path.rstrip("/").rsplit("/", 1)[-1]
+            described = ray.get([_describe_shard_task().remote(shards._join(generation, f.rsplit("/", 1)[-1]))
+                                 for f in files])
+            found = [shards.Shard(path=f"{name}/{f.rsplit('/', 1)[-1]}", rows=rows, digest=digest, bytes=size)
+                     for f, (rows, digest, size, _) in zip(files, described)]
+            if described:
+                written_schema = described[0][3]
+            elif schema is not None:
+                written_schema = {n: str(t) for n, t in dict(schema).items()}
+            else:
+                written_schema = _schema_of_ray(self.dataset)
+            return shards.commit_shards(location, generation, found, written_schema)
+        except BaseException:
+            fs, gen_path = shards._fs(generation)
+            if fs.exists(gen_path):
+                fs.rm(gen_path, recursive=True)
+            raise
+
 
 Frames = LocalFrames | RayFrames
+
+
+def dataset_frames(dataset: ShardedDataset, execution: ExecutionSettings, *, columns: list[str] | None = None,
+                   row_index: str | None = None) -> Frames:
+    """`dataset` on the configured backend: on Ray read by the workers (`RayFrames.from_dataset`), locally
+    collected into this process (`columns` and `row_index` as there)."""
+    if execution.backend == "ray":
+        return RayFrames.from_dataset(dataset, execution, columns=columns, row_index=row_index)
+    frame = dataset.scan().select(columns) if columns else dataset.scan()
+    return LocalFrames((frame.with_row_index(row_index) if row_index else frame).collect(), execution)
+
+
+def map_batches_to_dataset(source: ShardedDataset, fn: BatchFn, location: str | Path, execution: ExecutionSettings,
+                           *, batch_size: int | None = None, gpu_actor: bool = False,
+                           shard_rows: int = shards.DEFAULT_SHARD_ROWS, **fn_kwargs) -> Manifest:
+    """A row-wise stage from one dataset to the next: `fn` over every batch of `source`, the rows that come
+    out written as a dataset at `location` in input order (committed last). On Ray the workers read,
+    compute and write; locally one shard at a time is in memory. Returns the new manifest."""
+    if execution.backend == "ray":
+        return (RayFrames.from_dataset(source, execution)
+                .map_batches(fn, batch_size=batch_size, gpu_actor=gpu_actor, **fn_kwargs)
+                .write_dataset(location))
+    with shards.DatasetWriter(location, shard_rows=shard_rows) as writer:
+        for shard in source.iter_shards():
+            for start in range(0, max(shard.height, 1), batch_size or shard.height or 1):
+                writer.write(fn(shard.slice(start, batch_size or shard.height), **fn_kwargs))
+    return shards.read_manifest(location)
+
+
+def map_groups_to_dataset(source: ShardedDataset, keys: list[str], fn: BatchFn, location: str | Path,
+                          execution: ExecutionSettings, *, prepare: BatchFn | None = None,
+                          row_index: str | None = None, sort_by: str | None = None, parallel: bool = False,
+                          shard_rows: int = shards.DEFAULT_SHARD_ROWS, **fn_kwargs) -> Manifest:
+    """A stage over whole groups, from one dataset to the next (what `frames(...).map_groups(...)` does
+    for a frame): `row_index` (optional) adds each row's position in `source` under that name, `prepare`
+    (a row-wise batch function, optional) adds the key columns, `fn` sees every row of a group of `keys`
+    together, and the output is written at `location` ordered by `sort_by` (default `row_index`; None and
+    no `row_index`: the order is not defined). Returns the committed manifest.
+
+    Ray: read, prepare, shuffle on `keys`, `fn`, sort and write all run on the workers; this process
+    writes the manifest only. Local: shard by shard (one shard's rows in memory, `parallel` as in
+    `LocalFrames.map_groups`) while no group spans two shards; when one does, the shards written so far
+    are dropped and the whole of `source` is done in one piece in this process (correct, not bounded)."""
+    sort_by = sort_by or row_index
+    if execution.backend == "ray":
+        ray_frames = RayFrames.from_dataset(source, execution, row_index=row_index)
+        if prepare is not None:
+            ray_frames = ray_frames.map_batches(prepare)
+        out = ray_frames.map_groups(keys, fn, parallel=parallel, **fn_kwargs)
+        return (out.sort(sort_by) if sort_by else out).write_dataset(location)
+
+    def groups_of(frame: pl.DataFrame) -> pl.DataFrame:
+        return LocalFrames(frame, execution).map_groups(keys, fn, parallel=parallel, **fn_kwargs).to_polars()
+
+    def prepared(frame: pl.DataFrame, offset: int) -> pl.DataFrame:
+        frame = frame.with_row_index(row_index, offset=offset) if row_index else frame
+        return prepare(frame) if prepare is not None else frame
+
+    seen: pl.DataFrame | None = None
+    writer = shards.DatasetWriter(location, shard_rows=shard_rows)
+    try:
+        offset = 0
+        for shard in source.iter_shards():
+            part = prepared(shard, offset)
+            offset += shard.height
+            part_keys = part.select(keys).unique()
+            if seen is not None and part_keys.join(seen, on=keys, how="semi", nulls_equal=True).height:
+                writer.abort()
+                log.info("%s: a group of %s spans two shards; grouping the whole dataset in this process",
+                         source.location, keys)
+                whole = groups_of(prepared(source.collect(), 0))
+                return shards.write_dataset(whole.sort(sort_by) if sort_by else whole, location,
+                                            shard_rows=shard_rows)
+            seen = part_keys if seen is None else pl.concat([seen, part_keys])
+            out = groups_of(part)
+            writer.write(out.sort(sort_by) if sort_by else out)
+        return writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
 
 # Below this many rows `parallel` map_groups stays in this process: a spawned worker spends about 8 s
 # importing Presidio (it imports transformers and torch) and loading spaCy before its first record, and
@@ -260,6 +412,110 @@ def cluster_summary() -> dict:
     resources = ray.cluster_resources()
     return {"nodes": sum(n["Alive"] for n in ray.nodes()), "cpus": int(resources.get("CPU", 0)),
             "gpus": int(resources.get("GPU", 0))}
+
+
+def _ray_paths(location: str, urls: list[str]) -> tuple[list[str], dict]:
+    """Paths and the `filesystem` option for Ray's Parquet reader and writer: local paths as they are;
+    any other fsspec URL through its fsspec file system (the same credentials and endpoint as shards.py)."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    fs, _ = shards._fs(location)
+    if isinstance(fs, LocalFileSystem):
+        return [shards._fs(url)[1] for url in urls], {}
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    return [shards._fs(url)[1] for url in urls], {"filesystem": PyFileSystem(FSSpecHandler(fs))}
+
+
+def _read_shard(url: str, offset: int, columns: list[str] | None, row_index: str | None):
+    """One shard as an Arrow table (with its row index), read through fsspec as shards.py reads it (a
+    local path or any fsspec URL): the read task of `RayFrames.from_dataset`, run on a worker."""
+    fs, path = shards._fs(url)
+    with fs.open(path, "rb") as src:
+        frame = pl.read_parquet(src, columns=columns)
+    return (frame.with_row_index(row_index, offset=offset) if row_index else frame).to_arrow()
+
+
+def _shard_source(dataset: ShardedDataset, columns: list[str] | None, row_index: str | None):
+    """A Ray Datasource with one read task per shard of `dataset` (made here: ray is imported only with
+    the ray backend)."""
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    listing = []
+    offset = 0
+    for url, shard in zip(dataset.shard_urls(), dataset.manifest.shards):
+        listing.append((url, offset, shard.rows, shard.bytes))
+        offset += shard.rows
+
+    class ShardSource(Datasource):
+        def get_name(self) -> str:
+            return "Shards"
+
+        def estimate_inmemory_data_size(self) -> int | None:
+            return sum(size for *_, size in listing) or None
+
+        def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                           data_context=None) -> list:
+            def task(url: str, start: int, rows: int, size: int) -> ReadTask:
+                return ReadTask(lambda: [_read_shard(url, start, columns, row_index)],
+                                BlockMetadata(num_rows=rows, size_bytes=size or None, exec_stats=None,
+                                              input_files=[url]))
+            return [task(*entry) for entry in listing]
+
+    return ShardSource()
+
+
+def _part_order(file: str) -> tuple[int, int]:
+    """(task, file) of a shard written by `_PartNames`: part-<task>-<write uuid>-<i>.parquet."""
+    stem = file.rsplit("/", 1)[-1].removesuffix(".parquet")
+    parts = stem.split("-")
+    return int(parts[1]), int(parts[-1])
+
+
+def _part_names():
+    """Ray's file names for a write: part-<task index>-<write uuid>-<i>.parquet (Ray adds -<i>)."""
+    from ray.data.datasource import FilenameProvider
+
+    class PartNames(FilenameProvider):  # made here: ray is imported only with the ray backend
+        def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
+            return f"part-{task_index:06d}-{write_uuid.replace('-', '')}.parquet"
+
+    return PartNames()
+
+
+def _describe_shard(url: str) -> tuple[int, str, int, dict[str, str]]:
+    """(rows, sha256 of the bytes, size, polars schema) of one written shard, computed on a worker."""
+    import hashlib
+    import io
+
+    import pyarrow.parquet as pq
+
+    fs, path = shards._fs(url)
+    data = fs.cat_file(path)
+    meta = pq.read_metadata(io.BytesIO(data))
+    schema = {n: str(t) for n, t in pl.read_parquet(io.BytesIO(data), n_rows=0).schema.items()}
+    return meta.num_rows, hashlib.sha256(data).hexdigest(), len(data), schema
+
+
+_DESCRIBE = None
+
+
+def _describe_shard_task():
+    global _DESCRIBE
+    if _DESCRIBE is None:
+        import ray
+
+        _DESCRIBE = ray.remote(num_cpus=1)(_describe_shard)
+    return _DESCRIBE
+
+
+def _schema_of_ray(dataset) -> dict[str, str]:
+    schema = dataset.schema()
+    if schema is None:
+        raise ValueError("the stage produced no rows and no schema; pass schema= to write_dataset")
+    empty = pl.from_arrow(schema.base_schema.empty_table()) if hasattr(schema, "base_schema") else None
+    return {n: str(t) for n, t in empty.schema.items()} if empty is not None else {}
 
 
 def _polars_batch(table, fn: BatchFn, **fn_kwargs):

@@ -1,6 +1,8 @@
-"""The Ray backend against a real two-node Ray cluster on 127.0.0.1 (a head and a worker started here):
-the pipeline's library stages on the sample data give the same kept records, rejects, near-duplicate
-clusters, labels and splits as the local backend. Fails (never skips) when Ray cannot start."""
+"""The Ray backend against a real two-node Ray cluster on 127.0.0.1 (a head and a worker started here, one
+cluster for the module): the pipeline's library stages on the sample data give the same kept records,
+rejects, near-duplicate clusters, labels and splits as the local backend; stages run shard to shard
+(`map_batches_to_dataset`, `map_groups_to_dataset`) give the local path's rows, survive a worker node
+killed mid-stage, and leave the previous dataset when they fail. Fails (never skips) when Ray cannot start."""
 
 import os
 import shutil
@@ -9,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -16,12 +19,14 @@ import numpy as np
 import polars as pl
 import pytest
 
+from finetune_pipeline import shards
 from finetune_pipeline.augment import augment_corpus
 from finetune_pipeline.cleaning import clean_corpus
 from finetune_pipeline.cleaning.erasure import load_erasure_requests
 from finetune_pipeline.dedup import deduplicate
 from finetune_pipeline.dedup import minhash
 from finetune_pipeline.dedup.synthetic import near_duplicate_benchmark
+from finetune_pipeline.execution import connect, map_batches_to_dataset, map_groups_to_dataset
 from finetune_pipeline.labeling import apply_labels
 from finetune_pipeline.labeling.annotations import load_annotations
 from finetune_pipeline.settings import DedupSettings, ExecutionSettings, load_settings
@@ -35,7 +40,10 @@ NODE_OPTIONS = ["--num-cpus", "1", "--object-store-memory", str(200 * 2**20), "-
 
 
 # A throwaway cluster on the loopback: no auth token (Ray 2.60's `ray start` otherwise turns token auth on).
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+# The head declares a node dead after 3 missed health checks 0.5 s apart (default: 5 of 3 s), so the
+# kill-a-worker test sees its node go within seconds.
+RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_health_check_period_ms": "500",
+           "RAY_health_check_timeout_ms": "500", "RAY_health_check_failure_threshold": "3"}
 
 
 def _free_port() -> int:
@@ -51,18 +59,14 @@ def _start(args: list[str], log: Path) -> subprocess.Popen:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        if process.poll() is not None:
-            break
-        os.killpg(process.pid, sig)
-        try:
-            process.wait(wait)
-        except subprocess.TimeoutExpired:
-            continue
+    """End a node started by `_start`: SIGKILL to its process group (the `ray start` process, its GCS or
+    raylet, their agents and workers), at once: the cluster is thrown away with its temp folder, and a
+    SIGTERM made `ray start --block` wait 20 s."""
     try:
-        os.killpg(process.pid, signal.SIGKILL)  # whatever the node left in its group
+        os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    process.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +202,139 @@ def test_dagster_runs_the_heavy_assets_on_the_cluster_with_metadata_and_logs(ray
 
     stored = stored_frame(DataRoot(root), "cleaned_corpus").drop("ingested_at")
     assert stored.equals(local_stages["cleaned.kept"])
+
+
+def _slow_double(batch: pl.DataFrame, marks: str, pause_s: float, fail_on: int = -1) -> pl.DataFrame:
+    """A batch function slow enough to be caught mid-stage: notes which node runs it (a file per batch
+    under `marks`), waits, and doubles `id`; raises on the batch holding `fail_on`."""
+    import uuid
+
+    import ray
+
+    Path(marks, f"{ray.get_runtime_context().get_node_id()}-{uuid.uuid4().hex[:8]}").touch()
+    time.sleep(pause_s)
+    if fail_on in batch["id"]:
+        raise ValueError(f"batch with id {fail_on} fails on purpose")
+    return batch.with_columns((pl.col("id") * 2).alias("doubled"))
+
+
+def _warm() -> list[str]:
+    import ray.data
+
+    import finetune_pipeline.execution
+
+    return [ray.data.__name__, finetune_pipeline.execution.__name__]  # what the stage's tasks import
+
+
+def _source(root: Path) -> shards.ShardedDataset:
+    frame = pl.DataFrame({"id": np.arange(240, dtype=np.int64), "text": [f"record {i}" for i in range(240)]})
+    shards.write_dataset(frame, root, shard_rows=20)  # 12 shards
+    return shards.open_dataset(root)
+
+
+def test_a_stage_survives_a_killed_worker_node_and_commits_the_whole_output(ray_cluster, tmp_path):
+    """A third node joins, runs some of the stage's batches and is killed (SIGKILL to its raylet and
+    workers) while they run: Ray retries its tasks on the other nodes (Ray Data's task max_retries=-1 for
+    system failures), and the committed dataset equals the output without a failure."""
+    import ray
+    from ray import cloudpickle
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers do not import the tests
+    source = _source(tmp_path / "source")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    execution = ExecutionSettings(backend="ray", ray_address=ray_cluster, batch_size=20)
+    expected = source.collect().with_columns((pl.col("id") * 2).alias("doubled"))
+    connect(execution)
+    before = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    temp = Path(tempfile.mkdtemp(prefix="rayk", dir="/tmp"))
+    victim = _start(["--address", ray_cluster, "--node-ip-address", "127.0.0.1"], temp / "victim.log")
+    try:
+        _wait_for(lambda: len({n["NodeID"] for n in ray.nodes() if n["Alive"]} - before) == 1, "the third node",
+                  temp / "victim.log", victim)
+        victim_id = ({n["NodeID"] for n in ray.nodes() if n["Alive"]} - before).pop()
+        # a worker started on the new node beforehand (with the job's runtime env), so the stage's tasks
+        # reach it at once
+        on_victim = NodeAffinitySchedulingStrategy(victim_id, soft=False)
+        ray.get(ray.remote(_warm).options(scheduling_strategy=on_victim).remote())
+        outcome: dict = {}
+
+        def run() -> None:
+            try:
+                outcome["manifest"] = map_batches_to_dataset(source, _slow_double, tmp_path / "out", execution,
+                                                             batch_size=20, marks=str(marks), pause_s=1.5)
+            except BaseException as error:  # reported below
+                outcome["error"] = error
+
+        stage = threading.Thread(target=run)
+        stage.start()
+        deadline = time.monotonic() + 60
+        while not any(m.name.startswith(victim_id) for m in marks.iterdir()):
+            assert time.monotonic() < deadline and stage.is_alive(), f"the third node ran no batch: {outcome}"
+            time.sleep(0.05)
+        os.killpg(victim.pid, signal.SIGKILL)  # mid-batch: the batch sleeps 1.5 s after its mark
+        stage.join(120)
+        assert not stage.is_alive(), "the stage did not finish after the node was killed"
+        assert "error" not in outcome, f"the stage failed: {outcome.get('error')!r}"
+        assert victim_id not in {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        out = shards.open_dataset(tmp_path / "out")
+        assert out.manifest == outcome["manifest"] and out.rows == 240
+        assert out.collect().equals(expected)
+        generations = [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith("g-")]
+        assert generations == [out.manifest.shards[0].path.split("/")[0]]  # no partial generation left
+    finally:
+        _stop(victim)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_stage_that_fails_leaves_the_previous_dataset_or_none(ray_cluster, tmp_path):
+    """A batch function that raises is not retried (an application error): the stage fails, the location
+    keeps its previous manifest and shards (or has no dataset at all), and the failed generation is removed."""
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    source = _source(tmp_path / "source")
+    execution = ExecutionSettings(backend="ray", ray_address=ray_cluster, batch_size=20)
+    previous = map_batches_to_dataset(source, _slow_double, tmp_path / "out", execution, batch_size=20,
+                                      marks=str(tmp_path), pause_s=0)
+    before = sorted(p.name for p in (tmp_path / "out").rglob("*"))
+    with pytest.raises(Exception, match="fails on purpose"):
+        map_batches_to_dataset(source, _slow_double, tmp_path / "out", execution, batch_size=20,
+                               marks=str(tmp_path), pause_s=0, fail_on=230)
+    assert shards.read_manifest(tmp_path / "out") == previous
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*")) == before
+    assert shards.open_dataset(tmp_path / "out").collect()["doubled"].to_list() == list(range(0, 480, 2))
+    with pytest.raises(Exception, match="fails on purpose"):
+        map_batches_to_dataset(source, _slow_double, tmp_path / "fresh", execution, batch_size=20,
+                               marks=str(tmp_path), pause_s=0, fail_on=0)
+    assert not shards.is_dataset(tmp_path / "fresh")
+    assert not list((tmp_path / "fresh").glob("g-*"))
+
+
+def _first_of_group(batch: pl.DataFrame) -> pl.DataFrame:
+    return batch.with_columns(pl.col("_row").min().over("group").alias("first"), pl.len().over("group").alias("size"))
+
+
+def _with_group(batch: pl.DataFrame) -> pl.DataFrame:
+    return batch.with_columns((pl.col("id") % 7).alias("group"))
+
+
+def test_stages_run_shard_to_shard_on_ray_with_the_local_rows(ray_cluster, tmp_path):
+    """`map_groups_to_dataset` (row index, prepare, shuffle on the groups, sort) and `map_batches_to_dataset`
+    read the source's shards and write the output's on the workers; the committed rows equal the local
+    backend's row for row (whose groups span shards here, so the local path groups the whole dataset)."""
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    source = _source(tmp_path / "source")
+    on_ray = ExecutionSettings(backend="ray", ray_address=ray_cluster, batch_size=20)
+    out = {}
+    for name, execution in (("local", ExecutionSettings()), ("ray", on_ray)):
+        manifest = map_groups_to_dataset(source, ["group"], _first_of_group, tmp_path / f"groups-{name}", execution,
+                                         prepare=_with_group, row_index="_row")
+        assert manifest == shards.read_manifest(tmp_path / f"groups-{name}")
+        out[name] = shards.open_dataset(tmp_path / f"groups-{name}").collect()
+    assert out["ray"].equals(out["local"]) and out["ray"]["_row"].to_list() == list(range(240))
+    assert out["ray"].filter(pl.col("id") == 15)["first"].item() == 1 and set(out["ray"]["size"]) == {34, 35}
+    assert len(shards.read_manifest(tmp_path / "groups-ray").shards) > 1  # written by several tasks
