@@ -390,6 +390,23 @@ class DedupSettings(_Section):
     )
     semantic_batch_size: int = Field(64, ge=1, description="Texts per embedding batch.")
     semantic_max_length: int = Field(256, ge=8, description="Tokens per text for the embedding; longer is truncated.")
+    semantic_search: Literal["exact", "ann", "auto"] = Field(
+        "auto", description="How pairs at or above the threshold are found (semantic dedup and, with `semantic`, "
+        "prompt paraphrases): exact (every pair compared, a blocked matmul, O(n^2)); ann (an approximate nearest-"
+        "neighbour index, FAISS IVF-Flat: each text's `semantic_ann_neighbours` nearest, their cosines then "
+        "computed exactly); auto: exact up to `semantic_exact_max` texts, ann above (docs/benchmarks.md).")
+    semantic_exact_max: int = Field(
+        20_000, ge=0, description="auto: the most texts searched exactly; above it the index is used (exact "
+        "search grows with n^2; the crossover is measured in docs/benchmarks.md, 'Semantic dedup at scale').")
+    semantic_ann_neighbours: int = Field(
+        32, ge=1, description="ann: nearest neighbours looked up per text (k). A cluster larger than this is "
+        "still joined through chains of neighbours; the highest cosine (`nearest`) comes from these.")
+    semantic_ann_lists: int = Field(
+        0, ge=0, description="ann: inverted lists (k-means cells) of the index; 0: 2 x sqrt(n), at most n / 39 "
+        "(spherical k-means, seeded, trained on a sample of 64 texts per list).")
+    semantic_ann_probes: int = Field(
+        16, ge=1, description="ann: lists searched per query; more finds more pairs across cell borders and "
+        "costs proportionally more time.")
     # ---- conversations (task: instruction), see dedup/conflicts.py
     prompt_threshold: float = Field(
         0.85, gt=0, le=1, description="Conversations: estimated Jaccard similarity of character 5-grams at or "

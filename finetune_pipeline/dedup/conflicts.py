@@ -153,11 +153,11 @@ def prompt_clusters(contexts: list[str], cfg: DedupSettings) -> PromptLinks:
         similar.append(verified_pairs(series, cfg.model_copy(
             update={"shingle": PROMPT_SHINGLE, "ngram": PROMPT_NGRAM, "threshold": cfg.prompt_threshold})))
     if cfg.semantic and n > 1:
-        from finetune_pipeline.dedup.semantic import similar_pairs  # torch only when asked for
+        from finetune_pipeline.dedup.semantic import search_pairs  # torch only when asked for
         from finetune_pipeline.embeddings import embed
 
         vectors = embed(contexts, cfg.semantic_model, cfg.semantic_batch_size, cfg.semantic_max_length)
-        similar.append(similar_pairs(vectors, cfg.prompt_semantic_threshold)[0])
+        similar.append(search_pairs(vectors, cfg.prompt_semantic_threshold, cfg)[0])  # exact or index: semantic_search
     similar = np.unique(np.concatenate(similar).astype(np.int64).reshape(-1, 2), axis=0)
     apart = names_differ(series, similar)
     apart |= np.array([prompts_ask_different_things(contexts[i], contexts[j]) for i, j in similar.tolist()],

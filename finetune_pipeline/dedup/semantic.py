@@ -4,21 +4,50 @@ Embeddings: `finetune_pipeline.embeddings.embed` (mean-pooled all-MiniLM-L6-v2 b
 L2-normalised, batched, on CUDA when available).
 Pairs with cosine similarity at or above the threshold are clustered by connected components, like
 near duplicates; the first text of a cluster in input order is its root.
+
+Two searches find the pairs (`dedup.semantic_search`; `auto`: exact up to `semantic_exact_max` texts):
+- exact (`similar_pairs`): every pair, a blocked matmul, O(n^2) (about 3 s at 20,000 texts on 2 cores,
+  hours at 1M).
+- ann (`ann_pairs`): an approximate nearest-neighbour index, FAISS `IndexIVFFlat` over inner products
+  (= cosine on these unit vectors). Spherical k-means with a fixed seed, trained on a seeded sample,
+  cuts the space into `semantic_ann_lists` cells; each text is looked up in its `semantic_ann_probes`
+  nearest cells for its `semantic_ann_neighbours` nearest texts. The candidates' cosines are then
+  computed exactly (numpy), so the pairs kept are exactly those of the exact search that the index
+  returned (no false pair; a missed pair is the only error, measured by scripts/bench_semantic_dedup.py)
+  and `nearest` is the highest cosine among a text's returned neighbours. Deterministic: the training
+  sample and k-means are seeded, the lists are filled in input order and each query is answered on its
+  own, so the result does not depend on the number of threads.
+  The index is built once (`build_index`) and queried in batches (`query_rows`); the batch function
+  `ann_query_batch` does the same over a frame of (row, vector) with the index as bytes (FAISS's own
+  format, `index_to_bytes`, never pickle), so on Ray the queries run on the workers
+  (`execution.map_batches`), each worker loading the index once.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+import polars as pl
 
 from finetune_pipeline.dedup.minhash import clusters_from_pairs
 from finetune_pipeline.embeddings import EmbeddingCache, embed
-from finetune_pipeline.settings import DedupSettings
+from finetune_pipeline.settings import DedupSettings, ExecutionSettings
+
+if TYPE_CHECKING:
+    import faiss
 
 # Rows of the similarity matrix computed at once: block x n float32 (1024 x 100k texts = 400 MB).
 _BLOCK = 1024
+# Queries answered at once by the index (their k neighbours and vectors held together).
+_QUERY_BATCH = 1024
+_TRAIN_PER_LIST = 64
+_KMEANS_SEED = 1234
+_KMEANS_ITERATIONS = 20
+# Per worker process: the last index loaded from bytes, by its digest (loaded once, queried per batch).
+_LOADED: dict[str, "faiss.Index"] = {}
 
 
 def similar_pairs(embeddings: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -41,20 +70,185 @@ def similar_pairs(embeddings: np.ndarray, threshold: float) -> tuple[np.ndarray,
     return np.concatenate(pairs).astype(np.int64), np.concatenate(cosines), nearest
 
 
+def uses_index(n: int, cfg: DedupSettings) -> bool:
+    """Whether `n` texts are searched with the index (`semantic_search`, `auto`: above `semantic_exact_max`)."""
+    if cfg.semantic_search == "auto":
+        return n > cfg.semantic_exact_max
+    return cfg.semantic_search == "ann" and n > 1
+
+
+def search_pairs(embeddings: np.ndarray, threshold: float, cfg: DedupSettings,
+                 execution: ExecutionSettings | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`similar_pairs` or `ann_pairs`, as `cfg.semantic_search` says; same results' shape either way."""
+    if uses_index(len(embeddings), cfg):
+        return ann_pairs(embeddings, threshold, cfg, execution)
+    return similar_pairs(embeddings, threshold)
+
+
+def index_lists(n: int, cfg: DedupSettings) -> int:
+    """Inverted lists for `n` vectors: `semantic_ann_lists`, or 2 x sqrt(n); never fewer than 39 training
+    vectors per list (FAISS's minimum for k-means), never fewer than 1 list."""
+    lists = cfg.semantic_ann_lists or int(round(2 * np.sqrt(n)))
+    return max(1, min(lists, n // 39))
+
+
+def build_index(embeddings: np.ndarray, cfg: DedupSettings) -> faiss.IndexIVFFlat:
+    """An IVF-Flat inner-product index over the unit vectors `embeddings` (rows are ids), its probes set."""
+    import faiss
+
+    vectors = _float32_rows(embeddings)
+    n, dim = vectors.shape
+    lists = index_lists(n, cfg)
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed, index.cp.niter, index.cp.spherical = _KMEANS_SEED, _KMEANS_ITERATIONS, True
+    index.cp.max_points_per_centroid = _TRAIN_PER_LIST  # no subsampling of our own sample by FAISS
+    sample = min(n, _TRAIN_PER_LIST * lists)
+    rows = np.sort(np.random.default_rng(_KMEANS_SEED).choice(n, sample, replace=False)) if sample < n else slice(None)
+    index.train(np.ascontiguousarray(vectors[rows]))
+    for start in range(0, n, 65536):  # in input order: ids are row positions
+        index.add(vectors[start:start + 65536])
+    index.make_direct_map()  # so a worker holding only the index can read a neighbour's vector back
+    index.nprobe = min(cfg.semantic_ann_probes, lists)
+    return index
+
+
+def index_to_bytes(index: faiss.Index) -> bytes:
+    """The index in FAISS's own binary format (its vectors included)."""
+    import faiss
+
+    return faiss.serialize_index(index).tobytes()
+
+
+def index_from_bytes(data: bytes, probes: int) -> faiss.Index:
+    import faiss
+
+    index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+    index.nprobe = min(probes, index.nlist)
+    return index
+
+
+def query_rows(index: faiss.Index, queries: np.ndarray, rows: np.ndarray, k: int, threshold: float,
+               vectors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows `rows` (their vectors `queries`) looked up in `index`: pairs (row, neighbour) with exact cosine >=
+    threshold (the row first, each pair as found, not ordered), their cosines, and per query row the highest
+    exact cosine to a returned neighbour other than itself (-1.0 when none). `vectors`: all indexed vectors
+    (in this process); None: read back from the index."""
+    k = min(k + 1, index.ntotal)  # the row itself is usually among its neighbours
+    queries = _float32_rows(queries)
+    _, found = index.search(queries, k)
+    rows = np.asarray(rows, dtype=np.int64)
+    valid = (found >= 0) & (found != rows[:, None])
+    if vectors is not None:
+        neighbours = vectors[np.where(valid, found, 0)]
+    else:
+        ids = np.where(valid, found, 0)
+        neighbours = index.reconstruct_batch(ids.reshape(-1)).reshape(len(rows), k, -1)
+    cosines = np.einsum("qkd,qd->qk", neighbours, queries)
+    cosines[~valid] = -1.0
+    nearest = cosines.max(axis=1, initial=-1.0).astype(np.float32)
+    q, j = np.nonzero(cosines >= threshold)
+    return np.stack([rows[q], found[q, j]], axis=1).astype(np.int64), cosines[q, j].astype(np.float32), nearest
+
+
+def ann_pairs(embeddings: np.ndarray, threshold: float, cfg: DedupSettings,
+              execution: ExecutionSettings | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What `similar_pairs` returns, from the index: pairs (i < j, sorted) with exact cosine >= threshold among
+    each row's `semantic_ann_neighbours` nearest, their cosines, and per row its highest cosine to a returned
+    neighbour. With `execution.backend: ray` the queries run on the workers (`ann_query_batch`)."""
+    vectors = _float32_rows(embeddings)
+    n = len(vectors)
+    if n < 2:
+        return np.empty((0, 2), dtype=np.int64), np.empty(0, dtype=np.float32), np.full(n, -1.0, dtype=np.float32)
+    index = build_index(vectors, cfg)
+    k = cfg.semantic_ann_neighbours
+    if execution is not None and execution.backend == "ray":
+        from finetune_pipeline.execution import map_batches
+
+        data = index_to_bytes(index)
+        del index
+        frame = pl.DataFrame({"row": np.arange(n, dtype=np.int64), "vector": vectors})
+        found = map_batches(frame, ann_query_batch, execution, batch_size=_QUERY_BATCH, index=data,
+                            key=hashlib.sha256(data).hexdigest(), probes=cfg.semantic_ann_probes, k=k,
+                            threshold=threshold)
+        nearest = found["nearest"].to_numpy().astype(np.float32)
+        rows = np.repeat(found["row"].to_numpy(), found["neighbours"].list.len().to_numpy())
+        pairs = np.stack([rows, _flat(found["neighbours"])], axis=1).astype(np.int64)
+        cosines = _flat(found["cosines"]).astype(np.float32)
+    else:
+        parts, scores, nearest = [], [], np.full(n, -1.0, dtype=np.float32)
+        for start in range(0, n, _QUERY_BATCH):
+            rows = np.arange(start, min(n, start + _QUERY_BATCH))
+            p, c, nearest[rows] = query_rows(index, vectors[rows], rows, k, threshold, vectors)
+            parts.append(p)
+            scores.append(c)
+        pairs, cosines = np.concatenate(parts), np.concatenate(scores)
+    return _unique_pairs(pairs, cosines) + (nearest,)
+
+
+def ann_query_batch(batch: pl.DataFrame, *, index: bytes, key: str, probes: int, k: int,
+                    threshold: float) -> pl.DataFrame:
+    """Batch function: (row, vector) -> (row, neighbours, cosines, nearest): the row's neighbours in the index
+    with exact cosine >= threshold (itself excluded), and its highest cosine to a returned neighbour. `index`:
+    `index_to_bytes`, loaded once per worker process (`key`: its digest)."""
+    loaded = _LOADED.get(key)
+    if loaded is None:
+        _LOADED.clear()
+        loaded = _LOADED[key] = index_from_bytes(index, probes)
+    rows = batch["row"].to_numpy().astype(np.int64)
+    pairs, cosines, nearest = query_rows(loaded, batch["vector"].to_numpy(), rows, k, threshold)
+    position = _positions(rows, pairs[:, 0])  # of the pair's query row in this batch
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(position, minlength=len(rows)))])
+    by_row = np.argsort(position, kind="stable")
+    neighbours, scores = pairs[by_row, 1], cosines[by_row]
+    return pl.DataFrame({
+        "row": rows,
+        "neighbours": [neighbours[offsets[i]:offsets[i + 1]] for i in range(len(rows))],
+        "cosines": [scores[offsets[i]:offsets[i + 1]] for i in range(len(rows))],
+        "nearest": nearest,
+    }, schema={"row": pl.Int64, "neighbours": pl.List(pl.Int64), "cosines": pl.List(pl.Float32),
+               "nearest": pl.Float32})
+
+
+def _unique_pairs(pairs: np.ndarray, cosines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each pair once as (i < j), sorted like `similar_pairs`' (by i, then j)."""
+    if not len(pairs):
+        return np.empty((0, 2), dtype=np.int64), np.empty(0, dtype=np.float32)
+    pairs = np.sort(pairs, axis=1)
+    unique, first = np.unique(pairs, axis=0, return_index=True)
+    return unique.astype(np.int64), cosines[first]
+
+
+def _float32_rows(vectors: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def _flat(lists: pl.Series) -> np.ndarray:
+    """The values of a list column, row after row."""
+    return lists.rechunk().to_arrow().flatten().to_numpy(zero_copy_only=False)
+
+
+def _positions(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    order = np.argsort(rows, kind="stable")
+    return order[np.searchsorted(rows[order], values)]
+
+
 @dataclass
 class SemanticDuplicates:
     root: np.ndarray  # per text, the index of its cluster's first text (itself when kept)
     similarity: np.ndarray  # per text, cosine similarity to its root (1.0 for roots)
     nearest: np.ndarray  # per text, its highest cosine similarity to any other text, for a histogram
+    searched: str = "exact"  # exact or ann (`dedup.semantic_search`)
 
 
-def semantic_clusters(texts: Sequence[str], cfg: DedupSettings,
-                      cache: EmbeddingCache | None = None) -> SemanticDuplicates:
+def semantic_clusters(texts: Sequence[str], cfg: DedupSettings, cache: EmbeddingCache | None = None,
+                      execution: ExecutionSettings | None = None) -> SemanticDuplicates:
     """Cluster `texts` (in keep order) by embedding cosine similarity at or above `cfg.semantic_threshold`;
-    `cache`: vectors reused from the last run (None: all computed)."""
+    `cache`: vectors reused from the last run (None: all computed). `execution`: where the index queries run
+    (Ray workers with backend ray; None: here)."""
     embeddings = embed(list(texts), cfg.semantic_model, cfg.semantic_batch_size, cfg.semantic_max_length, cache=cache)
-    pairs, _, nearest = similar_pairs(embeddings, cfg.semantic_threshold)
+    pairs, _, nearest = search_pairs(embeddings, cfg.semantic_threshold, cfg, execution)
     root = clusters_from_pairs(len(texts), pairs)
     similarity = np.einsum("ij,ij->i", embeddings, embeddings[root]) if len(texts) else np.ones(0)
     similarity[root == np.arange(len(texts))] = 1.0
-    return SemanticDuplicates(root=root, similarity=similarity, nearest=nearest)
+    return SemanticDuplicates(root=root, similarity=similarity, nearest=nearest,
+                              searched="ann" if uses_index(len(texts), cfg) else "exact")
