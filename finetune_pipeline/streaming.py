@@ -44,6 +44,11 @@ SPLIT_PASSENGERS = ("redactions", "quality_flags", "content_sha256", "label_sour
                     "label_model", "label_agreement", "ingested_at")
 
 
+def enabled(settings: Settings) -> bool:
+    """Whether the stages stream here: the local backend with `execution.streaming` on (Ray has its own path)."""
+    return settings.execution.backend == "local" and bool(getattr(settings.execution, "streaming", True))
+
+
 def batch_rows(settings: Settings) -> int:
     """Rows per batch and per shard: `execution.shard_rows` where the settings have it."""
     return int(getattr(settings.execution, "shard_rows", None) or DEFAULT_SHARD_ROWS)
@@ -236,6 +241,10 @@ def write_joined(dataset: ShardedDataset, decided: pl.DataFrame, writer: Dataset
         part = body[out_positions].hstack(values.drop("_out")) if carried else body[out_positions]
         writer.write(part.select(columns))
 
+    if not len(order):  # nothing kept: an empty frame with the output's schema, so the dataset has one
+        schema = {**dataset.schema, **body.schema}
+        writer.write(pl.DataFrame(schema={c: schema[c] for c in columns}))
+        return 0
     bounds = np.cumsum([0] + [s.rows for s in dataset.manifest.shards])
     if len(order) <= 1 or bool(np.all(np.diff(order.astype(np.int64)) >= 0)):
         # the output follows the input's order: one pass, shard by shard
@@ -349,5 +358,5 @@ def apply_split_dataset(dataset: ShardedDataset, assignment: pl.DataFrame, write
     return write_joined(dataset, placed, writer, passengers=passengers, columns=columns, rows=rows)
 
 
-__all__ = ["SPLITS", "augment_dataset", "apply_split_dataset", "batch_rows", "clean_dataset", "combine_stats",
+__all__ = ["SPLITS", "augment_dataset", "apply_split_dataset", "batch_rows", "clean_dataset", "combine_stats", "enabled",
            "deduplicate_dataset", "document_batches", "label_dataset", "split_assignment_dataset", "write_joined"]

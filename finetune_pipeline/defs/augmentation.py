@@ -6,6 +6,7 @@ before it (`split_assignment`) and augments only the records in train."""
 import dagster as dg
 import polars as pl
 
+from finetune_pipeline import streaming
 from finetune_pipeline import validation as v
 from finetune_pipeline.augment import augment_corpus
 from finetune_pipeline.defs import OWNERS
@@ -14,6 +15,9 @@ from finetune_pipeline.defs.gates import (accounting_check, check_specs, checked
 from finetune_pipeline.defs.metadata import augmentation_metadata, embedding_reuse, settings_used, stage_metadata
 from finetune_pipeline.defs.progress import logged
 from finetune_pipeline.defs.resources import PipelineResource
+from finetune_pipeline.records import empty_rejects
+from finetune_pipeline.shards import ShardedDataset
+from finetune_pipeline.defs.streams import committed, identities, writers
 from finetune_pipeline.defs.types import CORPUS_COLUMNS, CorpusFrame, column_schema
 
 
@@ -32,12 +36,20 @@ augmented_corpus_accounting = accounting_check("augmented_corpus", "labeled_corp
                       "one that is a near copy of a validation or test record is dropped (near_held_out). New rows "
                       "carry `augmented_from`, `augmentation` and `augmentation_model`.")
 def augmented_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource,
-                     labeled_corpus: pl.DataFrame, split_assignment: pl.DataFrame):
+                     labeled_corpus: ShardedDataset, split_assignment: pl.DataFrame):
     require_upstream_checks(context, "labeled_corpus", "split_assignment")
     settings = pipeline.settings()
     cache = pipeline.embedding_cache("augmented_corpus")
     with logged(context, "augmented_corpus"):
-        result = augment_corpus(labeled_corpus, settings, embedding_cache=cache, assignment=split_assignment)
+        if streaming.enabled(settings):  # originals streamed through (the corpus read whole when a technique is on)
+            with writers(pipeline, "augmented_corpus") as (kept, rejected):
+                stats = streaming.augment_dataset(labeled_corpus, settings, kept, assignment=split_assignment,
+                                                  embedding_cache=cache)
+                rejected.write(empty_rejects())  # augmentation rejects nothing
+            result, read = committed(pipeline, "augmented_corpus", stats), identities(labeled_corpus)
+        else:
+            read = labeled_corpus.collect()
+            result = augment_corpus(read, settings, embedding_cache=cache, assignment=split_assignment)
     if cache is not None:
         cache.save()
     meta = {**stage_metadata(labeled_corpus.height, result), **embedding_reuse(cache),
@@ -47,4 +59,4 @@ def augmented_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResour
                                  **augmentation_metadata(result.stats)}, output_name="result")
     if result.stats.generator_error:
         context.log.warning(f"generator failed, gaps filled by copies: {result.stats.generator_error}")
-    yield from checked(context, pipeline, "augmented_corpus", result, labeled_corpus=labeled_corpus)
+    yield from checked(context, pipeline, "augmented_corpus", result, labeled_corpus=read)

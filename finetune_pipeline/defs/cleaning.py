@@ -6,7 +6,7 @@ accounting check."""
 import dagster as dg
 import polars as pl
 
-from finetune_pipeline import stored, versions
+from finetune_pipeline import stored, streaming, versions
 from finetune_pipeline import validation as v
 from finetune_pipeline.cleaning.cache import CODE as CLEANING_CODE
 from finetune_pipeline.cleaning.cache import cached_clean_corpus
@@ -22,6 +22,8 @@ from finetune_pipeline.defs.metadata import (cleaning_metadata, dedup_metadata, 
 from finetune_pipeline.defs.progress import logged
 from finetune_pipeline.defs.resources import PipelineResource, RayCluster
 from finetune_pipeline.defs.types import CORPUS_COLUMNS, CorpusFrame, column_schema
+from finetune_pipeline.defs.streams import committed, frame_of, identities, writers
+from finetune_pipeline.shards import ShardedDataset
 
 
 cleaned_corpus_expectations = suite_check(
@@ -51,7 +53,7 @@ deduplicated_corpus_accounting = accounting_check("deduplicated_corpus", "cleane
                       "documents) whose content, erasure matches, cleaning/privacy settings and cleaning code are "
                       "unchanged reuse their cached outcome (.pipeline/cache/; rows_reused, rows_cleaned).")
 def cleaned_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_cluster: RayCluster,
-                   raw_corpus: pl.DataFrame):
+                   raw_corpus: ShardedDataset):
     require_upstream_checks(context, "raw_corpus")
     settings = pipeline.settings()
     try:
@@ -60,33 +62,45 @@ def cleaned_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource
         raise dg.Failure(description=f"{exc}. Erasure requests cannot be skipped: fix the file and re-run.") from None
     cache = pipeline.cache_file(pipeline.data_root().cleaning_cache)
     with logged(context, "cleaned_corpus"):  # over the process pool: rows done, rate, time left
-        result, reuse = cached_clean_corpus(raw_corpus, settings, requests, cache)
-    _keep_raw_text_only_where_allowed(pipeline, raw_corpus, result.rejected)
-    _erase_from_published_versions(context, pipeline, result)
+        if streaming.enabled(settings):  # batch by batch, written shard by shard where the IO manager keeps it
+            with writers(pipeline, "cleaned_corpus") as (kept, rejected):
+                stats, reuse = streaming.clean_dataset(raw_corpus, settings, requests, kept, rejected, cache_file=cache)
+            result = committed(pipeline, "cleaned_corpus", stats)
+            read = raw_corpus
+        else:
+            read = raw_corpus.collect()
+            result, reuse = cached_clean_corpus(read, settings, requests, cache)
+    rejected = frame_of(result.rejected)
+    read_ids = identities(read)  # before erasure rewrites raw_corpus's dataset
+    _keep_raw_text_only_where_allowed(pipeline, read, rejected)
+    _erase_from_published_versions(context, pipeline, result.stats, rejected)
     context.add_output_metadata({**settings_used(settings, "cleaning", "privacy"), **reuse.to_dict(),
                                  **execution_metadata(settings.execution), **stage_metadata(raw_corpus.height, result),
                                  **cleaning_metadata(result.stats, settings.privacy.policy)},
                                 output_name="result")
-    yield from checked(context, pipeline, "cleaned_corpus", result, raw_corpus=raw_corpus)
+    yield from checked(context, pipeline, "cleaned_corpus", result, raw_corpus=read_ids)
 
 
-def _erase_from_published_versions(context, pipeline: PipelineResource, result) -> None:
+def _erase_from_published_versions(context, pipeline: PipelineResource, stats, rejected: pl.DataFrame) -> None:
     """Erased records out of every kept split version (exports/versions/splits/*, the current one included),
     now, not at the next publication; request ids and counts only in the log."""
-    erased = result.rejected.filter(pl.col("reason") == "erased_by_request")["record_id"].to_list()
-    honoured = sorted(r for r, n in result.stats.erasure.removed_by_request.items() if n)
+    erased = rejected.filter(pl.col("reason") == "erased_by_request")["record_id"].to_list()
+    honoured = sorted(r for r, n in stats.erasure.removed_by_request.items() if n)
     removed = versions.erase_records(pipeline.data_root(), erased, honoured)
     if removed:
         context.log.info("erasure: rows removed from kept split versions: "
                          + ", ".join(f"{v} {n}" for v, n in removed.items()))
 
 
-def _keep_raw_text_only_where_allowed(pipeline: PipelineResource, raw_corpus: pl.DataFrame,
+def _keep_raw_text_only_where_allowed(pipeline: PipelineResource, raw_corpus: pl.DataFrame | ShardedDataset,
                                       rejected: pl.DataFrame) -> None:
     """Erased records out of what collection stored (its value and the parse cache); with
     privacy.keep_raw_text: none, collection's stored value deleted now that cleaning has read it."""
     root = pipeline.data_root()
     erased = rejected.filter(pl.col("reason") == "erased_by_request")["record_id"].to_list()
+    if isinstance(raw_corpus, ShardedDataset):  # only the erased rows, read before the dataset is rewritten
+        ids = pl.Series(erased, dtype=pl.String).implode()
+        raw_corpus = raw_corpus.scan().filter(pl.col("record_id").is_in(ids)).collect()
     if erased:  # the IO manager's dataset (or an earlier version's file) for raw_corpus, shard by shard
         ids = pl.Series(erased, dtype=pl.String).implode()
         stored.rewrite_stored(root, "raw_corpus", lambda frame: frame.filter(~pl.col("record_id").is_in(ids)),
@@ -106,13 +120,20 @@ def _keep_raw_text_only_where_allowed(pipeline: PipelineResource, raw_corpus: pl
                       "record seen first (ingested_at, source_uri, locator) is kept; rejects name it in "
                       "duplicate_of, and `group_id` names the cluster.")
 def deduplicated_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_cluster: RayCluster,
-                        cleaned_corpus: pl.DataFrame):
+                        cleaned_corpus: ShardedDataset):
     require_upstream_checks(context, "cleaned_corpus")
     settings = pipeline.settings()
     cache = pipeline.embedding_cache("deduplicated_corpus")
     with logged(context, "deduplicated_corpus"):  # the domain filter's and semantic dedup's embeddings
         try:
-            result = deduplicate(cleaned_corpus, settings, embedding_cache=cache)
+            if streaming.enabled(settings):  # decided on the columns dedup reads, rows streamed through
+                with writers(pipeline, "deduplicated_corpus") as (kept, rejected):
+                    stats = streaming.deduplicate_dataset(cleaned_corpus, settings, kept, rejected,
+                                                          embedding_cache=cache)
+                result, read = committed(pipeline, "deduplicated_corpus", stats), identities(cleaned_corpus)
+            else:
+                read = cleaned_corpus.collect()
+                result = deduplicate(read, settings, embedding_cache=cache)
         except DomainFilterRefused as err:  # more than domain.max_reject_share off-domain: nothing written
             raise dg.Failure(description=str(err), metadata={
                 "domain_reject_share": round(err.share, 4),
@@ -122,4 +143,4 @@ def deduplicated_corpus(context: dg.AssetExecutionContext, pipeline: PipelineRes
     context.add_output_metadata({**embedding_reuse(cache), **settings_used(settings, "dedup", "domain"),
                                  **execution_metadata(settings.execution), **stage_metadata(cleaned_corpus.height, result),
                                  **dedup_metadata(result.stats)}, output_name="result")
-    yield from checked(context, pipeline, "deduplicated_corpus", result, cleaned_corpus=cleaned_corpus)
+    yield from checked(context, pipeline, "deduplicated_corpus", result, cleaned_corpus=read)

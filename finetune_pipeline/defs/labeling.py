@@ -7,8 +7,8 @@ needs only labeled_corpus) stores and exports only that one.
 
 
 import dagster as dg
-import polars as pl
 
+from finetune_pipeline import streaming
 from finetune_pipeline import validation as v
 from finetune_pipeline.defs import OWNERS
 from finetune_pipeline.defs.gates import (accounting_check, check_specs, checked, label_suite_check,
@@ -17,10 +17,13 @@ from finetune_pipeline.defs.metadata import (embedding_reuse, execution_metadata
                                              settings_used, stage_metadata)
 from finetune_pipeline.defs.progress import logged
 from finetune_pipeline.defs.resources import PipelineResource, RayCluster
+from finetune_pipeline.defs.streams import committed, identities, writers
 from finetune_pipeline.defs.types import CORPUS_COLUMNS, REVIEW_COLUMNS, CorpusFrame, ReviewFrame, column_schema
 from finetune_pipeline.labeling import apply_labels, label_studio
 from finetune_pipeline.labeling.annotations import load_annotations
+from finetune_pipeline.labeling.assign import LabelingResult
 from finetune_pipeline.labeling.review import write_review_export
+from finetune_pipeline.shards import ShardedDataset
 
 
 labeled_corpus_expectations = label_suite_check(
@@ -54,7 +57,7 @@ labeled_corpus_accounting = accounting_check("labeled_corpus", "deduplicated_cor
     },
 )
 def labeling(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_cluster: RayCluster,
-             deduplicated_corpus: pl.DataFrame):
+             deduplicated_corpus: ShardedDataset):
     require_upstream_checks(context, "deduplicated_corpus")
     settings, root = pipeline.settings(), pipeline.data_root()
     annotations, problems = load_annotations(root.annotations)
@@ -67,7 +70,16 @@ def labeling(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_
         problems = problems + pulled.poll.problems
     cache = pipeline.embedding_cache("labeled_corpus")
     with logged(context, "labeling"):
-        result = apply_labels(deduplicated_corpus, settings, annotations, problems, embedding_cache=cache)
+        if streaming.enabled(settings) and "labeled_corpus" in context.selected_output_names:
+            # decided on the columns labeling reads, rows streamed through to the IO manager's location
+            with writers(pipeline, "labeled_corpus") as (kept, rejected):
+                stats, review = streaming.label_dataset(deduplicated_corpus, settings, kept, rejected, annotations,
+                                                        problems, embedding_cache=cache)
+            result = committed(pipeline, "labeled_corpus", stats, kind=LabelingResult, review_queue=review)
+            read = identities(deduplicated_corpus)
+        else:
+            read = deduplicated_corpus.collect()
+            result = apply_labels(read, settings, annotations, problems, embedding_cache=cache)
     if cache is not None:
         cache.save()
     for problem in problems:
@@ -79,7 +91,7 @@ def labeling(context: dg.AssetExecutionContext, pipeline: PipelineResource, ray_
             **settings_used(settings, "labels", "labeling"), **execution_metadata(settings.execution),
             **labeling_metadata(result.stats),
             **embedding_reuse(cache),
-        }), deduplicated_corpus=deduplicated_corpus)
+        }), deduplicated_corpus=read)
     if "review_queue" in context.selected_output_names:
         paths = write_review_export(result.review_queue, result.stats.labels, root.review)
         pushed, unavailable = label_studio.push_review(settings, root)

@@ -9,7 +9,7 @@ folds.parquet) only after every blocking check passed."""
 import dagster as dg
 import polars as pl
 
-from finetune_pipeline import atomic, exports, reporting, versions
+from finetune_pipeline import atomic, exports, reporting, streaming, versions
 from finetune_pipeline import validation as v
 from finetune_pipeline.cleaning import CleaningStats
 from finetune_pipeline.cleaning.cache import cached_personal_data_left
@@ -22,8 +22,10 @@ from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.defs.types import (ASSIGNMENT_COLUMNS, SPLIT_COLUMNS, SplitAssignmentFrame, SplitsFrame,
                                           column_schema)
 from finetune_pipeline.labeling import LabelingStats
+from finetune_pipeline.shards import ShardedDataset
 from finetune_pipeline.records import CORPUS_STAGES, SPLITS
 from finetune_pipeline.sources import CollectionStats
+from finetune_pipeline.streaming import SPLIT_PASSENGERS, decision_frame
 from finetune_pipeline.splits import (DOCUMENT_SOURCE_TYPES, SplitError, apply_split_assignment,
                                       cross_split_near_duplicates, cross_validation_folds, split_key,
                                       split_moves)
@@ -236,10 +238,13 @@ def dataset_splits_test_support(pipeline: PipelineResource, current: pl.DataFram
                       "joined and the split made again. augmented_corpus augments only the records in train; "
                       "dataset_splits applies this assignment and decides nothing.")
 def split_assignment(context: dg.AssetExecutionContext, pipeline: PipelineResource,
-                     labeled_corpus: pl.DataFrame):
+                     labeled_corpus: ShardedDataset):
     require_upstream_checks(context, "labeled_corpus")
     settings, root = pipeline.settings(), pipeline.data_root()
     task = task_for(settings)
+    # streaming: only the columns the split reads (record ids, groups, labels, texts), never the whole rows
+    labeled_corpus = decision_frame(labeled_corpus, SPLIT_PASSENGERS) if streaming.enabled(settings) \
+        else labeled_corpus.collect()
     for name in FORMER_SPLIT_RESULT:
         (root.result_cache / name).unlink(missing_ok=True)
     cache = pipeline.result_cache(ASSIGNMENT_RESULT)

@@ -15,6 +15,7 @@ import polars as pl
 from dagster_pandas import PandasColumn, create_dagster_pandas_dataframe_type
 
 from finetune_pipeline.records import SPLITS, StageResult
+from finetune_pipeline.shards import ShardedDataset
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning, module=r"dagster_pandas\..*")
 warnings.filterwarnings("ignore", category=dg.BetaWarning, module=__name__)
@@ -69,15 +70,29 @@ def frame_type(name: str, description: str, columns: list[tuple[PandasColumn, dg
     pandas_type = create_dagster_pandas_dataframe_type(name, description, [c for c, _ in columns])
     names = [c.name for c, _ in columns]
 
+    unique = [c.name for c, _ in columns if any(type(k).__name__ == "UniqueColumnConstraint" for k in c.constraints)]
+
+    def check_frame(context, frame: pl.DataFrame) -> str | None:
+        result = pandas_type.type_check(context, frame.select([c for c in names if c in frame.columns]).to_pandas())
+        # dagster-pandas lists the offending rows: keep the constraint and the column only
+        return None if result.success else f"{name}: " + (result.description or "").split("The offending")[0].strip()
+
     def check(context, value) -> dg.TypeCheck:
         frame = value.kept if isinstance(value, StageResult) else value
+        if isinstance(frame, ShardedDataset):  # a streamed stage's dataset: shard by shard, then uniqueness whole
+            for shard in frame.iter_shards():
+                if problem := check_frame(context, shard):
+                    return dg.TypeCheck(False, problem)
+            present = [c for c in unique if c in frame.columns]
+            twice = frame.scan().select(pl.col(present).is_duplicated().any()).collect().row(0) if present else ()
+            if any(twice):
+                return dg.TypeCheck(False, f"{name}: column {present[list(twice).index(True)]} is not unique")
+            return dg.TypeCheck(True, metadata={"columns_checked": len(names), "rows": frame.rows})
         if not isinstance(frame, pl.DataFrame):
             return dg.TypeCheck(False, f"{name}: expected a polars DataFrame, got {type(value).__name__}")
-        result = pandas_type.type_check(context, frame.select([c for c in names if c in frame.columns]).to_pandas())
-        if result.success:
-            return dg.TypeCheck(True, metadata={"columns_checked": len(names), "rows": frame.height})
-        # dagster-pandas lists the offending rows: keep the constraint and the column only
-        return dg.TypeCheck(False, f"{name}: " + (result.description or "").split("The offending")[0].strip())
+        if problem := check_frame(context, frame):
+            return dg.TypeCheck(False, problem)
+        return dg.TypeCheck(True, metadata={"columns_checked": len(names), "rows": frame.height})
 
     return dg.DagsterType(name=name, description=pandas_type.description, type_check_fn=check)
 
