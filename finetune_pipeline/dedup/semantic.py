@@ -46,6 +46,9 @@ _QUERY_BATCH = 1024
 _TRAIN_PER_LIST = 64
 _KMEANS_SEED = 1234
 _KMEANS_ITERATIONS = 20
+# The index's own inner products may differ from numpy's in the last bits: candidates this close below the
+# threshold are checked exactly too.
+_SCORE_MARGIN = 1e-3
 # Per worker process: the last index loaded from bytes, by its digest (loaded once, queried per batch).
 _LOADED: dict[str, "faiss.Index"] = {}
 
@@ -130,24 +133,29 @@ def index_from_bytes(data: bytes, probes: int) -> faiss.Index:
 def query_rows(index: faiss.Index, queries: np.ndarray, rows: np.ndarray, k: int, threshold: float,
                vectors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows `rows` (their vectors `queries`) looked up in `index`: pairs (row, neighbour) with exact cosine >=
-    threshold (the row first, each pair as found, not ordered), their cosines, and per query row the highest
-    exact cosine to a returned neighbour other than itself (-1.0 when none). `vectors`: all indexed vectors
-    (in this process); None: read back from the index."""
+    threshold (the row first, in query order), their cosines, and per query row the exact cosine of its best
+    returned neighbour other than itself (-1.0 when none). `vectors`: all indexed vectors (in this process);
+    None: the candidates' vectors are read back from the index."""
     k = min(k + 1, index.ntotal)  # the row itself is usually among its neighbours
     queries = _float32_rows(queries)
-    _, found = index.search(queries, k)
+    scores, found = index.search(queries, k)
     rows = np.asarray(rows, dtype=np.int64)
     valid = (found >= 0) & (found != rows[:, None])
-    if vectors is not None:
-        neighbours = vectors[np.where(valid, found, 0)]
-    else:
-        ids = np.where(valid, found, 0)
-        neighbours = index.reconstruct_batch(ids.reshape(-1)).reshape(len(rows), k, -1)
-    cosines = np.einsum("qkd,qd->qk", neighbours, queries)
-    cosines[~valid] = -1.0
-    nearest = cosines.max(axis=1, initial=-1.0).astype(np.float32)
+    scores = np.where(valid, scores, -np.inf)
+    # Exact cosines only where they can matter: candidates near the threshold by the index's own score, and
+    # each row's best neighbour (for `nearest`).
+    check = scores >= threshold - _SCORE_MARGIN
+    best = scores.argmax(axis=1)
+    check[np.arange(len(rows)), best] = True
+    check &= valid
+    q, j = np.nonzero(check)
+    ids = found[q, j]
+    neighbours = vectors[ids] if vectors is not None else index.reconstruct_batch(ids)
+    cosines = np.full(found.shape, -1.0, dtype=np.float32)
+    cosines[q, j] = np.einsum("cd,cd->c", neighbours, queries[q])
+    nearest = cosines.max(axis=1, initial=-1.0)
     q, j = np.nonzero(cosines >= threshold)
-    return np.stack([rows[q], found[q, j]], axis=1).astype(np.int64), cosines[q, j].astype(np.float32), nearest
+    return np.stack([rows[q], found[q, j]], axis=1).astype(np.int64), cosines[q, j], nearest
 
 
 def ann_pairs(embeddings: np.ndarray, threshold: float, cfg: DedupSettings,
