@@ -164,15 +164,22 @@ def test_ray_backend_equals_local_on_the_sample_data(ray_cluster, local_stages, 
     assert local["splits"]["split"].n_unique() == 3
 
 
-def test_near_duplicate_clusters_on_ray_equal_local_on_a_generated_benchmark(ray_cluster):
-    texts = near_duplicate_benchmark(1500, seed=5).texts
+def test_near_duplicate_clusters_on_ray_equal_local_on_a_generated_benchmark(ray_cluster, tmp_path):
+    """From a sharded dataset read on the workers (the step process gets word counts and the short texts
+    only), the same clusters as from the texts in this process; short texts (a shard of them alone) too."""
+    short = ["reset my password please", "reset my password please now", "how do I reset my password please",
+             "dpkg fails to install", "dpkg-name fails to install"] * 3
+    texts = pl.Series(list(near_duplicate_benchmark(1500, seed=5).texts) + short, dtype=pl.String)
+    shards.write_dataset(pl.DataFrame({"text": texts}), tmp_path / "texts", shard_rows=375)
     local = minhash.near_duplicate_clusters(texts, DedupSettings())
     on_ray = minhash.near_duplicate_clusters(
-        texts, DedupSettings(), execution=ExecutionSettings(backend="ray", ray_address=ray_cluster, batch_size=200))
-    assert local.verified_pairs > 100
-    assert np.array_equal(local.root, on_ray.root) and np.allclose(local.similarity, on_ray.similarity)
-    assert (local.candidate_pairs, local.verified_pairs, local.candidate_histogram) == (
-        on_ray.candidate_pairs, on_ray.verified_pairs, on_ray.candidate_histogram)
+        shards.open_dataset(tmp_path / "texts"), DedupSettings(),
+        execution=ExecutionSettings(backend="ray", ray_address=ray_cluster, batch_size=200))
+    assert local.verified_pairs > 100 and local.short_texts == len(short)
+    assert np.array_equal(local.root, on_ray.root)
+    assert np.allclose(local.similarity, on_ray.similarity, equal_nan=True)
+    assert (local.candidate_pairs, local.verified_pairs, local.candidate_histogram, local.kept_apart) == (
+        on_ray.candidate_pairs, on_ray.verified_pairs, on_ray.candidate_histogram, on_ray.kept_apart)
 
 
 def test_dagster_runs_the_heavy_assets_on_the_cluster_with_metadata_and_logs(ray_cluster, local_stages, tmp_path):

@@ -46,8 +46,9 @@ import numpy as np
 import polars as pl
 
 from finetune_pipeline.dedup.identifiers import names_differ, token_table
-from finetune_pipeline.execution import Frames, LocalFrames, frames
+from finetune_pipeline.execution import Frames, LocalFrames, RayFrames, frames
 from finetune_pipeline.settings import DedupSettings, ExecutionSettings
+from finetune_pipeline.shards import ShardedDataset
 
 Shingle = Literal["word", "char"]
 
@@ -278,6 +279,8 @@ class NearDuplicates:
 def signature_batch(batch: pl.DataFrame, ngram: int, num_perm: int, shingle: Shingle, seed: int) -> pl.DataFrame:
     """Batch function: (doc, text) -> (doc, n_shingles, signature: an array of num_perm uint32)."""
     signatures, counts = minhash_signatures(batch["text"], ngram, num_perm, shingle, seed)
+    if "in_ngram" in batch.columns:  # rows outside the n-gram pass get no band rows (`band_batch`)
+        counts = np.where(batch["in_ngram"].to_numpy(), counts, 0)
     return pl.DataFrame({"doc": batch["doc"], "n_shingles": counts,
                          "signature": _signature_column(signatures)})
 
@@ -532,27 +535,78 @@ def _signature_matrix(column: pl.Series) -> np.ndarray:
     return np.ascontiguousarray(column.to_numpy(), dtype=_U32)
 
 
-def near_duplicate_clusters(texts: pl.Series | Sequence[str], cfg: DedupSettings,
-                            execution: ExecutionSettings | None = None, seed: int = 1) -> NearDuplicates:
+def _short_and_ngram_pass(words: np.ndarray, cfg: DedupSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Per text of `words` words: short (compared on word sets), and in the n-gram pass. A text of w words
+    has at most w - ngram + 1 shingles: one too short to reach `threshold` with a text longer than
+    `short_text_words` words is compared on word sets only."""
+    short = (words > 0) & (words <= cfg.short_text_words)
+    in_ngram_pass = ~short | (words > cfg.threshold * (cfg.short_text_words - cfg.ngram + 1) + cfg.ngram - 1)
+    return short, in_ngram_pass
+
+
+def _doc_texts(batch: pl.DataFrame, column: str) -> pl.DataFrame:
+    return batch.select(pl.col("doc").cast(pl.Int64), pl.col(column).alias("text"))
+
+
+def word_count_batch(batch: pl.DataFrame, short_words: int) -> pl.DataFrame:
+    """Batch function: (doc, words, text): the text only where it is short (at most `short_words` words)."""
+    words = pl.col("text").fill_null("").str.count_matches(r"\S+").cast(pl.Int64)
+    return batch.select("doc", words.alias("words"),
+                        pl.when((words > 0) & (words <= short_words)).then(pl.col("text")).alias("text"))
+
+
+def in_ngram_pass_batch(batch: pl.DataFrame, cfg: DedupSettings) -> pl.DataFrame:
+    """Batch function: (doc, text, in_ngram): whether the row takes part in the n-gram pass. A column, not a
+    filter: a batch left empty by a filter becomes a block without a schema in the next Ray step, which
+    Ray 2.60's hash shuffle cannot take; `signature_batch` gives the others no shingles instead."""
+    return batch.with_columns(pl.Series("in_ngram", _short_and_ngram_pass(word_counts(batch["text"]), cfg)[1]))
+
+
+def _dataset_docs(dataset: ShardedDataset, cfg: DedupSettings, execution: ExecutionSettings, column: str):
+    """What `near_duplicate_clusters` needs of a dataset on Ray, computed on the workers: per document its
+    word count and whether it is short (n numbers come here), the short texts only (as a column of n with
+    nulls elsewhere: the word-set pass runs in this process), and the n-gram pass's (doc, text) rows as a
+    Ray dataset read from the shards."""
+    n = dataset.rows
+    source = RayFrames.from_dataset(dataset, execution, columns=[column], row_index="doc").map_batches(
+        _doc_texts, column=column)
+    short, in_ngram_pass = np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
+    texts = pl.repeat(None, n, dtype=pl.String, eager=True).alias("text")
+    if cfg.short_text_words and cfg.shingle == "word":
+        counted = source.map_batches(word_count_batch, short_words=cfg.short_text_words).to_polars().sort("doc")
+        if counted.height != n:
+            raise RuntimeError(f"{dataset.location}: {counted.height} word counts for {n} rows")
+        short, in_ngram_pass = _short_and_ngram_pass(counted["words"].to_numpy(), cfg)
+        texts = counted["text"]
+        source = source.map_batches(in_ngram_pass_batch, cfg=cfg)
+    return n, short, in_ngram_pass, texts, source
+
+
+def near_duplicate_clusters(texts: pl.Series | Sequence[str] | ShardedDataset, cfg: DedupSettings,
+                            execution: ExecutionSettings | None = None, seed: int = 1,
+                            column: str = "text") -> NearDuplicates:
     """Cluster `texts` (in keep order: the first of each cluster is kept) by MinHash + LSH with `cfg`'s
     shingles, permutations, bands and Jaccard threshold.
 
     Every step is a batch function; `execution` says whether they run here or on a Ray cluster, where LSH
-    buckets are formed by a shuffle on the band keys and verified pairs never meet on one node."""
+    buckets are formed by a shuffle on the band keys and verified pairs never meet on one node.
+    `texts` may be a sharded dataset (its `column`): on Ray the workers read it, and this process holds
+    per document a few numbers and the short texts only (the word-set pass); locally it is collected."""
     execution = execution or ExecutionSettings()
     ngram, num_perm, bands, threshold, shingle = cfg.ngram, cfg.num_perm, cfg.bands, cfg.threshold, cfg.shingle
-    texts = texts if isinstance(texts, pl.Series) else pl.Series(list(texts), dtype=pl.String)
-    n = len(texts)
-    short = np.zeros(n, dtype=bool)
-    in_ngram_pass = np.ones(n, dtype=bool)
-    if cfg.short_text_words and shingle == "word":  # character shingles are chosen for short texts already
-        words = word_counts(texts)
-        short = (words > 0) & (words <= cfg.short_text_words)
-        # A text of w words has at most w - ngram + 1 shingles: one too short to reach `threshold` with a
-        # text longer than `short_text_words` words is compared on word sets only.
-        in_ngram_pass = ~short | (words > threshold * (cfg.short_text_words - ngram + 1) + ngram - 1)
-    docs = frames(pl.DataFrame({"doc": np.arange(n, dtype=np.int64), "text": texts}).filter(in_ngram_pass),
-                  execution)
+    if isinstance(texts, ShardedDataset) and execution.backend == "ray" and texts.rows:
+        n, short, in_ngram_pass, texts, docs = _dataset_docs(texts, cfg, execution, column)
+    else:
+        if isinstance(texts, ShardedDataset):
+            texts = texts.scan().select(column).collect()[column]
+        texts = texts if isinstance(texts, pl.Series) else pl.Series(list(texts), dtype=pl.String)
+        n = len(texts)
+        short = np.zeros(n, dtype=bool)
+        in_ngram_pass = np.ones(n, dtype=bool)
+        if cfg.short_text_words and shingle == "word":  # character shingles are chosen for short texts already
+            short, in_ngram_pass = _short_and_ngram_pass(word_counts(texts), cfg)
+        docs = frames(pl.DataFrame({"doc": np.arange(n, dtype=np.int64), "text": texts}).filter(in_ngram_pass),
+                      execution)
     signatures = docs.map_batches(signature_batch, ngram=ngram, num_perm=num_perm, shingle=shingle,
                                   seed=seed).materialize()
     pairs = signatures.map_batches(band_batch, bands=bands).map_groups(["band", "key"], bucket_pairs)
