@@ -20,8 +20,9 @@ Ray Data (`map_batches`, a hash shuffle on the group keys, a hash join), so no a
 
 Shard to shard (issue 36): `RayFrames.from_dataset(dataset)` reads a `ShardedDataset` on the workers (one
 read task per shard, through fsspec as shards.py reads), and `map_batches_to_dataset` /
-`map_groups_to_dataset` run a stage from one dataset to the next on either backend. On Ray the step process holds neither input nor
-output; a worker that dies mid-stage has its tasks retried elsewhere (Ray Data's defaults, kept here:
+`map_groups_to_dataset` run a stage from one dataset to the next on either backend. On Ray the step
+process holds neither input nor output; a worker that dies mid-stage has its tasks retried elsewhere (Ray
+Data's defaults, kept here:
 tasks `max_retries=-1` for system failures such as a lost node or worker, actors `max_restarts=-1`,
 `max_task_retries=-1`; an exception raised by a batch function is not retried and fails the stage). The
 manifest is written only after every shard is, so a failed stage leaves the previous dataset (or none).
