@@ -13,12 +13,15 @@ For each size, each search runs in a fresh Python process that builds the vector
 peak resident memory during the search (VmHWM, reset after the vectors were built: the vectors included, their
 own size and the RSS before the search printed beside it).
 Recall:
-- planted: the planted pairs the search returns, over all planted pairs;
+- planted: the planted pairs the search returns, over all planted pairs (sampled: those of the sampled rows);
 - exact pairs: every pair at or above the threshold that the exact search finds, found by the index too;
   above --exact-max texts the exact search is O(n^2) (hours at 1M on 2 cores), so it runs for --queries
   random rows only (their pairs with every other row, and their highest cosine) and recall is computed over
   the pairs of those rows; its full time is then projected as measured x n / queries (printed as such);
 - nearest: rows whose highest cosine from the index equals the exact one (1e-5).
+Above --ann-max texts the index is built whole but queried only for the same sampled rows (its query time
+projected as measured x n / queries, printed as such); a pair then counts as found only when the sampled row's
+own query returns it (the full search also finds it from the partner's query), so that recall is a lower bound.
 With --ray the index's queries also run on the workers of a local Ray cluster (the index shipped to them as
 bytes, `ann_query_batch` per batch of rows), timed, and checked equal to the in-process answer.
 """
@@ -107,7 +110,7 @@ def sampled_exact(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return np.concatenate(pairs), nearest
 
 
-def run_method(method: str, n: int, dim: int, workdir: Path, exact_max: int, queries: int) -> dict:
+def run_method(method: str, n: int, dim: int, workdir: Path, exact_max: int, queries: int, ann_max: int) -> dict:
     """In this (fresh) process: build the vectors, run one search, write its results under `workdir`."""
     from finetune_pipeline.dedup import semantic
     from finetune_pipeline.settings import DedupSettings
@@ -116,7 +119,26 @@ def run_method(method: str, n: int, dim: int, workdir: Path, exact_max: int, que
     gc.collect()
     reset_peak_rss()
     out: dict = {"method": method, "n": n, "vectors_mib": round(x.nbytes / 2**20), "rss_before_mib": round(rss_mib())}
-    if method == "ann":
+    if method == "ann" and n > ann_max:  # the index built whole, queried for the sampled rows only
+        cfg = DedupSettings(semantic_search="ann", **json.loads(os.environ.get("BENCH_ANN_SETTINGS", "{}")))
+        rows = np.sort(np.random.default_rng(1).choice(n, queries, replace=False))
+        start = time.perf_counter()
+        index = semantic.build_index(x, cfg)
+        out["build_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        found, nearest = [], np.full(n, -1.0, dtype=np.float32)
+        for first in range(0, len(rows), 1024):
+            batch = rows[first:first + 1024]
+            pairs, _, nearest[batch] = semantic.query_rows(index, x[batch], batch, cfg.semantic_ann_neighbours,
+                                                           THRESHOLD, x)
+            found.append(pairs)
+        measured = time.perf_counter() - start
+        out.update(sampled_queries=queries, sampled_query_s=measured, projected_query_s=measured * n / queries,
+                   lists=semantic.index_lists(n, cfg), probes=cfg.semantic_ann_probes,
+                   neighbours=cfg.semantic_ann_neighbours)
+        np.save(workdir / "ann_pairs.npy", np.concatenate(found))
+        np.save(workdir / "ann_nearest.npy", nearest)
+    elif method == "ann":
         timings = {}
         build = semantic.build_index
 
@@ -175,6 +197,8 @@ def recall(n: int, workdir: Path) -> dict:
     ann, ann_nearest = np.load(workdir / "ann_pairs.npy"), np.load(workdir / "ann_nearest.npy")
     exact, exact_nearest = np.load(workdir / "exact_pairs.npy"), np.load(workdir / "exact_nearest.npy")
     planted = np.load(workdir / "planted.npy")
+    if (workdir / "exact_rows.npy").exists():  # sampled: the planted pairs of the sampled rows
+        planted = planted[np.isin(planted, np.load(workdir / "exact_rows.npy")).any(axis=1)]
     found = pair_keys(ann, n)
     result = {"planted_recall": float(np.isin(pair_keys(planted, n), found).mean())}
     if (workdir / "exact_rows.npy").exists():
@@ -199,6 +223,9 @@ def main() -> None:
     parser.add_argument("--exact-max", type=int, default=100_000,
                         help="largest size searched exactly in full (above: --queries sampled rows)")
     parser.add_argument("--queries", type=int, default=2000)
+    parser.add_argument("--ann-max", type=int, default=10**9,
+                        help="largest size whose every row queries the index (above: the index is built whole and "
+                        "queried for the --queries sampled rows, its query time projected)")
     parser.add_argument("--ann", type=json.loads, default={},
                         help='index settings other than the defaults, e.g. \'{"semantic_ann_probes": 8}\'')
     parser.add_argument("--ray", action="store_true",
@@ -209,7 +236,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         method, n, dim, workdir = args.child
-        print(json.dumps(run_method(method, int(n), int(dim), Path(workdir), args.exact_max, args.queries)))
+        print(json.dumps(run_method(method, int(n), int(dim), Path(workdir), args.exact_max, args.queries,
+                                    args.ann_max)))
         return
     import faiss
 
@@ -222,7 +250,8 @@ def main() -> None:
             row = {"n": n}
             for method in ("ann", "exact") + (("ann_ray",) if args.ray else ()):
                 command = [sys.executable, __file__, "--child", method, str(n), str(args.dim), tmp,
-                           "--exact-max", str(args.exact_max), "--queries", str(args.queries)]
+                           "--exact-max", str(args.exact_max), "--queries", str(args.queries),
+                           "--ann-max", str(args.ann_max)]
                 done = subprocess.run(command, check=True, capture_output=True, text=True)
                 row[method] = json.loads(done.stdout.strip().splitlines()[-1])
             row.update(recall(n, Path(tmp)))
