@@ -198,6 +198,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=1024, help="execution.batch_size")
     parser.add_argument("--store-mib", type=int, default=1024, help="object store per node, MiB")
     parser.add_argument("--prepare-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--minhash-only", action="store_true",
+                        help="only the MinHash stage, on --out's cleaned_kept dataset from an earlier run")
     args = parser.parse_args()
     out = Path(args.out)
     if args.prepare_only:
@@ -205,8 +207,9 @@ def main() -> int:
         return 0
 
     out.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, __file__, "--prepare-only", "--records", str(args.records), "--out", str(out),
-                    "--shard-rows", str(args.shard_rows)], check=True)
+    if not args.minhash_only:
+            subprocess.run([sys.executable, __file__, "--prepare-only", "--records", str(args.records), "--out",
+                        str(out), "--shard-rows", str(args.shard_rows)], check=True)
 
     os.environ.update(RAY_ENV)
     import ray
@@ -243,13 +246,16 @@ def main() -> int:
             print(json.dumps(rows[-1]), flush=True)
             return result
 
-        cleaned = stage("cleaned rows (clean_documents, patterns)", raw.rows, lambda: (
-            m := execution.map_groups_to_dataset(raw, ["_document"], clean_documents, out / "cleaned_rows",
-                                                 settings.execution, prepare=document_key, row_index="_row",
-                                                 settings=settings, erasure_requests=[]), m.rows))
-        kept = stage("kept rows (filter)", cleaned.rows, lambda: (
-            m := execution.map_batches_to_dataset(shards.open_dataset(out / "cleaned_rows"), kept_rows,
-                                                  out / "cleaned_kept", settings.execution), m.rows))
+        if args.minhash_only:  # an earlier run's kept rows
+            raw = kept = shards.open_dataset(out / "cleaned_kept")
+        else:
+            cleaned = stage("cleaned rows (clean_documents, patterns)", raw.rows, lambda: (
+                m := execution.map_groups_to_dataset(raw, ["_document"], clean_documents, out / "cleaned_rows",
+                                                     settings.execution, prepare=document_key, row_index="_row",
+                                                     settings=settings, erasure_requests=[]), m.rows))
+            kept = stage("kept rows (filter)", cleaned.rows, lambda: (
+                m := execution.map_batches_to_dataset(shards.open_dataset(out / "cleaned_rows"), kept_rows,
+                                                      out / "cleaned_kept", settings.execution), m.rows))
         found = stage("MinHash near duplicates", kept.rows, lambda: (
             d := minhash.near_duplicate_clusters(shards.open_dataset(out / "cleaned_kept"), settings.dedup,
                                                  settings.execution), int((d.root == np.arange(len(d.root))).sum())))
