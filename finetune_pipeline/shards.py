@@ -212,9 +212,14 @@ class DatasetWriter:
         return commit_generation(self.location, self.generation, self.schema)
 
     def abort(self) -> None:
+        """Remove this writer's generation, and the dataset's folder when nothing else is in it (no dataset
+        was there before), so a failed stage leaves what was there and nothing more."""
         fs, path = _fs(self.generation)
         if fs.exists(path):
             fs.rm(path, recursive=True)
+        fs, location = _fs(self.location)
+        if isinstance(fs, LocalFileSystem) and fs.exists(location) and not fs.ls(location, detail=False):
+            fs.rmdir(location)
 
     def __enter__(self) -> DatasetWriter:
         return self

@@ -268,9 +268,11 @@ def write_joined(dataset: ShardedDataset, decided: pl.DataFrame, writer: Dataset
     return len(order)
 
 
-def _output_columns(dataset: ShardedDataset, decided: pl.DataFrame) -> list[str]:
-    """The in-memory stages' column order: the input's columns, then those the stage added."""
-    return [*dataset.columns, *[c for c in decided.columns if c not in dataset.columns]]
+def _output_columns(dataset: ShardedDataset, decided: pl.DataFrame, passengers: tuple[str, ...]) -> list[str]:
+    """The in-memory stages' columns, in their order: the input's that the stage kept (a column it dropped, such
+    as labeling's `conflict_id`, stays dropped; `passengers` never went through it), then those it added."""
+    return [*(c for c in dataset.columns if c in decided.columns or c in passengers),
+            *(c for c in decided.columns if c not in dataset.columns)]
 
 
 def deduplicate_dataset(dataset: ShardedDataset, settings: Settings, kept: DatasetWriter, rejected: DatasetWriter,
@@ -282,7 +284,7 @@ def deduplicate_dataset(dataset: ShardedDataset, settings: Settings, kept: Datas
     result = deduplicate(decision_frame(dataset, DEDUP_PASSENGERS), settings, embedding_cache=embedding_cache)
     rejected.write(result.rejected)
     write_joined(dataset, result.kept, kept, passengers=DEDUP_PASSENGERS,
-                 columns=_output_columns(dataset, result.kept), rows=batch_rows(settings))
+                 columns=_output_columns(dataset, result.kept, DEDUP_PASSENGERS), rows=batch_rows(settings))
     return result.stats
 
 
@@ -311,7 +313,7 @@ def label_dataset(dataset: ShardedDataset, settings: Settings, kept: DatasetWrit
     result = apply_labels(frame, settings, annotations, annotation_problems, embedding_cache=embedding_cache, **extra)
     rejected.write(result.rejected)
     write_joined(dataset, result.kept, kept, passengers=LABELING_PASSENGERS,
-                 columns=_output_columns(dataset, result.kept), rows=batch_rows(settings))
+                 columns=_output_columns(dataset, result.kept, LABELING_PASSENGERS), rows=batch_rows(settings))
     return result.stats, result.review_queue
 
 

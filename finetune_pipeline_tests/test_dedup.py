@@ -219,7 +219,11 @@ def test_asset_metadata_shows_clusters_and_a_similarity_histogram(tmp_path):
     context = dg.build_asset_context(instance=dg.DagsterInstance.ephemeral())
     pipeline = PipelineResource(data_dir=str(tmp_path))
     # the step yields its output first, then its checks' results (not evaluated here: no stored rejects)
-    result = next(iter(deduplicated_corpus(context, pipeline, RayCluster(pipeline=pipeline), corpus))).value
+    from finetune_pipeline import shards
+
+    shards.write_dataset(corpus, tmp_path / "cleaned")  # the stage reads its input as the IO manager stores it
+    stored = shards.open_dataset(tmp_path / "cleaned")
+    result = next(iter(deduplicated_corpus(context, pipeline, RayCluster(pipeline=pipeline), stored))).value
     meta = context.get_output_metadata("result")
     assert result.kept.height == 2 and meta["rows_rejected"] == 2
     assert (meta["exact_duplicates"], meta["near_duplicates"], meta["clusters_with_duplicates"]) == (1, 1, 1)

@@ -227,8 +227,12 @@ def test_the_deduplicated_corpus_asset_fails_with_the_guard_s_message(tmp_path, 
                                             "  calibration: absolute\n")
     pipeline = PipelineResource(data_dir=str(tmp_path))
     context = dg.build_asset_context(instance=dg.DagsterInstance.ephemeral())
+    from finetune_pipeline import shards
+
+    shards.write_dataset(commands, tmp_path / "cleaned")  # as the IO manager stores the stage's input
+    stored = shards.open_dataset(tmp_path / "cleaned")
     with pytest.raises(dg.Failure, match=r"would be rejected as off_domain, more than domain\.max_reject_share"):
-        list(deduplicated_corpus(context, pipeline, RayCluster(pipeline=pipeline), commands))
+        list(deduplicated_corpus(context, pipeline, RayCluster(pipeline=pipeline), stored))
     assert not (tmp_path / ".pipeline" / "assets").exists() or not any((tmp_path / ".pipeline" / "assets").iterdir())
 
 

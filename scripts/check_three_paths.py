@@ -7,7 +7,8 @@ For each data root given, three copies (inputs only) are prepared with finetune.
 - ray:       backend: ray       (a local Ray cluster; stages read and write shards on its workers)
 and the data preparation (`finetune-pipeline run --select '*published_splits'`: every stage up to the published
 splits, no training) runs on each, in its own DAGSTER_HOME. Then every file under exports/ is compared byte for
-byte, and each corpus stage's stored rows and rejects (.pipeline/) row for row. The one
+byte, and each corpus stage's stored rows (less `ingested_at`, the run's own time) and rejects (.pipeline/) row
+for row. The one
 difference allowed is the published version's own name, time and run (the data card's `Version` line and
 exports/versions/, which name the run that published them), masked before comparing.
 
@@ -90,7 +91,9 @@ def stage_frames(root: Path) -> dict[str, pl.DataFrame]:
 
     layout, frames = DataRoot(root), {}
     for stage in CORPUS_STAGES:
-        frames[f"{stage} rows"] = stored_frame(layout, stage)
+        rows = stored_frame(layout, stage)
+        # ingested_at: when the run collected the record (each run's own time), not the data
+        frames[f"{stage} rows"] = rows.drop("ingested_at", strict=False) if rows is not None else None
         frames[f"{stage} rejects"] = stored_rejects(layout, stage)
     return frames
 

@@ -139,7 +139,8 @@ def deduplicate(corpus: pl.DataFrame, settings: Settings | DedupSettings,
     if cfg.semantic and kept.height > 1 and texts is not None:
         from finetune_pipeline.dedup.semantic import semantic_clusters  # torch only when asked for
 
-        sem = semantic_clusters(task.near_duplicate_texts(kept).to_list(), cfg, embedding_cache)
+        sem = semantic_clusters(task.near_duplicate_texts(kept).to_list(), cfg, embedding_cache,
+                                execution=settings.execution if isinstance(settings, Settings) else None)
         kept, dups = _split_clusters(kept, sem.root, sem.similarity)
         removed.append(dups.with_columns(pl.lit("semantic_duplicate").alias("reason"), pl.format(
             "semantic duplicate of {} (cosine {})", "duplicate_of", pl.col("_similarity").round(2)).alias("_detail")))
