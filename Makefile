@@ -40,7 +40,8 @@ test: install
 	# One Label Studio server for the whole test run (its own .venv-labelstudio/, installed when missing), started in
 	# the background while the other tests run; the label_studio_server fixture waits for it.
 	LABEL_STUDIO_STATE=/tmp/finetune-pipeline-labelstudio-test scripts/label_studio.sh start >/tmp/finetune-pipeline-labelstudio-test.log 2>&1 &
-	FINETUNE_TEST_PG_URL="$$(scripts/test_postgres.sh start)" $(BIN)/python -m pytest -n $(TEST_WORKERS)
+	# One torch/OpenMP thread per worker: two workers with two threads each on two cores oversubscribe them.
+	OMP_NUM_THREADS=1 FINETUNE_TEST_PG_URL="$$(scripts/test_postgres.sh start)" $(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 # pip-audit over requirements.lock (from its own .venv-audit/). Exit 1: an untriaged vulnerability;
 # exit 3: not audited (the vulnerability service is unreachable from this network). See docs/security.md.

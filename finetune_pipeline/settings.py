@@ -915,10 +915,11 @@ class ExecutionSettings(_Section):
         50_000, ge=1, description="Rows per Parquet shard of a stored corpus dataset (each corpus stage's output and "
         "rejects, .pipeline/assets/<stage>/): a streaming stage holds about one shard at a time.")
     streaming: bool = Field(
-        True, description="local: cleaning, dedup, labeling, augmentation and the split read the previous stage's "
+        True, description="Cleaning, dedup, labeling, augmentation and the split read the previous stage's "
         "shards and write their own (streaming.py): cleaning holds one batch of execution.shard_rows rows, the "
         "stages that decide over the whole corpus hold only the columns they read; false: each stage reads its "
-        "input whole, as before issue 36 (the results are the same).")
+        "input whole, as before issue 36 (the results are the same). Either backend: on ray each batch's work runs on "
+        "the cluster.")
 
 
 class DomainSettings(_Section):

@@ -45,8 +45,9 @@ SPLIT_PASSENGERS = ("redactions", "quality_flags", "content_sha256", "label_sour
 
 
 def enabled(settings: Settings) -> bool:
-    """Whether the stages stream here: the local backend with `execution.streaming` on (Ray has its own path)."""
-    return settings.execution.backend == "local" and bool(getattr(settings.execution, "streaming", True))
+    """Whether the stages stream: `execution.streaming` on, with either backend (on Ray each batch's work runs on
+    the cluster; the step process holds one batch, as locally)."""
+    return bool(getattr(settings.execution, "streaming", True))
 
 
 def batch_rows(settings: Settings) -> int:

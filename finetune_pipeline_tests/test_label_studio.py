@@ -377,8 +377,10 @@ def test_a_label_given_in_the_label_studio_ui_reaches_labeling_on_the_next_senso
             await browser.wait_for(ws, "[...document.querySelectorAll('button')].some(b => b.textContent.trim() === 'Submit')")
             choice = ("[...document.querySelectorAll('label')].find(e => e.textContent.trim()"
                       ".replace(/\\[\\d+\\]$/, '') === 'billing')")  # a choice's text ends with its hotkey
-            await browser.wait_for(ws, f"{choice} !== undefined")
-            assert await browser.js(ws, f"(() => {{ {choice}.click(); return true; }})()")
+            # found and clicked in one evaluation: the editor re-renders while it loads, so a choice found by one
+            # evaluation can be gone by the next
+            await browser.wait_for(ws, f"(() => {{ const e = {choice}; if (e === undefined) return false; "
+                                       "e.click(); return true; })()")
             assert await browser.js(ws, "(() => { const b = [...document.querySelectorAll('button')]"
                                         ".find(b => b.textContent.trim() === 'Submit'); b.click(); return true; })()")
             end = time.monotonic() + 60

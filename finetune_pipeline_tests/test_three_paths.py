@@ -22,4 +22,5 @@ def test_exports_and_stored_stages_are_identical_in_memory_streaming_and_on_ray(
     assert len(lines) == 6
     for root in ("data", "instruction"):
         runs = [line for line in lines if line[0] == root]
-        assert len({line[-1] for line in runs}) == 1 and all(int(line[3]) > 0 for line in runs), printed
+        # "<root> <path> <seconds> s <files> files digest <digest>"
+        assert len({line[-1] for line in runs}) == 1 and all(int(line[4]) > 0 for line in runs), printed
