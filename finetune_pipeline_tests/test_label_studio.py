@@ -381,8 +381,9 @@ def test_a_label_given_in_the_label_studio_ui_reaches_labeling_on_the_next_senso
             # evaluation can be gone by the next
             await browser.wait_for(ws, f"(() => {{ const e = {choice}; if (e === undefined) return false; "
                                        "e.click(); return true; })()")
-            assert await browser.js(ws, "(() => { const b = [...document.querySelectorAll('button')]"
-                                        ".find(b => b.textContent.trim() === 'Submit'); b.click(); return true; })()")
+            await browser.wait_for(ws, "(() => { const b = [...document.querySelectorAll('button')]"
+                                       ".find(b => b.textContent.trim() === 'Submit'); if (b === undefined) "
+                                       "return false; b.click(); return true; })()")
             end = time.monotonic() + 60
             while not admin.call("GET", f"/api/tasks/{task['id']}/annotations/") and time.monotonic() < end:
                 await asyncio.sleep(0.5)
