@@ -142,11 +142,7 @@ def commit_generation(location: str | Path, generation: str, schema: dict[str, s
                             bytes=len(data)))
     if found_schema is None and schema is None:
         raise ValueError(f"{generation}: no shard written and no schema given; cannot commit an empty dataset")
-    manifest = Manifest(rows=sum(s.rows for s in shards), schema=found_schema or schema,
-                        digest=_combined_digest(shards), shards=shards)
-    _write_manifest(location, manifest)
-    _remove_other_generations(location, generation)
-    return manifest
+    return commit_shards(location, generation, shards, found_schema or schema)
 
 
 def commit_shards(location: str | Path, generation: str, shards: list[Shard], schema: dict[str, str]) -> Manifest:
@@ -176,6 +172,7 @@ class DatasetWriter:
         self._pending: list[pl.DataFrame] = []
         self._pending_rows = 0
         self._written = 0
+        self._shards: list[Shard] = []
         fs, path = _fs(self.generation)
         fs.makedirs(path, exist_ok=True)
 
@@ -197,9 +194,16 @@ class DatasetWriter:
         if not self._pending:
             return
         shard = pl.concat(self._pending, how="vertical") if len(self._pending) > 1 else self._pending[0]
-        fs, path = _fs(_join(self.generation, f"part-{self._written:05d}.parquet"))
+        name = f"part-{self._written:05d}.parquet"
+        buffer = io.BytesIO()
+        shard.write_parquet(buffer)
+        data = buffer.getvalue()
+        fs, path = _fs(_join(self.generation, name))
         with fs.open(path, "wb") as out:
-            shard.write_parquet(out)
+            out.write(data)
+        # described as written, so the commit reads no shard back
+        self._shards.append(Shard(path=f"{self.generation.rstrip('/').rsplit('/', 1)[-1]}/{name}", rows=shard.height,
+                                  digest=hashlib.sha256(data).hexdigest(), bytes=len(data)))
         self._written += 1
         self._pending, self._pending_rows = [], 0
 
@@ -209,7 +213,7 @@ class DatasetWriter:
             # An empty result is still a dataset with a schema: one empty shard keeps scans typed.
             self._pending = [pl.DataFrame(schema=self._polars_schema)]
             self._flush()
-        return commit_generation(self.location, self.generation, self.schema)
+        return commit_shards(self.location, self.generation, self._shards, self.schema)
 
     def abort(self) -> None:
         """Remove this writer's generation, and the dataset's folder when nothing else is in it (no dataset
