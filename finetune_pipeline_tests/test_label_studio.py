@@ -377,13 +377,23 @@ def test_a_label_given_in_the_label_studio_ui_reaches_labeling_on_the_next_senso
             await browser.wait_for(ws, "[...document.querySelectorAll('button')].some(b => b.textContent.trim() === 'Submit')")
             choice = ("[...document.querySelectorAll('label')].find(e => e.textContent.trim()"
                       ".replace(/\\[\\d+\\]$/, '') === 'billing')")  # a choice's text ends with its hotkey
-            # found and clicked in one evaluation: the editor re-renders while it loads, so a choice found by one
-            # evaluation can be gone by the next
-            await browser.wait_for(ws, f"(() => {{ const e = {choice}; if (e === undefined) return false; "
-                                       "e.click(); return true; })()")
-            await browser.wait_for(ws, "(() => { const b = [...document.querySelectorAll('button')]"
-                                       ".find(b => b.textContent.trim() === 'Submit'); if (b === undefined) "
-                                       "return false; b.click(); return true; })()")
+            # Choose billing and submit in one evaluation, and only once billing is the one checked choice: the
+            # editor re-renders while it loads (a choice found by one evaluation can be gone by the next), and a
+            # late load of the prediction can put shipping back after a click (CI on 442e4bb submitted shipping).
+            # Until then each poll clicks billing again.
+            await browser.wait_for(ws, f"""(() => {{
+                const checked = e => {{ const i = e.querySelector('input');
+                                       return i ? i.checked : /checked/.test(e.className); }};
+                const billing = {choice};
+                if (billing === undefined) return false;
+                if (!checked(billing)) {{ billing.click(); return false; }}
+                const names = {json.dumps(LABELS)};
+                const others = [...document.querySelectorAll('label')].filter(e => e !== billing && checked(e)
+                    && names.includes(e.textContent.trim().replace(/\\[\\d+\\]$/, '')));
+                if (others.length) {{ others.forEach(e => e.click()); return false; }}
+                const submit = [...document.querySelectorAll('button')].find(b => b.textContent.trim() === 'Submit');
+                if (submit === undefined) return false;
+                submit.click(); return true; }})()""")
             end = time.monotonic() + 60
             while not admin.call("GET", f"/api/tasks/{task['id']}/annotations/") and time.monotonic() < end:
                 await asyncio.sleep(0.5)
