@@ -88,9 +88,19 @@ def _schema_of(frame: pl.DataFrame | pl.Schema | dict) -> dict[str, str]:
     return {name: str(dtype) for name, dtype in schema.items()}
 
 
+def is_local(location: str | Path) -> bool:
+    """Whether `location` is on this machine's file system (a path or file:// URL), not object storage."""
+    return isinstance(_fs(str(location))[0], LocalFileSystem)
+
+
 def is_dataset(location: str | Path) -> bool:
     fs, path = _fs(str(location))
     return fs.exists(_join(path, MANIFEST))
+
+
+def make_folder(location: str | Path) -> None:
+    fs, path = _fs(str(location))
+    fs.makedirs(path, exist_ok=True)
 
 
 def new_generation(location: str | Path) -> str:
@@ -155,6 +165,31 @@ def commit_shards(location: str | Path, generation: str, shards: list[Shard], sc
     return manifest
 
 
+def write_shard(generation: str, name: str, frame: pl.DataFrame) -> Shard:
+    """`frame` as the shard file `name` of `generation` (a folder from `new_generation`), described as written
+    (rows, sha256, bytes) so a commit reads no shard back. DatasetWriter writes its shards with it, and so
+    does a Ray task that writes its own shard of a stage's output (streaming.clean_dataset_on_ray)."""
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    data = buffer.getvalue()
+    fs, path = _fs(_join(generation, name))
+    with fs.open(path, "wb") as out:
+        out.write(data)
+    return Shard(path=f"{generation.rstrip('/').rsplit('/', 1)[-1]}/{name}", rows=frame.height,
+                 digest=hashlib.sha256(data).hexdigest(), bytes=len(data))
+
+
+def abort_generation(location: str | Path, generation: str) -> None:
+    """Remove an uncommitted `generation` of the dataset at `location`, and the dataset's folder when nothing
+    else is in it (no dataset was there before)."""
+    fs, path = _fs(generation)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+    fs, folder = _fs(str(location))
+    if isinstance(fs, LocalFileSystem) and fs.exists(folder) and not fs.ls(folder, detail=False):
+        fs.rmdir(folder)
+
+
 class DatasetWriter:
     """Write a dataset shard by shard: `write(frame)` as often as needed (frames are cut into shards of
     `shard_rows`), then `commit()`. As a context manager it commits on success and removes its
@@ -173,8 +208,7 @@ class DatasetWriter:
         self._pending_rows = 0
         self._written = 0
         self._shards: list[Shard] = []
-        fs, path = _fs(self.generation)
-        fs.makedirs(path, exist_ok=True)
+        make_folder(self.generation)
 
     def write(self, frame: pl.DataFrame) -> None:
         if self._polars_schema is None:
@@ -194,16 +228,7 @@ class DatasetWriter:
         if not self._pending:
             return
         shard = pl.concat(self._pending, how="vertical") if len(self._pending) > 1 else self._pending[0]
-        name = f"part-{self._written:05d}.parquet"
-        buffer = io.BytesIO()
-        shard.write_parquet(buffer)
-        data = buffer.getvalue()
-        fs, path = _fs(_join(self.generation, name))
-        with fs.open(path, "wb") as out:
-            out.write(data)
-        # described as written, so the commit reads no shard back
-        self._shards.append(Shard(path=f"{self.generation.rstrip('/').rsplit('/', 1)[-1]}/{name}", rows=shard.height,
-                                  digest=hashlib.sha256(data).hexdigest(), bytes=len(data)))
+        self._shards.append(write_shard(self.generation, f"part-{self._written:05d}.parquet", shard))
         self._written += 1
         self._pending, self._pending_rows = [], 0
 
@@ -218,12 +243,7 @@ class DatasetWriter:
     def abort(self) -> None:
         """Remove this writer's generation, and the dataset's folder when nothing else is in it (no dataset
         was there before), so a failed stage leaves what was there and nothing more."""
-        fs, path = _fs(self.generation)
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
-        fs, location = _fs(self.location)
-        if isinstance(fs, LocalFileSystem) and fs.exists(location) and not fs.ls(location, detail=False):
-            fs.rmdir(location)
+        abort_generation(self.location, self.generation)
 
     def __enter__(self) -> DatasetWriter:
         return self
@@ -299,11 +319,26 @@ class ShardedDataset:
     def collect(self) -> pl.DataFrame:
         return self.scan().collect()
 
-    def iter_shards(self) -> Iterator[pl.DataFrame]:
+    def iter_shards(self, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
         for url in self.shard_urls():
             fs, path = _fs(url)
             with fs.open(path, "rb") as src:
-                yield pl.read_parquet(src)
+                yield pl.read_parquet(src, columns=columns)
+
+    def read_rows(self, start: int, stop: int) -> pl.DataFrame:
+        """Rows `start` to `stop` (exclusive) in dataset order, reading only the shards they lie in (the
+        manifest's row counts say which): a worker's share of a stage, read where the worker runs."""
+        parts, offset = [], 0
+        for url, shard in zip(self.shard_urls(), self.manifest.shards):
+            if offset < stop and start < offset + shard.rows:
+                fs, path = _fs(url)
+                with fs.open(path, "rb") as src:
+                    frame = pl.read_parquet(src)
+                parts.append(frame.slice(max(start - offset, 0), min(stop, offset + shard.rows) - max(start, offset)))
+            offset += shard.rows
+        if not parts:
+            return self.scan().head(0).collect()
+        return pl.concat(parts, how="vertical") if len(parts) > 1 else parts[0]
 
     def iter_batches(self, rows: int) -> Iterator[pl.DataFrame]:
         """Frames of at most `rows` rows, in order, reading one shard at a time."""

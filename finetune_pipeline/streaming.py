@@ -24,6 +24,7 @@ Library code: no dagster import.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +36,9 @@ import pyarrow.parquet as pq
 from finetune_pipeline.cleaning import noise
 from finetune_pipeline.records import SPLITS, StageStats
 from finetune_pipeline.settings import Settings
-from finetune_pipeline.shards import DEFAULT_SHARD_ROWS, DatasetWriter, ShardedDataset
+from finetune_pipeline.shards import DEFAULT_SHARD_ROWS, DatasetWriter, ShardedDataset, is_local, make_folder
+
+log = logging.getLogger(__name__)
 
 # Columns a stage neither reads nor changes: streamed from the input shards, never held whole.
 DEDUP_PASSENGERS = ("redactions", "content_sha256", "label_source", "label_confidence")
@@ -87,6 +90,19 @@ def combine_stats(first, second, same: frozenset[str] = frozenset()):
 # ---- cleaning
 
 
+DOCUMENT_COLUMNS = ["record_id", "source_type", "source_uri"]  # what decides a row's cleaning unit
+
+
+def document_ranges(dataset: ShardedDataset, rows: int) -> list[tuple[int, int]]:
+    """The batches of `document_batches` as row ranges (start, stop) of `dataset`, found by reading only the
+    columns that decide a row's document, one shard at a time: the Ray path hands each range to a worker."""
+    ranges, start = [], 0
+    for batch in document_batches(dataset, rows, DOCUMENT_COLUMNS):
+        ranges.append((start, start + batch.height))
+        start += batch.height
+    return ranges
+
+
 def _document_key(frame: pl.DataFrame) -> pl.Series:
     """The cleaning unit of each row (as `clean_rows` groups them): a paged document's source, else the record."""
     paged = pl.col("source_type").is_in(list(noise.PAGED_SOURCE_TYPES))
@@ -94,10 +110,11 @@ def _document_key(frame: pl.DataFrame) -> pl.Series:
                         .otherwise(pl.lit("record:") + pl.col("record_id"))).to_series()
 
 
-def document_batches(dataset: ShardedDataset, rows: int) -> Iterator[pl.DataFrame]:
-    """`dataset`'s rows in order, in batches of about `rows`, cut only between documents: the trailing
-    document of what is read so far waits for the next batch. A paged document whose rows are not together
-    (collection writes a file's records together) fails, naming it."""
+def document_batches(dataset: ShardedDataset, rows: int, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
+    """`dataset`'s rows in order (only `columns`, when named: they must include DOCUMENT_COLUMNS), in batches of
+    about `rows`, cut only between documents: the trailing document of what is read so far waits for the next
+    batch. A paged document whose rows are not together (collection writes a file's records together) fails,
+    naming it."""
     pending, pending_rows, done = [], 0, set()
 
     def cut(frame: pl.DataFrame, final: bool) -> tuple[pl.DataFrame | None, pl.DataFrame]:
@@ -120,7 +137,7 @@ def document_batches(dataset: ShardedDataset, rows: int) -> Iterator[pl.DataFram
         done.update(paged)
         return batch
 
-    for shard in dataset.iter_shards():
+    for shard in dataset.iter_shards(columns):
         pending.append(shard)
         pending_rows += shard.height
         while pending_rows >= rows:
@@ -164,13 +181,32 @@ class _CacheWriter:
             self.tmp.unlink(missing_ok=True)
 
 
+def _clean_batch(batch: pl.DataFrame, settings: Settings, requests: list, cache_file: Path | None):
+    """One batch of whole documents cleaned (the cached outcome of unchanged units reused):
+    `(CleaningResult, the batch's cache rows or None, CleaningCacheReport)`."""
+    from finetune_pipeline.cleaning.cache import KEY, POSITION, CleaningCacheReport, cache_rows, cached_clean_rows
+    from finetune_pipeline.cleaning.stage import clean_rows, cleaning_result
+
+    if cache_file is None:
+        outcome, cached = clean_rows(batch, settings, requests), None
+        report = CleaningCacheReport(rows_cleaned=batch.height, units_cleaned=batch.height)
+    else:
+        outcome, report = cached_clean_rows(batch, settings, requests, cache_file)
+        cached = cache_rows(outcome)
+        outcome = outcome.drop(KEY, POSITION)
+    return cleaning_result(batch, outcome, settings, requests), cached, report
+
+
+def _fold_cleaning(stats, report, result, batch_report):
+    return (combine_stats(stats, result.stats, same=frozenset({"requests"})), combine_stats(report, batch_report))
+
+
 def clean_dataset(dataset: ShardedDataset, settings: Settings, requests: list | None, kept: DatasetWriter,
                   rejected: DatasetWriter, cache_file: Path | None = None, rows: int | None = None):
     """`cleaning.cache.cached_clean_corpus` batch by batch: kept rows and rejects written to `kept` and
     `rejected` (not committed here), `(CleaningStats, CleaningCacheReport)` returned. `cache_file` None:
     no cache, every unit cleaned."""
-    from finetune_pipeline.cleaning.cache import KEY, POSITION, CleaningCacheReport, cache_rows, cached_clean_rows
-    from finetune_pipeline.cleaning.stage import clean_rows, cleaning_result
+    from finetune_pipeline.cleaning.cache import CleaningCacheReport
 
     requests = list(requests or [])
     stats, report = None, CleaningCacheReport()
@@ -182,23 +218,122 @@ def clean_dataset(dataset: ShardedDataset, settings: Settings, requests: list | 
     ok = False
     try:
         for batch in _chain(first, batches):
-            if cache is None:
-                outcome = clean_rows(batch, settings, requests)
-                report = combine_stats(report, CleaningCacheReport(rows_cleaned=batch.height,
-                                                                   units_cleaned=batch.height))
-            else:
-                outcome, batch_report = cached_clean_rows(batch, settings, requests, cache_file)
-                cache.write(cache_rows(outcome))
-                outcome = outcome.drop(KEY, POSITION)
-                report = combine_stats(report, batch_report)
-            result = cleaning_result(batch, outcome, settings, requests)
+            result, cached, batch_report = _clean_batch(batch, settings, requests, cache_file)
+            if cache is not None:
+                cache.write(cached)
             kept.write(result.kept)
             rejected.write(result.rejected)
-            stats = combine_stats(stats, result.stats, same=frozenset({"requests"}))
+            stats, report = _fold_cleaning(stats, report, result, batch_report)
         ok = True
     finally:
         if cache is not None:
             cache.close(ok)
+    stats.pii_passes = dict(sorted(stats.pii_passes.items()))
+    return stats, report
+
+
+def _clean_range(dataset: ShardedDataset, start: int, stop: int, index: int, settings: Settings, requests: list,
+                 cache_file: Path | None, kept_generation: str, rejects_generation: str, cache_parts: Path | None):
+    """A Ray task: rows `start`..`stop` of `dataset` (whole documents) read, cleaned and written as shard
+    `index` of the kept rows and of the rejects, on the worker; its cache rows to `cache_parts`. Returns the
+    shards' descriptions, empty frames of the two schemas, and the batch's statistics: never its rows."""
+    from finetune_pipeline.shards import write_shard
+
+    batch = dataset.read_rows(start, stop)
+    result, cached, report = _clean_batch(batch, settings, requests, cache_file)
+    name = f"part-{index:05d}.parquet"
+    kept = write_shard(kept_generation, name, result.kept) if result.kept.height else None
+    rejected = write_shard(rejects_generation, name, result.rejected) if result.rejected.height else None
+    if cached is not None and cache_parts is not None:
+        cache_parts.mkdir(parents=True, exist_ok=True)
+        cached.write_parquet(cache_parts / name)
+    return kept, rejected, result.kept.clear(), result.rejected.clear(), result.stats, report
+
+
+def clean_dataset_on_ray(dataset: ShardedDataset, settings: Settings, requests: list | None, kept_location: str,
+                         rejects_location: str, cache_file: Path | None = None, rows: int | None = None,
+                         progress=None):
+    """`clean_dataset` on the Ray cluster, dataset to dataset: this process reads only the columns that cut
+    the corpus into batches of whole documents (`document_ranges`); each batch is one Ray task that reads its
+    rows from the shards, cleans them (the cache read and written there too) and writes its shard of the kept
+    rows and of the rejects. This process gathers the statistics and commits both datasets (manifests last:
+    complete or absent). A task whose worker dies is run again by Ray (its shard is written whole again).
+    The cache is used when the datasets are on a local file system (the workers share this machine's disk, as
+    `ray start` nodes on it do); with datasets at an object-store URL every unit is cleaned. `progress(done,
+    total)` is called as batches finish. Returns `(CleaningStats, CleaningCacheReport)` as clean_dataset."""
+    import shutil
+    import uuid
+
+    import ray
+
+    from finetune_pipeline.cleaning.cache import CleaningCacheReport
+    from finetune_pipeline.execution import connect
+    from finetune_pipeline.shards import abort_generation, commit_shards, new_generation, write_shard
+
+    connect(settings.execution)
+    requests = list(requests or [])
+    if cache_file is not None and not is_local(kept_location):
+        # the workers of a cluster that reads its shards from object storage may not see the data root's disk
+        log.info("cleaning on Ray with datasets at %s: the cleaning cache (on the data root's disk) is not used",
+                 kept_location)
+        cache_file = None
+    # on a worker the batch is cleaned in its own process: no nested cluster, no process pool
+    on_worker = settings.model_copy(update={"execution": settings.execution.model_copy(
+        update={"backend": "local", "workers": 1})})
+    ranges = document_ranges(dataset, rows or batch_rows(settings)) or [(0, 0)]
+    generations = new_generation(kept_location), new_generation(rejects_location)
+    uncommitted = dict(zip((kept_location, rejects_location), generations))
+    for generation in generations:  # made here, not by the tasks: a task still running after a failure
+        make_folder(generation)     # finds its generation removed and writes nothing
+    cache_parts = None
+    if cache_file is not None:
+        cache_parts = Path(cache_file).parent / f".{Path(cache_file).name}.parts-{uuid.uuid4().hex[:8]}"
+        cache_parts.mkdir(parents=True)
+    task = ray.remote(num_cpus=1, max_retries=3)(_clean_range)
+    source = ray.put(dataset)
+    refs = [task.remote(source, start, stop, index, on_worker, requests, cache_file, *generations, cache_parts)
+            for index, (start, stop) in enumerate(ranges)]
+    pending = list(refs)
+    try:
+        done = 0
+        while pending:
+            finished, pending = ray.wait(pending, num_returns=1)
+            done += len(finished)
+            ray.get(finished)  # a failed task raises here, at once
+            if progress is not None:
+                progress(done, len(refs))
+        answers = ray.get(refs)
+        stats, report = None, CleaningCacheReport()
+        kept, rejected = [], []
+        for kept_shard, rejected_shard, kept_empty, rejected_empty, batch_stats, batch_report in answers:
+            kept += [kept_shard] if kept_shard else []
+            rejected += [rejected_shard] if rejected_shard else []
+            stats = combine_stats(stats, batch_stats, same=frozenset({"requests"}))
+            report = combine_stats(report, batch_report)
+        if cache_parts is not None:  # the batches' cache rows in batch order, one part in memory at a time
+            cache, ok = _CacheWriter(cache_file), False
+            try:
+                for part in sorted(cache_parts.glob("part-*.parquet")):
+                    cache.write(pl.read_parquet(part))
+                ok = True
+            finally:
+                cache.close(ok)
+        # committed last: until here a failure leaves the previous datasets as they were
+        for location, generation, written, empty in ((kept_location, generations[0], kept, answers[0][2]),
+                                                     (rejects_location, generations[1], rejected, answers[0][3])):
+            if not written:  # an empty result is still a typed dataset: one empty shard
+                written = [write_shard(generation, "part-00000.parquet", empty)]
+            commit_shards(location, generation, written, {k: str(v) for k, v in empty.schema.items()})
+            del uncommitted[location]
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref)
+        for location, generation in uncommitted.items():
+            abort_generation(location, generation)
+        raise
+    finally:
+        if cache_parts is not None:
+            shutil.rmtree(cache_parts, ignore_errors=True)
     stats.pii_passes = dict(sorted(stats.pii_passes.items()))
     return stats, report
 

@@ -2,7 +2,9 @@
 cluster for the module): the pipeline's library stages on the sample data give the same kept records,
 rejects, near-duplicate clusters, labels and splits as the local backend; stages run shard to shard
 (`map_batches_to_dataset`, `map_groups_to_dataset`) give the local path's rows, survive a worker node
-killed mid-stage, and leave the previous dataset when they fail. Fails (never skips) when Ray cannot start."""
+killed mid-stage, and leave the previous dataset when they fail; the cleaning stage run by the workers
+dataset to dataset (`streaming.clean_dataset_on_ray`) gives the local streaming path's rows, rejects,
+statistics and cache. Fails (never skips) when Ray cannot start."""
 
 import os
 import shutil
@@ -209,6 +211,62 @@ def test_dagster_runs_the_heavy_assets_on_the_cluster_with_metadata_and_logs(ray
 
     stored = stored_frame(DataRoot(root), "cleaned_corpus").drop("ingested_at")
     assert stored.equals(local_stages["cleaned.kept"])
+
+
+def test_cleaning_runs_on_the_workers_shard_to_shard_with_the_streaming_paths_rows(ray_cluster, tmp_path):
+    """`clean_dataset_on_ray`: each batch of whole documents is read, cleaned and written by a Ray task (this
+    process reads only the columns that cut the batches); kept rows, rejects, statistics and the cleaning
+    cache equal the local streaming path's; a second run reuses every cached unit; a batch whose shard is
+    gone fails the stage and leaves the previous datasets as they were."""
+    from finetune_pipeline.streaming import clean_dataset, clean_dataset_on_ray, document_ranges
+
+    root = copy_sample_data(tmp_path / "data")
+    settings = load_settings(root)
+    raw = collect_raw_corpus(root, settings, cache_dir=root / ".pipeline" / "parse_cache").kept
+    assert raw.filter(pl.col("source_type").is_in(["pdf", "docx"])).height > 1  # paged documents to keep whole
+    plain = raw.filter(pl.col("source_type") == "txt").head(3)  # and records cleaning rejects (too short)
+    raw = pl.concat([raw, plain.with_columns(pl.lit("hi").alias("text"), pl.col("record_id") + "-short")])
+    shards.write_dataset(raw, tmp_path / "raw", shard_rows=7)  # documents cross shard boundaries
+    source = shards.open_dataset(tmp_path / "raw")
+    requests = load_erasure_requests(root)
+    ranges = document_ranges(source, 25)
+    assert len(ranges) > 2 and ranges[-1][1] == raw.height
+
+    with shards.DatasetWriter(tmp_path / "local-kept") as kept, shards.DatasetWriter(tmp_path / "local-rej") as rej:
+        local_stats, local_report = clean_dataset(source, settings, requests, kept, rej,
+                                                  cache_file=tmp_path / "local-cache.parquet", rows=25)
+    on_ray = load_settings(root, overrides={"execution": {"backend": "ray", "ray_address": ray_cluster}})
+    seen = []
+
+    def run():
+        return clean_dataset_on_ray(source, on_ray, requests, str(tmp_path / "kept"), str(tmp_path / "rej"),
+                                    cache_file=tmp_path / "cache.parquet", rows=25,
+                                    progress=lambda done, total: seen.append((done, total)))
+
+    stats, report = run()
+    assert seen[-1] == (len(ranges), len(ranges))
+    kept, rejected = shards.open_dataset(tmp_path / "kept"), shards.open_dataset(tmp_path / "rej")
+    assert len(kept.manifest.shards) > 2  # one shard per batch, written by its task
+    assert kept.collect().equals(shards.open_dataset(tmp_path / "local-kept").collect())
+    assert rejected.collect().equals(shards.open_dataset(tmp_path / "local-rej").collect())
+    assert rejected.height > 0
+    assert stats.to_dict() == local_stats.to_dict() and report == local_report
+    assert pl.read_parquet(tmp_path / "cache.parquet").equals(pl.read_parquet(tmp_path / "local-cache.parquet"))
+    assert not list(tmp_path.glob(".cache.parquet.parts-*"))
+
+    first = kept.collect()
+    _, again = run()
+    assert (again.rows_reused, again.rows_cleaned) == (raw.height, 0)
+    assert shards.open_dataset(tmp_path / "kept").collect().equals(first)
+
+    before = {name: shards.read_manifest(tmp_path / name) for name in ("kept", "rej")}
+    Path(source.shard_urls()[-1]).unlink()  # the last batch's task cannot read its rows
+    with pytest.raises(Exception, match="part-"):
+        run()
+    for name, manifest in before.items():
+        assert shards.read_manifest(tmp_path / name) == manifest
+        assert [p.name for p in (tmp_path / name).glob("g-*")] == [manifest.shards[0].path.split("/")[0]]
+    assert not list(tmp_path.glob(".cache.parquet.parts-*"))
 
 
 def _slow_double(batch: pl.DataFrame, marks: str, pause_s: float, fail_on: int = -1) -> pl.DataFrame:

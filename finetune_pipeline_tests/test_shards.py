@@ -80,3 +80,12 @@ def test_any_fsspec_url_is_a_location():
     dataset = shards.open_dataset("memory://finetune-test/d")
     assert dataset.rows == 7 and [s.height for s in dataset.iter_shards()] == [3, 3, 1]
     assert pl.concat(list(dataset.iter_shards())).equals(_frame(7))
+
+
+def test_read_rows_reads_a_range_across_shards(tmp_path):
+    frame = pl.DataFrame({"id": list(range(10)), "text": [f"t{i}" for i in range(10)]})
+    shards.write_dataset(frame, tmp_path / "d", shard_rows=3)
+    dataset = shards.open_dataset(tmp_path / "d")
+    for start, stop in ((2, 8), (0, 3), (3, 6), (9, 10), (0, 10), (4, 4)):
+        assert dataset.read_rows(start, stop).equals(frame.slice(start, stop - start)), (start, stop)
+    assert dataset.read_rows(0, 0).schema == frame.schema

@@ -109,6 +109,9 @@ def test_every_stage_streamed_equals_the_in_memory_stage(sample, tmp_path):
     batches = list(st.document_batches(raw, ROWS))
     assert len(batches) >= 3 and sum(b.height for b in batches) == corpus.height
     assert sum(b["source_type"].eq("pdf").any() for b in batches) == 1  # the document in one batch
+    # the same cuts read from the deciding columns only (the Ray path's batches)
+    heights = [b.height for b in batches]
+    assert st.document_ranges(raw, ROWS) == [(sum(heights[:i]), sum(heights[:i + 1])) for i in range(len(heights))]
 
     # dedup: the keep order is not the input's (a windowed write)
     deduplicated = deduplicate(cleaned.kept, settings)

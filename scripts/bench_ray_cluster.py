@@ -20,6 +20,11 @@ this process never reads it. Then, with `execution.backend: ray`:
    shuffle, verification and connected components on the workers; this process holds one label and a few
    numbers per document and the short texts).
 
+With `--cleaning-stage-only` it runs, instead, the cleaning stage as the `cleaned_corpus` asset runs it on Ray
+(`streaming.clean_dataset_on_ray`: this process reads the columns that cut the corpus into batches of whole
+documents; each batch's task reads its rows, cleans them and writes its shards of kept rows and rejects on a
+worker), twice: with a cold cleaning cache, then with the warm one (every unit reused).
+
 For each it prints the wall time, records in, records/s, this process's peak RSS during the stage
 (sampled every 20 ms; "step RSS"), the worker nodes' processes' peak RSS summed (sampled every 0.5 s),
 and what the object stores spilled to disk and restored during the stage (Ray's store stats, as
@@ -62,6 +67,7 @@ def prepare(records: int, out: Path, shard_rows: int) -> None:
     from finetune_pipeline import shards
     from finetune_pipeline.layout import DataRoot
     from finetune_pipeline.settings import load_settings
+    from finetune_pipeline.streaming import clean_dataset_on_ray
     from finetune_pipeline.sources import collect_raw_corpus
 
     root = out / "data"
@@ -200,6 +206,10 @@ def main() -> int:
     parser.add_argument("--prepare-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--minhash-only", action="store_true",
                         help="only the MinHash stage, on --out's cleaned_kept dataset from an earlier run")
+    parser.add_argument("--cleaning-stage-only", action="store_true",
+                        help="only the cleaning stage as the cleaned_corpus asset runs it on Ray "
+                             "(streaming.clean_dataset_on_ray: workers read, clean and write their batch's shards), "
+                             "with a cold and then a warm cleaning cache")
     args = parser.parse_args()
     out = Path(args.out)
     if args.prepare_only:
@@ -207,8 +217,8 @@ def main() -> int:
         return 0
 
     out.mkdir(parents=True, exist_ok=True)
-    if not args.minhash_only:
-            subprocess.run([sys.executable, __file__, "--prepare-only", "--records", str(args.records), "--out",
+    if not args.minhash_only and not (args.cleaning_stage_only and (out / "raw_corpus" / "manifest.json").exists()):
+        subprocess.run([sys.executable, __file__, "--prepare-only", "--records", str(args.records), "--out",
                         str(out), "--shard-rows", str(args.shard_rows)], check=True)
 
     os.environ.update(RAY_ENV)
@@ -248,6 +258,15 @@ def main() -> int:
 
         if args.minhash_only:  # an earlier run's kept rows
             raw = kept = shards.open_dataset(out / "cleaned_kept")
+        elif args.cleaning_stage_only:  # the pipeline's cleaning stage as the asset runs it on Ray
+            for name in ("stage_kept", "stage_rejects"):
+                shutil.rmtree(out / name, ignore_errors=True)
+            (out / "stage_cache.parquet").unlink(missing_ok=True)
+            for attempt in ("cold cache", "warm cache"):
+                stage(f"cleaning stage, {attempt} (clean_dataset_on_ray, patterns)", raw.rows, lambda: (
+                    clean_dataset_on_ray(raw, settings, [], str(out / "stage_kept"), str(out / "stage_rejects"),
+                                         cache_file=out / "stage_cache.parquet"),
+                    shards.read_manifest(out / "stage_kept").rows))
         else:
             cleaned = stage("cleaned rows (clean_documents, patterns)", raw.rows, lambda: (
                 m := execution.map_groups_to_dataset(raw, ["_document"], clean_documents, out / "cleaned_rows",
@@ -256,10 +275,13 @@ def main() -> int:
             kept = stage("kept rows (filter)", cleaned.rows, lambda: (
                 m := execution.map_batches_to_dataset(shards.open_dataset(out / "cleaned_rows"), kept_rows,
                                                       out / "cleaned_kept", settings.execution), m.rows))
-        found = stage("MinHash near duplicates", kept.rows, lambda: (
+        if args.cleaning_stage_only:
+            kept = None
+        found = None if kept is None else stage("MinHash near duplicates", kept.rows, lambda: (
             d := minhash.near_duplicate_clusters(shards.open_dataset(out / "cleaned_kept"), settings.dedup,
                                                  settings.execution), int((d.root == np.arange(len(d.root))).sum())))
-        print(f"near-duplicate pairs verified: {found.verified_pairs:,}; candidates {found.candidate_pairs:,}")
+        if found is not None:
+            print(f"near-duplicate pairs verified: {found.verified_pairs:,}; candidates {found.candidate_pairs:,}")
 
         cpu = platform.processor() or platform.machine()
         print(f"\n{platform.node()} · {cpu} · {psutil.cpu_count()} cores · "

@@ -22,6 +22,7 @@ from finetune_pipeline.defs.metadata import (cleaning_metadata, dedup_metadata, 
 from finetune_pipeline.defs.progress import logged
 from finetune_pipeline.defs.resources import PipelineResource, RayCluster
 from finetune_pipeline.defs.types import CORPUS_COLUMNS, CorpusFrame, column_schema
+from finetune_pipeline.defs.io import output_location, rejects_location
 from finetune_pipeline.defs.streams import committed, frame_of, identities, writers
 from finetune_pipeline.shards import ShardedDataset
 
@@ -62,7 +63,15 @@ def cleaned_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource
         raise dg.Failure(description=f"{exc}. Erasure requests cannot be skipped: fix the file and re-run.") from None
     cache = pipeline.cache_file(pipeline.data_root().cleaning_cache)
     with logged(context, "cleaned_corpus"):  # over the process pool: rows done, rate, time left
-        if streaming.enabled(settings):  # batch by batch, written shard by shard where the IO manager keeps it
+        if streaming.enabled(settings) and settings.execution.backend == "ray":  # each batch read, cleaned and
+            # written on a worker: this process reads the columns that cut the batches and commits the manifests
+            stats, reuse = streaming.clean_dataset_on_ray(
+                raw_corpus, settings, requests, output_location(pipeline, "cleaned_corpus"),
+                rejects_location(pipeline, "cleaned_corpus"), cache_file=cache,
+                progress=lambda done, total: context.log.info(f"cleaned_corpus: {done}/{total} batches done"))
+            result = committed(pipeline, "cleaned_corpus", stats)
+            read = raw_corpus
+        elif streaming.enabled(settings):  # batch by batch, written shard by shard where the IO manager keeps it
             with writers(pipeline, "cleaned_corpus") as (kept, rejected):
                 stats, reuse = streaming.clean_dataset(raw_corpus, settings, requests, kept, rejected, cache_file=cache)
             result = committed(pipeline, "cleaned_corpus", stats)
