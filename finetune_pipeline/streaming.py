@@ -287,6 +287,8 @@ def clean_dataset_on_ray(dataset: ShardedDataset, settings: Settings, requests: 
         make_folder(generation)     # finds its generation removed and writes nothing
     cache_parts = None
     if cache_file is not None:
+        for left in Path(cache_file).parent.glob(f".{Path(cache_file).name}.parts-*"):
+            shutil.rmtree(left, ignore_errors=True)  # of a stage whose step process was killed before merging
         cache_parts = Path(cache_file).parent / f".{Path(cache_file).name}.parts-{uuid.uuid4().hex[:8]}"
         cache_parts.mkdir(parents=True)
     task = ray.remote(num_cpus=1, max_retries=3)(_clean_range)

@@ -67,7 +67,6 @@ def prepare(records: int, out: Path, shard_rows: int) -> None:
     from finetune_pipeline import shards
     from finetune_pipeline.layout import DataRoot
     from finetune_pipeline.settings import load_settings
-    from finetune_pipeline.streaming import clean_dataset_on_ray
     from finetune_pipeline.sources import collect_raw_corpus
 
     root = out / "data"
@@ -228,6 +227,7 @@ def main() -> int:
     from finetune_pipeline.cleaning.stage import clean_documents
     from finetune_pipeline.dedup import minhash
     from finetune_pipeline.settings import load_settings
+    from finetune_pipeline.streaming import clean_dataset_on_ray
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # document_key, kept_rows
     temp = Path(tempfile.mkdtemp(prefix="rayb", dir="/tmp"))
