@@ -1,6 +1,6 @@
 """The Ray backend against a real two-node Ray cluster on 127.0.0.1 (a head and a worker started here, one
-cluster for the module): the pipeline's library stages on the sample data give the same kept records,
-rejects, near-duplicate clusters, labels and splits as the local backend; stages run shard to shard
+cluster for the module): the near-duplicate clusters equal the local backend's, the Dagster assets run the
+sample data's collection and cleaning on the cluster with the local rows and rejects; stages run shard to shard
 (`map_batches_to_dataset`, `map_groups_to_dataset`) give the local path's rows, survive a worker node
 killed mid-stage, and leave the previous dataset when they fail; the cleaning stage run by the workers
 dataset to dataset (`streaming.clean_dataset_on_ray`) gives the local streaming path's rows, rejects,
@@ -22,18 +22,13 @@ import polars as pl
 import pytest
 
 from finetune_pipeline import shards
-from finetune_pipeline.augment import augment_corpus
 from finetune_pipeline.cleaning import clean_corpus
 from finetune_pipeline.cleaning.erasure import load_erasure_requests
-from finetune_pipeline.dedup import deduplicate
 from finetune_pipeline.dedup import minhash
 from finetune_pipeline.dedup.synthetic import near_duplicate_benchmark
 from finetune_pipeline.execution import connect, map_batches_to_dataset, map_groups_to_dataset
-from finetune_pipeline.labeling import apply_labels
-from finetune_pipeline.labeling.annotations import load_annotations
 from finetune_pipeline.settings import DedupSettings, ExecutionSettings, load_settings
 from finetune_pipeline.sources import collect_raw_corpus
-from finetune_pipeline.splits import assign_splits
 from finetune_pipeline_tests.conftest import copy_sample_data
 
 RAY = str(Path(sys.executable).parent / "ray")
@@ -118,54 +113,6 @@ def _wait_for(ready, what: str, log: Path, process: subprocess.Popen, timeout_s:
     pytest.fail(f"{what} not ready after {timeout_s:.0f}s:\n{log.read_text()[-3000:]}")
 
 
-def _stages(root: Path, overrides: dict | None = None) -> dict[str, pl.DataFrame]:
-    """The library stages the assets call, in order, on one data root: each stage's kept and rejected rows."""
-    settings = load_settings(root, overrides=overrides)
-    out = {}
-    raw = collect_raw_corpus(root, settings, cache_dir=root / ".pipeline" / "parse_cache")
-    cleaned = clean_corpus(raw.kept, settings, load_erasure_requests(root))
-    deduplicated = deduplicate(cleaned.kept, settings)
-    annotations, problems = load_annotations(root / "annotations")
-    labeled = apply_labels(deduplicated.kept, settings, annotations, problems)
-    splits = assign_splits(augment_corpus(labeled.kept, settings).kept, settings.splits)
-    for name, result in (("raw", raw), ("cleaned", cleaned), ("deduplicated", deduplicated), ("labeled", labeled)):
-        out[f"{name}.kept"] = result.kept.drop("ingested_at", strict=False)
-        out[f"{name}.rejected"] = result.rejected
-        out[f"{name}.stats"] = result.stats.to_dict()
-    out["splits"] = splits.drop("ingested_at", strict=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def local_stages(tmp_path_factory) -> dict[str, pl.DataFrame]:
-    """The sample data's stages on the local backend, computed once for the tests that compare with them."""
-    return _stages(copy_sample_data(tmp_path_factory.mktemp("ray-local") / "data"))
-
-
-def test_ray_backend_equals_local_on_the_sample_data(ray_cluster, local_stages, tmp_path):
-    import ray
-
-    local = local_stages
-    distributed = _stages(copy_sample_data(tmp_path / "ray"),
-                          {"execution": {"backend": "ray", "ray_address": ray_cluster, "batch_size": 64}})
-    alive = [n for n in ray.nodes() if n["Alive"]]
-    assert len(alive) == 2, "the worker node did not join"
-
-    for key, frame in local.items():
-        if key.endswith(".stats"):
-            continue
-        other = distributed[key]
-        assert other.columns == frame.columns, key
-        assert other.height == frame.height, key
-        assert other.equals(frame), f"{key} differs between the local and the Ray backend"
-    for stage in ("raw", "cleaned", "deduplicated"):
-        stats = {k: v for k, v in local[f"{stage}.stats"].items() if k not in ("parsed", "cached", "by_source_type")}
-        assert {k: distributed[f"{stage}.stats"][k] for k in stats} == stats, stage
-    assert local["deduplicated.rejected"]["reason"].to_list().count("near_duplicate") > 0  # clusters were formed
-    assert local["labeled.kept"].filter(pl.col("label_source") == "model").height > 0  # the encoder ran on Ray
-    assert local["splits"]["split"].n_unique() == 3
-
-
 def test_near_duplicate_clusters_on_ray_equal_local_on_a_generated_benchmark(ray_cluster, tmp_path):
     """From a sharded dataset read on the workers (the step process gets word counts and the short texts
     only), the same clusters as from the texts in this process; short texts (a shard of them alone) too."""
@@ -184,7 +131,7 @@ def test_near_duplicate_clusters_on_ray_equal_local_on_a_generated_benchmark(ray
         on_ray.candidate_pairs, on_ray.verified_pairs, on_ray.candidate_histogram, on_ray.kept_apart)
 
 
-def test_dagster_runs_the_heavy_assets_on_the_cluster_with_metadata_and_logs(ray_cluster, local_stages, tmp_path):
+def test_dagster_runs_the_heavy_assets_on_the_cluster_with_metadata_and_logs(ray_cluster, tmp_path):
     """Through Dagster: the `ray_cluster` resource connects to the cluster named in the settings, the
     assets record the backend and the cluster in their metadata, and the run's events carry the stage logs."""
     import dagster as dg
@@ -209,8 +156,16 @@ def test_dagster_runs_the_heavy_assets_on_the_cluster_with_metadata_and_logs(ray
     from finetune_pipeline.layout import DataRoot
     from finetune_pipeline.stored import stored_frame
 
+    from finetune_pipeline.stored import stored_rejects
+
+    # the same rows and rejects as the library's in-memory stages on the local backend
+    local_root = copy_sample_data(tmp_path / "local")
+    settings = load_settings(local_root)
+    raw = collect_raw_corpus(local_root, settings, cache_dir=local_root / ".pipeline" / "parse_cache")
+    local = clean_corpus(raw.kept, settings, load_erasure_requests(local_root))
     stored = stored_frame(DataRoot(root), "cleaned_corpus").drop("ingested_at")
-    assert stored.equals(local_stages["cleaned.kept"])
+    assert stored.height > 0 and stored.equals(local.kept.drop("ingested_at"))
+    assert stored_rejects(DataRoot(root), "cleaned_corpus").equals(local.rejected)
 
 
 def test_cleaning_runs_on_the_workers_shard_to_shard_with_the_streaming_paths_rows(ray_cluster, tmp_path):
