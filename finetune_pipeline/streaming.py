@@ -197,8 +197,9 @@ def _clean_batch(batch: pl.DataFrame, settings: Settings, requests: list, cache_
     return cleaning_result(batch, outcome, settings, requests), cached, report
 
 
-def _fold_cleaning(stats, report, result, batch_report):
-    return (combine_stats(stats, result.stats, same=frozenset({"requests"})), combine_stats(report, batch_report))
+def _fold_cleaning(stats, report, batch_stats, batch_report):
+    """The statistics and cache report so far, with one more batch's."""
+    return (combine_stats(stats, batch_stats, same=frozenset({"requests"})), combine_stats(report, batch_report))
 
 
 def clean_dataset(dataset: ShardedDataset, settings: Settings, requests: list | None, kept: DatasetWriter,
@@ -223,7 +224,7 @@ def clean_dataset(dataset: ShardedDataset, settings: Settings, requests: list | 
                 cache.write(cached)
             kept.write(result.kept)
             rejected.write(result.rejected)
-            stats, report = _fold_cleaning(stats, report, result, batch_report)
+            stats, report = _fold_cleaning(stats, report, result.stats, batch_report)
         ok = True
     finally:
         if cache is not None:
@@ -310,8 +311,7 @@ def clean_dataset_on_ray(dataset: ShardedDataset, settings: Settings, requests: 
         for kept_shard, rejected_shard, kept_empty, rejected_empty, batch_stats, batch_report in answers:
             kept += [kept_shard] if kept_shard else []
             rejected += [rejected_shard] if rejected_shard else []
-            stats = combine_stats(stats, batch_stats, same=frozenset({"requests"}))
-            report = combine_stats(report, batch_report)
+            stats, report = _fold_cleaning(stats, report, batch_stats, batch_report)
         if cache_parts is not None:  # the batches' cache rows in batch order, one part in memory at a time
             cache, ok = _CacheWriter(cache_file), False
             try:
