@@ -894,6 +894,19 @@ class ExecutionSettings(_Section):
     ray_address: str | None = Field(
         None, description="ray: the cluster to connect to (e.g. 127.0.0.1:6379 or ray://head:10001); null: "
         "$RAY_ADDRESS, else a local cluster is started for the run.")
+    ray_jobs: list[Literal["cleaned_corpus"]] = Field(
+        default_factory=list, description="ray: stages submitted as a Ray job on the cluster (its job API, through "
+        "dagster-ray's Pipes client) instead of run from the Dagster step: the job goes on when Dagster restarts "
+        "or the step is killed, and commits the stage's output itself. cleaned_corpus, the longest stage, is the "
+        "one that can (finetune_pipeline/ray_job.py says why). Needs a cluster started apart from the run "
+        "(ray_address) whose head sees the data root.")
+    ray_job_address: str | None = Field(
+        None, description="ray_jobs: the cluster's job API (its dashboard's HTTP address, e.g. "
+        "http://127.0.0.1:8265); null: port 8265 on ray_address's host.")
+    ray_job_python: str | None = Field(
+        None, description="ray_jobs: the Python that runs the job on the head node; null: this process's "
+        "interpreter (a cluster on this machine). A remote cluster: its image's `python`, with finetune-pipeline "
+        "and dagster-pipes installed.")
     batch_size: int = Field(
         1024, ge=1, description="ray: records per batch handed to a worker (parsing: sources per batch / 64).")
     embedding_actors: int = Field(
@@ -920,6 +933,13 @@ class ExecutionSettings(_Section):
         "stages that decide over the whole corpus hold only the columns they read; false: each stage reads its "
         "input whole, as before issue 36 (the results are the same). Either backend: on ray each batch's work runs on "
         "the cluster.")
+
+    @model_validator(mode="after")
+    def _ray_jobs(self) -> "ExecutionSettings":
+        if self.ray_jobs and (self.backend != "ray" or not self.streaming):
+            raise ValueError(f"ray_jobs ({', '.join(self.ray_jobs)}) run on a Ray cluster, dataset to dataset: they "
+                             "need backend: ray and streaming: true (or leave ray_jobs empty)")
+        return self
 
 
 class DomainSettings(_Section):

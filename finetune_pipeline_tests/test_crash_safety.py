@@ -26,7 +26,7 @@ from finetune_pipeline.shards import open_dataset
 from finetune_pipeline_tests.conftest import REPO
 
 CLI = Path(sys.executable).parent / "finetune-pipeline"
-TRAINING = ("training:\n  epochs: 4\n  early_stopping_patience: 4\n  checkpoint_every_epochs: 1\n  compare: [lora]\n"
+TRAINING = ("training:\n  epochs: 2\n  early_stopping_patience: 2\n  checkpoint_every_epochs: 1\n  compare: [lora]\n"
             "splits:\n  cv_below_records: 0\n")  # no cross-validated comparison: this test is about the kills
 
 

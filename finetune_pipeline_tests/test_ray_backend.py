@@ -76,11 +76,18 @@ def ray_cluster():
     temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths must stay short
     port = _free_port()
     address = f"127.0.0.1:{port}"
-    nodes = [_start(["--head", "--port", str(port), "--node-ip-address", "127.0.0.1", "--include-dashboard",
-                     "false", "--temp-dir", str(temp)], temp / "head.log")]
+    # the head's dashboard is the job API (execution.ray_jobs); every port its agents take is a free one, as
+    # another test may run a Ray cluster on this machine at the same time
+    dashboard = f"http://127.0.0.1:{(dashboard_port := _free_port())}"
+    nodes = [_start(["--head", "--port", str(port), "--node-ip-address", "127.0.0.1", "--include-dashboard", "true",
+                     "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port), *_agent_ports(),
+                     "--temp-dir", str(temp)], temp / "head.log")]
+    JOB_API[address] = dashboard
     try:
         _wait_for(lambda: _status(address).count("node_") >= 1, "the Ray head", temp / "head.log", nodes[0])
-        nodes.append(_start(["--address", address, "--node-ip-address", "127.0.0.1"], temp / "worker.log"))
+        _wait_for(lambda: _job_api_answers(dashboard), "the Ray job API", temp / "head.log", nodes[0])
+        nodes.append(_start(["--address", address, "--node-ip-address", "127.0.0.1", *_agent_ports()],
+                            temp / "worker.log"))
         _wait_for(lambda: _status(address).count("node_") >= 2, "the Ray worker node", temp / "worker.log", nodes[1])
         yield address
     finally:
@@ -94,6 +101,24 @@ def ray_cluster():
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+JOB_API: dict[str, str] = {}  # cluster address -> its job API (the head's dashboard)
+
+
+def _agent_ports() -> list[str]:
+    return ["--dashboard-agent-listen-port", str(_free_port()), "--dashboard-agent-grpc-port", str(_free_port()),
+            "--metrics-export-port", str(_free_port())]
+
+
+def _job_api_answers(url: str) -> bool:
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        JobSubmissionClient(url).list_jobs()
+        return True
+    except Exception:  # not up yet
+        return False
 
 
 def _status(address: str) -> str:
@@ -133,7 +158,9 @@ def test_near_duplicate_clusters_on_ray_equal_local_on_a_generated_benchmark(ray
 
 def test_dagster_runs_the_heavy_assets_on_the_cluster_with_metadata_and_logs(ray_cluster, tmp_path):
     """Through Dagster: the `ray_cluster` resource connects to the cluster named in the settings, the
-    assets record the backend and the cluster in their metadata, and the run's events carry the stage logs."""
+    assets record the backend and the cluster in their metadata, and the run's events carry the stage logs.
+    cleaned_corpus runs as a Ray job (`execution.ray_jobs`, dagster-ray's Pipes client): its progress lines
+    reach the run's log, its job id the metadata, and its rows equal the local library's."""
     import dagster as dg
 
     from finetune_pipeline.defs.cleaning import cleaned_corpus
@@ -142,8 +169,9 @@ def test_dagster_runs_the_heavy_assets_on_the_cluster_with_metadata_and_logs(ray
     from finetune_pipeline.definitions import resources_for
 
     root = copy_sample_data(tmp_path / "data")
-    pipeline = PipelineResource(data_dir=str(root), settings_yaml=f"execution: {{backend: ray, ray_address: "
-                                                                   f"'{ray_cluster}', batch_size: 64}}")
+    pipeline = PipelineResource(data_dir=str(root), settings_yaml=(
+        f"execution: {{backend: ray, ray_address: '{ray_cluster}', batch_size: 64, ray_jobs: [cleaned_corpus], "
+        f"ray_job_address: '{JOB_API[ray_cluster]}', shard_rows: 80}}"))
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize([raw_corpus, cleaned_corpus], resources=resources_for(pipeline), instance=instance)
     assert result.success
@@ -153,6 +181,13 @@ def test_dagster_runs_the_heavy_assets_on_the_cluster_with_metadata_and_logs(ray
         assert meta["ray_cluster"].value["nodes"] == 2
     messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
     assert any("(parsed)" in m and "raw/" in m for m in messages)  # per-source progress of the Ray parse
+    # cleaned_corpus ran as a Ray job: finished, named in the metadata, its progress in the run's log
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    job_id = result.asset_materializations_for_node("cleaned_corpus")[0].metadata["ray_job_id"].value
+    assert JobSubmissionClient(JOB_API[ray_cluster]).get_job_status(job_id) == JobStatus.SUCCEEDED
+    assert any(m.startswith("cleaned_corpus: ") and "batches done" in m for m in messages), messages
+    assert not list((root / ".pipeline" / "jobs").glob("*.json"))  # the job spec went once read
     from finetune_pipeline.layout import DataRoot
     from finetune_pipeline.stored import stored_frame
 
@@ -166,6 +201,59 @@ def test_dagster_runs_the_heavy_assets_on_the_cluster_with_metadata_and_logs(ray
     stored = stored_frame(DataRoot(root), "cleaned_corpus").drop("ingested_at")
     assert stored.height > 0 and stored.equals(local.kept.drop("ingested_at"))
     assert stored_rejects(DataRoot(root), "cleaned_corpus").equals(local.rejected)
+
+
+def test_a_ray_job_stage_outlives_its_killed_dagster_run_and_the_next_run_waits_for_it(ray_cluster, tmp_path):
+    """`execution.ray_jobs`: the README's `finetune-pipeline run` is killed (SIGKILL, its process group) while
+    its cleaned_corpus job runs on the cluster; the job finishes and commits the stage's output (every raw
+    record kept or rejected) and the cleaning cache. The next run (started at once) never runs its own job
+    beside the first one (it waits for it), and its job reuses every cached unit and gives the same rows."""
+    from dagster import AssetKey, DagsterInstance
+    from ray.job_submission import JobSubmissionClient
+
+    from finetune_pipeline.layout import DataRoot
+    from finetune_pipeline.stored import stored_frame, stored_rejects
+
+    cli = Path(sys.executable).parent / "finetune-pipeline"
+    root, home = copy_sample_data(tmp_path / "data"), tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(Path(__file__).resolve().parent.parent / "dagster.yaml", home / "dagster.yaml")
+    (root / "finetune.yaml").write_text((root / "finetune.yaml").read_text() + (
+        f"\nexecution:\n  backend: ray\n  ray_address: '{ray_cluster}'\n  ray_jobs: [cleaned_corpus]\n"
+        f"  ray_job_address: '{JOB_API[ray_cluster]}'\n  shard_rows: 80\n"))
+    env = {**os.environ, **RAY_ENV, "DAGSTER_HOME": str(home)}
+    client, data_dir = JobSubmissionClient(JOB_API[ray_cluster]), str(root.resolve())
+
+    def jobs() -> list:
+        return sorted((j for j in client.list_jobs() if (j.metadata or {}).get("finetune.data_root") == data_dir),
+                      key=lambda j: j.start_time or 0)
+
+    first_log = tmp_path / "first.log"
+    first = subprocess.Popen([str(cli), "run", "--data-dir", str(root), "--select", "*cleaned_corpus"],
+                             stdout=first_log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while not any(j.status == "RUNNING" for j in jobs()):
+        assert first.poll() is None, f"the run ended before its job ran: {first_log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, first_log.read_text()[-3000:]
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)  # Dagster goes; the job stays
+    first.wait(30)
+    layout = DataRoot(root)
+    raw = stored_frame(layout, "raw_corpus")  # committed by the killed run before its job started
+    second = subprocess.run([str(cli), "run", "--data-dir", str(root), "--select", "cleaned_corpus"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    (killed, next_job) = jobs()
+    assert killed.status == "SUCCEEDED" and next_job.status == "SUCCEEDED", (killed, next_job)
+    assert next_job.start_time >= killed.end_time  # never two jobs writing one data root's datasets
+    kept, rejected = stored_frame(layout, "cleaned_corpus"), stored_rejects(layout, "cleaned_corpus")
+    assert kept.height > 0 and sorted(kept["record_id"].to_list() + rejected["record_id"].to_list()) == \
+        sorted(raw["record_id"].to_list())
+    event = DagsterInstance.from_config(str(home)).get_latest_materialization_event(AssetKey("cleaned_corpus"))
+    meta = event.asset_materialization.metadata
+    assert meta["ray_job_id"].value == next_job.submission_id
+    # the killed run's job wrote the cache: the next job cleaned nothing again
+    assert meta["rows_cleaned"].value == 0 and meta["rows_reused"].value == raw.height
 
 
 def test_cleaning_runs_on_the_workers_shard_to_shard_with_the_streaming_paths_rows(ray_cluster, tmp_path):

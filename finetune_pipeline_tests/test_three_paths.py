@@ -6,21 +6,23 @@ root per path, through the README's `finetune-pipeline run`, and compares."""
 
 import sys
 
+import pytest
+
 from finetune_pipeline_tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
 import check_three_paths  # noqa: E402
 
 
-def test_exports_and_stored_stages_are_identical_in_memory_streaming_and_on_ray(tmp_path, capsys):
-    problems = check_three_paths.compare([REPO / "data", REPO / "examples" / "instruction"], tmp_path,
-                                         ["memory", "streaming", "ray"])
+@pytest.mark.parametrize("root", ["data", "examples/instruction"], ids=["sample", "instruction"])
+def test_exports_and_stored_stages_are_identical_in_memory_streaming_and_on_ray(root, tmp_path, capsys):
+    """One data root per test, so that the two roots' runs (a few minutes each) can go to both workers of
+    `make test` (conftest.py hands this file out a test at a time)."""
+    problems = check_three_paths.compare([REPO / root], tmp_path, ["memory", "streaming", "ray"])
     printed = capsys.readouterr().out
     assert problems == [], printed
-    # each root's three runs printed the same digest over their exports, and found files to compare
-    lines = [line.split() for line in printed.splitlines() if " files " in line]
-    assert len(lines) == 6
-    for root in ("data", "instruction"):
-        runs = [line for line in lines if line[0] == root]
-        # "<root> <path> <seconds> s <files> files digest <digest>"
-        assert len({line[-1] for line in runs}) == 1 and all(int(line[4]) > 0 for line in runs), printed
+    # the three runs printed the same digest over their exports, and found files to compare
+    # "<root> <path> <seconds> s <files> files digest <digest>"
+    runs = [line.split() for line in printed.splitlines() if " files " in line]
+    assert len(runs) == 3 and {run[1] for run in runs} == {"memory", "streaming", "ray"}, printed
+    assert len({run[-1] for run in runs}) == 1 and all(int(run[4]) > 0 for run in runs), printed

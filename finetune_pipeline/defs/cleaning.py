@@ -9,7 +9,8 @@ import polars as pl
 from finetune_pipeline import stored, streaming, versions
 from finetune_pipeline import validation as v
 from finetune_pipeline.cleaning.cache import CODE as CLEANING_CODE
-from finetune_pipeline.cleaning.cache import cached_clean_corpus
+from finetune_pipeline.cleaning.cache import CleaningCacheReport, cached_clean_corpus
+from finetune_pipeline.cleaning.stage import CleaningStats
 from finetune_pipeline.cleaning.quality_filters import short_rows_kept
 from finetune_pipeline.cleaning.erasure import ErasureFileError, erase_from_collection, load_erasure_requests
 from finetune_pipeline.dedup import deduplicate
@@ -23,6 +24,7 @@ from finetune_pipeline.defs.progress import logged
 from finetune_pipeline.defs.resources import PipelineResource, RayCluster
 from finetune_pipeline.defs.types import CORPUS_COLUMNS, CorpusFrame, column_schema
 from finetune_pipeline.defs.io import output_location, rejects_location
+from finetune_pipeline.defs.ray_jobs import run_as_ray_job
 from finetune_pipeline.defs.streams import committed, frame_of, identities, writers
 from finetune_pipeline.shards import ShardedDataset
 
@@ -62,8 +64,17 @@ def cleaned_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource
     except ErasureFileError as exc:
         raise dg.Failure(description=f"{exc}. Erasure requests cannot be skipped: fix the file and re-run.") from None
     cache = pipeline.cache_file(pipeline.data_root().cleaning_cache)
+    job: dict = {}  # with execution.ray_jobs: the Ray job that ran the stage
     with logged(context, "cleaned_corpus"):  # over the process pool: rows done, rate, time left
-        if streaming.enabled(settings) and settings.execution.backend == "ray":  # each batch read, cleaned and
+        if "cleaned_corpus" in settings.execution.ray_jobs:  # the same, from a Ray job's driver on the cluster
+            answer, job_id, job_api = run_as_ray_job(context, pipeline, "cleaned_corpus", raw_corpus,
+                                                     output_location(pipeline, "cleaned_corpus"),
+                                                     rejects_location(pipeline, "cleaned_corpus"), cache)
+            stats, reuse = CleaningStats.from_dict(answer["stats"]), CleaningCacheReport.from_dict(answer["reuse"])
+            job = {"ray_job_id": job_id, "ray_job_api": dg.MetadataValue.url(job_api)}
+            result = committed(pipeline, "cleaned_corpus", stats)
+            read = raw_corpus
+        elif streaming.enabled(settings) and settings.execution.backend == "ray":  # each batch read, cleaned and
             # written on a worker: this process reads the columns that cut the batches and commits the manifests
             stats, reuse = streaming.clean_dataset_on_ray(
                 raw_corpus, settings, requests, output_location(pipeline, "cleaned_corpus"),
@@ -84,7 +95,7 @@ def cleaned_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource
     _keep_raw_text_only_where_allowed(pipeline, read, rejected)
     _erase_from_published_versions(context, pipeline, result.stats, rejected)
     context.add_output_metadata({**settings_used(settings, "cleaning", "privacy"), **reuse.to_dict(),
-                                 **execution_metadata(settings.execution), **stage_metadata(raw_corpus.height, result),
+                                 **execution_metadata(settings.execution), **job, **stage_metadata(raw_corpus.height, result),
                                  **cleaning_metadata(result.stats, settings.privacy.policy)},
                                 output_name="result")
     yield from checked(context, pipeline, "cleaned_corpus", result, raw_corpus=read_ids)
