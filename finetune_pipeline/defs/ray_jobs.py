@@ -57,13 +57,6 @@ def run_as_ray_job(context: dg.AssetExecutionContext, pipeline: PipelineResource
     api = job_api_address(settings.execution)
     root = pipeline.data_root()
     data_dir = str(root.path.resolve())
-    # on the data root, which the job reads too (its erasure requests): a job needs to see it
-    spec_path = ray_job.write_spec(root.path / ".pipeline" / "jobs" / f"{stage}-{context.run_id}.json",
-                                   ray_job.JobSpec(stage=stage, data_dir=data_dir,
-                                                   settings=settings.model_dump(mode="json"),
-                                                   source=str(source.location), kept_location=str(kept_location),
-                                                   rejects_location=str(rejects_location),
-                                                   cache_file=str(cache_file) if cache_file else None))
     client = PipesRayJobClient(address=api, forward_termination=False, poll_interval=1.0)
     try:
         earlier = _running_jobs(client.client, data_dir, stage)
@@ -77,8 +70,15 @@ def run_as_ray_job(context: dg.AssetExecutionContext, pipeline: PipelineResource
             f"{stage}: the Ray job API at {api} cannot be reached ({type(exc).__name__}: {exc}). Start the head "
             f"with its dashboard (`ray start --head --dashboard-host 127.0.0.1`), set execution.ray_job_address "
             f"to its address, or take {stage} out of execution.ray_jobs to run it from the step.")) from None
+    # on the data root, which the job reads too (its erasure requests): a job needs to see it
+    spec_path = ray_job.write_spec(root.path / ".pipeline" / "jobs" / f"{stage}-{context.run_id}.json",
+                                   ray_job.JobSpec(stage=stage, data_dir=data_dir,
+                                                   settings=settings.model_dump(mode="json"),
+                                                   source=str(source.location), kept_location=str(kept_location),
+                                                   rejects_location=str(rejects_location),
+                                                   cache_file=str(cache_file) if cache_file else None))
     python = settings.execution.ray_job_python or sys.executable
-    env = {name: value for name, value in execution.ray_init_options()["runtime_env"]["env_vars"].items()}
+    env = dict(execution.ray_init_options()["runtime_env"]["env_vars"])  # offline flags and the like, no secrets
     try:
         invocation = client.run(context=context, submit_job_params={
             "entrypoint": f"{shlex.quote(python)} -m finetune_pipeline.ray_job {shlex.quote(str(spec_path))}",
@@ -92,6 +92,11 @@ def run_as_ray_job(context: dg.AssetExecutionContext, pipeline: PipelineResource
             f"{stage}: the Ray job failed; the previous {stage} stays as it was. {exc}\nIts whole log: "
             f"`ray job logs <job id in the step's log> --address {api}`. Fix the cause and run again, or take "
             f"{stage} out of execution.ray_jobs to run it from the step.")) from None
+    except OSError as exc:  # the job API stopped answering (requests' errors are OSErrors)
+        raise dg.Failure(description=(
+            f"{stage}: the Ray job API at {api} stopped answering while the job ran ({type(exc).__name__}: {exc}). "
+            f"The job may still be running on the cluster: `ray job list --address {api}` once the head answers; "
+            f"run again then: the next run waits for it and reuses what it cleaned.")) from None
     job_id = invocation.metadata["Ray Job ID"]
     reported = invocation.get_materialize_result().metadata[ray_job.RESULT_KEY]
     return reported.value, getattr(job_id, "value", job_id), api

@@ -1,0 +1,67 @@
+"""`execution.ray_jobs`: what needs no cluster (the settings' rules, the job API's address, the job spec).
+The job itself runs against a real cluster in test_ray_backend.py
+(`test_a_ray_job_stage_outlives_its_killed_dagster_run_and_the_next_run_waits_for_it`)."""
+
+import json
+
+import dagster as dg
+import pytest
+from pydantic import ValidationError
+
+from finetune_pipeline import ray_job
+from finetune_pipeline.defs.ray_jobs import job_api_address
+from finetune_pipeline.settings import ExecutionSettings
+
+
+def test_ray_jobs_need_the_ray_backend_streaming_and_a_known_stage():
+    assert ExecutionSettings(backend="ray", ray_jobs=["cleaned_corpus"]).ray_jobs == ["cleaned_corpus"]
+    with pytest.raises(ValidationError, match="need backend: ray and streaming: true"):
+        ExecutionSettings(ray_jobs=["cleaned_corpus"])
+    with pytest.raises(ValidationError, match="need backend: ray and streaming: true"):
+        ExecutionSettings(backend="ray", streaming=False, ray_jobs=["cleaned_corpus"])
+    with pytest.raises(ValidationError, match="cleaned_corpus"):  # the stages that can: named in the error
+        ExecutionSettings(backend="ray", ray_jobs=["labeled_corpus"])
+
+
+def test_the_job_api_is_port_8265_on_the_clusters_host_unless_named(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    jobs = {"backend": "ray", "ray_jobs": ["cleaned_corpus"]}
+    assert job_api_address(ExecutionSettings(**jobs, ray_address="10.0.0.5:6379")) == "http://10.0.0.5:8265"
+    assert job_api_address(ExecutionSettings(**jobs, ray_address="ray://head.svc:10001")) == "http://head.svc:8265"
+    assert job_api_address(ExecutionSettings(**jobs, ray_address="10.0.0.5:6379",
+                                             ray_job_address="https://ray.example:443")) == "https://ray.example:443"
+    monkeypatch.setenv("RAY_ADDRESS", "192.168.1.9:6379")
+    assert job_api_address(ExecutionSettings(**jobs)) == "http://192.168.1.9:8265"
+    monkeypatch.delenv("RAY_ADDRESS")
+    # a cluster started for the run dies with it: a job needs one started apart, and the error says how
+    with pytest.raises(dg.Failure, match="ray start --head") as refused:
+        job_api_address(ExecutionSettings(**jobs))
+    assert "execution.ray_address" in refused.value.description and "ray_jobs" in refused.value.description
+
+
+def test_the_job_spec_round_trips_and_names_only_stages_that_can_run_as_jobs(tmp_path):
+    spec = ray_job.JobSpec(stage="cleaned_corpus", data_dir=str(tmp_path), settings={"task": "classification"},
+                           source="/data/.pipeline/assets/raw_corpus", kept_location="/k", rejects_location="/r",
+                           cache_file=None)
+    path = ray_job.write_spec(tmp_path / "jobs" / "spec.json", spec)
+    assert ray_job.read_spec(path) == spec
+    path.write_text(json.dumps({**json.loads(path.read_text()), "stage": "dataset_splits"}))
+    with pytest.raises(ValueError, match="cannot run as a Ray job; one of cleaned_corpus"):
+        ray_job.read_spec(path)
+    assert ray_job.main([]) == 2  # usage
+
+
+def test_a_job_api_that_does_not_answer_fails_the_step_with_the_address_and_what_to_do(tmp_path):
+    from finetune_pipeline.defs.ray_jobs import run_as_ray_job
+    from finetune_pipeline.defs.resources import PipelineResource
+
+    pipeline = PipelineResource(data_dir=str(tmp_path), settings_yaml=(
+        "execution: {backend: ray, ray_address: '127.0.0.1:1', ray_jobs: [cleaned_corpus], "
+        "ray_job_address: 'http://127.0.0.1:1'}"))
+    with pytest.raises(dg.Failure) as refused:
+        run_as_ray_job(dg.build_asset_context(), pipeline, "cleaned_corpus", None, tmp_path / "kept",
+                       tmp_path / "rejected", None)
+    message = refused.value.description
+    assert "http://127.0.0.1:1 cannot be reached" in message and "ray start --head" in message
+    assert "take cleaned_corpus out of execution.ray_jobs" in message
+    assert not (tmp_path / ".pipeline" / "jobs").exists() or not list((tmp_path / ".pipeline" / "jobs").iterdir())
