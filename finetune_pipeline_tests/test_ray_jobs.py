@@ -58,10 +58,46 @@ def test_a_job_api_that_does_not_answer_fails_the_step_with_the_address_and_what
     pipeline = PipelineResource(data_dir=str(tmp_path), settings_yaml=(
         "execution: {backend: ray, ray_address: '127.0.0.1:1', ray_jobs: [cleaned_corpus], "
         "ray_job_address: 'http://127.0.0.1:1'}"))
-    with pytest.raises(dg.Failure) as refused:
-        run_as_ray_job(dg.build_asset_context(), pipeline, "cleaned_corpus", None, tmp_path / "kept",
-                       tmp_path / "rejected", None)
+    with dg.build_asset_context() as context, pytest.raises(dg.Failure) as refused:
+        run_as_ray_job(context, pipeline, "cleaned_corpus", None, tmp_path / "kept", tmp_path / "rejected", None)
     message = refused.value.description
     assert "http://127.0.0.1:1 cannot be reached" in message and "ray start --head" in message
     assert "take cleaned_corpus out of execution.ray_jobs" in message
     assert not (tmp_path / ".pipeline" / "jobs").exists() or not list((tmp_path / ".pipeline" / "jobs").iterdir())
+
+
+def test_a_failed_job_fails_the_step_with_the_end_of_its_log_and_leaves_no_spec(tmp_path, monkeypatch):
+    from dagster_ray.core.pipes import PipesRayJobClient
+
+    from finetune_pipeline.defs import ray_jobs
+    from finetune_pipeline.defs.resources import PipelineResource
+    from finetune_pipeline.shards import write_dataset
+
+    import polars as pl
+
+    traceback = [f"  frame {i}" for i in range(40)] + ["ValueError: a shard is damaged"]
+    message = "[pipes] Ray job pipes-abc failed with status FAILED. Message:\n" + "\n".join(traceback)
+
+    def failing_run(self, *, context, submit_job_params, extras=None):
+        spec = submit_job_params["entrypoint"].rsplit(" ", 1)[-1]
+        assert ray_job.read_spec(spec).stage == "cleaned_corpus"  # written before the submission
+        raise RuntimeError(message)
+
+    monkeypatch.setattr(PipesRayJobClient, "client", None)  # no job API: no earlier job to wait for
+    monkeypatch.setattr(ray_jobs, "_running_jobs", lambda client, data_dir, stage: [])
+    monkeypatch.setattr(PipesRayJobClient, "run", failing_run)
+    write_dataset(pl.DataFrame({"record_id": ["a"]}), tmp_path / "raw")
+    from finetune_pipeline.shards import open_dataset
+
+    pipeline = PipelineResource(data_dir=str(tmp_path), settings_yaml=(
+        "execution: {backend: ray, ray_address: '127.0.0.1:1', ray_jobs: [cleaned_corpus]}"))
+    with dg.build_asset_context() as context, pytest.raises(dg.Failure) as refused:
+        ray_jobs.run_as_ray_job(context, pipeline, "cleaned_corpus", open_dataset(tmp_path / "raw"),
+                                tmp_path / "kept", tmp_path / "rejected", None)
+    text = refused.value.description
+    assert "the Ray job failed; the previous cleaned_corpus stays as it was" in text
+    assert "pipes-abc failed with status FAILED" in text and "ValueError: a shard is damaged" in text
+    assert "frame 0" not in text and "..." in text  # the log's end, not all of it
+    assert "ray job logs" in text and "http://127.0.0.1:8265" in text
+    assert not list((tmp_path / ".pipeline" / "jobs").glob("*.json"))  # the spec goes with the failed job
+    assert ray_jobs.log_excerpt("status only") == "status only"

@@ -22,6 +22,7 @@ from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.settings import ExecutionSettings
 
 JOB_API_PORT = 8265  # `ray start --head`'s dashboard (the job API) by default
+JOB_LOG_LINES = 15  # of a failed job's log, in the step's failure (the traceback's end)
 
 
 def job_api_address(settings: ExecutionSettings) -> str:
@@ -36,6 +37,13 @@ def job_api_address(settings: ExecutionSettings) -> str:
             "execution.ray_address (or $RAY_ADDRESS) to it, or empty execution.ray_jobs in finetune.yaml."))
     host = urlparse(address if "://" in address else f"ray://{address}").hostname or "127.0.0.1"
     return f"http://{host}:{JOB_API_PORT}"
+
+
+def log_excerpt(message: str, lines: int = JOB_LOG_LINES) -> str:
+    """dagster-ray's error for a failed job: its status line, then up to 20,000 characters of the job's log;
+    kept: the status line and the log's last `lines` lines (the traceback's end)."""
+    first, *log = message.splitlines() or [""]
+    return "\n".join([first, *(["..."] if len(log) > lines else []), *log[-lines:]])
 
 
 def _running_jobs(client, data_dir: str, stage: str) -> list:
@@ -89,8 +97,8 @@ def run_as_ray_job(context: dg.AssetExecutionContext, pipeline: PipelineResource
     except RuntimeError as exc:  # the job failed or was stopped: Ray's message names the error
         spec_path.unlink(missing_ok=True)  # the job removes it once read; not when it never started
         raise dg.Failure(description=(
-            f"{stage}: the Ray job failed; the previous {stage} stays as it was. {exc}\nIts whole log: "
-            f"`ray job logs <job id in the step's log> --address {api}`. Fix the cause and run again, or take "
+            f"{stage}: the Ray job failed; the previous {stage} stays as it was. {log_excerpt(str(exc))}\n"
+            f"Its whole log: `ray job logs <job id in the step's log> --address {api}`. Fix the cause and run again, or take "
             f"{stage} out of execution.ray_jobs to run it from the step.")) from None
     except OSError as exc:  # the job API stopped answering (requests' errors are OSErrors)
         raise dg.Failure(description=(
