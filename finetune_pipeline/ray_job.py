@@ -8,8 +8,8 @@ and its cleaning cache are committed atomically; a run that starts after a resta
 cache) and does not clean the same records again. The stages after it decide over the whole corpus and take
 minutes, and collection reads the data root's files, which a job on a remote head may not see.
 
-The step writes a job spec (a JSON file beside the stage's output: the input and output locations, the
-settings it runs with, the cache file) and submits `python -m finetune_pipeline.ray_job SPEC` through
+The step writes a job spec (a JSON file under the data root's .pipeline/jobs/: the input and output locations,
+the settings it runs with, the cache file; the job deletes it once read) and submits `python -m finetune_pipeline.ray_job SPEC` through
 dagster-ray's Pipes client (finetune_pipeline/defs/ray_jobs.py). The job connects to its cluster, runs the
 stage dataset to dataset (streaming.clean_dataset_on_ray: every batch on the workers), reports progress as
 Pipes log lines and its statistics as the materialization's metadata (counts only, never text), and exits.
@@ -19,6 +19,7 @@ subjects are personal data; a Ray job's environment is shown in the Ray dashboar
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,14 +58,13 @@ def read_spec(path: str | Path) -> JobSpec:
 def run_stage(spec: JobSpec, log=print) -> dict:
     """Run the spec's stage here (the job's driver) on the cluster; returns its statistics as JSON values:
     `{"stats": CleaningStats.to_dict(), "reuse": CleaningCacheReport.to_dict()}`."""
+    import ray
+
     from finetune_pipeline.cleaning.erasure import load_erasure_requests
+    from finetune_pipeline.execution import connect, ray_address
     from finetune_pipeline.settings import Settings
     from finetune_pipeline.shards import open_dataset
     from finetune_pipeline.streaming import clean_dataset_on_ray
-
-    import ray
-
-    from finetune_pipeline.execution import connect, ray_address
 
     settings = Settings.model_validate(spec.settings)
     # the job's own runtime env (this package and the environment, set at submission) applies to its tasks:
@@ -91,11 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m finetune_pipeline.ray_job SPEC.json", file=sys.stderr)
         return 2
+    from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
+
     spec = read_spec(argv[0])
     Path(argv[0]).unlink(missing_ok=True)  # read once: the settings it holds do not stay behind
-    import os
-
-    from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
 
     if DAGSTER_PIPES_CONTEXT_ENV_VAR not in os.environ:
         print(json.dumps(run_stage(spec)))

@@ -73,7 +73,7 @@ def run_as_ray_job(context: dg.AssetExecutionContext, pipeline: PipelineResource
                              f"this data root; waiting for it to finish first")
             time.sleep(2.0)
             earlier = _running_jobs(client.client, data_dir, stage)
-    except (ConnectionError, OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError) as exc:  # requests' ConnectionError is an OSError
         raise dg.Failure(description=(
             f"{stage}: the Ray job API at {api} cannot be reached ({type(exc).__name__}: {exc}). Start the head "
             f"with its dashboard (`ray start --head --dashboard-host 127.0.0.1`), set execution.ray_job_address "
