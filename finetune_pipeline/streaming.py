@@ -418,11 +418,17 @@ def deduplicate_dataset(dataset: ShardedDataset, settings: Settings, kept: Datas
     """`dedup.deduplicate` over the columns it reads, the rows then streamed through in its keep order;
     returns `DedupStats`. Raises `DomainFilterRefused` as it does, before anything is written."""
     from finetune_pipeline.dedup import deduplicate
+    from finetune_pipeline.dedup.sharded import applies, deduplicate_sharded
 
-    result = deduplicate(decision_frame(dataset, DEDUP_PASSENGERS), settings, embedding_cache=embedding_cache)
+    if applies(settings):  # the texts read shard by shard, the signatures spilled to disk
+        result = deduplicate_sharded(dataset, settings)
+        columns = [*dataset.columns, *(c for c in result.kept.columns if c not in dataset.columns)]
+        passengers = tuple(c for c in dataset.columns if c not in result.kept.columns)
+    else:
+        result = deduplicate(decision_frame(dataset, DEDUP_PASSENGERS), settings, embedding_cache=embedding_cache)
+        columns, passengers = _output_columns(dataset, result.kept, DEDUP_PASSENGERS), DEDUP_PASSENGERS
     rejected.write(result.rejected)
-    write_joined(dataset, result.kept, kept, passengers=DEDUP_PASSENGERS,
-                 columns=_output_columns(dataset, result.kept, DEDUP_PASSENGERS), rows=batch_rows(settings))
+    write_joined(dataset, result.kept, kept, passengers=passengers, columns=columns, rows=batch_rows(settings))
     return result.stats
 
 

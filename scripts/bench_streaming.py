@@ -158,6 +158,7 @@ def main() -> int:
     parser.add_argument("--shard-rows", type=int, default=None, help="execution.shard_rows (default: the setting's)")
     parser.add_argument("--from-stage", choices=STAGES, default=None,
                         help="reuse the data root under --out and start at this stage")
+    parser.add_argument("--to-stage", choices=STAGES, default=None, help="stop after this stage")
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # a child: run one stage
     parser.add_argument("--root", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -179,6 +180,8 @@ def main() -> int:
                        cwd=ROOT, check=True)
         print(f"generated {args.records:,} records in {time.perf_counter() - started:.0f} s under {root}", flush=True)
     stages = STAGES[STAGES.index(args.from_stage):] if args.from_stage else STAGES
+    if args.to_stage:
+        stages = stages[:stages.index(args.to_stage) + 1]
     rows = []
     for stage in stages:
         command = [sys.executable, str(Path(__file__).resolve()), "--stage", stage, "--root", str(root)]

@@ -19,13 +19,14 @@ where the answers are compared: an agreeing answer is a duplicate, a diverging o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import polars as pl
 
 from finetune_pipeline.dedup.conflicts import ConflictStats
 from finetune_pipeline.dedup.exact import exact_duplicates, keep_order
-from finetune_pipeline.dedup.minhash import near_duplicate_clusters, similarity_histogram
+from finetune_pipeline.dedup.minhash import NearDuplicates, near_duplicate_clusters, similarity_histogram
 from finetune_pipeline.domain import DomainStats, domain_filter
 from finetune_pipeline.embeddings import EmbeddingCache
 from finetune_pipeline.records import StageResult, StageStats, reject_rows
@@ -89,7 +90,9 @@ def _resolve_to_kept(removed: pl.DataFrame) -> pl.DataFrame:
     return resolved
 
 
-def _cluster_stats(kept: pl.DataFrame, removed: pl.DataFrame, stats: DedupStats) -> None:
+def _cluster_stats(kept: pl.DataFrame, removed: pl.DataFrame, stats: DedupStats,
+                   texts_of: Callable[[list[str]], pl.Series] | None = None) -> None:
+    """`texts_of`: the texts of some kept record ids (in their order), where `kept` has no `text` column."""
     sizes = removed.group_by("kept_id").agg(
         pl.len().alias("removed"), *[(pl.col("reason") == r).sum().alias(r) for r in _REASONS])
     sizes = sizes.with_columns((pl.col("removed") + 1).alias("size")).sort(["size", "kept_id"], descending=[True, False])
@@ -98,8 +101,11 @@ def _cluster_stats(kept: pl.DataFrame, removed: pl.DataFrame, stats: DedupStats)
     for label, (low, high) in buckets.items():
         inside = pl.col("size") >= low if high is None else pl.col("size").is_between(low, high)
         size_counts[label] = sizes.filter(inside).height
-    top = sizes.head(LARGEST_CLUSTERS).join(
-        kept.select(pl.col("record_id").alias("kept_id"), "text"), on="kept_id", how="left", maintain_order="left")
+    top = sizes.head(LARGEST_CLUSTERS)
+    texts = kept.select(pl.col("record_id").alias("kept_id"), "text") if "text" in kept.columns else \
+        pl.DataFrame({"kept_id": top["kept_id"], "text": texts_of(top["kept_id"].to_list())},
+                     schema={"kept_id": pl.String, "text": pl.String})
+    top = top.join(texts, on="kept_id", how="left", maintain_order="left")
     stats.clusters_with_duplicates, stats.cluster_sizes = sizes.height, size_counts
     stats.largest_clusters = [
         ClusterSummary(group_id=row["kept_id"], size=row["size"], **{r: row[r] for r in _REASONS},
@@ -118,9 +124,7 @@ def deduplicate(corpus: pl.DataFrame, settings: Settings | DedupSettings,
         if isinstance(settings, Settings) and settings.domain.enabled else None
     corpus = domain.kept if domain else corpus
     kept, exact = exact_duplicates(keep_order(corpus))
-    removed = [exact.with_columns(pl.lit("exact_duplicate").alias("reason"),
-                                  pl.format("exact duplicate (same text after case and whitespace folding) of {}",
-                                            "duplicate_of").alias("_detail"))]
+    removed = [exact_rejects(exact)]
     stats = DedupStats(exact_duplicates=exact.height, domain=domain.stats if domain else None)
 
     # What near and semantic dedup compare is the kind's (instruction data: nothing here, its prompts are
@@ -128,13 +132,8 @@ def deduplicate(corpus: pl.DataFrame, settings: Settings | DedupSettings,
     texts = task.near_duplicate_texts(kept)
     if cfg.near_duplicates and kept.height and texts is not None:
         near = near_duplicate_clusters(texts, cfg, execution=settings.execution if isinstance(settings, Settings) else None)
-        kept, dups = _split_clusters(kept, near.root, near.similarity)
-        removed.append(dups.with_columns(pl.lit("near_duplicate").alias("reason"), pl.format(
-            "near duplicate of {} (estimated Jaccard {})", "duplicate_of",
-            pl.col("_similarity").round(2)).alias("_detail")))
-        stats.near_duplicates, stats.near_candidate_pairs = dups.height, near.candidate_pairs
-        stats.near_similarity_histogram = near.candidate_histogram
-        stats.near_kept_apart = near.kept_apart
+        kept, dups = near_rejects(kept, near, stats)
+        removed.append(dups)
 
     if cfg.semantic and kept.height > 1 and texts is not None:
         from finetune_pipeline.dedup.semantic import semantic_clusters  # torch only when asked for
@@ -147,9 +146,38 @@ def deduplicate(corpus: pl.DataFrame, settings: Settings | DedupSettings,
         stats.semantic_duplicates = dups.height
         stats.semantic_nearest_histogram = similarity_histogram(np.clip(sem.nearest, 0.0, 1.0))
 
+    result = settle(kept, removed, stats, cfg, task)
+    if domain:
+        result.rejected = pl.concat([domain.rejected, result.rejected])
+    return result
+
+
+def exact_rejects(exact: pl.DataFrame) -> pl.DataFrame:
+    """`exact_duplicates`' duplicates (with `duplicate_of`) as removed rows with their reason and detail."""
+    return exact.with_columns(pl.lit("exact_duplicate").alias("reason"),
+                              pl.format("exact duplicate (same text after case and whitespace folding) of {}",
+                                        "duplicate_of").alias("_detail"))
+
+
+def near_rejects(kept: pl.DataFrame, near: NearDuplicates, stats: DedupStats) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(the kept records, the near duplicates as removed rows) of `near_duplicate_clusters`' answer on
+    `kept`'s texts; fills the near-duplicate statistics."""
+    kept, dups = _split_clusters(kept, near.root, near.similarity)
+    stats.near_duplicates, stats.near_candidate_pairs = dups.height, near.candidate_pairs
+    stats.near_similarity_histogram = near.candidate_histogram
+    stats.near_kept_apart = near.kept_apart
+    return kept, dups.with_columns(pl.lit("near_duplicate").alias("reason"), pl.format(
+        "near duplicate of {} (estimated Jaccard {})", "duplicate_of", pl.col("_similarity").round(2)).alias("_detail"))
+
+
+def settle(kept: pl.DataFrame, removed: list[pl.DataFrame], stats: DedupStats, cfg: DedupSettings, task,
+           texts_of: Callable[[list[str]], pl.Series] | None = None) -> StageResult:
+    """The stage's answer from the kept records and the removed ones (`record_id`, `source_uri`, `locator`,
+    `duplicate_of`, `reason`, `_detail`): chains resolved to the kept record, cluster statistics, rejects, then
+    the kind's own duplicates and `group_id`. `texts_of`: see `_cluster_stats` (when `kept` has no text)."""
     columns = ["record_id", "source_uri", "locator", "duplicate_of", "reason", "_detail"]
     removed = _resolve_to_kept(pl.concat([frame.select(columns) for frame in removed]))
-    _cluster_stats(kept, removed, stats)
+    _cluster_stats(kept, removed, stats, texts_of)
     rejected = pl.concat([
         reject_rows(removed.filter(pl.col("reason") == reason), STAGE, reason,
                     pl.when(pl.col("kept_id") == pl.col("duplicate_of")).then(pl.col("_detail"))
@@ -160,7 +188,4 @@ def deduplicate(corpus: pl.DataFrame, settings: Settings | DedupSettings,
     # The kind's own duplicates and `group_id` (instruction: duplicate prompts, conflicting answers, prompt groups)
     grouped = task.duplicate_groups(kept, cfg)
     kept, stats.prompts = grouped.kept, grouped.stats
-    rejected = pl.concat([rejected, grouped.rejected])
-    if domain:
-        rejected = pl.concat([domain.rejected, rejected])
-    return StageResult(kept=kept, rejected=rejected, stats=stats)
+    return StageResult(kept=kept, rejected=pl.concat([rejected, grouped.rejected]), stats=stats)

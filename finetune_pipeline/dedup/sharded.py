@@ -1,0 +1,397 @@
+"""Exact and near duplicates of a sharded dataset without holding its texts: the streaming path's
+deduplication (`streaming.deduplicate_dataset`), with the same answer as `stage.deduplicate` on the whole
+frame (`test_dedup_sharded.py` compares them row for row), for the kinds that compare whole texts
+(classification) when neither the domain filter nor semantic dedup is on (both embed every text).
+
+This process holds per record its id, `source_uri` and `locator` (for the keep order and the rejects) and
+a few numbers; the texts are read one shard at a time, and the MinHash signatures and band keys go to a
+spill folder on disk (`tempfile`'s, so `TMPDIR`; about num_perm x 8 bytes per record: 1 GB at 1M records
+and 128 permutations), one file per shard:
+
+1. Keep order and exact duplicates: the keep-order columns and the exact key (`exact.dedup_key`: a hash of
+   the folded text) of every record, shard by shard; sorted, the first record of each key is kept.
+2. One pass over the texts, shard by shard: per kept record its word count (short, in the n-gram pass), its
+   n-gram signature and band keys and, for a short text, its word-set signature and band keys, written to
+   the spill folder.
+3. Per band: that band's key of every record (8 bytes each) gives its candidate pairs exactly as
+   `minhash.candidate_pairs` does (stable sort, each record paired with the next `LSH_WINDOW` of its
+   bucket); the pairs go to partition files by the shards their two records lie in.
+4. Per partition: its unique pairs, scored against the two shards' signatures (read back from the spill):
+   the candidate histogram and the verified pairs (few) stay here.
+5. Clusters and the word-set pass's checks as `minhash.near_duplicate_clusters`; the names check reads the
+   texts of the records of the pairs above the threshold only.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from finetune_pipeline.dedup import minhash as mh
+from finetune_pipeline.dedup.exact import KEEP_ORDER, dedup_key
+from finetune_pipeline.dedup.identifiers import names_differ
+from finetune_pipeline.records import StageResult
+from finetune_pipeline.settings import DedupSettings, ExecutionSettings
+from finetune_pipeline.shards import ShardedDataset
+
+_U64 = np.uint64
+_LOW = _U64(0xFFFFFFFF)
+# Candidate pairs buffered before they are written to their partitions (8 bytes each).
+FLUSH_PAIRS = 2_000_000
+# Pairs scored at once (two num_perm-wide uint32 rows each).
+SCORE_CHUNK = 16_384
+
+
+def applies(settings) -> bool:
+    """Whether `deduplicate_sharded` gives this run's answer: the kind compares whole texts (its
+    near-duplicate texts are the records' own, its groups are the records), no pass embeds every text, and
+    the batch functions run in this process (on Ray, `minhash.near_duplicate_clusters` sends them to the workers)."""
+    from finetune_pipeline.tasks import task_for
+
+    return (task_for(settings).name == "classification" and not settings.domain.enabled
+            and not settings.dedup.semantic and settings.execution.backend == "local")
+
+
+class DatasetTexts:
+    """The texts of the documents (rows `rows` of `dataset`, in that order), read from the shards when
+    asked for: what `minhash.components_naming_one_thing` reads of the few texts it needs."""
+
+    def __init__(self, dataset: ShardedDataset, rows: np.ndarray, column: str = "text"):
+        self.dataset, self.rows, self.column = dataset, rows, column
+        self.bounds = np.cumsum([0] + [s.rows for s in dataset.manifest.shards])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def gather(self, docs: np.ndarray) -> pl.Series:
+        docs = np.asarray(docs, dtype=np.int64)
+        rows = self.rows[docs]
+        parts = []
+        for number, shard in enumerate(self.dataset.shard_urls()):
+            lo, hi = self.bounds[number], self.bounds[number + 1]
+            inside = np.flatnonzero((rows >= lo) & (rows < hi))
+            if inside.size:
+                texts = _read_shard(self.dataset, number, [self.column])[self.column]
+                parts.append(pl.DataFrame({"at": inside, self.column: texts.gather(rows[inside] - lo)}))
+        if not parts:
+            return pl.Series(self.column, [], dtype=pl.String)
+        return pl.concat(parts).sort("at")[self.column]
+
+
+def _read_shard(dataset: ShardedDataset, number: int, columns: list[str]) -> pl.DataFrame:
+    from finetune_pipeline.shards import _fs
+
+    fs, path = _fs(dataset.shard_urls()[number])
+    with fs.open(path, "rb") as src:
+        return pl.read_parquet(src, columns=columns)
+
+
+@dataclass
+class _Layout:
+    """Where each document (exact-kept record, in keep order) lies: its dataset row, shard, row in the shard."""
+
+    rows: np.ndarray  # per document, its dataset row
+    shard: np.ndarray  # per document, its shard
+    local: np.ndarray  # per document, its row in the shard
+    shards: int
+
+    @classmethod
+    def of(cls, rows: np.ndarray, bounds: np.ndarray) -> _Layout:
+        shard = np.searchsorted(bounds, rows, side="right") - 1
+        return cls(rows, shard, rows - bounds[shard], len(bounds) - 1)
+
+    def documents_of_shard(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per shard: (its documents, their rows in the shard)."""
+        order = np.argsort(self.shard, kind="stable")
+        cuts = np.searchsorted(self.shard[order], np.arange(self.shards + 1))
+        return [(order[cuts[s]:cuts[s + 1]], self.local[order[cuts[s]:cuts[s + 1]]]) for s in range(self.shards)]
+
+
+class _Signatures:
+    """One pass's per-shard signature and band-key files (rows: every row of the shard; zero for a row
+    outside the pass)."""
+
+    def __init__(self, folder: Path, name: str):
+        self.folder, self.name = folder, name
+
+    def signature_file(self, shard: int) -> Path:
+        return self.folder / f"{self.name}-sig-{shard}.npy"
+
+    def keys_file(self, shard: int) -> Path:
+        return self.folder / f"{self.name}-keys-{shard}.npy"
+
+    def write(self, shard: int, signatures: np.ndarray, bands: int, rows: int) -> None:
+        np.save(self.signature_file(shard), signatures)
+        np.save(self.keys_file(shard), mh.band_keys(np.ascontiguousarray(signatures[:, :bands * rows]), bands))
+
+    def band(self, band: int, layout: _Layout, per_shard: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """Every document's key in `band` (8 bytes per document)."""
+        key = np.zeros(len(layout.rows), dtype=_U64)
+        for shard, (docs, local) in enumerate(per_shard):
+            if docs.size:
+                stored = np.load(self.keys_file(shard), mmap_mode="r")
+                key[docs] = stored[band][local]
+                del stored
+        return key
+
+    def similarity(self, pairs: np.ndarray, layout: _Layout) -> np.ndarray:
+        """Estimated Jaccard of document pairs (k x 2), as `minhash.estimated_jaccard`: pairs taken group by
+        group of their two shards, with at most two shards' signatures read at a time."""
+        out = np.empty(len(pairs), dtype=np.float64)
+        if not len(pairs):
+            return out
+        si, sj = layout.shard[pairs[:, 0]], layout.shard[pairs[:, 1]]
+        group = np.minimum(si, sj) * layout.shards + np.maximum(si, sj)
+        order = np.argsort(group, kind="stable")
+        cuts = np.flatnonzero(np.diff(group[order])) + 1
+        loaded: dict[int, np.ndarray] = {}
+        for chunk in np.split(order, cuts):
+            needed = {int(si[chunk[0]]), int(sj[chunk[0]])}
+            for shard in list(loaded):
+                if shard not in needed:
+                    del loaded[shard]
+            for shard in needed - set(loaded):
+                loaded[shard] = np.load(self.signature_file(shard))
+            out[chunk] = self._score(pairs[chunk], loaded, layout)
+        return out
+
+    @staticmethod
+    def _score(pairs: np.ndarray, loaded: dict[int, np.ndarray], layout: _Layout) -> np.ndarray:
+        num_perm = next(iter(loaded.values())).shape[1]
+        out = np.empty(len(pairs), dtype=np.float64)
+        for start in range(0, len(pairs), SCORE_CHUNK):
+            part = pairs[start:start + SCORE_CHUNK]
+            sides = []
+            for column in (0, 1):
+                docs = part[:, column]
+                side = np.empty((len(docs), num_perm), dtype=np.uint32)
+                for shard, matrix in loaded.items():
+                    here = layout.shard[docs] == shard
+                    side[here] = matrix[layout.local[docs[here]]]
+                sides.append(side)
+            equal = (sides[0] == sides[1]).view(np.uint8).sum(axis=1, dtype=np.uint16)
+            out[start:start + len(part)] = equal
+        return out / num_perm if num_perm else out
+
+
+class _PairSpill:
+    """Candidate pairs (packed `i << 32 | j`) in partition files by the shards of their two documents, so a
+    pair found in several bands lands in one file, and one partition's pairs are scored at a time."""
+
+    def __init__(self, folder: Path, layout: _Layout):
+        self.folder, self.layout = folder, layout
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.buffer: list[np.ndarray] = []
+        self.buffered = 0
+
+    def add(self, packed: np.ndarray) -> None:
+        self.buffer.append(packed)
+        self.buffered += len(packed)
+        if self.buffered >= FLUSH_PAIRS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        packed = np.concatenate(self.buffer)
+        self.buffer, self.buffered = [], 0
+        si, sj = self.layout.shard[(packed >> _U64(32)).astype(np.int64)], self.layout.shard[(packed & _LOW).astype(np.int64)]
+        part = np.minimum(si, sj) * self.layout.shards + np.maximum(si, sj)
+        order = np.argsort(part, kind="stable")
+        part, packed = part[order], packed[order]
+        cuts = np.flatnonzero(np.diff(part)) + 1
+        for start, stop in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(part)]])):
+            with (self.folder / f"{int(part[start])}.u64").open("ab") as handle:
+                packed[start:stop].tofile(handle)
+
+    def partitions(self):
+        """Each partition's unique pairs (k x 2, sorted by (i, j))."""
+        self.flush()
+        for path in sorted(self.folder.glob("*.u64"), key=lambda p: int(p.stem)):
+            packed = np.unique(np.fromfile(path, dtype=_U64))
+            path.unlink()
+            yield np.stack([(packed >> _U64(32)).astype(np.int64), (packed & _LOW).astype(np.int64)], axis=1)
+
+
+def _band_candidates(signatures: _Signatures, bands: int, eligible: np.ndarray, layout: _Layout,
+                     spill: _PairSpill, window: int = mh.LSH_WINDOW) -> None:
+    """`minhash.candidate_pairs`, one band at a time, into `spill`."""
+    index = np.flatnonzero(eligible)
+    if index.size < 2:
+        return
+    per_shard = layout.documents_of_shard()
+    for band in range(bands):
+        sub = signatures.band(band, layout, per_shard)[index]
+        order = np.argsort(sub, kind="stable")
+        key, doc = sub[order], index[order].astype(_U64)
+        del sub, order
+        for step in range(1, window + 1):
+            at = np.flatnonzero(key[:-step] == key[step:])
+            if not at.size:
+                break
+            spill.add((doc[at] << _U64(32)) | doc[at + step])
+    spill.flush()
+
+
+@dataclass
+class _Scored:
+    histogram: dict[str, int]
+    candidates: int
+    kept: np.ndarray  # the pairs that passed (k x 2)
+
+
+def _score_candidates(signatures: _Signatures, spill: _PairSpill, layout: _Layout, threshold: float,
+                      short: np.ndarray | None) -> _Scored:
+    """Per partition: the unique candidates' estimated Jaccard into the histogram; the pairs at or above
+    `threshold` kept (with `short`: not both short)."""
+    histogram = mh.similarity_histogram(np.empty(0))
+    kept, candidates = [], 0
+    for pairs in spill.partitions():
+        similarity = signatures.similarity(pairs, layout)
+        candidates += len(pairs)
+        for bin_, count in mh.similarity_histogram(similarity).items():
+            histogram[bin_] += count
+        keep = similarity >= threshold
+        if short is not None:
+            keep &= ~(short[pairs[:, 0]] & short[pairs[:, 1]])
+        kept.append(pairs[keep])
+    pairs = np.concatenate(kept) if kept else np.empty((0, 2), dtype=np.int64)
+    return _Scored(histogram, candidates, pairs.reshape(-1, 2))
+
+
+def _exact_and_order(dataset: ShardedDataset) -> pl.DataFrame:
+    """Every row's keep-order columns and exact key, in keep order, with `row` (its dataset row) and
+    `first_row` (the row of the first record with its key)."""
+    parts = []
+    offset = 0
+    for number in range(len(dataset.manifest.shards)):
+        shard = _read_shard(dataset, number, [*KEEP_ORDER, "text"])
+        parts.append(shard.select(pl.int_range(offset, offset + shard.height, dtype=pl.Int64).alias("row"),
+                                  *KEEP_ORDER, dedup_key(pl.col("text")).alias("_key")))
+        offset += shard.height
+    frame = pl.concat(parts) if parts else pl.DataFrame(
+        schema={"row": pl.Int64, **{c: dataset.schema[c] for c in KEEP_ORDER}, "_key": pl.UInt64})
+    frame = frame.sort(list(KEEP_ORDER), nulls_last=True, maintain_order=True)
+    return frame.with_columns(pl.col("row").first().over("_key").alias("first_row")).drop("_key", "ingested_at")
+
+
+def near_duplicates_sharded(dataset: ShardedDataset, rows: np.ndarray, cfg: DedupSettings,
+                            execution: ExecutionSettings | None = None, seed: int = 1,
+                            column: str = "text", spill_dir: str | Path | None = None) -> mh.NearDuplicates:
+    """`minhash.near_duplicate_clusters` of the texts of `dataset`'s rows `rows` (in that order: the first
+    of a cluster is kept), the texts read shard by shard and the signatures spilled to disk."""
+    n = len(rows)
+    bounds = np.cumsum([0] + [s.rows for s in dataset.manifest.shards])
+    layout = _Layout.of(np.asarray(rows, dtype=np.int64), bounds)
+    folder = Path(tempfile.mkdtemp(prefix="finetune-dedup-", dir=spill_dir))
+    try:
+        return _near(dataset, layout, cfg, execution or ExecutionSettings(), seed, column, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _near(dataset: ShardedDataset, layout: _Layout, cfg: DedupSettings, execution: ExecutionSettings, seed: int,
+          column: str, folder: Path) -> mh.NearDuplicates:
+    n = len(layout.rows)
+    ngram_rows = cfg.num_perm // cfg.bands
+    words_rows = cfg.num_perm // cfg.bands + 1  # the word-set pass's bands (`minhash.short_text_pairs`)
+    words_bands = cfg.num_perm // words_rows
+    word_sets = bool(cfg.short_text_words) and cfg.shingle == "word"
+    ngram, sets = _Signatures(folder, "ngram"), _Signatures(folder, "words")
+    short, in_ngram_pass = np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
+    shingles = np.zeros(n, dtype=np.int64)
+    for shard, (docs, local) in enumerate(layout.documents_of_shard()):
+        texts = _read_shard(dataset, shard, [column])[column]
+        size = len(texts)
+        texts = texts.gather(local)
+        if word_sets:
+            short[docs], in_ngram_pass[docs] = mh._short_and_ngram_pass(mh.word_counts(texts), cfg)
+        matrix = np.zeros((size, cfg.num_perm), dtype=np.uint32)
+        passing = in_ngram_pass[docs]
+        signatures, counts = mh.minhash_signatures(texts.filter(pl.Series(passing)), cfg.ngram, cfg.num_perm,
+                                                   cfg.shingle, seed)
+        matrix[local[passing]] = signatures
+        shingles[docs[passing]] = counts
+        ngram.write(shard, matrix, cfg.bands, ngram_rows)
+        matrix[:] = 0
+        small = short[docs]
+        if small.any():
+            signatures, _ = mh.minhash_signatures(mh.word_set_texts(texts.filter(pl.Series(small))), 1,
+                                                  cfg.num_perm, "word", seed)
+            matrix[local[small]] = signatures
+        sets.write(shard, matrix, words_bands, words_rows)
+        del matrix, signatures, texts
+
+    spill = _PairSpill(folder / "ngram", layout)
+    _band_candidates(ngram, cfg.bands, in_ngram_pass & (shingles > 0), layout, spill)
+    scored = _score_candidates(ngram, spill, layout, cfg.threshold, short if short.any() else None)
+    histogram, verified = scored.histogram, scored.kept
+    root = mh.clusters_from_pairs(n, verified, execution)
+    kept_apart, word_pairs = 0, 0
+    texts = DatasetTexts(dataset, layout.rows, column)
+    word_scored = None
+    if short.sum() > 1:
+        spill = _PairSpill(folder / "words", layout)
+        _band_candidates(sets, words_bands, short, layout, spill)
+        word_scored = _score_candidates(sets, spill, layout, cfg.threshold, None)
+        histogram = {b: histogram[b] + c for b, c in word_scored.histogram.items()}
+        above = word_scored.kept
+        tokens = mh._token_table_of(texts, np.unique(above))
+        apart = names_differ(tokens, above)
+        found = above[~apart]
+        kept_apart, word_pairs = int(apart.sum()), len(found)
+        if len(found):
+            joined = mh.components_naming_one_thing(
+                texts, short, np.concatenate([np.stack([np.arange(n), root], axis=1), found]), tokens)
+            root, kept_apart = joined.root, kept_apart + joined.kept_apart
+    to_root = np.ones(n)
+    moved = np.flatnonzero(root != np.arange(n))
+    both_short = short[moved] & short[root[moved]]
+    in_ngram = moved[~both_short & in_ngram_pass[moved] & in_ngram_pass[root[moved]]]
+    if in_ngram.size:
+        to_root[in_ngram] = ngram.similarity(np.stack([in_ngram, root[in_ngram]], axis=1), layout)
+    if both_short.any() and word_scored is not None:
+        both = moved[both_short]
+        to_root[both] = sets.similarity(np.stack([both, root[both]], axis=1), layout)
+    to_root[moved[~both_short & ~(in_ngram_pass[moved] & in_ngram_pass[root[moved]])]] = np.nan
+    return mh.NearDuplicates(root=root, similarity=to_root, candidate_histogram=histogram,
+                             candidate_pairs=sum(histogram.values()), verified_pairs=len(verified) + word_pairs,
+                             short_texts=int(short.sum()), kept_apart=kept_apart)
+
+
+def deduplicate_sharded(dataset: ShardedDataset, settings, spill_dir: str | Path | None = None) -> StageResult:
+    """`stage.deduplicate` of `dataset` where `applies(settings)`: the kept records as (`record_id`,
+    `source_uri`, `locator`, `group_id`) in keep order (their other columns are the dataset's: the caller
+    streams them through), the rejects and the statistics."""
+    from finetune_pipeline.dedup.stage import DedupStats, exact_rejects, near_rejects, settle
+    from finetune_pipeline.tasks import task_for
+
+    cfg = settings.dedup
+    ordered = _exact_and_order(dataset)
+    is_first = pl.col("row") == pl.col("first_row")
+    kept = ordered.filter(is_first)
+    first_id = ordered.select("row", "record_id").rename({"row": "first_row", "record_id": "duplicate_of"})
+    exact = ordered.filter(~is_first).join(first_id, on="first_row", how="left", maintain_order="left")
+    stats = DedupStats(exact_duplicates=exact.height)
+    removed = [exact_rejects(exact)]
+    del ordered, first_id
+    if cfg.near_duplicates and kept.height:
+        near = near_duplicates_sharded(dataset, kept["row"].to_numpy(), cfg, settings.execution, spill_dir=spill_dir)
+        kept, dups = near_rejects(kept, near, stats)
+        removed.append(dups)
+
+    def texts_of(ids: list[str]) -> pl.Series:
+        rows = kept.filter(pl.col("record_id").is_in(ids)).select("record_id", "row")
+        found = dict(zip(rows["record_id"].to_list(),
+                         DatasetTexts(dataset, rows["row"].to_numpy()).gather(np.arange(rows.height)).to_list()))
+        return pl.Series("text", [found.get(i) for i in ids], dtype=pl.String)
+
+    result = settle(kept.select("record_id", "source_uri", "locator", "row"), removed, stats, cfg,
+                    task_for(settings), texts_of)
+    result.kept = result.kept.drop("row")
+    return result

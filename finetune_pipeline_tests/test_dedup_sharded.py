@@ -1,0 +1,118 @@
+"""The streaming path's deduplication without the texts in memory (dedup/sharded.py) gives `deduplicate`'s
+answer row for row, on real text: the descriptions of the Debian packages installed on this machine
+(/var/lib/dpkg/status: short synopses, many of them near duplicates that name different things, such as
+`-dev`/`-doc` companions, and longer descriptions shared between packages), plus planted copies (case and
+spacing changed; one word edited in a long text), an empty text and one of punctuation only, in 97-row
+shards (17 of them: pairs across shards) whose keep order is not the input's."""
+
+from __future__ import annotations
+
+import random
+import re
+import tempfile
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from finetune_pipeline import shards
+from finetune_pipeline import streaming as st
+from finetune_pipeline.dedup import deduplicate
+from finetune_pipeline.dedup.minhash import near_duplicate_clusters
+from finetune_pipeline.dedup.sharded import applies, near_duplicates_sharded
+from finetune_pipeline.settings import Settings
+
+STATUS = Path("/var/lib/dpkg/status")
+ROWS = 97
+
+
+def _descriptions() -> list[str]:
+    """Every installed package's synopsis and its long description (one line), in the file's order."""
+    texts = []
+    for block in STATUS.read_text(encoding="utf-8").split("\n\n"):
+        found = re.search(r"^Description: (.*)\n((?: .*\n?)*)", block, re.M)
+        if found:
+            texts.append(found.group(1).strip())
+            body = " ".join(line.strip() for line in found.group(2).splitlines() if line.strip() != ".")
+            if body:
+                texts.append(body)
+    return texts
+
+
+@pytest.fixture(scope="module")
+def corpus() -> pl.DataFrame:
+    assert STATUS.exists(), "this test reads the Debian package descriptions of /var/lib/dpkg/status"
+    texts = _descriptions()
+    rng = random.Random(3)
+    longer = [t for t in texts if len(t.split()) > 80]
+    planted = [t.upper().replace(" ", "  ") for t in rng.sample(texts, 20)]  # exact copies
+    for text in rng.sample(longer, 20):  # one word edited: found by the word 3-gram pass
+        words = text.split()
+        at = rng.randrange(len(words))
+        planted.append(" ".join(words[:at] + ["edited"] + words[at + 1:]))
+    texts = texts + planted + ["", "!!! ???"]
+    n = len(texts)
+    order = list(range(n))
+    rng.shuffle(order)  # rows placed at random, the ingestion time of the 3 sources not in row order
+    start = datetime(2026, 1, 1)
+    return pl.DataFrame({
+        "record_id": [f"rec-{i:05d}" for i in order],
+        "text": [texts[i] for i in order],
+        "source_uri": [f"raw/status-{i % 3}.jsonl" for i in order],
+        "locator": [f"line {i + 1}" for i in order],
+        "ingested_at": [start + timedelta(hours=2 - i % 3) for i in order],
+        "label": [("docs", "libs", "tools")[i % 3] for i in order],
+    })
+
+
+def _frame(location: Path) -> pl.DataFrame:
+    return shards.open_dataset(location).collect()
+
+
+def test_the_sharded_dedup_gives_the_in_memory_answer_on_real_text(corpus, tmp_path, monkeypatch):
+    settings = Settings.model_validate({"execution": {"shard_rows": ROWS}})
+    assert applies(settings)
+    shards.write_dataset(corpus, tmp_path / "in", shard_rows=ROWS)
+    dataset = shards.open_dataset(tmp_path / "in")
+    assert len(dataset.manifest.shards) >= 15
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "spill"))
+    (tmp_path / "spill").mkdir()
+
+    expected = deduplicate(corpus, settings)
+    kept = shards.DatasetWriter(tmp_path / "kept", shard_rows=ROWS)
+    rejected = shards.DatasetWriter(tmp_path / "rejects", shard_rows=ROWS)
+    stats = st.deduplicate_dataset(dataset, settings, kept, rejected)
+    kept.commit(), rejected.commit()
+
+    # what the corpus exercises: exact copies, near duplicates of both passes, pairs kept apart for their names
+    reasons = expected.rejected["reason"].value_counts()
+    assert dict(reasons.iter_rows()).keys() == {"exact_duplicate", "near_duplicate"}
+    assert expected.stats.exact_duplicates >= 20 and expected.stats.near_duplicates >= 100
+    assert expected.stats.near_kept_apart > 0
+    details = expected.rejected.filter(pl.col("reason") == "near_duplicate")["detail"]
+    assert details.str.contains("estimated Jaccard").all()
+    assert [c for c in expected.kept["record_id"]] != sorted(corpus["record_id"])  # keep order is not row order
+
+    assert _frame(tmp_path / "kept").equals(expected.kept)
+    assert _frame(tmp_path / "rejects").equals(expected.rejected)
+    assert stats.to_dict() == expected.stats.to_dict()
+    assert not list((tmp_path / "spill").iterdir())  # the signatures and pairs are removed
+
+
+def test_the_sharded_near_duplicates_equal_the_in_memory_ones_pair_for_pair(corpus, tmp_path):
+    """The clusters, similarities to the root (NaN where none is measured), histogram and counts."""
+    settings = Settings.model_validate({"dedup": {"threshold": 0.6}})
+    shards.write_dataset(corpus, tmp_path / "in", shard_rows=ROWS)
+    dataset = shards.open_dataset(tmp_path / "in")
+    rows = np.argsort(corpus["record_id"].to_numpy(), kind="stable")  # any order of any rows
+    expected = near_duplicate_clusters(corpus["text"].gather(rows), settings.dedup)
+    found = near_duplicates_sharded(dataset, rows, settings.dedup, spill_dir=tmp_path)
+    assert (expected.root != np.arange(len(rows))).sum() > 100
+    assert np.array_equal(found.root, expected.root)
+    assert np.array_equal(found.similarity, expected.similarity, equal_nan=True)
+    assert (found.candidate_histogram, found.candidate_pairs, found.verified_pairs, found.short_texts,
+            found.kept_apart) == (expected.candidate_histogram, expected.candidate_pairs, expected.verified_pairs,
+                                  expected.short_texts, expected.kept_apart)
+    assert [p.name for p in tmp_path.iterdir()] == ["in"]
