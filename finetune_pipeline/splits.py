@@ -176,6 +176,37 @@ def _contamination_clusters(texts: pl.Series, threshold: float, dedup: DedupSett
     return near_duplicate_clusters(texts, _contamination_settings(threshold, dedup)).root
 
 
+class TextSource:
+    """Where the contamination looks read the texts of the rows they compare: the rows' own `text` column
+    (`dataset` None), or, for rows that carry `_row` (their row in `dataset`) instead, the sharded dataset,
+    read shard by shard with the signatures spilled to disk (`dedup/sharded.py`): the same answers, and the
+    same cache key, without every text in memory."""
+
+    def __init__(self, dataset=None):
+        self.dataset = dataset
+
+    def clusters(self, rows: pl.DataFrame, threshold: float, dedup: DedupSettings) -> np.ndarray:
+        """Per row of `rows` (in their order), the index of its contamination cluster's first row."""
+        if self.dataset is None:
+            return _contamination_clusters(rows["text"], threshold, dedup)
+        from finetune_pipeline.dedup.sharded import near_duplicates_sharded
+
+        return near_duplicates_sharded(self.dataset, rows["_row"].to_numpy(),
+                                       _contamination_settings(threshold, dedup)).root
+
+    def digest(self, rows: pl.DataFrame) -> str:
+        """`frame_digest` of the rows' (`record_id`, `text`, `split`), in their order."""
+        if self.dataset is None:
+            return frame_digest(rows.select("record_id", "text", "split"))
+        from finetune_pipeline.dedup.sharded import row_hashes
+
+        columns = {"record_id": pl.String, "text": pl.String, "split": pl.String}
+        hashes = row_hashes(self.dataset, rows.select("_row", "record_id", "split"), "text", columns)
+        return digest(str(pl.Schema(columns)), rows.height,
+                      hashlib.sha256(b"".join(h.tobytes() for h in hashes) if rows.height else b"").hexdigest(),
+                      pl.__version__)
+
+
 DOCUMENT_SOURCE_TYPES = ("txt", "md", "html", "pdf", "docx", "eml")  # sources.files.DOCUMENT_TYPES' values
 
 
@@ -189,11 +220,13 @@ def _same_key_links(keys: list) -> list[tuple[int, int]]:
     return links
 
 
-def join_similar_groups(corpus: pl.DataFrame, cfg: SplitSettings, dedup: DedupSettings) -> pl.DataFrame:
+def join_similar_groups(corpus: pl.DataFrame, cfg: SplitSettings, dedup: DedupSettings,
+                        texts: TextSource | None = None) -> pl.DataFrame:
     """`group_id` widened so that what must not straddle two splits shares one group: by `cfg.group_by`, the
     chunks of one source document or the rows with one `group_column` value; and always original records at
     MinHash Jaccard >= `cfg.contamination_threshold` (lightly edited copies that deduplication kept).
-    Augmented rows follow their source and are left as they are."""
+    Augmented rows follow their source and are left as they are. `texts`: where the texts are read
+    (`TextSource`; default: the `text` column)."""
     group_col = "group_id" if "group_id" in corpus.columns else "record_id"
     originals = corpus.filter(pl.col("augmented_from").is_null()) if "augmented_from" in corpus.columns else corpus
     if cfg.group_by == "column" and cfg.group_column not in corpus.columns:
@@ -207,7 +240,7 @@ def join_similar_groups(corpus: pl.DataFrame, cfg: SplitSettings, dedup: DedupSe
     elif cfg.group_by == "column":
         links += _same_key_links(originals[cfg.group_column].to_list())
     if originals.height > 1:
-        root = _contamination_clusters(originals["text"], cfg.contamination_threshold, dedup)
+        root = (texts or TextSource()).clusters(originals, cfg.contamination_threshold, dedup)
         links += [(i, int(r)) for i, r in enumerate(root) if i != r]
     links += _same_key_links(groups)  # the rows of one group stay linked
     return _merge_linked_groups(corpus, group_col, groups, links)
@@ -229,22 +262,24 @@ SPLIT_CODE = ("splits.py", "tasks", "records.py", "dedup/minhash.py", "dedup/ide
 
 
 def cross_split_near_duplicates(splits: pl.DataFrame, threshold: float, dedup: DedupSettings,
-                                cache: ResultCache | None = None) -> pl.DataFrame:
+                                cache: ResultCache | None = None, texts: TextSource | None = None) -> pl.DataFrame:
     """Clusters of records (all rows, augmented included) at MinHash Jaccard >= `threshold` that appear in
     more than one split: `cluster` (its first record id), `record_ids`, `splits`. Empty when clean.
 
     `cache`: the answer for these very rows (ids, texts and splits, in this order), threshold and code is
     read from there when it holds it, and stored there otherwise. The split's last look and the blocking
-    check ask the same question of the same rows; the second asker gets the first one's answer."""
+    check ask the same question of the same rows; the second asker gets the first one's answer.
+    `texts`: where the texts are read (`TextSource`; default: the `text` column)."""
+    texts = texts or TextSource()
     schema = {"cluster": pl.String, "record_ids": pl.List(pl.String), "splits": pl.List(pl.String)}
     if splits.height < 2:
         return pl.DataFrame(schema=schema)
     if cache is not None:
-        key = digest(frame_digest(splits.select("record_id", "text", "split")),
+        key = digest(texts.digest(splits),
                      _contamination_settings(threshold, dedup).model_dump(), code_version(SPLIT_CODE))
         if (hit := cache.load(key)) is not None:
             return hit[0]
-    root = _contamination_clusters(splits["text"], threshold, dedup)
+    root = texts.clusters(splits, threshold, dedup)
     ids = splits["record_id"]
     frame = splits.select("record_id", "split").with_columns(pl.Series("cluster", ids.gather(root)))
     crossing = (frame.group_by("cluster").agg(pl.col("record_id").sort().alias("record_ids"),
@@ -260,7 +295,8 @@ MAX_SPLIT_ROUNDS = 4
 
 def contamination_free_splits(corpus: pl.DataFrame, cfg: SplitSettings, dedup: DedupSettings,
                               task: Task | None = None, max_rounds: int = MAX_SPLIT_ROUNDS,
-                              check_cache: ResultCache | None = None) -> tuple[pl.DataFrame, int]:
+                              check_cache: ResultCache | None = None, texts: TextSource | None = None
+                              ) -> tuple[pl.DataFrame, int]:
     """`assign_splits` of `join_similar_groups`, then what the contamination check looks for
     (`cross_split_near_duplicates` on the assigned rows): a cluster found in two splits has its groups
     joined, and the split is made again, until none is found or after `max_rounds` splits (the check then
@@ -271,12 +307,13 @@ def contamination_free_splits(corpus: pl.DataFrame, cfg: SplitSettings, dedup: D
     groups are made of) and every row in split order (what the check reads, augmented rows included) can
     give different pairs: on 100,000 templated tickets the check found 3 clusters the groups had missed.
     `check_cache`: where each look's answer is stored (see `cross_split_near_duplicates`), so the check of
-    the split returned reads the last look's instead of computing it again."""
-    grouped = join_similar_groups(corpus, cfg, dedup)
+    the split returned reads the last look's instead of computing it again. `texts`: where the looks read the
+    texts (`TextSource`; default: the `text` column)."""
+    grouped = join_similar_groups(corpus, cfg, dedup, texts)
     joined = 0
     for _ in range(max_rounds):
         splits = assign_splits(grouped, cfg, task)
-        crossing = cross_split_near_duplicates(splits, cfg.contamination_threshold, dedup, check_cache)
+        crossing = cross_split_near_duplicates(splits, cfg.contamination_threshold, dedup, check_cache, texts)
         if crossing.is_empty():
             break
         grouped = _join_groups(grouped, splits, crossing)
@@ -288,8 +325,8 @@ ASSIGNMENT_SCHEMA = {"record_id": pl.String, "split": pl.String, "group_id": pl.
 
 
 def split_assignment(corpus: pl.DataFrame, cfg: SplitSettings, dedup: DedupSettings, task: Task | None = None,
-                     max_rounds: int = MAX_SPLIT_ROUNDS, check_cache: ResultCache | None = None
-                     ) -> tuple[pl.DataFrame, int]:
+                     max_rounds: int = MAX_SPLIT_ROUNDS, check_cache: ResultCache | None = None,
+                     texts: TextSource | None = None) -> tuple[pl.DataFrame, int]:
     """The split of the original records (rows with no `augmented_from`), decided once, before augmentation:
     `record_id, split, group_id` by `contamination_free_splits` (near copies grouped, the second look), sorted
     by record id, and how many clusters were joined after a split."""
@@ -297,7 +334,7 @@ def split_assignment(corpus: pl.DataFrame, cfg: SplitSettings, dedup: DedupSetti
         corpus = corpus.filter(pl.col("augmented_from").is_null())
     else:
         corpus = corpus.with_columns(pl.lit(None, pl.String).alias("augmented_from"))
-    splits, joined = contamination_free_splits(corpus, cfg, dedup, task, max_rounds, check_cache)
+    splits, joined = contamination_free_splits(corpus, cfg, dedup, task, max_rounds, check_cache, texts)
     return splits.select(list(ASSIGNMENT_SCHEMA)).cast(ASSIGNMENT_SCHEMA).sort("record_id"), joined
 
 

@@ -482,11 +482,17 @@ def split_assignment_dataset(dataset: ShardedDataset, settings: Settings, check_
                              ) -> tuple[pl.DataFrame, int]:
     """`splits.split_assignment` of the corpus on the columns it reads (small result: record id, split,
     group)."""
-    from finetune_pipeline.splits import split_assignment
+    from finetune_pipeline.splits import TextSource, split_assignment
     from finetune_pipeline.tasks import task_for
 
-    return split_assignment(decision_frame(dataset, SPLIT_PASSENGERS), settings.splits, settings.dedup,
-                            task_for(settings), check_cache=check_cache)
+    task, cfg = task_for(settings), settings.splits
+    if "text" in dataset.columns and not (cfg.group_by == "column" and cfg.group_column == "text"):
+        # the texts read by the contamination looks shard by shard (dedup/sharded.py), never all at once
+        columns = [c for c in dataset.columns if c not in SPLIT_PASSENGERS and c != "text"]
+        frame = dataset.scan().select(columns).with_row_index("_row").collect().with_columns(pl.col("_row").cast(pl.Int64))
+        return split_assignment(frame, cfg, settings.dedup, task, check_cache=check_cache, texts=TextSource(dataset))
+    return split_assignment(decision_frame(dataset, SPLIT_PASSENGERS), cfg, settings.dedup, task,
+                            check_cache=check_cache)
 
 
 def apply_split_dataset(dataset: ShardedDataset, assignment: pl.DataFrame, writer: DatasetWriter,

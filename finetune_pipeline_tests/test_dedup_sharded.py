@@ -116,3 +116,35 @@ def test_the_sharded_near_duplicates_equal_the_in_memory_ones_pair_for_pair(corp
             found.kept_apart) == (expected.candidate_histogram, expected.candidate_pairs, expected.verified_pairs,
                                   expected.short_texts, expected.kept_apart)
     assert [p.name for p in tmp_path.iterdir()] == ["in"]
+
+
+def test_the_split_reads_its_texts_shard_by_shard_with_the_same_assignment_and_cache_key(corpus, tmp_path,
+                                                                                         monkeypatch):
+    """`streaming.split_assignment_dataset` (no text in memory: `splits.TextSource` on the dataset) gives
+    `split_assignment`'s answer, and stores its last look under the key the blocking check asks with, so the
+    check, which holds the rows with their texts, reads the stored answer instead of computing it again."""
+    from finetune_pipeline import splits as splits_module
+    from finetune_pipeline.incremental import ResultCache
+    from finetune_pipeline.tasks import task_for
+
+    settings = Settings.model_validate({"execution": {"shard_rows": ROWS}})
+    labeled = corpus.with_columns(pl.col("record_id").alias("group_id"))
+    shards.write_dataset(labeled, tmp_path / "in", shard_rows=ROWS)
+    dataset = shards.open_dataset(tmp_path / "in")
+
+    expected, joined = splits_module.split_assignment(labeled, settings.splits, settings.dedup, task_for(settings))
+    cache = ResultCache(tmp_path / "cache", "contamination")
+    found, found_joined = st.split_assignment_dataset(dataset, settings, check_cache=cache)
+    assert found.equals(expected) and found_joined == joined
+    grouped = expected.filter(pl.col("group_id") != pl.col("record_id")).height
+    assert grouped > 100  # near copies share a group across the split
+
+    calls = []
+    real = splits_module._contamination_clusters
+    monkeypatch.setattr(splits_module, "_contamination_clusters", lambda *a: calls.append(1) or real(*a))
+    regrouped = labeled.drop("group_id").join(expected.select("record_id", "group_id"), on="record_id")
+    rows = splits_module.assign_splits(regrouped.with_columns(pl.lit(None, pl.String).alias("augmented_from")),
+                                       settings.splits)
+    checked = splits_module.cross_split_near_duplicates(rows, settings.splits.contamination_threshold, settings.dedup,
+                                                        cache)
+    assert checked.is_empty() and calls == []  # the stored answer, found by the in-memory key

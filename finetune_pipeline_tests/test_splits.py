@@ -148,7 +148,7 @@ def test_near_copies_the_groups_missed_are_joined_after_the_split(monkeypatch):
                              "group_id": f"{label}-{i}-copy"})
     corpus = pl.DataFrame(rows).with_columns(pl.lit(None, pl.String).alias("augmented_from"))
     cfg, dedup = SplitSettings(), DedupSettings()
-    monkeypatch.setattr(splits_module, "join_similar_groups", lambda frame, cfg, dedup: frame)
+    monkeypatch.setattr(splits_module, "join_similar_groups", lambda frame, cfg, dedup, texts=None: frame)
     first = assign_splits(corpus, cfg)
     assert splits_module.cross_split_near_duplicates(first, cfg.contamination_threshold, dedup).height > 0
 
