@@ -210,14 +210,11 @@ class TextSource:
 DOCUMENT_SOURCE_TYPES = ("txt", "md", "html", "pdf", "docx", "eml")  # sources.files.DOCUMENT_TYPES' values
 
 
-def _same_key_links(keys: list) -> list[tuple[int, int]]:
-    """(row, first row with the same key) for every row whose key is not None."""
-    first: dict = {}
-    links = []
-    for i, key in enumerate(keys):
-        if key is not None:
-            links.append((i, first.setdefault(key, i)))
-    return links
+def _same_key_links(keys: pl.Series) -> np.ndarray:
+    """(row, first row with the same key) for every row whose key is not null (k x 2)."""
+    frame = pl.DataFrame({"key": keys}).with_row_index("row").filter(pl.col("key").is_not_null())
+    first = frame.select(pl.col("row").cast(pl.Int64), pl.col("row").first().over("key").cast(pl.Int64).alias("first"))
+    return np.stack([first["row"].to_numpy(), first["first"].to_numpy()], axis=1).reshape(-1, 2)
 
 
 def join_similar_groups(corpus: pl.DataFrame, cfg: SplitSettings, dedup: DedupSettings,
@@ -232,26 +229,27 @@ def join_similar_groups(corpus: pl.DataFrame, cfg: SplitSettings, dedup: DedupSe
     if cfg.group_by == "column" and cfg.group_column not in corpus.columns:
         raise SplitError(f"splits.group_column {cfg.group_column!r} is not a column of the corpus; name one of "
                          f"{', '.join(sorted(corpus.columns))}")
-    groups = originals[group_col].to_list()
-    links: list[tuple[int, int]] = []
+    groups = originals[group_col]
+    links = [np.empty((0, 2), dtype=np.int64)]
     if cfg.group_by == "document" and {"source_uri", "source_type"} <= set(originals.columns):
-        links += _same_key_links([uri if kind in DOCUMENT_SOURCE_TYPES else None
-                                  for uri, kind in originals.select("source_uri", "source_type").iter_rows()])
+        document = pl.col("source_type").is_in(DOCUMENT_SOURCE_TYPES)
+        links.append(_same_key_links(originals.select(pl.when(document).then(pl.col("source_uri")))["source_uri"]))
     elif cfg.group_by == "column":
-        links += _same_key_links(originals[cfg.group_column].to_list())
+        links.append(_same_key_links(originals[cfg.group_column]))
     if originals.height > 1:
         root = (texts or TextSource()).clusters(originals, cfg.contamination_threshold, dedup)
-        links += [(i, int(r)) for i, r in enumerate(root) if i != r]
-    links += _same_key_links(groups)  # the rows of one group stay linked
-    return _merge_linked_groups(corpus, group_col, groups, links)
+        moved = np.flatnonzero(root != np.arange(len(root)))
+        links.append(np.stack([moved, root[moved]], axis=1).astype(np.int64))
+    links.append(_same_key_links(groups))  # the rows of one group stay linked
+    return _merge_linked_groups(corpus, group_col, groups, np.concatenate(links))
 
 
-def _merge_linked_groups(corpus: pl.DataFrame, group_col: str, groups: list[str],
-                         links: list[tuple[int, int]]) -> pl.DataFrame:
+def _merge_linked_groups(corpus: pl.DataFrame, group_col: str, groups: pl.Series,
+                         links: np.ndarray) -> pl.DataFrame:
     """`corpus` with `group_id`: `groups[i]` is item i's group, `links` pairs of linked items; each group
     joins the smallest group id of its connected component (groups no item names stay as they are)."""
-    component = clusters_from_pairs(len(groups), np.array(links, dtype=np.int64).reshape(-1, 2))
-    joined = (pl.DataFrame({"_g": groups, "_c": component}, schema={"_g": pl.String, "_c": pl.Int64})
+    component = clusters_from_pairs(len(groups), np.asarray(links, dtype=np.int64).reshape(-1, 2))
+    joined = (pl.DataFrame({"_g": groups.cast(pl.String), "_c": component}, schema={"_g": pl.String, "_c": pl.Int64})
               .with_columns(pl.col("_g").min().over("_c").alias("_joined")).unique("_g").drop("_c"))
     return (corpus.with_columns(pl.col(group_col).alias("_g")).join(joined, on="_g", how="left")
             .with_columns(pl.coalesce("_joined", "_g").alias("group_id")).drop("_g", "_joined"))
@@ -379,14 +377,18 @@ def _join_groups(corpus: pl.DataFrame, splits: pl.DataFrame, crossing: pl.DataFr
     """`corpus` with the groups of each `crossing` cluster's records (an augmented row: its source's group)
     joined into the smallest of their ids."""
     source = pl.coalesce("augmented_from", "record_id") if "augmented_from" in splits.columns else pl.col("record_id")
-    group_of = dict(splits.select("record_id", source.alias("_source")).join(
-        splits.select(pl.col("record_id").alias("_source"), "group_id"), on="_source", how="left")
-        .select("record_id", "group_id").iter_rows())
-    groups = sorted(set(corpus["group_id"].to_list()))
-    index = {g: i for i, g in enumerate(groups)}
-    links = [(index[group_of[a]], index[group_of[b]]) for ids in crossing["record_ids"].to_list()
-             for a, b in zip(ids, ids[1:])]
-    return _merge_linked_groups(corpus, "group_id", groups, links)
+    group_of = splits.select("record_id", source.alias("_source")).join(
+        splits.select(pl.col("record_id").alias("_source"), "group_id"), on="_source", how="left") \
+        .select("record_id", "group_id")
+    groups = corpus["group_id"].unique().sort()
+    index = group_of.join(pl.DataFrame({"group_id": groups}).with_row_index("_i"), on="group_id", how="left") \
+        .select("record_id", pl.col("_i").cast(pl.Int64))
+    ids = crossing.select(pl.col("record_ids").list.slice(0, pl.col("record_ids").list.len() - 1).alias("a"),
+                          pl.col("record_ids").list.slice(1).alias("b")).explode("a", "b").drop_nulls()
+    pairs = (ids.join(index.rename({"record_id": "a", "_i": "i"}), on="a", how="left", maintain_order="left")
+             .join(index.rename({"record_id": "b", "_i": "j"}), on="b", how="left", maintain_order="left"))
+    return _merge_linked_groups(corpus, "group_id", groups,
+                                np.stack([pairs["i"].to_numpy(), pairs["j"].to_numpy()], axis=1).reshape(-1, 2))
 
 
 def split_key(corpus: pl.DataFrame, cfg: SplitSettings, dedup: DedupSettings, task: Task) -> str:

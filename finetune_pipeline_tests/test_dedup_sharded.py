@@ -101,8 +101,17 @@ def test_the_sharded_dedup_gives_the_in_memory_answer_on_real_text(corpus, tmp_p
     assert not list((tmp_path / "spill").iterdir())  # the signatures and pairs are removed
 
 
-def test_the_sharded_near_duplicates_equal_the_in_memory_ones_pair_for_pair(corpus, tmp_path):
-    """The clusters, similarities to the root (NaN where none is measured), histogram and counts."""
+def test_the_sharded_near_duplicates_equal_the_in_memory_ones_pair_for_pair(corpus, tmp_path, monkeypatch):
+    """The clusters, similarities to the root (NaN where none is measured), histogram and counts; with small
+    buffers and partitions, so that pairs are written in many flushes and large partitions are cut."""
+    from finetune_pipeline.dedup import sharded
+
+    monkeypatch.setattr(sharded, "FLUSH_PAIRS", 100)
+    monkeypatch.setattr(sharded, "PART_PAIRS", 8)
+    cuts = []
+    real_cut = sharded._PairSpill._cut
+    monkeypatch.setattr(sharded._PairSpill, "_cut", staticmethod(
+        lambda path: cuts.append(path.stat().st_size // 8 > 8) or real_cut(path)))
     settings = Settings.model_validate({"dedup": {"threshold": 0.6}})
     shards.write_dataset(corpus, tmp_path / "in", shard_rows=ROWS)
     dataset = shards.open_dataset(tmp_path / "in")
@@ -116,6 +125,7 @@ def test_the_sharded_near_duplicates_equal_the_in_memory_ones_pair_for_pair(corp
             found.kept_apart) == (expected.candidate_histogram, expected.candidate_pairs, expected.verified_pairs,
                                   expected.short_texts, expected.kept_apart)
     assert [p.name for p in tmp_path.iterdir()] == ["in"]
+    assert sum(cuts) > 5  # partitions over PART_PAIRS pairs were cut
 
 
 def test_the_split_reads_its_texts_shard_by_shard_with_the_same_assignment_and_cache_key(corpus, tmp_path,

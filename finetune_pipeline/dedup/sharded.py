@@ -43,6 +43,8 @@ _U64 = np.uint64
 _LOW = _U64(0xFFFFFFFF)
 # Candidate pairs buffered before they are written to their partitions (8 bytes each).
 FLUSH_PAIRS = 2_000_000
+# Candidate pairs of one partition file deduplicated and scored at once (larger files are cut by a hash).
+PART_PAIRS = 4_000_000
 # Pairs scored at once (two num_perm-wide uint32 rows each).
 SCORE_CHUNK = 16_384
 
@@ -215,7 +217,7 @@ class _PairSpill:
     def flush(self) -> None:
         if not self.buffer:
             return
-        packed = np.concatenate(self.buffer)
+        packed = np.unique(np.concatenate(self.buffer))  # a pair found in several bands of the buffer: once
         self.buffer, self.buffered = [], 0
         si, sj = self.layout.shard[(packed >> _U64(32)).astype(np.int64)], self.layout.shard[(packed & _LOW).astype(np.int64)]
         part = np.minimum(si, sj) * self.layout.shards + np.maximum(si, sj)
@@ -227,12 +229,34 @@ class _PairSpill:
                 packed[start:stop].tofile(handle)
 
     def partitions(self):
-        """Each partition's unique pairs (k x 2, sorted by (i, j))."""
+        """Each partition's unique pairs (k x 2, sorted by (i, j)); a partition file of more than
+        `PART_PAIRS` pairs is first cut into parts by a hash of the pair (a pair's copies stay together), so
+        no more than about `PART_PAIRS` pairs are held at a time."""
         self.flush()
         for path in sorted(self.folder.glob("*.u64"), key=lambda p: int(p.stem)):
-            packed = np.unique(np.fromfile(path, dtype=_U64))
-            path.unlink()
-            yield np.stack([(packed >> _U64(32)).astype(np.int64), (packed & _LOW).astype(np.int64)], axis=1)
+            for part in self._cut(path):
+                packed = np.unique(np.fromfile(part, dtype=_U64))
+                part.unlink()
+                yield np.stack([(packed >> _U64(32)).astype(np.int64), (packed & _LOW).astype(np.int64)], axis=1)
+
+    @staticmethod
+    def _cut(path: Path) -> list[Path]:
+        count = path.stat().st_size // 8
+        if count <= PART_PAIRS:
+            return [path]
+        parts = 2 * -(-count // PART_PAIRS)
+        names = [path.with_name(f"{path.stem}-{k}.part") for k in range(parts)]
+        for offset in range(0, count, PART_PAIRS):
+            packed = np.unique(np.fromfile(path, dtype=_U64, count=PART_PAIRS, offset=offset * 8))
+            bucket = (mh._fmix64(packed) % _U64(parts)).astype(np.int64)
+            order = np.argsort(bucket, kind="stable")
+            cuts = np.searchsorted(bucket[order], np.arange(parts + 1))
+            for k in range(parts):
+                if cuts[k + 1] > cuts[k]:
+                    with names[k].open("ab") as handle:
+                        packed[order[cuts[k]:cuts[k + 1]]].tofile(handle)
+        path.unlink()
+        return [name for name in names if name.exists()]
 
 
 def _band_candidates(signatures: _Signatures, bands: int, eligible: np.ndarray, layout: _Layout,
