@@ -930,7 +930,8 @@ class ExecutionSettings(_Section):
     streaming: bool = Field(
         True, description="Cleaning, dedup, labeling, augmentation and the split read the previous stage's "
         "shards and write their own (streaming.py): cleaning holds one batch of execution.shard_rows rows, the "
-        "stages that decide over the whole corpus hold only the columns they read; false: each stage reads its "
+        "stages that decide over the whole corpus hold only the columns they read (dedup and the split read the "
+        "texts shard by shard, their MinHash signatures spilled to $TMPDIR: dedup/sharded.py); false: each stage reads its "
         "input whole, as before issue 36 (the results are the same). Either backend: on ray each batch's work runs on "
         "the cluster.")
 

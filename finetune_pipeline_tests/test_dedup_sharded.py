@@ -3,7 +3,8 @@ answer row for row, on real text: the descriptions of the Debian packages instal
 (/var/lib/dpkg/status: short synopses, many of them near duplicates that name different things, such as
 `-dev`/`-doc` companions, and longer descriptions shared between packages), plus planted copies (case and
 spacing changed; one word edited in a long text), an empty text and one of punctuation only, in 97-row
-shards (17 of them: pairs across shards) whose keep order is not the input's."""
+shards (17 of them: pairs across shards) whose keep order is not the input's (with ties and missing values in
+the keep-order columns)."""
 
 from __future__ import annotations
 
@@ -61,8 +62,9 @@ def corpus() -> pl.DataFrame:
         "record_id": [f"rec-{i:05d}" for i in order],
         "text": [texts[i] for i in order],
         "source_uri": [f"raw/status-{i % 3}.jsonl" for i in order],
-        "locator": [f"line {i + 1}" for i in order],
-        "ingested_at": [start + timedelta(hours=2 - i % 3) for i in order],
+        # ties on the keep-order columns (the record id decides) and missing values (last)
+        "locator": ["line 1" if i % 40 == 0 else None if i % 70 == 0 else f"line {i + 1}" for i in order],
+        "ingested_at": [None if i % 50 == 0 else start + timedelta(hours=2 - i % 3) for i in order],
         "label": [("docs", "libs", "tools")[i % 3] for i in order],
     })
 
@@ -158,3 +160,17 @@ def test_the_split_reads_its_texts_shard_by_shard_with_the_same_assignment_and_c
     checked = splits_module.cross_split_near_duplicates(rows, settings.splits.contamination_threshold, settings.dedup,
                                                         cache)
     assert checked.is_empty() and calls == []  # the stored answer, found by the in-memory key
+
+
+def test_an_empty_corpus_and_a_corpus_of_one_record(corpus, tmp_path):
+    settings = Settings()
+    for n in (0, 1):
+        part = corpus.head(n)
+        shards.write_dataset(part, tmp_path / f"in{n}")
+        kept = shards.DatasetWriter(tmp_path / f"kept{n}")
+        rejected = shards.DatasetWriter(tmp_path / f"rejects{n}")
+        stats = st.deduplicate_dataset(shards.open_dataset(tmp_path / f"in{n}"), settings, kept, rejected)
+        kept.commit(), rejected.commit()
+        expected = deduplicate(part, settings)
+        assert _frame(tmp_path / f"kept{n}").equals(expected.kept) and stats.to_dict() == expected.stats.to_dict()
+        assert _frame(tmp_path / f"rejects{n}").equals(expected.rejected)

@@ -305,20 +305,58 @@ def _score_candidates(signatures: _Signatures, spill: _PairSpill, layout: _Layou
     return _Scored(histogram, candidates, pairs.reshape(-1, 2))
 
 
-def _exact_and_order(dataset: ShardedDataset) -> pl.DataFrame:
-    """Every row's keep-order columns and exact key, in keep order, with `row` (its dataset row) and
-    `first_row` (the row of the first record with its key)."""
-    parts = []
-    offset = 0
+@dataclass
+class _Ordered:
+    """Every row in keep order: `row` (its dataset row), `record_id`, `first` (the position, in this order,
+    of the first record with its exact key: its own when it is kept), and its `source_uri` and `locator` as
+    codes into `values` (sorted distinct values: a code's order is its value's, so the codes sort as they do)."""
+
+    frame: pl.DataFrame
+    values: dict[str, pl.Series]
+
+    def decoded(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """`frame` with `source_uri` and `locator` in place of their codes."""
+        return frame.with_columns([self.values[c].gather(frame[f"_{c}"]).alias(c) for c in _REJECT_COLUMNS]) \
+            .drop([f"_{c}" for c in _REJECT_COLUMNS])
+
+
+_CODED = ("ingested_at", "source_uri", "locator")  # the keep-order columns held as codes
+_REJECT_COLUMNS = ("source_uri", "locator")  # what a reject names besides the record id
+
+
+def _distinct(dataset: ShardedDataset) -> dict[str, pl.Series]:
+    """The sorted distinct non-null values of the `_CODED` columns, shard by shard."""
+    found: dict[str, list[pl.Series]] = {c: [] for c in _CODED}
+    for number in range(len(dataset.manifest.shards)):
+        shard = _read_shard(dataset, number, list(_CODED))
+        for column in _CODED:
+            found[column] = [pl.concat([*found[column], shard[column].unique()]).unique()]
+    return {c: (pl.concat(v) if v else dataset.scan().select(c).head(0).collect()[c]).drop_nulls().sort()
+            for c, v in found.items()}
+
+
+def _exact_and_order(dataset: ShardedDataset) -> _Ordered:
+    """Keep order (`exact.KEEP_ORDER`: nulls last, ties in row order) and the exact duplicates, reading the
+    keep-order columns and the texts shard by shard and holding per record its id and a few numbers."""
+    values = _distinct(dataset)
+    tables = {c: pl.DataFrame({c: v, f"_{c}": pl.int_range(len(v), dtype=pl.UInt32, eager=True)})
+              for c, v in values.items()}
+    parts, offset = [], 0
     for number in range(len(dataset.manifest.shards)):
         shard = _read_shard(dataset, number, [*KEEP_ORDER, "text"])
-        parts.append(shard.select(pl.int_range(offset, offset + shard.height, dtype=pl.Int64).alias("row"),
-                                  *KEEP_ORDER, dedup_key(pl.col("text")).alias("_key")))
+        part = shard.select(pl.int_range(offset, offset + shard.height, dtype=pl.Int64).alias("row"), *_CODED,
+                            "record_id", dedup_key(pl.col("text")).alias("_key"))
+        for column, table in tables.items():
+            part = part.join(table, on=column, how="left", maintain_order="left").drop(column)
+        parts.append(part)
         offset += shard.height
-    frame = pl.concat(parts) if parts else pl.DataFrame(
-        schema={"row": pl.Int64, **{c: dataset.schema[c] for c in KEEP_ORDER}, "_key": pl.UInt64})
-    frame = frame.sort(list(KEEP_ORDER), nulls_last=True, maintain_order=True)
-    return frame.with_columns(pl.col("row").first().over("_key").alias("first_row")).drop("_key", "ingested_at")
+    schema = {"row": pl.Int64, "record_id": pl.String, "_key": pl.UInt64, **{f"_{c}": pl.UInt32 for c in _CODED}}
+    frame = pl.concat(parts).select(list(schema)) if parts else pl.DataFrame(schema=schema)
+    frame = frame.sort([f"_{c}" for c in _CODED] + ["record_id"], nulls_last=True, maintain_order=True)
+    keys = frame["_key"].to_numpy()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    frame = frame.drop("_key", "_ingested_at").with_columns(pl.Series("first", first[inverse.reshape(-1)], pl.Int64))
+    return _Ordered(frame, values)
 
 
 def near_duplicates_sharded(dataset: ShardedDataset, rows: np.ndarray, cfg: DedupSettings,
@@ -407,24 +445,25 @@ def _near(dataset: ShardedDataset, layout: _Layout, cfg: DedupSettings, executio
 
 def deduplicate_sharded(dataset: ShardedDataset, settings, spill_dir: str | Path | None = None) -> StageResult:
     """`stage.deduplicate` of `dataset` where `applies(settings)`: the kept records as (`record_id`,
-    `source_uri`, `locator`, `group_id`) in keep order (their other columns are the dataset's: the caller
+    `group_id`) in keep order (their other columns are the dataset's: the caller
     streams them through), the rejects and the statistics."""
     from finetune_pipeline.dedup.stage import DedupStats, exact_rejects, near_rejects, settle
     from finetune_pipeline.tasks import task_for
 
     cfg = settings.dedup
     ordered = _exact_and_order(dataset)
-    is_first = pl.col("row") == pl.col("first_row")
-    kept = ordered.filter(is_first)
-    first_id = ordered.select("row", "record_id").rename({"row": "first_row", "record_id": "duplicate_of"})
-    exact = ordered.filter(~is_first).join(first_id, on="first_row", how="left", maintain_order="left")
+    frame = ordered.frame.with_row_index("position").with_columns(pl.col("position").cast(pl.Int64))
+    is_first = pl.col("position") == pl.col("first")
+    kept = frame.filter(is_first).drop("position", "first")
+    exact = ordered.decoded(frame.filter(~is_first).with_columns(
+        frame["record_id"].gather(frame.filter(~is_first)["first"]).alias("duplicate_of")))
     stats = DedupStats(exact_duplicates=exact.height)
     removed = [exact_rejects(exact)]
-    del ordered, first_id
+    del frame
     if cfg.near_duplicates and kept.height:
         near = near_duplicates_sharded(dataset, kept["row"].to_numpy(), cfg, settings.execution, spill_dir=spill_dir)
         kept, dups = near_rejects(kept, near, stats)
-        removed.append(dups)
+        removed.append(ordered.decoded(dups))
 
     def texts_of(ids: list[str]) -> pl.Series:
         rows = kept.filter(pl.col("record_id").is_in(ids)).select("record_id", "row")
@@ -432,7 +471,6 @@ def deduplicate_sharded(dataset: ShardedDataset, settings, spill_dir: str | Path
                          DatasetTexts(dataset, rows["row"].to_numpy()).gather(np.arange(rows.height)).to_list()))
         return pl.Series("text", [found.get(i) for i in ids], dtype=pl.String)
 
-    result = settle(kept.select("record_id", "source_uri", "locator", "row"), removed, stats, cfg,
-                    task_for(settings), texts_of)
+    result = settle(kept.select("record_id", "row"), removed, stats, cfg, task_for(settings), texts_of)
     result.kept = result.kept.drop("row")
     return result
