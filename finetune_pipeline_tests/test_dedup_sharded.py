@@ -110,6 +110,7 @@ def test_the_sharded_near_duplicates_equal_the_in_memory_ones_pair_for_pair(corp
 
     monkeypatch.setattr(sharded, "FLUSH_PAIRS", 100)
     monkeypatch.setattr(sharded, "PART_PAIRS", 8)
+    monkeypatch.setattr(sharded, "TOKEN_DOCS", 7)
     cuts = []
     real_cut = sharded._PairSpill._cut
     monkeypatch.setattr(sharded._PairSpill, "_cut", staticmethod(

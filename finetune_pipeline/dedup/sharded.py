@@ -45,6 +45,8 @@ _LOW = _U64(0xFFFFFFFF)
 FLUSH_PAIRS = 2_000_000
 # Candidate pairs of one partition file deduplicated and scored at once (larger files are cut by a hash).
 PART_PAIRS = 4_000_000
+# Texts whose tokens are listed at once (`identifiers.token_table`) for the names check of the word-set pass.
+TOKEN_DOCS = 4096
 # Pairs scored at once (two num_perm-wide uint32 rows each).
 SCORE_CHUNK = 16_384
 
@@ -108,6 +110,13 @@ def row_hashes(dataset: ShardedDataset, rows: pl.DataFrame, column: str, schema:
             for seed in (0, 1):
                 out[seed][inside] = part.hash_rows(seed=seed).to_numpy()
     return out
+
+
+def _token_table(texts: DatasetTexts, docs: np.ndarray) -> pl.DataFrame:
+    """`minhash._token_table_of` made `TOKEN_DOCS` texts at a time (a text's rows are its own: the same table)."""
+    chunk = TOKEN_DOCS
+    parts = [mh._token_table_of(texts, docs[start:start + chunk]) for start in range(0, len(docs), chunk)]
+    return pl.concat(parts) if parts else mh._token_table_of(texts, docs)
 
 
 @dataclass
@@ -420,13 +429,14 @@ def _near(dataset: ShardedDataset, layout: _Layout, cfg: DedupSettings, executio
         word_scored = _score_candidates(sets, spill, layout, cfg.threshold, None)
         histogram = {b: histogram[b] + c for b, c in word_scored.histogram.items()}
         above = word_scored.kept
-        tokens = mh._token_table_of(texts, np.unique(above))
+        tokens = _token_table(texts, np.unique(above))
         apart = names_differ(tokens, above)
         found = above[~apart]
         kept_apart, word_pairs = int(apart.sum()), len(found)
         if len(found):
+            linked = np.flatnonzero(root != np.arange(n))  # the n-gram pass's links (a record to itself: none)
             joined = mh.components_naming_one_thing(
-                texts, short, np.concatenate([np.stack([np.arange(n), root], axis=1), found]), tokens)
+                texts, short, np.concatenate([np.stack([linked, root[linked]], axis=1), found]), tokens)
             root, kept_apart = joined.root, kept_apart + joined.kept_apart
     to_root = np.ones(n)
     moved = np.flatnonzero(root != np.arange(n))
