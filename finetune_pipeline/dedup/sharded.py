@@ -179,32 +179,35 @@ class _Signatures:
         cuts = np.flatnonzero(np.diff(group[order])) + 1
         loaded: dict[int, np.ndarray] = {}
         for chunk in np.split(order, cuts):
-            needed = {int(si[chunk[0]]), int(sj[chunk[0]])}
+            a, b = int(si[chunk[0]]), int(sj[chunk[0]])
             for shard in list(loaded):
-                if shard not in needed:
+                if shard not in (a, b):
                     del loaded[shard]
-            for shard in needed - set(loaded):
+            for shard in {a, b} - set(loaded):
                 loaded[shard] = np.load(self.signature_file(shard))
-            out[chunk] = self._score(pairs[chunk], loaded, layout)
+            # each pair's side in shard `a` first (the similarity is symmetric), then one gather per side
+            first, second = pairs[chunk, 0], pairs[chunk, 1]
+            swap = si[chunk] != a
+            first, second = np.where(swap, second, first), np.where(swap, first, second)
+            out[chunk] = _equal_share(loaded[a], layout.local[first], loaded[b], layout.local[second])
         return out
 
-    @staticmethod
-    def _score(pairs: np.ndarray, loaded: dict[int, np.ndarray], layout: _Layout) -> np.ndarray:
-        num_perm = next(iter(loaded.values())).shape[1]
-        out = np.empty(len(pairs), dtype=np.float64)
-        for start in range(0, len(pairs), SCORE_CHUNK):
-            part = pairs[start:start + SCORE_CHUNK]
-            sides = []
-            for column in (0, 1):
-                docs = part[:, column]
-                side = np.empty((len(docs), num_perm), dtype=np.uint32)
-                for shard, matrix in loaded.items():
-                    here = layout.shard[docs] == shard
-                    side[here] = matrix[layout.local[docs[here]]]
-                sides.append(side)
-            equal = (sides[0] == sides[1]).view(np.uint8).sum(axis=1, dtype=np.uint16)
-            out[start:start + len(part)] = equal
-        return out / num_perm if num_perm else out
+
+def _equal_share(left: np.ndarray, i: np.ndarray, right: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Share of equal values between rows `left[i]` and `right[j]`, as `minhash.estimated_jaccard` counts it."""
+    out = np.empty(len(i), dtype=np.float64)
+    num_perm = left.shape[1]
+    equal = np.empty((min(SCORE_CHUNK, len(i)), num_perm), dtype=bool)
+    for start in range(0, len(i), SCORE_CHUNK):
+        k = len(i[start:start + SCORE_CHUNK])
+        np.equal(np.take(left, i[start:start + k], axis=0), np.take(right, j[start:start + k], axis=0), out=equal[:k])
+        out[start:start + k] = equal[:k].view(np.uint8).sum(axis=1, dtype=np.uint16)
+    return out / num_perm if num_perm else out
+
+
+def _unique(packed: np.ndarray) -> np.ndarray:
+    """The distinct values (polars' hash-based unique: several times faster than numpy's sort here)."""
+    return pl.Series(packed, dtype=pl.UInt64).unique().to_numpy()
 
 
 class _PairSpill:
@@ -226,25 +229,25 @@ class _PairSpill:
     def flush(self) -> None:
         if not self.buffer:
             return
-        packed = np.unique(np.concatenate(self.buffer))  # a pair found in several bands of the buffer: once
+        packed = _unique(np.concatenate(self.buffer))  # a pair found in several bands of the buffer: once
         self.buffer, self.buffered = [], 0
         si, sj = self.layout.shard[(packed >> _U64(32)).astype(np.int64)], self.layout.shard[(packed & _LOW).astype(np.int64)]
-        part = np.minimum(si, sj) * self.layout.shards + np.maximum(si, sj)
-        order = np.argsort(part, kind="stable")
-        part, packed = part[order], packed[order]
+        grouped = pl.DataFrame({"part": np.minimum(si, sj) * self.layout.shards + np.maximum(si, sj),
+                                "packed": packed}).sort("part")
+        part, packed = grouped["part"].to_numpy(), grouped["packed"].to_numpy()
         cuts = np.flatnonzero(np.diff(part)) + 1
         for start, stop in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(part)]])):
             with (self.folder / f"{int(part[start])}.u64").open("ab") as handle:
                 packed[start:stop].tofile(handle)
 
     def partitions(self):
-        """Each partition's unique pairs (k x 2, sorted by (i, j)); a partition file of more than
+        """Each partition's unique pairs (k x 2, in no particular order); a partition file of more than
         `PART_PAIRS` pairs is first cut into parts by a hash of the pair (a pair's copies stay together), so
         no more than about `PART_PAIRS` pairs are held at a time."""
         self.flush()
         for path in sorted(self.folder.glob("*.u64"), key=lambda p: int(p.stem)):
             for part in self._cut(path):
-                packed = np.unique(np.fromfile(part, dtype=_U64))
+                packed = _unique(np.fromfile(part, dtype=_U64))
                 part.unlink()
                 yield np.stack([(packed >> _U64(32)).astype(np.int64), (packed & _LOW).astype(np.int64)], axis=1)
 
@@ -256,7 +259,7 @@ class _PairSpill:
         parts = 2 * -(-count // PART_PAIRS)
         names = [path.with_name(f"{path.stem}-{k}.part") for k in range(parts)]
         for offset in range(0, count, PART_PAIRS):
-            packed = np.unique(np.fromfile(path, dtype=_U64, count=PART_PAIRS, offset=offset * 8))
+            packed = _unique(np.fromfile(path, dtype=_U64, count=PART_PAIRS, offset=offset * 8))
             bucket = (mh._fmix64(packed) % _U64(parts)).astype(np.int64)
             order = np.argsort(bucket, kind="stable")
             cuts = np.searchsorted(bucket[order], np.arange(parts + 1))
