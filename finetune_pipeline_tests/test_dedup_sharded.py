@@ -21,7 +21,7 @@ import pytest
 from finetune_pipeline import shards
 from finetune_pipeline import streaming as st
 from finetune_pipeline.dedup import deduplicate
-from finetune_pipeline.dedup.minhash import near_duplicate_clusters
+from finetune_pipeline.dedup.minhash import _token_table_of, near_duplicate_clusters
 from finetune_pipeline.dedup.sharded import applies, near_duplicates_sharded
 from finetune_pipeline.settings import Settings
 
@@ -129,6 +129,10 @@ def test_the_sharded_near_duplicates_equal_the_in_memory_ones_pair_for_pair(corp
                                   expected.short_texts, expected.kept_apart)
     assert [p.name for p in tmp_path.iterdir()] == ["in"]
     assert sum(cuts) > 5  # partitions over PART_PAIRS pairs were cut
+    # the names check's token table, each shard read once, 7 texts at a time: the in-memory one, row for row
+    docs = np.arange(0, len(rows), 3)
+    assert sharded._token_table(sharded.DatasetTexts(dataset, rows), docs).equals(
+        _token_table_of(corpus["text"].gather(rows), docs))
 
 
 def test_the_split_reads_its_texts_shard_by_shard_with_the_same_assignment_and_cache_key(corpus, tmp_path,

@@ -34,7 +34,7 @@ import polars as pl
 
 from finetune_pipeline.dedup import minhash as mh
 from finetune_pipeline.dedup.exact import KEEP_ORDER, dedup_key
-from finetune_pipeline.dedup.identifiers import names_differ
+from finetune_pipeline.dedup.identifiers import names_differ, token_table
 from finetune_pipeline.records import StageResult
 from finetune_pipeline.settings import DedupSettings, ExecutionSettings
 from finetune_pipeline.shards import ShardedDataset
@@ -73,18 +73,21 @@ class DatasetTexts:
         return len(self.rows)
 
     def gather(self, docs: np.ndarray) -> pl.Series:
+        parts = [pl.DataFrame({"at": at, self.column: texts}) for at, texts in self.by_shard(docs)]
+        if not parts:
+            return pl.Series(self.column, [], dtype=pl.String)
+        return pl.concat(parts).sort("at")[self.column]
+
+    def by_shard(self, docs: np.ndarray):
+        """Per shard holding some of `docs`: (their positions in `docs`, their texts), each shard read once."""
         docs = np.asarray(docs, dtype=np.int64)
         rows = self.rows[docs]
-        parts = []
-        for number, shard in enumerate(self.dataset.shard_urls()):
+        for number in range(len(self.bounds) - 1):
             lo, hi = self.bounds[number], self.bounds[number + 1]
             inside = np.flatnonzero((rows >= lo) & (rows < hi))
             if inside.size:
                 texts = _read_shard(self.dataset, number, [self.column])[self.column]
-                parts.append(pl.DataFrame({"at": inside, self.column: texts.gather(rows[inside] - lo)}))
-        if not parts:
-            return pl.Series(self.column, [], dtype=pl.String)
-        return pl.concat(parts).sort("at")[self.column]
+                yield inside, texts.gather(rows[inside] - lo)
 
 
 def _read_shard(dataset: ShardedDataset, number: int, columns: list[str]) -> pl.DataFrame:
@@ -113,10 +116,17 @@ def row_hashes(dataset: ShardedDataset, rows: pl.DataFrame, column: str, schema:
 
 
 def _token_table(texts: DatasetTexts, docs: np.ndarray) -> pl.DataFrame:
-    """`minhash._token_table_of` made `TOKEN_DOCS` texts at a time (a text's rows are its own: the same table)."""
-    chunk = TOKEN_DOCS
-    parts = [mh._token_table_of(texts, docs[start:start + chunk]) for start in range(0, len(docs), chunk)]
-    return pl.concat(parts) if parts else mh._token_table_of(texts, docs)
+    """`minhash._token_table_of(texts, docs)`, each shard read once and its texts listed `TOKEN_DOCS` at a time
+    (a text's rows are its own, so the table is the same, in the same order)."""
+    docs = np.asarray(docs, dtype=np.int64)
+    parts = []
+    for at, values in texts.by_shard(docs):
+        for start in range(0, len(at), TOKEN_DOCS):
+            table = token_table(values.slice(start, TOKEN_DOCS))
+            parts.append(table.with_columns(pl.Series("doc", docs[at[start:start + TOKEN_DOCS]][table["doc"].to_numpy()])))
+    if not parts:
+        return mh._token_table_of(texts, docs)
+    return pl.concat(parts).sort("doc", maintain_order=True)
 
 
 @dataclass
