@@ -396,14 +396,14 @@ def components_naming_one_thing(texts: pl.Series, short: np.ndarray, edges: np.n
     parts = [table.filter(pl.col("doc").is_in(docs))] if table is not None else []
     table = pl.concat(parts + [_token_table_of(texts, np.setdiff1d(docs, have))])
     # Per text, its tokens as integer codes (one per distinct token: the same sets, and Python ints cost less
-    # than strings), sliced from one flat list (a list column's to_list cost more than the walk).
+    # than strings), sliced from one flat array when the walk first meets the text.
     table = table.select("doc", pl.col("token").cast(pl.Categorical).to_physical().alias("code"),
                          "distinguishing").sort("doc")
     doc_of = table["doc"].to_numpy()
     starts = np.flatnonzero(np.diff(doc_of, prepend=-1))
     bounds = zip(doc_of[starts].tolist(), starts.tolist(), np.append(starts[1:], len(doc_of)).tolist())
     with _gc_paused():
-        return _walk(root, edges, bounds, table["code"].to_list(), table["distinguishing"].to_list())
+        return _walk(root, edges, bounds, table["code"].to_numpy(), table["distinguishing"].to_numpy())
 
 
 @contextmanager
@@ -419,14 +419,21 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _walk(root: np.ndarray, edges: np.ndarray, bounds: Iterator[tuple[int, int, int]], codes: list[int],
-          marked: list[bool]) -> NamedComponents:
+def _walk(root: np.ndarray, edges: np.ndarray, bounds: Iterator[tuple[int, int, int]], codes: np.ndarray,
+          marked: np.ndarray) -> NamedComponents:
     """The union-find walk of `components_naming_one_thing` over `edges`; per text `d` with tokens, its token
-    codes are `codes[s:e]` for (d, s, e) in `bounds`, `marked` where distinguishing."""
+    codes are `codes[s:e]` for (d, s, e) in `bounds`, `marked` where distinguishing. A text's sets are made
+    when the walk first meets it as a group (until then they would be its own), and a group's are dropped when
+    it joins another: the sets held are those of the groups met and not yet joined, not of every text."""
     words, names = {}, {}
-    for d, s, e in bounds:
-        words[d] = set(codes[s:e])
-        names[d] = {c for c, m in zip(codes[s:e], marked[s:e]) if m}
+    span = {d: (s, e) for d, s, e in bounds}
+
+    def met(d: int) -> None:
+        s, e = span.pop(d)
+        tokens = codes[s:e].tolist()
+        words[d] = set(tokens)
+        names[d] = {c for c, m in zip(tokens, marked[s:e].tolist()) if m}
+
     parent: dict[int, int] = {}
 
     def find(x: int) -> int:
@@ -440,6 +447,9 @@ def _walk(root: np.ndarray, edges: np.ndarray, bounds: Iterator[tuple[int, int, 
         ri, rj = find(i), find(j)
         if ri == rj:
             continue
+        for r in (ri, rj):
+            if r in span:
+                met(r)
         # A group's names: any member's; its words: those every member has (None: no short member, any).
         ni, nj = names.get(ri, empty), names.get(rj, empty)
         wi, wj = words.get(ri), words.get(rj)
