@@ -179,3 +179,14 @@ def test_an_empty_corpus_and_a_corpus_of_one_record(corpus, tmp_path):
         expected = deduplicate(part, settings)
         assert _frame(tmp_path / f"kept{n}").equals(expected.kept) and stats.to_dict() == expected.stats.to_dict()
         assert _frame(tmp_path / f"rejects{n}").equals(expected.rejected)
+
+
+def test_names_differ_judges_pairs_a_chunk_at_a_time_with_the_same_answer(corpus, monkeypatch):
+    from finetune_pipeline.dedup import identifiers
+
+    texts = corpus["text"].head(60)
+    pairs = np.array([(i, j) for i in range(60) for j in range(i + 1, 60)])
+    whole = identifiers.names_differ(texts, pairs)
+    assert 0 < whole.sum() < len(pairs)
+    monkeypatch.setattr(identifiers, "PAIR_CHUNK", 7)
+    assert np.array_equal(identifiers.names_differ(texts, pairs), whole)

@@ -85,6 +85,9 @@ def token_table(texts: pl.Series) -> pl.DataFrame:
                         distinguishing.alias("distinguishing"))
 
 
+PAIR_CHUNK = 65_536  # pairs judged at once by `names_differ`
+
+
 def names_differ(texts: pl.Series | list[str] | pl.DataFrame, pairs: np.ndarray) -> np.ndarray:
     """Per pair (i, j) of indices into `texts`: True when each text has a distinguishing token that the other
     does not contain at all (`name_different_things` for many pairs, vectorised). `texts` may be their
@@ -106,14 +109,20 @@ def names_differ(texts: pl.Series | list[str] | pl.DataFrame, pairs: np.ndarray)
     doc, code = table["doc"].to_numpy().astype(np.uint64), table["code"].to_numpy()
     contained = pl.Series((doc << np.uint64(32)) | code).unique().sort().to_numpy()
     names = table.filter("distinguishing").select("doc", "code").unique()
-    frame = pl.DataFrame({"pair": np.arange(len(pairs)), "a": pairs[:, 0], "b": pairs[:, 1]})
 
-    def one_side(own: str, other: str) -> np.ndarray:
+    def one_side(frame: pl.DataFrame, own: str, other: str) -> np.ndarray:
         mine = frame.join(names.rename({"doc": own}), on=own)
         key = (mine[other].to_numpy().astype(np.uint64) << np.uint64(32)) | mine["code"].to_numpy()
-        lacking = np.zeros(len(pairs), dtype=bool)
+        lacking = np.zeros(frame.height, dtype=bool)
         found = contained[np.minimum(np.searchsorted(contained, key), len(contained) - 1)] == key
         lacking[mine["pair"].to_numpy()[~found]] = True
         return lacking
 
-    return one_side("a", "b") & one_side("b", "a")
+    # pairs a chunk at a time: each pair's rows are one per name of one side (millions of pairs at once
+    # made gigabytes of them)
+    out = np.empty(len(pairs), dtype=bool)
+    for start in range(0, len(pairs), PAIR_CHUNK):
+        part = pairs[start:start + PAIR_CHUNK]
+        frame = pl.DataFrame({"pair": np.arange(len(part)), "a": part[:, 0], "b": part[:, 1]})
+        out[start:start + len(part)] = one_side(frame, "a", "b") & one_side(frame, "b", "a")
+    return out
