@@ -256,7 +256,8 @@ def _merge_linked_groups(corpus: pl.DataFrame, group_col: str, groups: pl.Series
 
 
 # What computes a split and its contamination check.
-SPLIT_CODE = ("splits.py", "tasks", "records.py", "dedup/minhash.py", "dedup/identifiers.py", "execution.py")
+SPLIT_CODE = ("splits.py", "tasks", "records.py", "dedup/minhash.py", "dedup/identifiers.py", "dedup/sharded.py",
+              "execution.py")
 
 
 def cross_split_near_duplicates(splits: pl.DataFrame, threshold: float, dedup: DedupSettings,
