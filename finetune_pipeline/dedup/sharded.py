@@ -103,15 +103,10 @@ def row_hashes(dataset: ShardedDataset, rows: pl.DataFrame, column: str, schema:
     `schema`'s columns, its `column` read from the dataset's row `_row`: what `incremental.frame_digest`
     hashes, with the texts read shard by shard."""
     out = [np.empty(rows.height, dtype=_U64) for _ in (0, 1)]
-    row = rows["_row"].to_numpy()
-    bounds = np.cumsum([0] + [s.rows for s in dataset.manifest.shards])
-    for number in range(len(dataset.manifest.shards)):
-        inside = np.flatnonzero((row >= bounds[number]) & (row < bounds[number + 1]))
-        if inside.size:
-            values = _read_shard(dataset, number, [column])[column].gather(row[inside] - bounds[number])
-            part = rows[inside].with_columns(values.alias(column)).select(list(schema)).cast(schema)
-            for seed in (0, 1):
-                out[seed][inside] = part.hash_rows(seed=seed).to_numpy()
+    for inside, values in DatasetTexts(dataset, rows["_row"].to_numpy(), column).by_shard(np.arange(rows.height)):
+        part = rows[inside].with_columns(values.alias(column)).select(list(schema)).cast(schema)
+        for seed in (0, 1):
+            out[seed][inside] = part.hash_rows(seed=seed).to_numpy()
     return out
 
 
