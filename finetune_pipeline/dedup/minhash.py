@@ -45,7 +45,7 @@ from typing import Iterator, Literal, Sequence
 import numpy as np
 import polars as pl
 
-from finetune_pipeline.dedup.identifiers import names_differ, token_table
+from finetune_pipeline.dedup.identifiers import Tokens, names_differ, token_table
 from finetune_pipeline.execution import Frames, LocalFrames, RayFrames, frames
 from finetune_pipeline.settings import DedupSettings, ExecutionSettings
 from finetune_pipeline.shards import ShardedDataset
@@ -353,10 +353,14 @@ def not_both_short(batch: pl.DataFrame, short: np.ndarray) -> pl.DataFrame:
     return batch.filter(~pl.Series(short[batch["i"].to_numpy()] & short[batch["j"].to_numpy()]))
 
 
-def _token_table_of(texts: pl.Series, docs: np.ndarray) -> pl.DataFrame:
-    """`token_table` of the texts `docs` (doc: the index into `texts`)."""
+def _token_table_of(texts: pl.Series, docs: np.ndarray, tokens: Tokens | None = None) -> Tokens:
+    """The `Tokens` of the texts `docs` (doc: the index into `texts`), added to `tokens` when given."""
     table = token_table(texts.gather(docs))
-    return table.with_columns(pl.Series("doc", docs[table["doc"].to_numpy()]))
+    table = table.with_columns(pl.Series("doc", docs[table["doc"].to_numpy()]))
+    if tokens is None:
+        return Tokens.of(table)
+    tokens.add(table)
+    return tokens
 
 
 @dataclass
@@ -366,14 +370,14 @@ class NamedComponents:
 
 
 def components_naming_one_thing(texts: pl.Series, short: np.ndarray, edges: np.ndarray,
-                                table: pl.DataFrame | None = None) -> NamedComponents:
+                                tokens: Tokens | None = None) -> NamedComponents:
     """Connected components of `edges` in which no two groups are joined when each names something the
     other does not contain (the rule of `names_differ` on groups: a group names what any of its `short`
     texts names, and contains the words all of them contain).
     A chain, or a hub that names nothing itself ("What is less used for?"), would otherwise join "dpkg" and
     "dpkg-name", or "... - PDF output" and "... - DVI output" through a copy that lost the format's name.
-    Links are followed in (i, j) order, union-find style. `table`: the `token_table` of some of the texts
-    already made (the others are made here)."""
+    Links are followed in (i, j) order, union-find style. `tokens`: the `Tokens` of some of the texts
+    already made (the others are added here)."""
     n = len(texts)
     edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
     low, high = edges.min(axis=1), edges.max(axis=1)
@@ -392,18 +396,21 @@ def components_naming_one_thing(texts: pl.Series, short: np.ndarray, edges: np.n
     if not len(edges):
         return NamedComponents(root, 0)
     docs = np.unique(edges[short[edges]])
-    have = table["doc"].unique().to_numpy() if table is not None else np.empty(0, dtype=np.int64)
-    parts = [table.filter(pl.col("doc").is_in(docs))] if table is not None else []
-    table = pl.concat(parts + [_token_table_of(texts, np.setdiff1d(docs, have))])
+    have = tokens.runs()[0] if tokens is not None else np.empty(0, dtype=np.int64)
+    tokens = _token_table_of(texts, np.setdiff1d(docs, have), tokens)
     # Per text, its tokens as integer codes (one per distinct token: the same sets, and Python ints cost less
-    # than strings), sliced from one flat array when the walk first meets the text.
-    table = table.select("doc", pl.col("token").cast(pl.Categorical).to_physical().alias("code"),
-                         "distinguishing").sort("doc")
-    doc_of = table["doc"].to_numpy()
-    starts = np.flatnonzero(np.diff(doc_of, prepend=-1))
-    bounds = zip(doc_of[starts].tolist(), starts.tolist(), np.append(starts[1:], len(doc_of)).tolist())
+    # than strings), sliced from the table's flat arrays where the walk needs them (a text's rows are one run).
+    doc, start, end = tokens.runs()
+    needed = np.isin(doc, docs)
+    span = np.zeros((n, 2), dtype=np.int64)  # per text, [start, end) of its tokens (empty: none)
+    span[doc[needed], 0] = start[needed]
+    span[doc[needed], 1] = end[needed]
+    has_tokens = np.zeros(n, dtype=bool)
+    has_tokens[doc[needed]] = True
+    del doc, start, end, needed
     with _gc_paused():
-        return _walk(root, edges, bounds, table["code"].to_numpy(), table["distinguishing"].to_numpy())
+        return _walk(root, edges, span, has_tokens, tokens.table["code"].to_numpy(),
+                     tokens.table["distinguishing"].to_numpy())
 
 
 @contextmanager
@@ -419,20 +426,26 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _walk(root: np.ndarray, edges: np.ndarray, bounds: Iterator[tuple[int, int, int]], codes: np.ndarray,
+def _walk(root: np.ndarray, edges: np.ndarray, span: np.ndarray, has_tokens: np.ndarray, codes: np.ndarray,
           marked: np.ndarray) -> NamedComponents:
-    """The union-find walk of `components_naming_one_thing` over `edges`; per text `d` with tokens, its token
-    codes are `codes[s:e]` for (d, s, e) in `bounds`, `marked` where distinguishing. A text's sets are made
-    when the walk first meets it as a group (until then they would be its own), and a group's are dropped when
-    it joins another: the sets held are those of the groups met and not yet joined, not of every text."""
-    words, names = {}, {}
-    span = {d: (s, e) for d, s, e in bounds}
+    """The union-find walk of `components_naming_one_thing` over `edges`; a text `d` with tokens
+    (`has_tokens[d]`) has the token codes `codes[span[d, 0]:span[d, 1]]`, `marked` where distinguishing.
+    Only groups of several texts keep their sets (a group's names and the words all its short members share);
+    a text still alone has its sets made from its codes each time a link reaches it, and dropped after: the
+    sets held are those of the groups joined so far, not of every text met."""
+    words: dict[int, set | None] = {}
+    names: dict[int, set] = {}
+    empty: set = set()
 
-    def met(d: int) -> None:
-        s, e = span.pop(d)
+    def sets(r: int) -> tuple[set, set | None]:
+        """(names, words) of the group whose root is `r` (words None: no short member)."""
+        if r in names:
+            return names[r], words[r]
+        if not has_tokens[r]:
+            return empty, None
+        s, e = span[r]
         tokens = codes[s:e].tolist()
-        words[d] = set(tokens)
-        names[d] = {c for c, m in zip(tokens, marked[s:e].tolist()) if m}
+        return {c for c, m in zip(tokens, marked[s:e].tolist()) if m}, set(tokens)
 
     parent: dict[int, int] = {}
 
@@ -442,17 +455,13 @@ def _walk(root: np.ndarray, edges: np.ndarray, bounds: Iterator[tuple[int, int, 
             x = parent[x]
         return x
 
-    kept_apart, empty = 0, set()
+    kept_apart = 0
     for i, j in edges.tolist():
         ri, rj = find(i), find(j)
         if ri == rj:
             continue
-        for r in (ri, rj):
-            if r in span:
-                met(r)
         # A group's names: any member's; its words: those every member has (None: no short member, any).
-        ni, nj = names.get(ri, empty), names.get(rj, empty)
-        wi, wj = words.get(ri), words.get(rj)
+        (ni, wi), (nj, wj) = sets(ri), sets(rj)
         if wi is not None and wj is not None and (ni - wj) and (nj - wi):
             kept_apart += 1
             continue
@@ -483,7 +492,7 @@ class ShortTextPairs:
     index: np.ndarray  # the short texts' indices
     candidate_similarity: np.ndarray  # estimated word-set Jaccard of every LSH candidate pair
     kept_apart: int
-    tokens: pl.DataFrame  # `token_table` of the texts of the pairs at or above the threshold
+    tokens: Tokens  # of the texts of the pairs at or above the threshold
 
 
 def short_text_pairs(texts: pl.Series, short: np.ndarray, cfg: DedupSettings, seed: int = 1) -> ShortTextPairs:

@@ -34,7 +34,7 @@ import polars as pl
 
 from finetune_pipeline.dedup import minhash as mh
 from finetune_pipeline.dedup.exact import KEEP_ORDER, dedup_key
-from finetune_pipeline.dedup.identifiers import names_differ, token_table
+from finetune_pipeline.dedup.identifiers import Tokens, names_differ, token_table
 from finetune_pipeline.records import StageResult
 from finetune_pipeline.settings import DedupSettings, ExecutionSettings
 from finetune_pipeline.shards import ShardedDataset
@@ -110,18 +110,23 @@ def row_hashes(dataset: ShardedDataset, rows: pl.DataFrame, column: str, schema:
     return out
 
 
-def _token_table(texts: DatasetTexts, docs: np.ndarray) -> pl.DataFrame:
-    """`minhash._token_table_of(texts, docs)`, each shard read once and its texts listed `TOKEN_DOCS` at a time
-    (a text's rows are its own, so the table is the same, in the same order)."""
+def _token_table(texts: DatasetTexts, docs: np.ndarray) -> Tokens:
+    """`minhash._token_table_of(texts, docs)`, each shard read once, its texts listed `TOKEN_DOCS` at a time and
+    coded before the next shard is read: the strings of one shard's texts are held, never the whole table's
+    (a text's rows are its own, so the table holds the same rows, in the order of the shards)."""
     docs = np.asarray(docs, dtype=np.int64)
-    parts = []
+    tokens = None
     for at, values in texts.by_shard(docs):
+        parts = []
         for start in range(0, len(at), TOKEN_DOCS):
             table = token_table(values.slice(start, TOKEN_DOCS))
             parts.append(table.with_columns(pl.Series("doc", docs[at[start:start + TOKEN_DOCS]][table["doc"].to_numpy()])))
-    if not parts:
-        return mh._token_table_of(texts, docs)
-    return pl.concat(parts).sort("doc", maintain_order=True)
+        if tokens is None:
+            tokens = Tokens.of(pl.concat(parts))
+        else:
+            tokens.add(pl.concat(parts))
+        del parts
+    return mh._token_table_of(texts, docs) if tokens is None else tokens
 
 
 @dataclass
