@@ -355,23 +355,30 @@ def decision_frame(dataset: ShardedDataset, passengers: tuple[str, ...]) -> pl.D
 
 def write_joined(dataset: ShardedDataset, decided: pl.DataFrame, writer: DatasetWriter, *,
                  passengers: tuple[str, ...], columns: list[str], key: str | pl.Expr = "record_id",
-                 rows: int = DEFAULT_SHARD_ROWS) -> int:
+                 rows: int = DEFAULT_SHARD_ROWS, source_rows: np.ndarray | None = None) -> int:
     """Write the rows of `decided` in its order, each with the `passengers` columns (those of `dataset`
     not in `decided`, plus any named that `decided` also has: the input's value wins) of the row of
     `dataset` whose record_id is its `key` (an expression over `decided`, e.g. an augmented row's
     source); `columns`: the output's column order. When the output order follows the input's, one pass
-    over the shards; otherwise one pass per `rows` output rows (each keeps only its window). Returns the
-    rows written."""
+    over the shards; otherwise one pass per `rows` output rows (each keeps only its window). `source_rows`:
+    per row of `decided`, its row in `dataset`, when the caller knows it (no join of the record ids). Returns
+    the rows written."""
     carried = [c for c in dataset.columns if c in passengers or c not in decided.columns]
     carried = [c for c in carried if c != "record_id"]
-    wanted = decided.select((key if isinstance(key, pl.Expr) else pl.col(key)).alias("record_id")) \
-        .with_row_index("_out")
-    ids = dataset.scan().select("record_id").collect().with_row_index("_in")
-    place = wanted.join(ids, on="record_id", how="left")  # per output row, the input row it takes from
-    if place["_in"].null_count():
-        missing = place.filter(pl.col("_in").is_null())["record_id"].head(3).to_list()
-        raise ValueError(f"{dataset.location}: no input row for output record(s) {', '.join(missing)}")
-    need = place.select("_out", "_in").sort("_out")
+    if source_rows is None:
+        wanted = decided.select((key if isinstance(key, pl.Expr) else pl.col(key)).alias("record_id")) \
+            .with_row_index("_out")
+        ids = dataset.scan().select("record_id").collect().with_row_index("_in")
+        place = wanted.join(ids, on="record_id", how="left")  # per output row, the input row it takes from
+        del ids, wanted
+        if place["_in"].null_count():
+            missing = place.filter(pl.col("_in").is_null())["record_id"].head(3).to_list()
+            raise ValueError(f"{dataset.location}: no input row for output record(s) {', '.join(missing)}")
+        need = place.select("_out", "_in").sort("_out")
+        del place
+    else:
+        need = pl.DataFrame({"_out": np.arange(len(source_rows)), "_in": np.asarray(source_rows)},
+                            schema={"_out": pl.UInt32, "_in": pl.UInt32})
     order = need["_in"].to_numpy()
     body = decided.drop([c for c in carried if c in decided.columns])
 
@@ -420,15 +427,18 @@ def deduplicate_dataset(dataset: ShardedDataset, settings: Settings, kept: Datas
     from finetune_pipeline.dedup import deduplicate
     from finetune_pipeline.dedup.sharded import applies, deduplicate_sharded
 
+    source_rows = None
     if applies(settings):  # the texts read shard by shard, the signatures spilled to disk
         result = deduplicate_sharded(dataset, settings)
+        source_rows, result.kept = result.kept["row"].to_numpy(), result.kept.drop("row")
         columns = [*dataset.columns, *(c for c in result.kept.columns if c not in dataset.columns)]
         passengers = tuple(c for c in dataset.columns if c not in result.kept.columns)
     else:
         result = deduplicate(decision_frame(dataset, DEDUP_PASSENGERS), settings, embedding_cache=embedding_cache)
         columns, passengers = _output_columns(dataset, result.kept, DEDUP_PASSENGERS), DEDUP_PASSENGERS
     rejected.write(result.rejected)
-    write_joined(dataset, result.kept, kept, passengers=passengers, columns=columns, rows=batch_rows(settings))
+    write_joined(dataset, result.kept, kept, passengers=passengers, columns=columns, rows=batch_rows(settings),
+                 source_rows=source_rows)
     return result.stats
 
 

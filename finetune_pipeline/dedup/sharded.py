@@ -467,9 +467,9 @@ def _near(dataset: ShardedDataset, layout: _Layout, cfg: DedupSettings, executio
 
 
 def deduplicate_sharded(dataset: ShardedDataset, settings, spill_dir: str | Path | None = None) -> StageResult:
-    """`stage.deduplicate` of `dataset` where `applies(settings)`: the kept records as (`record_id`,
-    `group_id`) in keep order (their other columns are the dataset's: the caller
-    streams them through), the rejects and the statistics."""
+    """`stage.deduplicate` of `dataset` where `applies(settings)`: the kept records as (`record_id`, `row`,
+    `group_id`) in keep order (`row`: the record's row in `dataset`; their other columns are the dataset's: the
+    caller streams them through), the rejects and the statistics."""
     from finetune_pipeline.dedup.stage import DedupStats, exact_rejects, near_rejects, settle
     from finetune_pipeline.tasks import task_for
 
@@ -494,6 +494,4 @@ def deduplicate_sharded(dataset: ShardedDataset, settings, spill_dir: str | Path
                          DatasetTexts(dataset, rows["row"].to_numpy()).gather(np.arange(rows.height)).to_list()))
         return pl.Series("text", [found.get(i) for i in ids], dtype=pl.String)
 
-    result = settle(kept.select("record_id", "row"), removed, stats, cfg, task_for(settings), texts_of)
-    result.kept = result.kept.drop("row")
-    return result
+    return settle(kept.select("record_id", "row"), removed, stats, cfg, task_for(settings), texts_of)
