@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import fsspec
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
@@ -295,6 +296,11 @@ class ShardedDataset:
     @property
     def height(self) -> int:  # the name a polars frame uses, for code that takes either
         return self.manifest.rows
+
+    @property
+    def bounds(self) -> np.ndarray:
+        """The first row of each shard, then the row count: shard k holds rows bounds[k]:bounds[k + 1]."""
+        return np.cumsum([0] + [s.rows for s in self.manifest.shards], dtype=np.int64)
 
     @property
     def schema(self) -> pl.Schema:

@@ -390,7 +390,7 @@ def write_joined(dataset: ShardedDataset, decided: pl.DataFrame, writer: Dataset
         schema = {**dataset.schema, **body.schema}
         writer.write(pl.DataFrame(schema={c: schema[c] for c in columns}))
         return 0
-    bounds = np.cumsum([0] + [s.rows for s in dataset.manifest.shards])
+    bounds = dataset.bounds
     if len(order) <= 1 or bool(np.all(np.diff(order.astype(np.int64)) >= 0)):
         # the output follows the input's order: one pass, shard by shard
         for number, shard in enumerate(dataset.iter_shards()):

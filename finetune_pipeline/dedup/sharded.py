@@ -67,7 +67,7 @@ class DatasetTexts:
 
     def __init__(self, dataset: ShardedDataset, rows: np.ndarray, column: str = "text"):
         self.dataset, self.rows, self.column = dataset, rows, column
-        self.bounds = np.cumsum([0] + [s.rows for s in dataset.manifest.shards])
+        self.bounds = dataset.bounds
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -387,7 +387,7 @@ def near_duplicates_sharded(dataset: ShardedDataset, rows: np.ndarray, cfg: Dedu
     """`minhash.near_duplicate_clusters` of the texts of `dataset`'s rows `rows` (in that order: the first
     of a cluster is kept), the texts read shard by shard and the signatures spilled to disk."""
     n = len(rows)
-    bounds = np.cumsum([0] + [s.rows for s in dataset.manifest.shards])
+    bounds = dataset.bounds
     layout = _Layout.of(np.asarray(rows, dtype=np.int64), bounds)
     folder = Path(tempfile.mkdtemp(prefix="finetune-dedup-", dir=spill_dir))
     try:
