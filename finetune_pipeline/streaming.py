@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 # Columns a stage neither reads nor changes: streamed from the input shards, never held whole.
 DEDUP_PASSENGERS = ("redactions", "content_sha256", "label_source", "label_confidence")
+ROW = "_dataset_row"  # a column a stage carries through its decision: the record's row in the input dataset
 LABELING_PASSENGERS = ("text", "redactions", "quality_flags", "content_sha256")
 SPLIT_PASSENGERS = ("redactions", "quality_flags", "content_sha256", "label_source", "label_confidence",
                     "label_model", "label_agreement", "ingested_at")
@@ -454,8 +455,8 @@ def label_dataset(dataset: ShardedDataset, settings: Settings, kept: DatasetWrit
     from finetune_pipeline.tasks import task_for
 
     annotations = annotations if annotations is not None else empty_annotations()
-    frame = decision_frame(dataset, LABELING_PASSENGERS) if task_for(settings).name == "classification" \
-        else dataset.collect()
+    classification = task_for(settings).name == "classification"
+    frame = decision_frame(dataset, LABELING_PASSENGERS) if classification else dataset.collect()
     if "text" not in frame.columns:
         annotated = annotations["record_id"].unique().implode()
         sources = list(settings.labeling.classifier_label_sources)
@@ -464,10 +465,17 @@ def label_dataset(dataset: ShardedDataset, settings: Settings, kept: DatasetWrit
         texts = dataset.scan().select(pl.when(read).then(pl.col("text")).alias("text")).collect()
         frame = frame.hstack(texts).select([c for c in dataset.columns if c in frame.columns or c == "text"])
     extra = {"labeler": labeler} if labeler is not None else {}
+    # each record's row in the dataset rides along (classification: a record is labeled as it is, one row in,
+    # one row out), so the rows are written without a join of the record ids
+    frame = frame.with_row_index(ROW) if classification else frame
     result = apply_labels(frame, settings, annotations, annotation_problems, embedding_cache=embedding_cache, **extra)
+    source_rows = result.kept[ROW].to_numpy() if ROW in result.kept.columns else None
+    result.kept, result.rejected, result.review_queue = (
+        f.drop(ROW, strict=False) for f in (result.kept, result.rejected, result.review_queue))
     rejected.write(result.rejected)
     write_joined(dataset, result.kept, kept, passengers=LABELING_PASSENGERS,
-                 columns=_output_columns(dataset, result.kept, LABELING_PASSENGERS), rows=batch_rows(settings))
+                 columns=_output_columns(dataset, result.kept, LABELING_PASSENGERS), rows=batch_rows(settings),
+                 source_rows=source_rows)
     return result.stats, result.review_queue
 
 
