@@ -104,6 +104,28 @@ def test_without_zero_shot_unlabeled_records_are_rejected_and_audit_sample_stays
     assert sum(audit_sample([f"x{i}" for i in range(4000)], 0.05, 13)) == pytest.approx(200, abs=40)
 
 
+def test_model_labels_land_on_their_own_records_in_corpus_order():
+    """Given labels, accepted model labels, low-confidence ones and labels outside the set interleaved: each
+    kept record carries its own label, source and confidence, in the corpus's order."""
+    labels, rows, expected = LABELS * 3, [], []
+    for i, label in enumerate(labels):
+        if i % 3 == 0:
+            rows.append((f"g{i}", f"given text {i}", label, "column"))
+            expected.append((f"g{i}", label, "column", 1.0))
+        elif i % 3 == 1:
+            confidence = 0.9 + i / 1000
+            rows.append((f"m{i}", f"predict {label} {confidence}", None, None))
+            expected.append((f"m{i}", label, "model", confidence))
+        else:
+            rows.append((f"low{i}", f"predict {label} 0.1", None, None))  # held for review
+            rows.append((f"out{i}", f"outside {i}", "weather", "column"))  # not in the label set
+    result = apply_labels(_corpus(rows), _settings(), labeler=_scripted_labeler)
+    assert list(result.kept.select("record_id", "label", "label_source", "label_confidence").iter_rows()) == expected
+    assert result.kept["label_model"].to_list() == [None if r.startswith("g") else "scripted zero-shot"
+                                                   for r, *_ in expected]
+    assert sorted(result.rejected["record_id"]) == sorted(r for r, *_ in rows if r.startswith(("low", "out")))
+
+
 def test_classifier_replaces_zero_shot_once_enough_human_labels():
     human = [(f"h{i}", "predict billing 0.9", None, None) for i in range(6)]
     corpus = _corpus(human + [("new", "predict shipping 0.9", None, None)])

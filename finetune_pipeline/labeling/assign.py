@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
 
+import numpy as np
 import polars as pl
 
 from finetune_pipeline.labeling.agreement import agreement_report
@@ -165,6 +166,10 @@ def _apply_annotations(corpus: pl.DataFrame, annotations: pl.DataFrame, labels: 
     valid, outside = known.filter(in_set), known.filter(~in_set)
     resolved = resolve_annotations(valid, cfg)
     agreement = agreement_report(valid, resolved, labels)
+    if not resolved.height:  # no record has a label from people: the corpus as it is (no copy of it)
+        return _PeopleLabels(corpus, corpus.clear().with_columns(
+            *[pl.lit(None, resolved.schema[c]).alias(f"{c}_ann") for c in resolved.columns if c != "record_id"]),
+            valid, known, unknown, outside, 0, agreement)
     ann = resolved.rename({c: f"{c}_ann" for c in resolved.columns if c != "record_id"})
     corpus = corpus.join(ann, on="record_id", how="left")
     is_open = pl.col("open_ann").fill_null(False)
@@ -218,8 +223,22 @@ def _label_the_rest(corpus: pl.DataFrame, labels: list[str], settings: Settings,
         unlabeled = unlabeled.clear()
     low = predicted.filter(pl.col("label_confidence") < cfg.review_threshold)
     accepted = predicted.filter(pl.col("label_confidence") >= cfg.review_threshold)
-    kept = pl.concat([kept, accepted]).sort("_row").drop("_row")
-    return _ModelLabels(kept, outside, unlabeled, predicted, low, accepted, model_name, probabilities)
+    return _ModelLabels(_kept_rows(corpus, labels, accepted), outside, unlabeled, predicted, low, accepted,
+                        model_name, probabilities)
+
+
+def _kept_rows(corpus: pl.DataFrame, labels: list[str], accepted: pl.DataFrame) -> pl.DataFrame:
+    """The records with a label from the set and those the model labeled (`accepted`, rows of `corpus` with
+    their label columns set), in corpus order: one filter of the corpus, the model's labels written into
+    their rows (a concat and a sort of every kept record would copy the corpus twice more)."""
+    kept = corpus.filter(pl.col("label").is_in(labels) | pl.col("_row").is_in(accepted["_row"].implode()))
+    if accepted.height:
+        at = np.searchsorted(kept["_row"].to_numpy(), accepted["_row"].to_numpy())
+        kept = kept.with_columns(kept[c].scatter(at, accepted[c]) for c in MODEL_COLUMNS)
+    return kept.drop("_row")
+
+
+MODEL_COLUMNS = ("label", "label_source", "label_confidence", "label_model")  # what the model sets on a record
 
 
 def _rejects(disputed: pl.DataFrame, model: _ModelLabels, cfg: LabelingSettings) -> pl.DataFrame:
