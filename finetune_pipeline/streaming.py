@@ -481,19 +481,21 @@ def label_dataset(dataset: ShardedDataset, settings: Settings, kept: DatasetWrit
 
 def augment_dataset(dataset: ShardedDataset, settings: Settings, kept: DatasetWriter,
                     assignment: pl.DataFrame | None = None, embedding_cache=None) -> StageStats:
-    """`augment.augment_corpus`: with every technique off, the originals streamed shard by shard with the
-    augmentation columns (null); with one on, the corpus read whole (label counts, the near-held-out filter)."""
-    from finetune_pipeline.augment import augment_corpus
-    from finetune_pipeline.augment.stage import AUGMENT_COLUMNS, AugmentStats
+    """`augment.augment_corpus`: the originals streamed shard by shard with the augmentation columns (null),
+    then the augmented rows; with a technique on, those are made from the corpus read whole (label counts, the
+    near-held-out filter), and written after the originals (not a copy of the corpus with them appended)."""
+    from finetune_pipeline.augment.stage import AUGMENT_COLUMNS, AugmentStats, augmented_rows
 
     cfg = settings.augmentation
+    extra, stats = None, AugmentStats()
     if dataset.rows and (cfg.oversample or cfg.paraphrase or cfg.synthetic):
-        result = augment_corpus(dataset.collect(), settings, embedding_cache=embedding_cache, assignment=assignment)
-        kept.write(result.kept)
-        return result.stats
+        extra, stats = augmented_rows(dataset.collect(), settings, embedding_cache=embedding_cache,
+                                      assignment=assignment)
     for shard in dataset.iter_shards():
         kept.write(shard.with_columns([pl.lit(None, t).alias(c) for c, t in AUGMENT_COLUMNS.items()]))
-    return AugmentStats()
+    if extra is not None and extra.height:
+        kept.write(extra)
+    return stats
 
 
 def split_assignment_dataset(dataset: ShardedDataset, settings: Settings, check_cache=None

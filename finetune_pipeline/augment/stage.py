@@ -53,11 +53,22 @@ def augment_corpus(corpus: pl.DataFrame, settings: Settings, generator: TextGene
     here when None); only records it puts in train are augmented. `embedding_cache`: the candidate filters'
     sentence vectors are looked up there first."""
     originals = corpus.with_columns([pl.lit(None, t).alias(c) for c, t in AUGMENT_COLUMNS.items()])
+    extra, stats = augmented_rows(corpus, settings, generator, embedding_cache, assignment)
+    return StageResult(kept=pl.concat([originals, extra.select(originals.columns)]) if extra.height else originals,
+                       stats=stats)
+
+
+def augmented_rows(corpus: pl.DataFrame, settings: Settings, generator: TextGenerator | None = None,
+                   embedding_cache: EmbeddingCache | None = None, assignment: pl.DataFrame | None = None
+                   ) -> tuple[pl.DataFrame, AugmentStats]:
+    """The augmented rows alone (corpus columns plus AUGMENT_COLUMNS) and the statistics: what
+    `augment_corpus` appends to the originals (a caller that streams the originals writes these after them)."""
     cfg = settings.augmentation
     stats = AugmentStats()
     task = task_for(settings)
+    empty = pl.DataFrame(schema={**corpus.schema, **AUGMENT_COLUMNS})
     if corpus.is_empty() or not (cfg.oversample or cfg.paraphrase or cfg.synthetic):
-        return StageResult(kept=originals, stats=stats)
+        return empty, stats
     if assignment is None:
         assignment, _ = split_assignment(corpus, settings.splits, settings.dedup, task)
     check_assignment_covers(corpus, assignment, "labeled_corpus")
@@ -72,7 +83,7 @@ def augment_corpus(corpus: pl.DataFrame, settings: Settings, generator: TextGene
     stats.augmented_rows = extra.height
     stats.by_label = task.augmented_counts(extra)
     stats.by_technique = dict(extra.group_by("augmentation").len().sort("augmentation").iter_rows())
-    return StageResult(kept=pl.concat([originals, extra.select(originals.columns)]), stats=stats)
+    return extra.select(empty.columns), stats
 
 
 def _drop_near_held_out(extra: pl.DataFrame, held_out: pl.DataFrame, assignment: pl.DataFrame,
@@ -103,7 +114,10 @@ def _materialize(train: pl.DataFrame, rows: list[dict], generated_label_source: 
     schema = {**train.schema, **AUGMENT_COLUMNS}
     if not rows:
         return pl.DataFrame(schema=schema)
-    sources = {r["record_id"]: r for r in train.iter_rows(named=True)}
+    # the source records of the rows only, as dicts (every train record as a dict was gigabytes at 1M records)
+    used = train.filter(pl.col("record_id").is_in(pl.Series(list({row["augmented_from"] for row in rows}),
+                                                            dtype=pl.String).implode()))
+    sources = {r["record_id"]: r for r in used.iter_rows(named=True)}
     numbering: Counter = Counter()
     out = []
     for row in rows:
