@@ -16,8 +16,10 @@ instruction/answer pairs, never copies (augment/instructions.py); a kind may mak
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import polars as pl
 
@@ -25,7 +27,9 @@ from finetune_pipeline.augment.generators import TextGenerator
 from finetune_pipeline.embeddings import EmbeddingCache
 from finetune_pipeline.records import SPLITS, StageResult, StageStats, make_record_id, sha256_text
 from finetune_pipeline.settings import Settings
-from finetune_pipeline.splits import check_assignment_covers, cross_split_near_duplicates, split_assignment
+from finetune_pipeline.shards import DatasetWriter, open_dataset
+from finetune_pipeline.splits import (TextSource, check_assignment_covers, cross_split_near_duplicates,
+                                      split_assignment)
 from finetune_pipeline.tasks import task_for
 
 log = logging.getLogger(__name__)
@@ -97,8 +101,16 @@ def _drop_near_held_out(extra: pl.DataFrame, held_out: pl.DataFrame, assignment:
     rows = pl.concat([held_out.select("record_id", "text").join(split_of, on="record_id"),
                       extra.select("record_id", "text", pl.lit("train").alias("split"))])
     order = pl.col("split").replace_strict({name: i for i, name in enumerate(SPLITS)}, return_dtype=pl.Int8)
-    crossing = cross_split_near_duplicates(rows.sort(order, "record_id"), settings.splits.contamination_threshold,
-                                           settings.dedup)
+    rows = rows.sort(order, "record_id")
+    # The texts go to a temporary sharded dataset and the look reads them from there, shard by shard, with the
+    # signatures spilled to disk (dedup/sharded.py; the same clusters as in memory): at the contamination
+    # threshold the in-memory look's candidate pairs of templated short texts took 7.6 GiB at 1M records.
+    with tempfile.TemporaryDirectory(prefix="finetune-pipeline-augment-") as folder:
+        with DatasetWriter(Path(folder) / "texts") as writer:
+            writer.write(rows.select("text"))
+        rows = rows.drop("text").with_row_index("_row").with_columns(pl.col("_row").cast(pl.Int64))
+        crossing = cross_split_near_duplicates(rows, settings.splits.contamination_threshold, settings.dedup,
+                                               texts=TextSource(open_dataset(Path(folder) / "texts")))
     near = set(crossing.explode("record_ids")["record_ids"].to_list())
     kept = extra.filter(~pl.col("record_id").is_in(list(near)))
     if kept.height < extra.height:
