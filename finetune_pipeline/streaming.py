@@ -522,12 +522,15 @@ def apply_split_dataset(dataset: ShardedDataset, assignment: pl.DataFrame, write
 
     has_source = "augmented_from" in dataset.columns
     ids = dataset.scan().select(["record_id", *(["augmented_from"] if has_source else [])]).collect()
-    placed = apply_split_assignment(ids, assignment)  # checks the assignment covers the corpus
+    placed = apply_split_assignment(ids.with_row_index(ROW), assignment)  # checks the assignment covers the corpus
+    source_rows, placed = placed[ROW].to_numpy(), placed.drop(ROW)  # each row's input row: no join of the ids
+    del ids
     columns = [c for c in dataset.columns if c != "split"]
     columns += [c for c in ("group_id", "split") if c not in columns]
     # `group_id` is replaced where the input has one; every other input column passes through
     passengers = tuple(c for c in dataset.columns if c not in ("record_id", "split", "group_id", "augmented_from"))
-    return write_joined(dataset, placed, writer, passengers=passengers, columns=columns, rows=rows)
+    return write_joined(dataset, placed, writer, passengers=passengers, columns=columns, rows=rows,
+                        source_rows=source_rows)
 
 
 __all__ = ["SPLITS", "augment_dataset", "apply_split_dataset", "batch_rows", "clean_dataset", "combine_stats", "enabled",
