@@ -27,7 +27,7 @@ def export_splits(splits: pl.DataFrame, target: Path, task: Task | None = None) 
     """`target` (exports/splits/): a `datasets.DatasetDict` (load_from_disk) plus `<split>.jsonl` files, in
     the task's export form (instruction records also carry `messages`, and `prompt_messages` with
     `completion`: see `InstructionTask.export_form`)."""
-    from datasets import Dataset, config
+    from datasets import Dataset, DatasetDict
     from datasets.utils.logging import disable_progress_bar
 
     disable_progress_bar()  # one bar per shard and split drowns the run log
@@ -36,16 +36,13 @@ def export_splits(splits: pl.DataFrame, target: Path, task: Task | None = None) 
     splits = task.export_form(splits)
     columns = [c for c in task.export_columns() if c in splits.columns]
     with atomic_path(Path(target)) as tmp:
-        # What `DatasetDict.save_to_disk` writes (its `dataset_dict.json`, then each split's `save_to_disk`), one split
-        # at a time: each split's rows are selected and sorted once, for its Arrow files and its JSONL, and dropped
-        # before the next (a DatasetDict holds every split at once).
-        tmp.mkdir(parents=True, exist_ok=True)
-        (tmp / config.DATASETDICT_JSON_FILENAME).write_text(json.dumps({"splits": list(SPLITS)}), encoding="utf-8")
+        parts = {}
         for name in SPLITS:
             part = splits.filter(pl.col("split") == name).select(columns).sort("record_id")
-            Dataset(part.to_arrow()).save_to_disk(str(tmp / name))
-            part.write_ndjson(tmp / f"{name}.jsonl")
-            del part
+            parts[name] = Dataset(part.to_arrow())
+        DatasetDict(parts).save_to_disk(str(tmp))
+        for name in SPLITS:
+            splits.filter(pl.col("split") == name).select(columns).sort("record_id").write_ndjson(tmp / f"{name}.jsonl")
     return Path(target)
 
 
