@@ -483,7 +483,8 @@ def augment_dataset(dataset: ShardedDataset, settings: Settings, kept: DatasetWr
                     assignment: pl.DataFrame | None = None, embedding_cache=None) -> StageStats:
     """`augment.augment_corpus`: the originals streamed shard by shard with the augmentation columns (null),
     then the augmented rows; with a technique on, those are made from the corpus read whole (label counts, the
-    near-held-out filter), and written after the originals (not a copy of the corpus with them appended)."""
+    source records; the near-held-out filter reads its texts through a temporary sharded dataset), and written
+    after the originals (not a copy of the corpus with them appended)."""
     from finetune_pipeline.augment.stage import AUGMENT_COLUMNS, AugmentStats, augmented_rows
 
     cfg = settings.augmentation
