@@ -96,9 +96,14 @@ class Tokens:
     vocabulary: pl.DataFrame  # (token, code) of every token coded so far
 
     @classmethod
+    def empty(cls) -> "Tokens":
+        """No texts yet, an empty vocabulary."""
+        return cls(pl.DataFrame(schema=_CODED), pl.DataFrame(schema={"token": pl.String, "code": pl.UInt32}))
+
+    @classmethod
     def of(cls, table: pl.DataFrame) -> "Tokens":
         """`table` (a `token_table`) coded with a new vocabulary."""
-        tokens = cls(pl.DataFrame(schema=_CODED), pl.DataFrame(schema={"token": pl.String, "code": pl.UInt32}))
+        tokens = cls.empty()
         tokens.add(table)
         return tokens
 

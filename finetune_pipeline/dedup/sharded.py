@@ -115,18 +115,15 @@ def _token_table(texts: DatasetTexts, docs: np.ndarray) -> Tokens:
     coded before the next shard is read: the strings of one shard's texts are held, never the whole table's
     (a text's rows are its own, so the table holds the same rows, in the order of the shards)."""
     docs = np.asarray(docs, dtype=np.int64)
-    tokens = None
+    tokens = Tokens.empty()
     for at, values in texts.by_shard(docs):
         parts = []
         for start in range(0, len(at), TOKEN_DOCS):
             table = token_table(values.slice(start, TOKEN_DOCS))
             parts.append(table.with_columns(pl.Series("doc", docs[at[start:start + TOKEN_DOCS]][table["doc"].to_numpy()])))
-        if tokens is None:
-            tokens = Tokens.of(pl.concat(parts))
-        else:
-            tokens.add(pl.concat(parts))
+        tokens.add(pl.concat(parts))
         del parts
-    return mh._token_table_of(texts, docs) if tokens is None else tokens
+    return tokens
 
 
 @dataclass

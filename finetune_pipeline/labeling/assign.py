@@ -166,11 +166,10 @@ def _apply_annotations(corpus: pl.DataFrame, annotations: pl.DataFrame, labels: 
     valid, outside = known.filter(in_set), known.filter(~in_set)
     resolved = resolve_annotations(valid, cfg)
     agreement = agreement_report(valid, resolved, labels)
-    if not resolved.height:  # no record has a label from people: the corpus as it is (no copy of it)
-        return _PeopleLabels(corpus, corpus.clear().with_columns(
-            *[pl.lit(None, resolved.schema[c]).alias(f"{c}_ann") for c in resolved.columns if c != "record_id"]),
-            valid, known, unknown, outside, 0, agreement)
     ann = resolved.rename({c: f"{c}_ann" for c in resolved.columns if c != "record_id"})
+    if not resolved.height:  # no record has a label from people: the corpus as it is (no copy of it)
+        return _PeopleLabels(corpus, corpus.clear().join(ann, on="record_id", how="left"), valid, known, unknown,
+                             outside, 0, agreement)
     corpus = corpus.join(ann, on="record_id", how="left")
     is_open = pl.col("open_ann").fill_null(False)
     disputed, corpus = corpus.filter(is_open), corpus.filter(~is_open)
