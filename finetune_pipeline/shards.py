@@ -89,6 +89,14 @@ def _schema_of(frame: pl.DataFrame | pl.Schema | dict) -> dict[str, str]:
     return {name: str(dtype) for name, dtype in schema.items()}
 
 
+def owned(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with buffers of its own. A row selection of a shard (`shard[rows]`, a filter) keeps polars'
+    string views into the shard's whole string buffers: holding selections of many shards at once holds
+    every one of those shards (dataset_splits' window of 50,000 rows from 20 shards held them all, 1.2 GiB at
+    1M records). An Arrow round trip writes the selected strings into new buffers."""
+    return pl.from_arrow(frame.to_arrow()).cast(frame.schema)
+
+
 def is_local(location: str | Path) -> bool:
     """Whether `location` is on this machine's file system (a path or file:// URL), not object storage."""
     return isinstance(_fs(str(location))[0], LocalFileSystem)

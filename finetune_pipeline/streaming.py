@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from finetune_pipeline.cleaning import noise
 from finetune_pipeline.records import SPLITS, StageStats
 from finetune_pipeline.settings import Settings
-from finetune_pipeline.shards import DEFAULT_SHARD_ROWS, DatasetWriter, ShardedDataset, is_local, make_folder
+from finetune_pipeline.shards import DEFAULT_SHARD_ROWS, DatasetWriter, ShardedDataset, is_local, make_folder, owned
 
 log = logging.getLogger(__name__)
 
@@ -408,7 +408,7 @@ def write_joined(dataset: ShardedDataset, decided: pl.DataFrame, writer: Dataset
             inside = window.filter(pl.col("_in").is_between(bounds[number], bounds[number + 1] - 1))
             if inside.height:
                 local = (inside["_in"] - bounds[number]).to_numpy()
-                pieces.append(shard.select(carried)[local].with_columns(inside["_out"]))
+                pieces.append(owned(shard.select(carried)[local]).with_columns(inside["_out"]))
         values = pl.concat(pieces).sort("_out") if pieces else pl.DataFrame({"_out": []})
         emit(window["_out"].to_numpy(), values)
     return len(order)

@@ -89,3 +89,22 @@ def test_read_rows_reads_a_range_across_shards(tmp_path):
     for start, stop in ((2, 8), (0, 3), (3, 6), (9, 10), (0, 10), (4, 4)):
         assert dataset.read_rows(start, stop).equals(frame.slice(start, stop - start)), (start, stop)
     assert dataset.read_rows(0, 0).schema == frame.schema
+
+
+def _buffer_bytes(frame: pl.DataFrame) -> int:
+    table = frame.to_arrow(compat_level=pl.CompatLevel.newest())
+    return sum(b.size for column in table.columns for chunk in column.chunks for b in chunk.buffers() if b)
+
+
+def test_owned_rows_of_a_shard_do_not_hold_the_shard():
+    shard = pl.DataFrame({
+        "text": [f"{'word ' * 40}{i}" for i in range(5000)],
+        "quality_flags": [["short"] if i % 3 else [] for i in range(5000)],
+        "label_confidence": [None if i % 7 == 0 else i / 5000 for i in range(5000)],
+        "label": pl.Series([str(i % 4) for i in range(5000)], dtype=pl.Categorical),
+    })
+    rows = shard[[3, 700, 4999]]
+    assert _buffer_bytes(rows) > _buffer_bytes(shard) // 2  # polars' selection: views into the shard's strings
+    kept = shards.owned(rows)
+    assert kept.schema == rows.schema and kept.equals(rows)
+    assert _buffer_bytes(kept) < _buffer_bytes(shard) // 100
