@@ -198,3 +198,17 @@ def test_write_joined_names_an_output_row_without_input(tmp_path):
                         passengers=("text",), columns=["record_id", "text"])
     writer.abort()
     shutil.rmtree(tmp_path / "o", ignore_errors=True)
+
+
+def test_texts_where_reads_the_chosen_texts_in_place_across_shards(tmp_path):
+    frame = pl.DataFrame({"record_id": [f"r{i:03d}" for i in range(200)],
+                          "text": [f"text number {i} " * 3 for i in range(200)],
+                          "label": [None if i % 9 == 0 else "a" for i in range(200)],
+                          "label_source": ["human" if i % 31 == 0 else "column" for i in range(200)]})
+    shards.write_dataset(frame, tmp_path / "d", shard_rows=64)
+    read = pl.col("label").is_null() | pl.col("label_source").is_in(["human"])
+    got = st.texts_where(shards.open_dataset(tmp_path / "d"), read)
+    assert got.to_list() == frame.select(pl.when(read).then(pl.col("text")))["text"].to_list()
+    assert 0 < got.drop_nulls().len() < 200
+    nothing = st.texts_where(shards.open_dataset(tmp_path / "d"), pl.col("label") == "none")
+    assert nothing.len() == 200 and nothing.null_count() == 200

@@ -203,8 +203,8 @@ def _label_the_rest(corpus: pl.DataFrame, labels: list[str], settings: Settings,
     cfg = settings.labeling
     outside = corpus.filter(pl.col("label").is_not_null() & ~pl.col("label").is_in(labels))
     unlabeled = corpus.filter(pl.col("label").is_null())
-    kept = corpus.filter(pl.col("label").is_in(labels))
-    train = kept.filter(pl.col("label_source").is_in(list(cfg.classifier_label_sources)))
+    train = corpus.filter(pl.col("label").is_in(labels)
+                          & pl.col("label_source").is_in(list(cfg.classifier_label_sources)))
     use_classifier = train.height >= cfg.min_human_labels_for_classifier and train["label"].n_unique() >= 2
     predicted, model_name, probabilities = unlabeled.clear(), None, {}
     if unlabeled.height and labels and (cfg.zero_shot or use_classifier):
