@@ -23,27 +23,80 @@ EXPORT_COLUMNS = ["record_id", "text", "label", "label_source", "label_confidenc
                   "completion"]
 
 
-def export_splits(splits: pl.DataFrame, target: Path, task: Task | None = None) -> Path:
+def export_splits(splits: pl.DataFrame | pl.LazyFrame, target: Path, task: Task | None = None) -> Path:
     """`target` (exports/splits/): a `datasets.DatasetDict` (load_from_disk) plus `<split>.jsonl` files, in
     the task's export form (instruction records also carry `messages`, and `prompt_messages` with
-    `completion`: see `InstructionTask.export_form`)."""
-    from datasets import Dataset, DatasetDict
+    `completion`: see `InstructionTask.export_form`). `splits` may be lazy (a sharded dataset's scan): one
+    split is read and written at a time."""
+    from datasets import Dataset, config
     from datasets.utils.logging import disable_progress_bar
 
     disable_progress_bar()  # one bar per shard and split drowns the run log
 
     task = task or task_named(None)
-    splits = task.export_form(splits)
-    columns = [c for c in task.export_columns() if c in splits.columns]
+    source = splits.lazy()
+    form = task.export_form(source.head(1).collect())  # the export's columns and types, for an empty split too
+    columns = [c for c in task.export_columns() if c in form.columns]
     with atomic_path(Path(target)) as tmp:
-        parts = {}
+        # What `DatasetDict.save_to_disk` writes (its `dataset_dict.json`, then each split's `save_to_disk`), one
+        # split at a time: a DatasetDict holds every split at once.
+        tmp.mkdir(parents=True, exist_ok=True)
+        (tmp / config.DATASETDICT_JSON_FILENAME).write_text(json.dumps({"splits": list(SPLITS)}), encoding="utf-8")
         for name in SPLITS:
-            part = splits.filter(pl.col("split") == name).select(columns).sort("record_id")
-            parts[name] = Dataset(part.to_arrow())
-        DatasetDict(parts).save_to_disk(str(tmp))
-        for name in SPLITS:
-            splits.filter(pl.col("split") == name).select(columns).sort("record_id").write_ndjson(tmp / f"{name}.jsonl")
+            part = task.export_form(source.filter(pl.col("split") == name).collect())
+            part = (part if part.height else form.clear()).select(columns).sort("record_id")
+            part.write_ndjson(tmp / f"{name}.jsonl")
+            table = part.to_arrow()
+            del part
+            # the fingerprint given: `datasets` would otherwise hash the table by serializing it whole (2.4 GiB
+            # more at 1M records)
+            _save_split(Dataset(table, fingerprint=table_fingerprint(table)), tmp / name)
+            del table
     return Path(target)
+
+
+def _save_split(dataset, folder: Path) -> None:
+    """`dataset.save_to_disk(folder)`; for a split without rows also its one Arrow file of no rows, which
+    `datasets` (5.2) leaves out, so that `load_from_disk` of the export fails (IndexError) instead of giving
+    an empty split."""
+    from datasets import config
+    from datasets.arrow_writer import ArrowWriter
+
+    dataset.save_to_disk(str(folder))
+    if dataset.num_rows:
+        return
+    name = "data-00000-of-00001.arrow"
+    with ArrowWriter(features=dataset.features, path=str(folder / name)) as writer:
+        writer.write_table(dataset.data.table)
+        writer.finalize()
+    state_file = folder / config.DATASET_STATE_JSON_FILENAME
+    state = json.loads(state_file.read_text(encoding="utf-8"))
+    state["_data_files"] = [{"filename": name}]
+    state_file.write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def table_fingerprint(table) -> str:
+    """A `datasets` fingerprint of an Arrow table from its content: the SHA-256 of its Arrow IPC stream,
+    written batch by batch into the hash (no copy of the table)."""
+    import pyarrow as pa
+
+    class _Hash:
+        closed = False
+
+        def __init__(self):
+            self.sha = hashlib.sha256()
+
+        def write(self, data) -> int:
+            self.sha.update(data)
+            return len(data)
+
+        def flush(self) -> None:
+            pass
+
+    sink = _Hash()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=65_536)
+    return sink.sha.hexdigest()[:16]
 
 
 def content_digest(splits: pl.DataFrame) -> str:

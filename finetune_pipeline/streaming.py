@@ -43,7 +43,9 @@ log = logging.getLogger(__name__)
 # Columns a stage neither reads nor changes: streamed from the input shards, never held whole.
 DEDUP_PASSENGERS = ("redactions", "content_sha256", "label_source", "label_confidence")
 ROW = "_dataset_row"  # a column a stage carries through its decision: the record's row in the input dataset
-LABELING_PASSENGERS = ("text", "redactions", "quality_flags", "content_sha256")
+# labeling reads none of these (the text only of the records it labels)
+LABELING_PASSENGERS = ("text", "redactions", "quality_flags", "content_sha256", "source_type", "ingested_at",
+                       "element_types", "group_id")
 SPLIT_PASSENGERS = ("redactions", "quality_flags", "content_sha256", "label_source", "label_confidence",
                     "label_model", "label_agreement", "ingested_at")
 

@@ -140,3 +140,23 @@ def test_multi_turn_exports_keep_every_turn_in_both_trl_forms(tmp_path):
                          args=SFTConfig(output_dir=str(tmp_path / "sft_completion"), **config))
     assert _labelled_runs(trainer.train_dataset[0]["labels"]) == 1  # loss on the final answer only
     trainer.train()
+
+
+def test_an_export_written_split_by_split_from_a_scan_equals_the_frames_and_keeps_an_empty_split_typed(tmp_path):
+    import datasets
+
+    frame = _instruction_splits().filter(pl.col("split") != "test")  # no test record
+    frame.write_parquet(tmp_path / "splits.parquet")
+    eager = exports.export_splits(frame, tmp_path / "a", task_named("instruction"))
+    lazy = exports.export_splits(pl.scan_parquet(tmp_path / "splits.parquet"), tmp_path / "b",
+                                 task_named("instruction"))
+    a, b = datasets.load_from_disk(str(eager)), datasets.load_from_disk(str(lazy))
+    assert a["test"].num_rows == 0 and a["test"].features == a["train"].features  # the chat columns too
+    assert "messages" in a["test"].column_names
+    for name in ("train", "validation", "test"):
+        assert a[name].features == b[name].features and a[name].to_list() == b[name].to_list()
+        assert (eager / f"{name}.jsonl").read_bytes() == (lazy / f"{name}.jsonl").read_bytes()
+        # the fingerprint follows the content: the same rows, the same fingerprint
+        assert a[name]._fingerprint == b[name]._fingerprint
+    assert a["train"]._fingerprint != a["validation"]._fingerprint
+    assert [r["record_id"] for r in a["train"]] == sorted(r["record_id"] for r in a["train"])

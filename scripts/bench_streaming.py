@@ -140,7 +140,7 @@ def run_stage(stage: str, root: Path, shard_rows: int | None) -> dict:
 
         source = dataset("dataset_splits")
         rows_in = source.rows
-        exports.export_splits(source.collect(), layout.splits_export, task_for(settings))  # holds the split
+        exports.export_splits(source.scan(), layout.splits_export, task_for(settings))  # one split at a time
     else:
         raise SystemExit(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
     out = dataset(stage).rows if stage not in ("split_assignment", "export") else None
