@@ -46,6 +46,9 @@ ROW = "_dataset_row"  # a column a stage carries through its decision: the recor
 # labeling reads none of these (the text only of the records it labels)
 LABELING_PASSENGERS = ("text", "redactions", "quality_flags", "content_sha256", "source_type", "ingested_at",
                        "element_types", "group_id")
+# classification augmentation copies these from a source record and changes none of them (`augment.stage._materialize`)
+AUGMENT_PASSENGERS = ("source_uri", "source_type", "locator", "ingested_at", "element_types", "quality_flags",
+                      "group_id", "label_confidence", "label_model", "label_agreement")
 SPLIT_PASSENGERS = ("redactions", "quality_flags", "content_sha256", "label_source", "label_confidence",
                     "label_model", "label_agreement", "ingested_at")
 
@@ -501,18 +504,31 @@ def augment_dataset(dataset: ShardedDataset, settings: Settings, kept: DatasetWr
     """`augment.augment_corpus`: the originals streamed shard by shard with the augmentation columns (null),
     then the augmented rows; with a technique on, those are made from the corpus read whole (label counts, the
     source records; the near-held-out filter reads its texts through a temporary sharded dataset), and written
-    after the originals (not a copy of the corpus with them appended)."""
+    after the originals (not a copy of the corpus with them appended). Classification reads the corpus
+    without the columns augmentation only copies from a source record (`AUGMENT_PASSENGERS`): each augmented
+    row takes them from its source's row as it is written."""
     from finetune_pipeline.augment.stage import AUGMENT_COLUMNS, AugmentStats, augmented_rows
+    from finetune_pipeline.tasks import task_for
 
     cfg = settings.augmentation
-    extra, stats = None, AugmentStats()
+    extra, stats, source_rows = None, AugmentStats(), None
+    classification = task_for(settings).name == "classification"
     if dataset.rows and (cfg.oversample or cfg.paraphrase or cfg.synthetic):
-        extra, stats = augmented_rows(dataset.collect(), settings, embedding_cache=embedding_cache,
-                                      assignment=assignment)
+        corpus = decision_frame(dataset, AUGMENT_PASSENGERS).with_row_index(ROW) if classification \
+            else dataset.collect()
+        extra, stats = augmented_rows(corpus, settings, embedding_cache=embedding_cache, assignment=assignment)
+        del corpus
+        if classification:  # an augmented row is its source record's row, changed: ROW is its source's
+            source_rows, extra = extra[ROW].to_numpy(), extra.drop(ROW)
+    columns = [*dataset.columns, *(c for c in AUGMENT_COLUMNS if c not in dataset.columns)]
     for shard in dataset.iter_shards():
         kept.write(shard.with_columns([pl.lit(None, t).alias(c) for c, t in AUGMENT_COLUMNS.items()]))
     if extra is not None and extra.height:
-        kept.write(extra)
+        if source_rows is None:
+            kept.write(extra.select(columns))
+        else:
+            write_joined(dataset, extra, kept, passengers=AUGMENT_PASSENGERS, columns=columns,
+                         rows=batch_rows(settings), source_rows=source_rows)
     return stats
 
 

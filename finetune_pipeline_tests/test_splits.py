@@ -283,6 +283,11 @@ def test_the_export_applies_the_stored_assignment_and_refuses_one_made_for_other
     assert splits["split"].to_list() == sorted(splits["split"].to_list(), key=["train", "validation", "test"].index)
     with pytest.raises(SplitError, match="1 record\\(s\\) of the corpus without a split \\(e.g. b-9\\)"):
         apply_split_assignment(augmented, assignment.filter(pl.col("record_id") != "b-9"))
+    stranger = assignment.head(1).with_columns(pl.lit("z-1").alias("record_id"))
+    with pytest.raises(SplitError, match="1 assigned record\\(s\\) not in the corpus \\(e.g. z-1\\)"):
+        apply_split_assignment(augmented, pl.concat([assignment, stranger]))
+    with pytest.raises(SplitError, match="^[^;]*: 2 record\\(s\\) assigned twice\\."):
+        apply_split_assignment(augmented, pl.concat([assignment, assignment.head(2)]))
     with pytest.raises(SplitError, match="materialize split_assignment again"):
         augment_corpus(corpus.filter(pl.col("record_id") != "a-0"), settings, assignment=assignment)
 
