@@ -212,3 +212,18 @@ def test_texts_where_reads_the_chosen_texts_in_place_across_shards(tmp_path):
     assert 0 < got.drop_nulls().len() < 200
     nothing = st.texts_where(shards.open_dataset(tmp_path / "d"), pl.col("label") == "none")
     assert nothing.len() == 200 and nothing.null_count() == 200
+
+
+def test_collection_hands_over_one_source_at_a_time_and_adds_up_to_the_whole(sample):
+    from finetune_pipeline.sources import collect_sources
+
+    root, _, _ = sample
+    settings = load_settings(root, overrides="privacy: {detector: patterns}")
+    parts = []
+    stats = collect_sources(root, settings, lambda rows, rejects: parts.append((rows, rejects)))
+    whole = collect_raw_corpus(root, settings)
+    assert stats.files >= 2 and len(parts) >= stats.files  # one hand-over per file (and the SQL sources')
+    assert max(rows.height for rows, _ in parts) < whole.kept.height
+    assert all(rows.schema == whole.kept.schema for rows, _ in parts)
+    assert pl.concat([rows for rows, _ in parts]).drop("ingested_at").equals(whole.kept.drop("ingested_at"))
+    assert pl.concat([rejects for _, rejects in parts]).equals(whole.rejected)

@@ -86,11 +86,11 @@ def run_stage(stage: str, root: Path, shard_rows: int | None) -> dict:
     assignment_file = layout.asset_values / "split_assignment.parquet"
     rows_in = None
     if stage == "raw_corpus":
-        from finetune_pipeline.sources import collect_raw_corpus
+        from finetune_pipeline.sources import collect_sources
 
-        result = collect_raw_corpus(root, settings, cache_dir=None)
-        shards.write_dataset(result.kept, layout.asset_dataset(stage), shard_rows=rows)
-        shards.write_dataset(result.rejected, layout.rejects_dataset(stage), shard_rows=rows)
+        kept, rejected = writers(stage)  # each source's rows written as it is read, as the asset does
+        collect_sources(root, settings, lambda k, r: (kept.write(k), rejected.write(r)), cache_dir=None)
+        kept.commit(), rejected.commit()
     elif stage == "cleaned_corpus":
         from finetune_pipeline.cleaning.erasure import load_erasure_requests
 

@@ -8,14 +8,16 @@ import warnings
 
 import dagster as dg
 
+from finetune_pipeline import streaming
 from finetune_pipeline import validation as v
 from finetune_pipeline.defs import OWNERS
 from finetune_pipeline.defs.gates import check_specs, checked, files_check, suite_check
 from finetune_pipeline.defs.metadata import collection_metadata, execution_metadata, settings_used, stage_metadata
 from finetune_pipeline.defs.resources import PipelineResource, RayCluster
+from finetune_pipeline.defs.streams import committed, writers
 from finetune_pipeline.defs.types import CORPUS_COLUMNS, CorpusFrame, column_schema
 from finetune_pipeline.raw_inventory import inventory, inventory_version
-from finetune_pipeline.sources import collect_raw_corpus
+from finetune_pipeline.sources import collect_raw_corpus, collect_sources
 
 RAW_FILES = dg.AssetKey("raw_files")
 
@@ -51,8 +53,15 @@ def raw_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource, ra
     keep = settings.privacy.keep_raw_text == "collection"
     if not keep:
         shutil.rmtree(root.parse_cache, ignore_errors=True)
-    result = collect_raw_corpus(root.path, settings, cache_dir=root.parse_cache if keep else None,
-                                progress=_progress_logger(context))
+    cache_dir, progress = root.parse_cache if keep else None, _progress_logger(context)
+    if streaming.enabled(settings):  # each source's rows written as it is read, shard by shard
+        with writers(pipeline, "raw_corpus") as (kept, rejected):
+            stats = collect_sources(root.path, settings, lambda rows, rejects: (kept.write(rows),
+                                                                               rejected.write(rejects)),
+                                    cache_dir=cache_dir, progress=progress)
+        result = committed(pipeline, "raw_corpus", stats)
+    else:
+        result = collect_raw_corpus(root.path, settings, cache_dir=cache_dir, progress=progress)
     context.add_output_metadata({
         **settings_used(settings, "sources"), **execution_metadata(settings.execution),
         **stage_metadata(result.kept.height + result.rejected.height, result),

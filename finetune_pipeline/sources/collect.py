@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,11 +24,12 @@ import polars as pl
 from finetune_pipeline.execution import map_batches
 from finetune_pipeline.layout import DataRoot
 from finetune_pipeline.raw_inventory import file_sha256
-from finetune_pipeline.records import StageResult, StageStats, corpus_frame, make_record_id, rejects_frame, sha256_text
+from finetune_pipeline.records import (CORPUS_SCHEMA, StageResult, StageStats, corpus_frame, make_record_id,
+                                       rejects_frame, sha256_text)
 from finetune_pipeline.settings import Settings
 from finetune_pipeline.sources import files, sql, tabular
 from finetune_pipeline.sources.cache import CachedParse, ParseCache
-from finetune_pipeline.sources.readers import (EXTRA_COLUMNS, INSTRUCTION_COLUMNS, SUPPORTED, ArchiveTooLarge, bad,
+from finetune_pipeline.sources.readers import (EXTRA_COLUMNS, SUPPORTED, ArchiveTooLarge, bad,
                                                source_type_of)
 from finetune_pipeline.tasks import Task, task_for
 
@@ -96,101 +97,122 @@ def collect_raw_corpus(data_dir: Path, settings: Settings, cache_dir: Path | Non
 
     `cache_dir`: where parse results are kept between runs (None: parse everything every time).
     `progress`: called after each source with (done, total, source_uri, status)."""
+    kept, rejected = [], []
+    stats = collect_sources(data_dir, settings, lambda k, r: (kept.append(k), rejected.append(r)), cache_dir,
+                            progress)
+    return StageResult(kept=pl.concat(kept), rejected=pl.concat(rejected), stats=stats)
+
+
+def collect_sources(data_dir: Path, settings: Settings, emit: Callable[[pl.DataFrame, pl.DataFrame], None],
+                    cache_dir: Path | None = None, progress: Progress | None = None) -> CollectionStats:
+    """`collect_raw_corpus`, handing each source's rows and rejects to `emit(kept, rejected)` as it is read
+    (in source order; every frame with the corpus's columns, the first one even when empty): one source's
+    records in memory at a time (a streaming caller writes them shard by shard)."""
     data_dir = Path(data_dir).resolve()
     task = task_for(settings)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     cache = ParseCache(cache_dir, settings)
     sources = discover_sources(data_dir)
     total = len(sources) + len(settings.sources.sql)
-    outcomes = parse_files(sources, data_dir, settings, cache, now, progress, total)
-    records, rejects, by_type, recognised = file_records(sources, outcomes, data_dir, settings, total)
-    query_records, query_rejects = sql_records(task, settings, by_type, now, progress, len(sources), total)
-    records, rejects = records + query_records, rejects + query_rejects
-    _identify(records, rejects)
-    pruned = cache.prune()
-    kept = _with_columns(corpus_frame(records), {**EXTRA_COLUMNS, **task.record_columns(settings)})
-    return StageResult(kept=kept, rejected=rejects_frame(rejects),
-                       stats=CollectionStats(files=len(sources), by_source_type=by_type,
-                                             parsed=sum(c.parsed for c in by_type.values()),
-                                             cached=sum(c.cached for c in by_type.values()),
-                                             cache_entries_pruned=pruned, recognised_columns=recognised))
+    columns = corpus_columns(settings)
+    by_type: dict[str, SourceCounts] = {}
+    recognised: list[str] = []
+    emitted = False
+
+    def put(records: list[dict], rejects: list[dict]) -> None:
+        nonlocal emitted
+        if records or rejects or not emitted:
+            _identify(records, rejects)
+            emit(_conform(corpus_frame(records), columns), rejects_frame(rejects))
+            emitted = True
+
+    for number, outcome in parse_files(sources, data_dir, settings, cache, now, progress, total):
+        records, rejects, notes = _file_records(sources[number], outcome, data_dir, settings, by_type)
+        recognised += notes
+        log.debug("[%d/%d] %s (%s)", number + 1, total, sources[number].relative_to(data_dir).as_posix(),
+                  outcome[3])
+        put(records, rejects)
+    put(*sql_records(task, settings, by_type, now, progress, len(sources), total))
+    return CollectionStats(files=len(sources), by_source_type=by_type,
+                           parsed=sum(c.parsed for c in by_type.values()),
+                           cached=sum(c.cached for c in by_type.values()),
+                           cache_entries_pruned=cache.prune(), recognised_columns=recognised)
+
+
+def corpus_columns(settings: Settings) -> dict[str, pl.DataType]:
+    """The raw corpus's columns, in order: the standard ones, the kind's (`Task.record_columns`), then
+    `element_types`."""
+    return {**CORPUS_SCHEMA, **task_for(settings).record_columns(settings), **EXTRA_COLUMNS}
 
 
 # (records, rejects, ingested_at, status, notes) of one source
 Outcome = tuple[list[dict], list[dict], str, str, list[str]]
 
+RAY_PARSE_GROUP = 32  # sources parsed per Ray round: their records come back to this process together
+
 
 def parse_files(sources: list[Path], data_dir: Path, settings: Settings, cache: ParseCache, now: str,
-                progress: Progress | None, total: int) -> dict[int, Outcome]:
-    """Per source number its outcome: refused or cached ones from cheap checks and cache look-ups, then the
-    new ones parsed by a batch function (`parse_sources`), one source at a time in-process or spread over
-    the Ray workers, and put in the cache."""
-    outcomes: dict[int, Outcome] = {}
-    to_parse, keys = [], {}
-    for number, path in enumerate(sources):
-        source_type = source_type_of(path)
-        outcome, keys[number] = _lookup(path, source_type, data_dir, settings, cache, now)
-        if outcome is None:
-            to_parse.append({"number": number, "path": str(path), "source_type": source_type})
-        else:
-            outcomes[number] = outcome
-    pending = pl.DataFrame(to_parse, schema={"number": pl.Int64, "path": pl.String, "source_type": pl.String})
-    chunks = [pending] if settings.execution.backend == "ray" else [pending.slice(i, 1) for i in range(pending.height)]
-    done = 0
-
-    def report(number: int) -> None:
-        nonlocal done
-        done += 1
-        if progress:
-            progress(done, total, sources[number].relative_to(data_dir).as_posix(), outcomes[number][3])
-
-    for number in sorted(outcomes):
-        report(number)
+                progress: Progress | None, total: int) -> Iterator[tuple[int, Outcome]]:
+    """Each source's number and outcome, in source order: refused or cached ones from cheap checks and cache
+    look-ups, new ones parsed by a batch function (`parse_sources`), one source at a time in-process or a
+    group at a time spread over the Ray workers, and put in the cache. Only a group's records are held."""
+    group = RAY_PARSE_GROUP if settings.execution.backend == "ray" else 1
     try:
-        for chunk in chunks:
-            parsed = map_batches(chunk, parse_sources, settings.execution, settings=settings, batch_size=1)
-            for number, records_json, rejects_json, notes_json in parsed.select(
-                    "number", "records", "rejects", "notes").iter_rows():
-                new_records, new_rejects, notes = json.loads(records_json), json.loads(rejects_json), \
-                    json.loads(notes_json)
-                cache.put(keys[number], CachedParse(records=new_records, rejects=new_rejects, ingested_at=now,
-                                                    notes=notes))
-                outcomes[number] = (new_records, new_rejects, now, "parsed", notes)
-                report(number)
+        for first in range(0, len(sources), group):
+            outcomes: dict[int, Outcome] = {}
+            to_parse, keys = [], {}
+            for number in range(first, min(first + group, len(sources))):
+                path = sources[number]
+                source_type = source_type_of(path)
+                outcome, keys[number] = _lookup(path, source_type, data_dir, settings, cache, now)
+                if outcome is None:
+                    to_parse.append({"number": number, "path": str(path), "source_type": source_type})
+                else:
+                    outcomes[number] = outcome
+            if to_parse:
+                pending = pl.DataFrame(to_parse, schema={"number": pl.Int64, "path": pl.String,
+                                                         "source_type": pl.String})
+                parsed = map_batches(pending, parse_sources, settings.execution, settings=settings, batch_size=1)
+                for number, records_json, rejects_json, notes_json in parsed.select(
+                        "number", "records", "rejects", "notes").iter_rows():
+                    new_records, new_rejects, notes = json.loads(records_json), json.loads(rejects_json), \
+                        json.loads(notes_json)
+                    cache.put(keys[number], CachedParse(records=new_records, rejects=new_rejects, ingested_at=now,
+                                                        notes=notes))
+                    outcomes[number] = (new_records, new_rejects, now, "parsed", notes)
+                del parsed
+            for number in sorted(outcomes):
+                if progress:
+                    progress(number + 1, total, sources[number].relative_to(data_dir).as_posix(),
+                             outcomes[number][3])
+                yield number, outcomes.pop(number)
     finally:
         files.release_worker()
-    return outcomes
 
 
-def file_records(sources: list[Path], outcomes: dict[int, Outcome], data_dir: Path, settings: Settings,
-                 total: int) -> tuple[list[dict], list[dict], dict[str, SourceCounts], list[str]]:
-    """The records and rejects of every file with where they came from, the counts per source type, and
-    what was recognised rather than configured ("<uri>: <note>")."""
-    records, rejects, recognised = [], [], []
-    by_type: dict[str, SourceCounts] = {}
-    for number, path in enumerate(sources):
-        uri = path.relative_to(data_dir).as_posix()
-        source_type = source_type_of(path)
-        counts = by_type.setdefault(source_type, SourceCounts())
-        counts.files += 1
-        new_records, new_rejects, ingested_at, status, notes = outcomes[number]
-        recognised += [f"{uri}: {note}" for note in notes]
-        label = _folder_label(path, data_dir, settings) if source_type in files.DOCUMENT_TYPES.values() else None
-        for record in new_records:
-            record.update(source_uri=uri, source_type=source_type, ingested_at=ingested_at)
-            if label and record.get("label") is None:
-                record.update(label=label, label_source="folder")
-        rejects += [_reject(uri, **r) for r in new_rejects]
-        if not new_records and not new_rejects:  # a header-only table or blank lines: say so, never vanish
-            rejects.append(_reject(uri, None, "empty_file", "no records (a header-only table, or blank lines only); "
-                                                       "add rows or remove the file"))
-            counts.rejects += 1
-        records += new_records
-        counts.records += len(new_records)
-        counts.rejects += len(new_rejects)
-        setattr(counts, status, getattr(counts, status) + 1)
-        log.debug("[%d/%d] %s (%s)", number + 1, total, uri, status)
-    return records, rejects, by_type, recognised
+def _file_records(path: Path, outcome: Outcome, data_dir: Path, settings: Settings,
+                  by_type: dict[str, SourceCounts]) -> tuple[list[dict], list[dict], list[str]]:
+    """The records and rejects of one file with where they came from (counted in `by_type`), and what was
+    recognised rather than configured ("<uri>: <note>")."""
+    uri = path.relative_to(data_dir).as_posix()
+    source_type = source_type_of(path)
+    counts = by_type.setdefault(source_type, SourceCounts())
+    counts.files += 1
+    new_records, new_rejects, ingested_at, status, notes = outcome
+    label = _folder_label(path, data_dir, settings) if source_type in files.DOCUMENT_TYPES.values() else None
+    for record in new_records:
+        record.update(source_uri=uri, source_type=source_type, ingested_at=ingested_at)
+        if label and record.get("label") is None:
+            record.update(label=label, label_source="folder")
+    rejects = [_reject(uri, **r) for r in new_rejects]
+    if not new_records and not new_rejects:  # a header-only table or blank lines: say so, never vanish
+        rejects.append(_reject(uri, None, "empty_file", "no records (a header-only table, or blank lines only); "
+                                                   "add rows or remove the file"))
+        counts.rejects += 1
+    counts.records += len(new_records)
+    counts.rejects += len(new_rejects)
+    setattr(counts, status, getattr(counts, status) + 1)
+    return new_records, rejects, [f"{uri}: {note}" for note in notes]
 
 
 def sql_records(task: Task, settings: Settings, by_type: dict[str, SourceCounts], now: str,
@@ -232,10 +254,12 @@ def _identify(records: list[dict], rejects: list[dict]) -> None:
         reject["stage"] = STAGE
 
 
-def _with_columns(frame: pl.DataFrame, columns: dict[str, pl.DataType]) -> pl.DataFrame:
-    """Add the given columns as nulls where absent; drop instruction columns nobody asked for."""
-    frame = frame.drop([c for c in INSTRUCTION_COLUMNS if c in frame.columns and c not in columns])
-    return frame.with_columns([pl.lit(None, dtype=t).alias(c) for c, t in columns.items() if c not in frame.columns])
+def _conform(frame: pl.DataFrame, columns: dict[str, pl.DataType]) -> pl.DataFrame:
+    """`frame` with exactly `columns`, in order: absent ones null (a source without labels), the types
+    given (a column null in every record of a source); a record field outside them is left out (e.g. the
+    instruction columns of a conversation file in a classification root)."""
+    return frame.select([pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c)
+                         for c, t in columns.items()])
 
 
 def _reject(uri: str, locator: str | None, reason: str, detail: str) -> dict:
