@@ -276,8 +276,11 @@ def test_the_accounting_checks_fail_on_a_lost_reject_and_on_a_file_nobody_read(t
 
     # by id, not by count: one record lost and one kept twice balance the counts, not the ids
     frame = v.reconciliation_frame(["a", "b", "c"], ["a", "a"], ["c", "x"])
-    assert dict(frame.select("record_id", "status").iter_rows()) == \
-        {"a": "out_twice", "b": "lost", "c": "once", "x": "not_read"}
+    assert frame.rows() == [("a", "out_twice"), ("b", "lost"), ("x", "not_read")]  # c: read once, rejected once
+    # the first status that applies: read twice wins over everything after it
+    assert v.reconciliation_frame(["a", "a", "b", "c"], ["b", "b", "z"], ["d"]).rows() == \
+        [("a", "read_twice"), ("b", "out_twice"), ("c", "lost"), ("d", "not_read"), ("z", "not_read")]
+    assert v.reconciliation_frame(pl.Series(["a", "b"]), pl.Series(["b"]), ["a"]).is_empty()
 
     root = tmp_path / "data"
     (root / "raw").mkdir(parents=True)
