@@ -204,6 +204,28 @@ def test_a_frame_with_a_wrong_schema_fails_at_the_boundary_with_the_column_named
     assert dg.check_dagster_type(ReviewFrame, empty_review()).success
 
 
+def test_a_sharded_dataset_with_a_wrong_schema_fails_at_the_boundary_shard_by_shard(tmp_path):
+    from finetune_pipeline import shards
+    from finetune_pipeline.defs.types import CorpusFrame
+
+    corpus = _quotes()
+
+    def stored(frame: pl.DataFrame, name: str):
+        shards.write_dataset(frame, tmp_path / name, shard_rows=max(1, frame.height // 3))
+        return shards.open_dataset(tmp_path / name)
+
+    assert dg.check_dagster_type(CorpusFrame, stored(corpus, "good")).success
+    last = corpus["record_id"][-1]  # in the last shard
+    null_text = corpus.with_columns(pl.when(pl.col("record_id") == last).then(None).otherwise(pl.col("text"))
+                                    .alias("text"))
+    assert 'column "text"' in dg.check_dagster_type(CorpusFrame, stored(null_text, "null")).description
+    twice = corpus.with_columns(pl.when(pl.col("record_id") == last).then(pl.lit(corpus["record_id"][0]))
+                                .otherwise(pl.col("record_id")).alias("record_id"))  # in two shards
+    assert "record_id is not unique" in dg.check_dagster_type(CorpusFrame, stored(twice, "twice")).description
+    missing = dg.check_dagster_type(CorpusFrame, stored(corpus.drop("source_uri"), "missing"))
+    assert not missing.success and "source_uri" in missing.description
+
+
 def test_the_dataset_card_is_one_hugging_face_reads(good_run, tmp_path):
     import datasets
     import yaml

@@ -80,7 +80,7 @@ def frame_type(name: str, description: str, columns: list[tuple[PandasColumn, dg
     def check(context, value) -> dg.TypeCheck:
         frame = value.kept if isinstance(value, StageResult) else value
         if isinstance(frame, ShardedDataset):  # a streamed stage's dataset: shard by shard, then uniqueness whole
-            for shard in frame.iter_shards():
+            for shard in frame.iter_shards([c for c in names if c in frame.columns]):  # the checked columns only
                 if problem := check_frame(context, shard):
                     return dg.TypeCheck(False, problem)
             present = [c for c in unique if c in frame.columns]
