@@ -206,6 +206,19 @@ class TextSource:
                       hashlib.sha256(b"".join(h.tobytes() for h in hashes) if rows.height else b"").hexdigest(),
                       pl.__version__)
 
+    def frame_digest(self, rows: pl.DataFrame) -> str:
+        """`incremental.frame_digest` of `rows` with their texts in the column order of `dataset` (the frame
+        `streaming.decision_frame` would have read, texts included): the same key as for that frame."""
+        if self.dataset is None:
+            return frame_digest(rows)
+        from finetune_pipeline.dedup.sharded import row_hashes
+
+        schema = {c: t for c, t in self.dataset.schema.items() if c in rows.columns or c == "text"}
+        hashes = row_hashes(self.dataset, rows, "text", schema)
+        return digest(str(pl.Schema(schema)), rows.height,
+                      hashlib.sha256(b"".join(h.tobytes() for h in hashes) if rows.height else b"").hexdigest(),
+                      pl.__version__)
+
 
 DOCUMENT_SOURCE_TYPES = ("txt", "md", "html", "pdf", "docx", "eml")  # sources.files.DOCUMENT_TYPES' values
 
@@ -394,8 +407,10 @@ def _join_groups(corpus: pl.DataFrame, splits: pl.DataFrame, crossing: pl.DataFr
                                 np.stack([pairs["i"].to_numpy(), pairs["j"].to_numpy()], axis=1).reshape(-1, 2))
 
 
-def split_key(corpus: pl.DataFrame, cfg: SplitSettings, dedup: DedupSettings, task: Task) -> str:
+def split_key(corpus: pl.DataFrame, cfg: SplitSettings, dedup: DedupSettings, task: Task,
+              texts: TextSource | None = None) -> str:
     """What decides `split_assignment` of `corpus`: every value of the corpus in its order, the split
-    settings, the near-copy detector's settings, the task and the code that computes them."""
-    return digest(frame_digest(corpus), cfg.model_dump(), _contamination_settings(cfg.contamination_threshold,
+    settings, the near-copy detector's settings, the task and the code that computes them. `texts`: where
+    the rows' texts are read (`TextSource`; default: the `text` column); the key is the same either way."""
+    return digest((texts or TextSource()).frame_digest(corpus), cfg.model_dump(), _contamination_settings(cfg.contamination_threshold,
                   dedup).model_dump(), task.name, code_version(SPLIT_CODE))

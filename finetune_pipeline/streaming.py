@@ -532,21 +532,30 @@ def augment_dataset(dataset: ShardedDataset, settings: Settings, kept: DatasetWr
     return stats
 
 
+def split_inputs(dataset: ShardedDataset, settings: Settings):
+    """What the split reads of the corpus: the columns it decides on, and where it reads the texts
+    (`splits.TextSource`): the dataset, shard by shard (the frame then carries each row's `_row`), unless the
+    texts are the group column; then they are in the frame."""
+    from finetune_pipeline.splits import TextSource
+
+    cfg = settings.splits
+    if "text" in dataset.columns and not (cfg.group_by == "column" and cfg.group_column == "text"):
+        columns = [c for c in dataset.columns if c not in SPLIT_PASSENGERS and c != "text"]
+        frame = dataset.scan().select(columns).with_row_index("_row").collect().with_columns(pl.col("_row").cast(pl.Int64))
+        return frame, TextSource(dataset)
+    return decision_frame(dataset, SPLIT_PASSENGERS), TextSource()
+
+
 def split_assignment_dataset(dataset: ShardedDataset, settings: Settings, check_cache=None
                              ) -> tuple[pl.DataFrame, int]:
     """`splits.split_assignment` of the corpus on the columns it reads (small result: record id, split,
-    group)."""
-    from finetune_pipeline.splits import TextSource, split_assignment
+    group), the texts read shard by shard by the contamination looks, never all at once."""
+    from finetune_pipeline.splits import split_assignment
     from finetune_pipeline.tasks import task_for
 
-    task, cfg = task_for(settings), settings.splits
-    if "text" in dataset.columns and not (cfg.group_by == "column" and cfg.group_column == "text"):
-        # the texts read by the contamination looks shard by shard (dedup/sharded.py), never all at once
-        columns = [c for c in dataset.columns if c not in SPLIT_PASSENGERS and c != "text"]
-        frame = dataset.scan().select(columns).with_row_index("_row").collect().with_columns(pl.col("_row").cast(pl.Int64))
-        return split_assignment(frame, cfg, settings.dedup, task, check_cache=check_cache, texts=TextSource(dataset))
-    return split_assignment(decision_frame(dataset, SPLIT_PASSENGERS), cfg, settings.dedup, task,
-                            check_cache=check_cache)
+    frame, texts = split_inputs(dataset, settings)
+    return split_assignment(frame, settings.splits, settings.dedup, task_for(settings), check_cache=check_cache,
+                            texts=texts)
 
 
 def apply_split_dataset(dataset: ShardedDataset, assignment: pl.DataFrame, writer: DatasetWriter,
@@ -568,4 +577,5 @@ def apply_split_dataset(dataset: ShardedDataset, assignment: pl.DataFrame, write
 
 
 __all__ = ["SPLITS", "augment_dataset", "apply_split_dataset", "batch_rows", "clean_dataset", "combine_stats", "enabled",
-           "deduplicate_dataset", "document_batches", "label_dataset", "split_assignment_dataset", "write_joined"]
+           "deduplicate_dataset", "document_batches", "label_dataset", "split_assignment_dataset", "split_inputs",
+           "write_joined"]

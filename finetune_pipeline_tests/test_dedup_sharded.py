@@ -154,6 +154,18 @@ def test_the_split_reads_its_texts_shard_by_shard_with_the_same_assignment_and_c
     cache = ResultCache(tmp_path / "cache", "contamination")
     found, found_joined = st.split_assignment_dataset(dataset, settings, check_cache=cache)
     assert found.equals(expected) and found_joined == joined
+    # the split_assignment asset's cache key, from the frame without its texts, equals the in-memory one
+    frame, texts = st.split_inputs(dataset, settings)
+    assert "text" not in frame.columns
+    keys = {splits_module.split_key(frame, settings.splits, settings.dedup, task_for(settings), texts),
+            splits_module.split_key(st.decision_frame(dataset, st.SPLIT_PASSENGERS), settings.splits,
+                                    settings.dedup, task_for(settings))}
+    edited = labeled.with_columns(pl.when(pl.int_range(pl.len()) == 7).then(pl.lit("an edited text"))
+                                  .otherwise(pl.col("text")).alias("text"))
+    shards.write_dataset(edited, tmp_path / "edited", shard_rows=ROWS)
+    other, other_texts = st.split_inputs(shards.open_dataset(tmp_path / "edited"), settings)
+    keys.add(splits_module.split_key(other, settings.splits, settings.dedup, task_for(settings), other_texts))
+    assert len(keys) == 2  # the same key both ways; one text edited, another key
     grouped = expected.filter(pl.col("group_id") != pl.col("record_id")).height
     assert grouped > 100  # near copies share a group across the split
 

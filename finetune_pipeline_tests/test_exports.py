@@ -160,3 +160,36 @@ def test_an_export_written_split_by_split_from_a_scan_equals_the_frames_and_keep
         assert a[name]._fingerprint == b[name]._fingerprint
     assert a["train"]._fingerprint != a["validation"]._fingerprint
     assert [r["record_id"] for r in a["train"]] == sorted(r["record_id"] for r in a["train"])
+
+
+def test_an_export_from_a_sharded_dataset_is_written_a_batch_at_a_time_and_equals_the_frames(tmp_path, monkeypatch):
+    """dataset_splits hands the export its sharded dataset: read a shard at a time (rows in split, record id
+    order), batches of EXPORT_BATCH_ROWS rows that do not follow the shards, and the files equal the export
+    of the collected frame byte for byte (JSONL, Arrow file, state.json with the fingerprint); a dataset in
+    another order is exported one sorted split at a time, to the same files."""
+    import datasets
+
+    from finetune_pipeline import shards
+
+    monkeypatch.setattr(exports, "EXPORT_BATCH_ROWS", 2)  # 4 train rows: 2 batches, across the 3-row shards
+    order = pl.col("split").replace_strict({"train": 0, "validation": 1, "test": 2})  # as dataset_splits writes
+    frame = _instruction_splits().sort(order, "record_id")
+    shards.write_dataset(frame, tmp_path / "ordered", shard_rows=3)
+    shards.write_dataset(frame.sort("record_id", descending=True), tmp_path / "shuffled", shard_rows=3)
+    ordered, shuffled = shards.open_dataset(tmp_path / "ordered"), shards.open_dataset(tmp_path / "shuffled")
+    assert exports._in_split_order(ordered) and not exports._in_split_order(shuffled)
+    read = []
+    real = ordered.iter_shards
+    monkeypatch.setattr(type(ordered), "iter_shards", lambda self, columns=None: (read.append(columns) or
+                                                                                  real.__func__(self, columns)))
+    targets = [exports.export_splits(source, tmp_path / name, task_named("instruction"))
+               for name, source in (("frame", frame), ("ordered", ordered), ("shuffled", shuffled))]
+    # the ordered dataset: its order checked, then its shards read once per split; the other: its order checked
+    assert read == [["split", "record_id"], None, None, None, ["split", "record_id"]]
+    files = [{str(p.relative_to(t)): p.read_bytes() for p in sorted(t.rglob("*")) if p.is_file()} for t in targets]
+    assert files[0] == files[1] == files[2]
+    assert {"train/data-00000-of-00001.arrow", "train/state.json", "train.jsonl"} <= set(files[0])
+    loaded = datasets.load_from_disk(str(targets[1]))
+    for name in ("train", "validation", "test"):
+        expected = frame.filter(pl.col("split") == name)["record_id"].to_list()
+        assert loaded[name]["record_id"] == expected and len(expected) > 1

@@ -326,3 +326,46 @@ def test_a_light_edit_of_a_short_real_text_is_contamination_even_where_word_3gra
     crossing = cross_split_near_duplicates(frame, 0.5, DedupSettings())
     assert crossing.height == 1
     assert sorted(crossing.row(0)[1]) == ["a", "b"]
+
+
+def test_the_split_checks_on_a_sharded_dataset_answer_as_on_the_frame(tmp_path):
+    """dataset_splits streams (its rows a sharded dataset, the checks reading the texts a shard at a time): its
+    leakage and contamination checks fail on a planted near copy across splits and a group in two splits, naming
+    the same records as on the collected frame, and pass on the clean rows."""
+    from finetune_pipeline import shards
+    from finetune_pipeline.defs.resources import PipelineResource
+    from finetune_pipeline.defs.splits import dataset_splits_no_contamination, dataset_splits_no_leakage
+
+    words = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa".split()
+    rows = []
+    for i in range(60):
+        label = "ab"[i % 2]
+        text = " ".join(words[(i * 7 + k) % len(words)] + str(i) for k in range(40))  # unlike every other row
+        rows.append({"record_id": f"r{i:03d}", "text": text, "label": label, "split": ["train", "validation",
+                     "test"][i % 3] if i % 3 else "train", "group_id": f"g{i:03d}", "source_uri": f"raw/{i}.txt", "source_type": "txt",
+                     "locator": "", "content_sha256": sha256_text(text), "augmented_from": None})
+    clean = pl.DataFrame(rows).with_columns(pl.col("augmented_from").cast(pl.String)).sort("split", "record_id")
+    copy = rows[0]["text"].replace(words[0] + "0", "omega0", 1)  # a light edit of a train text, put in test
+    planted = pl.concat([clean, pl.DataFrame([{**rows[0], "record_id": "r999", "text": copy, "split": "test",
+                                               "group_id": "g999", "content_sha256": sha256_text(copy)}],
+                                             schema=clean.schema)])
+    straddling = planted.with_columns(  # and a group with records in train and validation
+        pl.when(pl.col("record_id") == "r001").then(pl.lit("g000")).otherwise(pl.col("group_id")).alias("group_id"))
+    pipeline = PipelineResource(data_dir=str(tmp_path / "root"),
+                                settings_yaml="labels: [a, b]\nchecks: {min_records: 10}\nsplits: {proportion_tolerance: 0.5}")
+    for name, frame, passes in (("clean", clean, True), ("planted", straddling, False)):
+        shards.write_dataset(frame, tmp_path / name, shard_rows=16)
+        dataset = shards.open_dataset(tmp_path / name)  # 4-5 shards
+        assert len(dataset.shard_urls()) > 3
+        answers = []
+        for value in (frame, dataset):
+            contamination = dataset_splits_no_contamination(pipeline, value)
+            leakage = dataset_splits_no_leakage(pipeline, value)
+            meta = {k: v.value for k, v in contamination.metadata.items()}
+            answers.append((contamination.passed, leakage.passed, meta.get("clusters_across_splits"),
+                            meta.get("records"), {k: v.value for k, v in leakage.metadata.items()}.get("records")))
+        assert answers[0] == answers[1], name
+        assert answers[0][:2] == (passes, passes), answers[0]
+        if not passes:
+            assert answers[0][2] == 1 and "r999" in answers[0][3] and "r000" in answers[0][3]
+            assert "r001" in answers[0][4] and "r000" in answers[0][4]

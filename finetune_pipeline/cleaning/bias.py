@@ -88,10 +88,22 @@ def mentions_frame(corpus: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame({"label": corpus["label"].fill_null("(none)"), **columns})
 
 
-def bias_report(corpus: pl.DataFrame) -> pl.DataFrame:
+def dataset_mentions(dataset, originals_only: bool = True) -> pl.DataFrame:
+    """`mentions_frame` of a sharded dataset's records (with `originals_only`, not the augmented copies: rows
+    whose `augmented_from` is set), read one shard's text and label at a time: every record's flags, never
+    its text in memory whole."""
+    augmented = originals_only and "augmented_from" in dataset.columns
+    parts = []
+    for shard in dataset.iter_shards(columns=["text", "label", *(["augmented_from"] if augmented else [])]):
+        parts.append(mentions_frame(shard.filter(pl.col("augmented_from").is_null()) if augmented else shard))
+    return pl.concat(parts) if parts else mentions_frame(pl.DataFrame(schema={"text": pl.String, "label": pl.String}))
+
+
+def bias_report(corpus: pl.DataFrame | None, flags: pl.DataFrame | None = None) -> pl.DataFrame:
     """Per label (and `(all)`) and group: records, records mentioning the group, that as a share of the
-    label's records, and the group's share of its dimension's mentions in that label."""
-    flags = mentions_frame(corpus)
+    label's records, and the group's share of its dimension's mentions in that label. `flags`: the
+    `mentions_frame` of the corpus when it was made already (`dataset_mentions`); `corpus` is then not read."""
+    flags = mentions_frame(corpus) if flags is None else flags
     labels = [ALL_LABELS, *sorted(flags["label"].unique().to_list())]
     rows = []
     for label in labels:

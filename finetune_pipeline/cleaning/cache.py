@@ -163,17 +163,65 @@ def cached_personal_data_left(texts: list[str], policy: PrivacySettings, cache_f
     text, and keeps only this call's texts (rewritten atomically; a missing or damaged file counts as empty)."""
     if cache_file is None:
         return personal_data_left(texts, policy)
-    fingerprint = digest(CODE, policy.model_dump())
-    keys = [digest(fingerprint, text) for text in texts]
-    try:
-        stored = dict(pl.read_parquet(cache_file).select("key", "counts").iter_rows())
-    except Exception:  # missing, damaged or of another shape: scan again, never crash
-        stored = {}
-    missing = list(dict.fromkeys(k for k in keys if k not in stored))
-    first = {k: t for t, k in zip(texts, keys)}
-    fresh = personal_data_left([first[k] for k in missing], policy) if missing else []
-    found = {**{k: stored[k] for k in keys if k in stored},
-             **{k: json.dumps(dict(sorted(c.items()))) for k, c in zip(missing, fresh)}}
-    atomic.write_parquet(pl.DataFrame({"key": list(found), "counts": list(found.values())},
-                                      schema={"key": pl.String, "counts": pl.String}), cache_file)
-    return [Counter(json.loads(found[k])) for k in keys]
+    with PersonalDataCounts(policy, cache_file) as counts:
+        return counts.counts(texts)
+
+
+COUNTS_SCHEMA = {"key": pl.String, "counts": pl.String}
+
+
+class PersonalDataCounts:
+    """`cached_personal_data_left` over texts that come in parts (an export read a part at a time): each
+    part's stored counts are read from the cache file by key, the new file is written part by part beside it
+    and replaces it when the block ends without an error (it then holds the texts of every part, and only
+    those); neither the texts nor every key are held at once."""
+
+    def __init__(self, policy: PrivacySettings, cache_file: Path | None):
+        self.policy, self.cache_file = policy, Path(cache_file) if cache_file is not None else None
+        self.fingerprint = digest(CODE, policy.model_dump())
+        self._writer, self._tmp = None, None
+
+    def __enter__(self) -> PersonalDataCounts:
+        if self.cache_file is not None:
+            import tempfile
+
+            import pyarrow.parquet as pq
+
+            self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f".{self.cache_file.name}.", dir=self.cache_file.parent)
+            os.close(fd)
+            self._tmp = Path(name)
+            self._writer = pq.ParquetWriter(name, pl.DataFrame(schema=COUNTS_SCHEMA).to_arrow().schema)
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        if kind is None:
+            os.replace(self._tmp, self.cache_file)
+        else:
+            self._tmp.unlink(missing_ok=True)
+
+    def _stored(self, keys: list[str]) -> dict[str, str]:
+        try:
+            found = pl.scan_parquet(self.cache_file).select("key", "counts") \
+                .filter(pl.col("key").is_in(pl.Series(keys, dtype=pl.String).implode())).collect()
+        except (OSError, pl.exceptions.PolarsError):  # missing, damaged or of another shape: scan again
+            return {}
+        return dict(found.iter_rows())
+
+    def counts(self, texts: list[str]) -> list[Counter]:
+        """The counts of each of `texts` (one part), the new ones found by the detector."""
+        if self.cache_file is None:
+            return personal_data_left(texts, self.policy)
+        keys = [digest(self.fingerprint, text) for text in texts]
+        unique = list(dict.fromkeys(keys))
+        stored = self._stored(unique)
+        missing = [k for k in unique if k not in stored]
+        first = {k: t for t, k in zip(texts, keys)}
+        fresh = personal_data_left([first[k] for k in missing], self.policy) if missing else []
+        found = {**stored, **{k: json.dumps(dict(sorted(c.items()))) for k, c in zip(missing, fresh)}}
+        self._writer.write_table(pl.DataFrame({"key": unique, "counts": [found[k] for k in unique]},
+                                              schema=COUNTS_SCHEMA).to_arrow())
+        return [Counter(json.loads(found[k])) for k in keys]

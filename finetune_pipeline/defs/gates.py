@@ -166,11 +166,13 @@ PIPELINE_DEFECT = ("this is a defect of the pipeline, not of your data: run agai
 
 
 def suite_result(*results: v.SuiteResult, extra: dict | None = None,
-                 refusal: Refusal | None = None) -> dg.AssetCheckResult:
+                 refusal: Refusal | Callable[[], Refusal] | None = None) -> dg.AssetCheckResult:
     """A blocking check's result from one or more GX suite results: passed when all passed. A failed one
-    carries `refusal` (its cause, remedies and records) in its metadata; without one, the failed expectations
-    are the cause and no remedy is claimed."""
+    carries `refusal` (its cause, remedies and records; a function that makes it is called only then) in its
+    metadata; without one, the failed expectations are the cause and no remedy is claimed."""
     passed = all(r.passed for r in results)
+    if not passed and callable(refusal):
+        refusal = refusal()
     if not passed and refusal is None:
         refusal = Refusal("; ".join(r.summary() for r in results if not r.passed))
     return dg.AssetCheckResult(

@@ -12,7 +12,7 @@ import polars as pl
 from finetune_pipeline import atomic, exports, reporting, streaming, versions
 from finetune_pipeline import validation as v
 from finetune_pipeline.cleaning import CleaningStats
-from finetune_pipeline.cleaning.cache import cached_personal_data_left
+from finetune_pipeline.cleaning.cache import PersonalDataCounts
 from finetune_pipeline.dedup import DedupStats
 from finetune_pipeline.defs import OWNERS
 from finetune_pipeline.defs.gates import (PIPELINE_DEFECT, Refusal, check_specs, checked, gate, labels_and_records,
@@ -22,11 +22,11 @@ from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.defs.types import (ASSIGNMENT_COLUMNS, SPLIT_COLUMNS, SplitAssignmentFrame, SplitsFrame,
                                           column_schema)
 from finetune_pipeline.labeling import LabelingStats
-from finetune_pipeline.shards import ShardedDataset
+from finetune_pipeline.defs.io import output_location
+from finetune_pipeline.shards import DatasetWriter, ShardedDataset, open_dataset
 from finetune_pipeline.records import CORPUS_STAGES, SPLITS
 from finetune_pipeline.sources import CollectionStats
-from finetune_pipeline.streaming import SPLIT_PASSENGERS, decision_frame
-from finetune_pipeline.splits import (DOCUMENT_SOURCE_TYPES, SplitError, apply_split_assignment,
+from finetune_pipeline.splits import (DOCUMENT_SOURCE_TYPES, SplitError, TextSource, apply_split_assignment,
                                       cross_split_near_duplicates, cross_validation_folds, split_key,
                                       split_moves)
 from finetune_pipeline.splits import split_assignment as decide_split_assignment  # the asset takes the name
@@ -38,6 +38,24 @@ ASSIGNMENT_RESULT = "split_assignment"  # the stored assignment, by `split_key` 
 # Where dataset_splits stored its whole split (texts included) before the split moved to split_assignment:
 # nothing reads it any more, and an erasure request must not leave a subject's text there.
 FORMER_SPLIT_RESULT = ("dataset_splits.parquet", "dataset_splits.json")
+
+# The columns of dataset_splits that hold a record's text (or its redaction and quality notes): the checks, the
+# folds, the card's counts and the published digest read every other column; only the export, the bias findings,
+# the personal-data scan and the contamination look read these, a shard at a time.
+SPLIT_TEXT_COLUMNS = ("text", "messages", "prompt_messages", "prompt", "response", "completion", "chosen", "rejected",
+                      "redactions", "quality_flags", "element_types")
+
+
+def split_columns(splits: pl.DataFrame | ShardedDataset) -> pl.DataFrame:
+    """`splits` without its text columns (`SPLIT_TEXT_COLUMNS`): a dataset's read from every shard."""
+    if isinstance(splits, pl.DataFrame):
+        return splits
+    return splits.scan().select([c for c in splits.columns if c not in SPLIT_TEXT_COLUMNS]).collect()
+
+
+# What the warnings read of dataset_splits (those of these a dataset has): never the texts.
+RECORD_COLUMNS = ("record_id", "split", "group_id", "label", "label_source", "augmented_from", "source_uri",
+                  "source_type", "locator", "category", "content_sha256")
 
 
 @gate("split_assignment", "split_assignment_every_record",
@@ -60,15 +78,17 @@ def split_assignment_every_record(pipeline: PipelineResource, current: pl.DataFr
       "Split values valid, every label in every split, no record or group (near-duplicate cluster) in two "
       "splits, no source document's chunks in two splits (splits.group_by: document), augmented and "
       "synthetic rows only in train and in their source's split, label shares per "
-      "split within splits.proportion_tolerance of the whole.")
-def dataset_splits_no_leakage(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
+      "split within splits.proportion_tolerance of the whole.", streams=True)
+def dataset_splits_no_leakage(pipeline: PipelineResource, splits: pl.DataFrame | ShardedDataset
+                              ) -> dg.AssetCheckResult:
     settings = pipeline.settings()
     task = task_for(settings)
+    current = split_columns(splits)  # the suite reads a dataset shard by shard; the rest its record columns
     labels, records = labels_and_records(settings, current, pipeline.data_root())
     groups, augmented = v.leakage_frames(current)
     group_exps, aug_exps = v.leakage_expectations()
     results = [
-        v.validate(current, "dataset_splits_expectations",
+        v.validate(splits, "dataset_splits_expectations",
                    v.split_expectations(settings.checks.min_records, labels, records)),
         v.validate(groups, "dataset_splits_groups", group_exps),
         v.validate(v.proportion_frame(current, settings.splits.proportion_tolerance, task.stratify_column(current)),
@@ -84,7 +104,7 @@ def dataset_splits_no_leakage(pipeline: PipelineResource, current: pl.DataFrame)
         results.append(v.validate(v.document_frame(current, DOCUMENT_SOURCE_TYPES), "dataset_splits_documents",
                                   group_exps))
     return suite_result(*results, extra=_candidate(pipeline),
-                        refusal=_leakage_refusal(settings, current, required, task.stratify_column(current)))
+                        refusal=lambda: _leakage_refusal(settings, current, required, task.stratify_column(current)))
 
 
 def _leakage_refusal(settings, current: pl.DataFrame, labels: list[str] | None, column: str) -> Refusal:
@@ -106,8 +126,10 @@ def _leakage_refusal(settings, current: pl.DataFrame, labels: list[str] | None, 
         remedies.append("records of one group and augmented copies are placed by the split itself: "
                         + PIPELINE_DEFECT)
     if labels:  # the labels every split must hold (`Task.labels_every_split_holds`)
-        missing = [f"{split}: {', '.join(sorted(set(labels) - set(current.filter(pl.col('split') == split)['label'])))}"
-                   for split in SPLITS if set(labels) - set(current.filter(pl.col("split") == split)["label"])]
+        held = {split: set(current.filter(pl.col("split") == split)["label"].unique().drop_nulls())
+                for split in SPLITS}
+        missing = [f"{split}: {', '.join(sorted(set(labels) - held[split]))}" for split in SPLITS
+                   if set(labels) - held[split]]
         if missing:
             causes.append("labels with no record in a split (" + "; ".join(missing) + ")")
             remedies.append("add records of those labels to raw/ (each label needs a few in every split), or take "
@@ -127,31 +149,32 @@ def _leakage_refusal(settings, current: pl.DataFrame, labels: list[str] | None, 
 
 @gate("dataset_splits", "dataset_splits_no_personal_data",
       "The PII detector (privacy.detector) run over every text written to the split export (each turn "
-      "of a conversation included) finds nothing of a kind the privacy policy redacts or drops.")
+      "of a conversation included) finds nothing of a kind the privacy policy redacts or drops.",
+      columns=("record_id", "source_uri", "locator"))
 def dataset_splits_no_personal_data(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
     settings, root = pipeline.settings(), pipeline.data_root()
-    exported = exports.exported_texts(root.staged(root.splits_export), task_for(settings))
     cache = pipeline.cache_file(root.personal_data_check_cache)  # by text and settings
-    found = cached_personal_data_left(exported["text"].to_list(), settings.privacy, cache)
-    frame = v.personal_data_frame(exported, found)
-    by_kind: dict[str, int] = {}
-    for counts in found:
-        for kind, n in counts.items():
-            by_kind[kind] = by_kind.get(kind, 0) + n
-    leaking = frame.filter(pl.col("personal_data_found") > 0)
+    frames, by_kind, leaking = [], {}, {}
+    with PersonalDataCounts(settings.privacy, cache) as detector:  # the export read a part at a time
+        for exported in exports.iter_exported_texts(root.staged(root.splits_export), task_for(settings)):
+            found = detector.counts(exported["text"].to_list())
+            frames.append(v.personal_data_frame(exported.drop("text"), found))
+            for record_id, counts in zip(exported["record_id"].to_list(), found):
+                for kind, n in counts.items():
+                    by_kind[kind] = by_kind.get(kind, 0) + n
+                    if n:
+                        leaking.setdefault(record_id, set()).add(kind)
+    frame = pl.concat(frames) if frames else v.personal_data_frame(pl.DataFrame(
+        schema={"split": pl.String, "record_id": pl.String}), [])
     return suite_result(v.validate(frame, "dataset_splits_no_personal_data", v.personal_data_expectations()),
-                        refusal=_personal_data_refusal(settings, current, exported, found),
+                        refusal=_personal_data_refusal(settings, current, leaking),
                         extra={**_candidate(pipeline), "rows_scanned": frame.height,
                                "found_by_kind": ", ".join(f"{k}: {n}" for k, n in sorted(by_kind.items())) or "none",
-                               "records_with_personal_data": ", ".join(leaking["record_id"].head(LISTED)) or "none"})
+                               "records_with_personal_data": ", ".join(sorted(leaking)[:LISTED]) or "none"})
 
 
-def _personal_data_refusal(settings, current: pl.DataFrame, exported: pl.DataFrame, found: list) -> Refusal:
+def _personal_data_refusal(settings, current: pl.DataFrame, leaking: dict[str, set[str]]) -> Refusal:
     """Which records hold what kind of personal data (kinds and counts, never the values), and the ways out."""
-    kinds: dict[str, set[str]] = {}
-    for record_id, counts in zip(exported["record_id"].to_list(), found):
-        kinds.setdefault(record_id, set()).update(kind for kind, n in counts.items() if n)
-    leaking = {r: k for r, k in kinds.items() if k}
     records = current.filter(pl.col("record_id").is_in(list(leaking))).select("record_id", "source_uri", "locator")
     every = sorted(set().union(*leaking.values())) if leaking else []
     return Refusal(
@@ -169,11 +192,18 @@ def _personal_data_refusal(settings, current: pl.DataFrame, exported: pl.DataFra
 @gate("dataset_splits", "dataset_splits_no_contamination",
       "No near-duplicate cluster (word 3-gram MinHash at splits.contamination_threshold, looser than "
       "dedup's; short texts on word sets) has records in two splits: nothing in test or validation is a light edit of training "
-      "data.")
-def dataset_splits_no_contamination(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
+      "data.", streams=True)
+def dataset_splits_no_contamination(pipeline: PipelineResource, splits: pl.DataFrame | ShardedDataset
+                                    ) -> dg.AssetCheckResult:
     settings = pipeline.settings()
     cache = pipeline.result_cache(CONTAMINATION_RESULT)
-    crossing = cross_split_near_duplicates(current, settings.splits.contamination_threshold, settings.dedup, cache)
+    if isinstance(splits, ShardedDataset) and "text" in splits.columns:  # texts read shard by shard
+        current, texts = split_columns(splits).with_row_index("_row").with_columns(pl.col("_row").cast(pl.Int64)), \
+            TextSource(splits)
+    else:
+        current, texts = split_columns(splits), None
+    crossing = cross_split_near_duplicates(current, settings.splits.contamination_threshold, settings.dedup, cache,
+                                           texts=texts)
     frame = v.contamination_frame(current, crossing)
     crossing_ids = crossing["record_ids"].explode().to_list() if crossing.height else []
     refusal = Refusal(
@@ -200,7 +230,7 @@ def _warning(passed: bool, description: str, frame: pl.DataFrame) -> dg.AssetChe
 
 @gate("dataset_splits", "dataset_splits_share_drift", blocking=False,
       description="Warning: no label (category for conversations) moved its share of the records by more than "
-                  "checks.max_share_drift since the last published split.")
+                  "checks.max_share_drift since the last published split.", columns=RECORD_COLUMNS)
 def dataset_splits_share_drift(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
     settings, root = pipeline.settings(), pipeline.data_root()
     column = task_for(settings).stratify_column(current)
@@ -216,7 +246,7 @@ def dataset_splits_share_drift(pipeline: PipelineResource, current: pl.DataFrame
 
 @gate("dataset_splits", "dataset_splits_test_support", blocking=False,
       description="Warning: every label (category for conversations) has at least checks.min_test_per_label "
-                  "records in the test split, enough to be measured at all.")
+                  "records in the test split, enough to be measured at all.", columns=RECORD_COLUMNS)
 def dataset_splits_test_support(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
     settings = pipeline.settings()
     column = task_for(settings).stratify_column(current)
@@ -241,13 +271,13 @@ def split_assignment(context: dg.AssetExecutionContext, pipeline: PipelineResour
     require_upstream_checks(context, "labeled_corpus")
     settings, root = pipeline.settings(), pipeline.data_root()
     task = task_for(settings)
-    # streaming: only the columns the split reads (record ids, groups, labels, texts), never the whole rows
-    labeled_corpus = decision_frame(labeled_corpus, SPLIT_PASSENGERS) if streaming.enabled(settings) \
-        else labeled_corpus.collect()
+    # streaming: only the columns the split reads (record ids, groups, labels), the texts read shard by shard
+    labeled_corpus, texts = streaming.split_inputs(labeled_corpus, settings) if streaming.enabled(settings) \
+        else (labeled_corpus.collect(), None)
     for name in FORMER_SPLIT_RESULT:
         (root.result_cache / name).unlink(missing_ok=True)
     cache = pipeline.result_cache(ASSIGNMENT_RESULT)
-    key = split_key(labeled_corpus, settings.splits, settings.dedup, task) if cache is not None else None
+    key = split_key(labeled_corpus, settings.splits, settings.dedup, task, texts) if cache is not None else None
     hit = cache.load(key) if cache is not None else None
     if hit is not None:
         assignment, joined = hit[0], hit[1].get("clusters_joined_after_split", 0)
@@ -256,7 +286,8 @@ def split_assignment(context: dg.AssetExecutionContext, pipeline: PipelineResour
     else:
         try:  # the last look's answer is stored where the contamination check finds it (no augmented rows)
             assignment, joined = decide_split_assignment(labeled_corpus, settings.splits, settings.dedup, task,
-                                                         check_cache=pipeline.result_cache(CONTAMINATION_RESULT))
+                                                         check_cache=pipeline.result_cache(CONTAMINATION_RESULT),
+                                                         texts=texts)
         except SplitError as err:
             raise dg.Failure(description=f"split_assignment: {err}", allow_retries=False) from err
         if cache is not None:
@@ -281,33 +312,46 @@ def split_assignment(context: dg.AssetExecutionContext, pipeline: PipelineResour
                       "JSONL, plus folds.parquet when k-fold is on); published_splits publishes it once the "
                       "blocking checks pass.")
 def dataset_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource,
-                   augmented_corpus: pl.DataFrame, split_assignment: pl.DataFrame):
+                   augmented_corpus: ShardedDataset, split_assignment: pl.DataFrame):
     require_upstream_checks(context, "augmented_corpus", "split_assignment")
     settings, root = pipeline.settings(), pipeline.data_root()
     task = task_for(settings)
     try:
-        splits = apply_split_assignment(augmented_corpus, split_assignment)
+        if streaming.enabled(settings):  # the rows streamed through in split order, written shard by shard
+            with DatasetWriter(output_location(pipeline, "dataset_splits"),
+                               shard_rows=settings.execution.shard_rows) as writer:
+                streaming.apply_split_dataset(augmented_corpus, split_assignment, writer,
+                                              rows=streaming.batch_rows(settings))
+            splits = open_dataset(output_location(pipeline, "dataset_splits"))
+        else:
+            splits = apply_split_assignment(augmented_corpus.collect(), split_assignment)
     except SplitError as err:
         raise dg.Failure(description=f"dataset_splits: {err}", allow_retries=False) from err
-    target = exports.export_splits(splits, root.staged(root.splits_export), task)
-    atomic.write_text(_dataset_card(pipeline, splits), target / "README.md")
+    records = split_columns(splits)  # every column but the texts: what the card, the folds and the metadata read
+    target = exports.export_splits(splits, root.staged(root.splits_export), task)  # a dataset: shard by shard
+    atomic.write_text(_dataset_card(pipeline, records, splits), target / "README.md")
     staged_folds = root.staged(root.folds)
-    folds = cross_validation_folds(splits, settings.splits, task)
+    folds = cross_validation_folds(records, settings.splits, task)
     if folds.height:
         atomic.write_parquet(folds, staged_folds)
     else:
         staged_folds.unlink(missing_ok=True)
-    context.add_output_metadata({**settings_used(settings, "splits"), **splits_metadata(splits),
+    context.add_output_metadata({**settings_used(settings, "splits"), **splits_metadata(records),
                                  "candidate_path": dg.MetadataValue.path(str(target))}, output_name="result")
+    del records, folds, augmented_corpus, split_assignment  # the checks read what they need themselves
     yield from checked(context, pipeline, "dataset_splits", splits)
 
 
 def _published(root) -> pl.DataFrame:
-    """The last published split (exports/splits/*.jsonl), empty before the first publish."""
+    """The last published split (exports/splits/*.jsonl), its record columns (`RECORD_COLUMNS`, never the
+    texts); empty before the first publish."""
     published = [root.splits_export / f"{name}.jsonl" for name in SPLITS]
-    present = [p for p in published if p.exists() and p.stat().st_size]
-    return pl.concat([pl.read_ndjson(p, infer_schema_length=None) for p in present], how="diagonal_relaxed") \
-        if present else pl.DataFrame()
+    frames = []
+    for path in published:
+        if path.exists() and path.stat().st_size:
+            scan = pl.scan_ndjson(path, infer_schema_length=None)
+            frames.append(scan.select([c for c in scan.collect_schema().names() if c in RECORD_COLUMNS]).collect())
+    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
 
 
 def _moves_metadata(splits: pl.DataFrame, previous: pl.DataFrame) -> dict:
@@ -322,15 +366,17 @@ def _moves_metadata(splits: pl.DataFrame, previous: pl.DataFrame) -> dict:
         "records_moved_split": sum(moves["moved"].values())}
 
 
-def _dataset_card(pipeline: PipelineResource, splits: pl.DataFrame) -> str:
-    """The Hugging Face dataset card of the export, from the stages' stored statistics and rejects."""
+def _dataset_card(pipeline: PipelineResource, splits: pl.DataFrame, texts: pl.DataFrame | ShardedDataset) -> str:
+    """The Hugging Face dataset card of the export, from the stages' stored statistics and rejects; `splits`
+    the records (their texts not needed), `texts` where the bias findings read the original records' texts."""
     settings, root = pipeline.settings(), pipeline.data_root()
     collection = CollectionStats.from_dict(pipeline.stage_stats("raw_corpus"))
     cleaning = CleaningStats.from_dict(pipeline.stage_stats("cleaned_corpus"))
     labeling = LabelingStats.from_dict(pipeline.stage_stats("labeled_corpus"))
     rejects = pl.concat([pipeline.stage_rejects(stage) for stage in CORPUS_STAGES])
-    originals = splits.filter(pl.col("augmented_from").is_null()) if "augmented_from" in splits.columns else splits
-    findings = task_for(settings).bias_findings(originals, settings)
+    if isinstance(texts, pl.DataFrame) and "augmented_from" in texts.columns:
+        texts = texts.filter(pl.col("augmented_from").is_null())
+    findings = task_for(settings).bias_findings(texts, settings)  # a dataset: its augmented rows left out
     return reporting.dataset_card(
         settings, root.path.name, splits, pipeline.stage_counts(), dict(rejects.group_by("reason").len().iter_rows()),
         cleaning.pii_by_type, {t: c.files for t, c in collection.by_source_type.items()}, labeling.agreement, findings,
@@ -345,14 +391,14 @@ def _dataset_card(pipeline: PipelineResource, splits: pl.DataFrame) -> str:
                       "equal to a kept version makes no new one. A failed check leaves the current version as it "
                       "was. `finetune-pipeline rollback VERSION` makes an older one current.")
 def published_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource,
-                     dataset_splits: pl.DataFrame) -> dict:
+                     dataset_splits: ShardedDataset) -> dict:
     require_upstream_checks(context, "dataset_splits")
     root = pipeline.data_root()
     version, new = versions.publish(root, versions.SPLITS, root.staged(root.splits_export), run_id=context.run_id,
                                     keep=pipeline.settings().publish.keep, folds=root.staged(root.folds),
-                                    data_snapshot=exports.content_digest(dataset_splits))
+                                    data_snapshot=exports.content_digest(dataset_splits.scan()))
     target = root.splits_export
-    rows = {name: len((target / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()) for name in SPLITS}
+    rows = {name: exports.jsonl_rows(target / f"{name}.jsonl") for name in SPLITS}
     context.add_output_metadata({"path": dg.MetadataValue.path(str(target)), "rows": sum(rows.values()),
                                  "version": version.version, "new_version": new,
                                  "data_snapshot": version.data_snapshot})

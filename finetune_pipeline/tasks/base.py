@@ -173,9 +173,10 @@ class Task(ABC):
         requirement."""
         return None
 
-    def bias_findings(self, originals: pl.DataFrame, settings: Settings) -> list[str]:
+    def bias_findings(self, originals, settings: Settings) -> list[str]:
         """What the dataset card lists as skews between the records' labels and the groups they mention
-        (cleaning/bias.py); none for kinds without labels."""
+        (cleaning/bias.py); none for kinds without labels. `originals`: the original records as a frame, or a
+        sharded dataset whose augmented rows are left out as it is read."""
         return []
 
     exported_text_columns = ("text", "prompt", "response", "completion", "source_uri", "locator")  # strings

@@ -89,9 +89,11 @@ class ClassificationTask(Task):
     def labels_every_split_holds(self, labels: list[str]) -> list[str] | None:
         return labels
 
-    def bias_findings(self, originals: pl.DataFrame, settings: Settings) -> list[str]:
-        from finetune_pipeline.cleaning.bias import bias_findings, bias_report
+    def bias_findings(self, originals, settings: Settings) -> list[str]:
+        from finetune_pipeline.cleaning.bias import bias_findings, bias_report, dataset_mentions
 
+        if hasattr(originals, "iter_shards"):  # a sharded dataset: its texts read a shard at a time
+            return bias_findings(bias_report(None, flags=dataset_mentions(originals)), settings.bias)
         return bias_findings(bias_report(originals), settings.bias)
 
     # ---- training, evaluation, gate, cards
