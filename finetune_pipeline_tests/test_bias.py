@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from finetune_pipeline.cleaning.bias import _PATTERNS, ALL_LABELS, bias_findings, bias_report, mentions_frame
-from finetune_pipeline.settings import BiasSettings
+from finetune_pipeline.settings import BiasSettings, Settings
 
 
 def _corpus(rows):
@@ -35,6 +35,27 @@ def test_balanced_corpus_gives_no_warning_skewed_one_does():
     findings = bias_findings(bias_report(skewed), BiasSettings())
     assert any("'male' is 0% of mentions in label 'account' vs 60% overall" in f for f in findings), findings
     assert bias_findings(bias_report(skewed), BiasSettings(min_mentions=1000)) == []  # too few to judge
+
+
+def test_the_card_findings_from_a_sharded_dataset_leave_out_augmented_rows_and_equal_the_frames(tmp_path):
+    """dataset_splits reads the texts for the card's bias findings a shard at a time (`dataset_mentions`), the
+    augmented copies left out: the same report and findings as from the original records' frame."""
+    from finetune_pipeline import shards
+    from finetune_pipeline.cleaning.bias import dataset_mentions
+    from finetune_pipeline.tasks import task_named
+
+    originals = _corpus([("He asked about the refund.", "billing")] * 18 + [("She asked about the refund.", "billing")]
+                        * 2 + [("She cannot log in.", "account")] * 10).with_columns(
+        pl.lit(None, pl.String).alias("augmented_from"))
+    copies = originals.head(12).with_columns(pl.lit("r0").alias("augmented_from"),
+                                             pl.lit("He asked about the refund.").alias("text"))
+    shards.write_dataset(pl.concat([originals, copies]), tmp_path / "splits", shard_rows=7)
+    dataset = shards.open_dataset(tmp_path / "splits")
+    assert bias_report(None, flags=dataset_mentions(dataset)).equals(bias_report(originals))
+    task = task_named("classification")
+    findings = task.bias_findings(dataset, Settings())
+    assert findings and findings == task.bias_findings(originals, Settings())
+    assert task.bias_findings(pl.concat([originals, copies]), Settings()) != findings  # the copies would skew it
 
 
 def test_skew_warns_without_blocking():

@@ -472,3 +472,38 @@ def test_lower_case_names_and_capital_surnames_after_credit_cues():
     # English words after the cue are no name, in lower case or in capitals
     for text in ("thanks to maria for the patch", "Reported by Debian QA team.", "thanks to upstream for the fix"):
         assert "<PERSON>" not in apply_pii_policy(text, PrivacySettings()).text, text
+
+
+def test_the_export_check_reads_its_cache_part_by_part_and_keeps_every_part(tmp_path, monkeypatch):
+    """The personal-data check reads the export a part at a time (`PersonalDataCounts`): the counts equal one
+    call over every text, the cache then holds every part's texts (a second pass asks the detector nothing),
+    a part's texts are looked up by key only, and a pass that fails leaves the cache as it was."""
+    import polars as pl
+
+    from finetune_pipeline.cleaning import cache as cache_module
+    from finetune_pipeline.cleaning.cache import PersonalDataCounts, cached_personal_data_left
+
+    texts = ["Write to lena.berg@example.org today.", "Nothing personal here.", "Call +1 415 555 0100 now.",
+             "Nothing personal here.", "Order 88123 was charged twice."]
+    policy, file = PrivacySettings(detector="patterns"), tmp_path / "check.parquet"
+    whole = cached_personal_data_left(texts, policy, None)
+    asked = []
+    real = cache_module.personal_data_left
+    monkeypatch.setattr(cache_module, "personal_data_left", lambda t, p: asked.extend(t) or real(t, p))
+    with PersonalDataCounts(policy, file) as counts:
+        parts = counts.counts(texts[:2]) + counts.counts(texts[2:])
+    assert parts == whole and whole[0]["email"] == 1 and not whole[1]
+    assert asked == texts[:2] + [texts[2], texts[3], texts[4]]  # each part's distinct texts (no cache yet)
+    assert pl.read_parquet(file)["key"].n_unique() == 4  # every distinct text of both parts
+    asked.clear()
+    with PersonalDataCounts(policy, file) as counts:
+        assert counts.counts(texts[3:]) + counts.counts(texts[:3]) == whole[3:] + whole[:3]
+    assert asked == []  # all stored
+    before = file.read_bytes()
+    try:
+        with PersonalDataCounts(policy, file) as counts:
+            counts.counts(["A new text, never seen."])
+            raise RuntimeError("the check stopped")
+    except RuntimeError:
+        pass
+    assert file.read_bytes() == before and not list(tmp_path.glob(".check.parquet.*"))

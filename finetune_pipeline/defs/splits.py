@@ -39,23 +39,22 @@ ASSIGNMENT_RESULT = "split_assignment"  # the stored assignment, by `split_key` 
 # nothing reads it any more, and an erasure request must not leave a subject's text there.
 FORMER_SPLIT_RESULT = ("dataset_splits.parquet", "dataset_splits.json")
 
-# The columns of dataset_splits that hold a record's text (or its redaction and quality notes): the checks, the
-# folds, the card's counts and the published digest read every other column; only the export, the bias findings,
-# the personal-data scan and the contamination look read these, a shard at a time.
-SPLIT_TEXT_COLUMNS = ("text", "messages", "prompt_messages", "prompt", "response", "completion", "chosen", "rejected",
-                      "redactions", "quality_flags", "element_types")
+# What the asset and its checks read of dataset_splits besides the shard-by-shard passes over the texts (the
+# export, the bias findings, the personal-data scan, the contamination look): ids, split, group, label, provenance.
+RECORD_COLUMNS = ("record_id", "split", "group_id", "label", "label_source", "augmented_from", "source_uri",
+                  "source_type", "locator", "category")
 
 
-def split_columns(splits: pl.DataFrame | ShardedDataset) -> pl.DataFrame:
-    """`splits` without its text columns (`SPLIT_TEXT_COLUMNS`): a dataset's read from every shard."""
+WARNING_COLUMNS = ("split", "label", "category", "source_uri", "augmented_from")  # the stratified column and split
+
+
+def split_columns(splits: pl.DataFrame | ShardedDataset, *extra: str | None) -> pl.DataFrame:
+    """The record columns (`RECORD_COLUMNS`, and `extra` ones such as splits.group_column) of `splits`: a
+    dataset's read from every shard, never its texts."""
     if isinstance(splits, pl.DataFrame):
         return splits
-    return splits.scan().select([c for c in splits.columns if c not in SPLIT_TEXT_COLUMNS]).collect()
-
-
-# What the warnings read of dataset_splits (those of these a dataset has): never the texts.
-RECORD_COLUMNS = ("record_id", "split", "group_id", "label", "label_source", "augmented_from", "source_uri",
-                  "source_type", "locator", "category", "content_sha256")
+    wanted = set(RECORD_COLUMNS) | {c for c in extra if c}
+    return splits.scan().select([c for c in splits.columns if c in wanted]).collect()
 
 
 @gate("split_assignment", "split_assignment_every_record",
@@ -83,7 +82,7 @@ def dataset_splits_no_leakage(pipeline: PipelineResource, splits: pl.DataFrame |
                               ) -> dg.AssetCheckResult:
     settings = pipeline.settings()
     task = task_for(settings)
-    current = split_columns(splits)  # the suite reads a dataset shard by shard; the rest its record columns
+    current = split_columns(splits, settings.splits.group_column)  # the suite reads a dataset shard by shard
     labels, records = labels_and_records(settings, current, pipeline.data_root())
     groups, augmented = v.leakage_frames(current)
     group_exps, aug_exps = v.leakage_expectations()
@@ -230,7 +229,7 @@ def _warning(passed: bool, description: str, frame: pl.DataFrame) -> dg.AssetChe
 
 @gate("dataset_splits", "dataset_splits_share_drift", blocking=False,
       description="Warning: no label (category for conversations) moved its share of the records by more than "
-                  "checks.max_share_drift since the last published split.", columns=RECORD_COLUMNS)
+                  "checks.max_share_drift since the last published split.", columns=WARNING_COLUMNS)
 def dataset_splits_share_drift(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
     settings, root = pipeline.settings(), pipeline.data_root()
     column = task_for(settings).stratify_column(current)
@@ -246,7 +245,7 @@ def dataset_splits_share_drift(pipeline: PipelineResource, current: pl.DataFrame
 
 @gate("dataset_splits", "dataset_splits_test_support", blocking=False,
       description="Warning: every label (category for conversations) has at least checks.min_test_per_label "
-                  "records in the test split, enough to be measured at all.", columns=RECORD_COLUMNS)
+                  "records in the test split, enough to be measured at all.", columns=WARNING_COLUMNS)
 def dataset_splits_test_support(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
     settings = pipeline.settings()
     column = task_for(settings).stratify_column(current)
@@ -327,7 +326,7 @@ def dataset_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource
             splits = apply_split_assignment(augmented_corpus.collect(), split_assignment)
     except SplitError as err:
         raise dg.Failure(description=f"dataset_splits: {err}", allow_retries=False) from err
-    records = split_columns(splits)  # every column but the texts: what the card, the folds and the metadata read
+    records = split_columns(splits, settings.splits.group_column)  # what the card, the folds, the metadata read
     target = exports.export_splits(splits, root.staged(root.splits_export), task)  # a dataset: shard by shard
     atomic.write_text(_dataset_card(pipeline, records, splits), target / "README.md")
     staged_folds = root.staged(root.folds)

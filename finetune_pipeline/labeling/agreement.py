@@ -23,7 +23,6 @@ from itertools import combinations
 import krippendorff
 import numpy as np
 import polars as pl
-from sklearn.metrics import cohen_kappa_score
 
 
 def _clean(value: float | None) -> float | None:
@@ -121,6 +120,9 @@ def agreement_report(annotations: pl.DataFrame, final: pl.DataFrame, labels: lis
 def _kappa(a: np.ndarray, b: np.ndarray, n_labels: int) -> float | None:
     if len(a) == 0 or (len(set(a.tolist())) == 1 and set(a.tolist()) == set(b.tolist())):
         return None  # both constant and equal: kappa is 0/0
+    from sklearn.metrics import cohen_kappa_score  # here: scikit-learn and SciPy take a second to import, and
+    # every Dagster step process imports this module
+
     with np.errstate(divide="ignore", invalid="ignore"):
         value = cohen_kappa_score(a.astype(int), b.astype(int), labels=list(range(n_labels)))
     return value if math.isfinite(value) else None

@@ -14,11 +14,15 @@ it stays in review and out of training.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 import polars as pl
-from crowdkit.aggregation import DawidSkene, MajorityVote
 
 from finetune_pipeline.settings import LabelingSettings
+
+if TYPE_CHECKING:
+    from crowdkit.aggregation import DawidSkene
 
 RESOLVED_SCHEMA: dict[str, pl.DataType] = {
     "record_id": pl.String,
@@ -62,6 +66,8 @@ def fit_dawid_skene(annotations: pl.DataFrame, gold: dict[str, str] | None = Non
     if true_labels is not None:
         true_labels = true_labels[true_labels.index.isin(data["task"]) & true_labels.isin(data["label"])]
         true_labels = true_labels if len(true_labels) else None
+    from crowdkit.aggregation import DawidSkene  # imported when used: crowd-kit brings NLTK and SciPy (a second)
+
     model = DawidSkene(n_iter=n_iter, initial_error_strategy="addition")
     model.fit(data, true_labels=true_labels, initial_error=annotator_prior(data))
     return model
@@ -69,6 +75,8 @@ def fit_dawid_skene(annotations: pl.DataFrame, gold: dict[str, str] | None = Non
 
 def majority_vote(annotations: pl.DataFrame) -> pd.DataFrame:
     """Vote shares per record (index record_id, one column per label)."""
+    from crowdkit.aggregation import MajorityVote
+
     return MajorityVote().fit(_crowd_frame(annotations)).probas_
 
 
