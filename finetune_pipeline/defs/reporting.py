@@ -60,8 +60,11 @@ def rejected_records(context: dg.AssetExecutionContext, pipeline: PipelineResour
           description="The run's data card (exports/report.md): rows per stage, rejects by reason, personal "
                       "data found by type, split sizes and labels, the evaluation and the approach comparison.")
 def data_card(context: dg.AssetExecutionContext, pipeline: PipelineResource, rejected_records: pl.DataFrame,
-              dataset_splits: pl.DataFrame, lora_adapter: dict, approach_comparison: dict) -> dict:
+              dataset_splits: pl.LazyFrame, lora_adapter: dict, approach_comparison: dict) -> dict:
     require_upstream_checks(context, "dataset_splits", "lora_adapter", "approach_comparison")
+    # the split sizes and labels per split: three columns, never the texts
+    dataset_splits = dataset_splits.select([c for c in ("split", "label", "augmented_from")
+                                            if c in dataset_splits.collect_schema().names()]).collect()
     counts = pipeline.stage_counts()
     cleaning = CleaningStats.from_dict(pipeline.stage_stats("cleaned_corpus"))
     text = reporting.data_card(counts, rejected_records, dataset_splits, cleaning.pii_by_type, lora_adapter,
