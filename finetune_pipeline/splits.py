@@ -198,22 +198,20 @@ class TextSource:
         """`frame_digest` of the rows' (`record_id`, `text`, `split`), in their order."""
         if self.dataset is None:
             return frame_digest(rows.select("record_id", "text", "split"))
-        from finetune_pipeline.dedup.sharded import row_hashes
-
         columns = {"record_id": pl.String, "text": pl.String, "split": pl.String}
-        hashes = row_hashes(self.dataset, rows.select("_row", "record_id", "split"), "text", columns)
-        return digest(str(pl.Schema(columns)), rows.height,
-                      hashlib.sha256(b"".join(h.tobytes() for h in hashes) if rows.height else b"").hexdigest(),
-                      pl.__version__)
+        return self._digest(rows.select("_row", "record_id", "split"), columns)
 
     def frame_digest(self, rows: pl.DataFrame) -> str:
         """`incremental.frame_digest` of `rows` with their texts in the column order of `dataset` (the frame
         `streaming.decision_frame` would have read, texts included): the same key as for that frame."""
         if self.dataset is None:
             return frame_digest(rows)
+        return self._digest(rows, {c: t for c, t in self.dataset.schema.items() if c in rows.columns or c == "text"})
+
+    def _digest(self, rows: pl.DataFrame, schema: dict) -> str:
+        """`frame_digest` of `rows` as a frame of `schema`, the text column read from the dataset."""
         from finetune_pipeline.dedup.sharded import row_hashes
 
-        schema = {c: t for c, t in self.dataset.schema.items() if c in rows.columns or c == "text"}
         hashes = row_hashes(self.dataset, rows, "text", schema)
         return digest(str(pl.Schema(schema)), rows.height,
                       hashlib.sha256(b"".join(h.tobytes() for h in hashes) if rows.height else b"").hexdigest(),
