@@ -160,18 +160,6 @@ class _Hash:
         pass
 
 
-def table_fingerprint(table) -> str:
-    """A `datasets` fingerprint of an Arrow table from its content: the SHA-256 of its Arrow IPC stream,
-    written batch by batch into the hash (no copy of the table); what `export_splits` gives a split of one
-    batch."""
-    import pyarrow as pa
-
-    sink = _Hash()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table, max_chunksize=65_536)
-    return sink.sha.hexdigest()[:16]
-
-
 def content_digest(splits: pl.DataFrame | pl.LazyFrame) -> str:
     """A short hash of what the splits contain (ids, texts, labels, splits): the data snapshot id. A lazy frame
     (a sharded dataset's scan) is read for those four columns only."""
