@@ -44,6 +44,11 @@ def _descriptions() -> list[str]:
 
 @pytest.fixture(scope="module")
 def corpus() -> pl.DataFrame:
+    return debian_corpus()
+
+
+def debian_corpus() -> pl.DataFrame:
+    """The module's corpus (its docstring): also read by test_ray_backend.py."""
     assert STATUS.exists(), "this test reads the Debian package descriptions of /var/lib/dpkg/status"
     texts = _descriptions()
     rng = random.Random(3)

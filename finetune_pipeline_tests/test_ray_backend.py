@@ -157,6 +157,54 @@ def test_near_duplicate_clusters_on_ray_equal_local_on_a_generated_benchmark(ray
         on_ray.candidate_pairs, on_ray.verified_pairs, on_ray.candidate_histogram, on_ray.kept_apart)
 
 
+def test_dedup_reads_the_texts_on_the_workers_and_gives_the_in_memory_answer(ray_cluster, tmp_path, monkeypatch):
+    """The streaming dedup on `backend: ray` (`dedup.sharded`): the passes that read the texts (the exact keys,
+    the signatures and band keys) are Ray tasks, a shard each, and this process reads texts only for the few
+    records the names check and the keep decision look at; kept rows, rejects and statistics equal
+    `deduplicate` on the whole frame in this process. Real text: test_dedup_sharded.py's Debian descriptions."""
+    from finetune_pipeline.dedup import deduplicate, sharded
+    from finetune_pipeline.settings import Settings
+    from finetune_pipeline.streaming import deduplicate_dataset
+    from finetune_pipeline_tests.test_dedup_sharded import debian_corpus
+
+    corpus = debian_corpus()
+    shards.write_dataset(corpus, tmp_path / "in", shard_rows=211)
+    dataset = shards.open_dataset(tmp_path / "in")
+    assert len(dataset.manifest.shards) >= 8
+    on_ray = Settings.model_validate({"execution": {"backend": "ray", "ray_address": ray_cluster}})
+    assert sharded.applies(on_ray)
+    sent, read_here = [], []
+    real_per_shard, real_read = sharded.per_shard, sharded._read_shard
+
+    def recorded_per_shard(fn, calls, execution):
+        sent.append((fn.__name__, execution.backend, len(calls)))
+        return real_per_shard(fn, calls, execution)
+
+    def recorded_read(dataset, number, columns):
+        frame = real_read(dataset, number, columns)
+        read_here.append((sys._getframe(1).f_code.co_name, frame.height if "text" in columns else 0))
+        return frame
+
+    monkeypatch.setattr(sharded, "per_shard", recorded_per_shard)
+    monkeypatch.setattr(sharded, "_read_shard", recorded_read)
+    with shards.DatasetWriter(tmp_path / "kept") as kept, shards.DatasetWriter(tmp_path / "rejects") as rejected:
+        stats = deduplicate_dataset(dataset, on_ray, kept, rejected)
+
+    shard_count = len(dataset.manifest.shards)
+    assert sent == [("_shard_keys", "ray", shard_count), ("_shard_signatures", "ray", shard_count)]
+    # The two passes read their shards on the workers (locally `_shard_keys` and `_shard_signatures` read them
+    # here): this process reads the keep-order columns (`_distinct`, no texts) and, through `DatasetTexts.by_shard`,
+    # the shards holding the texts the names check and the keep decision look at, one shard at a time.
+    assert {caller for caller, _ in read_here} <= {"_distinct", "by_shard"}
+    assert sum(rows for caller, rows in read_here if caller == "_distinct") == 0
+    expected = deduplicate(corpus, Settings())
+    assert expected.stats.near_duplicates >= 100 and expected.stats.exact_duplicates >= 20
+    assert expected.stats.near_kept_apart > 0
+    assert shards.open_dataset(tmp_path / "kept").collect().equals(expected.kept)
+    assert shards.open_dataset(tmp_path / "rejects").collect().equals(expected.rejected)
+    assert stats.to_dict() == expected.stats.to_dict()
+
+
 def test_dagster_runs_the_heavy_assets_on_the_cluster_with_metadata_and_logs(ray_cluster, tmp_path):
     """Through Dagster: the `ray_cluster` resource connects to the cluster named in the settings, the
     assets record the backend and the cluster in their metadata, and the run's events carry the stage logs."""

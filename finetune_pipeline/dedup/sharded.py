@@ -20,6 +20,12 @@ and 128 permutations), one file per shard:
    the candidate histogram and the verified pairs (few) stay here.
 5. Clusters and the word-set pass's checks as `minhash.near_duplicate_clusters`; the names check reads the
    texts of the records of the pairs above the threshold only.
+
+On `execution.backend: ray` the two passes that read the texts (1 and 2) are Ray tasks, one per shard
+(`per_shard`): a worker reads its shard's texts and sends back the keys, or the signatures and band keys
+(numbers, never texts), which this process writes to the spill folder as it receives them; the connected
+components run on the cluster as `minhash.clusters_from_edges` does. Steps 3 and 4 read the spill folder
+here (8 bytes per record and band, then one partition of pairs at a time).
 """
 
 from __future__ import annotations
@@ -53,12 +59,45 @@ SCORE_CHUNK = 16_384
 
 def applies(settings) -> bool:
     """Whether `deduplicate_sharded` gives this run's answer: the kind compares whole texts (its
-    near-duplicate texts are the records' own, its groups are the records), no pass embeds every text, and
-    the batch functions run in this process (on Ray, `minhash.near_duplicate_clusters` sends them to the workers)."""
+    near-duplicate texts are the records' own, its groups are the records) and no pass embeds every text.
+    On either backend: on Ray the passes that read the texts (steps 1 and 2 above) are Ray tasks, one per
+    shard (`per_shard`)."""
     from finetune_pipeline.tasks import task_for
 
     return (task_for(settings).name == "classification" and not settings.domain.enabled
-            and not settings.dedup.semantic and settings.execution.backend == "local")
+            and not settings.dedup.semantic)
+
+
+def per_shard(fn, calls: list[tuple], execution: ExecutionSettings):
+    """`fn(*args)` for each `args` of `calls` (a shard's work), yielded as `(index, answer)`: locally one after
+    the other in this process; on Ray (`execution.backend`) as Ray tasks on the workers, one CPU each, at most
+    two per CPU of the cluster in flight, each answer yielded (and dropped here) as it comes, so this process
+    holds one shard's answer at a time. A task whose worker dies is run again (Ray's `max_retries`); a task
+    that fails raises here, the tasks still running are cancelled."""
+    if execution.backend != "ray":
+        for index, args in enumerate(calls):
+            yield index, fn(*args)
+        return
+    import ray
+
+    from finetune_pipeline.execution import _cluster_cpus, connect
+
+    connect(execution)
+    task = ray.remote(num_cpus=1, max_retries=3)(fn)
+    window = 2 * _cluster_cpus()
+    pending: dict = {}
+    waiting = list(enumerate(calls))[::-1]
+    try:
+        while waiting or pending:
+            while waiting and len(pending) < window:
+                index, args = waiting.pop()
+                pending[task.remote(*args)] = index
+            finished, _ = ray.wait(list(pending), num_returns=1)
+            index = pending.pop(finished[0])
+            yield index, ray.get(finished[0])
+    finally:
+        for ref in pending:
+            ray.cancel(ref)
 
 
 class DatasetTexts:
@@ -160,9 +199,14 @@ class _Signatures:
     def keys_file(self, shard: int) -> Path:
         return self.folder / f"{self.name}-keys-{shard}.npy"
 
-    def write(self, shard: int, signatures: np.ndarray, bands: int, rows: int) -> None:
+    @staticmethod
+    def keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+        """The band keys of `signatures` (bands of `rows` permutations)."""
+        return mh.band_keys(np.ascontiguousarray(signatures[:, :bands * rows]), bands)
+
+    def write(self, shard: int, signatures: np.ndarray, keys: np.ndarray) -> None:
         np.save(self.signature_file(shard), signatures)
-        np.save(self.keys_file(shard), mh.band_keys(np.ascontiguousarray(signatures[:, :bands * rows]), bands))
+        np.save(self.keys_file(shard), keys)
 
     def band(self, band: int, layout: _Layout, per_shard: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
         """Every document's key in `band` (8 bytes per document)."""
@@ -354,21 +398,27 @@ def _distinct(dataset: ShardedDataset) -> dict[str, pl.Series]:
             for c, v in found.items()}
 
 
-def _exact_and_order(dataset: ShardedDataset) -> _Ordered:
-    """Keep order (`exact.KEEP_ORDER`: nulls last, ties in row order) and the exact duplicates, reading the
-    keep-order columns and the texts shard by shard and holding per record its id and a few numbers."""
+def _shard_keys(dataset: ShardedDataset, number: int, offset: int) -> pl.DataFrame:
+    """One shard's keep-order columns, record ids and exact keys (`exact.dedup_key` of the text), its rows
+    numbered from `offset`: what `_exact_and_order` needs of the shard, without its texts."""
+    shard = _read_shard(dataset, number, [*KEEP_ORDER, "text"])
+    return shard.select(pl.int_range(offset, offset + shard.height, dtype=pl.Int64).alias("row"), *_CODED,
+                        "record_id", dedup_key(pl.col("text")).alias("_key"))
+
+
+def _exact_and_order(dataset: ShardedDataset, execution: ExecutionSettings | None = None) -> _Ordered:
+    """Keep order (`exact.KEEP_ORDER`: nulls last, ties in row order) and the exact duplicates, the keep-order
+    columns and the texts read shard by shard (`_shard_keys`, on the workers on Ray), holding per record its id
+    and a few numbers."""
     values = _distinct(dataset)
     tables = {c: pl.DataFrame({c: v, f"_{c}": pl.int_range(len(v), dtype=pl.UInt32, eager=True)})
               for c, v in values.items()}
-    parts, offset = [], 0
-    for number in range(len(dataset.manifest.shards)):
-        shard = _read_shard(dataset, number, [*KEEP_ORDER, "text"])
-        part = shard.select(pl.int_range(offset, offset + shard.height, dtype=pl.Int64).alias("row"), *_CODED,
-                            "record_id", dedup_key(pl.col("text")).alias("_key"))
+    calls = [(dataset, number, int(offset)) for number, offset in enumerate(dataset.bounds[:-1])]
+    parts: list[pl.DataFrame | None] = [None] * len(calls)
+    for number, part in per_shard(_shard_keys, calls, execution or ExecutionSettings()):
         for column, table in tables.items():
             part = part.join(table, on=column, how="left", maintain_order="left").drop(column)
-        parts.append(part)
-        offset += shard.height
+        parts[number] = part
     schema = {"row": pl.Int64, "record_id": pl.String, "_key": pl.UInt64, **{f"_{c}": pl.UInt32 for c in _CODED}}
     frame = pl.concat(parts).select(list(schema)) if parts else pl.DataFrame(schema=schema)
     frame = frame.sort([f"_{c}" for c in _CODED] + ["record_id"], nulls_last=True, maintain_order=True)
@@ -393,37 +443,64 @@ def near_duplicates_sharded(dataset: ShardedDataset, rows: np.ndarray, cfg: Dedu
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _near(dataset: ShardedDataset, layout: _Layout, cfg: DedupSettings, execution: ExecutionSettings, seed: int,
-          column: str, folder: Path) -> mh.NearDuplicates:
-    n = len(layout.rows)
+@dataclass
+class _ShardSignatures:
+    """What step 2 finds in one shard: per document of the shard (in the order asked for) whether it is
+    short, whether it is in the n-gram pass and its shingle count; per row of the shard (zero for a row
+    outside the pass) its n-gram and word-set signatures, and their band keys."""
+
+    short: np.ndarray
+    in_ngram_pass: np.ndarray
+    shingles: np.ndarray
+    ngram: np.ndarray
+    ngram_keys: np.ndarray
+    words: np.ndarray
+    words_keys: np.ndarray
+
+
+def _shard_signatures(dataset: ShardedDataset, shard: int, local: np.ndarray, cfg: DedupSettings, seed: int,
+                      column: str) -> _ShardSignatures:
+    """Step 2 for the documents at rows `local` of shard `shard`: its texts read here (a Ray task on the
+    workers on Ray), only numbers returned."""
     ngram_rows = cfg.num_perm // cfg.bands
     words_rows = cfg.num_perm // cfg.bands + 1  # the word-set pass's bands (`minhash.short_text_pairs`)
     words_bands = cfg.num_perm // words_rows
-    word_sets = bool(cfg.short_text_words) and cfg.shingle == "word"
+    texts = _read_shard(dataset, shard, [column])[column]
+    size = len(texts)
+    texts = texts.gather(local)
+    short, in_ngram_pass = np.zeros(len(local), dtype=bool), np.ones(len(local), dtype=bool)
+    if cfg.short_text_words and cfg.shingle == "word":
+        short, in_ngram_pass = mh._short_and_ngram_pass(mh.word_counts(texts), cfg)
+    shingles = np.zeros(len(local), dtype=np.int64)
+    ngram = np.zeros((size, cfg.num_perm), dtype=np.uint32)
+    signatures, counts = mh.minhash_signatures(texts.filter(pl.Series(in_ngram_pass)), cfg.ngram, cfg.num_perm,
+                                               cfg.shingle, seed)
+    ngram[local[in_ngram_pass]] = signatures
+    shingles[in_ngram_pass] = counts
+    words = np.zeros((size, cfg.num_perm), dtype=np.uint32)
+    if short.any():
+        signatures, _ = mh.minhash_signatures(mh.word_set_texts(texts.filter(pl.Series(short))), 1,
+                                              cfg.num_perm, "word", seed)
+        words[local[short]] = signatures
+    return _ShardSignatures(short, in_ngram_pass, shingles, ngram, _Signatures.keys(ngram, cfg.bands, ngram_rows),
+                            words, _Signatures.keys(words, words_bands, words_rows))
+
+
+def _near(dataset: ShardedDataset, layout: _Layout, cfg: DedupSettings, execution: ExecutionSettings, seed: int,
+          column: str, folder: Path) -> mh.NearDuplicates:
+    n = len(layout.rows)
+    words_bands = cfg.num_perm // (cfg.num_perm // cfg.bands + 1)  # as in `_shard_signatures`
     ngram, sets = _Signatures(folder, "ngram"), _Signatures(folder, "words")
     short, in_ngram_pass = np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
     shingles = np.zeros(n, dtype=np.int64)
-    for shard, (docs, local) in enumerate(layout.documents_of_shard()):
-        texts = _read_shard(dataset, shard, [column])[column]
-        size = len(texts)
-        texts = texts.gather(local)
-        if word_sets:
-            short[docs], in_ngram_pass[docs] = mh._short_and_ngram_pass(mh.word_counts(texts), cfg)
-        matrix = np.zeros((size, cfg.num_perm), dtype=np.uint32)
-        passing = in_ngram_pass[docs]
-        signatures, counts = mh.minhash_signatures(texts.filter(pl.Series(passing)), cfg.ngram, cfg.num_perm,
-                                                   cfg.shingle, seed)
-        matrix[local[passing]] = signatures
-        shingles[docs[passing]] = counts
-        ngram.write(shard, matrix, cfg.bands, ngram_rows)
-        matrix[:] = 0
-        small = short[docs]
-        if small.any():
-            signatures, _ = mh.minhash_signatures(mh.word_set_texts(texts.filter(pl.Series(small))), 1,
-                                                  cfg.num_perm, "word", seed)
-            matrix[local[small]] = signatures
-        sets.write(shard, matrix, words_bands, words_rows)
-        del matrix, signatures, texts
+    per_shard_docs = layout.documents_of_shard()
+    calls = [(dataset, shard, local, cfg, seed, column) for shard, (_, local) in enumerate(per_shard_docs)]
+    for shard, found in per_shard(_shard_signatures, calls, execution):
+        docs = per_shard_docs[shard][0]
+        short[docs], in_ngram_pass[docs], shingles[docs] = found.short, found.in_ngram_pass, found.shingles
+        ngram.write(shard, found.ngram, found.ngram_keys)
+        sets.write(shard, found.words, found.words_keys)
+        del found
 
     spill = _PairSpill(folder / "ngram", layout)
     _band_candidates(ngram, cfg.bands, in_ngram_pass & (shingles > 0), layout, spill)
@@ -471,7 +548,7 @@ def deduplicate_sharded(dataset: ShardedDataset, settings, spill_dir: str | Path
     from finetune_pipeline.tasks import task_for
 
     cfg = settings.dedup
-    ordered = _exact_and_order(dataset)
+    ordered = _exact_and_order(dataset, settings.execution)
     frame = ordered.frame.with_row_index("position").with_columns(pl.col("position").cast(pl.Int64))
     is_first = pl.col("position") == pl.col("first")
     kept = frame.filter(is_first).drop("position", "first")
