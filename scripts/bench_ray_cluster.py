@@ -25,6 +25,12 @@ With `--cleaning-stage-only` it runs, instead, the cleaning stage as the `cleane
 documents; each batch's task reads its rows, cleans them and writes its shards of kept rows and rejects on a
 worker), twice: with a cold cleaning cache, then with the warm one (every unit reused).
 
+With `--dedup-stage ROOT` it runs, instead, the dedup stage as the `deduplicated_corpus` asset runs it
+(`streaming.deduplicate_dataset`) on ROOT's stored `cleaned_corpus` with ROOT's settings (classification without
+the domain filter and semantic dedup: the sharded path): on Ray here (the exact keys and the signatures are Ray
+tasks, a shard each), then on the local backend in a subprocess (its wall time and peak RSS from
+`getrusage`), and says whether both wrote the same kept rows and rejects (their manifests' content digests).
+
 For each it prints the wall time, records in, records/s, this process's peak RSS during the stage
 (sampled every 20 ms; "step RSS"), the worker nodes' processes' peak RSS summed (sampled every 0.5 s),
 and what the object stores spilled to disk and restored during the stage (Ray's store stats, as
@@ -194,6 +200,89 @@ def kept_rows(batch):
     return batch.filter(pl.col("_reason").is_null() & pl.col("_erased_by").is_null())
 
 
+def _dedup(root: Path, out: Path, overrides: dict):
+    """The dedup stage on `root`'s stored cleaned_corpus into `out`/kept and `out`/rejects."""
+    from finetune_pipeline import shards
+    from finetune_pipeline.dedup.sharded import applies
+    from finetune_pipeline.settings import load_settings
+    from finetune_pipeline.streaming import deduplicate_dataset
+
+    settings = load_settings(root, overrides=overrides)
+    if not applies(settings):
+        raise SystemExit(f"{root}: its settings do not take the sharded dedup path (classification, no domain "
+                         "filter, no semantic dedup)")
+    for name in ("kept", "rejects"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    source = shards.open_dataset(root / ".pipeline" / "assets" / "cleaned_corpus")
+    with shards.DatasetWriter(out / "kept") as kept, shards.DatasetWriter(out / "rejects") as rejected:
+        stats = deduplicate_dataset(source, settings, kept, rejected)
+    return source, stats
+
+
+def local_dedup(root: Path, out: Path) -> int:
+    """The local backend's run of `_dedup`, in its own process: prints its wall time and peak RSS as JSON."""
+    import resource
+
+    started = time.perf_counter()
+    source, stats = _dedup(root, out, {"execution": {"backend": "local"}})
+    print(json.dumps({"wall_s": time.perf_counter() - started, "records_in": source.rows,
+                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "near_duplicates": stats.near_duplicates, "exact_duplicates": stats.exact_duplicates}))
+    return 0
+
+
+def dedup_stage(args) -> int:
+    from finetune_pipeline import execution, shards
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.update(RAY_ENV)
+    import ray
+
+    temp = Path(tempfile.mkdtemp(prefix="rayb", dir="/tmp"))
+    address, nodes = start_cluster(args.workers, args.store_mib, temp)
+    try:
+        overrides = {"execution": {"backend": "ray", "ray_address": address}}
+        from finetune_pipeline.settings import ExecutionSettings
+
+        execution.connect(ExecutionSettings(backend="ray", ray_address=address))
+        _wait(lambda: _alive_nodes() == args.workers + 1, "worker nodes", temp / "worker0.log")
+        baseline = psutil.Process().memory_info().rss
+        before = store_stats(address)
+        with Sampler([n.pid for n in nodes[1:]]) as sampler:
+            started = time.perf_counter()
+            source, stats = _dedup(args.dedup_stage, out / "ray", overrides)
+            seconds = time.perf_counter() - started
+        after = store_stats(address)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        for node in nodes:
+            try:
+                os.killpg(node.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(temp, ignore_errors=True)
+    done = subprocess.run([sys.executable, __file__, "--local-dedup", str(args.dedup_stage), str(out / "local")],
+                          check=True, capture_output=True, text=True)
+    local = json.loads(done.stdout.strip().splitlines()[-1])
+    same = all(shards.read_manifest(out / "ray" / name).digest == shards.read_manifest(out / "local" / name).digest
+               for name in ("kept", "rejects"))
+    cpu = platform.processor() or platform.machine()
+    print(f"{platform.node()} · {cpu} · {psutil.cpu_count()} cores · {psutil.virtual_memory().total / 2**30:.0f} GiB"
+          f" · {source.rows:,} records in {len(source.manifest.shards)} shards · exact {stats.exact_duplicates:,},"
+          f" near {stats.near_duplicates:,} duplicates · step RSS after connecting {baseline / 2**20:,.0f} MiB")
+    print("| backend | wall s | records/s | step peak RSS MiB | worker nodes peak RSS MiB | spilled MiB |")
+    print("|---|---:|---:|---:|---:|---:|")
+    print(f"| ray (head + {args.workers} worker nodes, 1 CPU each) | {seconds:.1f} | {source.rows / seconds:,.0f} | "
+          f"{sampler.step_peak / 2**20:,.0f} | {sampler.workers_peak / 2**20:,.0f} | "
+          f"{(after['spilled_bytes'] - before['spilled_bytes']) / 2**20:,.0f} |")
+    print(f"| local (one process) | {local['wall_s']:.1f} | {local['records_in'] / local['wall_s']:,.0f} | "
+          f"{local['peak_rss_mib']:,.0f} | - | - |")
+    print("kept rows and rejects: " + ("the same on both backends" if same else "DIFFER between the backends"))
+    return 0 if same else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
@@ -209,8 +298,16 @@ def main() -> int:
                         help="only the cleaning stage as the cleaned_corpus asset runs it on Ray "
                              "(streaming.clean_dataset_on_ray: workers read, clean and write their batch's shards), "
                              "with a cold and then a warm cleaning cache")
+    parser.add_argument("--dedup-stage", type=Path, metavar="ROOT",
+                        help="only the dedup stage as the deduplicated_corpus asset runs it, on ROOT's stored "
+                             "cleaned_corpus: on Ray, then locally in a subprocess, with the outputs compared")
+    parser.add_argument("--local-dedup", nargs=2, metavar=("ROOT", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     out = Path(args.out)
+    if args.local_dedup:
+        return local_dedup(Path(args.local_dedup[0]), Path(args.local_dedup[1]))
+    if args.dedup_stage:
+        return dedup_stage(args)
     if args.prepare_only:
         prepare(args.records, out, args.shard_rows)
         return 0
