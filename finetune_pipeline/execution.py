@@ -367,6 +367,36 @@ def map_batches(frame: pl.DataFrame, fn: BatchFn, execution: ExecutionSettings, 
                                                              **fn_kwargs).to_polars())
 
 
+def per_shard(fn, calls: list[tuple], execution: ExecutionSettings):
+    """`fn(*args)` for each `args` of `calls` (a shard's work), yielded as `(index, answer)`: locally one after
+    the other in this process; on Ray (`execution.backend`) as Ray tasks on the workers, one CPU each, at most
+    two per CPU of the cluster in flight, each answer yielded (and dropped here) as it comes, so this process
+    holds one shard's answer at a time. A task whose worker dies is run again (Ray's `max_retries`); a task
+    that fails raises here, the tasks still running are cancelled."""
+    if execution.backend != "ray":
+        for index, args in enumerate(calls):
+            yield index, fn(*args)
+        return
+    import ray
+
+    connect(execution)
+    task = ray.remote(num_cpus=1, max_retries=3)(fn)
+    window = 2 * _cluster_cpus()
+    pending: dict = {}
+    waiting = list(enumerate(calls))[::-1]
+    try:
+        while waiting or pending:
+            while waiting and len(pending) < window:
+                index, args = waiting.pop()
+                pending[task.remote(*args)] = index
+            finished, _ = ray.wait(list(pending), num_returns=1)
+            index = pending.pop(finished[0])
+            yield index, ray.get(finished[0])
+    finally:
+        for ref in pending:
+            ray.cancel(ref)
+
+
 def ray_address(execution: ExecutionSettings) -> str | None:
     """The cluster to connect to: the setting, else $RAY_ADDRESS, else None (a local cluster is started)."""
     return execution.ray_address or os.environ.get("RAY_ADDRESS") or None

@@ -334,10 +334,14 @@ class ShardedDataset:
         return self.scan().collect()
 
     def iter_shards(self, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
-        for url in self.shard_urls():
-            fs, path = _fs(url)
-            with fs.open(path, "rb") as src:
-                yield pl.read_parquet(src, columns=columns)
+        for number in range(len(self.manifest.shards)):
+            yield self.read_shard(number, columns)
+
+    def read_shard(self, number: int, columns: list[str] | None = None) -> pl.DataFrame:
+        """Shard `number` (in the manifest's order), only `columns` when given."""
+        fs, path = _fs(self.shard_urls()[number])
+        with fs.open(path, "rb") as src:
+            return pl.read_parquet(src, columns=columns)
 
     def read_rows(self, start: int, stop: int) -> pl.DataFrame:
         """Rows `start` to `stop` (exclusive) in dataset order, reading only the shards they lie in (the

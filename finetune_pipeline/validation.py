@@ -59,11 +59,12 @@ def _context():
     return context
 
 
-def validate(frame, suite_name: str, expectations: list) -> SuiteResult:
+def validate(frame, suite_name: str, expectations: list, execution=None) -> SuiteResult:
     """Run `expectations` on `frame` (a polars or pandas frame, or a ShardedDataset); failures report counts
-    and observed values, never row text."""
+    and observed values, never row text. `execution` (ExecutionSettings): on `backend: ray` a dataset's
+    row-wise expectations run on the workers, a shard per Ray task."""
     if hasattr(frame, "iter_shards"):
-        return validate_dataset(frame, suite_name, expectations)
+        return validate_dataset(frame, suite_name, expectations, execution)
     results, gx_order = _results(frame, suite_name, expectations)
     failures = [results[i] for i in gx_order if results[i] is not None]  # in the order GX reports them
     return SuiteResult(suite=suite_name, passed=not failures, evaluated=len(expectations), failures=failures)
@@ -88,16 +89,34 @@ def _columns(expectation) -> set[str] | None:
     return {c for c in named | set(getattr(expectation, "column_list", None) or ()) if c}
 
 
-def validate_dataset(dataset, suite_name: str, expectations: list) -> SuiteResult:
+def _shard_results(dataset, number: int, suite_name: str, expectations: list) -> list[dict | None]:
+    """`_results` of `expectations` on shard `number` of `dataset`, read here (a Ray task on `backend: ray`):
+    only the columns they name when none reads any column (a row condition)."""
+    needed = [_columns(e) for e in expectations]
+    columns = None if any(c is None for c in needed) else \
+        [c for c in dataset.columns if c in set().union(*needed)] or dataset.columns[:1]
+    return _results(dataset.read_shard(number, columns), suite_name, expectations)[0]
+
+
+def validate_dataset(dataset, suite_name: str, expectations: list, execution=None) -> SuiteResult:
     """`validate` on a ShardedDataset without holding it: row-wise expectations on one shard at a time (a
-    failure's unexpected count is the sum over shards), the rest (unique ids, row counts, distinct values) on
-    a frame of only the columns they read, gathered from every shard; as strict as on the whole frame."""
+    failure's unexpected count is the sum over shards; on `backend: ray` each shard's are a Ray task on the
+    workers, `execution.per_shard`), the rest (unique ids, row counts, distinct values) on a frame of only the
+    columns they read, gathered from every shard; as strict as on the whole frame."""
+    from finetune_pipeline.execution import per_shard
+    from finetune_pipeline.settings import ExecutionSettings
+
     row_wise = [i for i, e in enumerate(expectations) if _row_wise(e)]
     whole = [i for i in range(len(expectations)) if i not in set(row_wise)]
     found: dict[int, dict] = {}
     if row_wise:
-        for shard in dataset.iter_shards():
-            for i, failure in zip(row_wise, _results(shard, suite_name, [expectations[i] for i in row_wise])[0]):
+        asked = [expectations[i] for i in row_wise]
+        calls = [(dataset, number, suite_name, asked) for number in range(len(dataset.manifest.shards))]
+        answers: list = [None] * len(calls)
+        for number, answer in per_shard(_shard_results, calls, execution or ExecutionSettings()):
+            answers[number] = answer  # a few small dicts per shard; combined in shard order below
+        for answer in answers:
+            for i, failure in zip(row_wise, answer):
                 if failure is None:
                     continue
                 if i in found and isinstance(failure["observed"], int) and isinstance(found[i]["observed"], int):

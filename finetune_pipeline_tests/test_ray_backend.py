@@ -205,6 +205,44 @@ def test_dedup_reads_the_texts_on_the_workers_and_gives_the_in_memory_answer(ray
     assert stats.to_dict() == expected.stats.to_dict()
 
 
+def test_a_suite_s_row_wise_expectations_run_on_the_workers_and_decide_as_on_the_whole_frame(ray_cluster, tmp_path,
+                                                                                           monkeypatch):
+    """`validation.validate` on a dataset with `backend: ray`: each shard's row-wise expectations are a Ray task
+    (this process runs only the expectations over the whole dataset: uniqueness, row counts), and the suite
+    decides as on the whole frame, its unexpected counts added up over the shards (test_io_shards.py's cases:
+    defects in different shards, a row condition, too few rows)."""
+    from finetune_pipeline import validation as v
+    from finetune_pipeline_tests.test_io_shards import _corpus, _suite_outcome
+
+    on_ray = ExecutionSettings(backend="ray", ray_address=ray_cluster)
+    good = _corpus(7).with_columns(pl.col("record_id").alias("group_id"))
+    broken = good.with_columns(
+        pl.when(pl.col("record_id").is_in(["r001", "r006"])).then(None).otherwise(pl.col("text")).alias("text"),
+        pl.when(pl.col("record_id") == "r003").then(pl.lit("r000")).otherwise(pl.col("record_id")).alias("record_id"))
+    cases = [(good, v.deduplicated_expectations(5)), (broken, v.deduplicated_expectations(5)),
+             (good.with_columns(pl.col("text").str.slice(0, 8)),
+              v.cleaned_expectations(1, 10, 100, frozenset({"csv"})))]
+    here, real_results = [], v._results
+
+    def recorded(frame, suite_name, expectations):
+        here.extend(e.expectation_type for e in expectations)
+        return real_results(frame, suite_name, expectations)
+
+    for n, (frame, expectations) in enumerate(cases):
+        shards.write_dataset(frame, tmp_path / str(n), shard_rows=3)
+        whole = v.validate(frame, "suite", expectations)
+        monkeypatch.setattr(v, "_results", recorded)
+        sharded = v.validate(shards.open_dataset(tmp_path / str(n)), "suite", expectations, on_ray)
+        monkeypatch.setattr(v, "_results", real_results)
+        assert _suite_outcome(sharded) == _suite_outcome(whole), n
+        assert here and not any(t in v.ROW_WISE for t in here), here  # the row-wise ones ran on the workers
+        here.clear()
+    failed = {(f["expectation"], f["column"]): f["observed"] for f in v.validate(
+        shards.open_dataset(tmp_path / "1"), "suite", v.deduplicated_expectations(5), on_ray).failures}
+    assert failed[("expect_column_values_to_not_be_null", "text")] == 2  # one in each of two shards, added up
+    assert failed[("expect_column_values_to_be_unique", "record_id")] == 2
+
+
 def test_dagster_runs_the_heavy_assets_on_the_cluster_with_metadata_and_logs(ray_cluster, tmp_path):
     """Through Dagster: the `ray_cluster` resource connects to the cluster named in the settings, the
     assets record the backend and the cluster in their metadata, and the run's events carry the stage logs."""

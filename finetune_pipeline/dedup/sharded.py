@@ -22,7 +22,7 @@ and 128 permutations), one file per shard:
    texts of the records of the pairs above the threshold only.
 
 On `execution.backend: ray` the two passes that read the texts (1 and 2) are Ray tasks, one per shard
-(`per_shard`): a worker reads its shard's texts and sends back the keys, or the signatures and band keys
+(`execution.per_shard`): a worker reads its shard's texts and sends back the keys, or the signatures and band keys
 (numbers, never texts), which this process writes to the spill folder as it receives them; the connected
 components run on the cluster as `minhash.clusters_from_edges` does. Steps 3 and 4 read the spill folder
 here (8 bytes per record and band, then one partition of pairs at a time).
@@ -41,6 +41,7 @@ import polars as pl
 from finetune_pipeline.dedup import minhash as mh
 from finetune_pipeline.dedup.exact import KEEP_ORDER, dedup_key
 from finetune_pipeline.dedup.identifiers import Tokens, names_differ, token_table
+from finetune_pipeline.execution import per_shard
 from finetune_pipeline.records import StageResult
 from finetune_pipeline.settings import DedupSettings, ExecutionSettings
 from finetune_pipeline.shards import ShardedDataset
@@ -61,43 +62,11 @@ def applies(settings) -> bool:
     """Whether `deduplicate_sharded` gives this run's answer: the kind compares whole texts (its
     near-duplicate texts are the records' own, its groups are the records) and no pass embeds every text.
     On either backend: on Ray the passes that read the texts (steps 1 and 2 above) are Ray tasks, one per
-    shard (`per_shard`)."""
+    shard (`execution.per_shard`)."""
     from finetune_pipeline.tasks import task_for
 
     return (task_for(settings).name == "classification" and not settings.domain.enabled
             and not settings.dedup.semantic)
-
-
-def per_shard(fn, calls: list[tuple], execution: ExecutionSettings):
-    """`fn(*args)` for each `args` of `calls` (a shard's work), yielded as `(index, answer)`: locally one after
-    the other in this process; on Ray (`execution.backend`) as Ray tasks on the workers, one CPU each, at most
-    two per CPU of the cluster in flight, each answer yielded (and dropped here) as it comes, so this process
-    holds one shard's answer at a time. A task whose worker dies is run again (Ray's `max_retries`); a task
-    that fails raises here, the tasks still running are cancelled."""
-    if execution.backend != "ray":
-        for index, args in enumerate(calls):
-            yield index, fn(*args)
-        return
-    import ray
-
-    from finetune_pipeline.execution import _cluster_cpus, connect
-
-    connect(execution)
-    task = ray.remote(num_cpus=1, max_retries=3)(fn)
-    window = 2 * _cluster_cpus()
-    pending: dict = {}
-    waiting = list(enumerate(calls))[::-1]
-    try:
-        while waiting or pending:
-            while waiting and len(pending) < window:
-                index, args = waiting.pop()
-                pending[task.remote(*args)] = index
-            finished, _ = ray.wait(list(pending), num_returns=1)
-            index = pending.pop(finished[0])
-            yield index, ray.get(finished[0])
-    finally:
-        for ref in pending:
-            ray.cancel(ref)
 
 
 class DatasetTexts:
@@ -130,11 +99,7 @@ class DatasetTexts:
 
 
 def _read_shard(dataset: ShardedDataset, number: int, columns: list[str]) -> pl.DataFrame:
-    from finetune_pipeline.shards import _fs
-
-    fs, path = _fs(dataset.shard_urls()[number])
-    with fs.open(path, "rb") as src:
-        return pl.read_parquet(src, columns=columns)
+    return dataset.read_shard(number, columns)
 
 
 def row_hashes(dataset: ShardedDataset, rows: pl.DataFrame, column: str, schema: dict) -> list[np.ndarray]:
@@ -208,10 +173,10 @@ class _Signatures:
         np.save(self.signature_file(shard), signatures)
         np.save(self.keys_file(shard), keys)
 
-    def band(self, band: int, layout: _Layout, per_shard: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    def band(self, band: int, layout: _Layout, shard_docs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
         """Every document's key in `band` (8 bytes per document)."""
         key = np.zeros(len(layout.rows), dtype=_U64)
-        for shard, (docs, local) in enumerate(per_shard):
+        for shard, (docs, local) in enumerate(shard_docs):
             if docs.size:
                 stored = np.load(self.keys_file(shard), mmap_mode="r")
                 key[docs] = stored[band][local]
@@ -328,9 +293,9 @@ def _band_candidates(signatures: _Signatures, bands: int, eligible: np.ndarray, 
     index = np.flatnonzero(eligible)
     if index.size < 2:
         return
-    per_shard = layout.documents_of_shard()
+    shard_docs = layout.documents_of_shard()
     for band in range(bands):
-        sub = signatures.band(band, layout, per_shard)[index]
+        sub = signatures.band(band, layout, shard_docs)[index]
         order = np.argsort(sub, kind="stable")
         key, doc = sub[order], index[order].astype(_U64)
         del sub, order
@@ -493,10 +458,10 @@ def _near(dataset: ShardedDataset, layout: _Layout, cfg: DedupSettings, executio
     ngram, sets = _Signatures(folder, "ngram"), _Signatures(folder, "words")
     short, in_ngram_pass = np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
     shingles = np.zeros(n, dtype=np.int64)
-    per_shard_docs = layout.documents_of_shard()
-    calls = [(dataset, shard, local, cfg, seed, column) for shard, (_, local) in enumerate(per_shard_docs)]
+    shard_docs = layout.documents_of_shard()
+    calls = [(dataset, shard, local, cfg, seed, column) for shard, (_, local) in enumerate(shard_docs)]
     for shard, found in per_shard(_shard_signatures, calls, execution):
-        docs = per_shard_docs[shard][0]
+        docs = shard_docs[shard][0]
         short[docs], in_ngram_pass[docs], shingles[docs] = found.short, found.in_ngram_pass, found.shingles
         ngram.write(shard, found.ngram, found.ngram_keys)
         sets.write(shard, found.words, found.words_keys)

@@ -231,7 +231,8 @@ def suite_check(asset: str, expectations: Callable[[Settings, pl.DataFrame], lis
 
     @gate(asset, f"{asset}_expectations", description, streams=True)
     def _check(pipeline: PipelineResource, current: pl.DataFrame | ShardedDataset) -> dg.AssetCheckResult:
-        result = v.validate(current, f"{asset}_expectations", expectations(pipeline.settings(), current))
+        settings = pipeline.settings()  # on Ray a dataset's row-wise expectations run on the workers
+        result = v.validate(current, f"{asset}_expectations", expectations(settings, current), settings.execution)
         return suite_result(result, refusal=expectations_refusal(asset, pipeline, current, result))
 
     return _check
@@ -332,7 +333,8 @@ def label_suite_check(asset: str, expectations: Callable[[Settings, list[str], l
         label_columns = current if isinstance(current, pl.DataFrame) else current.scan().select(
             [c for c in current.columns if c in ("label", "label_source")]).collect()
         labels, records = labels_and_records(settings, label_columns, pipeline.data_root())
-        result = v.validate(current, f"{asset}_expectations", expectations(settings, labels, records))
+        result = v.validate(current, f"{asset}_expectations", expectations(settings, labels, records),
+                            settings.execution)
         return suite_result(result, refusal=expectations_refusal(asset, pipeline, current, result, labels))
 
     return _check

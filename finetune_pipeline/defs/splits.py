@@ -88,7 +88,7 @@ def dataset_splits_no_leakage(pipeline: PipelineResource, splits: pl.DataFrame |
     group_exps, aug_exps = v.leakage_expectations()
     results = [
         v.validate(splits, "dataset_splits_expectations",
-                   v.split_expectations(settings.checks.min_records, labels, records)),
+                   v.split_expectations(settings.checks.min_records, labels, records), settings.execution),
         v.validate(groups, "dataset_splits_groups", group_exps),
         v.validate(v.proportion_frame(current, settings.splits.proportion_tolerance, task.stratify_column(current)),
                    "dataset_splits_proportions", v.proportion_expectations()),
