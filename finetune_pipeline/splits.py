@@ -24,7 +24,7 @@ import polars as pl
 from finetune_pipeline.dedup.minhash import clusters_from_pairs, near_duplicate_clusters
 from finetune_pipeline.incremental import ResultCache, code_version, digest, frame_digest
 from finetune_pipeline.records import SPLITS
-from finetune_pipeline.settings import DedupSettings, SplitSettings
+from finetune_pipeline.settings import DedupSettings, ExecutionSettings, SplitSettings
 from finetune_pipeline.tasks import Task, task_named
 
 NO_STRATUM = "(none)"  # the stratum of records whose stratify column is null (e.g. no category)
@@ -182,8 +182,8 @@ class TextSource:
     read shard by shard with the signatures spilled to disk (`dedup/sharded.py`): the same answers, and the
     same cache key, without every text in memory."""
 
-    def __init__(self, dataset=None):
-        self.dataset = dataset
+    def __init__(self, dataset=None, execution: ExecutionSettings | None = None):
+        self.dataset, self.execution = dataset, execution  # on `backend: ray` the shards' passes run on the workers
 
     def clusters(self, rows: pl.DataFrame, threshold: float, dedup: DedupSettings) -> np.ndarray:
         """Per row of `rows` (in their order), the index of its contamination cluster's first row."""
@@ -192,7 +192,7 @@ class TextSource:
         from finetune_pipeline.dedup.sharded import near_duplicates_sharded
 
         return near_duplicates_sharded(self.dataset, rows["_row"].to_numpy(),
-                                       _contamination_settings(threshold, dedup)).root
+                                       _contamination_settings(threshold, dedup), self.execution).root
 
     def digest(self, rows: pl.DataFrame) -> str:
         """`frame_digest` of the rows' (`record_id`, `text`, `split`), in their order."""

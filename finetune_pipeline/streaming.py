@@ -542,7 +542,7 @@ def split_inputs(dataset: ShardedDataset, settings: Settings):
     if "text" in dataset.columns and not (cfg.group_by == "column" and cfg.group_column == "text"):
         columns = [c for c in dataset.columns if c not in SPLIT_PASSENGERS and c != "text"]
         frame = dataset.scan().select(columns).with_row_index("_row").collect().with_columns(pl.col("_row").cast(pl.Int64))
-        return frame, TextSource(dataset)
+        return frame, TextSource(dataset, settings.execution)
     return decision_frame(dataset, SPLIT_PASSENGERS), TextSource()
 
 

@@ -204,6 +204,17 @@ def test_dedup_reads_the_texts_on_the_workers_and_gives_the_in_memory_answer(ray
     assert shards.open_dataset(tmp_path / "rejects").collect().equals(expected.rejected)
     assert stats.to_dict() == expected.stats.to_dict()
 
+    # The split's and the contamination check's look (`splits.TextSource`) takes the same tasks on Ray.
+    from finetune_pipeline.splits import TextSource
+
+    sent.clear()
+    rows = corpus.select("record_id").with_row_index("_row").with_columns(pl.col("_row").cast(pl.Int64))
+    threshold = Settings().splits.contamination_threshold
+    on_workers = TextSource(dataset, on_ray.execution).clusters(rows, threshold, Settings().dedup)
+    assert sent == [("_shard_signatures", "ray", shard_count)]
+    here = TextSource().clusters(corpus.select("record_id", "text"), threshold, Settings().dedup)
+    assert (on_workers != np.arange(len(on_workers))).sum() > 100 and np.array_equal(on_workers, here)
+
 
 def test_a_suite_s_row_wise_expectations_run_on_the_workers_and_decide_as_on_the_whole_frame(ray_cluster, tmp_path,
                                                                                            monkeypatch):

@@ -23,9 +23,9 @@ and 128 permutations), one file per shard:
 
 On `execution.backend: ray` the two passes that read the texts (1 and 2) are Ray tasks, one per shard
 (`execution.per_shard`): a worker reads its shard's texts and sends back the keys, or the signatures and band keys
-(numbers, never texts), which this process writes to the spill folder as it receives them; the connected
-components run on the cluster as `minhash.clusters_from_edges` does. Steps 3 and 4 read the spill folder
-here (8 bytes per record and band, then one partition of pairs at a time).
+(numbers, never texts), which this process writes to the spill folder as it receives them. Steps 3 to 5
+run here: the spill folder read 8 bytes per record and band, then one partition of pairs at a time, and the
+connected components of the verified pairs (few), which this process holds already.
 """
 
 from __future__ import annotations
@@ -471,7 +471,7 @@ def _near(dataset: ShardedDataset, layout: _Layout, cfg: DedupSettings, executio
     _band_candidates(ngram, cfg.bands, in_ngram_pass & (shingles > 0), layout, spill)
     scored = _score_candidates(ngram, spill, layout, cfg.threshold, short if short.any() else None)
     histogram, verified = scored.histogram, scored.kept
-    root = mh.clusters_from_pairs(n, verified, execution)
+    root = mh.clusters_from_pairs(n, verified)  # the verified pairs are here already: no round trips to a cluster
     kept_apart, word_pairs = 0, 0
     texts = DatasetTexts(dataset, layout.rows, column)
     word_scored = None

@@ -198,7 +198,7 @@ def dataset_splits_no_contamination(pipeline: PipelineResource, splits: pl.DataF
     cache = pipeline.result_cache(CONTAMINATION_RESULT)
     if isinstance(splits, ShardedDataset) and "text" in splits.columns:  # texts read shard by shard
         current, texts = split_columns(splits).with_row_index("_row").with_columns(pl.col("_row").cast(pl.Int64)), \
-            TextSource(splits)
+            TextSource(splits, settings.execution)
     else:
         current, texts = split_columns(splits), None
     crossing = cross_split_near_duplicates(current, settings.splits.contamination_threshold, settings.dedup, cache,
