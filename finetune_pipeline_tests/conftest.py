@@ -25,18 +25,19 @@ def _files_of_the_end_to_end_run() -> set[str]:
             if "sample_run" in path.read_text(encoding="utf-8")}
 
 
-# Seconds each heavy test file (or the end-to-end group) took on a worker of `make test` (2026-12-06, two
-# cores, `pytest -n 2 --durations=0`). The scheduler hands out the heaviest waiting file first, so the two
-# long ones do not end up together at the tail of one worker (they did: 857 s against 643 s). Files not named
-# count a second per test. Refresh when a file's time changes a lot; a stale figure costs balance, not tests.
+# Seconds each heavy test file (or the end-to-end group) took on a worker of `make test` (2026-12-07, two
+# cores, `pytest -n 2 --durations=0`; the Ray file with its two tests of that day added). The scheduler hands out
+# the heaviest waiting file first, so the two long ones do not end up together at the tail of one worker (they
+# did: 857 s against 643 s). Files not named count a second per test. Refresh when a file's time changes a lot;
+# a stale figure costs balance, not tests.
 # The files in HANDED_OUT_PER_TEST go a test at a time (no module fixture to share): `file[param]` there.
 SECONDS_PER_FILE = {
-    "sample_run": 490, "test_ray_backend.py": 270, "test_three_paths.py[sample]": 216,
-    "test_three_paths.py[instruction]": 130, "test_sources.py": 112, "test_erasure.py": 50,
-    "test_instruction_root.py": 48, "test_incremental.py": 47, "test_collection_asset.py": 43,
-    "test_preference_root.py": 36, "test_idempotence.py": 34, "test_domain.py": 25, "test_instruction.py": 21,
-    "test_layering.py": 21, "test_privacy.py": 20, "test_label_studio.py": 19, "test_distributed.py": 17,
-    "test_embedding_cache.py": 14, "test_gates.py": 14, "test_automation.py": 12, "test_lm_fast_path.py": 12,
+    "sample_run": 580, "test_ray_backend.py": 350, "test_three_paths.py[sample]": 210,
+    "test_three_paths.py[instruction]": 110, "test_sources.py": 93, "test_erasure.py": 48,
+    "test_incremental.py": 38, "test_collection_asset.py": 37, "test_instruction_root.py": 33,
+    "test_idempotence.py": 29, "test_domain.py": 28, "test_label_studio.py": 27, "test_preference_root.py": 25,
+    "test_distributed.py": 22, "test_instruction.py": 20, "test_privacy.py": 18, "test_layering.py": 17,
+    "test_gates.py": 14, "test_automation.py": 11, "test_embedding_cache.py": 10, "test_dedup_sharded.py": 9,
 }
 HANDED_OUT_PER_TEST = {"test_three_paths.py"}
 
