@@ -120,6 +120,20 @@ def start_cluster(workers: int, store_mib: int, temp: Path) -> tuple[str, list[s
     return address, nodes
 
 
+def stop_cluster(nodes: list[subprocess.Popen], temp: Path) -> None:
+    """Disconnect, kill every node's process group and remove the cluster's temp folder."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    for node in nodes:
+        try:
+            os.killpg(node.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    shutil.rmtree(temp, ignore_errors=True)
+
+
 def _status_nodes(address: str) -> int:
     done = subprocess.run([RAY, "status", "--address", address], capture_output=True, text=True,
                           env={**os.environ, **RAY_ENV})
@@ -243,18 +257,15 @@ def local_dedup(root: Path, out: Path) -> int:
 
 def dedup_stage(args) -> int:
     from finetune_pipeline import execution, shards
+    from finetune_pipeline.settings import ExecutionSettings
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.update(RAY_ENV)
-    import ray
-
     temp = Path(tempfile.mkdtemp(prefix="rayb", dir="/tmp"))
     address, nodes = start_cluster(args.workers, args.store_mib, temp)
     try:
         overrides = {"execution": {"backend": "ray", "ray_address": address}}
-        from finetune_pipeline.settings import ExecutionSettings
-
         execution.connect(ExecutionSettings(backend="ray", ray_address=address))
         _wait(lambda: _alive_nodes() == args.workers + 1, "worker nodes", temp / "worker0.log")
         baseline = psutil.Process().memory_info().rss
@@ -265,14 +276,7 @@ def dedup_stage(args) -> int:
             seconds = time.perf_counter() - started
         after = store_stats(address)
     finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        for node in nodes:
-            try:
-                os.killpg(node.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        shutil.rmtree(temp, ignore_errors=True)
+        stop_cluster(nodes, temp)
     done = subprocess.run([sys.executable, __file__, "--local-dedup", str(args.dedup_stage), str(out / "local")],
                           check=True, capture_output=True, text=True)
     local = json.loads(done.stdout.strip().splitlines()[-1])
@@ -406,14 +410,7 @@ def main() -> int:
                   f"{r['restored_bytes'] / 2**20:,.0f} |")
         return 0
     finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        for node in nodes:
-            try:
-                os.killpg(node.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        shutil.rmtree(temp, ignore_errors=True)
+        stop_cluster(nodes, temp)
 
 
 if __name__ == "__main__":
