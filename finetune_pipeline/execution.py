@@ -404,11 +404,13 @@ def ray_address(execution: ExecutionSettings) -> str | None:
 
 def ray_init_options() -> dict:
     """Keyword arguments for `ray.init`: ship this package to the workers (they run the driver's code even
-    when the cluster's image has another version or none) and forward the offline environment."""
+    when the cluster's image has another version or none) and forward the offline environment. The package
+    goes by its folder's path, not as the module object: a `ray://` (Ray Client, e.g. KubeRay's head service)
+    connection pickles the runtime environment, and a module object cannot be pickled."""
     import finetune_pipeline
 
     env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
-    return {"runtime_env": {"py_modules": [finetune_pipeline], "env_vars": env},
+    return {"runtime_env": {"py_modules": [str(Path(finetune_pipeline.__file__).parent)], "env_vars": env},
             "include_dashboard": False, "log_to_driver": True, "configure_logging": False}
 
 

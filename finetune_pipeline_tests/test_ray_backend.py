@@ -80,10 +80,12 @@ def ray_cluster():
     # the head's dashboard is the job API (execution.ray_jobs); every port its agents take is a free one, as
     # another test may run a Ray cluster on this machine at the same time
     dashboard = f"http://127.0.0.1:{(dashboard_port := _free_port())}"
+    client_port = _free_port()  # the Ray Client server: what a KubeRay head service exposes on 10001
     nodes = [_start(["--head", "--port", str(port), "--node-ip-address", "127.0.0.1", "--include-dashboard", "true",
                      "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port), *_agent_ports(),
-                     "--temp-dir", str(temp)], temp / "head.log")]
+                     "--ray-client-server-port", str(client_port), "--temp-dir", str(temp)], temp / "head.log")]
     JOB_API[address] = dashboard
+    CLIENT[address] = f"ray://127.0.0.1:{client_port}"
     try:
         _wait_for(lambda: _status(address).count("node_") >= 1, "the Ray head", temp / "head.log", nodes[0])
         _wait_for(lambda: _job_api_answers(dashboard), "the Ray job API", temp / "head.log", nodes[0])
@@ -105,6 +107,7 @@ def ray_cluster():
 
 
 JOB_API: dict[str, str] = {}  # cluster address -> its job API (the head's dashboard)
+CLIENT: dict[str, str] = {}  # cluster address -> its Ray Client address (ray://)
 
 
 def _agent_ports() -> list[str]:
@@ -214,6 +217,35 @@ def test_dedup_reads_the_texts_on_the_workers_and_gives_the_in_memory_answer(ray
     assert sent == [("_shard_signatures", "ray", shard_count)]
     here = TextSource().clusters(corpus.select("record_id", "text"), threshold, Settings().dedup)
     assert (on_workers != np.arange(len(on_workers))).sum() > 100 and np.array_equal(on_workers, here)
+
+
+def test_a_ray_client_address_as_kuberay_exposes_it_runs_a_stage(ray_cluster, tmp_path):
+    """`execution.ray_address: ray://host:port`, the Ray Client connection the README gives for a KubeRay cluster
+    (its head service's port 10001; here the head's client server on the loopback): the pipeline connects
+    through it, ships its package to the workers (by path: the client pickles the runtime environment, and the
+    module object could not be pickled) and the dedup stage's tasks run there with the in-memory answer."""
+    import ray
+
+    from finetune_pipeline.dedup import deduplicate
+    from finetune_pipeline.settings import Settings
+    from finetune_pipeline.streaming import deduplicate_dataset
+    from finetune_pipeline_tests.test_dedup_sharded import debian_corpus
+
+    corpus = debian_corpus().head(600)
+    shards.write_dataset(corpus, tmp_path / "in", shard_rows=150)
+    settings = Settings.model_validate({"execution": {"backend": "ray", "ray_address": CLIENT[ray_cluster]}})
+    if ray.is_initialized():
+        ray.shutdown()  # this process's connection of the earlier tests: the stage connects through the client
+    try:
+        with shards.DatasetWriter(tmp_path / "kept") as kept, shards.DatasetWriter(tmp_path / "rejects") as rejected:
+            stats = deduplicate_dataset(shards.open_dataset(tmp_path / "in"), settings, kept, rejected)
+        assert ray.util.client.ray.is_connected()  # through the Ray Client, not a driver on the cluster
+    finally:
+        ray.shutdown()
+    expected = deduplicate(corpus, Settings())
+    assert expected.stats.near_duplicates + expected.stats.exact_duplicates > 0
+    assert shards.open_dataset(tmp_path / "kept").collect().equals(expected.kept)
+    assert stats.to_dict() == expected.stats.to_dict()
 
 
 def test_a_suite_s_row_wise_expectations_run_on_the_workers_and_decide_as_on_the_whole_frame(ray_cluster, tmp_path,
