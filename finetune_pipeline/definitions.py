@@ -33,15 +33,15 @@ def resources_for(pipeline: PipelineResource) -> dict:
 # Expectations, which every step with a check needs and which take about 4 s to import; a spawned process
 # imported them again for every step (a 5-step run: 60 s before, 37 s after, docs/benchmarks.md). Only modules
 # that start no thread of their own at import are preloaded: this package is imported in each step as before.
-# (`finetune-pipeline run` runs the steps in its own process and is not affected; a run's config can still
-# choose `execution: {config: {in_process: {}}}` from the launchpad.)
+# (`finetune-pipeline run` runs the steps in its own process and is not affected.)
 PRELOADED = ["dagster", "great_expectations"]
 EXECUTOR = dg.multi_or_in_process_executor.configured(
     {"multiprocess": {"start_method": {"forkserver": {"preload_modules": PRELOADED}}}})
 
 
-def definitions_for(root: DataRoot | None = None) -> dg.Definitions:
-    """The pipeline on `root`; without one, on $FINETUNE_DATA_DIR (else data/) as each run starts."""
+def definitions_for(root: DataRoot | None = None, executor: dg.ExecutorDefinition = EXECUTOR) -> dg.Definitions:
+    """The pipeline on `root`; without one, on $FINETUNE_DATA_DIR (else data/) as each run starts. `executor`:
+    the jobs' (scripts/bench_step_start.py measures this one against Dagster's default)."""
     pipeline = PipelineResource(data_dir=str(root.path) if root else None)
     return dg.Definitions(
         assets=ALL_ASSETS,
@@ -49,7 +49,7 @@ def definitions_for(root: DataRoot | None = None) -> dg.Definitions:
         schedules=[nightly_refresh],
         sensors=[new_raw_files, new_annotations, settings_changed],
         resources=resources_for(pipeline),
-        executor=EXECUTOR,
+        executor=executor,
     )
 
 

@@ -1,7 +1,7 @@
 """What a Dagster step costs to start: the README's headless command (`dagster asset materialize`) on a copy of the
 sample data root, with the project's executor (steps forked from a server that preloaded Dagster and Great
-Expectations, `finetune_pipeline/definitions.py`) against Dagster's default start method (each step a spawned
-interpreter that imports everything again), chosen per run through the run config. The two run in turn, each
+Expectations, `finetune_pipeline/definitions.py`) against Dagster's own executor (each step a spawned interpreter
+that imports everything again), on the same definitions otherwise. The two run in turn, each
 `--runs` times, every run on a fresh copy of the root and a fresh DAGSTER_HOME; prints each run's wall time and the
 medians.
 
@@ -21,7 +21,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SPAWN = "execution:\n  config:\n    multiprocess:\n      start_method:\n        spawn: {}\n"
+# Dagster's own executor (each step spawned), on the same definitions otherwise.
+SPAWN = ("import dagster as dg\n\nfrom finetune_pipeline.definitions import definitions_for\n\n"
+         "defs = definitions_for(executor=dg.multi_or_in_process_executor)\n")
 
 
 def one_run(select: str, work: Path, spawn: bool) -> float:
@@ -31,11 +33,11 @@ def one_run(select: str, work: Path, spawn: bool) -> float:
                     if Path(folder) == REPO / "data" else set())
     home.mkdir(parents=True)
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "finetune_pipeline.definitions",
-               "--select", select]
+    code = ["-m", "finetune_pipeline.definitions"]
     if spawn:
-        (work / "spawn.yaml").write_text(SPAWN)
-        command += ["-c", str(work / "spawn.yaml")]
+        (work / "spawn_definitions.py").write_text(SPAWN)
+        code = ["-f", str(work / "spawn_definitions.py")]
+    command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", *code, "--select", select]
     env = {**os.environ, "FINETUNE_DATA_DIR": str(root), "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "DO_NOT_TRACK": "true"}
     started = time.monotonic()
