@@ -31,8 +31,10 @@ def resources_for(pipeline: PipelineResource) -> dict:
 # How the UI, the schedule, the sensors and `dagster asset materialize` run the steps: each in its own process
 # (Dagster's multiprocess executor), forked from a server that has already imported Dagster and Great
 # Expectations, which every step with a check needs and which take about 4 s to import; a spawned process
-# imported them again for every step (a 5-step run: 60 s before, 37 s after, docs/benchmarks.md). Only modules
-# that start no thread of their own at import are preloaded: this package is imported in each step as before.
+# imported them again for every step (a 5-step run: 67 s spawned, 47 s forked, docs/benchmarks.md). Only modules
+# that start no thread of their own at import and touch no GPU are preloaded: not this package (it would fork
+# polars' state), not torch and transformers (5 s more saved here, but a CUDA driver initialized in the server
+# would break the training steps forked from it, and that is not testable without a GPU).
 # (`finetune-pipeline run` runs the steps in its own process and is not affected.)
 PRELOADED = ["dagster", "great_expectations"]
 EXECUTOR = dg.multi_or_in_process_executor.configured(
