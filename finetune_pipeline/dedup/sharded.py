@@ -423,13 +423,18 @@ class _ShardSignatures:
     words_keys: np.ndarray
 
 
+def _word_set_bands(cfg: DedupSettings) -> tuple[int, int]:
+    """The word-set pass's bands and rows per band (`minhash.short_text_pairs`: one row more than the n-gram pass's)."""
+    rows = cfg.num_perm // cfg.bands + 1
+    return cfg.num_perm // rows, rows
+
+
 def _shard_signatures(dataset: ShardedDataset, shard: int, local: np.ndarray, cfg: DedupSettings, seed: int,
                       column: str) -> _ShardSignatures:
     """Step 2 for the documents at rows `local` of shard `shard`: its texts read here (a Ray task on the
     workers on Ray), only numbers returned."""
     ngram_rows = cfg.num_perm // cfg.bands
-    words_rows = cfg.num_perm // cfg.bands + 1  # the word-set pass's bands (`minhash.short_text_pairs`)
-    words_bands = cfg.num_perm // words_rows
+    words_bands, words_rows = _word_set_bands(cfg)
     texts = _read_shard(dataset, shard, [column])[column]
     size = len(texts)
     texts = texts.gather(local)
@@ -454,7 +459,7 @@ def _shard_signatures(dataset: ShardedDataset, shard: int, local: np.ndarray, cf
 def _near(dataset: ShardedDataset, layout: _Layout, cfg: DedupSettings, execution: ExecutionSettings, seed: int,
           column: str, folder: Path) -> mh.NearDuplicates:
     n = len(layout.rows)
-    words_bands = cfg.num_perm // (cfg.num_perm // cfg.bands + 1)  # as in `_shard_signatures`
+    words_bands, _ = _word_set_bands(cfg)
     ngram, sets = _Signatures(folder, "ngram"), _Signatures(folder, "words")
     short, in_ngram_pass = np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
     shingles = np.zeros(n, dtype=np.int64)

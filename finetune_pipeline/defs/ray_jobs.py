@@ -59,8 +59,6 @@ def run_as_ray_job(context: dg.AssetExecutionContext, pipeline: PipelineResource
     and what to do, when the job API cannot be reached or the job fails."""
     from dagster_ray.core.pipes import PipesRayJobClient
 
-    import finetune_pipeline
-
     settings = pipeline.settings()
     api = job_api_address(settings.execution)
     root = pipeline.data_root()
@@ -86,12 +84,13 @@ def run_as_ray_job(context: dg.AssetExecutionContext, pipeline: PipelineResource
                                                    rejects_location=str(rejects_location),
                                                    cache_file=str(cache_file) if cache_file else None))
     python = settings.execution.ray_job_python or sys.executable
-    env = dict(execution.ray_init_options()["runtime_env"]["env_vars"])  # offline flags and the like, no secrets
+    # the package's folder, uploaded by the job client (the job runs this step's code), and the offline flags and
+    # the like (no secrets): what every connection ships
+    runtime_env = execution.ray_init_options()["runtime_env"]
     try:
         invocation = client.run(context=context, submit_job_params={
             "entrypoint": f"{shlex.quote(python)} -m finetune_pipeline.ray_job {shlex.quote(str(spec_path))}",
-            # the package's folder, uploaded by the job client: the job runs this step's code
-            "runtime_env": {"py_modules": [str(Path(finetune_pipeline.__file__).parent)], "env_vars": env},
+            "runtime_env": runtime_env,
             "metadata": {"finetune.stage": stage, "finetune.data_root": data_dir, "dagster.run_id": context.run_id},
         })
     except RuntimeError as exc:  # the job failed or was stopped: Ray's message names the error
