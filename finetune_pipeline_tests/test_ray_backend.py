@@ -218,6 +218,19 @@ def test_dedup_reads_the_texts_on_the_workers_and_gives_the_in_memory_answer(ray
     here = TextSource().clusters(corpus.select("record_id", "text"), threshold, Settings().dedup)
     assert (on_workers != np.arange(len(on_workers))).sum() > 100 and np.array_equal(on_workers, here)
 
+    # A shard whose texts a task cannot read (its `text` column gone; the step itself reads only the keep-order
+    # columns, which are there) fails the stage with the worker's error and commits nothing: no kept rows or
+    # rejects where the next stage would read them.
+    shards.write_dataset(corpus, tmp_path / "broken", shard_rows=211)
+    broken = shards.open_dataset(tmp_path / "broken")
+    last = Path(broken.shard_urls()[-1])
+    pl.read_parquet(last).drop("text").write_parquet(last)
+    with pytest.raises(Exception, match="text") as failed:
+        with shards.DatasetWriter(tmp_path / "kept2") as kept, shards.DatasetWriter(tmp_path / "rej2") as rejected:
+            deduplicate_dataset(broken, on_ray, kept, rejected)
+    assert "RayTaskError" in failed.typename  # raised on a worker, brought back by `per_shard`
+    assert not (tmp_path / "kept2" / "manifest.json").exists() and not (tmp_path / "rej2" / "manifest.json").exists()
+
 
 def test_a_ray_client_address_as_kuberay_exposes_it_runs_a_stage(ray_cluster, tmp_path):
     """`execution.ray_address: ray://host:port`, the Ray Client connection the README gives for a KubeRay cluster
