@@ -89,13 +89,19 @@ def _columns(expectation) -> set[str] | None:
     return {c for c in named | set(getattr(expectation, "column_list", None) or ()) if c}
 
 
-def _shard_results(dataset, number: int, suite_name: str, expectations: list) -> list[dict | None]:
-    """`_results` of `expectations` on shard `number` of `dataset`, read here (a Ray task on `backend: ray`):
-    only the columns they name when none reads any column (a row condition)."""
+def _columns_read(dataset, expectations: list) -> list[str]:
+    """The dataset's columns `expectations` read: every column when one may read any (a row condition), else
+    those they name (at least one, so a frame has its rows)."""
     needed = [_columns(e) for e in expectations]
-    columns = None if any(c is None for c in needed) else \
-        [c for c in dataset.columns if c in set().union(*needed)] or dataset.columns[:1]
-    return _results(dataset.read_shard(number, columns), suite_name, expectations)[0]
+    if any(c is None for c in needed):
+        return dataset.columns
+    return [c for c in dataset.columns if c in set().union(*needed)] or dataset.columns[:1]
+
+
+def _shard_results(dataset, number: int, suite_name: str, expectations: list) -> list[dict | None]:
+    """`_results` of `expectations` on shard `number` of `dataset` (its columns they read), read here (a Ray
+    task on `backend: ray`)."""
+    return _results(dataset.read_shard(number, _columns_read(dataset, expectations)), suite_name, expectations)[0]
 
 
 def validate_dataset(dataset, suite_name: str, expectations: list, execution=None) -> SuiteResult:
@@ -124,13 +130,7 @@ def validate_dataset(dataset, suite_name: str, expectations: list, execution=Non
                 else:
                     found.setdefault(i, failure)
     if whole:
-        needed = [_columns(expectations[i]) for i in whole]
-        present = dataset.columns
-        if any(c is None for c in needed):
-            columns = present
-        else:
-            columns = [c for c in present if c in set().union(*needed)] or present[:1]
-        frame = dataset.scan().select(columns).collect()
+        frame = dataset.scan().select(_columns_read(dataset, [expectations[i] for i in whole])).collect()
         for i, failure in zip(whole, _results(frame, suite_name, [expectations[i] for i in whole])[0]):
             if failure is not None:
                 found[i] = failure
