@@ -9,6 +9,9 @@ export UNSTRUCTURED_DISABLE_NOTICE := 1
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# pip keeps no second copy of what it downloads: where the wheels come from PyPI (torch, ray, onnxruntime...)
+# its cache would double the install's few GB on disk (a CI machine once ran out of space in the install).
+export PIP_NO_CACHE_DIR := 1
 
 .PHONY: install run test audit ui review mlflow clean
 
