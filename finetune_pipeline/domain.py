@@ -167,39 +167,81 @@ def robust_z(values: np.ndarray) -> np.ndarray:
     return (values - median) / max(scale, 1e-9)
 
 
+BLOCK = 2048  # records scored at once (memory of BLOCK x core, never n x n); the same blocks on every path
+
+
+def reference_scores(scorer: "DomainScorer", x: np.ndarray) -> np.ndarray:
+    """`scorer.score_embeddings` of `x`, `BLOCK` rows at a time (the blocks the sharded path scores too)."""
+    if not len(x):
+        return np.zeros(0)
+    return np.concatenate([scorer.score_embeddings(x[start:start + BLOCK]) for start in range(0, len(x), BLOCK)])
+
+
+def core_records(reference: np.ndarray) -> np.ndarray:
+    """The core (module docstring, step 1): the records with a reference score at or above the median, at most
+    `MAX_CORE_SAMPLE` of them taken evenly over the core by reference score (deterministic, bounded cost)."""
+    core = np.flatnonzero(reference >= np.median(reference))
+    if len(core) > MAX_CORE_SAMPLE:
+        evenly = np.linspace(0, len(core) - 1, MAX_CORE_SAMPLE).astype(int)
+        core = core[np.argsort(reference[core], kind="stable")][evenly]
+    return core
+
+
+def document_ids(documents: list[str | None] | None) -> np.ndarray | None:
+    """Per record, a number for the document it is a chunk of (-1: a row of a table); None when no record is
+    a chunk."""
+    if documents is None or all(d is None for d in documents):
+        return None
+    ids = {d: i for i, d in enumerate(sorted({d for d in documents if d is not None}))}
+    return np.array([-1 if d is None else ids[d] for d in documents])
+
+
+class CoreSimilarity:
+    """Steps 2 of the module docstring for a block of records: each one's similarity to the core's centroid and
+    its mean similarity to its `neighbours` nearest core records (itself and the other chunks of its document
+    excluded). `core`: the core's record numbers, `vectors` their embeddings, `n` the records in all."""
+
+    def __init__(self, core: np.ndarray, vectors: np.ndarray, n: int, neighbours: int,
+                 documents: np.ndarray | None = None):
+        centroid = vectors.mean(axis=0)
+        self.vectors, self.centroid = vectors, centroid / max(np.linalg.norm(centroid), 1e-12)
+        self.k = max(1, min(neighbours, len(core) - 1))
+        self.position = np.full(n, -1)
+        self.position[core] = np.arange(len(core))
+        self.documents = documents
+        self.core_documents = None if documents is None else documents[core]
+
+    def block(self, start: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(to the centroid, to the nearest core records) of records `start .. start + len(x)`."""
+        stop = start + len(x)
+        block = x @ self.vectors.T
+        rows = np.flatnonzero(self.position[start:stop] >= 0)
+        block[rows, self.position[start:stop][rows]] = -np.inf  # a core record is not its own neighbour
+        if self.documents is not None:  # nor are the other chunks of its document
+            mine = self.documents[start:stop]
+            block[(mine[:, None] >= 0) & (mine[:, None] == self.core_documents[None, :])] = -np.inf
+        top = np.sort(block, axis=1)[:, -self.k:]
+        top[np.isinf(top)] = np.nan  # fewer than k others (a tiny corpus): the mean of those there are
+        with np.errstate(all="ignore"):
+            nearest = np.nan_to_num(np.nanmean(top, axis=1), nan=0.0)
+        return x @ self.centroid, nearest
+
+
+def relevance_z(to_centroid: np.ndarray, nearest: np.ndarray) -> np.ndarray:
+    """Step 3: the two similarities as robust z-scores, their sum as a robust z-score again."""
+    return robust_z(robust_z(to_centroid) + robust_z(nearest))
+
+
 def corpus_relevance(x: np.ndarray, reference: np.ndarray, neighbours: int = 10,
                      documents: list[str | None] | None = None) -> np.ndarray:
     """Each record's relevance in robust deviations from the corpus median (module docstring, steps 1-3):
     `x` the records' unit embeddings, `reference` their reference scores, `documents` per record the document
     it is a chunk of (None: a row of a table, a record of its own). The chunks of one document are one text:
     they are not each other's nearest-neighbour evidence (a 45-chunk manual would otherwise vouch for itself)."""
-    core = np.flatnonzero(reference >= np.median(reference))
-    if len(core) > MAX_CORE_SAMPLE:  # evenly over the core by reference score: deterministic, bounded cost
-        evenly = np.linspace(0, len(core) - 1, MAX_CORE_SAMPLE).astype(int)
-        core = core[np.argsort(reference[core], kind="stable")][evenly]
-    centroid = x[core].mean(axis=0)
-    to_centroid = x @ (centroid / max(np.linalg.norm(centroid), 1e-12))
-    k = max(1, min(neighbours, len(core) - 1))
-    position = np.full(len(x), -1)
-    position[core] = np.arange(len(core))
-    nearest = np.empty(len(x))
-    document = None
-    if documents is not None and any(d is not None for d in documents):
-        ids = {d: i for i, d in enumerate(sorted({d for d in documents if d is not None}))}
-        document = np.array([-1 if d is None else ids[d] for d in documents])
-    for start in range(0, len(x), 2048):  # blocks: memory of 2048 x core, never n x n
-        block = x[start:start + 2048] @ x[core].T
-        rows = np.flatnonzero(position[start:start + 2048] >= 0)
-        block[rows, position[start:start + 2048][rows]] = -np.inf  # a core record is not its own neighbour
-        if document is not None:  # nor are the other chunks of its document
-            mine = document[start:start + 2048]
-            same = (mine[:, None] >= 0) & (mine[:, None] == document[core][None, :])
-            block[same] = -np.inf
-        top = np.sort(block, axis=1)[:, -k:]
-        top[np.isinf(top)] = np.nan  # fewer than k others (a tiny corpus): the mean of those there are
-        with np.errstate(all="ignore"):
-            nearest[start:start + 2048] = np.nan_to_num(np.nanmean(top, axis=1), nan=0.0)
-    return robust_z(robust_z(to_centroid) + robust_z(nearest))
+    core = core_records(reference)
+    similarity = CoreSimilarity(core, x[core], len(x), neighbours, document_ids(documents))
+    parts = [similarity.block(start, x[start:start + BLOCK]) for start in range(0, len(x), BLOCK)]
+    return relevance_z(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
 
 def score_histogram(scores: np.ndarray, low: float = 0.0) -> dict[str, int]:
@@ -240,7 +282,7 @@ def record_documents(corpus: pl.DataFrame) -> list[str | None] | None:
 class _Verdict:
     below: np.ndarray  # bool per record: off-domain
     score: np.ndarray  # the score shown per record (relevance z, cosine or probability)
-    detail: list[str]  # per record, used for the off-domain ones
+    detail: list[str]  # per record: why it is off-domain ("" for the others)
     histogram: dict[str, int]
     calibration: str
     cut: float
@@ -252,15 +294,18 @@ def _absolute(scores: np.ndarray, scorer: DomainScorer, why: str = "") -> _Verdi
     unit = "probability of in-domain" if scorer.method == "classifier" else \
         "mean cosine similarity to the domain's nearest examples"
     setting = "domain.classifier_threshold" if scorer.method == "classifier" else "domain.threshold"
-    detail = [f"relevance score {s:.3f} ({unit}) below {setting} {scorer.threshold}{why}; if such records "
-              f"belong, add examples like them to domain.examples_dir or lower {setting}" for s in scores]
-    return _Verdict(scores < scorer.threshold, scores, detail, score_histogram(scores), "absolute",
+    below = scores < scorer.threshold
+    detail = [""] * len(scores)
+    for i in np.flatnonzero(below):
+        detail[i] = (f"relevance score {scores[i]:.3f} ({unit}) below {setting} {scorer.threshold}{why}; if such "
+                     f"records belong, add examples like them to domain.examples_dir or lower {setting}")
+    return _Verdict(below, scores, detail, score_histogram(scores), "absolute",
                     scorer.threshold, unit=f"{unit}; cut {setting} {scorer.threshold}")
 
 
-def _calibrated(x: np.ndarray, reference: np.ndarray, sources: list[str] | None, cfg: DomainSettings,
+def _calibrated(z: np.ndarray, sources: pl.Series | None, cfg: DomainSettings,
                 documents: list[str | None] | None = None) -> _Verdict:
-    z = corpus_relevance(x, reference, cfg.neighbours, documents)
+    """The verdict from each record's relevance `z` (`corpus_relevance`), its source and its document."""
     below = z < -cfg.record_cut
     source_median = np.full(len(z), np.nan)
     sources_off = 0
@@ -276,8 +321,9 @@ def _calibrated(x: np.ndarray, reference: np.ndarray, sources: list[str] | None,
     below[list(sign)] = True  # a document is one text: judged as a whole, all its chunks go
     sources_off += len({documents[i] for i in sign})
     unit = "relevance z: robust deviations from the corpus median"
-    detail = []
-    for i, (value, median) in enumerate(zip(z, source_median)):
+    detail = [""] * len(z)
+    for i in np.flatnonzero(below):
+        value, median = z[i], source_median[i]
         if value < -cfg.record_cut:
             why = f"below -domain.record_cut {-cfg.record_cut:g}"
         elif i in sign and np.isnan(median):
@@ -290,8 +336,8 @@ def _calibrated(x: np.ndarray, reference: np.ndarray, sources: list[str] | None,
                    f"-domain.source_cut {-cfg.source_cut:g}")
         loosen = "lower domain.document_p (0: off)" if "document_p" in why else \
             "raise domain.record_cut / domain.source_cut"
-        detail.append(f"relevance {value:.2f} ({unit}) {why}; if such records belong, add examples like them "
-                      f"to domain.examples_dir or {loosen}")
+        detail[i] = (f"relevance {value:.2f} ({unit}) {why}; if such records belong, add examples like them "
+                     f"to domain.examples_dir or {loosen}")
     return _Verdict(below, z, detail, z_histogram(z), "corpus", -cfg.record_cut, sources_off,
                     unit=f"{unit}; cut -domain.record_cut {-cfg.record_cut:g}, or a source's median below "
                          f"-domain.source_cut {-cfg.source_cut:g}, or a document among table rows below their "
@@ -352,6 +398,39 @@ def refusal_message(corpus: pl.DataFrame, verdict: _Verdict, cfg: DomainSettings
     return "\n".join(lines)
 
 
+def judge(n: int, reference: np.ndarray, scorer: DomainScorer, cfg: DomainSettings, relevance,
+          sources: pl.Series | None, documents: list[str | None] | None) -> _Verdict:
+    """The verdict on `n` records from their reference scores: calibrated on the corpus (`relevance()`: each
+    record's `corpus_relevance`, asked for only then) when the settings say so and there are records enough,
+    else against the absolute threshold. `sources`: each record's source_uri; `documents`: `record_documents`."""
+    if cfg.calibration == "corpus" and n >= cfg.min_records:
+        return _calibrated(relevance(), sources.fill_null("") if sources is not None else None, cfg, documents)
+    why = "" if cfg.calibration == "absolute" else \
+        f" (absolute: {n} records, fewer than domain.min_records {cfg.min_records} to calibrate on)"
+    return _absolute(reference, scorer, why)
+
+
+def decide(verdict: _Verdict, scorer: DomainScorer, cfg: DomainSettings, sources) -> tuple[str, DomainStats]:
+    """(the policy applied, the statistics); raises `DomainFilterRefused` when more than
+    domain.max_reject_share would be rejected and domain.on_excess is fail (`sources()`: the records'
+    `source_uri` as a frame, for the refusal's list of sources)."""
+    n = len(verdict.below)
+    off = int(verdict.below.sum())
+    share = off / n if n else 0.0
+    policy, guard = cfg.policy, ""
+    if policy == "reject" and share > cfg.max_reject_share:
+        if cfg.on_excess == "fail":
+            raise DomainFilterRefused(refusal_message(sources(), verdict, cfg), share, verdict.histogram)
+        policy, guard = "flag", (f"flagged instead of rejecting: {share:.1%} off-domain, more than "
+                                 f"domain.max_reject_share {cfg.max_reject_share:g} (domain.on_excess: flag)")
+    return policy, DomainStats(
+        method=scorer.method, calibration=verdict.calibration, policy=policy, threshold=verdict.cut,
+        source_cut=-cfg.source_cut if verdict.calibration == "corpus" else None, scored=n, off_domain=off,
+        off_domain_sources=verdict.sources_off, reject_share=round(share, 4), guard=guard,
+        in_domain_examples=len(scorer.in_domain), out_of_domain_examples=scorer.out_of_domain_examples,
+        score_histogram=verdict.histogram)
+
+
 def domain_filter(corpus: pl.DataFrame, cfg: DomainSettings, scorer: DomainScorer | None = None,
                   cache: EmbeddingCache | None = None, embeddings: np.ndarray | None = None,
                   task: Task | None = None) -> StageResult:
@@ -363,27 +442,13 @@ def domain_filter(corpus: pl.DataFrame, cfg: DomainSettings, scorer: DomainScore
     scorer = scorer or DomainScorer.from_settings(cfg, cache=cache)
     x = embeddings if embeddings is not None else _embed(record_texts(corpus, task), cfg, cache) if corpus.height \
         else np.zeros((0, scorer.in_domain.shape[1]), dtype=np.float32)
-    reference = scorer.score_embeddings(x) if len(x) else np.zeros(0)
-    if cfg.calibration == "corpus" and corpus.height >= cfg.min_records:
-        sources = corpus["source_uri"].fill_null("").to_list() if "source_uri" in corpus.columns else None
-        verdict = _calibrated(x, reference, sources, cfg, record_documents(corpus))
-    else:
-        why = "" if cfg.calibration == "absolute" else \
-            f" (absolute: {corpus.height} records, fewer than domain.min_records {cfg.min_records} to calibrate on)"
-        verdict = _absolute(reference, scorer, why)
-    off = int(verdict.below.sum())
-    share = off / corpus.height if corpus.height else 0.0
-    policy, guard = cfg.policy, ""
-    if policy == "reject" and share > cfg.max_reject_share:
-        if cfg.on_excess == "fail":
-            raise DomainFilterRefused(refusal_message(corpus, verdict, cfg), share, verdict.histogram)
-        policy, guard = "flag", (f"flagged instead of rejecting: {share:.1%} off-domain, more than "
-                                 f"domain.max_reject_share {cfg.max_reject_share:g} (domain.on_excess: flag)")
-    stats = DomainStats(method=scorer.method, calibration=verdict.calibration, policy=policy,
-                        threshold=verdict.cut, source_cut=-cfg.source_cut if verdict.calibration == "corpus" else None,
-                        scored=corpus.height, off_domain=off, off_domain_sources=verdict.sources_off,
-                        reject_share=round(share, 4), guard=guard, in_domain_examples=len(scorer.in_domain),
-                        out_of_domain_examples=scorer.out_of_domain_examples, score_histogram=verdict.histogram)
+    reference = reference_scores(scorer, x)
+    documents = record_documents(corpus)
+    verdict = judge(corpus.height, reference, scorer, cfg,
+                    lambda: corpus_relevance(x, reference, cfg.neighbours, documents),
+                    corpus["source_uri"] if "source_uri" in corpus.columns else None, documents)
+    policy, stats = decide(verdict, scorer, cfg, lambda: corpus.select("source_uri") if "source_uri" in corpus.columns
+                           else pl.DataFrame())
     marked = corpus.with_columns(pl.Series("_below", verdict.below, dtype=pl.Boolean),
                                  pl.Series("_detail", verdict.detail, dtype=pl.String))
     if policy == "flag":

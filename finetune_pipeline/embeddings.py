@@ -56,6 +56,8 @@ class EmbeddingCache:
         self.reused = 0
         self.computed = 0
         self._stored: dict[str, np.ndarray] | None = None
+        self._parts: list[Path] = []  # vectors used by a sharded pass, written as they came (`add_part`)
+        self._parts_dir: Path | None = None
 
     def stored(self) -> dict[str, np.ndarray]:
         if self._stored is None:
@@ -68,18 +70,76 @@ class EmbeddingCache:
                 self._stored = {}
         return self._stored
 
+    def find(self, keys: "pl.Series", batch_rows: int = 65_536):
+        """The stored vectors of `keys` without reading the file whole (a sharded pass over a large corpus):
+        yields (positions in `keys`, their vectors), the file read `batch_rows` rows at a time. A missing or
+        damaged file yields nothing."""
+        import polars as pl
+        import pyarrow.parquet as pq
+
+        wanted = pl.DataFrame({"key": keys}).with_row_index("_at")
+        try:
+            batches = pq.ParquetFile(self.file).iter_batches(batch_size=batch_rows, columns=["key", "embedding"])
+            for batch in batches:
+                found = wanted.join(pl.from_arrow(batch), on="key", how="inner")
+                if found.height:
+                    yield found["_at"].to_numpy(), found["embedding"].to_numpy().astype(np.float32)
+        except Exception:  # missing, damaged or of another shape: recompute, never crash
+            return
+
+    def add_part(self, keys: list[str], vectors: np.ndarray) -> None:
+        """Vectors a sharded pass used (one shard's), kept on disk until `save` writes them with the others."""
+        import polars as pl
+
+        if not keys:
+            return
+        if self._parts_dir is None:
+            import tempfile
+            import weakref
+
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            self._parts_dir = Path(tempfile.mkdtemp(prefix=f".{self.file.stem}-parts-", dir=self.file.parent))
+            weakref.finalize(self, _remove_tree, self._parts_dir)  # a failed stage leaves no parts behind
+        part = self._parts_dir / f"{len(self._parts)}.parquet"
+        pl.DataFrame({"key": keys, "embedding": vectors},
+                     schema={"key": pl.String, "embedding": pl.Array(pl.Float32, vectors.shape[1])}).write_parquet(part)
+        self._parts.append(part)
+
     def save(self) -> None:
-        """The vectors this object used, and no others; no file when it used none."""
+        """The vectors this object used, and no others; no file when it used none. With parts (`add_part`)
+        the file is written part by part, never held whole."""
         import polars as pl
 
         from finetune_pipeline import atomic
-        if not self.used:
+        if not self.used and not self._parts:
             self.file.unlink(missing_ok=True)
             return
-        dim = len(next(iter(self.used.values())))
-        frame = pl.DataFrame({"key": list(self.used), "embedding": np.stack(list(self.used.values()))},
-                             schema={"key": pl.String, "embedding": pl.Array(pl.Float32, dim)})
-        atomic.write_parquet(frame, self.file)
+        frames = []
+        if self.used:
+            dim = len(next(iter(self.used.values())))
+            frames.append(pl.DataFrame({"key": list(self.used), "embedding": np.stack(list(self.used.values()))},
+                                       schema={"key": pl.String, "embedding": pl.Array(pl.Float32, dim)}))
+        if not self._parts:
+            atomic.write_parquet(frames[0], self.file)
+            return
+        import pyarrow.parquet as pq
+
+        with atomic.atomic_path(self.file) as temporary:
+            writer = None
+            for frame in [*frames, *(pl.read_parquet(part) for part in self._parts)]:
+                table = frame.to_arrow()
+                writer = writer or pq.ParquetWriter(temporary, table.schema)
+                writer.write_table(table)
+            writer.close()
+        _remove_tree(self._parts_dir)
+        self._parts, self._parts_dir = [], None
+
+
+def _remove_tree(folder: Path | None) -> None:
+    import shutil
+
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def text_key(text: str, identity: str, max_length: int) -> str:

@@ -450,7 +450,7 @@ def deduplicate_dataset(dataset: ShardedDataset, settings: Settings, kept: Datas
 
     source_rows = None
     if applies(settings):  # the texts read shard by shard, the signatures spilled to disk
-        result = deduplicate_sharded(dataset, settings)
+        result = deduplicate_sharded(dataset, settings, embedding_cache=embedding_cache)
         source_rows, result.kept = result.kept["row"].to_numpy(), result.kept.drop("row")
         columns = [*dataset.columns, *(c for c in result.kept.columns if c not in dataset.columns)]
         passengers = tuple(c for c in dataset.columns if c not in result.kept.columns)

@@ -182,7 +182,11 @@ def test_the_split_reads_its_texts_shard_by_shard_with_the_same_assignment_and_c
                                        settings.splits)
     checked = splits_module.cross_split_near_duplicates(rows, settings.splits.contamination_threshold, settings.dedup,
                                                         cache)
-    assert checked.is_empty() and calls == []  # the stored answer, found by the in-memory key
+    assert calls == []  # the stored answer, found by the in-memory key
+    # and it is the answer: computed again without the cache (what it holds depends on the packages installed
+    # on the machine, so it is compared, not assumed empty)
+    fresh = splits_module.cross_split_near_duplicates(rows, settings.splits.contamination_threshold, settings.dedup)
+    assert calls == [1] and checked.equals(fresh)
 
 
 def test_an_empty_corpus_and_a_corpus_of_one_record(corpus, tmp_path):

@@ -65,8 +65,7 @@ def applies(settings) -> bool:
     shard (`execution.per_shard`)."""
     from finetune_pipeline.tasks import task_for
 
-    return (task_for(settings).name == "classification" and not settings.domain.enabled
-            and not settings.dedup.semantic)
+    return task_for(settings).name == "classification" and not settings.dedup.semantic
 
 
 class DatasetTexts:
@@ -371,10 +370,11 @@ def _shard_keys(dataset: ShardedDataset, number: int, offset: int) -> pl.DataFra
                         "record_id", dedup_key(pl.col("text")).alias("_key"))
 
 
-def _exact_and_order(dataset: ShardedDataset, execution: ExecutionSettings | None = None) -> _Ordered:
+def _exact_and_order(dataset: ShardedDataset, execution: ExecutionSettings | None = None,
+                     left_out: np.ndarray | None = None) -> _Ordered:
     """Keep order (`exact.KEEP_ORDER`: nulls last, ties in row order) and the exact duplicates, the keep-order
     columns and the texts read shard by shard (`_shard_keys`, on the workers on Ray), holding per record its id
-    and a few numbers."""
+    and a few numbers. `left_out`: per dataset row, True for a row that takes no part (off-domain)."""
     values = _distinct(dataset)
     tables = {c: pl.DataFrame({c: v, f"_{c}": pl.int_range(len(v), dtype=pl.UInt32, eager=True)})
               for c, v in values.items()}
@@ -386,6 +386,8 @@ def _exact_and_order(dataset: ShardedDataset, execution: ExecutionSettings | Non
         parts[number] = part
     schema = {"row": pl.Int64, "record_id": pl.String, "_key": pl.UInt64, **{f"_{c}": pl.UInt32 for c in _CODED}}
     frame = pl.concat(parts).select(list(schema)) if parts else pl.DataFrame(schema=schema)
+    if left_out is not None and left_out.any():
+        frame = frame.filter(pl.Series(~left_out).gather(frame["row"]))
     frame = frame.sort([f"_{c}" for c in _CODED] + ["record_id"], nulls_last=True, maintain_order=True)
     keys = frame["_key"].to_numpy()
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
@@ -510,21 +512,31 @@ def _near(dataset: ShardedDataset, layout: _Layout, cfg: DedupSettings, executio
                              short_texts=int(short.sum()), kept_apart=kept_apart)
 
 
-def deduplicate_sharded(dataset: ShardedDataset, settings, spill_dir: str | Path | None = None) -> StageResult:
+def deduplicate_sharded(dataset: ShardedDataset, settings, spill_dir: str | Path | None = None,
+                        embedding_cache=None) -> StageResult:
     """`stage.deduplicate` of `dataset` where `applies(settings)`: the kept records as (`record_id`, `row`,
-    `group_id`) in keep order (`row`: the record's row in `dataset`; their other columns are the dataset's: the
-    caller streams them through), the rejects and the statistics."""
+    `group_id`, and `quality_flags` when the domain filter flagged some) in keep order (`row`: the record's row in
+    `dataset`; their other columns are the dataset's: the caller streams them through), the rejects and the
+    statistics. With a domain, its filter first (`domain_sharded`, with the stage's `embedding_cache`); it
+    raises `DomainFilterRefused` before anything is returned."""
     from finetune_pipeline.dedup.stage import DedupStats, exact_rejects, near_rejects, settle
     from finetune_pipeline.tasks import task_for
 
     cfg = settings.dedup
-    ordered = _exact_and_order(dataset, settings.execution)
+    domain = None
+    if settings.domain.enabled:
+        from finetune_pipeline.domain_sharded import domain_filter_sharded
+
+        domain = domain_filter_sharded(dataset, settings.domain, task_for(settings), settings.execution,
+                                       embedding_cache, spill_dir)
+    ordered = _exact_and_order(dataset, settings.execution,
+                               domain.below if domain is not None and domain.policy == "reject" else None)
     frame = ordered.frame.with_row_index("position").with_columns(pl.col("position").cast(pl.Int64))
     is_first = pl.col("position") == pl.col("first")
     kept = frame.filter(is_first).drop("position", "first")
     exact = ordered.decoded(frame.filter(~is_first).with_columns(
         frame["record_id"].gather(frame.filter(~is_first)["first"]).alias("duplicate_of")))
-    stats = DedupStats(exact_duplicates=exact.height)
+    stats = DedupStats(exact_duplicates=exact.height, domain=domain.stats if domain is not None else None)
     removed = [exact_rejects(exact)]
     del frame
     if cfg.near_duplicates and kept.height:
@@ -538,4 +550,26 @@ def deduplicate_sharded(dataset: ShardedDataset, settings, spill_dir: str | Path
                          DatasetTexts(dataset, rows["row"].to_numpy()).gather(np.arange(rows.height)).to_list()))
         return pl.Series("text", [found.get(i) for i in ids], dtype=pl.String)
 
-    return settle(kept.select("record_id", "row"), removed, stats, cfg, task_for(settings), texts_of)
+    result = settle(kept.select("record_id", "row"), removed, stats, cfg, task_for(settings), texts_of)
+    if domain is not None:
+        result.rejected = pl.concat([domain.rejected, result.rejected])
+        if domain.policy == "flag" and domain.below.any():
+            result.kept = _flagged(dataset, result.kept, domain.below)
+    return result
+
+
+def _flagged(dataset: ShardedDataset, kept: pl.DataFrame, below: np.ndarray) -> pl.DataFrame:
+    """`kept` with each record's `quality_flags` (read from the shards), off_domain added where `below`: the
+    domain filter's flag policy, as `domain.domain_filter` applies it."""
+    from finetune_pipeline.domain import REASON
+
+    rows = kept["row"].to_numpy()
+    if "quality_flags" in dataset.columns:
+        flags = pl.concat([dataset.read_shard(s, ["quality_flags"]) for s in range(len(dataset.bounds) - 1)])
+        flags = flags["quality_flags"].gather(rows)
+    else:
+        flags = pl.Series("quality_flags", [[]] * len(rows), dtype=pl.List(pl.String))
+    marked = pl.DataFrame({"quality_flags": flags, "_below": below[rows]})
+    flags = marked.select(pl.when(pl.col("_below")).then(pl.col("quality_flags").list.concat(pl.lit([REASON])))
+                          .otherwise(pl.col("quality_flags")).alias("quality_flags")).to_series()
+    return kept.with_columns(flags)
