@@ -5,7 +5,7 @@ corpus's texts or its vectors.
 This process holds per record its reference score, its relevance and a few flags, and the in-domain examples'
 and the core's vectors (at most `domain.MAX_CORE_SAMPLE`); the texts are read one shard at a time and the
 records' vectors go to a spill folder on disk (`tempfile`'s, so `TMPDIR`: 4 x 384 bytes per record with MiniLM,
-1.5 GB at 1M records), one memory-mapped file per shard:
+1.5 GB at 1M records), one .npy file per shard, mapped only while it is read or written:
 
 1. Per shard, the cache keys of its texts (`embeddings.text_key`; a Ray task on the workers on Ray).
 2. The embedding cache's file read once, a batch at a time: every vector it has for these keys goes to the
@@ -71,34 +71,41 @@ def _shard_vectors(dataset: ShardedDataset, number: int, task: Task, local: np.n
 
 
 class _Vectors:
-    """The records' vectors in one memory-mapped .npy file per shard; rows addressed by dataset row."""
+    """The records' vectors in one .npy file per shard, rows addressed by dataset row. A file is mapped only
+    while it is read or written (a mapping's pages count in this process's resident memory as long as it
+    stays: kept open, 1M vectors would show as 1.5 GB here)."""
 
     def __init__(self, folder: Path, bounds: np.ndarray, dim: int):
-        self.bounds = bounds
-        self.files = [np.lib.format.open_memmap(folder / f"x-{s}.npy", mode="w+", dtype=np.float32,
-                                                shape=(int(bounds[s + 1] - bounds[s]), dim))
-                      for s in range(len(bounds) - 1)]
+        self.bounds, self.dim = bounds, dim
+        self.paths = [folder / f"x-{s}.npy" for s in range(len(bounds) - 1)]
+        for s, path in enumerate(self.paths):
+            np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
+                                      shape=(int(bounds[s + 1] - bounds[s]), dim)).flush()
+
+    def _by_shard(self, rows: np.ndarray):
+        shard = np.searchsorted(self.bounds, rows, side="right") - 1
+        for s in np.unique(shard):
+            inside = np.flatnonzero(shard == s)
+            yield int(s), inside, rows[inside] - self.bounds[s]
 
     def put(self, rows: np.ndarray, vectors: np.ndarray) -> None:
-        shard = np.searchsorted(self.bounds, rows, side="right") - 1
-        for s in np.unique(shard):
-            inside = shard == s
-            self.files[s][rows[inside] - self.bounds[s]] = vectors[inside]
+        for s, inside, local in self._by_shard(rows):
+            stored = np.load(self.paths[s], mmap_mode="r+")
+            stored[local] = vectors[inside]
+            stored.flush()
+            del stored
 
     def take(self, rows: np.ndarray) -> np.ndarray:
-        out = np.empty((len(rows), self.files[0].shape[1] if self.files else 0), dtype=np.float32)
-        shard = np.searchsorted(self.bounds, rows, side="right") - 1
-        for s in np.unique(shard):
-            inside = shard == s
-            out[inside] = self.files[s][rows[inside] - self.bounds[s]]
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        for s, inside, local in self._by_shard(rows):
+            stored = np.load(self.paths[s], mmap_mode="r")
+            out[inside] = stored[local]
+            del stored
         return out
 
     def block(self, start: int, stop: int) -> np.ndarray:
         """Rows `start .. stop` (across shards when the block spans two)."""
         return self.take(np.arange(start, stop))
-
-    def close(self) -> None:
-        self.files = []
 
 
 def domain_filter_sharded(dataset: ShardedDataset, cfg: DomainSettings, task: Task,

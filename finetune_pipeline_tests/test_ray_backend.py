@@ -232,6 +232,45 @@ def test_dedup_reads_the_texts_on_the_workers_and_gives_the_in_memory_answer(ray
     assert not (tmp_path / "kept2" / "manifest.json").exists() and not (tmp_path / "rej2" / "manifest.json").exists()
 
 
+def test_the_domain_filter_embeds_on_the_workers_and_decides_as_in_memory(ray_cluster, tmp_path, monkeypatch):
+    """With a domain, the streaming dedup on Ray (`domain_sharded`): the cache keys and MiniLM's vectors are made
+    by Ray tasks, a shard each, which read their shard's texts themselves (this process reads no text for the
+    filter); the off-domain records, the kept rows and the statistics are those of `deduplicate` in this process.
+    Real text and the real model: test_domain_sharded.py's Debian descriptions with licence chunks, a part of
+    them. (The vectors are made in other processes in other batches, so scores may differ in the last bits:
+    the decisions are compared, not the printed scores.)"""
+    from finetune_pipeline import domain_sharded
+    from finetune_pipeline.dedup import deduplicate
+    from finetune_pipeline.settings import Settings
+    from finetune_pipeline.streaming import deduplicate_dataset
+    from finetune_pipeline_tests.test_domain_sharded import DOMAIN, packages_and_licences
+
+    corpus = packages_and_licences().head(420)
+    shards.write_dataset(corpus, tmp_path / "in", shard_rows=110)
+    dataset = shards.open_dataset(tmp_path / "in")
+    settings = {"domain": {**DOMAIN, "max_reject_share": 0.3}}
+    on_ray = Settings.model_validate({**settings, "execution": {"backend": "ray", "ray_address": ray_cluster}})
+    sent, read_here = [], []
+    real_per_shard, real_texts = domain_sharded.per_shard, domain_sharded._shard_texts
+    monkeypatch.setattr(domain_sharded, "per_shard", lambda fn, calls, execution: sent.append(
+        (fn.__name__, execution.backend, len(calls))) or real_per_shard(fn, calls, execution))
+    monkeypatch.setattr(domain_sharded, "_shard_texts", lambda *a: read_here.append(a[1]) or real_texts(*a))
+    with shards.DatasetWriter(tmp_path / "kept") as kept, shards.DatasetWriter(tmp_path / "rejects") as rejected:
+        stats = deduplicate_dataset(dataset, on_ray, kept, rejected)
+
+    assert sent == [("_shard_keys", "ray", 4), ("_shard_vectors", "ray", 4)] and read_here == []
+    expected = deduplicate(corpus, Settings.model_validate(settings))
+    found = shards.open_dataset(tmp_path / "rejects").collect()
+    off = expected.rejected.filter(pl.col("reason") == "off_domain")
+    assert off.height >= 10 and off["source_uri"].str.ends_with(".txt").all()
+    assert found.filter(pl.col("reason") == "off_domain")["record_id"].to_list() == off["record_id"].to_list()
+    assert found.drop("detail").equals(expected.rejected.drop("detail"))
+    assert shards.open_dataset(tmp_path / "kept").collect().equals(expected.kept.select(corpus.columns + ["group_id"]))
+    assert (stats.domain.off_domain, stats.domain.off_domain_sources, stats.exact_duplicates, stats.near_duplicates) \
+        == (expected.stats.domain.off_domain, expected.stats.domain.off_domain_sources,
+            expected.stats.exact_duplicates, expected.stats.near_duplicates)
+
+
 def test_a_ray_client_address_as_kuberay_exposes_it_runs_a_stage(ray_cluster, tmp_path):
     """`execution.ray_address: ray://host:port`, the Ray Client connection the README gives for a KubeRay cluster
     (its head service's port 10001; here the head's client server on the loopback): the pipeline connects
