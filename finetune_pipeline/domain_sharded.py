@@ -160,7 +160,7 @@ def _embed_dataset(dataset: ShardedDataset, cfg: DomainSettings, task: Task, exe
         if rows.size:
             calls.append((dataset, s, task, rows - bounds[s], cfg))
             wanted.append(rows)
-    for index, found in per_shard(_shard_vectors, calls, execution):
+    for index, found in per_shard(_shard_vectors, calls, execution, gpu=True):
         vectors.put(wanted[index], found)
         if cache is not None:
             cache.add_part(every.gather(wanted[index]).to_list(), found)

@@ -367,12 +367,13 @@ def map_batches(frame: pl.DataFrame, fn: BatchFn, execution: ExecutionSettings, 
                                                              **fn_kwargs).to_polars())
 
 
-def per_shard(fn, calls: list[tuple], execution: ExecutionSettings):
+def per_shard(fn, calls: list[tuple], execution: ExecutionSettings, gpu: bool = False):
     """`fn(*args)` for each `args` of `calls` (a shard's work), yielded as `(index, answer)`: locally one after
     the other in this process; on Ray (`execution.backend`) as Ray tasks on the workers, one CPU each, at most
     two per CPU of the cluster in flight, each answer yielded (and dropped here) as it comes, so this process
     holds one shard's answer at a time. A task whose worker dies is run again (Ray's `max_retries`); a task
-    that fails raises here, the tasks still running are cancelled."""
+    that fails raises here, the tasks still running are cancelled. `gpu`: a model's work (embeddings): one GPU
+    per task when the cluster has GPUs (then at most two per GPU in flight)."""
     if execution.backend != "ray":
         for index, args in enumerate(calls):
             yield index, fn(*args)
@@ -380,8 +381,9 @@ def per_shard(fn, calls: list[tuple], execution: ExecutionSettings):
     import ray
 
     connect(execution)
-    task = ray.remote(num_cpus=1, max_retries=3)(fn)
-    window = 2 * _cluster_cpus()
+    gpus = 1 if gpu and _cluster_gpus() >= 1 else 0
+    task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=3)(fn)
+    window = 2 * (int(_cluster_gpus()) if gpus else _cluster_cpus())
     pending: dict = {}
     waiting = list(enumerate(calls))[::-1]
     try:

@@ -252,13 +252,14 @@ def test_the_domain_filter_embeds_on_the_workers_and_decides_as_in_memory(ray_cl
     on_ray = Settings.model_validate({**settings, "execution": {"backend": "ray", "ray_address": ray_cluster}})
     sent, read_here = [], []
     real_per_shard, real_texts = domain_sharded.per_shard, domain_sharded._shard_texts
-    monkeypatch.setattr(domain_sharded, "per_shard", lambda fn, calls, execution: sent.append(
-        (fn.__name__, execution.backend, len(calls))) or real_per_shard(fn, calls, execution))
+    monkeypatch.setattr(domain_sharded, "per_shard", lambda fn, calls, execution, **options: sent.append(
+        (fn.__name__, execution.backend, len(calls), options)) or real_per_shard(fn, calls, execution, **options))
     monkeypatch.setattr(domain_sharded, "_shard_texts", lambda *a: read_here.append(a[1]) or real_texts(*a))
     with shards.DatasetWriter(tmp_path / "kept") as kept, shards.DatasetWriter(tmp_path / "rejects") as rejected:
         stats = deduplicate_dataset(dataset, on_ray, kept, rejected)
 
-    assert sent == [("_shard_keys", "ray", 4), ("_shard_vectors", "ray", 4)] and read_here == []
+    # the vectors' tasks ask for a GPU each where the cluster has GPUs (this one has none: CPU tasks)
+    assert sent == [("_shard_keys", "ray", 4, {}), ("_shard_vectors", "ray", 4, {"gpu": True})] and read_here == []
     expected = deduplicate(corpus, Settings.model_validate(settings))
     found = shards.open_dataset(tmp_path / "rejects").collect()
     off = expected.rejected.filter(pl.col("reason") == "off_domain")

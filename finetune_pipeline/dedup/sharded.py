@@ -1,7 +1,8 @@
 """Exact and near duplicates of a sharded dataset without holding its texts: the streaming path's
 deduplication (`streaming.deduplicate_dataset`), with the same answer as `stage.deduplicate` on the whole
 frame (`test_dedup_sharded.py` compares them row for row), for the kinds that compare whole texts
-(classification) when neither the domain filter nor semantic dedup is on (both embed every text).
+(classification) when semantic dedup is off (it holds every record's vector for its search); a domain
+filter runs first, on the same shards (`domain_sharded.py`).
 
 This process holds per record its id, `source_uri` and `locator` (for the keep order and the rejects) and
 a few numbers; the texts are read one shard at a time, and the MinHash signatures and band keys go to a
@@ -60,9 +61,9 @@ SCORE_CHUNK = 16_384
 
 def applies(settings) -> bool:
     """Whether `deduplicate_sharded` gives this run's answer: the kind compares whole texts (its
-    near-duplicate texts are the records' own, its groups are the records) and no pass embeds every text.
-    On either backend: on Ray the passes that read the texts (steps 1 and 2 above) are Ray tasks, one per
-    shard (`execution.per_shard`)."""
+    near-duplicate texts are the records' own, its groups are the records) and semantic dedup is off (the
+    domain filter has its sharded form, `domain_sharded`). On either backend: on Ray the passes that read the
+    texts (the domain filter's, steps 1 and 2 above) are Ray tasks, one per shard (`execution.per_shard`)."""
     from finetune_pipeline.tasks import task_for
 
     return task_for(settings).name == "classification" and not settings.dedup.semantic
