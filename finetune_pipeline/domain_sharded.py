@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from finetune_pipeline import progress
 from finetune_pipeline.domain import (BLOCK, REASON, STAGE, CoreSimilarity, DomainScorer, DomainStats, core_records,
                                       decide, document_ids, judge, record_texts, relevance_z)
 from finetune_pipeline.embeddings import EmbeddingCache, default_encoder, embed, model_identity, text_key
@@ -160,11 +161,13 @@ def _embed_dataset(dataset: ShardedDataset, cfg: DomainSettings, task: Task, exe
         if rows.size:
             calls.append((dataset, s, task, rows - bounds[s], cfg))
             wanted.append(rows)
-    for index, found in per_shard(_shard_vectors, calls, execution, gpu=True):
-        vectors.put(wanted[index], found)
-        if cache is not None:
-            cache.add_part(every.gather(wanted[index]).to_list(), found)
-        del found
+    with progress.overall(first.height) as advance:  # one count of texts embedded over the shards
+        for index, found in per_shard(_shard_vectors, calls, execution, gpu=True):
+            vectors.put(wanted[index], found)
+            if cache is not None:
+                cache.add_part(every.gather(wanted[index]).to_list(), found)
+            advance(len(found))
+            del found
     if copies.height:
         at = copies["row"].to_numpy()
         vectors.put(at, vectors.take(copies["first"].to_numpy()))

@@ -31,3 +31,31 @@ def report(what: str, done: int, total: int) -> None:
     callback = _REPORT.get()
     if callback is not None:
         callback(what, done, total)
+
+
+@contextmanager
+def overall(total: int) -> Iterator[Callable[[int], None]]:
+    """One count over work done in parts (texts embedded a shard at a time): within this block a report of
+    `done` units is passed on as `done` plus the units of the parts finished before (`advance(n)`, which this
+    yields, after each part) out of `total`, and `advance` reports the sum itself (a part done elsewhere, on
+    a Ray worker, reports nothing here)."""
+    outer = _REPORT.get()
+    if outer is None:
+        yield lambda n: None
+        return
+    finished = [0, ""]
+
+    def inner(what: str, done: int, _total: int) -> None:
+        finished[1] = what
+        outer(what, finished[0] + done, total)
+
+    def advance(n: int) -> None:
+        finished[0] += n
+        if finished[1]:
+            outer(finished[1], finished[0], total)
+
+    token = _REPORT.set(inner)
+    try:
+        yield advance
+    finally:
+        _REPORT.reset(token)

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from finetune_pipeline import embeddings, shards
+from finetune_pipeline import embeddings, progress, shards
 from finetune_pipeline import streaming as st
 from finetune_pipeline.dedup import deduplicate
 from finetune_pipeline.dedup.sharded import applies
@@ -42,6 +42,7 @@ def minilm(corpus):
 
     def encode(batch, *args):
         encode.calls.append(len(batch))
+        progress.report("texts embedded", len(batch), len(batch))  # as MiniLM's loop reports its last batch
         missing = [t for t in batch if t not in known]
         if missing:
             known.update(zip(missing, real(missing, *args)))
@@ -142,10 +143,16 @@ def test_the_cache_is_read_by_key_and_written_part_by_part(corpus, minilm, tmp_p
 
     first = EmbeddingCache(tmp_path / "cache", "deduplicated_corpus")
     calls.clear()
-    kept, rejected, stats = _run(corpus, settings, tmp_path / "one", first)
+    reports = []
+    with progress.reporting(lambda *report: reports.append(report)):
+        kept, rejected, stats = _run(corpus, settings, tmp_path / "one", first)
     first.save()
     distinct = corpus["text"].n_unique()
     assert sum(calls) == distinct + 1  # the description, then each distinct text once
+    # one count over the shards (not one per shard): rising to every distinct text, out of that many
+    counted = [done for what, done, total in reports if total == distinct]
+    assert len(counted) >= 2 * 16 and counted == sorted(counted) and counted[-1] == distinct
+    assert all(total in (1, distinct) for _, _, total in reports)
     assert first.computed == expected_cache.computed and first.reused == 0
     stored = pl.read_parquet(first.file).unique("key").sort("key")
     assert stored.equals(pl.read_parquet(expected_cache.file).sort("key"))
