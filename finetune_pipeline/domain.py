@@ -91,10 +91,10 @@ def read_examples(folder: str | Path) -> list[str]:
     return [t for t in texts if t]
 
 
-def _embed(texts: list[str], cfg: DomainSettings, cache: EmbeddingCache | None = None) -> np.ndarray:
+def _embed(texts: list[str], cfg: DomainSettings, cache: EmbeddingCache | None = None, encode=None) -> np.ndarray:
     from finetune_pipeline.embeddings import embed  # torch on first use only
 
-    return embed(texts, cfg.model, cfg.batch_size, cfg.max_length, cache=cache)
+    return embed(texts, cfg.model, cfg.batch_size, cfg.max_length, cache=cache, encode=encode)
 
 
 @dataclass
@@ -108,9 +108,11 @@ class DomainScorer:
 
     @classmethod
     def from_settings(cls, cfg: DomainSettings, in_texts: list[str] | None = None,
-                      out_texts: list[str] | None = None, cache: EmbeddingCache | None = None) -> "DomainScorer":
+                      out_texts: list[str] | None = None, cache: EmbeddingCache | None = None,
+                      encode=None) -> "DomainScorer":
         """From the settings' description and example folders, or from the texts given (benchmarks, tests);
-        `cache`: where the example vectors are looked up first (embeddings.EmbeddingCache)."""
+        `cache`: where the example vectors are looked up first (embeddings.EmbeddingCache); `encode`: what
+        embeds the texts the cache lacks (`embeddings.embed`'s; None: the model, in this process)."""
         if in_texts is None:
             in_texts = read_examples(cfg.examples_dir) if cfg.examples_dir else []
         if out_texts is None:
@@ -119,8 +121,8 @@ class DomainScorer:
         if not in_texts:
             raise ValueError("domain: no description and no in-domain example; set domain.description or "
                              "domain.examples_dir")
-        return cls.from_embeddings(cfg, _embed(in_texts, cfg, cache),
-                                   _embed(out_texts, cfg, cache) if out_texts else None)
+        return cls.from_embeddings(cfg, _embed(in_texts, cfg, cache, encode),
+                                   _embed(out_texts, cfg, cache, encode) if out_texts else None)
 
     @classmethod
     def from_embeddings(cls, cfg: DomainSettings, in_domain: np.ndarray,

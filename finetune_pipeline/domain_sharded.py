@@ -7,6 +7,8 @@ and the core's vectors (at most `domain.MAX_CORE_SAMPLE`); the texts are read on
 records' vectors go to a spill folder on disk (`tempfile`'s, so `TMPDIR`: 4 x 384 bytes per record with MiniLM,
 1.5 GB at 1M records), one .npy file per shard, mapped only while it is read or written:
 
+0. The domain's description and examples embedded (on Ray by a task on a worker, so the model never loads in
+   this process).
 1. Per shard, the cache keys of its texts (`embeddings.text_key`; a Ray task on the workers on Ray).
 2. The embedding cache's file read once, a batch at a time: every vector it has for these keys goes to the
    spill files.
@@ -71,6 +73,11 @@ def _shard_vectors(dataset: ShardedDataset, number: int, task: Task, local: np.n
     return embed([texts[i] for i in local], cfg.model, cfg.batch_size, cfg.max_length)
 
 
+def _encode_on_worker(texts: list[str], cfg: DomainSettings) -> np.ndarray:
+    """The domain's examples embedded (a Ray task on Ray)."""
+    return embed(texts, cfg.model, cfg.batch_size, cfg.max_length)
+
+
 class _Vectors:
     """The records' vectors in one .npy file per shard, rows addressed by dataset row. A file is mapped only
     while it is read or written (a mapping's pages count in this process's resident memory as long as it
@@ -115,7 +122,11 @@ def domain_filter_sharded(dataset: ShardedDataset, cfg: DomainSettings, task: Ta
     """`domain.domain_filter` of `dataset` (module docstring). Raises `DomainFilterRefused` as it does.
     `cache`: the stage's embedding cache (vectors looked up by key, this run's written part by part)."""
     execution = execution or ExecutionSettings()
-    scorer = DomainScorer.from_settings(cfg, cache=cache)
+    encode = None
+    if execution.backend == "ray":  # the examples too are embedded on a worker: the model never loads here
+        def encode(texts: list[str]) -> np.ndarray:
+            return next(per_shard(_encode_on_worker, [(texts, cfg)], execution, gpu=True))[1]
+    scorer = DomainScorer.from_settings(cfg, cache=cache, encode=encode)
     folder = Path(tempfile.mkdtemp(prefix="finetune-domain-", dir=spill_dir))
     try:
         vectors = _embed_dataset(dataset, cfg, task, execution, cache, scorer.in_domain.shape[1], folder)

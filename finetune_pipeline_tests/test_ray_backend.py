@@ -259,7 +259,9 @@ def test_the_domain_filter_embeds_on_the_workers_and_decides_as_in_memory(ray_cl
         stats = deduplicate_dataset(dataset, on_ray, kept, rejected)
 
     # the vectors' tasks ask for a GPU each where the cluster has GPUs (this one has none: CPU tasks)
-    assert sent == [("_shard_keys", "ray", 4, {}), ("_shard_vectors", "ray", 4, {"gpu": True})] and read_here == []
+    # (the domain's description embedded on a worker too: the model never loads in the step process)
+    assert sent == [("_encode_on_worker", "ray", 1, {"gpu": True}), ("_shard_keys", "ray", 4, {}),
+                    ("_shard_vectors", "ray", 4, {"gpu": True})] and read_here == []
     expected = deduplicate(corpus, Settings.model_validate(settings))
     found = shards.open_dataset(tmp_path / "rejects").collect()
     off = expected.rejected.filter(pl.col("reason") == "off_domain")

@@ -7,6 +7,12 @@ Run from the repository root:
 
   .venv/bin/python scripts/bench_domain_sharded.py --records 100000 --out /tmp/dom100k
   .venv/bin/python scripts/bench_domain_sharded.py --records 1000000 --out /tmp/dom1m --paths sharded
+  .venv/bin/python scripts/bench_domain_sharded.py --records 20000 --out /tmp/dom20k --encoder minilm \
+      --paths sharded,ray --shard-rows 5000
+
+`--paths ray`: the sharded path on `backend: ray`, on a cluster this script starts on this machine (a head with no
+CPUs and `--ray-workers` one-CPU `ray start` worker nodes, bench_ray_cluster.py's): the cache keys and the vectors
+are Ray tasks on the workers, which load MiniLM there; the step process does not.
 
 The corpus: bench_soak.py's generated support tickets (Faker, seed 7; 4 % exact and 4 % edited copies) as the
 rows of JSONL exports, with the paragraphs of the licence texts in /usr/share/common-licenses dropped among them
@@ -104,11 +110,12 @@ def child(args) -> None:
     if args.encoder == "hashed":
         embeddings._encode = hashed_words
     out = Path(args.out)
-    settings = load_settings(out / "root", overrides=f"execution: {{shard_rows: {args.shard_rows}}}\n")
+    backend = f", backend: ray, ray_address: '{args.address}'" if args.child == "ray" else ""
+    settings = load_settings(out / "root", overrides=f"execution: {{shard_rows: {args.shard_rows}{backend}}}\n")
     dataset = shards.open_dataset(out / "input")
     target = out / args.child
     start = time.perf_counter()
-    if args.child == "sharded":
+    if args.child in ("sharded", "ray"):
         with shards.DatasetWriter(target / "kept", shard_rows=args.shard_rows) as kept, \
                 shards.DatasetWriter(target / "rejects", shard_rows=args.shard_rows) as rejected:
             stats = st.deduplicate_dataset(dataset, settings, kept, rejected)
@@ -120,7 +127,8 @@ def child(args) -> None:
     wall = time.perf_counter() - start
     peak = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
                 if line.startswith("VmHWM")) / 1024
-    print(json.dumps({"path": args.child, "records": dataset.rows, "wall_s": round(wall, 1),
+    torch_here = "torch" in sys.modules  # whether this process loaded the model's library
+    print(json.dumps({"path": args.child, "records": dataset.rows, "wall_s": round(wall, 1), "torch_here": torch_here,
                       "records_per_s": round(dataset.rows / wall), "peak_mib": round(peak),
                       "off_domain": stats.domain.off_domain, "off_domain_sources": stats.domain.off_domain_sources,
                       "exact": stats.exact_duplicates, "near": stats.near_duplicates}))
@@ -133,7 +141,9 @@ def main() -> int:
     parser.add_argument("--shard-rows", type=int, default=50_000)
     parser.add_argument("--encoder", choices=["hashed", "minilm"], default="hashed")
     parser.add_argument("--paths", default="sharded,in_memory")
+    parser.add_argument("--ray-workers", type=int, default=2)
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--address", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
@@ -147,9 +157,23 @@ def main() -> int:
     print(f"input built in {time.perf_counter() - t0:.0f} s ({platform.node()}, {os.cpu_count()} cores)", flush=True)
     rows = []
     for path in args.paths.split(","):
-        done = subprocess.run([sys.executable, __file__, "--out", str(out), "--records", str(args.records),
-                               "--shard-rows", str(args.shard_rows), "--encoder", args.encoder, "--child", path],
-                              capture_output=True, text=True)
+        extra, nodes = [], None
+        if path == "ray":
+            from bench_ray_cluster import start_cluster, stop_cluster
+
+            temp = Path("/tmp") / f"ray-domain-{os.getpid()}"
+            address, nodes = start_cluster(args.ray_workers, 1024, temp)
+            extra = ["--address", address]
+            from bench_ray_cluster import RAY_ENV
+
+            os.environ.update(RAY_ENV)
+        try:
+            done = subprocess.run([sys.executable, __file__, "--out", str(out), "--records", str(args.records),
+                                   "--shard-rows", str(args.shard_rows), "--encoder", args.encoder, "--child", path,
+                                   *extra], capture_output=True, text=True)
+        finally:
+            if nodes is not None:
+                stop_cluster(nodes, temp)
         if done.returncode:
             print(done.stderr[-3000:], file=sys.stderr)
             return done.returncode
@@ -161,14 +185,19 @@ def main() -> int:
 
             return shards.open_dataset(out / path / name).collect()
 
-        same_kept = read("sharded", "kept")["record_id"].equals(read("in_memory", "kept")["record_id"])
-        same_rejects = read("sharded", "rejects").equals(read("in_memory", "rejects"))
-        print(f"same kept records in the same order: {same_kept}; same rejects: {same_rejects}")
-    print("| path | records | wall s | records/s | peak RSS MiB | off-domain (sources) | exact | near |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        a, b = rows[0]["path"], rows[1]["path"]
+        same_kept = read(a, "kept")["record_id"].equals(read(b, "kept")["record_id"])
+        same_rejects = read(a, "rejects").drop("detail").equals(read(b, "rejects").drop("detail"))
+        same_details = read(a, "rejects").equals(read(b, "rejects"))
+        print(f"{a} against {b}: same kept records in the same order: {same_kept}; same rejects: {same_rejects} "
+              f"(with the same details, their printed scores: {same_details})")
+    print("| path | records | wall s | records/s | peak RSS MiB | torch in the step | off-domain (sources) | exact "
+          "| near |")
+    print("|---|---:|---:|---:|---:|---|---:|---:|---:|")
     for r in rows:
         print(f"| {r['path']} | {r['records']:,} | {r['wall_s']} | {r['records_per_s']:,} | {r['peak_mib']:,} | "
-              f"{r['off_domain']:,} ({r['off_domain_sources']}) | {r['exact']:,} | {r['near']:,} |")
+              f"{'yes' if r['torch_here'] else 'no'} | {r['off_domain']:,} ({r['off_domain_sources']}) | "
+              f"{r['exact']:,} | {r['near']:,} |")
     return 0
 
 
