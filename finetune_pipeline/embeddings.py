@@ -71,21 +71,24 @@ class EmbeddingCache:
         return self._stored
 
     def find(self, keys: "pl.Series", batch_rows: int = 65_536):
-        """The stored vectors of `keys` without reading the file whole (a sharded pass over a large corpus):
-        yields (positions in `keys`, their vectors), the file read `batch_rows` rows at a time. A missing or
-        damaged file yields nothing."""
+        """The vectors of `keys` in the stored file and in the parts this run added (`add_part`), without reading
+        either whole (a sharded pass over a large corpus): yields (positions in `keys`, their vectors), each
+        position once, the files read `batch_rows` rows at a time. A missing or damaged file yields nothing."""
         import polars as pl
         import pyarrow.parquet as pq
 
-        wanted = pl.DataFrame({"key": keys}).with_row_index("_at")
-        try:
-            batches = pq.ParquetFile(self.file).iter_batches(batch_size=batch_rows, columns=["key", "embedding"])
-            for batch in batches:
-                found = wanted.join(pl.from_arrow(batch), on="key", how="inner")
-                if found.height:
-                    yield found["_at"].to_numpy(), found["embedding"].to_numpy().astype(np.float32)
-        except Exception:  # missing, damaged or of another shape: recompute, never crash
-            return
+        left = pl.DataFrame({"key": keys}).with_row_index("_at")
+        for path in [self.file, *self._parts]:  # the stored file, then what this run wrote already
+            try:
+                batches = pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=["key", "embedding"])
+                for batch in batches:
+                    found = left.join(pl.from_arrow(batch).unique("key", keep="first", maintain_order=True),
+                                      on="key", how="inner")
+                    if found.height:
+                        left = left.filter(~pl.col("_at").is_in(found["_at"].implode()))
+                        yield found["_at"].to_numpy(), found["embedding"].to_numpy().astype(np.float32)
+            except Exception:  # missing, damaged or of another shape: recompute, never crash
+                continue
 
     def add_part(self, keys: list[str], vectors: np.ndarray) -> None:
         """Vectors a sharded pass used (one shard's), kept on disk until `save` writes them with the others."""
@@ -125,8 +128,11 @@ class EmbeddingCache:
         import pyarrow.parquet as pq
 
         with atomic.atomic_path(self.file) as temporary:
-            writer = None
+            writer, seen = None, pl.Series("key", [], dtype=pl.String)
             for frame in [*frames, *(pl.read_parquet(part) for part in self._parts)]:
+                # a vector found in a part and used again (the domain filter's, by semantic dedup): once
+                frame = frame.unique("key", keep="first", maintain_order=True).filter(~pl.col("key").is_in(seen.implode()))
+                seen = pl.concat([seen, frame["key"]])
                 table = frame.to_arrow()
                 writer = writer or pq.ParquetWriter(temporary, table.schema)
                 writer.write_table(table)

@@ -166,3 +166,34 @@ def test_the_cache_is_read_by_key_and_written_part_by_part(corpus, minilm, tmp_p
     assert again[0].equals(kept) and again[1].equals(rejected) and again[2].to_dict() == stats.to_dict()
     assert again[0].equals(expected.kept.select(kept.columns))
     assert pl.read_parquet(second.file).unique("key").sort("key").equals(stored)
+
+
+@pytest.mark.parametrize("search", ["exact", "ann"])
+def test_semantic_duplicates_on_the_sharded_path_are_the_in_memory_ones(corpus, minilm, tmp_path, monkeypatch,
+                                                                        search):
+    """Semantic dedup after the domain filter, both on the sharded path (`dedup/semantic_sharded.py`): the exact
+    search and the FAISS index built from the spill folder give the in-memory pass's duplicates, and the vectors the
+    domain filter made (the same model) are taken from this run's cache parts, not embedded again."""
+    calls = minilm.calls
+    monkeypatch.setattr(embeddings, "_encode", minilm)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "spill"))
+    (tmp_path / "spill").mkdir()
+    settings = Settings.model_validate({"execution": {"shard_rows": ROWS}, "domain": {**DOMAIN, "max_reject_share": 0.2},
+                                        "dedup": {"semantic": True, "semantic_search": search}})
+    assert applies(settings)
+    expected = deduplicate(corpus, settings, embedding_cache=EmbeddingCache(tmp_path / "memory", "dedup"))
+    cache = EmbeddingCache(tmp_path / "cache", "dedup")
+    calls.clear()
+    kept, rejected, stats = _run(corpus, settings, tmp_path, cache)
+    cache.save()
+
+    assert expected.stats.semantic_duplicates >= 10
+    details = expected.rejected.filter(pl.col("reason") == "semantic_duplicate")["detail"]
+    assert details.str.contains("cosine").all()
+    assert kept.equals(expected.kept.select(kept.columns))
+    assert rejected.equals(expected.rejected)
+    assert stats.to_dict() == expected.stats.to_dict()
+    assert sum(calls) == corpus["text"].n_unique() + 1  # each text embedded once for both passes
+    stored = pl.read_parquet(cache.file)
+    assert stored["key"].is_unique().all() and stored.height == corpus["text"].n_unique() + 1
+    assert not list((tmp_path / "spill").iterdir())

@@ -233,13 +233,13 @@ def test_dedup_reads_the_texts_on_the_workers_and_gives_the_in_memory_answer(ray
 
 
 def test_the_domain_filter_embeds_on_the_workers_and_decides_as_in_memory(ray_cluster, tmp_path, monkeypatch):
-    """With a domain, the streaming dedup on Ray (`domain_sharded`): the cache keys and MiniLM's vectors are made
+    """With a domain, the streaming dedup on Ray (`domain_sharded`, `sharded_vectors`): the cache keys and MiniLM's vectors are made
     by Ray tasks, a shard each, which read their shard's texts themselves (this process reads no text for the
     filter); the off-domain records, the kept rows and the statistics are those of `deduplicate` in this process.
     Real text and the real model: test_domain_sharded.py's Debian descriptions with licence chunks, a part of
     them. (The vectors are made in other processes in other batches, so scores may differ in the last bits:
     the decisions are compared, not the printed scores.)"""
-    from finetune_pipeline import domain_sharded
+    from finetune_pipeline import sharded_vectors
     from finetune_pipeline.dedup import deduplicate
     from finetune_pipeline.settings import Settings
     from finetune_pipeline.streaming import deduplicate_dataset
@@ -251,16 +251,16 @@ def test_the_domain_filter_embeds_on_the_workers_and_decides_as_in_memory(ray_cl
     settings = {"domain": {**DOMAIN, "max_reject_share": 0.3}}
     on_ray = Settings.model_validate({**settings, "execution": {"backend": "ray", "ray_address": ray_cluster}})
     sent, read_here = [], []
-    real_per_shard, real_texts = domain_sharded.per_shard, domain_sharded._shard_texts
-    monkeypatch.setattr(domain_sharded, "per_shard", lambda fn, calls, execution, **options: sent.append(
+    real_per_shard, real_texts = sharded_vectors.per_shard, sharded_vectors.shard_texts
+    monkeypatch.setattr(sharded_vectors, "per_shard", lambda fn, calls, execution, **options: sent.append(
         (fn.__name__, execution.backend, len(calls), options)) or real_per_shard(fn, calls, execution, **options))
-    monkeypatch.setattr(domain_sharded, "_shard_texts", lambda *a: read_here.append(a[1]) or real_texts(*a))
+    monkeypatch.setattr(sharded_vectors, "shard_texts", lambda *a: read_here.append(a[1]) or real_texts(*a))
     with shards.DatasetWriter(tmp_path / "kept") as kept, shards.DatasetWriter(tmp_path / "rejects") as rejected:
         stats = deduplicate_dataset(dataset, on_ray, kept, rejected)
 
     # the vectors' tasks ask for a GPU each where the cluster has GPUs (this one has none: CPU tasks)
     # (the domain's description embedded on a worker too: the model never loads in the step process)
-    assert sent == [("_encode_on_worker", "ray", 1, {"gpu": True}), ("_shard_keys", "ray", 4, {}),
+    assert sent == [("encode_on_worker", "ray", 1, {"gpu": True}), ("_shard_keys", "ray", 4, {}),
                     ("_shard_vectors", "ray", 4, {"gpu": True})] and read_here == []
     expected = deduplicate(corpus, Settings.model_validate(settings))
     found = shards.open_dataset(tmp_path / "rejects").collect()

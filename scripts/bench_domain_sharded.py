@@ -162,6 +162,7 @@ def main() -> int:
             from bench_ray_cluster import start_cluster, stop_cluster
 
             temp = Path("/tmp") / f"ray-domain-{os.getpid()}"
+            temp.mkdir(parents=True, exist_ok=True)
             address, nodes = start_cluster(args.ray_workers, 1024, temp)
             extra = ["--address", address]
             from bench_ray_cluster import RAY_ENV
@@ -179,13 +180,15 @@ def main() -> int:
             return done.returncode
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
-    if len(rows) == 2:
-        def read(path, name):
-            from finetune_pipeline import shards
+    def read(path, name):
+        from finetune_pipeline import shards
 
-            return shards.open_dataset(out / path / name).collect()
+        return shards.open_dataset(out / path / name).collect()
 
-        a, b = rows[0]["path"], rows[1]["path"]
+    # each path run now against another path's output on disk (this run's or an earlier one's on the same input)
+    ran = [r["path"] for r in rows]
+    others = [p for p in ("sharded", "in_memory", "ray") if (out / p / "kept" / "manifest.json").exists()]
+    for a, b in [(a, b) for a in ran for b in others if a != b and not (b in ran and ran.index(b) < ran.index(a))]:
         same_kept = read(a, "kept")["record_id"].equals(read(b, "kept")["record_id"])
         same_rejects = read(a, "rejects").drop("detail").equals(read(b, "rejects").drop("detail"))
         same_details = read(a, "rejects").equals(read(b, "rejects"))

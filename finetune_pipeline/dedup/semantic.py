@@ -97,19 +97,24 @@ def index_lists(n: int, cfg: DedupSettings) -> int:
 
 def build_index(embeddings: np.ndarray, cfg: DedupSettings) -> faiss.IndexIVFFlat:
     """An IVF-Flat inner-product index over the unit vectors `embeddings` (rows are ids), its probes set."""
+    vectors = _float32_rows(embeddings)
+    return build_index_from(lambda rows: vectors[rows], *vectors.shape, cfg)
+
+
+def build_index_from(take, n: int, dim: int, cfg: DedupSettings) -> faiss.IndexIVFFlat:
+    """`build_index` of `n` vectors of `dim` read through `take(rows)` (rows: an array of ids), 65,536 at a time
+    (from a spill folder: they are never all held beside the index)."""
     import faiss
 
-    vectors = _float32_rows(embeddings)
-    n, dim = vectors.shape
     lists = index_lists(n, cfg)
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
     index.cp.seed, index.cp.niter, index.cp.spherical = _KMEANS_SEED, _KMEANS_ITERATIONS, True
     index.cp.max_points_per_centroid = _TRAIN_PER_LIST  # no subsampling of our own sample by FAISS
     sample = min(n, _TRAIN_PER_LIST * lists)
-    rows = np.sort(np.random.default_rng(_KMEANS_SEED).choice(n, sample, replace=False)) if sample < n else slice(None)
-    index.train(np.ascontiguousarray(vectors[rows]))
+    rows = np.sort(np.random.default_rng(_KMEANS_SEED).choice(n, sample, replace=False)) if sample < n else np.arange(n)
+    index.train(_float32_rows(take(rows)))
     for start in range(0, n, 65536):  # in input order: ids are row positions
-        index.add(vectors[start:start + 65536])
+        index.add(_float32_rows(take(np.arange(start, min(n, start + 65536)))))
     index.make_direct_map()  # so a worker holding only the index can read a neighbour's vector back
     index.nprobe = min(cfg.semantic_ann_probes, lists)
     return index

@@ -1,8 +1,8 @@
 """Exact and near duplicates of a sharded dataset without holding its texts: the streaming path's
 deduplication (`streaming.deduplicate_dataset`), with the same answer as `stage.deduplicate` on the whole
 frame (`test_dedup_sharded.py` compares them row for row), for the kinds that compare whole texts
-(classification) when semantic dedup is off (it holds every record's vector for its search); a domain
-filter runs first, on the same shards (`domain_sharded.py`).
+(classification); a domain filter runs first, on the same shards (`domain_sharded.py`), and semantic dedup last
+(`semantic_sharded.py`: the vectors in a spill folder, the FAISS index built from it).
 
 This process holds per record its id, `source_uri` and `locator` (for the keep order and the rejects) and
 a few numbers; the texts are read one shard at a time, and the MinHash signatures and band keys go to a
@@ -61,12 +61,12 @@ SCORE_CHUNK = 16_384
 
 def applies(settings) -> bool:
     """Whether `deduplicate_sharded` gives this run's answer: the kind compares whole texts (its
-    near-duplicate texts are the records' own, its groups are the records) and semantic dedup is off (the
-    domain filter has its sharded form, `domain_sharded`). On either backend: on Ray the passes that read the
-    texts (the domain filter's, steps 1 and 2 above) are Ray tasks, one per shard (`execution.per_shard`)."""
+    near-duplicate texts are the records' own, its groups are the records); the domain filter and semantic dedup
+    have their sharded forms (`domain_sharded`, `semantic_sharded`). On either backend: on Ray the passes that read
+    the texts (the embeddings', steps 1 and 2 above) are Ray tasks, one per shard (`execution.per_shard`)."""
     from finetune_pipeline.tasks import task_for
 
-    return task_for(settings).name == "classification" and not settings.dedup.semantic
+    return task_for(settings).name == "classification"
 
 
 class DatasetTexts:
@@ -520,7 +520,7 @@ def deduplicate_sharded(dataset: ShardedDataset, settings, spill_dir: str | Path
     `dataset`; their other columns are the dataset's: the caller streams them through), the rejects and the
     statistics. With a domain, its filter first (`domain_sharded`, with the stage's `embedding_cache`); it
     raises `DomainFilterRefused` before anything is returned."""
-    from finetune_pipeline.dedup.stage import DedupStats, exact_rejects, near_rejects, settle
+    from finetune_pipeline.dedup.stage import DedupStats, exact_rejects, near_rejects, semantic_rejects, settle
     from finetune_pipeline.tasks import task_for
 
     cfg = settings.dedup
@@ -543,6 +543,13 @@ def deduplicate_sharded(dataset: ShardedDataset, settings, spill_dir: str | Path
     if cfg.near_duplicates and kept.height:
         near = near_duplicates_sharded(dataset, kept["row"].to_numpy(), cfg, settings.execution, spill_dir=spill_dir)
         kept, dups = near_rejects(kept, near, stats)
+        removed.append(ordered.decoded(dups))
+    if cfg.semantic and kept.height > 1:  # the texts read shard by shard, the vectors spilled to disk
+        from finetune_pipeline.dedup.semantic_sharded import semantic_sharded
+
+        found = semantic_sharded(dataset, kept["row"].to_numpy(), cfg, task_for(settings), settings.execution,
+                                 embedding_cache, spill_dir)
+        kept, dups = semantic_rejects(kept, found, stats)
         removed.append(ordered.decoded(dups))
 
     def texts_of(ids: list[str]) -> pl.Series:

@@ -140,11 +140,8 @@ def deduplicate(corpus: pl.DataFrame, settings: Settings | DedupSettings,
 
         sem = semantic_clusters(task.near_duplicate_texts(kept).to_list(), cfg, embedding_cache,
                                 execution=settings.execution if isinstance(settings, Settings) else None)
-        kept, dups = _split_clusters(kept, sem.root, sem.similarity)
-        removed.append(dups.with_columns(pl.lit("semantic_duplicate").alias("reason"), pl.format(
-            "semantic duplicate of {} (cosine {})", "duplicate_of", pl.col("_similarity").round(2)).alias("_detail")))
-        stats.semantic_duplicates = dups.height
-        stats.semantic_nearest_histogram = similarity_histogram(np.clip(sem.nearest, 0.0, 1.0))
+        kept, dups = semantic_rejects(kept, sem, stats)
+        removed.append(dups)
 
     result = settle(kept, removed, stats, cfg, task)
     if domain:
@@ -168,6 +165,16 @@ def near_rejects(kept: pl.DataFrame, near: NearDuplicates, stats: DedupStats) ->
     stats.near_kept_apart = near.kept_apart
     return kept, dups.with_columns(pl.lit("near_duplicate").alias("reason"), pl.format(
         "near duplicate of {} (estimated Jaccard {})", "duplicate_of", pl.col("_similarity").round(2)).alias("_detail"))
+
+
+def semantic_rejects(kept: pl.DataFrame, sem, stats: DedupStats) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(the kept records, the semantic duplicates as removed rows) of a `semantic.SemanticDuplicates` on
+    `kept`'s texts; fills the semantic statistics."""
+    kept, dups = _split_clusters(kept, sem.root, sem.similarity)
+    stats.semantic_duplicates = dups.height
+    stats.semantic_nearest_histogram = similarity_histogram(np.clip(sem.nearest, 0.0, 1.0))
+    return kept, dups.with_columns(pl.lit("semantic_duplicate").alias("reason"), pl.format(
+        "semantic duplicate of {} (cosine {})", "duplicate_of", pl.col("_similarity").round(2)).alias("_detail"))
 
 
 def settle(kept: pl.DataFrame, removed: list[pl.DataFrame], stats: DedupStats, cfg: DedupSettings, task,
