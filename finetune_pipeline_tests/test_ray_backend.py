@@ -232,14 +232,18 @@ def test_dedup_reads_the_texts_on_the_workers_and_gives_the_in_memory_answer(ray
     assert not (tmp_path / "kept2" / "manifest.json").exists() and not (tmp_path / "rej2" / "manifest.json").exists()
 
 
-def test_the_domain_filter_embeds_on_the_workers_and_decides_as_in_memory(ray_cluster, tmp_path, monkeypatch):
-    """With a domain, the streaming dedup on Ray (`domain_sharded`, `sharded_vectors`): the cache keys and MiniLM's vectors are made
-    by Ray tasks, a shard each, which read their shard's texts themselves (this process reads no text for the
-    filter); the off-domain records, the kept rows and the statistics are those of `deduplicate` in this process.
+def test_the_domain_filter_and_semantic_dedup_embed_on_the_workers_and_decide_as_in_memory(ray_cluster, tmp_path,
+                                                                                          monkeypatch):
+    """With a domain and semantic dedup, the streaming dedup on Ray (`domain_sharded`, `semantic_sharded`,
+    `sharded_vectors`): the cache keys and MiniLM's vectors are made by Ray tasks, a shard each, which read their
+    shard's texts themselves (this process reads no text for them), and the FAISS index's queries run in a Ray task;
+    the off-domain records, the duplicates, the kept rows and the statistics are those of `deduplicate` here.
     Real text and the real model: test_domain_sharded.py's Debian descriptions with licence chunks, a part of
     them. (The vectors are made in other processes in other batches, so scores may differ in the last bits:
     the decisions are compared, not the printed scores.)"""
     from finetune_pipeline import sharded_vectors
+    from finetune_pipeline.dedup import semantic_sharded
+    from finetune_pipeline.embeddings import EmbeddingCache
     from finetune_pipeline.dedup import deduplicate
     from finetune_pipeline.settings import Settings
     from finetune_pipeline.streaming import deduplicate_dataset
@@ -248,20 +252,27 @@ def test_the_domain_filter_embeds_on_the_workers_and_decides_as_in_memory(ray_cl
     corpus = packages_and_licences().head(420)
     shards.write_dataset(corpus, tmp_path / "in", shard_rows=110)
     dataset = shards.open_dataset(tmp_path / "in")
-    settings = {"domain": {**DOMAIN, "max_reject_share": 0.3}}
+    settings = {"domain": {**DOMAIN, "max_reject_share": 0.3}, "dedup": {"semantic": True, "semantic_search": "ann"}}
     on_ray = Settings.model_validate({**settings, "execution": {"backend": "ray", "ray_address": ray_cluster}})
     sent, read_here = [], []
     real_per_shard, real_texts = sharded_vectors.per_shard, sharded_vectors.shard_texts
     monkeypatch.setattr(sharded_vectors, "per_shard", lambda fn, calls, execution, **options: sent.append(
         (fn.__name__, execution.backend, len(calls), options)) or real_per_shard(fn, calls, execution, **options))
     monkeypatch.setattr(sharded_vectors, "shard_texts", lambda *a: read_here.append(a[1]) or real_texts(*a))
+    monkeypatch.setattr(semantic_sharded, "per_shard", lambda fn, calls, execution, **options: sent.append(
+        (fn.__name__, execution.backend, len(calls), options)) or real_per_shard(fn, calls, execution, **options))
+    cache = EmbeddingCache(tmp_path / "cache", "deduplicated_corpus")
     with shards.DatasetWriter(tmp_path / "kept") as kept, shards.DatasetWriter(tmp_path / "rejects") as rejected:
-        stats = deduplicate_dataset(dataset, on_ray, kept, rejected)
+        stats = deduplicate_dataset(dataset, on_ray, kept, rejected, embedding_cache=cache)
 
     # the vectors' tasks ask for a GPU each where the cluster has GPUs (this one has none: CPU tasks)
-    # (the domain's description embedded on a worker too: the model never loads in the step process)
+    # (the domain's description embedded on a worker too: the model never loads in the step process); then
+    # semantic dedup: its keys per shard, no text embedded again (the domain filter's vectors, same model), the
+    # index's queries in one task (fewer than 50,000 documents)
     assert sent == [("encode_on_worker", "ray", 1, {"gpu": True}), ("_shard_keys", "ray", 4, {}),
-                    ("_shard_vectors", "ray", 4, {"gpu": True})] and read_here == []
+                    ("_shard_vectors", "ray", 4, {"gpu": True}), ("_shard_keys", "ray", 4, {}),
+                    ("_shard_vectors", "ray", 0, {"gpu": True}), ("_query_documents", "ray", 1, {})]
+    assert read_here == []
     expected = deduplicate(corpus, Settings.model_validate(settings))
     found = shards.open_dataset(tmp_path / "rejects").collect()
     off = expected.rejected.filter(pl.col("reason") == "off_domain")
@@ -269,9 +280,11 @@ def test_the_domain_filter_embeds_on_the_workers_and_decides_as_in_memory(ray_cl
     assert found.filter(pl.col("reason") == "off_domain")["record_id"].to_list() == off["record_id"].to_list()
     assert found.drop("detail").equals(expected.rejected.drop("detail"))
     assert shards.open_dataset(tmp_path / "kept").collect().equals(expected.kept.select(corpus.columns + ["group_id"]))
-    assert (stats.domain.off_domain, stats.domain.off_domain_sources, stats.exact_duplicates, stats.near_duplicates) \
-        == (expected.stats.domain.off_domain, expected.stats.domain.off_domain_sources,
-            expected.stats.exact_duplicates, expected.stats.near_duplicates)
+    assert (stats.domain.off_domain, stats.domain.off_domain_sources, stats.exact_duplicates, stats.near_duplicates,
+            stats.semantic_duplicates) == (expected.stats.domain.off_domain, expected.stats.domain.off_domain_sources,
+                                           expected.stats.exact_duplicates, expected.stats.near_duplicates,
+                                           expected.stats.semantic_duplicates)
+    assert expected.stats.semantic_duplicates > 0
 
 
 def test_a_ray_client_address_as_kuberay_exposes_it_runs_a_stage(ray_cluster, tmp_path):
