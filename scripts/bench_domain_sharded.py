@@ -10,6 +10,9 @@ Run from the repository root:
   .venv/bin/python scripts/bench_domain_sharded.py --records 20000 --out /tmp/dom20k --encoder minilm \
       --paths sharded,ray --shard-rows 5000
 
+`--semantic`: semantic dedup on too (`dedup.semantic`; above 20,000 records its FAISS index), in both paths; the
+outputs go to the same folders, so compare one setting at a time (`--out` per setting).
+
 `--paths ray`: the sharded path on `backend: ray`, on a cluster this script starts on this machine (a head with no
 CPUs and `--ray-workers` one-CPU `ray start` worker nodes, bench_ray_cluster.py's): the cache keys and the vectors
 are Ray tasks on the workers, which load MiniLM there; the step process does not.
@@ -111,7 +114,9 @@ def child(args) -> None:
         embeddings._encode = hashed_words
     out = Path(args.out)
     backend = f", backend: ray, ray_address: '{args.address}'" if args.child == "ray" else ""
-    settings = load_settings(out / "root", overrides=f"execution: {{shard_rows: {args.shard_rows}{backend}}}\n")
+    semantic = "dedup: {semantic: true}\n" if args.semantic else ""
+    settings = load_settings(out / "root", overrides=f"execution: {{shard_rows: {args.shard_rows}{backend}}}\n"
+                                                     + semantic)
     dataset = shards.open_dataset(out / "input")
     target = out / args.child
     start = time.perf_counter()
@@ -131,7 +136,8 @@ def child(args) -> None:
     print(json.dumps({"path": args.child, "records": dataset.rows, "wall_s": round(wall, 1), "torch_here": torch_here,
                       "records_per_s": round(dataset.rows / wall), "peak_mib": round(peak),
                       "off_domain": stats.domain.off_domain, "off_domain_sources": stats.domain.off_domain_sources,
-                      "exact": stats.exact_duplicates, "near": stats.near_duplicates}))
+                      "exact": stats.exact_duplicates, "near": stats.near_duplicates,
+                      "semantic": stats.semantic_duplicates}))
 
 
 def main() -> int:
@@ -142,6 +148,8 @@ def main() -> int:
     parser.add_argument("--encoder", choices=["hashed", "minilm"], default="hashed")
     parser.add_argument("--paths", default="sharded,in_memory")
     parser.add_argument("--ray-workers", type=int, default=2)
+    parser.add_argument("--semantic", action="store_true", help="semantic dedup on too (dedup.semantic; above "
+                        "20,000 records its FAISS index)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -171,7 +179,7 @@ def main() -> int:
         try:
             done = subprocess.run([sys.executable, __file__, "--out", str(out), "--records", str(args.records),
                                    "--shard-rows", str(args.shard_rows), "--encoder", args.encoder, "--child", path,
-                                   *extra], capture_output=True, text=True)
+                                   *extra, *(["--semantic"] if args.semantic else [])], capture_output=True, text=True)
         finally:
             if nodes is not None:
                 stop_cluster(nodes, temp)
@@ -195,12 +203,12 @@ def main() -> int:
         print(f"{a} against {b}: same kept records in the same order: {same_kept}; same rejects: {same_rejects} "
               f"(with the same details, their printed scores: {same_details})")
     print("| path | records | wall s | records/s | peak RSS MiB | torch in the step | off-domain (sources) | exact "
-          "| near |")
-    print("|---|---:|---:|---:|---:|---|---:|---:|---:|")
+          "| near | semantic |")
+    print("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['path']} | {r['records']:,} | {r['wall_s']} | {r['records_per_s']:,} | {r['peak_mib']:,} | "
               f"{'yes' if r['torch_here'] else 'no'} | {r['off_domain']:,} ({r['off_domain_sources']}) | "
-              f"{r['exact']:,} | {r['near']:,} |")
+              f"{r['exact']:,} | {r['near']:,} | {r.get('semantic', 0):,} |")
     return 0
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from finetune_pipeline.dedup import semantic as sem
 from finetune_pipeline.dedup.minhash import clusters_from_pairs
 from finetune_pipeline.embeddings import EmbeddingCache
-from finetune_pipeline.execution import per_shard
+from finetune_pipeline.execution import connect, per_shard
 from finetune_pipeline.settings import DedupSettings, ExecutionSettings
 from finetune_pipeline.shards import ShardedDataset
 from finetune_pipeline.sharded_vectors import TEXT, Encoder, embed_rows
@@ -63,6 +63,7 @@ def _ann(take, n: int, dim: int, cfg: DedupSettings, execution: ExecutionSetting
     if execution.backend == "ray":
         import ray
 
+        connect(execution)
         data = sem.index_to_bytes(index)
         del index
         key = hashlib.sha256(data).hexdigest()
