@@ -2,7 +2,7 @@
 in-memory answer (`dedup.deduplicate` on the whole frame) row for row and figure for figure, on real text with
 the real model: the Debian package descriptions of test_dedup_sharded.py (the domain: software package
 descriptions) with the paragraphs of three licence texts of /usr/share/common-licenses dropped among them as
-documents (off-domain: MiniLM with the corpus calibration finds all 186 of their chunks and no description), in
+documents (off-domain: MiniLM with the corpus calibration finds all 186 of their chunks and no description here), in
 97-row shards. MiniLM embeds each text once for the module (about 20 s); both paths then take those vectors
 (a lookup in place of the encoder), so any difference between them is the code's."""
 
@@ -84,7 +84,7 @@ def _run(corpus: pl.DataFrame, settings: Settings, folder: Path, cache: Embeddin
 CASES = {
     "corpus calibration, rejected": {"max_reject_share": 0.2},
     "absolute threshold": {"calibration": "absolute", "threshold": 0.2, "max_reject_share": 0.5},
-    "flagged past the guard": {"on_excess": "flag"},
+    "flagged past the guard": {"max_reject_share": 0.05, "on_excess": "flag"},
 }
 
 
@@ -108,9 +108,12 @@ def test_the_sharded_domain_filter_gives_the_in_memory_answer(corpus, minilm, tm
     else:
         assert domain.off_domain == off.height > 20
         assert off["detail"].str.contains("relevance").all()
-    if case == "corpus calibration, rejected":  # every licence chunk, no package description
+    if case == "corpus calibration, rejected":  # the licence chunks, hardly a package description
+        # (on this machine: all 186 chunks and no description; the descriptions are the installed packages')
+        licences = set(corpus.filter(pl.col("source_type") == "txt")["record_id"])
         assert domain.calibration == "corpus" and domain.off_domain_sources == 3
-        assert sorted(off["record_id"]) == sorted(corpus.filter(pl.col("source_type") == "txt")["record_id"])
+        assert len(licences & set(off["record_id"])) >= 0.9 * len(licences)
+        assert len(set(off["record_id"]) - licences) <= 0.01 * (corpus.height - len(licences))
     assert kept.equals(expected.kept.select(kept.columns))
     assert kept.columns == corpus.columns + ["group_id"]
     assert rejected.equals(expected.rejected)
@@ -119,9 +122,10 @@ def test_the_sharded_domain_filter_gives_the_in_memory_answer(corpus, minilm, tm
 
 
 def test_a_refusal_is_the_same_and_nothing_is_written(corpus, minilm, tmp_path, monkeypatch):
-    """The defaults: 11.4 % off-domain is more than domain.max_reject_share 0.1."""
+    """About 11 % off-domain (the licences) is more than domain.max_reject_share 0.05."""
     monkeypatch.setattr(embeddings, "_encode", minilm)
-    settings = Settings.model_validate({"execution": {"shard_rows": ROWS}, "domain": DOMAIN})
+    settings = Settings.model_validate({"execution": {"shard_rows": ROWS},
+                                        "domain": {**DOMAIN, "max_reject_share": 0.05}})
     with pytest.raises(DomainFilterRefused) as in_memory:
         deduplicate(corpus, settings)
     with pytest.raises(DomainFilterRefused) as sharded:
