@@ -48,7 +48,10 @@ class EmbeddingCache:
     under `folder` (key, embedding float32). `embed` reads the file once and collects what it used; the
     stage calls `save` once at its end, which rewrites the file atomically with only those vectors, so a
     text no longer embedded (removed, erased) leaves nothing behind, or deletes it when nothing was
-    embedded. A missing or damaged file counts as empty. Never pickled."""
+    embedded. A missing or damaged file counts as empty. Never pickled. A sharded pass over a large corpus
+    (`sharded_vectors.embed_rows`) looks its keys up batch by batch (`find`) and hands its vectors over a shard
+    at a time (`add_part`: files beside the cache, which `save` writes into it, each key once, and removes,
+    with any a killed run left)."""
 
     def __init__(self, folder: Path, stage: str):
         self.file = Path(folder) / f"{stage}.parquet"
@@ -139,6 +142,8 @@ class EmbeddingCache:
             writer.close()
         _remove_tree(self._parts_dir)
         self._parts, self._parts_dir = [], None
+        for stale in self.file.parent.glob(f".{self.file.stem}-parts-*"):  # a killed run's parts
+            _remove_tree(stale)
 
 
 def _remove_tree(folder: Path | None) -> None:

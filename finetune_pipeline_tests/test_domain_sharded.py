@@ -146,6 +146,7 @@ def test_the_cache_is_read_by_key_and_written_part_by_part(corpus, minilm, tmp_p
     expected_cache.save()
 
     first = EmbeddingCache(tmp_path / "cache", "deduplicated_corpus")
+    (tmp_path / "cache" / ".deduplicated_corpus-parts-killed").mkdir(parents=True)  # a killed run's parts
     calls.clear()
     reports = []
     with progress.reporting(lambda *report: reports.append(report)):
@@ -160,7 +161,7 @@ def test_the_cache_is_read_by_key_and_written_part_by_part(corpus, minilm, tmp_p
     assert first.computed == expected_cache.computed and first.reused == 0
     stored = pl.read_parquet(first.file).unique("key").sort("key")
     assert stored.equals(pl.read_parquet(expected_cache.file).sort("key"))
-    assert not [p for p in first.file.parent.iterdir() if p.name.startswith(".")]  # no parts left behind
+    assert not [p for p in first.file.parent.iterdir() if p.name.startswith(".")]  # no parts left behind, old or new
 
     second = EmbeddingCache(tmp_path / "cache", "deduplicated_corpus")
     calls.clear()
