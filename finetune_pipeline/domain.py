@@ -172,11 +172,12 @@ def robust_z(values: np.ndarray) -> np.ndarray:
 BLOCK = 2048  # records scored at once (memory of BLOCK x core, never n x n); the same blocks on every path
 
 
-def reference_scores(scorer: "DomainScorer", x: np.ndarray) -> np.ndarray:
-    """`scorer.score_embeddings` of `x`, `BLOCK` rows at a time (the blocks the sharded path scores too)."""
-    if not len(x):
+def reference_scores(scorer: "DomainScorer", rows, n: int) -> np.ndarray:
+    """`scorer.score_embeddings` of `n` records' vectors read `BLOCK` at a time through `rows(start, stop)` (an
+    array's slices in memory, a spill folder's rows on the sharded path: the same blocks either way)."""
+    if not n:
         return np.zeros(0)
-    return np.concatenate([scorer.score_embeddings(x[start:start + BLOCK]) for start in range(0, len(x), BLOCK)])
+    return np.concatenate([scorer.score_embeddings(rows(start, min(start + BLOCK, n))) for start in range(0, n, BLOCK)])
 
 
 def core_records(reference: np.ndarray) -> np.ndarray:
@@ -240,9 +241,17 @@ def corpus_relevance(x: np.ndarray, reference: np.ndarray, neighbours: int = 10,
     `x` the records' unit embeddings, `reference` their reference scores, `documents` per record the document
     it is a chunk of (None: a row of a table, a record of its own). The chunks of one document are one text:
     they are not each other's nearest-neighbour evidence (a 45-chunk manual would otherwise vouch for itself)."""
+    return relevance_of(lambda start, stop: x[start:stop], lambda rows: x[rows], len(x), reference, neighbours,
+                        documents)
+
+
+def relevance_of(rows, take, n: int, reference: np.ndarray, neighbours: int,
+                 documents: list[str | None] | None) -> np.ndarray:
+    """`corpus_relevance` of `n` records' vectors read through `rows(start, stop)` (`BLOCK` at a time) and
+    `take(record numbers)` (the core's)."""
     core = core_records(reference)
-    similarity = CoreSimilarity(core, x[core], len(x), neighbours, document_ids(documents))
-    parts = [similarity.block(start, x[start:start + BLOCK]) for start in range(0, len(x), BLOCK)]
+    similarity = CoreSimilarity(core, take(core), n, neighbours, document_ids(documents))
+    parts = [similarity.block(start, rows(start, min(start + BLOCK, n))) for start in range(0, n, BLOCK)]
     return relevance_z(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
 
@@ -444,7 +453,7 @@ def domain_filter(corpus: pl.DataFrame, cfg: DomainSettings, scorer: DomainScore
     scorer = scorer or DomainScorer.from_settings(cfg, cache=cache)
     x = embeddings if embeddings is not None else _embed(record_texts(corpus, task), cfg, cache) if corpus.height \
         else np.zeros((0, scorer.in_domain.shape[1]), dtype=np.float32)
-    reference = reference_scores(scorer, x)
+    reference = reference_scores(scorer, lambda start, stop: x[start:stop], len(x))
     documents = record_documents(corpus)
     verdict = judge(corpus.height, reference, scorer, cfg,
                     lambda: corpus_relevance(x, reference, cfg.neighbours, documents),

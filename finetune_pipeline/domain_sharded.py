@@ -11,8 +11,9 @@ records' vectors go to a spill folder on disk (`tempfile`'s, so `TMPDIR`: 4 x 38
    this process).
 1.-3. Every record's vector in the spill folder (`sharded_vectors.embed_rows`: the cache keys per shard, the cache
    read by key, the texts no cache had embedded per shard; Ray tasks on the workers on Ray).
-4. Reference scores, then the core (`domain.core_records`) and each record's similarity to it, `domain.BLOCK`
-   records at a time, in the same blocks as the in-memory path (the same numbers to the last bit).
+4. Reference scores, then the core and each record's similarity to it (`domain.reference_scores`,
+   `domain.relevance_of`), `domain.BLOCK` records at a time: the in-memory path's code on the same blocks (the same
+   numbers to the last bit).
 5. The verdict (`domain.judge`), the guard (`domain.decide`: the refusal raised before anything is written),
    and the rejects of the off-domain records, their ids read from the shards.
 """
@@ -27,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from finetune_pipeline.domain import (BLOCK, REASON, STAGE, CoreSimilarity, DomainScorer, DomainStats, core_records,
-                                      decide, document_ids, judge, relevance_z)
+from finetune_pipeline.domain import (REASON, STAGE, DomainScorer, DomainStats, decide, judge, reference_scores,
+                                      relevance_of)
 from finetune_pipeline.embeddings import EmbeddingCache
 from finetune_pipeline.records import empty_rejects, reject_rows
 from finetune_pipeline.settings import DomainSettings, ExecutionSettings
@@ -78,8 +79,7 @@ def _judge_dataset(dataset: ShardedDataset, vectors: Vectors, scorer: DomainScor
                    cfg: DomainSettings) -> ShardedDomain:
     """Steps 4 and 5."""
     n = int(dataset.bounds[-1])
-    reference = np.concatenate([scorer.score_embeddings(vectors.block(start, min(start + BLOCK, n)))
-                                for start in range(0, n, BLOCK)]) if n else np.zeros(0)
+    reference = reference_scores(scorer, vectors.block, n)
     meta = _record_columns(dataset, ["source_uri", "source_type"])
     sources = meta["source_uri"] if "source_uri" in meta.columns else None
     documents = None
@@ -88,13 +88,9 @@ def _judge_dataset(dataset: ShardedDataset, vectors: Vectors, scorer: DomainScor
                                 .then(pl.col("source_uri"))).to_series().to_list()
     del meta
 
-    def relevance() -> np.ndarray:
-        core = core_records(reference)
-        similarity = CoreSimilarity(core, vectors.take(core), n, cfg.neighbours, document_ids(documents))
-        parts = [similarity.block(start, vectors.block(start, min(start + BLOCK, n))) for start in range(0, n, BLOCK)]
-        return relevance_z(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-
-    verdict = judge(n, reference, scorer, cfg, relevance, sources, documents)
+    verdict = judge(n, reference, scorer, cfg,
+                    lambda: relevance_of(vectors.block, vectors.take, n, reference, cfg.neighbours, documents),
+                    sources, documents)
     policy, stats = decide(verdict, scorer, cfg, lambda: pl.DataFrame({"source_uri": sources}) if sources is not None
                            else pl.DataFrame())
     rejected = empty_rejects()
