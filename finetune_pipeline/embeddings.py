@@ -75,8 +75,9 @@ class EmbeddingCache:
 
     def find(self, keys: "pl.Series", batch_rows: int = 65_536):
         """The vectors of `keys` in the stored file and in the parts this run added (`add_part`), without reading
-        either whole (a sharded pass over a large corpus): yields (positions in `keys`, their vectors), each
-        position once, the files read `batch_rows` rows at a time. A missing or damaged file yields nothing."""
+        either whole (a sharded pass over a large corpus): yields (positions in `keys`, their vectors, whether they
+        came from the stored file), each position once, the files read `batch_rows` rows at a time. A missing or
+        damaged file yields nothing."""
         import polars as pl
         import pyarrow.parquet as pq
 
@@ -89,7 +90,8 @@ class EmbeddingCache:
                                       on="key", how="inner")
                     if found.height:
                         left = left.filter(~pl.col("_at").is_in(found["_at"].implode()))
-                        yield found["_at"].to_numpy(), found["embedding"].to_numpy().astype(np.float32)
+                        yield (found["_at"].to_numpy(), found["embedding"].to_numpy().astype(np.float32),
+                               path == self.file)
             except Exception:  # missing, damaged or of another shape: recompute, never crash
                 continue
 

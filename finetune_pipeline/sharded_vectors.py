@@ -149,22 +149,23 @@ def embed_rows(dataset: ShardedDataset, rows: np.ndarray | None, task: Task, wha
     rows = np.arange(int(bounds[-1]), dtype=np.int64) if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
     shard_of = np.searchsorted(bounds, rows, side="right") - 1
     identity = encoder.identity()
-    calls, positions = [], []
+    calls = []
     for s in range(len(bounds) - 1):
         inside = np.flatnonzero(shard_of == s)
         if inside.size:
             calls.append((dataset, s, task, what, rows[inside] - bounds[s], identity, encoder.max_length))
-            positions.append(inside)
     keys: list[pl.Series | None] = [None] * len(calls)
     for index, found in per_shard(_shard_keys, calls, execution):
         keys[index] = pl.Series("key", found, dtype=pl.String)
     every = pl.concat(keys) if keys else pl.Series("key", [], dtype=pl.String)  # in the order of `rows`
     del keys
     have = np.zeros(len(every), dtype=bool)
+    stored = np.zeros(len(every), dtype=bool)  # found in the cache's file: to be written into it again
     if cache is not None:
-        for at, found in cache.find(every):
+        for at, found, in_file in cache.find(every):
             vectors.put(rows[at], found)
             have[at] = True
+            stored[at] = in_file
         for key, vector in cache.used.items():  # vectors looked up a moment ago (the domain's examples)
             at = np.flatnonzero((every == key).to_numpy() & ~have)
             if at.size:
@@ -192,10 +193,11 @@ def embed_rows(dataset: ShardedDataset, rows: np.ndarray | None, task: Task, wha
         vectors.put(rows[copies["at"].to_numpy()], vectors.take(rows[copies["first"].to_numpy()]))
     if cache is not None:
         cache.computed += first.height
-        if have.any():  # what was found is used again: written with this run's vectors
-            found_first = table.filter(pl.Series(have)).unique("key", keep="first", maintain_order=True)
-            cache.reused += found_first.height
-            at = found_first["at"].to_numpy()
+        if have.any():
+            cache.reused += table.filter(pl.Series(have))["key"].n_unique()
+        if stored.any():  # what the file had is used again: written with this run's vectors (what this run's
+            # parts or the examples gave is there already)
+            at = table.filter(pl.Series(stored)).unique("key", keep="first", maintain_order=True)["at"].to_numpy()
             for start in range(0, len(at), 65_536):
                 part = at[start:start + 65_536]
                 cache.add_part(every.gather(part).to_list(), vectors.take(rows[part]))
