@@ -160,6 +160,32 @@ class _Hash:
         pass
 
 
+def published_columns(folder: Path, columns: tuple[str, ...] | list[str]) -> pl.DataFrame:
+    """`columns` (those present) of every split of the export in `folder` (exports/splits/), read from each
+    split's Arrow file a record batch at a time through a memory map, so the texts are never read: the drift
+    warning and the split's stability metadata read a published export of a million records in a few MiB. An
+    export without its Arrow file (a folder written by hand) is read from its JSONL, those columns only.
+    Empty before the first publish."""
+    import pyarrow as pa
+
+    frames = []
+    for name in SPLITS:
+        arrow, jsonl = Path(folder) / name / DATA_FILE, Path(folder) / f"{name}.jsonl"
+        if arrow.exists():
+            with pa.memory_map(str(arrow)) as source:
+                reader = pa.ipc.open_stream(source)
+                wanted = [c for c in reader.schema.names if c in columns]
+                parts = [pl.from_arrow(pa.Table.from_batches([batch]).select(wanted), rechunk=False)
+                         for batch in reader]
+            if parts:
+                frames.append(pl.concat(parts, how="vertical_relaxed"))
+        elif jsonl.exists() and jsonl.stat().st_size:
+            scan = pl.scan_ndjson(jsonl, infer_schema_length=None)
+            frames.append(scan.select([c for c in scan.collect_schema().names() if c in columns]).collect())
+    frames = [frame for frame in frames if frame.height]
+    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+
+
 def content_digest(splits: pl.DataFrame | pl.LazyFrame) -> str:
     """A short hash of what the splits contain (ids, texts, labels, splits): the data snapshot id. A lazy frame
     (a sharded dataset's scan) is read for those four columns only."""

@@ -111,7 +111,7 @@ def test_the_sharded_dedup_gives_the_in_memory_answer_on_real_text(corpus, tmp_p
 def test_the_sharded_near_duplicates_equal_the_in_memory_ones_pair_for_pair(corpus, tmp_path, monkeypatch):
     """The clusters, similarities to the root (NaN where none is measured), histogram and counts; with small
     buffers and partitions, so that pairs are written in many flushes and large partitions are cut."""
-    from finetune_pipeline.dedup import sharded
+    from finetune_pipeline.dedup import minhash, sharded
 
     monkeypatch.setattr(sharded, "FLUSH_PAIRS", 100)
     monkeypatch.setattr(sharded, "PART_PAIRS", 8)
@@ -125,6 +125,10 @@ def test_the_sharded_near_duplicates_equal_the_in_memory_ones_pair_for_pair(corp
     dataset = shards.open_dataset(tmp_path / "in")
     rows = np.argsort(corpus["record_id"].to_numpy(), kind="stable")  # any order of any rows
     expected = near_duplicate_clusters(corpus["text"].gather(rows), settings.dedup)
+    # the names walk made 5 links into Python ints at a time, the texts it needs tokenized shard by shard (never
+    # gathered into one series)
+    monkeypatch.setattr(minhash, "_WALK_BLOCK", 5)
+    monkeypatch.setattr(sharded.DatasetTexts, "gather", lambda self, docs: pytest.fail("texts gathered"))
     found = near_duplicates_sharded(dataset, rows, settings.dedup, spill_dir=tmp_path)
     assert (expected.root != np.arange(len(rows))).sum() > 100
     assert np.array_equal(found.root, expected.root)
@@ -136,7 +140,7 @@ def test_the_sharded_near_duplicates_equal_the_in_memory_ones_pair_for_pair(corp
     assert sum(cuts) > 5  # partitions over PART_PAIRS pairs were cut
     # the names check's token table, each shard read once, 7 texts at a time: the in-memory one, row for row
     docs = np.arange(0, len(rows), 3)
-    table = sharded._token_table(sharded.DatasetTexts(dataset, rows), docs).decoded().sort("doc", maintain_order=True)
+    table = sharded.DatasetTexts(dataset, rows).token_table(docs).decoded().sort("doc", maintain_order=True)
     assert table.equals(_token_table_of(corpus["text"].gather(rows), docs).decoded())
     assert table.height > 10 * len(docs) and table["token"].n_unique() > 1000
 

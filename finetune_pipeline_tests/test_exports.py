@@ -193,3 +193,23 @@ def test_an_export_from_a_sharded_dataset_is_written_a_batch_at_a_time_and_equal
     for name in ("train", "validation", "test"):
         expected = frame.filter(pl.col("split") == name)["record_id"].to_list()
         assert loaded[name]["record_id"] == expected and len(expected) > 1
+
+
+def test_the_published_record_columns_are_read_from_the_arrow_files_and_equal_the_jsonl(tmp_path, monkeypatch):
+    """The drift warning's and the stability metadata's read of the last published export: the record columns
+    from each split's Arrow file, batch by batch (never the texts), the same rows and values as the JSONL;
+    from the JSONL where a split has no Arrow file; empty before any export."""
+    monkeypatch.setattr(exports, "EXPORT_BATCH_ROWS", 2)  # several record batches per split
+    frame = _instruction_splits().filter(pl.col("split") != "test")  # an empty split too
+    target = exports.export_splits(frame, tmp_path / "splits", task_named("instruction"))
+    wanted = ("record_id", "split", "label", "category", "no_such_column")
+    from_jsonl = pl.concat([pl.read_ndjson(target / f"{name}.jsonl") for name in ("train", "validation")],
+                           how="diagonal_relaxed")
+    expected = from_jsonl.select([c for c in wanted if c in from_jsonl.columns]).sort("record_id")
+    read = exports.published_columns(target, wanted)
+    assert "text" not in read.columns and "messages" not in read.columns
+    assert set(read.columns) == set(expected.columns) and read.height == frame.height > 2
+    assert read.select(expected.columns).sort("record_id").equals(expected)
+    (target / "train" / exports.DATA_FILE).unlink()  # a folder without its Arrow file: the JSONL read instead
+    assert exports.published_columns(target, wanted).select(expected.columns).sort("record_id").equals(expected)
+    assert exports.published_columns(tmp_path / "none", wanted).is_empty()

@@ -354,7 +354,11 @@ def not_both_short(batch: pl.DataFrame, short: np.ndarray) -> pl.DataFrame:
 
 
 def _token_table_of(texts: pl.Series, docs: np.ndarray, tokens: Tokens | None = None) -> Tokens:
-    """The `Tokens` of the texts `docs` (doc: the index into `texts`), added to `tokens` when given."""
+    """The `Tokens` of the texts `docs` (doc: the index into `texts`), added to `tokens` when given. `texts`
+    may also be a reader with its own `token_table(docs, tokens)` (dedup/sharded.py's `DatasetTexts`: shard by
+    shard, so the texts are never gathered into one series)."""
+    if not isinstance(texts, pl.Series):
+        return texts.token_table(docs, tokens)
     table = token_table(texts.gather(docs))
     table = table.with_columns(pl.Series("doc", docs[table["doc"].to_numpy()]))
     if tokens is None:
@@ -456,7 +460,7 @@ def _walk(root: np.ndarray, edges: np.ndarray, span: np.ndarray, has_tokens: np.
         return x
 
     kept_apart = 0
-    for i, j in edges.tolist():
+    for i, j in _as_pairs(edges):
         ri, rj = find(i), find(j)
         if ri == rj:
             continue
@@ -472,8 +476,19 @@ def _walk(root: np.ndarray, edges: np.ndarray, span: np.ndarray, has_tokens: np.
         names.pop(high, None)
         words.pop(high, None)
     touched = np.unique(edges)
-    root[touched] = [find(x) for x in touched.tolist()]  # the larger components, walked again
+    for at in range(0, len(touched), _WALK_BLOCK):  # the larger components, walked again
+        block = touched[at:at + _WALK_BLOCK]
+        root[block] = [find(x) for x in block.tolist()]
     return NamedComponents(root, kept_apart)
+
+
+_WALK_BLOCK = 65_536  # links made Python ints at a time: a list of every link cost 128 bytes a link
+
+
+def _as_pairs(edges: np.ndarray) -> Iterator[tuple[int, int]]:
+    """The rows of `edges` (k x 2) as Python int pairs, in order, `_WALK_BLOCK` rows made at a time."""
+    for at in range(0, len(edges), _WALK_BLOCK):
+        yield from edges[at:at + _WALK_BLOCK].tolist()
 
 
 def verified_pairs(texts: pl.Series | Sequence[str], cfg: DedupSettings, seed: int = 1) -> np.ndarray:

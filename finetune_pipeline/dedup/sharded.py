@@ -71,7 +71,7 @@ def applies(settings) -> bool:
 
 class DatasetTexts:
     """The texts of the documents (rows `rows` of `dataset`, in that order), read from the shards when
-    asked for: what `minhash.components_naming_one_thing` reads of the few texts it needs."""
+    asked for: what `minhash.components_naming_one_thing` tokenizes of the texts it needs (`token_table`)."""
 
     def __init__(self, dataset: ShardedDataset, rows: np.ndarray, column: str = "text"):
         self.dataset, self.rows, self.column = dataset, rows, column
@@ -97,6 +97,22 @@ class DatasetTexts:
                 texts = _read_shard(self.dataset, number, [self.column])[self.column]
                 yield inside, texts.gather(rows[inside] - lo)
 
+    def token_table(self, docs: np.ndarray, tokens: Tokens | None = None) -> Tokens:
+        """`minhash._token_table_of` of these texts: the `Tokens` of `docs` (added to `tokens` when given), each
+        shard read once, its texts listed `TOKEN_DOCS` at a time and coded before the next shard is read: the
+        strings of one shard's texts are held, never the whole table's (a text's rows are its own, so the table
+        holds the same rows, in the order of the shards)."""
+        docs = np.asarray(docs, dtype=np.int64)
+        tokens = tokens if tokens is not None else Tokens.empty()
+        for at, values in self.by_shard(docs):
+            parts = []
+            for start in range(0, len(at), TOKEN_DOCS):
+                table = token_table(values.slice(start, TOKEN_DOCS))
+                parts.append(table.with_columns(pl.Series("doc", docs[at[start:start + TOKEN_DOCS]][table["doc"].to_numpy()])))
+            tokens.add(pl.concat(parts))
+            del parts
+        return tokens
+
 
 def _read_shard(dataset: ShardedDataset, number: int, columns: list[str]) -> pl.DataFrame:
     return dataset.read_shard(number, columns)
@@ -112,22 +128,6 @@ def row_hashes(dataset: ShardedDataset, rows: pl.DataFrame, column: str, schema:
         for seed in (0, 1):
             out[seed][inside] = part.hash_rows(seed=seed).to_numpy()
     return out
-
-
-def _token_table(texts: DatasetTexts, docs: np.ndarray) -> Tokens:
-    """`minhash._token_table_of(texts, docs)`, each shard read once, its texts listed `TOKEN_DOCS` at a time and
-    coded before the next shard is read: the strings of one shard's texts are held, never the whole table's
-    (a text's rows are its own, so the table holds the same rows, in the order of the shards)."""
-    docs = np.asarray(docs, dtype=np.int64)
-    tokens = Tokens.empty()
-    for at, values in texts.by_shard(docs):
-        parts = []
-        for start in range(0, len(at), TOKEN_DOCS):
-            table = token_table(values.slice(start, TOKEN_DOCS))
-            parts.append(table.with_columns(pl.Series("doc", docs[at[start:start + TOKEN_DOCS]][table["doc"].to_numpy()])))
-        tokens.add(pl.concat(parts))
-        del parts
-    return tokens
 
 
 @dataclass
@@ -489,7 +489,7 @@ def _near(dataset: ShardedDataset, layout: _Layout, cfg: DedupSettings, executio
         word_scored = _score_candidates(sets, spill, layout, cfg.threshold, None)
         histogram = {b: histogram[b] + c for b, c in word_scored.histogram.items()}
         above = word_scored.kept
-        tokens = _token_table(texts, np.unique(above))
+        tokens = texts.token_table(np.unique(above))
         apart = names_differ(tokens, above)
         found = above[~apart]
         kept_apart, word_pairs = int(apart.sum()), len(found)

@@ -342,15 +342,9 @@ def dataset_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource
 
 
 def _published(root) -> pl.DataFrame:
-    """The last published split (exports/splits/*.jsonl), its record columns (`RECORD_COLUMNS`, never the
-    texts); empty before the first publish."""
-    published = [root.splits_export / f"{name}.jsonl" for name in SPLITS]
-    frames = []
-    for path in published:
-        if path.exists() and path.stat().st_size:
-            scan = pl.scan_ndjson(path, infer_schema_length=None)
-            frames.append(scan.select([c for c in scan.collect_schema().names() if c in RECORD_COLUMNS]).collect())
-    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+    """The last published split (exports/splits/), its record columns (`RECORD_COLUMNS`, never the texts);
+    empty before the first publish."""
+    return exports.published_columns(root.splits_export, RECORD_COLUMNS)
 
 
 def _moves_metadata(splits: pl.DataFrame, previous: pl.DataFrame) -> dict:
