@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -367,8 +367,9 @@ def map_batches(frame: pl.DataFrame, fn: BatchFn, execution: ExecutionSettings, 
                                                              **fn_kwargs).to_polars())
 
 
-def per_shard(fn, calls: list[tuple], execution: ExecutionSettings, gpu: bool = False):
-    """`fn(*args)` for each `args` of `calls` (a shard's work), yielded as `(index, answer)`: locally one after
+def per_shard(fn, calls: Iterable[tuple], execution: ExecutionSettings, gpu: bool = False):
+    """`fn(*args)` for each `args` of `calls` (a shard's work; a list, or a generator whose arguments are made
+    only as the tasks are sent), yielded as `(index, answer)`: locally one after
     the other in this process; on Ray (`execution.backend`) as Ray tasks on the workers, one CPU each, at most
     two per CPU of the cluster in flight, each answer yielded (and dropped here) as it comes, so this process
     holds one shard's answer at a time. A task whose worker dies is run again (Ray's `max_retries`); a task
@@ -385,11 +386,14 @@ def per_shard(fn, calls: list[tuple], execution: ExecutionSettings, gpu: bool = 
     task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=3)(fn)
     window = 2 * (int(_cluster_gpus()) if gpus else _cluster_cpus())
     pending: dict = {}
-    waiting = list(enumerate(calls))[::-1]
+    waiting, left = iter(enumerate(calls)), True  # `calls` may be a generator: its arguments made as sent
     try:
-        while waiting or pending:
-            while waiting and len(pending) < window:
-                index, args = waiting.pop()
+        while left or pending:
+            while left and len(pending) < window:
+                index, args = next(waiting, (None, None))
+                if index is None:
+                    left = False
+                    break
                 pending[task.remote(*args)] = index
             finished, _ = ray.wait(list(pending), num_returns=1)
             index = pending.pop(finished[0])

@@ -404,6 +404,15 @@ class DedupSettings(_Section):
     semantic_ann_lists: int = Field(
         0, ge=0, description="ann: inverted lists (k-means cells) of the index; 0: 2 x sqrt(n), at most n / 39 "
         "(spherical k-means, seeded, trained on a sample of 64 texts per list).")
+    semantic_ann_index: Literal["auto", "flat", "pq"] = Field(
+        "auto", description="ann: how the index stores the vectors. flat: each vector whole (IVF-Flat, 1.5 KB per "
+        "384-dim vector, so 1.4 GB at 1M); pq: product-quantised codes (IVF-PQ, dim / 8 bytes per vector, 48 at "
+        "384), every returned candidate's cosine then computed exactly from the vectors, so a pair kept is still a "
+        "pair of the exact search and only recall can differ (measured in docs/benchmarks.md); auto: flat up to "
+        "`semantic_ann_flat_max` texts, pq above. pq needs at least 9,984 texts (its training), flat below.")
+    semantic_ann_flat_max: int = Field(
+        250_000, ge=0, description="ann with `semantic_ann_index: auto`: the most texts indexed whole (IVF-Flat); "
+        "above it the index holds product-quantised codes (IVF-PQ).")
     semantic_ann_probes: int = Field(
         16, ge=1, description="ann: lists searched per query; more finds more pairs across cell borders and "
         "costs proportionally more time.")

@@ -160,6 +160,28 @@ def test_near_duplicate_clusters_on_ray_equal_local_on_a_generated_benchmark(ray
         on_ray.candidate_pairs, on_ray.verified_pairs, on_ray.candidate_histogram, on_ray.kept_apart)
 
 
+def test_a_product_quantised_index_is_queried_on_the_workers_with_the_local_answer(ray_cluster, monkeypatch):
+    """Semantic dedup's pq index on Ray (streaming path): each task is sent its documents' exact vectors as it
+    is sent and returns their candidates from the index, which this process judges on the exact vectors; the
+    same pairs, cosines and `nearest` as the search in this process."""
+    from finetune_pipeline.dedup import semantic, semantic_sharded
+    from finetune_pipeline_tests.test_semantic_ann import planted_vectors
+
+    n = semantic.PQ_MIN_TEXTS + 16
+    vectors, planted, _ = planted_vectors(n, seed=4)
+    cfg = DedupSettings(semantic_search="ann", semantic_ann_index="pq")
+    local = semantic_sharded._ann(lambda rows: vectors[rows], n, 384, cfg, ExecutionSettings())
+    monkeypatch.setattr(semantic_sharded, "QUERY_TASK_DOCS", 2500)  # four tasks
+    sent, real = [], semantic_sharded.per_shard
+    monkeypatch.setattr(semantic_sharded, "per_shard", lambda fn, calls, execution: real(
+        fn, ((sent.append(fn.__name__) or args) for args in calls), execution))
+    on_ray = semantic_sharded._ann(lambda rows: vectors[rows], n, 384, cfg,
+                                   ExecutionSettings(backend="ray", ray_address=ray_cluster))
+    assert sent == ["_candidates_of_documents"] * 4
+    assert all(np.array_equal(a, b) for a, b in zip(local, on_ray))
+    assert set(map(tuple, planted.tolist())) <= set(map(tuple, local[0].tolist()))
+
+
 def test_dedup_reads_the_texts_on_the_workers_and_gives_the_in_memory_answer(ray_cluster, tmp_path, monkeypatch):
     """The streaming dedup on `backend: ray` (`dedup.sharded`): the passes that read the texts (the exact keys,
     the signatures and band keys) are Ray tasks, a shard each, and this process reads texts only for the few

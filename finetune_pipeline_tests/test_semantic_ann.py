@@ -155,3 +155,52 @@ def test_tiny_inputs():
     two[1] = two[0]
     pairs, _, nearest = semantic.search_pairs(two, 0.9, cfg)
     assert pairs.tolist() == [[0, 1]] and nearest.tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_a_product_quantised_index_keeps_codes_finds_the_planted_pairs_and_no_false_pair():
+    """`semantic_ann_index: pq` (auto above `semantic_ann_flat_max`): the index holds 48-byte codes, not the
+    vectors; every candidate is judged on the exact vectors, so each pair is a pair of the exact search with its
+    exact cosine; the planted paraphrases are found; the same index and pairs whatever the threads; the sharded
+    path's search (vectors read through a function, as from a spill folder) gives the same answer; a
+    query that would read vectors back from the codes is refused."""
+    import faiss
+
+    from finetune_pipeline.dedup import semantic_sharded
+    from finetune_pipeline.settings import ExecutionSettings
+
+    n = semantic.PQ_MIN_TEXTS + 16
+    vectors, planted, cosine = planted_vectors(n, seed=3)
+    auto = DedupSettings(semantic_search="ann", semantic_ann_flat_max=n - 1)
+    assert semantic.index_kind(n, auto) == "pq" and semantic.index_kind(n - 1, auto) == "flat"
+    assert semantic.index_kind(semantic.PQ_MIN_TEXTS - 1, DedupSettings(semantic_ann_index="pq")) == "flat"
+    assert semantic.index_kind(10**6, DedupSettings()) == "pq" and semantic.index_kind(10**5, DedupSettings()) == "flat"
+    index = semantic.build_index(vectors, auto)
+    assert semantic.compressed(index) and index.code_size == semantic.pq_bytes(384) == 48
+    assert not semantic.compressed(semantic.build_index(vectors, DedupSettings(semantic_search="ann")))
+    threads = faiss.omp_get_max_threads()
+    try:
+        faiss.omp_set_num_threads(1 if threads > 1 else 2)
+        other = semantic.index_to_bytes(semantic.build_index(vectors, auto))
+    finally:
+        faiss.omp_set_num_threads(threads)
+    assert other == semantic.index_to_bytes(index)
+    pairs, cosines, nearest = semantic.ann_pairs(vectors, 0.9, auto)
+    exact_pairs, _, exact_nearest = semantic.similar_pairs(vectors, 0.9)
+    found = {tuple(p): c for p, c in zip(pairs.tolist(), cosines.tolist())}
+    assert set(found) <= set(map(tuple, exact_pairs.tolist()))  # no false pair
+    assert all(tuple(p) in found for p in planted.tolist())  # every planted paraphrase
+    assert [found[tuple(p)] for p in planted.tolist()] == pytest.approx(cosine.tolist(), abs=1e-5)  # exact cosines
+    assert (nearest <= exact_nearest + 1e-5).all()
+    assert np.isclose(nearest, exact_nearest, atol=1e-5)[planted.ravel()].all()
+    # every candidate judged on its exact cosine, whatever the codes scored it: `nearest` is the best exact
+    # cosine among a row's candidates (the codes rank them otherwise), and each candidate at or above the
+    # threshold is a pair
+    candidates, _ = semantic.index_candidates(index, vectors, np.arange(n), auto.semantic_ann_neighbours)
+    exact = np.where(candidates >= 0, np.einsum("nd,nkd->nk", vectors, vectors[np.maximum(candidates, 0)]), -1.0)
+    np.testing.assert_allclose(nearest, exact.max(axis=1), atol=1e-5)
+    q, j = np.nonzero(exact >= 0.9)
+    assert set(map(tuple, np.sort(np.stack([q, candidates[q, j]], axis=1), axis=1).tolist())) <= set(found)
+    sharded = semantic_sharded._ann(lambda rows: vectors[rows], n, 384, auto, ExecutionSettings())
+    assert all(np.array_equal(a, b) for a, b in zip((pairs, cosines, nearest), sharded))
+    with pytest.raises(ValueError, match="exact vectors"):
+        semantic.query_rows(index, vectors[:4], np.arange(4), 8, 0.9)

@@ -17,6 +17,10 @@ Two searches find the pairs (`dedup.semantic_search`; `auto`: exact up to `seman
   and `nearest` is the highest cosine among a text's returned neighbours. Deterministic: the training
   sample and k-means are seeded, the lists are filled in input order and each query is answered on its
   own, so the result does not depend on the number of threads.
+  Above `semantic_ann_flat_max` texts (`semantic_ann_index: auto`) the index keeps product-quantised codes
+  (FAISS `IndexIVFPQ`, the same cells, dim / 8 bytes a vector instead of 4 x dim) and every returned candidate's
+  cosine is computed exactly from the vectors (the index's own scores are approximate): still no false pair,
+  recall measured in docs/benchmarks.md; 1M vectors of 384 take 46 MB of codes instead of 1.5 GB.
   The index is built once (`build_index`) and queried in batches (`query_rows`); the batch function
   `ann_query_batch` does the same over a frame of (row, vector) with the index as bytes (FAISS's own
   format, `index_to_bytes`, never pickle), so on Ray the queries run on the workers
@@ -49,6 +53,8 @@ _KMEANS_ITERATIONS = 20
 # The index's own inner products may differ from numpy's in the last bits: candidates this close below the
 # threshold are checked exactly too.
 _SCORE_MARGIN = 1e-3
+# A pq index trains 256 centroids per sub-vector on at least 39 vectors each (FAISS's minimum): below, flat.
+PQ_MIN_TEXTS = 39 * 256
 # Per worker process: the last index loaded from bytes, by its digest (loaded once, queried per batch).
 _LOADED: dict[str, "faiss.Index"] = {}
 
@@ -95,22 +101,42 @@ def index_lists(n: int, cfg: DedupSettings) -> int:
     return max(1, min(lists, n // 39))
 
 
-def build_index(embeddings: np.ndarray, cfg: DedupSettings) -> faiss.IndexIVFFlat:
-    """An IVF-Flat inner-product index over the unit vectors `embeddings` (rows are ids), its probes set."""
+def index_kind(n: int, cfg: DedupSettings) -> str:
+    """The index for `n` texts: "flat" (IVF-Flat, the vectors whole) or "pq" (IVF-PQ, product-quantised codes),
+    as `semantic_ann_index` says (auto: pq above `semantic_ann_flat_max`); flat below `PQ_MIN_TEXTS`."""
+    kind = cfg.semantic_ann_index
+    if kind == "auto":
+        kind = "pq" if n > cfg.semantic_ann_flat_max else "flat"
+    return "pq" if kind == "pq" and n >= PQ_MIN_TEXTS else "flat"
+
+
+def pq_bytes(dim: int) -> int:
+    """Bytes of a vector's code in the pq index: one per sub-vector of 8 dimensions (48 at 384), the largest
+    divisor of `dim` at most dim / 8."""
+    return max(m for m in range(1, max(1, dim // 8) + 1) if dim % m == 0)
+
+
+def build_index(embeddings: np.ndarray, cfg: DedupSettings) -> faiss.IndexIVF:
+    """An IVF inner-product index over the unit vectors `embeddings` (rows are ids), its probes set."""
     vectors = _float32_rows(embeddings)
     return build_index_from(lambda rows: vectors[rows], *vectors.shape, cfg)
 
 
-def build_index_from(take, n: int, dim: int, cfg: DedupSettings) -> faiss.IndexIVFFlat:
+def build_index_from(take, n: int, dim: int, cfg: DedupSettings) -> faiss.IndexIVF:
     """`build_index` of `n` vectors of `dim` read through `take(rows)` (rows: an array of ids), 65,536 at a time
-    (from a spill folder: they are never all held beside the index)."""
+    (from a spill folder: they are never all held beside the index). IVF-Flat or IVF-PQ (`index_kind`); the same
+    cells, training sample and order either way."""
     import faiss
 
     lists = index_lists(n, cfg)
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+    if index_kind(n, cfg) == "pq":  # codes of pq_bytes(dim) bytes, 256 centroids per sub-vector, on the residuals
+        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, lists, pq_bytes(dim), 8, faiss.METRIC_INNER_PRODUCT)
+        index.pq.cp.seed = _KMEANS_SEED
+    else:
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
     index.cp.seed, index.cp.niter, index.cp.spherical = _KMEANS_SEED, _KMEANS_ITERATIONS, True
     index.cp.max_points_per_centroid = _TRAIN_PER_LIST  # no subsampling of our own sample by FAISS
-    sample = min(n, _TRAIN_PER_LIST * lists)
+    sample = min(n, max(_TRAIN_PER_LIST * lists, PQ_MIN_TEXTS if index_kind(n, cfg) == "pq" else 0))
     rows = np.sort(np.random.default_rng(_KMEANS_SEED).choice(n, sample, replace=False)) if sample < n else np.arange(n)
     index.train(_float32_rows(take(rows)))
     for start in range(0, n, 65536):  # in input order: ids are row positions
@@ -118,6 +144,12 @@ def build_index_from(take, n: int, dim: int, cfg: DedupSettings) -> faiss.IndexI
     index.make_direct_map()  # so a worker holding only the index can read a neighbour's vector back
     index.nprobe = min(cfg.semantic_ann_probes, lists)
     return index
+
+
+def compressed(index: faiss.Index) -> bool:
+    """Whether `index` holds codes, not the vectors (pq): its scores are approximate and a vector read back from
+    it is not the vector added, so every candidate is judged on the exact vectors (`query_rows`)."""
+    return index.code_size < 4 * index.d
 
 
 def index_to_bytes(index: faiss.Index) -> bytes:
@@ -136,26 +168,49 @@ def index_from_bytes(data: bytes, probes: int) -> faiss.Index:
 
 
 def query_rows(index: faiss.Index, queries: np.ndarray, rows: np.ndarray, k: int, threshold: float,
-               vectors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               vectors=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows `rows` (their vectors `queries`) looked up in `index`: pairs (row, neighbour) with exact cosine >=
     threshold (the row first, in query order), their cosines, and per query row the exact cosine of its best
-    returned neighbour other than itself (-1.0 when none). `vectors`: all indexed vectors (in this process);
-    None: the candidates' vectors are read back from the index."""
+    returned neighbour other than itself (-1.0 when none). `vectors`: all indexed vectors (in this process), or
+    a function of an array of ids giving theirs (a spill folder); None: the candidates' vectors are read back
+    from the index (flat only: a pq index's are approximations)."""
+    found, scores = index_candidates(index, queries, rows, k)
+    if vectors is None and compressed(index):
+        raise ValueError("a product-quantised index holds no exact vectors: pass `vectors`")
+    if vectors is None:
+        vectors_of = index.reconstruct_batch
+    else:
+        vectors_of = vectors if callable(vectors) else (lambda ids: vectors[ids])
+    return judge_candidates(found, scores, queries, rows, threshold, vectors_of, every=compressed(index))
+
+
+def index_candidates(index: faiss.Index, queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(found, scores): per query row its `k` nearest in `index` other than itself, by the index's own score
+    (-1 and -inf where none)."""
     k = min(k + 1, index.ntotal)  # the row itself is usually among its neighbours
-    queries = _float32_rows(queries)
-    scores, found = index.search(queries, k)
+    scores, found = index.search(_float32_rows(queries), k)
     rows = np.asarray(rows, dtype=np.int64)
     valid = (found >= 0) & (found != rows[:, None])
-    scores = np.where(valid, scores, -np.inf)
-    # Exact cosines only where they can matter: candidates near the threshold by the index's own score, and
-    # each row's best neighbour (for `nearest`).
-    check = scores >= threshold - _SCORE_MARGIN
-    best = scores.argmax(axis=1)
-    check[np.arange(len(rows)), best] = True
-    check &= valid
+    return np.where(valid, found, -1), np.where(valid, scores, -np.inf)
+
+
+def judge_candidates(found: np.ndarray, scores: np.ndarray, queries: np.ndarray, rows: np.ndarray, threshold: float,
+                     vectors_of, every: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`query_rows`' answer from `index_candidates`' (found, scores), the cosines computed exactly from the
+    vectors `vectors_of(ids)` gives: only for the candidates near the threshold by the index's score and each
+    row's best (flat: its scores are exact up to rounding), or for every candidate (`every`: pq)."""
+    queries = _float32_rows(queries)
+    rows = np.asarray(rows, dtype=np.int64)
+    valid = found >= 0
+    if every:
+        check = valid.copy()
+    else:  # exact cosines only where they can matter
+        check = scores >= threshold - _SCORE_MARGIN
+        check[np.arange(len(rows)), scores.argmax(axis=1)] = True
+        check &= valid
     q, j = np.nonzero(check)
     ids = found[q, j]
-    neighbours = vectors[ids] if vectors is not None else index.reconstruct_batch(ids)
+    neighbours = _float32_rows(vectors_of(ids)) if len(ids) else np.empty((0, queries.shape[1]), np.float32)
     cosines = np.full(found.shape, -1.0, dtype=np.float32)
     cosines[q, j] = np.einsum("cd,cd->c", neighbours, queries[q])
     nearest = cosines.max(axis=1, initial=-1.0)
@@ -167,14 +222,16 @@ def ann_pairs(embeddings: np.ndarray, threshold: float, cfg: DedupSettings,
               execution: ExecutionSettings | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What `similar_pairs` returns, from the index: pairs (i < j, sorted) with exact cosine >= threshold among
     each row's `semantic_ann_neighbours` nearest, their cosines, and per row its highest cosine to a returned
-    neighbour. With `execution.backend: ray` the queries run on the workers (`ann_query_batch`)."""
+    neighbour. With `execution.backend: ray` the queries of a flat index run on the workers (`ann_query_batch`);
+    a pq index's here (its candidates are judged on the exact vectors, which are here; the streaming path,
+    semantic_sharded.py, sends each task its queries' vectors instead)."""
     vectors = _float32_rows(embeddings)
     n = len(vectors)
     if n < 2:
         return np.empty((0, 2), dtype=np.int64), np.empty(0, dtype=np.float32), np.full(n, -1.0, dtype=np.float32)
     index = build_index(vectors, cfg)
     k = cfg.semantic_ann_neighbours
-    if execution is not None and execution.backend == "ray":
+    if execution is not None and execution.backend == "ray" and not compressed(index):
         from finetune_pipeline.execution import map_batches
 
         data = index_to_bytes(index)

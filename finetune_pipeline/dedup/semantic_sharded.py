@@ -7,10 +7,13 @@ memory when the vectors are the same (`test_domain_sharded.py` compares them).
 2. The search, as `semantic.search_pairs`:
    - exact (up to `dedup.semantic_exact_max` documents with `auto`): the documents' vectors read into memory
      (1.5 KB each: 30 MB at 20,000) and `semantic.similar_pairs`, the blocked matmul;
-   - ann: the FAISS index built from the spill folder 65,536 vectors at a time (`semantic.build_index_from`; the
-     index holds the vectors, 1.5 KB per document, and nothing else here does), then queried a batch of documents
-     at a time: here, or on Ray by tasks on the workers, each of which loads the index once (sent once through
-     Ray's object store) and reads its queries' vectors back from the index itself.
+   - ann: the FAISS index built from the spill folder 65,536 vectors at a time (`semantic.build_index_from`; a
+     flat index holds the vectors, 1.5 KB per document, a pq one 48 bytes of codes: `semantic.index_kind`), then
+     queried a batch of documents at a time: here, or on Ray by tasks on the workers, each of which loads the
+     index once (sent once through Ray's object store); a flat index's tasks read their queries' vectors back
+     from the index itself and judge the candidates, a pq index's tasks are sent their queries' vectors (each
+     task's as it is sent) and return the candidates, which the step judges on the exact vectors of the spill
+     folder (a pq index's scores and vectors are approximations).
 3. Clusters by connected components, each document's cosine to its cluster's first, read pair by pair from the
    spill folder.
 """
@@ -55,10 +58,26 @@ def _query_documents(index: bytes, key: str, probes: int, k: int, threshold: flo
     return np.concatenate(pairs), np.concatenate(cosines), nearest
 
 
+def _candidates_of_documents(index: bytes, key: str, probes: int, k: int, docs: np.ndarray,
+                             queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`semantic.index_candidates` for documents `docs` with their exact vectors `queries` (a Ray task, for a pq
+    index, which cannot give the vectors back): the index loaded once per worker process; the step judges the
+    candidates on the exact vectors."""
+    loaded = sem._LOADED.get(key)
+    if loaded is None:
+        sem._LOADED.clear()
+        loaded = sem._LOADED[key] = sem.index_from_bytes(index, probes)
+    found, scores = zip(*(sem.index_candidates(loaded, queries[start:start + sem._QUERY_BATCH],
+                                               docs[start:start + sem._QUERY_BATCH], k)
+                          for start in range(0, len(docs), sem._QUERY_BATCH)))
+    return np.concatenate(found), np.concatenate(scores)
+
+
 def _ann(take, n: int, dim: int, cfg: DedupSettings, execution: ExecutionSettings):
     """`semantic.ann_pairs` over vectors read through `take`."""
     threshold, k = cfg.semantic_threshold, cfg.semantic_ann_neighbours
     index = sem.build_index_from(take, n, dim, cfg)
+    pq = sem.compressed(index)
     parts, scores, nearest = [], [], np.full(n, -1.0, dtype=np.float32)
     if execution.backend == "ray":
         import ray
@@ -70,15 +89,26 @@ def _ann(take, n: int, dim: int, cfg: DedupSettings, execution: ExecutionSetting
         shared = ray.put(data)  # once into the object store; each task gets it from there
         del data
         chunks = [np.arange(start, min(n, start + QUERY_TASK_DOCS)) for start in range(0, n, QUERY_TASK_DOCS)]
-        calls = [(shared, key, cfg.semantic_ann_probes, k, threshold, docs) for docs in chunks]
-        for number, (p, c, near) in per_shard(_query_documents, calls, execution):
-            parts.append(p)
-            scores.append(c)
-            nearest[chunks[number]] = near
+        if pq:  # each task sent its queries' vectors as it is sent (a generator); its candidates judged here
+            calls = ((shared, key, cfg.semantic_ann_probes, k, docs, take(docs)) for docs in chunks)
+            for number, (found, index_scores) in per_shard(_candidates_of_documents, calls, execution):
+                docs = chunks[number]
+                for start in range(0, len(docs), sem._QUERY_BATCH):
+                    rows, part = docs[start:start + sem._QUERY_BATCH], slice(start, start + sem._QUERY_BATCH)
+                    p, c, nearest[rows] = sem.judge_candidates(found[part], index_scores[part], take(rows), rows,
+                                                               threshold, take, every=True)
+                    parts.append(p)
+                    scores.append(c)
+        else:
+            calls = [(shared, key, cfg.semantic_ann_probes, k, threshold, docs) for docs in chunks]
+            for number, (p, c, near) in per_shard(_query_documents, calls, execution):
+                parts.append(p)
+                scores.append(c)
+                nearest[chunks[number]] = near
     else:
         for start in range(0, n, sem._QUERY_BATCH):
             rows = np.arange(start, min(n, start + sem._QUERY_BATCH))
-            p, c, nearest[rows] = sem.query_rows(index, take(rows), rows, k, threshold)
+            p, c, nearest[rows] = sem.query_rows(index, take(rows), rows, k, threshold, take if pq else None)
             parts.append(p)
             scores.append(c)
     pairs, cosines = sem._unique_pairs(np.concatenate(parts), np.concatenate(scores))
