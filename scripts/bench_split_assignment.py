@@ -1,0 +1,51 @@
+r"""The split assignment on the streaming path (`streaming.split_assignment_dataset`: the record columns in
+memory, the texts read shard by shard by the contamination looks), on a sharded corpus with labels: its peak
+resident memory (VmHWM of this process), wall time and answer.
+
+  .venv/bin/python scripts/bench_split_assignment.py --dataset /tmp/s12/dom1000000/sharded/kept
+
+The corpus is any sharded dataset with `record_id`, `text` and `label` (and `group_id`); a deduplicated corpus
+of scripts/bench_domain_sharded.py (its `<out>/sharded/kept`) is one: the soak generator's tickets after dedup,
+their labels those the generator gave. The settings are the defaults (`--settings` adds YAML overrides).
+Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", required=True, help="a sharded dataset folder (its manifest inside)")
+    parser.add_argument("--settings", default="", help="YAML overrides of the default settings")
+    args = parser.parse_args()
+
+    from finetune_pipeline import shards, streaming
+    from finetune_pipeline.settings import Settings
+
+    import yaml
+
+    settings = Settings.model_validate(yaml.safe_load(args.settings) or {})
+    dataset = shards.open_dataset(args.dataset)
+    start = time.perf_counter()
+    assignment, joined = streaming.split_assignment_dataset(dataset, settings)
+    wall = time.perf_counter() - start
+    peak = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
+                if line.startswith("VmHWM")) / 1024
+    sizes = dict(assignment.group_by("split").len().iter_rows())
+    print(json.dumps({"records": dataset.rows, "wall_s": round(wall, 1), "records_per_s": round(dataset.rows / wall),
+                      "peak_mib": round(peak), "splits": sizes, "groups": assignment["group_id"].n_unique(),
+                      "clusters_joined_after_split": joined}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
