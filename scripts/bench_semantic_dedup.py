@@ -1,5 +1,5 @@
 r"""Semantic dedup at scale: the exact search (blocked matmul, O(n^2)) against the approximate nearest-neighbour
-index (FAISS IVF-Flat, `dedup.semantic_search: ann`), wall time, peak memory and recall.
+index (FAISS IVF-Flat or IVF-PQ, `dedup.semantic_search: ann`), wall time, peak memory and recall.
 
   .venv/bin/python scripts/bench_semantic_dedup.py --sizes 10000 20000 100000 1000000
 
@@ -9,7 +9,8 @@ paraphrase at a known cosine drawn from [0.91, 0.99] (the threshold is 0.9). The
 the same vectors; at 1M they take 1.5 GB.
 
 For each size, each search runs in a fresh Python process that builds the vectors and times only the search
-(`similar_pairs`, or `ann_pairs` with the settings' defaults or --ann's: its index build reported apart), and reports its
+(`similar_pairs`, or `ann_pairs` with the settings' defaults or --ann's, e.g. --ann '{"semantic_ann_index": "pq"}':
+its index build reported apart, its kind as `index`), and reports its
 peak resident memory during the search (VmHWM, reset after the vectors were built: the vectors included, their
 own size and the RSS before the search printed beside it).
 Recall:
@@ -134,7 +135,7 @@ def run_method(method: str, n: int, dim: int, workdir: Path, exact_max: int, que
             found.append(pairs)
         measured = time.perf_counter() - start
         out.update(sampled_queries=queries, sampled_query_s=measured, projected_query_s=measured * n / queries,
-                   lists=semantic.index_lists(n, cfg), probes=cfg.semantic_ann_probes,
+                   index=semantic.index_kind(n, cfg), lists=semantic.index_lists(n, cfg), probes=cfg.semantic_ann_probes,
                    neighbours=cfg.semantic_ann_neighbours)
         np.save(workdir / "ann_pairs.npy", np.concatenate(found))
         np.save(workdir / "ann_nearest.npy", nearest)
@@ -154,8 +155,8 @@ def run_method(method: str, n: int, dim: int, workdir: Path, exact_max: int, que
         pairs, _, nearest = semantic.ann_pairs(x, THRESHOLD, cfg)
         out["seconds"] = time.perf_counter() - start
         out["build_s"] = timings["build_s"]
-        out.update(lists=semantic.index_lists(n, cfg), probes=cfg.semantic_ann_probes,
-                   neighbours=cfg.semantic_ann_neighbours, pairs=len(pairs))
+        out.update(index=semantic.index_kind(n, cfg), lists=semantic.index_lists(n, cfg),
+                   probes=cfg.semantic_ann_probes, neighbours=cfg.semantic_ann_neighbours, pairs=len(pairs))
         np.save(workdir / "ann_pairs.npy", pairs)
         np.save(workdir / "ann_nearest.npy", nearest)
     elif method == "ann_ray":  # the queries on the workers of a local Ray cluster (started here)
