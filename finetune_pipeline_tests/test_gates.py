@@ -288,6 +288,18 @@ def test_with_no_label_set_configured_a_label_only_the_model_gave_fails_the_labe
     root.splits_export.mkdir(parents=True)  # ... or in the last published split
     (root.splits_export / "train.jsonl").write_text(json.dumps({"record_id": "p1", "label": "refund"}) + "\n")
     assert passed(settings)
+    # an export as dataset_splits writes it: the label read from its Arrow files (not its texts)
+    import shutil
+
+    from finetune_pipeline import exports
+
+    shutil.rmtree(root.splits_export)
+    exports.export_splits(frame.with_columns(pl.lit("train").alias("split")), root.splits_export)
+    (root.splits_export / "train.jsonl").write_text("")  # not what is read
+    assert passed(settings)
+    exports.export_splits(frame.filter(pl.col("label") != "refund").with_columns(pl.lit("train").alias("split")),
+                          root.splits_export)
+    assert not passed(settings)
 
 
 def test_the_accounting_checks_fail_on_a_lost_reject_and_on_a_file_nobody_read(tmp_path):

@@ -311,14 +311,12 @@ def labels_and_records(settings: Settings, frame: pl.DataFrame, root: DataRoot |
 
 
 def published_labels(root: DataRoot) -> set[str]:
-    """The labels of the last published split (exports/splits/*.jsonl); empty before the first publish."""
-    found: set[str] = set()
-    for path in sorted(root.splits_export.glob("*.jsonl")):
-        if path.stat().st_size:
-            frame = pl.read_ndjson(path)
-            if "label" in frame.columns:
-                found |= set(frame["label"].drop_nulls().cast(pl.String).to_list())
-    return found
+    """The labels of the last published split (exports/splits/); empty before the first publish. Read from the
+    export's label column only (`exports.published_columns`), never its texts."""
+    from finetune_pipeline.exports import published_columns
+
+    frame = published_columns(root.splits_export, ("label",))
+    return set(frame["label"].drop_nulls().cast(pl.String).to_list()) if "label" in frame.columns else set()
 
 
 def label_suite_check(asset: str, expectations: Callable[[Settings, list[str], list | None], list],
