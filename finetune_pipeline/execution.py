@@ -395,6 +395,8 @@ def per_shard(fn, calls: Iterable[tuple], execution: ExecutionSettings, gpu: boo
                     left = False
                     break
                 pending[task.remote(*args)] = index
+            if not pending:  # no call at all, or the last answer already yielded
+                break
             finished, _ = ray.wait(list(pending), num_returns=1)
             index = pending.pop(finished[0])
             yield index, ray.get(finished[0])
