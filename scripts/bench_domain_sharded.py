@@ -117,6 +117,9 @@ def child(args) -> None:
     semantic = "dedup: {semantic: true}\n" if args.semantic else ""
     settings = load_settings(out / "root", overrides=f"execution: {{shard_rows: {args.shard_rows}{backend}}}\n"
                                                      + semantic)
+    from finetune_pipeline.allocator import set_mmap_threshold
+
+    set_mmap_threshold(settings.execution.malloc_mmap_threshold)  # as the asset's step process does
     dataset = shards.open_dataset(out / "input")
     target = out / args.child
     start = time.perf_counter()

@@ -34,6 +34,9 @@ def main() -> int:
     import yaml
 
     settings = Settings.model_validate(yaml.safe_load(args.settings) or {})
+    from finetune_pipeline.allocator import set_mmap_threshold
+
+    set_mmap_threshold(settings.execution.malloc_mmap_threshold)  # as the asset's step process does
     dataset = shards.open_dataset(args.dataset)
     start = time.perf_counter()
     assignment, joined = streaming.split_assignment_dataset(dataset, settings)

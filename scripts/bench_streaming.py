@@ -73,6 +73,9 @@ def run_stage(stage: str, root: Path, shard_rows: int | None) -> dict:
     from finetune_pipeline.records import empty_rejects
 
     settings = _settings(root, shard_rows)
+    from finetune_pipeline.allocator import set_mmap_threshold
+
+    set_mmap_threshold(settings.execution.malloc_mmap_threshold)  # as the asset's step process does
     layout = DataRoot(root)
     rows = streaming.batch_rows(settings)
 

@@ -14,6 +14,7 @@ from dagster_ray import LocalRay  # imports no ray: only a run with backend ray 
 from pydantic import Field, PrivateAttr
 
 from finetune_pipeline import execution
+from finetune_pipeline.allocator import set_mmap_threshold
 from finetune_pipeline.embeddings import EmbeddingCache
 from finetune_pipeline.incremental import ResultCache
 from finetune_pipeline.layout import DataRoot
@@ -51,6 +52,8 @@ class PipelineResource(dg.ConfigurableResource):
             self._settings = self._run_settings(context.run_id) if context.run_id else self._read_settings()
         except SettingsError as err:  # reported by the first step that asks (RayCluster must not fail on it)
             self._settings_error = str(err)
+        if self._settings is not None:  # this step process gives large freed arrays back (allocator.py)
+            set_mmap_threshold(self._settings.execution.malloc_mmap_threshold)
 
     def _base_root(self) -> DataRoot:
         return self._root or DataRoot.resolve(self.data_dir)
