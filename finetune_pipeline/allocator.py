@@ -5,9 +5,11 @@ over every record, a buffer of candidate pairs: 1-16 MB each). glibc serves a bl
 with a mapping of its own, unmapped (given back) when freed; but it raises that threshold each time such a
 block is freed, up to 32 MB, after which these arrays come from the heap, whose freed space is kept and
 fragments: the process's resident memory then grows with the corpus although each array is freed. Pinning the
-threshold at `execution.malloc_mmap_threshold` (1 MiB) keeps them mapped: the dedup stage at 1M records peaked
-at 569 instead of 681 MiB (docs/benchmarks.md), its time within the run-to-run noise. polars' own allocator
-(jemalloc) is not affected.
+threshold (`execution.malloc_mmap_threshold`, 1 to 4 MiB) keeps them mapped: at 1M records the dedup stage
+peaked at 569-578 instead of 627-681 MiB and the split at 1,088 instead of 1,258 MiB, but each such array then
+costs fresh pages (a mapping, zeroed): 5-15 % more time for dedup, about 27 % for the split at 100k
+(docs/benchmarks.md). So it is off by default (0), a setting for a machine where memory is what runs out.
+polars' own allocator (jemalloc) is not affected.
 """
 
 from __future__ import annotations

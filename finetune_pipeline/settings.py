@@ -934,10 +934,11 @@ class ExecutionSettings(_Section):
         64, ge=1, description="ray: rounds of min-label propagation allowed for connected components before "
         "failing (each round at least halves the distance to the root).")
     malloc_mmap_threshold: int = Field(
-        1_048_576, ge=0, le=32 * 1024 * 1024, description="Bytes above which glibc gives an allocation a mapping "
-        "of its own, returned to the system when freed (allocator.py): pinned in every step process so that "
-        "the large arrays a streaming stage frees are given back instead of fragmenting the heap (the dedup "
-        "stage at 1M records: 569 instead of 681 MiB). 0: glibc's own threshold, which rises up to 32 MiB.")
+        0, ge=0, le=32 * 1024 * 1024, description="Bytes above which glibc gives an allocation a mapping of its "
+        "own, returned to the system when freed (allocator.py), pinned in every step process; 0 (default): "
+        "glibc's own threshold, which rises up to 32 MiB. For a memory-bound machine: 1048576 (1-4 MiB) made the large "
+        "arrays a streaming stage frees be given back instead of fragmenting the heap (at 1M records dedup 569-578 "
+        "instead of 627-681 MiB, the split 1,088 instead of 1,258 MiB), at 5-30 % more time (docs/benchmarks.md).")
     shard_rows: int = Field(
         50_000, ge=1, description="Rows per Parquet shard of a stored corpus dataset (each corpus stage's output and "
         "rejects, .pipeline/assets/<stage>/): a streaming stage holds about one shard at a time.")

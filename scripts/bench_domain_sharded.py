@@ -119,7 +119,9 @@ def child(args) -> None:
                                                      + semantic)
     from finetune_pipeline.allocator import set_mmap_threshold
 
-    set_mmap_threshold(settings.execution.malloc_mmap_threshold)  # as the asset's step process does
+    threshold = settings.execution.malloc_mmap_threshold if args.malloc_mmap_threshold is None \
+        else args.malloc_mmap_threshold
+    set_mmap_threshold(threshold)  # as the asset's step process does (0: glibc's own, moving threshold)
     dataset = shards.open_dataset(out / "input")
     target = out / args.child
     start = time.perf_counter()
@@ -153,6 +155,9 @@ def main() -> int:
     parser.add_argument("--ray-workers", type=int, default=2)
     parser.add_argument("--semantic", action="store_true", help="semantic dedup on too (dedup.semantic; above "
                         "20,000 records its FAISS index)")
+    parser.add_argument("--malloc-mmap-threshold", type=int, default=None,
+                        help="execution.malloc_mmap_threshold for the measured process (default: the setting's; "
+                        "0: glibc's own)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -182,7 +187,10 @@ def main() -> int:
         try:
             done = subprocess.run([sys.executable, __file__, "--out", str(out), "--records", str(args.records),
                                    "--shard-rows", str(args.shard_rows), "--encoder", args.encoder, "--child", path,
-                                   *extra, *(["--semantic"] if args.semantic else [])], capture_output=True, text=True)
+                                   *extra, *(["--semantic"] if args.semantic else []),
+                                   *([] if args.malloc_mmap_threshold is None else
+                                     ["--malloc-mmap-threshold", str(args.malloc_mmap_threshold)])],
+                                  capture_output=True, text=True)
         finally:
             if nodes is not None:
                 stop_cluster(nodes, temp)
