@@ -168,14 +168,14 @@ def test_a_product_quantised_index_is_queried_on_the_workers_with_the_local_answ
     from finetune_pipeline_tests.test_semantic_ann import planted_vectors
 
     n = semantic.PQ_MIN_TEXTS + 16
-    vectors, planted, _ = planted_vectors(n, seed=4)
+    vectors, planted, _ = planted_vectors(n, 128, seed=4)
     cfg = DedupSettings(semantic_search="ann", semantic_ann_index="pq")
-    local = semantic_sharded._ann(lambda rows: vectors[rows], n, 384, cfg, ExecutionSettings())
+    local = semantic_sharded._ann(lambda rows: vectors[rows], n, 128, cfg, ExecutionSettings())
     monkeypatch.setattr(semantic_sharded, "QUERY_TASK_DOCS", 2500)  # four tasks
     sent, real = [], semantic_sharded.per_shard
     monkeypatch.setattr(semantic_sharded, "per_shard", lambda fn, calls, execution: real(
         fn, ((sent.append(fn.__name__) or args) for args in calls), execution))
-    on_ray = semantic_sharded._ann(lambda rows: vectors[rows], n, 384, cfg,
+    on_ray = semantic_sharded._ann(lambda rows: vectors[rows], n, 128, cfg,
                                    ExecutionSettings(backend="ray", ray_address=ray_cluster))
     assert sent == ["_candidates_of_documents"] * 4
     assert all(np.array_equal(a, b) for a, b in zip(local, on_ray))

@@ -158,7 +158,7 @@ def test_tiny_inputs():
 
 
 def test_a_product_quantised_index_keeps_codes_finds_the_planted_pairs_and_no_false_pair():
-    """`semantic_ann_index: pq` (auto above `semantic_ann_flat_max`): the index holds 48-byte codes, not the
+    """`semantic_ann_index: pq` (auto above `semantic_ann_flat_max`): the index holds dim/8-byte codes, not the
     vectors; every candidate is judged on the exact vectors, so each pair is a pair of the exact search with its
     exact cosine; the planted paraphrases are found; the same index and pairs whatever the threads; the sharded
     path's search (vectors read through a function, as from a spill folder) gives the same answer; a
@@ -168,15 +168,16 @@ def test_a_product_quantised_index_keeps_codes_finds_the_planted_pairs_and_no_fa
     from finetune_pipeline.dedup import semantic_sharded
     from finetune_pipeline.settings import ExecutionSettings
 
-    n = semantic.PQ_MIN_TEXTS + 16
-    vectors, planted, cosine = planted_vectors(n, seed=3)
+    n, dim = semantic.PQ_MIN_TEXTS + 16, 128  # 128 dimensions: the same code, a quarter of the training time
+    vectors, planted, cosine = planted_vectors(n, dim, seed=3)
     auto = DedupSettings(semantic_search="ann", semantic_ann_flat_max=n - 1)
     assert semantic.index_kind(n, auto) == "pq" and semantic.index_kind(n - 1, auto) == "flat"
     assert semantic.index_kind(semantic.PQ_MIN_TEXTS - 1, DedupSettings(semantic_ann_index="pq")) == "flat"
     assert semantic.index_kind(10**6, DedupSettings()) == "pq" and semantic.index_kind(10**5, DedupSettings()) == "flat"
     index = semantic.build_index(vectors, auto)
-    assert semantic.compressed(index) and index.code_size == semantic.pq_bytes(384) == 48
-    assert not semantic.compressed(semantic.build_index(vectors, DedupSettings(semantic_search="ann")))
+    assert semantic.compressed(index) and index.code_size == semantic.pq_bytes(dim) == 16
+    assert semantic.pq_bytes(384) == 48 and semantic.pq_bytes(100) == 10 and semantic.pq_bytes(7) == 1
+    assert not semantic.compressed(semantic.build_index(vectors[:3000], DedupSettings(semantic_search="ann")))
     threads = faiss.omp_get_max_threads()
     try:
         faiss.omp_set_num_threads(1 if threads > 1 else 2)
@@ -200,7 +201,7 @@ def test_a_product_quantised_index_keeps_codes_finds_the_planted_pairs_and_no_fa
     np.testing.assert_allclose(nearest, exact.max(axis=1), atol=1e-5)
     q, j = np.nonzero(exact >= 0.9)
     assert set(map(tuple, np.sort(np.stack([q, candidates[q, j]], axis=1), axis=1).tolist())) <= set(found)
-    sharded = semantic_sharded._ann(lambda rows: vectors[rows], n, 384, auto, ExecutionSettings())
+    sharded = semantic_sharded._ann(lambda rows: vectors[rows], n, dim, auto, ExecutionSettings())
     assert all(np.array_equal(a, b) for a, b in zip((pairs, cosines, nearest), sharded))
     with pytest.raises(ValueError, match="exact vectors"):
         semantic.query_rows(index, vectors[:4], np.arange(4), 8, 0.9)
