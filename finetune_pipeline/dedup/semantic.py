@@ -159,6 +159,16 @@ def index_to_bytes(index: faiss.Index) -> bytes:
     return faiss.serialize_index(index).tobytes()
 
 
+def loaded_index(data: bytes, key: str, probes: int) -> faiss.Index:
+    """The index `data` (`index_to_bytes`; `key`: its digest) as loaded in this process: loaded once per worker
+    process, the one before it dropped."""
+    loaded = _LOADED.get(key)
+    if loaded is None:
+        _LOADED.clear()
+        loaded = _LOADED[key] = index_from_bytes(data, probes)
+    return loaded
+
+
 def index_from_bytes(data: bytes, probes: int) -> faiss.Index:
     import faiss
 
@@ -260,10 +270,7 @@ def ann_query_batch(batch: pl.DataFrame, *, index: bytes, key: str, probes: int,
     """Batch function: (row, vector) -> (row, neighbours, cosines, nearest): the row's neighbours in the index
     with exact cosine >= threshold (itself excluded), and its highest cosine to a returned neighbour. `index`:
     `index_to_bytes`, loaded once per worker process (`key`: its digest)."""
-    loaded = _LOADED.get(key)
-    if loaded is None:
-        _LOADED.clear()
-        loaded = _LOADED[key] = index_from_bytes(index, probes)
+    loaded = loaded_index(index, key, probes)
     rows = batch["row"].to_numpy().astype(np.int64)
     pairs, cosines, nearest = query_rows(loaded, batch["vector"].to_numpy(), rows, k, threshold)
     position = _positions(rows, pairs[:, 0])  # of the pair's query row in this batch

@@ -44,10 +44,7 @@ def _query_documents(index: bytes, key: str, probes: int, k: int, threshold: flo
                      docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`semantic.query_rows` for documents `docs` (a Ray task on Ray): the index loaded once per worker process,
     the queries' vectors read back from it."""
-    loaded = sem._LOADED.get(key)
-    if loaded is None:
-        sem._LOADED.clear()
-        loaded = sem._LOADED[key] = sem.index_from_bytes(index, probes)
+    loaded = sem.loaded_index(index, key, probes)
     pairs, cosines, nearest = [], [], np.empty(len(docs), dtype=np.float32)
     for start in range(0, len(docs), sem._QUERY_BATCH):
         rows = docs[start:start + sem._QUERY_BATCH]
@@ -63,10 +60,7 @@ def _candidates_of_documents(index: bytes, key: str, probes: int, k: int, docs: 
     """`semantic.index_candidates` for documents `docs` with their exact vectors `queries` (a Ray task, for a pq
     index, which cannot give the vectors back): the index loaded once per worker process; the step judges the
     candidates on the exact vectors."""
-    loaded = sem._LOADED.get(key)
-    if loaded is None:
-        sem._LOADED.clear()
-        loaded = sem._LOADED[key] = sem.index_from_bytes(index, probes)
+    loaded = sem.loaded_index(index, key, probes)
     found, scores = zip(*(sem.index_candidates(loaded, queries[start:start + sem._QUERY_BATCH],
                                                docs[start:start + sem._QUERY_BATCH], k)
                           for start in range(0, len(docs), sem._QUERY_BATCH)))
