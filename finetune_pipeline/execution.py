@@ -32,6 +32,7 @@ manifest is written only after every shard is, so a failed stage leaves the prev
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -386,14 +387,10 @@ def per_shard(fn, calls: Iterable[tuple], execution: ExecutionSettings, gpu: boo
     task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=3)(fn)
     window = 2 * (int(_cluster_gpus()) if gpus else _cluster_cpus())
     pending: dict = {}
-    waiting, left = iter(enumerate(calls)), True  # `calls` may be a generator: its arguments made as sent
+    waiting = iter(enumerate(calls))  # `calls` may be a generator: its arguments made as the tasks are sent
     try:
-        while left or pending:
-            while left and len(pending) < window:
-                index, args = next(waiting, (None, None))
-                if index is None:
-                    left = False
-                    break
+        while True:
+            for index, args in itertools.islice(waiting, max(0, window - len(pending))):
                 pending[task.remote(*args)] = index
             if not pending:  # no call at all, or the last answer already yielded
                 break

@@ -162,10 +162,9 @@ class _Hash:
 
 def published_columns(folder: Path, columns: tuple[str, ...] | list[str]) -> pl.DataFrame:
     """`columns` (those present) of every split of the export in `folder` (exports/splits/), read from each
-    split's Arrow file (an IPC stream) for those columns only, so the texts are never parsed: the drift warning
-    and the split's stability metadata read a published export of 920k records in 0.15 s and 177 MiB (its JSONL:
-    1.9 s and 557 MiB, docs/benchmarks.md). An
-    export without its Arrow file (a folder written by hand) is read from its JSONL, those columns only.
+    split's Arrow file (an IPC stream, by polars' reader) for those columns only, so the texts are never parsed:
+    a published export of 920k records in 0.15 s and 177 MiB (its JSONL: 1.9 s and 557 MiB, docs/benchmarks.md).
+    An export without its Arrow file (a folder written by hand) is read from its JSONL, those columns only.
     Empty before the first publish."""
     import pyarrow as pa
 
@@ -176,7 +175,7 @@ def published_columns(folder: Path, columns: tuple[str, ...] | list[str]) -> pl.
             with pa.memory_map(str(arrow)) as source:
                 names = pa.ipc.open_stream(source).schema.names
             wanted = [c for c in names if c in columns]
-            if wanted:  # polars' own stream reader, those columns only: 0.2 s and 170 MiB for 920k records
+            if wanted:
                 frames.append(pl.read_ipc_stream(arrow, columns=wanted))
         elif jsonl.exists() and jsonl.stat().st_size:
             scan = pl.scan_ndjson(jsonl, infer_schema_length=None)

@@ -128,15 +128,15 @@ def build_index_from(take, n: int, dim: int, cfg: DedupSettings) -> faiss.IndexI
     cells, training sample and order either way."""
     import faiss
 
-    lists = index_lists(n, cfg)
-    if index_kind(n, cfg) == "pq":  # codes of pq_bytes(dim) bytes, 256 centroids per sub-vector, on the residuals
+    lists, kind = index_lists(n, cfg), index_kind(n, cfg)
+    if kind == "pq":  # codes of pq_bytes(dim) bytes, 256 centroids per sub-vector, on the residuals
         index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, lists, pq_bytes(dim), 8, faiss.METRIC_INNER_PRODUCT)
         index.pq.cp.seed = _KMEANS_SEED
     else:
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
     index.cp.seed, index.cp.niter, index.cp.spherical = _KMEANS_SEED, _KMEANS_ITERATIONS, True
     index.cp.max_points_per_centroid = _TRAIN_PER_LIST  # no subsampling of our own sample by FAISS
-    sample = min(n, max(_TRAIN_PER_LIST * lists, PQ_MIN_TEXTS if index_kind(n, cfg) == "pq" else 0))
+    sample = min(n, max(_TRAIN_PER_LIST * lists, PQ_MIN_TEXTS if kind == "pq" else 0))
     rows = np.sort(np.random.default_rng(_KMEANS_SEED).choice(n, sample, replace=False)) if sample < n else np.arange(n)
     index.train(_float32_rows(take(rows)))
     for start in range(0, n, 65536):  # in input order: ids are row positions
