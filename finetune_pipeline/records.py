@@ -17,6 +17,8 @@ import polars as pl
 
 from finetune_pipeline.split_files import SPLITS  # noqa: F401  (defined where the trainers can read it without polars)
 
+DATASET_ROW = "_dataset_row"  # a column a stage carries through its decision: the record's row in the input dataset
+
 if typing.TYPE_CHECKING:  # shards imports fsspec and pyarrow: only a stage that streams needs them
     from finetune_pipeline.shards import ShardedDataset
 

@@ -34,7 +34,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from finetune_pipeline.cleaning import noise
-from finetune_pipeline.records import SPLITS, StageStats
+from finetune_pipeline.records import DATASET_ROW, SPLITS, StageStats
 from finetune_pipeline.settings import Settings
 from finetune_pipeline.shards import DEFAULT_SHARD_ROWS, DatasetWriter, ShardedDataset, is_local, make_folder, owned
 
@@ -42,13 +42,15 @@ log = logging.getLogger(__name__)
 
 # Columns a stage neither reads nor changes: streamed from the input shards, never held whole.
 DEDUP_PASSENGERS = ("redactions", "content_sha256", "label_source", "label_confidence")
-ROW = "_dataset_row"  # a column a stage carries through its decision: the record's row in the input dataset
+ROW = DATASET_ROW
 # labeling reads none of these (the text only of the records it labels)
 LABELING_PASSENGERS = ("text", "redactions", "quality_flags", "content_sha256", "source_type", "ingested_at",
                        "element_types", "group_id")
 # classification augmentation copies these from a source record and changes none of them (`augment.stage._materialize`)
 AUGMENT_PASSENGERS = ("source_uri", "source_type", "locator", "ingested_at", "element_types", "quality_flags",
                       "group_id", "label_confidence", "label_model", "label_agreement")
+# what a copy (oversampling) takes unchanged from its source record: its text and what cleaning derived from it
+COPY_PASSENGERS = ("text", "content_sha256", "redactions")
 SPLIT_PASSENGERS = ("redactions", "quality_flags", "content_sha256", "label_source", "label_confidence",
                     "label_model", "label_agreement", "ingested_at")
 
@@ -502,21 +504,25 @@ def label_dataset(dataset: ShardedDataset, settings: Settings, kept: DatasetWrit
 def augment_dataset(dataset: ShardedDataset, settings: Settings, kept: DatasetWriter,
                     assignment: pl.DataFrame | None = None, embedding_cache=None) -> StageStats:
     """`augment.augment_corpus`: the originals streamed shard by shard with the augmentation columns (null),
-    then the augmented rows; with a technique on, those are made from the corpus read whole (label counts, the
-    source records; the near-held-out filter reads its texts through a temporary sharded dataset), and written
-    after the originals (not a copy of the corpus with them appended). Classification reads the corpus
-    without the columns augmentation only copies from a source record (`AUGMENT_PASSENGERS`): each augmented
-    row takes them from its source's row as it is written."""
-    from finetune_pipeline.augment.stage import AUGMENT_COLUMNS, AugmentStats, augmented_rows
+    then the augmented rows, written after the originals (not a copy of the corpus with them appended).
+    Classification reads the corpus without the columns augmentation only copies from a source record
+    (`AUGMENT_PASSENGERS`), and with copies only (the default, `augment.stage.copies_only`) without the texts
+    either: each augmented row takes those from its source's row as it is written, and the near-held-out
+    filter reads the texts shard by shard. With paraphrases or synthetic examples on, the texts are read whole
+    (the generators' few-shot prompts and candidate filters compare with them); other kinds read every column."""
+    from finetune_pipeline.augment.stage import AUGMENT_COLUMNS, AugmentStats, augmented_rows, copies_only
     from finetune_pipeline.tasks import task_for
 
     cfg = settings.augmentation
     extra, stats, source_rows = None, AugmentStats(), None
     classification = task_for(settings).name == "classification"
+    # Copies only (the default): the texts, and what a copy takes from them, stay in the shards; each copy's
+    # are written from its source's row, and the near-held-out filter reads them shard by shard.
+    passengers = AUGMENT_PASSENGERS + (COPY_PASSENGERS if copies_only(settings) else ())
     if dataset.rows and (cfg.oversample or cfg.paraphrase or cfg.synthetic):
-        corpus = decision_frame(dataset, AUGMENT_PASSENGERS).with_row_index(ROW) if classification \
-            else dataset.collect()
-        extra, stats = augmented_rows(corpus, settings, embedding_cache=embedding_cache, assignment=assignment)
+        corpus = decision_frame(dataset, passengers).with_row_index(ROW) if classification else dataset.collect()
+        extra, stats = augmented_rows(corpus, settings, embedding_cache=embedding_cache, assignment=assignment,
+                                      texts=dataset if "text" not in corpus.columns else None)
         del corpus
         if classification:  # an augmented row is its source record's row, changed: ROW is its source's
             source_rows, extra = extra[ROW].to_numpy(), extra.drop(ROW)
@@ -527,7 +533,7 @@ def augment_dataset(dataset: ShardedDataset, settings: Settings, kept: DatasetWr
         if source_rows is None:
             kept.write(extra.select(columns))
         else:
-            write_joined(dataset, extra, kept, passengers=AUGMENT_PASSENGERS, columns=columns,
+            write_joined(dataset, extra, kept, passengers=passengers, columns=columns,
                          rows=batch_rows(settings), source_rows=source_rows)
     return stats
 

@@ -292,10 +292,13 @@ def test_the_export_applies_the_stored_assignment_and_refuses_one_made_for_other
         augment_corpus(corpus.filter(pl.col("record_id") != "a-0"), settings, assignment=assignment)
 
 
-def test_only_train_records_are_augmented_and_a_copy_near_held_out_data_is_dropped():
+def test_only_train_records_are_augmented_and_a_copy_near_held_out_data_is_dropped(tmp_path):
     """Augmentation reads the assignment it is given: a held-out record is never a source, and a row that is a
     near copy of a validation or test record (here: the assignment was made by hand and put two near copies
-    on both sides) is dropped as near_held_out, not put in train."""
+    on both sides) is dropped as near_held_out, not put in train. The streaming path, which leaves the texts in
+    the shards (copies only) and reads them shard by shard for that look, drops the same rows."""
+    from finetune_pipeline import shards, streaming
+
     corpus = _minority_corpus()
     text_of = dict(corpus.select("record_id", "text").iter_rows())
     corpus = corpus.with_columns(pl.when(pl.col("record_id") == "b001").then(pl.lit(_light_edit(text_of["b000"])))
@@ -310,6 +313,13 @@ def test_only_train_records_are_augmented_and_a_copy_near_held_out_data_is_dropp
     assert "b000" not in set(extra["augmented_from"])  # its copies would be near copies of b001 (validation)
     assert result.stats.generated_dropped["near_held_out"] > 0
     assert (result.stats.train_records, result.stats.held_out_records) == (corpus.height - len(held_out), len(held_out))
+
+    shards.write_dataset(corpus, tmp_path / "labeled", shard_rows=25)  # b000 and b001 in different shards
+    with shards.DatasetWriter(tmp_path / "augmented", shard_rows=25) as writer:
+        stats = streaming.augment_dataset(shards.open_dataset(tmp_path / "labeled"), Settings(), writer,
+                                          assignment=assignment)
+    assert shards.open_dataset(tmp_path / "augmented").collect().equals(result.kept)
+    assert stats.to_dict() == result.stats.to_dict()
 
 
 def test_a_light_edit_of_a_short_real_text_is_contamination_even_where_word_3grams_miss_it():

@@ -25,9 +25,9 @@ import polars as pl
 
 from finetune_pipeline.augment.generators import TextGenerator
 from finetune_pipeline.embeddings import EmbeddingCache
-from finetune_pipeline.records import SPLITS, StageResult, StageStats, make_record_id, sha256_text
+from finetune_pipeline.records import DATASET_ROW, SPLITS, StageResult, StageStats, make_record_id, sha256_text
 from finetune_pipeline.settings import Settings
-from finetune_pipeline.shards import DatasetWriter, open_dataset
+from finetune_pipeline.shards import DatasetWriter, ShardedDataset, open_dataset
 from finetune_pipeline.splits import (TextSource, check_assignment_covers, cross_split_near_duplicates,
                                       split_assignment)
 from finetune_pipeline.tasks import task_for
@@ -63,10 +63,15 @@ def augment_corpus(corpus: pl.DataFrame, settings: Settings, generator: TextGene
 
 
 def augmented_rows(corpus: pl.DataFrame, settings: Settings, generator: TextGenerator | None = None,
-                   embedding_cache: EmbeddingCache | None = None, assignment: pl.DataFrame | None = None
-                   ) -> tuple[pl.DataFrame, AugmentStats]:
+                   embedding_cache: EmbeddingCache | None = None, assignment: pl.DataFrame | None = None,
+                   texts: ShardedDataset | None = None) -> tuple[pl.DataFrame, AugmentStats]:
     """The augmented rows alone (corpus columns plus AUGMENT_COLUMNS) and the statistics: what
-    `augment_corpus` appends to the originals (a caller that streams the originals writes these after them)."""
+    `augment_corpus` appends to the originals (a caller that streams the originals writes these after them).
+
+    `texts`: the dataset `corpus` was read from, when `corpus` has no `text` column but each row's
+    `DATASET_ROW` there (`copies_only`: nothing but copies is made, so no text is read into memory); the copies
+    then have no `text` or `content_sha256` either (the caller writes their source's, from the source's row), and
+    the near-held-out filter reads the texts from `texts` shard by shard."""
     cfg = settings.augmentation
     stats = AugmentStats()
     task = task_for(settings)
@@ -83,36 +88,60 @@ def augmented_rows(corpus: pl.DataFrame, settings: Settings, generator: TextGene
     stats.generator, stats.generator_error = made.generator, made.generator_error
     stats.generated_dropped = dict(made.dropped)
     extra = _materialize(train, made.rows, generated_label_source="synthetic")
-    extra = _drop_near_held_out(extra, held_out, assignment, settings, stats)
+    extra = _drop_near_held_out(extra, held_out, train, assignment, settings, stats, texts)
     stats.augmented_rows = extra.height
     stats.by_label = task.augmented_counts(extra)
     stats.by_technique = dict(extra.group_by("augmentation").len().sort("augmentation").iter_rows())
     return extra.select(empty.columns), stats
 
 
-def _drop_near_held_out(extra: pl.DataFrame, held_out: pl.DataFrame, assignment: pl.DataFrame,
-                        settings: Settings, stats: AugmentStats) -> pl.DataFrame:
+def copies_only(settings: Settings) -> bool:
+    """Whether augmentation makes nothing but copies of training records (oversampling on, no paraphrases and
+    no synthetic examples: the default), so that it never reads a text to make a row."""
+    cfg = settings.augmentation
+    return cfg.oversample and not (cfg.paraphrase or cfg.synthetic)
+
+
+def _drop_near_held_out(extra: pl.DataFrame, held_out: pl.DataFrame, train: pl.DataFrame, assignment: pl.DataFrame,
+                        settings: Settings, stats: AugmentStats, texts: ShardedDataset | None = None
+                        ) -> pl.DataFrame:
     """`extra` without the rows that share a near-copy cluster (MinHash at `splits.contamination_threshold`,
     as the contamination check sees them) with a validation or test record: a generated text that resembles
-    held-out data would put it in train. Counted in `stats.generated_dropped` as `near_held_out`."""
+    held-out data would put it in train. Counted in `stats.generated_dropped` as `near_held_out`.
+
+    A copy (`oversample`) has its source's text, so the look compares the source record once (a train record)
+    for all its copies: a copy is dropped when its source's cluster reaches validation or test. `texts`: where
+    the texts are read when the frames carry `DATASET_ROW` instead (copies only, see `augmented_rows`)."""
     if extra.is_empty() or held_out.is_empty():
         return extra
+    copy = pl.col("augmentation") == "oversample"
+    sources = extra.filter(copy)["augmented_from"].unique()
+    represented = train.filter(pl.col("record_id").is_in(sources.implode()))  # a copy's text is its source's
+    generated = extra.filter(~copy)
+    text = [pl.col(DATASET_ROW).cast(pl.Int64).alias("_row")] if texts is not None else ["text"]
+    if texts is not None and generated.height:
+        raise ValueError("augmentation: generated rows have texts of their own; read the corpus with its texts")
     split_of = assignment.select("record_id", "split")
-    rows = pl.concat([held_out.select("record_id", "text").join(split_of, on="record_id"),
-                      extra.select("record_id", "text", pl.lit("train").alias("split"))])
+    rows = pl.concat([held_out.select("record_id", *text).join(split_of, on="record_id"),
+                      represented.select("record_id", *text, pl.lit("train").alias("split")),
+                      generated.select("record_id", *text, pl.lit("train").alias("split"))])
     order = pl.col("split").replace_strict({name: i for i, name in enumerate(SPLITS)}, return_dtype=pl.Int8)
     rows = rows.sort(order, "record_id")
-    # The texts go to a temporary sharded dataset and the look reads them from there, shard by shard, with the
-    # signatures spilled to disk (dedup/sharded.py; the same clusters as in memory): at the contamination
-    # threshold the in-memory look's candidate pairs of templated short texts took 7.6 GiB at 1M records.
-    with tempfile.TemporaryDirectory(prefix="finetune-pipeline-augment-") as folder:
-        with DatasetWriter(Path(folder) / "texts") as writer:
-            writer.write(rows.select("text"))
-        rows = rows.drop("text").with_row_index("_row").with_columns(pl.col("_row").cast(pl.Int64))
+    if texts is not None:  # the texts stay in the corpus's shards and are read from there, shard by shard
         crossing = cross_split_near_duplicates(rows, settings.splits.contamination_threshold, settings.dedup,
-                                               texts=TextSource(open_dataset(Path(folder) / "texts")))
-    near = set(crossing.explode("record_ids")["record_ids"].to_list())
-    kept = extra.filter(~pl.col("record_id").is_in(list(near)))
+                                               texts=TextSource(texts))
+    else:
+        # The texts go to a temporary sharded dataset and the look reads them from there, shard by shard, with
+        # the signatures spilled to disk (dedup/sharded.py; the same clusters as in memory): at the contamination
+        # threshold the in-memory look's candidate pairs of templated short texts took 7.6 GiB at 1M records.
+        with tempfile.TemporaryDirectory(prefix="finetune-pipeline-augment-") as folder:
+            with DatasetWriter(Path(folder) / "texts") as writer:
+                writer.write(rows.select("text"))
+            rows = rows.drop("text").with_row_index("_row").with_columns(pl.col("_row").cast(pl.Int64))
+            crossing = cross_split_near_duplicates(rows, settings.splits.contamination_threshold, settings.dedup,
+                                                   texts=TextSource(open_dataset(Path(folder) / "texts")))
+    near = pl.Series(crossing.explode("record_ids")["record_ids"], dtype=pl.String).implode()
+    kept = extra.filter(~pl.when(copy).then(pl.col("augmented_from")).otherwise(pl.col("record_id")).is_in(near))
     if kept.height < extra.height:
         stats.generated_dropped["near_held_out"] = stats.generated_dropped.get("near_held_out", 0) \
             + extra.height - kept.height
@@ -136,9 +165,10 @@ def _materialize(train: pl.DataFrame, rows: list[dict], generated_label_source: 
         source = sources[row["augmented_from"]]
         key = (row["augmented_from"], row["augmentation"])
         numbering[key] += 1
-        text = row.get("text", source["text"])
-        new = {**source, **row, "text": text, "content_sha256": sha256_text(text),
+        new = {**source, **row,
                "record_id": make_record_id(row["augmented_from"], f"{row['augmentation']} {numbering[key]}")}
+        if "text" in new:  # not when the texts were left in the corpus's shards (copies: their source's text)
+            new["content_sha256"] = sha256_text(new["text"])
         new.setdefault("augmentation_model", None)
         if "redactions" in new and row["augmentation"] != "oversample":
             new["redactions"] = "[]"  # generated text: cleaning redacted nothing in it
