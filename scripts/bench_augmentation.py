@@ -8,7 +8,8 @@ digest of what it wrote (the same digest before and after a change: the same row
 `--prepare DATASET`: once, builds `<out>/labeled` from any sharded dataset with `record_id`, `text` and `label`
 (a deduplicated corpus of scripts/bench_domain_sharded.py, `<out>/sharded/kept`, is one: the soak generator's
 tickets after dedup): its records with a label, with the columns the labeling stage leaves (`content_sha256` of
-the text, `redactions` "[]", `label_source` "export"); and `<out>/assignment.parquet`, the split assignment of it
+the text, `redactions` "[]", `label_source` "column", `label_confidence` 1.0, nulls for the model's and the
+annotators' columns); and `<out>/assignment.parquet`, the split assignment of it
 on the streaming path (`streaming.split_assignment_dataset`, the defaults; about 13 minutes at 920k records on 2
 cores). Then each run of the script (without `--prepare`) augments `<out>/labeled` with the defaults
 (oversampling on) into a temporary folder and prints one JSON line. `--settings` adds YAML overrides of the
@@ -45,11 +46,15 @@ def prepare(source: Path, out: Path, settings) -> dict:
             shard = shard.filter(pl.col("label").is_not_null())  # labeling labels or rejects the others
             sha = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in shard["text"].to_list()]
             writer.write(shard.with_columns(pl.Series("content_sha256", sha, dtype=pl.String),
-                                            pl.lit("[]").alias("redactions"),
-                                            pl.lit("export").alias("label_source")))
+                                            pl.lit("[]").alias("redactions"), pl.lit("column").alias("label_source"),
+                                            pl.lit(1.0).alias("label_confidence"),
+                                            pl.lit(None, pl.String).alias("label_model"),
+                                            pl.lit(None, pl.Float64).alias("label_agreement"),
+                                            pl.lit(None, pl.String).alias("element_types")))
     start = time.perf_counter()
-    assignment, _ = streaming.split_assignment_dataset(shards.open_dataset(out / "labeled"), settings)
-    assignment.write_parquet(out / "assignment.parquet")
+    if not (out / "assignment.parquet").exists():  # the split reads none of the columns added above
+        assignment, _ = streaming.split_assignment_dataset(shards.open_dataset(out / "labeled"), settings)
+        assignment.write_parquet(out / "assignment.parquet")
     return {"prepared": str(out), "records": shards.open_dataset(out / "labeled").rows, "split_s": round(time.perf_counter() - start, 1)}
 
 

@@ -153,29 +153,33 @@ def _leakage_refusal(settings, current: pl.DataFrame, labels: list[str] | None, 
 def dataset_splits_no_personal_data(pipeline: PipelineResource, current: pl.DataFrame) -> dg.AssetCheckResult:
     settings, root = pipeline.settings(), pipeline.data_root()
     cache = pipeline.cache_file(root.personal_data_check_cache)  # by text and settings
-    frames, by_kind, leaking = [], {}, {}
+    # per part: each exported record's count, and the ids of the records with something found (a frame, not a
+    # Python set per record: an export of uncleaned text finds something in nearly every record)
+    frames, by_kind, kinds, leaking = [], {}, set(), []
     with PersonalDataCounts(settings.privacy, cache) as detector:  # the export read a part at a time
         for exported in exports.iter_exported_texts(root.staged(root.splits_export), task_for(settings)):
             found = detector.counts(exported["text"].to_list())
             frames.append(v.personal_data_frame(exported.drop("text"), found))
-            for record_id, counts in zip(exported["record_id"].to_list(), found):
+            for counts in found:
                 for kind, n in counts.items():
                     by_kind[kind] = by_kind.get(kind, 0) + n
                     if n:
-                        leaking.setdefault(record_id, set()).add(kind)
+                        kinds.add(kind)
+            leaking.append(frames[-1].filter(pl.col("personal_data_found") > 0)["record_id"])
     frame = pl.concat(frames) if frames else v.personal_data_frame(pl.DataFrame(
         schema={"split": pl.String, "record_id": pl.String}), [])
+    leaking = pl.concat(leaking).unique().sort() if leaking else pl.Series("record_id", [], pl.String)
     return suite_result(v.validate(frame, "dataset_splits_no_personal_data", v.personal_data_expectations()),
-                        refusal=_personal_data_refusal(settings, current, leaking),
+                        refusal=_personal_data_refusal(settings, current, leaking, kinds),
                         extra={**_candidate(pipeline), "rows_scanned": frame.height,
                                "found_by_kind": ", ".join(f"{k}: {n}" for k, n in sorted(by_kind.items())) or "none",
-                               "records_with_personal_data": ", ".join(sorted(leaking)[:LISTED]) or "none"})
+                               "records_with_personal_data": ", ".join(leaking.head(LISTED).to_list()) or "none"})
 
 
-def _personal_data_refusal(settings, current: pl.DataFrame, leaking: dict[str, set[str]]) -> Refusal:
+def _personal_data_refusal(settings, current: pl.DataFrame, leaking: pl.Series, kinds: set[str]) -> Refusal:
     """Which records hold what kind of personal data (kinds and counts, never the values), and the ways out."""
-    records = current.filter(pl.col("record_id").is_in(list(leaking))).select("record_id", "source_uri", "locator")
-    every = sorted(set().union(*leaking.values())) if leaking else []
+    records = current.filter(pl.col("record_id").is_in(leaking.implode())).select("record_id", "source_uri", "locator")
+    every = sorted(kinds)
     return Refusal(
         f"the detector (privacy.detector: {settings.privacy.detector}) found {', '.join(every)} in the exported "
         f"text of {len(leaking)} record(s): personal data that cleaning did not remove, or that a later stage "
