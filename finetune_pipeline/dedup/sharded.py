@@ -51,8 +51,10 @@ _U64 = np.uint64
 _LOW = _U64(0xFFFFFFFF)
 # Candidate pairs buffered before they are written to their partitions (8 bytes each).
 FLUSH_PAIRS = 2_000_000
-# Candidate pairs of one partition file deduplicated and scored at once (larger files are cut by a hash).
-PART_PAIRS = 4_000_000
+# Candidate pairs of one partition file deduplicated and scored at once (larger files are cut by a hash). Scoring
+# holds about 100 bytes a pair (the pairs, their shards, order, scores): with 4M the contamination look over 911k
+# records peaked at 669 MiB, with 1M at 591 MiB and no slower (docs/benchmarks.md).
+PART_PAIRS = 1_000_000
 # Texts whose tokens are listed at once (`identifiers.token_table`) for the names check of the word-set pass.
 TOKEN_DOCS = 4096
 # Pairs scored at once (two num_perm-wide uint32 rows each).
