@@ -11,6 +11,7 @@ start anyway (a run that bypasses the run coordinator).
 """
 
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Callable
@@ -92,7 +93,11 @@ def checked(context: dg.AssetExecutionContext, pipeline: PipelineResource, asset
     yield output
     selected = context.selected_asset_check_keys
     current = stored_value(output.value)
-    frames: dict[tuple, pl.DataFrame] = {}  # a dataset collected once per columns, for the checks that take frames
+    gates = [g for g in GATES.get(asset, []) if g.key in selected]
+    # A dataset collected once per columns for the checks that take frames, and let go after the last of them:
+    # at 1M records each set of record columns is 100-200 MB, which the next checks would otherwise hold.
+    frames: dict[tuple, pl.DataFrame] = {}
+    uses = Counter((name, g.columns) for g in gates if not g.streams for name in (asset, *g.upstream))
 
     def as_frame(name: str, value, columns: tuple[str, ...] | None):
         if not isinstance(value, ShardedDataset):
@@ -102,17 +107,22 @@ def checked(context: dg.AssetExecutionContext, pipeline: PipelineResource, asset
                 value.scan().select([c for c in columns if c in value.columns]).collect()
         return frames[(name, columns)]
 
-    for g in GATES.get(asset, []):
-        if g.key in selected:
-            given = {asset: current, **{name: upstream[name] for name in g.upstream}}
-            if not g.streams:
-                given = {name: as_frame(name, value, g.columns) for name, value in given.items()}
-            result = g.evaluate(pipeline, given.pop(asset), **given)
-            if not result.passed and not g.blocking:  # a warning: in the run's log too, not only on the check
-                context.log.warning(f"{g.name}: {result.description}")
-            yield dg.AssetCheckResult(check_name=g.name, asset_key=dg.AssetKey(asset), passed=result.passed,
-                                      severity=result.severity, description=result.description,
-                                      metadata=result.metadata)
+    for g in gates:
+        given = {asset: current, **{name: upstream[name] for name in g.upstream}}
+        if not g.streams:
+            given = {name: as_frame(name, value, g.columns) for name, value in given.items()}
+        result = g.evaluate(pipeline, given.pop(asset), **given)
+        del given
+        if not g.streams:
+            for name in (asset, *g.upstream):
+                uses[(name, g.columns)] -= 1
+                if not uses[(name, g.columns)]:
+                    frames.pop((name, g.columns), None)
+        if not result.passed and not g.blocking:  # a warning: in the run's log too, not only on the check
+            context.log.warning(f"{g.name}: {result.description}")
+        yield dg.AssetCheckResult(check_name=g.name, asset_key=dg.AssetKey(asset), passed=result.passed,
+                                  severity=result.severity, description=result.description,
+                                  metadata=result.metadata)
 
 
 def require_upstream_checks(context: dg.AssetExecutionContext, *upstream: str) -> None:
