@@ -15,6 +15,7 @@ instruction/answer pairs, never copies (augment/instructions.py); a kind may mak
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from collections import Counter
@@ -127,19 +128,19 @@ def _drop_near_held_out(extra: pl.DataFrame, held_out: pl.DataFrame, train: pl.D
                       generated.select("record_id", *text, pl.lit("train").alias("split"))])
     order = pl.col("split").replace_strict({name: i for i, name in enumerate(SPLITS)}, return_dtype=pl.Int8)
     rows = rows.sort(order, "record_id")
-    if texts is not None:  # the texts stay in the corpus's shards and are read from there, shard by shard
-        crossing = cross_split_near_duplicates(rows, settings.splits.contamination_threshold, settings.dedup,
-                                               texts=TextSource(texts))
-    else:
-        # The texts go to a temporary sharded dataset and the look reads them from there, shard by shard, with
-        # the signatures spilled to disk (dedup/sharded.py; the same clusters as in memory): at the contamination
-        # threshold the in-memory look's candidate pairs of templated short texts took 7.6 GiB at 1M records.
-        with tempfile.TemporaryDirectory(prefix="finetune-pipeline-augment-") as folder:
-            with DatasetWriter(Path(folder) / "texts") as writer:
+    with contextlib.ExitStack() as temporary:
+        if texts is None:
+            # The texts go to a temporary sharded dataset and the look reads them from there, as it reads the
+            # corpus's shards otherwise: shard by shard, with the signatures spilled to disk (dedup/sharded.py; the
+            # same clusters as in memory): the in-memory look's candidate pairs of templated short texts at the
+            # contamination threshold took 7.6 GiB at 1M records.
+            folder = Path(temporary.enter_context(tempfile.TemporaryDirectory(prefix="finetune-pipeline-augment-")))
+            with DatasetWriter(folder / "texts") as writer:
                 writer.write(rows.select("text"))
             rows = rows.drop("text").with_row_index("_row").with_columns(pl.col("_row").cast(pl.Int64))
-            crossing = cross_split_near_duplicates(rows, settings.splits.contamination_threshold, settings.dedup,
-                                                   texts=TextSource(open_dataset(Path(folder) / "texts")))
+            texts = open_dataset(folder / "texts")
+        crossing = cross_split_near_duplicates(rows, settings.splits.contamination_threshold, settings.dedup,
+                                               texts=TextSource(texts))
     near = pl.Series(crossing.explode("record_ids")["record_ids"], dtype=pl.String).implode()
     kept = extra.filter(~pl.when(copy).then(pl.col("augmented_from")).otherwise(pl.col("record_id")).is_in(near))
     if kept.height < extra.height:
