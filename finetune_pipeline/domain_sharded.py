@@ -34,7 +34,7 @@ from finetune_pipeline.embeddings import EmbeddingCache
 from finetune_pipeline.records import empty_rejects, reject_rows
 from finetune_pipeline.settings import DomainSettings, ExecutionSettings
 from finetune_pipeline.shards import ShardedDataset
-from finetune_pipeline.sharded_vectors import DOMAIN, Encoder, Vectors, embed_rows, remote_encoder
+from finetune_pipeline.sharded_vectors import DOMAIN, Encoder, Vectors, embed_rows, encoder_process, remote_encoder
 from finetune_pipeline.sources.files import DOCUMENT_TYPES
 from finetune_pipeline.tasks import Task
 
@@ -58,12 +58,14 @@ def domain_filter_sharded(dataset: ShardedDataset, cfg: DomainSettings, task: Ta
     `cache`: the stage's embedding cache (vectors looked up by key, this run's written part by part)."""
     execution = execution or ExecutionSettings()
     encoder = Encoder.for_domain(cfg)
-    # on Ray the examples too are embedded on a worker: the model never loads here
-    scorer = DomainScorer.from_settings(cfg, cache=cache, encode=remote_encoder(encoder, execution))
     folder = Path(tempfile.mkdtemp(prefix="finetune-domain-", dir=spill_dir))
     try:
-        vectors = embed_rows(dataset, None, task, DOMAIN, encoder, execution, cache, folder,
-                             dim=scorer.in_domain.shape[1])
+        # on Ray the examples too are embedded on a worker, locally on a large corpus by the encoder's own
+        # process: the model never loads here
+        with encoder_process(encoder, execution, dataset.rows) as apart:
+            scorer = DomainScorer.from_settings(cfg, cache=cache, encode=remote_encoder(encoder, execution, apart))
+            vectors = embed_rows(dataset, None, task, DOMAIN, encoder, execution, cache, folder,
+                                 dim=scorer.in_domain.shape[1], apart=apart)
         return _judge_dataset(dataset, vectors, scorer, cfg)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -925,9 +925,10 @@ class ExecutionSettings(_Section):
         0, ge=0, description="local: processes cleaning spreads over when it has at least 10,000 records (whole "
         "documents stay together); 0: one per CPU core this process may use; 1: in this process only.")
     encoder_process_min_texts: int | None = Field(
-        4096, ge=0, description="local: when labeling has at least this many texts for the sentence encoder, it "
-        "runs in a process of its own started for them (torch and the model, about 500 MB, never loaded in the "
-        "step process; a few seconds to start); null: always in the step process. The same vectors either way.")
+        4096, ge=0, description="local: when labeling has at least this many texts for the sentence encoder, or the "
+        "domain filter or semantic dedup this many records on the streaming path, the encoder runs in a process of "
+        "its own started for them (torch and the model, about 500 MB, never loaded in the step process; a few "
+        "seconds to start); null: always in the step process. The same vectors either way.")
     incremental: bool = Field(
         True, description="Reuse what did not change: cleaned records cached by content, erasure matches, settings "
         "and code (.pipeline/cache/), sentence vectors by text and model, the split of an unchanged corpus and "

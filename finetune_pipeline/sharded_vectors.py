@@ -7,21 +7,25 @@ is read or written), the texts read a shard at a time:
 2. the embedding cache's file (and the parts this run wrote already) read once, a batch at a time: every vector
    it has for these keys goes to the spill files;
 3. per shard, its texts that no cache had (the first row of each such text: a text met again is copied, not
-   embedded twice) embedded here, or on Ray by a task on the workers (the model loaded once per worker process,
+   embedded twice) embedded here (by the encoder's own process on a large corpus: `encoder_process`), or on Ray by a task on the workers (the model loaded once per worker process,
    on a GPU where the cluster has them), which reads the shard's texts itself and sends back the vectors; they
    go to the spill files and, as a part of the stage's cache, to disk (`EmbeddingCache.add_part`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from finetune_pipeline import progress
-from finetune_pipeline.embeddings import EmbeddingCache, default_encoder, embed, model_identity, text_key
+from finetune_pipeline.embeddings import (EmbeddingCache, EncoderProcess, default_encoder, embed, model_identity,
+                                         text_key)
 from finetune_pipeline.execution import per_shard
 from finetune_pipeline.settings import DedupSettings, DomainSettings, ExecutionSettings
 from finetune_pipeline.shards import ShardedDataset
@@ -81,11 +85,31 @@ def encode_on_worker(texts: list[str], encoder: Encoder) -> np.ndarray:
     return encoder.encode(texts)
 
 
-def remote_encoder(encoder: Encoder, execution: ExecutionSettings):
-    """On Ray, what `embeddings.embed` takes as `encode` so that the model runs on a worker, never here; None
-    locally."""
+@contextmanager
+def encoder_process(encoder: Encoder, execution: ExecutionSettings, texts: int) -> Iterator[EncoderProcess | None]:
+    """Locally, for a pass over `texts` texts, at least `execution.encoder_process_min_texts`: the encoder in a
+    process of its own for the block (`embeddings.EncoderProcess`, started at its first request: a pass whose
+    vectors are all cached starts none), so that this process never loads the model; else None."""
+    minimum = execution.encoder_process_min_texts
+    if execution.backend == "ray" or minimum is None or texts < minimum:
+        yield None
+        return
+    name = str(default_encoder()) if encoder.model is None else encoder.model
+    with EncoderProcess(name, encoder.batch_size, encoder.max_length) as apart:
+        yield apart
+
+
+def _shard_vectors_apart(apart: EncoderProcess, dataset: ShardedDataset, number: int, task: Task, what: str,
+                         local: np.ndarray, encoder: Encoder) -> np.ndarray:
+    """Step 3 for one shard, the texts embedded by `apart`."""
+    return apart(shard_texts(dataset, number, task, what, local))
+
+
+def remote_encoder(encoder: Encoder, execution: ExecutionSettings, apart: EncoderProcess | None = None):
+    """What `embeddings.embed` takes as `encode` so that the model runs elsewhere: on Ray on a worker; locally
+    `apart` (`encoder_process`), else None (here)."""
     if execution.backend != "ray":
-        return None
+        return apart
 
     def encode(texts: list[str]) -> np.ndarray:
         return next(per_shard(encode_on_worker, [(texts, encoder)], execution, gpu=True))[1]
@@ -141,9 +165,10 @@ class Vectors:
 
 def embed_rows(dataset: ShardedDataset, rows: np.ndarray | None, task: Task, what: str, encoder: Encoder,
                execution: ExecutionSettings, cache: EmbeddingCache | None, folder: Path,
-               dim: int | None = None) -> Vectors:
+               dim: int | None = None, apart: EncoderProcess | None = None) -> Vectors:
     """The vectors of the dataset's rows `rows` (None: every row) in a `Vectors` under `folder` (module docstring).
-    `dim`: the vectors' size when known (the files are then made even for no rows)."""
+    `dim`: the vectors' size when known (the files are then made even for no rows). `apart`: locally, the encoder's
+    own process (`encoder_process`) that embeds the texts no cache had."""
     bounds = dataset.bounds
     vectors = Vectors(folder, bounds, dim)
     rows = np.arange(int(bounds[-1]), dtype=np.int64) if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
@@ -183,7 +208,8 @@ def embed_rows(dataset: ShardedDataset, rows: np.ndarray | None, task: Task, wha
         calls.append((dataset, int(s), task, what, rows[at] - bounds[s], encoder))
         wanted.append(at)
     with progress.overall(first.height) as advance:  # one count of texts embedded over the shards
-        for index, found in per_shard(_shard_vectors, calls, execution, gpu=True):
+        work = partial(_shard_vectors_apart, apart) if apart is not None else _shard_vectors
+        for index, found in per_shard(work, calls, execution, gpu=True):
             vectors.put(rows[wanted[index]], found)
             if cache is not None:
                 cache.add_part(every.gather(wanted[index]).to_list(), found)

@@ -1,6 +1,7 @@
 """The sentence encoder in a process of its own (issue 36): a labeling pass over many texts leaves torch and the
 model out of the step process, with the vectors, and so the labels, it would have given in the step."""
 
+import json
 import os
 import subprocess
 import sys
@@ -45,9 +46,44 @@ def test_a_labeling_pass_over_many_texts_embeds_them_in_another_process_with_the
     def run(minimum):
         out = subprocess.run([sys.executable, "-c", script, str(corpus), minimum], capture_output=True, text=True,
                              check=True, env={**os.environ, "PYTHONPATH": os.getcwd()}).stdout
-        return __import__("json").loads(out.splitlines()[-1])
+        return json.loads(out.splitlines()[-1])
 
     apart, here = run("3"), run("null")  # six texts (and two label descriptions): over 3, so in another process
     assert apart["torch"] is False and here["torch"] is True
     assert apart["kept"] == here["kept"] and apart["rejected"] == here["rejected"]
     assert len(here["kept"]) + here["rejected"] == _labeling_corpus().height
+
+
+def test_the_sharded_domain_filter_embeds_in_another_process_with_the_same_answer(tmp_path):
+    """The domain's description and every record's text by the encoder's own process (the streaming path's
+    domain filter on a corpus of at least `encoder_process_min_texts` records): the same scores and verdicts."""
+    from finetune_pipeline import shards
+    from finetune_pipeline_tests.test_domain_sharded import DOMAIN, packages_and_licences
+
+    corpus = packages_and_licences().head(60)  # packages and licence paragraphs, three shards
+    shards.write_dataset(corpus, tmp_path / "in", shard_rows=25)
+    script = textwrap.dedent("""
+        import json, sys
+        from finetune_pipeline import shards
+        from finetune_pipeline.domain_sharded import domain_filter_sharded
+        from finetune_pipeline.settings import Settings
+        from finetune_pipeline.tasks import task_for
+        settings = Settings.model_validate({"domain": json.loads(sys.argv[2]),
+                                            "execution": {"encoder_process_min_texts": json.loads(sys.argv[3])}})
+        result = domain_filter_sharded(shards.open_dataset(sys.argv[1]), settings.domain, task_for(settings),
+                                       settings.execution)
+        print(json.dumps({"torch": "torch" in sys.modules, "below": result.below.tolist(),
+                          "stats": result.stats.to_dict() if hasattr(result.stats, "to_dict") else vars(result.stats)}))
+    """)
+    domain = json.dumps({**DOMAIN, "calibration": "absolute", "threshold": 0.2, "max_reject_share": 1.0})
+
+    def run(minimum):
+        out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "in"), domain, minimum],
+                             capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTHONPATH": os.getcwd()}).stdout
+        return json.loads(out.splitlines()[-1])
+
+    apart, here = run("50"), run("null")  # 60 records: over 50, so in another process
+    assert apart["torch"] is False and here["torch"] is True
+    assert apart["below"] == here["below"] and 0 < sum(here["below"]) < 60  # licence paragraphs fall below
+    assert apart["stats"] == here["stats"]

@@ -33,7 +33,7 @@ from finetune_pipeline.embeddings import EmbeddingCache
 from finetune_pipeline.execution import connect, per_shard
 from finetune_pipeline.settings import DedupSettings, ExecutionSettings
 from finetune_pipeline.shards import ShardedDataset
-from finetune_pipeline.sharded_vectors import TEXT, Encoder, embed_rows
+from finetune_pipeline.sharded_vectors import TEXT, Encoder, embed_rows, encoder_process
 from finetune_pipeline.tasks import Task
 
 # Documents a Ray query task looks up.
@@ -119,7 +119,9 @@ def semantic_sharded(dataset: ShardedDataset, docs: np.ndarray, cfg: DedupSettin
     n = len(docs)
     folder = Path(tempfile.mkdtemp(prefix="finetune-semantic-", dir=spill_dir))
     try:
-        vectors = embed_rows(dataset, docs, task, TEXT, Encoder.for_semantic(cfg), execution, cache, folder)
+        encoder = Encoder.for_semantic(cfg)
+        with encoder_process(encoder, execution, n) as apart:  # locally, on a large corpus: the model never loads here
+            vectors = embed_rows(dataset, docs, task, TEXT, encoder, execution, cache, folder, apart=apart)
 
         def take(rows: np.ndarray) -> np.ndarray:
             return vectors.take(docs[rows])
