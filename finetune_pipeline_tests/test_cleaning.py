@@ -426,3 +426,14 @@ def test_the_cleaned_suite_holds_documents_to_min_chars_and_rows_of_tables_to_ma
     assert not v.validate(kept, "cleaned", suite(CleaningSettings(document_filters_on="all"))).passed
     too_long = kept.with_columns(text=pl.lit("word " * 5000))
     assert not v.validate(too_long, "cleaned", suite(CleaningSettings())).passed
+
+
+def test_the_run_summary_keeps_a_million_records_apart_from_the_next_column():
+    """The stage table printed after a run: counts of seven digits ran into each other ("924457924210")."""
+    from finetune_pipeline.defs.cli import _table
+
+    lines = _table(("stage", "in", "out", "rejected", "added"),
+                   [("raw_corpus", 1_000_056, 1_000_056, 0, 0), ("labeled_corpus", 924_457, 924_210, 247, 0)])
+    assert [line.split() for line in lines[1:]] == [["raw_corpus", "1000056", "1000056", "0", "0"],
+                                                    ["labeled_corpus", "924457", "924210", "247", "0"]]
+    assert len({len(line) for line in lines}) == 1  # the counts right-aligned under their headers

@@ -17,7 +17,8 @@ under the data root's .pipeline/assets/ and writes its own (`streaming.py`), in 
   augmented_corpus -> dataset_splits -> export
 
 A stage's peak RSS is the step process's high-water mark (/proc/self/status VmHWM, read as it ends); the
-cleaning stage's process-pool workers (execution.workers) are other processes, reported apart
+cleaning stage's process-pool workers (execution.workers) and the sentence encoder's own process
+(execution.encoder_process_min_texts, `--encoder-process-min-texts`) are other processes, reported apart
 (`workers MiB`: getrusage RUSAGE_CHILDREN, the largest of them). Results are appended to
 <out>/results.jsonl as each stage ends (poll it during a long run) and printed as a table at the end.
 """
@@ -52,8 +53,10 @@ OVERRIDES = "privacy: {detector: patterns}\ndomain: {description: null, examples
 def _settings(root: Path, shard_rows: int | None):
     from finetune_pipeline.settings import load_settings
 
-    extra = f"execution: {{shard_rows: {shard_rows}}}\n" if shard_rows else ""
-    return load_settings(root, overrides=OVERRIDES + extra)
+    execution = {**({"shard_rows": shard_rows} if shard_rows else {}),
+                 **({"encoder_process_min_texts": json.loads(os.environ["BENCH_ENCODER_PROCESS_MIN_TEXTS"])}
+                    if "BENCH_ENCODER_PROCESS_MIN_TEXTS" in os.environ else {})}
+    return load_settings(root, overrides=OVERRIDES + (f"execution: {json.dumps(execution)}\n" if execution else ""))
 
 
 def _peak_mib() -> float:
@@ -162,10 +165,14 @@ def main() -> int:
     parser.add_argument("--from-stage", choices=STAGES, default=None,
                         help="reuse the data root under --out and start at this stage")
     parser.add_argument("--to-stage", choices=STAGES, default=None, help="stop after this stage")
+    parser.add_argument("--encoder-process-min-texts", default=None,
+                        help="execution.encoder_process_min_texts: a number, or null (default: the setting's)")
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # a child: run one stage
     parser.add_argument("--root", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.encoder_process_min_texts is not None:  # the children read it from their environment
+        os.environ["BENCH_ENCODER_PROCESS_MIN_TEXTS"] = args.encoder_process_min_texts
     if args.stage:
         print("RESULT " + json.dumps(run_stage(args.stage, Path(args.root), args.shard_rows)), flush=True)
         return 0

@@ -23,10 +23,9 @@ def _summary(root: DataRoot, failed_steps: frozenset[str] = frozenset()) -> str:
     """Rows per stage, rejects per reason, split sizes, where the exports and adapters are, the evaluation.
     `failed_steps`: steps that failed in this run, whose stored statistics are an earlier run's."""
     lines = ["", "== finetune-pipeline summary ==", f"data root: {root.path}", ""]
-    lines.append(f"{'stage':<22}{'in':>6}{'out':>6}{'rejected':>10}{'added':>7}")
     counts = PipelineResource(data_dir=str(root.path)).stage_counts()
-    for c in counts:
-        lines.append(f"{c['stage']:<22}{c['rows_in']:>6}{c['rows_out']:>6}{c['rows_rejected']:>10}{c['augmented']:>7}")
+    lines += _table(("stage", "in", "out", "rejected", "added"),
+                    [(c["stage"], c["rows_in"], c["rows_out"], c["rows_rejected"], c["augmented"]) for c in counts])
     if len(counts) < len(CORPUS_STAGES):
         lines.append(f"({len(CORPUS_STAGES) - len(counts)} stage(s) not materialized)")
     recognised = PipelineResource(data_dir=str(root.path)).stage_stats("raw_corpus").get("recognised_columns", [])
@@ -45,8 +44,8 @@ def _summary(root: DataRoot, failed_steps: frozenset[str] = frozenset()) -> str:
 
         frame = pl.read_parquet(root.rejects_export)
         lines += ["", "rejects by stage and reason:"]
-        for stage, reason, n in frame.group_by("stage", "reason").len().sort("stage", "reason").iter_rows():
-            lines.append(f"  {stage:<22}{reason:<28}{n:>5}")
+        lines += ["  " + line for line in _table(
+            ("stage", "reason", "records"), frame.group_by("stage", "reason").len().sort("stage", "reason").rows())]
     if root.splits_export.exists():
         sizes = {p.stem: sum(1 for _ in p.open()) for p in sorted(root.splits_export.glob("*.jsonl"))}
         lines += ["", "splits: " + ", ".join(f"{k} {v}" for k, v in sizes.items()), f"exports: {root.exports}"]
@@ -61,6 +60,16 @@ def _summary(root: DataRoot, failed_steps: frozenset[str] = frozenset()) -> str:
     if root.report.exists():
         lines += ["", f"data card: {root.report}"]
     return "\n".join(lines)
+
+
+def _table(header: tuple[str, ...], rows: list[tuple]) -> list[str]:
+    """`rows` under `header` in columns as wide as their widest value (a million records never runs into the next
+    column): words left-aligned, counts right-aligned, two spaces between."""
+    cells = [tuple(str(v) for v in row) for row in [header, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    counts = [bool(rows) and all(isinstance(row[i], int) for row in rows) for i in range(len(header))]
+    return ["  ".join(v.rjust(w) if count else v.ljust(w) for v, w, count in zip(row, widths, counts)).rstrip()
+            for row in cells]
 
 
 RUN_HOST_TAG, RUN_PID_TAG = "finetune-pipeline/host", "finetune-pipeline/pid"
