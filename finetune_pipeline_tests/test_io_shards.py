@@ -295,6 +295,37 @@ def test_a_suite_on_a_dataset_decides_as_on_the_whole_frame(tmp_path):
     assert failed[("expect_column_values_to_not_be_null", "text")] == 2  # one in each of two shards, added up
 
 
+def test_a_large_frame_validated_is_let_go_of_by_the_next_validation(monkeypatch):
+    """GX's batch and validation objects hold the frame they checked in reference cycles (and GX keeps its last
+    batch); a suite run shard by shard over a large dataset piled the shards up until Python's next full
+    collection. With the automatic collector off (as between its rare full passes), one shard's frame must be
+    free once the next shard has been validated and the caller lets go of it."""
+    import gc
+    import weakref
+
+    import pandas as pd
+
+    from finetune_pipeline import validation as v
+
+    monkeypatch.setattr(v, "COLLECT_ROWS", 50)
+
+    def shard(n: int) -> pd.DataFrame:
+        return pd.DataFrame({"record_id": [f"s{n}-{i:03d}" for i in range(60)], "text": ["a text"] * 60})
+
+    expectations = [v.E.ExpectColumnValuesToNotBeNull(column="text"), v.E.ExpectColumnValuesToBeUnique(column="record_id")]
+    v.validate(shard(0).head(3), "suite", expectations)  # GX's own first-use objects, not a shard's
+    first, second = shard(1), shard(2)
+    alive = weakref.ref(first)
+    gc.disable()
+    try:
+        assert v.validate(first, "suite", expectations).passed
+        assert v.validate(second, "suite", expectations).passed
+        del first
+        assert alive() is None
+    finally:
+        gc.enable()
+
+
 def test_a_stage_s_suite_check_takes_its_dataset(tmp_path):
     import finetune_pipeline.defs.cleaning  # noqa: F401  (registers the stage's checks)
     from finetune_pipeline.defs.gates import GATES
