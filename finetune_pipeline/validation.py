@@ -131,8 +131,9 @@ def validate_dataset(dataset, suite_name: str, expectations: list, execution=Non
                 else:
                     found.setdefault(i, failure)
     if whole:
-        frame = dataset.scan().select(_columns_read(dataset, [expectations[i] for i in whole])).collect()
-        for i, failure in zip(whole, _results(frame, suite_name, [expectations[i] for i in whole])[0]):
+        asked = [expectations[i] for i in whole]
+        frame = _unique_by_codes(dataset.scan().select(_columns_read(dataset, asked)), asked).collect()
+        for i, failure in zip(whole, _results(frame, suite_name, asked)[0]):
             if failure is not None:
                 found[i] = failure
     failures = [found[i] for i in sorted(found)]
@@ -140,6 +141,23 @@ def validate_dataset(dataset, suite_name: str, expectations: list, execution=Non
 
 
 COLLECT_ROWS = 10_000  # a frame validated with at least this many rows is let go of at once (`_results`)
+
+
+UNIQUE = "expect_column_values_to_be_unique"
+
+
+def _unique_by_codes(rows: pl.LazyFrame, expectations: list) -> pl.LazyFrame:
+    """`rows` with each string column that only uniqueness expectations read replaced by its values' dense ranks:
+    equal values get equal codes and distinct values distinct ones (nulls stay null), so GX finds exactly the
+    same duplicates, on 8 bytes a row in pandas instead of a Python string (GX on the 924,457 record ids of a
+    1M corpus: about 300 MB for a 17.6 MB column, docs/benchmarks.md)."""
+    reads = [_columns(e) for e in expectations]
+    if any(r is None for r in reads):  # a row condition may read any column
+        return rows
+    schema = rows.collect_schema()
+    only_unique = [c for c, dtype in schema.items() if dtype == pl.String and any(c in r for r in reads)
+                   and all(e.expectation_type == UNIQUE for e, r in zip(expectations, reads) if c in r)]
+    return rows.with_columns(pl.col(c).rank("dense") for c in only_unique) if only_unique else rows
 
 
 def _results(frame: pl.DataFrame | pd.DataFrame, suite_name: str, expectations: list
