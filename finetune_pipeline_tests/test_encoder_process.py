@@ -34,21 +34,18 @@ def test_a_labeling_pass_over_many_texts_embeds_them_in_another_process_with_the
         from finetune_pipeline.labeling import apply_labels
         from finetune_pipeline.settings import Settings
         corpus = pl.read_parquet(sys.argv[1])
-        settings = Settings(labels=["billing", "shipping"], checks={"min_records": 1},
-                            execution={"encoder_process_min_texts": json.loads(sys.argv[2])})
-        result = apply_labels(corpus, settings)
-        kept = result.kept.sort("record_id").select("record_id", "label", "label_confidence").rows()
-        print(json.dumps({"torch": "torch" in sys.modules, "kept": kept, "rejected": result.rejected.height}))
+        for minimum in (3, None):  # six texts and two label descriptions: over 3, in another process; then here
+            settings = Settings(labels=["billing", "shipping"], checks={"min_records": 1},
+                                execution={"encoder_process_min_texts": minimum})
+            result = apply_labels(corpus, settings)
+            kept = result.kept.sort("record_id").select("record_id", "label", "label_confidence").rows()
+            print(json.dumps({"torch": "torch" in sys.modules, "kept": kept, "rejected": result.rejected.height}))
     """)
     corpus = tmp_path / "corpus.parquet"
     _labeling_corpus().write_parquet(corpus)
-
-    def run(minimum):
-        out = subprocess.run([sys.executable, "-c", script, str(corpus), minimum], capture_output=True, text=True,
-                             check=True, env={**os.environ, "PYTHONPATH": os.getcwd()}).stdout
-        return json.loads(out.splitlines()[-1])
-
-    apart, here = run("3"), run("null")  # six texts (and two label descriptions): over 3, so in another process
+    out = subprocess.run([sys.executable, "-c", script, str(corpus)], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": os.getcwd()}).stdout
+    apart, here = (json.loads(line) for line in out.splitlines()[-2:])  # torch: whether imported by then
     assert apart["torch"] is False and here["torch"] is True
     assert apart["kept"] == here["kept"] and apart["rejected"] == here["rejected"]
     assert len(here["kept"]) + here["rejected"] == _labeling_corpus().height
@@ -68,22 +65,18 @@ def test_the_sharded_domain_filter_embeds_in_another_process_with_the_same_answe
         from finetune_pipeline.domain_sharded import domain_filter_sharded
         from finetune_pipeline.settings import Settings
         from finetune_pipeline.tasks import task_for
-        settings = Settings.model_validate({"domain": json.loads(sys.argv[2]),
-                                            "execution": {"encoder_process_min_texts": json.loads(sys.argv[3])}})
-        result = domain_filter_sharded(shards.open_dataset(sys.argv[1]), settings.domain, task_for(settings),
-                                       settings.execution)
-        print(json.dumps({"torch": "torch" in sys.modules, "below": result.below.tolist(),
-                          "stats": result.stats.to_dict() if hasattr(result.stats, "to_dict") else vars(result.stats)}))
+        for minimum in (50, None):  # 60 records: over 50, in another process; then here
+            settings = Settings.model_validate({"domain": json.loads(sys.argv[2]),
+                                                "execution": {"encoder_process_min_texts": minimum}})
+            result = domain_filter_sharded(shards.open_dataset(sys.argv[1]), settings.domain, task_for(settings),
+                                           settings.execution)
+            print(json.dumps({"torch": "torch" in sys.modules, "below": result.below.tolist(),
+                              "stats": result.stats.to_dict() if hasattr(result.stats, "to_dict") else vars(result.stats)}))
     """)
     domain = json.dumps({**DOMAIN, "calibration": "absolute", "threshold": 0.2, "max_reject_share": 1.0})
-
-    def run(minimum):
-        out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "in"), domain, minimum],
-                             capture_output=True, text=True, check=True,
-                             env={**os.environ, "PYTHONPATH": os.getcwd()}).stdout
-        return json.loads(out.splitlines()[-1])
-
-    apart, here = run("50"), run("null")  # 60 records: over 50, so in another process
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "in"), domain], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": os.getcwd()}).stdout
+    apart, here = (json.loads(line) for line in out.splitlines()[-2:])  # torch: whether imported by then
     assert apart["torch"] is False and here["torch"] is True
     assert apart["below"] == here["below"] and 0 < sum(here["below"]) < 60  # licence paragraphs fall below
     assert apart["stats"] == here["stats"]
