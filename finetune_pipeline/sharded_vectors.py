@@ -17,14 +17,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from finetune_pipeline import progress
-from finetune_pipeline.embeddings import (EmbeddingCache, EncoderProcess, default_encoder, embed, model_identity,
+from finetune_pipeline.embeddings import (EmbeddingCache, EncoderProcess, embed, model_identity, model_path,
                                          text_key)
 from finetune_pipeline.execution import per_shard
 from finetune_pipeline.settings import DedupSettings, DomainSettings, ExecutionSettings
@@ -55,7 +54,7 @@ class Encoder:
         return embed(texts, self.model, self.batch_size, self.max_length)
 
     def identity(self) -> str:
-        return model_identity(str(default_encoder()) if self.model is None else self.model)
+        return model_identity(model_path(self.model))
 
 
 def shard_texts(dataset: ShardedDataset, number: int, task: Task, what: str,
@@ -75,7 +74,7 @@ def _shard_keys(dataset: ShardedDataset, number: int, task: Task, what: str, loc
 
 
 def _shard_vectors(dataset: ShardedDataset, number: int, task: Task, what: str, local: np.ndarray,
-                   encoder: Encoder) -> np.ndarray:
+                   encoder: Encoder | EncoderProcess) -> np.ndarray:
     """Step 3 for one shard (a Ray task on Ray): the vectors of its rows `local`, in that order."""
     return encoder.encode(shard_texts(dataset, number, task, what, local))
 
@@ -94,15 +93,8 @@ def encoder_process(encoder: Encoder, execution: ExecutionSettings, texts: int) 
     if execution.backend == "ray" or minimum is None or texts < minimum:
         yield None
         return
-    name = str(default_encoder()) if encoder.model is None else encoder.model
-    with EncoderProcess(name, encoder.batch_size, encoder.max_length) as apart:
+    with EncoderProcess(model_path(encoder.model), encoder.batch_size, encoder.max_length) as apart:
         yield apart
-
-
-def _shard_vectors_apart(apart: EncoderProcess, dataset: ShardedDataset, number: int, task: Task, what: str,
-                         local: np.ndarray, encoder: Encoder) -> np.ndarray:
-    """Step 3 for one shard, the texts embedded by `apart`."""
-    return apart(shard_texts(dataset, number, task, what, local))
 
 
 def remote_encoder(encoder: Encoder, execution: ExecutionSettings, apart: EncoderProcess | None = None):
@@ -205,11 +197,10 @@ def embed_rows(dataset: ShardedDataset, rows: np.ndarray | None, task: Task, wha
     calls, wanted = [], []
     for s in np.unique(shard_of[first_at]) if first_at.size else []:
         at = first_at[shard_of[first_at] == s]
-        calls.append((dataset, int(s), task, what, rows[at] - bounds[s], encoder))
+        calls.append((dataset, int(s), task, what, rows[at] - bounds[s], apart or encoder))
         wanted.append(at)
     with progress.overall(first.height) as advance:  # one count of texts embedded over the shards
-        work = partial(_shard_vectors_apart, apart) if apart is not None else _shard_vectors
-        for index, found in per_shard(work, calls, execution, gpu=True):
+        for index, found in per_shard(_shard_vectors, calls, execution, gpu=True):
             vectors.put(rows[wanted[index]], found)
             if cache is not None:
                 cache.add_part(every.gather(wanted[index]).to_list(), found)
