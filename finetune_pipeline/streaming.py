@@ -14,7 +14,7 @@ How each stage streams:
   not read (`*_PASSENGERS`) never sit in memory whole. Dedup and the split read the text column (near
   copies are found on it); labeling reads only the texts the model or the classifier sees.
 - the split applied (`apply_split_dataset`): a small table (record id, source) decides each row's place;
-  rows streamed through in that order.
+  rows streamed through in that order (on Ray, `apply_split_dataset_on_ray`: each output shard a Ray task).
 - augmentation (`augment_dataset`): originals streamed with the augmentation columns; when a technique is
   on, the label counts and the near-held-out filter need the whole corpus: it is read whole (said here
   and in docs/benchmarks.md).
@@ -51,8 +51,9 @@ AUGMENT_PASSENGERS = ("source_uri", "source_type", "locator", "ingested_at", "el
                       "group_id", "label_confidence", "label_model", "label_agreement")
 # what a copy (oversampling) takes unchanged from its source record: its text and what cleaning derived from it
 COPY_PASSENGERS = ("text", "content_sha256", "redactions")
+# the split reads none of these (a `splits.group_column` naming one is read)
 SPLIT_PASSENGERS = ("redactions", "quality_flags", "content_sha256", "label_source", "label_confidence",
-                    "label_model", "label_agreement", "ingested_at")
+                    "label_model", "label_agreement", "ingested_at", "locator", "element_types")
 
 
 def enabled(settings: Settings) -> bool:
@@ -545,11 +546,13 @@ def split_inputs(dataset: ShardedDataset, settings: Settings):
     from finetune_pipeline.splits import TextSource
 
     cfg = settings.splits
-    if "text" in dataset.columns and not (cfg.group_by == "column" and cfg.group_column == "text"):
-        columns = [c for c in dataset.columns if c not in SPLIT_PASSENGERS and c != "text"]
+    group_column = cfg.group_column if cfg.group_by == "column" else None
+    passengers = tuple(c for c in SPLIT_PASSENGERS if c != group_column)
+    if "text" in dataset.columns and group_column != "text":
+        columns = [c for c in dataset.columns if c not in passengers and c != "text"]
         frame = dataset.scan().select(columns).with_row_index("_row").collect().with_columns(pl.col("_row").cast(pl.Int64))
         return frame, TextSource(dataset, settings.execution)
-    return decision_frame(dataset, SPLIT_PASSENGERS), TextSource()
+    return decision_frame(dataset, passengers), TextSource()
 
 
 def split_assignment_dataset(dataset: ShardedDataset, settings: Settings, check_cache=None
@@ -564,9 +567,11 @@ def split_assignment_dataset(dataset: ShardedDataset, settings: Settings, check_
                             texts=texts)
 
 
-def apply_split_dataset(dataset: ShardedDataset, assignment: pl.DataFrame, writer: DatasetWriter,
-                        rows: int = DEFAULT_SHARD_ROWS) -> int:
-    """`splits.apply_split_assignment`, the rows streamed through in its order (split, then record id)."""
+def _placed_rows(dataset: ShardedDataset, assignment: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray, list[str],
+                                                                         tuple[str, ...]]:
+    """What applying `assignment` to `dataset` decides, from the ids alone: the output rows in order (split,
+    then record id) with their record columns, each one's input row, the output's columns, and the input
+    columns carried through unchanged."""
     from finetune_pipeline.splits import apply_split_assignment
 
     has_source = "augmented_from" in dataset.columns
@@ -578,10 +583,72 @@ def apply_split_dataset(dataset: ShardedDataset, assignment: pl.DataFrame, write
     columns += [c for c in ("group_id", "split") if c not in columns]
     # `group_id` is replaced where the input has one; every other input column passes through
     passengers = tuple(c for c in dataset.columns if c not in ("record_id", "split", "group_id", "augmented_from"))
+    return placed, source_rows, columns, passengers
+
+
+def apply_split_dataset(dataset: ShardedDataset, assignment: pl.DataFrame, writer: DatasetWriter,
+                        rows: int = DEFAULT_SHARD_ROWS) -> int:
+    """`splits.apply_split_assignment`, the rows streamed through in its order (split, then record id)."""
+    placed, source_rows, columns, passengers = _placed_rows(dataset, assignment)
     return write_joined(dataset, placed, writer, passengers=passengers, columns=columns, rows=rows,
                         source_rows=source_rows)
 
 
-__all__ = ["SPLITS", "augment_dataset", "apply_split_dataset", "batch_rows", "clean_dataset", "combine_stats", "enabled",
-           "deduplicate_dataset", "document_batches", "label_dataset", "split_assignment_dataset", "split_inputs",
-           "write_joined"]
+def _split_window(dataset: ShardedDataset, decided: pl.DataFrame, source_rows: np.ndarray, carried: list[str],
+                  columns: list[str], generation: str, name: str):
+    """A Ray task: one output shard of the split applied. `decided` (its rows' record columns, in output order)
+    joined with the `carried` columns of its input rows (`source_rows`), read from the input shards that hold
+    them, and written as shard `name` of `generation`. Returns the shard's description, never its rows."""
+    from finetune_pipeline.shards import write_shard
+
+    bounds, order = dataset.bounds, np.argsort(source_rows, kind="stable")
+    wanted, pieces = source_rows[order], []
+    for number in range(len(bounds) - 1):
+        lo, hi = np.searchsorted(wanted, [bounds[number], bounds[number + 1]])
+        if hi > lo:
+            picked = dataset.read_shard(number, carried)[wanted[lo:hi] - bounds[number]]
+            pieces.append(picked.with_columns(pl.Series("_out", order[lo:hi])))
+    values = pl.concat(pieces).sort("_out").drop("_out")
+    return write_shard(generation, name, decided.drop([c for c in carried if c in decided.columns]).hstack(values)
+                       .select(columns))
+
+
+def apply_split_dataset_on_ray(dataset: ShardedDataset, assignment: pl.DataFrame, location: str, execution,
+                               rows: int = DEFAULT_SHARD_ROWS, progress=None):
+    """`apply_split_dataset` on the Ray cluster, dataset to dataset: this process reads the record ids (and
+    `augmented_from`), places each row (the group table: record id, split, group) and sends each window of
+    `rows` output rows to a Ray task (`execution.per_shard`), which reads the columns carried through (the
+    texts among them) from the input shards holding its rows and writes its output shard; this process
+    commits the manifest last (complete or absent; a task whose worker dies is run again and writes its shard
+    whole again). The same rows, in the same shards, as `apply_split_dataset` with `rows` equal to the
+    writer's shard size. `progress(done, total)` as windows finish. Returns the manifest."""
+    from finetune_pipeline.execution import per_shard
+    from finetune_pipeline.shards import (_schema_of, abort_generation, commit_shards, new_generation,
+                                          write_shard)
+
+    placed, source_rows, columns, passengers = _placed_rows(dataset, assignment)
+    carried = [c for c in dataset.columns if (c in passengers or c not in placed.columns) and c != "record_id"]
+    schema = {c: placed.schema[c] if c in placed.columns and c not in carried else dataset.schema[c]
+              for c in columns}
+    generation = new_generation(location)
+    make_folder(generation)
+    starts = list(range(0, len(source_rows), rows))
+    try:
+        written = [None] * len(starts)
+        calls = ((dataset, placed.slice(start, rows), source_rows[start:start + rows], carried, columns, generation,
+                  f"part-{index:05d}.parquet") for index, start in enumerate(starts))
+        for done, (index, shard) in enumerate(per_shard(_split_window, calls, execution), start=1):
+            written[index] = shard
+            if progress is not None:
+                progress(done, len(starts))
+        if not written:  # an empty result is still a typed dataset: one empty shard
+            written = [write_shard(generation, "part-00000.parquet", pl.DataFrame(schema=schema))]
+        return commit_shards(location, generation, written, _schema_of(schema))
+    except BaseException:
+        abort_generation(location, generation)
+        raise
+
+
+__all__ = ["SPLITS", "augment_dataset", "apply_split_dataset", "apply_split_dataset_on_ray", "batch_rows",
+           "clean_dataset", "combine_stats", "enabled", "deduplicate_dataset", "document_batches", "label_dataset",
+           "split_assignment_dataset", "split_inputs", "write_joined"]

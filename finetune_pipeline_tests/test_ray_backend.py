@@ -680,3 +680,50 @@ def test_stages_run_shard_to_shard_on_ray_with_the_local_rows(ray_cluster, tmp_p
     assert out["ray"].equals(out["local"]) and out["ray"]["_row"].to_list() == list(range(240))
     assert out["ray"].filter(pl.col("id") == 15)["first"].item() == 1 and set(out["ray"]["size"]) == {34, 35}
     assert len(shards.read_manifest(tmp_path / "groups-ray").shards) > 1  # written by several tasks
+
+
+def test_the_split_is_applied_on_the_workers_shard_for_shard_as_on_the_local_path(ray_cluster, tmp_path,
+                                                                                  monkeypatch):
+    """`apply_split_dataset_on_ray` (`dataset_splits` on `backend: ray`): each output shard is joined and
+    written by a Ray task, this process reads the record ids only (no shard through `read_shard`); the same
+    shards, byte for byte, as the local streaming path, augmented rows with their source's split. A task that
+    cannot read its rows fails the stage and commits nothing. Real text: the Debian descriptions."""
+    from finetune_pipeline.settings import Settings
+    from finetune_pipeline.splits import apply_split_assignment, split_assignment
+    from finetune_pipeline.streaming import apply_split_dataset, apply_split_dataset_on_ray
+    from finetune_pipeline_tests.test_dedup_sharded import debian_corpus
+
+    originals = debian_corpus().with_columns(pl.lit(None, pl.String).alias("augmented_from"))
+    settings = Settings()
+    assignment, _ = split_assignment(originals, settings.splits, settings.dedup)
+    train = assignment.filter(pl.col("split") == "train")["record_id"].head(60)
+    copies = originals.filter(pl.col("record_id").is_in(train.implode())).with_columns(
+        (pl.col("record_id") + "-copy").alias("record_id"), pl.col("record_id").alias("augmented_from"))
+    corpus = pl.concat([originals, copies])
+    rows = corpus.height // 6
+    shards.write_dataset(corpus, tmp_path / "augmented", shard_rows=rows // 2)  # windows cross input shards
+    dataset = shards.open_dataset(tmp_path / "augmented")
+    with shards.DatasetWriter(tmp_path / "local", shard_rows=rows) as writer:
+        apply_split_dataset(dataset, assignment, writer, rows=rows)
+    local = shards.read_manifest(tmp_path / "local")
+
+    on_ray = Settings.model_validate({"execution": {"backend": "ray", "ray_address": ray_cluster}})
+    read_here, seen = [], []
+    real_read = shards.ShardedDataset.read_shard
+    monkeypatch.setattr(shards.ShardedDataset, "read_shard",
+                        lambda self, *args, **kw: read_here.append(args) or real_read(self, *args, **kw))
+    manifest = apply_split_dataset_on_ray(dataset, assignment, str(tmp_path / "ray"), on_ray.execution, rows=rows,
+                                          progress=lambda done, total: seen.append((done, total)))
+    assert read_here == [] and seen[-1] == (len(local.shards), len(local.shards)) and len(local.shards) >= 6
+    assert manifest.digest == local.digest and [s.rows for s in manifest.shards] == [s.rows for s in local.shards]
+    written = shards.open_dataset(tmp_path / "ray").collect()
+    assert written.equals(apply_split_assignment(corpus, assignment))
+    copied = written.filter(pl.col("augmented_from").is_not_null())
+    assert copied.height == 60 and set(copied["split"]) == {"train"}
+
+    last = Path(dataset.shard_urls()[-1])
+    pl.read_parquet(last).drop("text").write_parquet(last)  # the last shard's texts gone: its tasks fail
+    with pytest.raises(Exception, match="text") as failed:
+        apply_split_dataset_on_ray(dataset, assignment, str(tmp_path / "ray2"), on_ray.execution, rows=rows)
+    assert "RayTaskError" in failed.typename
+    assert not (tmp_path / "ray2").exists()  # nothing committed, no generation left

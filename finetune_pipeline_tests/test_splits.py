@@ -1,13 +1,17 @@
 """Split invariants: stratified, group-aware, deterministic, augmentation only in train."""
 
+from collections import Counter
+
+import numpy as np
 import polars as pl
 import pytest
 
 from finetune_pipeline.augment import augment_corpus
 from finetune_pipeline.records import corpus_frame, sha256_text
 from finetune_pipeline.settings import Settings, SplitSettings
-from finetune_pipeline.splits import (SplitError, apply_split_assignment, assign_splits, kfold_assignments,
-                                      split_assignment, stratified_group_split)
+from finetune_pipeline.splits import (NO_STRATUM, SplitError, _merge_linked_groups, apply_split_assignment,
+                                      assign_splits, group_strata, kfold_assignments, split_assignment,
+                                      stratified_group_split)
 
 
 def _labeled(counts: dict[str, int], group_size: int = 1) -> pl.DataFrame:
@@ -379,3 +383,53 @@ def test_the_split_checks_on_a_sharded_dataset_answer_as_on_the_frame(tmp_path):
         if not passes:
             assert answers[0][2] == 1 and "r999" in answers[0][3] and "r000" in answers[0][3]
             assert "r001" in answers[0][4] and "r000" in answers[0][4]
+
+
+def test_a_groups_stratum_is_its_most_frequent_label_the_first_by_name_on_ties():
+    """`group_strata` counts (group, label) pairs: against a mode per group computed in Python, on groups with
+    one label, a clear majority, ties between two and three labels, and null labels (NO_STRATUM)."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for g in range(400):
+        size = int(rng.integers(1, 7))
+        rows += [(f"g{g:04d}", rng.choice(["b", "a", "c", None], p=[0.3, 0.3, 0.3, 0.1])) for _ in range(size)]
+    corpus = pl.DataFrame(rows, schema={"group_id": pl.String, "label": pl.String}, orient="row")
+    expected = {}
+    for group, part in corpus.group_by("group_id"):
+        counts = Counter(v if v is not None else NO_STRATUM for v in part["label"].to_list())
+        top = max(counts.values())
+        expected[group[0]] = (min(v for v, n in counts.items() if n == top), part.height)
+    strata = group_strata(corpus, "group_id", "label")
+    assert strata["group_id"].to_list() == sorted(expected)
+    assert {g: (label, n) for g, label, n in strata.iter_rows()} == expected
+    ties = [g for g, part in corpus.group_by("group_id") if sorted(Counter(part["label"].to_list()).values())[-2:] in ([1, 1], [2, 2])]
+    assert len(ties) > 20  # the tie rule is exercised
+
+
+def test_linked_groups_join_the_smallest_group_id_of_their_component():
+    """`_merge_linked_groups` renames only the groups of components with several items: against a union-find
+    in Python, on random links between 300 items of 120 groups (a group named by several items, linked)."""
+    rng = np.random.default_rng(5)
+    groups = pl.Series("group_id", [f"g{int(g):03d}" for g in rng.integers(0, 120, 300)])
+    corpus = pl.DataFrame({"record_id": [f"r{i:03d}" for i in range(300)], "group_id": groups,
+                           "other": list(range(300))})
+    # random links, and each item to the group's first item (as `join_similar_groups` links a group's rows)
+    first = {}
+    links = np.concatenate([rng.integers(0, 300, (40, 2)),
+                            [(i, first.setdefault(g, i)) for i, g in enumerate(groups.to_list())]])
+    parent = list(range(300))
+
+    def find(i):
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for i, j in links.tolist():
+        parent[find(i)] = find(j)
+    smallest = {}
+    for i in range(300):
+        smallest[find(i)] = min(smallest.get(find(i), groups[i]), groups[i])
+    merged = _merge_linked_groups(corpus, "group_id", groups, links)
+    assert merged.columns == ["record_id", "group_id", "other"] and merged["other"].to_list() == list(range(300))
+    assert merged["group_id"].to_list() == [smallest[find(i)] for i in range(300)]
+    assert merged["group_id"].n_unique() < groups.n_unique()  # some groups were joined

@@ -140,6 +140,14 @@ def test_every_stage_streamed_equals_the_in_memory_stage(sample, tmp_path):
     assignment, _ = split_assignment(labeled.kept, settings.splits, settings.dedup, task_for(settings))
     streamed_assignment, _ = st.split_assignment_dataset(shards.open_dataset(tmp_path / "labeled"), settings)
     assert streamed_assignment.equals(assignment)
+    # a column the split reads only when it is the group column (`streaming.SPLIT_PASSENGERS`) is read then
+    by_locator = settings.model_copy(update={"splits": settings.splits.model_copy(
+        update={"group_by": "column", "group_column": "locator"})})
+    streamed, _ = st.split_assignment_dataset(shards.open_dataset(tmp_path / "labeled"), by_locator)
+    assert streamed.equals(split_assignment(labeled.kept, by_locator.splits, settings.dedup, task_for(settings))[0])
+    columns = {name: st.split_inputs(shards.open_dataset(tmp_path / "labeled"), s)[0].columns
+               for name, s in (("default", settings), ("by locator", by_locator))}
+    assert "locator" not in columns["default"] and "locator" in columns["by locator"]
     augmented = augment_corpus(labeled.kept, settings, assignment=assignment)
     kept, _ = _writers(tmp_path, "augmented")
     stats = st.augment_dataset(shards.open_dataset(tmp_path / "labeled"), settings, kept, assignment=assignment)

@@ -320,7 +320,14 @@ def dataset_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource
     settings, root = pipeline.settings(), pipeline.data_root()
     task = task_for(settings)
     try:
-        if streaming.enabled(settings):  # the rows streamed through in split order, written shard by shard
+        if streaming.enabled(settings) and settings.execution.backend == "ray":  # each output shard joined and
+            # written by a Ray task on the workers: this process reads the ids and commits the manifest
+            streaming.apply_split_dataset_on_ray(
+                augmented_corpus, split_assignment, output_location(pipeline, "dataset_splits"), settings.execution,
+                rows=streaming.batch_rows(settings),
+                progress=lambda done, total: context.log.info(f"dataset_splits: {done}/{total} shards written"))
+            splits = open_dataset(output_location(pipeline, "dataset_splits"))
+        elif streaming.enabled(settings):  # the rows streamed through in split order, written shard by shard
             with DatasetWriter(output_location(pipeline, "dataset_splits"),
                                shard_rows=settings.execution.shard_rows) as writer:
                 streaming.apply_split_dataset(augmented_corpus, split_assignment, writer,
