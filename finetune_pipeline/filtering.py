@@ -6,6 +6,7 @@ filters (tasks/preference.py) subclass it like cleaning/filters.py's do; `cleani
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 
 Reject = tuple[str, str] | None  # (reason, detail) to reject, None to keep
@@ -25,7 +26,7 @@ class Candidate:
         return self.fields["text"]
 
 
-class Filter:
+class Filter(abc.ABC):
     """One check on a cleaned record. Subclasses set `name` and implement `reject`."""
 
     name: str = ""
@@ -33,9 +34,9 @@ class Filter:
     def prepare(self, candidates: list[Candidate]) -> None:
         """Work done once over a batch of records before `reject` is asked of each (default: none)."""
 
+    @abc.abstractmethod
     def reject(self, candidate: Candidate) -> Reject:
         """`(reason, detail)` to reject the record, or None to keep it."""
-        raise NotImplementedError
 
     def flags_only(self, candidate: Candidate) -> bool:
         """Whether a failure only flags this record instead of rejecting it."""
