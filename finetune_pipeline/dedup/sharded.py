@@ -49,8 +49,9 @@ from finetune_pipeline.shards import ShardedDataset
 
 _U64 = np.uint64
 _LOW = _U64(0xFFFFFFFF)
-# Candidate pairs buffered before they are written to their partitions (8 bytes each).
-FLUSH_PAIRS = 2_000_000
+# Candidate pairs buffered before they are written to their partitions (8 bytes each; a flush holds about 80
+# bytes a pair while it deduplicates and sorts them). A band's pairs are added in pieces, so no flush holds more.
+FLUSH_PAIRS = 1_000_000
 # Candidate pairs of one partition file deduplicated and scored at once (larger files are cut by a hash). Scoring
 # holds about 100 bytes a pair (the pairs, their shards, order, scores): with 4M the contamination look over 911k
 # records peaked at 669 MiB, with 1M at 591 MiB and no slower (docs/benchmarks.md).
@@ -239,10 +240,12 @@ class _PairSpill:
         self.buffered = 0
 
     def add(self, packed: np.ndarray) -> None:
-        self.buffer.append(packed)
-        self.buffered += len(packed)
-        if self.buffered >= FLUSH_PAIRS:
-            self.flush()
+        while len(packed):  # a band step of a million near copies adds a million pairs: in pieces
+            piece, packed = packed[:FLUSH_PAIRS - self.buffered], packed[FLUSH_PAIRS - self.buffered:]
+            self.buffer.append(piece)
+            self.buffered += len(piece)
+            if self.buffered >= FLUSH_PAIRS:
+                self.flush()
 
     def flush(self) -> None:
         if not self.buffer:
