@@ -377,6 +377,11 @@ def texts_where(dataset: ShardedDataset, read: pl.Expr) -> pl.Series:
     return column.scatter(pl.concat(rows), pl.concat(texts)) if rows and sum(map(len, rows)) else column
 
 
+def _carried(dataset: ShardedDataset, decided: pl.DataFrame, passengers: tuple[str, ...]) -> list[str]:
+    """The input columns a joined write takes from the input rows: the `passengers` and those `decided` lacks."""
+    return [c for c in dataset.columns if (c in passengers or c not in decided.columns) and c != "record_id"]
+
+
 def write_joined(dataset: ShardedDataset, decided: pl.DataFrame, writer: DatasetWriter, *,
                  passengers: tuple[str, ...], columns: list[str], key: str | pl.Expr = "record_id",
                  rows: int = DEFAULT_SHARD_ROWS, source_rows: np.ndarray | None = None) -> int:
@@ -387,8 +392,7 @@ def write_joined(dataset: ShardedDataset, decided: pl.DataFrame, writer: Dataset
     over the shards; otherwise one pass per `rows` output rows (each keeps only its window). `source_rows`:
     per row of `decided`, its row in `dataset`, when the caller knows it (no join of the record ids). Returns
     the rows written."""
-    carried = [c for c in dataset.columns if c in passengers or c not in decided.columns]
-    carried = [c for c in carried if c != "record_id"]
+    carried = _carried(dataset, decided, passengers)
     if source_rows is None:
         wanted = decided.select((key if isinstance(key, pl.Expr) else pl.col(key)).alias("record_id")) \
             .with_row_index("_out")
@@ -627,7 +631,7 @@ def apply_split_dataset_on_ray(dataset: ShardedDataset, assignment: pl.DataFrame
                                           write_shard)
 
     placed, source_rows, columns, passengers = _placed_rows(dataset, assignment)
-    carried = [c for c in dataset.columns if (c in passengers or c not in placed.columns) and c != "record_id"]
+    carried = _carried(dataset, placed, passengers)
     schema = {c: placed.schema[c] if c in placed.columns and c not in carried else dataset.schema[c]
               for c in columns}
     generation = new_generation(location)
