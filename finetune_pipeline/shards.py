@@ -217,6 +217,7 @@ class DatasetWriter:
         self._pending_rows = 0
         self._written = 0
         self._shards: list[Shard] = []
+        self.manifest: Manifest | None = None  # once committed
         make_folder(self.generation)
 
     def write(self, frame: pl.DataFrame) -> None:
@@ -241,13 +242,29 @@ class DatasetWriter:
         self._written += 1
         self._pending, self._pending_rows = [], 0
 
+    def shard_name(self, offset: int = 0) -> str:
+        """The file name of the shard `offset` places after those written so far."""
+        return f"part-{self._written + offset:05d}.parquet"
+
+    def adopt(self, shards: list[Shard], schema: pl.Schema | dict) -> None:
+        """Shards that others (Ray tasks: `streaming.write_rows_on_ray`) wrote into this writer's `generation`,
+        named by `shard_name`, in row order: they follow the shards this writer wrote, and commit or abort with
+        them. The writer must be at a shard's end (no rows pending), so the shards are those `write` makes."""
+        if self._pending_rows:
+            raise ValueError(f"{self.location}: {self._pending_rows} rows pending; shards are adopted at a shard's end")
+        if self._polars_schema is None:
+            self._polars_schema, self.schema = pl.Schema(schema), _schema_of(schema)
+        self._shards.extend(shards)
+        self._written += len(shards)
+
     def commit(self) -> Manifest:
         self._flush()
         if self._written == 0 and self._polars_schema is not None:
             # An empty result is still a dataset with a schema: one empty shard keeps scans typed.
             self._pending = [pl.DataFrame(schema=self._polars_schema)]
             self._flush()
-        return commit_shards(self.location, self.generation, self._shards, self.schema)
+        self.manifest = commit_shards(self.location, self.generation, self._shards, self.schema)
+        return self.manifest
 
     def abort(self) -> None:
         """Remove this writer's generation, and the dataset's folder when nothing else is in it (no dataset

@@ -14,7 +14,9 @@ How each stage streams:
   not read (`*_PASSENGERS`) never sit in memory whole. Dedup and the split read the text column (near
   copies are found on it); labeling reads only the texts the model or the classifier sees.
 - the split applied (`apply_split_dataset`): a small table (record id, source) decides each row's place;
-  rows streamed through in that order (on Ray, `apply_split_dataset_on_ray`: each output shard a Ray task).
+  rows streamed through in that order.
+- on Ray, where a stage knows each output row's input row (dedup and labeling of classification data, the
+  split applied, augmentation's copies), `write_rows_on_ray`: each output shard joined and written by a Ray task.
 - augmentation (`augment_dataset`): originals streamed with the augmentation columns; when a technique is
   on, the label counts and the near-held-out filter need the whole corpus: it is read whole (said here
   and in docs/benchmarks.md).
@@ -33,6 +35,7 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
+from finetune_pipeline.progress import report as report_progress
 from finetune_pipeline.cleaning import noise
 from finetune_pipeline.records import DATASET_ROW, SPLITS, StageStats
 from finetune_pipeline.settings import Settings
@@ -384,14 +387,17 @@ def _carried(dataset: ShardedDataset, decided: pl.DataFrame, passengers: tuple[s
 
 def write_joined(dataset: ShardedDataset, decided: pl.DataFrame, writer: DatasetWriter, *,
                  passengers: tuple[str, ...], columns: list[str], key: str | pl.Expr = "record_id",
-                 rows: int = DEFAULT_SHARD_ROWS, source_rows: np.ndarray | None = None) -> int:
+                 rows: int = DEFAULT_SHARD_ROWS, source_rows: np.ndarray | None = None, execution=None) -> int:
     """Write the rows of `decided` in its order, each with the `passengers` columns (those of `dataset`
     not in `decided`, plus any named that `decided` also has: the input's value wins) of the row of
     `dataset` whose record_id is its `key` (an expression over `decided`, e.g. an augmented row's
     source); `columns`: the output's column order. When the output order follows the input's, one pass
     over the shards; otherwise one pass per `rows` output rows (each keeps only its window). `source_rows`:
     per row of `decided`, its row in `dataset`, when the caller knows it (no join of the record ids). Returns
-    the rows written."""
+    the rows written.
+
+    On `execution.backend: ray`, with `source_rows` known and the writer at a shard's end, the rows are joined
+    and written on the workers (`write_rows_on_ray`): this process never reads a shard; the same shards."""
     carried = _carried(dataset, decided, passengers)
     if source_rows is None:
         wanted = decided.select((key if isinstance(key, pl.Expr) else pl.col(key)).alias("record_id")) \
@@ -409,6 +415,9 @@ def write_joined(dataset: ShardedDataset, decided: pl.DataFrame, writer: Dataset
                             schema={"_out": pl.UInt32, "_in": pl.UInt32})
     order = need["_in"].to_numpy()
     body = decided.drop([c for c in carried if c in decided.columns])
+    if len(order) and _on_ray(execution, writer) and source_rows is not None:
+        schema = {c: dataset.schema[c] if c in carried else body.schema[c] for c in columns}
+        return write_rows_on_ray(dataset, [JoinedRows(order, carried, body)], writer, execution, schema)
 
     def emit(out_positions: np.ndarray, values: pl.DataFrame) -> None:
         part = body[out_positions].hstack(values.drop("_out")) if carried else body[out_positions]
@@ -466,7 +475,7 @@ def deduplicate_dataset(dataset: ShardedDataset, settings: Settings, kept: Datas
         columns, passengers = _output_columns(dataset, result.kept, DEDUP_PASSENGERS), DEDUP_PASSENGERS
     rejected.write(result.rejected)
     write_joined(dataset, result.kept, kept, passengers=passengers, columns=columns, rows=batch_rows(settings),
-                 source_rows=source_rows)
+                 source_rows=source_rows, execution=settings.execution)
     return result.stats
 
 
@@ -502,7 +511,7 @@ def label_dataset(dataset: ShardedDataset, settings: Settings, kept: DatasetWrit
     rejected.write(result.rejected)
     write_joined(dataset, result.kept, kept, passengers=LABELING_PASSENGERS,
                  columns=_output_columns(dataset, result.kept, LABELING_PASSENGERS), rows=batch_rows(settings),
-                 source_rows=source_rows)
+                 source_rows=source_rows, execution=settings.execution)
     return result.stats, result.review_queue
 
 
@@ -532,6 +541,16 @@ def augment_dataset(dataset: ShardedDataset, settings: Settings, kept: DatasetWr
         if classification:  # an augmented row is its source record's row, changed: ROW is its source's
             source_rows, extra = extra[ROW].to_numpy(), extra.drop(ROW)
     columns = [*dataset.columns, *(c for c in AUGMENT_COLUMNS if c not in dataset.columns)]
+    copies = extra is not None and extra.height
+    if dataset.rows and _on_ray(settings.execution, kept) and (source_rows is not None or not copies):
+        # on the workers: the originals with the augmentation columns (null), then each copy from its source's row
+        parts = [JoinedRows(np.arange(dataset.rows), [c for c in dataset.columns if c not in AUGMENT_COLUMNS],
+                            added=AUGMENT_COLUMNS)]
+        if copies:
+            parts.append(JoinedRows(source_rows, _carried(dataset, extra, passengers), extra))
+        schema = {**dataset.schema, **AUGMENT_COLUMNS}
+        write_rows_on_ray(dataset, parts, kept, settings.execution, {c: schema[c] for c in columns})
+        return stats
     for shard in dataset.iter_shards():
         kept.write(shard.with_columns([pl.lit(None, t).alias(c) for c, t in AUGMENT_COLUMNS.items()]))
     if extra is not None and extra.height:
@@ -591,68 +610,102 @@ def _placed_rows(dataset: ShardedDataset, assignment: pl.DataFrame) -> tuple[pl.
 
 
 def apply_split_dataset(dataset: ShardedDataset, assignment: pl.DataFrame, writer: DatasetWriter,
-                        rows: int = DEFAULT_SHARD_ROWS) -> int:
-    """`splits.apply_split_assignment`, the rows streamed through in its order (split, then record id)."""
+                        rows: int = DEFAULT_SHARD_ROWS, execution=None) -> int:
+    """`splits.apply_split_assignment`, the rows streamed through in its order (split, then record id). On
+    `execution.backend: ray` each output shard is joined and written by a Ray task (`write_rows_on_ray`): this
+    process reads the record ids (and `augmented_from`) and places each row (the group table), never a shard."""
     placed, source_rows, columns, passengers = _placed_rows(dataset, assignment)
     return write_joined(dataset, placed, writer, passengers=passengers, columns=columns, rows=rows,
-                        source_rows=source_rows)
+                        source_rows=source_rows, execution=execution)
 
 
-def _split_window(dataset: ShardedDataset, decided: pl.DataFrame, source_rows: np.ndarray, carried: list[str],
-                  columns: list[str], generation: str, name: str):
-    """A Ray task: one output shard of the split applied. `decided` (its rows' record columns, in output order)
-    joined with the `carried` columns of its input rows (`source_rows`), read from the input shards that hold
-    them, and written as shard `name` of `generation`. Returns the shard's description, never its rows."""
+@dataclasses.dataclass
+class JoinedRows:
+    """Output rows made from input rows: row i is `decided`'s row i (None: no column of its own) with the `carried`
+    columns of the input row `source_rows[i]`, and the `added` columns as nulls (their types)."""
+
+    source_rows: np.ndarray
+    carried: list[str]
+    decided: pl.DataFrame | None = None
+    added: dict = dataclasses.field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.source_rows)
+
+    def slice(self, start: int, length: int) -> JoinedRows:
+        decided = None if self.decided is None else self.decided.slice(start, length)
+        return JoinedRows(self.source_rows[start:start + length], self.carried, decided, self.added)
+
+
+def _joined(dataset: ShardedDataset, part: JoinedRows) -> pl.DataFrame:
+    """`part`'s rows, their carried columns read from the input shards that hold them (each read once)."""
+    own = part.decided.drop([c for c in part.carried if c in part.decided.columns]) \
+        if part.decided is not None else None
+    if part.carried:
+        bounds, order = dataset.bounds, np.argsort(part.source_rows, kind="stable")
+        wanted, pieces = part.source_rows[order], []
+        for number in range(len(bounds) - 1):
+            lo, hi = np.searchsorted(wanted, [bounds[number], bounds[number + 1]])
+            if hi > lo:
+                picked = dataset.read_shard(number, part.carried)[wanted[lo:hi] - bounds[number]]
+                pieces.append(picked.with_columns(pl.Series("_out", order[lo:hi])))
+        values = pl.concat(pieces).sort("_out").drop("_out")
+        own = values if own is None else own.hstack(values)
+    return own.with_columns([pl.lit(None, t).alias(c) for c, t in part.added.items()])
+
+
+def _write_window(dataset: ShardedDataset, parts: list[JoinedRows], schema: dict, generation: str, name: str):
+    """A Ray task: one output shard, the rows of `parts` in order (`_joined`), written as shard `name` of
+    `generation`. Returns the shard's description, never its rows."""
     from finetune_pipeline.shards import write_shard
 
-    bounds, order = dataset.bounds, np.argsort(source_rows, kind="stable")
-    wanted, pieces = source_rows[order], []
-    for number in range(len(bounds) - 1):
-        lo, hi = np.searchsorted(wanted, [bounds[number], bounds[number + 1]])
-        if hi > lo:
-            picked = dataset.read_shard(number, carried)[wanted[lo:hi] - bounds[number]]
-            pieces.append(picked.with_columns(pl.Series("_out", order[lo:hi])))
-    values = pl.concat(pieces).sort("_out").drop("_out")
-    return write_shard(generation, name, decided.drop([c for c in carried if c in decided.columns]).hstack(values)
-                       .select(columns))
+    frame = pl.concat([_joined(dataset, part).select(list(schema)).cast(schema) for part in parts])
+    return write_shard(generation, name, frame)
 
 
-def apply_split_dataset_on_ray(dataset: ShardedDataset, assignment: pl.DataFrame, location: str, execution,
-                               rows: int = DEFAULT_SHARD_ROWS, progress=None):
-    """`apply_split_dataset` on the Ray cluster, dataset to dataset: this process reads the record ids (and
-    `augmented_from`), places each row (the group table: record id, split, group) and sends each window of
-    `rows` output rows to a Ray task (`execution.per_shard`), which reads the columns carried through (the
-    texts among them) from the input shards holding its rows and writes its output shard; this process
-    commits the manifest last (complete or absent; a task whose worker dies is run again and writes its shard
-    whole again). The same rows, in the same shards, as `apply_split_dataset` with `rows` equal to the
-    writer's shard size. `progress(done, total)` as windows finish. Returns the manifest."""
+def _on_ray(execution, writer: DatasetWriter) -> bool:
+    """Whether `write_rows_on_ray` can write `writer`'s next rows: on Ray, the writer at a shard's end."""
+    return (execution is not None and execution.backend == "ray" and isinstance(writer, DatasetWriter)
+            and not writer._pending_rows)
+
+
+def write_rows_on_ray(dataset: ShardedDataset, parts: list[JoinedRows], writer: DatasetWriter, execution,
+                      schema: dict) -> int:
+    """The rows of `parts`, in order, written on the Ray cluster into `writer`'s generation: each window of the
+    writer's `shard_rows` output rows is a Ray task (`execution.per_shard`; run again when its worker dies) that
+    reads the carried columns (the texts among them) from the input shards holding its rows and writes one
+    shard; the writer adopts the shards in order, and commits them (or removes them with its generation). The
+    same shards as `writer.write` of the same rows. This process holds the decided columns and row numbers, never
+    an input shard. Reports "rows written on the workers" (`progress.report`). Returns the rows written."""
     from finetune_pipeline.execution import per_shard
-    from finetune_pipeline.shards import (_schema_of, abort_generation, commit_shards, new_generation,
-                                          write_shard)
 
-    placed, source_rows, columns, passengers = _placed_rows(dataset, assignment)
-    carried = _carried(dataset, placed, passengers)
-    schema = {c: placed.schema[c] if c in placed.columns and c not in carried else dataset.schema[c]
-              for c in columns}
-    generation = new_generation(location)
-    make_folder(generation)
-    starts = list(range(0, len(source_rows), rows))
-    try:
-        written = [None] * len(starts)
-        calls = ((dataset, placed.slice(start, rows), source_rows[start:start + rows], carried, columns, generation,
-                  f"part-{index:05d}.parquet") for index, start in enumerate(starts))
-        for done, (index, shard) in enumerate(per_shard(_split_window, calls, execution), start=1):
-            written[index] = shard
-            if progress is not None:
-                progress(done, len(starts))
-        if not written:  # an empty result is still a typed dataset: one empty shard
-            written = [write_shard(generation, "part-00000.parquet", pl.DataFrame(schema=schema))]
-        return commit_shards(location, generation, written, _schema_of(schema))
-    except BaseException:
-        abort_generation(location, generation)
-        raise
+    total, size = sum(len(part) for part in parts), writer.shard_rows
+
+    def windows():
+        pending, held = [], 0
+        for part in parts:
+            start = 0
+            while start < len(part):
+                piece = part.slice(start, size - held)
+                pending.append(piece)
+                held, start = held + len(piece), start + len(piece)
+                if held == size:
+                    yield pending
+                    pending, held = [], 0
+        if pending:
+            yield pending
+
+    count = -(-total // size)
+    calls = ((dataset, window, schema, writer.generation, writer.shard_name(index))
+             for index, window in enumerate(windows()))
+    written, done = [None] * count, 0
+    for index, shard in per_shard(_write_window, calls, execution):
+        written[index], done = shard, done + shard.rows
+        report_progress("rows written on the workers", done, total)
+    writer.adopt(written, schema)
+    return total
 
 
-__all__ = ["SPLITS", "augment_dataset", "apply_split_dataset", "apply_split_dataset_on_ray", "batch_rows",
+__all__ = ["SPLITS", "JoinedRows", "augment_dataset", "apply_split_dataset", "batch_rows",
            "clean_dataset", "combine_stats", "enabled", "deduplicate_dataset", "document_batches", "label_dataset",
-           "split_assignment_dataset", "split_inputs", "write_joined"]
+           "split_assignment_dataset", "split_inputs", "write_joined", "write_rows_on_ray"]

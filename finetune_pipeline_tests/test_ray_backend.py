@@ -684,13 +684,15 @@ def test_stages_run_shard_to_shard_on_ray_with_the_local_rows(ray_cluster, tmp_p
 
 def test_the_split_is_applied_on_the_workers_shard_for_shard_as_on_the_local_path(ray_cluster, tmp_path,
                                                                                   monkeypatch):
-    """`apply_split_dataset_on_ray` (`dataset_splits` on `backend: ray`): each output shard is joined and
-    written by a Ray task, this process reads the record ids only (no shard through `read_shard`); the same
-    shards, byte for byte, as the local streaming path, augmented rows with their source's split. A task that
-    cannot read its rows fails the stage and commits nothing. Real text: the Debian descriptions."""
+    """`apply_split_dataset` on `backend: ray` (`streaming.write_rows_on_ray`, as `dataset_splits` runs it): each
+    output shard is joined and written by a Ray task, this process reads the record ids only (no shard through
+    `read_shard`); the same shards, byte for byte, as the local streaming path, augmented rows with their source's
+    split; progress in rows. A task that cannot read its rows fails the stage and commits nothing. Real text: the
+    Debian descriptions."""
+    from finetune_pipeline.progress import reporting
     from finetune_pipeline.settings import Settings
     from finetune_pipeline.splits import apply_split_assignment, split_assignment
-    from finetune_pipeline.streaming import apply_split_dataset, apply_split_dataset_on_ray
+    from finetune_pipeline.streaming import apply_split_dataset
     from finetune_pipeline_tests.test_dedup_sharded import debian_corpus
 
     originals = debian_corpus().with_columns(pl.lit(None, pl.String).alias("augmented_from"))
@@ -704,7 +706,7 @@ def test_the_split_is_applied_on_the_workers_shard_for_shard_as_on_the_local_pat
     shards.write_dataset(corpus, tmp_path / "augmented", shard_rows=rows // 2)  # windows cross input shards
     dataset = shards.open_dataset(tmp_path / "augmented")
     with shards.DatasetWriter(tmp_path / "local", shard_rows=rows) as writer:
-        apply_split_dataset(dataset, assignment, writer, rows=rows)
+        apply_split_dataset(dataset, assignment, writer, rows=rows // 3)  # the local path's windows: any size
     local = shards.read_manifest(tmp_path / "local")
 
     on_ray = Settings.model_validate({"execution": {"backend": "ray", "ray_address": ray_cluster}})
@@ -712,9 +714,12 @@ def test_the_split_is_applied_on_the_workers_shard_for_shard_as_on_the_local_pat
     real_read = shards.ShardedDataset.read_shard
     monkeypatch.setattr(shards.ShardedDataset, "read_shard",
                         lambda self, *args, **kw: read_here.append(args) or real_read(self, *args, **kw))
-    manifest = apply_split_dataset_on_ray(dataset, assignment, str(tmp_path / "ray"), on_ray.execution, rows=rows,
-                                          progress=lambda done, total: seen.append((done, total)))
-    assert read_here == [] and seen[-1] == (len(local.shards), len(local.shards)) and len(local.shards) >= 6
+    with reporting(lambda what, done, total: seen.append((what, done, total))), \
+            shards.DatasetWriter(tmp_path / "ray", shard_rows=rows) as writer:
+        apply_split_dataset(dataset, assignment, writer, rows=rows // 3, execution=on_ray.execution)
+    manifest = shards.read_manifest(tmp_path / "ray")
+    assert read_here == [] and len(local.shards) >= 6 and len(seen) == len(local.shards)
+    assert seen[-1] == ("rows written on the workers", corpus.height, corpus.height)
     assert manifest.digest == local.digest and [s.rows for s in manifest.shards] == [s.rows for s in local.shards]
     written = shards.open_dataset(tmp_path / "ray").collect()
     assert written.equals(apply_split_assignment(corpus, assignment))
@@ -724,6 +729,77 @@ def test_the_split_is_applied_on_the_workers_shard_for_shard_as_on_the_local_pat
     last = Path(dataset.shard_urls()[-1])
     pl.read_parquet(last).drop("text").write_parquet(last)  # the last shard's texts gone: its tasks fail
     with pytest.raises(Exception, match="text") as failed:
-        apply_split_dataset_on_ray(dataset, assignment, str(tmp_path / "ray2"), on_ray.execution, rows=rows)
+        with shards.DatasetWriter(tmp_path / "ray2", shard_rows=rows) as writer:
+            apply_split_dataset(dataset, assignment, writer, execution=on_ray.execution)
     assert "RayTaskError" in failed.typename
     assert not (tmp_path / "ray2").exists()  # nothing committed, no generation left
+
+
+def test_dedup_labeling_and_augmentation_write_their_rows_on_the_workers_as_locally(ray_cluster, tmp_path,
+                                                                                   monkeypatch):
+    """On `backend: ray` the stages that know each output row's input row write their rows on the workers
+    (`streaming.write_rows_on_ray`): dedup's kept rows, labeling's (classification) and augmentation's originals
+    and copies; this process writes none of them itself (`DatasetWriter.write` is called for the rejects only).
+    Each stage's dataset equals the local streaming path's shard for shard, byte for byte (the same manifest
+    digest), on test_streaming.py's slice of the sample data (several 64-row shards, a keep order and a label
+    order not the input's, oversampled copies)."""
+    from finetune_pipeline import execution as ex
+    from finetune_pipeline import streaming as st
+    from finetune_pipeline.cleaning.cache import cached_clean_corpus
+    from finetune_pipeline.labeling.annotations import load_annotations
+    from finetune_pipeline.layout import DataRoot
+    from finetune_pipeline.splits import split_assignment
+    from finetune_pipeline.tasks import task_for
+    from finetune_pipeline_tests.test_streaming import ROWS, _keyword_labeler, sample_corpus
+
+    root, settings, corpus = sample_corpus(tmp_path / "data")
+    local = settings.model_copy(update={"execution": settings.execution.model_copy(update={"shard_rows": ROWS})})
+    on_ray = local.model_copy(update={"execution": local.execution.model_copy(
+        update={"backend": "ray", "ray_address": ray_cluster})})
+    shards.write_dataset(cached_clean_corpus(corpus, local, [], None)[0].kept, tmp_path / "cleaned", shard_rows=ROWS)
+    annotations, problems = load_annotations(DataRoot(root).annotations)
+    written_here, windows = [], []
+    real_write, real_per_shard = shards.DatasetWriter.write, ex.per_shard  # `write_rows_on_ray` looks it up there
+
+    def recorded_write(self, frame):
+        written_here.append((Path(self.location).name, frame.height))
+        return real_write(self, frame)
+
+    def recorded_per_shard(fn, calls, execution, gpu=False):
+        if fn.__name__ == "_write_window":
+            windows.append(execution.backend)
+        return real_per_shard(fn, calls, execution, gpu)
+
+    monkeypatch.setattr(shards.DatasetWriter, "write", recorded_write)
+    monkeypatch.setattr(ex, "per_shard", recorded_per_shard)
+    digests = {}
+    for path, s in (("local", local), ("ray", on_ray)):
+        out = tmp_path / path
+        written_here.clear(), windows.clear()
+
+        def writers(name):
+            return shards.DatasetWriter(out / name, shard_rows=ROWS), shards.DatasetWriter(out / f"{name}-rejects",
+                                                                                          shard_rows=ROWS)
+
+        kept, rejected = writers("dedup")
+        st.deduplicate_dataset(shards.open_dataset(tmp_path / "cleaned"), s, kept, rejected)
+        kept.commit(), rejected.commit()
+        kept, rejected = writers("labeled")
+        st.label_dataset(shards.open_dataset(out / "dedup"), s, kept, rejected, annotations, problems,
+                         labeler=_keyword_labeler)
+        kept.commit(), rejected.commit()
+        assignment, _ = split_assignment(shards.open_dataset(out / "labeled").collect(), s.splits, s.dedup,
+                                         task_for(s))
+        with shards.DatasetWriter(out / "augmented", shard_rows=ROWS) as kept:
+            st.augment_dataset(shards.open_dataset(out / "labeled"), s, kept, assignment=assignment)
+        digests[path] = {name: shards.read_manifest(out / name).digest for name in ("dedup", "labeled", "augmented")}
+        made = {name: len(shards.read_manifest(out / name).shards) for name in ("dedup", "labeled", "augmented")}
+        by_writer = {name for name, rows in written_here if rows}
+        if path == "ray":  # every kept shard written by Ray tasks (a call of them per stage), every reject here
+            assert by_writer == {"dedup-rejects", "labeled-rejects"} and windows == ["ray"] * 3
+        else:
+            assert {"dedup", "labeled", "augmented"} <= by_writer and windows == []
+    assert min(made.values()) >= 3
+    augmented = shards.open_dataset(tmp_path / "ray" / "augmented").collect()
+    assert augmented["augmented_from"].is_not_null().sum() > 0  # copies were written from their sources' rows
+    assert digests["ray"] == digests["local"]

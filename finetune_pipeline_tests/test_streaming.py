@@ -53,7 +53,12 @@ def _manual_pages(template: dict, pages: int) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
-    root = copy_sample_data(tmp_path_factory.mktemp("streaming") / "data")
+    return sample_corpus(tmp_path_factory.mktemp("streaming") / "data")
+
+
+def sample_corpus(folder):
+    """(data root, its settings, the module's corpus): also read by test_ray_backend.py."""
+    root = copy_sample_data(folder)
     for path in list(DataRoot(root).raw.rglob("*")):  # the tables only: parsing documents takes seconds
         if path.is_file() and path.parent.name not in ("exports", "db"):
             path.unlink()

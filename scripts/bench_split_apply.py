@@ -1,7 +1,7 @@
 r"""The split applied to an augmented corpus (what the `dataset_splits` asset writes before its export and
 checks), locally (`streaming.apply_split_dataset`: the rows streamed through the step process) and on Ray
-(`streaming.apply_split_dataset_on_ray`: each output shard a Ray task on the workers; the step reads the record
-ids only): the step process's peak resident memory (VmHWM), wall time, and the written dataset's content digest,
+(the same call on `backend: ray`: `streaming.write_rows_on_ray`, each output shard a Ray task on the workers; the
+step reads the record ids only): the step process's peak resident memory (VmHWM), wall time, and the written dataset's content digest,
 which must be the same on both paths.
 
   .venv/bin/python scripts/bench_split_apply.py --dataset /tmp/s13/root1m/.pipeline/assets/augmented_corpus \
@@ -42,20 +42,16 @@ def child(args) -> None:
     dataset = shards.open_dataset(args.dataset)
     assignment = pl.read_parquet(args.assignment)
     location = Path(args.out) / args.child
-    start = time.perf_counter()
+    execution = ExecutionSettings()
     if args.child == "ray":
         from finetune_pipeline.execution import connect
 
         execution = ExecutionSettings(backend="ray", ray_address=args.address)
         connect(execution)
-        ready = time.perf_counter()
-        manifest = streaming.apply_split_dataset_on_ray(dataset, assignment, str(location), execution,
-                                                        rows=args.shard_rows)
-    else:
-        ready = start
-        with shards.DatasetWriter(location, shard_rows=args.shard_rows) as writer:
-            streaming.apply_split_dataset(dataset, assignment, writer, rows=args.shard_rows)
-        manifest = shards.read_manifest(location)
+    ready = time.perf_counter()
+    with shards.DatasetWriter(location, shard_rows=args.shard_rows) as writer:
+        streaming.apply_split_dataset(dataset, assignment, writer, rows=args.shard_rows, execution=execution)
+    manifest = shards.read_manifest(location)
     wall = time.perf_counter() - ready
     print(json.dumps({"path": args.child, "rows": manifest.rows, "shards": len(manifest.shards),
                       "wall_s": round(wall, 1), "records_per_s": round(manifest.rows / wall),

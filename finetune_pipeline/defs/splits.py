@@ -18,6 +18,7 @@ from finetune_pipeline.defs import OWNERS
 from finetune_pipeline.defs.gates import (PIPELINE_DEFECT, Refusal, check_specs, checked, gate, labels_and_records,
                                           require_upstream_checks, suite_result)
 from finetune_pipeline.defs.metadata import settings_used, splits_metadata, table
+from finetune_pipeline.defs.progress import logged
 from finetune_pipeline.defs.resources import PipelineResource
 from finetune_pipeline.defs.types import (ASSIGNMENT_COLUMNS, SPLIT_COLUMNS, SplitAssignmentFrame, SplitsFrame,
                                           column_schema)
@@ -320,18 +321,12 @@ def dataset_splits(context: dg.AssetExecutionContext, pipeline: PipelineResource
     settings, root = pipeline.settings(), pipeline.data_root()
     task = task_for(settings)
     try:
-        if streaming.enabled(settings) and settings.execution.backend == "ray":  # each output shard joined and
-            # written by a Ray task on the workers: this process reads the ids and commits the manifest
-            streaming.apply_split_dataset_on_ray(
-                augmented_corpus, split_assignment, output_location(pipeline, "dataset_splits"), settings.execution,
-                rows=streaming.batch_rows(settings),
-                progress=lambda done, total: context.log.info(f"dataset_splits: {done}/{total} shards written"))
-            splits = open_dataset(output_location(pipeline, "dataset_splits"))
-        elif streaming.enabled(settings):  # the rows streamed through in split order, written shard by shard
-            with DatasetWriter(output_location(pipeline, "dataset_splits"),
-                               shard_rows=settings.execution.shard_rows) as writer:
+        if streaming.enabled(settings):  # the rows streamed through in split order, written shard by shard (on Ray
+            # each output shard joined and written by a Ray task: this process reads the ids, places the rows)
+            with logged(context, "dataset_splits"), DatasetWriter(output_location(pipeline, "dataset_splits"),
+                                                                  shard_rows=settings.execution.shard_rows) as writer:
                 streaming.apply_split_dataset(augmented_corpus, split_assignment, writer,
-                                              rows=streaming.batch_rows(settings))
+                                              rows=streaming.batch_rows(settings), execution=settings.execution)
             splits = open_dataset(output_location(pipeline, "dataset_splits"))
         else:
             splits = apply_split_assignment(augmented_corpus.collect(), split_assignment)
