@@ -392,7 +392,8 @@ def write_joined(dataset: ShardedDataset, decided: pl.DataFrame, writer: Dataset
     not in `decided`, plus any named that `decided` also has: the input's value wins) of the row of
     `dataset` whose record_id is its `key` (an expression over `decided`, e.g. an augmented row's
     source); `columns`: the output's column order. When the output order follows the input's, one pass
-    over the shards; otherwise one pass per `rows` output rows (each keeps only its window). `source_rows`:
+    over the shards; otherwise a window of `rows` output rows at a time, each read from the shards holding its
+    rows (`_joined`, as a Ray task does). `source_rows`:
     per row of `decided`, its row in `dataset`, when the caller knows it (no join of the record ids). Returns
     the rows written.
 
@@ -415,39 +416,32 @@ def write_joined(dataset: ShardedDataset, decided: pl.DataFrame, writer: Dataset
                             schema={"_out": pl.UInt32, "_in": pl.UInt32})
     order = need["_in"].to_numpy()
     body = decided.drop([c for c in carried if c in decided.columns])
-    if len(order) and _on_ray(execution, writer) and source_rows is not None:
-        schema = {c: dataset.schema[c] if c in carried else body.schema[c] for c in columns}
-        return write_rows_on_ray(dataset, [JoinedRows(order, carried, body)], writer, execution, schema)
+    schema = {c: dataset.schema[c] if c in carried else body.schema[c] for c in columns}
+    on_ray = execution if source_rows is not None else None  # the workers read rows by number, not by id
+    return write_rows(dataset, [JoinedRows(order, carried, body)], writer, schema, rows=rows, execution=on_ray)
 
-    def emit(out_positions: np.ndarray, values: pl.DataFrame) -> None:
-        part = body[out_positions].hstack(values.drop("_out")) if carried else body[out_positions]
-        writer.write(part.select(columns))
 
-    if not len(order):  # nothing kept: an empty frame with the output's schema, so the dataset has one
-        schema = {**dataset.schema, **body.schema}
-        writer.write(pl.DataFrame(schema={c: schema[c] for c in columns}))
+def write_rows(dataset: ShardedDataset, parts: list[JoinedRows], writer: DatasetWriter, schema: dict, *,
+               rows: int = DEFAULT_SHARD_ROWS, execution=None) -> int:
+    """The rows of `parts`, in order, as columns `schema`: on `execution.backend: ray` (the writer at a shard's
+    end) by Ray tasks (`write_rows_on_ray`); here otherwise, a window at a time (`_joined`): a part whose rows
+    follow the input's order in one pass, a window per input shard, any other `rows` output rows at a time,
+    each window read from the shards holding its rows. Returns the rows written."""
+    total = sum(len(part) for part in parts)
+    if not total:  # nothing kept: an empty frame with the output's schema, so the dataset has one
+        writer.write(pl.DataFrame(schema=schema))
         return 0
-    bounds = dataset.bounds
-    if len(order) <= 1 or bool(np.all(np.diff(order.astype(np.int64)) >= 0)):
-        # the output follows the input's order: one pass, shard by shard
-        for number, shard in enumerate(dataset.iter_shards()):
-            lo, hi = np.searchsorted(order, [bounds[number], bounds[number + 1]])
-            if hi > lo:
-                local = order[lo:hi] - bounds[number]
-                values = shard.select(carried)[local] if carried else pl.DataFrame()
-                emit(np.arange(lo, hi), values.with_columns(pl.Series("_out", np.arange(lo, hi))))
-        return len(order)
-    for start in range(0, len(order), rows):
-        window = need.slice(start, rows)
-        pieces = []
-        for number, shard in enumerate(dataset.iter_shards()):
-            inside = window.filter(pl.col("_in").is_between(bounds[number], bounds[number + 1] - 1))
-            if inside.height:
-                local = (inside["_in"] - bounds[number]).to_numpy()
-                pieces.append(owned(shard.select(carried)[local]).with_columns(inside["_out"]))
-        values = pl.concat(pieces).sort("_out") if pieces else pl.DataFrame({"_out": []})
-        emit(window["_out"].to_numpy(), values)
-    return len(order)
+    if _on_ray(execution, writer):
+        return write_rows_on_ray(dataset, parts, writer, execution, schema)
+    for part in parts:
+        order = part.source_rows
+        if len(order) <= 1 or bool(np.all(np.diff(order.astype(np.int64)) >= 0)):
+            cuts = np.unique(np.searchsorted(order, dataset.bounds))
+        else:
+            cuts = np.unique(np.append(np.arange(0, len(order), rows), len(order)))
+        for lo, hi in zip(cuts[:-1], cuts[1:]):
+            writer.write(_joined(dataset, part.slice(lo, hi - lo)).select(list(schema)).cast(schema))
+    return total
 
 
 def _output_columns(dataset: ShardedDataset, decided: pl.DataFrame, passengers: tuple[str, ...]) -> list[str]:
@@ -518,7 +512,8 @@ def label_dataset(dataset: ShardedDataset, settings: Settings, kept: DatasetWrit
 def augment_dataset(dataset: ShardedDataset, settings: Settings, kept: DatasetWriter,
                     assignment: pl.DataFrame | None = None, embedding_cache=None) -> StageStats:
     """`augment.augment_corpus`: the originals streamed shard by shard with the augmentation columns (null),
-    then the augmented rows, written after the originals (not a copy of the corpus with them appended).
+    then the augmented rows, written after the originals (not a copy of the corpus with them appended); on Ray
+    both by the workers (`write_rows`), for classification.
     Classification reads the corpus without the columns augmentation only copies from a source record
     (`AUGMENT_PASSENGERS`), and with copies only (the default, `augment.stage.copies_only`) without the texts
     either: each augmented row takes those from its source's row as it is written, and the near-held-out
@@ -541,24 +536,18 @@ def augment_dataset(dataset: ShardedDataset, settings: Settings, kept: DatasetWr
         if classification:  # an augmented row is its source record's row, changed: ROW is its source's
             source_rows, extra = extra[ROW].to_numpy(), extra.drop(ROW)
     columns = [*dataset.columns, *(c for c in AUGMENT_COLUMNS if c not in dataset.columns)]
-    copies = extra is not None and extra.height
-    if dataset.rows and _on_ray(settings.execution, kept) and (source_rows is not None or not copies):
-        # on the workers: the originals with the augmentation columns (null), then each copy from its source's row
-        parts = [JoinedRows(np.arange(dataset.rows), [c for c in dataset.columns if c not in AUGMENT_COLUMNS],
-                            added=AUGMENT_COLUMNS)]
-        if copies:
-            parts.append(JoinedRows(source_rows, _carried(dataset, extra, passengers), extra))
-        schema = {**dataset.schema, **AUGMENT_COLUMNS}
-        write_rows_on_ray(dataset, parts, kept, settings.execution, {c: schema[c] for c in columns})
-        return stats
-    for shard in dataset.iter_shards():
-        kept.write(shard.with_columns([pl.lit(None, t).alias(c) for c, t in AUGMENT_COLUMNS.items()]))
-    if extra is not None and extra.height:
-        if source_rows is None:
-            kept.write(extra.select(columns))
-        else:
-            write_joined(dataset, extra, kept, passengers=passengers, columns=columns,
-                         rows=batch_rows(settings), source_rows=source_rows)
+    types = {**dataset.schema, **AUGMENT_COLUMNS}
+    # the originals with the augmentation columns (null), then each copy from its source's row; on Ray by the
+    # workers, unless the augmented rows are whole rows of their own (other kinds), written here after them
+    parts = [JoinedRows(np.arange(dataset.rows), [c for c in dataset.columns if c not in AUGMENT_COLUMNS],
+                        added=AUGMENT_COLUMNS)]
+    rows_of_their_own = extra is not None and extra.height and source_rows is None
+    if extra is not None and extra.height and source_rows is not None:
+        parts.append(JoinedRows(source_rows, _carried(dataset, extra, passengers), extra))
+    write_rows(dataset, parts, kept, {c: types[c] for c in columns}, rows=batch_rows(settings),
+               execution=None if rows_of_their_own else settings.execution)
+    if rows_of_their_own:
+        kept.write(extra.select(columns))
     return stats
 
 
@@ -638,18 +627,24 @@ class JoinedRows:
 
 
 def _joined(dataset: ShardedDataset, part: JoinedRows) -> pl.DataFrame:
-    """`part`'s rows, their carried columns read from the input shards that hold them (each read once)."""
+    """`part`'s rows, their carried columns read from the input shards that hold them (each read once): a run of
+    consecutive rows as a slice of its shard, other rows gathered into buffers of their own (`shards.owned`: a
+    selection would hold its shard's whole string buffers), put back in `part`'s order when it is not the input's."""
     own = part.decided.drop([c for c in part.carried if c in part.decided.columns]) \
         if part.decided is not None else None
     if part.carried:
-        bounds, order = dataset.bounds, np.argsort(part.source_rows, kind="stable")
-        wanted, pieces = part.source_rows[order], []
+        rows = part.source_rows.astype(np.int64)
+        in_order = len(rows) <= 1 or bool(np.all(np.diff(rows) >= 0))
+        order = np.arange(len(rows)) if in_order else np.argsort(rows, kind="stable")
+        bounds, wanted, pieces = dataset.bounds, rows[order], []
         for number in range(len(bounds) - 1):
             lo, hi = np.searchsorted(wanted, [bounds[number], bounds[number + 1]])
             if hi > lo:
-                picked = dataset.read_shard(number, part.carried)[wanted[lo:hi] - bounds[number]]
-                pieces.append(picked.with_columns(pl.Series("_out", order[lo:hi])))
-        values = pl.concat(pieces).sort("_out").drop("_out")
+                shard, local = dataset.read_shard(number, part.carried), wanted[lo:hi] - bounds[number]
+                consecutive = local[-1] - local[0] == hi - lo - 1
+                picked = shard.slice(int(local[0]), hi - lo) if consecutive else owned(shard[local])
+                pieces.append(picked if in_order else picked.with_columns(pl.Series("_out", order[lo:hi])))
+        values = pl.concat(pieces) if in_order else pl.concat(pieces).sort("_out").drop("_out")
         own = values if own is None else own.hstack(values)
     return own.with_columns([pl.lit(None, t).alias(c) for c, t in part.added.items()])
 
@@ -708,4 +703,4 @@ def write_rows_on_ray(dataset: ShardedDataset, parts: list[JoinedRows], writer: 
 
 __all__ = ["SPLITS", "JoinedRows", "augment_dataset", "apply_split_dataset", "batch_rows",
            "clean_dataset", "combine_stats", "enabled", "deduplicate_dataset", "document_batches", "label_dataset",
-           "split_assignment_dataset", "split_inputs", "write_joined", "write_rows_on_ray"]
+           "split_assignment_dataset", "split_inputs", "write_joined", "write_rows", "write_rows_on_ray"]

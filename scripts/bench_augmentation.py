@@ -13,7 +13,8 @@ annotators' columns); and `<out>/assignment.parquet`, the split assignment of it
 on the streaming path (`streaming.split_assignment_dataset`, the defaults; about 13 minutes at 920k records on 2
 cores). Then each run of the script (without `--prepare`) augments `<out>/labeled` with the defaults
 (oversampling on) into a temporary folder and prints one JSON line. `--settings` adds YAML overrides of the
-default settings.
+default settings; `--ray-workers 2` runs it on `backend: ray` (the step's peak is this process's: the nodes are
+processes of their own).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 
 def _peak_mib() -> float:
@@ -64,6 +66,10 @@ def main() -> int:
     parser.add_argument("--prepare", type=Path, help="build <out> from this sharded dataset first")
     parser.add_argument("--settings", default="", help="YAML overrides of the default settings")
     parser.add_argument("--output", type=Path, help="keep the augmented dataset here (default: a temporary folder)")
+    parser.add_argument("--ray-workers", type=int, default=0,
+                        help="run on `backend: ray`, on a cluster started here: a head with no CPUs and this many "
+                             "one-CPU `ray start` worker nodes (scripts/bench_ray_cluster.py's); the rows are "
+                             "written by Ray tasks (`streaming.write_rows_on_ray`)")
     args = parser.parse_args()
 
     import polars as pl
@@ -81,6 +87,31 @@ def main() -> int:
         return 0
     dataset = shards.open_dataset(args.out / "labeled")
     assignment = pl.read_parquet(args.out / "assignment.parquet")
+    nodes, temp = None, Path(tempfile.mkdtemp(prefix="ray-augment-", dir="/tmp"))
+    if args.ray_workers:
+        import os
+
+        from bench_ray_cluster import RAY_ENV, start_cluster
+
+        from finetune_pipeline.execution import connect
+
+        os.environ.update(RAY_ENV)
+        address, nodes = start_cluster(args.ray_workers, 1024, temp)
+        settings = settings.model_copy(update={"execution": settings.execution.model_copy(
+            update={"backend": "ray", "ray_address": address})})
+        connect(settings.execution)
+    try:
+        return _run(args, settings, dataset, assignment)
+    finally:
+        if nodes is not None:
+            from bench_ray_cluster import stop_cluster
+
+            stop_cluster(nodes, temp)
+
+
+def _run(args, settings, dataset, assignment) -> int:
+    from finetune_pipeline import shards, streaming
+
     with tempfile.TemporaryDirectory(prefix="bench-augment-") as folder:
         output = args.output or Path(folder) / "augmented"
         start = time.perf_counter()
@@ -90,7 +121,8 @@ def main() -> int:
         written = shards.read_manifest(output)
     print(json.dumps({"records": dataset.rows, "rows_out": written.rows, "wall_s": round(wall, 1),
                       "peak_mib": round(_peak_mib()), "augmented_rows": stats.augmented_rows,
-                      "dropped": stats.generated_dropped, "digest": written.digest[:16]}))
+                      "dropped": stats.generated_dropped, "digest": written.digest[:16],
+                      "backend": settings.execution.backend}))
     return 0
 
 
