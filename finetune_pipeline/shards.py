@@ -242,6 +242,11 @@ class DatasetWriter:
         self._written += 1
         self._pending, self._pending_rows = [], 0
 
+    @property
+    def at_shard_end(self) -> bool:
+        """No rows pending: the next row starts a shard (where `adopt` may add shards written elsewhere)."""
+        return not self._pending_rows
+
     def shard_name(self, offset: int = 0) -> str:
         """The file name of the shard `offset` places after those written so far."""
         return f"part-{self._written + offset:05d}.parquet"
@@ -250,7 +255,7 @@ class DatasetWriter:
         """Shards that others (Ray tasks: `streaming.write_rows_on_ray`) wrote into this writer's `generation`,
         named by `shard_name`, in row order: they follow the shards this writer wrote, and commit or abort with
         them. The writer must be at a shard's end (no rows pending), so the shards are those `write` makes."""
-        if self._pending_rows:
+        if not self.at_shard_end:
             raise ValueError(f"{self.location}: {self._pending_rows} rows pending; shards are adopted at a shard's end")
         if self._polars_schema is None:
             self._polars_schema, self.schema = pl.Schema(schema), _schema_of(schema)

@@ -641,8 +641,8 @@ def _joined(dataset: ShardedDataset, part: JoinedRows) -> pl.DataFrame:
             lo, hi = np.searchsorted(wanted, [bounds[number], bounds[number + 1]])
             if hi > lo:
                 shard, local = dataset.read_shard(number, part.carried), wanted[lo:hi] - bounds[number]
-                consecutive = local[-1] - local[0] == hi - lo - 1
-                picked = shard.slice(int(local[0]), hi - lo) if consecutive else owned(shard[local])
+                run = np.array_equal(local, np.arange(local[0], local[0] + hi - lo))  # each row once, in a row
+                picked = shard.slice(int(local[0]), hi - lo) if run else owned(shard[local])
                 pieces.append(picked if in_order else picked.with_columns(pl.Series("_out", order[lo:hi])))
         values = pl.concat(pieces) if in_order else pl.concat(pieces).sort("_out").drop("_out")
         own = values if own is None else own.hstack(values)
@@ -660,8 +660,7 @@ def _write_window(dataset: ShardedDataset, parts: list[JoinedRows], schema: dict
 
 def _on_ray(execution, writer: DatasetWriter) -> bool:
     """Whether `write_rows_on_ray` can write `writer`'s next rows: on Ray, the writer at a shard's end."""
-    return (execution is not None and execution.backend == "ray" and isinstance(writer, DatasetWriter)
-            and not writer._pending_rows)
+    return execution is not None and execution.backend == "ray" and writer.at_shard_end
 
 
 def write_rows_on_ray(dataset: ShardedDataset, parts: list[JoinedRows], writer: DatasetWriter, execution,

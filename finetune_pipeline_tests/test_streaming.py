@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -240,3 +241,22 @@ def test_collection_hands_over_one_source_at_a_time_and_adds_up_to_the_whole(sam
     assert all(rows.schema == whole.kept.schema for rows, _ in parts)
     assert pl.concat([rows for rows, _ in parts]).drop("ingested_at").equals(whole.kept.drop("ingested_at"))
     assert pl.concat([rejects for _, rejects in parts]).equals(whole.rejected)
+
+
+@pytest.mark.parametrize("source_rows", [[1, 2, 2, 4], [3, 4, 4, 6], [0, 1, 2, 3], [6, 3, 4, 4, 0], [2, 2, 2]],
+                         ids=["repeats-in-a-shard", "repeats-across-shards", "a-run", "out-of-order", "one-row-thrice"])
+def test_write_rows_takes_each_input_row_as_often_and_in_the_order_named(tmp_path, source_rows):
+    """`streaming.write_rows` (the window writer of the local path and of the Ray tasks): an oversampled copy
+    names its source's row again, so rows repeat; a run of consecutive rows is read as a slice, any other
+    selection gathered. Every output row must be the input row named, in the order named, across shards."""
+    frame = pl.DataFrame({"record_id": [f"r{i}" for i in range(8)], "text": [f"text {i}" for i in range(8)]})
+    shards.write_dataset(frame, tmp_path / "in", shard_rows=5)  # rows 0-4 and 5-7
+    dataset = shards.open_dataset(tmp_path / "in")
+    decided = pl.DataFrame({"n": list(range(len(source_rows)))})
+    part = st.JoinedRows(np.array(source_rows), ["record_id", "text"], decided)
+    schema = {"n": pl.Int64, "record_id": pl.String, "text": pl.String}
+    with shards.DatasetWriter(tmp_path / "out", shard_rows=2) as writer:
+        assert st.write_rows(dataset, [part], writer, schema, rows=3) == len(source_rows)
+    written = shards.open_dataset(tmp_path / "out").collect()
+    assert written["text"].to_list() == [f"text {i}" for i in source_rows]
+    assert written["n"].to_list() == list(range(len(source_rows)))

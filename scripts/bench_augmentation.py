@@ -87,26 +87,17 @@ def main() -> int:
         return 0
     dataset = shards.open_dataset(args.out / "labeled")
     assignment = pl.read_parquet(args.out / "assignment.parquet")
-    nodes, temp = None, Path(tempfile.mkdtemp(prefix="ray-augment-", dir="/tmp"))
-    if args.ray_workers:
-        import os
+    if not args.ray_workers:
+        return _run(args, settings, dataset, assignment)
+    from bench_ray_cluster import local_cluster
 
-        from bench_ray_cluster import RAY_ENV, start_cluster
+    from finetune_pipeline.execution import connect
 
-        from finetune_pipeline.execution import connect
-
-        os.environ.update(RAY_ENV)
-        address, nodes = start_cluster(args.ray_workers, 1024, temp)
+    with local_cluster(args.ray_workers, "augment") as address:
         settings = settings.model_copy(update={"execution": settings.execution.model_copy(
             update={"backend": "ray", "ray_address": address})})
         connect(settings.execution)
-    try:
         return _run(args, settings, dataset, assignment)
-    finally:
-        if nodes is not None:
-            from bench_ray_cluster import stop_cluster
-
-            stop_cluster(nodes, temp)
 
 
 def _run(args, settings, dataset, assignment) -> int:

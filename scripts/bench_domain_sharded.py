@@ -32,6 +32,7 @@ embeds about 100 short texts a second on this 2-core machine, 3 hours for 1M rec
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -173,27 +174,18 @@ def main() -> int:
     print(f"input built in {time.perf_counter() - t0:.0f} s ({platform.node()}, {os.cpu_count()} cores)", flush=True)
     rows = []
     for path in args.paths.split(","):
-        extra, nodes = [], None
-        if path == "ray":
-            from bench_ray_cluster import start_cluster, stop_cluster
+        with contextlib.ExitStack() as stack:
+            extra = []
+            if path == "ray":
+                from bench_ray_cluster import local_cluster
 
-            temp = Path("/tmp") / f"ray-domain-{os.getpid()}"
-            temp.mkdir(parents=True, exist_ok=True)
-            address, nodes = start_cluster(args.ray_workers, 1024, temp)
-            extra = ["--address", address]
-            from bench_ray_cluster import RAY_ENV
-
-            os.environ.update(RAY_ENV)
-        try:
+                extra = ["--address", stack.enter_context(local_cluster(args.ray_workers, "domain"))]
             done = subprocess.run([sys.executable, __file__, "--out", str(out), "--records", str(args.records),
                                    "--shard-rows", str(args.shard_rows), "--encoder", args.encoder, "--child", path,
                                    *extra, *(["--semantic"] if args.semantic else []),
                                    *([] if args.malloc_mmap_threshold is None else
                                      ["--malloc-mmap-threshold", str(args.malloc_mmap_threshold)])],
                                   capture_output=True, text=True)
-        finally:
-            if nodes is not None:
-                stop_cluster(nodes, temp)
         if done.returncode:
             print(done.stderr[-3000:], file=sys.stderr)
             return done.returncode

@@ -40,6 +40,7 @@ and what the object stores spilled to disk and restored during the stage (Ray's 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -104,6 +105,20 @@ def _alive_nodes() -> int:
     import ray
 
     return sum(n["Alive"] for n in ray.nodes())
+
+
+@contextlib.contextmanager
+def local_cluster(workers: int, name: str, store_mib: int = 1024):
+    """A head with no CPUs and `workers` one-CPU `ray start` worker nodes on this machine, for the length of the
+    block: yields the address; this process and its children take `RAY_ENV`; every node is killed at the end."""
+    os.environ.update(RAY_ENV)
+    temp = Path("/tmp") / f"ray-{name}-{os.getpid()}"  # short: Ray's socket paths must stay short
+    temp.mkdir(parents=True, exist_ok=True)
+    address, nodes = start_cluster(workers, store_mib, temp)
+    try:
+        yield address
+    finally:
+        stop_cluster(nodes, temp)
 
 
 def start_cluster(workers: int, store_mib: int, temp: Path) -> tuple[str, list[subprocess.Popen]]:

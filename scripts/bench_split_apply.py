@@ -15,6 +15,7 @@ process of its own. Prints one JSON line per path, then whether the digests agre
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -76,24 +77,15 @@ def main() -> int:
     print(f"{platform.node()}, {os.cpu_count()} cores", flush=True)
     rows = []
     for path in args.paths.split(","):
-        extra, nodes, temp = [], None, None
-        if path == "ray":
-            from bench_ray_cluster import RAY_ENV, start_cluster
+        with contextlib.ExitStack() as stack:
+            extra = []
+            if path == "ray":
+                from bench_ray_cluster import local_cluster
 
-            os.environ.update(RAY_ENV)
-            temp = Path("/tmp") / f"ray-split-apply-{os.getpid()}"
-            temp.mkdir(parents=True, exist_ok=True)
-            address, nodes = start_cluster(args.ray_workers, 1024, temp)
-            extra = ["--address", address]
-        try:
+                extra = ["--address", stack.enter_context(local_cluster(args.ray_workers, "split-apply"))]
             done = subprocess.run([sys.executable, __file__, "--dataset", args.dataset, "--assignment",
                                    args.assignment, "--out", args.out, "--shard-rows", str(args.shard_rows),
                                    "--child", path, *extra], capture_output=True, text=True)
-        finally:
-            if nodes is not None:
-                from bench_ray_cluster import stop_cluster
-
-                stop_cluster(nodes, temp)
         if done.returncode:
             print(done.stderr[-3000:], file=sys.stderr)
             return done.returncode
