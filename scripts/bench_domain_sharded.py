@@ -32,12 +32,10 @@ embeds about 100 short texts a second on this 2-core machine, 3 hours for 1M rec
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -173,23 +171,14 @@ def main() -> int:
     build(out, args.records, args.shard_rows)
     print(f"input built in {time.perf_counter() - t0:.0f} s ({platform.node()}, {os.cpu_count()} cores)", flush=True)
     rows = []
-    for path in args.paths.split(","):
-        with contextlib.ExitStack() as stack:
-            extra = []
-            if path == "ray":
-                from bench_ray_cluster import local_cluster
+    from bench_ray_cluster import run_path
 
-                extra = ["--address", stack.enter_context(local_cluster(args.ray_workers, "domain"))]
-            done = subprocess.run([sys.executable, __file__, "--out", str(out), "--records", str(args.records),
-                                   "--shard-rows", str(args.shard_rows), "--encoder", args.encoder, "--child", path,
-                                   *extra, *(["--semantic"] if args.semantic else []),
-                                   *([] if args.malloc_mmap_threshold is None else
-                                     ["--malloc-mmap-threshold", str(args.malloc_mmap_threshold)])],
-                                  capture_output=True, text=True)
-        if done.returncode:
-            print(done.stderr[-3000:], file=sys.stderr)
-            return done.returncode
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    for path in args.paths.split(","):
+        rows.append(run_path(__file__, path, [
+            "--out", str(out), "--records", str(args.records), "--shard-rows", str(args.shard_rows),
+            "--encoder", args.encoder, *(["--semantic"] if args.semantic else []),
+            *([] if args.malloc_mmap_threshold is None else
+              ["--malloc-mmap-threshold", str(args.malloc_mmap_threshold)])], args.ray_workers, "domain"))
         print(json.dumps(rows[-1]), flush=True)
     def read(path, name):
         from finetune_pipeline import shards

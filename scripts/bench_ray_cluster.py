@@ -121,6 +121,20 @@ def local_cluster(workers: int, name: str, store_mib: int = 1024):
         stop_cluster(nodes, temp)
 
 
+def run_path(script: str, path: str, argv: list[str], workers: int, name: str) -> dict:
+    """`script ARGV --child PATH` in a process of its own (its peak memory its own), on a `local_cluster` of
+    `workers` nodes for the path "ray" (`--address` added): the last JSON line it prints. A failing child's
+    stderr is printed and its exit status raised (SystemExit)."""
+    with contextlib.ExitStack() as stack:
+        extra = ["--address", stack.enter_context(local_cluster(workers, name))] if path == "ray" else []
+        done = subprocess.run([sys.executable, script, *argv, "--child", path, *extra], capture_output=True,
+                              text=True)
+    if done.returncode:
+        print(done.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(done.returncode)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def start_cluster(workers: int, store_mib: int, temp: Path) -> tuple[str, list[subprocess.Popen]]:
     port = _free_port()
     address = f"127.0.0.1:{port}"

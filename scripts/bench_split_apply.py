@@ -15,11 +15,9 @@ process of its own. Prints one JSON line per path, then whether the digests agre
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -76,20 +74,12 @@ def main() -> int:
         return 0
     print(f"{platform.node()}, {os.cpu_count()} cores", flush=True)
     rows = []
-    for path in args.paths.split(","):
-        with contextlib.ExitStack() as stack:
-            extra = []
-            if path == "ray":
-                from bench_ray_cluster import local_cluster
+    from bench_ray_cluster import run_path
 
-                extra = ["--address", stack.enter_context(local_cluster(args.ray_workers, "split-apply"))]
-            done = subprocess.run([sys.executable, __file__, "--dataset", args.dataset, "--assignment",
-                                   args.assignment, "--out", args.out, "--shard-rows", str(args.shard_rows),
-                                   "--child", path, *extra], capture_output=True, text=True)
-        if done.returncode:
-            print(done.stderr[-3000:], file=sys.stderr)
-            return done.returncode
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    for path in args.paths.split(","):
+        rows.append(run_path(__file__, path, ["--dataset", args.dataset, "--assignment", args.assignment, "--out",
+                                              args.out, "--shard-rows", str(args.shard_rows)],
+                             args.ray_workers, "split-apply"))
         print(json.dumps(rows[-1]), flush=True)
     if len(rows) > 1:
         print("same dataset on every path (content digest):", len({r["digest"] for r in rows}) == 1)
