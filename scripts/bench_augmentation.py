@@ -31,10 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-
-def _peak_mib() -> float:
-    return next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
-                if line.startswith("VmHWM")) / 1024
+from bench_ray_cluster import peak_mib  # noqa: E402
 
 
 def prepare(source: Path, out: Path, settings) -> dict:
@@ -111,7 +108,7 @@ def _run(args, settings, dataset, assignment) -> int:
         wall = time.perf_counter() - start
         written = shards.read_manifest(output)
     print(json.dumps({"records": dataset.rows, "rows_out": written.rows, "wall_s": round(wall, 1),
-                      "peak_mib": round(_peak_mib()), "augmented_rows": stats.augmented_rows,
+                      "peak_mib": round(peak_mib()), "augmented_rows": stats.augmented_rows,
                       "dropped": stats.generated_dropped, "digest": written.digest[:16],
                       "backend": settings.execution.backend}))
     return 0

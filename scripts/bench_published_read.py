@@ -22,11 +22,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
-
-def _peak_mib() -> float:
-    return next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
-                if line.startswith("VmHWM")) / 1024
+from bench_ray_cluster import peak_mib  # noqa: E402
 
 
 def _rss_mib() -> float:
@@ -50,7 +48,7 @@ def child(how: str, export: Path) -> None:
             scan = pl.scan_ndjson(export / f"{name}.jsonl", infer_schema_length=None)
             frames.append(scan.select([c for c in scan.collect_schema().names() if c in RECORD_COLUMNS]).collect())
         frame = pl.concat(frames, how="diagonal_relaxed")
-    wall, peak = time.perf_counter() - start, _peak_mib()
+    wall, peak = time.perf_counter() - start, peak_mib()
     frame.select(sorted(frame.columns)).sort("record_id").write_parquet(export.parent / f"read-{how}.parquet")
     print(json.dumps({"reader": how, "rows": frame.height, "columns": sorted(frame.columns),
                       "wall_s": round(wall, 2), "rss_before_mib": round(before), "peak_mib": round(peak),

@@ -219,6 +219,11 @@ class Sampler:
         self.step_peak = max(self.step_peak, self._proc.memory_info().rss)
 
 
+def peak_mib() -> float:
+    """This process's peak resident memory in MiB (VmHWM): what the benchmarks report as a step's peak."""
+    return _status_kib("VmHWM") / 1024
+
+
 def _status_kib(field: str) -> int:
     """A field of /proc/self/status in KiB (VmHWM: this process's peak RSS since it started or exec'd; RssShmem:
     the shared-memory part of its RSS)."""

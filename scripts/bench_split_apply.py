@@ -26,10 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-
-def _peak_mib() -> float:
-    return next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
-                if line.startswith("VmHWM")) / 1024
+from bench_ray_cluster import peak_mib  # noqa: E402
 
 
 def child(args) -> None:
@@ -54,7 +51,7 @@ def child(args) -> None:
     wall = time.perf_counter() - ready
     print(json.dumps({"path": args.child, "rows": manifest.rows, "shards": len(manifest.shards),
                       "wall_s": round(wall, 1), "records_per_s": round(manifest.rows / wall),
-                      "peak_mib": round(_peak_mib()), "digest": manifest.digest[:16]}))
+                      "peak_mib": round(peak_mib()), "digest": manifest.digest[:16]}))
 
 
 def main() -> int:

@@ -24,6 +24,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench_ray_cluster import peak_mib  # noqa: E402
 
 
 def main() -> int:
@@ -60,11 +63,6 @@ def main() -> int:
     return 0
 
 
-def _peak_mib() -> float:
-    return next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
-                if line.startswith("VmHWM")) / 1024
-
-
 def _look(dataset, assignment: Path, settings) -> int:
     import polars as pl
 
@@ -77,7 +75,7 @@ def _look(dataset, assignment: Path, settings) -> int:
     crossing = cross_split_near_duplicates(rows, settings.splits.contamination_threshold, settings.dedup,
                                            texts=TextSource(dataset, settings.execution))
     wall = time.perf_counter() - start
-    print(json.dumps({"rows": rows.height, "wall_s": round(wall, 1), "peak_mib": round(_peak_mib()),
+    print(json.dumps({"rows": rows.height, "wall_s": round(wall, 1), "peak_mib": round(peak_mib()),
                       "crossing_clusters": crossing.height,
                       "records_in_crossing_clusters": int(crossing["record_ids"].list.len().sum())}))
     return 0
