@@ -35,8 +35,8 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from finetune_pipeline.progress import report as report_progress
 from finetune_pipeline.cleaning import noise
+from finetune_pipeline.progress import report as report_progress
 from finetune_pipeline.records import DATASET_ROW, SPLITS, StageStats
 from finetune_pipeline.settings import Settings
 from finetune_pipeline.shards import DEFAULT_SHARD_ROWS, DatasetWriter, ShardedDataset, is_local, make_folder, owned
@@ -435,7 +435,7 @@ def write_rows(dataset: ShardedDataset, parts: list[JoinedRows], writer: Dataset
         return write_rows_on_ray(dataset, parts, writer, execution, schema)
     for part in parts:
         order = part.source_rows
-        if len(order) <= 1 or bool(np.all(np.diff(order.astype(np.int64)) >= 0)):
+        if _in_input_order(order):
             cuts = np.unique(np.searchsorted(order, dataset.bounds))
         else:
             cuts = np.unique(np.append(np.arange(0, len(order), rows), len(order)))
@@ -626,6 +626,11 @@ class JoinedRows:
         return JoinedRows(self.source_rows[start:start + length], self.carried, decided, self.added)
 
 
+def _in_input_order(rows: np.ndarray) -> bool:
+    """Whether input rows `rows` come in the input's order (repeats allowed): then read in one pass."""
+    return len(rows) <= 1 or bool(np.all(np.diff(rows.astype(np.int64)) >= 0))
+
+
 def _joined(dataset: ShardedDataset, part: JoinedRows) -> pl.DataFrame:
     """`part`'s rows, their carried columns read from the input shards that hold them (each read once): a run of
     consecutive rows as a slice of its shard, other rows gathered into buffers of their own (`shards.owned`: a
@@ -634,7 +639,7 @@ def _joined(dataset: ShardedDataset, part: JoinedRows) -> pl.DataFrame:
         if part.decided is not None else None
     if part.carried:
         rows = part.source_rows.astype(np.int64)
-        in_order = len(rows) <= 1 or bool(np.all(np.diff(rows) >= 0))
+        in_order = _in_input_order(rows)
         order = np.arange(len(rows)) if in_order else np.argsort(rows, kind="stable")
         bounds, wanted, pieces = dataset.bounds, rows[order], []
         for number in range(len(bounds) - 1):
