@@ -43,6 +43,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench_ray_cluster import path_arguments, run_path  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 LICENSES = Path("/usr/share/common-licenses")
@@ -151,14 +153,12 @@ def main() -> int:
     parser.add_argument("--shard-rows", type=int, default=50_000)
     parser.add_argument("--encoder", choices=["hashed", "minilm"], default="hashed")
     parser.add_argument("--paths", default="sharded,in_memory")
-    parser.add_argument("--ray-workers", type=int, default=2)
     parser.add_argument("--semantic", action="store_true", help="semantic dedup on too (dedup.semantic; above "
                         "20,000 records its FAISS index)")
     parser.add_argument("--malloc-mmap-threshold", type=int, default=None,
                         help="execution.malloc_mmap_threshold for the measured process (default: the setting's; "
                         "0: glibc's own)")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--address", help=argparse.SUPPRESS)
+    path_arguments(parser)
     args = parser.parse_args()
     if args.child:
         child(args)
@@ -171,7 +171,6 @@ def main() -> int:
     build(out, args.records, args.shard_rows)
     print(f"input built in {time.perf_counter() - t0:.0f} s ({platform.node()}, {os.cpu_count()} cores)", flush=True)
     rows = []
-    from bench_ray_cluster import run_path
 
     for path in args.paths.split(","):
         rows.append(run_path(__file__, path, [

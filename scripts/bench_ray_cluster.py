@@ -121,6 +121,13 @@ def local_cluster(workers: int, name: str, store_mib: int = 1024):
         stop_cluster(nodes, temp)
 
 
+def path_arguments(parser) -> None:
+    """The arguments `run_path` gives a benchmark's child process (hidden), and the cluster's size."""
+    parser.add_argument("--ray-workers", type=int, default=2, help="one-CPU worker nodes for the path ray")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--address", help=argparse.SUPPRESS)
+
+
 def run_path(script: str, path: str, argv: list[str], workers: int, name: str) -> dict:
     """`script ARGV --child PATH` in a process of its own (its peak memory its own), on a `local_cluster` of
     `workers` nodes for the path "ray" (`--address` added): the last JSON line it prints. A failing child's

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_ray_cluster import peak_mib  # noqa: E402
+from bench_ray_cluster import path_arguments, peak_mib, run_path  # noqa: E402
 
 
 def child(args) -> None:
@@ -62,16 +62,13 @@ def main() -> int:
     parser.add_argument("--out", required=True, help="where each path writes its dataset")
     parser.add_argument("--paths", default="local,ray")
     parser.add_argument("--shard-rows", type=int, default=50_000)
-    parser.add_argument("--ray-workers", type=int, default=2)
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--address", help=argparse.SUPPRESS)
+    path_arguments(parser)
     args = parser.parse_args()
     if args.child:
         child(args)
         return 0
     print(f"{platform.node()}, {os.cpu_count()} cores", flush=True)
     rows = []
-    from bench_ray_cluster import run_path
 
     for path in args.paths.split(","):
         rows.append(run_path(__file__, path, ["--dataset", args.dataset, "--assignment", args.assignment, "--out",
