@@ -380,6 +380,25 @@ class ShardedDataset:
             return self.scan().head(0).collect()
         return pl.concat(parts, how="vertical") if len(parts) > 1 else parts[0]
 
+    def take(self, rows: np.ndarray, columns: list[str]) -> pl.DataFrame:
+        """`columns` of the dataset's rows `rows` (any order, repeats allowed), in that order: only the shards
+        holding them are read, one at a time, and the rows kept in buffers of their own (`owned`), so a few
+        rows of every shard never hold every shard."""
+        rows = np.asarray(rows, dtype=np.int64)
+        bounds = self.bounds
+        if rows.size and (rows.min() < 0 or rows.max() >= bounds[-1]):
+            raise IndexError(f"{self.location}: rows outside 0..{int(bounds[-1]) - 1}")
+        shard = np.searchsorted(bounds, rows, side="right") - 1
+        parts, order = [], []
+        for s in np.unique(shard):
+            at = np.flatnonzero(shard == s)
+            parts.append(owned(self.read_shard(int(s), columns)[rows[at] - bounds[s]]))
+            order.append(at)
+        if not parts:
+            return self.scan().select(columns).head(0).collect()
+        taken = pl.concat(parts, how="vertical")
+        return taken[np.argsort(np.concatenate(order), kind="stable")]
+
     def iter_batches(self, rows: int) -> Iterator[pl.DataFrame]:
         """Frames of at most `rows` rows, in order, reading one shard at a time."""
         for shard in self.iter_shards():

@@ -476,28 +476,36 @@ def deduplicate_dataset(dataset: ShardedDataset, settings: Settings, kept: Datas
 def label_dataset(dataset: ShardedDataset, settings: Settings, kept: DatasetWriter, rejected: DatasetWriter,
                   annotations: pl.DataFrame | None = None, annotation_problems: list[dict] | None = None,
                   embedding_cache=None, labeler=None):
-    """`labeling.apply_labels` on the columns labeling reads: the text only of records the model labels,
-    the classifier trains on or people annotated (classification; other kinds read every text); the rows
-    then streamed through. Returns `(LabelingStats, review_queue)`. `labeler`: as `apply_labels`' (None:
-    the built-in zero-shot model or classifier)."""
+    """`labeling.apply_labels` on the columns labeling reads: the text only of records the classifier trains on or
+    people annotated (classification; other kinds read every text); the records the model labels are named by
+    their row (`labeling.rows`: their texts embedded shard by shard, on Ray by the workers, never read here but for
+    the review queue's few). The rows then streamed through. Returns `(LabelingStats, review_queue)`. `labeler`: as
+    `apply_labels`' (None: the built-in zero-shot model or classifier; a labeler of texts reads the texts of the
+    records it labels too)."""
     from finetune_pipeline.labeling import apply_labels
     from finetune_pipeline.labeling.annotations import empty_annotations
+    from finetune_pipeline.labeling.rows import row_labeler
     from finetune_pipeline.tasks import task_for
 
     annotations = annotations if annotations is not None else empty_annotations()
-    classification = task_for(settings).name == "classification"
+    task = task_for(settings)
+    classification = task.name == "classification"
     frame = decision_frame(dataset, LABELING_PASSENGERS) if classification else dataset.collect()
     if "text" not in frame.columns:
         annotated = annotations["record_id"].unique().implode()
         sources = list(settings.labeling.classifier_label_sources)
-        read = (pl.col("label").is_null() | pl.col("label_source").is_in(sources)
-                | pl.col("record_id").is_in(annotated))
+        read = pl.col("label_source").is_in(sources) | pl.col("record_id").is_in(annotated)
+        if labeler is not None:  # a labeler of texts: the texts of the records it labels too
+            read = read | pl.col("label").is_null()
         frame = frame.hstack([texts_where(dataset, read)]) \
             .select([c for c in dataset.columns if c in frame.columns or c == "text"])
-    extra = {"labeler": labeler} if labeler is not None else {}
     # each record's row in the dataset rides along (classification: a record is labeled as it is, one row in,
-    # one row out), so the rows are written without a join of the record ids
+    # one row out), so the rows are written without a join of the record ids, and the model names its records
+    # by row
     frame = frame.with_row_index(ROW) if classification else frame
+    if classification and labeler is None:
+        labeler = row_labeler(dataset, ROW, task, settings.execution, embedding_cache)
+    extra = {"labeler": labeler} if labeler is not None else {}
     result = apply_labels(frame, settings, annotations, annotation_problems, embedding_cache=embedding_cache, **extra)
     source_rows = result.kept[ROW].to_numpy() if ROW in result.kept.columns else None
     result.kept, result.rejected, result.review_queue = (

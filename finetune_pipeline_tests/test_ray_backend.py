@@ -740,9 +740,11 @@ def test_dedup_labeling_and_augmentation_write_their_rows_on_the_workers_as_loca
     """On `backend: ray` the stages that know each output row's input row write their rows on the workers
     (`streaming.write_rows_on_ray`): dedup's kept rows, labeling's (classification) and augmentation's originals
     and copies; this process writes none of them itself (`DatasetWriter.write` is called for the rejects only).
+    Labeling's built-in zero-shot model embeds the texts of the records it labels by Ray tasks, a shard each, which
+    read them themselves (`labeling.rows`: this process reads none of them but the review queue's).
     Each stage's dataset equals the local streaming path's shard for shard, byte for byte (the same manifest
-    digest), on test_streaming.py's slice of the sample data (several 64-row shards, a keep order and a label
-    order not the input's, oversampled copies)."""
+    digest: the same shards embedded in the same batches, in worker processes), on test_streaming.py's slice of
+    the sample data (several 64-row shards, a keep order and a label order not the input's, oversampled copies)."""
     from finetune_pipeline import execution as ex
     from finetune_pipeline import streaming as st
     from finetune_pipeline.cleaning.cache import cached_clean_corpus
@@ -750,7 +752,8 @@ def test_dedup_labeling_and_augmentation_write_their_rows_on_the_workers_as_loca
     from finetune_pipeline.layout import DataRoot
     from finetune_pipeline.splits import split_assignment
     from finetune_pipeline.tasks import task_for
-    from finetune_pipeline_tests.test_streaming import ROWS, _keyword_labeler, sample_corpus
+    from finetune_pipeline import sharded_vectors
+    from finetune_pipeline_tests.test_streaming import ROWS, sample_corpus
 
     root, settings, corpus = sample_corpus(tmp_path / "data")
     local = settings.model_copy(update={"execution": settings.execution.model_copy(update={"shard_rows": ROWS})})
@@ -772,6 +775,11 @@ def test_dedup_labeling_and_augmentation_write_their_rows_on_the_workers_as_loca
 
     monkeypatch.setattr(shards.DatasetWriter, "write", recorded_write)
     monkeypatch.setattr(ex, "per_shard", recorded_per_shard)
+    embedded, texts_read = [], []
+    real_vectors_per_shard, real_texts = sharded_vectors.per_shard, sharded_vectors.shard_texts
+    monkeypatch.setattr(sharded_vectors, "per_shard", lambda fn, calls, execution, **options: embedded.append(
+        (fn.__name__, execution.backend, len(calls))) or real_vectors_per_shard(fn, calls, execution, **options))
+    monkeypatch.setattr(sharded_vectors, "shard_texts", lambda *a: texts_read.append(a[1]) or real_texts(*a))
     digests = {}
     for path, s in (("local", local), ("ray", on_ray)):
         out = tmp_path / path
@@ -785,9 +793,15 @@ def test_dedup_labeling_and_augmentation_write_their_rows_on_the_workers_as_loca
         st.deduplicate_dataset(shards.open_dataset(tmp_path / "cleaned"), s, kept, rejected)
         kept.commit(), rejected.commit()
         kept, rejected = writers("labeled")
-        st.label_dataset(shards.open_dataset(out / "dedup"), s, kept, rejected, annotations, problems,
-                         labeler=_keyword_labeler)
+        embedded.clear(), texts_read.clear()
+        _, review = st.label_dataset(shards.open_dataset(out / "dedup"), s, kept, rejected, annotations, problems)
         kept.commit(), rejected.commit()
+        # the label descriptions, then per shard the keys and the vectors of the records the model labels
+        assert [(name, backend) for name, backend, _ in embedded] == [
+            ("encode_on_worker", path), ("_shard_keys", path), ("_shard_vectors", path)] if path == "ray" else [
+            ("_shard_keys", path), ("_shard_vectors", path)]
+        assert embedded[-1][2] >= 2 and (texts_read == [] if path == "ray" else len(texts_read) >= 4)
+        assert review.filter(pl.col("label_model").str.starts_with("zero-shot"))["text"].null_count() == 0
         assignment, _ = split_assignment(shards.open_dataset(out / "labeled").collect(), s.splits, s.dedup,
                                          task_for(s))
         with shards.DatasetWriter(out / "augmented", shard_rows=ROWS) as kept:

@@ -260,3 +260,60 @@ def test_write_rows_takes_each_input_row_as_often_and_in_the_order_named(tmp_pat
     written = shards.open_dataset(tmp_path / "out").collect()
     assert written["text"].to_list() == [f"text {i}" for i in source_rows]
     assert written["n"].to_list() == list(range(len(source_rows)))
+
+
+def _assert_close(got: pl.DataFrame, want: pl.DataFrame) -> None:
+    """The same frame but for its floats, which agree to 1e-5."""
+    assert got.schema == want.schema and got.height == want.height
+    for name, dtype in got.schema.items():
+        if dtype.is_float():
+            assert np.allclose(got[name].to_numpy(), want[name].to_numpy(), atol=1e-5, equal_nan=True), name
+        else:
+            assert got[name].equals(want[name]), name
+
+
+@pytest.mark.parametrize("model", ["zero-shot", "classifier"])
+def test_the_built_in_labeler_reads_no_text_it_labels_and_labels_as_in_memory(sample, tmp_path, monkeypatch, model):
+    """The zero-shot model (and the classifier on given labels) names the records it labels by their row
+    (`labeling.rows`): their texts are embedded shard by shard and never read into the stage but for the review
+    queue's; labels, confidences, rejects, statistics and the review queue (its texts and its order, from the
+    label probabilities) are the in-memory labeler's."""
+    root, settings, corpus = sample
+    labeling = {"review_threshold": 0.95, "audit_share": 0.5}  # some held for review, some audited
+    if model == "classifier":  # trained on the given labels
+        labeling |= {"classifier_label_sources": ["column", "folder"], "min_human_labels_for_classifier": 20}
+    settings = settings.model_copy(update={
+        "labeling": settings.labeling.model_copy(update=labeling),
+        "execution": settings.execution.model_copy(update={"shard_rows": ROWS})})
+    annotations, problems = load_annotations(DataRoot(root).annotations)
+    expected = apply_labels(corpus, settings, annotations, problems)  # the built-in labeler on the whole frame
+    assert expected.stats.model.predicted > 0 and expected.stats.model.name.startswith(
+        "zero-shot" if model == "zero-shot" else "logistic regression")
+    reasons = expected.review_queue["reason"].to_list()
+    assert "low_confidence" in reasons and "audit" in reasons
+
+    shards.write_dataset(corpus, tmp_path / "in", shard_rows=ROWS)
+    read, taken = [], []
+    texts_where, take = st.texts_where, shards.ShardedDataset.take
+    monkeypatch.setattr(st, "texts_where", lambda *a: read.append(texts_where(*a)) or read[-1])
+    monkeypatch.setattr(shards.ShardedDataset, "take",
+                        lambda self, rows, columns: taken.append(np.array(rows)) or take(self, rows, columns))
+    kept, rejected = _writers(tmp_path, "labeled")
+    stats, review = st.label_dataset(shards.open_dataset(tmp_path / "in"), settings, kept, rejected,
+                                     annotations, problems)
+    kept.commit(), rejected.commit()
+    # The vectors are embedded shard by shard here, all at once in memory: the encoder's batches differ, and a
+    # text's vector with them in its last bits (at most 3e-7 a component on the soak corpus), so a confidence
+    # may differ in its 6th decimal (one of these 11 did); everything else is the same.
+    _assert_close(_frame(tmp_path / "labeled"), expected.kept)
+    assert _frame(tmp_path / "labeled-rejects").equals(expected.rejected)
+    got, want = stats.to_dict(), expected.stats.to_dict()
+    assert abs(got["model"].pop("mean_confidence") - want["model"].pop("mean_confidence")) < 1e-5 and got == want
+    _assert_close(review.sort("record_id"), expected.review_queue.sort("record_id"))
+    assert review["text"].null_count() == 0
+
+    # the texts of the records the model labeled stayed in the shards: read only for the review queue's
+    annotated = annotations["record_id"].unique().implode()
+    model_labeled = corpus.select((pl.col("label").is_null() & ~pl.col("record_id").is_in(annotated)).alias("x"))
+    assert len(read) == 1 and read[0].filter(model_labeled["x"]).null_count() == model_labeled["x"].sum()
+    assert len(taken) == 1 and len(taken[0]) == expected.stats.model.in_review + reasons.count("audit")

@@ -35,6 +35,18 @@ MAX_PROBLEMS = 100  # listed in the stats; the count is always complete
 Labeler = Callable[[list[str], list[str], LabelingSettings, list[str], list[str]], Predictions]
 
 
+@dataclass(frozen=True)
+class RowLabeler:
+    """A labeler that names the records it labels by their row in the dataset they are read from, so their
+    texts stay there (the streaming paths: `labeling.rows`): `predict(rows, labels, settings, training texts,
+    training labels)` as a `Labeler`, `texts(rows)` the texts of a few rows (the review queue's), `column` the
+    corpus column holding each record's row. The corpus's `text` is then null where it was not read."""
+
+    column: str
+    predict: Callable[[np.ndarray, list[str], LabelingSettings, list[str], list[str]], Predictions]
+    texts: Callable[[np.ndarray], list[str]]
+
+
 @dataclass
 class ModelLabelStats:
     """Labels from the model: which model, how many it predicted, accepted, and sent to review."""
@@ -109,7 +121,7 @@ def label_records(corpus: pl.DataFrame, settings: Settings, annotations: pl.Data
     people = _apply_annotations(corpus, annotations, labels, cfg)
     model = _label_the_rest(people.corpus, labels, settings, labeler, embedding_cache)
     rejected = _rejects(people.disputed, model, cfg)
-    review, reliability = _review_queue(model, people, labels, settings)
+    review, reliability = _review_queue(model, people, labels, settings, labeler)
     people.agreement["reliability"] = reliability.report()
     problems = (annotation_problems or []) + _annotation_problems(people.known, people.unknown, people.outside)
     counts = model.kept.group_by("label").len().sort("label")
@@ -193,10 +205,11 @@ class _ModelLabels:
     low: pl.DataFrame  # of those, under review_threshold: held for review
     accepted: pl.DataFrame  # of those, at or above review_threshold
     name: str | None  # the model
-    probabilities: dict  # record_id -> label probabilities, when the model gives them
+    # the records labeled and their label probabilities (one row each), when the model gives them
+    probabilities: tuple[pl.Series, np.ndarray] | None
 
 
-def _label_the_rest(corpus: pl.DataFrame, labels: list[str], settings: Settings, labeler: Labeler,
+def _label_the_rest(corpus: pl.DataFrame, labels: list[str], settings: Settings, labeler: Labeler | RowLabeler,
                     cache: EmbeddingCache | None) -> _ModelLabels:
     """3. Given labels; 4. the model for the rest: zero-shot, or a classifier on people's labels once there
     are enough (`min_human_labels_for_classifier`)."""
@@ -206,16 +219,19 @@ def _label_the_rest(corpus: pl.DataFrame, labels: list[str], settings: Settings,
     train = corpus.filter(pl.col("label").is_in(labels)
                           & pl.col("label_source").is_in(list(cfg.classifier_label_sources)))
     use_classifier = train.height >= cfg.min_human_labels_for_classifier and train["label"].n_unique() >= 2
-    predicted, model_name, probabilities = unlabeled.clear(), None, {}
+    predicted, model_name, probabilities = unlabeled.clear(), None, None
     if unlabeled.height and labels and (cfg.zero_shot or use_classifier):
         train_texts = train["text"].to_list() if use_classifier else []
         train_labels = train["label"].to_list() if use_classifier else []
         if labeler is predict_labels:  # the built-in labeler embeds on the configured backend
             labeler = partial(predict_labels, execution=settings.execution, cache=cache)
-        preds = labeler(unlabeled["text"].to_list(), labels, cfg, train_texts, train_labels)
+        if isinstance(labeler, RowLabeler):
+            preds = labeler.predict(unlabeled[labeler.column].to_numpy(), labels, cfg, train_texts, train_labels)
+        else:
+            preds = labeler(unlabeled["text"].to_list(), labels, cfg, train_texts, train_labels)
         model_name = preds.model
         if preds.probabilities is not None:
-            probabilities = dict(zip(unlabeled["record_id"], preds.probabilities))
+            probabilities = (unlabeled["record_id"], np.asarray(preds.probabilities, dtype=np.float64))
         predicted = unlabeled.with_columns(
             pl.Series("label", preds.labels, pl.String), pl.lit("model").alias("label_source"),
             pl.Series("label_confidence", preds.confidences, pl.Float64), pl.lit(preds.model).alias("label_model"))
@@ -259,7 +275,8 @@ def _rejects(disputed: pl.DataFrame, model: _ModelLabels, cfg: LabelingSettings)
     ])
 
 
-def _review_queue(model: _ModelLabels, people: _PeopleLabels, labels: list[str], settings: Settings):
+def _review_queue(model: _ModelLabels, people: _PeopleLabels, labels: list[str], settings: Settings,
+                  labeler: Labeler | RowLabeler):
     """The review queue (low-confidence model labels, open disagreements, the audit sample), highest
     expected value of a label first, with who to ask (labeling/priority.py, labeling/routing.py); and the
     annotators' reliability it was routed by."""
@@ -267,8 +284,9 @@ def _review_queue(model: _ModelLabels, people: _PeopleLabels, labels: list[str],
     accepted_model = model.kept.filter(pl.col("label_source") == "model")
     audit = accepted_model.filter(pl.Series(audit_sample(accepted_model["record_id"].to_list(),
                                                          cfg.audit_share, cfg.seed), dtype=pl.Boolean))
+    low, audit = _with_texts([model.low, audit], labeler)
     review = pl.concat([
-        _review_rows(model.low, "low_confidence", pl.col("label_confidence")),
+        _review_rows(low, "low_confidence", pl.col("label_confidence")),
         _review_rows(people.disputed.with_columns(pl.col("label_ann").alias("label")), "disagreement",
                      pl.col("label_agreement_ann"), pl.lit(f"crowd consensus ({cfg.consensus})")),
         _review_rows(audit, "audit", pl.col("label_confidence")),
@@ -279,10 +297,32 @@ def _review_queue(model: _ModelLabels, people: _PeopleLabels, labels: list[str],
     gold = {r: v[0] for r, v in expert_votes.iter_rows() if len(v) == 1}
     reliability = annotator_reliability(valid.filter(~pl.col("annotator").is_in(list(experts))), labels, gold)
     counts_now = dict(model.kept.group_by("label").len().iter_rows())
-    review = order_review_queue(review, labels, model.probabilities, valid, experts, counts_now,
+    review = order_review_queue(review, labels, _probabilities_of(review, model.probabilities), valid, experts,
+                                counts_now,
                                 label_target(counts_now, settings.augmentation.target_count,
                                              settings.augmentation.oversample_ratio), cfg.review, reliability)
     return review, reliability
+
+
+def _with_texts(frames: list[pl.DataFrame], labeler: Labeler | RowLabeler) -> list[pl.DataFrame]:
+    """`frames` (model-labeled records) with their texts: read from the dataset, in one pass, where a
+    `RowLabeler` left them there."""
+    if not isinstance(labeler, RowLabeler) or not any(frame.height for frame in frames):
+        return frames
+    texts = iter(labeler.texts(np.concatenate([frame[labeler.column].to_numpy() for frame in frames])))
+    return [frame.with_columns(pl.Series("text", [next(texts) for _ in range(frame.height)], dtype=pl.String))
+            for frame in frames]
+
+
+def _probabilities_of(review: pl.DataFrame, probabilities: tuple[pl.Series, np.ndarray] | None) -> dict:
+    """record_id -> the model's label probabilities, for the records in `review` (not a dict of every record the
+    model labeled: at 1M records that was a list of floats per record)."""
+    if probabilities is None:
+        return {}
+    ids, matrix = probabilities
+    at = ids.to_frame("record_id").with_row_index("_at").filter(
+        pl.col("record_id").is_in(review["record_id"].implode()))
+    return {record_id: matrix[i] for i, record_id in at.iter_rows()}
 
 
 def keep_unlabeled(corpus: pl.DataFrame, annotations: pl.DataFrame,

