@@ -919,8 +919,8 @@ class ExecutionSettings(_Section):
     batch_size: int = Field(
         1024, ge=1, description="ray: records per batch handed to a worker (parsing: sources per batch / 64).")
     embedding_actors: int = Field(
-        1, ge=1, description="ray: embedding workers (each loads the encoder once; one GPU each when the cluster "
-        "has GPUs).")
+        1, ge=1, description="ray, streaming: false: labeling's embedding actors (each loads the encoder once; one GPU "
+        "each when the cluster has GPUs). Streaming, the texts are embedded by a task per shard.")
     workers: int = Field(
         0, ge=0, description="local: processes cleaning spreads over when it has at least 10,000 records (whole "
         "documents stay together); 0: one per CPU core this process may use; 1: in this process only.")
