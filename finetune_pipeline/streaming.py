@@ -507,10 +507,12 @@ def label_dataset(dataset: ShardedDataset, settings: Settings, kept: DatasetWrit
         labeler = row_labeler(dataset, ROW, task, settings.execution, embedding_cache)
     extra = {"labeler": labeler} if labeler is not None else {}
     result = apply_labels(frame, settings, annotations, annotation_problems, embedding_cache=embedding_cache, **extra)
+    del frame  # the decision frame, while the rows are written: what the output holds of it stays
     source_rows = result.kept[ROW].to_numpy() if ROW in result.kept.columns else None
     result.kept, result.rejected, result.review_queue = (
         f.drop(ROW, strict=False) for f in (result.kept, result.rejected, result.review_queue))
     rejected.write(result.rejected)
+    result.rejected = result.rejected.clear()
     write_joined(dataset, result.kept, kept, passengers=LABELING_PASSENGERS,
                  columns=_output_columns(dataset, result.kept, LABELING_PASSENGERS), rows=batch_rows(settings),
                  source_rows=source_rows, execution=settings.execution)
