@@ -3,6 +3,7 @@ previous one; shards stream in and out one at a time; any fsspec URL works as a 
 
 import json
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -89,6 +90,22 @@ def test_read_rows_reads_a_range_across_shards(tmp_path):
     for start, stop in ((2, 8), (0, 3), (3, 6), (9, 10), (0, 10), (4, 4)):
         assert dataset.read_rows(start, stop).equals(frame.slice(start, stop - start)), (start, stop)
     assert dataset.read_rows(0, 0).schema == frame.schema
+
+
+def test_take_reads_the_named_rows_in_their_order_from_the_shards_holding_them(tmp_path, monkeypatch):
+    frame = pl.DataFrame({"id": list(range(10)), "text": [f"t{i}" for i in range(10)]})
+    shards.write_dataset(frame, tmp_path / "d", shard_rows=3)  # shards: 0-2, 3-5, 6-8, 9
+    dataset = shards.open_dataset(tmp_path / "d")
+    read, real = [], shards.ShardedDataset.read_shard
+    monkeypatch.setattr(shards.ShardedDataset, "read_shard",
+                        lambda self, number, columns=None: read.append(number) or real(self, number, columns))
+    for rows in ([7, 1, 4, 1, 9], [2], [5, 4, 3], list(range(10))[::-1]):
+        read.clear()
+        assert dataset.take(np.array(rows), ["text"]).equals(frame.select("text")[rows]), rows
+        assert sorted(read) == sorted({r // 3 for r in rows}), rows  # each shard holding a row, once
+    assert dataset.take(np.array([], dtype=np.int64), ["text"]).schema == {"text": pl.String}
+    with pytest.raises(IndexError, match="rows outside 0..9"):
+        dataset.take(np.array([3, 10]), ["text"])
 
 
 def _buffer_bytes(frame: pl.DataFrame) -> int:
