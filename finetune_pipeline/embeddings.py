@@ -275,10 +275,19 @@ def _encode_npy(texts: list[str], name: str, batch_size: int, max_length: int) -
     return buffer.getvalue()
 
 
+def model_max_length(tokenizer, encoder) -> int:
+    """The most tokens `encoder` takes: its position embeddings' count, and its tokenizer's limit when it states
+    one. A `max_length` setting above it is cut to it (a local model with 128 positions under the default
+    `max_length: 256` failed every batch of long texts with a tensor-size error)."""
+    limits = [getattr(encoder.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+    return min([int(n) for n in limits if n and n < 1_000_000] or [1_000_000])
+
+
 def _encode(texts: Sequence[str], name: str, batch_size: int, max_length: int) -> np.ndarray:
     import torch
 
     tokenizer, encoder, device = _load(name)
+    max_length = min(max_length, model_max_length(tokenizer, encoder))
     out = []
     order = np.argsort([-len(t) for t in texts], kind="stable")
     with torch.inference_mode():

@@ -205,3 +205,14 @@ def test_augmentation_filters_reuse_their_vectors_with_the_same_decisions(tmp_pa
     second = EmbeddingCache(tmp_path, "augmented_corpus")
     assert run(second) == plain
     assert second.computed == 0 and second.reused == first.computed == 5  # 3 candidates and 2 sources
+
+
+def test_a_max_length_above_the_models_positions_is_cut_to_them(tmp_path):
+    """A local encoder with 64 positions (the test suite's tiny BERT) under `max_length: 256`: long texts are
+    embedded at 64 tokens, as with `max_length: 64`, instead of failing on a tensor size."""
+    from finetune_pipeline_tests.conftest import write_tiny_bert
+
+    model = write_tiny_bert(tmp_path / "tiny")
+    texts = ["word " * 300, "a short text", "another long text " * 40]
+    assert np.array_equal(embed(texts, model, 2, 256), embed(texts, model, 2, 64))
+    assert not np.array_equal(embed(texts, model, 2, 256), embed(texts, model, 2, 16))
