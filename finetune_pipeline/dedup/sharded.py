@@ -392,6 +392,7 @@ def _exact_and_order(dataset: ShardedDataset, execution: ExecutionSettings | Non
         parts[number] = part
     schema = {"row": pl.Int64, "record_id": pl.String, "_key": pl.UInt64, **{f"_{c}": pl.UInt32 for c in _CODED}}
     frame = pl.concat(parts).select(list(schema)) if parts else pl.DataFrame(schema=schema)
+    del parts
     if left_out is not None and left_out.any():
         frame = frame.filter(pl.Series(~left_out).gather(frame["row"]))
     frame = frame.sort([f"_{c}" for c in _CODED] + ["record_id"], nulls_last=True, maintain_order=True)
