@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench_ray_cluster import path_arguments, peak_mib, run_path  # noqa: E402
+from bench_ray_cluster import parse_or_run_child, peak_mib, run_path  # noqa: E402
 
 LABEL_COLUMNS = ("label", "label_source", "label_confidence")
 
@@ -113,10 +113,8 @@ def main() -> int:
     parser.add_argument("--paths", default="texts,rows,ray")
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--encoder", help=argparse.SUPPRESS)
-    path_arguments(parser)
-    args = parser.parse_args()
-    if args.child:
-        child(args)
+    args = parse_or_run_child(parser, child)
+    if args is None:
         return 0
     print(f"{platform.node()}, {os.cpu_count()} cores", flush=True)
     out = Path(args.out)

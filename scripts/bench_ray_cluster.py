@@ -128,6 +128,17 @@ def path_arguments(parser) -> None:
     parser.add_argument("--address", help=argparse.SUPPRESS)
 
 
+def parse_or_run_child(parser, child) -> argparse.Namespace | None:
+    """The command line of a benchmark that `run_path` runs a path of (`path_arguments` added to `parser`): parsed;
+    in the child process (`--child PATH`) `child(args)` is run and None returned, the process's work being done."""
+    path_arguments(parser)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return None
+    return args
+
+
 def run_path(script: str, path: str, argv: list[str], workers: int, name: str) -> dict:
     """`script ARGV --child PATH` in a process of its own (its peak memory its own), on a `local_cluster` of
     `workers` nodes for the path "ray" (`--address` added): the last JSON line it prints. A failing child's

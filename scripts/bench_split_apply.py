@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_ray_cluster import path_arguments, peak_mib, run_path  # noqa: E402
+from bench_ray_cluster import parse_or_run_child, peak_mib, run_path  # noqa: E402
 
 
 def child(args) -> None:
@@ -62,10 +62,8 @@ def main() -> int:
     parser.add_argument("--out", required=True, help="where each path writes its dataset")
     parser.add_argument("--paths", default="local,ray")
     parser.add_argument("--shard-rows", type=int, default=50_000)
-    path_arguments(parser)
-    args = parser.parse_args()
-    if args.child:
-        child(args)
+    args = parse_or_run_child(parser, child)
+    if args is None:
         return 0
     print(f"{platform.node()}, {os.cpu_count()} cores", flush=True)
     rows = []
