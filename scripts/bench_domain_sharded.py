@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_ray_cluster import path_arguments, run_path  # noqa: E402
+from bench_ray_cluster import parse_or_run_child, run_path  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 LICENSES = Path("/usr/share/common-licenses")
@@ -111,12 +111,16 @@ def child(args) -> None:
     from finetune_pipeline.dedup import deduplicate
     from finetune_pipeline.settings import load_settings
 
+    # the hashed encoder replaces `_encode` in this process only: the encoder's own process (from
+    # execution.encoder_process_min_texts texts) would load MiniLM, so it stays here
+    in_process = ""
     if args.encoder == "hashed":
         embeddings._encode = hashed_words
+        in_process = ", encoder_process_min_texts: null"
     out = Path(args.out)
     backend = f", backend: ray, ray_address: '{args.address}'" if args.child == "ray" else ""
     semantic = "dedup: {semantic: true}\n" if args.semantic else ""
-    settings = load_settings(out / "root", overrides=f"execution: {{shard_rows: {args.shard_rows}{backend}}}\n"
+    settings = load_settings(out / "root", overrides=f"execution: {{shard_rows: {args.shard_rows}{in_process}{backend}}}\n"
                                                      + semantic)
     from finetune_pipeline.allocator import set_mmap_threshold
 
@@ -158,10 +162,8 @@ def main() -> int:
     parser.add_argument("--malloc-mmap-threshold", type=int, default=None,
                         help="execution.malloc_mmap_threshold for the measured process (default: the setting's; "
                         "0: glibc's own)")
-    path_arguments(parser)
-    args = parser.parse_args()
-    if args.child:
-        child(args)
+    args = parse_or_run_child(parser, child)
+    if args is None:
         return 0
     import polars as pl
 
