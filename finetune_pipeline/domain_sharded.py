@@ -98,15 +98,8 @@ def _judge_dataset(dataset: ShardedDataset, vectors: Vectors, scorer: DomainScor
     rejected = empty_rejects()
     below = np.flatnonzero(verdict.below)
     if policy == "reject" and below.size:
-        rows = _rows_of(dataset, below, ["record_id", "source_uri", "locator"])
+        rows = dataset.take(below, ["record_id", "source_uri", "locator"])
         rows = rows.with_columns(pl.Series("_detail", [verdict.detail[i] for i in below], dtype=pl.String))
         rejected = reject_rows(rows, STAGE, REASON, pl.col("_detail"))
     return ShardedDomain(below=verdict.below, policy=policy, rejected=rejected, stats=stats)
 
-
-def _rows_of(dataset: ShardedDataset, rows: np.ndarray, columns: list[str]) -> pl.DataFrame:
-    """`columns` of the dataset's rows `rows` (ascending), shard by shard."""
-    bounds = dataset.bounds
-    shard = np.searchsorted(bounds, rows, side="right") - 1
-    parts = [dataset.read_shard(int(s), columns)[rows[shard == s] - bounds[s]] for s in np.unique(shard)]
-    return pl.concat(parts)
