@@ -56,7 +56,7 @@ def predict_rows(dataset: ShardedDataset, rows: np.ndarray, labels: list[str], c
                                   encode=remote_encoder(encoder, execution, apart))
             vectors = embed_rows(dataset, rows, task, TEXT, encoder, execution, cache, folder,
                                  dim=other_vectors.shape[1], apart=apart)
-        score, model = scorer(other_vectors, labels, cfg, train_labels if others is train_texts else [])
+        score, model = scorer(other_vectors, labels, cfg, train_labels)
         probs = np.empty((len(rows), len(labels)))
         for start in range(0, len(rows), BLOCK):
             probs[start:start + BLOCK] = score(vectors.take(rows[start:start + BLOCK]))

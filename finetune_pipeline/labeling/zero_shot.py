@@ -91,11 +91,11 @@ def fit_classifier(train_embeddings: np.ndarray, train_labels: list[str], labels
 
 def scorer(other_vectors: np.ndarray, labels: list[str], cfg: LabelingSettings,
            train_labels: list[str]) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
-    """What turns the texts' embeddings into [n, n_labels] probabilities, and the model's name:
-    `other_vectors` are the training texts' embeddings when `train_labels` name at least two labels (a
-    classifier), else the label descriptions' (zero-shot)."""
+    """What turns the texts' embeddings into [n, n_labels] probabilities, and the model's name: `other_vectors` are
+    the embeddings of `other_texts`: the training texts' when they train a classifier (`trains_classifier`), else
+    the label descriptions' (zero-shot)."""
     name = encoder_name(cfg.model)
-    if train_labels and len(set(train_labels)) >= 2:
+    if trains_classifier(train_labels):
         return (fit_classifier(other_vectors, train_labels, labels, cfg.seed),
                 f"logistic regression on {len(train_labels)} human labels, embeddings {name}")
     return (lambda embeddings: zero_shot_probabilities(embeddings, other_vectors, cfg.temperature),
@@ -104,11 +104,17 @@ def scorer(other_vectors: np.ndarray, labels: list[str], cfg: LabelingSettings,
 
 def other_texts(labels: list[str], cfg: LabelingSettings, train_texts: list[str],
                 train_labels: list[str]) -> list[str]:
-    """What the texts to label are compared with: the classifier's training texts (at least two labels among
-    them), else the label descriptions."""
-    if train_texts and len(set(train_labels)) >= 2:
+    """What the texts to label are compared with: the classifier's training texts (`trains_classifier`), else the
+    label descriptions."""
+    if trains_classifier(train_labels):
         return train_texts
     return [describe(label, cfg.label_descriptions) for label in labels]
+
+
+def trains_classifier(train_labels: list[str]) -> bool:
+    """Whether people's labels (`train_labels`, one per training text) train a classifier: they name at least two
+    labels; else the labeler is zero-shot."""
+    return len(set(train_labels)) >= 2
 
 
 def predictions(probs: np.ndarray, labels: list[str], model: str) -> Predictions:
@@ -150,5 +156,5 @@ def predict_labels(texts: list[str], labels: list[str], cfg: LabelingSettings,
     encode = on_backend if execution.backend == "ray" else embeddings_encoder(
         cfg.model, cfg.batch_size, cfg.max_length, execution.encoder_process_min_texts)
     vectors = embed_texts([*texts, *others], cfg.model, cfg.batch_size, cfg.max_length, cache=cache, encode=encode)
-    score, model = scorer(vectors[len(texts):], labels, cfg, train_labels if others is train_texts else [])
+    score, model = scorer(vectors[len(texts):], labels, cfg, train_labels)
     return predictions(score(vectors[:len(texts)]), labels, model)
